@@ -12,10 +12,12 @@ import (
 // does, in float64: go left when x <= threshold, with the missing-value and
 // categorical rules of decision_type.
 type lgbForest struct {
-	nodes    []lgbNode
-	roots    []int32
-	classes  int     // num_tree_per_iteration: tree t adds to class t % classes
-	divisor  float64 // 1, or the number of iterations for average_output (random forest)
+	nodes   []lgbNode
+	roots   []int32
+	classes int // num_tree_per_iteration: tree t adds to class t % classes
+	// divisor is 1, or the number of iterations for average_output (random
+	// forest). As in LightGBM, raw scores are sums; predictions divide first.
+	divisor  float64
 	catBits  []uint32
 	catRange []catRange
 }
@@ -36,7 +38,9 @@ const (
 	lgbMissingNone     = 0
 	lgbMissingZero     = 1
 	lgbMissingNaN      = 2
-	lgbZeroThreshold   = 1e-35 // kZeroThreshold
+	// kZeroThreshold is the float 1e-35f held in a double. LightGBM drops
+	// inputs within it of zero before predicting, so they score as 0.
+	lgbZeroThreshold = float64(float32(1e-35))
 )
 
 func (f *lgbForest) margin(x []float64, out []float64) {
@@ -50,7 +54,7 @@ func (f *lgbForest) margin(x []float64, out []float64) {
 		for _, r := range f.roots {
 			acc += f.leaf(nodes, r, x)
 		}
-		out[0] = acc / f.divisor
+		out[0] = acc
 		return
 	}
 	c := 0
@@ -58,11 +62,6 @@ func (f *lgbForest) margin(x []float64, out []float64) {
 		out[c] += f.leaf(nodes, r, x)
 		if c++; c == k {
 			c = 0
-		}
-	}
-	if f.divisor != 1 {
-		for c := 0; c < k; c++ {
-			out[c] /= f.divisor
 		}
 	}
 }
@@ -83,11 +82,10 @@ func (f *lgbForest) leaf(nodes []lgbNode, i int32, x []float64) float64 {
 			continue
 		}
 		missing := (nd.dtype >> 2) & 3
-		if v != v && missing != lgbMissingNaN {
+		if (v != v && missing != lgbMissingNaN) || (v >= -lgbZeroThreshold && v <= lgbZeroThreshold) {
 			v = 0
 		}
-		if (missing == lgbMissingZero && v >= -lgbZeroThreshold && v <= lgbZeroThreshold) ||
-			(missing == lgbMissingNaN && v != v) {
+		if (missing == lgbMissingZero && v == 0) || (missing == lgbMissingNaN && v != v) {
 			if nd.dtype&lgbDefaultLeftMask != 0 {
 				i = nd.left
 			} else {

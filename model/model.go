@@ -137,7 +137,9 @@ func (m *Model) NumClass() int { return m.numClass }
 func (m *Model) Objective() string { return m.objective }
 
 // Margin writes the raw margins (len NumClass) for one row: the sum of the
-// trees plus the base score, before the objective's transform. x must have
+// trees plus the base score, before the objective's transform. As in
+// LightGBM, a random-forest model's (average_output) raw margin is the sum,
+// not the average, of its trees; Predict averages. x must have
 // len >= NumFeatures, with NaN for missing values; out must have len >=
 // NumClass. It does not allocate.
 func (m *Model) Margin(x []float64, out []float64) {
@@ -161,6 +163,11 @@ func (m *Model) Margin(x []float64, out []float64) {
 func (m *Model) Predict(x []float64, out []float64) {
 	m.Margin(x, out)
 	out = out[:m.numClass]
+	if m.lgb != nil && m.lgb.divisor != 1 {
+		for i := range out {
+			out[i] /= m.lgb.divisor
+		}
+	}
 	switch m.link {
 	case linkSigmoid:
 		for i, v := range out {

@@ -182,7 +182,7 @@ type xgbObjective struct {
 var xgbObjectives = map[string]xgbObjective{
 	"binary:logistic":      {xgbLogit, linkSigmoid},
 	"reg:logistic":         {xgbLogit, linkSigmoid},
-	"binary:logitraw":      {xgbLogit, linkIdentity},
+	"binary:logitraw":      {xgbIdentity, linkIdentity}, // its ProbToMargin is the identity
 	"reg:squarederror":     {xgbIdentity, linkIdentity},
 	"reg:linear":           {xgbIdentity, linkIdentity},
 	"reg:squaredlogerror":  {xgbIdentity, linkIdentity},
