@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/ingest"
+	"github.com/pulse-rt/pulse/kafka"
+	"golang.org/x/sync/errgroup"
+)
+
+func runDev(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("dev", flag.ExitOnError)
+	path := fl.String("config", "", "config file (default: the embedded e-commerce example)")
+	fl.Parse(args)
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return configError(err)
+	}
+	log := slog.Default()
+
+	// pulse dev binds 127.0.0.1 only, whatever the config says.
+	for _, a := range []*string{&cfg.Ingest.Listen, &cfg.Scorer.Listen, &cfg.Stream.Listen} {
+		*a = loopback(*a)
+	}
+	port := 9092
+	if len(cfg.Kafka.Brokers) > 0 {
+		if _, p, err := net.SplitHostPort(cfg.Kafka.Brokers[0]); err == nil {
+			port, _ = strconv.Atoi(p)
+		}
+	}
+	kdir := filepath.Join(cfg.DataDir, "kafka")
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{Port: port, DataDir: kdir, Partitions: cfg.Kafka.Partitions})
+	if err != nil {
+		return err
+	}
+	defer emb.Close()
+	cfg.Kafka.Brokers = emb.Addrs()
+	log.Info("embedded kafka up", "addr", strings.Join(emb.Addrs(), ","), "data", kdir)
+
+	g, ctx := errgroup.WithContext(ctx)
+	ing, err := startIngest(ctx, g, cfg)
+	if err != nil {
+		return err
+	}
+	_ = ing
+	printDevBanner(cfg)
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func loopback(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}
+
+func startIngest(ctx context.Context, g *errgroup.Group, cfg *config.Config) (*ingest.Server, error) {
+	cl, err := kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
+	if err != nil {
+		return nil, err
+	}
+	if *cfg.Kafka.CreateTopics {
+		if err := kafka.EnsureTopics(ctx, cl, cfg.Kafka); err != nil {
+			cl.Close()
+			return nil, err
+		}
+	}
+	srv := ingest.New(cfg, cl, slog.Default())
+	g.Go(func() error {
+		defer cl.Close()
+		return srv.Run(ctx)
+	})
+	return srv, nil
+}
+
+func runIngest(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("ingest", flag.ExitOnError)
+	path := fl.String("config", "pulse.yaml", "config file")
+	fl.Parse(args)
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return configError(err)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	if _, err := startIngest(ctx, g, cfg); err != nil {
+		return err
+	}
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+func configError(err error) error {
+	if errs, ok := config.AsErrors(err); ok {
+		return fmt.Errorf("invalid config:\n%s", errs.Error())
+	}
+	return err
+}
+
+func printDevBanner(cfg *config.Config) {
+	var write, read string
+	for _, k := range cfg.Keys {
+		if write == "" && k.HasScope(config.ScopeWrite) {
+			write = k.Key
+		}
+		if read == "" && k.HasScope(config.ScopeRead) {
+			read = k.Key
+		}
+	}
+	fmt.Printf(`
+  Pulse dev is running.
+
+  Ingest (Segment API)  http://%[1]s/v1/batch     write key: %[3]s
+  Kafka                 %[2]s            (kcat -b %[2]s -t %[4]s -C)
+  Metrics               http://%[1]s/metrics
+
+  Try:
+    curl -s http://%[1]s/v1/track -u %[3]s: -H 'Content-Type: application/json' \
+      -d '{"userId":"612","event":"Order Completed","properties":{"revenue":42}}'
+`, cfg.Ingest.Listen, strings.Join(cfg.Kafka.Brokers, ","), write, cfg.Kafka.Topics.Events)
+	_ = read
+	fmt.Println()
+}

@@ -1,0 +1,64 @@
+// Command pulse is the one binary: `pulse dev` runs everything in one
+// process on embedded parts; the other commands run one service each
+// against real Kafka, Redis and ClickHouse.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `pulse — real-time features, predictions and live segments
+
+Usage:
+  pulse dev [-config FILE]        everything in one process on embedded Kafka and Pebble
+  pulse ingest -config FILE       the tracking API (Segment-compatible) into Kafka
+  pulse validate -config FILE     check a config and report every problem
+  pulse loadtest ingest [flags]   open-loop load against ingest, with a raw-produce baseline
+
+Run 'pulse COMMAND -h' for a command's flags.
+`
+
+func main() {
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()})))
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cmd, args := os.Args[1], os.Args[2:]
+	var err error
+	switch cmd {
+	case "dev":
+		err = runDev(ctx, args)
+	case "ingest":
+		err = runIngest(ctx, args)
+	case "validate":
+		err = runValidate(args)
+	case "loadtest":
+		err = runLoadtest(ctx, args)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "pulse: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pulse %s: %v\n", cmd, err)
+		os.Exit(1)
+	}
+}
+
+func logLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(os.Getenv("PULSE_LOG_LEVEL"))); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}

@@ -1,0 +1,419 @@
+package event
+
+import (
+	"bytes"
+	json "github.com/goccy/go-json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Limits bound what a client may send. The defaults are Segment's.
+type Limits struct {
+	MaxEventBytes  int // one event's JSON; default 32 KiB
+	MaxBatchEvents int // items in one batch; default 2500
+}
+
+// DefaultLimits are Segment's limits.
+var DefaultLimits = Limits{MaxEventBytes: 32 << 10, MaxBatchEvents: 2500}
+
+// MaxMessageIDLen bounds a client-supplied messageId.
+const MaxMessageIDLen = 100
+
+// FieldError says which field of an event is wrong and why. Its text is
+// "field: reason", e.g. "event: required for track".
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string {
+	if e.Field == "" {
+		return e.Reason
+	}
+	return e.Field + ": " + e.Reason
+}
+
+func fieldErr(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// Defaults are values a batch gives every item: the batch-level context,
+// integrations and sentAt, and the type when the endpoint implies it.
+type Defaults struct {
+	Type         Type
+	Context      map[string]any
+	Integrations map[string]any
+	SentAt       time.Time
+}
+
+// wire is an event as clients send it. Fields are decoded loosely so that
+// a wrong type becomes an error naming the field, not a generic JSON error.
+type wire struct {
+	Type              any `json:"type"`
+	Action            any `json:"action"` // old Segment name for type
+	MessageID         any `json:"messageId"`
+	UserID            any `json:"userId"`
+	AnonymousID       any `json:"anonymousId"`
+	PreviousID        any `json:"previousId"`
+	GroupID           any `json:"groupId"`
+	Event             any `json:"event"`
+	Name              any `json:"name"`
+	Category          any `json:"category"`
+	Properties        any `json:"properties"`
+	Traits            any `json:"traits"`
+	Context           any `json:"context"`
+	Integrations      any `json:"integrations"`
+	Timestamp         any `json:"timestamp"`
+	OriginalTimestamp any `json:"originalTimestamp"`
+	SentAt            any `json:"sentAt"`
+	FeatureSet        any `json:"featureSet"`
+}
+
+// Decode validates and normalises one event. raw is the event's JSON, now is
+// the server's receive time (stamped as receivedAt). The returned error is a
+// *FieldError for anything the client got wrong.
+func Decode(raw []byte, now time.Time, lim Limits, d Defaults) (*Event, error) {
+	if lim.MaxEventBytes > 0 && len(raw) > lim.MaxEventBytes {
+		return nil, fieldErr("", "event is %d bytes, over the %d byte limit", len(raw), lim.MaxEventBytes)
+	}
+	var w wire
+	if err := json.Unmarshal(raw, &w); err != nil {
+		return nil, fieldErr("", "invalid JSON: %s", jsonReason(err))
+	}
+	return normalise(&w, now, d)
+}
+
+func normalise(w *wire, now time.Time, d Defaults) (*Event, error) {
+	e := &Event{ReceivedAt: now.UTC()}
+	var err error
+
+	t := d.Type
+	if t == "" {
+		raw := w.Type
+		if raw == nil {
+			raw = w.Action
+		}
+		if raw == nil {
+			return nil, fieldErr("type", "required (track, identify, page, screen, group or alias)")
+		}
+		s, ok := raw.(string)
+		if !ok {
+			return nil, fieldErr("type", "must be a string")
+		}
+		t = Type(s)
+		if !t.Valid() {
+			return nil, fieldErr("type", "unknown type %q (want track, identify, page, screen, group or alias)", s)
+		}
+	}
+	e.Type = t
+
+	if e.MessageID, err = optString("messageId", w.MessageID, false); err != nil {
+		return nil, err
+	}
+	if len(e.MessageID) > MaxMessageIDLen {
+		return nil, fieldErr("messageId", "is %d characters, over the %d limit", len(e.MessageID), MaxMessageIDLen)
+	}
+	if e.MessageID == "" {
+		e.MessageID = uuid.NewString()
+	}
+	if e.UserID, err = optString("userId", w.UserID, true); err != nil {
+		return nil, err
+	}
+	if e.AnonymousID, err = optString("anonymousId", w.AnonymousID, true); err != nil {
+		return nil, err
+	}
+	if e.PreviousID, err = optString("previousId", w.PreviousID, true); err != nil {
+		return nil, err
+	}
+	if e.GroupID, err = optString("groupId", w.GroupID, true); err != nil {
+		return nil, err
+	}
+	if e.Event, err = optString("event", w.Event, false); err != nil {
+		return nil, err
+	}
+	if e.Name, err = optString("name", w.Name, false); err != nil {
+		return nil, err
+	}
+	if e.FeatureSet, err = optString("featureSet", w.FeatureSet, false); err != nil {
+		return nil, err
+	}
+	if e.Properties, err = optObject("properties", w.Properties); err != nil {
+		return nil, err
+	}
+	if e.Traits, err = optObject("traits", w.Traits); err != nil {
+		return nil, err
+	}
+	if e.Context, err = optObject("context", w.Context); err != nil {
+		return nil, err
+	}
+	if e.Integrations, err = optObject("integrations", w.Integrations); err != nil {
+		return nil, err
+	}
+	if cat, err := optString("category", w.Category, false); err != nil {
+		return nil, err
+	} else if cat != "" && (e.Type == Page || e.Type == Screen) {
+		if e.Properties == nil {
+			e.Properties = map[string]any{}
+		}
+		if _, ok := e.Properties["category"]; !ok {
+			e.Properties["category"] = cat
+		}
+	}
+	e.Context = merge(d.Context, e.Context)
+	e.Integrations = merge(d.Integrations, e.Integrations)
+
+	switch {
+	case e.UserID == "" && e.AnonymousID == "":
+		return nil, fieldErr("userId", "userId or anonymousId is required")
+	case e.Type == Track && e.Event == "":
+		return nil, fieldErr("event", "required for track")
+	case e.Type == Alias && e.PreviousID == "":
+		return nil, fieldErr("previousId", "required for alias")
+	case e.Type == Alias && e.UserID == "":
+		return nil, fieldErr("userId", "required for alias")
+	case e.Type == Group && e.GroupID == "":
+		return nil, fieldErr("groupId", "required for group")
+	}
+
+	ts, err := optTime("timestamp", w.Timestamp)
+	if err != nil {
+		return nil, err
+	}
+	orig, err := optTime("originalTimestamp", w.OriginalTimestamp)
+	if err != nil {
+		return nil, err
+	}
+	sent, err := optTime("sentAt", w.SentAt)
+	if err != nil {
+		return nil, err
+	}
+	if sent.IsZero() {
+		sent = d.SentAt
+	}
+	e.SentAt = sent
+	e.OriginalTimestamp = orig
+	switch {
+	case !ts.IsZero():
+		// An explicit timestamp is the client's word: historical imports
+		// and server-side libraries set it on purpose.
+		e.Timestamp = ts
+		if orig.IsZero() {
+			e.OriginalTimestamp = ts
+		}
+	case !orig.IsZero() && !sent.IsZero():
+		// Clock-skew correction, as Segment does it.
+		e.Timestamp = e.ReceivedAt.Add(-sent.Sub(orig))
+	case !orig.IsZero():
+		e.Timestamp = orig
+	default:
+		e.Timestamp = e.ReceivedAt
+	}
+	e.Timestamp = e.Timestamp.UTC().Truncate(time.Millisecond)
+	if y := e.Timestamp.Year(); y < 2000 || e.Timestamp.After(e.ReceivedAt.Add(MaxFuture)) {
+		return nil, fieldErr("timestamp", "%s is out of range (after 2000 and at most %s ahead of the server)", e.Timestamp.Format(time.RFC3339), MaxFuture)
+	}
+	return e, nil
+}
+
+// MaxFuture is how far ahead of the server an event's time may be.
+const MaxFuture = 24 * time.Hour
+
+func merge(base, over map[string]any) map[string]any {
+	if len(base) == 0 {
+		return over
+	}
+	if len(over) == 0 {
+		out := make(map[string]any, len(base))
+		for k, v := range base {
+			out[k] = v
+		}
+		return out
+	}
+	out := make(map[string]any, len(base)+len(over))
+	for k, v := range base {
+		out[k] = v
+	}
+	for k, v := range over {
+		out[k] = v
+	}
+	return out
+}
+
+func optString(field string, v any, numberOK bool) (string, error) {
+	switch x := v.(type) {
+	case nil:
+		return "", nil
+	case string:
+		return x, nil
+	case float64:
+		if numberOK {
+			return strconv.FormatFloat(x, 'f', -1, 64), nil
+		}
+	}
+	if numberOK {
+		return "", fieldErr(field, "must be a string or a number")
+	}
+	return "", fieldErr(field, "must be a string")
+}
+
+func optObject(field string, v any) (map[string]any, error) {
+	switch x := v.(type) {
+	case nil:
+		return nil, nil
+	case map[string]any:
+		return x, nil
+	}
+	return nil, fieldErr(field, "must be an object")
+}
+
+func optTime(field string, v any) (time.Time, error) {
+	switch x := v.(type) {
+	case nil:
+		return time.Time{}, nil
+	case string:
+		if x == "" {
+			return time.Time{}, nil
+		}
+		t, err := ParseTime(x)
+		if err != nil {
+			return time.Time{}, fieldErr(field, "%q is not an ISO-8601 date", x)
+		}
+		return t, nil
+	case float64:
+		// Epoch milliseconds, as some importers send.
+		return time.UnixMilli(int64(x)).UTC(), nil
+	}
+	return time.Time{}, fieldErr(field, "must be an ISO-8601 string")
+}
+
+// timeLayouts are the ISO-8601 forms Segment libraries send.
+var timeLayouts = []string{
+	time.RFC3339Nano,
+	"2006-01-02T15:04:05.999999999Z0700",
+	"2006-01-02T15:04:05.999999999",
+	"2006-01-02 15:04:05.999999999Z07:00",
+	"2006-01-02 15:04:05.999999999",
+	"2006-01-02",
+}
+
+// ParseTime reads an ISO-8601 time; a time with no zone is UTC.
+func ParseTime(s string) (time.Time, error) {
+	for _, l := range timeLayouts {
+		if t, err := time.Parse(l, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("invalid time %q", s)
+}
+
+func jsonReason(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%s at byte %d", se.Error(), se.Offset)
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		if te.Field != "" {
+			return fmt.Sprintf("%s must not be a %s", te.Field, te.Value)
+		}
+		return fmt.Sprintf("expected an object, got a %s", te.Value)
+	}
+	return err.Error()
+}
+
+// Batch is a decoded /v1/batch body: each item's raw JSON and the
+// batch-level defaults. Items are decoded one by one so one bad item does
+// not reject its neighbours.
+type Batch struct {
+	WriteKey string
+	Items    []json.RawMessage
+	Defaults Defaults
+}
+
+type wireBatch struct {
+	Batch        *[]json.RawMessage `json:"batch"`
+	Context      any                `json:"context"`
+	Integrations any                `json:"integrations"`
+	WriteKey     any                `json:"writeKey"`
+	SentAt       any                `json:"sentAt"`
+}
+
+// DecodeBatch reads a batch body. Errors are about the whole request.
+func DecodeBatch(body []byte, lim Limits) (*Batch, error) {
+	var w wireBatch
+	if err := json.Unmarshal(body, &w); err != nil {
+		return nil, fieldErr("", "invalid JSON: %s", jsonReason(err))
+	}
+	if w.Batch == nil {
+		return nil, fieldErr("batch", "required: a list of events")
+	}
+	b := &Batch{Items: *w.Batch}
+	if lim.MaxBatchEvents > 0 && len(b.Items) > lim.MaxBatchEvents {
+		return nil, &LimitError{fieldErr("batch", "has %d events, over the %d event limit", len(b.Items), lim.MaxBatchEvents)}
+	}
+	var err error
+	if b.WriteKey, err = optString("writeKey", w.WriteKey, false); err != nil {
+		return nil, err
+	}
+	if b.Defaults.Context, err = optObject("context", w.Context); err != nil {
+		return nil, err
+	}
+	if b.Defaults.Integrations, err = optObject("integrations", w.Integrations); err != nil {
+		return nil, err
+	}
+	if b.Defaults.SentAt, err = optTime("sentAt", w.SentAt); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// LimitError marks a request over a size limit (HTTP 413).
+type LimitError struct{ *FieldError }
+
+func (e *LimitError) Unwrap() error { return e.FieldError }
+
+// WriteKeyOf returns the writeKey field of a single-event body, if any.
+func WriteKeyOf(body []byte) string {
+	if !bytes.Contains(body, []byte(`"writeKey"`)) {
+		return ""
+	}
+	var w struct {
+		WriteKey string `json:"writeKey"`
+	}
+	_ = json.Unmarshal(body, &w)
+	return w.WriteKey
+}
+
+// Marshal encodes the normalised event: the value of a pulse.events record.
+func (e *Event) Marshal() ([]byte, error) { return json.Marshal(e) }
+
+// Unmarshal reads a normalised event (a pulse.events record value). Records
+// that apps produce themselves must carry type, an id and, for track, the
+// event name; a missing messageId is left empty for the caller to derive
+// (the stream uses the record's partition and offset).
+func Unmarshal(b []byte) (*Event, error) {
+	var e Event
+	if err := json.Unmarshal(b, &e); err != nil {
+		return nil, fmt.Errorf("cannot decode event: %w", err)
+	}
+	if !e.Type.Valid() {
+		return nil, fieldErr("type", "unknown type %q", e.Type)
+	}
+	if e.UserID == "" && e.AnonymousID == "" {
+		return nil, fieldErr("userId", "userId or anonymousId is required")
+	}
+	if e.Type == Track && e.Event == "" {
+		return nil, fieldErr("event", "required for track")
+	}
+	if e.Timestamp.IsZero() {
+		e.Timestamp = e.ReceivedAt
+	}
+	if e.Timestamp.IsZero() {
+		return nil, fieldErr("timestamp", "required in records on the events topic")
+	}
+	return &e, nil
+}

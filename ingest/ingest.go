@@ -1,0 +1,532 @@
+package ingest
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	json "github.com/goccy/go-json"
+	"github.com/google/uuid"
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/internal/httpapi"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/valyala/fasthttp"
+)
+
+// Server is the tracking API. It is safe for concurrent use; create it with
+// New and run it with Run (or mount Handler on a listener of your own).
+type Server struct {
+	cfg    *config.Config
+	client *kgo.Client
+	keys   *httpapi.Keys
+	health *httpapi.Health
+	log    *slog.Logger
+	limits event.Limits
+	now    func() time.Time
+}
+
+// New builds the server. client must be a producer built by kafka.NewClient
+// with kafka.ProducerOpts; the server does not close it.
+func New(cfg *config.Config, client *kgo.Client, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{
+		cfg:    cfg,
+		client: client,
+		keys:   httpapi.NewKeys(cfg.Keys),
+		health: httpapi.NewHealth(),
+		log:    log.With("service", "ingest"),
+		limits: event.Limits{MaxEventBytes: cfg.Ingest.MaxEventBytes, MaxBatchEvents: cfg.Ingest.MaxBatchEvents},
+		now:    time.Now,
+	}
+}
+
+// Run listens on cfg.Ingest.Listen until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Ingest.Listen)
+	if err != nil {
+		return fmt.Errorf("cannot listen for ingest: %w", err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve answers on ln until ctx ends.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	go s.health.Watch(ctx, 2*time.Second, func(ctx context.Context) error { return kafka.Ping(ctx, s.client) })
+	s.log.Info("ingest listening", "addr", ln.Addr().String())
+	return httpapi.Serve(ctx, s.HTTPServer(), ln, s.log)
+}
+
+// HTTPServer is the fasthttp server with Pulse's limits.
+func (s *Server) HTTPServer() *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler: s.Handler,
+		Name:    "pulse-ingest",
+		// Read a little past the limit so an oversized body gets our JSON
+		// 413 rather than a dropped connection.
+		MaxRequestBodySize: s.cfg.Ingest.MaxBodyBytes + 64<<10,
+		ReadTimeout:        30 * time.Second,
+		WriteTimeout:       30 * time.Second,
+		IdleTimeout:        2 * time.Minute,
+		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
+			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+				httpapi.WriteError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("request body over the %d byte limit", s.cfg.Ingest.MaxBodyBytes))
+				return
+			}
+			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "cannot parse request: "+err.Error())
+		},
+		NoDefaultServerHeader: true,
+	}
+}
+
+// endpoints maps paths to the event type they imply ("" = a batch).
+var endpoints = map[string]event.Type{
+	"/v1/track":    event.Track,
+	"/v1/identify": event.Identify,
+	"/v1/page":     event.Page,
+	"/v1/p":        event.Page,
+	"/v1/screen":   event.Screen,
+	"/v1/group":    event.Group,
+	"/v1/alias":    event.Alias,
+	"/v1/batch":    "",
+	"/v1/import":   "",
+	"/v1/stream":   "",
+}
+
+// Handler routes a request.
+func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	path := string(ctx.Path())
+	if s.health.Serve(ctx) {
+		return
+	}
+	typ, ok := endpoints[path]
+	label := path
+	if !ok {
+		label = "other"
+	}
+	defer func() {
+		requests.WithLabelValues(label, strconv.Itoa(ctx.Response.StatusCode())).Inc()
+		requestSeconds.WithLabelValues(label).Observe(time.Since(start).Seconds())
+	}()
+	// Browsers (analytics.js) call from other origins.
+	ctx.Response.Header.Set("Access-Control-Allow-Origin", "*")
+	if ctx.IsOptions() {
+		ctx.Response.Header.Set("Access-Control-Allow-Methods", "POST, OPTIONS")
+		ctx.Response.Header.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Content-Encoding")
+		ctx.Response.Header.Set("Access-Control-Max-Age", "86400")
+		ctx.SetStatusCode(fasthttp.StatusNoContent)
+		return
+	}
+	if !ok {
+		httpapi.WriteError(ctx, fasthttp.StatusNotFound, "no such endpoint: "+path)
+		return
+	}
+	if !ctx.IsPost() {
+		ctx.Response.Header.Set("Allow", "POST")
+		httpapi.WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use POST")
+		return
+	}
+	if msg := badContentType(ctx.Request.Header.ContentType()); msg != "" {
+		httpapi.WriteError(ctx, fasthttp.StatusUnsupportedMediaType, msg)
+		return
+	}
+	body, status, err := s.body(ctx)
+	if err != nil {
+		httpapi.WriteError(ctx, status, err.Error())
+		return
+	}
+	requestBytes.Add(float64(len(body)))
+	switch path {
+	case "/v1/batch", "/v1/import":
+		s.batch(ctx, body)
+	case "/v1/stream":
+		s.stream(ctx, body)
+	default:
+		s.single(ctx, body, typ)
+	}
+}
+
+func badContentType(ct []byte) string {
+	mt, _, _ := strings.Cut(string(ct), ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	switch {
+	case mt == "application/json", mt == "text/plain", strings.HasSuffix(mt, "+json"):
+		return ""
+	case mt == "":
+		return "Content-Type is required: send application/json"
+	}
+	return fmt.Sprintf("Content-Type %s is not supported: send application/json", mt)
+}
+
+// body returns the request body, gunzipped and within the size limit.
+func (s *Server) body(ctx *fasthttp.RequestCtx) ([]byte, int, error) {
+	limit := s.cfg.Ingest.MaxBodyBytes
+	raw := ctx.PostBody()
+	enc := strings.ToLower(strings.TrimSpace(string(ctx.Request.Header.ContentEncoding())))
+	switch enc {
+	case "", "identity":
+		if len(raw) > limit {
+			return nil, fasthttp.StatusRequestEntityTooLarge, fmt.Errorf("request body is %d bytes, over the %d byte limit", len(raw), limit)
+		}
+		return raw, 0, nil
+	case "gzip":
+		zr, err := gzip.NewReader(bytes.NewReader(raw))
+		if err != nil {
+			return nil, fasthttp.StatusBadRequest, fmt.Errorf("invalid gzip body: %w", err)
+		}
+		// Read one byte past the limit to tell "exactly at" from "over".
+		out, err := io.ReadAll(io.LimitReader(zr, int64(limit)+1))
+		if err != nil {
+			return nil, fasthttp.StatusBadRequest, fmt.Errorf("invalid gzip body: %w", err)
+		}
+		if len(out) > limit {
+			return nil, fasthttp.StatusRequestEntityTooLarge, fmt.Errorf("decompressed request body is over the %d byte limit", limit)
+		}
+		return out, 0, nil
+	}
+	return nil, fasthttp.StatusUnsupportedMediaType, fmt.Errorf("Content-Encoding %s is not supported: send gzip or nothing", enc)
+}
+
+// authorize checks the write key from the headers or, failing that, the body.
+func (s *Server) authorize(ctx *fasthttp.RequestCtx, bodyKey string) (*config.APIKey, bool) {
+	secret := httpapi.KeyFromHeaders(ctx)
+	if secret == "" {
+		secret = bodyKey
+	}
+	key, retry, err := s.keys.Check(secret, config.ScopeWrite)
+	if err != nil {
+		httpapi.WriteAuthError(ctx, err, retry)
+		return nil, false
+	}
+	return key, true
+}
+
+// Rejected is one invalid item of a batch, as listed in the answer.
+type Rejected struct {
+	Index int    `json:"index"`
+	Error string `json:"error"`
+}
+
+// answer is the success body.
+type answer struct {
+	Success  bool       `json:"success"`
+	Rejected []Rejected `json:"rejected,omitempty"`
+}
+
+func (s *Server) single(ctx *fasthttp.RequestCtx, body []byte, typ event.Type) {
+	var bodyKey string
+	if httpapi.KeyFromHeaders(ctx) == "" {
+		bodyKey = event.WriteKeyOf(body)
+	}
+	key, ok := s.authorize(ctx, bodyKey)
+	if !ok {
+		return
+	}
+	now := s.now()
+	e, err := event.Decode(body, now, s.limits, event.Defaults{Type: typ})
+	if err != nil {
+		var fe *event.FieldError
+		if !errors.As(err, &fe) || strings.HasPrefix(fe.Reason, "invalid JSON") {
+			// Not an event at all: a whole-request problem, nothing to keep.
+			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, err.Error())
+			return
+		}
+		rejectedEvents.WithLabelValues(reason(fe)).Inc()
+		dl := s.deadLetter(key, 0, body, nil, err, now)
+		if perr := s.produce(ctx, []*kgo.Record{dl}); perr != nil {
+			s.unavailable(ctx, perr)
+			return
+		}
+		status := fasthttp.StatusBadRequest
+		var le *event.LimitError
+		if errors.As(err, &le) || strings.Contains(fe.Reason, "byte limit") {
+			status = fasthttp.StatusRequestEntityTooLarge
+		}
+		httpapi.WriteError(ctx, status, err.Error())
+		return
+	}
+	rec, err := s.record(e)
+	if err != nil {
+		httpapi.WriteError(ctx, fasthttp.StatusInternalServerError, err.Error())
+		return
+	}
+	if err := s.produce(ctx, []*kgo.Record{rec}); err != nil {
+		s.unavailable(ctx, err)
+		return
+	}
+	acceptedEvents.WithLabelValues(string(e.Type)).Inc()
+	writeAnswer(ctx, nil)
+}
+
+func (s *Server) batch(ctx *fasthttp.RequestCtx, body []byte) {
+	b, err := event.DecodeBatch(body, s.limits)
+	if err != nil {
+		// Authenticate before explaining limits to strangers, when we can.
+		if httpapi.KeyFromHeaders(ctx) != "" {
+			if _, ok := s.authorize(ctx, ""); !ok {
+				return
+			}
+		}
+		var le *event.LimitError
+		if errors.As(err, &le) {
+			httpapi.WriteError(ctx, fasthttp.StatusRequestEntityTooLarge, err.Error())
+			return
+		}
+		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	key, ok := s.authorize(ctx, b.WriteKey)
+	if !ok {
+		return
+	}
+	now := s.now()
+	recs := make([]*kgo.Record, 0, len(b.Items))
+	var rejected []Rejected
+	var types []event.Type
+	for i, raw := range b.Items {
+		e, err := event.Decode(raw, now, s.limits, b.Defaults)
+		if err != nil {
+			var fe *event.FieldError
+			r := "invalid"
+			if errors.As(err, &fe) {
+				r = reason(fe)
+			}
+			rejectedEvents.WithLabelValues(r).Inc()
+			rejected = append(rejected, Rejected{Index: i, Error: err.Error()})
+			recs = append(recs, s.deadLetter(key, i, raw, b.Defaults.Context, err, now))
+			continue
+		}
+		rec, err := s.record(e)
+		if err != nil {
+			httpapi.WriteError(ctx, fasthttp.StatusInternalServerError, err.Error())
+			return
+		}
+		recs = append(recs, rec)
+		types = append(types, e.Type)
+	}
+	if err := s.produce(ctx, recs); err != nil {
+		s.unavailable(ctx, err)
+		return
+	}
+	for _, t := range types {
+		acceptedEvents.WithLabelValues(string(t)).Inc()
+	}
+	writeAnswer(ctx, rejected)
+}
+
+// streamBody is Mage's feature-row ingestion shape.
+type streamBody struct {
+	APIKey     string           `json:"api_key"`
+	FeatureSet string           `json:"feature_set"`
+	Features   []map[string]any `json:"features"`
+}
+
+func (s *Server) stream(ctx *fasthttp.RequestCtx, body []byte) {
+	var sb streamBody
+	if err := json.Unmarshal(body, &sb); err != nil {
+		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "invalid JSON: "+err.Error())
+		return
+	}
+	key, ok := s.authorize(ctx, sb.APIKey)
+	if !ok {
+		return
+	}
+	if sb.FeatureSet == "" {
+		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "feature_set: required, e.g. user/profile_attributes/5")
+		return
+	}
+	if sb.Features == nil {
+		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "features: required: a list of rows with an id")
+		return
+	}
+	if len(sb.Features) > s.limits.MaxBatchEvents {
+		httpapi.WriteError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("features: has %d rows, over the %d row limit", len(sb.Features), s.limits.MaxBatchEvents))
+		return
+	}
+	now := s.now()
+	recs := make([]*kgo.Record, 0, len(sb.Features))
+	var rejected []Rejected
+	for i, row := range sb.Features {
+		e, err := s.rowEvent(sb.FeatureSet, row, now)
+		if err != nil {
+			raw, _ := json.Marshal(row)
+			rejectedEvents.WithLabelValues("id").Inc()
+			rejected = append(rejected, Rejected{Index: i, Error: err.Error()})
+			recs = append(recs, s.deadLetter(key, i, raw, nil, err, now))
+			continue
+		}
+		rec, err := s.record(e)
+		if err != nil {
+			httpapi.WriteError(ctx, fasthttp.StatusInternalServerError, err.Error())
+			return
+		}
+		recs = append(recs, rec)
+	}
+	if err := s.produce(ctx, recs); err != nil {
+		s.unavailable(ctx, err)
+		return
+	}
+	acceptedEvents.WithLabelValues("stream").Add(float64(len(sb.Features) - len(rejected)))
+	ctx.SetContentType("application/json")
+	if len(rejected) == 0 {
+		ctx.SetBodyString(`{"success":1}`)
+		return
+	}
+	b, _ := json.Marshal(struct {
+		Success  int        `json:"success"`
+		Rejected []Rejected `json:"rejected"`
+	}{1, rejected})
+	ctx.SetBody(b)
+}
+
+// rowEvent turns a feature row into an identify carrying the row as traits.
+func (s *Server) rowEvent(featureSet string, row map[string]any, now time.Time) (*event.Event, error) {
+	id, err := rowID(row["id"])
+	if err != nil {
+		return nil, err
+	}
+	traits := make(map[string]any, len(row))
+	for k, v := range row {
+		if k != "id" {
+			traits[k] = v
+		}
+	}
+	raw, err := json.Marshal(map[string]any{"type": "identify", "userId": id, "traits": traits, "featureSet": featureSet})
+	if err != nil {
+		return nil, err
+	}
+	return event.Decode(raw, now, s.limits, event.Defaults{})
+}
+
+func rowID(v any) (string, error) {
+	switch x := v.(type) {
+	case string:
+		if x != "" {
+			return x, nil
+		}
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64), nil
+	case nil:
+		return "", &event.FieldError{Field: "id", Reason: "required in every feature row"}
+	}
+	return "", &event.FieldError{Field: "id", Reason: "must be a non-empty string or a number"}
+}
+
+func (s *Server) record(e *event.Event) (*kgo.Record, error) {
+	v, err := e.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("cannot encode event: %w", err)
+	}
+	return &kgo.Record{Topic: s.cfg.Kafka.Topics.Events, Key: []byte(e.EntityID()), Value: v}, nil
+}
+
+// DeadLetter is the value of a record on the invalid-events topic.
+type DeadLetter struct {
+	Error      string          `json:"error"`
+	Field      string          `json:"field,omitempty"`
+	Index      int             `json:"index"`
+	Source     string          `json:"source"`
+	Key        string          `json:"keyName,omitempty"`
+	ReceivedAt time.Time       `json:"receivedAt"`
+	MessageID  string          `json:"messageId"`
+	Event      json.RawMessage `json:"event"`
+}
+
+func (s *Server) deadLetter(key *config.APIKey, index int, raw []byte, _ map[string]any, err error, now time.Time) *kgo.Record {
+	dl := DeadLetter{Error: err.Error(), Index: index, Source: "ingest", ReceivedAt: now.UTC(), MessageID: uuid.NewString()}
+	var fe *event.FieldError
+	if errors.As(err, &fe) {
+		dl.Field = fe.Field
+	}
+	if key != nil {
+		dl.Key = key.Name
+	}
+	if json.Valid(raw) {
+		dl.Event = raw
+	} else {
+		q, _ := json.Marshal(string(raw))
+		dl.Event = q
+	}
+	v, _ := json.Marshal(dl)
+	return &kgo.Record{Topic: s.cfg.Kafka.Topics.Invalid, Value: v}
+}
+
+// produce sends recs and waits until the broker acknowledged every one.
+func (s *Server) produce(ctx *fasthttp.RequestCtx, recs []*kgo.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	start := time.Now()
+	pctx, cancel := context.WithTimeout(context.Background(), s.cfg.Ingest.ProduceTimeout.D())
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	wg.Add(len(recs))
+	for _, r := range recs {
+		s.client.TryProduce(pctx, r, func(r *kgo.Record, err error) {
+			if err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	produceSeconds.Observe(time.Since(start).Seconds())
+	if first != nil {
+		produceErrors.Inc()
+	}
+	return first
+}
+
+func (s *Server) unavailable(ctx *fasthttp.RequestCtx, err error) {
+	s.log.Warn("kafka did not take the records", "err", err)
+	ctx.Response.Header.Set("Retry-After", "5")
+	msg := "Kafka cannot take the events right now; retry (messageIds make retries safe)"
+	if errors.Is(err, kgo.ErrMaxBuffered) {
+		msg = "ingest is over capacity; retry (messageIds make retries safe)"
+	}
+	httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, msg)
+}
+
+func writeAnswer(ctx *fasthttp.RequestCtx, rejected []Rejected) {
+	ctx.SetContentType("application/json")
+	if len(rejected) == 0 {
+		ctx.SetBodyString(`{"success":true}`)
+		return
+	}
+	b, _ := json.Marshal(answer{Success: true, Rejected: rejected})
+	ctx.SetBody(b)
+}
+
+// reason is the metric label for a rejection: the field at fault, or the limit.
+func reason(fe *event.FieldError) string {
+	switch {
+	case strings.Contains(fe.Reason, "byte limit"):
+		return "too_large"
+	case strings.HasPrefix(fe.Reason, "invalid JSON"):
+		return "json"
+	case fe.Field == "":
+		return "invalid"
+	}
+	return fe.Field
+}

@@ -1,0 +1,39 @@
+package ingest
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+var (
+	requests = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "pulse_ingest_requests_total",
+		Help: "HTTP requests by endpoint and status code.",
+	}, []string{"endpoint", "code"})
+	requestSeconds = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "pulse_ingest_request_seconds",
+		Help:    "Request latency, from first byte handled to answer, by endpoint.",
+		Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
+	}, []string{"endpoint"})
+	acceptedEvents = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "pulse_ingest_events_total",
+		Help: "Events accepted (acknowledged by Kafka) by type.",
+	}, []string{"type"})
+	rejectedEvents = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "pulse_ingest_rejected_total",
+		Help: "Invalid events sent to the dead-letter topic, by reason (the field at fault, too_large, json).",
+	}, []string{"reason"})
+	produceSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "pulse_ingest_produce_seconds",
+		Help:    "Time from producing a request's records to the broker's last acknowledgement.",
+		Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
+	})
+	produceErrors = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "pulse_ingest_produce_errors_total",
+		Help: "Requests answered 503 because Kafka did not take their records.",
+	})
+	requestBytes = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "pulse_ingest_request_bytes_total",
+		Help: "Request body bytes received, after decompression.",
+	})
+)

@@ -1,0 +1,199 @@
+// Package httpapi holds the HTTP conventions every Pulse API shares, so
+// ingest and the scorer answer alike: the JSON error shape, API keys and
+// their rate limits, /healthz, /readyz and /metrics, and serving with a
+// clean shutdown.
+package httpapi
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	json "github.com/goccy/go-json"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/pulse-rt/pulse/config"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"golang.org/x/time/rate"
+)
+
+// Error is the body of every error answer.
+type Error struct {
+	Success bool   `json:"success"`
+	Error   string `json:"error"`
+}
+
+// WriteError answers status with {"success": false, "error": msg}.
+func WriteError(ctx *fasthttp.RequestCtx, status int, msg string) {
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	b, _ := json.Marshal(Error{Error: msg})
+	ctx.SetBody(b)
+}
+
+// WriteJSON answers 200 with v as JSON.
+func WriteJSON(ctx *fasthttp.RequestCtx, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		WriteError(ctx, fasthttp.StatusInternalServerError, "cannot encode answer: "+err.Error())
+		return
+	}
+	ctx.SetContentType("application/json")
+	ctx.SetBody(b)
+}
+
+// Keys authenticates API keys and applies their rate limits.
+type Keys struct {
+	keys     map[string]*config.APIKey
+	limiters map[string]*rate.Limiter
+}
+
+// NewKeys indexes the configured keys.
+func NewKeys(keys []config.APIKey) *Keys {
+	k := &Keys{keys: map[string]*config.APIKey{}, limiters: map[string]*rate.Limiter{}}
+	for i := range keys {
+		key := &keys[i]
+		k.keys[key.Key] = key
+		if key.RateLimit > 0 {
+			k.limiters[key.Key] = rate.NewLimiter(rate.Limit(key.RateLimit), max(1, key.Burst))
+		}
+	}
+	return k
+}
+
+// Auth outcomes, as HTTP statuses with their messages.
+var (
+	ErrNoKey       = errors.New("missing API key")
+	ErrUnknownKey  = errors.New("unknown API key")
+	ErrScope       = errors.New("API key lacks the scope for this call")
+	ErrRateLimited = errors.New("rate limit exceeded for this API key")
+)
+
+// Check finds secret and verifies it has scope and is within its rate limit.
+// On ErrRateLimited, retryAfter says when to come back.
+func (k *Keys) Check(secret, scope string) (key *config.APIKey, retryAfter time.Duration, err error) {
+	if secret == "" {
+		return nil, 0, ErrNoKey
+	}
+	key = k.keys[secret]
+	if key == nil {
+		return nil, 0, ErrUnknownKey
+	}
+	if !key.HasScope(scope) {
+		return key, 0, fmt.Errorf("%w (needs %s)", ErrScope, scope)
+	}
+	if l := k.limiters[secret]; l != nil {
+		r := l.Reserve()
+		if d := r.Delay(); d > 0 {
+			r.Cancel()
+			return key, d, ErrRateLimited
+		}
+	}
+	return key, 0, nil
+}
+
+// WriteAuthError answers an error from Check with the right status.
+func WriteAuthError(ctx *fasthttp.RequestCtx, err error, retryAfter time.Duration) {
+	switch {
+	case errors.Is(err, ErrRateLimited):
+		ctx.Response.Header.Set("Retry-After", strconv.Itoa(int(math.Ceil(max(retryAfter.Seconds(), 1)))))
+		WriteError(ctx, fasthttp.StatusTooManyRequests, err.Error())
+	case errors.Is(err, ErrScope):
+		WriteError(ctx, fasthttp.StatusForbidden, err.Error())
+	default:
+		ctx.Response.Header.Set("WWW-Authenticate", `Basic realm="pulse"`)
+		WriteError(ctx, fasthttp.StatusUnauthorized, err.Error())
+	}
+}
+
+// KeyFromHeaders reads a key from `Authorization: Basic` (key as the user
+// name, as Segment libraries send the write key), `Authorization: Bearer`,
+// or the api_key query parameter.
+func KeyFromHeaders(ctx *fasthttp.RequestCtx) string {
+	auth := ctx.Request.Header.Peek("Authorization")
+	if len(auth) > 6 && strings.EqualFold(string(auth[:6]), "basic ") {
+		dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(auth[6:])))
+		if err == nil {
+			user, _, _ := strings.Cut(string(dec), ":")
+			return user
+		}
+	}
+	if len(auth) > 7 && strings.EqualFold(string(auth[:7]), "bearer ") {
+		return strings.TrimSpace(string(auth[7:]))
+	}
+	return string(ctx.QueryArgs().Peek("api_key"))
+}
+
+// Health serves /healthz, /readyz and /metrics. ready reports why the
+// service is not ready, or nil.
+type Health struct {
+	metrics fasthttp.RequestHandler
+	ready   atomic.Pointer[error]
+}
+
+// NewHealth starts with "not ready yet".
+func NewHealth() *Health {
+	h := &Health{metrics: fasthttpadaptor.NewFastHTTPHandler(promhttp.Handler())}
+	err := errors.New("starting")
+	h.ready.Store(&err)
+	return h
+}
+
+// SetReady records readiness: nil is ready.
+func (h *Health) SetReady(err error) { h.ready.Store(&err) }
+
+// Serve answers the three paths and reports whether it did.
+func (h *Health) Serve(ctx *fasthttp.RequestCtx) bool {
+	switch string(ctx.Path()) {
+	case "/healthz":
+		WriteJSON(ctx, map[string]bool{"ok": true})
+	case "/readyz":
+		if err := *h.ready.Load(); err != nil {
+			WriteError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
+			return true
+		}
+		WriteJSON(ctx, map[string]bool{"ready": true})
+	case "/metrics":
+		h.metrics(ctx)
+	default:
+		return false
+	}
+	return true
+}
+
+// Watch runs check every interval until ctx ends, recording readiness.
+func (h *Health) Watch(ctx context.Context, interval time.Duration, check func(context.Context) error) {
+	for {
+		h.SetReady(check(ctx))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}
+
+// Serve runs srv on addr until ctx ends, then shuts down gracefully.
+func Serve(ctx context.Context, srv *fasthttp.Server, ln net.Listener, log *slog.Logger) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.ShutdownWithContext(sctx); err != nil {
+		log.Warn("shutdown was not clean", "err", err)
+	}
+	return nil
+}

@@ -1,0 +1,106 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/pulse-rt/pulse/config"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// NewClient builds a client for the configured brokers. Extra options
+// (consumer groups, topics) come after the defaults and override them.
+func NewClient(c config.Kafka, opts ...kgo.Opt) (*kgo.Client, error) {
+	base := []kgo.Opt{
+		kgo.SeedBrokers(c.Brokers...),
+		kgo.ClientID(c.ClientID),
+		kgo.DialTimeout(5 * time.Second),
+		kgo.RetryTimeout(30 * time.Second),
+		kgo.WithLogger(kgoLogger{slog.Default()}),
+	}
+	cl, err := kgo.NewClient(append(base, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot create kafka client: %w", err)
+	}
+	return cl, nil
+}
+
+// ProducerOpts are the producer settings every Pulse producer uses: an
+// idempotent producer with acks=all (franz-go's default, stated here so
+// nobody weakens it by accident), a short linger so concurrent requests
+// share batches, and snappy/lz4 compression.
+func ProducerOpts() []kgo.Opt {
+	return []kgo.Opt{
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(2 * time.Millisecond),
+		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.SnappyCompression(), kgo.NoCompression()),
+		kgo.ProducerBatchMaxBytes(1 << 20),
+		kgo.MaxBufferedRecords(200_000),
+		kgo.RecordDeliveryTimeout(30 * time.Second),
+	}
+}
+
+// TopicSpec says how Pulse creates one of its topics.
+type TopicSpec struct {
+	Name    string
+	Configs map[string]*string
+}
+
+// Topics lists every topic Pulse uses with its configs: the changelog is
+// compacted; the event log keeps a week by default.
+func Topics(c config.Kafka) []TopicSpec {
+	compact := "compact"
+	return []TopicSpec{
+		{Name: c.Topics.Events},
+		{Name: c.Topics.Invalid},
+		{Name: c.Topics.Segments},
+		{Name: c.Topics.Predictions},
+		{Name: c.Topics.State, Configs: map[string]*string{"cleanup.policy": &compact}},
+	}
+}
+
+// EnsureTopics creates the missing topics; existing ones are left alone.
+func EnsureTopics(ctx context.Context, cl *kgo.Client, c config.Kafka) error {
+	adm := kadm.NewClient(cl)
+	for _, t := range Topics(c) {
+		resp, err := adm.CreateTopic(ctx, int32(c.Partitions), int16(c.ReplicationFactor), t.Configs, t.Name)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("cannot create topic %s: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
+// Ping checks that a broker answers metadata requests.
+func Ping(ctx context.Context, cl *kgo.Client) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := cl.Ping(ctx); err != nil {
+		return fmt.Errorf("kafka unreachable: %w", err)
+	}
+	return nil
+}
+
+// kgoLogger routes franz-go's warnings and errors to slog.
+type kgoLogger struct{ l *slog.Logger }
+
+func (k kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+
+func (k kgoLogger) Log(level kgo.LogLevel, msg string, kv ...any) {
+	switch level {
+	case kgo.LogLevelError:
+		k.l.Error("kafka: "+msg, kv...)
+	case kgo.LogLevelWarn:
+		k.l.Warn("kafka: "+msg, kv...)
+	default:
+		k.l.Debug("kafka: "+msg, kv...)
+	}
+}
