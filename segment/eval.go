@@ -62,23 +62,23 @@ func (m Membership) set(i int) { m[i/64] |= 1 << (i % 64) }
 // nil (no value yet), and must not change during the call.
 //
 // A rule that fails at run time is false (see the package doc for nil); the
-// failure is counted in Stats. Eval is safe for concurrent use and allocates
-// nothing unless a rule computes new numbers (arithmetic) or fails.
+// failure is counted in Stats. Eval is safe for concurrent use. It allocates
+// nothing unless a rule reads now or computes new numbers (arithmetic boxes
+// its float64 results), or fails.
 func (s *Set) Eval(values []any, now time.Time, dst Membership) Membership {
 	if len(values) != len(s.features) {
 		panic(fmt.Sprintf("segment: Eval with %d values, want %d (one per feature)", len(values), len(s.features)))
 	}
 	dst = sized(dst, len(s.segs))
 	sc := s.pool.Get().(*scratch)
-	for _, j := range s.used {
-		sc.env[s.features[j]] = values[j]
-	}
+	vars := sc.vm.Variables
+	copy(vars, values)
 	if s.usesNow {
-		sc.env[NowName] = float64(now.UnixMilli())
+		vars[len(values)] = float64(now.UnixMilli())
 	}
 	for i := range s.segs {
 		c := &s.segs[i]
-		out, err := sc.vm.Run(c.prog, sc.env)
+		out, err := sc.vm.Run(c.prog, nil)
 		if err != nil {
 			s.failed(c, values, err)
 			continue
@@ -91,9 +91,7 @@ func (s *Set) Eval(values []any, now time.Time, dst Membership) Membership {
 			s.failed(c, values, fmt.Errorf("rule returned %T, want bool", out))
 		}
 	}
-	for _, j := range s.used {
-		sc.env[s.features[j]] = nil // do not keep the caller's lists alive
-	}
+	clear(vars) // do not keep the caller's lists alive
 	s.pool.Put(sc)
 	return dst
 }
