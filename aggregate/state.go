@@ -1,0 +1,391 @@
+package aggregate
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/expr-lang/expr/vm"
+
+	"github.com/pulse-rt/pulse/event"
+)
+
+const (
+	// tilesPerWindow is how finely a window's trailing edge is resolved:
+	// a window of W ms keeps tiles of W/60 ms (rounded down).
+	tilesPerWindow = 60
+	// maxLastN bounds Feature.N.
+	maxLastN = 1000
+)
+
+// ErrTooLate is returned (wrapped, saying how late) by Apply for an event
+// older than the newest event of the State by more than
+// Options.AllowedLateness.
+var ErrTooLate = errors.New("event too late")
+
+// State is one entity's partial aggregates for one Set: tiles for windowed
+// features, one accumulator for lifetime ones. Its size is bounded by the
+// feature definitions, not by the event rate. A State is not safe for
+// concurrent use.
+type State struct {
+	set    *Set
+	newest int64 // epoch ms of the newest applied event; valid when seen
+	seen   bool
+	f      []slot // parallel to Set.aggs
+}
+
+// slot is one aggregated feature's state. Exactly one slice is used,
+// chosen by the feature's agg. A lifetime feature keeps at most one tile,
+// index 0.
+type slot struct {
+	num  []numTile // count, sum, avg, min, max
+	pt   []ptTile  // first, last
+	set  []setTile // distinct
+	list []item    // last_n, newest first
+}
+
+// numTile is a partial numeric aggregate over the events of tile idx:
+// count: a = n; sum: a = sum; avg: a = sum, b = n; min/max: a = min/max.
+type numTile struct {
+	idx  int64
+	a, b float64
+}
+
+// ptTile is the first (or last) event of tile idx.
+type ptTile struct {
+	idx int64
+	p   item
+}
+
+// setTile is the distinct values of tile idx.
+type setTile struct {
+	idx int64
+	d   distinct
+}
+
+// item is one event's value, ordered by (ts, id): id is the messageId,
+// which breaks ties the same way online and offline.
+type item struct {
+	ts int64
+	id string
+	v  any // nil for a timestamp field: the value is ts
+}
+
+// after reports whether (ts, id) is strictly later than it.
+func (it *item) after(ts int64, id string) bool {
+	return ts > it.ts || ts == it.ts && id > it.id
+}
+
+// before reports whether (ts, id) is strictly earlier than it.
+func (it *item) before(ts int64, id string) bool {
+	return ts < it.ts || ts == it.ts && id < it.id
+}
+
+func (t *numTile) index() int64 { return t.idx }
+func (t *ptTile) index() int64  { return t.idx }
+func (t *setTile) index() int64 { return t.idx }
+
+type indexed[T any] interface {
+	*T
+	index() int64
+}
+
+// locate finds tile idx in tiles (ascending), searching from the newest
+// end, where nearly every event lands. It returns where the tile is or
+// would be inserted.
+func locate[T any, P indexed[T]](tiles []T, idx int64) (int, bool) {
+	i := len(tiles)
+	for i > 0 {
+		k := P(&tiles[i-1]).index()
+		if k == idx {
+			return i - 1, true
+		}
+		if k < idx {
+			break
+		}
+		i--
+	}
+	return i, false
+}
+
+// dropTiles removes the leading tiles that end at or before minEnd.
+func dropTiles[T any, P indexed[T]](tiles []T, tile, minEnd int64) []T {
+	n := 0
+	for n < len(tiles) && (P(&tiles[n]).index()+1)*tile <= minEnd {
+		n++
+	}
+	if n == 0 {
+		return tiles
+	}
+	m := copy(tiles, tiles[n:])
+	clear(tiles[m:])
+	return tiles[:m]
+}
+
+// NewState returns an empty State for the Set's features.
+func (s *Set) NewState() *State {
+	return &State{set: s, f: make([]slot, len(s.aggs))}
+}
+
+// NewestMillis is the epoch-ms time of the newest event applied, or
+// math.MinInt64 when none has been.
+func (st *State) NewestMillis() int64 {
+	if !st.seen {
+		return math.MinInt64
+	}
+	return st.newest
+}
+
+// Empty reports whether the State holds nothing: no feature has a value.
+// Such a State need not be stored.
+func (st *State) Empty() bool {
+	for i := range st.f {
+		if !st.f[i].empty() {
+			return false
+		}
+	}
+	return true
+}
+
+func (sl *slot) empty() bool {
+	return len(sl.num) == 0 && len(sl.pt) == 0 && len(sl.set) == 0 && len(sl.list) == 0
+}
+
+// floorDiv is a/b rounded toward minus infinity (b > 0).
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && a < 0 {
+		q--
+	}
+	return q
+}
+
+// tileOf is the index of the tile holding time ts: tile k covers the
+// half-open interval (k*tile, (k+1)*tile] ms. Lifetime features have one
+// tile, 0.
+func tileOf(ts, tile int64) int64 {
+	if tile == 0 {
+		return 0
+	}
+	return floorDiv(ts-1, tile)
+}
+
+// counts reports whether tile idx counts at query time t (ms): it must
+// have started before t and end after t - window.
+func counts(idx, tile, window, t int64) bool {
+	if window == 0 {
+		return true
+	}
+	return idx*tile < t && (idx+1)*tile > t-window
+}
+
+// fieldCache memoises field lookups within one Apply; features sharing a
+// field look it up once.
+type fieldCache struct {
+	done [16]bool
+	ok   [16]bool
+	v    [16]any
+}
+
+type whereScratch struct {
+	env whereEnv
+	vm  vm.VM
+}
+
+// Apply folds one event into st. changed is false when no feature matched
+// the event (its filters or a missing field); st is then unchanged. An
+// event older than st's newest by more than AllowedLateness is refused
+// with an error wrapping ErrTooLate, leaving st unchanged. Apply is
+// deterministic: the same events in the same order give the same State,
+// and first, last and last_n do not depend on order at all.
+func (s *Set) Apply(st *State, e *event.Event) (changed bool, err error) {
+	ts := e.Timestamp.UnixMilli()
+	late := s.opts.AllowedLateness.Milliseconds()
+	if st.seen && late > 0 && ts < st.newest-late {
+		return false, fmt.Errorf("%w: %s behind the newest event, allowed lateness %s",
+			ErrTooLate, time.Duration(st.newest-ts)*time.Millisecond, s.opts.AllowedLateness)
+	}
+	newest := ts
+	if st.seen && st.newest > ts {
+		newest = st.newest
+	}
+	// Tiles ending at or before horizon-window cannot count at any time
+	// from horizon on, and no accepted event can land in them.
+	horizon := int64(math.MinInt64)
+	if late > 0 {
+		horizon = newest - late
+	}
+	var cache fieldCache
+	var ws *whereScratch
+	for gi := range s.groups {
+		g := &s.groups[gi]
+		if g.event != "" && g.event != e.Event || g.typ != "" && g.typ != string(e.Type) {
+			continue
+		}
+		if g.where != nil {
+			if ws == nil {
+				ws = s.wherePool.Get().(*whereScratch)
+				ws.env.set(e)
+			}
+			out, err := ws.vm.Run(g.where, &ws.env)
+			if b, _ := out.(bool); err != nil || !b {
+				continue
+			}
+		}
+		for _, fi := range g.feats {
+			f := &s.feats[fi]
+			if s.applyFeature(&st.f[f.slot], f, e, ts, horizon, &cache) {
+				changed = true
+			}
+		}
+	}
+	if ws != nil {
+		ws.env = whereEnv{} // do not keep the event's maps alive in the pool
+		s.wherePool.Put(ws)
+	}
+	if changed {
+		st.newest, st.seen = newest, true
+	}
+	return changed, nil
+}
+
+func (f *feature) value(e *event.Event, c *fieldCache) (any, bool) {
+	if f.fieldN < 0 {
+		return nil, true
+	}
+	if f.fieldN >= len(c.done) {
+		return f.field.lookup(e)
+	}
+	if !c.done[f.fieldN] {
+		c.v[f.fieldN], c.ok[f.fieldN] = f.field.lookup(e)
+		c.done[f.fieldN] = true
+	}
+	return c.v[f.fieldN], c.ok[f.fieldN]
+}
+
+func (s *Set) applyFeature(sl *slot, f *feature, e *event.Event, ts, horizon int64, c *fieldCache) bool {
+	idx := tileOf(ts, f.tile)
+	if f.window > 0 && horizon != math.MinInt64 && (idx+1)*f.tile <= horizon-f.window {
+		// Accepted, but too old to count at any time the State answers for.
+		return false
+	}
+	var x float64
+	var v any
+	switch f.agg {
+	case aggCount:
+		if f.fieldN >= 0 {
+			if v, ok := f.value(e, c); !ok || v == nil {
+				return false
+			}
+		}
+	case aggSum, aggAvg, aggMin, aggMax:
+		if f.tsVal {
+			x = float64(ts)
+		} else {
+			raw, ok := f.value(e, c)
+			if !ok {
+				return false
+			}
+			if x, ok = event.Number(raw); !ok || !finite(x) {
+				return false
+			}
+		}
+	default:
+		if !f.tsVal {
+			var ok bool
+			if v, ok = f.value(e, c); !ok || v == nil {
+				return false
+			}
+		}
+	}
+	switch f.agg {
+	case aggCount, aggSum, aggAvg, aggMin, aggMax:
+		i, found := locate(sl.num, idx)
+		if !found {
+			sl.num = slices.Insert(sl.num, i, numTile{idx: idx, a: x, b: 1})
+			if f.agg == aggCount {
+				sl.num[i].a = 1
+			}
+			if i == len(sl.num)-1 && f.window > 0 && horizon != math.MinInt64 {
+				sl.num = dropTiles(sl.num, f.tile, horizon-f.window)
+			}
+			return true
+		}
+		t := &sl.num[i]
+		switch f.agg {
+		case aggCount:
+			t.a++
+		case aggSum:
+			t.a += x
+		case aggAvg:
+			t.a += x
+			t.b++
+		case aggMin:
+			t.a = min(t.a, x)
+		case aggMax:
+			t.a = max(t.a, x)
+		}
+	case aggFirst, aggLast:
+		i, found := locate(sl.pt, idx)
+		if !found {
+			sl.pt = slices.Insert(sl.pt, i, ptTile{idx: idx, p: item{ts: ts, id: e.MessageID, v: v}})
+			if i == len(sl.pt)-1 && f.window > 0 && horizon != math.MinInt64 {
+				sl.pt = dropTiles(sl.pt, f.tile, horizon-f.window)
+			}
+			return true
+		}
+		p := &sl.pt[i].p
+		if f.agg == aggFirst && p.before(ts, e.MessageID) || f.agg == aggLast && p.after(ts, e.MessageID) {
+			*p = item{ts: ts, id: e.MessageID, v: v}
+		}
+	case aggDistinct:
+		h, ok := hashValue(v)
+		if !ok {
+			return false
+		}
+		i, found := locate(sl.set, idx)
+		if !found {
+			sl.set = slices.Insert(sl.set, i, setTile{idx: idx})
+			sl.set[i].d.add(h)
+			if i == len(sl.set)-1 && f.window > 0 && horizon != math.MinInt64 {
+				sl.set = dropTiles(sl.set, f.tile, horizon-f.window)
+			}
+			return true
+		}
+		sl.set[i].d.add(h)
+	case aggLastN:
+		sl.list = insertItem(sl.list, f.n, item{ts: ts, id: e.MessageID, v: v})
+	}
+	return true
+}
+
+// insertItem keeps list the n latest items, newest first. An item equal in
+// (ts, id) to one already there goes after it.
+func insertItem(list []item, n int, it item) []item {
+	i, _ := slices.BinarySearchFunc(list, it, func(a, b item) int {
+		switch {
+		case a.ts != b.ts:
+			if a.ts > b.ts {
+				return -1
+			}
+			return 1
+		case a.id != b.id:
+			if a.id > b.id {
+				return -1
+			}
+			return 1
+		}
+		return -1 // equal: keep looking right, so the new one goes after
+	})
+	if i >= n {
+		return list
+	}
+	if len(list) < n {
+		return slices.Insert(list, i, it)
+	}
+	copy(list[i+1:], list[i:len(list)-1])
+	list[i] = it
+	return list
+}
