@@ -11,6 +11,7 @@ import (
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/types"
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/pulse-rt/pulse/config"
@@ -54,17 +55,17 @@ func ParseKind(s string) (Kind, error) {
 	return Any, fmt.Errorf("unknown kind %q (want any, number, string or list)", s)
 }
 
-// sample is the value the type checker sees for a feature of kind k.
-func (k Kind) sample() any {
+// exprType is the type the checker gives a feature of kind k.
+func (k Kind) exprType() types.Type {
 	switch k {
 	case Number:
-		return float64(0)
+		return types.Float64
 	case String:
-		return ""
+		return types.String
 	case List:
-		return []any{}
+		return types.TypeOf([]any{})
 	}
-	return nil // unknown type: checked at run time
+	return types.Any // checked at run time
 }
 
 // NowName is the name rules use for the evaluation time, epoch milliseconds.
@@ -138,7 +139,7 @@ func Compile(segs []config.Segment, names []string, kinds []Kind) (*Set, error) 
 		return nil, fmt.Errorf("segment: %d feature names but %d kinds", len(names), len(kinds))
 	}
 	featureIndex := make(map[string]int, len(names))
-	env := make(map[string]any, len(names)+1)
+	env := make(types.Map, len(names)+1)
 	for i, n := range names {
 		if n == NowName {
 			return nil, fmt.Errorf("segment: a feature may not be called %q: rules use it for the evaluation time", NowName)
@@ -147,9 +148,9 @@ func Compile(segs []config.Segment, names []string, kinds []Kind) (*Set, error) 
 			return nil, fmt.Errorf("segment: duplicate feature name %q", n)
 		}
 		featureIndex[n] = i
-		env[n] = kinds[i].sample()
+		env[n] = kinds[i].exprType()
 	}
-	env[NowName] = float64(0)
+	env[NowName] = types.Float64
 
 	s := &Set{
 		segs:     make([]compiled, len(segs)),
@@ -186,7 +187,8 @@ func Compile(segs []config.Segment, names []string, kinds []Kind) (*Set, error) 
 			if errors.As(err, &fe) {
 				fail(seg.Name, fe.Line, fe.Column+1, "%s", fe.Message)
 			} else {
-				fail(seg.Name, 0, 0, "rule: %v", err)
+				// Whole-rule problems (not a bool) have no position: the rule's start.
+				fail(seg.Name, 1, 1, "%v", err)
 			}
 			continue
 		}

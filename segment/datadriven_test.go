@@ -22,7 +22,8 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output in testda
 // line. Commands:
 //
 //	features                name kind, one per line (kinds: number string list any)
-//	compile                 name: rule, one per line; replaces the Set (a reload)
+//	compile                 name: rule, one per line (an indented line continues
+//	                        the rule); replaces the Set (a reload)
 //	eval [entity=u1] [now=T] [feature=JSON ...]
 //	                        decode the entity's stored membership, evaluate,
 //	                        print members and changes, store the new one.
@@ -202,6 +203,10 @@ func (st *ddState) run(c *ddCase) (string, error) {
 	case "compile":
 		var segs []config.Segment
 		for _, l := range c.input {
+			if strings.HasPrefix(l, " ") && len(segs) > 0 {
+				segs[len(segs)-1].Rule += "\n" + strings.TrimSpace(l) // continues the rule
+				continue
+			}
 			name, rule, _ := strings.Cut(l, ":")
 			segs = append(segs, config.Segment{Name: strings.TrimSpace(name), Rule: strings.TrimSpace(rule)})
 		}

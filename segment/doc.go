@@ -25,13 +25,15 @@
 //
 // # Missing values
 //
-// A feature with no value yet is nil. Equality treats nil as a value that
-// equals only nil: `country == nil` is true for a user with no country, and
-// `country != "US"` is true too. Every other operation on nil (`<`, `+`,
-// `contains`, `len`, ...) makes the whole rule false: the entity is not a
-// member, whatever `!` or `||` surround the failing part. Such evaluations
-// are counted as Missing in [Set.Stats], not as errors. Write a default with
-// `??` to decide otherwise: `(max_order_30d ?? 0) < 100`.
+// A feature with no value yet is nil. The matching operators treat nil as a
+// value that matches nothing but nil: `country == nil` is true for a user
+// with no country, `country != "US"` too, and `country in [...]`,
+// `contains`, `startsWith`, `endsWith` and `matches` are false. Every other
+// use of nil (`<`, `+`, `len`, indexing, ...) makes the whole rule false:
+// the entity is not a member, whatever `!` or `||` surround the failing
+// part. Such evaluations are counted as Missing in [Set.Stats], not as
+// errors. Write a default with `??` to decide otherwise:
+// `(max_order_30d ?? 0) < 100`.
 //
 // # Membership encoding
 //

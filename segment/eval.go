@@ -1,9 +1,12 @@
 package segment
 
 import (
+	"errors"
 	"fmt"
 	"math/bits"
 	"time"
+
+	"github.com/expr-lang/expr/file"
 )
 
 // Membership is the set of segments an entity is in: bit i is segment i of
@@ -104,7 +107,13 @@ func (s *Set) failed(c *compiled, values []any, err error) {
 		}
 	}
 	c.errors.Add(1)
-	err = fmt.Errorf("segment %q: %w", c.Name, err)
+	var fe *file.Error
+	if errors.As(err, &fe) {
+		// One line for logs and metrics: expr's snippet is multi-line.
+		err = fmt.Errorf("segment %q: rule: %s (%d:%d)", c.Name, fe.Message, fe.Line, fe.Column+1)
+	} else {
+		err = fmt.Errorf("segment %q: rule: %w", c.Name, err)
+	}
 	c.lastErr.Store(&err)
 }
 
