@@ -266,11 +266,9 @@ func (f *feature) value(e *event.Event, c *fieldCache) (any, bool) {
 }
 
 func (s *Set) applyFeature(sl *slot, f *feature, e *event.Event, ts, horizon int64, c *fieldCache) bool {
+	// An accepted event is at or after horizon, so its tile is never one
+	// the pruning below drops.
 	idx := tileOf(ts, f.tile)
-	if f.window > 0 && horizon != math.MinInt64 && (idx+1)*f.tile <= horizon-f.window {
-		// Accepted, but too old to count at any time the State answers for.
-		return false
-	}
 	var x float64
 	var v any
 	switch f.agg {
