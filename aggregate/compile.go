@@ -84,7 +84,8 @@ func (e Errors) Error() string {
 type agg uint8
 
 const (
-	aggDerived agg = iota
+	aggInvalid agg = iota // a definition with errors
+	aggDerived
 	aggCount
 	aggSum
 	aggAvg
@@ -213,7 +214,8 @@ func entityOf(d config.Feature) string {
 	return d.Entity
 }
 
-// sortErrors puts errors in config order, keeping each feature's own order.
+// sortErrors puts errors in config order (by line when known, else by
+// the feature's position), keeping each feature's own order.
 func sortErrors(errs Errors, defs []config.Feature) {
 	pos := map[string]int{}
 	for i, d := range defs {
@@ -221,7 +223,13 @@ func sortErrors(errs Errors, defs []config.Feature) {
 			pos[d.Name] = i
 		}
 	}
-	sort.SliceStable(errs, func(i, j int) bool { return pos[errs[i].Name] < pos[errs[j].Name] })
+	sort.SliceStable(errs, func(i, j int) bool {
+		a, b := errs[i], errs[j]
+		if a.Line > 0 && b.Line > 0 {
+			return a.Line < b.Line
+		}
+		return pos[a.Name] < pos[b.Name]
+	})
 }
 
 func compile(entity string, defs []config.Feature, opts Options, owner map[string]string) (*Set, Errors) {
@@ -275,6 +283,9 @@ func compile(entity string, defs []config.Feature, opts Options, owner map[strin
 			}
 		}
 		f.agg = a
+		if !ok {
+			f.agg = aggInvalid
+		}
 		w := d.Window.D()
 		switch {
 		case w < 0:
@@ -375,6 +386,7 @@ func aggKind(f feature) Kind {
 func (s *Set) compileDerived(owner map[string]string) Errors {
 	var errs Errors
 	deps := map[int][]int{}
+	unparsed := map[int]bool{}
 	var derived []int
 	for i, f := range s.feats {
 		if f.agg != aggDerived {
@@ -384,6 +396,7 @@ func (s *Set) compileDerived(owner map[string]string) Errors {
 		tree, err := parser.Parse(f.def.Expr)
 		if err != nil {
 			errs = append(errs, FeatureError{Name: f.def.Name, Line: f.def.Line, Key: "expr", Msg: exprError(err)})
+			unparsed[i] = true
 			continue
 		}
 		seen := map[int]bool{}
@@ -423,13 +436,22 @@ func (s *Set) compileDerived(owner map[string]string) Errors {
 				for stack[k] != j {
 					k--
 				}
-				cycle := make([]string, 0, len(stack)-k+1)
-				for _, m := range stack[k:] {
-					cycle = append(cycle, s.names[m])
-					bad[m] = true
+				// Report the cycle once, on its first feature in config
+				// order, starting from it.
+				members := stack[k:]
+				first := 0
+				for m := range members {
+					bad[members[m]] = true
+					if members[m] < members[first] {
+						first = m
+					}
 				}
-				cycle = append(cycle, s.names[j])
-				f := s.feats[i].def
+				cycle := make([]string, 0, len(members)+1)
+				for m := range members {
+					cycle = append(cycle, s.names[members[(first+m)%len(members)]])
+				}
+				cycle = append(cycle, cycle[0])
+				f := s.feats[members[first]].def
 				errs = append(errs, FeatureError{Name: f.Name, Line: f.Line, Key: "expr",
 					Msg: "dependency cycle: " + strings.Join(cycle, " -> ")})
 			}
@@ -449,7 +471,7 @@ func (s *Set) compileDerived(owner map[string]string) Errors {
 	// Compile in dependency order so each expr sees its inputs' kinds.
 	for _, i := range s.derived {
 		f := &s.feats[i]
-		if bad[i] {
+		if bad[i] || unparsed[i] {
 			continue
 		}
 		env := types.Map{"now": types.Float64}
@@ -474,7 +496,7 @@ func (s *Set) compileDerived(owner map[string]string) Errors {
 			continue
 		}
 		f.prog = prog
-		s.kinds[i] = typeKind(prog.Node().Type())
+		s.kinds[i] = nodeKind(prog.Node())
 	}
 	return errs
 }
@@ -497,6 +519,19 @@ func kindType(k Kind) types.Type {
 		return types.Array(types.Any)
 	}
 	return types.Any
+}
+
+// nodeKind is the kind of an expr's result. A conditional whose branches
+// have one kind has that kind (cond ? sum / n : 0 is a Number, though
+// float64 and int make its Go type interface{}).
+func nodeKind(n ast.Node) Kind {
+	if c, ok := n.(*ast.ConditionalNode); ok {
+		if k := nodeKind(c.Exp1); k == nodeKind(c.Exp2) {
+			return k
+		}
+		return Any
+	}
+	return typeKind(n.Type())
 }
 
 func typeKind(t reflect.Type) Kind {

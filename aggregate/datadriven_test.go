@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"bufio"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -32,7 +33,7 @@ var rewrite = flag.Bool("rewrite", false, "rewrite testdata/*.txt expected outpu
 //	expire at=<t> [entity=<id>]
 //	tiles [entity=<id>]        the tile indexes of each feature
 //	encode [entity=<id>]       keeps the state's bytes (across define)
-//	decode [entity=<id>]       replaces the state by the kept bytes under the current Set
+//	decode [entity=<id>] [hex=<bytes>]  replaces the state by the kept (or given) bytes
 //	roundtrip [entity=<id>]    encode+decode gives the same bytes and values
 //	fill n=<count> every=<dur> [from=<t>]   n events with distinct properties.p
 //	kinds
@@ -287,9 +288,19 @@ func (h *ddHarness) run(t *testing.T, c ddCase) string {
 	case "encode":
 		buf := h.state(c).AppendBinary(nil)
 		h.kept[c.args["entity"]] = buf
+		if len(buf) <= 32 {
+			return fmt.Sprintf("%d bytes: %x", len(buf), buf)
+		}
 		return fmt.Sprintf("%d bytes", len(buf))
 	case "decode":
-		st, err := h.set.DecodeState(h.kept[c.args["entity"]])
+		buf := h.kept[c.args["entity"]]
+		if x, ok := c.args["hex"]; ok {
+			var err error
+			if buf, err = hex.DecodeString(x); err != nil {
+				t.Fatalf("%s: %v", c.pos, err)
+			}
+		}
+		st, err := h.set.DecodeState(buf)
 		if err != nil {
 			return "error: " + err.Error()
 		}
