@@ -306,12 +306,7 @@ func (st *ddState) run(c *ddCase) (string, error) {
 }
 
 func (st *ddState) members(m Membership) string {
-	var in []string
-	for i, n := range st.set.Names() {
-		if m.Has(i) {
-			in = append(in, n)
-		}
-	}
+	in := st.set.Members(m)
 	if len(in) == 0 {
 		return "none"
 	}

@@ -39,6 +39,17 @@ func (m Membership) Equal(o Membership) bool {
 	return true
 }
 
+// Members returns the names of the segments in m, in segment order.
+func (s *Set) Members(m Membership) []string {
+	var names []string
+	for i := range s.segs {
+		if m.Has(i) {
+			names = append(names, s.segs[i].Name)
+		}
+	}
+	return names
+}
+
 func word(m Membership, i int) uint64 {
 	if i < len(m) {
 		return m[i]

@@ -248,3 +248,40 @@ func TestForEntity(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 }
+
+// TestExampleConfig compiles the e-commerce example's segments over its
+// features, with the kinds the stream derives from each aggregation.
+func TestExampleConfig(t *testing.T) {
+	cfg, err := config.Load("../examples/ecommerce/pulse.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	var kinds []Kind
+	for _, f := range cfg.Features {
+		k := Number
+		switch {
+		case f.Agg == "last_n":
+			k = List
+		case (f.Agg == "first" || f.Agg == "last") && f.Field != "timestamp":
+			k = Any
+		}
+		names = append(names, f.Name)
+		kinds = append(kinds, k)
+	}
+	set, err := Compile(ForEntity(cfg.Segments, "user"), names, kinds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(set.Names(), " "); got != "big_spenders active_shoppers cart_abandoners lapsing_customers new_buyers" {
+		t.Fatalf("segments %s", got)
+	}
+	values := make([]any, len(names))
+	for i := range values {
+		values[i] = 0.0
+	}
+	set.Eval(values, time.Now(), nil)
+	if set.Errors() != 0 {
+		t.Fatal(set.Stats(0).LastError)
+	}
+}
