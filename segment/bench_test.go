@@ -119,3 +119,22 @@ func BenchmarkDiff(b *testing.B) {
 		b.Fatal("no changes")
 	}
 }
+
+func BenchmarkMembershipEncoding(b *testing.B) {
+	set, values := benchSet(b, benchRules)
+	m := set.Eval(values, time.UnixMilli(1717200000000), nil)
+	buf := set.AppendMembership(nil, m)
+	b.Run("append", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf = set.AppendMembership(buf[:0], m)
+		}
+	})
+	b.Run("decode", func(b *testing.B) {
+		b.ReportAllocs()
+		var dst Membership
+		for b.Loop() {
+			dst, _, _ = set.DecodeMembership(buf, dst)
+		}
+	})
+}
