@@ -359,7 +359,7 @@ func formatValue(v any) string {
 	case nil:
 		return "nil"
 	case float64:
-		return strconv.FormatFloat(x, 'g', -1, 64)
+		return strconv.FormatFloat(x, 'f', -1, 64)
 	case string:
 		return strconv.Quote(x)
 	case []any:

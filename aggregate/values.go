@@ -18,7 +18,7 @@ type valuesScratch struct {
 // to len(Names()) and returns. Values are float64, string, []any (a new
 // slice each call) or nil when a feature has no value (min of an empty
 // window, last never set, a derived expr that failed at run time or gave
-// NaN or ±Inf). count, sum and distinct of nothing are 0; last_n of
+// NaN or ±Inf). first and last of the timestamp field are 0 when unset. count, sum and distinct of nothing are 0; last_n of
 // nothing is an empty list. Derived features see the others by name and
 // `now` as epoch ms (float64); a bool result becomes 1 or 0.
 //
@@ -151,6 +151,9 @@ func (f *feature) valueAt(sl *slot, t int64, sc *valuesScratch) any {
 			}
 		}
 		if p == nil {
+			if f.tsVal {
+				return 0.0 // a time: 0 means never, and exprs can compare it
+			}
 			return nil
 		}
 		return f.itemValue(p)
