@@ -11,7 +11,17 @@
 // Like aggregate, the package is pure: no I/O, no goroutines. A [Set] is
 // immutable after [Compile] and safe for concurrent use; each Eval borrows a
 // VM from a pool and allocates nothing for rules that only compare features
-// (arithmetic on numbers allocates the boxed intermediate results).
+// (reading now, or arithmetic, allocates the boxed float64 results). Twenty
+// typical rules take about 0.6 µs per vector on one core (BenchmarkEval).
+//
+// Per entity, the stream does:
+//
+//	old, stale, err := set.DecodeMembership(stored, old)   // stale: rules changed
+//	m = set.Eval(values, now, m)                            // after every vector change
+//	for _, c := range set.Diff(old, m, changes) {
+//		write(segment.NewRecord(c, "user", id, at, cause, nil))
+//	}
+//	stored = set.AppendMembership(stored[:0], m)            // with the feature state
 //
 // # Rules
 //
