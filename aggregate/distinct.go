@@ -113,15 +113,20 @@ func hashValue(v any) (uint64, bool) {
 		return xxhash.Sum64(buf[:2]), true
 	}
 	if f, ok := number(v); ok {
-		if f == 0 {
-			f = 0 // -0 and 0 are one value
-		}
-		buf[0] = tagNumber
-		binary.LittleEndian.PutUint64(buf[1:], math.Float64bits(f))
-		return xxhash.Sum64(buf[:]), true
+		return hashNumber(f), true
 	}
 	b := appendValue([]byte{tagOther}, v)
 	return xxhash.Sum64(b), true
+}
+
+func hashNumber(f float64) uint64 {
+	if f == 0 {
+		f = 0 // -0 and 0 are one value
+	}
+	var buf [9]byte
+	buf[0] = tagNumber
+	binary.LittleEndian.PutUint64(buf[1:], math.Float64bits(f))
+	return xxhash.Sum64(buf[:])
 }
 
 // number converts Go numeric types (not strings or bools) to float64.

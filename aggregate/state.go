@@ -271,6 +271,7 @@ func (s *Set) applyFeature(sl *slot, f *feature, e *event.Event, ts, horizon int
 	idx := tileOf(ts, f.tile)
 	var x float64
 	var v any
+	var ok bool
 	switch f.agg {
 	case aggCount:
 		if f.fieldN >= 0 {
@@ -282,8 +283,8 @@ func (s *Set) applyFeature(sl *slot, f *feature, e *event.Event, ts, horizon int
 		if f.tsVal {
 			x = float64(ts)
 		} else {
-			raw, ok := f.value(e, c)
-			if !ok {
+			var raw any
+			if raw, ok = f.value(e, c); !ok {
 				return false
 			}
 			if x, ok = event.Number(raw); !ok || !finite(x) {
@@ -292,7 +293,6 @@ func (s *Set) applyFeature(sl *slot, f *feature, e *event.Event, ts, horizon int
 		}
 	default:
 		if !f.tsVal {
-			var ok bool
 			if v, ok = f.value(e, c); !ok || v == nil {
 				return false
 			}
@@ -339,8 +339,10 @@ func (s *Set) applyFeature(sl *slot, f *feature, e *event.Event, ts, horizon int
 			*p = item{ts: ts, id: e.MessageID, v: v}
 		}
 	case aggDistinct:
-		h, ok := hashValue(v)
-		if !ok {
+		var h uint64
+		if f.tsVal {
+			h = hashNumber(float64(ts))
+		} else if h, ok = hashValue(v); !ok {
 			return false
 		}
 		i, found := locate(sl.set, idx)
