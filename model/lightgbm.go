@@ -10,11 +10,14 @@ import (
 
 // lgbForest scores LightGBM text models the way LightGBM's Tree::Predict
 // does, in float64: go left when x <= threshold, with the missing-value and
-// categorical rules of decision_type.
+// categorical rules of decision_type. Trees are walked lanes at a time, as
+// in xgbForest.
 type lgbForest struct {
-	nodes   []lgbNode
-	roots   []int32
-	classes int // num_tree_per_iteration: tree t adds to class t % classes
+	nodes    []lgbNode
+	roots    []int32 // padded to a multiple of lanes with a zero leaf
+	numTrees int
+	depth    []int32 // per group of lanes trees: steps to the deepest leaf
+	classes  int     // num_tree_per_iteration: tree t adds to class t % classes
 	// divisor is 1, or the number of iterations for average_output (random
 	// forest). As in LightGBM, raw scores are sums; predictions divide first.
 	divisor  float64
@@ -22,13 +25,13 @@ type lgbForest struct {
 	catRange []catRange
 }
 
-// lgbNode is one node. Leaves have left < 0 and their value in value.
+// lgbNode is one node. A leaf's children are itself and its value is in
+// value.
 type lgbNode struct {
 	value float64 // threshold; leaf value; for categorical splits the index into catRange
 	feat  int32
-	left  int32 // absolute index into nodes, or -1 for a leaf
-	right int32
-	dtype uint8 // LightGBM decision_type
+	kids  [2]int32 // left, right: absolute indexes into nodes
+	flags uint8    // lgbFlag*, derived from decision_type
 }
 
 // decision_type bits, as in LightGBM's tree.h.
@@ -43,78 +46,78 @@ const (
 	lgbZeroThreshold = float64(float32(1e-35))
 )
 
+// lgbNode.flags: decision_type reduced to where each kind of input goes.
+// LightGBM's NumericalDecision sends NaN and values within kZeroThreshold of
+// zero the same way for every input, so those two outcomes are fixed per
+// node at parse time.
+const (
+	lgbFlagNaNRight    = 1 << 0 // NaN goes right
+	lgbFlagZeroRight   = 1 << 1 // |x| <= kZeroThreshold goes right
+	lgbFlagCategorical = 1 << 2
+)
+
 func (f *lgbForest) margin(x []float64, out []float64) {
 	k := f.classes
 	for c := 0; c < k; c++ {
 		out[c] = 0
 	}
-	nodes := f.nodes
+	nodes, roots := f.nodes, f.roots
+	var acc float64
+	for g, depth := range f.depth {
+		t := g * lanes
+		a, b, c, d := roots[t], roots[t+1], roots[t+2], roots[t+3]
+		for s := depth; s > 0; s-- {
+			a, b, c, d = f.step(a, x), f.step(b, x), f.step(c, x), f.step(d, x)
+		}
+		leaves := [lanes]float64{nodes[a].value, nodes[b].value, nodes[c].value, nodes[d].value}
+		n := min(lanes, f.numTrees-t)
+		if k == 1 {
+			for _, v := range leaves[:n] {
+				acc += v
+			}
+			continue
+		}
+		for j, v := range leaves[:n] {
+			out[(t+j)%k] += v
+		}
+	}
 	if k == 1 {
-		var acc float64
-		for _, r := range f.roots {
-			acc += f.leaf(nodes, r, x)
-		}
 		out[0] = acc
-		return
-	}
-	c := 0
-	for _, r := range f.roots {
-		out[c] += f.leaf(nodes, r, x)
-		if c++; c == k {
-			c = 0
-		}
 	}
 }
 
-func (f *lgbForest) leaf(nodes []lgbNode, i int32, x []float64) float64 {
-	for {
-		nd := &nodes[i]
-		if nd.left < 0 {
-			return nd.value
-		}
-		v := x[nd.feat]
-		if nd.dtype&lgbCategoricalMask != 0 {
-			if f.inCategory(nd, v) {
-				i = nd.left
-			} else {
-				i = nd.right
-			}
-			continue
-		}
-		missing := (nd.dtype >> 2) & 3
-		if (v != v && missing != lgbMissingNaN) || (v >= -lgbZeroThreshold && v <= lgbZeroThreshold) {
-			v = 0
-		}
-		if (missing == lgbMissingZero && v == 0) || (missing == lgbMissingNaN && v != v) {
-			if nd.dtype&lgbDefaultLeftMask != 0 {
-				i = nd.left
-			} else {
-				i = nd.right
-			}
-			continue
-		}
-		if v <= nd.value {
-			i = nd.left
-		} else {
-			i = nd.right
-		}
+// step moves one level down from node i: NaN and (near) zero go where the
+// node's flags say, any other value left when x <= threshold.
+func (f *lgbForest) step(i int32, x []float64) int32 {
+	nd := &f.nodes[i]
+	v := x[nd.feat]
+	fl := int(nd.flags)
+	if fl&lgbFlagCategorical != 0 {
+		return nd.kids[f.categoryRight(nd, v)]
 	}
+	nan := b2i(v != v)
+	zero := b2i(math.Abs(v) <= lgbZeroThreshold)
+	greater := b2i(!(v <= nd.value))
+	right := greater&^(nan|zero) | fl&lgbFlagNaNRight&nan | fl>>1&zero
+	return nd.kids[right]
 }
 
-// inCategory follows LightGBM 4's CategoricalDecision: NaN and negative
-// values go right, an integer category in the bitset goes left.
-func (f *lgbForest) inCategory(nd *lgbNode, v float64) bool {
+// categoryRight follows LightGBM 4's CategoricalDecision: NaN and negative
+// values go right; the value truncated to an int goes left when it is in the
+// node's bitset.
+func (f *lgbForest) categoryRight(nd *lgbNode, v float64) int {
+	v = math.Trunc(v)
 	if v != v || v < 0 || v >= math.MaxInt32 {
-		// LightGBM casts to int; values past int32 are in no bitset.
-		return false
+		// LightGBM casts to int: values past int32 wrap negative.
+		return 1
 	}
-	c := uint32(int32(v))
+	c := uint32(v)
 	r := f.catRange[int(nd.value)]
 	w := c / 32
 	if w >= r.n {
-		return false
+		return 1
 	}
-	return f.catBits[r.off+w]>>(c%32)&1 != 0
+	return int(1 ^ f.catBits[r.off+w]>>(c%32)&1)
 }
 
 // lgbObjective maps a LightGBM objective name to its output transform.
@@ -257,8 +260,9 @@ func parseLightGBM(data []byte) (*Model, error) {
 	if len(f.roots)%numClass != 0 {
 		return nil, fmt.Errorf("%d trees is not a multiple of num_class=%d", len(f.roots), numClass)
 	}
+	f.pad()
 	if averageOutput {
-		f.divisor = float64(len(f.roots) / numClass)
+		f.divisor = float64(f.numTrees / numClass)
 	}
 	return &Model{
 		objective:    objective,
@@ -293,8 +297,9 @@ func (f *lgbForest) addTree(kv map[string]string, numFeatures int) error {
 	inner := numLeaves - 1
 	if inner == 0 {
 		// A tree of one leaf: LightGBM scores leaf 0.
-		f.nodes = append(f.nodes, lgbNode{value: leafValues[0], left: -1, right: -1})
+		f.nodes = append(f.nodes, lgbNode{value: leafValues[0], kids: [2]int32{base, base}})
 		f.roots = append(f.roots, base)
+		f.addDepth(len(f.roots)-1, 0)
 		return nil
 	}
 	feats, err1 := ints(kv["split_feature"])
@@ -365,32 +370,76 @@ func (f *lgbForest) addTree(kv map[string]string, numFeatures int) error {
 		if dtypes[j] < 0 || dtypes[j] > 255 {
 			return fmt.Errorf("invalid decision_type %d", dtypes[j])
 		}
-		nd := lgbNode{value: thr[j], feat: int32(feats[j]), left: l, right: r, dtype: uint8(dtypes[j])}
-		if nd.dtype&lgbCategoricalMask != 0 {
+		nd := lgbNode{value: thr[j], feat: int32(feats[j]), kids: [2]int32{l, r}}
+		dt := dtypes[j]
+		defaultRight := dt&lgbDefaultLeftMask == 0
+		zeroRight := !(0 <= thr[j]) // LightGBM scores near-zero inputs as 0
+		switch (dt >> 2) & 3 {
+		case lgbMissingNone: // NaN is 0
+			if zeroRight {
+				nd.flags |= lgbFlagNaNRight | lgbFlagZeroRight
+			}
+		case lgbMissingZero: // NaN is 0, and 0 is missing
+			if defaultRight {
+				nd.flags |= lgbFlagNaNRight | lgbFlagZeroRight
+			}
+		case lgbMissingNaN:
+			if defaultRight {
+				nd.flags |= lgbFlagNaNRight
+			}
+			if zeroRight {
+				nd.flags |= lgbFlagZeroRight
+			}
+		default:
+			return fmt.Errorf("node %d: unknown missing type in decision_type %d", j, dt)
+		}
+		if dt&lgbCategoricalMask != 0 {
+			nd.flags = lgbFlagCategorical
 			ci := thr[j]
 			if !(ci >= 0) || ci != math.Trunc(ci) || int(ci)+catBase >= len(f.catRange) {
 				return fmt.Errorf("node %d: categorical threshold %v out of range", j, ci)
 			}
 			nd.value = float64(int(ci) + catBase)
-		} else if (nd.dtype>>2)&3 == 3 {
-			return fmt.Errorf("node %d: unknown missing type in decision_type %d", j, dtypes[j])
 		}
 		f.nodes = append(f.nodes, nd)
 	}
 	for _, v := range leafValues {
-		f.nodes = append(f.nodes, lgbNode{value: v, left: -1, right: -1})
+		self := int32(len(f.nodes))
+		f.nodes = append(f.nodes, lgbNode{value: v, kids: [2]int32{self, self}})
 	}
 	nodes := f.nodes
-	err = checkTree(int(base), int(base), len(nodes),
-		func(i int) bool { return nodes[i].left < 0 },
-		func(i int) (int, int) { return int(nodes[i].left), int(nodes[i].right) },
+	depth, err := checkTree(int(base), len(nodes),
+		func(i int) (int, int) { return int(nodes[i].kids[0]), int(nodes[i].kids[1]) },
 		func(i int) int { return int(nodes[i].feat) },
 		numFeatures)
 	if err != nil {
 		return err
 	}
 	f.roots = append(f.roots, base)
+	f.addDepth(len(f.roots)-1, depth)
 	return nil
+}
+
+// addDepth records tree t's depth in its group of lanes.
+func (f *lgbForest) addDepth(t, depth int) {
+	if t%lanes == 0 {
+		f.depth = append(f.depth, 0)
+	}
+	g := &f.depth[len(f.depth)-1]
+	*g = max(*g, int32(depth))
+}
+
+// pad fills the last group of lanes with a zero leaf.
+func (f *lgbForest) pad() {
+	f.numTrees = len(f.roots)
+	if len(f.roots)%lanes == 0 {
+		return
+	}
+	z := int32(len(f.nodes))
+	f.nodes = append(f.nodes, lgbNode{kids: [2]int32{z, z}})
+	for len(f.roots)%lanes != 0 {
+		f.roots = append(f.roots, z)
+	}
 }
 
 func floats(s string) ([]float64, error) {

@@ -205,30 +205,38 @@ func softmax(out []float64) {
 }
 
 // checkTree verifies that the nodes reachable from root form a tree whose
-// children are in [lo, hi) and whose internal nodes split on a feature below
-// numFeatures, so that scoring cannot index out of range or loop forever on a
-// malformed file. isLeaf, children and feature describe node i.
-func checkTree(root, lo, hi int, isLeaf func(i int) bool, children func(i int) (int, int), feature func(i int) int, numFeatures int) error {
+// children are in [root, hi) and whose internal nodes split on a feature
+// below numFeatures, so that scoring cannot index out of range on a
+// malformed file. A leaf is a node whose children are itself. It returns the
+// tree's depth: the steps from the root to its deepest leaf.
+func checkTree(root, hi int, children func(i int) (int, int), feature func(i int) int, numFeatures int) (int, error) {
+	type item struct{ node, depth int }
 	seen := make(map[int]bool)
-	stack := []int{root}
+	stack := []item{{root, 0}}
+	depth := 0
 	for len(stack) > 0 {
-		i := stack[len(stack)-1]
+		it := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		if i < lo || i >= hi {
-			return fmt.Errorf("node index %d out of range", i-lo)
+		i := it.node
+		if i < root || i >= hi {
+			return 0, fmt.Errorf("node index %d out of range", i-root)
 		}
 		if seen[i] {
-			return fmt.Errorf("node %d is reached twice: not a tree", i-lo)
+			return 0, fmt.Errorf("node %d is reached twice: not a tree", i-root)
 		}
 		seen[i] = true
-		if isLeaf(i) {
+		l, r := children(i)
+		if l == i && r == i {
+			depth = max(depth, it.depth)
 			continue
 		}
-		if f := feature(i); f < 0 || f >= numFeatures {
-			return fmt.Errorf("node %d splits on feature %d, model has %d features", i-lo, f, numFeatures)
+		if l == i || r == i {
+			return 0, fmt.Errorf("node %d is its own child", i-root)
 		}
-		l, r := children(i)
-		stack = append(stack, l, r)
+		if f := feature(i); f < 0 || f >= numFeatures {
+			return 0, fmt.Errorf("node %d splits on feature %d, model has %d features", i-root, f, numFeatures)
+		}
+		stack = append(stack, item{l, it.depth + 1}, item{r, it.depth + 1})
 	}
-	return nil
+	return depth, nil
 }

@@ -18,25 +18,28 @@ import (
 // margins equal to XGBoost's bit for bit rather than merely close.
 type xgbForest struct {
 	nodes     []xgbNode
-	roots     []int32
+	roots     []int32 // padded to a multiple of lanes with a zero leaf
+	numTrees  int
+	depth     []int32   // per group of lanes trees: steps to the deepest leaf
 	class     []int32   // output group of each tree (tree_info)
 	base      []float32 // base margin per class
 	catBits   []uint32  // bitsets of categorical splits, concatenated
 	catRanges []catRange
 }
 
-// xgbNode is one node. Leaves have left < 0 and their value in cond.
+// xgbNode is one node. A leaf's children are itself, so stepping past a
+// leaf stays on it: trees are walked a fixed number of steps with no
+// "is this a leaf?" branch.
 type xgbNode struct {
-	cond  float32 // split condition; leaf value; for categorical splits the index into catRanges
-	feat  uint32  // feature index | xgbDefaultLeft | xgbCategorical
-	left  int32   // absolute index into nodes, or -1 for a leaf
-	right int32
+	cond float32  // split condition; leaf value; for categorical splits the index into catRanges
+	feat uint32   // feature index | xgbDefaultRight | xgbCategorical
+	kids [2]int32 // left, right: absolute indexes into nodes
 }
 
 const (
-	xgbDefaultLeft = 1 << 31
-	xgbCategorical = 1 << 30
-	xgbFeatureMask = 1<<30 - 1
+	xgbDefaultRight = 1 << 31
+	xgbCategorical  = 1 << 30
+	xgbFeatureMask  = 1<<30 - 1
 )
 
 // catRange is one categorical split's bitset: catBits[off : off+n].
@@ -46,68 +49,82 @@ type catRange struct{ off, n uint32 }
 // negative) is invalid and goes left.
 const xgbMaxCat = 16777216
 
+// lanes is how many trees are walked side by side. A tree walk is a chain
+// of dependent loads; interleaving independent chains keeps the CPU busy
+// while each waits, and the steps have no data-dependent branches for the
+// predictor to miss.
+const lanes = 4
+
 func (f *xgbForest) margin(x []float64, out []float64) {
-	n := len(f.base)
-	for c := 0; c < n; c++ {
+	k := len(f.base)
+	for c := 0; c < k; c++ {
 		out[c] = float64(f.base[c])
 	}
-	nodes := f.nodes
-	if n == 1 {
-		acc := f.base[0]
-		for _, r := range f.roots {
-			acc += f.leaf(nodes, r, x)
+	nodes, roots := f.nodes, f.roots
+	acc := f.base[0]
+	for g, depth := range f.depth {
+		t := g * lanes
+		a, b, c, d := roots[t], roots[t+1], roots[t+2], roots[t+3]
+		for s := depth; s > 0; s-- {
+			a, b, c, d = f.step(a, x), f.step(b, x), f.step(c, x), f.step(d, x)
 		}
+		leaves := [lanes]float32{nodes[a].cond, nodes[b].cond, nodes[c].cond, nodes[d].cond}
+		n := min(lanes, f.numTrees-t)
+		if k == 1 {
+			for _, v := range leaves[:n] {
+				acc += v
+			}
+			continue
+		}
+		for j, v := range leaves[:n] {
+			cl := f.class[t+j]
+			out[cl] = float64(float32(out[cl]) + v)
+		}
+	}
+	if k == 1 {
 		out[0] = float64(acc)
-		return
-	}
-	for t, r := range f.roots {
-		c := f.class[t]
-		out[c] = float64(float32(out[c]) + f.leaf(nodes, r, x))
 	}
 }
 
-// leaf walks one tree from node i and returns its leaf value.
-func (f *xgbForest) leaf(nodes []xgbNode, i int32, x []float64) float32 {
-	for {
-		nd := &nodes[i]
-		if nd.left < 0 {
-			return nd.cond
-		}
-		v := x[nd.feat&xgbFeatureMask]
-		switch {
-		case v != v: // missing
-			if nd.feat&xgbDefaultLeft != 0 {
-				i = nd.left
-			} else {
-				i = nd.right
-			}
-		case nd.feat&xgbCategorical != 0:
-			if f.inCategory(nd, float32(v)) {
-				i = nd.right
-			} else {
-				i = nd.left
-			}
-		case float32(v) < nd.cond:
-			i = nd.left
-		default:
-			i = nd.right
-		}
+// step moves one level down from node i.
+func (f *xgbForest) step(i int32, x []float64) int32 {
+	nd := &f.nodes[i]
+	v := x[nd.feat&xgbFeatureMask]
+	if nd.feat&xgbCategorical != 0 {
+		return nd.kids[f.categoryRight(nd, v)]
 	}
+	missing := b2i(v != v)
+	notLess := b2i(!(float32(v) < nd.cond))
+	right := missing&int(nd.feat>>31) | (1^missing)&notLess
+	return nd.kids[right]
 }
 
-// inCategory reports whether category v is in the node's set, which sends it
-// right. Invalid categories (negative, too large) are in no set.
-func (f *xgbForest) inCategory(nd *xgbNode, v float32) bool {
-	if v < 0 || v >= xgbMaxCat {
-		return false
+// categoryRight returns 1 when the node sends v right: missing values by
+// default_left, categories in the node's set right, all others (including
+// invalid ones: negative, too large) left.
+func (f *xgbForest) categoryRight(nd *xgbNode, v float64) int {
+	if v != v {
+		return int(nd.feat >> 31)
 	}
-	c := uint32(v)
+	c32 := float32(v)
+	if c32 < 0 || c32 >= xgbMaxCat {
+		return 0
+	}
+	c := uint32(c32)
 	r := f.catRanges[int(nd.cond)]
 	w := c / 32
 	if w >= r.n {
-		return false
+		return 0
 	}
-	return f.catBits[r.off+w]>>(c%32)&1 != 0
+	return int(f.catBits[r.off+w] >> (c % 32) & 1)
+}
+
+// b2i compiles to a SETcc: 1 for true, 0 for false.
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // xgbJSON is the part of XGBoost's save_model JSON that scoring needs.
@@ -312,6 +329,11 @@ func parseXGBoost(data []byte) (*Model, error) {
 		f.class = append(f.class, int32(c))
 	}
 
+	if len(tm.Trees) == 0 {
+		return nil, errors.New("model has no trees")
+	}
+	f.pad()
+
 	var names []string
 	if len(l.FeatureNames) > 0 {
 		if len(l.FeatureNames) != numFeatures {
@@ -441,19 +463,20 @@ func (f *xgbForest) addTree(t *xgbTreeJSON, w float32, numFeatures int, dart boo
 			if dart {
 				v = w * v
 			}
-			f.nodes = append(f.nodes, xgbNode{cond: v, left: -1, right: -1})
+			self := base + int32(i)
+			f.nodes = append(f.nodes, xgbNode{cond: v, kids: [2]int32{self, self}})
 			continue
 		}
-		if l < 0 || r < 0 || int(l) >= n || int(r) >= n {
+		if l < 0 || r < 0 || int(l) >= n || int(r) >= n || int(l) == i || int(r) == i {
 			return fmt.Errorf("node %d has children %d, %d out of range", i, l, r)
 		}
 		fi := t.SplitIndices[i]
 		if fi < 0 || fi >= int64(numFeatures) {
 			return fmt.Errorf("node %d splits on feature %d, model has %d features", i, fi, numFeatures)
 		}
-		nd := xgbNode{cond: t.SplitConditions[i], feat: uint32(fi), left: base + l, right: base + r}
-		if t.DefaultLeft[i] {
-			nd.feat |= xgbDefaultLeft
+		nd := xgbNode{cond: t.SplitConditions[i], feat: uint32(fi), kids: [2]int32{base + l, base + r}}
+		if !t.DefaultLeft[i] {
+			nd.feat |= xgbDefaultRight
 		}
 		isCat := t.SplitType != nil && t.SplitType[i] == 1
 		if isCat {
@@ -472,14 +495,36 @@ func (f *xgbForest) addTree(t *xgbTreeJSON, w float32, numFeatures int, dart boo
 		return errors.New("too many categorical splits")
 	}
 	nodes := f.nodes
-	err := checkTree(int(base), int(base), len(nodes),
-		func(i int) bool { return nodes[i].left < 0 },
-		func(i int) (int, int) { return int(nodes[i].left), int(nodes[i].right) },
+	depth, err := checkTree(int(base), len(nodes),
+		func(i int) (int, int) { return int(nodes[i].kids[0]), int(nodes[i].kids[1]) },
 		func(i int) int { return int(nodes[i].feat & xgbFeatureMask) },
 		numFeatures)
 	if err != nil {
 		return err
 	}
 	f.roots = append(f.roots, base)
+	f.addDepth(len(f.roots)-1, depth)
 	return nil
+}
+
+// addDepth records tree t's depth in its group of lanes.
+func (f *xgbForest) addDepth(t, depth int) {
+	if t%lanes == 0 {
+		f.depth = append(f.depth, 0)
+	}
+	g := &f.depth[len(f.depth)-1]
+	*g = max(*g, int32(depth))
+}
+
+// pad fills the last group of lanes with a zero leaf.
+func (f *xgbForest) pad() {
+	f.numTrees = len(f.roots)
+	if len(f.roots)%lanes == 0 {
+		return
+	}
+	z := int32(len(f.nodes))
+	f.nodes = append(f.nodes, xgbNode{kids: [2]int32{z, z}})
+	for len(f.roots)%lanes != 0 {
+		f.roots = append(f.roots, z)
+	}
 }
