@@ -39,6 +39,9 @@ type Server struct {
 	startup time.Duration
 }
 
+// Name is "redis", "clickhouse" or "kafka".
+func (s *Server) Name() string { return s.name }
+
 // Addr is the address clients dial: Redis's port, ClickHouse's native
 // protocol port, or the Kafka broker's bootstrap address.
 func (s *Server) Addr() string { return s.addr }

@@ -1,0 +1,49 @@
+# Pulse: build, test, run.
+#
+#   make test        install the test servers if missing, then run every test
+#                    against one shared Redis, ClickHouse and Kafka
+#   make test SHARED_SERVERS=0
+#                    let each test binary start its own servers instead
+#   make test PKGS=./history/... TESTFLAGS='-race -run TestWriter -v'
+
+GO             ?= go
+PKGS           ?= ./...
+TESTFLAGS      ?= -race -timeout 25m
+SHARED_SERVERS ?= 1
+
+.PHONY: test test-deps dev build lint bench
+
+test: test-deps
+	@if [ -f scripts/golden.sh ]; then \
+		echo "==> scripts/golden.sh (model goldens)"; \
+		bash scripts/golden.sh; \
+	fi
+ifeq ($(SHARED_SERVERS),1)
+	@echo "==> building the shared test servers' launcher"
+	@$(GO) build -o bin/testservers ./internal/testenv/cmd/testservers
+	@echo "==> go test $(TESTFLAGS) $(PKGS) (one Redis, ClickHouse and Kafka for all packages)"
+	@bin/testservers -- $(GO) test $(TESTFLAGS) $(PKGS)
+else
+	@echo "==> go test $(TESTFLAGS) $(PKGS) (servers started per test binary)"
+	@$(GO) test $(TESTFLAGS) $(PKGS)
+endif
+
+test-deps:
+	@echo "==> scripts/install-test-deps.sh"
+	@scripts/install-test-deps.sh
+
+dev:
+	$(GO) run ./cmd/pulse dev
+
+build:
+	$(GO) build -o bin/pulse ./cmd/pulse
+
+lint:
+	@echo "==> gofmt -l"
+	@out="$$(gofmt -l $$(git ls-files '*.go' | grep -v '^vendor/'))"; \
+	if [ -n "$$out" ]; then echo "not gofmt'ed:"; echo "$$out"; exit 1; fi
+	@echo "==> go vet $(PKGS)"
+	@$(GO) vet $(PKGS)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

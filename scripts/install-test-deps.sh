@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs what the tests run against: redis-server, clickhouse-server (Debian's
+# 18.16), kcat and chromium from apt, and the Apache Kafka broker's jars from
+# Maven Central into ${PULSE_CACHE:-$HOME/.cache/pulse}/kafka-<version>/libs.
+# Idempotent: when everything is present it only checks, in well under a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Keep in step with deploy/kafka/pom.xml and testenv.KafkaVersion.
+KAFKA_VERSION=4.2.0
+CACHE="${PULSE_CACHE:-$HOME/.cache/pulse}"
+KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
+
+say() { echo "test-deps: $*"; }
+
+sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# apt package -> a file it installs, to tell whether it is there.
+declare -A APT=(
+	[redis-server]=/usr/bin/redis-server
+	[clickhouse-server]=/usr/sbin/clickhouse-server
+	[clickhouse-client]=/usr/bin/clickhouse-client
+	[kcat]=/usr/bin/kcat
+	[chromium]=/usr/bin/chromium
+	[maven]=/usr/bin/mvn
+	[openjdk-17-jre-headless]=/usr/lib/jvm/java-17-openjdk-amd64/bin/java
+)
+missing=()
+for pkg in "${!APT[@]}"; do
+	if [ ! -x "${APT[$pkg]}" ]; then
+		# Any Java 17 or newer will do for Kafka 4.
+		if [ "$pkg" = openjdk-17-jre-headless ] && command -v java >/dev/null &&
+			[ "$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)" -ge 17 ]; then
+			continue
+		fi
+		missing+=("$pkg")
+	fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	say "installing ${missing[*]} with apt-get"
+	sudo_ apt-get update -q
+	sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+	say "apt packages present (redis-server clickhouse-server clickhouse-client kcat chromium maven java)"
+fi
+# The Debian packages start services where an init system runs; the tests
+# start their own servers on free ports and need none of them.
+
+if ls "$KAFKA_LIBS"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null 2>&1 && [ -f "$KAFKA_LIBS/.complete" ]; then
+	say "Kafka $KAFKA_VERSION jars present in $KAFKA_LIBS"
+else
+	say "fetching Kafka $KAFKA_VERSION jars with Maven into $KAFKA_LIBS"
+	rm -rf "$KAFKA_LIBS"
+	mkdir -p "$KAFKA_LIBS"
+	# Maven 3.8 prints colour resets even in batch mode; strip them.
+	mvn -q -B -f deploy/kafka/pom.xml dependency:copy-dependencies \
+		-Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" 2>&1 |
+		sed 's/\x1b\[[0-9;]*m//g'
+	touch "$KAFKA_LIBS/.complete"
+	say "fetched $(ls "$KAFKA_LIBS"/*.jar | wc -l) jars"
+fi
+
+say "ready: $(redis-server --version | cut -d' ' -f1-3), clickhouse-server $(dpkg-query -W -f='${Version}' clickhouse-server 2>/dev/null || echo '?'), Kafka $KAFKA_VERSION"
