@@ -187,10 +187,40 @@ func union(ds []*distinct, sc *distinctScratch) float64 {
 		}
 		return sc.sketch.estimate()
 	}
-	sc.hashes = sc.hashes[:0]
+	// Count the union in an open-addressing set: hashes are uniform, so
+	// their low bits index it directly. 0 marks an empty slot.
+	total := 0
 	for _, d := range ds {
-		sc.hashes = append(sc.hashes, d.exact...)
+		total += len(d.exact)
 	}
-	slices.Sort(sc.hashes)
-	return float64(len(slices.Compact(sc.hashes)))
+	size := 1 << bits.Len(uint(2*total))
+	if cap(sc.hashes) < size {
+		sc.hashes = make([]uint64, size)
+	}
+	table := sc.hashes[:size]
+	clear(table)
+	mask := uint64(size - 1)
+	n, zero := 0, false
+	for _, d := range ds {
+		for _, h := range d.exact {
+			if h == 0 {
+				zero = true
+				continue
+			}
+			for i := h & mask; ; i = (i + 1) & mask {
+				if table[i] == h {
+					break
+				}
+				if table[i] == 0 {
+					table[i] = h
+					n++
+					break
+				}
+			}
+		}
+	}
+	if zero {
+		n++
+	}
+	return float64(n)
 }
