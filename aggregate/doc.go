@@ -4,24 +4,51 @@
 // feature values as of any time. The stream processor and the backfill run
 // this one implementation, which is what keeps training and serving equal.
 //
-// Pure: no I/O, no goroutines, no clocks — every time is an argument.
+// Pure: no I/O, no goroutines, no clocks — every time is an argument, at
+// millisecond resolution.
 //
-//	set, err := aggregate.Compile(cfg.Features, aggregate.Options{AllowedLateness: 7 * 24 * time.Hour})
-//	st := set.NewState()                       // or set.DecodeState(stored)
-//	changed, err := set.Apply(st, ev)          // errors.Is(err, aggregate.ErrTooLate)
-//	vals := set.Values(st, now, vals)          // parallel to set.Names(), set.Kinds()
-//	at, ok := set.NextChange(st, now)          // when to recompute with no event
-//	set.Expire(st, now)                        // drop tiles no longer needed
+// # API
+//
+//	func Compile(defs []config.Feature, opts Options) (*Set, error)            // one entity; error is Errors
+//	func CompileAll(defs []config.Feature, opts Options) (map[string]*Set, error) // a Set per entity
+//	func (s *Set) Entity() string
+//	func (s *Set) Names() []string          // config order, aggregated and derived
+//	func (s *Set) Kinds() []Kind            // Number, String, List or Any, parallel to Names
+//	func (s *Set) Index(name string) int    // -1 when unknown
+//	func (s *Set) Feature(i int) config.Feature
+//	func (s *Set) UsesNow() bool            // a derived expr reads now: recompute periodically
+//	func (s *Set) NewState() *State
+//	func (s *Set) Apply(st *State, e *event.Event) (changed bool, err error) // err wraps ErrTooLate
+//	func (s *Set) Values(st *State, now time.Time, dst []any) []any
+//	func (s *Set) NextChange(st *State, now time.Time) (t time.Time, ok bool)
+//	func (s *Set) Expire(st *State, now time.Time) (noWindows bool)
+//	func (s *Set) DecodeState(b []byte) (*State, error)
+//	func (st *State) AppendBinary(dst []byte) []byte
+//	func (st *State) NewestMillis() int64   // math.MinInt64 before any event
+//	func (st *State) Empty() bool           // nothing stored: the State may be deleted
+//
+// A typical life, in the stream:
+//
+//	st, err := set.DecodeState(stored)   // or set.NewState()
+//	changed, err := set.Apply(st, ev)    // errors.Is(err, aggregate.ErrTooLate): dead-letter
+//	vals = set.Values(st, now, vals)
+//	at, ok := set.NextChange(st, now)    // index the entity's timer
+//	if set.Expire(st, now) && st.Empty() { /* delete the state */ }
 //	stored = st.AppendBinary(stored[:0])
 //
 // One Set holds one entity's features: Compile takes features of a single
-// entity (Entity "" means "user"), CompileAll a whole config, giving a Set
-// per entity. Compile errors are Errors, a list of FeatureError naming the
-// feature, its config line and the key at fault.
+// entity (Entity "" means "user"), CompileAll a whole config. Compile
+// errors are Errors: a FeatureError per problem, naming the feature, its
+// config line and the key at fault, in config order.
 //
 // A Set is immutable and safe for concurrent use by many goroutines, each
-// applying to its own States; a State is used by one goroutine at a time.
+// applying to its own States; a State is used by one goroutine at a time,
+// and only with the Set that made it (after a config change, move a State
+// to the new Set with DecodeState(st.AppendBinary(nil))).
 //
-// The window rule, lateness, distinct's exact-then-HyperLogLog bound and
-// derived features are specified for users in docs/features.md.
+// Values are valid for any time T from NewestMillis - AllowedLateness on
+// (and from now - AllowedLateness after Expire(now)); earlier tiles may
+// have been dropped. The window rule, the tie rule of first/last/last_n,
+// lateness, distinct's exact-then-HyperLogLog bound and derived features
+// are specified in docs/features.md.
 package aggregate

@@ -201,6 +201,9 @@ type whereScratch struct {
 // deterministic: the same events in the same order give the same State,
 // and first, last and last_n do not depend on order at all.
 func (s *Set) Apply(st *State, e *event.Event) (changed bool, err error) {
+	if st.set != s {
+		panic("aggregate: State used with a Set that did not make it (re-decode it after a config change)")
+	}
 	ts := e.Timestamp.UnixMilli()
 	late := s.opts.AllowedLateness.Milliseconds()
 	if st.seen && late > 0 && ts < st.newest-late {

@@ -15,7 +15,7 @@ type valuesScratch struct {
 }
 
 // Values computes every feature of st as of now into dst, which it grows
-// to len(Names()) and returns. Values are float64, string, []any (a new
+// to len(Names()) and returns. A nil st is an entity with no events. Values are float64, string, []any (a new
 // slice each call) or nil when a feature has no value (min of an empty
 // window, last never set, a derived expr that failed at run time or gave
 // NaN or ±Inf). first and last of the timestamp field are 0 when unset. count, sum and distinct of nothing are 0; last_n of
@@ -25,6 +25,11 @@ type valuesScratch struct {
 // Time has millisecond resolution. A windowed feature at time T covers the
 // tiles that started before T and end after T - window (see docs/features.md).
 func (s *Set) Values(st *State, now time.Time, dst []any) []any {
+	if st == nil {
+		st = s.NewState()
+	} else if st.set != s {
+		panic("aggregate: State used with a Set that did not make it (re-decode it after a config change)")
+	}
 	t := now.UnixMilli()
 	if cap(dst) < len(s.names) {
 		dst = make([]any, len(s.names))
