@@ -329,6 +329,9 @@ func (f *lgbForest) addTree(kv map[string]string, numFeatures int) error {
 		if len(bounds) != nc+1 || bounds[0] != 0 || bounds[nc] != len(words) {
 			return errors.New("cat_boundaries do not match num_cat and cat_threshold")
 		}
+		if len(f.catBits)+len(words) > maxCatWords {
+			return errors.New("categorical splits too large")
+		}
 		catBase = len(f.catRange)
 		off := uint32(len(f.catBits))
 		f.catBits = append(f.catBits, words...)

@@ -45,6 +45,10 @@ const (
 // catRange is one categorical split's bitset: catBits[off : off+n].
 type catRange struct{ off, n uint32 }
 
+// maxCatWords bounds the memory of all categorical bitsets of a model
+// (16 MiB), so a malformed file cannot make Parse allocate without limit.
+const maxCatWords = 1 << 22
+
 // xgbMaxCat mirrors XGBoost's OutOfRangeCat: a category at or above it (or
 // negative) is invalid and goes left.
 const xgbMaxCat = 16777216
@@ -446,6 +450,9 @@ func (f *xgbForest) addTree(t *xgbTreeJSON, w float32, numFeatures int, dart boo
 				hi = max(hi, c+1)
 			}
 			words := uint32((hi + 31) / 32)
+			if len(f.catBits)+int(words) > maxCatWords {
+				return errors.New("categorical splits too large")
+			}
 			off := uint32(len(f.catBits))
 			f.catBits = append(f.catBits, make([]uint32, words)...)
 			for _, c := range t.Categories[seg : seg+size] {
