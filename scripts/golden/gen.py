@@ -22,6 +22,7 @@ import csv
 import json
 import os
 import shutil
+import zlib
 
 import lightgbm as lgb
 import numpy as np
@@ -134,6 +135,11 @@ def write_case(out, name, fmt, model_file, objective, X, margin, pred, features,
     return d
 
 
+def rng_for(name):
+    """Each case has its own seeded generator, so adding one changes no other."""
+    return np.random.default_rng(zlib.crc32(name.encode()))
+
+
 def softmax(m):
     m = m - m.max(axis=1, keepdims=True)
     e = np.exp(m)
@@ -142,7 +148,8 @@ def softmax(m):
 
 # ---------------------------------------------------------------- XGBoost
 
-def xgb_case(out, rng, name, params, rounds, n_features=8, n_cat=0, label="binary", num_class=1):
+def xgb_case(out, name, params, rounds, n_features=8, n_cat=0, label="binary", num_class=1):
+    rng = rng_for(name)
     X = make_data(rng, N_TRAIN + N_TEST, n_features, n_cat=n_cat)
     s = signal(X) + sum(cat_signal(X, n_features - 1 - j) for j in range(n_cat))
     s = s + rng.normal(scale=0.5, size=len(s))
@@ -180,8 +187,9 @@ def xgb_case(out, rng, name, params, rounds, n_features=8, n_cat=0, label="binar
 
 # ---------------------------------------------------------------- LightGBM
 
-def lgb_case(out, rng, name, params, rounds, n_features=8, n_cat=0, label="binary", num_class=1,
+def lgb_case(out, name, params, rounds, n_features=8, n_cat=0, label="binary", num_class=1,
              nan_rate=0.1, dataset_params=None):
+    rng = rng_for(name)
     X = make_data(rng, N_TRAIN + N_TEST, n_features, nan_rate=nan_rate, n_cat=n_cat)
     s = signal(X) + sum(cat_signal(X, n_features - 1 - j) for j in range(n_cat))
     s = s + rng.normal(scale=0.5, size=len(s))
@@ -213,7 +221,8 @@ def lgb_case(out, rng, name, params, rounds, n_features=8, n_cat=0, label="binar
 
 # ---------------------------------------------------------------- logistic
 
-def logistic_case(out, rng):
+def logistic_case(out):
+    rng = rng_for("logistic")
     n_features = 5
     X = rng.normal(size=(N_TRAIN + N_TEST, n_features))
     s = signal(X) + rng.normal(scale=0.5, size=len(X))
@@ -238,7 +247,8 @@ def logistic_case(out, rng):
 
 # ---------------------------------------------------------------- refused
 
-def refused(out, rng):
+def refused(out):
+    rng = rng_for("refuse")
     d = os.path.join(out, "refuse")
     os.makedirs(d, exist_ok=True)
     X = make_data(rng, 400, 4)
@@ -263,8 +273,9 @@ DEMO_FEATURES = ["orders_30d", "revenue_30d", "sessions_7d", "days_since_last_or
                  "products_viewed_24h", "cart_adds_24h"]
 
 
-def demo(path, rng):
+def demo(path):
     """purchase_propensity: will the user buy within the next 7 days?"""
+    rng = rng_for("purchase_propensity")
     n = 20000
     engaged = rng.gamma(1.5, 1.0, n)  # latent shopper activity
     orders = rng.poisson(0.6 * engaged)
@@ -295,58 +306,59 @@ def main():
     if os.path.isdir(args.out):
         shutil.rmtree(args.out)
     os.makedirs(args.out)
-    rng = np.random.default_rng(20240601)
 
-    xgb_case(args.out, rng, "xgb_binary", {"objective": "binary:logistic", "max_depth": 5, "eta": 0.3}, 40)
-    xgb_case(args.out, rng, "xgb_binary_exact", {"objective": "binary:logistic", "max_depth": 4,
+    xgb_case(args.out, "xgb_binary", {"objective": "binary:logistic", "max_depth": 5, "eta": 0.3}, 40)
+    xgb_case(args.out, "xgb_binary_exact", {"objective": "binary:logistic", "max_depth": 4,
                                                  "tree_method": "exact"}, 20)
-    xgb_case(args.out, rng, "xgb_logitraw", {"objective": "binary:logitraw", "max_depth": 3}, 10)
-    xgb_case(args.out, rng, "xgb_regression", {"objective": "reg:squarederror", "max_depth": 5}, 40, label="reg")
-    xgb_case(args.out, rng, "xgb_reg_logistic", {"objective": "reg:logistic", "max_depth": 4}, 30, label="prob")
-    xgb_case(args.out, rng, "xgb_poisson", {"objective": "count:poisson", "max_depth": 4}, 30, label="count")
-    xgb_case(args.out, rng, "xgb_softprob", {"objective": "multi:softprob", "num_class": 3, "max_depth": 4}, 20,
+    xgb_case(args.out, "xgb_logitraw", {"objective": "binary:logitraw", "max_depth": 3}, 10)
+    xgb_case(args.out, "xgb_regression", {"objective": "reg:squarederror", "max_depth": 5}, 40, label="reg")
+    xgb_case(args.out, "xgb_reg_logistic", {"objective": "reg:logistic", "max_depth": 4}, 30, label="prob")
+    xgb_case(args.out, "xgb_poisson", {"objective": "count:poisson", "max_depth": 4}, 30, label="count")
+    xgb_case(args.out, "xgb_softprob", {"objective": "multi:softprob", "num_class": 3, "max_depth": 4}, 20,
              label="multi", num_class=3)
-    xgb_case(args.out, rng, "xgb_softmax", {"objective": "multi:softmax", "num_class": 4, "max_depth": 4}, 15,
+    xgb_case(args.out, "xgb_softmax", {"objective": "multi:softmax", "num_class": 4, "max_depth": 4}, 15,
              label="multi", num_class=4)
-    xgb_case(args.out, rng, "xgb_dart", {"objective": "binary:logistic", "booster": "dart", "max_depth": 4,
+    xgb_case(args.out, "xgb_dart", {"objective": "binary:logistic", "booster": "dart", "max_depth": 4,
                                          "rate_drop": 0.2, "skip_drop": 0.0}, 30)
-    xgb_case(args.out, rng, "xgb_rf", {"objective": "reg:squarederror", "num_parallel_tree": 4, "subsample": 0.7,
+    xgb_case(args.out, "xgb_rf", {"objective": "reg:squarederror", "num_parallel_tree": 4, "subsample": 0.7,
                                        "colsample_bynode": 0.7, "max_depth": 4}, 5, label="reg")
-    xgb_case(args.out, rng, "xgb_categorical", {"objective": "binary:logistic", "max_depth": 4,
+    xgb_case(args.out, "xgb_categorical", {"objective": "binary:logistic", "max_depth": 4,
                                                 "tree_method": "hist", "max_cat_to_onehot": 1}, 30, n_cat=2)
-    xgb_case(args.out, rng, "xgb_categorical_onehot", {"objective": "reg:squarederror", "max_depth": 4,
+    xgb_case(args.out, "xgb_categorical_onehot", {"objective": "reg:squarederror", "max_depth": 4,
                                                        "tree_method": "hist", "max_cat_to_onehot": 16}, 20,
              n_cat=1, label="reg")
 
-    lgb_case(args.out, rng, "lgb_binary", {"objective": "binary", "num_leaves": 31}, 40)
-    lgb_case(args.out, rng, "lgb_binary_sigmoid", {"objective": "binary", "sigmoid": 0.7, "num_leaves": 15}, 20)
-    lgb_case(args.out, rng, "lgb_regression", {"objective": "regression", "num_leaves": 31}, 40, label="reg")
-    lgb_case(args.out, rng, "lgb_regression_nonan", {"objective": "regression", "num_leaves": 15}, 20, label="reg",
+    lgb_case(args.out, "lgb_binary", {"objective": "binary", "num_leaves": 31}, 40)
+    lgb_case(args.out, "lgb_binary_sigmoid", {"objective": "binary", "sigmoid": 0.7, "num_leaves": 15}, 20)
+    lgb_case(args.out, "lgb_regression", {"objective": "regression", "num_leaves": 31}, 40, label="reg")
+    lgb_case(args.out, "lgb_regression_nonan", {"objective": "regression", "num_leaves": 15}, 20, label="reg",
              nan_rate=0.0)
-    lgb_case(args.out, rng, "lgb_zero_as_missing", {"objective": "regression", "num_leaves": 15,
+    lgb_case(args.out, "lgb_zero_as_missing", {"objective": "regression", "num_leaves": 15,
                                                     "zero_as_missing": True}, 20, label="reg")
-    lgb_case(args.out, rng, "lgb_multiclass", {"objective": "multiclass", "num_class": 3, "num_leaves": 15}, 20,
+    lgb_case(args.out, "lgb_multiclass", {"objective": "multiclass", "num_class": 3, "num_leaves": 15}, 20,
              label="multi", num_class=3)
-    lgb_case(args.out, rng, "lgb_multiclassova", {"objective": "multiclassova", "num_class": 3,
+    lgb_case(args.out, "lgb_multiclassova", {"objective": "multiclassova", "num_class": 3,
                                                   "num_leaves": 7}, 10, label="multi", num_class=3)
-    lgb_case(args.out, rng, "lgb_categorical", {"objective": "binary", "num_leaves": 15, "min_data_per_group": 10,
+    lgb_case(args.out, "lgb_categorical", {"objective": "binary", "num_leaves": 15, "min_data_per_group": 10,
                                                 "cat_smooth": 1}, 30, n_cat=2)
-    lgb_case(args.out, rng, "lgb_rf", {"objective": "regression", "boosting": "rf", "bagging_fraction": 0.7,
+    lgb_case(args.out, "lgb_rf", {"objective": "regression", "boosting": "rf", "bagging_fraction": 0.7,
                                        "bagging_freq": 1, "feature_fraction": 0.8, "num_leaves": 15}, 10, label="reg")
-    lgb_case(args.out, rng, "lgb_poisson", {"objective": "poisson", "num_leaves": 7}, 10, label="count")
+    lgb_case(args.out, "lgb_dart", {"objective": "binary", "boosting": "dart", "drop_rate": 0.2,
+                                         "num_leaves": 15}, 20)
+    lgb_case(args.out, "lgb_poisson", {"objective": "poisson", "num_leaves": 7}, 10, label="count")
 
-    logistic_case(args.out, rng)
+    logistic_case(args.out)
 
     # Benchmark models: 100 trees of depth 6 over 20 features.
-    xgb_case(args.out, rng, "bench_xgb", {"objective": "binary:logistic", "max_depth": 6, "eta": 0.1}, 100,
+    xgb_case(args.out, "bench_xgb", {"objective": "binary:logistic", "max_depth": 6, "eta": 0.1}, 100,
              n_features=20)
-    lgb_case(args.out, rng, "bench_lgb", {"objective": "binary", "max_depth": 6, "num_leaves": 64,
+    lgb_case(args.out, "bench_lgb", {"objective": "binary", "max_depth": 6, "num_leaves": 64,
                                           "min_data_in_leaf": 5, "learning_rate": 0.1}, 100, n_features=20)
 
-    refused(args.out, rng)
+    refused(args.out)
 
     if args.demo:
-        demo(args.demo, rng)
+        demo(args.demo)
 
     with open(os.path.join(args.out, "VERSIONS"), "w") as f:
         f.write(f"xgboost {xgb.__version__}\nlightgbm {lgb.__version__}\n"
