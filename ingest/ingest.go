@@ -88,6 +88,7 @@ func (s *Server) HTTPServer() *fasthttp.Server {
 			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "cannot parse request: "+err.Error())
 		},
 		NoDefaultServerHeader: true,
+		Logger:                fasthttpLogger{s.log},
 	}
 }
 
@@ -490,12 +491,29 @@ func (s *Server) produce(ctx *fasthttp.RequestCtx, recs []*kgo.Record) error {
 			wg.Done()
 		})
 	}
-	wg.Wait()
+	// The idempotent producer retries a batch until its delivery timeout
+	// rather than fail it, so the wait is bounded here: past the produce
+	// timeout the client hears 503 and retries, and messageIds dedupe any
+	// record that still lands.
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-pctx.Done():
+		mu.Lock()
+		if first == nil {
+			first = fmt.Errorf("no acknowledgement within %s: %w", s.cfg.Ingest.ProduceTimeout, pctx.Err())
+		}
+		mu.Unlock()
+	}
 	produceSeconds.Observe(time.Since(start).Seconds())
-	if first != nil {
+	mu.Lock()
+	err := first
+	mu.Unlock()
+	if err != nil {
 		produceErrors.Inc()
 	}
-	return first
+	return err
 }
 
 func (s *Server) unavailable(ctx *fasthttp.RequestCtx, err error) {
@@ -530,3 +548,8 @@ func reason(fe *event.FieldError) string {
 	}
 	return fe.Field
 }
+
+// fasthttpLogger keeps fasthttp's per-connection chatter at debug level.
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) { f.l.Debug(fmt.Sprintf(format, args...)) }
