@@ -1,0 +1,61 @@
+// Package featurestore is the online store: each entity's latest feature
+// vector and segment memberships, written by the stream processors and read
+// by the scorer. One interface, two backends: Pebble (embedded; `pulse dev`
+// and single-node setups) and Redis (many scorers).
+//
+// A vector is one compact encoded value per entity (not one key per
+// feature), so a lookup is one round trip. The encoding is versioned and
+// self-describing (it carries feature names), so a config change never
+// misreads an old vector.
+package featurestore
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned by Get for an entity the store has never seen.
+var ErrNotFound = errors.New("entity not found")
+
+// Vector is one entity's features as served.
+type Vector struct {
+	Entity string // entity type, e.g. "user"
+	ID     string // entity id, e.g. "612"
+	// Features holds float64, string, []any or nil (no value yet).
+	Features map[string]any
+	// Segments the entity is a member of, sorted.
+	Segments []string
+	// UpdatedAt is when the stream computed this vector.
+	UpdatedAt time.Time
+	// EventAt is the receive time of the newest event folded in (for
+	// freshness measurements); zero after a timer-only recomputation.
+	EventAt time.Time
+}
+
+// Update is one write in a batch: the new vector, and the entity's segment
+// membership changes so member lists and counts follow.
+type Update struct {
+	Vector Vector
+	Enter  []string // segments entered
+	Exit   []string // segments left
+}
+
+// Store is the online store. Implementations are safe for concurrent use.
+// Writes are idempotent: applying the same batch twice (a replay after a
+// crash) leaves the same vectors, member lists and counts.
+type Store interface {
+	// Get returns the entity's vector, or ErrNotFound.
+	Get(ctx context.Context, entity, id string) (Vector, error)
+	// GetMany returns vectors in the order of ids; found[i] says whether
+	// ids[i] exists.
+	GetMany(ctx context.Context, entity string, ids []string) (vecs []Vector, found []bool, err error)
+	// Write applies a batch of updates.
+	Write(ctx context.Context, batch []Update) error
+	// SegmentCount is the number of members of a segment.
+	SegmentCount(ctx context.Context, entity, segment string) (int64, error)
+	// SegmentMembers lists member ids in a stable order after cursor ("" =
+	// from the start), at most limit; next is "" at the end.
+	SegmentMembers(ctx context.Context, entity, segment, cursor string, limit int) (ids []string, next string, err error)
+	Close() error
+}
