@@ -90,7 +90,7 @@ func detect(data []byte) (string, error) {
 		return "", errUBJSON
 	}
 	var top map[string]json.RawMessage
-	if err := json.Unmarshal(s, &top); err != nil {
+	if err := json.Unmarshal(quoteNonFinite(s), &top); err != nil {
 		return "", fmt.Errorf("cannot detect model format: invalid JSON: %w", err)
 	}
 	switch {

@@ -152,7 +152,7 @@ type xgbBooster struct {
 	Name       string        `json:"name"`
 	Model      *xgbTreeModel `json:"model"`       // gbtree
 	GBTree     *xgbBooster   `json:"gbtree"`      // dart wraps a gbtree
-	WeightDrop []float32     `json:"weight_drop"` // dart
+	WeightDrop []jsonFloat32 `json:"weight_drop"` // dart
 }
 
 type xgbTreeModel struct {
@@ -161,20 +161,83 @@ type xgbTreeModel struct {
 }
 
 type xgbTreeJSON struct {
-	LeftChildren       []int32    `json:"left_children"`
-	RightChildren      []int32    `json:"right_children"`
-	SplitIndices       []int64    `json:"split_indices"`
-	SplitConditions    []float32  `json:"split_conditions"`
-	DefaultLeft        []jsonBool `json:"default_left"`
-	SplitType          []int      `json:"split_type"`
-	Categories         []int64    `json:"categories"`
-	CategoriesNodes    []int      `json:"categories_nodes"`
-	CategoriesSegments []int64    `json:"categories_segments"`
-	CategoriesSizes    []int64    `json:"categories_sizes"`
+	LeftChildren       []int32       `json:"left_children"`
+	RightChildren      []int32       `json:"right_children"`
+	SplitIndices       []int64       `json:"split_indices"`
+	SplitConditions    []jsonFloat32 `json:"split_conditions"`
+	DefaultLeft        []jsonBool    `json:"default_left"`
+	SplitType          []int         `json:"split_type"`
+	Categories         []int64       `json:"categories"`
+	CategoriesNodes    []int         `json:"categories_nodes"`
+	CategoriesSegments []int64       `json:"categories_segments"`
+	CategoriesSizes    []int64       `json:"categories_sizes"`
 	TreeParam          struct {
 		NumNodes       string `json:"num_nodes"`
 		SizeLeafVector string `json:"size_leaf_vector"`
 	} `json:"tree_param"`
+}
+
+// jsonFloat32 is a float32 that also reads the non-finite values XGBoost
+// writes as bare NaN, Infinity and -Infinity (XGBoost 2.x does for the
+// split_conditions of categorical splits), once quoteNonFinite has quoted
+// them.
+type jsonFloat32 float32
+
+func (f *jsonFloat32) UnmarshalJSON(data []byte) error {
+	s := string(data)
+	if len(s) > 1 && s[0] == '"' {
+		s = s[1 : len(s)-1]
+	}
+	v, err := strconv.ParseFloat(s, 32)
+	if err != nil {
+		return fmt.Errorf("invalid number %s", data)
+	}
+	*f = jsonFloat32(v)
+	return nil
+}
+
+// quoteNonFinite turns the bare NaN, Infinity and -Infinity that XGBoost's
+// JSON writer emits (not JSON) into strings, outside string literals.
+func quoteNonFinite(data []byte) []byte {
+	if !bytes.Contains(data, []byte("NaN")) && !bytes.Contains(data, []byte("Infinity")) {
+		return data
+	}
+	out := make([]byte, 0, len(data)+64)
+	inString := false
+	for i := 0; i < len(data); i++ {
+		c := data[i]
+		if inString {
+			out = append(out, c)
+			switch c {
+			case '\\':
+				if i+1 < len(data) {
+					i++
+					out = append(out, data[i])
+				}
+			case '"':
+				inString = false
+			}
+			continue
+		}
+		switch {
+		case c == '"':
+			inString = true
+		case bytes.HasPrefix(data[i:], []byte("NaN")):
+			out = append(out, `"NaN"`...)
+			i += len("NaN") - 1
+			continue
+		case bytes.HasPrefix(data[i:], []byte("Infinity")):
+			out = append(out, `"Infinity"`...)
+			i += len("Infinity") - 1
+			continue
+		case bytes.HasPrefix(data[i:], []byte("-Infinity")):
+			out = append(out, `"-Infinity"`...)
+			i += len("-Infinity") - 1
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // jsonBool reads default_left, which XGBoost writes as 0/1 and older
@@ -240,6 +303,7 @@ func parseXGBoost(data []byte) (*Model, error) {
 	if s := bytes.TrimLeft(data, " \t\r\n"); len(s) > 0 && s[0] == '{' && isUBJSON(s) {
 		return nil, errUBJSON
 	}
+	data = quoteNonFinite(data)
 	var doc xgbJSON
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("invalid JSON: %w", err)
@@ -292,7 +356,7 @@ func parseXGBoost(data []byte) (*Model, error) {
 	}
 	var (
 		tm     *xgbTreeModel
-		weight []float32
+		weight []jsonFloat32
 	)
 	switch gb.Name {
 	case "gbtree":
@@ -325,7 +389,7 @@ func parseXGBoost(data []byte) (*Model, error) {
 		}
 		w := float32(1)
 		if weight != nil {
-			w = weight[t]
+			w = float32(weight[t])
 		}
 		if err := f.addTree(&tm.Trees[t], w, numFeatures, weight != nil); err != nil {
 			return nil, fmt.Errorf("tree %d: %w", t, err)
@@ -466,7 +530,7 @@ func (f *xgbForest) addTree(t *xgbTreeJSON, w float32, numFeatures int, dart boo
 	for i := 0; i < n; i++ {
 		l, r := t.LeftChildren[i], t.RightChildren[i]
 		if l == -1 {
-			v := t.SplitConditions[i]
+			v := float32(t.SplitConditions[i])
 			if dart {
 				v = w * v
 			}
@@ -481,7 +545,7 @@ func (f *xgbForest) addTree(t *xgbTreeJSON, w float32, numFeatures int, dart boo
 		if fi < 0 || fi >= int64(numFeatures) {
 			return fmt.Errorf("node %d splits on feature %d, model has %d features", i, fi, numFeatures)
 		}
-		nd := xgbNode{cond: t.SplitConditions[i], feat: uint32(fi), kids: [2]int32{base + l, base + r}}
+		nd := xgbNode{cond: float32(t.SplitConditions[i]), feat: uint32(fi), kids: [2]int32{base + l, base + r}}
 		if !t.DefaultLeft[i] {
 			nd.feat |= xgbDefaultRight
 		}

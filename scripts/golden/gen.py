@@ -302,10 +302,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True, help="golden directory (model/testdata/golden)")
     ap.add_argument("--demo", help="where to write the e-commerce demo model")
+    ap.add_argument("--old", action="store_true",
+                    help="older libraries (XGBoost 2.x, LightGBM 3.x): write the old_* cases only")
     args = ap.parse_args()
-    if os.path.isdir(args.out):
-        shutil.rmtree(args.out)
-    os.makedirs(args.out)
+    # Each run replaces only its own cases, so the two sets can be made by
+    # two venvs into one directory.
+    os.makedirs(args.out, exist_ok=True)
+    for name in os.listdir(args.out):
+        if name.startswith("old_") == args.old:
+            p = os.path.join(args.out, name)
+            shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+    if args.old:
+        old_cases(args.out)
+        return
 
     xgb_case(args.out, "xgb_binary", {"objective": "binary:logistic", "max_depth": 5, "eta": 0.3}, 40)
     xgb_case(args.out, "xgb_binary_exact", {"objective": "binary:logistic", "max_depth": 4,
@@ -360,9 +369,33 @@ def main():
     if args.demo:
         demo(args.demo)
 
-    with open(os.path.join(args.out, "VERSIONS"), "w") as f:
+    write_versions(os.path.join(args.out, "VERSIONS"))
+
+
+def write_versions(path):
+    with open(path, "w") as f:
         f.write(f"xgboost {xgb.__version__}\nlightgbm {lgb.__version__}\n"
                 f"scikit-learn {sklearn.__version__}\nnumpy {np.__version__}\n")
+
+
+def old_cases(out):
+    """Models saved by older releases: XGBoost 2.x JSON (scalar base_score)
+    and LightGBM 3.x text (version=v3)."""
+    xgb_case(out, "old_xgb_binary", {"objective": "binary:logistic", "max_depth": 5}, 30)
+    xgb_case(out, "old_xgb_softprob", {"objective": "multi:softprob", "num_class": 3, "max_depth": 4}, 15,
+             label="multi", num_class=3)
+    xgb_case(out, "old_xgb_dart", {"objective": "reg:squarederror", "booster": "dart", "max_depth": 4,
+                                   "rate_drop": 0.2, "skip_drop": 0.0}, 20, label="reg")
+    xgb_case(out, "old_xgb_categorical", {"objective": "binary:logistic", "max_depth": 4,
+                                          "tree_method": "hist", "max_cat_to_onehot": 1}, 20, n_cat=2)
+    lgb_case(out, "old_lgb_binary", {"objective": "binary", "num_leaves": 31}, 30)
+    lgb_case(out, "old_lgb_multiclass", {"objective": "multiclass", "num_class": 3, "num_leaves": 15}, 15,
+             label="multi", num_class=3)
+    lgb_case(out, "old_lgb_zero_as_missing", {"objective": "regression", "num_leaves": 15,
+                                              "zero_as_missing": True}, 20, label="reg")
+    lgb_case(out, "old_lgb_categorical", {"objective": "binary", "num_leaves": 15, "min_data_per_group": 10,
+                                          "cat_smooth": 1}, 20, n_cat=2)
+    write_versions(os.path.join(out, "old_VERSIONS"))
 
 
 if __name__ == "__main__":
