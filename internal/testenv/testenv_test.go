@@ -119,6 +119,7 @@ func TestKafka(t *testing.T) {
 
 // A private ClickHouse keeps its data through a graceful stop and a kill.
 func TestClickHouseStopStart(t *testing.T) {
+	t.Parallel()
 	s := testenv.StartClickHouse(t)
 	t.Logf("private ClickHouse ready in %v", s.StartupTime())
 	ctx := context.Background()
@@ -168,6 +169,7 @@ func TestClickHouseStopStart(t *testing.T) {
 
 // A private Redis keeps its data through a graceful stop.
 func TestRedisStopStart(t *testing.T) {
+	t.Parallel()
 	s := testenv.StartRedis(t)
 	t.Logf("private Redis ready in %v", s.StartupTime())
 	dialRedis(t, s.Addr()).do(t, "SET", "k", "v")
@@ -199,4 +201,51 @@ func openClickHouse(t *testing.T, addr, db string) clickhouse.Conn {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return conn
+}
+
+// A private Kafka keeps its records through a graceful stop.
+func TestKafkaStopStart(t *testing.T) {
+	t.Parallel()
+	s := testenv.StartKafka(t)
+	t.Logf("private Kafka ready in %v", s.StartupTime())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	topic := testenv.Topic(t, "pulse.test")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.Addr()), kgo.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("kept")}).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+	cl.Close()
+
+	begin := time.Now()
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Kafka stopped in %v", time.Since(begin))
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Kafka restarted in %v", s.StartupTime())
+
+	cons, err := kgo.NewClient(kgo.SeedBrokers(s.Addr()), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	for {
+		fs := cons.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("record produced before the restart not consumed: %v", err)
+		}
+		if recs := fs.Records(); len(recs) > 0 {
+			if string(recs[0].Value) != "kept" {
+				t.Fatalf("consumed %q, want \"kept\"", recs[0].Value)
+			}
+			return
+		}
+	}
 }
