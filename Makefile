@@ -40,7 +40,7 @@ build:
 
 lint:
 	@echo "==> gofmt -l"
-	@out="$$(gofmt -l $$(git ls-files '*.go' | grep -v '^vendor/'))"; \
+	@out="$$(gofmt -l .)"; \
 	if [ -n "$$out" ]; then echo "not gofmt'ed:"; echo "$$out"; exit 1; fi
 	@echo "==> go vet $(PKGS)"
 	@$(GO) vet $(PKGS)

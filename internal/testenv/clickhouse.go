@@ -125,6 +125,10 @@ var clickhouseUsers = template.Must(template.New("users.xml").Parse(`<?xml versi
 </yandex>
 `))
 
+// clickhouseHTTP keeps no idle connections: ClickHouse 18.16 waits for open
+// connections when it stops, and testenv's own should never be among them.
+var clickhouseHTTP = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 // clickhouseQuery runs one statement over ClickHouse's HTTP interface and
 // returns its output.
 func clickhouseQuery(ctx context.Context, httpAddr, sql string) (string, error) {
@@ -134,7 +138,7 @@ func clickhouseQuery(ctx context.Context, httpAddr, sql string) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := clickhouseHTTP.Do(req)
 	if err != nil {
 		return "", err
 	}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -49,7 +51,8 @@ var (
 // directory that Main removes.
 func sharedDir(name string) (string, error) {
 	sharedDirOnce.Do(func() {
-		sharedDirPath, sharedDirErr = os.MkdirTemp("", "pulse-testenv-")
+		removeStaleDirs()
+		sharedDirPath, sharedDirErr = os.MkdirTemp("", fmt.Sprintf("pulse-testenv-%d-", os.Getpid()))
 	})
 	if sharedDirErr != nil {
 		return "", sharedDirErr
@@ -79,6 +82,21 @@ func (sh *shared) get(t testing.TB, what string, fromEnv func() ([]string, error
 		fatal(t, fmt.Errorf("no %s for tests: %w", what, sh.err))
 	}
 	return sh.addrs
+}
+
+// removeStaleDirs removes what test binaries that crashed or were killed left
+// in the temporary directory; their servers died with them.
+func removeStaleDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "pulse-testenv-*-*"))
+	for _, d := range dirs {
+		var pid int
+		if _, err := fmt.Sscanf(filepath.Base(d), "pulse-testenv-%d-", &pid); err != nil || pid <= 0 {
+			continue
+		}
+		if syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 // fatal fails the test, with the install hint when a server is missing.
