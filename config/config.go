@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Config is the whole of pulse.yaml. Every service reads the same file and
@@ -262,6 +264,20 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := ParseDuration(string(b))
 	if err != nil {
 		return err
+	}
+	*d = v
+	return nil
+}
+
+// UnmarshalYAML reads a duration and, when it is invalid, reports the line
+// without stopping the rest of the file from being checked.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseDuration(n.Value)
+	if err != nil || n.Kind != yaml.ScalarNode {
+		if err == nil {
+			err = fmt.Errorf("a duration must be a string like 7d")
+		}
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", n.Line, err)}}
 	}
 	*d = v
 	return nil

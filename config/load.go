@@ -89,16 +89,17 @@ func Parse(data []byte, name string) (*Config, error) {
 	c := &Config{}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
+	// Type errors leave the rest of the file decoded, so the checks below
+	// still run and every problem is reported at once.
+	var errs Errors
 	if err := dec.Decode(c); err != nil && err != io.EOF {
 		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			var errs Errors
-			for _, msg := range te.Errors {
-				errs = append(errs, yamlProblem(name, errors.New(msg)))
-			}
-			return nil, errs
+		if !errors.As(err, &te) {
+			return nil, Errors{yamlProblem(name, err)}
 		}
-		return nil, Errors{yamlProblem(name, err)}
+		for _, msg := range te.Errors {
+			errs = append(errs, yamlProblem(name, errors.New(msg)))
+		}
 	}
 	lines := indexLines(&root)
 	for i := range c.Keys {
@@ -114,7 +115,9 @@ func Parse(data []byte, name string) (*Config, error) {
 		c.Models[i].Line = lines.item("models", i)
 	}
 	c.ApplyDefaults()
-	if errs := c.validate(name, lines); len(errs) > 0 {
+	errs = append(errs, c.validate(name, lines)...)
+	if len(errs) > 0 {
+		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
 		return nil, errs
 	}
 	return c, nil

@@ -1,0 +1,140 @@
+package config
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExampleConfigLoads(t *testing.T) {
+	c, err := Load("../examples/ecommerce/pulse.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Features) < 20 || len(c.Segments) < 4 || len(c.Models) != 1 {
+		t.Fatalf("example: %d features, %d segments, %d models", len(c.Features), len(c.Segments), len(c.Models))
+	}
+	if c.Kafka.Topics.Events != "pulse.events" || c.Ingest.Listen != "127.0.0.1:8080" || c.Scorer.Listen != "127.0.0.1:8081" {
+		t.Fatalf("defaults not applied: %+v %+v", c.Kafka.Topics, c.Ingest)
+	}
+	if c.Ingest.MaxEventBytes != 32<<10 || c.Ingest.MaxBodyBytes != 500<<10 || c.Ingest.MaxBatchEvents != 2500 {
+		t.Fatalf("limits: %+v", c.Ingest)
+	}
+	if c.Stream.AllowedLateness.D() != 7*24*time.Hour {
+		t.Fatalf("allowed lateness %v", c.Stream.AllowedLateness)
+	}
+	if c.Key("dev-write-key") == nil || !c.Key("dev-read-key").HasScope(ScopeAdmin) {
+		t.Fatal("dev keys")
+	}
+	if c.Features[0].Line == 0 || c.Segments[0].Line == 0 {
+		t.Fatal("lines not recorded")
+	}
+}
+
+func TestEveryProblemAtOnce(t *testing.T) {
+	src := `
+kafka:
+  partitions: -1
+ingest:
+  listen: nowhere
+keys:
+  - name: a
+    scopes: [write, root]
+features:
+  - name: orders_7d
+    agg: count
+    window: 7x
+  - name: revenue
+    agg: sum
+  - name: revenue
+    agg: median
+    field: properties.x
+  - name: bad name
+    expr: '1'
+segments:
+  - name: s
+models:
+  - name: m
+    format: onnx
+unknown_section: 1
+`
+	_, err := Parse([]byte(src), "p.yaml")
+	errs, ok := AsErrors(err)
+	if !ok {
+		t.Fatalf("error %v is not Errors", err)
+	}
+	want := []string{
+		"p.yaml:3: kafka.partitions: must be between 1 and 10000, got -1",
+		`p.yaml:5: ingest.listen: address "nowhere" must be host:port`,
+		"p.yaml:7: keys[a].key: required",
+		`p.yaml:8: keys[a].scopes: unknown scope "root" (want write, read or admin)`,
+		`p.yaml:12: invalid duration "7x" (want e.g. 10m, 1h, 7d)`,
+		"p.yaml:13: features[revenue].field: required for agg sum",
+		"p.yaml:15: features[revenue].name: duplicate feature name",
+		`p.yaml:16: features[revenue].agg: unknown aggregation "median" (want one of count, sum, avg, min, max, first, last, distinct, last_n)`,
+		`p.yaml:18: features[bad name].name: must be an identifier (letters, digits, _), got "bad name"`,
+		"p.yaml:21: segments[s].rule: required",
+		"p.yaml:23: models[m].path: required",
+		`p.yaml:24: models[m].format: unknown format "onnx" (want xgboost, lightgbm or logistic)`,
+		"p.yaml:23: models[m].features: required: the model's input features in order",
+		"p.yaml:25: field unknown_section not found in type config.Config",
+	}
+	got := map[string]bool{}
+	for _, p := range errs {
+		got[p.String()] = true
+	}
+	for _, w := range want {
+		if !got[w] {
+			t.Errorf("missing problem %q", w)
+		}
+	}
+	if t.Failed() {
+		t.Logf("got:\n%s", errs.Error())
+	}
+	for i := 1; i < len(errs); i++ {
+		if errs[i].Line < errs[i-1].Line {
+			t.Fatalf("problems not in file order:\n%s", errs.Error())
+		}
+	}
+}
+
+func TestDurations(t *testing.T) {
+	f := func(in string, want time.Duration) {
+		t.Helper()
+		d, err := ParseDuration(in)
+		if err != nil {
+			t.Fatalf("ParseDuration(%q): %v", in, err)
+		}
+		if d.D() != want {
+			t.Fatalf("ParseDuration(%q) = %v, want %v", in, d.D(), want)
+		}
+	}
+	f("250ms", 250*time.Millisecond)
+	f("10m", 10*time.Minute)
+	f("7d", 7*24*time.Hour)
+	f("1d12h", 36*time.Hour)
+	for _, bad := range []string{"", "7x", "d", "-", "1.5d", "99999999d"} {
+		if _, err := ParseDuration(bad); err == nil {
+			t.Errorf("ParseDuration(%q): no error", bad)
+		}
+	}
+	if s := Duration(7 * 24 * time.Hour).String(); s != "7d" {
+		t.Fatalf("String = %s", s)
+	}
+}
+
+func TestResolve(t *testing.T) {
+	dir := t.TempDir()
+	p := dir + "/pulse.yaml"
+	if err := os.WriteFile(p, []byte("data_dir: ./d\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Resolve("models/m.json"); !strings.HasPrefix(got, dir) {
+		t.Fatalf("Resolve = %s, want under %s", got, dir)
+	}
+}
