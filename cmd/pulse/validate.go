@@ -131,4 +131,3 @@ func loadModel(cfg *config.Config, m config.Model) (*model.Model, error) {
 	}
 	return mod, nil
 }
-
