@@ -10,7 +10,7 @@ import (
 // FuzzParse feeds Parse arbitrary bytes in every format. Whatever it
 // accepts must score rows of any values without panicking or looping.
 //
-//	go test -run '^$' -fuzz FuzzParse -fuzztime 60s ./model
+//	go test -run '^$' -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s ./model
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(xgbOneSplit), "")
 	f.Add([]byte(lgbModel), "")
