@@ -171,7 +171,7 @@ func parseLightGBM(data []byte) (*Model, error) {
 		return nil, fmt.Errorf("model version %q is not supported (want v2, v3 or v4)", v)
 	}
 	maxFeature, err := strconv.Atoi(hdr["max_feature_idx"])
-	if err != nil || maxFeature < 0 || maxFeature > 1<<24 {
+	if err != nil || maxFeature < 0 || maxFeature >= maxFeatures {
 		return nil, fmt.Errorf("invalid max_feature_idx %q", hdr["max_feature_idx"])
 	}
 	numFeatures := maxFeature + 1

@@ -31,6 +31,10 @@ type Model struct {
 	lin *logistic
 }
 
+// maxFeatures bounds a model's input width (XGBoost nodes keep the feature
+// index in 30 bits).
+const maxFeatures = 1 << 24
+
 // link is the transform from raw margins to predictions.
 type link uint8
 

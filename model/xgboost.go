@@ -318,8 +318,8 @@ func parseXGBoost(data []byte) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	if numFeatures <= 0 {
-		return nil, fmt.Errorf("num_feature %d: want at least 1", numFeatures)
+	if numFeatures <= 0 || numFeatures > maxFeatures {
+		return nil, fmt.Errorf("num_feature %d out of range [1, %d]", numFeatures, maxFeatures)
 	}
 	numClass, err := atoiParam("num_class", p.NumClass, 0)
 	if err != nil {
