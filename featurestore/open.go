@@ -1,0 +1,76 @@
+package featurestore
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/pulse-rt/pulse/config"
+)
+
+// Open opens the store cfg.Store.Backend names: "pebble" (the default) at
+// cfg.Store.Path, or "redis" at cfg.Redis with cfg.Store.TTL. It expects a
+// config with defaults applied, as config.Load returns it.
+func Open(cfg *config.Config) (Store, error) {
+	switch cfg.Store.Backend {
+	case "", "pebble":
+		if cfg.Store.Path == "" {
+			return nil, errors.New("cannot open feature store: store.path is empty")
+		}
+		return OpenPebble(cfg.Store.Path, PebbleOptions{})
+	case "redis":
+		return OpenRedis(cfg.Redis, RedisOptions{TTL: cfg.Store.TTL.D()})
+	}
+	return nil, fmt.Errorf("cannot open feature store: unknown backend %q (want pebble or redis)", cfg.Store.Backend)
+}
+
+// checkName rejects names that would make two keys collide: keys join
+// entity, segment and id with '/' (Pebble) or ':' (Redis), and only the id
+// comes last.
+func checkName(what, name string) error {
+	if name == "" {
+		return fmt.Errorf("empty %s name", what)
+	}
+	if strings.ContainsAny(name, "/:") {
+		return fmt.Errorf("%s name %q contains '/' or ':'", what, name)
+	}
+	return nil
+}
+
+func checkNames(entity, segment string) error {
+	if err := checkName("entity", entity); err != nil {
+		return err
+	}
+	return checkName("segment", segment)
+}
+
+func checkMembersArgs(entity, segment string, limit int) error {
+	if err := checkNames(entity, segment); err != nil {
+		return err
+	}
+	if limit <= 0 {
+		return fmt.Errorf("segment members limit %d, want > 0", limit)
+	}
+	return nil
+}
+
+// checkBatch validates a whole batch before any of it is written.
+func checkBatch(batch []Update) error {
+	for i := range batch {
+		u := &batch[i]
+		if err := checkName("entity", u.Vector.Entity); err != nil {
+			return fmt.Errorf("cannot write update %d: %w", i, err)
+		}
+		if u.Vector.ID == "" {
+			return fmt.Errorf("cannot write update %d: empty %s id", i, u.Vector.Entity)
+		}
+		for _, segs := range [][]string{u.Enter, u.Exit} {
+			for _, s := range segs {
+				if err := checkName("segment", s); err != nil {
+					return fmt.Errorf("cannot write update %d: %w", i, err)
+				}
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,309 @@
+package featurestore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// PebbleOptions tune OpenPebble. The zero value is ready to use.
+type PebbleOptions struct {
+	// Sync makes every Write wait until the batch is on disk (fsync).
+	// Default false (pebble.NoSync): a crash of the process or machine can
+	// lose the last few milliseconds of writes. The online store holds only
+	// what the stream derives from Kafka, and the stream writes a batch here
+	// before it commits the batch's offsets, so a crash replays the lost
+	// writes; syncing would cost an fsync per batch for nothing.
+	Sync bool
+	// CacheSize is the block cache in bytes, overriding the default 64 MiB.
+	CacheSize int64
+	// Logger receives Pebble's messages, overriding the default
+	// slog.Default(). Pebble's informational messages are logged at Debug.
+	Logger *slog.Logger
+}
+
+// Pebble is the embedded online store, for `pulse dev` and single-node
+// setups. It is safe for concurrent use: any number of readers never wait;
+// writes are serialised, which is what keeps segment counts exact.
+//
+// Keys:
+//
+//	v/<entity>/<id>            the encoded Vector
+//	m/<entity>/<segment>/<id>  empty: id is a member of segment
+//	c/<entity>/<segment>       the member count, 8 bytes little endian
+type Pebble struct {
+	db        *pebble.DB
+	writeOpts *pebble.WriteOptions
+
+	mu  sync.Mutex // serialises Write: counts read then update
+	buf []byte     // Write's encoding buffer, under mu
+}
+
+var _ Store = (*Pebble)(nil)
+
+// OpenPebble opens (creating if needed) the store in directory path.
+func OpenPebble(path string, opts PebbleOptions) (*Pebble, error) {
+	if opts.CacheSize <= 0 {
+		opts.CacheSize = 64 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	cache := pebble.NewCache(opts.CacheSize)
+	defer cache.Unref()
+	db, err := pebble.Open(path, &pebble.Options{
+		Cache:  cache,
+		Logger: pebbleLogger{opts.Logger.With("store", path)},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot open feature store %s: %w", path, err)
+	}
+	p := &Pebble{db: db, writeOpts: pebble.NoSync}
+	if opts.Sync {
+		p.writeOpts = pebble.Sync
+	}
+	return p, nil
+}
+
+// Get returns the entity's vector, or ErrNotFound.
+func (p *Pebble) Get(ctx context.Context, entity, id string) (Vector, error) {
+	if err := checkName("entity", entity); err != nil {
+		return Vector{}, err
+	}
+	var kb [64]byte
+	v, err := p.get(vectorKey(kb[:0], entity, id))
+	if err != nil {
+		return Vector{}, fmt.Errorf("cannot get %s %q: %w", entity, id, err)
+	}
+	v.Entity, v.ID = entity, id
+	return v, nil
+}
+
+func (p *Pebble) get(key []byte) (Vector, error) {
+	b, closer, err := p.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Vector{}, ErrNotFound
+	}
+	if err != nil {
+		return Vector{}, err
+	}
+	defer closer.Close()
+	return Decode(b)
+}
+
+// GetMany returns vectors in the order of ids; found[i] says whether ids[i]
+// exists.
+func (p *Pebble) GetMany(ctx context.Context, entity string, ids []string) ([]Vector, []bool, error) {
+	if err := checkName("entity", entity); err != nil {
+		return nil, nil, err
+	}
+	vecs := make([]Vector, len(ids))
+	found := make([]bool, len(ids))
+	var key []byte
+	for i, id := range ids {
+		key = vectorKey(key[:0], entity, id)
+		v, err := p.get(key)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("cannot get %s %q: %w", entity, id, err)
+		}
+		v.Entity, v.ID = entity, id
+		vecs[i], found[i] = v, true
+	}
+	return vecs, found, nil
+}
+
+// Write applies a batch of updates in one Pebble batch: all or nothing.
+func (p *Pebble) Write(ctx context.Context, batch []Update) error {
+	if err := checkBatch(batch); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// An indexed batch reads its own writes, so an entity entering a
+	// segment twice in one batch counts once.
+	b := p.db.NewIndexedBatch()
+	defer b.Close()
+	deltas := map[string]int64{} // count key -> change
+	var key []byte
+	for i := range batch {
+		u := &batch[i]
+		e, id := u.Vector.Entity, u.Vector.ID
+		p.buf = Encode(u.Vector, p.buf[:0])
+		key = vectorKey(key[:0], e, id)
+		if err := b.Set(key, p.buf, nil); err != nil {
+			return fmt.Errorf("cannot write %s %q: %w", e, id, err)
+		}
+		for _, seg := range u.Enter {
+			key = memberKey(key[:0], e, seg, id)
+			in, err := has(b, key)
+			if err != nil {
+				return fmt.Errorf("cannot write %s %q: %w", e, id, err)
+			}
+			if !in {
+				if err := b.Set(key, nil, nil); err != nil {
+					return fmt.Errorf("cannot write %s %q: %w", e, id, err)
+				}
+				deltas[string(countKey(key[:0], e, seg))]++
+			}
+		}
+		for _, seg := range u.Exit {
+			key = memberKey(key[:0], e, seg, id)
+			in, err := has(b, key)
+			if err != nil {
+				return fmt.Errorf("cannot write %s %q: %w", e, id, err)
+			}
+			if in {
+				if err := b.Delete(key, nil); err != nil {
+					return fmt.Errorf("cannot write %s %q: %w", e, id, err)
+				}
+				deltas[string(countKey(key[:0], e, seg))]--
+			}
+		}
+	}
+	for ck, d := range deltas {
+		if d == 0 {
+			continue
+		}
+		n, err := readCount(p.db, []byte(ck))
+		if err != nil {
+			return err
+		}
+		if err := b.Set([]byte(ck), binary.LittleEndian.AppendUint64(nil, uint64(n+d)), nil); err != nil {
+			return fmt.Errorf("cannot write segment count: %w", err)
+		}
+	}
+	if err := b.Commit(p.writeOpts); err != nil {
+		return fmt.Errorf("cannot commit feature store batch: %w", err)
+	}
+	return nil
+}
+
+func has(r pebble.Reader, key []byte) (bool, error) {
+	_, closer, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	closer.Close()
+	return true, nil
+}
+
+func readCount(r pebble.Reader, key []byte) (int64, error) {
+	b, closer, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("cannot read segment count: %w", err)
+	}
+	defer closer.Close()
+	if len(b) != 8 {
+		return 0, fmt.Errorf("cannot read segment count: %d bytes, want 8", len(b))
+	}
+	return int64(binary.LittleEndian.Uint64(b)), nil
+}
+
+// SegmentCount is the number of members of a segment.
+func (p *Pebble) SegmentCount(ctx context.Context, entity, segment string) (int64, error) {
+	if err := checkNames(entity, segment); err != nil {
+		return 0, err
+	}
+	return readCount(p.db, countKey(nil, entity, segment))
+}
+
+// SegmentMembers lists member ids in byte order after cursor ("" = from the
+// start), at most limit; next is "" at the end. The cursor is the last id
+// of the previous page, so members added or removed meanwhile never make a
+// page repeat or skip an id that stayed a member.
+func (p *Pebble) SegmentMembers(ctx context.Context, entity, segment, cursor string, limit int) ([]string, string, error) {
+	if err := checkMembersArgs(entity, segment, limit); err != nil {
+		return nil, "", err
+	}
+	prefix := memberKey(nil, entity, segment, "")
+	lower := append(append(bytes.Clone(prefix), cursor...), 0) // the first id after cursor
+	if cursor == "" {
+		lower = prefix
+	}
+	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, "", fmt.Errorf("cannot list members of %s: %w", segment, err)
+	}
+	defer it.Close()
+	var ids []string
+	for ok := it.First(); ok; ok = it.Next() {
+		if len(ids) == limit {
+			return ids, ids[len(ids)-1], nil
+		}
+		ids = append(ids, string(it.Key()[len(prefix):]))
+	}
+	if err := it.Error(); err != nil {
+		return nil, "", fmt.Errorf("cannot list members of %s: %w", segment, err)
+	}
+	return ids, "", nil
+}
+
+// Close closes the store.
+func (p *Pebble) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.db.Close()
+}
+
+func vectorKey(dst []byte, entity, id string) []byte {
+	dst = append(dst, "v/"...)
+	dst = append(dst, entity...)
+	dst = append(dst, '/')
+	return append(dst, id...)
+}
+
+func memberKey(dst []byte, entity, segment, id string) []byte {
+	dst = append(dst, "m/"...)
+	dst = append(dst, entity...)
+	dst = append(dst, '/')
+	dst = append(dst, segment...)
+	dst = append(dst, '/')
+	return append(dst, id...)
+}
+
+func countKey(dst []byte, entity, segment string) []byte {
+	dst = append(dst, "c/"...)
+	dst = append(dst, entity...)
+	dst = append(dst, '/')
+	return append(dst, segment...)
+}
+
+// prefixEnd is the first key after every key that starts with prefix
+// (prefix ends with '/', so incrementing the last byte is enough).
+func prefixEnd(prefix []byte) []byte {
+	end := bytes.Clone(prefix)
+	end[len(end)-1]++
+	return end
+}
+
+// pebbleLogger sends Pebble's messages to slog.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.l.Debug("pebble: " + fmt.Sprintf(format, args...))
+}
+
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.l.Error("pebble: " + fmt.Sprintf(format, args...))
+}
+
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	l.l.Error("pebble: fatal: " + fmt.Sprintf(format, args...))
+	os.Exit(1)
+}

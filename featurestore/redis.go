@@ -1,0 +1,238 @@
+package featurestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/pulse-rt/pulse/config"
+)
+
+// RedisOptions tune OpenRedis. The zero value is ready to use.
+type RedisOptions struct {
+	// TTL expires the vector of an entity not written for this long (each
+	// Write sets it again). Default 0: vectors never expire. Member lists
+	// and counts do not expire: membership is the stream's decision, and an
+	// expired member stays a member whose Get answers ErrNotFound.
+	TTL time.Duration
+	// Timeout bounds one command or pipeline's network reads and writes, and
+	// the dial, overriding the default 1s. A context deadline, if sooner,
+	// wins. With Redis down, Get fails after at most about twice this.
+	Timeout time.Duration
+	// PoolSize is the most connections kept open, overriding go-redis's
+	// default of 10 per GOMAXPROCS.
+	PoolSize int
+}
+
+// Redis is the online store on a Redis server, shared by many scorers. It is
+// safe for concurrent use.
+//
+// Keys, under config.Redis.KeyPrefix:
+//
+//	v:<entity>:<id>         a string, the encoded Vector
+//	s:<entity>:<segment>    a sorted set of member ids, all with score 0
+//
+// Score 0 makes a sorted set ordered by id bytes, so ZRANGE BYLEX pages
+// members from a cursor; ZADD and ZREM are idempotent, so ZCARD stays exact
+// when a batch is replayed.
+type Redis struct {
+	c      *redis.Client
+	prefix string
+	ttl    time.Duration
+}
+
+var _ Store = (*Redis)(nil)
+
+// OpenRedis connects to cfg.Addr and checks that the server answers.
+func OpenRedis(cfg config.Redis, opts RedisOptions) (*Redis, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = time.Second
+	}
+	if opts.TTL < 0 {
+		return nil, fmt.Errorf("cannot open redis feature store: negative TTL %v", opts.TTL)
+	}
+	if opts.TTL > 0 && opts.TTL < time.Millisecond {
+		return nil, fmt.Errorf("cannot open redis feature store: TTL %v below Redis's 1ms resolution", opts.TTL)
+	}
+	addr := cfg.Addr
+	if addr == "" {
+		addr = "127.0.0.1:6379"
+	}
+	c := redis.NewClient(&redis.Options{
+		Addr:     addr,
+		Password: cfg.Password,
+		DB:       cfg.DB,
+		// A scorer answers in under a millisecond: a dead connection is
+		// retried once on a fresh one, then the caller hears of it,
+		// rather than waiting through go-redis's default 3 retries with
+		// backoff and 5 dial attempts.
+		MaxRetries:            1,
+		DialerRetries:         1,
+		DialTimeout:           opts.Timeout,
+		ReadTimeout:           opts.Timeout,
+		WriteTimeout:          opts.Timeout,
+		PoolTimeout:           opts.Timeout,
+		ContextTimeoutEnabled: true,
+		PoolSize:              opts.PoolSize,
+		// Warm connections, so the first requests after start or a burst do
+		// not pay a dial.
+		MinIdleConns: runtime.GOMAXPROCS(0),
+		// CLIENT SETINFO costs a round trip per new connection and servers
+		// before 7.2 reject it.
+		DisableIdentity: true,
+		MaintNotificationsConfig: &maintnotifications.Config{
+			Mode: maintnotifications.ModeDisabled,
+		},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*opts.Timeout)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("cannot reach redis at %s: %w", addr, err)
+	}
+	return &Redis{c: c, prefix: cfg.KeyPrefix, ttl: opts.TTL}, nil
+}
+
+func (r *Redis) vectorKey(entity, id string) string {
+	return r.prefix + "v:" + entity + ":" + id
+}
+
+func (r *Redis) segmentKey(entity, segment string) string {
+	return r.prefix + "s:" + entity + ":" + segment
+}
+
+// Get returns the entity's vector, or ErrNotFound.
+func (r *Redis) Get(ctx context.Context, entity, id string) (Vector, error) {
+	if err := checkName("entity", entity); err != nil {
+		return Vector{}, err
+	}
+	s, err := r.c.Get(ctx, r.vectorKey(entity, id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return Vector{}, fmt.Errorf("cannot get %s %q: %w", entity, id, ErrNotFound)
+	}
+	if err != nil {
+		return Vector{}, fmt.Errorf("cannot get %s %q: %w", entity, id, err)
+	}
+	v, err := decode(s)
+	if err != nil {
+		return Vector{}, fmt.Errorf("cannot get %s %q: %w", entity, id, err)
+	}
+	v.Entity, v.ID = entity, id
+	return v, nil
+}
+
+// GetMany returns vectors in the order of ids, with one MGET; found[i] says
+// whether ids[i] exists.
+func (r *Redis) GetMany(ctx context.Context, entity string, ids []string) ([]Vector, []bool, error) {
+	if err := checkName("entity", entity); err != nil {
+		return nil, nil, err
+	}
+	vecs := make([]Vector, len(ids))
+	found := make([]bool, len(ids))
+	if len(ids) == 0 {
+		return vecs, found, nil
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = r.vectorKey(entity, id)
+	}
+	vals, err := r.c.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot get %d %ss: %w", len(ids), entity, err)
+	}
+	for i, val := range vals {
+		s, ok := val.(string)
+		if !ok {
+			continue // nil: no such key
+		}
+		v, err := decode(s)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cannot get %s %q: %w", entity, ids[i], err)
+		}
+		v.Entity, v.ID = entity, ids[i]
+		vecs[i], found[i] = v, true
+	}
+	return vecs, found, nil
+}
+
+// Write sends a batch of updates in one pipeline: one round trip. It is not
+// atomic (a pipeline, not MULTI, so it also suits Redis Cluster); a batch
+// that fails part way is replayed whole, which the idempotent commands allow.
+func (r *Redis) Write(ctx context.Context, batch []Update) error {
+	if err := checkBatch(batch); err != nil {
+		return err
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	// One buffer holds every encoded vector; each SET keeps a slice of it
+	// until the pipeline is sent (growing the buffer leaves earlier slices
+	// pointing at the old, unchanged array).
+	var buf []byte
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range batch {
+			u := &batch[i]
+			e, id := u.Vector.Entity, u.Vector.ID
+			start := len(buf)
+			buf = Encode(u.Vector, buf)
+			p.Set(ctx, r.vectorKey(e, id), buf[start:len(buf):len(buf)], r.ttl)
+			for _, seg := range u.Enter {
+				p.ZAdd(ctx, r.segmentKey(e, seg), redis.Z{Member: id})
+			}
+			for _, seg := range u.Exit {
+				p.ZRem(ctx, r.segmentKey(e, seg), id)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("cannot write %d updates to redis: %w", len(batch), err)
+	}
+	return nil
+}
+
+// SegmentCount is the number of members of a segment (ZCARD).
+func (r *Redis) SegmentCount(ctx context.Context, entity, segment string) (int64, error) {
+	if err := checkNames(entity, segment); err != nil {
+		return 0, err
+	}
+	n, err := r.c.ZCard(ctx, r.segmentKey(entity, segment)).Result()
+	if err != nil {
+		return 0, fmt.Errorf("cannot count members of %s: %w", segment, err)
+	}
+	return n, nil
+}
+
+// SegmentMembers lists member ids in byte order after cursor ("" = from the
+// start), at most limit; next is "" at the end. The cursor is the last id
+// of the previous page, so members added or removed meanwhile never make a
+// page repeat or skip an id that stayed a member.
+func (r *Redis) SegmentMembers(ctx context.Context, entity, segment, cursor string, limit int) ([]string, string, error) {
+	if err := checkMembersArgs(entity, segment, limit); err != nil {
+		return nil, "", err
+	}
+	start := "-"
+	if cursor != "" {
+		start = "(" + cursor
+	}
+	// One more than asked says whether there is a next page.
+	ids, err := r.c.ZRangeArgs(ctx, redis.ZRangeArgs{
+		Key: r.segmentKey(entity, segment), Start: start, Stop: "+", ByLex: true, Count: int64(limit) + 1,
+	}).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("cannot list members of %s: %w", segment, err)
+	}
+	if len(ids) > limit {
+		ids = ids[:limit]
+		return ids, ids[limit-1], nil
+	}
+	return ids, "", nil
+}
+
+// Close closes the connections.
+func (r *Redis) Close() error { return r.c.Close() }
