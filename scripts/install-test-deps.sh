@@ -61,3 +61,12 @@ else
 fi
 
 say "ready: $(redis-server --version | cut -d' ' -f1-3), clickhouse-server $(dpkg-query -W -f='${Version}' clickhouse-server 2>/dev/null || echo '?'), Kafka $KAFKA_VERSION"
+
+# The real @segment/analytics-node, for ingest's compatibility test.
+COMPAT=ingest/testdata/compat
+if [ -f "$COMPAT/node_modules/@segment/analytics-node/package.json" ]; then
+	say "@segment/analytics-node present"
+else
+	say "installing @segment/analytics-node with npm"
+	(cd "$COMPAT" && npm ci --no-audit --no-fund --silent)
+fi

@@ -3,8 +3,113 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/ingest"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/loadtest"
 )
 
 func runLoadtest(ctx context.Context, args []string) error {
-	return errors.New("not built yet")
+	if len(args) == 0 {
+		return errors.New("usage: pulse loadtest ingest|predict [flags]")
+	}
+	switch args[0] {
+	case "ingest":
+		return loadtestIngest(ctx, args[1:])
+	}
+	if fn := loadtests[args[0]]; fn != nil {
+		return fn(ctx, args[1:])
+	}
+	return fmt.Errorf("unknown loadtest %q (want ingest or predict)", args[0])
+}
+
+// loadtests holds the other targets, registered by their files.
+var loadtests = map[string]func(context.Context, []string) error{}
+
+func loadtestIngest(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("loadtest ingest", flag.ExitOnError)
+	var o loadtest.IngestOptions
+	fl.StringVar(&o.URL, "url", "http://127.0.0.1:8080", "ingest base URL")
+	fl.StringVar(&o.WriteKey, "key", "dev-write-key", "write key")
+	brokers := fl.String("brokers", "127.0.0.1:9092", "brokers for the raw-produce baseline (comma-separated)")
+	fl.IntVar(&o.Batch, "batch", 100, "events per request")
+	fl.Float64Var(&o.Rate, "rate", 0, "events/s for the open-loop phase (0 = half the raw produce rate)")
+	fl.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each phase")
+	fl.IntVar(&o.Users, "users", 100_000, "distinct user ids")
+	fl.IntVar(&o.Connections, "connections", 32, "workers in the saturation phase")
+	embedded := fl.Bool("embedded", false, "start an in-process Kafka (kfake) and ingest server to measure, instead of -url/-brokers")
+	cpuprofile := fl.String("cpuprofile", "", "write a CPU profile of this process to FILE")
+	fl.Parse(args)
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	o.Brokers = strings.Split(*brokers, ",")
+	if *embedded {
+		stop, url, addrs, err := embeddedIngest(ctx)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		o.URL, o.Brokers = url, addrs
+	}
+	_, err := loadtest.Ingest(ctx, o, os.Stdout)
+	return err
+}
+
+// embeddedIngest runs kfake and an ingest server in this process.
+func embeddedIngest(ctx context.Context) (stop func(), url string, brokers []string, err error) {
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{})
+	if err != nil {
+		return nil, "", nil, err
+	}
+	cfg, err := config.Parse([]byte("keys:\n  - name: load\n    key: dev-write-key\n    scopes: [write]\n"), "loadtest")
+	if err != nil {
+		emb.Close()
+		return nil, "", nil, err
+	}
+	cfg.Kafka.Brokers = emb.Addrs()
+	cl, err := kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
+	if err != nil {
+		emb.Close()
+		return nil, "", nil, err
+	}
+	if err := kafka.EnsureTopics(ctx, cl, cfg.Kafka); err != nil {
+		cl.Close()
+		emb.Close()
+		return nil, "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		cl.Close()
+		emb.Close()
+		return nil, "", nil, err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	srv := ingest.New(cfg, cl, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(sctx, ln); close(done) }()
+	return func() {
+		cancel()
+		<-done
+		cl.Close()
+		emb.Close()
+	}, "http://" + ln.Addr().String(), emb.Addrs(), nil
 }

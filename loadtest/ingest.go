@@ -1,0 +1,205 @@
+package loadtest
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/valyala/fasthttp"
+)
+
+// IngestOptions configure `pulse loadtest ingest`.
+type IngestOptions struct {
+	URL      string // ingest base URL, e.g. http://127.0.0.1:8080
+	WriteKey string
+	Brokers  []string // for the raw-produce baseline
+	// BaselineTopic receives the baseline's records (not pulse.events, so
+	// stream processors do not count them). Default pulse.loadtest.
+	BaselineTopic string
+	Batch         int           // events per request; default 100
+	Rate          float64       // events/s; 0 = half the baseline's rate
+	Duration      time.Duration // per phase; default 10s
+	Users         int           // distinct user ids; default 100,000
+	Connections   int           // closed-loop workers for saturation; default 32
+}
+
+func (o *IngestOptions) defaults() {
+	if o.Batch == 0 {
+		o.Batch = 100
+	}
+	if o.Duration == 0 {
+		o.Duration = 10 * time.Second
+	}
+	if o.Users == 0 {
+		o.Users = 100_000
+	}
+	if o.Connections == 0 {
+		o.Connections = 32
+	}
+	if o.BaselineTopic == "" {
+		o.BaselineTopic = "pulse.loadtest"
+	}
+}
+
+// IngestReport is what `pulse loadtest ingest` measured.
+type IngestReport struct {
+	Baseline   *Result // raw franz-go produce of the same records
+	OpenLoop   *Result // ingest at the target rate
+	Saturation *Result // ingest as fast as it goes
+}
+
+// Ingest measures the raw produce baseline, then ingest open-loop at the
+// target rate, then ingest's saturation throughput, and prints each.
+func Ingest(ctx context.Context, o IngestOptions, w io.Writer) (*IngestReport, error) {
+	o.defaults()
+	bodies, records := sampleBatches(o, 256)
+	rep := &IngestReport{}
+
+	fmt.Fprintf(w, "baseline: raw franz-go produce (idempotent, acks=all) of the same %d-byte records to %v, %s\n", avgLen(records), o.Brokers, o.Duration)
+	base, err := rawProduce(ctx, o, records)
+	if err != nil {
+		return nil, err
+	}
+	rep.Baseline = base
+	Report(w, nil, base)
+
+	rate := o.Rate
+	if rate == 0 {
+		rate = base.ItemRate() / 2
+	}
+	client := &fasthttp.Client{MaxConnsPerHost: 4096, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(o.WriteKey+":"))
+	url := o.URL + "/v1/batch"
+	post := func(ctx context.Context, seq int64) (int, error) {
+		req := fasthttp.AcquireRequest()
+		resp := fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.SetRequestURI(url)
+		req.Header.SetMethod("POST")
+		req.Header.SetContentType("application/json")
+		req.Header.Set("Authorization", auth)
+		req.SetBody(bodies[int(seq)%len(bodies)])
+		if err := client.Do(req, resp); err != nil {
+			return 0, err
+		}
+		if resp.StatusCode() != 200 {
+			return 0, fmt.Errorf("status %d: %s", resp.StatusCode(), resp.Body())
+		}
+		return o.Batch, nil
+	}
+	fmt.Fprintf(w, "\ningest open loop: %.0f events/s in batches of %d (%.0f req/s), %s\n", rate, o.Batch, rate/float64(o.Batch), o.Duration)
+	rep.OpenLoop = OpenLoop(ctx, Options{Name: "ingest open loop", Rate: rate / float64(o.Batch), Duration: o.Duration, Warmup: time.Second}, post)
+	Report(w, base, rep.OpenLoop)
+
+	fmt.Fprintf(w, "\ningest saturation: %d connections, closed loop, %s\n", o.Connections, o.Duration)
+	rep.Saturation = ClosedLoop(ctx, "ingest saturation", o.Connections, o.Duration, post)
+	Report(w, base, rep.Saturation)
+	return rep, nil
+}
+
+func avgLen(recs [][]byte) int {
+	n := 0
+	for _, r := range recs {
+		n += len(r)
+	}
+	return n / max(1, len(recs))
+}
+
+var eventNames = []string{"Product Viewed", "Product Viewed", "Product Viewed", "Product Added", "Session Started", "Order Completed"}
+
+// sampleBatches builds n batch bodies and, for the baseline, the
+// normalised records ingest would produce for their events.
+func sampleBatches(o IngestOptions, n int) (bodies [][]byte, records [][]byte) {
+	r := rand.New(rand.NewPCG(1, 2))
+	now := time.Now()
+	for i := 0; i < n; i++ {
+		var b bytes.Buffer
+		b.WriteString(`{"batch":[`)
+		for j := 0; j < o.Batch; j++ {
+			if j > 0 {
+				b.WriteByte(',')
+			}
+			user := strconv.Itoa(r.IntN(o.Users))
+			name := eventNames[r.IntN(len(eventNames))]
+			item := fmt.Sprintf(`{"type":"track","messageId":%q,"userId":%q,"event":%q,"properties":{"product_id":"p-%d","category":"c-%d","price":%.2f,"revenue":%.2f,"currency":"USD"},"context":{"library":{"name":"pulse-loadtest","version":"1"},"ip":"10.0.0.%d","userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36","page":{"path":"/products/%d","url":"https://shop.example.com/products/%d"}}}`,
+				uuid.NewString(), user, name, r.IntN(5000), r.IntN(40), r.Float64()*100, r.Float64()*200, r.IntN(255), r.IntN(5000), r.IntN(5000))
+			b.WriteString(item)
+			if len(records) < 4096 {
+				e, err := event.Decode([]byte(item), now, event.DefaultLimits, event.Defaults{})
+				if err == nil {
+					v, _ := e.Marshal()
+					records = append(records, v)
+				}
+			}
+		}
+		b.WriteString(`]}`)
+		bodies = append(bodies, b.Bytes())
+	}
+	return bodies, records
+}
+
+// rawProduce produces records as fast as the broker takes them with the
+// producer settings ingest uses, for o.Duration.
+func rawProduce(ctx context.Context, o IngestOptions, records [][]byte) (*Result, error) {
+	kc := config.Kafka{Brokers: o.Brokers, ClientID: "pulse-loadtest"}
+	cl, err := kafka.NewClient(kc, append(kafka.ProducerOpts(), kgo.DefaultProduceTopic(o.BaselineTopic), kgo.AllowAutoTopicCreation())...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	// Warm up metadata and the topic.
+	if err := cl.ProduceSync(ctx, &kgo.Record{Value: records[0]}).FirstErr(); err != nil {
+		return nil, fmt.Errorf("baseline produce: %w", err)
+	}
+	res := &Result{Name: "raw franz-go produce", Hist: newHist()}
+	var (
+		ok, failed atomic.Int64
+		mu         sync.Mutex
+		firstErr   error
+		wg         sync.WaitGroup
+	)
+	start := time.Now()
+	end := start.Add(o.Duration)
+	for i := 0; time.Now().Before(end) && ctx.Err() == nil; i++ {
+		v := records[i%len(records)]
+		sent := time.Now()
+		wg.Add(1)
+		cl.Produce(ctx, &kgo.Record{Key: []byte(strconv.Itoa(i % o.Users)), Value: v}, func(_ *kgo.Record, err error) {
+			defer wg.Done()
+			if err != nil {
+				failed.Add(1)
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+				return
+			}
+			ok.Add(1)
+			if i%64 == 0 {
+				mu.Lock()
+				_ = res.Hist.RecordValue(max(1, time.Since(sent).Microseconds()))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	res.Duration = time.Since(start)
+	res.OK, res.Errors, res.Sent = ok.Load(), failed.Load(), ok.Load()+failed.Load()
+	res.Items = res.OK
+	res.FirstErr = firstErr
+	return res, nil
+}
