@@ -1,0 +1,25 @@
+// Package scorer is Pulse's serving API: the last step of the flow, where an
+// app asks about one of its users and hears back within a millisecond.
+//
+// It reads the online store (package featurestore) that the stream
+// processors keep current, and answers:
+//
+//	POST /v1/predict                         predictions from the configured models (Mage's shape)
+//	GET  /v1/entities/{entity}/{id}          an entity's live features and segments
+//	GET  /v1/segments                        segments with their member counts
+//	GET  /v1/segments/{name}                 one segment
+//	GET  /v1/segments/{name}/members         member ids, cursor-paginated
+//	GET  /v1/segments/live                   Server-Sent Events of enters and exits (a LiveHandler)
+//	POST /v1/admin/reload                    re-read the model files (admin key)
+//	GET  /                                   the dashboard (package web)
+//	GET  /healthz, /readyz, /metrics
+//
+// Models are evaluated in process by package model. Every prediction is
+// logged to the predictions topic by a background producer fed through a
+// bounded queue: the request never waits on Kafka, and when the queue is
+// full the record is shed and counted (pulse_scorer_prediction_log_shed_total).
+//
+// A Server is safe for concurrent use; models and keys are swapped
+// atomically on reload, so requests in flight finish on the version they
+// started with.
+package scorer

@@ -1,0 +1,382 @@
+package scorer
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	json "github.com/goccy/go-json"
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/internal/httpapi"
+	"github.com/valyala/fasthttp"
+)
+
+// scratch is one request's reusable memory.
+type scratch struct {
+	ids    []string
+	inline []map[string]any
+	x      []float64
+	out    []float64
+	uuids  []byte
+	buf    []byte
+	miss   []string
+}
+
+// Prediction is one answer of POST /v1/predict, in the order of the request's rows.
+type Prediction struct {
+	ModelUsed bool `json:"model_used"`
+	// Prediction is the label (classification), the score (regression or no
+	// labels), or the model's default when ModelUsed is false.
+	Prediction any `json:"prediction"`
+	// Score is the probability of the positive label (binary), of the
+	// predicted class (multi-class), or the predicted value; null when the
+	// model was not used.
+	Score *float64 `json:"score"`
+	// Scores are the class probabilities of a multi-class model.
+	Scores []float64 `json:"scores,omitempty"`
+	UUID   string    `json:"uuid"`
+	// Reason says why the model was not used.
+	Reason string `json:"reason,omitempty"`
+}
+
+func (s *Server) predict(ctx *fasthttp.RequestCtx) {
+	body := ctx.PostBody()
+	var req struct {
+		APIKey   string           `json:"api_key"`
+		Model    string           `json:"model"`
+		Features *json.RawMessage `json:"features"`
+	}
+	if err := json.UnmarshalNoEscape(body, &req); err != nil {
+		if !s.authorize(ctx, config.ScopeRead, "") && httpapi.KeyFromHeaders(ctx) != "" {
+			return
+		}
+		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "invalid JSON: "+jsonProblem(err))
+		return
+	}
+	if !s.authorize(ctx, config.ScopeRead, req.APIKey) {
+		return
+	}
+	if req.Model == "" {
+		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, `model: required, e.g. {"model": "purchase_propensity", "features": [{"user": {"id": 612}}]}`)
+		return
+	}
+	set := s.models.Load()
+	m := set.byName[req.Model]
+	if m == nil {
+		if why, ok := set.failed[req.Model]; ok {
+			ctx.Response.Header.Set("Retry-After", "30")
+			httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, "model "+strconv.Quote(req.Model)+" is not loaded: "+why)
+			return
+		}
+		httpapi.WriteError(ctx, fasthttp.StatusNotFound, "unknown model "+strconv.Quote(req.Model))
+		return
+	}
+	if req.Features == nil {
+		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, `features: required: a list of rows like {"`+m.entity+`": {"id": 612}}`)
+		return
+	}
+	sc := s.scratch.Get().(*scratch)
+	defer s.scratch.Put(sc)
+	if status, err := sc.decodeRows(*req.Features, m.entity); err != nil {
+		httpapi.WriteError(ctx, status, err.Error())
+		return
+	}
+	s.score(ctx, m, sc)
+}
+
+// decodeRows reads the features list into sc.ids and sc.inline.
+func (sc *scratch) decodeRows(raw []byte, entity string) (int, error) {
+	var rows []map[string]map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&rows); err != nil {
+		return fasthttp.StatusBadRequest, fmt.Errorf(`features: want a list of rows like {"%s": {"id": 612}}: %s`, entity, jsonProblem(err))
+	}
+	if len(rows) > maxPredictRows {
+		return fasthttp.StatusRequestEntityTooLarge, fmt.Errorf("features: %d rows, over the %d row limit", len(rows), maxPredictRows)
+	}
+	sc.ids = sc.ids[:0]
+	sc.inline = sc.inline[:0]
+	for i, row := range rows {
+		if len(row) != 1 {
+			return fasthttp.StatusBadRequest, fmt.Errorf(`features[%d]: want exactly one key, the entity type (%q), like {"%s": {"id": 612}}`, i, entity, entity)
+		}
+		feats, ok := row[entity]
+		if !ok {
+			for k := range row {
+				return fasthttp.StatusBadRequest, fmt.Errorf("features[%d]: the model scores %q entities, got %q", i, entity, k)
+			}
+		}
+		id, err := rowID(feats["id"])
+		if err != nil {
+			return fasthttp.StatusBadRequest, fmt.Errorf("features[%d].%s.id: %w", i, entity, err)
+		}
+		delete(feats, "id")
+		for k, v := range feats {
+			f, err := inlineValue(v)
+			if err != nil {
+				return fasthttp.StatusBadRequest, fmt.Errorf("features[%d].%s.%s: %w", i, entity, k, err)
+			}
+			feats[k] = f
+		}
+		sc.ids = append(sc.ids, id)
+		sc.inline = append(sc.inline, feats)
+	}
+	return 0, nil
+}
+
+func rowID(v any) (string, error) {
+	switch x := v.(type) {
+	case string:
+		if x != "" {
+			return x, nil
+		}
+	case json.Number:
+		return x.String(), nil
+	case nil:
+		return "", errors.New("required")
+	}
+	return "", errors.New("want a non-empty string or a number")
+}
+
+// inlineValue turns a request-time feature into a model input.
+func inlineValue(v any) (float64, error) {
+	switch x := v.(type) {
+	case json.Number:
+		return strconv.ParseFloat(string(x), 64)
+	case bool:
+		if x {
+			return 1, nil
+		}
+		return 0, nil
+	case nil:
+		return math.NaN(), nil // explicitly missing
+	case string:
+		if f, err := strconv.ParseFloat(strings.TrimSpace(x), 64); err == nil {
+			return f, nil
+		}
+		return 0, fmt.Errorf("want a number, got the string %q", x)
+	}
+	return 0, fmt.Errorf("want a number, got %T", v)
+}
+
+// storedValue turns a stored feature into a model input: numbers as they
+// are, booleans as 0/1, anything else (strings, lists, no value yet) as
+// missing, which tree models route by their default branch.
+func storedValue(v any) float64 {
+	switch x := v.(type) {
+	case float64:
+		return x
+	case int64:
+		return float64(x)
+	case int:
+		return float64(x)
+	case bool:
+		if x {
+			return 1
+		}
+		return 0
+	}
+	return math.NaN()
+}
+
+// score looks the rows up, evaluates the model and writes the answer.
+func (s *Server) score(ctx *fasthttp.RequestCtx, m *served, sc *scratch) {
+	n := len(sc.ids)
+	start := time.Now()
+	vecs, found, err := s.store.GetMany(ctx, m.entity, sc.ids)
+	storeSeconds.WithLabelValues("get_many").Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.storeError(ctx, err)
+		return
+	}
+	nin := len(m.inputs)
+	nf := max(m.m.NumFeatures(), nin)
+	k := m.m.NumClass()
+	sc.x = grow(sc.x, n*nf)
+	sc.out = grow(sc.out, n*k)
+	sc.uuids = grow(sc.uuids, n*16)
+	rand.Read(sc.uuids)
+	now := s.now()
+
+	b := sc.buf[:0]
+	b = append(b, '[')
+	evalStart := time.Now()
+	for i := 0; i < n; i++ {
+		x := sc.x[i*nf : (i+1)*nf]
+		out := sc.out[i*k : (i+1)*k]
+		inline := sc.inline[i]
+		sc.miss = sc.miss[:0]
+		for j, name := range m.inputs {
+			if v, ok := inline[name]; ok {
+				x[j] = v.(float64)
+				continue
+			}
+			if found[i] {
+				if v, ok := vecs[i].Features[name]; ok {
+					x[j] = storedValue(v)
+					continue
+				}
+			}
+			x[j] = math.NaN()
+			sc.miss = append(sc.miss, name)
+		}
+		for j := nin; j < nf; j++ {
+			x[j] = math.NaN()
+		}
+		uuid := uuidV4(sc.uuids[i*16 : (i+1)*16])
+		if i > 0 {
+			b = append(b, ',')
+		}
+		used := len(sc.miss) == 0
+		var reason string
+		if !used {
+			if !found[i] {
+				reason = m.entity + " " + strconv.Quote(sc.ids[i]) + " not found in the online store"
+			} else {
+				reason = "missing features: " + strings.Join(sc.miss, ", ")
+			}
+			m.unused.Inc()
+			b = append(b, `{"model_used":false,"prediction":`...)
+			b = append(b, m.defaultJSON...)
+			b = append(b, `,"score":null,"uuid":"`...)
+			b = append(b, uuid[:]...)
+			b = append(b, `","reason":`...)
+			b = appendString(b, reason)
+			b = append(b, '}')
+			s.logPrediction(m, sc.ids[i], uuid, x[:nin], math.NaN(), -1, false, now)
+			continue
+		}
+		m.m.Predict(x, out)
+		m.used.Inc()
+		score, class := m.decide(out)
+		b = append(b, `{"model_used":true,"prediction":`...)
+		b = m.predictionJSON(b, score, class)
+		b = append(b, `,"score":`...)
+		b = appendFloat(b, score)
+		if k > 1 {
+			b = append(b, `,"scores":[`...)
+			for c, p := range out {
+				if c > 0 {
+					b = append(b, ',')
+				}
+				b = appendFloat(b, p)
+			}
+			b = append(b, ']')
+		}
+		b = append(b, `,"uuid":"`...)
+		b = append(b, uuid[:]...)
+		b = append(b, `"}`...)
+		s.logPrediction(m, sc.ids[i], uuid, x[:nin], score, class, true, now)
+	}
+	m.evalSeconds.Observe(time.Since(evalStart).Seconds())
+	b = append(b, ']')
+	sc.buf = b
+	ctx.SetContentType("application/json")
+	ctx.SetBody(b)
+}
+
+// decide returns the score to report and the predicted class (-1 when the
+// model has no labels and one output).
+func (m *served) decide(out []float64) (score float64, class int) {
+	if len(out) == 1 {
+		if m.binary {
+			if out[0] >= m.threshold {
+				return out[0], 1
+			}
+			return out[0], 0
+		}
+		return out[0], -1
+	}
+	best := 0
+	for c := range out {
+		if out[c] > out[best] {
+			best = c
+		}
+	}
+	return out[best], best
+}
+
+// predictionJSON appends the prediction: the class's label, the class
+// index when there are no labels, or the score itself.
+func (m *served) predictionJSON(b []byte, score float64, class int) []byte {
+	switch {
+	case class < 0:
+		return appendFloat(b, score)
+	case len(m.labelJSON) > class:
+		return append(b, m.labelJSON[class]...)
+	}
+	return strconv.AppendInt(b, int64(class), 10)
+}
+
+func appendFloat(b []byte, f float64) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return append(b, "null"...)
+	}
+	return strconv.AppendFloat(b, f, 'g', -1, 64)
+}
+
+// uuidV4 formats 16 random bytes as a version 4 UUID.
+func uuidV4(r []byte) (u [36]byte) {
+	r[6] = r[6]&0x0f | 0x40
+	r[8] = r[8]&0x3f | 0x80
+	hex.Encode(u[0:8], r[0:4])
+	u[8] = '-'
+	hex.Encode(u[9:13], r[4:6])
+	u[13] = '-'
+	hex.Encode(u[14:18], r[6:8])
+	u[18] = '-'
+	hex.Encode(u[19:23], r[8:10])
+	u[23] = '-'
+	hex.Encode(u[24:], r[10:16])
+	return u
+}
+
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+// jsonProblem shortens a decoder error to what the client must fix.
+func jsonProblem(err error) string {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "json: ")
+	return msg
+}
+
+// appendString appends s as a JSON string.
+func appendString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

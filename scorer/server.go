@@ -1,0 +1,375 @@
+package scorer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/internal/httpapi"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/valyala/fasthttp"
+)
+
+// LiveHandler serves GET /v1/segments/live: the SSE feed of segment enters
+// and exits. The scorer checks the read key before calling it.
+type LiveHandler interface {
+	ServeSSE(ctx *fasthttp.RequestCtx)
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithPredictionLog logs every prediction to cfg.Kafka.Topics.Predictions
+// through client, a producer built by kafka.NewClient with
+// kafka.ProducerOpts. The server does not close it. Without it predictions
+// are not logged.
+func WithPredictionLog(client *kgo.Client) Option {
+	return func(s *Server) { s.logClient = client }
+}
+
+// WithLogQueue sets how many prediction log records may wait for the
+// producer, overriding the default 65536. Past it records are shed.
+func WithLogQueue(n int) Option {
+	return func(s *Server) { s.logQueue = n }
+}
+
+// WithLive serves GET /v1/segments/live with h. Without it the path answers 503.
+func WithLive(h LiveHandler) Option {
+	return func(s *Server) { s.live = h }
+}
+
+// WithLogger logs to l, overriding slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(s *Server) { s.log = l }
+}
+
+// WithConfigPath makes Reload re-read the config file at path and take its
+// models and keys, not only re-read the model files.
+func WithConfigPath(path string) Option {
+	return func(s *Server) { s.configPath = path }
+}
+
+// WithDashboardKey pre-fills the dashboard with key (served in /config.js).
+// Only `pulse dev` should set it: anyone who can load the page gets the key.
+func WithDashboardKey(key string) Option {
+	return func(s *Server) { s.dashboardKey = key }
+}
+
+// Server is the serving API. Create it with New and run it with Run or Serve.
+type Server struct {
+	cfg    *config.Config
+	store  featurestore.Store
+	health *httpapi.Health
+	log    *slog.Logger
+	live   LiveHandler
+
+	logClient *kgo.Client
+	logQueue  int
+	plog      *predictionLog
+
+	configPath   string
+	dashboardKey string
+	static       *staticFiles
+
+	keys   atomic.Pointer[httpapi.Keys]
+	models atomic.Pointer[modelSet]
+	// cfgNow is the config in force (replaced on reload from a path).
+	cfgNow   atomic.Pointer[config.Config]
+	reloadMu sync.Mutex
+
+	scratch sync.Pool
+	now     func() time.Time
+}
+
+// New builds the server and loads the configured models. A model that
+// fails to load is logged and counted, and answers 503 until a reload
+// fixes it; the other models serve.
+func New(cfg *config.Config, store featurestore.Store, opts ...Option) (*Server, error) {
+	if store == nil {
+		return nil, errors.New("scorer: a feature store is required")
+	}
+	s := &Server{
+		cfg:      cfg,
+		store:    store,
+		health:   httpapi.NewHealth(),
+		log:      slog.Default(),
+		logQueue: 1 << 16,
+		now:      time.Now,
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	s.log = s.log.With("service", "scorer")
+	st, err := loadStatic()
+	if err != nil {
+		return nil, err
+	}
+	s.static = st
+	s.cfgNow.Store(cfg)
+	s.keys.Store(httpapi.NewKeys(cfg.Keys))
+	set, status := loadModels(cfg, cfg.Models, nil)
+	s.models.Store(set)
+	for _, st := range status {
+		if st.Error != "" {
+			s.log.Error("model not loaded", "model", st.Name, "err", st.Error)
+		} else {
+			s.log.Info("model loaded", "model", st.Name, "version", st.Version, "format", st.Format)
+		}
+	}
+	if s.logClient != nil {
+		s.plog = newPredictionLog(s.logClient, cfg.Kafka.Topics.Predictions, s.logQueue, s.log)
+	}
+	s.scratch.New = func() any { return new(scratch) }
+	return s, nil
+}
+
+// Reload re-reads the model files (and the config file, given
+// WithConfigPath). A model that fails keeps its previous version serving;
+// the answer lists every model and the error says how many failed.
+func (s *Server) Reload() ([]ModelStatus, error) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	cfg := s.cfgNow.Load()
+	if s.configPath != "" {
+		next, err := config.Load(s.configPath)
+		if err != nil {
+			reloadFailures.WithLabelValues("").Inc()
+			s.log.Error("reload: config not reloaded; the models and keys in force keep serving", "path", s.configPath, "err", err)
+			return nil, fmt.Errorf("cannot reload %s: %w", s.configPath, err)
+		}
+		cfg = next
+	}
+	set, status := loadModels(cfg, cfg.Models, s.models.Load())
+	s.models.Store(set)
+	if s.configPath != "" {
+		s.cfgNow.Store(cfg)
+		s.keys.Store(httpapi.NewKeys(cfg.Keys))
+	}
+	failed := 0
+	for _, st := range status {
+		switch {
+		case st.Error != "":
+			failed++
+			s.log.Error("reload: model not loaded", "model", st.Name, "err", st.Error)
+		case st.Changed:
+			s.log.Info("reload: model loaded", "model", st.Name, "version", st.Version, "format", st.Format)
+		}
+	}
+	if failed > 0 {
+		return status, fmt.Errorf("%d of %d models failed to load", failed, len(status))
+	}
+	return status, nil
+}
+
+// Run listens on cfg.Scorer.Listen until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Scorer.Listen)
+	if err != nil {
+		return fmt.Errorf("cannot listen for the scorer: %w", err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve answers on ln until ctx ends, then drains the prediction log.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	go s.health.Watch(ctx, 2*time.Second, s.ready)
+	if s.plog != nil {
+		done := make(chan struct{})
+		go func() { s.plog.run(ctx); close(done) }()
+		defer func() { <-done }()
+	}
+	s.log.Info("scorer listening", "addr", ln.Addr().String())
+	return httpapi.Serve(ctx, s.HTTPServer(), ln, s.log)
+}
+
+func (s *Server) ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	// Any answer from the store, found or not, proves it is reachable.
+	if _, err := s.store.Get(ctx, "user", "\x00readyz"); err != nil && !errors.Is(err, featurestore.ErrNotFound) {
+		return fmt.Errorf("online store unreachable: %w", err)
+	}
+	return nil
+}
+
+// HTTPServer is the fasthttp server with the scorer's limits.
+func (s *Server) HTTPServer() *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:            s.Handler,
+		Name:               "pulse-scorer",
+		MaxRequestBodySize: maxBodyBytes,
+		ReadTimeout:        30 * time.Second,
+		IdleTimeout:        2 * time.Minute,
+		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
+			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+				httpapi.WriteError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("request body over the %d byte limit", maxBodyBytes))
+				return
+			}
+			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "cannot parse request: "+err.Error())
+		},
+		NoDefaultServerHeader: true,
+		Logger:                fasthttpLogger{s.log},
+	}
+}
+
+const (
+	maxBodyBytes   = 4 << 20
+	maxPredictRows = 1000
+)
+
+// Endpoint labels for metrics, fixed so paths with ids do not explode them.
+const (
+	epPredict  = "predict"
+	epEntity   = "entity"
+	epSegments = "segments"
+	epSegment  = "segment"
+	epMembers  = "members"
+	epLive     = "live"
+	epReload   = "reload"
+	epStatic   = "dashboard"
+	epOther    = "other"
+)
+
+// Handler routes a request.
+func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
+	if s.health.Serve(ctx) {
+		return
+	}
+	start := time.Now()
+	path := ctx.Path()
+	ep := epOther
+	switch {
+	case string(path) == "/v1/predict":
+		ep = epPredict
+		if s.method(ctx, fasthttp.MethodPost) {
+			s.predict(ctx)
+		}
+	case strings.HasPrefix(string(path), "/v1/entities/"):
+		ep = epEntity
+		if s.method(ctx, fasthttp.MethodGet) {
+			s.entity(ctx, string(path[len("/v1/entities/"):]))
+		}
+	case string(path) == "/v1/segments":
+		ep = epSegments
+		if s.method(ctx, fasthttp.MethodGet) {
+			s.segments(ctx)
+		}
+	case string(path) == "/v1/segments/live":
+		ep = epLive
+		if s.method(ctx, fasthttp.MethodGet) {
+			s.serveLive(ctx)
+		}
+		// An SSE stream lasts as long as the client stays: not a latency.
+		requests.WithLabelValues(ep, strconv.Itoa(ctx.Response.StatusCode())).Inc()
+		return
+	case strings.HasPrefix(string(path), "/v1/segments/"):
+		name, sub, _ := strings.Cut(string(path[len("/v1/segments/"):]), "/")
+		switch sub {
+		case "":
+			ep = epSegment
+			if s.method(ctx, fasthttp.MethodGet) {
+				s.segment(ctx, name)
+			}
+		case "members":
+			ep = epMembers
+			if s.method(ctx, fasthttp.MethodGet) {
+				s.members(ctx, name)
+			}
+		default:
+			httpapi.WriteError(ctx, fasthttp.StatusNotFound, "no such endpoint: "+string(path))
+		}
+	case string(path) == "/v1/admin/reload":
+		ep = epReload
+		if s.method(ctx, fasthttp.MethodPost) {
+			s.reload(ctx)
+		}
+	case string(path) == "/v1/dashboard/config":
+		ep = epStatic
+		if s.method(ctx, fasthttp.MethodGet) {
+			s.dashboardConfig(ctx)
+		}
+	case strings.HasPrefix(string(path), "/v1/"):
+		httpapi.WriteError(ctx, fasthttp.StatusNotFound, "no such endpoint: "+string(path))
+	default:
+		ep = epStatic
+		s.serveStatic(ctx)
+	}
+	requests.WithLabelValues(ep, strconv.Itoa(ctx.Response.StatusCode())).Inc()
+	requestSeconds.WithLabelValues(ep).Observe(time.Since(start).Seconds())
+}
+
+// method answers 405 unless the request uses m (GET also allows HEAD).
+func (s *Server) method(ctx *fasthttp.RequestCtx, m string) bool {
+	got := ctx.Method()
+	if string(got) == m || (m == fasthttp.MethodGet && ctx.IsHead()) {
+		return true
+	}
+	ctx.Response.Header.Set("Allow", m)
+	httpapi.WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use "+m)
+	return false
+}
+
+// authorize checks the key from the headers, the query, or else bodyKey.
+func (s *Server) authorize(ctx *fasthttp.RequestCtx, scope, bodyKey string) bool {
+	secret := httpapi.KeyFromHeaders(ctx)
+	if secret == "" {
+		secret = bodyKey
+	}
+	_, retry, err := s.keys.Load().Check(secret, scope)
+	if err != nil {
+		httpapi.WriteAuthError(ctx, err, retry)
+		return false
+	}
+	return true
+}
+
+func (s *Server) serveLive(ctx *fasthttp.RequestCtx) {
+	if !s.authorize(ctx, config.ScopeRead, "") {
+		return
+	}
+	if s.live == nil {
+		httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, "the live segment feed is not running on this scorer")
+		return
+	}
+	s.live.ServeSSE(ctx)
+}
+
+func (s *Server) reload(ctx *fasthttp.RequestCtx) {
+	if !s.authorize(ctx, config.ScopeAdmin, "") {
+		return
+	}
+	status, err := s.Reload()
+	if err != nil {
+		ctx.SetStatusCode(fasthttp.StatusInternalServerError)
+		writeJSONStatus(ctx, fasthttp.StatusInternalServerError, reloadAnswer{Error: err.Error() + "; the previous versions keep serving", Models: status})
+		return
+	}
+	writeJSONStatus(ctx, fasthttp.StatusOK, reloadAnswer{Success: true, Models: status})
+}
+
+type reloadAnswer struct {
+	Success bool          `json:"success"`
+	Error   string        `json:"error,omitempty"`
+	Models  []ModelStatus `json:"models"`
+}
+
+func writeJSONStatus(ctx *fasthttp.RequestCtx, status int, v any) {
+	httpapi.WriteJSON(ctx, v)
+	if ctx.Response.StatusCode() == fasthttp.StatusOK {
+		ctx.SetStatusCode(status)
+	}
+}
+
+// fasthttpLogger keeps fasthttp's per-connection chatter at debug level.
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) { f.l.Debug(fmt.Sprintf(format, args...)) }
