@@ -1,0 +1,289 @@
+package stream
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// fence commits a transaction holding only a fresh __restore record and
+// returns its offset. Initialising the transactional producer first fences
+// any older owner of the partition and aborts its open transaction, so
+// everything before the fence is final: reading read_committed up to it
+// sees the whole committed changelog.
+func (t *task) fence(ctx context.Context) (int64, error) {
+	var nonce [12]byte
+	rand.Read(nonce[:])
+	r := t.stateRecord([]byte(clFenceKey), []byte(hex.EncodeToString(nonce[:])))
+	if err := t.prod.BeginTransaction(); err != nil {
+		return 0, fmt.Errorf("cannot begin transaction: %w", err)
+	}
+	if err := t.prod.ProduceSync(ctx, r).FirstErr(); err != nil {
+		t.prod.EndTransaction(ctx, kgo.TryAbort)
+		return 0, fmt.Errorf("cannot write the changelog fence: %w", err)
+	}
+	if err := t.prod.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		return 0, fmt.Errorf("cannot commit the changelog fence: %w", err)
+	}
+	return r.Offset, nil
+}
+
+// restore replays the changelog into Pebble: after the local state's
+// changelog position when has, else all of it. The replay ends at a fence
+// record written just before, so it includes every committed transaction.
+func (t *task) restore(ctx context.Context, has bool) error {
+	fence, err := t.fence(ctx)
+	if err != nil {
+		return err
+	}
+	from := int64(0)
+	if has {
+		from = t.meta.changelog + 1
+		if from > fence {
+			// The changelog is behind the local state: the topic was
+			// recreated. Local state is the truth; write it back.
+			t.log.Warn("changelog is behind the local state (topic recreated?): rewriting it from local state",
+				"changelog_end", fence, "local_position", t.meta.changelog)
+			return t.snapshot(ctx)
+		}
+	}
+	if from >= fence {
+		t.meta.changelog = fence
+		return nil
+	}
+	start := time.Now()
+	state := t.p.cfg.Kafka.Topics.State
+	cl, err := kafka.NewClient(t.p.cfg.Kafka, append([]kgo.Opt{
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{state: {t.partition: kgo.NewOffset().At(from)}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxBytes(64 << 20),
+		kgo.FetchMaxPartitionBytes(32 << 20),
+	}, t.p.opts.KafkaOpts...)...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	b := t.db.NewIndexedBatch()
+	defer func() { b.Close() }()
+	now := t.p.opts.Now()
+	n := 0
+	for done := false; !done; {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err := fs.Err0(); err != nil {
+			return fmt.Errorf("cannot read changelog %s/%d: %w", state, t.partition, err)
+		}
+		for it := fs.RecordIter(); !it.Done(); {
+			r := it.Next()
+			if r.Offset >= fence {
+				done = true
+				break
+			}
+			if err := t.applyChangelog(b, r, has, now); err != nil {
+				return fmt.Errorf("changelog %s/%d offset %d: %w", state, t.partition, r.Offset, err)
+			}
+			n++
+			if b.Len() > 16<<20 {
+				if err := b.Commit(pebble.NoSync); err != nil {
+					return err
+				}
+				b.Close()
+				b = t.db.NewIndexedBatch()
+			}
+		}
+		mRestored.Add(float64(fs.NumRecords()))
+	}
+	t.meta.changelog = fence
+	b.Set(pkMeta, t.meta.encode(), nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	t.log.Info("restored from changelog", "records", n, "from", from, "to", fence, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// applyChangelog applies one changelog record to the local state. With
+// local, keys may already exist (catch-up), so old timers are looked up.
+func (t *task) applyChangelog(b *pebble.Batch, r *kgo.Record, local bool, now time.Time) error {
+	k := string(r.Key)
+	switch {
+	case k == clFenceKey:
+	case k == clOffsetKey:
+		next, pending, err := decodeOffsetValue(r.Value)
+		if err != nil {
+			return err
+		}
+		t.meta.next, t.meta.pending = next, pending
+	case strings.HasPrefix(k, clEntityPrefix):
+		id := k[len(clEntityPrefix):]
+		ek := key(pkEntity, id)
+		if local {
+			if old, closer, err := b.Get(ek); err == nil {
+				due, _, err := splitLocalValue(old)
+				closer.Close()
+				if err != nil {
+					return err
+				}
+				if due != 0 {
+					b.Delete(timerKey(due, id), nil)
+				}
+			} else if !errors.Is(err, pebble.ErrNotFound) {
+				return err
+			}
+		}
+		if r.Value == nil {
+			b.Delete(ek, nil)
+			return nil
+		}
+		state, _, err := splitEntityValue(r.Value)
+		if err != nil {
+			return err
+		}
+		st, err := t.p.features.DecodeState(state)
+		if err != nil {
+			return err
+		}
+		var due int64
+		if at, ok := t.p.features.NextChange(st, now); ok {
+			due = at.UnixMilli()
+			b.Set(timerKey(due, id), nil, nil)
+		}
+		b.Set(ek, localValue(due, r.Value), nil)
+	case strings.HasPrefix(k, clSeenPrefix):
+		off, err := strconv.ParseInt(k[len(clSeenPrefix):], 10, 64)
+		if err != nil {
+			return err
+		}
+		bk := batchKey(off)
+		if r.Value == nil {
+			if old, closer, err := b.Get(bk); err == nil {
+				sb, err := decodeSeenBatch(old)
+				closer.Close()
+				if err != nil {
+					return err
+				}
+				for _, id := range sb.ids {
+					b.Delete(key(pkSeen, id), nil)
+				}
+			} else if !errors.Is(err, pebble.ErrNotFound) {
+				return err
+			}
+			b.Delete(bk, nil)
+			return nil
+		}
+		sb, err := decodeSeenBatch(r.Value)
+		if err != nil {
+			return err
+		}
+		for _, id := range sb.ids {
+			b.Set(key(pkSeen, id), nil, nil)
+		}
+		b.Set(bk, r.Value, nil)
+	case strings.HasPrefix(k, clAliasPrefix):
+		ak := key(pkAlias, k[len(clAliasPrefix):])
+		if r.Value == nil {
+			b.Delete(ak, nil)
+		} else {
+			b.Set(ak, r.Value, nil)
+		}
+	}
+	return nil
+}
+
+// wipe drops the partition's state: tombstones for every key in the
+// changelog, then the local keys. The task restarts from offset 0.
+func (t *task) wipe(ctx context.Context) error {
+	var keys [][]byte
+	err := t.eachLocal(func(k, _ []byte) error {
+		keys = append(keys, k)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for len(keys) > 0 {
+		n := min(len(keys), 10000)
+		x := &txn{b: t.db.NewBatch()}
+		for _, k := range keys[:n] {
+			x.recs = append(x.recs, t.stateRecord(k, nil))
+		}
+		keys = keys[n:]
+		if err := t.commit(ctx, x, 0); err != nil {
+			return err
+		}
+	}
+	if err := t.clearLocal(); err != nil {
+		return err
+	}
+	x := &txn{b: t.db.NewBatch()}
+	return t.commit(ctx, x, 0)
+}
+
+// snapshot writes the whole local state to the changelog.
+func (t *task) snapshot(ctx context.Context) error {
+	x := &txn{b: t.db.NewBatch()}
+	err := t.eachLocal(func(k, v []byte) error {
+		x.recs = append(x.recs, t.stateRecord(k, v))
+		if len(x.recs) >= 10000 {
+			if err := t.commit(ctx, x, t.meta.next); err != nil {
+				return err
+			}
+			x = &txn{b: t.db.NewBatch()}
+		}
+		return nil
+	})
+	if err != nil {
+		x.b.Close()
+		return err
+	}
+	return t.commit(ctx, x, t.meta.next)
+}
+
+// eachLocal calls f with the changelog key and value of every entity, seen
+// batch and alias in Pebble.
+func (t *task) eachLocal(f func(k, v []byte) error) error {
+	for _, pre := range [][]byte{pkEntity, pkBatch, pkAlias} {
+		it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: pre, UpperBound: prefixEnd(pre)})
+		if err != nil {
+			return err
+		}
+		for it.First(); it.Valid(); it.Next() {
+			rest := it.Key()[len(pre):]
+			v := append([]byte(nil), it.Value()...)
+			var k string
+			switch string(pre) {
+			case string(pkEntity):
+				k = clEntityPrefix + string(rest)
+				_, cl, err := splitLocalValue(v)
+				if err != nil {
+					it.Close()
+					return err
+				}
+				v = cl
+			case string(pkBatch):
+				k = clSeenPrefix + strconv.FormatInt(int64(beUint64(rest)), 10)
+			default:
+				k = clAliasPrefix + string(rest)
+			}
+			if err := f([]byte(k), v); err != nil {
+				it.Close()
+				return err
+			}
+		}
+		if err := it.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

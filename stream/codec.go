@@ -1,0 +1,211 @@
+package stream
+
+import (
+	"encoding/binary"
+	"errors"
+	"strings"
+)
+
+// Keys of the changelog (pulse.state). Entities are "e/<id>"; everything
+// else a task keeps starts with "__", which no entity key does.
+const (
+	clEntityPrefix = "e/"
+	clOffsetKey    = "__offset"
+	clSeenPrefix   = "__seen/"
+	clAliasPrefix  = "__alias/"
+	clFenceKey     = "__restore"
+)
+
+// Keys of a task's Pebble database.
+var (
+	pkMeta   = []byte("m")
+	pkEntity = []byte("e/") // e/<id> -> due ms (8 bytes BE) + entity value
+	pkTimer  = []byte("t/") // t/<due ms BE><id> -> nothing
+	pkSeen   = []byte("d/") // d/<messageId> -> nothing
+	pkBatch  = []byte("s/") // s/<input offset BE> -> seenBatch
+	pkAlias  = []byte("a/") // a/<anonymousId> -> userId
+)
+
+var errCorrupt = errors.New("corrupt stream state")
+
+func key(prefix []byte, s string) []byte {
+	k := make([]byte, 0, len(prefix)+len(s))
+	return append(append(k, prefix...), s...)
+}
+
+func timerKey(due int64, id string) []byte {
+	k := make([]byte, 0, len(pkTimer)+8+len(id))
+	k = append(k, pkTimer...)
+	k = binary.BigEndian.AppendUint64(k, uint64(due))
+	return append(k, id...)
+}
+
+func batchKey(offset int64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), pkBatch...), uint64(offset))
+}
+
+// prefixEnd is the first key after every key starting with p.
+func prefixEnd(p []byte) []byte {
+	e := append([]byte(nil), p...)
+	e[len(e)-1]++
+	return e
+}
+
+// meta is the Pebble record of how far a task's state goes.
+type meta struct {
+	next      int64    // next input offset to read
+	changelog int64    // changelog offset the state includes, -1 = none
+	segFP     uint64   // segment Set fingerprint the memberships were evaluated with
+	pending   []string // entities of the last transaction (store write may be missing)
+}
+
+func (m *meta) encode() []byte {
+	b := binary.AppendVarint(nil, m.next)
+	b = binary.AppendVarint(b, m.changelog)
+	b = binary.LittleEndian.AppendUint64(b, m.segFP)
+	return appendStrings(b, m.pending)
+}
+
+func decodeMeta(b []byte) (meta, error) {
+	var m meta
+	r := reader{b: b}
+	m.next = r.varint()
+	m.changelog = r.varint()
+	m.segFP = r.uint64()
+	m.pending = r.strings()
+	if r.err {
+		return m, errCorrupt
+	}
+	return m, nil
+}
+
+// offsetValue is the value of the changelog's __offset record.
+func offsetValue(next int64, pending []string) []byte {
+	return appendStrings(binary.AppendVarint(nil, next), pending)
+}
+
+func decodeOffsetValue(b []byte) (next int64, pending []string, err error) {
+	r := reader{b: b}
+	next = r.varint()
+	pending = r.strings()
+	if r.err {
+		return 0, nil, errCorrupt
+	}
+	return next, pending, nil
+}
+
+// entityValue is the changelog value of an entity: its aggregate State and
+// its segment Membership.
+func entityValue(dst, state, membership []byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(state)))
+	dst = append(dst, state...)
+	return append(dst, membership...)
+}
+
+func splitEntityValue(b []byte) (state, membership []byte, err error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || uint64(len(b)-k) < n {
+		return nil, nil, errCorrupt
+	}
+	return b[k : k+int(n)], b[k+int(n):], nil
+}
+
+// localValue is the Pebble value of an entity: its timer's due time (0 =
+// none) then the changelog value.
+func localValue(due int64, cl []byte) []byte {
+	b := make([]byte, 8, 8+len(cl))
+	binary.BigEndian.PutUint64(b, uint64(due))
+	return append(b, cl...)
+}
+
+func splitLocalValue(b []byte) (due int64, cl []byte, err error) {
+	if len(b) < 8 {
+		return 0, nil, errCorrupt
+	}
+	return int64(binary.BigEndian.Uint64(b)), b[8:], nil
+}
+
+// seenBatch is the message ids one input batch saw: kept for the allowed
+// lateness so a duplicate arriving later is still recognised.
+type seenBatch struct {
+	seenMs int64
+	ids    []string
+}
+
+func (s *seenBatch) encode() []byte {
+	return appendStrings(binary.AppendVarint(nil, s.seenMs), s.ids)
+}
+
+func decodeSeenBatch(b []byte) (seenBatch, error) {
+	r := reader{b: b}
+	s := seenBatch{seenMs: r.varint(), ids: r.strings()}
+	if r.err {
+		return s, errCorrupt
+	}
+	return s, nil
+}
+
+func appendStrings(b []byte, ss []string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(ss)))
+	for _, s := range ss {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	return b
+}
+
+type reader struct {
+	b   []byte
+	err bool
+}
+
+func (r *reader) varint() int64 {
+	v, k := binary.Varint(r.b)
+	if k <= 0 {
+		r.err = true
+		return 0
+	}
+	r.b = r.b[k:]
+	return v
+}
+
+func (r *reader) uvarint() uint64 {
+	v, k := binary.Uvarint(r.b)
+	if k <= 0 {
+		r.err = true
+		return 0
+	}
+	r.b = r.b[k:]
+	return v
+}
+
+func (r *reader) uint64() uint64 {
+	if len(r.b) < 8 {
+		r.err = true
+		return 0
+	}
+	v := binary.LittleEndian.Uint64(r.b)
+	r.b = r.b[8:]
+	return v
+}
+
+func (r *reader) strings() []string {
+	n := r.uvarint()
+	if r.err || n > uint64(len(r.b)) {
+		r.err = true
+		return nil
+	}
+	out := make([]string, 0, n)
+	for range n {
+		l := r.uvarint()
+		if r.err || l > uint64(len(r.b)) {
+			r.err = true
+			return nil
+		}
+		out = append(out, string(r.b[:l]))
+		r.b = r.b[l:]
+	}
+	return out
+}
+
+func entityOfKey(k string) (id string, ok bool) { return strings.CutPrefix(k, clEntityPrefix) }

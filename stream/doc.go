@@ -1,0 +1,73 @@
+// Package stream is Pulse's feature processor: the consumer group that reads
+// pulse.events, keeps every entity's aggregate state, evaluates segments and
+// writes the vectors to the online store. `pulse stream` and `pulse dev` run
+// it; its whole life is [Processor.Run].
+//
+// # Where it sits
+//
+//	pulse.events ──► task per partition ──► pulse.state      (compacted changelog, transactional)
+//	                  │  Pebble per partition  pulse.segments (enter/exit, same transaction)
+//	                  │                        pulse.events.invalid (undecodable, too late)
+//	                  └──────────────────────► featurestore.Store (vectors, memberships)
+//
+// # Exactly once
+//
+// A task owns one input partition and one Pebble database under
+// <data_dir>/stream/<topic>-<partition>. For each fetched batch it decodes,
+// dedupes by messageId, resolves identity, applies the events to the
+// entities' aggregate states, evaluates segments, and then commits in this
+// order:
+//
+//  1. One Kafka transaction (transactional id pulse-stream-<topic>-<p>, so a
+//     new owner of the partition fences the old one) holding the changelog
+//     records of every changed entity, the dead letters, the segment
+//     changes and an `__offset` record with the next input offset.
+//  2. One Pebble batch with the same states, memberships, timer index,
+//     seen message ids and the next input offset, plus the changelog offset
+//     of the `__offset` record it mirrors. Written without fsync: the
+//     changelog is the durable truth.
+//  3. The online store write (idempotent), and a best-effort commit of the
+//     consumer group offset so standard tools show lag.
+//
+// On start a task reads its Pebble meta (next input offset, changelog
+// position) and replays the changelog after that position up to a fence
+// record it writes itself (read_committed). A crash between 1 and 2 is thus
+// repaired from the changelog; a crash before 1 aborts the transaction and
+// the input is read again from the Pebble offset; a crash after 2 only
+// repeats the store write (the entities of the last transaction are kept
+// as "pending" and written again on start). A task that gains a partition
+// with no local state restores it all from the changelog. No event is lost
+// or counted twice, and each segment change is on pulse.segments once.
+//
+// # Timers
+//
+// Each entity's next windowed change (aggregate NextChange) is indexed in
+// Pebble as t/<due ms>/<id>. Every stream.timer_interval each task takes
+// the due entities, recomputes their vectors and segments, and writes them
+// through the same transactional path, so windows slide and time-based
+// segments change with no new event.
+//
+// # Identity
+//
+// An identify or alias carrying both anonymousId (or previousId) and userId
+// records anonymousId → userId in the partition's state; later events with
+// only that anonymousId count for the user. Limitation: the mapping lives in
+// the partition of the identify event (events are keyed by userId, else
+// anonymousId), so anonymous events on another partition are not
+// re-attributed, and events before the identify stay with the anonymous id.
+//
+// # Config changes
+//
+// Feature states survive config changes (aggregate keys tiles by feature
+// fingerprint). When the segment rules change, every stored entity is put
+// on the timer index as due now, so the timer loop re-evaluates all members
+// in the background (in bounded chunks); an entity touched by an event
+// before that is re-evaluated on touch anyway.
+//
+// # Log resets
+//
+// The kfake log of `pulse dev` may be wiped. A task whose stored input
+// offset is beyond the partition's end offset, or whose input offsets go
+// backwards, logs it, drops the partition's state (locally and, with
+// tombstones, in the changelog) and resynchronises from the start.
+package stream

@@ -1,0 +1,57 @@
+package stream
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+var (
+	mEvents = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "pulse_stream_events_total",
+		Help: "Input records by result: applied (folded into a state), ignored (no feature matched), duplicate, late (dead-lettered), invalid (dead-lettered).",
+	}, []string{"result"})
+	mLag = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "pulse_stream_lag_records",
+		Help: "Records between a partition's high watermark and the next offset the task reads.",
+	}, []string{"partition"})
+	mBatch = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "pulse_stream_batch_seconds",
+		Help:    "Time to process one fetched batch of one partition, from decode to store write.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+	})
+	mBatchSize = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "pulse_stream_batch_records",
+		Help:    "Records in one partition batch.",
+		Buckets: prometheus.ExponentialBuckets(1, 4, 9),
+	})
+	mEventToStore = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "pulse_stream_event_to_store_seconds",
+		Help:    "From an event's receivedAt to the store write that made its vector readable.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+	})
+	mRestoring = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "pulse_stream_restoring",
+		Help: "1 while a partition restores its state from the changelog.",
+	}, []string{"partition"})
+	mRestored = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "pulse_stream_restored_records_total",
+		Help: "Changelog records applied while restoring.",
+	})
+	mSegmentChanges = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "pulse_stream_segment_changes_total",
+		Help: "Segment enter and exit records written.",
+	}, []string{"change"})
+	mTimerFires = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "pulse_stream_timer_fires_total",
+		Help: "Entities recomputed because a window slid (or segment rules changed), with no new event.",
+	})
+	mResets = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "pulse_stream_partition_resets_total",
+		Help: "Times a task found its input log reset (offset beyond the end or going back) and resynchronised.",
+	})
+	mTxnSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "pulse_stream_txn_seconds",
+		Help:    "Time to flush and commit one changelog transaction.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+	})
+)

@@ -1,0 +1,370 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pulse-rt/pulse/aggregate"
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/segment"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Options tune a Processor. The zero value is ready to use.
+type Options struct {
+	// Log receives the processor's log lines, overriding the default slog.Default().
+	Log *slog.Logger
+	// Now is the clock, overriding the default time.Now. Tests move it to
+	// fire timers.
+	Now func() time.Time
+	// MaxPollRecords bounds the records taken in one poll (one batch per
+	// partition), overriding the default 10000.
+	MaxPollRecords int
+	// TimerChunk bounds the entities recomputed in one timer transaction,
+	// overriding the default 5000.
+	TimerChunk int
+	// SessionTimeout of the consumer group member, overriding the default
+	// 10s: how long a crashed processor holds its partitions.
+	SessionTimeout time.Duration
+	// KafkaOpts are added to every client the processor builds.
+	KafkaOpts []kgo.Opt
+
+	// hook, in tests, runs at the named points of the commit path; an error
+	// makes the task fail there as if it crashed.
+	hook func(point string, partition int32) error
+}
+
+// Processor is the stream processor: one consumer group member running a
+// task per assigned partition. Build it with New and run it with Run.
+type Processor struct {
+	cfg   *config.Config
+	store featurestore.Store
+	opts  Options
+	log   *slog.Logger
+
+	features *aggregate.Set
+	segments *segment.Set
+	names    []string
+
+	cl *kgo.Client
+
+	mu    sync.Mutex
+	tasks map[int32]*task
+	// reopen lists partitions whose task failed and must be opened again
+	// by the poll loop.
+	reopen map[int32]bool
+
+	ready atomic.Pointer[error]
+}
+
+// entity is the only entity type the stream computes today; features of
+// other entities are reported by New and skipped.
+const entity = aggregate.DefaultEntity
+
+// New compiles the features and segments of cfg. store receives the
+// vectors; it is not closed by the Processor.
+func New(cfg *config.Config, store featurestore.Store, opts Options) (*Processor, error) {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxPollRecords <= 0 {
+		opts.MaxPollRecords = 10000
+	}
+	if opts.TimerChunk <= 0 {
+		opts.TimerChunk = 5000
+	}
+	if opts.SessionTimeout <= 0 {
+		opts.SessionTimeout = 10 * time.Second
+	}
+	sets, err := aggregate.CompileAll(cfg.Features, aggregate.Options{AllowedLateness: cfg.Stream.AllowedLateness.D()})
+	if err != nil {
+		return nil, fmt.Errorf("cannot compile features: %w", err)
+	}
+	set := sets[entity]
+	if set == nil {
+		set, err = aggregate.Compile(nil, aggregate.Options{AllowedLateness: cfg.Stream.AllowedLateness.D()})
+		if err != nil {
+			return nil, fmt.Errorf("cannot compile features: %w", err)
+		}
+	}
+	for e := range sets {
+		if e != entity {
+			opts.Log.Warn("stream computes user features only; skipping features of another entity", "entity", e)
+		}
+	}
+	kinds := make([]segment.Kind, len(set.Kinds()))
+	for i, k := range set.Kinds() {
+		kinds[i] = segmentKind(k)
+	}
+	segs, err := segment.Compile(segment.ForEntity(cfg.Segments, entity), set.Names(), kinds)
+	if err != nil {
+		return nil, fmt.Errorf("cannot compile segments: %w", err)
+	}
+	p := &Processor{
+		cfg: cfg, store: store, opts: opts, log: opts.Log,
+		features: set, segments: segs, names: set.Names(),
+		tasks: map[int32]*task{}, reopen: map[int32]bool{},
+	}
+	p.setReady(errors.New("not joined to the consumer group yet"))
+	return p, nil
+}
+
+func segmentKind(k aggregate.Kind) segment.Kind {
+	switch k {
+	case aggregate.Number:
+		return segment.Number
+	case aggregate.String:
+		return segment.String
+	case aggregate.List:
+		return segment.List
+	}
+	return segment.Any
+}
+
+func (p *Processor) setReady(err error) { p.ready.Store(&err) }
+
+// Ready is nil once the processor has joined its group and every assigned
+// partition is restored; else it says what it is waiting for.
+func (p *Processor) Ready() error { return *p.ready.Load() }
+
+// Run consumes until ctx ends or a fatal error. Cancelling ctx stops it
+// cleanly: the batch in progress finishes, the tasks close and the member
+// leaves the group.
+func (p *Processor) Run(ctx context.Context) error {
+	events := p.cfg.Kafka.Topics.Events
+	opts := append([]kgo.Opt{
+		kgo.ConsumerGroup(p.cfg.Stream.Group),
+		kgo.ConsumeTopics(events),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.SessionTimeout(p.opts.SessionTimeout),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxBytes(64 << 20),
+		kgo.OnPartitionsAssigned(p.assigned),
+		kgo.OnPartitionsRevoked(p.revoked),
+		kgo.OnPartitionsLost(p.revoked),
+		kgo.AdjustFetchOffsetsFn(p.adjust),
+	}, p.opts.KafkaOpts...)
+	cl, err := kafka.NewClient(p.cfg.Kafka, opts...)
+	if err != nil {
+		return err
+	}
+	p.cl = cl
+	defer func() {
+		p.closeTasks(false)
+		cl.Close()
+	}()
+	if p.cfg.Kafka.CreateTopics == nil || *p.cfg.Kafka.CreateTopics {
+		if err := kafka.EnsureTopics(ctx, cl, p.cfg.Kafka); err != nil {
+			return err
+		}
+	}
+	p.log.Info("stream processor started", "group", p.cfg.Stream.Group, "topic", events)
+	for {
+		fetches := cl.PollRecords(ctx, p.opts.MaxPollRecords)
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			break
+		}
+		fetches.EachError(func(t string, part int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				p.log.Warn("fetch error", "topic", t, "partition", part, "err", err)
+			}
+		})
+		if err := p.process(ctx, fetches); err != nil {
+			return err
+		}
+		cl.AllowRebalance()
+	}
+	return nil
+}
+
+// process hands each partition's records to its task, all partitions in
+// parallel, and waits for them.
+func (p *Processor) process(ctx context.Context, fetches kgo.Fetches) error {
+	type work struct {
+		t    *task
+		recs []*kgo.Record
+		hwm  int64
+	}
+	var works []work
+	p.mu.Lock()
+	reopen := p.reopen
+	p.reopen = map[int32]bool{}
+	p.mu.Unlock()
+	for part := range reopen {
+		if err := p.reopenTask(ctx, part); err != nil {
+			return err
+		}
+	}
+	p.mu.Lock()
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if len(fp.Records) == 0 {
+			return
+		}
+		t := p.tasks[fp.Partition]
+		if t == nil || t.failed {
+			return // revoked while fetched, or waiting to be reopened
+		}
+		works = append(works, work{t, fp.Records, fp.HighWatermark})
+	})
+	p.mu.Unlock()
+	if len(works) == 0 {
+		return nil
+	}
+	errs := make([]error, len(works))
+	var wg sync.WaitGroup
+	for i, w := range works {
+		wg.Go(func() { errs[i] = w.t.processBatch(ctx, w.recs, w.hwm) })
+	}
+	wg.Wait()
+	commit := map[int32]kgo.EpochOffset{}
+	for i, w := range works {
+		if errs[i] != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			p.log.Error("stream task failed; reopening it from its state", "partition", w.t.partition, "err", errs[i])
+			if err := p.reopenTask(ctx, w.t.partition); err != nil {
+				return err
+			}
+			continue
+		}
+		commit[w.t.partition] = kgo.EpochOffset{Epoch: -1, Offset: w.t.next()}
+	}
+	if len(commit) > 0 {
+		// Best effort, for lag in standard tools: the truth is in Pebble
+		// and the changelog.
+		p.cl.CommitOffsets(ctx, map[string]map[int32]kgo.EpochOffset{p.cfg.Kafka.Topics.Events: commit}, nil)
+	}
+	return nil
+}
+
+// reopenTask closes a failed task and opens it again from its Pebble state
+// and the changelog, then points the consumer at its next offset.
+func (p *Processor) reopenTask(ctx context.Context, part int32) error {
+	p.mu.Lock()
+	old := p.tasks[part]
+	delete(p.tasks, part)
+	p.mu.Unlock()
+	if old == nil {
+		return nil // revoked meanwhile
+	}
+	old.close()
+	for attempt := 0; ; attempt++ {
+		t, err := p.openTask(ctx, part)
+		if err == nil {
+			p.mu.Lock()
+			p.tasks[part] = t
+			p.mu.Unlock()
+			p.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{
+				p.cfg.Kafka.Topics.Events: {part: {Epoch: -1, Offset: t.next()}},
+			})
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		p.log.Error("cannot open stream task; retrying", "partition", part, "err", err, "attempt", attempt+1)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(min(time.Duration(attempt+1)*time.Second, 10*time.Second)):
+		}
+	}
+}
+
+// assigned opens (and restores) a task per new partition before fetching
+// starts; adjust then seeks each to the task's next offset.
+func (p *Processor) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	parts := assigned[p.cfg.Kafka.Topics.Events]
+	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
+	var wg sync.WaitGroup
+	for _, part := range parts {
+		p.mu.Lock()
+		_, have := p.tasks[part]
+		p.mu.Unlock()
+		if have {
+			continue
+		}
+		p.setReady(fmt.Errorf("restoring partition %d", part))
+		wg.Go(func() {
+			t, err := p.openTask(ctx, part)
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if err != nil {
+				if ctx.Err() == nil {
+					p.log.Error("cannot open stream task; will retry", "partition", part, "err", err)
+				}
+				p.tasks[part] = &task{p: p, partition: part, failed: true}
+				p.reopen[part] = true
+				return
+			}
+			p.tasks[part] = t
+		})
+	}
+	wg.Wait()
+	p.setReady(nil)
+}
+
+func (p *Processor) adjust(_ context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for part := range offsets[p.cfg.Kafka.Topics.Events] {
+		if t := p.tasks[part]; t != nil && !t.failed {
+			offsets[p.cfg.Kafka.Topics.Events][part] = kgo.NewOffset().At(t.next()).WithEpoch(-1)
+		}
+	}
+	return offsets, nil
+}
+
+func (p *Processor) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	for _, part := range revoked[p.cfg.Kafka.Topics.Events] {
+		p.mu.Lock()
+		t := p.tasks[part]
+		delete(p.tasks, part)
+		delete(p.reopen, part)
+		p.mu.Unlock()
+		if t != nil {
+			t.close()
+			mLag.DeleteLabelValues(strconv.Itoa(int(part)))
+			p.log.Info("partition revoked", "partition", part)
+		}
+	}
+}
+
+// closeTasks closes every task.
+func (p *Processor) closeTasks(_ bool) {
+	p.mu.Lock()
+	tasks := p.tasks
+	p.tasks = map[int32]*task{}
+	p.mu.Unlock()
+	for _, t := range tasks {
+		t.close()
+	}
+}
+
+// Partitions lists the partitions this processor owns now, for tests and status.
+func (p *Processor) Partitions() []int32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []int32
+	for part, t := range p.tasks {
+		if !t.failed {
+			out = append(out, part)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
