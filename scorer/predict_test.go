@@ -294,4 +294,3 @@ func TestModelConfigMismatch(t *testing.T) {
 	f("  - {name: x, path: models/purchase_propensity.json, features: [orders_30d, revenue_30d, sessions_7d, days_since_last_order, products_viewed_24h, cart_adds_24h], labels: [a, b, c]}\n", "needs 2 labels")
 	f("  - {name: x, path: models/nothing.json, features: [orders_30d]}\n", "no such file")
 }
-

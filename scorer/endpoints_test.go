@@ -1,0 +1,189 @@
+package scorer_test
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	json "github.com/goccy/go-json"
+	"github.com/pulse-rt/pulse/scorer"
+	"github.com/valyala/fasthttp"
+)
+
+func TestEntity(t *testing.T) {
+	st := newMemStore()
+	seed(t, st, map[string]map[string]any{"612": buyer()}, map[string][]string{"612": {"big_spenders", "carts"}})
+	h := start(t, newConfig(t, testConfig), st)
+
+	code, body := h.do("GET", "/v1/entities/user/612", "read-key", "")
+	if code != 200 {
+		t.Fatalf("status %d: %s", code, body)
+	}
+	var e scorer.Entity
+	if err := json.Unmarshal([]byte(body), &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.Entity != "user" || e.ID != "612" || e.Features["revenue_30d"] != 640.0 || e.Features["country"] != "FR" ||
+		strings.Join(e.Segments, ",") != "big_spenders,carts" || e.UpdatedAt.IsZero() {
+		t.Errorf("got %s", body)
+	}
+	if code, _ := h.do("GET", "/v1/entities/user/612?api_key=read-key", "", ""); code != 200 {
+		t.Errorf("api_key query: %d", code)
+	}
+	r, _ := http.NewRequest("GET", h.url+"/v1/entities/user/612", nil)
+	r.SetBasicAuth("read-key", "")
+	if resp, err := http.DefaultClient.Do(r); err != nil || resp.StatusCode != 200 {
+		t.Errorf("basic auth: %v %v", resp, err)
+	}
+
+	f := func(path, key string, wantCode int, wantErr string) {
+		t.Helper()
+		code, body := h.do("GET", path, key, "")
+		if code != wantCode || !strings.Contains(body, wantErr) {
+			t.Errorf("GET %s: got %d %s, want %d with %q", path, code, body, wantCode, wantErr)
+		}
+	}
+	f("/v1/entities/user/613", "read-key", 404, `user \"613\" not found`)
+	f("/v1/entities/account/1", "read-key", 404, `unknown entity type \"account\"`)
+	f("/v1/entities/user", "read-key", 404, "use /v1/entities/{entity}/{id}")
+	f("/v1/entities/user/612", "", 401, "missing API key")
+	f("/v1/entities/user/612", "write-key", 403, "needs read")
+	f("/v1/nothing", "read-key", 404, "no such endpoint")
+}
+
+func TestSegments(t *testing.T) {
+	st := newMemStore()
+	users := map[string]map[string]any{}
+	segs := map[string][]string{}
+	for i := range 250 {
+		id := fmt.Sprintf("u%03d", i)
+		users[id] = buyer()
+		segs[id] = []string{"big_spenders"}
+	}
+	seed(t, st, users, segs)
+	h := start(t, newConfig(t, testConfig), st)
+
+	code, body := h.do("GET", "/v1/segments", "read-key", "")
+	var list struct{ Segments []scorer.Segment }
+	if err := json.Unmarshal([]byte(body), &list); code != 200 || err != nil {
+		t.Fatalf("%d %s %v", code, body, err)
+	}
+	want := []scorer.Segment{
+		{Name: "big_spenders", Description: "Spent over $500 in 30 days", Entity: "user", Rule: "revenue_30d > 500", Members: 250},
+		{Name: "carts", Entity: "user", Rule: "cart_adds_24h > 0", Members: 0},
+	}
+	if fmt.Sprint(list.Segments) != fmt.Sprint(want) {
+		t.Errorf("segments: got %+v, want %+v", list.Segments, want)
+	}
+	code, body = h.do("GET", "/v1/segments/big_spenders", "read-key", "")
+	if code != 200 || !strings.Contains(body, `"members":250`) {
+		t.Errorf("one segment: %d %s", code, body)
+	}
+
+	// Page through with the default limit, then with limit=100 explicitly.
+	for _, q := range []string{"", "&limit=100", "&limit=7"} {
+		var all []string
+		cursor := ""
+		pages := 0
+		for {
+			code, body := h.do("GET", "/v1/segments/big_spenders/members?cursor="+cursor+q, "read-key", "")
+			var page scorer.Members
+			if err := json.Unmarshal([]byte(body), &page); code != 200 || err != nil {
+				t.Fatalf("%d %s %v", code, body, err)
+			}
+			all = append(all, page.Members...)
+			pages++
+			if page.NextCursor == "" {
+				break
+			}
+			cursor = page.NextCursor
+		}
+		if len(all) != 250 || all[0] != "u000" || all[249] != "u249" {
+			t.Errorf("limit %q: paged %d members (%v..)", q, len(all), all[:min(3, len(all))])
+		}
+		if q == "" && pages != 3 {
+			t.Errorf("default limit: %d pages for 250 members, want 3", pages)
+		}
+	}
+	code, body = h.do("GET", "/v1/segments/big_spenders/members?limit=5000", "read-key", "")
+	var page scorer.Members
+	json.Unmarshal([]byte(body), &page)
+	if code != 200 || len(page.Members) != 250 {
+		t.Errorf("limit over 1000 is capped: %d, %d members", code, len(page.Members))
+	}
+
+	f := func(path string, wantCode int, wantErr string) {
+		t.Helper()
+		code, body := h.do("GET", path, "read-key", "")
+		if code != wantCode || !strings.Contains(body, wantErr) {
+			t.Errorf("GET %s: got %d %s, want %d with %q", path, code, body, wantCode, wantErr)
+		}
+	}
+	f("/v1/segments/nope", 404, `unknown segment \"nope\"`)
+	f("/v1/segments/nope/members", 404, `unknown segment \"nope\"`)
+	f("/v1/segments/big_spenders/members?limit=0", 400, "limit: want a whole number")
+	f("/v1/segments/big_spenders/members?limit=x", 400, "limit: want a whole number")
+	f("/v1/segments/big_spenders/other", 404, "no such endpoint")
+	f("/v1/segments/live", 503, "live segment feed is not running")
+	if code, _ := h.do("GET", "/v1/segments", "", ""); code != 401 {
+		t.Errorf("segments without a key: %d", code)
+	}
+}
+
+type fakeLive struct{}
+
+func (fakeLive) ServeSSE(ctx *fasthttp.RequestCtx) {
+	ctx.SetContentType("text/event-stream")
+	ctx.SetBodyString("data: hello\n\n")
+}
+
+func TestLiveHandler(t *testing.T) {
+	h := start(t, newConfig(t, testConfig), newMemStore(), scorer.WithLive(fakeLive{}))
+	code, body := h.do("GET", "/v1/segments/live?api_key=read-key", "", "")
+	if code != 200 || body != "data: hello\n\n" {
+		t.Errorf("got %d %q", code, body)
+	}
+	if code, _ := h.do("GET", "/v1/segments/live", "", ""); code != 401 {
+		t.Errorf("without a key: %d", code)
+	}
+}
+
+func TestDashboard(t *testing.T) {
+	h := start(t, newConfig(t, testConfig), newMemStore())
+	resp, err := http.Get(h.url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/html; charset=utf-8" || resp.Header.Get("ETag") == "" {
+		t.Errorf("/: %d %v", resp.StatusCode, resp.Header)
+	}
+	req, _ := http.NewRequest("GET", h.url+"/index.html", nil)
+	req.Header.Set("If-None-Match", resp.Header.Get("ETag"))
+	if r2, err := http.DefaultClient.Do(req); err != nil || r2.StatusCode != 304 {
+		t.Errorf("If-None-Match: %v %v", r2, err)
+	}
+	if code, body := h.do("GET", "/config.js", "", ""); code != 200 || body != "window.PULSE_CONFIG = {};\n" {
+		t.Errorf("config.js without dev key: %d %q", code, body)
+	}
+	if code, _ := h.do("GET", "/nope.css", "", ""); code != 404 {
+		t.Errorf("missing asset: %d", code)
+	}
+	if code, _ := h.do("POST", "/", "", "x"); code != 405 {
+		t.Errorf("POST /: %d", code)
+	}
+	for _, p := range []string{"/healthz", "/metrics"} {
+		if code, _ := h.do("GET", p, "", ""); code != 200 {
+			t.Errorf("%s: %d", p, code)
+		}
+	}
+
+	dev := start(t, newConfig(t, testConfig), newMemStore(), scorer.WithDashboardKey("read-key"))
+	if _, body := dev.do("GET", "/config.js", "", ""); body != `window.PULSE_CONFIG = {"readKey":"read-key"};`+"\n" {
+		t.Errorf("config.js in dev: %q", body)
+	}
+	if _, body := dev.do("GET", "/v1/dashboard/config", "", ""); body != `{"readKey":"read-key"}` {
+		t.Errorf("dashboard config in dev: %q", body)
+	}
+}
