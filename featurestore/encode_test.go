@@ -269,9 +269,9 @@ func benchVector() Vector {
 		"page_views_1d": 41.0, "distinct_products_30d": 23.0, "cart_adds_1d": 1.0,
 		"first_seen": 1.69e12, "last_seen": 1.760000000123e12, "days_since_order": 2.0,
 		"country": "FR", "plan": "pro", "last_device": "ios",
-		"last_products": []any{"sku-1842", "sku-77", "sku-901", "sku-12", "sku-3"},
+		"last_products":   []any{"sku-1842", "sku-77", "sku-901", "sku-12", "sku-3"},
 		"last_categories": []any{"shoes", "bags", "shoes"},
-		"referrer": nil, "churn_score": 0.1342,
+		"referrer":        nil, "churn_score": 0.1342,
 	}
 	return Vector{Entity: "user", ID: "612", Features: feats,
 		Segments: []string{"active_7d", "big_spenders", "ios_users"}, UpdatedAt: at, EventAt: at.Add(-40 * time.Millisecond)}

@@ -1,0 +1,146 @@
+package featurestore
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/pebble"
+
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/internal/testenv"
+)
+
+// The Get benchmarks read a 25-feature vector (benchVector) and, in the
+// same benchmark, the backend's bare read of a raw value of the same size:
+// Get/raw is the cost of Pulse's layer (key, decode, wrapping) over the
+// storage itself.
+
+func BenchmarkPebbleGet(b *testing.B) {
+	ctx := context.Background()
+	p, err := OpenPebble(b.TempDir(), PebbleOptions{Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	v := benchVector()
+	if err := p.Write(ctx, []Update{{Vector: v}}); err != nil {
+		b.Fatal(err)
+	}
+	size := len(Encode(v, nil))
+	raw := []byte("raw/user/612")
+	if err := p.db.Set(raw, []byte(strings.Repeat("x", size)), pebble.Sync); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("Get", func(b *testing.B) {
+		b.SetBytes(int64(size))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := p.Get(ctx, "user", "612"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("raw", func(b *testing.B) {
+		b.SetBytes(int64(size))
+		b.ReportAllocs()
+		for b.Loop() {
+			_, closer, err := p.db.Get(raw)
+			if err != nil {
+				b.Fatal(err)
+			}
+			closer.Close()
+		}
+	})
+}
+
+func BenchmarkRedisGet(b *testing.B) {
+	ctx := context.Background()
+	addr, db := testenv.RedisDB(b)
+	r, err := OpenRedis(config.Redis{Addr: addr, DB: db, KeyPrefix: "pulse:"}, RedisOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	v := benchVector()
+	if err := r.Write(ctx, []Update{{Vector: v}}); err != nil {
+		b.Fatal(err)
+	}
+	size := len(Encode(v, nil))
+	if err := r.c.Set(ctx, "raw", strings.Repeat("x", size), 0).Err(); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("Get", func(b *testing.B) {
+		b.SetBytes(int64(size))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := r.Get(ctx, "user", "612"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// The same client's GET of a raw key: a round trip, as
+	// `redis-benchmark -t get -d <size> -c 1` measures it.
+	b.Run("raw-GET", func(b *testing.B) {
+		b.SetBytes(int64(size))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := r.c.Get(ctx, "raw").Result(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// The Write benchmarks write batches of 100 updates, each entering one of
+// 4 segments, as a stream task does after a fetch.
+
+func benchBatches(n int) [][]Update {
+	v := benchVector()
+	batches := make([][]Update, n)
+	for i := range batches {
+		batch := make([]Update, 100)
+		for j := range batch {
+			u := Update{Vector: v}
+			u.Vector.ID = fmt.Sprint(i*100 + j)
+			u.Enter = []string{fmt.Sprint("seg", j%4)}
+			batch[j] = u
+		}
+		batches[i] = batch
+	}
+	return batches
+}
+
+func benchWrite(b *testing.B, s Store) {
+	ctx := context.Background()
+	batches := benchBatches(100)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if err := s.Write(ctx, batches[i%len(batches)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/update")
+}
+
+func BenchmarkPebbleWrite(b *testing.B) {
+	p, err := OpenPebble(b.TempDir(), PebbleOptions{Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	benchWrite(b, p)
+}
+
+func BenchmarkRedisWrite(b *testing.B) {
+	addr, db := testenv.RedisDB(b)
+	r, err := OpenRedis(config.Redis{Addr: addr, DB: db, KeyPrefix: "pulse:"}, RedisOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	benchWrite(b, r)
+}
