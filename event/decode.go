@@ -166,17 +166,8 @@ func normalise(w *wire, now time.Time, d Defaults) (*Event, error) {
 	e.Context = merge(d.Context, e.Context)
 	e.Integrations = merge(d.Integrations, e.Integrations)
 
-	switch {
-	case e.UserID == "" && e.AnonymousID == "":
-		return nil, fieldErr("userId", "userId or anonymousId is required")
-	case e.Type == Track && e.Event == "":
-		return nil, fieldErr("event", "required for track")
-	case e.Type == Alias && e.PreviousID == "":
-		return nil, fieldErr("previousId", "required for alias")
-	case e.Type == Alias && e.UserID == "":
-		return nil, fieldErr("userId", "required for alias")
-	case e.Type == Group && e.GroupID == "":
-		return nil, fieldErr("groupId", "required for group")
+	if err := e.checkIDs(); err != nil {
+		return nil, err
 	}
 
 	ts, err := optTime("timestamp", w.Timestamp)
@@ -191,8 +182,34 @@ func normalise(w *wire, now time.Time, d Defaults) (*Event, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := e.setTimes(ts, orig, sent, d.SentAt); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// checkIDs applies the per-type rules on ids and names.
+func (e *Event) checkIDs() error {
+	switch {
+	case e.UserID == "" && e.AnonymousID == "":
+		return fieldErr("userId", "userId or anonymousId is required")
+	case e.Type == Track && e.Event == "":
+		return fieldErr("event", "required for track")
+	case e.Type == Alias && e.PreviousID == "":
+		return fieldErr("previousId", "required for alias")
+	case e.Type == Alias && e.UserID == "":
+		return fieldErr("userId", "required for alias")
+	case e.Type == Group && e.GroupID == "":
+		return fieldErr("groupId", "required for group")
+	}
+	return nil
+}
+
+// setTimes sets Timestamp from what the client sent, with Segment's
+// clock-skew correction, and checks it is plausible. e.ReceivedAt is set.
+func (e *Event) setTimes(ts, orig, sent, batchSent time.Time) error {
 	if sent.IsZero() {
-		sent = d.SentAt
+		sent = batchSent
 	}
 	e.SentAt = sent
 	e.OriginalTimestamp = orig
@@ -214,9 +231,9 @@ func normalise(w *wire, now time.Time, d Defaults) (*Event, error) {
 	}
 	e.Timestamp = e.Timestamp.UTC().Truncate(time.Millisecond)
 	if y := e.Timestamp.Year(); y < 2000 || e.Timestamp.After(e.ReceivedAt.Add(MaxFuture)) {
-		return nil, fieldErr("timestamp", "%s is out of range (after 2000 and at most %s ahead of the server)", e.Timestamp.Format(time.RFC3339), MaxFuture)
+		return fieldErr("timestamp", "%s is out of range (after 2000 and at most %s ahead of the server)", e.Timestamp.Format(time.RFC3339), MaxFuture)
 	}
-	return e, nil
+	return nil
 }
 
 // MaxFuture is how far ahead of the server an event's time may be.

@@ -237,7 +237,9 @@ func (s *Server) single(ctx *fasthttp.RequestCtx, body []byte, typ event.Type) {
 		return
 	}
 	now := s.now()
-	e, err := event.Decode(body, now, s.limits, event.Defaults{Type: typ})
+	n := normalizers.Get().(*event.Normalizer)
+	value, info, err := n.Normalize(make([]byte, 0, len(body)+256), body, now, s.limits, event.Defaults{Type: typ})
+	normalizers.Put(n)
 	if err != nil {
 		var fe *event.FieldError
 		if !errors.As(err, &fe) || strings.HasPrefix(fe.Reason, "invalid JSON") {
@@ -252,25 +254,23 @@ func (s *Server) single(ctx *fasthttp.RequestCtx, body []byte, typ event.Type) {
 			return
 		}
 		status := fasthttp.StatusBadRequest
-		var le *event.LimitError
-		if errors.As(err, &le) || strings.Contains(fe.Reason, "byte limit") {
+		if strings.Contains(fe.Reason, "byte limit") {
 			status = fasthttp.StatusRequestEntityTooLarge
 		}
 		httpapi.WriteError(ctx, status, err.Error())
 		return
 	}
-	rec, err := s.record(e)
-	if err != nil {
-		httpapi.WriteError(ctx, fasthttp.StatusInternalServerError, err.Error())
-		return
-	}
+	rec := &kgo.Record{Topic: s.cfg.Kafka.Topics.Events, Key: []byte(info.EntityID), Value: value}
 	if err := s.produce(ctx, []*kgo.Record{rec}); err != nil {
 		s.unavailable(ctx, err)
 		return
 	}
-	acceptedEvents.WithLabelValues(string(e.Type)).Inc()
+	acceptedEvents.WithLabelValues(string(info.Type)).Inc()
 	writeAnswer(ctx, nil)
 }
+
+// normalizers are reused across requests: a Normalizer keeps its parser's memory.
+var normalizers = sync.Pool{New: func() any { return new(event.Normalizer) }}
 
 func (s *Server) batch(ctx *fasthttp.RequestCtx, body []byte) {
 	b, err := event.DecodeBatch(body, s.limits)
@@ -297,8 +297,20 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx, body []byte) {
 	recs := make([]*kgo.Record, 0, len(b.Items))
 	var rejected []Rejected
 	var types []event.Type
+	// All of a request's record values share one buffer; the records are
+	// sliced from it once it stops growing.
+	arena := make([]byte, 0, len(body)+len(b.Items)*160)
+	type span struct {
+		rec        *kgo.Record
+		start, end int
+	}
+	spans := make([]span, 0, len(b.Items))
+	n := normalizers.Get().(*event.Normalizer)
 	for i, raw := range b.Items {
-		e, err := event.Decode(raw, now, s.limits, b.Defaults)
+		start := len(arena)
+		var info event.Normalized
+		var err error
+		arena, info, err = n.Normalize(arena, raw, now, s.limits, b.Defaults)
 		if err != nil {
 			var fe *event.FieldError
 			r := "invalid"
@@ -310,13 +322,14 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx, body []byte) {
 			recs = append(recs, s.deadLetter(key, i, raw, b.Defaults.Context, err, now))
 			continue
 		}
-		rec, err := s.record(e)
-		if err != nil {
-			httpapi.WriteError(ctx, fasthttp.StatusInternalServerError, err.Error())
-			return
-		}
+		rec := &kgo.Record{Topic: s.cfg.Kafka.Topics.Events, Key: []byte(info.EntityID)}
+		spans = append(spans, span{rec, start, len(arena)})
 		recs = append(recs, rec)
-		types = append(types, e.Type)
+		types = append(types, info.Type)
+	}
+	normalizers.Put(n)
+	for _, sp := range spans {
+		sp.rec.Value = arena[sp.start:sp.end]
 	}
 	if err := s.produce(ctx, recs); err != nil {
 		s.unavailable(ctx, err)
