@@ -51,6 +51,23 @@ type predictionLog struct {
 	// inFlight tracks records handed to the producer, so shutdown can
 	// flush them.
 	inFlight sync.WaitGroup
+
+	warnMu   sync.Mutex
+	lastWarn time.Time
+	unwarned int
+}
+
+// warn logs a produce failure at most every 10 seconds, with the count of
+// failures since, so a Kafka outage does not flood the log.
+func (p *predictionLog) warn(err error) {
+	p.warnMu.Lock()
+	defer p.warnMu.Unlock()
+	p.unwarned++
+	if time.Since(p.lastWarn) < 10*time.Second {
+		return
+	}
+	p.log.Warn("prediction log records not produced", "count", p.unwarned, "err", err)
+	p.lastWarn, p.unwarned = time.Now(), 0
 }
 
 func newPredictionLog(client *kgo.Client, topic string, size int, log *slog.Logger) *predictionLog {
@@ -94,7 +111,7 @@ func (p *predictionLog) run(ctx context.Context) {
 				logShed.Inc()
 			case err != nil:
 				logErrors.Inc()
-				p.log.Warn("prediction log record not produced", "err", err)
+				p.warn(err)
 			default:
 				logProduced.Inc()
 			}
