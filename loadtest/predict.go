@@ -1,0 +1,184 @@
+package loadtest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// PredictOptions configure `pulse loadtest predict`.
+type PredictOptions struct {
+	URL   string // scorer base URL, e.g. http://127.0.0.1:8081
+	Key   string // read key
+	Model string // default purchase_propensity
+	// Entity is the entity type the model scores. Default "user".
+	Entity string
+	// Users is how many distinct ids requests pick from (uniformly, "0" ..
+	// Users-1; the store should hold them all). Default 100,000.
+	Users int
+	// Rates are the open-loop phases, requests/s. Default 2000, 5000, 10000.
+	Rates []float64
+	// Duration of each phase. Default 10s.
+	Duration time.Duration
+	// Warmup before each phase, sent but not recorded. Default 1s.
+	Warmup time.Duration
+	// Connections are the closed-loop workers of the saturation phase.
+	// Default 32.
+	Connections int
+}
+
+func (o *PredictOptions) defaults() {
+	if o.Model == "" {
+		o.Model = "purchase_propensity"
+	}
+	if o.Entity == "" {
+		o.Entity = "user"
+	}
+	if o.Users == 0 {
+		o.Users = 100_000
+	}
+	if len(o.Rates) == 0 {
+		o.Rates = []float64{2000, 5000, 10000}
+	}
+	if o.Duration == 0 {
+		o.Duration = 10 * time.Second
+	}
+	if o.Warmup == 0 {
+		o.Warmup = time.Second
+	}
+	if o.Connections == 0 {
+		o.Connections = 32
+	}
+}
+
+// PredictPhase is one rate measured against both targets.
+type PredictPhase struct {
+	Rate     float64
+	Baseline *Result // the bare handler
+	Scorer   *Result
+}
+
+// PredictReport is what `pulse loadtest predict` measured.
+type PredictReport struct {
+	Phases             []PredictPhase
+	BaselineSaturation *Result
+	ScorerSaturation   *Result
+}
+
+// Predict runs, for each rate, the same open-loop load first against a bare
+// fasthttp handler answering a fixed body (started here, in this process: the
+// ceiling of HTTP on this machine) and then against the scorer; then both
+// closed-loop for saturation throughput. Every scorer answer must say
+// model_used:true, or it counts as an error.
+func Predict(ctx context.Context, o PredictOptions, w io.Writer) (*PredictReport, error) {
+	o.defaults()
+	bare, stop, err := startBare()
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	scorer := newPredictClient(o, o.URL, true)
+	baseline := newPredictClient(o, bare, false)
+
+	// Check once that the scorer answers as expected before measuring.
+	if _, err := scorer.do(ctx, 0); err != nil {
+		return nil, fmt.Errorf("scorer at %s is not answering predictions: %w", o.URL, err)
+	}
+	rep := &PredictReport{}
+	fmt.Fprintf(w, "predict %s over %d %s ids; %s per phase after %s warm-up; baseline: bare fasthttp handler with a fixed body in this process\n",
+		o.Model, o.Users, o.Entity, o.Duration, o.Warmup)
+	for _, rate := range o.Rates {
+		ph := PredictPhase{Rate: rate}
+		ph.Baseline = OpenLoop(ctx, Options{Name: "bare handler", Rate: rate, Duration: o.Duration, Warmup: o.Warmup}, baseline.do)
+		ph.Scorer = OpenLoop(ctx, Options{Name: "scorer predict", Rate: rate, Duration: o.Duration, Warmup: o.Warmup}, scorer.do)
+		Report(w, ph.Baseline, ph.Scorer)
+		rep.Phases = append(rep.Phases, ph)
+		if ctx.Err() != nil {
+			return rep, ctx.Err()
+		}
+	}
+	rep.BaselineSaturation = ClosedLoop(ctx, "bare handler (saturation)", o.Connections, o.Duration, baseline.do)
+	rep.ScorerSaturation = ClosedLoop(ctx, "scorer predict (saturation)", o.Connections, o.Duration, scorer.do)
+	Report(w, rep.BaselineSaturation, rep.ScorerSaturation)
+	return rep, ctx.Err()
+}
+
+// bareBody is the size and shape of a one-row predict answer.
+const bareBody = `[{"model_used":true,"prediction":"yes","score":0.8312748670578003,"uuid":"5f0b9a57-2a7e-4c39-9a51-3f4c3b1c2d7e"}]`
+
+// startBare serves bareBody on a free port of 127.0.0.1, reading the body
+// as any handler would.
+func startBare() (url string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &fasthttp.Server{
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			_ = ctx.PostBody()
+			ctx.SetContentType("application/json")
+			ctx.SetBodyString(bareBody)
+		},
+		NoDefaultServerHeader: true,
+	}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String(), func() { _ = srv.Shutdown() }, nil
+}
+
+type predictClient struct {
+	o      PredictOptions
+	url    string
+	client *fasthttp.Client
+	check  bool
+}
+
+func newPredictClient(o PredictOptions, base string, check bool) *predictClient {
+	return &predictClient{
+		o:      o,
+		url:    base + "/v1/predict",
+		client: &fasthttp.Client{MaxConnsPerHost: 4096, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second},
+		check:  check,
+	}
+}
+
+var modelUsed = []byte(`"model_used":true`)
+
+// do sends one predict for a user picked from seq (a multiplicative hash,
+// so consecutive requests hit scattered users).
+func (c *predictClient) do(ctx context.Context, seq int64) (int, error) {
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(c.url)
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.Header.SetContentType("application/json")
+	req.Header.Set("Authorization", "Bearer "+c.o.Key)
+	user := (uint64(seq) * 0x9E3779B97F4A7C15 >> 17) % uint64(c.o.Users)
+	var arr [160]byte
+	b := arr[:0]
+	b = append(b, `{"model":`...)
+	b = strconv.AppendQuote(b, c.o.Model)
+	b = append(b, `,"features":[{`...)
+	b = strconv.AppendQuote(b, c.o.Entity)
+	b = append(b, `:{"id":`...)
+	b = strconv.AppendUint(b, user, 10)
+	b = append(b, `}}]}`...)
+	req.SetBody(b)
+	if err := c.client.DoTimeout(req, resp, 10*time.Second); err != nil {
+		return 0, err
+	}
+	if resp.StatusCode() != fasthttp.StatusOK {
+		return 0, fmt.Errorf("status %d: %.200s", resp.StatusCode(), resp.Body())
+	}
+	if c.check && !bytes.Contains(resp.Body(), modelUsed) {
+		return 0, fmt.Errorf("model not used (is user %d in the store?): %.300s", user, resp.Body())
+	}
+	return 1, nil
+}
