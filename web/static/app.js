@@ -1,0 +1,540 @@
+// Pulse dashboard: live segments for marketers. Plain JavaScript, no build
+// step. Talks to the scorer API on the same origin:
+//   GET  /v1/segments                     counts (polled, and refreshed after each change)
+//   GET  /v1/segments/live (SSE)          enters and exits as they happen
+//   GET  /v1/segments/{name}/members      paginated members
+//   GET  /v1/entities/user/{id}           a customer's features and segments
+//   POST /v1/predict                      a prediction, when the page config names models
+(function () {
+  'use strict';
+
+  var cfg = window.PULSE_CONFIG || {};
+  var KEY_STORE = 'pulse.readKey';
+  var HISTORY_STORE = 'pulse.segmentHistory.v1';
+  var HOUR = 3600 * 1000;
+  var POLL_MS = 10000;
+  var FEED_MAX = 60;
+
+  var state = {
+    key: '',
+    segments: [],            // [{name, description, rule, entity, members}]
+    cards: {},               // name -> card elements
+    history: loadHistory(),  // name -> [[time ms, count], ...] for the last hour
+    selected: null,
+    membersCursor: '',
+    membersShown: 0,
+    source: null,
+    lastEventId: '',
+    feedIds: {},
+    pollTimer: null,
+    refreshTimer: null,
+    lastRefresh: 0,
+    models: modelNames(cfg.models)
+  };
+
+  function $(id) { return document.getElementById(id); }
+
+  function el(tag, attrs, children) {
+    var e = document.createElement(tag);
+    if (attrs) {
+      Object.keys(attrs).forEach(function (k) {
+        if (k === 'text') e.textContent = attrs[k];
+        else if (k === 'class') e.className = attrs[k];
+        else if (k.indexOf('on') === 0) e.addEventListener(k.slice(2), attrs[k]);
+        else e.setAttribute(k, attrs[k]);
+      });
+    }
+    (children || []).forEach(function (c) {
+      if (c == null) return;
+      e.appendChild(typeof c === 'string' ? document.createTextNode(c) : c);
+    });
+    return e;
+  }
+
+  function modelNames(models) {
+    if (!Array.isArray(models)) return [];
+    return models.map(function (m) { return typeof m === 'string' ? m : (m && m.name); }).filter(Boolean);
+  }
+
+  function human(name) {
+    var s = String(name).replace(/_/g, ' ');
+    return s.charAt(0).toUpperCase() + s.slice(1);
+  }
+
+  var nf = new Intl.NumberFormat(undefined);
+  var nf2 = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
+
+  function ago(t) {
+    var s = Math.max(0, Math.round((Date.now() - t) / 1000));
+    if (s < 5) return 'just now';
+    if (s < 60) return s + 's ago';
+    var m = Math.round(s / 60);
+    if (m < 60) return m + ' min ago';
+    var h = Math.round(m / 60);
+    if (h < 48) return h + ' h ago';
+    return new Date(t).toLocaleDateString();
+  }
+
+  // ---- API ----------------------------------------------------------------
+
+  function ApiError(status, message) {
+    this.status = status;
+    this.message = message;
+  }
+
+  function api(path, opts) {
+    opts = opts || {};
+    var headers = { 'Authorization': 'Bearer ' + state.key };
+    if (opts.body) headers['Content-Type'] = 'application/json';
+    return fetch(path, { method: opts.method || 'GET', headers: headers, body: opts.body, cache: 'no-store' })
+      .catch(function () { throw new ApiError(0, 'Pulse cannot be reached. Is the scorer running?'); })
+      .then(function (resp) {
+        return resp.text().then(function (text) {
+          var body = null;
+          try { body = text ? JSON.parse(text) : null; } catch (e) { body = null; }
+          if (!resp.ok) {
+            var msg = (body && body.error) || ('The server answered ' + resp.status + '.');
+            throw new ApiError(resp.status, msg);
+          }
+          return body;
+        });
+      });
+  }
+
+  function politeError(err) {
+    if (!(err instanceof ApiError)) return 'Something went wrong: ' + err;
+    if (err.status === 401) return 'Your key was not accepted. Please enter it again.';
+    if (err.status === 403) return 'This key cannot read segments: it needs the read scope.';
+    if (err.status === 429) return 'Pulse is busy (rate limit for this key). Trying again shortly.';
+    if (err.status === 503) return 'Pulse is starting or a store is unavailable. Trying again shortly.';
+    return err.message;
+  }
+
+  function notice(msg) {
+    var n = $('notice');
+    n.textContent = msg || '';
+    n.hidden = !msg;
+  }
+
+  // ---- Key ----------------------------------------------------------------
+
+  function askKey(message) {
+    stopLive();
+    $('app').hidden = true;
+    $('key-dialog').hidden = false;
+    $('key-error').textContent = message || '';
+    $('key-error').hidden = !message;
+    $('key-input').value = '';
+    $('key-input').focus();
+    setStatus('idle', 'Not connected');
+  }
+
+  $('key-form').addEventListener('submit', function (e) {
+    e.preventDefault();
+    var key = $('key-input').value.trim();
+    if (!key) return;
+    state.key = key;
+    localStorage.setItem(KEY_STORE, key);
+    $('key-dialog').hidden = true;
+    connect();
+  });
+
+  $('change-key').addEventListener('click', function () {
+    localStorage.removeItem(KEY_STORE);
+    askKey('');
+  });
+
+  // ---- Segments -----------------------------------------------------------
+
+  function loadHistory() {
+    try {
+      var h = JSON.parse(localStorage.getItem(HISTORY_STORE) || '{}');
+      return h && typeof h === 'object' ? h : {};
+    } catch (e) { return {}; }
+  }
+
+  var saveTimer = null;
+  function saveHistory() {
+    if (saveTimer) return;
+    saveTimer = setTimeout(function () {
+      saveTimer = null;
+      try { localStorage.setItem(HISTORY_STORE, JSON.stringify(state.history)); } catch (e) { /* full: keep in memory */ }
+    }, 2000);
+  }
+
+  function record(name, count, t) {
+    var h = state.history[name] || (state.history[name] = []);
+    var last = h[h.length - 1];
+    if (!last || last[1] !== count || t - last[0] > 60000) h.push([t, count]);
+    while (h.length > 2 && h[1][0] < t - HOUR) h.shift();
+    saveHistory();
+  }
+
+  function refreshSegments() {
+    state.lastRefresh = Date.now();
+    return api('/v1/segments').then(function (body) {
+      notice('');
+      var segs = (body && body.segments) || [];
+      var now = Date.now();
+      segs.forEach(function (s) { record(s.name, Number(s.members) || 0, now); });
+      var names = segs.map(function (s) { return s.name; }).join(',');
+      var known = state.segments.map(function (s) { return s.name; }).join(',');
+      state.segments = segs;
+      if (names !== known || !state.rendered) { state.rendered = true; renderSegments(); }
+      else segs.forEach(updateCard);
+      $('updated').textContent = 'Updated ' + new Date(now).toLocaleTimeString();
+      return segs;
+    });
+  }
+
+  // Counts come from the server; a change on the feed asks for them again
+  // soon (at most about once a second), the poll catches anything else.
+  function refreshSoon() {
+    if (state.refreshTimer) return;
+    var wait = Math.max(250, 1000 - (Date.now() - state.lastRefresh));
+    state.refreshTimer = setTimeout(function () {
+      state.refreshTimer = null;
+      refreshSegments().catch(onBackgroundError);
+    }, wait);
+  }
+
+  function onBackgroundError(err) {
+    if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+      askKey(politeError(err));
+      return;
+    }
+    notice(politeError(err) + ' Retrying…');
+  }
+
+  function renderSegments() {
+    var grid = $('segments');
+    grid.textContent = '';
+    state.cards = {};
+    if (!state.segments.length) {
+      grid.appendChild(el('div', { class: 'card empty', style: 'grid-column: 1 / -1' }, [
+        el('p', {}, [el('strong', { text: 'No segments yet' })]),
+        el('p', { class: 'muted small', text: 'Add segments to pulse.yaml (a name and a rule over features) and reload the config.' })
+      ]));
+      return;
+    }
+    state.segments.forEach(function (s) {
+      var count = el('div', { class: 'count', text: '0' });
+      var delta = el('span', { class: 'delta', title: 'Change over the last hour' });
+      var spark = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+      spark.setAttribute('class', 'spark');
+      spark.setAttribute('viewBox', '0 0 100 40');
+      spark.setAttribute('preserveAspectRatio', 'none');
+      spark.setAttribute('aria-hidden', 'true');
+      var card = el('button', {
+        type: 'button', class: 'card segment', 'data-segment': s.name,
+        'aria-label': human(s.name) + ': show members',
+        onclick: function () { selectSegment(s.name); }
+      }, [
+        el('div', { class: 'segment-name', text: human(s.name) }),
+        el('div', { class: 'segment-desc', text: s.description || '' }),
+        el('div', { class: 'segment-row' }, [
+          el('div', {}, [count, el('div', { class: 'count-label', text: s.entity === 'user' || !s.entity ? 'customers' : s.entity + 's' })]),
+          delta
+        ]),
+        spark,
+        el('div', { class: 'rule mono', title: s.rule || '', text: s.rule || '' })
+      ]);
+      if (state.selected === s.name) card.classList.add('selected');
+      state.cards[s.name] = { card: card, count: count, delta: delta, spark: spark };
+      grid.appendChild(card);
+      updateCard(s);
+    });
+  }
+
+  function updateCard(s) {
+    var c = state.cards[s.name];
+    if (!c) return;
+    var n = Number(s.members) || 0;
+    var before = c.count.getAttribute('data-value');
+    c.count.textContent = nf.format(n);
+    c.count.setAttribute('data-value', String(n));
+    if (before !== null && Number(before) !== n) {
+      c.count.classList.remove('flash-enter', 'flash-exit');
+      void c.count.offsetWidth; // restart the animation
+      c.count.classList.add(n > Number(before) ? 'flash-enter' : 'flash-exit');
+    }
+    var h = state.history[s.name] || [];
+    var now = Date.now();
+    var first = null;
+    for (var i = 0; i < h.length; i++) { if (h[i][0] >= now - HOUR) { first = h[i]; break; } }
+    if (!first && h.length) first = h[0];
+    var d = first ? n - first[1] : 0;
+    c.delta.textContent = (d > 0 ? '+' : d < 0 ? '−' : '±') + nf.format(Math.abs(d)) + ' 1h';
+    c.delta.className = 'delta' + (d > 0 ? ' up' : d < 0 ? ' down' : '');
+    drawSpark(c.spark, h, n, now);
+  }
+
+  function drawSpark(svg, h, current, now) {
+    var pts = h.filter(function (p) { return p[0] >= now - HOUR; });
+    // Carry the last count from before the hour in, so the line starts at the left.
+    var before = h.filter(function (p) { return p[0] < now - HOUR; });
+    if (before.length) pts.unshift([now - HOUR, before[before.length - 1][1]]);
+    pts.push([now, current]);
+    var lo = Infinity, hi = -Infinity;
+    pts.forEach(function (p) { lo = Math.min(lo, p[1]); hi = Math.max(hi, p[1]); });
+    if (hi === lo) { hi += 1; lo = Math.max(0, lo - 1); }
+    var t0 = Math.min(pts[0][0], now - 5 * 60000);
+    var xy = pts.map(function (p) {
+      var x = (p[0] - t0) / (now - t0) * 100;
+      var y = 38 - (p[1] - lo) / (hi - lo) * 34;
+      return x.toFixed(2) + ',' + y.toFixed(2);
+    });
+    // Step line: a count holds until it changes.
+    var step = [];
+    for (var i = 0; i < xy.length; i++) {
+      if (i > 0) step.push(xy[i].split(',')[0] + ',' + xy[i - 1].split(',')[1]);
+      step.push(xy[i]);
+    }
+    var line = step.join(' ');
+    var firstX = xy[0].split(',')[0];
+    svg.innerHTML = '<polygon class="area" points="' + firstX + ',40 ' + line + ' 100,40"></polygon>' +
+      '<polyline class="line" points="' + line + '"></polyline>';
+  }
+
+  // ---- Members ------------------------------------------------------------
+
+  function selectSegment(name) {
+    state.selected = name;
+    Object.keys(state.cards).forEach(function (n) { state.cards[n].card.classList.toggle('selected', n === name); });
+    var seg = state.segments.filter(function (s) { return s.name === name; })[0] || {};
+    $('members').hidden = false;
+    $('members-title').textContent = human(name);
+    $('members-desc').textContent = seg.description || seg.rule || '';
+    $('members-list').textContent = '';
+    $('members-empty').hidden = true;
+    $('members-more').hidden = true;
+    $('members-count').textContent = 'Loading…';
+    state.membersCursor = '';
+    state.membersShown = 0;
+    loadMembers(name);
+    $('members').scrollIntoView({ behavior: 'smooth', block: 'nearest' });
+  }
+
+  function loadMembers(name) {
+    var q = '?limit=48' + (state.membersCursor ? '&cursor=' + encodeURIComponent(state.membersCursor) : '');
+    api('/v1/segments/' + encodeURIComponent(name) + '/members' + q).then(function (body) {
+      if (state.selected !== name) return;
+      var list = $('members-list');
+      (body.members || []).forEach(function (id) {
+        list.appendChild(el('li', {}, [el('button', { type: 'button', text: 'User ' + id, onclick: function () { lookup(id); } })]));
+      });
+      state.membersShown += (body.members || []).length;
+      state.membersCursor = body.next_cursor || '';
+      $('members-more').hidden = !state.membersCursor;
+      $('members-empty').hidden = state.membersShown > 0;
+      var seg = state.segments.filter(function (s) { return s.name === name; })[0];
+      var total = seg ? Number(seg.members) : state.membersShown;
+      $('members-count').textContent = state.membersShown ? 'Showing ' + nf.format(state.membersShown) + ' of ' + nf.format(Math.max(total, state.membersShown)) : '';
+    }).catch(function (err) {
+      $('members-count').textContent = '';
+      $('members-list').appendChild(el('li', { class: 'error', style: 'grid-column: 1 / -1', text: 'Members could not be loaded: ' + politeError(err) }));
+    });
+  }
+
+  $('members-more').addEventListener('click', function () { if (state.selected) loadMembers(state.selected); });
+  $('members-close').addEventListener('click', function () {
+    state.selected = null;
+    $('members').hidden = true;
+    Object.keys(state.cards).forEach(function (n) { state.cards[n].card.classList.remove('selected'); });
+  });
+
+  // ---- Live feed ----------------------------------------------------------
+
+  function setStatus(s, text) {
+    var st = $('status');
+    st.setAttribute('data-state', s);
+    st.querySelector('.status-text').textContent = text;
+  }
+
+  function stopLive() {
+    if (state.source) { state.source.close(); state.source = null; }
+  }
+
+  function startLive() {
+    stopLive();
+    var url = '/v1/segments/live?api_key=' + encodeURIComponent(state.key);
+    // A stream we open ourselves resumes where the last one stopped; the
+    // browser's own reconnects send Last-Event-ID by themselves.
+    url += state.lastEventId ? '&last_event_id=' + encodeURIComponent(state.lastEventId) : '&history=25';
+    var es = new EventSource(url);
+    state.source = es;
+    setStatus('reconnecting', 'Connecting…');
+    es.onopen = function () { setStatus('live', 'Live'); };
+    es.onerror = function () {
+      if (state.source !== es) return;
+      if (es.readyState === EventSource.CLOSED) {
+        setStatus('error', 'Live feed unavailable');
+        // The browser gave up (an error status): check the key, then try again.
+        api('/v1/segments').then(function () {
+          setTimeout(function () { if (state.source === es) startLive(); }, 5000);
+        }).catch(onBackgroundError);
+      } else {
+        setStatus('reconnecting', 'Reconnecting…');
+      }
+    };
+    es.addEventListener('enter', onChange);
+    es.addEventListener('exit', onChange);
+  }
+
+  function onChange(ev) {
+    if (ev.lastEventId) state.lastEventId = ev.lastEventId;
+    var rec;
+    try { rec = JSON.parse(ev.data); } catch (e) { return; }
+    addFeedItem(rec);
+    refreshSoon();
+  }
+
+  function addFeedItem(rec) {
+    var id = rec.change_id || (rec.segment + rec.id + rec.change + rec.at);
+    if (state.feedIds[id]) return;
+    state.feedIds[id] = true;
+    var t = Date.parse(rec.at) || Date.now();
+    var enter = rec.change === 'enter';
+    var who = el('button', { type: 'button', class: 'linklike', text: (rec.entity && rec.entity !== 'user' ? human(rec.entity) : 'User') + ' ' + rec.id,
+      onclick: function () { lookup(rec.id); } });
+    var item = el('li', { class: 'feed-item ' + (enter ? 'enter' : 'exit'), 'data-segment': rec.segment, 'data-change': rec.change }, [
+      el('span', { class: 'mark', 'aria-hidden': 'true' }),
+      el('span', { class: 'what' }, [who, ' ', el('span', { class: 'verb', text: enter ? 'entered' : 'left' }), ' ', el('strong', { text: human(rec.segment) })]),
+      el('time', { class: 'when', 'data-t': String(t), datetime: new Date(t).toISOString(), title: new Date(t).toLocaleString(), text: ago(t) })
+    ]);
+    var feed = $('feed');
+    feed.insertBefore(item, feed.firstChild);
+    while (feed.children.length > FEED_MAX) {
+      var last = feed.lastChild;
+      feed.removeChild(last);
+    }
+    $('feed-empty').hidden = true;
+  }
+
+  setInterval(function () {
+    var times = document.querySelectorAll('#feed time[data-t]');
+    for (var i = 0; i < times.length; i++) times[i].textContent = ago(Number(times[i].getAttribute('data-t')));
+    Object.keys(state.cards).forEach(function (n) {
+      var s = state.segments.filter(function (x) { return x.name === n; })[0];
+      if (s) updateCard(s);
+    });
+  }, 5000);
+
+  // ---- Lookup -------------------------------------------------------------
+
+  function formatValue(name, v) {
+    if (v === null || v === undefined) return '—';
+    if (Array.isArray(v)) return v.length ? v.map(function (x) { return formatValue('', x); }).join(', ') : '—';
+    if (typeof v === 'number') {
+      if (/_at$|^first_seen$/.test(name) && v > 1e11) return v ? new Date(v).toLocaleString() : 'never';
+      if (/revenue|order_value|spend/.test(name)) return '$' + nf2.format(v);
+      return nf2.format(v);
+    }
+    if (typeof v === 'boolean') return v ? 'yes' : 'no';
+    if (typeof v === 'object') return JSON.stringify(v);
+    return String(v);
+  }
+
+  function lookup(id) {
+    $('lookup-id').value = id;
+    $('lookup').scrollIntoView({ behavior: 'smooth', block: 'start' });
+    var out = $('lookup-result');
+    out.textContent = '';
+    out.appendChild(el('p', { class: 'muted', text: 'Looking up user ' + id + '…' }));
+    var entity = api('/v1/entities/user/' + encodeURIComponent(id));
+    var prediction = state.models.length ? predict(id, state.models[0]) : Promise.resolve(null);
+    entity.then(function (e) {
+      return prediction.then(function (p) { renderProfile(id, e, p); });
+    }).catch(function (err) {
+      out.textContent = '';
+      if (err instanceof ApiError && err.status === 404) {
+        out.appendChild(el('div', { class: 'empty' }, [
+          el('p', {}, [el('strong', { text: 'No customer with id “' + id + '” yet' })]),
+          el('p', { class: 'muted small', text: 'Pulse knows a customer once one of their events has been processed.' })
+        ]));
+        return;
+      }
+      out.appendChild(el('p', { class: 'error', text: 'This customer could not be loaded: ' + politeError(err) }));
+    });
+  }
+
+  function predict(id, model) {
+    var row = { user: { id: /^\d+$/.test(id) ? Number(id) : id } };
+    return api('/v1/predict', { method: 'POST', body: JSON.stringify({ api_key: state.key, model: model, features: [row] }) })
+      .then(function (res) {
+        var r = Array.isArray(res) ? res[0] : (res && res.predictions ? res.predictions[0] : res);
+        return r ? { model: model, result: r } : null;
+      })
+      .catch(function (err) { return { model: model, error: politeError(err) }; });
+  }
+
+  function renderProfile(id, e, p) {
+    var out = $('lookup-result');
+    out.textContent = '';
+    var feats = e.features || {};
+    var rows = Object.keys(feats).sort().map(function (k) {
+      return el('tr', {}, [el('td', { text: human(k) }), el('td', { text: formatValue(k, feats[k]) })]);
+    });
+    var segs = (e.segments || []).map(function (s) {
+      return el('button', { type: 'button', class: 'pill pill-seg linklike', text: human(s), onclick: function () { selectSegment(s); } });
+    });
+    var side = [];
+    if (p && p.result) {
+      var r = p.result;
+      var score = typeof r.score === 'number' ? r.score : null;
+      side.push(el('div', { class: 'prediction', 'data-model': p.model }, [
+        el('div', { class: 'muted small', text: human(p.model) }),
+        el('div', { class: 'label', text: r.prediction === undefined || r.prediction === null ? '—' : String(r.prediction) }),
+        score === null ? null : el('div', { class: 'meter', title: 'Score ' + nf2.format(score) }, [el('span', { style: 'width:' + Math.round(Math.max(0, Math.min(1, score)) * 100) + '%' })]),
+        el('div', { class: 'muted small', text: score === null ? '' : 'Score ' + nf2.format(score) + (r.model_used === false ? ' · default answer (model not used)' : '') })
+      ]));
+    } else if (p && p.error) {
+      side.push(el('p', { class: 'muted small', text: 'No prediction: ' + p.error }));
+    }
+    side.push(el('h3', { text: 'Segments' }));
+    side.push(segs.length ? el('div', {}, segs) : el('p', { class: 'muted', text: 'In no segment right now.' }));
+    if (e.updated_at) side.push(el('p', { class: 'muted small', style: 'margin-top:14px', text: 'Features updated ' + ago(Date.parse(e.updated_at)) }));
+    out.appendChild(el('div', { class: 'profile', 'data-user': String(id) }, [
+      el('div', {}, [
+        el('h3', { text: 'User ' + id + ' · features' }),
+        rows.length ? el('table', { class: 'features' }, [el('tbody', {}, rows)]) : el('p', { class: 'muted', text: 'No features yet.' })
+      ]),
+      el('div', {}, side)
+    ]));
+  }
+
+  $('lookup-form').addEventListener('submit', function (e) {
+    e.preventDefault();
+    var id = $('lookup-id').value.trim();
+    if (id) lookup(id);
+  });
+
+  // ---- Start --------------------------------------------------------------
+
+  function connect() {
+    setStatus('reconnecting', 'Connecting…');
+    refreshSegments().then(function () {
+      $('app').hidden = false;
+      $('change-key').hidden = false;
+      $('lookup-predict-hint').hidden = !state.models.length;
+      startLive();
+      clearInterval(state.pollTimer);
+      state.pollTimer = setInterval(function () { refreshSegments().catch(onBackgroundError); }, POLL_MS);
+    }).catch(function (err) {
+      if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+        localStorage.removeItem(KEY_STORE);
+        askKey(politeError(err));
+        return;
+      }
+      $('app').hidden = false;
+      state.rendered = false;
+      notice(politeError(err) + ' Retrying…');
+      setStatus('error', 'Offline');
+      setTimeout(connect, 5000);
+    });
+  }
+
+  state.key = localStorage.getItem(KEY_STORE) || cfg.readKey || '';
+  if (state.key) connect();
+  else askKey('');
+})();
