@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/ingest"
 	"github.com/pulse-rt/pulse/kafka"
 	"golang.org/x/sync/errgroup"
@@ -20,6 +21,7 @@ import (
 func runDev(ctx context.Context, args []string) error {
 	fl := flag.NewFlagSet("dev", flag.ExitOnError)
 	path := fl.String("config", "", "config file (default: the embedded e-commerce example)")
+	demoTraffic := fl.Bool("demo", false, "generate realistic e-commerce traffic, so segments move within seconds")
 	fl.Parse(args)
 	cfg, err := loadConfig(*path)
 	if err != nil {
@@ -46,13 +48,32 @@ func runDev(ctx context.Context, args []string) error {
 	cfg.Kafka.Brokers = emb.Addrs()
 	log.Info("embedded kafka up", "addr", strings.Join(emb.Addrs(), ","), "data", kdir)
 
-	g, ctx := errgroup.WithContext(ctx)
-	ing, err := startIngest(ctx, g, cfg)
+	store, err := featurestore.Open(cfg)
 	if err != nil {
 		return err
 	}
-	_ = ing
-	printDevBanner(cfg)
+	// Close the store after every service using it has stopped.
+	defer store.Close()
+
+	g, ctx := errgroup.WithContext(ctx)
+	if _, err := startIngest(ctx, g, cfg); err != nil {
+		return err
+	}
+	if _, err := startStream(ctx, g, cfg, store); err != nil {
+		return err
+	}
+	if err := startScorer(ctx, g, cfg, store, devScorerOptions(cfg)...); err != nil {
+		return err
+	}
+	if err := startWebhooks(ctx, g, cfg); err != nil {
+		return err
+	}
+	if *demoTraffic {
+		if err := startDemo(ctx, g, cfg); err != nil {
+			return err
+		}
+	}
+	printDevBanner(cfg, *demoTraffic)
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
@@ -112,7 +133,7 @@ func configError(err error) error {
 	return err
 }
 
-func printDevBanner(cfg *config.Config) {
+func printDevBanner(cfg *config.Config, demo bool) {
 	var write, read string
 	for _, k := range cfg.Keys {
 		if write == "" && k.HasScope(config.ScopeWrite) {
@@ -122,17 +143,27 @@ func printDevBanner(cfg *config.Config) {
 			read = k.Key
 		}
 	}
+	model := "MODEL"
+	if len(cfg.Models) > 0 {
+		model = cfg.Models[0].Name
+	}
 	fmt.Printf(`
   Pulse dev is running.
 
-  Ingest (Segment API)  http://%[1]s/v1/batch     write key: %[3]s
-  Kafka                 %[2]s            (kcat -b %[2]s -t %[4]s -C)
-  Metrics               http://%[1]s/metrics
+  Dashboard             http://%[2]s/                 read key: %[5]s
+  Ingest (Segment API)  http://%[1]s/v1/batch         write key: %[4]s
+  Scorer                http://%[2]s/v1/predict
+  Kafka                 %[3]s                (kcat -b %[3]s -t %[6]s -C)
 
   Try:
-    curl -s http://%[1]s/v1/track -u %[3]s: -H 'Content-Type: application/json' \
+    curl -s http://%[1]s/v1/track -u %[4]s: -H 'Content-Type: application/json' \
       -d '{"userId":"612","event":"Order Completed","properties":{"revenue":42}}'
-`, cfg.Ingest.Listen, strings.Join(cfg.Kafka.Brokers, ","), write, cfg.Kafka.Topics.Events)
-	_ = read
+    curl -s http://%[2]s/v1/entities/user/612 -H 'Authorization: Bearer %[5]s'
+    curl -s http://%[2]s/v1/predict -H 'Content-Type: application/json' \
+      -d '{"api_key":"%[5]s","model":"%[7]s","features":[{"user":{"id":612}}]}'
+`, cfg.Ingest.Listen, cfg.Scorer.Listen, strings.Join(cfg.Kafka.Brokers, ","), write, read, cfg.Kafka.Topics.Events, model)
+	if demo {
+		fmt.Println("\n  Demo traffic is on: open the dashboard and watch the segments move.")
+	}
 	fmt.Println()
 }

@@ -15,8 +15,10 @@ import (
 const usage = `pulse — real-time features, predictions and live segments
 
 Usage:
-  pulse dev [-config FILE]        everything in one process on embedded Kafka and Pebble
+  pulse dev [-config FILE] [-demo]  everything in one process on embedded Kafka and Pebble
   pulse ingest -config FILE       the tracking API (Segment-compatible) into Kafka
+  pulse stream -config FILE       the feature processors (consumer group pulse-stream)
+  pulse scorer -config FILE       predictions, entities, segments, live feed, dashboard
   pulse validate -config FILE     check a config and report every problem
   pulse loadtest ingest [flags]   open-loop load against ingest, with a raw-produce baseline
 
@@ -38,6 +40,10 @@ func main() {
 		err = runDev(ctx, args)
 	case "ingest":
 		err = runIngest(ctx, args)
+	case "stream":
+		err = runStream(ctx, args)
+	case "scorer":
+		err = runScorer(ctx, args)
 	case "validate":
 		err = runValidate(args)
 	case "loadtest":
