@@ -4,14 +4,25 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"io"
 	"log/slog"
+	"math/rand/v2"
+	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
+	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/examples"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/loadtest"
 	"github.com/pulse-rt/pulse/scorer"
 	"golang.org/x/sync/errgroup"
 )
@@ -95,6 +106,175 @@ func devScorerOptions(cfg *config.Config) []scorer.Option {
 	for _, k := range cfg.Keys {
 		if k.HasScope(config.ScopeRead) {
 			return []scorer.Option{scorer.WithDashboardKey(k.Key)}
+		}
+	}
+	return nil
+}
+
+func init() { loadtests["predict"] = loadtestPredict }
+
+// loadtestPredict is `pulse loadtest predict`: open-loop predictions against
+// a scorer (at -url, or with -embedded one started here over a store filled
+// with -users users), with a bare fasthttp handler as the same-run baseline.
+func loadtestPredict(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("loadtest predict", flag.ExitOnError)
+	var o loadtest.PredictOptions
+	fl.StringVar(&o.URL, "url", "http://127.0.0.1:8081", "scorer base URL")
+	fl.StringVar(&o.Key, "key", "dev-read-key", "read key")
+	fl.StringVar(&o.Model, "model", "purchase_propensity", "model to call")
+	fl.IntVar(&o.Users, "users", 100_000, "distinct user ids (0..users-1), all in the store")
+	rates := fl.String("rates", "2000,5000,10000", "open-loop rates, requests/s (comma-separated)")
+	fl.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each phase")
+	fl.DurationVar(&o.Warmup, "warmup", time.Second, "warm-up before each phase (sent, not recorded)")
+	fl.IntVar(&o.Connections, "connections", 32, "workers in the saturation phase")
+	embedded := fl.Bool("embedded", false, "start a scorer in this process over a store filled with -users users (the e-commerce example's model)")
+	storeKind := fl.String("store", "pebble", "with -embedded: pebble (in a temp dir) or redis")
+	redisAddr := fl.String("redis", "127.0.0.1:6379", "with -embedded -store redis: the Redis server")
+	predLog := fl.Bool("log", true, "with -embedded: log predictions to an in-process Kafka (kfake), as in production")
+	cpuprofile := fl.String("cpuprofile", "", "write a CPU profile of this process to FILE")
+	fl.Parse(args)
+	for _, r := range strings.Split(*rates, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(r), 64)
+		if err != nil || v <= 0 {
+			return fmt.Errorf("-rates: %q is not a positive number", r)
+		}
+		o.Rates = append(o.Rates, v)
+	}
+	if *embedded {
+		url, key, stop, err := embeddedScorer(ctx, *storeKind, *redisAddr, o.Users, *predLog)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		o.URL, o.Key = url, key
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	_, err := loadtest.Predict(ctx, o, os.Stdout)
+	return err
+}
+
+// embeddedScorer fills a store with users and serves the example config's
+// scorer over it on a free port.
+func embeddedScorer(ctx context.Context, kind, redisAddr string, users int, predLog bool) (url, key string, stop func(), err error) {
+	tmp, err := os.MkdirTemp("", "pulse-loadtest-")
+	if err != nil {
+		return "", "", nil, err
+	}
+	var closers []func()
+	stop = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+		os.RemoveAll(tmp)
+	}
+	fail := func(err error) (string, string, func(), error) {
+		stop()
+		return "", "", nil, err
+	}
+	data, err := examples.Ecommerce.ReadFile("ecommerce/pulse.yaml")
+	if err != nil {
+		return fail(err)
+	}
+	cfg, err := config.Parse(data, "examples/ecommerce/pulse.yaml (embedded)")
+	if err != nil {
+		return fail(err)
+	}
+	if err := unpack(tmp); err != nil {
+		return fail(err)
+	}
+	cfg.Dir = tmp
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var store featurestore.Store
+	switch kind {
+	case "pebble":
+		store, err = featurestore.OpenPebble(filepath.Join(tmp, "store"), featurestore.PebbleOptions{Logger: quiet})
+	case "redis":
+		store, err = featurestore.OpenRedis(config.Redis{Addr: redisAddr, KeyPrefix: "pulse-loadtest:"}, featurestore.RedisOptions{TTL: time.Hour})
+	default:
+		err = fmt.Errorf("-store %q: want pebble or redis", kind)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	closers = append(closers, func() { store.Close() })
+	fmt.Printf("filling the %s store with %d users...\n", kind, users)
+	if err := fillStore(ctx, store, users); err != nil {
+		return fail(err)
+	}
+	opts := []scorer.Option{scorer.WithLogger(quiet)}
+	if predLog {
+		emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{})
+		if err != nil {
+			return fail(err)
+		}
+		closers = append(closers, emb.Close)
+		cfg.Kafka.Brokers = emb.Addrs()
+		cl, err := kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
+		if err != nil {
+			return fail(err)
+		}
+		closers = append(closers, cl.Close)
+		if err := kafka.EnsureTopics(ctx, cl, cfg.Kafka); err != nil {
+			return fail(err)
+		}
+		opts = append(opts, scorer.WithPredictionLog(cl))
+	}
+	srv, err := scorer.New(cfg, store, opts...)
+	if err != nil {
+		return fail(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fail(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(sctx, ln); close(done) }()
+	closers = append(closers, func() { cancel(); <-done })
+	for _, k := range cfg.Keys {
+		if k.HasScope(config.ScopeRead) {
+			key = k.Key
+			break
+		}
+	}
+	return "http://" + ln.Addr().String(), key, stop, nil
+}
+
+// fillStore writes users "0".."n-1" with plausible e-commerce features.
+func fillStore(ctx context.Context, store featurestore.Store, n int) error {
+	r := rand.New(rand.NewPCG(1, 2))
+	batch := make([]featurestore.Update, 0, 1000)
+	now := time.Now()
+	for i := 0; i < n; i++ {
+		orders := float64(r.IntN(5))
+		rev := orders * (20 + 80*r.Float64())
+		days := -1.0
+		if orders > 0 {
+			days = float64(r.IntN(30))
+		}
+		batch = append(batch, featurestore.Update{Vector: featurestore.Vector{
+			Entity: "user", ID: strconv.Itoa(i), UpdatedAt: now,
+			Features: map[string]any{
+				"orders_30d": orders, "revenue_30d": rev, "sessions_7d": float64(r.IntN(20)),
+				"days_since_last_order": days, "products_viewed_24h": float64(r.IntN(40)),
+				"cart_adds_24h": float64(r.IntN(4)), "country": "FR", "orders_lifetime": orders + float64(r.IntN(10)),
+			},
+		}})
+		if len(batch) == cap(batch) || i == n-1 {
+			if err := store.Write(ctx, batch); err != nil {
+				return err
+			}
+			batch = batch[:0]
 		}
 	}
 	return nil
