@@ -6,7 +6,35 @@
 // A vector is one compact encoded value per entity (not one key per
 // feature), so a lookup is one round trip. The encoding is versioned and
 // self-describing (it carries feature names), so a config change never
-// misreads an old vector.
+// misreads an old vector, and a value from a newer Pulse is an error
+// (ErrUnknownVersion), never a misread.
+//
+// # API
+//
+//	func Open(cfg *config.Config) (Store, error)                       // the backend cfg.Store names
+//	func OpenPebble(path string, opts PebbleOptions) (*Pebble, error)
+//	func OpenRedis(cfg config.Redis, opts RedisOptions) (*Redis, error)
+//	func Encode(v Vector, dst []byte) []byte                            // the stored value
+//	func Decode(b []byte) (Vector, error)
+//
+// In the stream, after a fetched batch: build one Update per changed entity
+// (its new Vector, the segments it entered and left, from segment.Diff) and
+// call Write once. In the scorer: Get per request, GetMany for a batch,
+// SegmentCount and SegmentMembers for the segment pages.
+//
+// # Guarantees
+//
+// Writes are idempotent, so a replayed batch changes nothing: entering a
+// segment one is in, or leaving one one is not in, is a no-op, and member
+// counts stay exact (Pebble checks membership inside its serialised write;
+// Redis counts with ZCARD). Member lists are in byte order of id, the same
+// in both backends; the cursor of SegmentMembers is the last id returned, so
+// paging while members come and go never repeats an id or skips one that
+// stayed a member.
+//
+// Entity and segment names must not contain '/' or ':' (they are parts of
+// keys; config names are identifiers anyway). Ids are opaque bytes, but not
+// empty.
 package featurestore
 
 import (
@@ -17,6 +45,9 @@ import (
 
 // ErrNotFound is returned by Get for an entity the store has never seen.
 var ErrNotFound = errors.New("entity not found")
+
+// ErrClosed is returned by a Store's methods after Close.
+var ErrClosed = errors.New("feature store closed")
 
 // Vector is one entity's features as served.
 type Vector struct {

@@ -9,18 +9,22 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/bloom"
 )
 
 // PebbleOptions tune OpenPebble. The zero value is ready to use.
 type PebbleOptions struct {
-	// Sync makes every Write wait until the batch is on disk (fsync).
-	// Default false (pebble.NoSync): a crash of the process or machine can
-	// lose the last few milliseconds of writes. The online store holds only
-	// what the stream derives from Kafka, and the stream writes a batch here
-	// before it commits the batch's offsets, so a crash replays the lost
-	// writes; syncing would cost an fsync per batch for nothing.
+	// Sync makes every Write wait until its batch is on disk (fsync).
+	// Default false (pebble.NoSync): Write returns once the batch is in the
+	// write-ahead log's buffer, which Pebble writes out at once but does not
+	// sync, so a process crash can lose the last moments of writes and a
+	// machine crash the last seconds. The online store holds only what the
+	// stream derives from Kafka: a crash replays the stream from its last
+	// committed state, and an entity whose write was lost anyway is
+	// rewritten at its next event or timer. Syncing costs an fsync per batch.
 	Sync bool
 	// CacheSize is the block cache in bytes, overriding the default 64 MiB.
 	CacheSize int64
@@ -41,6 +45,7 @@ type PebbleOptions struct {
 type Pebble struct {
 	db        *pebble.DB
 	writeOpts *pebble.WriteOptions
+	closed    atomic.Bool
 
 	mu  sync.Mutex // serialises Write: counts read then update
 	buf []byte     // Write's encoding buffer, under mu
@@ -58,10 +63,18 @@ func OpenPebble(path string, opts PebbleOptions) (*Pebble, error) {
 	}
 	cache := pebble.NewCache(opts.CacheSize)
 	defer cache.Unref()
-	db, err := pebble.Open(path, &pebble.Options{
+	po := &pebble.Options{
 		Cache:  cache,
 		Logger: pebbleLogger{opts.Logger.With("store", path)},
-	})
+		Levels: make([]pebble.LevelOptions, 7),
+	}
+	for i := range po.Levels {
+		// Bloom filters let a Get of an entity the store has never seen
+		// (a new user asking for a prediction) skip reading data blocks.
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		po.Levels[i].EnsureDefaults()
+	}
+	db, err := pebble.Open(path, po)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open feature store %s: %w", path, err)
 	}
@@ -87,6 +100,9 @@ func (p *Pebble) Get(ctx context.Context, entity, id string) (Vector, error) {
 }
 
 func (p *Pebble) get(key []byte) (Vector, error) {
+	if p.closed.Load() {
+		return Vector{}, ErrClosed
+	}
 	b, closer, err := p.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return Vector{}, ErrNotFound
@@ -129,6 +145,9 @@ func (p *Pebble) Write(ctx context.Context, batch []Update) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed.Load() {
+		return ErrClosed
+	}
 	// An indexed batch reads its own writes, so an entity entering a
 	// segment twice in one batch counts once.
 	b := p.db.NewIndexedBatch()
@@ -220,6 +239,9 @@ func (p *Pebble) SegmentCount(ctx context.Context, entity, segment string) (int6
 	if err := checkNames(entity, segment); err != nil {
 		return 0, err
 	}
+	if p.closed.Load() {
+		return 0, ErrClosed
+	}
 	return readCount(p.db, countKey(nil, entity, segment))
 }
 
@@ -230,6 +252,9 @@ func (p *Pebble) SegmentCount(ctx context.Context, entity, segment string) (int6
 func (p *Pebble) SegmentMembers(ctx context.Context, entity, segment, cursor string, limit int) ([]string, string, error) {
 	if err := checkMembersArgs(entity, segment, limit); err != nil {
 		return nil, "", err
+	}
+	if p.closed.Load() {
+		return nil, "", ErrClosed
 	}
 	prefix := memberKey(nil, entity, segment, "")
 	lower := append(append(bytes.Clone(prefix), cursor...), 0) // the first id after cursor
@@ -254,10 +279,14 @@ func (p *Pebble) SegmentMembers(ctx context.Context, entity, segment, cursor str
 	return ids, "", nil
 }
 
-// Close closes the store.
+// Close closes the store. It waits for a Write in progress; reads must
+// have returned (stop serving first). Calls after Close return ErrClosed.
 func (p *Pebble) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed.Swap(true) {
+		return ErrClosed
+	}
 	return p.db.Close()
 }
 

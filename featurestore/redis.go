@@ -116,7 +116,7 @@ func (r *Redis) Get(ctx context.Context, entity, id string) (Vector, error) {
 		return Vector{}, fmt.Errorf("cannot get %s %q: %w", entity, id, ErrNotFound)
 	}
 	if err != nil {
-		return Vector{}, fmt.Errorf("cannot get %s %q: %w", entity, id, err)
+		return Vector{}, fmt.Errorf("cannot get %s %q: %w", entity, id, redisErr(err))
 	}
 	v, err := decode(s)
 	if err != nil {
@@ -143,7 +143,7 @@ func (r *Redis) GetMany(ctx context.Context, entity string, ids []string) ([]Vec
 	}
 	vals, err := r.c.MGet(ctx, keys...).Result()
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot get %d %ss: %w", len(ids), entity, err)
+		return nil, nil, fmt.Errorf("cannot get %d %ss: %w", len(ids), entity, redisErr(err))
 	}
 	for i, val := range vals {
 		s, ok := val.(string)
@@ -191,7 +191,7 @@ func (r *Redis) Write(ctx context.Context, batch []Update) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("cannot write %d updates to redis: %w", len(batch), err)
+		return fmt.Errorf("cannot write %d updates to redis: %w", len(batch), redisErr(err))
 	}
 	return nil
 }
@@ -203,7 +203,7 @@ func (r *Redis) SegmentCount(ctx context.Context, entity, segment string) (int64
 	}
 	n, err := r.c.ZCard(ctx, r.segmentKey(entity, segment)).Result()
 	if err != nil {
-		return 0, fmt.Errorf("cannot count members of %s: %w", segment, err)
+		return 0, fmt.Errorf("cannot count members of %s: %w", segment, redisErr(err))
 	}
 	return n, nil
 }
@@ -225,7 +225,7 @@ func (r *Redis) SegmentMembers(ctx context.Context, entity, segment, cursor stri
 		Key: r.segmentKey(entity, segment), Start: start, Stop: "+", ByLex: true, Count: int64(limit) + 1,
 	}).Result()
 	if err != nil {
-		return nil, "", fmt.Errorf("cannot list members of %s: %w", segment, err)
+		return nil, "", fmt.Errorf("cannot list members of %s: %w", segment, redisErr(err))
 	}
 	if len(ids) > limit {
 		ids = ids[:limit]
@@ -234,5 +234,13 @@ func (r *Redis) SegmentMembers(ctx context.Context, entity, segment, cursor stri
 	return ids, "", nil
 }
 
-// Close closes the connections.
-func (r *Redis) Close() error { return r.c.Close() }
+// Close closes the connections. Calls after Close return ErrClosed.
+func (r *Redis) Close() error { return redisErr(r.c.Close()) }
+
+// redisErr turns go-redis's closed-client error into ErrClosed.
+func redisErr(err error) error {
+	if errors.Is(err, redis.ErrClosed) {
+		return ErrClosed
+	}
+	return err
+}

@@ -396,6 +396,27 @@ func testStore(t *testing.T, b backend) {
 		}
 	})
 
+	t.Run("Closed", func(t *testing.T) {
+		t.Parallel()
+		s := b.open(t)
+		write(t, s, Update{Vector: vec("1", nil), Enter: []string{"s"}})
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for name, do := range map[string]func() error{
+			"Get":            func() error { _, err := s.Get(ctx, "user", "1"); return err },
+			"GetMany":        func() error { _, _, err := s.GetMany(ctx, "user", []string{"1"}); return err },
+			"Write":          func() error { return s.Write(ctx, []Update{{Vector: vec("2", nil)}}) },
+			"SegmentCount":   func() error { _, err := s.SegmentCount(ctx, "user", "s"); return err },
+			"SegmentMembers": func() error { _, _, err := s.SegmentMembers(ctx, "user", "s", "", 10); return err },
+			"Close":          s.Close,
+		} {
+			if err := do(); !errors.Is(err, ErrClosed) {
+				t.Errorf("%s after Close: %v, want ErrClosed", name, err)
+			}
+		}
+	})
+
 	t.Run("BadNames", func(t *testing.T) {
 		t.Parallel()
 		s := b.open(t)
