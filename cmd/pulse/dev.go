@@ -27,6 +27,11 @@ func runDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return configError(err)
 	}
+	return dev(ctx, cfg, *demoTraffic)
+}
+
+// dev runs every service of `pulse dev` on cfg until ctx ends.
+func dev(ctx context.Context, cfg *config.Config, demoTraffic bool) error {
 	log := slog.Default()
 
 	// pulse dev binds 127.0.0.1 only, whatever the config says.
@@ -68,12 +73,12 @@ func runDev(ctx context.Context, args []string) error {
 	if err := startWebhooks(ctx, g, cfg); err != nil {
 		return err
 	}
-	if *demoTraffic {
+	if demoTraffic {
 		if err := startDemo(ctx, g, cfg); err != nil {
 			return err
 		}
 	}
-	printDevBanner(cfg, *demoTraffic)
+	printDevBanner(cfg, demoTraffic)
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pulse-rt/pulse/config"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestDevEndToEnd runs `pulse dev` on the example config (on free ports)
+// and follows an event as a user would: posted to ingest, its features
+// readable from the scorer within a second, a prediction with the demo
+// model, the segment it entered.
+func TestDevEndToEnd(t *testing.T) {
+	cfg, err := config.Load("../../examples/ecommerce/pulse.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DataDir = t.TempDir()
+	cfg.Store.Path = filepath.Join(cfg.DataDir, "store")
+	cfg.Kafka.Brokers = []string{fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	cfg.Ingest.Listen = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.Scorer.Listen = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.Stream.Listen = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- dev(ctx, cfg, false) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("pulse dev: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			var buf strings.Builder
+			_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
+			t.Errorf("pulse dev did not stop within 30s; goroutines:\n%s", buf.String())
+		}
+	})
+
+	ingest, scorer := "http://"+cfg.Ingest.Listen, "http://"+cfg.Scorer.Listen
+	call := func(method, url, key, body string) (int, string) {
+		req, _ := http.NewRequest(method, url, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if key != "" {
+			req.SetBasicAuth(key, "")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	waitFor := func(what string, d time.Duration, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(d)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %s", what, d)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("ingest and scorer ready", 30*time.Second, func() bool {
+		a, _ := call("GET", ingest+"/readyz", "", "")
+		b, _ := call("GET", scorer+"/healthz", "", "")
+		return a == 200 && b == 200
+	})
+
+	body := `{"batch":[
+	  {"type":"identify","userId":"612","traits":{"country":"FR"}},
+	  {"type":"track","userId":"612","event":"Order Completed","properties":{"revenue":420}},
+	  {"type":"track","userId":"612","event":"Order Completed","properties":{"revenue":180}}]}`
+	// The stream may still be joining its group: the first write can take
+	// a moment, so give the first event up to 10s, then time the second.
+	if code, b := call("POST", ingest+"/v1/batch", "dev-write-key", body); code != 200 {
+		t.Fatalf("batch: %d %s", code, b)
+	}
+	var entity struct {
+		Features map[string]any `json:"features"`
+		Segments []string       `json:"segments"`
+	}
+	getEntity := func() bool {
+		code, b := call("GET", scorer+"/v1/entities/user/612", "dev-read-key", "")
+		if code != 200 {
+			return false
+		}
+		if err := json.Unmarshal([]byte(b), &entity); err != nil {
+			t.Fatalf("entity: %v: %s", err, b)
+		}
+		return true
+	}
+	waitFor("user 612 in the online store", 10*time.Second, func() bool { return getEntity() && entity.Features["orders_lifetime"] == 2.0 })
+	if entity.Features["revenue_30d"] != 600.0 || entity.Features["country"] != "FR" {
+		t.Fatalf("features: %v", entity.Features)
+	}
+	if !contains(entity.Segments, "big_spenders") {
+		t.Fatalf("segments %v: want big_spenders (revenue_30d 600 > 500)", entity.Segments)
+	}
+
+	// Freshness as a user sees it: accepted -> readable within a second.
+	start := time.Now()
+	if code, b := call("POST", ingest+"/v1/track", "dev-write-key", `{"userId":"612","event":"Order Completed","properties":{"revenue":1}}`); code != 200 {
+		t.Fatalf("track: %d %s", code, b)
+	}
+	waitFor("the new order readable", time.Second, func() bool { return getEntity() && entity.Features["orders_lifetime"] == 3.0 })
+	t.Logf("event accepted -> readable from the scorer in %s", time.Since(start))
+
+	code, b := call("POST", scorer+"/v1/predict", "", `{"api_key":"dev-read-key","model":"purchase_propensity","features":[{"user":{"id":612}},{"user":{"id":"nobody"}}]}`)
+	if code != 200 {
+		t.Fatalf("predict: %d %s", code, b)
+	}
+	var preds []map[string]any
+	if err := json.Unmarshal([]byte(b), &preds); err != nil || len(preds) != 2 {
+		t.Fatalf("predict answer %s: %v", b, err)
+	}
+	if preds[0]["model_used"] != true || preds[1]["model_used"] != false || preds[1]["prediction"] != "no" {
+		t.Fatalf("predictions: %s", b)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
