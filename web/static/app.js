@@ -63,6 +63,7 @@
 
   var nf = new Intl.NumberFormat(undefined);
   var nf2 = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
+  var money = new Intl.NumberFormat(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 
   function ago(t) {
     var s = Math.max(0, Math.round((Date.now() - t) / 1000));
@@ -264,21 +265,23 @@
     for (var i = 0; i < h.length; i++) { if (h[i][0] >= now - HOUR) { first = h[i]; break; } }
     if (!first && h.length) first = h[0];
     var d = first ? n - first[1] : 0;
-    c.delta.textContent = (d > 0 ? '+' : d < 0 ? '−' : '±') + nf.format(Math.abs(d)) + ' 1h';
+    c.delta.textContent = (d > 0 ? '+' : d < 0 ? '−' : '±') + nf.format(Math.abs(d)) + ' in 1h';
     c.delta.className = 'delta' + (d > 0 ? ' up' : d < 0 ? ' down' : '');
     drawSpark(c.spark, h, n, now);
   }
 
   function drawSpark(svg, h, current, now) {
     var pts = h.filter(function (p) { return p[0] >= now - HOUR; });
-    // Carry the last count from before the hour in, so the line starts at the left.
+    // Carry the last count from before the hour in, so the line starts at
+    // the left; with less history, the first count known stands for it.
     var before = h.filter(function (p) { return p[0] < now - HOUR; });
     if (before.length) pts.unshift([now - HOUR, before[before.length - 1][1]]);
+    else if (pts.length) pts.unshift([now - HOUR, pts[0][1]]);
     pts.push([now, current]);
     var lo = Infinity, hi = -Infinity;
     pts.forEach(function (p) { lo = Math.min(lo, p[1]); hi = Math.max(hi, p[1]); });
     if (hi === lo) { hi += 1; lo = Math.max(0, lo - 1); }
-    var t0 = Math.min(pts[0][0], now - 5 * 60000);
+    var t0 = now - HOUR;
     var xy = pts.map(function (p) {
       var x = (p[0] - t0) / (now - t0) * 100;
       var y = 38 - (p[1] - lo) / (hi - lo) * 34;
@@ -427,7 +430,7 @@
     if (Array.isArray(v)) return v.length ? v.map(function (x) { return formatValue('', x); }).join(', ') : '—';
     if (typeof v === 'number') {
       if (/_at$|^first_seen$/.test(name) && v > 1e11) return v ? new Date(v).toLocaleString() : 'never';
-      if (/revenue|order_value|spend/.test(name)) return '$' + nf2.format(v);
+      if (/revenue|order_value|spend/.test(name)) return '$' + money.format(v);
       return nf2.format(v);
     }
     if (typeof v === 'boolean') return v ? 'yes' : 'no';

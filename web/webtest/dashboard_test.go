@@ -1,0 +1,308 @@
+// Package webtest drives the dashboard in a real headless Chromium against
+// a stand-in for the scorer API whose live feed is the real scorer.Live
+// reading an in-process Kafka (kfake).
+package webtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/scorer"
+	"github.com/pulse-rt/pulse/segment"
+	"github.com/pulse-rt/pulse/web"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+)
+
+const testConfig = `
+keys:
+  - name: reader
+    key: rk
+    scopes: [read]
+segments:
+  - name: big_spenders
+    description: Spent over $500 in the last 30 days
+    rule: 'revenue_30d > 500'
+  - name: active_shoppers
+    description: Viewed 3 or more products in the last hour
+    rule: 'products_viewed_1h >= 3'
+  - name: cart_abandoners
+    description: Added to cart today but no order in 24 hours
+    rule: 'cart_adds_24h > 0 && orders_24h == 0'
+`
+
+// fakeScorer answers the scorer API from memory, except the live feed.
+type fakeScorer struct {
+	cfg     *config.Config
+	live    *scorer.Live
+	static  fasthttp.RequestHandler
+	mu      sync.Mutex
+	members map[string][]string
+}
+
+func (f *fakeScorer) setMembers(seg string, ids ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.members[seg] = ids
+}
+
+func (f *fakeScorer) handler(ctx *fasthttp.RequestCtx) {
+	path := string(ctx.Path())
+	if strings.HasPrefix(path, "/v1/") && path != "/v1/segments/live" && path != "/v1/predict" &&
+		string(ctx.Request.Header.Peek("Authorization")) != "Bearer rk" {
+		ctx.SetStatusCode(401)
+		ctx.SetBodyString(`{"success":false,"error":"unknown API key"}`)
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	writeJSON := func(v any) {
+		b, _ := json.Marshal(v)
+		ctx.SetContentType("application/json")
+		ctx.SetBody(b)
+	}
+	switch {
+	case path == "/config.js":
+		ctx.SetContentType("text/javascript")
+		ctx.SetBodyString(`window.PULSE_CONFIG = {"readKey":"rk","models":["purchase_propensity"]};`)
+	case path == "/v1/segments/live":
+		f.live.ServeSSE(ctx)
+	case path == "/v1/segments":
+		var segs []map[string]any
+		for _, s := range f.cfg.Segments {
+			segs = append(segs, map[string]any{"name": s.Name, "description": s.Description, "entity": "user", "rule": s.Rule, "members": len(f.members[s.Name])})
+		}
+		writeJSON(map[string]any{"segments": segs})
+	case strings.HasSuffix(path, "/members"):
+		name := strings.TrimSuffix(strings.TrimPrefix(path, "/v1/segments/"), "/members")
+		writeJSON(map[string]any{"segment": name, "entity": "user", "members": f.members[name], "next_cursor": ""})
+	case strings.HasPrefix(path, "/v1/entities/user/"):
+		id := strings.TrimPrefix(path, "/v1/entities/user/")
+		if id != "612" {
+			ctx.SetStatusCode(404)
+			ctx.SetBodyString(`{"success":false,"error":"no such entity"}`)
+			return
+		}
+		writeJSON(map[string]any{"entity": "user", "id": id, "updated_at": time.Now().UTC(),
+			"segments": []string{"big_spenders"},
+			"features": map[string]any{"revenue_30d": 742.5, "orders_30d": 3, "products_viewed_1h": 2, "country": "GB", "recent_categories": []string{"Shoes", "Books"}}})
+	case path == "/v1/predict":
+		writeJSON([]map[string]any{{"model_used": true, "prediction": "yes", "score": 0.83, "uuid": "u-1"}})
+	default:
+		f.static(ctx)
+	}
+}
+
+// chromium finds the browser, failing (never skipping) without one.
+func chromium(t *testing.T) string {
+	if p := os.Getenv("PULSE_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("no Chromium found: install it (apt-get install -y chromium, or scripts/install-test-deps.sh) or set PULSE_CHROMIUM to a Chrome binary")
+	return ""
+}
+
+func artifactsDir(t *testing.T) string {
+	if d := os.Getenv("PULSE_TEST_ARTIFACTS"); d != "" {
+		if err := os.MkdirAll(d, 0o755); err == nil {
+			return d
+		}
+	}
+	return t.TempDir()
+}
+
+func TestDashboardShowsLiveChanges(t *testing.T) {
+	browser := chromium(t)
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Close()
+	cfg, err := config.Parse([]byte(testConfig), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Kafka.Brokers = emb.Addrs()
+	cfg.Kafka.Partitions = 2
+	producer, err := kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	bg, cancelBg := context.WithCancel(context.Background())
+	defer cancelBg()
+	if err := kafka.EnsureTopics(bg, producer, cfg.Kafka); err != nil {
+		t.Fatal(err)
+	}
+	live := scorer.NewLive(cfg, scorer.LiveOptions{Heartbeat: time.Second})
+	go live.Run(bg)
+
+	sub, _ := fs.Sub(web.Static, "static")
+	fake := &fakeScorer{cfg: cfg, live: live, members: map[string][]string{
+		"big_spenders":    {"101", "202"},
+		"active_shoppers": {"7"},
+	}, static: fasthttpadaptor.NewFastHTTPHandler(http.FileServerFS(sub))}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: fake.handler}
+	go srv.Serve(ln)
+	defer srv.Shutdown()
+	url := "http://" + ln.Addr().String() + "/"
+
+	produce := func(seg, id, change string) {
+		t.Helper()
+		rec := segment.Record{ID: fmt.Sprintf("%s-%s-%s-%d", seg, id, change, time.Now().UnixNano()), Segment: seg, Entity: "user", EntityID: id, Change: change, At: time.Now().UTC()}
+		v, _ := json.Marshal(rec)
+		if err := producer.ProduceSync(bg, &kgo.Record{Topic: cfg.Kafka.Topics.Segments, Key: []byte(id), Value: v}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(browser),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1440, 1000),
+	}
+	for _, f := range []string{"headless", "no-sandbox", "disable-gpu", "disable-dev-shm-usage", "no-first-run",
+		"disable-background-networking", "disable-component-update", "disable-sync", "no-default-browser-check"} {
+		opts = append(opts, chromedp.Flag(f, true))
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(bg, opts...)
+	defer cancelAlloc()
+	var consoleMu sync.Mutex
+	var logs []string
+	cctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithLogf(func(f string, a ...any) {
+		consoleMu.Lock()
+		logs = append(logs, fmt.Sprintf(f, a...))
+		consoleMu.Unlock()
+	}))
+	defer cancelBrowser()
+	ctx, cancel := context.WithTimeout(cctx, 50*time.Second)
+	defer cancel()
+
+	dir := artifactsDir(t)
+	shot := func(name string) {
+		sctx, scancel := context.WithTimeout(cctx, 10*time.Second)
+		defer scancel()
+		chromedp.Run(sctx, chromedp.Evaluate[bool](`window.scrollTo(0, 0), true`))
+		png, err := chromedp.Run(sctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Logf("screenshot failed: %v", err)
+			return
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, png, 0o644); err == nil {
+			t.Logf("screenshot: %s", p)
+		}
+	}
+	defer func() {
+		if t.Failed() {
+			shot("dashboard-failure.png")
+			consoleMu.Lock()
+			t.Logf("browser log: %s", strings.Join(logs, "\n"))
+			consoleMu.Unlock()
+		} else if os.Getenv("PULSE_TEST_ARTIFACTS") != "" {
+			shot("dashboard.png")
+		}
+	}()
+
+	countOf := func(seg string) string {
+		return fmt.Sprintf(`[data-segment=%q] .count`, seg)
+	}
+	// waitText polls until sel's text is want.
+	waitText := func(sel, want string) {
+		t.Helper()
+		var got string
+		deadline := time.Now().Add(15 * time.Second)
+		for time.Now().Before(deadline) {
+			var err error
+			got, err = chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf(`(function(){var e=document.querySelector(%q);return e?e.textContent:"";})()`, sel)))
+			if err != nil {
+				t.Fatalf("reading %s: %v", sel, err)
+			}
+			if strings.TrimSpace(got) == want {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("%s: text %q, want %q", sel, got, want)
+	}
+
+	// The page loads with the dev key from /config.js and shows the counts.
+	if err := chromedp.Do(ctx, chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS(countOf("big_spenders")))); err != nil {
+		t.Fatalf("dashboard did not show segments: %v", err)
+	}
+	waitText(countOf("big_spenders"), "2")
+	waitText(countOf("active_shoppers"), "1")
+	waitText(countOf("cart_abandoners"), "0")
+	waitText("#status .status-text", "Live")
+
+	// A customer enters big_spenders: the store has them and the topic says so.
+	fake.setMembers("big_spenders", "101", "202", "612")
+	produce("big_spenders", "612", "enter")
+	waitText(countOf("big_spenders"), "3")
+	waitText(`#feed .feed-item.enter[data-segment="big_spenders"] .linklike`, "User 612")
+	// And one leaves active_shoppers.
+	fake.setMembers("active_shoppers")
+	produce("active_shoppers", "7", "exit")
+	waitText(countOf("active_shoppers"), "0")
+	waitText(`#feed .feed-item.exit[data-segment="active_shoppers"] .linklike`, "User 7")
+	feedLen, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#feed .feed-item").length`))
+	if err != nil || feedLen != 2 {
+		t.Fatalf("feed has %d items (%v), want 2", feedLen, err)
+	}
+
+	// Members of a segment, then a customer's profile with a prediction.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`[data-segment="big_spenders"].segment`))); err != nil {
+		t.Fatal(err)
+	}
+	waitText("#members-title", "Big spenders")
+	waitText("#members-list li:last-child button", "User 612")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#members-list li:last-child button"))); err != nil {
+		t.Fatal(err)
+	}
+	waitText(`.profile[data-user="612"] .prediction .label`, "yes")
+	waitText(`.profile .pill-seg`, "Big spenders")
+
+	// An unknown customer gets a polite empty state.
+	if err := chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.CSS("#lookup-id"), "999"),
+		chromedp.Click(chromedp.CSS("#lookup-form button"))); err != nil {
+		t.Fatal(err)
+	}
+	waitText("#lookup-result .empty strong", "No customer with id “999” yet")
+
+	// Back to a state worth a screenshot: a profile on screen.
+	if err := chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.CSS("#lookup-id"), "612"),
+		chromedp.Click(chromedp.CSS("#lookup-form button"))); err != nil {
+		t.Fatal(err)
+	}
+	waitText(`.profile[data-user="612"] .prediction .label`, "yes")
+	for i, id := range []string{"31", "44", "58"} {
+		produce([]string{"cart_abandoners", "active_shoppers", "big_spenders"}[i], id, []string{"enter", "enter", "exit"}[i])
+	}
+	waitText(`#feed .feed-item:first-child .linklike`, "User 58")
+}
