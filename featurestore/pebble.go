@@ -143,6 +143,9 @@ func (p *Pebble) Write(ctx context.Context, batch []Update) error {
 	if err := checkBatch(batch); err != nil {
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed.Load() {

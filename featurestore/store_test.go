@@ -207,6 +207,16 @@ func testStore(t *testing.T, b backend) {
 		if err != nil || !slices.Equal(ids, []string{"b", "c"}) || next != "" {
 			t.Fatalf("page after a non-member: %q %q %v", ids, next, err)
 		}
+		// Both backends order ids by bytes, whatever they hold.
+		odd := []string{"é", "a", "B", "\x01", "a\x00", "Z", "~", "10", "9"}
+		for _, id := range odd {
+			write(t, s, Update{Vector: vec(id, nil), Enter: []string{"odd"}})
+		}
+		want := slices.Clone(odd)
+		slices.Sort(want)
+		if got := members(t, s, "odd"); !slices.Equal(got, want) {
+			t.Fatalf("members in order %q, want %q", got, want)
+		}
 	})
 
 	t.Run("MembersPagination", func(t *testing.T) {
