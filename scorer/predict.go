@@ -1,7 +1,6 @@
 package scorer
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/internal/httpapi"
 	"github.com/valyala/fasthttp"
@@ -19,13 +17,13 @@ import (
 
 // scratch is one request's reusable memory.
 type scratch struct {
-	ids    []string
-	inline []map[string]any
-	x      []float64
-	out    []float64
-	uuids  []byte
-	buf    []byte
-	miss   []string
+	body  predictBody
+	ids   []string
+	x     []float64
+	out   []float64
+	uuids []byte
+	buf   []byte
+	miss  []string
 }
 
 // Prediction is one answer of POST /v1/predict, in the order of the request's rows.
@@ -46,124 +44,53 @@ type Prediction struct {
 }
 
 func (s *Server) predict(ctx *fasthttp.RequestCtx) {
-	body := ctx.PostBody()
-	var req struct {
-		APIKey   string           `json:"api_key"`
-		Model    string           `json:"model"`
-		Features *json.RawMessage `json:"features"`
-	}
-	if err := json.UnmarshalNoEscape(body, &req); err != nil {
-		if !s.authorize(ctx, config.ScopeRead, "") && httpapi.KeyFromHeaders(ctx) != "" {
+	sc := s.scratch.Get().(*scratch)
+	defer s.scratch.Put(sc)
+	req := &sc.body
+	err := parsePredict(ctx.PostBody(), req, maxPredictRows)
+	if err != nil && !errors.Is(err, errRows) {
+		// Say what is wrong with the body only to a caller we know.
+		if httpapi.KeyFromHeaders(ctx) != "" && !s.authorize(ctx, config.ScopeRead, "") {
 			return
 		}
-		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "invalid JSON: "+jsonProblem(err))
+		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
-	if !s.authorize(ctx, config.ScopeRead, req.APIKey) {
+	if !s.authorize(ctx, config.ScopeRead, req.apiKey) {
 		return
 	}
-	if req.Model == "" {
+	if err != nil {
+		httpapi.WriteError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("features: over the %d row limit", maxPredictRows))
+		return
+	}
+	if req.model == "" {
 		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, `model: required, e.g. {"model": "purchase_propensity", "features": [{"user": {"id": 612}}]}`)
 		return
 	}
 	set := s.models.Load()
-	m := set.byName[req.Model]
+	m := set.byName[req.model]
 	if m == nil {
-		if why, ok := set.failed[req.Model]; ok {
+		if why, ok := set.failed[req.model]; ok {
 			ctx.Response.Header.Set("Retry-After", "30")
-			httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, "model "+strconv.Quote(req.Model)+" is not loaded: "+why)
+			httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, "model "+strconv.Quote(req.model)+" is not loaded: "+why)
 			return
 		}
-		httpapi.WriteError(ctx, fasthttp.StatusNotFound, "unknown model "+strconv.Quote(req.Model))
+		httpapi.WriteError(ctx, fasthttp.StatusNotFound, "unknown model "+strconv.Quote(req.model))
 		return
 	}
-	if req.Features == nil {
+	if !req.features {
 		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, `features: required: a list of rows like {"`+m.entity+`": {"id": 612}}`)
 		return
 	}
-	sc := s.scratch.Get().(*scratch)
-	defer s.scratch.Put(sc)
-	if status, err := sc.decodeRows(*req.Features, m.entity); err != nil {
-		httpapi.WriteError(ctx, status, err.Error())
-		return
+	sc.ids = sc.ids[:0]
+	for i := range req.rows {
+		if string(req.rows[i].entity) != m.entity {
+			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("features[%d]: the model scores %q entities, got %q", i, m.entity, req.rows[i].entity))
+			return
+		}
+		sc.ids = append(sc.ids, req.rows[i].id)
 	}
 	s.score(ctx, m, sc)
-}
-
-// decodeRows reads the features list into sc.ids and sc.inline.
-func (sc *scratch) decodeRows(raw []byte, entity string) (int, error) {
-	var rows []map[string]map[string]any
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if err := dec.Decode(&rows); err != nil {
-		return fasthttp.StatusBadRequest, fmt.Errorf(`features: want a list of rows like {"%s": {"id": 612}}: %s`, entity, jsonProblem(err))
-	}
-	if len(rows) > maxPredictRows {
-		return fasthttp.StatusRequestEntityTooLarge, fmt.Errorf("features: %d rows, over the %d row limit", len(rows), maxPredictRows)
-	}
-	sc.ids = sc.ids[:0]
-	sc.inline = sc.inline[:0]
-	for i, row := range rows {
-		if len(row) != 1 {
-			return fasthttp.StatusBadRequest, fmt.Errorf(`features[%d]: want exactly one key, the entity type (%q), like {"%s": {"id": 612}}`, i, entity, entity)
-		}
-		feats, ok := row[entity]
-		if !ok {
-			for k := range row {
-				return fasthttp.StatusBadRequest, fmt.Errorf("features[%d]: the model scores %q entities, got %q", i, entity, k)
-			}
-		}
-		id, err := rowID(feats["id"])
-		if err != nil {
-			return fasthttp.StatusBadRequest, fmt.Errorf("features[%d].%s.id: %w", i, entity, err)
-		}
-		delete(feats, "id")
-		for k, v := range feats {
-			f, err := inlineValue(v)
-			if err != nil {
-				return fasthttp.StatusBadRequest, fmt.Errorf("features[%d].%s.%s: %w", i, entity, k, err)
-			}
-			feats[k] = f
-		}
-		sc.ids = append(sc.ids, id)
-		sc.inline = append(sc.inline, feats)
-	}
-	return 0, nil
-}
-
-func rowID(v any) (string, error) {
-	switch x := v.(type) {
-	case string:
-		if x != "" {
-			return x, nil
-		}
-	case json.Number:
-		return x.String(), nil
-	case nil:
-		return "", errors.New("required")
-	}
-	return "", errors.New("want a non-empty string or a number")
-}
-
-// inlineValue turns a request-time feature into a model input.
-func inlineValue(v any) (float64, error) {
-	switch x := v.(type) {
-	case json.Number:
-		return strconv.ParseFloat(string(x), 64)
-	case bool:
-		if x {
-			return 1, nil
-		}
-		return 0, nil
-	case nil:
-		return math.NaN(), nil // explicitly missing
-	case string:
-		if f, err := strconv.ParseFloat(strings.TrimSpace(x), 64); err == nil {
-			return f, nil
-		}
-		return 0, fmt.Errorf("want a number, got the string %q", x)
-	}
-	return 0, fmt.Errorf("want a number, got %T", v)
 }
 
 // storedValue turns a stored feature into a model input: numbers as they
@@ -211,12 +138,15 @@ func (s *Server) score(ctx *fasthttp.RequestCtx, m *served, sc *scratch) {
 	for i := 0; i < n; i++ {
 		x := sc.x[i*nf : (i+1)*nf]
 		out := sc.out[i*k : (i+1)*k]
-		inline := sc.inline[i]
+		inline := sc.body.kv[sc.body.rows[i].kv[0]:sc.body.rows[i].kv[1]]
 		sc.miss = sc.miss[:0]
+	inputs:
 		for j, name := range m.inputs {
-			if v, ok := inline[name]; ok {
-				x[j] = v.(float64)
-				continue
+			for k := range inline {
+				if string(inline[k].name) == name {
+					x[j] = inline[k].value
+					continue inputs
+				}
 			}
 			if found[i] {
 				if v, ok := vecs[i].Features[name]; ok {
@@ -343,13 +273,6 @@ func grow[T any](s []T, n int) []T {
 		return make([]T, n)
 	}
 	return s[:n]
-}
-
-// jsonProblem shortens a decoder error to what the client must fix.
-func jsonProblem(err error) string {
-	msg := err.Error()
-	msg = strings.TrimPrefix(msg, "json: ")
-	return msg
 }
 
 // appendString appends s as a JSON string.

@@ -58,7 +58,7 @@ type harness struct {
 }
 
 // newConfig writes the test config and its models to a temp dir.
-func newConfig(t *testing.T, yaml string) *config.Config {
+func newConfig(t testing.TB, yaml string) *config.Config {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "models"), 0o755); err != nil {
@@ -78,7 +78,7 @@ func newConfig(t *testing.T, yaml string) *config.Config {
 	return cfg
 }
 
-func writeFile(t *testing.T, path, data string) {
+func writeFile(t testing.TB, path, data string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
 		t.Fatal(err)
@@ -133,7 +133,7 @@ func (h *harness) do(method, path, key, body string) (int, string) {
 }
 
 // seed writes users the way the stream would.
-func seed(t *testing.T, st featurestore.Store, users map[string]map[string]any, segs map[string][]string) {
+func seed(t testing.TB, st featurestore.Store, users map[string]map[string]any, segs map[string][]string) {
 	t.Helper()
 	var batch []featurestore.Update
 	for id, f := range users {
