@@ -45,6 +45,7 @@ type shopper struct {
 	known       bool // identified already
 	country     string
 	lastSeen    time.Time
+	busyUntil   time.Time // not picked again before
 	viewed      []product // this session
 	cart        []product
 	spendFactor float64 // heavy users spend more
@@ -111,7 +112,12 @@ func NewGenerator(seed uint64, users int) *Generator {
 // Next returns the events of one shopper's next step at now: usually one
 // event, two when a session starts, three for a new user.
 func (g *Generator) Next(now time.Time) []Event {
+	// Heavy users come back often, but one person does not act twice a
+	// second, nor shop again right after an order.
 	u := g.users[g.zipf.Uint64()]
+	for try := 0; try < 8 && now.Before(u.busyUntil); try++ {
+		u = g.users[g.zipf.Uint64()]
+	}
 	var out []Event
 	if u.lastSeen.IsZero() || now.Sub(u.lastSeen) > 30*time.Minute {
 		if !u.known {
@@ -124,10 +130,14 @@ func (g *Generator) Next(now time.Time) []Event {
 		out = append(out, g.track(now, u, "Session Started", map[string]any{"referrer": []string{"google", "direct", "email", "instagram"}[g.rng.IntN(4)]}))
 	}
 	u.lastSeen = now
+	u.busyUntil = now.Add(time.Second + time.Duration(g.rng.Int64N(int64(3*time.Second))))
 	p := g.rng.Float64()
 	switch {
-	case len(u.cart) > 0 && p < 0.16*u.spendFactor:
+	case len(u.cart) > 0 && p < 0.12*math.Sqrt(u.spendFactor):
 		out = append(out, g.order(now, u))
+		// Gone for a while after buying: a new session when they are back.
+		u.busyUntil = now.Add(time.Minute + time.Duration(g.rng.Int64N(int64(3*time.Minute))))
+		u.lastSeen = now.Add(-31 * time.Minute)
 	case len(u.viewed) > 0 && p < 0.40:
 		item := u.viewed[g.rng.IntN(len(u.viewed))]
 		u.cart = append(u.cart, item)
@@ -158,7 +168,7 @@ func (g *Generator) order(now time.Time, u *shopper) Event {
 		revenue += item.Price * float64(qty)
 	}
 	// Lognormal basket noise (shipping, upsells, big gifts), more for heavy users.
-	revenue *= math.Exp(0.25*g.rng.NormFloat64()) * u.spendFactor
+	revenue *= math.Exp(0.5*g.rng.NormFloat64()) * u.spendFactor
 	revenue = math.Round(revenue*100) / 100
 	u.cart = nil
 	g.n++

@@ -111,7 +111,7 @@ func TestFeedsTheExampleSegments(t *testing.T) {
 	for _, n := range users {
 		top = max(top, n)
 	}
-	if top < len(evs)/40 || len(users) < 200 {
+	if top < len(evs)/200 || len(users) < 200 {
 		t.Fatalf("not heavy-tailed: top user %d of %d events, %d users", top, len(evs), len(users))
 	}
 }

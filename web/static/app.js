@@ -166,7 +166,9 @@
   function record(name, count, t) {
     var h = state.history[name] || (state.history[name] = []);
     var last = h[h.length - 1];
-    if (!last || last[1] !== count || t - last[0] > 60000) h.push([t, count]);
+    // One sample per 10 s at most keeps an hour small enough for localStorage.
+    if (last && t - last[0] < 10000 && h.length > 1) last[1] = count;
+    else if (!last || last[1] !== count || t - last[0] > 60000) h.push([t, count]);
     while (h.length > 2 && h[1][0] < t - HOUR) h.shift();
     saveHistory();
   }
@@ -273,15 +275,15 @@
   function drawSpark(svg, h, current, now) {
     var pts = h.filter(function (p) { return p[0] >= now - HOUR; });
     // Carry the last count from before the hour in, so the line starts at
-    // the left; with less history, the first count known stands for it.
+    // the left.
     var before = h.filter(function (p) { return p[0] < now - HOUR; });
     if (before.length) pts.unshift([now - HOUR, before[before.length - 1][1]]);
-    else if (pts.length) pts.unshift([now - HOUR, pts[0][1]]);
     pts.push([now, current]);
     var lo = Infinity, hi = -Infinity;
     pts.forEach(function (p) { lo = Math.min(lo, p[1]); hi = Math.max(hi, p[1]); });
     if (hi === lo) { hi += 1; lo = Math.max(0, lo - 1); }
-    var t0 = now - HOUR;
+    // Less than an hour known (the page is new): stretch what is known.
+    var t0 = Math.max(now - HOUR, Math.min(pts[0][0], now - 2 * 60000));
     var xy = pts.map(function (p) {
       var x = (p[0] - t0) / (now - t0) * 100;
       var y = 38 - (p[1] - lo) / (hi - lo) * 34;
@@ -430,7 +432,7 @@
     if (Array.isArray(v)) return v.length ? v.map(function (x) { return formatValue('', x); }).join(', ') : '—';
     if (typeof v === 'number') {
       if (/_at$|^first_seen$/.test(name) && v > 1e11) return v ? new Date(v).toLocaleString() : 'never';
-      if (/revenue|order_value|spend/.test(name)) return '$' + money.format(v);
+      if (/revenue|order_value|spend|max_order|amount|price/.test(name)) return '$' + money.format(v);
       return nf2.format(v);
     }
     if (typeof v === 'boolean') return v ? 'yes' : 'no';
