@@ -186,8 +186,9 @@ func appendFloat(dst []byte, f float64) []byte {
 
 // Decode reads a vector Encode wrote. Entity and ID are left empty (the
 // store fills them from the key); times are UTC. It fails on an unknown
-// version, on truncated or trailing bytes and on anything else Encode never
-// writes.
+// version, truncated or trailing bytes, unknown tags or flags, duplicate
+// names and nesting deeper than 32, and never allocates much more than
+// len(b), whatever b holds.
 func Decode(b []byte) (Vector, error) {
 	// One string holds every name and string value of the vector: one
 	// allocation instead of one per string.
