@@ -187,8 +187,8 @@ func appendFloat(dst []byte, f float64) []byte {
 // Decode reads a vector Encode wrote. Entity and ID are left empty (the
 // store fills them from the key); times are UTC. It fails on an unknown
 // version, truncated or trailing bytes, unknown tags or flags, duplicate
-// names and nesting deeper than 32, and never allocates much more than
-// len(b), whatever b holds.
+// names and nesting deeper than 32; whatever b holds, it allocates at most
+// a small multiple of len(b) (a count never exceeds the bytes left).
 func Decode(b []byte) (Vector, error) {
 	// One string holds every name and string value of the vector: one
 	// allocation instead of one per string.
