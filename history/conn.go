@@ -1,0 +1,54 @@
+package history
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/pulse-rt/pulse/config"
+)
+
+// ErrDisabled is returned by Open when the config names no ClickHouse.
+var ErrDisabled = errors.New("history is off: clickhouse.addr is not set")
+
+// Open connects to the configured ClickHouse over the native protocol. The
+// connection is a pool, safe for concurrent use; it redials after the
+// server comes back. The database need not exist yet (Migrate creates it).
+func Open(c config.ClickHouse) (driver.Conn, error) {
+	if c.Addr == "" {
+		return nil, ErrDisabled
+	}
+	user := c.User
+	if user == "" {
+		user = "default"
+	}
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr: []string{c.Addr},
+		// The server's default database, not ours: queries name their
+		// database, and ours may not exist before Migrate.
+		Auth:            clickhouse.Auth{Database: "default", Username: user, Password: c.Password},
+		DialTimeout:     5 * time.Second,
+		ReadTimeout:     5 * time.Minute,
+		MaxOpenConns:    8,
+		MaxIdleConns:    4,
+		ConnMaxLifetime: time.Hour,
+		Compression:     &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot open clickhouse %s: %w", c.Addr, err)
+	}
+	return conn, nil
+}
+
+// Ping checks that ClickHouse answers.
+func Ping(ctx context.Context, conn driver.Conn) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := conn.Ping(ctx); err != nil {
+		return fmt.Errorf("clickhouse unreachable: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,442 @@
+package history
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+	"time"
+
+	json "github.com/goccy/go-json"
+	"github.com/pulse-rt/pulse/event"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// DerivedMessageID is the id of an event record that carries no messageId
+// (apps may produce to pulse.events directly): its position in the log, so
+// a replay of the record gets the same id and collapses.
+func DerivedMessageID(topic string, partition int32, offset int64) string {
+	return topic + "/" + strconv.FormatInt(int64(partition), 10) + "/" + strconv.FormatInt(offset, 10)
+}
+
+// eventRows is a batch of events rows, column by column, in table order.
+type eventRows struct {
+	messageID, typ, evt, name, userID, anonymousID, entityID, previousID, groupID []string
+	timestamp                                                                     []time.Time
+	timestampMs                                                                   []int64
+	receivedAt                                                                    []time.Time
+	receivedAtMs, sentAtMs, originalMs                                            []int64
+	properties, traits, context, integrations, featureSet                         []string
+	revenue, total                                                                []*float64
+	orderID, productID                                                            []string
+	partition                                                                     []int32
+	offset                                                                        []int64
+}
+
+func (r *eventRows) len() int { return len(r.messageID) }
+
+func (r *eventRows) columns() []any {
+	return []any{r.messageID, r.typ, r.evt, r.name, r.userID, r.anonymousID, r.entityID, r.previousID, r.groupID,
+		r.timestamp, r.timestampMs, r.receivedAt, r.receivedAtMs, r.sentAtMs, r.originalMs,
+		r.properties, r.traits, r.context, r.integrations, r.featureSet,
+		r.revenue, r.total, r.orderID, r.productID, r.partition, r.offset}
+}
+
+func (r *eventRows) reset() { *r = eventRows{} }
+
+// wireEvent is a pulse.events record as the writer reads it: the maps stay
+// raw JSON, which is what the table stores.
+type wireEvent struct {
+	Type              event.Type      `json:"type"`
+	MessageID         string          `json:"messageId"`
+	UserID            string          `json:"userId"`
+	AnonymousID       string          `json:"anonymousId"`
+	PreviousID        string          `json:"previousId"`
+	GroupID           string          `json:"groupId"`
+	Event             string          `json:"event"`
+	Name              string          `json:"name"`
+	Properties        json.RawMessage `json:"properties"`
+	Traits            json.RawMessage `json:"traits"`
+	Context           json.RawMessage `json:"context"`
+	Integrations      json.RawMessage `json:"integrations"`
+	Timestamp         time.Time       `json:"timestamp"`
+	OriginalTimestamp time.Time       `json:"originalTimestamp"`
+	SentAt            time.Time       `json:"sentAt"`
+	ReceivedAt        time.Time       `json:"receivedAt"`
+	FeatureSet        string          `json:"featureSet"`
+}
+
+// ecommerce are the Segment ecommerce properties kept as columns.
+type ecommerce struct {
+	Revenue   any `json:"revenue"`
+	Total     any `json:"total"`
+	OrderID   any `json:"order_id"`
+	ProductID any `json:"product_id"`
+}
+
+// addEvent appends one pulse.events record. It accepts exactly what
+// event.Unmarshal accepts; anything else is returned as an error for the
+// caller to keep in invalid_events.
+func (r *eventRows) addEvent(rec *kgo.Record) error {
+	var w wireEvent
+	if err := json.Unmarshal(rec.Value, &w); err != nil || !fastValid(&w) {
+		// The slow path gives event.Unmarshal's own verdict and message.
+		e, err := event.Unmarshal(rec.Value)
+		if err != nil {
+			return err
+		}
+		w = wireEvent{Type: e.Type, MessageID: e.MessageID, UserID: e.UserID, AnonymousID: e.AnonymousID,
+			PreviousID: e.PreviousID, GroupID: e.GroupID, Event: e.Event, Name: e.Name,
+			Timestamp: e.Timestamp, OriginalTimestamp: e.OriginalTimestamp, SentAt: e.SentAt, ReceivedAt: e.ReceivedAt,
+			FeatureSet: e.FeatureSet}
+		w.Properties, _ = json.Marshal(e.Properties)
+		w.Traits, _ = json.Marshal(e.Traits)
+		w.Context, _ = json.Marshal(e.Context)
+		w.Integrations, _ = json.Marshal(e.Integrations)
+	}
+	if w.Timestamp.IsZero() {
+		w.Timestamp = w.ReceivedAt
+	}
+	if w.MessageID == "" {
+		w.MessageID = DerivedMessageID(rec.Topic, rec.Partition, rec.Offset)
+	}
+	entity := w.UserID
+	if entity == "" {
+		entity = w.AnonymousID
+	}
+	var ec ecommerce
+	if p := w.Properties; len(p) > 2 && (bytes.Contains(p, []byte(`"revenue"`)) || bytes.Contains(p, []byte(`"total"`)) ||
+		bytes.Contains(p, []byte(`"order_id"`)) || bytes.Contains(p, []byte(`"product_id"`))) {
+		_ = json.Unmarshal(p, &ec) // properties is a valid object here; odd value types just stay unset
+	}
+	r.messageID = append(r.messageID, w.MessageID)
+	r.typ = append(r.typ, string(w.Type))
+	r.evt = append(r.evt, w.Event)
+	r.name = append(r.name, w.Name)
+	r.userID = append(r.userID, w.UserID)
+	r.anonymousID = append(r.anonymousID, w.AnonymousID)
+	r.entityID = append(r.entityID, entity)
+	r.previousID = append(r.previousID, w.PreviousID)
+	r.groupID = append(r.groupID, w.GroupID)
+	r.timestamp = append(r.timestamp, w.Timestamp)
+	r.timestampMs = append(r.timestampMs, w.Timestamp.UnixMilli())
+	r.receivedAt = append(r.receivedAt, w.ReceivedAt)
+	r.receivedAtMs = append(r.receivedAtMs, millisOrZero(w.ReceivedAt))
+	r.sentAtMs = append(r.sentAtMs, millisOrZero(w.SentAt))
+	r.originalMs = append(r.originalMs, millisOrZero(w.OriginalTimestamp))
+	r.properties = append(r.properties, object(w.Properties))
+	r.traits = append(r.traits, object(w.Traits))
+	r.context = append(r.context, object(w.Context))
+	r.integrations = append(r.integrations, object(w.Integrations))
+	r.featureSet = append(r.featureSet, w.FeatureSet)
+	r.revenue = append(r.revenue, number(ec.Revenue))
+	r.total = append(r.total, number(ec.Total))
+	r.orderID = append(r.orderID, text(ec.OrderID))
+	r.productID = append(r.productID, text(ec.ProductID))
+	r.partition = append(r.partition, rec.Partition)
+	r.offset = append(r.offset, rec.Offset)
+	return nil
+}
+
+// fastValid applies event.Unmarshal's rules to a record the fast decoder
+// read; maps that are not objects fail here and take the slow path.
+func fastValid(w *wireEvent) bool {
+	if !w.Type.Valid() || (w.UserID == "" && w.AnonymousID == "") || (w.Type == event.Track && w.Event == "") {
+		return false
+	}
+	if w.Timestamp.IsZero() && w.ReceivedAt.IsZero() {
+		return false
+	}
+	for _, m := range [...]json.RawMessage{w.Properties, w.Traits, w.Context, w.Integrations} {
+		if len(m) > 0 && m[0] != '{' && !bytes.Equal(m, []byte("null")) {
+			return false
+		}
+	}
+	return true
+}
+
+func millisOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+// object is a raw JSON object as stored: "{}" when absent or null.
+func object(m json.RawMessage) string {
+	if len(m) == 0 || bytes.Equal(m, []byte("null")) {
+		return "{}"
+	}
+	return string(m)
+}
+
+func number(v any) *float64 {
+	if v == nil {
+		return nil
+	}
+	f, ok := event.Number(v)
+	if !ok {
+		return nil
+	}
+	return &f
+}
+
+func text(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	case bool:
+		return strconv.FormatBool(x)
+	}
+	return ""
+}
+
+// invalidRows is a batch of invalid_events rows.
+type invalidRows struct {
+	messageID, errText, field []string
+	index                     []int32
+	source, keyName           []string
+	receivedAt                []time.Time
+	receivedAtMs              []int64
+	event, topic              []string
+	partition                 []int32
+	offset                    []int64
+}
+
+func (r *invalidRows) len() int { return len(r.messageID) }
+
+func (r *invalidRows) columns() []any {
+	return []any{r.messageID, r.errText, r.field, r.index, r.source, r.keyName, r.receivedAt, r.receivedAtMs,
+		r.event, r.topic, r.partition, r.offset}
+}
+
+func (r *invalidRows) reset() { *r = invalidRows{} }
+
+// deadLetter is the JSON of a pulse.events.invalid record (ingest.DeadLetter).
+type deadLetter struct {
+	Error      string          `json:"error"`
+	Field      string          `json:"field"`
+	Index      int32           `json:"index"`
+	Source     string          `json:"source"`
+	Key        string          `json:"keyName"`
+	ReceivedAt time.Time       `json:"receivedAt"`
+	MessageID  string          `json:"messageId"`
+	Event      json.RawMessage `json:"event"`
+}
+
+func (r *invalidRows) addDeadLetter(rec *kgo.Record) error {
+	var d deadLetter
+	if err := json.Unmarshal(rec.Value, &d); err != nil {
+		return fmt.Errorf("cannot decode dead letter: %w", err)
+	}
+	if d.MessageID == "" {
+		d.MessageID = DerivedMessageID(rec.Topic, rec.Partition, rec.Offset)
+	}
+	if d.ReceivedAt.IsZero() {
+		d.ReceivedAt = rec.Timestamp
+	}
+	r.add(d, rec)
+	return nil
+}
+
+// addUnreadable keeps a record of any topic that the writer could not
+// decode, so that nothing on the topics is lost without trace.
+func (r *invalidRows) addUnreadable(rec *kgo.Record, err error) {
+	raw := rec.Value
+	if !json.Valid(raw) {
+		raw, _ = json.Marshal(string(raw))
+	}
+	r.add(deadLetter{
+		Error:      fmt.Sprintf("history: cannot read %s record: %v", rec.Topic, err),
+		Source:     "history",
+		ReceivedAt: rec.Timestamp,
+		MessageID:  DerivedMessageID(rec.Topic, rec.Partition, rec.Offset),
+		Event:      raw,
+	}, rec)
+}
+
+func (r *invalidRows) add(d deadLetter, rec *kgo.Record) {
+	r.messageID = append(r.messageID, d.MessageID)
+	r.errText = append(r.errText, d.Error)
+	r.field = append(r.field, d.Field)
+	r.index = append(r.index, d.Index)
+	r.source = append(r.source, d.Source)
+	r.keyName = append(r.keyName, d.Key)
+	r.receivedAt = append(r.receivedAt, d.ReceivedAt)
+	r.receivedAtMs = append(r.receivedAtMs, millisOrZero(d.ReceivedAt))
+	r.event = append(r.event, string(d.Event))
+	r.topic = append(r.topic, rec.Topic)
+	r.partition = append(r.partition, rec.Partition)
+	r.offset = append(r.offset, rec.Offset)
+}
+
+// segmentRows is a batch of segment_changes rows.
+type segmentRows struct {
+	changeID, segment, entity, entityID, change []string
+	at                                          []time.Time
+	atMs                                        []int64
+	features                                    []string
+	partition                                   []int32
+	offset                                      []int64
+}
+
+func (r *segmentRows) len() int { return len(r.changeID) }
+
+func (r *segmentRows) columns() []any {
+	return []any{r.changeID, r.segment, r.entity, r.entityID, r.change, r.at, r.atMs, r.features, r.partition, r.offset}
+}
+
+func (r *segmentRows) reset() { *r = segmentRows{} }
+
+// wireChange is a pulse.segments record (segment.Record) with its features raw.
+type wireChange struct {
+	ID       string          `json:"change_id"`
+	Segment  string          `json:"segment"`
+	Entity   string          `json:"entity"`
+	EntityID string          `json:"id"`
+	Change   string          `json:"change"`
+	At       time.Time       `json:"at"`
+	Features json.RawMessage `json:"features"`
+}
+
+func (r *segmentRows) addChange(rec *kgo.Record) error {
+	var c wireChange
+	if err := json.Unmarshal(rec.Value, &c); err != nil {
+		return fmt.Errorf("cannot decode segment change: %w", err)
+	}
+	if c.Segment == "" || c.EntityID == "" {
+		return fmt.Errorf("segment change without segment or id")
+	}
+	if c.ID == "" {
+		c.ID = DerivedMessageID(rec.Topic, rec.Partition, rec.Offset)
+	}
+	if c.At.IsZero() {
+		c.At = rec.Timestamp
+	}
+	r.changeID = append(r.changeID, c.ID)
+	r.segment = append(r.segment, c.Segment)
+	r.entity = append(r.entity, c.Entity)
+	r.entityID = append(r.entityID, c.EntityID)
+	r.change = append(r.change, c.Change)
+	r.at = append(r.at, c.At)
+	r.atMs = append(r.atMs, c.At.UnixMilli())
+	r.features = append(r.features, object(c.Features))
+	r.partition = append(r.partition, rec.Partition)
+	r.offset = append(r.offset, rec.Offset)
+	return nil
+}
+
+// predictionRows is a batch of predictions rows.
+type predictionRows struct {
+	uuid, model, version, entity, entityID, features []string
+	score                                            []*float64
+	scores, prediction                               []string
+	modelUsed                                        []uint8
+	at                                               []time.Time
+	atMs                                             []int64
+	partition                                        []int32
+	offset                                           []int64
+}
+
+func (r *predictionRows) len() int { return len(r.uuid) }
+
+func (r *predictionRows) columns() []any {
+	return []any{r.uuid, r.model, r.version, r.entity, r.entityID, r.features, r.score, r.scores, r.prediction,
+		r.modelUsed, r.at, r.atMs, r.partition, r.offset}
+}
+
+func (r *predictionRows) reset() { *r = predictionRows{} }
+
+// wirePrediction is a pulse.predictions record, read tolerantly: ids and
+// versions may be numbers, at may be RFC 3339 or epoch milliseconds, score a
+// number or a list of class probabilities, prediction any JSON value.
+type wirePrediction struct {
+	UUID       json.RawMessage `json:"uuid"`
+	Model      json.RawMessage `json:"model"`
+	Version    json.RawMessage `json:"version"`
+	Entity     json.RawMessage `json:"entity"`
+	ID         json.RawMessage `json:"id"`
+	Features   json.RawMessage `json:"features"`
+	Score      json.RawMessage `json:"score"`
+	Prediction json.RawMessage `json:"prediction"`
+	ModelUsed  json.RawMessage `json:"model_used"`
+	At         json.RawMessage `json:"at"`
+}
+
+func (r *predictionRows) addPrediction(rec *kgo.Record) error {
+	var p wirePrediction
+	if err := json.Unmarshal(rec.Value, &p); err != nil {
+		return fmt.Errorf("cannot decode prediction: %w", err)
+	}
+	id := rawText(p.UUID)
+	if id == "" {
+		id = DerivedMessageID(rec.Topic, rec.Partition, rec.Offset)
+	}
+	at := rawTime(p.At)
+	if at.IsZero() {
+		at = rec.Timestamp
+	}
+	entity := rawText(p.Entity)
+	if entity == "" {
+		entity = "user"
+	}
+	var score *float64
+	var v any
+	if json.Unmarshal(p.Score, &v) == nil {
+		if list, ok := v.([]any); ok && len(list) > 0 {
+			v = list[0]
+		}
+		score = number(v)
+	}
+	used := uint8(1)
+	if b := bytes.TrimSpace(p.ModelUsed); bytes.Equal(b, []byte("false")) || bytes.Equal(b, []byte("0")) {
+		used = 0
+	}
+	scores := string(bytes.TrimSpace(p.Score))
+	r.uuid = append(r.uuid, id)
+	r.model = append(r.model, rawText(p.Model))
+	r.version = append(r.version, rawText(p.Version))
+	r.entity = append(r.entity, entity)
+	r.entityID = append(r.entityID, rawText(p.ID))
+	r.features = append(r.features, object(p.Features))
+	r.score = append(r.score, score)
+	r.scores = append(r.scores, scores)
+	r.prediction = append(r.prediction, rawText(p.Prediction))
+	r.modelUsed = append(r.modelUsed, used)
+	r.at = append(r.at, at)
+	r.atMs = append(r.atMs, at.UnixMilli())
+	r.partition = append(r.partition, rec.Partition)
+	r.offset = append(r.offset, rec.Offset)
+	return nil
+}
+
+// rawText is a JSON string's text, or any other JSON value as written.
+func rawText(m json.RawMessage) string {
+	m = bytes.TrimSpace(m)
+	if len(m) == 0 || bytes.Equal(m, []byte("null")) {
+		return ""
+	}
+	if m[0] == '"' {
+		var s string
+		if json.Unmarshal(m, &s) == nil {
+			return s
+		}
+	}
+	return string(m)
+}
+
+// rawTime reads RFC 3339 text or epoch milliseconds.
+func rawTime(m json.RawMessage) time.Time {
+	s := rawText(m)
+	if s == "" {
+		return time.Time{}
+	}
+	if ms, err := strconv.ParseFloat(s, 64); err == nil {
+		return time.UnixMilli(int64(ms)).UTC()
+	}
+	if t, err := event.ParseTime(s); err == nil {
+		return t.UTC()
+	}
+	return time.Time{}
+}

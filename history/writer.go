@@ -1,0 +1,274 @@
+package history
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// WriterOptions tune the Writer. Zero values take the defaults.
+type WriterOptions struct {
+	// Group is the Kafka consumer group, overriding the default pulse-history.
+	Group string
+	// BatchRows flushes once this many records are buffered. Default 50000.
+	BatchRows int
+	// FlushInterval flushes a non-empty batch this long after its first
+	// record, however small. Default 1s.
+	FlushInterval time.Duration
+	// MaxBackoff caps the wait between retries of a failed insert. Default 10s.
+	MaxBackoff time.Duration
+	// ShutdownTimeout bounds the last flush when ctx ends. Default 10s.
+	ShutdownTimeout time.Duration
+}
+
+func (o *WriterOptions) ensureDefaults() {
+	if o.Group == "" {
+		o.Group = "pulse-history"
+	}
+	if o.BatchRows <= 0 {
+		o.BatchRows = 50_000
+	}
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = time.Second
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 10 * time.Second
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 10 * time.Second
+	}
+}
+
+// Writer copies pulse.events, pulse.events.invalid, pulse.segments and
+// pulse.predictions into ClickHouse. Its whole life is Run.
+type Writer struct {
+	cfg  *config.Config
+	opts WriterOptions
+	conn driver.Conn
+	cl   *kgo.Client
+	log  *slog.Logger
+
+	events      eventRows
+	invalid     invalidRows
+	segments    segmentRows
+	predictions predictionRows
+	first       time.Time // when the oldest buffered record was added
+}
+
+// NewWriter connects to ClickHouse (cfg.ClickHouse) and joins the consumer
+// group on cfg.Kafka. It neither creates the schema nor fetches until Run.
+func NewWriter(cfg *config.Config, opts WriterOptions, log *slog.Logger) (*Writer, error) {
+	opts.ensureDefaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	conn, err := Open(cfg.ClickHouse)
+	if err != nil {
+		return nil, err
+	}
+	t := cfg.Kafka.Topics
+	cl, err := kafka.NewClient(cfg.Kafka,
+		kgo.ConsumerGroup(opts.Group),
+		kgo.ConsumeTopics(t.Events, t.Invalid, t.Segments, t.Predictions),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.DisableAutoCommit(),
+		// Partitions stay put while a batch is buffered, so another member
+		// does not insert the same records meanwhile.
+		kgo.BlockRebalanceOnPoll(),
+		kgo.FetchMaxBytes(64<<20),
+		kgo.FetchMaxPartitionBytes(16<<20),
+	)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return &Writer{cfg: cfg, opts: opts, conn: conn, cl: cl, log: log.With("service", "history")}, nil
+}
+
+// Run migrates the schema, then consumes and writes until ctx ends. It
+// flushes and commits what it holds before returning nil on cancellation.
+// ClickHouse being down is not an error: Run waits and retries, and the
+// records wait in Kafka.
+func (w *Writer) Run(ctx context.Context) error {
+	defer func() {
+		// Close leaves the group, which waits for a blocked rebalance.
+		w.cl.AllowRebalance()
+		w.cl.Close()
+		w.conn.Close()
+	}()
+	if err := w.retry(ctx, "create schema", func(ctx context.Context) error {
+		return Migrate(ctx, w.conn, w.cfg.ClickHouse.Database)
+	}); err != nil {
+		return nil // ctx ended
+	}
+	if w.cfg.Kafka.CreateTopics == nil || *w.cfg.Kafka.CreateTopics {
+		if err := kafka.EnsureTopics(ctx, w.cl, w.cfg.Kafka); err != nil && ctx.Err() == nil {
+			w.log.Warn("cannot create topics; consuming those that exist", "err", err)
+		}
+	}
+	w.log.Info("history writer started", "group", w.opts.Group, "database", w.cfg.ClickHouse.Database)
+	for {
+		pollCtx, cancel := ctx, context.CancelFunc(func() {})
+		if w.pending() > 0 {
+			pollCtx, cancel = context.WithDeadline(ctx, w.first.Add(w.opts.FlushInterval))
+		}
+		fetches := w.cl.PollRecords(pollCtx, w.opts.BatchRows-w.pending())
+		cancel()
+		if fetches.IsClientClosed() {
+			return errors.New("kafka client closed")
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				w.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+			}
+		})
+		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			if n := len(p.Records); n > 0 {
+				lag := p.HighWatermark - p.Records[n-1].Offset - 1
+				consumerLag.WithLabelValues(p.Topic, strconv.Itoa(int(p.Partition))).Set(float64(lag))
+			}
+		})
+		fetches.EachRecord(w.add)
+		if ctx.Err() != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), w.opts.ShutdownTimeout)
+			err := w.flush(sctx)
+			cancel()
+			if err != nil {
+				w.log.Warn("history writer stopped with an unwritten batch; Kafka replays it", "rows", w.pending(), "err", err)
+			}
+			return nil
+		}
+		if w.pending() >= w.opts.BatchRows || (w.pending() > 0 && time.Since(w.first) >= w.opts.FlushInterval) {
+			if err := w.flush(ctx); err != nil {
+				continue // ctx ended: the loop's shutdown path tries once more
+			}
+		}
+		if w.pending() == 0 {
+			w.cl.AllowRebalance()
+		}
+	}
+}
+
+func (w *Writer) pending() int {
+	return w.events.len() + w.invalid.len() + w.segments.len() + w.predictions.len()
+}
+
+// add files one record into its table's batch.
+func (w *Writer) add(rec *kgo.Record) {
+	if w.pending() == 0 {
+		w.first = time.Now()
+	}
+	t := w.cfg.Kafka.Topics
+	var err error
+	switch rec.Topic {
+	case t.Events:
+		err = w.events.addEvent(rec)
+	case t.Invalid:
+		err = w.invalid.addDeadLetter(rec)
+	case t.Segments:
+		err = w.segments.addChange(rec)
+	case t.Predictions:
+		err = w.predictions.addPrediction(rec)
+	default:
+		err = fmt.Errorf("unexpected topic")
+	}
+	if err != nil {
+		unreadable.WithLabelValues(rec.Topic).Inc()
+		w.invalid.addUnreadable(rec, err)
+	}
+}
+
+// flush inserts every buffered batch, retrying until ClickHouse takes them
+// or ctx ends, then commits the offsets of everything polled. A table whose
+// insert succeeded is not inserted again when another table's is retried.
+func (w *Writer) flush(ctx context.Context) error {
+	type batch struct {
+		t       *table
+		len     func() int
+		columns func() []any
+		reset   func()
+	}
+	batches := []batch{
+		{&eventsTable, w.events.len, w.events.columns, w.events.reset},
+		{&invalidTable, w.invalid.len, w.invalid.columns, w.invalid.reset},
+		{&segmentsTable, w.segments.len, w.segments.columns, w.segments.reset},
+		{&predictionsTable, w.predictions.len, w.predictions.columns, w.predictions.reset},
+	}
+	for _, b := range batches {
+		if b.len() == 0 {
+			continue
+		}
+		err := w.retry(ctx, "insert into "+b.t.name, func(ctx context.Context) error {
+			start := time.Now()
+			if err := insertColumns(ctx, w.conn, b.t.insertSQL(w.cfg.ClickHouse.Database), b.columns()); err != nil {
+				return err
+			}
+			insertSeconds.WithLabelValues(b.t.name).Observe(time.Since(start).Seconds())
+			rowsWritten.WithLabelValues(b.t.name).Add(float64(b.len()))
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		b.reset()
+	}
+	// Every polled record is in the batches just written, so "uncommitted"
+	// is exactly what ClickHouse now holds.
+	if err := w.cl.CommitUncommittedOffsets(ctx); err != nil {
+		commitErrors.Inc()
+		w.log.Warn("cannot commit offsets; the records will be replayed and collapse on their ids", "err", err)
+	}
+	return nil
+}
+
+// retry runs f until it succeeds or ctx ends, backing off exponentially.
+func (w *Writer) retry(ctx context.Context, what string, f func(context.Context) error) error {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := f(ctx)
+		if err == nil {
+			if attempt > 1 {
+				w.log.Info("clickhouse is back", "op", what, "attempts", attempt)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		insertRetries.Inc()
+		w.log.Warn("clickhouse refused; retrying", "op", what, "attempt", attempt, "in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, w.opts.MaxBackoff)
+	}
+}
+
+// insertColumns sends one INSERT of whole columns, the fast path of
+// clickhouse-go (no per-row reflection).
+func insertColumns(ctx context.Context, conn driver.Conn, sql string, cols []any) error {
+	b, err := conn.PrepareBatch(ctx, sql)
+	if err != nil {
+		return fmt.Errorf("cannot prepare insert: %w", err)
+	}
+	for i, c := range cols {
+		if err := b.Column(i).Append(c); err != nil {
+			b.Abort()
+			return fmt.Errorf("cannot append column %d: %w", i, err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("cannot send insert: %w", err)
+	}
+	return nil
+}
