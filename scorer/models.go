@@ -105,6 +105,25 @@ func loadModel(cfg *config.Config, mc config.Model, old *served) (*served, error
 	if old != nil && old.version == version && sameConfig(old, mc) {
 		return old, nil
 	}
+	s, err := buildModel(mc, path, data, version)
+	if err != nil {
+		return nil, err
+	}
+	s.register(old)
+	return s, nil
+}
+
+func parseModel(cfg *config.Config, mc config.Model) (*served, error) {
+	path := cfg.Resolve(mc.Path)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read model %s: %w", mc.Name, err)
+	}
+	return buildModel(mc, path, data, "")
+}
+
+// buildModel parses data and checks it against mc.
+func buildModel(mc config.Model, path string, data []byte, version string) (*served, error) {
 	m, err := model.Parse(data, mc.Format)
 	if err != nil {
 		return nil, fmt.Errorf("model %s (%s): %w", mc.Name, path, err)
@@ -132,14 +151,26 @@ func loadModel(cfg *config.Config, mc config.Model, old *served) (*served, error
 	if err := s.checkLabels(mc); err != nil {
 		return nil, fmt.Errorf("model %s (%s): %w", mc.Name, path, err)
 	}
-	s.evalSeconds = modelSeconds.WithLabelValues(mc.Name)
-	s.used = predictions.WithLabelValues(mc.Name, "true")
-	s.unused = predictions.WithLabelValues(mc.Name, "false")
+	return s, nil
+}
+
+// CheckModel loads the model file mc names and checks it against the
+// config exactly as the scorer will at start and reload: the format, the
+// feature count and order, the labels. Meant for `pulse validate`.
+func CheckModel(cfg *config.Config, mc config.Model) error {
+	_, err := parseModel(cfg, mc)
+	return err
+}
+
+// register publishes the model's metrics series.
+func (s *served) register(old *served) {
+	s.evalSeconds = modelSeconds.WithLabelValues(s.name)
+	s.used = predictions.WithLabelValues(s.name, "true")
+	s.unused = predictions.WithLabelValues(s.name, "false")
 	if old != nil {
 		modelInfo.DeleteLabelValues(old.name, old.version, old.format)
 	}
 	modelInfo.WithLabelValues(s.name, s.version, s.format).Set(1)
-	return s, nil
 }
 
 func sameConfig(s *served, mc config.Model) bool {
