@@ -284,3 +284,13 @@ func counterValue(c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+func benchConfig(native, db string, brokers []string) *config.Config {
+	cfg := &config.Config{}
+	cfg.Kafka.Brokers = brokers
+	cfg.Kafka.Partitions = 4
+	cfg.ClickHouse.Addr = native
+	cfg.ClickHouse.Database = db
+	cfg.ApplyDefaults()
+	return cfg
+}
