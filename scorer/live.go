@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	json "github.com/goccy/go-json"
@@ -42,12 +43,11 @@ import (
 // Live is safe for concurrent use. Run it once; ServeSSE answers requests
 // from any number of goroutines.
 type Live struct {
-	cfg      *config.Config
-	topic    string
-	keys     *httpapi.Keys
-	log      *slog.Logger
-	opts     LiveOptions
-	segments map[string]bool
+	cfg   *config.Config
+	topic string
+	log   *slog.Logger
+	opts  LiveOptions
+	auth  atomic.Pointer[liveAuth] // swapped by Reload
 
 	mu    sync.Mutex
 	ring  []liveRecord // circular; ring[(start+i)%len] for i < count
@@ -79,6 +79,24 @@ type LiveOptions struct {
 	// Log overrides slog.Default().
 	Log *slog.Logger
 }
+
+// liveAuth is what a reload changes: the keys and the segment names.
+type liveAuth struct {
+	keys     *httpapi.Keys
+	segments map[string]bool
+}
+
+func newLiveAuth(cfg *config.Config) *liveAuth {
+	a := &liveAuth{keys: httpapi.NewKeys(cfg.Keys), segments: map[string]bool{}}
+	for _, s := range cfg.Segments {
+		a.segments[s.Name] = true
+	}
+	return a
+}
+
+// Reload takes the keys and segment names of a new config; streams already
+// open keep their filter. Kafka settings are not reloaded.
+func (l *Live) Reload(cfg *config.Config) { l.auth.Store(newLiveAuth(cfg)) }
 
 // liveRecord is one buffered record: its position, what filters see, and
 // the JSON sent as the event's data.
@@ -132,24 +150,20 @@ func NewLive(cfg *config.Config, opts LiveOptions) *Live {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	segs := map[string]bool{}
-	for _, s := range cfg.Segments {
-		segs[s.Name] = true
+	l := &Live{
+		cfg:   cfg,
+		topic: cfg.Kafka.Topics.Segments,
+		log:   opts.Log.With("component", "live"),
+		opts:  opts,
+		ring:  make([]liveRecord, opts.Buffer),
+		next:  map[int32]int64{},
+		first: map[int32]int64{},
+		wake:  make(chan struct{}),
+		ready: make(chan struct{}),
+		done:  make(chan struct{}),
 	}
-	return &Live{
-		cfg:      cfg,
-		topic:    cfg.Kafka.Topics.Segments,
-		keys:     httpapi.NewKeys(cfg.Keys),
-		log:      opts.Log.With("component", "live"),
-		opts:     opts,
-		segments: segs,
-		ring:     make([]liveRecord, opts.Buffer),
-		next:     map[int32]int64{},
-		first:    map[int32]int64{},
-		wake:     make(chan struct{}),
-		ready:    make(chan struct{}),
-		done:     make(chan struct{}),
-	}
+	l.Reload(cfg)
+	return l
 }
 
 // Ready reports whether Run has found the topic and started reading it.
@@ -358,7 +372,8 @@ type liveSubscription struct {
 // resumes a stream; history=N starts a fresh one with up to N recent
 // records.
 func (l *Live) ServeSSE(ctx *fasthttp.RequestCtx) {
-	if _, retry, err := l.keys.Check(httpapi.KeyFromHeaders(ctx), config.ScopeRead); err != nil {
+	auth := l.auth.Load()
+	if _, retry, err := auth.keys.Check(httpapi.KeyFromHeaders(ctx), config.ScopeRead); err != nil {
 		httpapi.WriteAuthError(ctx, err, retry)
 		return
 	}
@@ -371,7 +386,7 @@ func (l *Live) ServeSSE(ctx *fasthttp.RequestCtx) {
 			if name == "" {
 				continue
 			}
-			if !l.segments[name] {
+			if !auth.segments[name] {
 				unknown = append(unknown, name)
 			}
 			sub.filter[name] = true
@@ -432,10 +447,18 @@ func (l *Live) stream(w *bufio.Writer, conn net.Conn, sub *liveSubscription) err
 	}
 	heartbeat := time.NewTicker(l.opts.Heartbeat)
 	defer heartbeat.Stop()
-	select {
-	case <-l.ready:
-	case <-l.done:
-		return errLiveClosed
+	for waiting := true; waiting; {
+		select {
+		case <-l.ready:
+			waiting = false
+		case <-l.done:
+			return errLiveClosed
+		case <-heartbeat.C:
+			w.WriteString(": waiting for the segments topic\n\n")
+			if err := flush(); err != nil {
+				return err
+			}
+		}
 	}
 	sent := ""
 	for {

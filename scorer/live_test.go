@@ -43,6 +43,7 @@ type liveEnv struct {
 	cfg     *config.Config
 	produce *kgo.Client
 	seq     int
+	live    *scorer.Live // the last started
 }
 
 func newLiveEnv(t *testing.T) *liveEnv {
@@ -108,6 +109,7 @@ func (e *liveEnv) send(n int, abort bool) []segment.Record {
 func (e *liveEnv) start(opts scorer.LiveOptions) (url string, stop func()) {
 	e.t.Helper()
 	live := scorer.NewLive(e.cfg, opts)
+	e.live = live
 	ctx, cancel := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)
 	go func() { runDone <- live.Run(ctx) }()
@@ -318,8 +320,18 @@ func TestLiveAuthAndBadRequests(t *testing.T) {
 	f("/v1/segments/live?api_key=wk", nil, 403)
 	f("/v1/segments/live?api_key=rk&segment=a,zz", nil, 400)
 	f("/v1/segments/live?api_key=rk", map[string]string{"Last-Event-ID": "garbage"}, 400)
+	f("/v1/segments/live?api_key=rk&history=many", nil, 400)
+	// A reload brings new segments and keys.
+	cfg2, err := config.Parse([]byte(strings.Replace(liveTestConfig, "  - name: b\n", "  - name: zz\n    rule: 'x > 0'\n  - name: b\n", 1)), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg2.Keys[0].Key = "rk2"
+	e.live.Reload(cfg2)
+	f("/v1/segments/live?api_key=rk&segment=a", nil, 401)
+	connect(t, url+"/v1/segments/live?api_key=rk2&segment=a,zz", "")
 	req, _ := http.NewRequest("GET", url+"/v1/segments/live", nil)
-	req.Header.Set("Authorization", "Bearer rk")
+	req.Header.Set("Authorization", "Bearer rk2")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
