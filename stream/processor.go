@@ -66,6 +66,9 @@ type Processor struct {
 	ready atomic.Pointer[error]
 }
 
+// errKill, returned by a test hook, stops Run at once as a crash would.
+var errKill = errors.New("killed by test hook")
+
 // entity is the only entity type the stream computes today; features of
 // other entities are reported by New and skipped.
 const entity = aggregate.DefaultEntity
@@ -164,6 +167,9 @@ func (p *Processor) Run(ctx context.Context) error {
 	p.cl = cl
 	defer func() {
 		p.closeTasks(false)
+		// A poll that returned blocks rebalances until allowed; leaving
+		// the group on Close is a rebalance, so allow it or Close waits forever.
+		cl.AllowRebalance()
 		cl.Close()
 	}()
 	if p.cfg.Kafka.CreateTopics == nil || *p.cfg.Kafka.CreateTopics {
@@ -235,13 +241,16 @@ func (p *Processor) process(ctx context.Context, fetches kgo.Fetches) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			if errors.Is(errs[i], errKill) {
+				return errs[i]
+			}
 			p.log.Error("stream task failed; reopening it from its state", "partition", w.t.partition, "err", errs[i])
 			if err := p.reopenTask(ctx, w.t.partition); err != nil {
 				return err
 			}
 			continue
 		}
-		commit[w.t.partition] = kgo.EpochOffset{Epoch: -1, Offset: w.t.next()}
+		commit[w.t.partition] = kgo.EpochOffset{Epoch: -1, Offset: w.t.written.Load()}
 	}
 	if len(commit) > 0 {
 		// Best effort, for lag in standard tools: the truth is in Pebble

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -44,6 +45,10 @@ type task struct {
 	meta     meta
 	vals     []any
 	lagLabel string
+
+	// written is the input offset whose vectors are in the store: for lag
+	// and the consumer group commit.
+	written atomic.Int64
 
 	stop chan struct{}
 	done chan struct{}
@@ -119,6 +124,7 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 	if err := t.recover(ctx); err != nil {
 		return nil, err
 	}
+	t.written.Store(t.meta.next)
 	t.log.Info("partition ready", "next_offset", t.meta.next, "took", time.Since(start).Round(time.Millisecond))
 	go t.timerLoop()
 	return t, nil
@@ -469,6 +475,7 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	if x.timerFire > 0 {
 		mTimerFires.Add(float64(x.timerFire))
 	}
+	t.written.Store(next)
 	return t.hook("after-store-write")
 }
 

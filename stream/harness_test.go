@@ -1,0 +1,513 @@
+package stream
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	json "github.com/goccy/go-json"
+	"github.com/pulse-rt/pulse/aggregate"
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/internal/testenv"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/segment"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// t0 is the test's "now" at start; event times are around it.
+var t0 = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+
+const testConfig = `
+stream:
+  allowed_lateness: 2d
+  timer_interval: 20ms
+features:
+  - name: orders_1h
+    agg: count
+    event: Order Completed
+    window: 1h
+  - name: orders_30d
+    agg: count
+    event: Order Completed
+    window: 30d
+  - name: orders_lifetime
+    agg: count
+    event: Order Completed
+  - name: revenue_24h
+    agg: sum
+    event: Order Completed
+    field: properties.revenue
+    window: 24h
+  - name: max_order_7d
+    agg: max
+    event: Order Completed
+    field: properties.revenue
+    window: 7d
+  - name: products_24h
+    agg: distinct
+    event: Product Viewed
+    field: properties.product_id
+    window: 24h
+  - name: country
+    agg: last
+    field: traits.country
+  - name: recent
+    agg: last_n
+    event: Product Viewed
+    field: properties.product_id
+    n: 3
+segments:
+  - name: buyers
+    rule: 'orders_lifetime >= 3'
+  - name: odd_orders
+    rule: 'int(orders_lifetime) % 2 == 1'
+  - name: lapsing
+    rule: 'orders_lifetime >= 2 && orders_30d == 0'
+  - name: hot
+    rule: 'orders_1h >= 1'
+`
+
+// clock is a settable time for Options.Now.
+type clock struct{ ms atomic.Int64 }
+
+func newClock(t time.Time) *clock { c := &clock{}; c.set(t); return c }
+func (c *clock) now() time.Time   { return time.UnixMilli(c.ms.Load()).UTC() }
+func (c *clock) set(t time.Time)  { c.ms.Store(t.UnixMilli()) }
+
+// env is one test's Kafka, config and clock.
+type env struct {
+	t       testing.TB
+	cfg     *config.Config
+	brokers []string
+	clock   *clock
+	store   *memStore
+	prod    *kgo.Client
+}
+
+// newEnv starts an embedded kfake broker (or uses brokers) with fresh topics.
+func newEnv(t testing.TB, brokers []string) *env {
+	t.Helper()
+	cfg, err := config.Parse([]byte(testConfig), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if brokers == nil {
+		emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{Partitions: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(emb.Close)
+		brokers = emb.Addrs()
+	}
+	cfg.Kafka.Brokers = brokers
+	prefix := testenv.Topic(t, "s")
+	tp := &cfg.Kafka.Topics
+	tp.Events, tp.Invalid, tp.Segments, tp.State = prefix+".events", prefix+".invalid", prefix+".segments", prefix+".state"
+	cfg.Stream.Group = prefix + ".group"
+	cfg.DataDir = t.TempDir()
+	e := &env{t: t, cfg: cfg, brokers: brokers, clock: newClock(t0), store: newMemStore()}
+	e.prod, err = kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.prod.Close)
+	if err := kafka.EnsureTopics(context.Background(), e.prod, cfg.Kafka); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) processor(opts Options, dataDir string) *Processor {
+	e.t.Helper()
+	cfg := *e.cfg
+	if dataDir != "" {
+		cfg.DataDir = dataDir
+	}
+	opts.Now = e.clock.now
+	opts.SessionTimeout = 6 * time.Second
+	p, err := New(&cfg, e.store, opts)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+// run starts p and returns a stop function that waits for Run to return.
+func (e *env) run(p *Processor) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() { cancel(); err = <-errc })
+		return err
+	}
+	e.t.Cleanup(func() { stop() })
+	return stop
+}
+
+// produce writes raw records to the events topic and waits for the acks.
+func (e *env) produce(recs ...*kgo.Record) {
+	e.t.Helper()
+	for _, r := range recs {
+		r.Topic = e.cfg.Kafka.Topics.Events
+	}
+	if err := e.prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func eventRecord(t testing.TB, ev *event.Event) *kgo.Record {
+	b, err := ev.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &kgo.Record{Key: []byte(ev.EntityID()), Value: b}
+}
+
+func order(user, msgID string, at time.Time, revenue float64) *event.Event {
+	return &event.Event{Type: event.Track, Event: "Order Completed", UserID: user, MessageID: msgID,
+		Timestamp: at, ReceivedAt: at, Properties: map[string]any{"revenue": revenue}}
+}
+
+// endOffsets are the events topic's end offsets by partition.
+func (e *env) endOffsets() map[int32]int64 {
+	e.t.Helper()
+	ends, err := kadm.NewClient(e.prod).ListEndOffsets(context.Background(), e.cfg.Kafka.Topics.Events)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+	if len(out) == 0 {
+		e.t.Fatalf("no end offsets for %s", e.cfg.Kafka.Topics.Events)
+	}
+	return out
+}
+
+// waitCaughtUp waits until the processors' tasks together reached the end
+// of every partition.
+func (e *env) waitCaughtUp(timeout time.Duration, ps ...*Processor) {
+	e.t.Helper()
+	ends := e.endOffsets()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := map[int32]int64{}
+		for _, p := range ps {
+			for part, n := range p.offsets() {
+				got[part] = n
+			}
+		}
+		done := true
+		for part, end := range ends {
+			if got[part] < end {
+				done = false
+			}
+		}
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("processors did not catch up in %s: at %v, ends %v", timeout, got, ends)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// offsets are the next offsets of the processor's tasks.
+func (p *Processor) offsets() map[int32]int64 {
+	p.mu.Lock()
+	tasks := make([]*task, 0, len(p.tasks))
+	for _, t := range p.tasks {
+		if !t.failed {
+			tasks = append(tasks, t)
+		}
+	}
+	p.mu.Unlock()
+	out := map[int32]int64{}
+	for _, t := range tasks {
+		out[t.partition] = t.written.Load()
+	}
+	return out
+}
+
+// reference applies events once each (first messageId wins) with aggregate
+// directly and returns every user's values and segments at now.
+type reference struct {
+	set  *aggregate.Set
+	segs *segment.Set
+	st   map[string]*aggregate.State
+	seen map[string]bool
+}
+
+func newReference(t testing.TB, cfg *config.Config) *reference {
+	p, err := New(cfg, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &reference{set: p.features, segs: p.segments, st: map[string]*aggregate.State{}, seen: map[string]bool{}}
+}
+
+func (r *reference) apply(ev *event.Event) {
+	if r.seen[ev.MessageID] {
+		return
+	}
+	r.seen[ev.MessageID] = true
+	st := r.st[ev.EntityID()]
+	if st == nil {
+		st = r.set.NewState()
+		r.st[ev.EntityID()] = st
+	}
+	r.set.Apply(st, ev)
+}
+
+func (r *reference) vector(id string, now time.Time) (map[string]any, []string) {
+	vals := r.set.Values(r.st[id], now, nil)
+	feats := map[string]any{}
+	for i, n := range r.set.Names() {
+		feats[n] = vals[i]
+	}
+	m := r.segs.Eval(vals, now, nil)
+	members := r.segs.Members(m)
+	sort.Strings(members)
+	return feats, members
+}
+
+// check compares the store with the reference for every user.
+func (r *reference) check(t testing.TB, store *memStore, now time.Time) {
+	t.Helper()
+	bad := 0
+	for id := range r.st {
+		want, wantSegs := r.vector(id, now)
+		v, err := store.Get(context.Background(), entity, id)
+		if err != nil {
+			t.Errorf("user %s: %v", id, err)
+			bad++
+		} else if !reflect.DeepEqual(v.Features, want) || !reflect.DeepEqual(v.Segments, wantSegs) && len(v.Segments)+len(wantSegs) > 0 {
+			t.Errorf("user %s:\n got %v %v\nwant %v %v", id, v.Features, v.Segments, want, wantSegs)
+			bad++
+		}
+		if bad > 5 {
+			t.Fatal("too many differences")
+		}
+	}
+}
+
+// waitMatches waits until the store equals the reference.
+func (r *reference) waitMatches(t testing.TB, store *memStore, now time.Time, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		ok := true
+		for id := range r.st {
+			want, wantSegs := r.vector(id, now)
+			v, err := store.Get(context.Background(), entity, id)
+			if err != nil || !reflect.DeepEqual(v.Features, want) || !reflect.DeepEqual(v.Segments, wantSegs) && len(v.Segments)+len(wantSegs) > 0 {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.check(t, store, now)
+}
+
+// readTopic reads a topic from the start to its end, read_committed.
+func readTopic(t testing.TB, e *env, topic string) []*kgo.Record {
+	t.Helper()
+	cl, err := kafka.NewClient(e.cfg.Kafka, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []*kgo.Record
+	// Processors are stopped: everything is committed. Read until a poll
+	// brings nothing for a second.
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		if fs.NumRecords() == 0 {
+			return out
+		}
+		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	}
+}
+
+// segmentChanges reads pulse.segments and checks the exactly-once
+// invariants: no change_id twice, and per user and segment the changes
+// alternate enter, exit, enter, ... It returns the final memberships.
+func segmentChanges(t testing.TB, e *env) map[string][]string {
+	t.Helper()
+	state := map[string]map[string]bool{}
+	ids := map[string]bool{}
+	for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.Segments) {
+		var rec segment.Record
+		if err := json.Unmarshal(r.Value, &rec); err != nil {
+			t.Fatal(err)
+		}
+		if ids[rec.ID] {
+			t.Errorf("change %s (%s %s %s) written twice", rec.ID, rec.EntityID, rec.Change, rec.Segment)
+		}
+		ids[rec.ID] = true
+		m := state[rec.EntityID]
+		if m == nil {
+			m = map[string]bool{}
+			state[rec.EntityID] = m
+		}
+		in := rec.Change == segment.ChangeEnter
+		if m[rec.Segment] == in {
+			t.Errorf("user %s: %s %s twice in a row", rec.EntityID, rec.Change, rec.Segment)
+		}
+		m[rec.Segment] = in
+	}
+	out := map[string][]string{}
+	for id, m := range state {
+		for s, in := range m {
+			if in {
+				out[id] = append(out[id], s)
+			}
+		}
+		sort.Strings(out[id])
+	}
+	return out
+}
+
+// load is a reproducible stream of events for n users: orders, product
+// views, identifies, duplicates (same messageId again) and a few records
+// that are not events.
+func load(seed uint64, users, n int) (recs []*kgo.Record, evs []*event.Event) {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	var prev []*event.Event
+	for i := range n {
+		user := fmt.Sprintf("u%d", rng.IntN(users))
+		at := t0.Add(-time.Duration(rng.Int64N(int64(36 * time.Hour))))
+		var ev *event.Event
+		switch k := rng.IntN(20); {
+		case k == 0 && len(prev) > 0:
+			dup := *prev[rng.IntN(len(prev))]
+			ev = &dup // a retry: same messageId
+		case k == 1:
+			recs = append(recs, &kgo.Record{Key: []byte(user), Value: []byte(`{"type":"track","userId":"` + user + `"}`)})
+			continue
+		case k < 8:
+			ev = order(user, fmt.Sprintf("m%d-%d", seed, i), at, float64(rng.IntN(200)))
+		case k < 18:
+			ev = &event.Event{Type: event.Track, Event: "Product Viewed", UserID: user, MessageID: fmt.Sprintf("m%d-%d", seed, i),
+				Timestamp: at, ReceivedAt: at, Properties: map[string]any{"product_id": fmt.Sprintf("p%d", rng.IntN(30))}}
+		default:
+			ev = &event.Event{Type: event.Identify, UserID: user, MessageID: fmt.Sprintf("m%d-%d", seed, i),
+				Timestamp: at, ReceivedAt: at, Traits: map[string]any{"country": []string{"DE", "FR", "US"}[rng.IntN(3)]}}
+		}
+		prev = append(prev, ev)
+		b, _ := ev.Marshal()
+		recs = append(recs, &kgo.Record{Key: []byte(ev.EntityID()), Value: b})
+		evs = append(evs, ev)
+	}
+	return recs, evs
+}
+
+// memStore is an in-memory featurestore.Store.
+type memStore struct {
+	mu      sync.Mutex
+	vecs    map[string]featurestore.Vector
+	members map[string]map[string]bool
+	writes  atomic.Int64
+	onWrite func(batch []featurestore.Update)
+}
+
+func newMemStore() *memStore {
+	return &memStore{vecs: map[string]featurestore.Vector{}, members: map[string]map[string]bool{}}
+}
+
+func (s *memStore) Get(_ context.Context, ent, id string) (featurestore.Vector, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.vecs[ent+"/"+id]
+	if !ok {
+		return v, featurestore.ErrNotFound
+	}
+	return v, nil
+}
+
+func (s *memStore) GetMany(ctx context.Context, ent string, ids []string) ([]featurestore.Vector, []bool, error) {
+	vs := make([]featurestore.Vector, len(ids))
+	found := make([]bool, len(ids))
+	for i, id := range ids {
+		v, err := s.Get(ctx, ent, id)
+		vs[i], found[i] = v, err == nil
+	}
+	return vs, found, nil
+}
+
+func (s *memStore) Write(_ context.Context, batch []featurestore.Update) error {
+	if s.onWrite != nil {
+		s.onWrite(batch)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, u := range batch {
+		v := u.Vector
+		s.vecs[v.Entity+"/"+v.ID] = v
+		for _, seg := range u.Enter {
+			m := s.members[seg]
+			if m == nil {
+				m = map[string]bool{}
+				s.members[seg] = m
+			}
+			m[v.ID] = true
+		}
+		for _, seg := range u.Exit {
+			delete(s.members[seg], v.ID)
+		}
+	}
+	s.writes.Add(1)
+	return nil
+}
+
+func (s *memStore) SegmentCount(_ context.Context, _, seg string) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return int64(len(s.members[seg])), nil
+}
+
+func (s *memStore) SegmentMembers(_ context.Context, _, seg, cursor string, limit int) ([]string, string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ids []string
+	for id := range s.members[seg] {
+		if id > cursor {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	if len(ids) > limit {
+		return ids[:limit], ids[limit-1], nil
+	}
+	return ids, "", nil
+}
+
+func (s *memStore) Close() error { return nil }
+
+func (s *memStore) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.vecs)
+}
+

@@ -1,0 +1,238 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	json "github.com/goccy/go-json"
+	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/segment"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func TestFeaturesAfterBatch(t *testing.T) {
+	e := newEnv(t, nil)
+	recs, evs := load(1, 20, 2000)
+	e.produce(recs...)
+	p := e.processor(Options{}, "")
+	e.run(p)
+	e.waitCaughtUp(20*time.Second, p)
+	ref := newReference(t, e.cfg)
+	for _, ev := range evs {
+		ref.apply(ev)
+	}
+	ref.check(t, e.store, e.clock.now())
+}
+
+func TestDedupeAndDeadLetters(t *testing.T) {
+	e := newEnv(t, nil)
+	p := e.processor(Options{}, "")
+	stop := e.run(p)
+	e.produce(eventRecord(t, order("a", "m1", t0, 10)))
+	e.waitCaughtUp(10*time.Second, p)
+	// The same messageId in a later batch, and in the same batch.
+	e.produce(eventRecord(t, order("a", "m1", t0, 10)), eventRecord(t, order("a", "m2", t0, 5)), eventRecord(t, order("a", "m2", t0, 5)))
+	// Too late: more than allowed_lateness (2d) behind the user's newest.
+	e.produce(eventRecord(t, order("a", "m3", t0.Add(-72*time.Hour), 100)))
+	// Not an event; and one without a messageId (gets topic/partition/offset).
+	e.produce(&kgo.Record{Key: []byte("a"), Value: []byte(`{"type":"nope","userId":"a"}`)})
+	e.produce(eventRecord(t, order("a", "", t0, 1)), eventRecord(t, order("a", "", t0, 1)))
+	e.waitCaughtUp(10*time.Second, p)
+	stop()
+	v, err := e.store.Get(context.Background(), entity, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := v.Features["orders_lifetime"]; got != 4.0 {
+		t.Errorf("orders_lifetime = %v, want 4 (m1, m2 once each, two records without messageId)", got)
+	}
+	if got := v.Features["revenue_24h"]; got != 17.0 {
+		t.Errorf("revenue_24h = %v, want 17", got)
+	}
+	reasons := map[string]int{}
+	for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.Invalid) {
+		var dl deadLetter
+		if err := json.Unmarshal(r.Value, &dl); err != nil {
+			t.Fatal(err)
+		}
+		reasons[dl.Reason]++
+		if dl.Reason == "late" && !strings.Contains(dl.Error, "too late") {
+			t.Errorf("late dead letter says %q", dl.Error)
+		}
+		if dl.Reason == "invalid" && dl.Field != "type" {
+			t.Errorf("invalid dead letter field %q, want type", dl.Field)
+		}
+	}
+	if reasons["late"] != 1 || reasons["invalid"] != 1 {
+		t.Errorf("dead letters by reason = %v, want 1 late and 1 invalid", reasons)
+	}
+}
+
+func TestIdentityAlias(t *testing.T) {
+	e := newEnv(t, nil)
+	p := e.processor(Options{}, "")
+	e.run(p)
+	anon := func(id, msg string) *event.Event {
+		ev := order("", msg, t0, 1)
+		ev.AnonymousID = id
+		return ev
+	}
+	idf := &event.Event{Type: event.Identify, UserID: "user1", AnonymousID: "anon1", MessageID: "i1", Timestamp: t0, ReceivedAt: t0,
+		Traits: map[string]any{"country": "DE"}}
+	// Same key so the events share a partition, as ingest keys them.
+	rec := func(ev *event.Event) *kgo.Record { r := eventRecord(t, ev); r.Key = []byte("anon1"); return r }
+	e.produce(rec(anon("anon1", "x1")), rec(idf), rec(anon("anon1", "x2")))
+	e.waitCaughtUp(10*time.Second, p)
+	v, err := e.store.Get(context.Background(), entity, "user1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Features["orders_lifetime"] != 1.0 || v.Features["country"] != "DE" {
+		t.Errorf("user1 = %v, want the order after identify and country DE", v.Features)
+	}
+	if v, _ := e.store.Get(context.Background(), entity, "anon1"); v.Features["orders_lifetime"] != 1.0 {
+		t.Errorf("anon1 = %v, want the order before identify", v.Features)
+	}
+}
+
+// A window slides with no new event: the timer recomputes the vector and
+// emits the time-driven segment changes.
+func TestTimersSlideWindowsAndSegments(t *testing.T) {
+	e := newEnv(t, nil)
+	p := e.processor(Options{}, "")
+	stop := e.run(p)
+	e.produce(eventRecord(t, order("a", "o1", t0.Add(-time.Hour-time.Minute), 10)), eventRecord(t, order("a", "o2", t0.Add(-10*time.Minute), 10)))
+	e.waitCaughtUp(10*time.Second, p)
+	waitVector(t, e, "a", func(f map[string]any, segs []string) bool {
+		return f["orders_1h"] == 1.0 && f["orders_30d"] == 2.0 && equal(segs, "hot")
+	})
+	// 50 minutes on, o2 leaves the 1h window: exit hot.
+	e.clock.set(t0.Add(51 * time.Minute))
+	waitVector(t, e, "a", func(f map[string]any, segs []string) bool { return f["orders_1h"] == 0.0 && len(segs) == 0 })
+	// 30 days on, both orders leave orders_30d: enter lapsing, no event.
+	e.clock.set(t0.Add(30*24*time.Hour + time.Minute))
+	waitVector(t, e, "a", func(f map[string]any, segs []string) bool { return f["orders_30d"] == 0.0 && equal(segs, "lapsing") })
+	stop()
+	var got []string
+	for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.Segments) {
+		var rec segment.Record
+		json.Unmarshal(r.Value, &rec)
+		got = append(got, rec.Change+" "+rec.Segment)
+	}
+	want := "enter hot,exit hot,enter lapsing"
+	if strings.Join(got, ",") != want {
+		t.Errorf("segment changes = %v, want %s", got, want)
+	}
+}
+
+func equal(got []string, want ...string) bool {
+	return strings.Join(got, ",") == strings.Join(want, ",")
+}
+
+func waitVector(t *testing.T, e *env, id string, ok func(map[string]any, []string) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var v any
+	for time.Now().Before(deadline) {
+		vec, err := e.store.Get(context.Background(), entity, id)
+		if err == nil && ok(vec.Features, vec.Segments) {
+			return
+		}
+		v = vec
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("vector of %s never matched; last %+v", id, v)
+}
+
+// A stopped processor resumes from its Pebble offset: nothing counted twice.
+func TestRestartResumes(t *testing.T) {
+	e := newEnv(t, nil)
+	recs, evs := load(2, 30, 3000)
+	ref := newReference(t, e.cfg)
+	for _, ev := range evs {
+		ref.apply(ev)
+	}
+	e.produce(recs[:1500]...)
+	p := e.processor(Options{}, "")
+	stop := e.run(p)
+	e.waitCaughtUp(20*time.Second, p)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.produce(recs[1500:]...)
+	p = e.processor(Options{}, "")
+	stop = e.run(p)
+	e.waitCaughtUp(20*time.Second, p)
+	stop()
+	ref.check(t, e.store, e.clock.now())
+	final := segmentChanges(t, e)
+	for id := range ref.st {
+		_, want := ref.vector(id, e.clock.now())
+		if !equal(final[id], want...) {
+			t.Errorf("user %s: segments from the topic %v, want %v", id, final[id], want)
+		}
+	}
+}
+
+// Crashes at random points of the commit path, in process: a task fails
+// and is reopened, or the whole processor dies and a new one starts.
+// Final features equal the reference and every segment change is on the
+// topic exactly once.
+func TestCrashAtRandomPoints(t *testing.T) {
+	e := newEnv(t, nil)
+	recs, evs := load(3, 40, 6000)
+	ref := newReference(t, e.cfg)
+	for _, ev := range evs {
+		ref.apply(ev)
+	}
+	rng := rand.New(rand.NewPCG(3, 3))
+	var mu sync.Mutex
+	crashes := map[string]int{}
+	hook := func(point string, _ int32) error {
+		mu.Lock()
+		defer mu.Unlock()
+		switch r := rng.IntN(40); {
+		case r == 0:
+			crashes[point+" (task)"]++
+			return errors.New("injected crash at " + point)
+		case r == 1:
+			crashes[point+" (process)"]++
+			return errKill
+		}
+		return nil
+	}
+	p := e.processor(Options{hook: hook, MaxPollRecords: 200}, "")
+	stop := e.run(p)
+	for i := 0; i < len(recs); i += 500 {
+		e.produce(recs[i:min(i+500, len(recs))]...)
+		// Sometimes restart the processor (it may also have died).
+		if rng.IntN(3) == 0 {
+			stop()
+			p = e.processor(Options{hook: hook, MaxPollRecords: 200}, "")
+			stop = e.run(p)
+		}
+	}
+	// Finish without crashes.
+	stop()
+	p = e.processor(Options{MaxPollRecords: 200}, "")
+	stop = e.run(p)
+	e.waitCaughtUp(30*time.Second, p)
+	stop()
+	t.Logf("injected crashes: %v", crashes)
+	if len(crashes) == 0 {
+		t.Fatal("no crash injected")
+	}
+	ref.check(t, e.store, e.clock.now())
+	final := segmentChanges(t, e)
+	for id := range ref.st {
+		_, want := ref.vector(id, e.clock.now())
+		if !equal(final[id], want...) {
+			t.Errorf("user %s: segments from the topic %v, want %v", id, final[id], want)
+		}
+	}
+}
