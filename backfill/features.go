@@ -1,0 +1,145 @@
+package backfill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/history"
+)
+
+// FeaturesOptions select what Features replays and writes.
+type FeaturesOptions struct {
+	// Features names the features to write; empty writes all user
+	// features. Other features of the stored vectors are kept.
+	Features []string
+	// Since replays only events from this time on. Windows reaching back
+	// before it, and lifetime features, then count only part of the
+	// history. Zero replays everything.
+	Since time.Time
+	// Now is the time values are computed as of. Default time.Now().
+	Now time.Time
+	// Entities restricts the backfill to these ids.
+	Entities []string
+	// BatchSize is the number of vectors per store write. Default 1000.
+	BatchSize int
+	// Progress receives progress lines (stderr in the CLI); nil is quiet.
+	Progress io.Writer
+}
+
+// FeaturesReport says what Features did.
+type FeaturesReport struct {
+	Entities, Events int64
+	TooLate          int64 // events the stream's allowed lateness would also refuse
+	Elapsed          time.Duration
+}
+
+// Features replays the history through the feature definitions of cfg and
+// writes each entity's values as of opts.Now to the online store, merged
+// into the stored vector (its segments and other features are kept).
+func Features(ctx context.Context, cfg *config.Config, r *history.Reader, store featurestore.Store, opts FeaturesOptions) (FeaturesReport, error) {
+	var rep FeaturesReport
+	set, idx, err := compile(cfg, opts.Features)
+	if err != nil {
+		return rep, err
+	}
+	if opts.Now.IsZero() {
+		opts.Now = time.Now()
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = 1000
+	}
+	names := set.Names()
+	var entities, events atomic.Int64
+	start := time.Now()
+	p := newProgress(opts.Progress, "backfill features", func() string {
+		ev := events.Load()
+		return fmt.Sprintf("%d entities, %d events, %.0f events/s", entities.Load(), ev, float64(ev)/time.Since(start).Seconds())
+	})
+
+	type pending struct {
+		id       string
+		values   map[string]any
+		newestAt time.Time
+	}
+	var batch []pending
+	write := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		ids := make([]string, len(batch))
+		for i, b := range batch {
+			ids[i] = b.id
+		}
+		old, found, err := store.GetMany(ctx, set.Entity(), ids)
+		if err != nil {
+			return fmt.Errorf("cannot read online vectors: %w", err)
+		}
+		ups := make([]featurestore.Update, len(batch))
+		for i, b := range batch {
+			v := featurestore.Vector{Entity: set.Entity(), ID: b.id, Features: b.values}
+			if found[i] {
+				v.Segments = old[i].Segments
+				merged := make(map[string]any, len(old[i].Features)+len(b.values))
+				for k, x := range old[i].Features {
+					merged[k] = x
+				}
+				for k, x := range b.values {
+					merged[k] = x
+				}
+				v.Features = merged
+			}
+			v.UpdatedAt = opts.Now
+			v.EventAt = b.newestAt
+			ups[i] = featurestore.Update{Vector: v}
+		}
+		if err := store.Write(ctx, ups); err != nil {
+			return fmt.Errorf("cannot write online vectors: %w", err)
+		}
+		batch = batch[:0]
+		return nil
+	}
+
+	var vals []any
+	err = r.EachEntity(ctx, history.EventFilter{Since: opts.Since, Until: opts.Now, Entities: opts.Entities, Maps: mapsFor(set)},
+		func(id string, evs []*event.Event) error {
+			st := set.NewState()
+			var newest time.Time
+			for _, e := range evs {
+				if _, err := set.Apply(st, e); err != nil {
+					rep.TooLate++
+					continue
+				}
+				if e.ReceivedAt.After(newest) {
+					newest = e.ReceivedAt
+				}
+			}
+			vals = set.Values(st, opts.Now, vals)
+			m := make(map[string]any, len(idx))
+			for _, i := range idx {
+				m[names[i]] = vals[i]
+			}
+			batch = append(batch, pending{id, m, newest})
+			entities.Add(1)
+			events.Add(int64(len(evs)))
+			if len(batch) >= opts.BatchSize {
+				return write()
+			}
+			return nil
+		})
+	if err == nil {
+		err = write()
+	}
+	p.done()
+	rep.Entities, rep.Events, rep.Elapsed = entities.Load(), events.Load(), time.Since(start)
+	if err != nil && errors.Is(err, context.Canceled) {
+		return rep, err
+	}
+	return rep, err
+}

@@ -1,0 +1,61 @@
+package backfill
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/pulse-rt/pulse/aggregate"
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/history"
+)
+
+// compile builds the user entity's feature Set exactly as the stream does
+// (same definitions, same allowed lateness), and the positions of the
+// wanted features in it (all when names is empty).
+func compile(cfg *config.Config, names []string) (*aggregate.Set, []int, error) {
+	var defs []config.Feature
+	for _, f := range cfg.Features {
+		if f.Entity == "" || f.Entity == aggregate.DefaultEntity {
+			defs = append(defs, f)
+		}
+	}
+	if len(defs) == 0 {
+		return nil, nil, errors.New("the config defines no user features")
+	}
+	set, err := aggregate.Compile(defs, aggregate.Options{AllowedLateness: cfg.Stream.AllowedLateness.D()})
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot compile features: %w", err)
+	}
+	var idx []int
+	if len(names) == 0 {
+		for i := range set.Names() {
+			idx = append(idx, i)
+		}
+		return set, idx, nil
+	}
+	for _, n := range names {
+		i := set.Index(n)
+		if i < 0 {
+			return nil, nil, fmt.Errorf("unknown user feature %q (features: %s)", n, strings.Join(set.Names(), ", "))
+		}
+		idx = append(idx, i)
+	}
+	return set, idx, nil
+}
+
+// mapsFor says which event maps the Set's features can read, so the replay
+// decodes only those. It errs on the side of decoding: a map named anywhere
+// in a field or filter is decoded.
+func mapsFor(set *aggregate.Set) history.Maps {
+	var m history.Maps
+	for i := range set.Names() {
+		f := set.Feature(i)
+		s := f.Field + " " + f.Where
+		m.Properties = m.Properties || strings.Contains(s, "properties")
+		m.Traits = m.Traits || strings.Contains(s, "traits")
+		m.Context = m.Context || strings.Contains(s, "context")
+		m.Integrations = m.Integrations || strings.Contains(s, "integrations")
+	}
+	return m
+}

@@ -1,0 +1,116 @@
+package backfill
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/history"
+)
+
+// TrainingSetOptions tune TrainingSet.
+type TrainingSetOptions struct {
+	// Progress receives progress lines (stderr in the CLI); nil is quiet.
+	Progress io.Writer
+}
+
+// Rows is a table of feature values: Rows[i] belongs to Labels[i], its
+// values in the order of Features.
+type Rows struct {
+	Features []string
+	Kinds    []string // "number", "string", "list" or "any", parallel to Features
+	Labels   []Label
+	Values   [][]any
+}
+
+// entityLabelsLimit bounds the entity list sent in the query text; with more
+// entities the whole history is read and filtered here (ClickHouse's
+// max_query_size is 256 KiB).
+const entityLabelsLimit = 5000
+
+// TrainingSet computes, for each label, the named features as of the
+// label's time: only the entity's events strictly before it count.
+func TrainingSet(ctx context.Context, cfg *config.Config, r *history.Reader, labels []Label, features []string, opts TrainingSetOptions) (*Rows, error) {
+	if len(features) == 0 {
+		return nil, fmt.Errorf("name the features to compute")
+	}
+	set, idx, err := compile(cfg, features)
+	if err != nil {
+		return nil, err
+	}
+	out := &Rows{Features: features, Labels: labels, Values: make([][]any, len(labels))}
+	kinds := set.Kinds()
+	for _, i := range idx {
+		out.Kinds = append(out.Kinds, kinds[i].String())
+	}
+	// Labels by entity, each entity's in time order.
+	byEntity := map[string][]int{}
+	var until time.Time
+	for i, l := range labels {
+		byEntity[l.EntityID] = append(byEntity[l.EntityID], i)
+		if l.At.After(until) {
+			until = l.At
+		}
+	}
+	for _, list := range byEntity {
+		slices.SortStableFunc(list, func(a, b int) int { return labels[a].At.Compare(labels[b].At) })
+	}
+	filter := history.EventFilter{Until: until, Maps: mapsFor(set)}
+	if len(byEntity) <= entityLabelsLimit {
+		for id := range byEntity {
+			filter.Entities = append(filter.Entities, id)
+		}
+	}
+	var done atomic.Int64
+	p := newProgress(opts.Progress, "training set", func() string {
+		return fmt.Sprintf("%d/%d labels", done.Load(), len(labels))
+	})
+	vals := make([]any, 0, len(set.Names()))
+	row := func(i int, vals []any) {
+		r := make([]any, len(idx))
+		for j, k := range idx {
+			r[j] = vals[k]
+		}
+		out.Values[i] = r
+	}
+	err = r.EachEntity(ctx, filter, func(id string, evs []*event.Event) error {
+		list, ok := byEntity[id]
+		if !ok {
+			return nil
+		}
+		delete(byEntity, id)
+		st := set.NewState()
+		next := 0
+		for _, li := range list {
+			at := labels[li].At.UnixMilli()
+			for next < len(evs) && evs[next].Timestamp.UnixMilli() < at {
+				set.Apply(st, evs[next]) // in time order: never too late
+				next++
+			}
+			vals = set.Values(st, labels[li].At, vals)
+			row(li, vals)
+		}
+		done.Add(int64(len(list)))
+		return nil
+	})
+	if err != nil {
+		p.done()
+		return nil, err
+	}
+	// Entities with no history at all: the values of an empty State.
+	for _, list := range byEntity {
+		st := set.NewState()
+		for _, li := range list {
+			vals = set.Values(st, labels[li].At, vals)
+			row(li, vals)
+		}
+		done.Add(int64(len(list)))
+	}
+	p.done()
+	return out, nil
+}
