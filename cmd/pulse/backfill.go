@@ -1,0 +1,259 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/pulse-rt/pulse/backfill"
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/history"
+)
+
+const backfillUsage = `pulse backfill — replay the ClickHouse history through the feature definitions
+
+Usage:
+  pulse backfill features [-config FILE] [-feature NAME]... [-since T] [-entity ID]...
+  pulse backfill training-set [-config FILE] (-labels FILE | -labels-query SQL) -features a,b,c (-out FILE.csv | -table T)
+  pulse backfill predict [-config FILE] -model NAME [-entity ID]... [-at T] (-out FILE.csv | -table T)
+  pulse backfill verify [-config FILE] [-sample N] [-feature NAME]... [-entity ID]...
+
+Times (T) are ISO-8601 or epoch milliseconds. Progress goes to stderr.
+`
+
+// runBackfill is `pulse backfill SUBCOMMAND`.
+func runBackfill(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(os.Stderr, backfillUsage)
+		return nil
+	}
+	sub, args := args[0], args[1:]
+	switch sub {
+	case "features":
+		return backfillFeatures(ctx, args)
+	case "training-set":
+		return backfillTrainingSet(ctx, args)
+	case "predict":
+		return backfillPredict(ctx, args)
+	case "verify":
+		return backfillVerify(ctx, args)
+	}
+	return fmt.Errorf("unknown backfill command %q\n\n%s", sub, backfillUsage)
+}
+
+// listFlag collects a repeatable flag; commas also separate values.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error {
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
+	}
+	return nil
+}
+
+// timeFlag is an optional time.
+type timeFlag struct{ t time.Time }
+
+func (f *timeFlag) String() string {
+	if f.t.IsZero() {
+		return ""
+	}
+	return f.t.Format(time.RFC3339Nano)
+}
+func (f *timeFlag) Set(s string) error {
+	t, err := history.ParseTime(s)
+	f.t = t
+	return err
+}
+
+// openHistory loads the config and connects to its ClickHouse.
+func openHistory(path string) (*config.Config, *history.Reader, func(), error) {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	conn, err := history.Open(cfg.ClickHouse)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return cfg, history.NewReader(conn, cfg.ClickHouse.Database), func() { conn.Close() }, nil
+}
+
+func backfillFeatures(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("backfill features", flag.ExitOnError)
+	path := fl.String("config", "", "config file")
+	var features, entities listFlag
+	var since timeFlag
+	fl.Var(&features, "feature", "feature to write (repeatable; default all user features)")
+	fl.Var(&entities, "entity", "entity id to backfill (repeatable; default all)")
+	fl.Var(&since, "since", "replay events from this time on (windows reaching earlier count partly)")
+	fl.Parse(args)
+	cfg, r, closeFn, err := openHistory(*path)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	store, err := featurestore.Open(cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	rep, err := backfill.Features(ctx, cfg, r, store, backfill.FeaturesOptions{Features: features, Since: since.t, Entities: entities, Progress: os.Stderr})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("wrote %d entities from %d events in %s (%.0f events/s)\n", rep.Entities, rep.Events, rep.Elapsed.Round(time.Millisecond), float64(rep.Events)/rep.Elapsed.Seconds())
+	return nil
+}
+
+func backfillTrainingSet(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("backfill training-set", flag.ExitOnError)
+	path := fl.String("config", "", "config file")
+	labelsFile := fl.String("labels", "", "labels CSV: entity_id,timestamp,label")
+	labelsQuery := fl.String("labels-query", "", "SQL on the history database returning entity_id, timestamp, label")
+	var features listFlag
+	fl.Var(&features, "features", "features, comma-separated, in output order")
+	out := fl.String("out", "", "output CSV file (- for stdout)")
+	table := fl.String("table", "", "output ClickHouse table (db.table, or a table in the history database)")
+	fl.Parse(args)
+	if (*labelsFile == "") == (*labelsQuery == "") {
+		return errors.New("give one of -labels FILE and -labels-query SQL")
+	}
+	if (*out == "") == (*table == "") {
+		return errors.New("give one of -out FILE and -table T")
+	}
+	cfg, r, closeFn, err := openHistory(*path)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	var labels []backfill.Label
+	if *labelsFile != "" {
+		f, err := os.Open(*labelsFile)
+		if err != nil {
+			return err
+		}
+		labels, err = backfill.ReadLabelsCSV(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", *labelsFile, err)
+		}
+	} else if labels, err = backfill.LabelsFromQuery(ctx, r, *labelsQuery); err != nil {
+		return err
+	}
+	start := time.Now()
+	rows, err := backfill.TrainingSet(ctx, cfg, r, labels, features, backfill.TrainingSetOptions{Progress: os.Stderr})
+	if err != nil {
+		return err
+	}
+	if *table != "" {
+		err = rows.WriteTable(ctx, r, *table)
+	} else {
+		err = writeFile(*out, rows.WriteCSV)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "training set: %d rows x %d features in %s\n", len(labels), len(features), time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func backfillPredict(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("backfill predict", flag.ExitOnError)
+	path := fl.String("config", "", "config file")
+	name := fl.String("model", "", "model name from the config")
+	var entities listFlag
+	var at timeFlag
+	fl.Var(&entities, "entity", "entity id to score (repeatable; default every entity in history)")
+	fl.Var(&at, "at", "features as of this time (default now)")
+	out := fl.String("out", "", "output CSV file (- for stdout)")
+	table := fl.String("table", "", "output ClickHouse table")
+	fl.Parse(args)
+	if *name == "" {
+		return errors.New("-model is required")
+	}
+	if (*out == "") == (*table == "") {
+		return errors.New("give one of -out FILE and -table T")
+	}
+	cfg, r, closeFn, err := openHistory(*path)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	if at.t.IsZero() {
+		at.t = time.Now()
+	}
+	opts := backfill.PredictOptions{Entities: entities, At: at.t, Progress: os.Stderr}
+	if *table != "" {
+		var preds []backfill.Prediction
+		if err := backfill.Predict(ctx, cfg, r, *name, opts, func(p backfill.Prediction) error { preds = append(preds, p); return nil }); err != nil {
+			return err
+		}
+		return backfill.WritePredictions(ctx, r, *table, *name, at.t, preds)
+	}
+	return writeFile(*out, func(w io.Writer) error {
+		c := backfill.NewPredictionCSV(w)
+		if err := backfill.Predict(ctx, cfg, r, *name, opts, c.Write); err != nil {
+			return err
+		}
+		return c.Flush()
+	})
+}
+
+func backfillVerify(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("backfill verify", flag.ExitOnError)
+	path := fl.String("config", "", "config file")
+	sample := fl.Int("sample", 1000, "entities to check")
+	var features, entities listFlag
+	fl.Var(&features, "feature", "feature to check (repeatable; default all)")
+	fl.Var(&entities, "entity", "entity to check instead of a sample (repeatable)")
+	fl.Parse(args)
+	cfg, r, closeFn, err := openHistory(*path)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	store, err := featurestore.Open(cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	opts := backfill.VerifyOptions{Sample: *sample, Features: features, Progress: os.Stderr}
+	if len(entities) > 0 {
+		opts.Entities = entities
+	}
+	rep, err := backfill.Verify(ctx, cfg, r, store, opts)
+	if err != nil {
+		return err
+	}
+	rep.Write(os.Stdout)
+	if n := rep.Mismatches(); n > 0 {
+		return fmt.Errorf("%d mismatching value(s)", n)
+	}
+	return nil
+}
+
+// writeFile writes through f to path, or stdout for "-".
+func writeFile(path string, f func(io.Writer) error) error {
+	if path == "-" {
+		return f(os.Stdout)
+	}
+	file, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := f(file); err != nil {
+		file.Close()
+		return err
+	}
+	return file.Close()
+}

@@ -1,0 +1,33 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/pulse-rt/pulse/history"
+)
+
+// runHistory is `pulse history`: the writer copying the Kafka topics into
+// ClickHouse until interrupted.
+func runHistory(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("history", flag.ExitOnError)
+	path := fl.String("config", "", "config file (default: the embedded e-commerce example)")
+	batch := fl.Int("batch-rows", 50_000, "flush after this many records")
+	interval := fl.Duration("flush-interval", time.Second, "flush a non-empty batch after this long")
+	fl.Parse(args)
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	if cfg.ClickHouse.Addr == "" {
+		return fmt.Errorf("%w (set clickhouse.addr, e.g. 127.0.0.1:9000)", history.ErrDisabled)
+	}
+	w, err := history.NewWriter(cfg, history.WriterOptions{BatchRows: *batch, FlushInterval: *interval}, slog.Default())
+	if err != nil {
+		return err
+	}
+	return w.Run(ctx)
+}
