@@ -50,3 +50,5 @@ var (
 		Help: "1 for the model version now serving (version is the file's SHA-256 prefix).",
 	}, []string{"model", "version", "format"})
 )
+
+var getManySeconds = storeSeconds.WithLabelValues("get_many")

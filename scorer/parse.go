@@ -391,8 +391,8 @@ func parsePredict(body []byte, p *predictBody, maxRows int) error {
 
 // row reads {"<entity>": {"id": ..., "<feature>": <number>, ...}}.
 func (p *predictBody) row(r *reader, i int) error {
-	if err := r.want('{', fmt.Sprintf("features[%d]", i), `want an object like {"user": {"id": 612}}`); err != nil {
-		return err
+	if r.peek() != '{' { // the path is built only for the error
+		return r.want('{', fmt.Sprintf("features[%d]", i), `want an object like {"user": {"id": 612}}`)
 	}
 	rw := row{kv: [2]int{len(p.kv), len(p.kv)}}
 	keys := 0
@@ -406,8 +406,8 @@ func (p *predictBody) row(r *reader, i int) error {
 			entity = append([]byte(nil), entity...)
 		}
 		rw.entity = entity
-		if err := r.want('{', fmt.Sprintf("features[%d].%s", i, entity), `want an object like {"id": 612}`); err != nil {
-			return err
+		if r.peek() != '{' {
+			return r.want('{', fmt.Sprintf("features[%d].%s", i, entity), `want an object like {"id": 612}`)
 		}
 		return r.object(func(name []byte) error {
 			if string(name) == "id" {

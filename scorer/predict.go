@@ -118,7 +118,7 @@ func (s *Server) score(ctx *fasthttp.RequestCtx, m *served, sc *scratch) {
 	n := len(sc.ids)
 	start := time.Now()
 	vecs, found, err := s.store.GetMany(ctx, m.entity, sc.ids)
-	storeSeconds.WithLabelValues("get_many").Observe(time.Since(start).Seconds())
+	getManySeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.storeError(ctx, err)
 		return

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/internal/httpapi"
@@ -226,18 +227,45 @@ const (
 	maxPredictRows = 1000
 )
 
-// Endpoint labels for metrics, fixed so paths with ids do not explode them.
+// endpoint labels a route in metrics: fixed names, so paths with ids do not
+// make new series.
+type endpoint uint8
+
 const (
-	epPredict  = "predict"
-	epEntity   = "entity"
-	epSegments = "segments"
-	epSegment  = "segment"
-	epMembers  = "members"
-	epLive     = "live"
-	epReload   = "reload"
-	epStatic   = "dashboard"
-	epOther    = "other"
+	epPredict endpoint = iota
+	epEntity
+	epSegments
+	epSegment
+	epMembers
+	epLive
+	epReload
+	epStatic
+	epOther
+	numEndpoints
 )
+
+var endpointNames = [numEndpoints]string{"predict", "entity", "segments", "segment", "members", "live", "reload", "dashboard", "other"}
+
+// Series looked up once: WithLabelValues hashes its labels on every call.
+var (
+	latencyBy [numEndpoints]prometheus.Observer
+	okBy      [numEndpoints]prometheus.Counter
+)
+
+func init() {
+	for ep, name := range endpointNames {
+		latencyBy[ep] = requestSeconds.WithLabelValues(name)
+		okBy[ep] = requests.WithLabelValues(name, "200")
+	}
+}
+
+func countRequest(ep endpoint, code int) {
+	if code == fasthttp.StatusOK {
+		okBy[ep].Inc()
+		return
+	}
+	requests.WithLabelValues(endpointNames[ep], strconv.Itoa(code)).Inc()
+}
 
 // Handler routes a request.
 func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
@@ -269,7 +297,7 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 			s.serveLive(ctx)
 		}
 		// An SSE stream lasts as long as the client stays: not a latency.
-		requests.WithLabelValues(ep, strconv.Itoa(ctx.Response.StatusCode())).Inc()
+		countRequest(ep, ctx.Response.StatusCode())
 		return
 	case strings.HasPrefix(string(path), "/v1/segments/"):
 		name, sub, _ := strings.Cut(string(path[len("/v1/segments/"):]), "/")
@@ -303,8 +331,8 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		ep = epStatic
 		s.serveStatic(ctx)
 	}
-	requests.WithLabelValues(ep, strconv.Itoa(ctx.Response.StatusCode())).Inc()
-	requestSeconds.WithLabelValues(ep).Observe(time.Since(start).Seconds())
+	countRequest(ep, ctx.Response.StatusCode())
+	latencyBy[ep].Observe(time.Since(start).Seconds())
 }
 
 // method answers 405 unless the request uses m (GET also allows HEAD).
