@@ -226,6 +226,31 @@ func (e *env) waitCaughtUp(timeout time.Duration, ps ...*Processor) {
 	}
 }
 
+// tryCatchUp waits up to timeout for the processors to catch up.
+func (e *env) tryCatchUp(timeout time.Duration, ps ...*Processor) bool {
+	ends := e.endOffsets()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		got := map[int32]int64{}
+		for _, p := range ps {
+			for part, n := range p.offsets() {
+				got[part] = n
+			}
+		}
+		done := true
+		for part, end := range ends {
+			if got[part] < end {
+				done = false
+			}
+		}
+		if done {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
+}
+
 // offsets are the next offsets of the processor's tasks.
 func (p *Processor) offsets() map[int32]int64 {
 	p.mu.Lock()
@@ -510,4 +535,3 @@ func (s *memStore) len() int {
 	defer s.mu.Unlock()
 	return len(s.vecs)
 }
-
