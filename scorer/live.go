@@ -213,18 +213,43 @@ func (l *Live) Run(ctx context.Context) error {
 		return err
 	}
 	defer cl.Close()
-	close(l.ready)
 	l.log.Info("live segment feed reading", "topic", l.topic, "partitions", len(ends))
+	// Streams start once the backfill is read, so ?history= gets the
+	// records that were there at start (or after 10s, whatever is read).
+	started, ready := time.Now(), false
 	for {
-		fs := cl.PollFetches(ctx)
+		if !ready && (l.reached(ends) || time.Since(started) > 10*time.Second) {
+			close(l.ready)
+			ready = true
+		}
+		pctx, cancel := ctx, context.CancelFunc(func() {})
+		if !ready {
+			pctx, cancel = context.WithTimeout(ctx, time.Second)
+		}
+		fs := cl.PollFetches(pctx)
+		cancel()
 		if ctx.Err() != nil {
 			return nil
 		}
 		fs.EachError(func(t string, p int32, err error) {
-			l.log.Warn("live feed fetch failed", "topic", t, "partition", p, "err", err)
+			if !errors.Is(err, context.DeadlineExceeded) {
+				l.log.Warn("live feed fetch failed", "topic", t, "partition", p, "err", err)
+			}
 		})
 		l.append(fs.Records())
 	}
+}
+
+// reached reports whether every partition was read up to ends.
+func (l *Live) reached(ends map[int32]int64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for p, end := range ends {
+		if l.next[p] < end {
+			return false
+		}
+	}
+	return true
 }
 
 // endOffsets lists the last stable offset of every partition, waiting for
@@ -363,7 +388,6 @@ type liveSubscription struct {
 	pos     LivePosition    // nil until the feed is ready, for a fresh client
 	history int             // records from the buffer a fresh client wants first
 	cursor  uint64          // buffer sequence up to which every record was considered
-	started bool
 }
 
 // ServeSSE answers GET /v1/segments/live[?segment=a,b][&history=N].
@@ -441,10 +465,6 @@ func (l *Live) stream(w *bufio.Writer, conn net.Conn, sub *liveSubscription) err
 		}
 		return w.Flush()
 	}
-	fmt.Fprintf(w, "retry: 2000\n: pulse live segments\n\n")
-	if err := flush(); err != nil {
-		return err
-	}
 	heartbeat := time.NewTicker(l.opts.Heartbeat)
 	defer heartbeat.Stop()
 	for waiting := true; waiting; {
@@ -459,6 +479,13 @@ func (l *Live) stream(w *bufio.Writer, conn net.Conn, sub *liveSubscription) err
 				return err
 			}
 		}
+	}
+	// Place a new stream before the client sees the response start, so
+	// everything written after it has connected reaches it.
+	l.begin(sub)
+	fmt.Fprintf(w, "retry: 2000\n: pulse live segments\n\n")
+	if err := flush(); err != nil {
+		return err
 	}
 	sent := ""
 	for {
@@ -525,29 +552,6 @@ func writeLiveEvent(w *bufio.Writer, id string, r *liveRecord) {
 func (l *Live) take(sub *liveSubscription) (batch []liveRecord, wake chan struct{}, need map[int32][2]int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	end := l.start + uint64(l.count)
-	if !sub.started {
-		sub.started = true
-		switch {
-		case sub.pos != nil:
-			// Resuming: partitions the client never heard of start at 0.
-			for _, p := range l.parts {
-				if _, ok := sub.pos[p]; !ok {
-					sub.pos[p] = 0
-				}
-			}
-			sub.cursor = l.start
-		default:
-			sub.pos = LivePosition{}
-			for _, p := range l.parts {
-				sub.pos[p] = l.next[p]
-			}
-			sub.cursor = end
-			if sub.history > 0 {
-				sub.cursor = l.historyStart(sub)
-			}
-		}
-	}
 	for _, p := range l.parts {
 		if sub.pos[p] < l.first[p] {
 			if need == nil {
@@ -559,6 +563,7 @@ func (l *Live) take(sub *liveSubscription) (batch []liveRecord, wake chan struct
 	if need != nil {
 		return nil, nil, need
 	}
+	end := l.start + uint64(l.count)
 	sub.cursor = max(sub.cursor, l.start)
 	n := uint64(len(l.ring))
 	for seq := sub.cursor; seq < end; seq++ {
@@ -566,6 +571,32 @@ func (l *Live) take(sub *liveSubscription) (batch []liveRecord, wake chan struct
 	}
 	sub.cursor = end
 	return batch, l.wake, nil
+}
+
+// begin places sub in the feed: at its Last-Event-ID, or at the end of the
+// buffer (less history).
+func (l *Live) begin(sub *liveSubscription) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case sub.pos != nil:
+		// Resuming: partitions the client never heard of start at 0.
+		for _, p := range l.parts {
+			if _, ok := sub.pos[p]; !ok {
+				sub.pos[p] = 0
+			}
+		}
+		sub.cursor = l.start
+	default:
+		sub.pos = LivePosition{}
+		for _, p := range l.parts {
+			sub.pos[p] = l.next[p]
+		}
+		sub.cursor = l.start + uint64(l.count)
+		if sub.history > 0 {
+			sub.cursor = l.historyStart(sub)
+		}
+	}
 }
 
 // historyStart positions a fresh sub so that it first gets the last

@@ -283,7 +283,6 @@ func TestLiveStreamsInOrderAndFilters(t *testing.T) {
 	url, _ := e.start(scorer.LiveOptions{Backfill: -1, Heartbeat: 200 * time.Millisecond})
 	all := connect(t, url+"/v1/segments/live?api_key=rk", "")
 	onlyA := connect(t, url+"/v1/segments/live?segment=a&api_key=rk", "")
-	time.Sleep(100 * time.Millisecond)
 
 	recs := e.send(30, false)
 	e.send(5, true) // aborted: never streamed
@@ -352,7 +351,6 @@ func testResume(t *testing.T, opts scorer.LiveOptions, restart bool, filter stri
 	url, stop := e.start(opts)
 	path := "/v1/segments/live?api_key=rk" + filter
 	c := connect(t, url+path, "")
-	time.Sleep(100 * time.Millisecond)
 	recs := e.send(20, false)
 	want := recs
 	if filter != "" {
