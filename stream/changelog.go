@@ -226,6 +226,7 @@ func (t *task) wipe(ctx context.Context) error {
 	if err := t.clearLocal(); err != nil {
 		return err
 	}
+	clear(t.cache)
 	x := &txn{b: t.db.NewBatch()}
 	return t.commit(ctx, x, 0)
 }

@@ -44,6 +44,10 @@ type task struct {
 	mu       sync.Mutex
 	meta     meta
 	vals     []any
+	// cache keeps decoded entities across batches, as committed (a task
+	// whose commit fails is thrown away with its cache). Bounded by
+	// cacheEntities.
+	cache map[string]*entry
 	lagLabel string
 
 	// written is the input offset whose vectors are in the store: for lag
@@ -96,7 +100,8 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 		done:     make(chan struct{}),
 	}
 	start := time.Now()
-	t.db, err = pebble.Open(p.taskDir(part), pebbleOptions())
+	t.db, err = openPebble(p.taskDir(part))
+	t.cache = map[string]*entry{}
 	if err != nil {
 		return nil, fmt.Errorf("cannot open stream state of partition %d: %w", part, err)
 	}
@@ -130,15 +135,19 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 	return t, nil
 }
 
-func pebbleOptions() *pebble.Options {
+func openPebble(dir string) (*pebble.DB, error) {
 	o := &pebble.Options{}
+	cache := pebble.NewCache(64 << 20)
+	defer cache.Unref() // the DB holds its own reference
+	o.Cache = cache
 	o.Levels = make([]pebble.LevelOptions, 7)
 	for i := range o.Levels {
 		o.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		o.Levels[i].Compression = pebble.NoCompression
 	}
 	o.MemTableSize = 32 << 20
 	o.Logger = quietLogger{}
-	return o
+	return pebble.Open(dir, o)
 }
 
 type quietLogger struct{}
@@ -306,12 +315,28 @@ func (t *task) rewritePending(ctx context.Context) error {
 	return t.p.store.Write(ctx, ups)
 }
 
-// load reads an entity's state, or a new one.
+// cacheEntities bounds a task's entity cache.
+const cacheEntities = 100_000
+
+// load returns an entity's state, or a new one.
 func (t *task) load(id string) (*entry, error) {
+	if e := t.cache[id]; e != nil {
+		e.cause, e.at, e.eventAt = "", time.Time{}, time.Time{}
+		return e, nil
+	}
+	if len(t.cache) >= cacheEntities {
+		n := 0
+		for k := range t.cache { // drop about half, at random
+			if n++; n%2 == 0 {
+				delete(t.cache, k)
+			}
+		}
+	}
 	e := &entry{id: id}
 	b, closer, err := t.db.Get(key(pkEntity, id))
 	if errors.Is(err, pebble.ErrNotFound) {
 		e.st = t.p.features.NewState()
+		t.cache[id] = e
 		return e, nil
 	}
 	if err != nil {
@@ -333,6 +358,7 @@ func (t *task) load(id string) (*entry, error) {
 	// A stale membership (rules changed) is diffed against anyway: every
 	// touch evaluates the entity again.
 	e.m, _, _ = t.p.segments.DecodeMembership(memb, nil)
+	t.cache[id] = e
 	return e, nil
 }
 
@@ -382,6 +408,7 @@ func (t *task) finish(x *txn, e *entry, now time.Time) error {
 		due = 0
 		x.recs = append(x.recs, t.stateRecord(clKey, nil))
 		x.b.Delete(ek, nil)
+		delete(t.cache, e.id)
 	} else {
 		cl := entityValue(nil, e.st.AppendBinary(nil), p.segments.AppendMembership(nil, m))
 		x.recs = append(x.recs, t.stateRecord(clKey, cl))
@@ -397,6 +424,7 @@ func (t *task) finish(x *txn, e *entry, now time.Time) error {
 	}
 	x.updates = append(x.updates, u)
 	x.pending = append(x.pending, e.id)
+	e.m, e.due = m, due // what the commit stores
 	return nil
 }
 
