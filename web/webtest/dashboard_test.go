@@ -10,9 +10,6 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -108,29 +105,6 @@ func (f *fakeScorer) handler(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-// chromium finds the browser, failing (never skipping) without one.
-func chromium(t *testing.T) string {
-	if p := os.Getenv("PULSE_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Fatal("no Chromium found: install it (apt-get install -y chromium, or scripts/install-test-deps.sh) or set PULSE_CHROMIUM to a Chrome binary")
-	return ""
-}
-
-func artifactsDir(t *testing.T) string {
-	if d := os.Getenv("PULSE_TEST_ARTIFACTS"); d != "" {
-		if err := os.MkdirAll(d, 0o755); err == nil {
-			return d
-		}
-	}
-	return t.TempDir()
-}
-
 func TestDashboardShowsLiveChanges(t *testing.T) {
 	browser := chromium(t)
 	emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{Partitions: 2})
@@ -180,129 +154,49 @@ func TestDashboardShowsLiveChanges(t *testing.T) {
 		}
 	}
 
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(browser),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1440, 1000),
-	}
-	for _, f := range []string{"headless", "no-sandbox", "disable-gpu", "disable-dev-shm-usage", "no-first-run",
-		"disable-background-networking", "disable-component-update", "disable-sync", "no-default-browser-check"} {
-		opts = append(opts, chromedp.Flag(f, true))
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(bg, opts...)
-	defer cancelAlloc()
-	var consoleMu sync.Mutex
-	var logs []string
-	cctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithLogf(func(f string, a ...any) {
-		consoleMu.Lock()
-		logs = append(logs, fmt.Sprintf(f, a...))
-		consoleMu.Unlock()
-	}))
-	defer cancelBrowser()
-	ctx, cancel := context.WithTimeout(cctx, 50*time.Second)
-	defer cancel()
-
-	dir := artifactsDir(t)
-	shot := func(name string) {
-		sctx, scancel := context.WithTimeout(cctx, 10*time.Second)
-		defer scancel()
-		chromedp.Run(sctx, chromedp.Evaluate[bool](`window.scrollTo(0, 0), true`))
-		png, err := chromedp.Run(sctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Logf("screenshot failed: %v", err)
-			return
-		}
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, png, 0o644); err == nil {
-			t.Logf("screenshot: %s", p)
-		}
-	}
-	defer func() {
-		if t.Failed() {
-			shot("dashboard-failure.png")
-			consoleMu.Lock()
-			t.Logf("browser log: %s", strings.Join(logs, "\n"))
-			consoleMu.Unlock()
-		} else if os.Getenv("PULSE_TEST_ARTIFACTS") != "" {
-			shot("dashboard.png")
-		}
-	}()
-
-	countOf := func(seg string) string {
-		return fmt.Sprintf(`[data-segment=%q] .count`, seg)
-	}
-	// waitText polls until sel's text is want.
-	waitText := func(sel, want string) {
-		t.Helper()
-		var got string
-		deadline := time.Now().Add(15 * time.Second)
-		for time.Now().Before(deadline) {
-			var err error
-			got, err = chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf(`(function(){var e=document.querySelector(%q);return e?e.textContent:"";})()`, sel)))
-			if err != nil {
-				t.Fatalf("reading %s: %v", sel, err)
-			}
-			if strings.TrimSpace(got) == want {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		t.Fatalf("%s: text %q, want %q", sel, got, want)
-	}
+	b := newBrowser(t, browser)
+	defer b.close()
+	countOf := func(seg string) string { return fmt.Sprintf(`[data-segment=%q] .count`, seg) }
 
 	// The page loads with the dev key from /config.js and shows the counts.
-	if err := chromedp.Do(ctx, chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS(countOf("big_spenders")))); err != nil {
-		t.Fatalf("dashboard did not show segments: %v", err)
-	}
-	waitText(countOf("big_spenders"), "2")
-	waitText(countOf("active_shoppers"), "1")
-	waitText(countOf("cart_abandoners"), "0")
-	waitText("#status .status-text", "Live")
+	b.open(url)
+	b.waitText(countOf("big_spenders"), "2")
+	b.waitText(countOf("active_shoppers"), "1")
+	b.waitText(countOf("cart_abandoners"), "0")
+	b.waitText("#status .status-text", "Live")
 
 	// A customer enters big_spenders: the store has them and the topic says so.
 	fake.setMembers("big_spenders", "101", "202", "612")
 	produce("big_spenders", "612", "enter")
-	waitText(countOf("big_spenders"), "3")
-	waitText(`#feed .feed-item.enter[data-segment="big_spenders"] .linklike`, "User 612")
+	b.waitText(countOf("big_spenders"), "3")
+	b.waitText(`#feed .feed-item.enter[data-segment="big_spenders"] .linklike`, "User 612")
 	// And one leaves active_shoppers.
 	fake.setMembers("active_shoppers")
 	produce("active_shoppers", "7", "exit")
-	waitText(countOf("active_shoppers"), "0")
-	waitText(`#feed .feed-item.exit[data-segment="active_shoppers"] .linklike`, "User 7")
-	feedLen, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#feed .feed-item").length`))
+	b.waitText(countOf("active_shoppers"), "0")
+	b.waitText(`#feed .feed-item.exit[data-segment="active_shoppers"] .linklike`, "User 7")
+	feedLen, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](`document.querySelectorAll("#feed .feed-item").length`))
 	if err != nil || feedLen != 2 {
 		t.Fatalf("feed has %d items (%v), want 2", feedLen, err)
 	}
 
 	// Members of a segment, then a customer's profile with a prediction.
-	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`[data-segment="big_spenders"].segment`))); err != nil {
-		t.Fatal(err)
-	}
-	waitText("#members-title", "Big spenders")
-	waitText("#members-list li:last-child button", "User 612")
-	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#members-list li:last-child button"))); err != nil {
-		t.Fatal(err)
-	}
-	waitText(`.profile[data-user="612"] .prediction .label`, "yes")
-	waitText(`.profile .pill-seg`, "Big spenders")
+	b.do(chromedp.Click(chromedp.CSS(`[data-segment="big_spenders"].segment`)))
+	b.waitText("#members-title", "Big spenders")
+	b.waitText("#members-list li:last-child button", "User 612")
+	b.do(chromedp.Click(chromedp.CSS("#members-list li:last-child button")))
+	b.waitText(`.profile[data-user="612"] .prediction .label`, "yes")
+	b.waitText(`.profile .pill-seg`, "Big spenders")
 
 	// An unknown customer gets a polite empty state.
-	if err := chromedp.Do(ctx,
-		chromedp.SetValue(chromedp.CSS("#lookup-id"), "999"),
-		chromedp.Click(chromedp.CSS("#lookup-form button"))); err != nil {
-		t.Fatal(err)
-	}
-	waitText("#lookup-result .empty strong", "No customer with id “999” yet")
+	b.do(chromedp.SetValue(chromedp.CSS("#lookup-id"), "999"), chromedp.Click(chromedp.CSS("#lookup-form button")))
+	b.waitText("#lookup-result .empty strong", "No customer with id “999” yet")
 
 	// Back to a state worth a screenshot: a profile on screen.
-	if err := chromedp.Do(ctx,
-		chromedp.SetValue(chromedp.CSS("#lookup-id"), "612"),
-		chromedp.Click(chromedp.CSS("#lookup-form button"))); err != nil {
-		t.Fatal(err)
-	}
-	waitText(`.profile[data-user="612"] .prediction .label`, "yes")
+	b.do(chromedp.SetValue(chromedp.CSS("#lookup-id"), "612"), chromedp.Click(chromedp.CSS("#lookup-form button")))
+	b.waitText(`.profile[data-user="612"] .prediction .label`, "yes")
 	for i, id := range []string{"31", "44", "58"} {
 		produce([]string{"cart_abandoners", "active_shoppers", "big_spenders"}[i], id, []string{"enter", "enter", "exit"}[i])
 	}
-	waitText(`#feed .feed-item:first-child .linklike`, "User 58")
+	b.waitText(`#feed .feed-item:first-child .linklike`, "User 58")
 }
