@@ -157,6 +157,10 @@ func TestPredictErrors(t *testing.T) {
 	f("bad inline", "POST", "read-key", `{"model":"purchase_propensity","features":[{"user":{"id":1,"orders_30d":"many"}}]}`, 400, `features[0].user.orders_30d: want a number, got the string \"many\"`)
 	f("too many rows", "POST", "read-key", many, 413, "over the 1000 row limit")
 	f("GET", "GET", "read-key", "", 405, "use POST")
+	if code, _ := h.do("POST", "/v1/predict", "slow-key", ok); code != 200 {
+		t.Errorf("rate-limited key, first request: %d", code)
+	}
+	f("over the rate limit", "POST", "slow-key", ok, 429, "rate limit exceeded")
 
 	st.fail(errors.New("connection refused"))
 	f("store down", "POST", "read-key", ok, 503, "online store is unavailable")

@@ -25,6 +25,7 @@ keys:
   - {name: reader, key: read-key, scopes: [read]}
   - {name: admin, key: admin-key, scopes: [read, admin]}
   - {name: writer, key: write-key, scopes: [write]}
+  - {name: slow, key: slow-key, scopes: [read], rate_limit: 0.01, burst: 1}
 features:
   - {name: orders_30d, agg: count, event: Order Completed, window: 30d}
   - {name: revenue_30d, agg: sum, event: Order Completed, field: properties.revenue, window: 30d}
