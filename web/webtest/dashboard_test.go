@@ -50,6 +50,7 @@ type fakeScorer struct {
 	static  fasthttp.RequestHandler
 	mu      sync.Mutex
 	members map[string][]string
+	noKey   bool // /config.js without the dev key, as outside `pulse dev`
 }
 
 func (f *fakeScorer) setMembers(seg string, ids ...string) {
@@ -76,6 +77,10 @@ func (f *fakeScorer) handler(ctx *fasthttp.RequestCtx) {
 	switch {
 	case path == "/config.js":
 		ctx.SetContentType("text/javascript")
+		if f.noKey {
+			ctx.SetBodyString(`window.PULSE_CONFIG = {"models":["purchase_propensity"]};`)
+			return
+		}
 		ctx.SetBodyString(`window.PULSE_CONFIG = {"readKey":"rk","models":["purchase_propensity"]};`)
 	case path == "/v1/segments/live":
 		f.live.ServeSSE(ctx)
@@ -199,4 +204,18 @@ func TestDashboardShowsLiveChanges(t *testing.T) {
 		produce([]string{"cart_abandoners", "active_shoppers", "big_spenders"}[i], id, []string{"enter", "enter", "exit"}[i])
 	}
 	b.waitText(`#feed .feed-item:first-child .linklike`, "User 58")
+
+	// Outside `pulse dev` the page asks for a key once, refuses a wrong one
+	// politely, and remembers a good one.
+	fake.mu.Lock()
+	fake.noKey = true
+	fake.mu.Unlock()
+	b.do(chromedp.Evaluate[chromedp.Void](`localStorage.clear()`), chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#key-input")))
+	b.do(chromedp.SetValue(chromedp.CSS("#key-input"), "wrong"), chromedp.Click(chromedp.CSS("#key-form button")))
+	b.waitText("#key-error", "Your key was not accepted. Please enter it again.")
+	b.do(chromedp.SetValue(chromedp.CSS("#key-input"), "rk"), chromedp.Click(chromedp.CSS("#key-form button")))
+	b.waitText(countOf("big_spenders"), "3")
+	b.do(chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(countOf("big_spenders"))))
+	b.waitText(countOf("big_spenders"), "3")
+	b.waitText("#status .status-text", "Live")
 }
