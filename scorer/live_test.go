@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,14 +41,14 @@ segments:
 // liveEnv is a kfake broker with the segments topic, a producer, and Live
 // servers started on it.
 type liveEnv struct {
-	t       *testing.T
+	t       testing.TB
 	cfg     *config.Config
 	produce *kgo.Client
 	seq     int
 	live    *scorer.Live // the last started
 }
 
-func newLiveEnv(t *testing.T) *liveEnv {
+func newLiveEnv(t testing.TB) *liveEnv {
 	t.Helper()
 	emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{Partitions: 3})
 	if err != nil {
@@ -154,7 +156,7 @@ type sseClient struct {
 	lastID string // the last id field seen, events or heartbeats
 }
 
-func connect(t *testing.T, url, lastID string) *sseClient {
+func connect(t testing.TB, url, lastID string) *sseClient {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
@@ -205,7 +207,7 @@ func connect(t *testing.T, url, lastID string) *sseClient {
 func (c *sseClient) Close() { c.cancel() }
 
 // next waits for n events.
-func (c *sseClient) next(t *testing.T, n int) []sseEvent {
+func (c *sseClient) next(t testing.TB, n int) []sseEvent {
 	t.Helper()
 	var out []sseEvent
 	timeout := time.After(15 * time.Second)
@@ -224,7 +226,7 @@ func (c *sseClient) next(t *testing.T, n int) []sseEvent {
 }
 
 // quiet checks that nothing more arrives for a while.
-func (c *sseClient) quiet(t *testing.T, d time.Duration) {
+func (c *sseClient) quiet(t testing.TB, d time.Duration) {
 	t.Helper()
 	select {
 	case ev, ok := <-c.C:
@@ -237,7 +239,7 @@ func (c *sseClient) quiet(t *testing.T, d time.Duration) {
 
 // sameRecords checks that got holds exactly want's change ids, each
 // entity's changes in the order produced.
-func sameRecords(t *testing.T, got []sseEvent, want []segment.Record) {
+func sameRecords(t testing.TB, got []sseEvent, want []segment.Record) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("got %d events, want %d", len(got), len(want))
@@ -422,4 +424,76 @@ func TestLiveHistory(t *testing.T) {
 	c.quiet(t, 300*time.Millisecond)
 	more := e.send(4, false)
 	sameRecords(t, c.next(t, len(only(more, "a"))), only(more, "a"))
+}
+
+// BenchmarkLiveLatency measures the time from a record's write to
+// pulse.segments (acknowledged) to its arrival on each of 20 SSE streams,
+// with records written at about 5000/s.
+func BenchmarkLiveLatency(b *testing.B) {
+	e := newLiveEnv(b)
+	url, stop := e.start(scorer.LiveOptions{Backfill: -1})
+	defer stop()
+	const subscribers = 20
+	var clients []*sseClient
+	for range subscribers {
+		clients = append(clients, connect(b, url+"/v1/segments/live?api_key=rk", ""))
+	}
+	plain, err := kafka.NewClient(e.cfg.Kafka, kafka.ProducerOpts()...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer plain.Close()
+	acked := make([]time.Time, b.N)
+	var mu sync.Mutex
+	b.ResetTimer()
+	go func() {
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for i := 0; i < b.N; {
+			<-tick.C
+			for j := 0; j < 5 && i < b.N; j, i = j+1, i+1 {
+				rec := segment.Record{ID: fmt.Sprint(i), Segment: "a", Entity: "user", EntityID: fmt.Sprint(i % 1000), Change: "enter", At: time.Now()}
+				v, _ := json.Marshal(rec)
+				n := i
+				plain.Produce(context.Background(), &kgo.Record{Topic: e.cfg.Kafka.Topics.Segments, Key: []byte(rec.EntityID), Value: v}, func(*kgo.Record, error) {
+					mu.Lock()
+					acked[n] = time.Now()
+					mu.Unlock()
+				})
+			}
+		}
+	}()
+	// Every stream is read at once, as independent clients would.
+	lats := make([][]time.Duration, len(clients))
+	var wg sync.WaitGroup
+	for k, c := range clients {
+		wg.Go(func() {
+			for range b.N {
+				ev, ok := <-c.C
+				if !ok {
+					return
+				}
+				now := time.Now()
+				var i int
+				fmt.Sscan(ev.Rec.ID, &i)
+				mu.Lock()
+				at := acked[i]
+				mu.Unlock()
+				if !at.IsZero() {
+					lats[k] = append(lats[k], now.Sub(at))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	var lat []time.Duration
+	for _, l := range lats {
+		lat = append(lat, l...)
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	if len(lat) > 0 {
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	}
 }
