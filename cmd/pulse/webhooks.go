@@ -2,12 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"time"
 
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/demo"
+	"github.com/pulse-rt/pulse/internal/httpapi"
+	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/webhook"
+	"github.com/valyala/fasthttp"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -18,6 +25,52 @@ func startWebhooks(ctx context.Context, g *errgroup.Group, cfg *config.Config) e
 		return nil
 	}
 	g.Go(func() error { return svc.Run(ctx) })
+	return nil
+}
+
+// runWebhooks is `pulse webhooks -config FILE`: segment webhook delivery on
+// its own, with /metrics, /healthz and /readyz on -listen.
+func runWebhooks(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("webhooks", flag.ExitOnError)
+	path := fl.String("config", "pulse.yaml", "config file")
+	listen := fl.String("listen", "127.0.0.1:8083", "address of /metrics, /healthz and /readyz")
+	fl.Parse(args)
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return configError(err)
+	}
+	svc := webhook.New(cfg, webhook.Options{Log: slog.Default()})
+	if !svc.Enabled() {
+		return fmt.Errorf("no segment in %s has a webhook: nothing to deliver", *path)
+	}
+	cl, err := kafka.NewClient(cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w", *listen, err)
+	}
+	health := httpapi.NewHealth()
+	srv := &fasthttp.Server{
+		Name: "pulse-webhooks",
+		Handler: func(c *fasthttp.RequestCtx) {
+			if !health.Serve(c) {
+				httpapi.WriteError(c, fasthttp.StatusNotFound, "no such endpoint: "+string(c.Path()))
+			}
+		},
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return svc.Run(ctx) })
+	g.Go(func() error { return httpapi.Serve(ctx, srv, ln, slog.Default()) })
+	g.Go(func() error {
+		health.Watch(ctx, 2*time.Second, func(ctx context.Context) error { return kafka.Ping(ctx, cl) })
+		return nil
+	})
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
 	return nil
 }
 
