@@ -105,6 +105,10 @@ func (t *task) restore(ctx context.Context, has bool) error {
 		mRestored.Add(float64(fs.NumRecords()))
 	}
 	t.meta.changelog = fence
+	if !has {
+		// Stale memberships were put on the timer index above.
+		t.meta.segFP = t.p.segments.Fingerprint()
+	}
 	b.Set(pkMeta, t.meta.encode(), nil)
 	if err := b.Commit(pebble.Sync); err != nil {
 		return err
@@ -146,9 +150,12 @@ func (t *task) applyChangelog(b *pebble.Batch, r *kgo.Record, local bool, now ti
 			b.Delete(ek, nil)
 			return nil
 		}
-		state, _, err := splitEntityValue(r.Value)
+		state, memb, err := splitEntityValue(r.Value)
 		if err != nil {
 			return err
+		}
+		if _, stale, _ := t.p.segments.DecodeMembership(memb, nil); stale {
+			b.Set(timerKey(0, id), nil, nil) // rules changed since: re-evaluate
 		}
 		st, err := t.p.features.DecodeState(state)
 		if err != nil {

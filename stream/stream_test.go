@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -237,6 +240,60 @@ func TestCrashAtRandomPoints(t *testing.T) {
 	if len(final) == 0 {
 		t.Fatal("no segment changes on the topic")
 	}
+	for id := range ref.st {
+		_, want := ref.vector(id, e.clock.now())
+		if !equal(final[id], want...) {
+			t.Errorf("user %s: segments from the topic %v, want %v", id, final[id], want)
+		}
+	}
+}
+
+// Two processors share the group on a real Kafka broker; one dies mid-load
+// (its clients close with a transaction possibly open and its Pebble batch
+// not committed). The survivor takes its partitions, restores them from the
+// changelog, and ends with the features of one processor that saw
+// everything, each segment change written once.
+func TestRebalanceKillOneRealKafka(t *testing.T) {
+	e := newEnv(t, testenv.Kafka(t))
+	recs, evs := load(5, 60, 8000)
+	ref := newReference(t, e.cfg)
+	for _, ev := range evs {
+		ref.apply(ev)
+	}
+	var commits atomic.Int64
+	killAt := int64(12)
+	hook := func(point string, _ int32) error {
+		if point == "after-txn-commit" && commits.Add(1) >= killAt {
+			return errKill // dies between the transaction and its Pebble batch
+		}
+		return nil
+	}
+	a := e.processor(Options{hook: hook, MaxPollRecords: 250}, filepath.Join(t.TempDir(), "a"))
+	b := e.processor(Options{MaxPollRecords: 250}, filepath.Join(t.TempDir(), "b"))
+	stopA := e.run(a)
+	e.run(b)
+	// Wait until both own partitions, so the kill moves some.
+	deadline := time.Now().Add(60 * time.Second)
+	for len(a.Partitions()) == 0 || len(b.Partitions()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("partitions not shared: a %v, b %v", a.Partitions(), b.Partitions())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("a owns %v, b owns %v", a.Partitions(), b.Partitions())
+	for i := 0; i < len(recs); i += 400 {
+		e.produce(recs[i:min(i+400, len(recs))]...)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := stopA(); !errors.Is(err, errKill) {
+		t.Fatalf("processor a ended with %v, want the injected kill", err)
+	}
+	e.waitCaughtUp(90*time.Second, b)
+	if got := b.Partitions(); len(got) != 4 {
+		t.Fatalf("survivor owns %v, want all 4 partitions", got)
+	}
+	ref.waitMatches(t, e.store, e.clock.now(), 10*time.Second)
+	final := segmentChanges(t, e)
 	for id := range ref.st {
 		_, want := ref.vector(id, e.clock.now())
 		if !equal(final[id], want...) {

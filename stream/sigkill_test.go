@@ -1,0 +1,160 @@
+package stream
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/internal/testenv"
+	"github.com/twmb/franz-go/pkg/kadm"
+)
+
+// A real `pulse stream` process is killed with SIGKILL during a load and
+// started again: the features equal the reference and every segment
+// change is on pulse.segments once.
+func TestSIGKILLPulseStream(t *testing.T) {
+	e := newEnv(t, testenv.Kafka(t))
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "pulse")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/pulse")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := ln.Addr().String()
+	ln.Close()
+	tp := e.cfg.Kafka.Topics
+	cfgFile := filepath.Join(dir, "pulse.yaml")
+	storePath := filepath.Join(dir, "store")
+	yaml := fmt.Sprintf(`data_dir: %s
+kafka:
+  brokers: [%q]
+  topics: {events: %s, invalid: %s, segments: %s, state: %s, predictions: %s}
+store: {backend: pebble, path: %s}
+%s
+`, filepath.Join(dir, "data"), e.brokers[0], tp.Events, tp.Invalid, tp.Segments, tp.State, tp.Events+".predictions", storePath,
+		testConfig[len("\n"):])
+	yaml = replaceOnce(yaml, "stream:\n", fmt.Sprintf("stream:\n  group: %s\n  listen: %q\n", e.cfg.Stream.Group, listen))
+	if err := os.WriteFile(cfgFile, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "pulse.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if t.Failed() || testing.Verbose() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("pulse stream log:\n%s", b)
+		}
+	}()
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "stream", "-config", cfgFile)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	recs, evs := load(7, 50, 10000)
+	ref := newReference(t, e.cfg)
+	for _, ev := range evs {
+		ref.apply(ev)
+	}
+	cmd := start()
+	half := len(recs) / 2
+	for i := 0; i < half; i += 500 {
+		e.produce(recs[i:min(i+500, half)]...)
+		time.Sleep(30 * time.Millisecond)
+	}
+	// Kill while it works: wait for some progress first.
+	e.waitGroupProgress(t, 60*time.Second, 1)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	e.produce(recs[half:]...)
+	cmd = start()
+	e.waitGroupProgress(t, 90*time.Second, -1)
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("pulse stream after SIGTERM: %v", err)
+	}
+	store, err := featurestore.OpenPebble(storePath, featurestore.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	now := time.Now()
+	bad := 0
+	for id := range ref.st {
+		want, wantSegs := ref.vector(id, now)
+		v, err := store.Get(context.Background(), entity, id)
+		if err != nil || !reflect.DeepEqual(v.Features, want) || !reflect.DeepEqual(v.Segments, wantSegs) && len(v.Segments)+len(wantSegs) > 0 {
+			t.Errorf("user %s (err %v):\n got %v %v\nwant %v %v", id, err, v.Features, v.Segments, want, wantSegs)
+			if bad++; bad > 5 {
+				t.FailNow()
+			}
+		}
+	}
+	final := segmentChanges(t, e)
+	for id := range ref.st {
+		_, want := ref.vector(id, now)
+		if !equal(final[id], want...) {
+			t.Errorf("user %s: segments from the topic %v, want %v", id, final[id], want)
+		}
+	}
+}
+
+func replaceOnce(s, old, new string) string {
+	for i := 0; i+len(old) <= len(s); i++ {
+		if s[i:i+len(old)] == old {
+			return s[:i] + new + s[i+len(old):]
+		}
+	}
+	return s
+}
+
+// waitGroupProgress waits until the group's committed offsets reach the
+// end of every partition (atLeast < 0), or add up to at least atLeast.
+func (e *env) waitGroupProgress(t *testing.T, timeout time.Duration, atLeast int64) {
+	t.Helper()
+	adm := kadm.NewClient(e.prod)
+	deadline := time.Now().Add(timeout)
+	for {
+		ends := e.endOffsets()
+		resp, err := adm.FetchOffsets(context.Background(), e.cfg.Stream.Group)
+		if err == nil {
+			var sum int64
+			done := true
+			for p, end := range ends {
+				o, ok := resp.Lookup(e.cfg.Kafka.Topics.Events, p)
+				if !ok || o.At < end {
+					done = false
+				}
+				if ok {
+					sum += o.At
+				}
+			}
+			if atLeast < 0 && done || atLeast >= 0 && sum >= atLeast {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("group did not progress in %s (err %v)", timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
