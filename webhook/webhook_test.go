@@ -248,6 +248,13 @@ func TestDeliverRetryAndDeadLetter(t *testing.T) {
 	})
 	down := newReceiver(t, "sec-b", func(string, int) int { return 503 })
 	rejects := newReceiver(t, "sec-c", func(string, int) int { return 400 })
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(3 * time.Second):
+		}
+	}))
+	defer slow.Close()
 	e := newEnv(t, fmt.Sprintf(`
 segments:
   - name: a
@@ -259,16 +266,20 @@ segments:
   - name: c
     rule: 'x > 1'
     webhook: {url: %q, secret: sec-c, max_retries: 5}
+  - name: slow
+    rule: 'x > 1'
+    webhook: {url: %q, secret: s, max_retries: 1, timeout: 100ms}
   - name: quiet
     rule: 'x > 1'
-`, ok.srv.URL, down.srv.URL, rejects.srv.URL))
+`, ok.srv.URL, down.srv.URL, rejects.srv.URL, slow.URL))
 	e.run()
 	as := e.send("a", 4)
 	bs := e.send("b", 2)
 	cs := e.send("c", 1)
+	e.send("slow", 1)
 	e.send("quiet", 3)
 
-	dls := e.deadLetters(3)
+	dls := e.deadLetters(4)
 	e.waitCommitted()
 	calls, bad := ok.snapshot()
 	if len(bad) > 0 {
@@ -295,17 +306,18 @@ segments:
 	if len(ccalls[cs[0].ID]) != 1 {
 		t.Fatalf("c: a 400 is not retried, got %d attempts", len(ccalls[cs[0].ID]))
 	}
-	want := map[string]int{"b": 3, "c": 1}
+	want := map[string]int{"b": 3, "c": 1, "slow": 2}
+	wantStatus := map[string]int{"b": 503, "c": 400, "slow": 0}
 	seen := map[string]int{}
 	for _, dl := range dls {
 		var rec segment.Record
 		json.Unmarshal(dl.Record, &rec)
-		if dl.Attempts != want[dl.Segment] || rec.Segment != dl.Segment || dl.Error == "" || dl.Status == 0 {
+		if dl.Attempts != want[dl.Segment] || rec.Segment != dl.Segment || dl.Error == "" || dl.Status != wantStatus[dl.Segment] {
 			t.Fatalf("dead letter %+v", dl)
 		}
 		seen[dl.Segment]++
 	}
-	if seen["b"] != 2 || seen["c"] != 1 {
+	if seen["b"] != 2 || seen["c"] != 1 || seen["slow"] != 1 {
 		t.Fatalf("dead letters by segment: %v", seen)
 	}
 }
