@@ -60,6 +60,10 @@ type Live struct {
 
 	ready chan struct{} // closed once the partitions and start offsets are known
 	done  chan struct{} // closed when Run returns
+	// catchups bounds the Kafka clients re-reading for streams behind the
+	// buffer, so a crowd reconnecting after a restart does not open a
+	// client each at once.
+	catchups chan struct{}
 }
 
 // LiveOptions tune Live; zero values take the defaults.
@@ -161,6 +165,8 @@ func NewLive(cfg *config.Config, opts LiveOptions) *Live {
 		wake:  make(chan struct{}),
 		ready: make(chan struct{}),
 		done:  make(chan struct{}),
+
+		catchups: make(chan struct{}, 8),
 	}
 	l.Reload(cfg)
 	return l
@@ -618,6 +624,12 @@ func (l *Live) historyStart(sub *liveSubscription) uint64 {
 // catchUp reads need's ranges from Kafka and writes them to the client:
 // the records it missed that the buffer no longer holds.
 func (l *Live) catchUp(w *bufio.Writer, flush func() error, sub *liveSubscription, need map[int32][2]int64) error {
+	select {
+	case l.catchups <- struct{}{}:
+		defer func() { <-l.catchups }()
+	case <-l.done:
+		return errLiveClosed
+	}
 	from := map[int32]kgo.Offset{}
 	for p, r := range need {
 		from[p] = kgo.NewOffset().At(r[0])
