@@ -40,14 +40,14 @@ type task struct {
 
 	// work serialises the batches, the timer and resets; mu guards meta
 	// for readers of next.
-	work     sync.Mutex
-	mu       sync.Mutex
-	meta     meta
-	vals     []any
+	work sync.Mutex
+	mu   sync.Mutex
+	meta meta
+	vals []any
 	// cache keeps decoded entities across batches, as committed (a task
 	// whose commit fails is thrown away with its cache). Bounded by
 	// cacheEntities.
-	cache map[string]*entry
+	cache    map[string]*entry
 	lagLabel string
 
 	// written is the input offset whose vectors are in the store: for lag
