@@ -14,6 +14,7 @@ import (
 	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/internal/testenv"
+	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -300,4 +301,56 @@ func TestRebalanceKillOneRealKafka(t *testing.T) {
 			t.Errorf("user %s: segments from the topic %v, want %v", id, final[id], want)
 		}
 	}
+}
+
+// The kfake log of `pulse dev` is wiped while the stream's state is kept:
+// the task notices its offset is beyond the new log's end, drops the
+// partition's state and resynchronises from the start.
+func TestLogWipedResynchronises(t *testing.T) {
+	e := newEnv(t, nil)
+	recs, _ := load(11, 10, 2000)
+	e.produce(recs...)
+	dataDir := t.TempDir()
+	p := e.processor(Options{}, dataDir)
+	stop := e.run(p)
+	e.waitCaughtUp(20*time.Second, p)
+	stop()
+
+	// A new, empty broker with the same topic names: the wiped log.
+	e2 := newEnv(t, nil)
+	e2.cfg.Kafka.Topics = e.cfg.Kafka.Topics
+	e2.cfg.Stream.Group = e.cfg.Stream.Group
+	if err := kafka.EnsureTopics(context.Background(), e2.prod, e2.cfg.Kafka); err != nil {
+		t.Fatal(err)
+	}
+	recs2, evs2 := load(12, 10, 300)
+	e2.produce(recs2...)
+	ref := newReference(t, e2.cfg)
+	for _, ev := range evs2 {
+		ref.apply(ev)
+	}
+	p = e2.processor(Options{}, dataDir)
+	e2.run(p)
+	e2.waitCaughtUp(20*time.Second, p)
+	ref.check(t, e2.store, e2.clock.now())
+}
+
+// Changing a segment rule re-evaluates stored members with no new event.
+func TestSegmentRuleChangeReevaluates(t *testing.T) {
+	e := newEnv(t, nil)
+	e.produce(eventRecord(t, order("a", "o1", t0, 10)))
+	dataDir := t.TempDir()
+	p := e.processor(Options{}, dataDir)
+	stop := e.run(p)
+	e.waitCaughtUp(10*time.Second, p)
+	stop()
+	waitVector(t, e, "a", func(_ map[string]any, segs []string) bool { return equal(segs, "hot", "odd_orders") })
+	for i := range e.cfg.Segments {
+		if e.cfg.Segments[i].Name == "buyers" {
+			e.cfg.Segments[i].Rule = "orders_lifetime >= 1"
+		}
+	}
+	p = e.processor(Options{}, dataDir)
+	e.run(p)
+	waitVector(t, e, "a", func(_ map[string]any, segs []string) bool { return equal(segs, "buyers", "hot", "odd_orders") })
 }
