@@ -90,13 +90,13 @@ func makeCatalog() []product {
 	return out
 }
 
-// NewGenerator makes traffic for users shoppers (default 2000).
+// NewGenerator makes traffic for users shoppers (default 10000).
 func NewGenerator(seed uint64, users int) *Generator {
 	if users <= 0 {
-		users = 2000
+		users = 10000
 	}
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	g := &Generator{seed: seed, rng: rng, zipf: rand.NewZipf(rng, 1.15, 3, uint64(users-1))}
+	g := &Generator{seed: seed, rng: rng, zipf: rand.NewZipf(rng, 1.3, 3, uint64(users-1))}
 	for i := range users {
 		// Spread heavy users over the id space, not just ids 1, 2, 3.
 		id := 1 + (i*7919)%users
@@ -206,7 +206,7 @@ type Options struct {
 	WriteKey string
 	// Rate is events per second, overriding the default 30.
 	Rate float64
-	// Users is the number of shoppers, overriding the default 2000.
+	// Users is the number of shoppers, overriding the default 10000.
 	Users int
 	// Seed fixes the traffic; 0 takes one from the clock, so message ids
 	// differ from a previous run's (the stream would drop repeats).
