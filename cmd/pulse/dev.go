@@ -13,6 +13,7 @@ import (
 
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/history"
 	"github.com/pulse-rt/pulse/ingest"
 	"github.com/pulse-rt/pulse/kafka"
 	"golang.org/x/sync/errgroup"
@@ -27,11 +28,18 @@ func runDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return configError(err)
 	}
-	return dev(ctx, cfg, *demoTraffic)
+	return dev(ctx, cfg, devOptions{Demo: *demoTraffic, ClickHouseTCP: 9000, ClickHouseHTTP: 8123})
+}
+
+type devOptions struct {
+	Demo bool // run the e-commerce traffic generator
+	// Ports of the local clickhouse-server started when the config names
+	// none and one is installed.
+	ClickHouseTCP, ClickHouseHTTP int
 }
 
 // dev runs every service of `pulse dev` on cfg until ctx ends.
-func dev(ctx context.Context, cfg *config.Config, demoTraffic bool) error {
+func dev(ctx context.Context, cfg *config.Config, o devOptions) error {
 	log := slog.Default()
 
 	// pulse dev binds 127.0.0.1 only, whatever the config says.
@@ -73,12 +81,33 @@ func dev(ctx context.Context, cfg *config.Config, demoTraffic bool) error {
 	if err := startWebhooks(ctx, g, cfg); err != nil {
 		return err
 	}
-	if demoTraffic {
+	if cfg.ClickHouse.Addr == "" {
+		dir := filepath.Join(cfg.DataDir, "clickhouse")
+		ch, err := history.StartLocal(ctx, dir, o.ClickHouseTCP, o.ClickHouseHTTP)
+		switch {
+		case errors.Is(err, history.ErrNoLocalServer):
+			log.Info("history is off: clickhouse-server is not installed (apt-get install clickhouse-server, then restart pulse dev)")
+		case err != nil:
+			log.Warn("history is off: cannot start a local ClickHouse", "err", err)
+		default:
+			defer ch.Stop()
+			cfg.ClickHouse.Addr = ch.Addr
+			log.Info("local ClickHouse up", "native", ch.Addr, "http", ch.HTTPAddr, "data", dir)
+		}
+	}
+	if cfg.ClickHouse.Addr != "" {
+		w, err := history.NewWriter(cfg, history.WriterOptions{}, log)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return w.Run(ctx) })
+	}
+	if o.Demo {
 		if err := startDemo(ctx, g, cfg); err != nil {
 			return err
 		}
 	}
-	printDevBanner(cfg, demoTraffic)
+	printDevBanner(cfg, o.Demo)
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
@@ -148,6 +177,10 @@ func printDevBanner(cfg *config.Config, demo bool) {
 			read = k.Key
 		}
 	}
+	chLine := "off (install clickhouse-server to keep the history)"
+	if cfg.ClickHouse.Addr != "" {
+		chLine = fmt.Sprintf("%s                (clickhouse-client --port %s -d %s)", cfg.ClickHouse.Addr, portOf(cfg.ClickHouse.Addr), cfg.ClickHouse.Database)
+	}
 	model := "MODEL"
 	if len(cfg.Models) > 0 {
 		model = cfg.Models[0].Name
@@ -159,6 +192,7 @@ func printDevBanner(cfg *config.Config, demo bool) {
   Ingest (Segment API)  http://%[1]s/v1/batch         write key: %[4]s
   Scorer                http://%[2]s/v1/predict
   Kafka                 %[3]s                (kcat -b %[3]s -t %[6]s -C)
+  History (ClickHouse)  %[8]s
 
   Try:
     curl -s http://%[1]s/v1/track -u %[4]s: -H 'Content-Type: application/json' \
@@ -166,9 +200,17 @@ func printDevBanner(cfg *config.Config, demo bool) {
     curl -s http://%[2]s/v1/entities/user/612 -H 'Authorization: Bearer %[5]s'
     curl -s http://%[2]s/v1/predict -H 'Content-Type: application/json' \
       -d '{"api_key":"%[5]s","model":"%[7]s","features":[{"user":{"id":612}}]}'
-`, cfg.Ingest.Listen, cfg.Scorer.Listen, strings.Join(cfg.Kafka.Brokers, ","), write, read, cfg.Kafka.Topics.Events, model)
+`, cfg.Ingest.Listen, cfg.Scorer.Listen, strings.Join(cfg.Kafka.Brokers, ","), write, read, cfg.Kafka.Topics.Events, model, chLine)
 	if demo {
 		fmt.Println("\n  Demo traffic is on: open the dashboard and watch the segments move.")
 	}
 	fmt.Println()
+}
+
+func portOf(addr string) string {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return p
 }

@@ -44,7 +44,10 @@ func TestDevEndToEnd(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- dev(ctx, cfg, false) }()
+	chHTTP := freePort(t)
+	go func() {
+		done <- dev(ctx, cfg, devOptions{ClickHouseTCP: freePort(t), ClickHouseHTTP: chHTTP})
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -140,6 +143,27 @@ func TestDevEndToEnd(t *testing.T) {
 	if preds[0]["model_used"] != true || preds[1]["model_used"] != false || preds[1]["prediction"] != "no" {
 		t.Fatalf("predictions: %s", b)
 	}
+
+	// The history: pulse dev started a local ClickHouse and copies the
+	// events into it, where an analyst can query them.
+	query := func(sql string) string {
+		resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/", chHTTP), "text/plain", strings.NewReader(sql))
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.TrimSpace(string(b))
+	}
+	waitFor("the events in ClickHouse", 30*time.Second, func() bool {
+		return query("SELECT count() FROM pulse.events FINAL WHERE user_id = '612'") == "4"
+	})
+	if got := query("SELECT sum(revenue) FROM pulse.events FINAL WHERE user_id = '612' AND event = 'Order Completed'"); got != "601" {
+		t.Fatalf("revenue in ClickHouse: %s", got)
+	}
+	waitFor("the predictions in ClickHouse", 30*time.Second, func() bool {
+		return query("SELECT count() FROM pulse.predictions") == "2"
+	})
 }
 
 func contains(list []string, s string) bool {

@@ -19,6 +19,9 @@ Usage:
   pulse ingest -config FILE       the tracking API (Segment-compatible) into Kafka
   pulse stream -config FILE       the feature processors (consumer group pulse-stream)
   pulse scorer -config FILE       predictions, entities, segments, live feed, dashboard
+  pulse history -config FILE      copy events, segment changes and predictions into ClickHouse
+  pulse backfill features|training-set|predict|verify -config FILE ...
+                                  replay history through the same feature code as the stream
   pulse validate -config FILE     check a config and report every problem
   pulse loadtest ingest [flags]   open-loop load against ingest, with a raw-produce baseline
 
@@ -44,6 +47,10 @@ func main() {
 		err = runStream(ctx, args)
 	case "scorer":
 		err = runScorer(ctx, args)
+	case "history":
+		err = runHistory(ctx, args)
+	case "backfill":
+		err = runBackfill(ctx, args)
 	case "validate":
 		err = runValidate(args)
 	case "loadtest":
