@@ -19,6 +19,7 @@ Usage:
   pulse ingest -config FILE       the tracking API (Segment-compatible) into Kafka
   pulse stream -config FILE       the feature processors (consumer group pulse-stream)
   pulse scorer -config FILE       predictions, entities, segments, live feed, dashboard
+  pulse webhooks -config FILE     deliver segment enter/exit records to the configured webhooks
   pulse history -config FILE      copy events, segment changes and predictions into ClickHouse
   pulse backfill features|training-set|predict|verify -config FILE ...
                                   replay history through the same feature code as the stream
@@ -47,6 +48,8 @@ func main() {
 		err = runStream(ctx, args)
 	case "scorer":
 		err = runScorer(ctx, args)
+	case "webhooks":
+		err = runWebhooks(ctx, args)
 	case "history":
 		err = runHistory(ctx, args)
 	case "backfill":
