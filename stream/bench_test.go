@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/cockroachdb/pebble"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/kafka"
@@ -91,6 +93,7 @@ func BenchmarkFullPath(b *testing.B) {
 		full := float64(n) / time.Since(start).Seconds()
 		stop()
 		store.Close()
+		reportHistograms(b)
 		b.ReportMetric(full, "events/s")
 		b.ReportMetric(raw, "raw-consume-events/s")
 		b.ReportMetric(100*full/raw, "%-of-raw")
@@ -187,8 +190,30 @@ func BenchmarkRestore(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.ReportMetric(time.Since(start).Seconds(), "restore-s")
-		b.ReportMetric(n/time.Since(start).Seconds(), "entities/s")
+		took := time.Since(start)
+		b.ReportMetric(took.Seconds(), "restore-s")
+		b.ReportMetric(n/took.Seconds(), "entities/s")
+		it, _ := t.db.NewIter(&pebble.IterOptions{LowerBound: pkEntity, UpperBound: prefixEnd(pkEntity)})
+		got := 0
+		for it.First(); it.Valid(); it.Next() {
+			got++
+		}
+		it.Close()
 		t.close()
+		if got != n {
+			b.Fatalf("restored %d entities, want %d", got, n)
+		}
+	}
+}
+
+// reportHistograms logs the batch and transaction timings of the run.
+func reportHistograms(b *testing.B) {
+	mfs, _ := prometheus.DefaultGatherer.Gather()
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "pulse_stream_txn_seconds", "pulse_stream_batch_seconds", "pulse_stream_batch_records":
+			h := mf.GetMetric()[0].GetHistogram()
+			b.Logf("%s: count %d sum %.3f", mf.GetName(), h.GetSampleCount(), h.GetSampleSum())
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/segment"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -177,6 +178,9 @@ func (p *Processor) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := p.checkPartitions(ctx); err != nil {
+		return err
+	}
 	p.log.Info("stream processor started", "group", p.cfg.Stream.Group, "topic", events)
 	for {
 		fetches := cl.PollRecords(ctx, p.opts.MaxPollRecords)
@@ -192,6 +196,26 @@ func (p *Processor) Run(ctx context.Context) error {
 			return err
 		}
 		cl.AllowRebalance()
+	}
+	return nil
+}
+
+// checkPartitions refuses to start when the changelog has fewer
+// partitions than the events topic: partition p's state goes to changelog
+// partition p.
+func (p *Processor) checkPartitions(ctx context.Context) error {
+	tp := p.cfg.Kafka.Topics
+	td, err := kadm.NewClient(p.cl).ListTopics(ctx, tp.Events, tp.State)
+	if err != nil {
+		return fmt.Errorf("cannot describe topics: %w", err)
+	}
+	ev, st := td[tp.Events], td[tp.State]
+	if ev.Err != nil || st.Err != nil {
+		return fmt.Errorf("cannot describe topics %s, %s: %w", tp.Events, tp.State, errors.Join(ev.Err, st.Err))
+	}
+	if len(st.Partitions) < len(ev.Partitions) {
+		return fmt.Errorf("changelog topic %s has %d partitions, fewer than the %d of %s: give it as many",
+			tp.State, len(st.Partitions), len(ev.Partitions), tp.Events)
 	}
 	return nil
 }
