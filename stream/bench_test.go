@@ -170,12 +170,16 @@ func BenchmarkRestore(b *testing.B) {
 		p.features.Apply(st, order("x", fmt.Sprint(i), t0.Add(-time.Duration(i)*time.Hour), 10))
 	}
 	val := entityValue(nil, st.AppendBinary(nil), p.segments.AppendMembership(nil, nil))
+	cl, err := kafka.NewClient(e.cfg.Kafka, append(kafka.ProducerOpts(), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
 	recs := make([]*kgo.Record, 0, 20000)
 	for i := range n {
 		recs = append(recs, &kgo.Record{Topic: e.cfg.Kafka.Topics.State, Partition: 0,
 			Key: []byte(clEntityPrefix + fmt.Sprintf("user-%d", i)), Value: val})
 		if len(recs) == cap(recs) || i == n-1 {
-			cl := e.prod
 			if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
 				b.Fatal(err)
 			}
