@@ -377,7 +377,6 @@ func (s *Server) reload(ctx *fasthttp.RequestCtx) {
 	}
 	status, err := s.Reload()
 	if err != nil {
-		ctx.SetStatusCode(fasthttp.StatusInternalServerError)
 		writeJSONStatus(ctx, fasthttp.StatusInternalServerError, reloadAnswer{Error: err.Error() + "; the previous versions keep serving", Models: status})
 		return
 	}
@@ -390,6 +389,7 @@ type reloadAnswer struct {
 	Models  []ModelStatus `json:"models"`
 }
 
+// writeJSONStatus answers status with v as JSON (or 500 if v cannot be encoded).
 func writeJSONStatus(ctx *fasthttp.RequestCtx, status int, v any) {
 	httpapi.WriteJSON(ctx, v)
 	if ctx.Response.StatusCode() == fasthttp.StatusOK {

@@ -153,14 +153,8 @@ func buyer() map[string]any {
 		"products_viewed_24h": 12.0, "cart_adds_24h": 2.0, "country": "FR"}
 }
 
-type answer struct {
-	ModelUsed  bool      `json:"model_used"`
-	Prediction any       `json:"prediction"`
-	Score      *float64  `json:"score"`
-	Scores     []float64 `json:"scores"`
-	UUID       string    `json:"uuid"`
-	Reason     string    `json:"reason"`
-}
+// answer is the documented shape of one prediction.
+type answer = scorer.Prediction
 
 func decodeAnswers(t *testing.T, body string) []answer {
 	t.Helper()
