@@ -164,7 +164,7 @@ func TestDashboard(t *testing.T) {
 	if r2, err := http.DefaultClient.Do(req); err != nil || r2.StatusCode != 304 {
 		t.Errorf("If-None-Match: %v %v", r2, err)
 	}
-	if code, body := h.do("GET", "/config.js", "", ""); code != 200 || body != "window.PULSE_CONFIG = {};\n" {
+	if code, body := h.do("GET", "/config.js", "", ""); code != 200 || body != `window.PULSE_CONFIG = {"models":["purchase_propensity","spend"]};`+"\n" {
 		t.Errorf("config.js without dev key: %d %q", code, body)
 	}
 	if code, _ := h.do("GET", "/nope.css", "", ""); code != 404 {
@@ -180,10 +180,10 @@ func TestDashboard(t *testing.T) {
 	}
 
 	dev := start(t, newConfig(t, testConfig), newMemStore(), scorer.WithDashboardKey("read-key"))
-	if _, body := dev.do("GET", "/config.js", "", ""); body != `window.PULSE_CONFIG = {"readKey":"read-key"};`+"\n" {
+	if _, body := dev.do("GET", "/config.js", "", ""); body != `window.PULSE_CONFIG = {"readKey":"read-key","models":["purchase_propensity","spend"]};`+"\n" {
 		t.Errorf("config.js in dev: %q", body)
 	}
-	if _, body := dev.do("GET", "/v1/dashboard/config", "", ""); body != `{"readKey":"read-key"}` {
+	if _, body := dev.do("GET", "/v1/dashboard/config", "", ""); body != `{"readKey":"read-key","models":["purchase_propensity","spend"]}` {
 		t.Errorf("dashboard config in dev: %q", body)
 	}
 }

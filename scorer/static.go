@@ -62,6 +62,18 @@ func loadStatic() (*staticFiles, error) {
 type DashboardConfig struct {
 	// ReadKey is pre-filled in `pulse dev` only; elsewhere the page asks.
 	ReadKey string `json:"readKey,omitempty"`
+	// Models are the configured models' names, for the user lookup's
+	// prediction.
+	Models []string `json:"models"`
+}
+
+func (s *Server) dashboard() DashboardConfig {
+	cfg := s.cfgNow.Load()
+	names := make([]string, 0, len(cfg.Models))
+	for _, m := range cfg.Models {
+		names = append(names, m.Name)
+	}
+	return DashboardConfig{ReadKey: s.dashboardKey, Models: names}
 }
 
 func (s *Server) serveStatic(ctx *fasthttp.RequestCtx) {
@@ -73,7 +85,7 @@ func (s *Server) serveStatic(ctx *fasthttp.RequestCtx) {
 	p := string(ctx.Path())
 	switch p {
 	case "/config.js":
-		b, _ := json.Marshal(DashboardConfig{ReadKey: s.dashboardKey})
+		b, _ := json.Marshal(s.dashboard())
 		ctx.Response.Header.Set("Cache-Control", "no-store")
 		ctx.SetContentType("text/javascript; charset=utf-8")
 		ctx.SetBodyString("window.PULSE_CONFIG = " + string(b) + ";\n")
@@ -98,5 +110,5 @@ func (s *Server) serveStatic(ctx *fasthttp.RequestCtx) {
 
 func (s *Server) dashboardConfig(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.Set("Cache-Control", "no-store")
-	httpapi.WriteJSON(ctx, DashboardConfig{ReadKey: s.dashboardKey})
+	httpapi.WriteJSON(ctx, s.dashboard())
 }
