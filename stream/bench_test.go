@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,16 +19,22 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// benchEvents produces n events for users to the env's events topic.
-func benchEvents(b *testing.B, e *env, n, users int) {
+// benchEvents produces n events for users to the env's events topic:
+// users drawn uniformly, or Zipf-distributed (s=1.1) when zipf.
+func benchEvents(b *testing.B, e *env, n, users int, zipf bool) {
 	rng := rand.New(rand.NewPCG(9, 9))
+	z := rand.NewZipf(rng, 1.1, 1, uint64(users-1))
 	recs := make([]*kgo.Record, 0, 10000)
 	flush := func() {
 		e.produce(recs...)
 		recs = recs[:0]
 	}
 	for i := range n {
-		user := fmt.Sprintf("user-%d", rng.IntN(users))
+		u := rng.IntN(users)
+		if zipf {
+			u = int(z.Uint64())
+		}
+		user := fmt.Sprintf("user-%d", u)
 		at := t0.Add(-time.Duration(rng.Int64N(int64(24 * time.Hour))))
 		var ev *event.Event
 		if i%4 == 0 {
@@ -51,9 +58,14 @@ func benchEvents(b *testing.B, e *env, n, users int) {
 //
 //	go test ./stream -run '^$' -bench FullPath -benchtime 1x
 func BenchmarkFullPath(b *testing.B) {
-	const n, users = 400_000, 50_000
+	b.Run("uniform-50k-users", func(b *testing.B) { benchFullPath(b, 50_000, false) })
+	b.Run("zipf-1M-users", func(b *testing.B) { benchFullPath(b, 1_000_000, true) })
+}
+
+func benchFullPath(b *testing.B, users int, zipf bool) {
+	const n = 400_000
 	e := newEnv(b, nil)
-	benchEvents(b, e, n, users)
+	benchEvents(b, e, n, users, zipf)
 	for b.Loop() {
 		// Raw consume.
 		start := time.Now()
@@ -89,8 +101,12 @@ func BenchmarkFullPath(b *testing.B) {
 			time.Sleep(time.Millisecond)
 		}
 		start = time.Now()
+		cpu0 := cpuTime()
 		e.waitCaughtUp(5*time.Minute, p)
 		full := float64(n) / time.Since(start).Seconds()
+		// The whole process's CPU (stream, kfake, Pebble store): a figure
+		// that the other load on a shared machine does not move.
+		b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/n, "cpu-µs/event")
 		stop()
 		store.Close()
 		reportHistograms(b)
@@ -220,4 +236,10 @@ func reportHistograms(b *testing.B) {
 			b.Logf("%s: count %d sum %.3f", mf.GetName(), h.GetSampleCount(), h.GetSampleSum())
 		}
 	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

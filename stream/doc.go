@@ -39,6 +39,16 @@
 // with no local state restores it all from the changelog. No event is lost
 // or counted twice, and each segment change is on pulse.segments once.
 //
+// Duplicates are recognised by messageId within a partition (a retry of an
+// event carries its key, so it lands on the same partition) for
+// stream.allowed_lateness of processing time; the seen ids move with the
+// partition through the changelog (one record per input batch).
+//
+// Caveats: a task that regains a partition it owned long ago catches up from
+// its old changelog position, which relies on the broker keeping tombstones
+// (delete.retention.ms) at least that long; kfake does not compact, so the
+// changelog of `pulse dev` grows with the state changes.
+//
 // # Timers
 //
 // Each entity's next windowed change (aggregate NextChange) is indexed in

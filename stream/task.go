@@ -375,9 +375,15 @@ func (t *task) vector(id string, vals []any, m segment.Membership, now, eventAt 
 
 // finish computes an entity's new vector and segments and adds its
 // changelog record, segment changes, Pebble writes and store update to x.
-func (t *task) finish(x *txn, e *entry, now time.Time) error {
+//
+// Old tiles are dropped (Expire) only when a timer fires: a timer is due
+// whenever a tile leaves a window, so that bounds memory without paying
+// for Expire on every event.
+func (t *task) finish(x *txn, e *entry, now time.Time, expire bool) error {
 	p := t.p
-	p.features.Expire(e.st, now)
+	if expire {
+		p.features.Expire(e.st, now)
+	}
 	t.vals = p.features.Values(e.st, now, t.vals)
 	m := p.segments.Eval(t.vals, now, nil)
 	changes := p.segments.Diff(e.m, m, nil)
@@ -646,7 +652,7 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 		if e.cause == "" {
 			continue // nothing applied: unchanged
 		}
-		if err := t.finish(x, e, now); err != nil {
+		if err := t.finish(x, e, now, false); err != nil {
 			x.b.Close()
 			return err
 		}
@@ -809,7 +815,7 @@ func (t *task) fire(ctx context.Context) (more bool, err error) {
 		} else {
 			e.cause, e.at = "timer/"+d.id+"/"+strconv.FormatInt(d.at, 10), time.UnixMilli(d.at).UTC()
 		}
-		if err := t.finish(x, e, now); err != nil {
+		if err := t.finish(x, e, now, true); err != nil {
 			x.b.Close()
 			return false, err
 		}
