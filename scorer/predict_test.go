@@ -32,7 +32,10 @@ func demoScore(t *testing.T, f map[string]any) float64 {
 	}
 	x := make([]float64, len(demoFeatures))
 	for i, name := range demoFeatures {
-		x[i] = f[name].(float64)
+		x[i] = math.NaN() // a feature with no value yet
+		if v, ok := f[name].(float64); ok {
+			x[i] = v
+		}
 	}
 	out := make([]float64, 1)
 	m.Predict(x, out)
@@ -41,7 +44,9 @@ func demoScore(t *testing.T, f map[string]any) float64 {
 
 // testPredict is the end-to-end predict behaviour every store must give.
 func testPredict(t *testing.T, st featurestore.Store) {
-	seed(t, st, map[string]map[string]any{"612": buyer(), "613": {"orders_30d": 0.0, "country": "DE"}}, nil)
+	noValue := buyer()
+	noValue["days_since_last_order"] = nil
+	seed(t, st, map[string]map[string]any{"612": buyer(), "613": {"orders_30d": 0.0, "country": "DE"}, "614": noValue}, nil)
 	h := start(t, newConfig(t, testConfig), st)
 
 	code, body := h.do("POST", "/v1/predict", "", `{"api_key":"read-key","model":"purchase_propensity","features":[
@@ -49,13 +54,14 @@ func testPredict(t *testing.T, st featurestore.Store) {
 		{"user":{"id":"7","orders_30d":4,"revenue_30d":100,"sessions_7d":2,"days_since_last_order":3,"products_viewed_24h":5,"cart_adds_24h":1}},
 		{"user":{"id":612,"cart_adds_24h":0,"orders_30d":"0"}},
 		{"user":{"id":"ghost"}},
-		{"user":{"id":613}}]}`)
+		{"user":{"id":613}},
+		{"user":{"id":614}}]}`)
 	if code != 200 {
 		t.Fatalf("status %d: %s", code, body)
 	}
 	got := decodeAnswers(t, body)
-	if len(got) != 5 {
-		t.Fatalf("want 5 answers in order, got %d: %s", len(got), body)
+	if len(got) != 6 {
+		t.Fatalf("want 6 answers in order, got %d: %s", len(got), body)
 	}
 	// Stored features.
 	want := demoScore(t, buyer())
@@ -78,6 +84,9 @@ func testPredict(t *testing.T, st featurestore.Store) {
 	if got[4].ModelUsed || got[4].Prediction != "no" || !strings.Contains(got[4].Reason, "missing features: revenue_30d") {
 		t.Errorf("missing features: got %+v", got[4])
 	}
+	// A feature with no value yet is a missing input, not a reason to
+	// skip the model.
+	checkUsed(t, "no value yet", got[5], demoScore(t, noValue))
 	seen := map[string]bool{}
 	for i, a := range got {
 		if len(a.UUID) != 36 || a.UUID[14] != '4' || seen[a.UUID] {
