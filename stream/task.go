@@ -64,7 +64,9 @@ type entry struct {
 	st      *aggregate.State
 	m       segment.Membership // as stored
 	due     int64              // stored timer, 0 = none
-	cause   string             // what changed it last, for segment change ids
+	cause   string             // what changed it last (timer, reload), for segment change ids
+	offset  int64              // else the input offset of the last event applied
+	touched bool               // an event was applied in this batch
 	at      time.Time          // event time of that cause
 	eventAt time.Time          // newest receivedAt folded in this batch
 }
@@ -321,7 +323,7 @@ const cacheEntities = 100_000
 // load returns an entity's state, or a new one.
 func (t *task) load(id string) (*entry, error) {
 	if e := t.cache[id]; e != nil {
-		e.cause, e.at, e.eventAt = "", time.Time{}, time.Time{}
+		e.cause, e.at, e.eventAt, e.touched = "", time.Time{}, time.Time{}, false
 		return e, nil
 	}
 	if len(t.cache) >= cacheEntities {
@@ -390,7 +392,11 @@ func (t *task) finish(x *txn, e *entry, now time.Time, expire bool) error {
 	v := t.vector(e.id, t.vals, m, now, e.eventAt)
 	u := featurestore.Update{Vector: v}
 	for _, c := range changes {
-		rec := segment.NewRecord(c, entity, e.id, e.at, e.cause, v.Features)
+		cause := e.cause
+		if cause == "" {
+			cause = t.topic + "/" + strconv.Itoa(int(t.partition)) + "/" + strconv.FormatInt(e.offset, 10)
+		}
+		rec := segment.NewRecord(c, entity, e.id, e.at, cause, v.Features)
 		b, err := json.Marshal(rec)
 		if err != nil {
 			return fmt.Errorf("cannot encode segment change: %w", err)
@@ -639,8 +645,7 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 			continue
 		}
 		applied++
-		e.cause = r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
-		e.at = ev.Timestamp
+		e.touched, e.offset, e.at = true, r.Offset, ev.Timestamp
 		if ev.ReceivedAt.After(e.eventAt) {
 			e.eventAt = ev.ReceivedAt
 		}
@@ -649,7 +654,7 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 		}
 	}
 	for _, e := range order {
-		if e.cause == "" {
+		if !e.touched {
 			continue // nothing applied: unchanged
 		}
 		if err := t.finish(x, e, now, false); err != nil {
