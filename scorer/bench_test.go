@@ -2,6 +2,8 @@ package scorer_test
 
 import (
 	"bytes"
+	"io"
+	"log/slog"
 	"os"
 	"strconv"
 	"testing"
@@ -22,7 +24,7 @@ func benchPredict(b *testing.B, st featurestore.Store, rows int) {
 		users[strconv.Itoa(i)] = f
 	}
 	seed(b, st, users, nil)
-	srv, err := scorer.New(newConfig(b, testConfig), st)
+	srv, err := scorer.New(newConfig(b, testConfig), st, scorer.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
 		b.Fatal(err)
 	}
