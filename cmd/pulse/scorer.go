@@ -63,10 +63,14 @@ func startScorer(ctx context.Context, g *errgroup.Group, cfg *config.Config, sto
 	if err != nil {
 		return err
 	}
+	// Predictions do not need Kafka: when it is down the scorer serves
+	// anyway, shedding log records and counting them.
 	if *cfg.Kafka.CreateTopics {
-		if err := kafka.EnsureTopics(ctx, cl, cfg.Kafka); err != nil {
-			cl.Close()
-			return err
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := kafka.EnsureTopics(tctx, cl, cfg.Kafka)
+		cancel()
+		if err != nil {
+			log.Warn("scorer: cannot create topics; predictions are served, their log waits for Kafka", "err", err)
 		}
 	}
 	live := scorer.NewLive(cfg, scorer.LiveOptions{Log: log})
@@ -76,7 +80,12 @@ func startScorer(ctx context.Context, g *errgroup.Group, cfg *config.Config, sto
 		cl.Close()
 		return err
 	}
-	g.Go(func() error { return live.Run(ctx) })
+	g.Go(func() error {
+		if err := live.Run(ctx); err != nil {
+			log.Error("live segment feed stopped; predictions, lookups and the dashboard keep serving", "err", err)
+		}
+		return nil
+	})
 	g.Go(func() error {
 		defer cl.Close()
 		return srv.Run(ctx)
