@@ -1,0 +1,103 @@
+package history
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/internal/testenv"
+)
+
+// TestEachEntityShards: however the read is split into entity ranges, every
+// entity comes once, with its events in (time, receive time, message id)
+// order and each message id once. The reader groups and sorts rows itself
+// (ClickHouse only filters), so ties and replayed duplicates across inserts
+// (separate parts) are the cases to get right.
+func TestEachEntityShards(t *testing.T) {
+	native, _ := testenv.ClickHouse(t)
+	db := testenv.ClickHouseDatabase(t)
+	conn, err := Open(config.ClickHouse{Addr: native, Database: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := context.Background()
+	if err := Migrate(ctx, conn, db); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	base := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
+	want := map[string][]string{} // entity -> message ids in replay order
+	var all []*event.Event
+	for u := range 40 {
+		user := fmt.Sprintf("u%02d", u)
+		var evs []*event.Event
+		for i := range 1 + rng.IntN(30) {
+			at := base.Add(time.Duration(rng.IntN(5)) * time.Minute) // many ties
+			evs = append(evs, &event.Event{Type: event.Track, MessageID: fmt.Sprintf("%s-m%02d", user, i), UserID: user, Event: "E",
+				Timestamp: at, ReceivedAt: at.Add(time.Duration(rng.IntN(2)) * time.Second)})
+		}
+		sorted := slices.Clone(evs)
+		slices.SortFunc(sorted, func(a, b *event.Event) int {
+			return cmp.Or(a.Timestamp.Compare(b.Timestamp), a.ReceivedAt.Compare(b.ReceivedAt), strings.Compare(a.MessageID, b.MessageID))
+		})
+		for _, e := range sorted {
+			want[user] = append(want[user], e.MessageID)
+		}
+		all = append(all, evs...)
+	}
+	// Three inserts, the last replaying a third of the events: separate parts.
+	rng.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+	for _, part := range [][]*event.Event{all[:len(all)/2], all[len(all)/2:], all[:len(all)/3]} {
+		if err := InsertEvents(ctx, conn, db, part); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := NewReader(conn, db)
+	for _, shards := range []int{0, 1, 3, 7, 100} {
+		got := map[string][]string{}
+		err := r.EachEntity(ctx, EventFilter{Shards: shards}, func(id string, evs []*event.Event) error {
+			if _, again := got[id]; again {
+				t.Errorf("shards=%d: entity %s came twice", shards, id)
+			}
+			got[id] = []string{}
+			for _, e := range evs {
+				if e.UserID != id {
+					t.Errorf("shards=%d: entity %s got an event of %s", shards, id, e.UserID)
+				}
+				got[id] = append(got[id], e.MessageID)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Errorf("shards=%d: %d entities, want %d", shards, len(got), len(want))
+		}
+		for id, w := range want {
+			if !slices.Equal(got[id], w) {
+				t.Errorf("shards=%d: %s:\n got %v\nwant %v", shards, id, got[id], w)
+			}
+		}
+	}
+	// fn's error stops the read and comes back.
+	stop := fmt.Errorf("stop")
+	n := 0
+	err = r.EachEntity(ctx, EventFilter{Shards: 5}, func(string, []*event.Event) error {
+		if n++; n == 3 {
+			return stop
+		}
+		return nil
+	})
+	if err != stop || n != 3 {
+		t.Errorf("after an error at the third entity: err %v after %d calls", err, n)
+	}
+}
