@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,14 +108,16 @@ func OpenLoop(ctx context.Context, opts Options, do Request) *Result {
 	measureFrom := start.Add(opts.Warmup)
 	end := measureFrom.Add(opts.Duration)
 	var seq int64
+	// The scheduler keeps its own thread so precise sleeps (see
+	// sleepUntil) do not hold up other goroutines.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	for {
 		due := start.Add(time.Duration(seq) * interval)
 		if !due.Before(end) || ctx.Err() != nil {
 			break
 		}
-		if d := time.Until(due); d > 0 {
-			time.Sleep(d)
-		}
+		sleepUntil(due)
 		record := !due.Before(measureFrom)
 		if inflight.Load() >= int64(opts.MaxInFlight) {
 			if record {
