@@ -120,9 +120,11 @@ func TestPredictionLogSheds(t *testing.T) {
 	if d := time.Since(begin); d > 2*time.Second {
 		t.Errorf("5 requests took %v with Kafka stuck: the hot path waited", d)
 	}
-	// 1000 records; at most queue (4) + producer buffer (2) + the one being
-	// handed over can wait.
-	if got := metricValue(t, "pulse_scorer_prediction_log_shed_total", nil) - shed; got < 1000-8 {
-		t.Errorf("shed %v records, want at least %d", got, 1000-8)
+	// 1000 records; only a handful can wait: the queue (4), the producer's
+	// buffer (2), the records handed over between the two, and what the
+	// producer drained before the broker stopped answering. The bound is
+	// loose on purpose: the point is that nearly all are shed, none waited.
+	if got := metricValue(t, "pulse_scorer_prediction_log_shed_total", nil) - shed; got < 1000-32 {
+		t.Errorf("shed %v records, want at least %d", got, 1000-32)
 	}
 }

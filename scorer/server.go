@@ -154,6 +154,10 @@ func (s *Server) Reload() ([]ModelStatus, error) {
 	if s.configPath != "" {
 		s.cfgNow.Store(cfg)
 		s.keys.Store(httpapi.NewKeys(cfg.Keys))
+		// The live feed knows the segments and keys too.
+		if r, ok := s.live.(interface{ Reload(*config.Config) }); ok {
+			r.Reload(cfg)
+		}
 	}
 	failed := 0
 	for _, st := range status {
