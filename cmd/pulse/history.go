@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/pulse-rt/pulse/history"
+	"golang.org/x/sync/errgroup"
 )
 
 // runHistory is `pulse history`: the writer copying the Kafka topics into
@@ -17,6 +19,7 @@ func runHistory(ctx context.Context, args []string) error {
 	path := fl.String("config", "", "config file (default: the embedded e-commerce example)")
 	batch := fl.Int("batch-rows", 50_000, "flush after this many records")
 	interval := fl.Duration("flush-interval", time.Second, "flush a non-empty batch after this long")
+	listen := fl.String("listen", "127.0.0.1:8084", "address of /metrics, /healthz and /readyz")
 	fl.Parse(args)
 	cfg, err := loadConfig(*path)
 	if err != nil {
@@ -29,5 +32,18 @@ func runHistory(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return w.Run(ctx)
+	conn, err := history.Open(cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return w.Run(ctx) })
+	if err := serveHealth(ctx, g, *listen, "pulse-history", func(ctx context.Context) error { return history.Ping(ctx, conn) }); err != nil {
+		return err
+	}
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
 }

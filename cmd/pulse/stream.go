@@ -4,16 +4,11 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"log/slog"
-	"net"
-	"time"
 
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/featurestore"
-	"github.com/pulse-rt/pulse/internal/httpapi"
 	"github.com/pulse-rt/pulse/stream"
-	"github.com/valyala/fasthttp"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -37,25 +32,9 @@ func runStream(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	health := httpapi.NewHealth()
-	ln, err := net.Listen("tcp", cfg.Stream.Listen)
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", cfg.Stream.Listen, err)
+	if err := serveHealth(ctx, g, cfg.Stream.Listen, "pulse-stream", func(context.Context) error { return proc.Ready() }); err != nil {
+		return err
 	}
-	srv := &fasthttp.Server{
-		Name: "pulse-stream",
-		Handler: func(c *fasthttp.RequestCtx) {
-			if !health.Serve(c) {
-				c.Error("not found", fasthttp.StatusNotFound)
-			}
-		},
-	}
-	g.Go(func() error { return httpapi.Serve(ctx, srv, ln, slog.Default()) })
-	g.Go(func() error {
-		health.Watch(ctx, time.Second, func(context.Context) error { return proc.Ready() })
-		return nil
-	})
-	slog.Info("pulse stream listening", "addr", ln.Addr().String())
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}

@@ -6,15 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"time"
 
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/demo"
-	"github.com/pulse-rt/pulse/internal/httpapi"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/webhook"
-	"github.com/valyala/fasthttp"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -48,26 +44,11 @@ func runWebhooks(ctx context.Context, args []string) error {
 		return err
 	}
 	defer cl.Close()
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", *listen, err)
-	}
-	health := httpapi.NewHealth()
-	srv := &fasthttp.Server{
-		Name: "pulse-webhooks",
-		Handler: func(c *fasthttp.RequestCtx) {
-			if !health.Serve(c) {
-				httpapi.WriteError(c, fasthttp.StatusNotFound, "no such endpoint: "+string(c.Path()))
-			}
-		},
-	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return svc.Run(ctx) })
-	g.Go(func() error { return httpapi.Serve(ctx, srv, ln, slog.Default()) })
-	g.Go(func() error {
-		health.Watch(ctx, 2*time.Second, func(ctx context.Context) error { return kafka.Ping(ctx, cl) })
-		return nil
-	})
+	if err := serveHealth(ctx, g, *listen, "pulse-webhooks", func(ctx context.Context) error { return kafka.Ping(ctx, cl) }); err != nil {
+		return err
+	}
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
