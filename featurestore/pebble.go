@@ -151,12 +151,43 @@ func (p *Pebble) Write(ctx context.Context, batch []Update) error {
 	if p.closed.Load() {
 		return ErrClosed
 	}
-	// An indexed batch reads its own writes, so an entity entering a
-	// segment twice in one batch counts once.
-	b := p.db.NewIndexedBatch()
+	// Membership is read from the committed state (writes are serialised
+	// by mu) with this batch's own changes in member, so an entity entering
+	// a segment twice in one batch counts once. A plain batch: an indexed
+	// one costs a skiplist insert per key, and most updates change no
+	// membership.
+	b := p.db.NewBatch()
 	defer b.Close()
-	deltas := map[string]int64{} // count key -> change
-	var key []byte
+	var (
+		deltas map[string]int64 // count key -> change
+		member map[string]bool  // member key -> in, as this batch leaves it
+		key    []byte
+	)
+	in := func(key []byte) (bool, error) {
+		if v, ok := member[string(key)]; ok {
+			return v, nil
+		}
+		return has(p.db, key)
+	}
+	change := func(key []byte, e, seg string, enter bool) error {
+		if member == nil {
+			member, deltas = map[string]bool{}, map[string]int64{}
+		}
+		member[string(key)] = enter
+		d := int64(1)
+		if enter {
+			if err := b.Set(key, nil, nil); err != nil {
+				return err
+			}
+		} else {
+			if err := b.Delete(key, nil); err != nil {
+				return err
+			}
+			d = -1
+		}
+		deltas[string(countKey(nil, e, seg))] += d
+		return nil
+	}
 	for i := range batch {
 		u := &batch[i]
 		e, id := u.Vector.Entity, u.Vector.ID
@@ -167,28 +198,22 @@ func (p *Pebble) Write(ctx context.Context, batch []Update) error {
 		}
 		for _, seg := range u.Enter {
 			key = memberKey(key[:0], e, seg, id)
-			in, err := has(b, key)
+			ok, err := in(key)
+			if err == nil && !ok {
+				err = change(key, e, seg, true)
+			}
 			if err != nil {
 				return fmt.Errorf("cannot write %s %q: %w", e, id, err)
-			}
-			if !in {
-				if err := b.Set(key, nil, nil); err != nil {
-					return fmt.Errorf("cannot write %s %q: %w", e, id, err)
-				}
-				deltas[string(countKey(key[:0], e, seg))]++
 			}
 		}
 		for _, seg := range u.Exit {
 			key = memberKey(key[:0], e, seg, id)
-			in, err := has(b, key)
+			ok, err := in(key)
+			if err == nil && ok {
+				err = change(key, e, seg, false)
+			}
 			if err != nil {
 				return fmt.Errorf("cannot write %s %q: %w", e, id, err)
-			}
-			if in {
-				if err := b.Delete(key, nil); err != nil {
-					return fmt.Errorf("cannot write %s %q: %w", e, id, err)
-				}
-				deltas[string(countKey(key[:0], e, seg))]--
 			}
 		}
 	}

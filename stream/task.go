@@ -49,6 +49,8 @@ type task struct {
 	// cacheEntities.
 	cache    map[string]*entry
 	lagLabel string
+	// seen filters the dedupe lookups; see seenFilter.
+	seen *seenFilter
 
 	// written is the input offset whose vectors are in the store: for lag
 	// and the consumer group commit.
@@ -129,6 +131,9 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 		return nil, err
 	}
 	if err := t.recover(ctx); err != nil {
+		return nil, err
+	}
+	if t.seen, err = buildSeenFilter(t.db); err != nil {
 		return nil, err
 	}
 	t.written.Store(t.meta.next)
@@ -598,7 +603,9 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 			dups++
 			continue
 		}
-		if seen, err := t.has(key(pkSeen, ev.MessageID)); err != nil {
+		if !t.seen.mayHave(ev.MessageID) {
+			// Never seen: no lookup.
+		} else if seen, err := t.has(key(pkSeen, ev.MessageID)); err != nil {
 			x.b.Close()
 			return err
 		} else if seen {
@@ -668,6 +675,7 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 		for id := range batchSeen {
 			sb.ids = append(sb.ids, id)
 			x.b.Set(key(pkSeen, id), nil, nil)
+			t.seen.add(id)
 		}
 		v := sb.encode()
 		x.b.Set(batchKey(last), v, nil)
@@ -679,6 +687,13 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 	}
 	if err := t.commit(ctx, x, last+1); err != nil {
 		return err
+	}
+	if t.seen.full() {
+		f, err := buildSeenFilter(t.db)
+		if err != nil {
+			return err
+		}
+		t.seen = f
 	}
 	mEvents.WithLabelValues("applied").Add(float64(applied))
 	mEvents.WithLabelValues("ignored").Add(float64(ignored))
