@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/internal/testenv"
@@ -100,4 +101,38 @@ func TestEachEntityShards(t *testing.T) {
 	if err != stop || n != 3 {
 		t.Errorf("after an error at the third entity: err %v after %d calls", err, n)
 	}
+}
+
+// FuzzDecodeFlat: the fast path of decodeMap answers exactly what the JSON
+// decoder answers, or steps aside.
+func FuzzDecodeFlat(f *testing.F) {
+	for _, s := range []string{
+		`{"revenue":12.5,"product_id":"p1","currency":"USD"}`, `{}`, ` { } `, `{"a":null,"b":true,"c":false}`,
+		`{"a":-0.5e-3,"b":0,"c":1E+2}`, `{"a":01}`, `{"a":1.}`, `{"a":.5}`, `{"a":"x\"y"}`, `{"a":"é"}`, "{\"a\":\"\xff\"}",
+		`{"a":{"b":1}}`, `{"a":[1]}`, `{"a":1,"a":2}`, `{"a":1,}`, `{"a" 1}`, `{"a":1} x`, `{"a":1e400}`, `{"a":-}`, `{"a":tru}`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := decodeFlat(s)
+		if !ok {
+			return
+		}
+		var want map[string]any
+		if err := json.Unmarshal([]byte(s), &want); err != nil {
+			t.Fatalf("decodeFlat(%q) = %v, but the decoder refuses it: %v", s, got, err)
+		}
+		if fmt.Sprintf("%#v", sortedMap(got)) != fmt.Sprintf("%#v", sortedMap(want)) {
+			t.Fatalf("decodeFlat(%q) = %#v, the decoder %#v", s, got, want)
+		}
+	})
+}
+
+func sortedMap(m map[string]any) [][2]any {
+	var kv [][2]any
+	for k, v := range m {
+		kv = append(kv, [2]any{k, v})
+	}
+	slices.SortFunc(kv, func(a, b [2]any) int { return strings.Compare(a[0].(string), b[0].(string)) })
+	return kv
 }

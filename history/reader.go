@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	json "github.com/goccy/go-json"
@@ -339,11 +340,153 @@ func decodeMap(s string) map[string]any {
 	if len(s) <= 2 {
 		return nil
 	}
+	if m, ok := decodeFlat(s); ok {
+		return m
+	}
 	var m map[string]any
 	if json.Unmarshal([]byte(s), &m) != nil {
 		return nil
 	}
 	return m
+}
+
+// decodeFlat decodes the common case of a stored map quickly: one object
+// of string, number, boolean and null values, no escapes, as the JSON
+// decoder would (numbers as float64; strings share s's bytes). Anything
+// else (nesting, escapes, odd syntax) says !ok and takes the full decoder.
+func decodeFlat(s string) (map[string]any, bool) {
+	i := skipSpace(s, 0)
+	if i >= len(s) || s[i] != '{' {
+		return nil, false
+	}
+	m := make(map[string]any, 8)
+	i = skipSpace(s, i+1)
+	if i < len(s) && s[i] == '}' {
+		return m, skipSpace(s, i+1) == len(s)
+	}
+	for {
+		key, j, ok := flatString(s, i)
+		if !ok {
+			return nil, false
+		}
+		i = skipSpace(s, j)
+		if i >= len(s) || s[i] != ':' {
+			return nil, false
+		}
+		i = skipSpace(s, i+1)
+		if i >= len(s) {
+			return nil, false
+		}
+		switch c := s[i]; {
+		case c == '"':
+			v, j, ok := flatString(s, i)
+			if !ok {
+				return nil, false
+			}
+			m[key], i = v, j
+		case c == '-' || c >= '0' && c <= '9':
+			j := i + 1
+			for j < len(s) && (s[j] >= '0' && s[j] <= '9' || s[j] == '.' || s[j] == 'e' || s[j] == 'E' || s[j] == '+' || s[j] == '-') {
+				j++
+			}
+			f, err := strconv.ParseFloat(s[i:j], 64)
+			if err != nil || !jsonNumber(s[i:j]) {
+				return nil, false
+			}
+			m[key], i = f, j
+		case strings.HasPrefix(s[i:], "true"):
+			m[key], i = true, i+4
+		case strings.HasPrefix(s[i:], "false"):
+			m[key], i = false, i+5
+		case strings.HasPrefix(s[i:], "null"):
+			m[key], i = nil, i+4
+		default:
+			return nil, false
+		}
+		i = skipSpace(s, i)
+		if i >= len(s) {
+			return nil, false
+		}
+		switch s[i] {
+		case ',':
+			i = skipSpace(s, i+1)
+		case '}':
+			return m, skipSpace(s, i+1) == len(s)
+		default:
+			return nil, false
+		}
+	}
+}
+
+// flatString reads a JSON string without escapes or control characters at
+// s[i]: its text and the index after the closing quote.
+func flatString(s string, i int) (string, int, bool) {
+	if i >= len(s) || s[i] != '"' {
+		return "", 0, false
+	}
+	high := false
+	for j := i + 1; j < len(s); j++ {
+		switch c := s[j]; {
+		case c == '"':
+			if high && !utf8.ValidString(s[i+1:j]) {
+				return "", 0, false // the decoder replaces bad bytes
+			}
+			return s[i+1 : j], j + 1, true
+		case c == '\\' || c < 0x20:
+			return "", 0, false
+		case c >= 0x80:
+			high = true
+		}
+	}
+	return "", 0, false
+}
+
+func skipSpace(s string, i int) int {
+	for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// jsonNumber says whether n follows JSON's number grammar, which is
+// stricter than strconv's (no leading zeros, no "1.", no ".5").
+func jsonNumber(n string) bool {
+	i := 0
+	if n[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(n) && n[i] == '0':
+		i++
+	case i < len(n) && n[i] >= '1' && n[i] <= '9':
+		for i < len(n) && n[i] >= '0' && n[i] <= '9' {
+			i++
+		}
+	default:
+		return false
+	}
+	if i < len(n) && n[i] == '.' {
+		i++
+		if i == len(n) || n[i] < '0' || n[i] > '9' {
+			return false
+		}
+		for i < len(n) && n[i] >= '0' && n[i] <= '9' {
+			i++
+		}
+	}
+	if i < len(n) && (n[i] == 'e' || n[i] == 'E') {
+		i++
+		if i < len(n) && (n[i] == '+' || n[i] == '-') {
+			i++
+		}
+		if i == len(n) || n[i] < '0' || n[i] > '9' {
+			return false
+		}
+		for i < len(n) && n[i] >= '0' && n[i] <= '9' {
+			i++
+		}
+	}
+	return i == len(n)
 }
 
 // ParseTime reads a label or flag time: epoch milliseconds, ISO-8601, or
