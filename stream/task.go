@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -44,6 +45,8 @@ type task struct {
 	mu   sync.Mutex
 	meta meta
 	vals []any
+	// scratch is finish's encoding buffer.
+	scratch []byte
 	// cache keeps decoded entities across batches, as committed (a task
 	// whose commit fails is thrown away with its cache). Bounded by
 	// cacheEntities.
@@ -427,9 +430,18 @@ func (t *task) finish(x *txn, e *entry, now time.Time, expire bool) error {
 		x.b.Delete(ek, nil)
 		delete(t.cache, e.id)
 	} else {
-		cl := entityValue(nil, e.st.AppendBinary(nil), p.segments.AppendMembership(nil, m))
+		t.scratch = e.st.AppendBinary(t.scratch[:0])
+		n := len(t.scratch)
+		t.scratch = p.segments.AppendMembership(t.scratch, m)
+		cl := entityValue(make([]byte, 0, binary.MaxVarintLen64+len(t.scratch)), t.scratch[:n], t.scratch[n:])
 		x.recs = append(x.recs, t.stateRecord(clKey, cl))
-		x.b.Set(ek, localValue(due, cl), nil)
+		// The local value (due, changelog value) is written straight
+		// into the batch: no copy of it to build.
+		op := x.b.SetDeferred(len(ek), 8+len(cl))
+		copy(op.Key, ek)
+		binary.BigEndian.PutUint64(op.Value, uint64(due))
+		copy(op.Value[8:], cl)
+		op.Finish()
 	}
 	if e.due != due {
 		if e.due != 0 {
@@ -660,6 +672,9 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 			x.received = append(x.received, ev.ReceivedAt.UnixMilli())
 		}
 	}
+	x.updates = make([]featurestore.Update, 0, len(order))
+	x.pending = make([]string, 0, len(order))
+	x.recs = slices.Grow(x.recs, len(order)+len(aliases)+2)
 	for _, e := range order {
 		if !e.touched {
 			continue // nothing applied: unchanged
@@ -674,7 +689,9 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 		sb := seenBatch{seenMs: now.UnixMilli(), ids: make([]string, 0, len(batchSeen))}
 		for id := range batchSeen {
 			sb.ids = append(sb.ids, id)
-			x.b.Set(key(pkSeen, id), nil, nil)
+			op := x.b.SetDeferred(len(pkSeen)+len(id), 0)
+			copy(op.Key[copy(op.Key, pkSeen):], id)
+			op.Finish()
 			t.seen.add(id)
 		}
 		v := sb.encode()
@@ -859,6 +876,11 @@ func (t *task) purgeSeen(x *txn, horizon int64) (bool, error) {
 	defer it.Close()
 	n := 0
 	for it.First(); it.Valid() && n < 100; it.Next() {
+		// The time leads the value: read it alone, since most ticks find
+		// the oldest batch still within the horizon.
+		if ms, k := binary.Varint(it.Value()); k > 0 && ms >= horizon {
+			break
+		}
 		sb, err := decodeSeenBatch(it.Value())
 		if err != nil {
 			return false, err
