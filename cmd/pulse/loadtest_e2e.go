@@ -7,13 +7,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"strings"
+	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/ingest"
@@ -64,7 +68,41 @@ type e2eSystem struct {
 	scorerURL string
 	writeKey  string
 	readKey   string
+	watch     *writeWatch
 	stop      func()
+}
+
+// writeWatch is the stream's store, noting when each probe user's first
+// vector was written: once Write returns, a Get serves it.
+type writeWatch struct {
+	featurestore.Store
+	mu      sync.Mutex
+	written map[string]time.Time
+}
+
+func (w *writeWatch) Write(ctx context.Context, batch []featurestore.Update) error {
+	err := w.Store.Write(ctx, batch)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for i := range batch {
+		if id := batch[i].Vector.ID; strings.HasPrefix(id, "probe-") {
+			w.mu.Lock()
+			if _, ok := w.written[id]; !ok {
+				w.written[id] = now
+			}
+			w.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+func (w *writeWatch) writtenAt(id string) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t, ok := w.written[id]
+	return t, ok
 }
 
 func startE2E(ctx context.Context, path string, quiet bool) (_ *e2eSystem, err error) {
@@ -123,6 +161,7 @@ func startE2E(ctx context.Context, path string, quiet bool) (_ *e2eSystem, err e
 	}
 	closers = append(closers, func() { store.Close() })
 	s.store = store
+	s.watch = &writeWatch{Store: store, written: map[string]time.Time{}}
 
 	prod, err := kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
 	if err != nil {
@@ -144,7 +183,7 @@ func startE2E(ctx context.Context, path string, quiet bool) (_ *e2eSystem, err e
 	g.Go(func() error { return ing.Serve(gctx, ingLn) })
 	s.ingestURL = "http://" + ingLn.Addr().String()
 
-	proc, err := stream.New(cfg, store, stream.Options{Log: log})
+	proc, err := stream.New(cfg, s.watch, stream.Options{Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -204,7 +243,7 @@ func loadtestFreshness(ctx context.Context, args []string) error {
 	fl.DurationVar(&o.Duration, "duration", 10*time.Second, "measured length")
 	fl.DurationVar(&o.Warmup, "warmup", 2*time.Second, "warm-up (sent, not measured)")
 	fl.IntVar(&o.Users, "users", 100_000, "background user ids")
-	fl.DurationVar(&o.Poll, "poll", time.Millisecond, "how often a probe's vector is looked up")
+	fl.DurationVar(&o.Poll, "poll", 0, "poll the store for each probe's vector this often instead of hooking the store's writes (e.g. 1ms)")
 	verbose := fl.Bool("v", false, "show the services' logs")
 	cpuprofile := fl.String("cpuprofile", "", "write a CPU profile of this process to FILE")
 	fl.Parse(args)
@@ -219,6 +258,9 @@ func loadtestFreshness(ctx context.Context, args []string) error {
 	}
 	defer stopProf()
 	o.URL, o.WriteKey = sys.ingestURL, sys.writeKey
+	if o.Poll == 0 {
+		o.WrittenAt = sys.watch.writtenAt
+	}
 	o.Lookup = func(ctx context.Context, user string) (bool, error) {
 		_, err := sys.store.Get(ctx, "user", user)
 		if errors.Is(err, featurestore.ErrNotFound) {
@@ -229,6 +271,7 @@ func loadtestFreshness(ctx context.Context, args []string) error {
 	fmt.Printf("in-process: kfake, ingest %s, stream (%d partitions, timer %s), Pebble store, scorer %s; GOMAXPROCS %d\n",
 		sys.ingestURL, sys.cfg.Kafka.Partitions, sys.cfg.Stream.TimerInterval.D(), sys.scorerURL, runtimeProcs())
 	_, err = loadtest.Freshness(ctx, o, os.Stdout)
+	printStreamStats()
 	printLoad()
 	return err
 }
@@ -266,6 +309,7 @@ func loadtestSegments(ctx context.Context, args []string) error {
 	fmt.Printf("in-process: kfake, ingest %s, stream (%d partitions, timer %s), Pebble store, scorer %s; GOMAXPROCS %d\n",
 		sys.ingestURL, sys.cfg.Kafka.Partitions, sys.cfg.Stream.TimerInterval.D(), sys.scorerURL, runtimeProcs())
 	_, err = loadtest.Segments(ctx, o, os.Stdout)
+	printStreamStats()
 	printLoad()
 	return err
 }
@@ -277,3 +321,31 @@ func printLoad() {
 }
 
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
+
+// printStreamStats prints the stream's own timings of the run, to tell
+// where the end-to-end time went.
+func printStreamStats() {
+	mfs, _ := prometheus.DefaultGatherer.Gather()
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "pulse_stream_batch_seconds", "pulse_stream_txn_seconds", "pulse_stream_event_to_store_seconds", "pulse_stream_batch_records":
+		default:
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			h := m.GetHistogram()
+			if h.GetSampleCount() == 0 {
+				continue
+			}
+			// The smallest bucket bound holding 99% of the samples.
+			p99 := math.Inf(1)
+			for _, b := range h.GetBucket() {
+				if float64(b.GetCumulativeCount()) >= 0.99*float64(h.GetSampleCount()) {
+					p99 = b.GetUpperBound()
+					break
+				}
+			}
+			fmt.Printf("%-40s n %8d mean %10.4f p99 <= %g\n", mf.GetName(), h.GetSampleCount(), h.GetSampleSum()/float64(h.GetSampleCount()), p99)
+		}
+	}
+}
