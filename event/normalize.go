@@ -34,7 +34,9 @@ func (n *Normalizer) Normalize(dst, raw []byte, now time.Time, lim Limits, d Def
 	if lim.MaxEventBytes > 0 && len(raw) > lim.MaxEventBytes {
 		return dst, Normalized{}, fieldErr("", "event is %d bytes, over the %d byte limit", len(raw), lim.MaxEventBytes)
 	}
-	if !plain(raw) {
+	// fastjson's parser is lax (leading zeros, bad escapes...); its
+	// validator is strict. Invalid JSON takes Decode's path for its error.
+	if !plain(raw) || fastjson.ValidateBytes(raw) != nil {
 		return slowNormalize(dst, raw, now, lim, d)
 	}
 	v, err := n.p.ParseBytes(raw)
@@ -181,12 +183,21 @@ func (n *Normalizer) Normalize(dst, raw []byte, now time.Time, lim Limits, d Def
 	return dst, Normalized{Type: e.Type, EntityID: e.EntityID()}, nil
 }
 
-// plain reports whether raw is valid UTF-8 with no control bytes: compact
-// JSON as libraries send it. fastjson is laxer than encoding/json about
-// control bytes in strings, so anything else takes Decode's path.
+// plain reports whether raw is valid UTF-8 with no control bytes inside
+// strings (whitespace between tokens is fine). fastjson is laxer than
+// encoding/json about control bytes in strings, so anything else takes
+// Decode's path.
 func plain(raw []byte) bool {
+	in, esc := false, false
 	for _, c := range raw {
-		if c < 0x20 {
+		switch {
+		case esc:
+			esc = false
+		case c == '\\' && in:
+			esc = true
+		case c == '"':
+			in = !in
+		case c < 0x20 && (in || (c != ' ' && c != '\t' && c != '\n' && c != '\r')):
 			return false
 		}
 	}
@@ -205,46 +216,58 @@ func needsSlowPath(v *fastjson.Value, d Defaults) bool {
 	// Duplicate keys: encoding/json keeps the last, fastjson the first;
 	// and encoding/json matches field names case-insensitively.
 	o, _ := v.Object()
-	return hasDuplicateKeys(o) || hasCaseVariantKeys(o)
+	return unusualKeys(o)
 }
 
-var knownFields = []string{"type", "action", "messageId", "userId", "anonymousId", "previousId", "groupId",
-	"event", "name", "category", "properties", "traits", "context", "integrations", "timestamp",
-	"originalTimestamp", "sentAt", "featureSet"}
-
-func hasCaseVariantKeys(o *fastjson.Object) bool {
-	found := false
-	o.Visit(func(k []byte, _ *fastjson.Value) {
-		for _, f := range knownFields {
-			if len(k) == len(f) && string(k) != f && strings.EqualFold(string(k), f) {
-				found = true
-			}
-		}
-	})
-	return found
-}
-
-func hasDuplicateKeys(o *fastjson.Object) bool {
-	if o.Len() > 32 {
-		return true // unusual; let Decode handle it
+// knownFields maps each event field Decode reads, lowercased, to its
+// spelling.
+var knownFields = func() map[string]string {
+	m := map[string]string{}
+	for _, f := range []string{"type", "action", "messageId", "userId", "anonymousId", "previousId", "groupId",
+		"event", "name", "category", "properties", "traits", "context", "integrations", "timestamp",
+		"originalTimestamp", "sentAt", "featureSet"} {
+		m[strings.ToLower(f)] = f
 	}
-	var keys [32]string
+	return m
+}()
+
+// unusualKeys reports a duplicate key, a known field spelt in another case,
+// or more keys than an event has: the cases where fastjson and
+// encoding/json would read the object differently. It does not allocate.
+func unusualKeys(o *fastjson.Object) bool {
+	if o.Len() > 64 {
+		return true
+	}
+	var keys [64][]byte
 	n := 0
-	dup := false
+	odd := false
 	o.Visit(func(k []byte, _ *fastjson.Value) {
-		if dup {
+		if odd {
 			return
 		}
 		for i := 0; i < n; i++ {
-			if keys[i] == string(k) {
-				dup = true
+			if string(keys[i]) == string(k) {
+				odd = true
 				return
 			}
 		}
-		keys[n] = string(k)
+		keys[n] = k
 		n++
+		if len(k) > len("originalTimestamp") {
+			return
+		}
+		var lower [32]byte
+		for i, c := range k {
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			lower[i] = c
+		}
+		if f, ok := knownFields[string(lower[:len(k)])]; ok && f != string(k) {
+			odd = true
+		}
 	})
-	return dup
+	return odd
 }
 
 func slowNormalize(dst, raw []byte, now time.Time, lim Limits, d Defaults) ([]byte, Normalized, error) {
