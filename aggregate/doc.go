@@ -20,6 +20,7 @@
 //	func (s *Set) NewState() *State
 //	func (s *Set) Apply(st *State, e *event.Event) (changed bool, err error) // err wraps ErrTooLate
 //	func (s *Set) Values(st *State, now time.Time, dst []any) []any
+//	func (s *Set) Derive(values []any, now time.Time)           // derived features as of now, at read time
 //	func (s *Set) NextChange(st *State, now time.Time) (t time.Time, ok bool)
 //	func (s *Set) Expire(st *State, now time.Time) (noWindows bool)
 //	func (s *Set) DecodeState(b []byte) (*State, error)

@@ -49,7 +49,7 @@ func (s *Server) entity(ctx *fasthttp.RequestCtx, rest string) {
 		return
 	}
 	feats := make(map[string]any, len(v.Features))
-	for k, x := range v.Features {
+	for k, x := range (*s.derive.Load()).refresh(kind, v, s.now()) {
 		if f, ok := x.(float64); ok && (math.IsNaN(f) || math.IsInf(f, 0)) {
 			x = nil // JSON has no NaN; it means "no value"
 		}

@@ -123,6 +123,14 @@ func (s *Server) score(ctx *fasthttp.RequestCtx, m *served, sc *scratch) {
 		s.storeError(ctx, err)
 		return
 	}
+	if d := *s.derive.Load(); d[m.entity] != nil {
+		now := s.now()
+		for i := range vecs {
+			if found[i] {
+				vecs[i].Features = d.refresh(m.entity, vecs[i], now)
+			}
+		}
+	}
 	nin := len(m.inputs)
 	nf := max(m.m.NumFeatures(), nin)
 	k := m.m.NumClass()

@@ -85,6 +85,7 @@ type Server struct {
 	models atomic.Pointer[modelSet]
 	// cfgNow is the config in force (replaced on reload from a path).
 	cfgNow   atomic.Pointer[config.Config]
+	derive   atomic.Pointer[derivers]
 	reloadMu sync.Mutex
 
 	scratch sync.Pool
@@ -116,6 +117,8 @@ func New(cfg *config.Config, store featurestore.Store, opts ...Option) (*Server,
 	}
 	s.static = st
 	s.cfgNow.Store(cfg)
+	d := newDerivers(cfg)
+	s.derive.Store(&d)
 	s.keys.Store(httpapi.NewKeys(cfg.Keys))
 	set, status := loadModels(cfg, cfg.Models, nil)
 	s.models.Store(set)
@@ -154,6 +157,8 @@ func (s *Server) Reload() ([]ModelStatus, error) {
 	if s.configPath != "" {
 		s.cfgNow.Store(cfg)
 		s.keys.Store(httpapi.NewKeys(cfg.Keys))
+		d := newDerivers(cfg)
+		s.derive.Store(&d)
 		// The live feed knows the segments and keys too.
 		if r, ok := s.live.(interface{ Reload(*config.Config) }); ok {
 			r.Reload(cfg)

@@ -1,0 +1,56 @@
+package scorer
+
+import (
+	"time"
+
+	"github.com/pulse-rt/pulse/aggregate"
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/featurestore"
+)
+
+// derivers recompute, at read time, the derived features that read `now`
+// (e.g. days_since_last_order): a stored vector holds them as of when it
+// was computed, and nothing else makes them move between events.
+type derivers map[string]*aggregate.Set
+
+// newDerivers compiles the features of every entity that has a derived
+// feature reading now. A config that does not compile has been refused by
+// `pulse validate` and the stream; here it just means no refresh.
+func newDerivers(cfg *config.Config) derivers {
+	sets, err := aggregate.CompileAll(cfg.Features, aggregate.Options{})
+	if err != nil {
+		return nil
+	}
+	d := derivers{}
+	for entity, set := range sets {
+		if set.UsesNow() {
+			d[entity] = set
+		}
+	}
+	return d
+}
+
+// refresh returns v's features with the derived ones as of now, in a new
+// map (the store's map is left alone).
+func (d derivers) refresh(entity string, v featurestore.Vector, now time.Time) map[string]any {
+	set := d[entity]
+	if set == nil || v.Features == nil {
+		return v.Features
+	}
+	names := set.Names()
+	vals := make([]any, len(names))
+	for i, n := range names {
+		vals[i] = v.Features[n]
+	}
+	set.Derive(vals, now)
+	out := make(map[string]any, len(v.Features))
+	for k, x := range v.Features {
+		out[k] = x
+	}
+	for i, n := range names {
+		if _, stored := v.Features[n]; stored || vals[i] != nil {
+			out[n] = vals[i]
+		}
+	}
+	return out
+}
