@@ -4,12 +4,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"sort"
 
 	"github.com/pulse-rt/pulse/aggregate"
 	"github.com/pulse-rt/pulse/config"
-	"github.com/pulse-rt/pulse/model"
+	"github.com/pulse-rt/pulse/scorer"
 	"github.com/pulse-rt/pulse/segment"
 )
 
@@ -70,7 +69,8 @@ func checkConfig(cfg *config.Config, file string) config.Errors {
 		}
 	}
 	for _, m := range cfg.Models {
-		if _, err := loadModel(cfg, m); err != nil {
+		// The scorer's own check: format, feature count and order, labels.
+		if err := scorer.CheckModel(cfg, m); err != nil {
 			errs = append(errs, config.Problem{File: file, Line: m.Line, Path: "models[" + m.Name + "]", Msg: err.Error()})
 		}
 	}
@@ -113,21 +113,4 @@ func SegmentKinds(set *aggregate.Set) []segment.Kind {
 		kinds[i] = sk
 	}
 	return kinds
-}
-
-// loadModel reads and checks one configured model file.
-func loadModel(cfg *config.Config, m config.Model) (*model.Model, error) {
-	path := cfg.Resolve(m.Path)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read model: %w", err)
-	}
-	mod, err := model.Parse(data, m.Format)
-	if err != nil {
-		return nil, fmt.Errorf("cannot load model %s: %w", path, err)
-	}
-	if n := mod.NumFeatures(); n > 0 && n != len(m.Features) && mod.Format() != "logistic" {
-		return nil, fmt.Errorf("model %s takes %d features, the config lists %d", path, n, len(m.Features))
-	}
-	return mod, nil
 }
