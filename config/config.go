@@ -189,10 +189,19 @@ type Segment struct {
 
 // Webhook receives a segment's enter and exit records.
 type Webhook struct {
-	URL        string   `yaml:"url"`
-	Secret     string   `yaml:"secret"`
-	MaxRetries int      `yaml:"max_retries"` // default 8
-	Timeout    Duration `yaml:"timeout"`     // default 5s
+	URL    string `yaml:"url"`
+	Secret string `yaml:"secret"`
+	// MaxRetries after the first attempt; default 8, 0 = no retry.
+	MaxRetries *int     `yaml:"max_retries"`
+	Timeout    Duration `yaml:"timeout"` // default 5s
+}
+
+// Retries is MaxRetries with its default applied.
+func (w *Webhook) Retries() int {
+	if w.MaxRetries == nil {
+		return 8
+	}
+	return *w.MaxRetries
 }
 
 // Model is a scoring model served by the scorer.

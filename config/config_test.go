@@ -138,3 +138,20 @@ func TestResolve(t *testing.T) {
 		t.Fatalf("Resolve = %s, want under %s", got, dir)
 	}
 }
+
+func TestWebhookRetries(t *testing.T) {
+	c, err := Parse([]byte(`
+segments:
+  - {name: a, rule: 'x > 1', webhook: {url: "http://127.0.0.1:9/a"}}
+  - {name: b, rule: 'x > 1', webhook: {url: "http://127.0.0.1:9/b", max_retries: 0}}
+  - {name: c, rule: 'x > 1', webhook: {url: "http://127.0.0.1:9/c", max_retries: 3}}
+`), "w.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int{8, 0, 3} {
+		if got := c.Segments[i].Webhook.Retries(); got != want {
+			t.Errorf("segment %s: %d retries, want %d", c.Segments[i].Name, got, want)
+		}
+	}
+}

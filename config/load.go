@@ -287,9 +287,6 @@ func (c *Config) ApplyDefaults() {
 	for i := range c.Segments {
 		setDefault(&c.Segments[i].Entity, "user")
 		if w := c.Segments[i].Webhook; w != nil {
-			if w.MaxRetries == 0 {
-				w.MaxRetries = 8
-			}
 			if w.Timeout == 0 {
 				w.Timeout = Duration(5 * time.Second)
 			}
@@ -501,7 +498,7 @@ func (c *Config) validate(file string, nl nodeLines) Errors {
 			if !strings.HasPrefix(w.URL, "http://") && !strings.HasPrefix(w.URL, "https://") {
 				add(nl.field("segments", i, "webhook"), p+".webhook.url", "must be an http(s) URL")
 			}
-			if w.MaxRetries < 0 || w.MaxRetries > 100 {
+			if r := w.Retries(); r < 0 || r > 100 {
 				add(nl.field("segments", i, "webhook"), p+".webhook.max_retries", "must be between 0 and 100")
 			}
 		}

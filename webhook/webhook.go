@@ -237,7 +237,7 @@ func (s *Service) deliverRecord(ctx context.Context, cl *kgo.Client, r *kgo.Reco
 	var lastErr error
 	status := 0
 	attempts := 0
-	for attempt := 1; attempt <= 1+hook.MaxRetries; attempt++ {
+	for attempt := 1; attempt <= 1+hook.Retries(); attempt++ {
 		if attempt > 1 {
 			if err := sleep(ctx, s.backoff(attempt-1, lastErr)); err != nil {
 				return err
