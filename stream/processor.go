@@ -84,7 +84,7 @@ func New(cfg *config.Config, store featurestore.Store, opts Options) (*Processor
 		opts.Now = time.Now
 	}
 	if opts.MaxPollRecords <= 0 {
-		opts.MaxPollRecords = 40000
+		opts.MaxPollRecords = 100000
 	}
 	if opts.TimerChunk <= 0 {
 		opts.TimerChunk = 5000
@@ -156,7 +156,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		kgo.SessionTimeout(p.opts.SessionTimeout),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxBytes(64 << 20),
-		kgo.FetchMaxPartitionBytes(16 << 20),
+		kgo.FetchMaxPartitionBytes(32 << 20),
 		kgo.OnPartitionsAssigned(p.assigned),
 		kgo.OnPartitionsRevoked(p.revoked),
 		kgo.OnPartitionsLost(p.revoked),
