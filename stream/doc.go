@@ -49,6 +49,20 @@
 // (delete.retention.ms) at least that long; kfake does not compact, so the
 // changelog of `pulse dev` grows with the state changes.
 //
+// # Concurrency
+//
+// The poll loop hands each partition's fetched records to its task's
+// worker and fetches on: tasks work in parallel, each at its own pace, and
+// a task at most two batches behind holds the loop (backpressure). A batch
+// takes up to 100k records, so a backlog is worked off in large batches
+// (each entity computed and written once per batch) while a steady flow
+// goes in small ones. A failed batch makes its task drop what is queued;
+// the loop reopens it from its state and seeks back. Consumer group
+// offsets are committed after the batches, best effort.
+//
+// Dedupe lookups go through a Bloom filter of the seen ids in memory, so
+// an id never seen costs no Pebble read.
+//
 // # Timers
 //
 // Each entity's next windowed change (aggregate NextChange) is indexed in

@@ -18,6 +18,7 @@ import (
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Options tune a Processor. The zero value is ready to use.
@@ -65,6 +66,17 @@ type Processor struct {
 	reopen map[int32]bool
 
 	ready atomic.Pointer[error]
+
+	// runCtx is Run's context, which a fatal task error cancels; fatal
+	// holds that error for Run to return.
+	runCtx    context.Context
+	cancelRun context.CancelFunc
+	fatal     atomic.Pointer[error]
+	// wake, under mu, cuts the poll in progress short, so the loop
+	// reopens a failed task at once.
+	wake context.CancelFunc
+	// progress tells the committer that a task wrote a batch.
+	progress chan struct{}
 }
 
 // errKill, returned by a test hook, stops Run at once as a crash would.
@@ -120,6 +132,7 @@ func New(cfg *config.Config, store featurestore.Store, opts Options) (*Processor
 		cfg: cfg, store: store, opts: opts, log: opts.Log,
 		features: set, segments: segs, names: set.Names(),
 		tasks: map[int32]*task{}, reopen: map[int32]bool{},
+		progress: make(chan struct{}, 1),
 	}
 	p.setReady(errors.New("not joined to the consumer group yet"))
 	return p, nil
@@ -147,6 +160,9 @@ func (p *Processor) Ready() error { return *p.ready.Load() }
 // cleanly: the batch in progress finishes, the tasks close and the member
 // leaves the group.
 func (p *Processor) Run(ctx context.Context) error {
+	ctx, p.cancelRun = context.WithCancel(ctx)
+	defer p.cancelRun()
+	p.runCtx = ctx
 	events := p.cfg.Kafka.Topics.Events
 	opts := append([]kgo.Opt{
 		kgo.ConsumerGroup(p.cfg.Stream.Group),
@@ -183,8 +199,22 @@ func (p *Processor) Run(ctx context.Context) error {
 		return err
 	}
 	p.log.Info("stream processor started", "group", p.cfg.Stream.Group, "topic", events)
+	committerDone := make(chan struct{})
+	defer func() { p.cancelRun(); <-committerDone }() // before the client closes
+	go func() { defer close(committerDone); p.committer(ctx) }()
 	for {
-		fetches := cl.PollRecords(ctx, p.opts.MaxPollRecords)
+		pctx, woken := context.WithCancel(ctx)
+		p.mu.Lock()
+		p.wake = woken
+		if len(p.reopen) > 0 {
+			woken()
+		}
+		p.mu.Unlock()
+		fetches := cl.PollRecords(pctx, p.opts.MaxPollRecords)
+		p.mu.Lock()
+		p.wake = nil
+		p.mu.Unlock()
+		woken()
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			break
 		}
@@ -198,7 +228,46 @@ func (p *Processor) Run(ctx context.Context) error {
 		}
 		cl.AllowRebalance()
 	}
+	if err := p.fatal.Load(); err != nil {
+		return *err
+	}
 	return nil
+}
+
+// workCtx is the context of the tasks' batches.
+func (p *Processor) workCtx() context.Context {
+	if p.runCtx == nil {
+		return context.Background()
+	}
+	return p.runCtx
+}
+
+// taskFailed is called by a task's worker when a batch failed: the task is
+// reopened from its state by the poll loop, or, for a test's kill, the
+// processor stops.
+func (p *Processor) taskFailed(t *task, err error) {
+	if errors.Is(err, errKill) {
+		p.fatal.CompareAndSwap(nil, &err)
+		p.cancelRun()
+		return
+	}
+	if p.workCtx().Err() != nil {
+		return // stopping
+	}
+	p.log.Error("stream task failed; reopening it from its state", "partition", t.partition, "err", err)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tasks[t.partition] == t {
+		p.reopen[t.partition] = true
+		p.wakeLocked()
+	}
+}
+
+// wakeLocked cuts the poll in progress short; p.mu is held.
+func (p *Processor) wakeLocked() {
+	if p.wake != nil {
+		p.wake()
+	}
 }
 
 // checkPartitions refuses to start when the changelog has fewer
@@ -221,15 +290,9 @@ func (p *Processor) checkPartitions(ctx context.Context) error {
 	return nil
 }
 
-// process hands each partition's records to its task, all partitions in
-// parallel, and waits for them.
+// process queues each partition's records for its task and returns: the
+// tasks work while the loop fetches on.
 func (p *Processor) process(ctx context.Context, fetches kgo.Fetches) error {
-	type work struct {
-		t    *task
-		recs []*kgo.Record
-		hwm  int64
-	}
-	var works []work
 	p.mu.Lock()
 	reopen := p.reopen
 	p.reopen = map[int32]bool{}
@@ -239,50 +302,61 @@ func (p *Processor) process(ctx context.Context, fetches kgo.Fetches) error {
 			return err
 		}
 	}
+	type work struct {
+		t *task
+		w taskWork
+	}
+	var works []work
 	p.mu.Lock()
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-		if len(fp.Records) == 0 {
-			return
+		if len(fp.Records) == 0 || reopen[fp.Partition] {
+			return // nothing, or fetched before the reopened task's seek
 		}
 		t := p.tasks[fp.Partition]
 		if t == nil || t.failed {
 			return // revoked while fetched, or waiting to be reopened
 		}
-		works = append(works, work{t, fp.Records, fp.HighWatermark})
+		works = append(works, work{t, taskWork{fp.Records, fp.HighWatermark}})
 	})
 	p.mu.Unlock()
-	if len(works) == 0 {
-		return nil
-	}
-	errs := make([]error, len(works))
-	var wg sync.WaitGroup
-	for i, w := range works {
-		wg.Go(func() { errs[i] = w.t.processBatch(ctx, w.recs, w.hwm) })
-	}
-	wg.Wait()
-	commit := map[int32]kgo.EpochOffset{}
-	for i, w := range works {
-		if errs[i] != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if errors.Is(errs[i], errKill) {
-				return errs[i]
-			}
-			p.log.Error("stream task failed; reopening it from its state", "partition", w.t.partition, "err", errs[i])
-			if err := p.reopenTask(ctx, w.t.partition); err != nil {
-				return err
-			}
-			continue
-		}
-		commit[w.t.partition] = kgo.EpochOffset{Epoch: -1, Offset: w.t.written.Load()}
-	}
-	if len(commit) > 0 {
-		// Best effort, for lag in standard tools: the truth is in Pebble
-		// and the changelog.
-		p.cl.CommitOffsets(ctx, map[string]map[int32]kgo.EpochOffset{p.cfg.Kafka.Topics.Events: commit}, nil)
+	for _, w := range works {
+		w.t.enqueue(ctx, w.w)
 	}
 	return nil
+}
+
+// committer commits the consumer group offsets the tasks reached, after
+// each batch they write, until ctx ends. Best effort, for lag in standard
+// tools: the truth is in Pebble and the changelog.
+func (p *Processor) committer(ctx context.Context) {
+	committed := map[int32]int64{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.progress:
+		}
+		commit := map[int32]kgo.EpochOffset{}
+		p.mu.Lock()
+		for part, t := range p.tasks {
+			if o := t.written.Load(); !t.failed && o != committed[part] {
+				commit[part] = kgo.EpochOffset{Epoch: -1, Offset: o}
+				committed[part] = o
+			}
+		}
+		p.mu.Unlock()
+		if len(commit) == 0 {
+			continue
+		}
+		done := make(chan struct{})
+		p.cl.CommitOffsets(ctx, map[string]map[int32]kgo.EpochOffset{p.cfg.Kafka.Topics.Events: commit},
+			func(*kgo.Client, *kmsg.OffsetCommitRequest, *kmsg.OffsetCommitResponse, error) { close(done) })
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // reopenTask closes a failed task and opens it again from its Pebble state

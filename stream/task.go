@@ -61,7 +61,26 @@ type task struct {
 
 	stop chan struct{}
 	done chan struct{}
+
+	// queue feeds the worker the partition's fetched batches in offset
+	// order, so the poll loop fetches on while the tasks work, each at its
+	// own pace. broken makes the worker drop what is queued: after a
+	// failure (the task is reopened from its state) or on close.
+	queue      chan taskWork
+	quit       chan struct{} // closed by close
+	workerDone chan struct{}
+	broken     atomic.Bool
 }
+
+// taskWork is one fetched batch of the task's partition.
+type taskWork struct {
+	recs []*kgo.Record
+	hwm  int64
+}
+
+// queueDepth bounds the batches waiting for a task: the poll loop blocks
+// (and stops fetching) when a task is that far behind.
+const queueDepth = 2
 
 // entry is one entity loaded for a batch.
 type entry struct {
@@ -141,6 +160,10 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 	}
 	t.written.Store(t.meta.next)
 	t.log.Info("partition ready", "next_offset", t.meta.next, "took", time.Since(start).Round(time.Millisecond))
+	t.queue = make(chan taskWork, queueDepth)
+	t.quit = make(chan struct{})
+	t.workerDone = make(chan struct{})
+	go t.worker()
 	go t.timerLoop()
 	return t, nil
 }
@@ -173,15 +196,56 @@ func (t *task) next() int64 {
 	return t.meta.next
 }
 
-// close stops the timer loop and closes the clients. It does not commit
-// anything: what is not committed is redone from the state.
+// close lets the batch in progress finish, drops the queued ones, stops
+// the timer loop and closes the clients. It does not commit anything: what
+// is not committed is redone from the state.
 func (t *task) close() {
 	if t.failed {
 		return
 	}
+	t.broken.Store(true)
+	close(t.quit)
+	<-t.workerDone
 	close(t.stop)
 	<-t.done
 	t.closeClients()
+}
+
+// enqueue hands the worker a batch, waiting while its queue is full; the
+// batch is dropped if the task closes meanwhile.
+func (t *task) enqueue(ctx context.Context, w taskWork) {
+	select {
+	case t.queue <- w:
+	case <-t.workerDone:
+	case <-ctx.Done():
+	}
+}
+
+// worker processes the queued batches until close. After a failure it
+// drops the rest: the task is reopened from its state and the consumer
+// seeks back to where the state ends.
+func (t *task) worker() {
+	defer close(t.workerDone)
+	for {
+		var w taskWork
+		select {
+		case <-t.quit:
+			return
+		case w = <-t.queue:
+		}
+		if t.broken.Load() {
+			continue
+		}
+		if err := t.processBatch(t.p.workCtx(), w.recs, w.hwm); err != nil {
+			t.broken.Store(true)
+			t.p.taskFailed(t, err)
+			continue
+		}
+		select {
+		case t.p.progress <- struct{}{}:
+		default: // the committer has a signal pending
+		}
+	}
 }
 
 func (t *task) closeClients() {
@@ -779,6 +843,7 @@ func (t *task) timerLoop() {
 					t.p.mu.Lock()
 					if t.p.tasks[t.partition] == t {
 						t.p.reopen[t.partition] = true
+						t.p.wakeLocked()
 					}
 					t.p.mu.Unlock()
 				}
