@@ -97,12 +97,51 @@ func OpenLoop(ctx context.Context, opts Options, do Request) *Result {
 		opts.MaxInFlight = 10_000
 	}
 	res := &Result{Name: opts.Name, Rate: opts.Rate, Hist: newHist()}
+	type send struct {
+		seq    int64
+		due    time.Time
+		record bool
+	}
+	// A pool of senders fed by the scheduler: a goroutine per request
+	// would allocate and schedule at the very moments being measured. A
+	// send waits in the queue when every sender is busy, and its latency
+	// still counts from its due time.
+	senders := min(opts.MaxInFlight, 512)
+	queue := make(chan send, opts.MaxInFlight)
 	var (
 		mu       sync.Mutex
 		wg       sync.WaitGroup
-		inflight atomic.Int64
 		firstErr atomic.Pointer[error]
 	)
+	for range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h := newHist()
+			var ok, failed, items int64
+			for s := range queue {
+				n, err := do(ctx, s.seq)
+				lat := time.Since(s.due)
+				if !s.record {
+					continue
+				}
+				if err != nil {
+					failed++
+					firstErr.CompareAndSwap(nil, &err)
+					continue
+				}
+				ok++
+				items += int64(n)
+				_ = h.RecordValue(max(1, lat.Microseconds()))
+			}
+			mu.Lock()
+			res.Hist.Merge(h)
+			res.OK += ok
+			res.Errors += failed
+			res.Items += items
+			mu.Unlock()
+		}()
+	}
 	interval := time.Duration(float64(time.Second) / opts.Rate)
 	start := time.Now()
 	measureFrom := start.Add(opts.Warmup)
@@ -111,7 +150,6 @@ func OpenLoop(ctx context.Context, opts Options, do Request) *Result {
 	// The scheduler keeps its own thread so precise sleeps (see
 	// sleepUntil) do not hold up other goroutines.
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	for {
 		due := start.Add(time.Duration(seq) * interval)
 		if !due.Before(end) || ctx.Err() != nil {
@@ -119,39 +157,21 @@ func OpenLoop(ctx context.Context, opts Options, do Request) *Result {
 		}
 		sleepUntil(due)
 		record := !due.Before(measureFrom)
-		if inflight.Load() >= int64(opts.MaxInFlight) {
+		select {
+		case queue <- send{seq, due, record}:
 			if record {
-				atomic.AddInt64(&res.Dropped, 1)
+				res.Sent++
 			}
-			seq++
-			continue
+		default:
+			// MaxInFlight sends already waiting: count it, never delay.
+			if record {
+				res.Dropped++
+			}
 		}
-		inflight.Add(1)
-		wg.Add(1)
-		if record {
-			atomic.AddInt64(&res.Sent, 1)
-		}
-		go func(seq int64, due time.Time, record bool) {
-			defer wg.Done()
-			defer inflight.Add(-1)
-			items, err := do(ctx, seq)
-			lat := time.Since(due)
-			if !record {
-				return
-			}
-			if err != nil {
-				atomic.AddInt64(&res.Errors, 1)
-				firstErr.CompareAndSwap(nil, &err)
-				return
-			}
-			atomic.AddInt64(&res.OK, 1)
-			atomic.AddInt64(&res.Items, int64(items))
-			mu.Lock()
-			_ = res.Hist.RecordValue(max(1, lat.Microseconds()))
-			mu.Unlock()
-		}(seq, due, record)
 		seq++
 	}
+	runtime.UnlockOSThread()
+	close(queue)
 	wg.Wait()
 	res.Duration = time.Since(measureFrom)
 	if p := firstErr.Load(); p != nil {
