@@ -32,8 +32,9 @@ test-deps:
 	@echo "==> scripts/install-test-deps.sh"
 	@scripts/install-test-deps.sh
 
+# make dev ARGS=-demo adds realistic shop traffic.
 dev:
-	$(GO) run ./cmd/pulse dev
+	$(GO) run ./cmd/pulse dev $(ARGS)
 
 build:
 	$(GO) build -o bin/pulse ./cmd/pulse
