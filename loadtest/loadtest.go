@@ -202,11 +202,11 @@ func ClosedLoop(ctx context.Context, name string, workers int, d time.Duration, 
 				atomic.AddInt64(&res.Sent, 1)
 				if err != nil {
 					atomic.AddInt64(&res.Errors, 1)
+					mu.Lock()
 					if res.FirstErr == nil {
-						mu.Lock()
 						res.FirstErr = err
-						mu.Unlock()
 					}
+					mu.Unlock()
 					continue
 				}
 				atomic.AddInt64(&res.OK, 1)

@@ -44,6 +44,8 @@ func TestDevEndToEnd(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	// dev normalises cfg as it starts: read what the test needs first.
+	ingest, scorer := "http://"+cfg.Ingest.Listen, "http://"+cfg.Scorer.Listen
 	chHTTP := freePort(t)
 	go func() {
 		done <- dev(ctx, cfg, devOptions{ClickHouseTCP: freePort(t), ClickHouseHTTP: chHTTP})
@@ -62,7 +64,6 @@ func TestDevEndToEnd(t *testing.T) {
 		}
 	})
 
-	ingest, scorer := "http://"+cfg.Ingest.Listen, "http://"+cfg.Scorer.Listen
 	call := func(method, url, key, body string) (int, string) {
 		req, _ := http.NewRequest(method, url, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
