@@ -1,6 +1,7 @@
 package event
 
 import (
+	"encoding/binary"
 	"strconv"
 	"strings"
 	"time"
@@ -188,6 +189,9 @@ func (n *Normalizer) Normalize(dst, raw []byte, now time.Time, lim Limits, d Def
 // encoding/json about control bytes in strings, so anything else takes
 // Decode's path.
 func plain(raw []byte) bool {
+	if printableASCII(raw) {
+		return true // compact JSON as libraries send it: the common case
+	}
 	in, esc := false, false
 	for _, c := range raw {
 		switch {
@@ -202,6 +206,26 @@ func plain(raw []byte) bool {
 		}
 	}
 	return utf8.Valid(raw)
+}
+
+// printableASCII reports whether every byte is in 0x20..0x7f, eight bytes
+// at a time: a byte below 0x20 or from 0x80 sets its high bit in
+// (w - 0x20...) | w.
+func printableASCII(b []byte) bool {
+	const lo, hi = 0x2020202020202020, 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		w := binary.LittleEndian.Uint64(b[i:])
+		if ((w-lo)|w)&hi != 0 {
+			return false
+		}
+	}
+	for ; i < len(b); i++ {
+		if b[i] < 0x20 || b[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 var objectFields = [4]string{"properties", "traits", "context", "integrations"}

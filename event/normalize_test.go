@@ -99,3 +99,31 @@ func BenchmarkNormalize(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
+
+func TestPrintableASCII(t *testing.T) {
+	f := func(s string, want bool) {
+		t.Helper()
+		if got := printableASCII([]byte(s)); got != want {
+			t.Fatalf("printableASCII(%q) = %v, want %v", s, got, want)
+		}
+	}
+	f("", true)
+	f(`{"a":"b c~"}`, true)
+	f(`{"a":"0123456789abcdef"}`, true)
+	f("{\"a\":\"012345678\n\"}", false)
+	f("{\"a\":\"\x7f\"}", true)
+	f("{\"a\":\"é\"}", false)
+	f("0123456\x1f89", false)
+	f("01234567\x00", false)
+	f("\x80", false)
+	for c := 0; c < 256; c++ {
+		b := []byte("0123456789abcdefXY")
+		for i := range b {
+			bb := append([]byte(nil), b...)
+			bb[i] = byte(c)
+			if got, want := printableASCII(bb), c >= 0x20 && c < 0x80; got != want {
+				t.Fatalf("byte %#x at %d: %v, want %v", c, i, got, want)
+			}
+		}
+	}
+}
