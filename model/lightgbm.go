@@ -13,11 +13,9 @@ import (
 // categorical rules of decision_type. Trees are walked lanes at a time, as
 // in xgbForest.
 type lgbForest struct {
-	nodes    []lgbNode
-	roots    []int32 // padded to a multiple of lanes with a zero leaf
-	numTrees int
-	depth    []int32 // per group of lanes trees: steps to the deepest leaf
-	classes  int     // num_tree_per_iteration: tree t adds to class t % classes
+	nodes []lgbNode
+	treeLanes
+	classes int // num_tree_per_iteration: tree t adds to class t % classes
 	// divisor is 1, or the number of iterations for average_output (random
 	// forest). As in LightGBM, raw scores are sums; predictions divide first.
 	divisor  float64
@@ -423,26 +421,9 @@ func (f *lgbForest) addTree(kv map[string]string, numFeatures int) error {
 	return nil
 }
 
-// addDepth records tree t's depth in its group of lanes.
-func (f *lgbForest) addDepth(t, depth int) {
-	if t%lanes == 0 {
-		f.depth = append(f.depth, 0)
-	}
-	g := &f.depth[len(f.depth)-1]
-	*g = max(*g, int32(depth))
-}
-
 // pad fills the last group of lanes with a zero leaf.
 func (f *lgbForest) pad() {
-	f.numTrees = len(f.roots)
-	if len(f.roots)%lanes == 0 {
-		return
-	}
-	z := int32(len(f.nodes))
-	f.nodes = append(f.nodes, lgbNode{kids: [2]int32{z, z}})
-	for len(f.roots)%lanes != 0 {
-		f.roots = append(f.roots, z)
-	}
+	f.nodes = padLanes(&f.treeLanes, f.nodes, func(z int32) lgbNode { return lgbNode{kids: [2]int32{z, z}} })
 }
 
 func floats(s string) ([]float64, error) {

@@ -17,10 +17,8 @@ import (
 // float32, base score first, then the trees in file order. That makes the
 // margins equal to XGBoost's bit for bit rather than merely close.
 type xgbForest struct {
-	nodes     []xgbNode
-	roots     []int32 // padded to a multiple of lanes with a zero leaf
-	numTrees  int
-	depth     []int32   // per group of lanes trees: steps to the deepest leaf
+	nodes []xgbNode
+	treeLanes
 	class     []int32   // output group of each tree (tree_info)
 	base      []float32 // base margin per class
 	catBits   []uint32  // bitsets of categorical splits, concatenated
@@ -578,24 +576,7 @@ func (f *xgbForest) addTree(t *xgbTreeJSON, w float32, numFeatures int, dart boo
 	return nil
 }
 
-// addDepth records tree t's depth in its group of lanes.
-func (f *xgbForest) addDepth(t, depth int) {
-	if t%lanes == 0 {
-		f.depth = append(f.depth, 0)
-	}
-	g := &f.depth[len(f.depth)-1]
-	*g = max(*g, int32(depth))
-}
-
 // pad fills the last group of lanes with a zero leaf.
 func (f *xgbForest) pad() {
-	f.numTrees = len(f.roots)
-	if len(f.roots)%lanes == 0 {
-		return
-	}
-	z := int32(len(f.nodes))
-	f.nodes = append(f.nodes, xgbNode{kids: [2]int32{z, z}})
-	for len(f.roots)%lanes != 0 {
-		f.roots = append(f.roots, z)
-	}
+	f.nodes = padLanes(&f.treeLanes, f.nodes, func(z int32) xgbNode { return xgbNode{kids: [2]int32{z, z}} })
 }
