@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/pulse-rt/pulse/internal/jsonstr"
 	"github.com/valyala/fastjson"
 )
 
@@ -153,9 +154,9 @@ func (n *Normalizer) Normalize(dst, raw []byte, now time.Time, lim Limits, d Def
 
 	// The same fields, in the same order, as Event's JSON.
 	dst = append(dst, `{"type":`...)
-	dst = appendString(dst, string(e.Type))
+	dst = jsonstr.Append(dst, string(e.Type))
 	dst = append(dst, `,"messageId":`...)
-	dst = appendString(dst, e.MessageID)
+	dst = jsonstr.Append(dst, e.MessageID)
 	dst = appendOptString(dst, `,"userId":`, e.UserID)
 	dst = appendOptString(dst, `,"anonymousId":`, e.AnonymousID)
 	dst = appendOptString(dst, `,"previousId":`, e.PreviousID)
@@ -327,42 +328,12 @@ func appendOptString(dst []byte, key, s string) []byte {
 		return dst
 	}
 	dst = append(dst, key...)
-	return appendString(dst, s)
+	return jsonstr.Append(dst, s)
 }
 
 func appendTime(dst []byte, key string, t time.Time) []byte {
 	dst = append(dst, key...)
 	dst = append(dst, '"')
 	dst = t.AppendFormat(dst, time.RFC3339Nano)
-	return append(dst, '"')
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string.
-func appendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
-		dst = append(dst, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			dst = append(dst, '\\', c)
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\r':
-			dst = append(dst, '\\', 'r')
-		case '\t':
-			dst = append(dst, '\\', 't')
-		default:
-			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		}
-		start = i + 1
-	}
-	dst = append(dst, s[start:]...)
 	return append(dst, '"')
 }

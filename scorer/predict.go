@@ -12,6 +12,7 @@ import (
 
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/internal/httpapi"
+	"github.com/pulse-rt/pulse/internal/jsonstr"
 	"github.com/valyala/fasthttp"
 )
 
@@ -186,7 +187,7 @@ func (s *Server) score(ctx *fasthttp.RequestCtx, m *served, sc *scratch) {
 			b = append(b, `,"score":null,"uuid":"`...)
 			b = append(b, uuid[:]...)
 			b = append(b, `","reason":`...)
-			b = appendString(b, reason)
+			b = jsonstr.Append(b, reason)
 			b = append(b, '}')
 			s.logPrediction(m, sc.ids[i], uuid, x[:nin], math.NaN(), -1, false, now)
 			continue
@@ -281,33 +282,4 @@ func grow[T any](s []T, n int) []T {
 		return make([]T, n)
 	}
 	return s[:n]
-}
-
-// appendString appends s as a JSON string.
-func appendString(b []byte, s string) []byte {
-	const hexDigits = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
-		b = append(b, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		}
-		start = i + 1
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }

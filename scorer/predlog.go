@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pulse-rt/pulse/internal/jsonstr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -150,19 +151,19 @@ func (e *logEntry) encode(b []byte) []byte {
 	b = append(b, `{"uuid":"`...)
 	b = append(b, e.uuid[:]...)
 	b = append(b, `","model":`...)
-	b = appendString(b, m.name)
+	b = jsonstr.Append(b, m.name)
 	b = append(b, `,"version":"`...)
 	b = append(b, m.version...)
 	b = append(b, `","entity":`...)
-	b = appendString(b, m.entity)
+	b = jsonstr.Append(b, m.entity)
 	b = append(b, `,"id":`...)
-	b = appendString(b, e.id)
+	b = jsonstr.Append(b, e.id)
 	b = append(b, `,"features":{`...)
 	for j, name := range m.inputs {
 		if j > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, name)
+		b = jsonstr.Append(b, name)
 		b = append(b, ':')
 		b = appendFloat(b, e.x[j])
 	}
