@@ -207,6 +207,12 @@ func (s *Server) authorize(ctx *fasthttp.RequestCtx, bodyKey string) (*config.AP
 	if secret == "" {
 		secret = bodyKey
 	}
+	return s.checkKey(ctx, secret)
+}
+
+// checkKey checks secret for the write scope and its rate limit, answering
+// the error itself.
+func (s *Server) checkKey(ctx *fasthttp.RequestCtx, secret string) (*config.APIKey, bool) {
 	key, retry, err := s.keys.Check(secret, config.ScopeWrite)
 	if err != nil {
 		httpapi.WriteAuthError(ctx, err, retry)
@@ -228,11 +234,12 @@ type answer struct {
 }
 
 func (s *Server) single(ctx *fasthttp.RequestCtx, body []byte, typ event.Type) {
-	var bodyKey string
-	if httpapi.KeyFromHeaders(ctx) == "" {
-		bodyKey = event.WriteKeyOf(body)
+	// The body is searched for a writeKey only when the headers carry none.
+	secret := httpapi.KeyFromHeaders(ctx)
+	if secret == "" {
+		secret = event.WriteKeyOf(body)
 	}
-	key, ok := s.authorize(ctx, bodyKey)
+	key, ok := s.checkKey(ctx, secret)
 	if !ok {
 		return
 	}
