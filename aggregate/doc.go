@@ -24,6 +24,8 @@
 //	func (s *Set) NextChange(st *State, now time.Time) (t time.Time, ok bool)
 //	func (s *Set) Expire(st *State, now time.Time) (noWindows bool)
 //	func (s *Set) DecodeState(b []byte) (*State, error)
+//	func (s *Set) Fingerprint(i int) (fp uint64, ok bool) // what a feature's state means; ok false when derived
+//	func (s *Set) Merge(dst, src *State, fp uint64) bool   // fold src's partial state of one feature into dst
 //	func (st *State) AppendBinary(dst []byte) []byte
 //	func (st *State) NewestMillis() int64   // math.MinInt64 before any event
 //	func (st *State) Empty() bool           // nothing stored: the State may be deleted
