@@ -55,6 +55,12 @@ type Topics struct {
 	Segments    string `yaml:"segments"`    // default pulse.segments
 	Predictions string `yaml:"predictions"` // default pulse.predictions
 	State       string `yaml:"state"`       // default pulse.state (compacted changelog)
+	// Seeds carries backfilled partial states to the stream, partition p
+	// to the task of pulse.events partition p. Default pulse.seeds.
+	Seeds string `yaml:"seeds"`
+	// Activations is where each stream task publishes the input offset a
+	// feature started counting at (compacted). Default pulse.activations.
+	Activations string `yaml:"activations"`
 }
 
 // Ingest configures the HTTP tracking API.

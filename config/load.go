@@ -236,6 +236,8 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&k.Topics.Segments, "pulse.segments")
 	setDefault(&k.Topics.Predictions, "pulse.predictions")
 	setDefault(&k.Topics.State, "pulse.state")
+	setDefault(&k.Topics.Seeds, "pulse.seeds")
+	setDefault(&k.Topics.Activations, "pulse.activations")
 
 	in := &c.Ingest
 	setDefault(&in.Listen, "127.0.0.1:8080")

@@ -52,7 +52,7 @@ type TopicSpec struct {
 }
 
 // Topics lists every topic Pulse uses with its configs: the changelog is
-// compacted; the event log keeps a week by default.
+// and the activations are compacted; the event log keeps a week by default.
 func Topics(c config.Kafka) []TopicSpec {
 	compact := "compact"
 	return []TopicSpec{
@@ -61,6 +61,10 @@ func Topics(c config.Kafka) []TopicSpec {
 		{Name: c.Topics.Segments},
 		{Name: c.Topics.Predictions},
 		{Name: c.Topics.State, Configs: map[string]*string{"cleanup.policy": &compact}},
+		// Seeds: as many partitions as the events (EnsureTopics gives every
+		// topic the same count), so seed partition p meets event partition p.
+		{Name: c.Topics.Seeds},
+		{Name: c.Topics.Activations, Configs: map[string]*string{"cleanup.policy": &compact}},
 	}
 }
 
