@@ -3,6 +3,7 @@ package stream
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -197,6 +198,33 @@ func (t *task) applyChangelog(b *pebble.Batch, r *kgo.Record, local bool, now ti
 			b.Set(key(pkSeen, id), nil, nil)
 		}
 		b.Set(bk, r.Value, nil)
+	case k == clSeedsKey:
+		next, n := binary.Varint(r.Value)
+		if n <= 0 {
+			return errCorrupt
+		}
+		t.meta.seedNext = next
+	case strings.HasPrefix(k, clActivationPrefix):
+		fp, err := strconv.ParseUint(k[len(clActivationPrefix):], 16, 64)
+		if err != nil {
+			return err
+		}
+		if r.Value == nil {
+			b.Delete(activationKey(fp), nil)
+		} else {
+			b.Set(activationKey(fp), r.Value, nil)
+		}
+	case strings.HasPrefix(k, clSeededPrefix):
+		fph, id, ok := strings.Cut(k[len(clSeededPrefix):], "/")
+		fp, err := strconv.ParseUint(fph, 16, 64)
+		if !ok || err != nil {
+			return errCorrupt
+		}
+		if r.Value == nil {
+			b.Delete(seededKey(fp, id), nil)
+		} else {
+			b.Set(seededKey(fp, id), []byte{1}, nil)
+		}
 	case strings.HasPrefix(k, clAliasPrefix):
 		ak := key(pkAlias, k[len(clAliasPrefix):])
 		if r.Value == nil {
@@ -235,7 +263,12 @@ func (t *task) wipe(ctx context.Context) error {
 	}
 	clear(t.cache)
 	x := &txn{b: t.db.NewBatch()}
-	return t.commit(ctx, x, 0)
+	if err := t.commit(ctx, x, 0); err != nil {
+		return err
+	}
+	// The state starts over: every feature counts from offset 0, and seeds
+	// cut for the old activations are stale.
+	return t.activate(ctx)
 }
 
 // snapshot writes the whole local state to the changelog.
@@ -259,9 +292,9 @@ func (t *task) snapshot(ctx context.Context) error {
 }
 
 // eachLocal calls f with the changelog key and value of every entity, seen
-// batch and alias in Pebble.
+// batch, alias, activation and seeded mark in Pebble.
 func (t *task) eachLocal(f func(k, v []byte) error) error {
-	for _, pre := range [][]byte{pkEntity, pkBatch, pkAlias} {
+	for _, pre := range [][]byte{pkEntity, pkBatch, pkAlias, pkActive, pkSeeded} {
 		it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: pre, UpperBound: prefixEnd(pre)})
 		if err != nil {
 			return err
@@ -281,6 +314,10 @@ func (t *task) eachLocal(f func(k, v []byte) error) error {
 				v = cl
 			case string(pkBatch):
 				k = clSeenPrefix + strconv.FormatInt(int64(beUint64(rest)), 10)
+			case string(pkActive):
+				k = clActivationPrefix + strconv.FormatUint(beUint64(rest), 16)
+			case string(pkSeeded):
+				k = clSeededPrefix + strconv.FormatUint(beUint64(rest), 16) + "/" + string(rest[8:])
 			default:
 				k = clAliasPrefix + string(rest)
 			}

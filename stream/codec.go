@@ -14,6 +14,14 @@ const (
 	clSeenPrefix   = "__seen/"
 	clAliasPrefix  = "__alias/"
 	clFenceKey     = "__restore"
+	// clActivationPrefix + fingerprint hex: the input offset the feature
+	// started counting at in this partition (decimal).
+	clActivationPrefix = "__activation/"
+	// clSeededPrefix + fingerprint hex + "/" + id: the entity's state of
+	// the feature has had its seed merged.
+	clSeededPrefix = "__seeded/"
+	// clSeedsKey: the next seeds-topic offset to read (varint).
+	clSeedsKey = "__seeds"
 )
 
 // Keys of a task's Pebble database.
@@ -24,7 +32,18 @@ var (
 	pkSeen   = []byte("d/") // d/<messageId> -> nothing
 	pkBatch  = []byte("s/") // s/<input offset BE> -> seenBatch
 	pkAlias  = []byte("a/") // a/<anonymousId> -> userId
+	pkActive = []byte("v/") // v/<fingerprint BE> -> activation offset (decimal)
+	pkSeeded = []byte("z/") // z/<fingerprint BE><id> -> nothing
 )
+
+func activationKey(fp uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), pkActive...), fp)
+}
+
+func seededKey(fp uint64, id string) []byte {
+	k := binary.BigEndian.AppendUint64(append(make([]byte, 0, len(pkSeeded)+8+len(id)), pkSeeded...), fp)
+	return append(k, id...)
+}
 
 var errCorrupt = errors.New("corrupt stream state")
 
@@ -57,13 +76,15 @@ type meta struct {
 	changelog int64    // changelog offset the state includes, -1 = none
 	segFP     uint64   // segment Set fingerprint the memberships were evaluated with
 	pending   []string // entities of the last transaction (store write may be missing)
+	seedNext  int64    // next offset of the seeds topic partition to read
 }
 
 func (m *meta) encode() []byte {
 	b := binary.AppendVarint(nil, m.next)
 	b = binary.AppendVarint(b, m.changelog)
 	b = binary.LittleEndian.AppendUint64(b, m.segFP)
-	return appendStrings(b, m.pending)
+	b = appendStrings(b, m.pending)
+	return binary.AppendVarint(b, m.seedNext)
 }
 
 func decodeMeta(b []byte) (meta, error) {
@@ -73,6 +94,9 @@ func decodeMeta(b []byte) (meta, error) {
 	m.changelog = r.varint()
 	m.segFP = r.uint64()
 	m.pending = r.strings()
+	if len(r.b) > 0 { // written before seeds existed: 0
+		m.seedNext = r.varint()
+	}
 	if r.err {
 		return m, errCorrupt
 	}

@@ -114,6 +114,7 @@ func newEnv(t testing.TB, brokers []string) *env {
 	prefix := testenv.Topic(t, "s")
 	tp := &cfg.Kafka.Topics
 	tp.Events, tp.Invalid, tp.Segments, tp.State = prefix+".events", prefix+".invalid", prefix+".segments", prefix+".state"
+	tp.Seeds, tp.Activations = prefix+".seeds", prefix+".activations"
 	cfg.Stream.Group = prefix + ".group"
 	cfg.DataDir = t.TempDir()
 	e := &env{t: t, cfg: cfg, brokers: brokers, clock: newClock(t0), store: newMemStore()}

@@ -40,10 +40,10 @@ func TestSIGKILLPulseStream(t *testing.T) {
 	yaml := fmt.Sprintf(`data_dir: %s
 kafka:
   brokers: [%q]
-  topics: {events: %s, invalid: %s, segments: %s, state: %s, predictions: %s}
+  topics: {events: %s, invalid: %s, segments: %s, state: %s, predictions: %s, seeds: %s, activations: %s}
 store: {backend: pebble, path: %s}
 %s
-`, filepath.Join(dir, "data"), e.brokers[0], tp.Events, tp.Invalid, tp.Segments, tp.State, tp.Events+".predictions", storePath,
+`, filepath.Join(dir, "data"), e.brokers[0], tp.Events, tp.Invalid, tp.Segments, tp.State, tp.Events+".predictions", tp.Seeds, tp.Activations, storePath,
 		testConfig[len("\n"):])
 	yaml = replaceOnce(yaml, "stream:\n", fmt.Sprintf("stream:\n  group: %s\n  listen: %q\n", e.cfg.Stream.Group, listen))
 	if err := os.WriteFile(cfgFile, []byte(yaml), 0o644); err != nil {

@@ -54,6 +54,10 @@ type task struct {
 	lagLabel string
 	// seen filters the dedupe lookups; see seenFilter.
 	seen *seenFilter
+	// act is each feature fingerprint's activation offset (see seed.go);
+	// seeds reads the partition's seeds. Both used under work.
+	act   map[uint64]int64
+	seeds *kgo.Client
 
 	// written is the input offset whose vectors are in the store: for lag
 	// and the consumer group commit.
@@ -158,6 +162,12 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 	if t.seen, err = buildSeenFilter(t.db); err != nil {
 		return nil, err
 	}
+	if err := t.activate(ctx); err != nil {
+		return nil, err
+	}
+	if err := t.openSeeds(); err != nil {
+		return nil, err
+	}
 	t.written.Store(t.meta.next)
 	t.log.Info("partition ready", "next_offset", t.meta.next, "took", time.Since(start).Round(time.Millisecond))
 	t.queue = make(chan taskWork, queueDepth)
@@ -249,6 +259,9 @@ func (t *task) worker() {
 }
 
 func (t *task) closeClients() {
+	if t.seeds != nil {
+		t.seeds.Close()
+	}
 	if t.prod != nil {
 		t.prod.Close()
 	}
@@ -333,7 +346,8 @@ func (t *task) clearLocal() error {
 	if err := t.db.DeleteRange([]byte{0}, []byte{0xff}, pebble.Sync); err != nil {
 		return err
 	}
-	t.meta = meta{changelog: -1, segFP: t.meta.segFP}
+	t.meta = meta{changelog: -1, segFP: t.meta.segFP, seedNext: t.meta.seedNext}
+	t.act = map[uint64]int64{}
 	return nil
 }
 
@@ -835,23 +849,25 @@ func (t *task) timerLoop() {
 			return
 		case <-tick.C:
 		}
-		for {
-			more, err := t.fire(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					t.log.Error("timer failed; the task will be reopened", "err", err)
-					t.p.mu.Lock()
-					if t.p.tasks[t.partition] == t {
-						t.p.reopen[t.partition] = true
-						t.p.wakeLocked()
-					}
-					t.p.mu.Unlock()
-				}
+		err := t.pollSeeds(ctx)
+		for more := err == nil; more; {
+			more, err = t.fire(ctx)
+		}
+		if err != nil {
+			if errors.Is(err, errKill) {
+				t.p.taskFailed(t, err)
 				return
 			}
-			if !more {
-				break
+			if ctx.Err() == nil {
+				t.log.Error("timer failed; the task will be reopened", "err", err)
+				t.p.mu.Lock()
+				if t.p.tasks[t.partition] == t {
+					t.p.reopen[t.partition] = true
+					t.p.wakeLocked()
+				}
+				t.p.mu.Unlock()
 			}
+			return
 		}
 	}
 }

@@ -1,0 +1,223 @@
+package stream
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/pulse-rt/pulse/aggregate"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Seeds: how a feature added to the config gets the history from before.
+//
+// A task records, per feature fingerprint, the first input offset it
+// processed with that feature (its activation), in Pebble, in the changelog
+// and on the activations topic, in one transaction. Backfill aggregates
+// the history of each partition before that offset and sends one seed per
+// entity to the seeds topic, same partition. The task merges a seed's
+// state of a feature into the entity's once (a seeded mark per entity and
+// fingerprint) and only when the seed was cut at the task's activation, so
+// the events before the activation come from the seed and those after from
+// the stream, none twice. The seeds-topic offset, the marks and the states
+// are committed together, so a crash neither loses nor repeats a seed.
+
+var mSeeds = promauto.NewCounterVec(prometheus.CounterOpts{
+	Name: "pulse_stream_seeds_total",
+	Help: "Seeded feature states by result: merged, already (the entity was seeded for the feature before), stale (cut at another offset than the task's activation), invalid.",
+}, []string{"result"})
+
+// loadActivations reads the activations of the local state.
+func (t *task) loadActivations() error {
+	t.act = map[uint64]int64{}
+	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: pkActive, UpperBound: prefixEnd(pkActive)})
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()[len(pkActive):]
+		if len(k) != 8 {
+			continue
+		}
+		off, err := strconv.ParseInt(string(it.Value()), 10, 64)
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("activation: %w", errCorrupt)
+		}
+		t.act[binary.BigEndian.Uint64(k)] = off
+	}
+	return it.Close()
+}
+
+// activate records the features the state has never counted: they start
+// at the next input offset. A task's first start thus activates every
+// feature at the partition's first offset, where there is nothing to seed.
+func (t *task) activate(ctx context.Context) error {
+	if err := t.loadActivations(); err != nil {
+		return err
+	}
+	x := &txn{b: t.db.NewBatch()}
+	names := t.p.features.Names()
+	var added []string
+	for i := range names {
+		fp, ok := t.p.features.Fingerprint(i)
+		if _, have := t.act[fp]; !ok || have {
+			continue
+		}
+		t.act[fp] = t.meta.next
+		v := []byte(strconv.FormatInt(t.meta.next, 10))
+		x.b.Set(activationKey(fp), v, nil)
+		x.recs = append(x.recs,
+			t.stateRecord([]byte(clActivationPrefix+strconv.FormatUint(fp, 16)), v),
+			&kgo.Record{Topic: t.p.cfg.Kafka.Topics.Activations, Key: kafka.ActivationKey(t.partition, fp), Value: v})
+		added = append(added, names[i])
+	}
+	if len(added) == 0 {
+		x.b.Close()
+		return nil
+	}
+	if err := t.commit(ctx, x, t.meta.next); err != nil {
+		return fmt.Errorf("cannot record feature activations: %w", err)
+	}
+	t.log.Info("features activated: they count from this offset; `pulse backfill features` seeds the history before it",
+		"features", added, "offset", t.meta.next)
+	return nil
+}
+
+// openSeeds starts reading the partition's seeds from the stored offset.
+func (t *task) openSeeds() error {
+	var err error
+	t.seeds, err = kafka.NewClient(t.p.cfg.Kafka, append([]kgo.Opt{
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{
+			t.p.cfg.Kafka.Topics.Seeds: {t.partition: kgo.NewOffset().At(t.meta.seedNext)},
+		}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxBytes(16 << 20),
+	}, t.p.opts.KafkaOpts...)...)
+	return err
+}
+
+// pollSeeds applies the seeds fetched so far, if any.
+func (t *task) pollSeeds(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
+	fs := t.seeds.PollRecords(pctx, 5000)
+	cancel()
+	fs.EachError(func(topic string, p int32, err error) {
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			t.log.Debug("seeds fetch error", "topic", topic, "err", err)
+		}
+	})
+	recs := fs.Records()
+	if len(recs) == 0 {
+		return nil
+	}
+	return t.applySeeds(ctx, recs)
+}
+
+// applySeeds merges seeds into the entities' states and commits them with
+// the seeds offset, the marks, the vectors and segments, as a batch of
+// events would be.
+func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) error {
+	t.work.Lock()
+	defer t.work.Unlock()
+	p := t.p
+	now := p.opts.Now()
+	x := &txn{b: t.db.NewBatch()}
+	entries := map[string]*entry{}
+	var order []*entry
+	marked := map[string]bool{}
+	next := t.meta.seedNext
+	var merged, already, stale, invalid int
+	for _, r := range recs {
+		if r.Offset < next {
+			continue // applied already (a fetch from before a reopen)
+		}
+		next = r.Offset + 1
+		id := string(r.Key)
+		cuts, state, err := aggregate.DecodeSeed(r.Value)
+		var src *aggregate.State
+		if err == nil {
+			src, err = p.features.DecodeState(state)
+		}
+		if err != nil || id == "" {
+			t.log.Warn("ignoring an unreadable seed", "offset", r.Offset, "entity", id, "err", err)
+			invalid++
+			continue
+		}
+		e := entries[id]
+		for _, c := range cuts {
+			if act, ok := t.act[c.Fingerprint]; !ok || act != c.Cut {
+				stale++
+				continue
+			}
+			sk := seededKey(c.Fingerprint, id)
+			done := marked[string(sk)]
+			if !done {
+				if done, err = t.has(sk); err != nil {
+					x.b.Close()
+					return err
+				}
+			}
+			if done {
+				already++
+				continue
+			}
+			marked[string(sk)] = true
+			x.b.Set(sk, []byte{1}, nil)
+			x.recs = append(x.recs, t.stateRecord([]byte(clSeededPrefix+strconv.FormatUint(c.Fingerprint, 16)+"/"+id), []byte{1}))
+			merged++
+			if e == nil {
+				if e, err = t.load(id); err != nil {
+					x.b.Close()
+					return err
+				}
+				entries[id] = e
+				order = append(order, e)
+			}
+			if p.features.Merge(e.st, src, c.Fingerprint) {
+				e.touched = true
+				e.cause = "seed/" + p.cfg.Kafka.Topics.Seeds + "/" + strconv.Itoa(int(t.partition)) + "/" + strconv.FormatInt(r.Offset, 10)
+				e.at = now
+			}
+		}
+	}
+	if next == t.meta.seedNext {
+		x.b.Close()
+		return nil
+	}
+	for _, e := range order {
+		if !e.touched {
+			continue
+		}
+		if err := t.finish(x, e, now, false); err != nil {
+			x.b.Close()
+			return err
+		}
+	}
+	x.recs = append(x.recs, t.stateRecord([]byte(clSeedsKey), binary.AppendVarint(nil, next)))
+	t.mu.Lock()
+	t.meta.seedNext = next
+	t.mu.Unlock()
+	if err := t.hook("seeds-before-commit"); err != nil {
+		x.b.Close()
+		return err
+	}
+	if err := t.commit(ctx, x, t.meta.next); err != nil {
+		return err
+	}
+	mSeeds.WithLabelValues("merged").Add(float64(merged))
+	mSeeds.WithLabelValues("already").Add(float64(already))
+	mSeeds.WithLabelValues("stale").Add(float64(stale))
+	mSeeds.WithLabelValues("invalid").Add(float64(invalid))
+	if merged > 0 {
+		t.log.Info("seeds merged", "features_entities", merged, "already_seeded", already, "stale", stale, "next_seed_offset", next)
+	}
+	return nil
+}
