@@ -139,6 +139,10 @@ type feature struct {
 	slot   int  // index into State.f (aggregated features)
 	fp     uint64
 	prog   *vm.Program // derived
+	// reads are the features a derived expr names (indexes into Set.feats);
+	// readsNow says it also names `now`.
+	reads    []int
+	readsNow bool
 }
 
 // group is one distinct (event, type, where) filter.
@@ -403,11 +407,13 @@ func (s *Set) compileDerived(owner map[string]string) Errors {
 		ast.Walk(&tree.Node, visitIdents(func(name string) {
 			if name == "now" {
 				s.usesNow = true
+				s.feats[i].readsNow = true
 				return
 			}
 			j, ok := s.index[name]
 			if ok && !seen[j] {
 				seen[j] = true
+				s.feats[i].reads = append(s.feats[i].reads, j)
 				if s.feats[j].agg == aggDerived {
 					deps[i] = append(deps[i], j)
 				}
