@@ -1,6 +1,7 @@
 package scorer
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/pulse-rt/pulse/aggregate"
@@ -54,3 +55,40 @@ func (d derivers) refresh(entity string, v featurestore.Vector, now time.Time) m
 	}
 	return out
 }
+
+// freshPlan is how a model's inputs are brought to now: the Refresher for
+// the inputs that read now, and for each input its index in the
+// Refresher's outputs (-1: the stored value is current).
+type freshPlan struct {
+	d  *derivers
+	r  *aggregate.Refresher // nil: no input reads now
+	at []int
+}
+
+// plan returns m's freshPlan under d, building it the first time m is
+// scored under this d (after a reload the next request rebuilds it).
+func (m *served) plan(d *derivers) *freshPlan {
+	if p := m.fresh.Load(); p != nil && p.d == d {
+		return p
+	}
+	p := &freshPlan{d: d}
+	if set := (*d)[m.entity]; set != nil {
+		p.r = set.Refresher(m.inputs)
+	}
+	if p.r != nil {
+		p.at = make([]int, len(m.inputs))
+		for j, name := range m.inputs {
+			p.at[j] = -1
+			for k, out := range p.r.Outputs() {
+				if out == name {
+					p.at[j] = k
+				}
+			}
+		}
+	}
+	m.fresh.Store(p)
+	return p
+}
+
+// freshSlot is where served keeps its plan.
+type freshSlot = atomic.Pointer[freshPlan]

@@ -38,6 +38,8 @@ type served struct {
 	evalSeconds prometheus.Observer
 	used        prometheus.Counter
 	unused      prometheus.Counter
+
+	fresh freshSlot // the inputs' read-time refresh under the derivers in force
 }
 
 // modelSet is what is serving: swapped as a whole on reload.

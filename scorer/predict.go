@@ -25,6 +25,7 @@ type scratch struct {
 	uuids []byte
 	buf   []byte
 	miss  []string
+	fresh []any // the inputs computed as of the request
 }
 
 // Prediction is one answer of POST /v1/predict, in the order of the request's rows.
@@ -124,13 +125,11 @@ func (s *Server) score(ctx *fasthttp.RequestCtx, m *served, sc *scratch) {
 		s.storeError(ctx, err)
 		return
 	}
-	if d := *s.derive.Load(); d[m.entity] != nil {
-		now := s.now()
-		for i := range vecs {
-			if found[i] {
-				vecs[i].Features = d.refresh(m.entity, vecs[i], now)
-			}
-		}
+	// Inputs that read now (days since the last order) are computed as of
+	// this request; the rest are read as stored.
+	plan := m.plan(s.derive.Load())
+	if plan.r != nil {
+		sc.fresh = grow(sc.fresh, len(plan.r.Outputs()))
 	}
 	nin := len(m.inputs)
 	nf := max(m.m.NumFeatures(), nin)
@@ -149,6 +148,9 @@ func (s *Server) score(ctx *fasthttp.RequestCtx, m *served, sc *scratch) {
 		out := sc.out[i*k : (i+1)*k]
 		inline := sc.body.kv[sc.body.rows[i].kv[0]:sc.body.rows[i].kv[1]]
 		sc.miss = sc.miss[:0]
+		if plan.r != nil && found[i] && vecs[i].Features != nil {
+			plan.r.Refresh(vecs[i].Features, now, sc.fresh)
+		}
 	inputs:
 		for j, name := range m.inputs {
 			for k := range inline {
@@ -158,7 +160,14 @@ func (s *Server) score(ctx *fasthttp.RequestCtx, m *served, sc *scratch) {
 				}
 			}
 			if found[i] {
-				if v, ok := vecs[i].Features[name]; ok {
+				v, ok := vecs[i].Features[name]
+				if plan.r != nil && plan.at[j] >= 0 && vecs[i].Features != nil {
+					// A value computed now counts when the vector had the
+					// feature or the computation gave one.
+					v = sc.fresh[plan.at[j]]
+					ok = ok || v != nil
+				}
+				if ok {
 					x[j] = storedValue(v)
 					continue
 				}

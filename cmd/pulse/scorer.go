@@ -18,7 +18,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pulse-rt/pulse/aggregate"
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/examples"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/kafka"
@@ -217,7 +219,7 @@ func embeddedScorer(ctx context.Context, kind, redisAddr string, users int, pred
 	}
 	closers = append(closers, func() { store.Close() })
 	fmt.Printf("filling the %s store with %d users...\n", kind, users)
-	if err := fillStore(ctx, store, users); err != nil {
+	if err := fillStore(ctx, cfg, store, users); err != nil {
 		return fail(err)
 	}
 	opts := []scorer.Option{scorer.WithLogger(quiet)}
@@ -259,25 +261,65 @@ func embeddedScorer(ctx context.Context, kind, redisAddr string, users int, pred
 	return "http://" + ln.Addr().String(), key, stop, nil
 }
 
-// fillStore writes users "0".."n-1" with plausible e-commerce features.
-func fillStore(ctx context.Context, store featurestore.Store, n int) error {
+// fillStore writes users "0".."n-1" with the vectors the stream would
+// compute for them: each user's synthetic history (views, cart adds,
+// sessions, orders over the last 40 days) goes through the config's
+// aggregate set, so every feature is there, as in production.
+func fillStore(ctx context.Context, cfg *config.Config, store featurestore.Store, n int) error {
+	set, err := aggregate.Compile(cfg.Features, aggregate.Options{})
+	if err != nil {
+		return err
+	}
 	r := rand.New(rand.NewPCG(1, 2))
 	batch := make([]featurestore.Update, 0, 1000)
 	now := time.Now()
+	names := set.Names()
+	var vals []any
+	var ev event.Event
 	for i := 0; i < n; i++ {
-		orders := float64(r.IntN(5))
-		rev := orders * (20 + 80*r.Float64())
-		days := -1.0
-		if orders > 0 {
-			days = float64(r.IntN(30))
+		id := strconv.Itoa(i)
+		st := set.NewState()
+		apply := func(name string, typ event.Type, ago time.Duration, props map[string]any) error {
+			ev = event.Event{Type: typ, Event: name, UserID: id, MessageID: id + "/" + strconv.Itoa(r.IntN(1<<30)),
+				Timestamp: now.Add(-ago), Properties: props}
+			_, err := set.Apply(st, &ev)
+			return err
+		}
+		ev = event.Event{Type: event.Identify, UserID: id, MessageID: id + "/identify",
+			Timestamp: now.Add(-40 * 24 * time.Hour), Traits: map[string]any{"country": "FR"}}
+		if _, err := set.Apply(st, &ev); err != nil {
+			return err
+		}
+		for range r.IntN(20) {
+			ago := time.Duration(r.Int64N(int64(7 * 24 * time.Hour)))
+			if err := apply("Session Started", event.Track, ago, nil); err != nil {
+				return err
+			}
+			for range r.IntN(6) {
+				props := map[string]any{"product_id": "p-" + strconv.Itoa(r.IntN(500)), "category": "c-" + strconv.Itoa(r.IntN(20))}
+				if err := apply("Product Viewed", event.Track, ago, props); err != nil {
+					return err
+				}
+			}
+			if r.IntN(4) == 0 {
+				if err := apply("Product Added", event.Track, ago, nil); err != nil {
+					return err
+				}
+			}
+		}
+		for range r.IntN(5) {
+			ago := time.Duration(r.Int64N(int64(40 * 24 * time.Hour)))
+			if err := apply("Order Completed", event.Track, ago, map[string]any{"revenue": 20 + 180*r.Float64()}); err != nil {
+				return err
+			}
+		}
+		vals = set.Values(st, now, vals)
+		feats := make(map[string]any, len(names))
+		for k, name := range names {
+			feats[name] = vals[k]
 		}
 		batch = append(batch, featurestore.Update{Vector: featurestore.Vector{
-			Entity: "user", ID: strconv.Itoa(i), UpdatedAt: now,
-			Features: map[string]any{
-				"orders_30d": orders, "revenue_30d": rev, "sessions_7d": float64(r.IntN(20)),
-				"days_since_last_order": days, "products_viewed_24h": float64(r.IntN(40)),
-				"cart_adds_24h": float64(r.IntN(4)), "country": "FR", "orders_lifetime": orders + float64(r.IntN(10)),
-			},
+			Entity: "user", ID: id, UpdatedAt: now, Features: feats,
 		}})
 		if len(batch) == cap(batch) || i == n-1 {
 			if err := store.Write(ctx, batch); err != nil {
