@@ -190,16 +190,20 @@ func normalise(w *wire, now time.Time, d Defaults) (*Event, error) {
 
 // checkIDs applies the per-type rules on ids and names.
 func (e *Event) checkIDs() error {
+	return checkIDs(e.Type, e.UserID != "", e.AnonymousID != "", e.Event != "", e.PreviousID != "", e.GroupID != "")
+}
+
+func checkIDs(t Type, user, anon, event, prev, group bool) error {
 	switch {
-	case e.UserID == "" && e.AnonymousID == "":
+	case !user && !anon:
 		return fieldErr("userId", "userId or anonymousId is required")
-	case e.Type == Track && e.Event == "":
+	case t == Track && !event:
 		return fieldErr("event", "required for track")
-	case e.Type == Alias && e.PreviousID == "":
+	case t == Alias && !prev:
 		return fieldErr("previousId", "required for alias")
-	case e.Type == Alias && e.UserID == "":
+	case t == Alias && !user:
 		return fieldErr("userId", "required for alias")
-	case e.Type == Group && e.GroupID == "":
+	case t == Group && !group:
 		return fieldErr("groupId", "required for group")
 	}
 	return nil
@@ -208,32 +212,39 @@ func (e *Event) checkIDs() error {
 // setTimes sets Timestamp from what the client sent, with Segment's
 // clock-skew correction, and checks it is plausible. e.ReceivedAt is set.
 func (e *Event) setTimes(ts, orig, sent, batchSent time.Time) error {
+	var err error
+	e.Timestamp, e.OriginalTimestamp, e.SentAt, err = eventTimes(e.ReceivedAt, ts, orig, sent, batchSent)
+	return err
+}
+
+// eventTimes returns an event's timestamp, originalTimestamp and sentAt
+// from what the client sent and the receive time.
+func eventTimes(received, ts, orig, sent, batchSent time.Time) (timestamp, original, sentAt time.Time, err error) {
 	if sent.IsZero() {
 		sent = batchSent
 	}
-	e.SentAt = sent
-	e.OriginalTimestamp = orig
+	original = orig
 	switch {
 	case !ts.IsZero():
 		// An explicit timestamp is the client's word: historical imports
 		// and server-side libraries set it on purpose.
-		e.Timestamp = ts
+		timestamp = ts
 		if orig.IsZero() {
-			e.OriginalTimestamp = ts
+			original = ts
 		}
 	case !orig.IsZero() && !sent.IsZero():
 		// Clock-skew correction, as Segment does it.
-		e.Timestamp = e.ReceivedAt.Add(-sent.Sub(orig))
+		timestamp = received.Add(-sent.Sub(orig))
 	case !orig.IsZero():
-		e.Timestamp = orig
+		timestamp = orig
 	default:
-		e.Timestamp = e.ReceivedAt
+		timestamp = received
 	}
-	e.Timestamp = e.Timestamp.UTC().Truncate(time.Millisecond)
-	if y := e.Timestamp.Year(); y < 2000 || e.Timestamp.After(e.ReceivedAt.Add(MaxFuture)) {
-		return fieldErr("timestamp", "%s is out of range (after 2000 and at most %s ahead of the server)", e.Timestamp.Format(time.RFC3339), MaxFuture)
+	timestamp = timestamp.UTC().Truncate(time.Millisecond)
+	if y := timestamp.Year(); y < 2000 || timestamp.After(received.Add(MaxFuture)) {
+		return timestamp, original, sent, fieldErr("timestamp", "%s is out of range (after 2000 and at most %s ahead of the server)", timestamp.Format(time.RFC3339), MaxFuture)
 	}
-	return nil
+	return timestamp, original, sent, nil
 }
 
 // MaxFuture is how far ahead of the server an event's time may be.

@@ -2,26 +2,36 @@ package event
 
 import (
 	"encoding/binary"
+	"encoding/hex"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
+	"unsafe"
 
 	"github.com/google/uuid"
-	"github.com/pulse-rt/pulse/internal/jsonstr"
-	"github.com/valyala/fastjson"
 )
 
 // Normalizer turns a client's event JSON into its pulse.events record value
-// without building the event's maps: nested objects (properties, traits,
-// context, integrations) are copied through as parsed. It applies exactly
-// the rules of Decode and writes exactly what Marshal(Decode(raw)) would
-// decode back to; ingest uses it because it is several times cheaper.
+// without building the event's maps: one scan validates the JSON strictly
+// and finds the top-level fields, and the record is written from those
+// bytes, nested objects (properties, traits, context, integrations) copied
+// through as sent. It applies exactly the rules of Decode and writes what
+// Marshal(Decode(raw)) would decode back to; anything unusual takes Decode's
+// own path. Ingest uses it because it is many times cheaper.
 //
-// A Normalizer reuses its parser's memory: it is not safe for concurrent
-// use (keep one per goroutine, or pool them).
+// A Normalizer reuses its memory: it is not safe for concurrent use (keep
+// one per goroutine, or pool them).
 type Normalizer struct {
-	p fastjson.Parser
+	s     scanner
+	it    itemScan
+	bs    batchScan
+	nums  [numFields][]byte // numeric ids, formatted
+	spans []recordSpan
+
+	// The last receivedAt and timestamp formatted: a batch's items share them.
+	recvAt, tsAt     time.Time
+	recvText, tsText []byte
 }
 
 // Normalized says what Normalize produced.
@@ -30,184 +40,457 @@ type Normalized struct {
 	EntityID string
 }
 
+// errSlow sends an item from the fast path to Decode's.
+var errSlow = errors.New("take Decode's path")
+
 // Normalize validates raw and appends its normalised JSON to dst. Errors are
 // *FieldError, as from Decode.
 func (n *Normalizer) Normalize(dst, raw []byte, now time.Time, lim Limits, d Defaults) ([]byte, Normalized, error) {
 	if lim.MaxEventBytes > 0 && len(raw) > lim.MaxEventBytes {
 		return dst, Normalized{}, fieldErr("", "event is %d bytes, over the %d byte limit", len(raw), lim.MaxEventBytes)
 	}
-	// fastjson's parser is lax (leading zeros, bad escapes...); its
-	// validator is strict. Invalid JSON takes Decode's path for its error.
-	if !plain(raw) || fastjson.ValidateBytes(raw) != nil {
+	if len(d.Context) > 0 || len(d.Integrations) > 0 {
+		// A batch context to merge under the event's.
 		return slowNormalize(dst, raw, now, lim, d)
 	}
-	v, err := n.p.ParseBytes(raw)
-	if err != nil || v.Type() != fastjson.TypeObject || needsSlowPath(v, d) {
-		// Anything unusual (invalid JSON, a page category to move into
-		// properties, a batch context to merge) takes Decode's path, so the
-		// two can never disagree.
+	n.s = scanner{b: raw}
+	n.s.skipWS()
+	if n.s.i >= len(raw) || raw[n.s.i] != '{' || !n.s.item(&n.it) || n.it.slow {
 		return slowNormalize(dst, raw, now, lim, d)
 	}
-	o, _ := v.Object()
-	e := Event{ReceivedAt: now.UTC()}
-	t := d.Type
-	if t == "" {
-		tv := o.Get("type")
-		if tv == nil || tv.Type() == fastjson.TypeNull {
-			tv = o.Get("action")
-		}
-		if tv == nil || tv.Type() == fastjson.TypeNull {
-			return dst, Normalized{}, fieldErr("type", "required (track, identify, page, screen, group or alias)")
-		}
-		if tv.Type() != fastjson.TypeString {
-			return dst, Normalized{}, fieldErr("type", "must be a string")
-		}
-		t = Type(tv.GetStringBytes())
-		if !t.Valid() {
-			return dst, Normalized{}, fieldErr("type", "unknown type %q (want track, identify, page, screen, group or alias)", string(t))
-		}
+	if n.s.skipWS(); n.s.i != len(raw) {
+		return slowNormalize(dst, raw, now, lim, d)
 	}
-	e.Type = t
-	str := func(field string, numberOK bool) (string, error) {
-		fv := o.Get(field)
-		if fv == nil {
-			return "", nil
-		}
-		switch fv.Type() {
-		case fastjson.TypeNull:
-			return "", nil
-		case fastjson.TypeString:
-			return string(fv.GetStringBytes()), nil
-		case fastjson.TypeNumber:
-			if numberOK {
-				f, _ := fv.Float64()
-				return strconv.FormatFloat(f, 'f', -1, 64), nil
-			}
-		}
-		if numberOK {
-			return "", fieldErr(field, "must be a string or a number")
-		}
-		return "", fieldErr(field, "must be a string")
+	out, t, key, err := n.build(dst, raw, &n.it, now, d)
+	if err == errSlow {
+		return slowNormalize(dst, raw, now, lim, d)
 	}
-	if e.MessageID, err = str("messageId", false); err != nil {
-		return dst, Normalized{}, err
-	}
-	if len(e.MessageID) > MaxMessageIDLen {
-		return dst, Normalized{}, fieldErr("messageId", "is %d characters, over the %d limit", len(e.MessageID), MaxMessageIDLen)
-	}
-	if e.UserID, err = str("userId", true); err != nil {
-		return dst, Normalized{}, err
-	}
-	if e.AnonymousID, err = str("anonymousId", true); err != nil {
-		return dst, Normalized{}, err
-	}
-	if e.PreviousID, err = str("previousId", true); err != nil {
-		return dst, Normalized{}, err
-	}
-	if e.GroupID, err = str("groupId", true); err != nil {
-		return dst, Normalized{}, err
-	}
-	if e.Event, err = str("event", false); err != nil {
-		return dst, Normalized{}, err
-	}
-	if e.Name, err = str("name", false); err != nil {
-		return dst, Normalized{}, err
-	}
-	if e.FeatureSet, err = str("featureSet", false); err != nil {
-		return dst, Normalized{}, err
-	}
-	var objs [4]*fastjson.Value
-	for i, field := range objectFields {
-		fv := o.Get(field)
-		if fv == nil || fv.Type() == fastjson.TypeNull {
-			continue
-		}
-		if fv.Type() != fastjson.TypeObject {
-			return dst, Normalized{}, fieldErr(field, "must be an object")
-		}
-		objs[i] = fv
-	}
-	if cv := o.Get("category"); cv != nil && cv.Type() != fastjson.TypeNull && cv.Type() != fastjson.TypeString {
-		return dst, Normalized{}, fieldErr("category", "must be a string")
-	}
-	if err := e.checkIDs(); err != nil {
-		return dst, Normalized{}, err
-	}
-	ts, err := fastTime("timestamp", o.Get("timestamp"))
 	if err != nil {
 		return dst, Normalized{}, err
 	}
-	orig, err := fastTime("originalTimestamp", o.Get("originalTimestamp"))
-	if err != nil {
-		return dst, Normalized{}, err
-	}
-	sent, err := fastTime("sentAt", o.Get("sentAt"))
-	if err != nil {
-		return dst, Normalized{}, err
-	}
-	if err := e.setTimes(ts, orig, sent, d.SentAt); err != nil {
-		return dst, Normalized{}, err
-	}
-	if e.MessageID == "" {
-		e.MessageID = uuid.NewString()
-	}
-
-	// The same fields, in the same order, as Event's JSON.
-	dst = append(dst, `{"type":`...)
-	dst = jsonstr.Append(dst, string(e.Type))
-	dst = append(dst, `,"messageId":`...)
-	dst = jsonstr.Append(dst, e.MessageID)
-	dst = appendOptString(dst, `,"userId":`, e.UserID)
-	dst = appendOptString(dst, `,"anonymousId":`, e.AnonymousID)
-	dst = appendOptString(dst, `,"previousId":`, e.PreviousID)
-	dst = appendOptString(dst, `,"groupId":`, e.GroupID)
-	dst = appendOptString(dst, `,"event":`, e.Event)
-	dst = appendOptString(dst, `,"name":`, e.Name)
-	for i, field := range objectFields {
-		if objs[i] == nil || objs[i].GetObject().Len() == 0 {
-			continue
-		}
-		dst = append(dst, ',', '"')
-		dst = append(dst, field...)
-		dst = append(dst, '"', ':')
-		dst = objs[i].MarshalTo(dst)
-	}
-	dst = appendTime(dst, `,"timestamp":`, e.Timestamp)
-	if !e.OriginalTimestamp.IsZero() {
-		dst = appendTime(dst, `,"originalTimestamp":`, e.OriginalTimestamp)
-	}
-	if !e.SentAt.IsZero() {
-		dst = appendTime(dst, `,"sentAt":`, e.SentAt)
-	}
-	dst = appendTime(dst, `,"receivedAt":`, e.ReceivedAt)
-	dst = appendOptString(dst, `,"featureSet":`, e.FeatureSet)
-	dst = append(dst, '}')
-	return dst, Normalized{Type: e.Type, EntityID: e.EntityID()}, nil
+	return out, Normalized{Type: t, EntityID: string(out[key.start:key.end])}, nil
 }
 
-// plain reports whether raw is valid UTF-8 with no control bytes inside
-// strings (whitespace between tokens is fine). fastjson is laxer than
-// encoding/json about control bytes in strings, so anything else takes
-// Decode's path.
-func plain(raw []byte) bool {
-	if printableASCII(raw) {
-		return true // compact JSON as libraries send it: the common case
+// NormalizedBatch is a /v1/batch body after NormalizeBatch: each item's
+// record, or why it was rejected. Its memory is reused by the next
+// NormalizeBatch into it.
+type NormalizedBatch struct {
+	WriteKey string
+	Items    []BatchItem
+	buf      []byte // every record's value and key
+}
+
+// BatchItem is one item of a batch.
+type BatchItem struct {
+	Raw   []byte // the item as sent: a slice of the body
+	Type  Type
+	Key   []byte // the record's key (the entity id) and value
+	Value []byte
+	Err   error // a *FieldError when the item is rejected; Key and Value are nil
+}
+
+type recordSpan struct{ v0, v1, k0, k1 int }
+
+// NormalizeBatch validates and normalises a /v1/batch body into b: the
+// writeKey and, item by item, the record or the item's *FieldError, exactly
+// as DecodeBatch and Normalize of each item would. An error is about the
+// whole request, as from DecodeBatch. Raw slices alias body; Key and Value
+// are valid until b is reused.
+//
+// The body is scanned once: items are split, validated and their records
+// written from the scanned bytes. A body out of the ordinary (invalid JSON,
+// a batch-level context or integrations to merge, a limit exceeded) takes
+// DecodeBatch's path, which words the errors.
+func (n *Normalizer) NormalizeBatch(b *NormalizedBatch, body []byte, now time.Time, lim Limits) error {
+	if n.fastBatch(b, body, now, lim) {
+		return nil
 	}
-	in, esc := false, false
-	for _, c := range raw {
-		switch {
-		case esc:
-			esc = false
-		case c == '\\' && in:
-			esc = true
-		case c == '"':
-			in = !in
-		case c < 0x20 && (in || (c != ' ' && c != '\t' && c != '\n' && c != '\r')):
+	db, err := DecodeBatch(body, lim)
+	if err != nil {
+		return err
+	}
+	b.reset()
+	b.WriteKey = db.WriteKey
+	n.spans = n.spans[:0]
+	for _, raw := range db.Items {
+		n.add(b, raw, now, lim, db.Defaults, nil)
+	}
+	n.finish(b)
+	return nil
+}
+
+func (b *NormalizedBatch) reset() {
+	b.WriteKey = ""
+	clear(b.Items)
+	b.Items = b.Items[:0]
+	b.buf = b.buf[:0]
+}
+
+// fastBatch is NormalizeBatch's one pass; false sends the body to the
+// reference path.
+func (n *Normalizer) fastBatch(b *NormalizedBatch, body []byte, now time.Time, lim Limits) bool {
+	n.s = scanner{b: body}
+	if !n.s.batch(&n.bs) {
+		return false
+	}
+	if lim.MaxBatchEvents > 0 && len(n.bs.items) > lim.MaxBatchEvents {
+		return false
+	}
+	b.reset()
+	var d Defaults
+	if sp := n.bs.f[bWriteKey]; sp.end != 0 {
+		switch body[sp.start] {
+		case 'n':
+		case '"':
+			k := body[sp.start+1 : sp.end-1]
+			if strings.IndexByte(unsafeString(k), '\\') >= 0 {
+				return false
+			}
+			b.WriteKey = string(k)
+		default:
 			return false
 		}
 	}
-	return utf8.Valid(raw)
+	for _, f := range [...]int{bContext, bIntegrations} {
+		if sp := n.bs.f[f]; sp.end != 0 && body[sp.start] != 'n' && !isEmptyObject(body[sp.start:sp.end]) {
+			return false // a batch context to merge: Decode's path
+		}
+	}
+	if sp := n.bs.f[bSentAt]; sp.end != 0 {
+		t, err := timeField("sentAt", body[sp.start:sp.end])
+		if err != nil {
+			return false
+		}
+		d.SentAt = t
+	}
+	n.spans = n.spans[:0]
+	for i := range n.bs.items {
+		it := &n.bs.items[i]
+		n.add(b, body[it.raw.start:it.raw.end], now, lim, d, func(dst []byte) ([]byte, Type, span, error) {
+			if it.slow {
+				return dst, "", span{}, errSlow
+			}
+			return n.build(dst, body, it, now, d)
+		})
+	}
+	n.finish(b)
+	return true
 }
+
+// add normalises one item into b: with fast when it is given and does not
+// answer errSlow, else with Decode.
+func (n *Normalizer) add(b *NormalizedBatch, raw []byte, now time.Time, lim Limits, d Defaults, fast func([]byte) ([]byte, Type, span, error)) {
+	start := len(b.buf)
+	item := BatchItem{Raw: raw}
+	var err error
+	if lim.MaxEventBytes > 0 && len(raw) > lim.MaxEventBytes {
+		err = fieldErr("", "event is %d bytes, over the %d byte limit", len(raw), lim.MaxEventBytes)
+	} else {
+		err = errSlow
+		if fast != nil {
+			var key span
+			var out []byte
+			out, item.Type, key, err = fast(b.buf)
+			if err == nil {
+				b.buf = out
+				n.spans = append(n.spans, recordSpan{start, len(out), int(key.start), int(key.end)})
+			}
+		}
+		if err == errSlow {
+			var info Normalized
+			var out []byte
+			if out, info, err = slowNormalize(b.buf, raw, now, lim, d); err == nil {
+				end := len(out)
+				b.buf = append(out, info.EntityID...)
+				item.Type = info.Type
+				n.spans = append(n.spans, recordSpan{start, end, end, len(b.buf)})
+			}
+		}
+	}
+	if err != nil {
+		item.Err = err
+		n.spans = append(n.spans, recordSpan{})
+	}
+	b.Items = append(b.Items, item)
+}
+
+// finish slices the records out of the buffer once it stopped growing.
+func (n *Normalizer) finish(b *NormalizedBatch) {
+	for i, sp := range n.spans {
+		if b.Items[i].Err == nil {
+			b.Items[i].Value = b.buf[sp.v0:sp.v1:sp.v1]
+			b.Items[i].Key = b.buf[sp.k0:sp.k1:sp.k1]
+		}
+	}
+}
+
+// build writes the record of an item the scanner found in b. It returns
+// the type and where the entity id (the record's key) lies in the result;
+// errSlow when Decode must read the item.
+func (n *Normalizer) build(dst, b []byte, it *itemScan, now time.Time, d Defaults) ([]byte, Type, span, error) {
+	kind := func(f field) byte {
+		if it.f[f].end == 0 {
+			return 'n'
+		}
+		return b[it.f[f].start]
+	}
+	inner := func(f field) []byte { return b[it.f[f].start+1 : it.f[f].end-1] }
+	if kind(fCategory) == '"' {
+		return dst, "", span{}, errSlow // a page category moves into properties
+	}
+	t := d.Type
+	if t == "" {
+		f := fType
+		if kind(fType) == 'n' {
+			f = fAction
+		}
+		switch kind(f) {
+		case 'n':
+			return dst, "", span{}, fieldErr("type", "required (track, identify, page, screen, group or alias)")
+		case '"':
+		default:
+			return dst, "", span{}, fieldErr("type", "must be a string")
+		}
+		s := inner(f)
+		if t = typeOf(s); t == "" {
+			return dst, "", span{}, fieldErr("type", "unknown type %q (want track, identify, page, screen, group or alias)", string(s))
+		}
+	}
+	// The string fields, as Decode reads them: null is absent, a number is
+	// allowed for ids.
+	var vals [numFields][]byte
+	for _, sf := range [...]struct {
+		f        field
+		numberOK bool
+	}{{fMessageID, false}, {fUserID, true}, {fAnonymousID, true}, {fPreviousID, true}, {fGroupID, true}, {fEvent, false}, {fName, false}, {fFeatureSet, false}} {
+		switch c := kind(sf.f); {
+		case c == 'n':
+		case c == '"':
+			vals[sf.f] = inner(sf.f)
+		case sf.numberOK && (c == '-' || isDigit(c)):
+			sp := it.f[sf.f]
+			x, _ := strconv.ParseFloat(unsafeString(b[sp.start:sp.end]), 64)
+			n.nums[sf.f] = strconv.AppendFloat(n.nums[sf.f][:0], x, 'f', -1, 64)
+			vals[sf.f] = n.nums[sf.f]
+		case sf.numberOK:
+			return dst, "", span{}, fieldErr(fieldNames[sf.f], "must be a string or a number")
+		default:
+			return dst, "", span{}, fieldErr(fieldNames[sf.f], "must be a string")
+		}
+		if sf.f == fMessageID && len(vals[fMessageID]) > MaxMessageIDLen {
+			return dst, "", span{}, fieldErr("messageId", "is %d characters, over the %d limit", len(vals[fMessageID]), MaxMessageIDLen)
+		}
+	}
+	for f := fProperties; f <= fIntegrations; f++ {
+		if c := kind(f); c != 'n' && c != '{' {
+			return dst, "", span{}, fieldErr(fieldNames[f], "must be an object")
+		}
+	}
+	if kind(fCategory) != 'n' {
+		return dst, "", span{}, fieldErr("category", "must be a string")
+	}
+	if err := checkIDs(t, len(vals[fUserID]) > 0, len(vals[fAnonymousID]) > 0, len(vals[fEvent]) > 0, len(vals[fPreviousID]) > 0, len(vals[fGroupID]) > 0); err != nil {
+		return dst, "", span{}, err
+	}
+	var times [3]time.Time
+	for i, f := range [...]field{fTimestamp, fOriginalTimestamp, fSentAt} {
+		if it.f[f].end == 0 {
+			continue
+		}
+		tm, err := timeField(fieldNames[f], b[it.f[f].start:it.f[f].end])
+		if err != nil {
+			return dst, "", span{}, err
+		}
+		times[i] = tm
+	}
+	received := now.UTC()
+	ts, orig, sent, err := eventTimes(received, times[0], times[1], times[2], d.SentAt)
+	if err != nil {
+		return dst, "", span{}, err
+	}
+
+	// The same fields, in the same order, as Event's JSON. Strings are
+	// copied as sent: the scanner let through only strings with no escapes,
+	// which are valid JSON as they are.
+	var key span
+	str := func(dst []byte, name string, v []byte, f field) []byte {
+		if len(v) == 0 {
+			return dst
+		}
+		dst = append(dst, name...)
+		dst = append(dst, '"')
+		if f == fUserID || f == fAnonymousID && key.end == 0 {
+			key = span{int32(len(dst)), int32(len(dst) + len(v))}
+		}
+		dst = append(dst, v...)
+		return append(dst, '"')
+	}
+	dst = append(dst, `{"type":"`...)
+	dst = append(dst, t...)
+	dst = append(dst, `","messageId":"`...)
+	if len(vals[fMessageID]) > 0 {
+		dst = append(dst, vals[fMessageID]...)
+	} else {
+		dst = appendUUID(dst, uuid.New())
+	}
+	dst = append(dst, '"')
+	dst = str(dst, `,"userId":`, vals[fUserID], fUserID)
+	dst = str(dst, `,"anonymousId":`, vals[fAnonymousID], fAnonymousID)
+	dst = str(dst, `,"previousId":`, vals[fPreviousID], fPreviousID)
+	dst = str(dst, `,"groupId":`, vals[fGroupID], fGroupID)
+	dst = str(dst, `,"event":`, vals[fEvent], fEvent)
+	dst = str(dst, `,"name":`, vals[fName], fName)
+	for f := fProperties; f <= fIntegrations; f++ {
+		if kind(f) == 'n' {
+			continue
+		}
+		obj := b[it.f[f].start:it.f[f].end]
+		if isEmptyObject(obj) {
+			continue
+		}
+		dst = append(dst, ',', '"')
+		dst = append(dst, fieldNames[f]...)
+		dst = append(dst, '"', ':')
+		if it.ws {
+			dst = appendCompact(dst, obj)
+		} else {
+			dst = append(dst, obj...)
+		}
+	}
+	if !ts.Equal(n.tsAt) || n.tsText == nil {
+		n.tsAt, n.tsText = ts, appendTime(n.tsText[:0], `,"timestamp":`, ts)
+	}
+	dst = append(dst, n.tsText...)
+	if !orig.IsZero() {
+		dst = appendTime(dst, `,"originalTimestamp":`, orig)
+	}
+	if !sent.IsZero() {
+		dst = appendTime(dst, `,"sentAt":`, sent)
+	}
+	if !received.Equal(n.recvAt) || n.recvText == nil {
+		n.recvAt, n.recvText = received, appendTime(n.recvText[:0], `,"receivedAt":`, received)
+	}
+	dst = append(dst, n.recvText...)
+	dst = str(dst, `,"featureSet":`, vals[fFeatureSet], fFeatureSet)
+	dst = append(dst, '}')
+	return dst, t, key, nil
+}
+
+var fieldNames = [numFields]string{"type", "action", "messageId", "userId", "anonymousId", "previousId", "groupId",
+	"event", "name", "category", "properties", "traits", "context", "integrations", "timestamp",
+	"originalTimestamp", "sentAt", "featureSet"}
+
+// knownFields maps each event field Decode reads, lowercased, to its
+// spelling.
+var knownFields = func() map[string]string {
+	m := map[string]string{}
+	for _, f := range fieldNames {
+		m[strings.ToLower(f)] = f
+	}
+	return m
+}()
+
+func typeOf(s []byte) Type {
+	switch string(s) {
+	case "track":
+		return Track
+	case "identify":
+		return Identify
+	case "page":
+		return Page
+	case "screen":
+		return Screen
+	case "group":
+		return Group
+	case "alias":
+		return Alias
+	}
+	return ""
+}
+
+// timeField reads a time the scanner let through: null, a string without
+// escapes, or a number without an exponent; as Decode reads it.
+func timeField(field string, v []byte) (time.Time, error) {
+	switch c := v[0]; {
+	case c == 'n':
+		return time.Time{}, nil
+	case c == '"':
+		s := unsafeString(v[1 : len(v)-1])
+		if strings.IndexByte(s, '\\') >= 0 {
+			return time.Time{}, errSlow
+		}
+		if s == "" {
+			return time.Time{}, nil
+		}
+		t, err := ParseTime(s)
+		if err != nil {
+			return time.Time{}, fieldErr(field, "%q is not an ISO-8601 date", s)
+		}
+		return t, nil
+	case c == '-' || isDigit(c):
+		x, err := strconv.ParseFloat(unsafeString(v), 64)
+		if err != nil {
+			return time.Time{}, errSlow
+		}
+		return time.UnixMilli(int64(x)).UTC(), nil
+	}
+	return time.Time{}, fieldErr(field, "must be an ISO-8601 string")
+}
+
+// isEmptyObject reports whether obj (an object the scanner passed) has no
+// members.
+func isEmptyObject(obj []byte) bool {
+	if obj[0] != '{' {
+		return false
+	}
+	for _, c := range obj[1 : len(obj)-1] {
+		if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+			return false
+		}
+	}
+	return true
+}
+
+// appendCompact appends valid JSON without the whitespace between tokens.
+func appendCompact(dst, src []byte) []byte {
+	in := false
+	for i := 0; i < len(src); i++ {
+		c := src[i]
+		switch {
+		case in:
+			if c == '\\' {
+				dst = append(dst, c)
+				i++
+				c = src[i]
+			} else if c == '"' {
+				in = false
+			}
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			continue
+		case c == '"':
+			in = true
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+func appendUUID(dst []byte, id uuid.UUID) []byte {
+	var buf [36]byte
+	hex.Encode(buf[0:8], id[0:4])
+	buf[8] = '-'
+	hex.Encode(buf[9:13], id[4:6])
+	buf[13] = '-'
+	hex.Encode(buf[14:18], id[6:8])
+	buf[18] = '-'
+	hex.Encode(buf[19:23], id[8:10])
+	buf[23] = '-'
+	hex.Encode(buf[24:], id[10:])
+	return append(dst, buf[:]...)
+}
+
+// unsafeString views b as a string for reading within this call.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // printableASCII reports whether every byte is in 0x20..0x7f, eight bytes
 // at a time: a byte below 0x20 or from 0x80 sets its high bit in
@@ -229,72 +512,6 @@ func printableASCII(b []byte) bool {
 	return true
 }
 
-var objectFields = [4]string{"properties", "traits", "context", "integrations"}
-
-func needsSlowPath(v *fastjson.Value, d Defaults) bool {
-	if len(d.Context) > 0 || len(d.Integrations) > 0 {
-		return true
-	}
-	if c := v.Get("category"); c != nil && c.Type() == fastjson.TypeString {
-		return true
-	}
-	// Duplicate keys: encoding/json keeps the last, fastjson the first;
-	// and encoding/json matches field names case-insensitively.
-	o, _ := v.Object()
-	return unusualKeys(o)
-}
-
-// knownFields maps each event field Decode reads, lowercased, to its
-// spelling.
-var knownFields = func() map[string]string {
-	m := map[string]string{}
-	for _, f := range []string{"type", "action", "messageId", "userId", "anonymousId", "previousId", "groupId",
-		"event", "name", "category", "properties", "traits", "context", "integrations", "timestamp",
-		"originalTimestamp", "sentAt", "featureSet"} {
-		m[strings.ToLower(f)] = f
-	}
-	return m
-}()
-
-// unusualKeys reports a duplicate key, a known field spelt in another case,
-// or more keys than an event has: the cases where fastjson and
-// encoding/json would read the object differently. It does not allocate.
-func unusualKeys(o *fastjson.Object) bool {
-	if o.Len() > 64 {
-		return true
-	}
-	var keys [64][]byte
-	n := 0
-	odd := false
-	o.Visit(func(k []byte, _ *fastjson.Value) {
-		if odd {
-			return
-		}
-		for i := 0; i < n; i++ {
-			if string(keys[i]) == string(k) {
-				odd = true
-				return
-			}
-		}
-		keys[n] = k
-		n++
-		if len(k) > len("originalTimestamp") {
-			return
-		}
-		var lower [32]byte
-		for i, c := range k {
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			lower[i] = c
-		}
-		if f, ok := knownFields[string(lower[:len(k)])]; ok && f != string(k) {
-			odd = true
-		}
-	})
-	return odd
-}
-
 func slowNormalize(dst, raw []byte, now time.Time, lim Limits, d Defaults) ([]byte, Normalized, error) {
 	e, err := Decode(raw, now, lim, d)
 	if err != nil {
@@ -305,30 +522,6 @@ func slowNormalize(dst, raw []byte, now time.Time, lim Limits, d Defaults) ([]by
 		return dst, Normalized{}, fieldErr("", "cannot encode event: %s", err)
 	}
 	return append(dst, b...), Normalized{Type: e.Type, EntityID: e.EntityID()}, nil
-}
-
-func fastTime(field string, v *fastjson.Value) (time.Time, error) {
-	if v == nil {
-		return time.Time{}, nil
-	}
-	switch v.Type() {
-	case fastjson.TypeNull:
-		return time.Time{}, nil
-	case fastjson.TypeString:
-		return optTime(field, string(v.GetStringBytes()))
-	case fastjson.TypeNumber:
-		f, _ := v.Float64()
-		return optTime(field, f)
-	}
-	return time.Time{}, fieldErr(field, "must be an ISO-8601 string")
-}
-
-func appendOptString(dst []byte, key, s string) []byte {
-	if s == "" {
-		return dst
-	}
-	dst = append(dst, key...)
-	return jsonstr.Append(dst, s)
 }
 
 func appendTime(dst []byte, key string, t time.Time) []byte {

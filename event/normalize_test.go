@@ -1,11 +1,13 @@
 package event
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // checkSame asserts Normalize and Decode agree on raw: the same error, or
@@ -100,30 +102,173 @@ func BenchmarkNormalize(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
 
-func TestPrintableASCII(t *testing.T) {
-	f := func(s string, want bool) {
+func TestScanString(t *testing.T) {
+	// Every byte at every position of a string long enough for the
+	// eight-at-a-time loop and its tail, against encoding/json.
+	f := func(in []byte) {
 		t.Helper()
-		if got := printableASCII([]byte(s)); got != want {
-			t.Fatalf("printableASCII(%q) = %v, want %v", s, got, want)
+		s := scanner{b: in}
+		_, _, ok := s.str()
+		ok = ok && s.i == len(in)
+		if want := json.Valid(in) && utf8.Valid(in); ok != want {
+			t.Fatalf("str(%q) = %v, want %v", in, ok, want)
 		}
 	}
-	f("", true)
-	f(`{"a":"b c~"}`, true)
-	f(`{"a":"0123456789abcdef"}`, true)
-	f("{\"a\":\"012345678\n\"}", false)
-	f("{\"a\":\"\x7f\"}", true)
-	f("{\"a\":\"é\"}", false)
-	f("0123456\x1f89", false)
-	f("01234567\x00", false)
-	f("\x80", false)
 	for c := 0; c < 256; c++ {
-		b := []byte("0123456789abcdefXY")
-		for i := range b {
+		b := []byte(`"0123456789abcdefXY"`)
+		for i := 1; i < len(b)-1; i++ {
 			bb := append([]byte(nil), b...)
 			bb[i] = byte(c)
-			if got, want := printableASCII(bb), c >= 0x20 && c < 0x80; got != want {
-				t.Fatalf("byte %#x at %d: %v, want %v", c, i, got, want)
-			}
+			f(bb)
 		}
 	}
+	for _, s := range []string{`""`, `"\u00e9"`, `"\u00g9"`, `"\"`, `"é"`, "\"\xff\"", "\"\xed\xa0\x80\"", `"\/\b\f\n\r\t\"\\"`, `"abc`, `"\u12"`} {
+		f([]byte(s))
+	}
+}
+
+// checkSameBatch asserts NormalizeBatch agrees with DecodeBatch and
+// Normalize of each item.
+func checkSameBatch(t *testing.T, body []byte) {
+	t.Helper()
+	var n Normalizer
+	var got NormalizedBatch
+	gerr := n.NormalizeBatch(&got, body, now, DefaultLimits)
+	want, werr := DecodeBatch(body, DefaultLimits)
+	if (gerr == nil) != (werr == nil) || (gerr != nil && gerr.Error() != werr.Error()) {
+		t.Fatalf("body %q:\nNormalizeBatch error %v\n   DecodeBatch error %v", body, gerr, werr)
+	}
+	if gerr != nil {
+		return
+	}
+	if got.WriteKey != want.WriteKey || len(got.Items) != len(want.Items) {
+		t.Fatalf("body %q: writeKey %q, %d items; want %q, %d", body, got.WriteKey, len(got.Items), want.WriteKey, len(want.Items))
+	}
+	for i, it := range got.Items {
+		if string(it.Raw) != string(want.Items[i]) {
+			t.Fatalf("body %q: item %d is %q, want %q", body, i, it.Raw, want.Items[i])
+		}
+		out, info, err := slowNormalize(nil, it.Raw, now, DefaultLimits, want.Defaults)
+		if (it.Err == nil) != (err == nil) || (err != nil && err.Error() != it.Err.Error()) {
+			t.Fatalf("body %q item %d: error %v, want %v", body, i, it.Err, err)
+		}
+		if err != nil {
+			continue
+		}
+		if string(it.Key) != info.EntityID || it.Type != info.Type {
+			t.Fatalf("body %q item %d: key %q type %s, want %q %s", body, i, it.Key, it.Type, info.EntityID, info.Type)
+		}
+		a, err1 := Unmarshal(it.Value)
+		b, err2 := Unmarshal(out)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("body %q item %d: records %s / %s: %v %v", body, i, it.Value, out, err1, err2)
+		}
+		// Generated messageIds differ; given ones must not.
+		if !strings.Contains(string(it.Raw), `"`+a.MessageID+`"`) && !strings.Contains(string(it.Raw), `"`+b.MessageID+`"`) {
+			a.MessageID, b.MessageID = "", ""
+		}
+		if !reflect.DeepEqual(a, b) {
+			t.Fatalf("body %q item %d:\nNormalizeBatch %s\n     Normalize %s", body, i, it.Value, out)
+		}
+	}
+}
+
+func batchOf(items ...string) string { return `{"batch":[` + strings.Join(items, ",") + `]}` }
+
+func TestNormalizeBatch(t *testing.T) {
+	var items []string
+	files, _ := filepath.Glob("testdata/*.json")
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, string(b))
+	}
+	for _, body := range []string{
+		batchOf(items...),
+		batchOf(`{"type":"track","userId":"1","event":"a"}`, `{"type":"track","userId":"1"}`, `7`, `{"type":"page","anonymousId":"a","category":"Docs"}`),
+		batchOf(`{"type":"track","userId":1e3,"event":"a"}`, `{"type":"track","userId":"1","event":"a","properties":{"x":1e400}}`),
+		batchOf(`{"type":"track","userId":"\u0031","event":"a"}`, `{"type":"track","USERID":"1","event":"a"}`, `{"type":"track","userId":"1","event":"a","userId":"2"}`),
+		` { "batch" : [ { "type" : "track" , "userId" : "1" , "event" : "a" , "properties" : { "a" : [ 1 , 2 ] , "s" : " x " } } ] , "sentAt" : "2026-11-22T12:00:00Z" } `,
+		`{"sentAt":"2026-11-22T12:00:00Z","writeKey":"k","batch":[{"type":"track","userId":"1","event":"a","originalTimestamp":"2026-11-22T11:00:00Z"}]}`,
+		`{"batch":[{"type":"track","userId":"1","event":"a"}],"context":{"ip":"1"},"integrations":{}}`,
+		`{"batch":[{"type":"track","userId":"1","event":"a"}],"context":{}}`,
+		`{"batch":[],"sentAt":"nope"}`,
+		`{"batch":null}`, `{"batch":{}}`, `{"Batch":[{"type":"track","userId":"1","event":"a"}]}`, `{"batch":[],"batch":[]}`,
+		`{"batch":[{"type":"track","userId":"1","event":"a"}],"writeKey":7}`,
+		`{"batch":[{"type":"track","userId":"1","event":"a",}]}`, `{"batch":[01]}`, `{"batch":[]} x`, `[]`, ``,
+		batchOf(`{"type":"track","userId":"1","event":"a","properties":{"p":"` + strings.Repeat("x", 33<<10) + `"}}`),
+		batchOf(`{"type":"identify","userId":"1","traits":{"a":"\u00e9\n","b":"é"},"messageId":"m","timestamp":1763805600000}`),
+	} {
+		checkSameBatch(t, []byte(body))
+	}
+}
+
+// TestNormalizeBatchFast checks that an ordinary batch takes the one-pass
+// path, item by item, so that the fuzz targets test it.
+func TestNormalizeBatchFast(t *testing.T) {
+	body := []byte(` {"batch": [
+	  {"type": "track", "messageId": "m1", "userId": "1", "event": "a", "properties": {"x": 1.5, "y": [true, null]}},
+	  {"type":"identify","anonymousId":"a","traits":{"s":"\u00e9"},"timestamp":"2026-11-22T11:00:00.123Z"}
+	], "sentAt": "2026-11-22T12:00:00Z", "writeKey": "k"}`)
+	var n Normalizer
+	var b NormalizedBatch
+	if !n.fastBatch(&b, body, now, DefaultLimits) {
+		t.Fatal("an ordinary batch took the reference path")
+	}
+	for i := range n.bs.items {
+		if n.bs.items[i].slow {
+			t.Fatalf("item %d took Decode's path", i)
+		}
+	}
+	if string(b.Items[0].Value) != `{"type":"track","messageId":"m1","userId":"1","event":"a","properties":{"x":1.5,"y":[true,null]},"timestamp":"2026-11-22T12:00:00Z","sentAt":"2026-11-22T12:00:00Z","receivedAt":"2026-11-22T12:00:00Z"}` {
+		t.Fatalf("record %s", b.Items[0].Value)
+	}
+	checkSameBatch(t, body)
+
+	raw, err := os.ReadFile("testdata/track.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.s = scanner{b: raw}
+	if !n.s.item(&n.it) || n.it.slow {
+		t.Fatal("testdata/track.json takes Decode's path")
+	}
+}
+
+func FuzzNormalizeBatch(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.json")
+	var items []string
+	for _, p := range files {
+		b, _ := os.ReadFile(p)
+		items = append(items, string(b))
+	}
+	f.Add([]byte(batchOf(items...)))
+	f.Add([]byte(`{"batch":[{"type":"track","userId":"1","event":"a"},{"type":"page","anonymousId":"x","name":"n"}],"sentAt":"2026-11-22T12:00:00Z","writeKey":"k"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		checkSameBatch(t, body)
+	})
+}
+
+func BenchmarkNormalizeBatch(b *testing.B) {
+	raw, err := os.ReadFile("testdata/track.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	items := make([]string, 100)
+	for i := range items {
+		items[i] = string(raw)
+	}
+	body := []byte(batchOf(items...))
+	var n Normalizer
+	var nb NormalizedBatch
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if err := n.NormalizeBatch(&nb, body, now, DefaultLimits); err != nil || nb.Items[0].Err != nil {
+			b.Fatal(err, nb.Items[0].Err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(items))/b.Elapsed().Seconds(), "events/s")
 }
