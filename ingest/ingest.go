@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	json "github.com/goccy/go-json"
@@ -256,7 +257,7 @@ func (s *Server) single(ctx *fasthttp.RequestCtx, body []byte, typ event.Type) {
 		}
 		rejectedEvents.WithLabelValues(reason(fe)).Inc()
 		dl := s.deadLetter(key, 0, body, nil, err, now)
-		if perr := s.produce(ctx, []*kgo.Record{dl}); perr != nil {
+		if _, perr := s.produce(ctx, []*kgo.Record{dl}); perr != nil {
 			s.unavailable(ctx, perr)
 			return
 		}
@@ -268,7 +269,7 @@ func (s *Server) single(ctx *fasthttp.RequestCtx, body []byte, typ event.Type) {
 		return
 	}
 	rec := &kgo.Record{Topic: s.cfg.Kafka.Topics.Events, Key: []byte(info.EntityID), Value: value}
-	if err := s.produce(ctx, []*kgo.Record{rec}); err != nil {
+	if _, err := s.produce(ctx, []*kgo.Record{rec}); err != nil {
 		s.unavailable(ctx, err)
 		return
 	}
@@ -276,12 +277,27 @@ func (s *Server) single(ctx *fasthttp.RequestCtx, body []byte, typ event.Type) {
 	writeAnswer(ctx, nil)
 }
 
-// normalizers are reused across requests: a Normalizer keeps its parser's memory.
+// normalizers are reused across requests: a Normalizer keeps its memory.
 var normalizers = sync.Pool{New: func() any { return new(event.Normalizer) }}
 
+// batchState is one batch request's memory, reused by later requests once
+// the broker acknowledged every record (franz-go holds the records until
+// then): the normaliser, every record's key and value in one buffer, and
+// the records.
+type batchState struct {
+	n    event.Normalizer
+	b    event.NormalizedBatch
+	recs []kgo.Record
+	ptrs []*kgo.Record
+}
+
+var batchStates = sync.Pool{New: func() any { return new(batchState) }}
+
 func (s *Server) batch(ctx *fasthttp.RequestCtx, body []byte) {
-	b, err := event.DecodeBatch(body, s.limits)
-	if err != nil {
+	now := s.now()
+	st := batchStates.Get().(*batchState)
+	if err := st.n.NormalizeBatch(&st.b, body, now, s.limits); err != nil {
+		batchStates.Put(st)
 		// Authenticate before explaining limits to strangers, when we can.
 		if httpapi.KeyFromHeaders(ctx) != "" {
 			if _, ok := s.authorize(ctx, ""); !ok {
@@ -296,54 +312,52 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx, body []byte) {
 		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
-	key, ok := s.authorize(ctx, b.WriteKey)
+	key, ok := s.authorize(ctx, st.b.WriteKey)
 	if !ok {
+		batchStates.Put(st)
 		return
 	}
-	now := s.now()
-	recs := make([]*kgo.Record, 0, len(b.Items))
-	var rejected []Rejected
-	var types []event.Type
-	// All of a request's record values share one buffer; the records are
-	// sliced from it once it stops growing.
-	arena := make([]byte, 0, len(body)+len(b.Items)*160)
-	type span struct {
-		rec        *kgo.Record
-		start, end int
+	items := st.b.Items
+	if cap(st.recs) < len(items) {
+		st.recs = make([]kgo.Record, len(items))
 	}
-	spans := make([]span, 0, len(b.Items))
-	n := normalizers.Get().(*event.Normalizer)
-	for i, raw := range b.Items {
-		start := len(arena)
-		var info event.Normalized
-		var err error
-		arena, info, err = n.Normalize(arena, raw, now, s.limits, b.Defaults)
-		if err != nil {
+	st.recs = st.recs[:len(items)]
+	st.ptrs = st.ptrs[:0]
+	var rejected []Rejected
+	var accepted [len(eventTypes)]int
+	for i := range items {
+		it := &items[i]
+		if it.Err != nil {
 			var fe *event.FieldError
 			r := "invalid"
-			if errors.As(err, &fe) {
+			if errors.As(it.Err, &fe) {
 				r = reason(fe)
 			}
 			rejectedEvents.WithLabelValues(r).Inc()
-			rejected = append(rejected, Rejected{Index: i, Error: err.Error()})
-			recs = append(recs, s.deadLetter(key, i, raw, b.Defaults.Context, err, now))
+			rejected = append(rejected, Rejected{Index: i, Error: it.Err.Error()})
+			st.ptrs = append(st.ptrs, s.deadLetter(key, i, it.Raw, nil, it.Err, now))
 			continue
 		}
-		rec := &kgo.Record{Topic: s.cfg.Kafka.Topics.Events, Key: []byte(info.EntityID)}
-		spans = append(spans, span{rec, start, len(arena)})
-		recs = append(recs, rec)
-		types = append(types, info.Type)
+		// The receive time as the record's timestamp spares franz-go a
+		// clock read per record.
+		rec := &st.recs[i]
+		*rec = kgo.Record{Topic: s.cfg.Kafka.Topics.Events, Key: it.Key, Value: it.Value, Timestamp: now}
+		st.ptrs = append(st.ptrs, rec)
+		accepted[typeIndex(it.Type)]++
 	}
-	normalizers.Put(n)
-	for _, sp := range spans {
-		sp.rec.Value = arena[sp.start:sp.end]
+	settled, err := s.produce(ctx, st.ptrs)
+	if settled {
+		clear(st.ptrs)
+		batchStates.Put(st)
 	}
-	if err := s.produce(ctx, recs); err != nil {
+	if err != nil {
 		s.unavailable(ctx, err)
 		return
 	}
-	for _, t := range types {
-		acceptedEvents.WithLabelValues(string(t)).Inc()
+	for i, n := range accepted {
+		if n > 0 {
+			acceptedByType[i].Add(float64(n))
+		}
 	}
 	writeAnswer(ctx, rejected)
 }
@@ -396,7 +410,7 @@ func (s *Server) stream(ctx *fasthttp.RequestCtx, body []byte) {
 		}
 		recs = append(recs, rec)
 	}
-	if err := s.produce(ctx, recs); err != nil {
+	if _, err := s.produce(ctx, recs); err != nil {
 		s.unavailable(ctx, err)
 		return
 	}
@@ -486,39 +500,44 @@ func (s *Server) deadLetter(key *config.APIKey, index int, raw []byte, _ map[str
 }
 
 // produce sends recs and waits until the broker acknowledged every one.
-func (s *Server) produce(ctx *fasthttp.RequestCtx, recs []*kgo.Record) error {
+// settled reports that franz-go is done with every record (it is not when
+// the wait timed out), so that their memory may be reused.
+func (s *Server) produce(ctx *fasthttp.RequestCtx, recs []*kgo.Record) (settled bool, err error) {
 	if len(recs) == 0 {
-		return nil
+		return true, nil
 	}
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(context.Background(), s.cfg.Ingest.ProduceTimeout.D())
 	defer cancel()
 	var (
-		wg    sync.WaitGroup
+		left  atomic.Int64
 		mu    sync.Mutex
 		first error
+		done  = make(chan struct{})
 	)
-	wg.Add(len(recs))
-	for _, r := range recs {
-		s.client.TryProduce(pctx, r, func(r *kgo.Record, err error) {
-			if err != nil {
-				mu.Lock()
-				if first == nil {
-					first = err
-				}
-				mu.Unlock()
+	left.Store(int64(len(recs)))
+	promise := func(r *kgo.Record, err error) {
+		if err != nil {
+			mu.Lock()
+			if first == nil {
+				first = err
 			}
-			wg.Done()
-		})
+			mu.Unlock()
+		}
+		if left.Add(-1) == 0 {
+			close(done)
+		}
+	}
+	for _, r := range recs {
+		s.client.TryProduce(pctx, r, promise)
 	}
 	// The idempotent producer retries a batch until its delivery timeout
 	// rather than fail it, so the wait is bounded here: past the produce
 	// timeout the client hears 503 and retries, and messageIds dedupe any
 	// record that still lands.
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		settled = true
 	case <-pctx.Done():
 		mu.Lock()
 		if first == nil {
@@ -528,12 +547,12 @@ func (s *Server) produce(ctx *fasthttp.RequestCtx, recs []*kgo.Record) error {
 	}
 	produceSeconds.Observe(time.Since(start).Seconds())
 	mu.Lock()
-	err := first
+	err = first
 	mu.Unlock()
 	if err != nil {
 		produceErrors.Inc()
 	}
-	return err
+	return settled, err
 }
 
 func (s *Server) unavailable(ctx *fasthttp.RequestCtx, err error) {

@@ -3,6 +3,7 @@ package ingest
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/pulse-rt/pulse/event"
 )
 
 var (
@@ -37,3 +38,23 @@ var (
 		Help: "Request body bytes received, after decompression.",
 	})
 )
+
+// eventTypes are the types counted in acceptedEvents; a batch counts its
+// events locally and adds them once per type.
+var eventTypes = [...]event.Type{event.Track, event.Identify, event.Page, event.Screen, event.Group, event.Alias}
+
+var acceptedByType = func() (c [len(eventTypes)]prometheus.Counter) {
+	for i, t := range eventTypes {
+		c[i] = acceptedEvents.WithLabelValues(string(t))
+	}
+	return c
+}()
+
+func typeIndex(t event.Type) int {
+	for i, et := range eventTypes {
+		if et == t {
+			return i
+		}
+	}
+	return 0
+}
