@@ -11,7 +11,9 @@ import (
 
 // InsertEvents writes events straight into the events table, as the Writer
 // would have from pulse.events (imports of old data, tests). Events without
-// a messageId get "import/0/<index>".
+// a messageId get "import/0/<index>". Their kafka_partition is -1: they
+// never went through the stream, so no backfill seed counts them (a direct
+// backfill does).
 func InsertEvents(ctx context.Context, conn driver.Conn, db string, events []*event.Event) error {
 	var rows eventRows
 	for i, e := range events {
@@ -22,6 +24,7 @@ func InsertEvents(ctx context.Context, conn driver.Conn, db string, events []*ev
 		if err := rows.addEvent(&kgo.Record{Topic: "import", Offset: int64(i), Value: b}); err != nil {
 			return fmt.Errorf("event %d: %w", i, err)
 		}
+		rows.partition[len(rows.partition)-1] = -1
 	}
 	if rows.len() == 0 {
 		return nil

@@ -56,6 +56,17 @@ type EventFilter struct {
 	// picks one shard per shardEvents events.
 	Shards int
 	Maps   Maps
+	// Cut, when set, keeps only the events read from one partition of the
+	// events topic before an offset (the kafka_partition and kafka_offset
+	// columns): what a stream task had processed before it.
+	Cut *Cut
+}
+
+// Cut is a position in the events topic: events of Partition with an
+// offset below Before.
+type Cut struct {
+	Partition int32
+	Before    int64
 }
 
 // shardEvents is the default number of events a shard holds: about 100 MB
@@ -81,6 +92,10 @@ func (r *Reader) EachEntity(ctx context.Context, f EventFilter, fn func(id strin
 	if !f.Until.IsZero() {
 		where = append(where, "timestamp_ms < ?")
 		args = append(args, f.Until.UnixMilli())
+	}
+	if f.Cut != nil {
+		where = append(where, "kafka_partition = ? AND kafka_offset < ?")
+		args = append(args, f.Cut.Partition, f.Cut.Before)
 	}
 	if f.Entities != nil {
 		if len(f.Entities) == 0 {

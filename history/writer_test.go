@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -140,6 +141,39 @@ func TestWriterWritesEveryTopic(t *testing.T) {
 		ts.Unix() != 1709287200 || revenue == nil || *revenue != 12.5 || total == nil || *total != 15 || ctxJSON != `{"ip":"1.2.3.4"}` {
 		t.Errorf("m1 row: entity %q order %q product %q ts %d sent %d %v revenue %v total %v context %s", entity, orderID, productID, tsMs, sentMs, ts, revenue, total, ctxJSON)
 	}
+	// Where each event came from: what backfill cuts history by for seeds.
+	var part int32
+	var off int64
+	if err := conn.QueryRow(ctx, "SELECT kafka_partition, kafka_offset FROM "+db+".events WHERE message_id = 'm1'").Scan(&part, &off); err != nil {
+		t.Fatal(err)
+	}
+	if want := fetchPosition(t, cfg, "m1"); part != want.Partition || off != want.Before {
+		t.Errorf("m1 kafka position %d/%d, want %d/%d", part, off, want.Partition, want.Before)
+	}
+	n := 0
+	if err := NewReader(conn, db).EachEntity(ctx, EventFilter{Cut: &Cut{Partition: part, Before: off + 1}}, func(id string, evs []*event.Event) error {
+		for _, e := range evs {
+			if e.MessageID == "m1" {
+				n++
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := NewReader(conn, db).EachEntity(ctx, EventFilter{Cut: &Cut{Partition: part, Before: off}}, func(id string, evs []*event.Event) error {
+		for _, e := range evs {
+			if e.MessageID == "m1" {
+				n += 10
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("a cut after m1's offset reads it, one at it does not: got %d", n)
+	}
 	var anonID, traits string
 	var rev *float64
 	if err := conn.QueryRow(ctx, "SELECT message_id, traits, revenue FROM "+db+".events WHERE entity_id = 'a1'").Scan(&anonID, &traits, &rev); err != nil {
@@ -194,7 +228,13 @@ func TestMigrateIsIdempotentAndAddsColumns(t *testing.T) {
 	ctx := context.Background()
 	old := eventsTable
 	old.columns = old.columns[:len(old.columns)-4]
+	if old.columns[len(old.columns)-1].name != "total" {
+		t.Fatalf("the old table should end before order_id, product_id, kafka_partition, kafka_offset: %v", old.columns)
+	}
 	if err := conn.Exec(ctx, old.createSQL(db)); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Exec(ctx, "INSERT INTO "+db+".events (message_id, entity_id, timestamp) SELECT 'old', 'u1', now()"); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
@@ -211,6 +251,51 @@ func TestMigrateIsIdempotentAndAddsColumns(t *testing.T) {
 			t.Errorf("column %s: type %q, want %q", c.name, have[c.name], c.typ)
 		}
 	}
+	// The row from before the migration has the defaults, and the new
+	// columns take a full insert.
+	var part int32
+	var off int64
+	if err := conn.QueryRow(ctx, "SELECT kafka_partition, kafka_offset FROM "+db+".events WHERE message_id = 'old'").Scan(&part, &off); err != nil {
+		t.Fatal(err)
+	}
+	if part != 0 || off != 0 {
+		t.Errorf("old row: kafka position %d/%d, want the defaults 0/0", part, off)
+	}
+	var rows eventRows
+	if err := rows.addEvent(&kgo.Record{Topic: "pulse.events", Partition: 3, Offset: 77,
+		Value: []byte(`{"type":"track","event":"x","userId":"u2","messageId":"new","timestamp":"2024-03-01T10:00:00Z"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := insertColumns(ctx, conn, eventsTable.insertSQL(db), rows.columns()); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT kafka_partition, kafka_offset FROM "+db+".events WHERE message_id = 'new'").Scan(&part, &off); err != nil {
+		t.Fatal(err)
+	}
+	if part != 3 || off != 77 {
+		t.Errorf("new row: kafka position %d/%d, want 3/77", part, off)
+	}
+}
+
+// fetchPosition finds the record with messageId id on the events topic.
+func fetchPosition(t *testing.T, cfg *config.Config, id string) Cut {
+	t.Helper()
+	cl, err := kafka.NewClient(cfg.Kafka, kgo.ConsumeTopics(cfg.Kafka.Topics.Events), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		for _, r := range cl.PollFetches(ctx).Records() {
+			if strings.Contains(string(r.Value), `"messageId":"`+id+`"`) {
+				return Cut{Partition: r.Partition, Before: r.Offset}
+			}
+		}
+	}
+	t.Fatalf("no record with messageId %s", id)
+	return Cut{}
 }
 
 // TestWriterSurvivesClickHouseOutage stops a real ClickHouse mid-load and
