@@ -19,12 +19,18 @@ import (
 const backfillUsage = `pulse backfill — replay the ClickHouse history through the feature definitions
 
 Usage:
-  pulse backfill features [-config FILE] [-feature NAME]... [-since T] [-entity ID]...
+  pulse backfill features [-config FILE] [-feature NAME]... [-since T] [-entity ID]... [-direct]
   pulse backfill training-set [-config FILE] (-labels FILE | -labels-query SQL) -features a,b,c (-out FILE.csv | -table T)
   pulse backfill predict [-config FILE] -model NAME [-entity ID]... [-at T] (-out FILE.csv | -table T)
   pulse backfill verify [-config FILE] [-sample N] [-feature NAME]... [-entity ID]...
 
 Times (T) are ISO-8601 or epoch milliseconds. Progress goes to stderr.
+
+backfill features seeds the running stream: for features it started counting
+after some events (added to the config), it sends the history before that
+point to pulse.seeds, and the stream merges it into its state once and
+writes the vectors. -direct writes vectors straight to the online store
+instead, for setups with no stream (a running stream would overwrite them).
 `
 
 // runBackfill is `pulse backfill SUBCOMMAND`.
@@ -96,12 +102,28 @@ func backfillFeatures(ctx context.Context, args []string) error {
 	fl.Var(&features, "feature", "feature to write (repeatable; default all user features)")
 	fl.Var(&entities, "entity", "entity id to backfill (repeatable; default all)")
 	fl.Var(&since, "since", "replay events from this time on (windows reaching earlier count partly)")
+	direct := fl.Bool("direct", false, "write vectors to the online store instead of seeding the stream (no stream runs)")
+	historyGroup := fl.String("history-group", "pulse-history", "the history writer's consumer group (how far ClickHouse holds the events)")
 	fl.Parse(args)
 	cfg, r, closeFn, err := openHistory(*path)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
+	if !*direct {
+		rep, err := backfill.Seeds(ctx, cfg, r, backfill.SeedsOptions{Features: features, Since: since.t, Entities: entities,
+			HistoryGroup: *historyGroup, Progress: os.Stderr})
+		if err != nil {
+			return err
+		}
+		if rep.Seeds == 0 && rep.Events == 0 {
+			fmt.Printf("nothing to seed: the stream counted %s from the first offset of every partition\n", featureList(rep.Features))
+			return nil
+		}
+		fmt.Printf("sent %d seeds (%d events, %d partitions) for %s in %s; the stream merges them and writes the vectors (pulse_stream_seeds_total)\n",
+			rep.Seeds, rep.Events, rep.PartitionsSeeded, featureList(rep.Features), rep.Elapsed.Round(time.Millisecond))
+		return nil
+	}
 	store, err := featurestore.Open(cfg)
 	if err != nil {
 		return err
@@ -256,4 +278,11 @@ func writeFile(path string, f func(io.Writer) error) error {
 		return err
 	}
 	return file.Close()
+}
+
+func featureList(names []string) string {
+	if len(names) == 0 {
+		return "every feature"
+	}
+	return strings.Join(names, ", ")
 }
