@@ -63,7 +63,11 @@ type EventFilter struct {
 }
 
 // Cut is a position in the events topic: events of Partition with an
-// offset below Before.
+// offset below Before, except those of which a copy (same message_id) is
+// at or after Before. A duplicate straddling the cut belongs to the
+// stream, which sees both copies; history may hold only the later one
+// once ClickHouse has merged them, so leaving them all out is the one
+// answer that does not depend on when merges ran.
 type Cut struct {
 	Partition int32
 	Before    int64
@@ -94,8 +98,9 @@ func (r *Reader) EachEntity(ctx context.Context, f EventFilter, fn func(id strin
 		args = append(args, f.Until.UnixMilli())
 	}
 	if f.Cut != nil {
-		where = append(where, "kafka_partition = ? AND kafka_offset < ?")
-		args = append(args, f.Cut.Partition, f.Cut.Before)
+		where = append(where, fmt.Sprintf("kafka_partition = ? AND kafka_offset < ? AND message_id NOT IN "+
+			"(SELECT message_id FROM %s WHERE kafka_partition = ? AND kafka_offset >= ?)", r.Table("events")))
+		args = append(args, f.Cut.Partition, f.Cut.Before, f.Cut.Partition, f.Cut.Before)
 	}
 	if f.Entities != nil {
 		if len(f.Entities) == 0 {

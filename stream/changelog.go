@@ -194,8 +194,9 @@ func (t *task) applyChangelog(b *pebble.Batch, r *kgo.Record, local bool, now ti
 		if err != nil {
 			return err
 		}
+		at := binary.BigEndian.AppendUint64(nil, uint64(off))
 		for _, id := range sb.ids {
-			b.Set(key(pkSeen, id), nil, nil)
+			b.Set(key(pkSeen, id), at, nil)
 		}
 		b.Set(bk, r.Value, nil)
 	case k == clSeedsKey:

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/pulse-rt/pulse/aggregate"
+	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -220,4 +221,56 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) error {
 		t.log.Info("seeds merged", "features_entities", merged, "already_seeded", already, "stale", stale, "next_seed_offset", next)
 	}
 	return nil
+}
+
+// seenAt looks a message id up among the seen ones: at is the last input
+// offset of the batch that saw it, -1 when unknown (stored by a version
+// that did not record it).
+func (t *task) seenAt(id string) (seen bool, at int64, err error) {
+	v, closer, err := t.db.Get(key(pkSeen, id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, 0, nil
+	}
+	if err != nil {
+		return false, 0, err
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return true, -1, nil
+	}
+	return true, int64(binary.BigEndian.Uint64(v)), nil
+}
+
+// activatedAfter lists the features activated after offset at: a
+// duplicate of an event seen at (or before) at was never counted by them.
+// Backfill leaves such events out of their seeds (a message id with a copy
+// at or after the cut is the stream's), so the stream counts them for those
+// features alone, and exactly once.
+func (t *task) activatedAfter(at int64) []uint64 {
+	if at < 0 {
+		return nil
+	}
+	var fps []uint64
+	for fp, act := range t.act {
+		if act > at {
+			fps = append(fps, fp)
+		}
+	}
+	return fps
+}
+
+// applyTo applies ev to st's features with the given fingerprints only.
+func (t *task) applyTo(st *aggregate.State, ev *event.Event, fps []uint64) (bool, error) {
+	tmp := t.p.features.NewState()
+	changed, err := t.p.features.Apply(tmp, ev)
+	if err != nil || !changed {
+		return false, err
+	}
+	changed = false
+	for _, fp := range fps {
+		if t.p.features.Merge(st, tmp, fp) {
+			changed = true
+		}
+	}
+	return changed, nil
 }

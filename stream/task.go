@@ -693,17 +693,24 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 			dups++
 			continue
 		}
+		// newOnly, for a duplicate of an event seen before some features
+		// were activated, lists those features: they never counted it.
+		var newOnly []uint64
 		if !t.seen.mayHave(ev.MessageID) {
 			// Never seen: no lookup.
-		} else if seen, err := t.has(key(pkSeen, ev.MessageID)); err != nil {
+		} else if seen, at, err := t.seenAt(ev.MessageID); err != nil {
 			x.b.Close()
 			return err
 		} else if seen {
 			dups++
-			continue
+			if newOnly = t.activatedAfter(at); len(newOnly) == 0 {
+				continue
+			}
 		}
-		batchSeen[ev.MessageID] = struct{}{}
-		if ev.UserID != "" && (ev.Type == event.Identify || ev.Type == event.Alias) {
+		if newOnly == nil {
+			batchSeen[ev.MessageID] = struct{}{}
+		}
+		if newOnly == nil && ev.UserID != "" && (ev.Type == event.Identify || ev.Type == event.Alias) {
 			for _, anon := range []string{ev.AnonymousID, ev.PreviousID} {
 				if anon != "" && anon != ev.UserID {
 					aliases[anon] = ev.UserID
@@ -726,7 +733,12 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 			entries[id] = e
 			order = append(order, e)
 		}
-		changed, err := p.features.Apply(e.st, ev)
+		var changed bool
+		if newOnly == nil {
+			changed, err = p.features.Apply(e.st, ev)
+		} else {
+			changed, err = t.applyTo(e.st, ev, newOnly)
+		}
 		if errors.Is(err, aggregate.ErrTooLate) {
 			x.recs = append(x.recs, t.deadLetter(r, "late", ev.MessageID, err, now))
 			late++
@@ -767,8 +779,11 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 		sb := seenBatch{seenMs: now.UnixMilli(), ids: make([]string, 0, len(batchSeen))}
 		for id := range batchSeen {
 			sb.ids = append(sb.ids, id)
-			op := x.b.SetDeferred(len(pkSeen)+len(id), 0)
+			// The value is the batch's last offset: a duplicate later
+			// tells whether a feature activated since missed the original.
+			op := x.b.SetDeferred(len(pkSeen)+len(id), 8)
 			copy(op.Key[copy(op.Key, pkSeen):], id)
+			binary.BigEndian.PutUint64(op.Value, uint64(last))
 			op.Finish()
 			t.seen.add(id)
 		}
