@@ -42,6 +42,7 @@ type RedisOptions struct {
 // when a batch is replayed.
 type Redis struct {
 	c      *redis.Client
+	reads  *mgetBatcher // Get and GetMany
 	prefix string
 	ttl    time.Duration
 }
@@ -95,7 +96,7 @@ func OpenRedis(cfg config.Redis, opts RedisOptions) (*Redis, error) {
 		c.Close()
 		return nil, fmt.Errorf("cannot reach redis at %s: %w", addr, err)
 	}
-	return &Redis{c: c, prefix: cfg.KeyPrefix, ttl: opts.TTL}, nil
+	return &Redis{c: c, reads: newMgetBatcher(c), prefix: cfg.KeyPrefix, ttl: opts.TTL}, nil
 }
 
 func (r *Redis) vectorKey(entity, id string) string {
@@ -111,12 +112,13 @@ func (r *Redis) Get(ctx context.Context, entity, id string) (Vector, error) {
 	if err := checkName("entity", entity); err != nil {
 		return Vector{}, err
 	}
-	s, err := r.c.Get(ctx, r.vectorKey(entity, id)).Result()
-	if errors.Is(err, redis.Nil) {
-		return Vector{}, fmt.Errorf("cannot get %s %q: %w", entity, id, ErrNotFound)
-	}
+	vals, err := r.reads.mget(ctx, []string{r.vectorKey(entity, id)})
 	if err != nil {
 		return Vector{}, fmt.Errorf("cannot get %s %q: %w", entity, id, redisErr(err))
+	}
+	s, ok := vals[0].(string)
+	if !ok {
+		return Vector{}, fmt.Errorf("cannot get %s %q: %w", entity, id, ErrNotFound)
 	}
 	v, err := decode(s)
 	if err != nil {
@@ -126,8 +128,8 @@ func (r *Redis) Get(ctx context.Context, entity, id string) (Vector, error) {
 	return v, nil
 }
 
-// GetMany returns vectors in the order of ids, with one MGET; found[i] says
-// whether ids[i] exists.
+// GetMany returns vectors in the order of ids, from one MGET (shared with
+// the reads of concurrent callers); found[i] says whether ids[i] exists.
 func (r *Redis) GetMany(ctx context.Context, entity string, ids []string) ([]Vector, []bool, error) {
 	if err := checkName("entity", entity); err != nil {
 		return nil, nil, err
@@ -141,7 +143,7 @@ func (r *Redis) GetMany(ctx context.Context, entity string, ids []string) ([]Vec
 	for i, id := range ids {
 		keys[i] = r.vectorKey(entity, id)
 	}
-	vals, err := r.c.MGet(ctx, keys...).Result()
+	vals, err := r.reads.mget(ctx, keys)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot get %d %ss: %w", len(ids), entity, redisErr(err))
 	}
@@ -235,7 +237,10 @@ func (r *Redis) SegmentMembers(ctx context.Context, entity, segment, cursor stri
 }
 
 // Close closes the connections. Calls after Close return ErrClosed.
-func (r *Redis) Close() error { return redisErr(r.c.Close()) }
+func (r *Redis) Close() error {
+	r.reads.close()
+	return redisErr(r.c.Close())
+}
 
 // redisErr turns go-redis's closed-client error into ErrClosed.
 func redisErr(err error) error {

@@ -1,0 +1,133 @@
+package featurestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/internal/testenv"
+)
+
+// mgetCalls reads how many MGETs the server has run, from INFO commandstats.
+func mgetCalls(t *testing.T, addr string) int {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`cmdstat_mget:calls=(\d+)`).FindStringSubmatch(info)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// TestRedisReadsCoalesce: many callers reading at once each get exactly
+// their own vectors, and the server sees far fewer MGETs than calls.
+func TestRedisReadsCoalesce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := testenv.StartRedis(t) // private: the MGET count is ours alone
+	r, err := OpenRedis(config.Redis{Addr: srv.Addr()}, RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	const users = 500
+	var batch []Update
+	for i := range users {
+		batch = append(batch, Update{Vector: Vector{Entity: "user", ID: strconv.Itoa(i),
+			Features: map[string]any{"n": float64(i)}}})
+	}
+	if err := r.Write(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	before := mgetCalls(t, srv.Addr())
+	const callers, rounds = 64, 200
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	start := make(chan struct{})
+	for g := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			for k := range rounds {
+				i := (g*rounds + k) % users
+				if k%2 == 0 {
+					v, err := r.Get(ctx, "user", strconv.Itoa(i))
+					if err != nil || v.ID != strconv.Itoa(i) || v.Features["n"] != float64(i) {
+						errs <- fmt.Errorf("Get %d: %v %+v", i, err, v)
+						return
+					}
+					continue
+				}
+				// Two known ids around an unknown one.
+				ids := []string{strconv.Itoa(i), "nobody", strconv.Itoa((i + 1) % users)}
+				vecs, found, err := r.GetMany(ctx, "user", ids)
+				if err != nil || !found[0] || found[1] || !found[2] ||
+					vecs[0].Features["n"] != float64(i) || vecs[2].Features["n"] != float64((i+1)%users) {
+					errs <- fmt.Errorf("GetMany %v: %v %v %+v", ids, err, found, vecs)
+					return
+				}
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	calls := callers * rounds
+	mgets := mgetCalls(t, srv.Addr()) - before
+	t.Logf("%d reads from %d goroutines took %d MGETs", calls, callers, mgets)
+	if mgets >= calls*3/4 {
+		t.Fatalf("%d reads took %d MGETs: concurrent reads are not coalesced", calls, mgets)
+	}
+}
+
+// TestRedisReadsCloseAndCancel: a read after Close fails with ErrClosed;
+// a read whose context ends while Redis hangs returns the context's error
+// at once, not at the client's timeout.
+func TestRedisReadsCloseAndCancel(t *testing.T) {
+	t.Parallel()
+	addr := testenv.Redis(t)
+	proxy := newFreezingProxy(t, addr)
+	r, err := OpenRedis(config.Redis{Addr: proxy.addr(), KeyPrefix: testenv.RedisKeyPrefix(t)}, RedisOptions{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.freeze()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := r.Get(ctx, "user", "1"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Get with a hung server: %v, want the context's deadline", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("Get returned after %v, the context ended after 100ms", took)
+	}
+	proxy.thaw()
+	if err := r.Close(); err != nil && !errors.Is(err, ErrClosed) {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(context.Background(), "user", "1"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Get after Close: %v, want ErrClosed", err)
+	}
+	if _, _, err := r.GetMany(context.Background(), "user", []string{"1"}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("GetMany after Close: %v, want ErrClosed", err)
+	}
+	r.Close() // twice is fine
+}
