@@ -325,24 +325,12 @@ func (d *decoder) value(depth int) any {
 		return false
 	case tagTrue:
 		return true
-	case tagFloat:
-		if len(d.s)-d.i < 8 {
-			d.fail("truncated float")
+	case tagFloat, tagInt:
+		f, ok := d.number(tag)
+		if !ok {
 			return nil
 		}
-		var bits uint64
-		for k := 7; k >= 0; k-- {
-			bits = bits<<8 | uint64(d.s[d.i+k])
-		}
-		d.i += 8
-		return math.Float64frombits(bits)
-	case tagInt:
-		i := d.varint()
-		if i <= -maxExactInt || i >= maxExactInt {
-			d.fail("integer %d is not exact as a float64", i)
-			return nil
-		}
-		return float64(i)
+		return f
 	case tagString:
 		return d.string()
 	case tagList:
@@ -367,4 +355,26 @@ func (d *decoder) value(depth int) any {
 		d.fail("unknown value tag %d", tag)
 		return nil
 	}
+}
+
+// number reads the rest of a tagFloat or tagInt value.
+func (d *decoder) number(tag byte) (float64, bool) {
+	if tag == tagInt {
+		i := d.varint()
+		if i <= -maxExactInt || i >= maxExactInt {
+			d.fail("integer %d is not exact as a float64", i)
+			return 0, false
+		}
+		return float64(i), d.err == nil
+	}
+	if len(d.s)-d.i < 8 {
+		d.fail("truncated float")
+		return 0, false
+	}
+	var bits uint64
+	for k := 7; k >= 0; k-- {
+		bits = bits<<8 | uint64(d.s[d.i+k])
+	}
+	d.i += 8
+	return math.Float64frombits(bits), true
 }

@@ -364,3 +364,31 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 	l.l.Error("pebble: fatal: " + fmt.Sprintf(format, args...))
 	os.Exit(1)
 }
+
+// AppendRaw appends the encoded vectors of ids to buf; raw[i] is nil for
+// an id the store does not have. See RawGetter.
+func (p *Pebble) AppendRaw(ctx context.Context, entity string, ids []string, buf []byte, raw [][]byte) ([]byte, [][]byte, error) {
+	if err := checkName("entity", entity); err != nil {
+		return buf, raw, err
+	}
+	if p.closed.Load() {
+		return buf, raw, ErrClosed
+	}
+	raw = raw[:0]
+	var kb [64]byte
+	for _, id := range ids {
+		b, closer, err := p.db.Get(vectorKey(kb[:0], entity, id))
+		if errors.Is(err, pebble.ErrNotFound) {
+			raw = append(raw, nil)
+			continue
+		}
+		if err != nil {
+			return buf, raw, fmt.Errorf("cannot get %s %q: %w", entity, id, err)
+		}
+		at := len(buf)
+		buf = append(buf, b...)
+		closer.Close()
+		raw = append(raw, buf[at:len(buf):len(buf)])
+	}
+	return buf, raw, nil
+}

@@ -249,3 +249,35 @@ func redisErr(err error) error {
 	}
 	return err
 }
+
+// AppendRaw appends the encoded vectors of ids to buf, from one MGET
+// shared with concurrent readers; raw[i] is nil for an id the store does
+// not have. See RawGetter.
+func (r *Redis) AppendRaw(ctx context.Context, entity string, ids []string, buf []byte, raw [][]byte) ([]byte, [][]byte, error) {
+	if err := checkName("entity", entity); err != nil {
+		return buf, raw, err
+	}
+	raw = raw[:0]
+	if len(ids) == 0 {
+		return buf, raw, nil
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = r.vectorKey(entity, id)
+	}
+	vals, err := r.reads.mget(ctx, keys)
+	if err != nil {
+		return buf, raw, fmt.Errorf("cannot get %d %ss: %w", len(ids), entity, redisErr(err))
+	}
+	for _, val := range vals {
+		s, ok := val.(string)
+		if !ok {
+			raw = append(raw, nil) // no such key
+			continue
+		}
+		at := len(buf)
+		buf = append(buf, s...)
+		raw = append(raw, buf[at:len(buf):len(buf)])
+	}
+	return buf, raw, nil
+}
