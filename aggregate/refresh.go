@@ -104,6 +104,9 @@ func (s *Set) Refresher(want []string) *Refresher {
 // Outputs lists the features Refresh computes, in the order of its dst.
 func (r *Refresher) Outputs() []string { return r.outs }
 
+// Inputs lists the stored features Refresh reads.
+func (r *Refresher) Inputs() []string { return r.stored }
+
 // Refresh computes Outputs as of now into dst (len(dst) ≥ len(Outputs))
 // from a stored vector's values. Values are as Derive gives them: nil
 // where the expression fails or yields no finite value.

@@ -1,6 +1,7 @@
 package scorer
 
 import (
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -56,13 +57,16 @@ func (d derivers) refresh(entity string, v featurestore.Vector, now time.Time) m
 	return out
 }
 
-// freshPlan is how a model's inputs are brought to now: the Refresher for
-// the inputs that read now, and for each input its index in the
-// Refresher's outputs (-1: the stored value is current).
+// freshPlan is how a model's inputs are read: the Picker that takes them
+// (and the Refresher's stored inputs) out of an encoded vector, and the
+// Refresher for the inputs that read now.
 type freshPlan struct {
-	d  *derivers
-	r  *aggregate.Refresher // nil: no input reads now
-	at []int
+	d     *derivers
+	names []string // picked: the model's inputs, then the Refresher's other inputs
+	pick  *featurestore.Picker
+	r     *aggregate.Refresher // nil: no input reads now
+	rin   []int                // indexes into names of the Refresher's inputs
+	at    []int                // per model input, its index in r.Outputs(), or -1
 }
 
 // plan returns m's freshPlan under d, building it the first time m is
@@ -71,21 +75,25 @@ func (m *served) plan(d *derivers) *freshPlan {
 	if p := m.fresh.Load(); p != nil && p.d == d {
 		return p
 	}
-	p := &freshPlan{d: d}
+	p := &freshPlan{d: d, names: slices.Clone(m.inputs)}
 	if set := (*d)[m.entity]; set != nil {
 		p.r = set.Refresher(m.inputs)
 	}
 	if p.r != nil {
+		for _, name := range p.r.Inputs() {
+			k := slices.Index(p.names, name)
+			if k < 0 {
+				k = len(p.names)
+				p.names = append(p.names, name)
+			}
+			p.rin = append(p.rin, k)
+		}
 		p.at = make([]int, len(m.inputs))
 		for j, name := range m.inputs {
-			p.at[j] = -1
-			for k, out := range p.r.Outputs() {
-				if out == name {
-					p.at[j] = k
-				}
-			}
+			p.at[j] = slices.Index(p.r.Outputs(), name)
 		}
 	}
+	p.pick = featurestore.NewPicker(p.names)
 	m.fresh.Store(p)
 	return p
 }

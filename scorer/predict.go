@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/internal/httpapi"
 	"github.com/pulse-rt/pulse/internal/jsonstr"
 	"github.com/valyala/fasthttp"
@@ -26,6 +27,36 @@ type scratch struct {
 	buf   []byte
 	miss  []string
 	fresh []any // the inputs computed as of the request
+	// the rows' encoded vectors (raw[i] nil: not in the store), in rawBuf
+	raw    [][]byte
+	rawBuf []byte
+	picked []featurestore.Picked
+	env    map[string]any // a Refresher's stored inputs
+}
+
+// lookup reads the rows' encoded vectors into sc.raw. A store that cannot
+// hand out encodings has its vectors encoded here.
+func (s *Server) lookup(ctx *fasthttp.RequestCtx, entity string, sc *scratch) error {
+	var err error
+	if rg, ok := s.store.(featurestore.RawGetter); ok {
+		sc.rawBuf, sc.raw, err = rg.AppendRaw(ctx, entity, sc.ids, sc.rawBuf[:0], sc.raw)
+		return err
+	}
+	vecs, found, err := s.store.GetMany(ctx, entity, sc.ids)
+	if err != nil {
+		return err
+	}
+	sc.raw, sc.rawBuf = sc.raw[:0], sc.rawBuf[:0]
+	for i := range vecs {
+		if !found[i] {
+			sc.raw = append(sc.raw, nil)
+			continue
+		}
+		at := len(sc.rawBuf)
+		sc.rawBuf = featurestore.Encode(vecs[i], sc.rawBuf)
+		sc.raw = append(sc.raw, sc.rawBuf[at:len(sc.rawBuf):len(sc.rawBuf)])
+	}
+	return nil
 }
 
 // Prediction is one answer of POST /v1/predict, in the order of the request's rows.
@@ -119,17 +150,22 @@ func storedValue(v any) float64 {
 func (s *Server) score(ctx *fasthttp.RequestCtx, m *served, sc *scratch) {
 	n := len(sc.ids)
 	start := time.Now()
-	vecs, found, err := s.store.GetMany(ctx, m.entity, sc.ids)
+	err := s.lookup(ctx, m.entity, sc)
 	getManySeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.storeError(ctx, err)
 		return
 	}
-	// Inputs that read now (days since the last order) are computed as of
-	// this request; the rest are read as stored.
+	// The inputs are picked out of the encoded vectors, not decoded into
+	// maps; those that read now (days since the last order) are computed
+	// as of this request.
 	plan := m.plan(s.derive.Load())
+	sc.picked = grow(sc.picked, len(plan.names))
 	if plan.r != nil {
 		sc.fresh = grow(sc.fresh, len(plan.r.Outputs()))
+		if sc.env == nil {
+			sc.env = map[string]any{}
+		}
 	}
 	nin := len(m.inputs)
 	nf := max(m.m.NumFeatures(), nin)
@@ -148,8 +184,21 @@ func (s *Server) score(ctx *fasthttp.RequestCtx, m *served, sc *scratch) {
 		out := sc.out[i*k : (i+1)*k]
 		inline := sc.body.kv[sc.body.rows[i].kv[0]:sc.body.rows[i].kv[1]]
 		sc.miss = sc.miss[:0]
-		if plan.r != nil && found[i] && vecs[i].Features != nil {
-			plan.r.Refresh(vecs[i].Features, now, sc.fresh)
+		found := sc.raw[i] != nil
+		if found {
+			if err := plan.pick.Pick(sc.raw[i], sc.picked); err != nil {
+				s.storeError(ctx, fmt.Errorf("%s %q: %w", m.entity, sc.ids[i], err))
+				return
+			}
+			if plan.r != nil {
+				for _, k := range plan.rin {
+					if p := sc.picked[k]; p.Kind != featurestore.KindMissing {
+						sc.env[plan.names[k]] = p.Any()
+					}
+				}
+				plan.r.Refresh(sc.env, now, sc.fresh)
+				clear(sc.env)
+			}
 		}
 	inputs:
 		for j, name := range m.inputs {
@@ -159,16 +208,17 @@ func (s *Server) score(ctx *fasthttp.RequestCtx, m *served, sc *scratch) {
 					continue inputs
 				}
 			}
-			if found[i] {
-				v, ok := vecs[i].Features[name]
-				if plan.r != nil && plan.at[j] >= 0 && vecs[i].Features != nil {
+			if found {
+				p := sc.picked[j]
+				v, ok := p.Num, p.Kind != featurestore.KindMissing
+				if plan.r != nil && plan.at[j] >= 0 {
 					// A value computed now counts when the vector had the
 					// feature or the computation gave one.
-					v = sc.fresh[plan.at[j]]
-					ok = ok || v != nil
+					fv := sc.fresh[plan.at[j]]
+					v, ok = storedValue(fv), ok || fv != nil
 				}
 				if ok {
-					x[j] = storedValue(v)
+					x[j] = v
 					continue
 				}
 			}
@@ -185,7 +235,7 @@ func (s *Server) score(ctx *fasthttp.RequestCtx, m *served, sc *scratch) {
 		used := len(sc.miss) == 0
 		var reason string
 		if !used {
-			if !found[i] {
+			if !found {
 				reason = m.entity + " " + strconv.Quote(sc.ids[i]) + " not found in the online store"
 			} else {
 				reason = "missing features: " + strings.Join(sc.miss, ", ")
