@@ -91,7 +91,8 @@ func Ingest(ctx context.Context, o IngestOptions, w io.Writer) (*IngestReport, e
 		req.Header.SetMethod("POST")
 		req.Header.SetContentType("application/json")
 		req.Header.Set("Authorization", auth)
-		req.SetBody(bodies[int(seq)%len(bodies)])
+		// The bodies are never changed: sent as they are, not copied per request.
+		req.SetBodyRaw(bodies[int(seq)%len(bodies)])
 		if err := client.Do(req, resp); err != nil {
 			return 0, err
 		}

@@ -48,6 +48,7 @@ func loadtestIngest(ctx context.Context, args []string) error {
 	fl.IntVar(&o.Users, "users", 100_000, "distinct user ids")
 	fl.IntVar(&o.Connections, "connections", 32, "workers in the saturation phase")
 	embedded := fl.Bool("embedded", false, "start an in-process Kafka (kfake) and ingest server to measure, instead of -url/-brokers")
+	inProcess := fl.Bool("in-process", false, "start an ingest server in this process in front of -brokers, instead of -url (to profile ingest with -cpuprofile)")
 	cpuprofile := fl.String("cpuprofile", "", "write a CPU profile of this process to FILE")
 	fl.Parse(args)
 	if *cpuprofile != "" {
@@ -62,8 +63,12 @@ func loadtestIngest(ctx context.Context, args []string) error {
 		defer pprof.StopCPUProfile()
 	}
 	o.Brokers = strings.Split(*brokers, ",")
-	if *embedded {
-		stop, url, addrs, err := embeddedIngest(ctx)
+	if *embedded || *inProcess {
+		var brokers []string
+		if !*embedded {
+			brokers = o.Brokers
+		}
+		stop, url, addrs, err := embeddedIngest(ctx, brokers)
 		if err != nil {
 			return err
 		}
@@ -74,32 +79,37 @@ func loadtestIngest(ctx context.Context, args []string) error {
 	return err
 }
 
-// embeddedIngest runs kfake and an ingest server in this process.
-func embeddedIngest(ctx context.Context) (stop func(), url string, brokers []string, err error) {
-	emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{})
-	if err != nil {
-		return nil, "", nil, err
+// embeddedIngest runs an ingest server in this process in front of
+// brokers, or of kfake started here when brokers is empty.
+func embeddedIngest(ctx context.Context, brokers []string) (stop func(), url string, addrs []string, err error) {
+	closeEmb := func() {}
+	if len(brokers) == 0 {
+		emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{})
+		if err != nil {
+			return nil, "", nil, err
+		}
+		closeEmb, brokers = emb.Close, emb.Addrs()
 	}
 	cfg, err := config.Parse([]byte("keys:\n  - name: load\n    key: dev-write-key\n    scopes: [write]\n"), "loadtest")
 	if err != nil {
-		emb.Close()
+		closeEmb()
 		return nil, "", nil, err
 	}
-	cfg.Kafka.Brokers = emb.Addrs()
+	cfg.Kafka.Brokers = brokers
 	cl, err := kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
 	if err != nil {
-		emb.Close()
+		closeEmb()
 		return nil, "", nil, err
 	}
 	if err := kafka.EnsureTopics(ctx, cl, cfg.Kafka); err != nil {
 		cl.Close()
-		emb.Close()
+		closeEmb()
 		return nil, "", nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		cl.Close()
-		emb.Close()
+		closeEmb()
 		return nil, "", nil, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
@@ -110,6 +120,6 @@ func embeddedIngest(ctx context.Context) (stop func(), url string, brokers []str
 		cancel()
 		<-done
 		cl.Close()
-		emb.Close()
-	}, "http://" + ln.Addr().String(), emb.Addrs(), nil
+		closeEmb()
+	}, "http://" + ln.Addr().String(), brokers, nil
 }
