@@ -16,11 +16,23 @@
 //	func OpenRedis(cfg config.Redis, opts RedisOptions) (*Redis, error)
 //	func Encode(v Vector, dst []byte) []byte                            // the stored value
 //	func Decode(b []byte) (Vector, error)
+//	func NewPicker(names []string) *Picker                              // a few features out of an encoding
 //
 // In the stream, after a fetched batch: build one Update per changed entity
 // (its new Vector, the segments it entered and left, from segment.Diff) and
-// call Write once. In the scorer: Get per request, GetMany for a batch,
+// call Write once. In the scorer: AppendRaw (RawGetter) and a Picker for a
+// model's inputs, which decodes nothing else; Get for the entity pages;
 // SegmentCount and SegmentMembers for the segment pages.
+//
+// # Speed
+//
+// Redis reads of concurrent callers are coalesced: a few senders each take
+// every read waiting and send one MGET for all of them (auto-pipelining, as
+// rueidis does; go-redis has no such mode), so under load the scorer and
+// Redis pay one round trip's system calls per batch of requests, not per
+// request. A lone read leaves at once. Picker.Pick reads a model's inputs
+// from an encoded vector with no allocation (0.46 µs for six of 25
+// features, where Decode into a map takes 3 µs and 40 allocations).
 //
 // # Guarantees
 //
