@@ -167,7 +167,10 @@ func Seeds(ctx context.Context, cfg *config.Config, r *history.Reader, opts Seed
 		rep.Elapsed = time.Since(start)
 		return rep, nil
 	}
-	if err := checkHistory(ctx, adm, opts.HistoryGroup, tp.Events, groups, func(g group) (int32, int64) { return g.part, g.cut }); err != nil {
+	// seen is how far ClickHouse holds each partition now: the seeds leave
+	// out the events with a copy in [cut, seen), which the stream counts.
+	seen, err := checkHistory(ctx, adm, opts.HistoryGroup, tp.Events, groups, func(g group) (int32, int64) { return g.part, g.cut })
+	if err != nil {
 		return rep, err
 	}
 
@@ -194,7 +197,7 @@ func Seeds(ctx context.Context, cfg *config.Config, r *history.Reader, opts Seed
 		cuts := make([]aggregate.SeedCut, len(g.fps))
 		for i, fp := range g.fps {
 			defs = append(defs, byFP[fp][0].def)
-			cuts[i] = aggregate.SeedCut{Fingerprint: fp, Cut: g.cut}
+			cuts[i] = aggregate.SeedCut{Fingerprint: fp, Cut: g.cut, Seen: seen[g.part]}
 		}
 		sub, err := aggregate.Compile(defs, aggregate.Options{AllowedLateness: cfg.Stream.AllowedLateness.D()})
 		if err != nil {
@@ -202,7 +205,7 @@ func Seeds(ctx context.Context, cfg *config.Config, r *history.Reader, opts Seed
 			return rep, fmt.Errorf("cannot compile features: %w", err)
 		}
 		f := history.EventFilter{Since: opts.Since, Entities: opts.Entities, Maps: mapsFor(sub),
-			Cut: &history.Cut{Partition: g.part, Before: g.cut}}
+			Cut: &history.Cut{Partition: g.part, Before: g.cut, Seen: seen[g.part]}}
 		err = r.EachEntity(ctx, f, func(id string, evs []*event.Event) error {
 			st := sub.NewState()
 			for _, e := range evs {
@@ -218,6 +221,21 @@ func Seeds(ctx context.Context, cfg *config.Config, r *history.Reader, opts Seed
 			seeds.Add(1)
 			return nil
 		})
+		if err == nil {
+			// An empty seed for every entity the stream saw since the cut,
+			// after the seeds with a state (same partition: in order, so
+			// they come first and these are no-ops for their entities): it
+			// settles the duplicates the stream holds undecided for an
+			// entity with nothing else to seed.
+			empty := aggregate.AppendSeed(nil, cuts, sub.NewState())
+			err = r.EntitiesBetween(ctx, g.part, g.cut, seen[g.part], func(id string) error {
+				if len(opts.Entities) > 0 && !slices.Contains(opts.Entities, id) {
+					return nil
+				}
+				cl.Produce(ctx, &kgo.Record{Topic: tp.Seeds, Partition: g.part, Key: []byte(id), Value: empty}, done)
+				return nil
+			})
+		}
 		if err != nil {
 			p.done()
 			return rep, err
@@ -260,9 +278,10 @@ func partitionsOf(ctx context.Context, adm *kadm.Client, events, seeds string) (
 //
 // It reads uncommitted records too: the stream writes them in
 // transactions, and an aborted one is written again, with the same
-// offset, before the task processes anything. The last record of a
-// partition is then at end-2 (a commit marker follows it) or end-1 (a
-// transaction still open), which is where the read stops.
+// offset, before the task processes anything. Transaction markers take
+// offsets no record is read at, so a partition is known to be read when
+// a record at end-2 (before the last commit marker) or end-1 came, or
+// else when nothing more came for a second.
 func readActivations(ctx context.Context, kc config.Kafka, adm *kadm.Client, topic string) (map[int32]map[uint64]int64, error) {
 	ends, err := adm.ListEndOffsets(ctx, topic)
 	if err != nil {
@@ -289,17 +308,27 @@ func readActivations(ctx context.Context, kc config.Kafka, adm *kadm.Client, top
 		return nil, err
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
 	for len(stop) > 0 {
-		fs := cl.PollFetches(ctx)
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		fs := cl.PollFetches(pctx)
+		cancel()
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("cannot read %s to its end: %w", topic, ctx.Err())
+			return nil, ctx.Err()
 		}
-		if err := fs.Err0(); err != nil {
-			return nil, fmt.Errorf("cannot read %s: %w", topic, err)
+		var errs error
+		fs.EachError(func(_ string, _ int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				errs = errors.Join(errs, err)
+			}
+		})
+		if errs != nil {
+			return nil, fmt.Errorf("cannot read %s: %w", topic, errs)
 		}
-		for _, r := range fs.Records() {
+		recs := fs.Records()
+		if len(recs) == 0 {
+			break // idle for a second: read
+		}
+		for _, r := range recs {
 			p, fp, off, err := kafka.ParseActivation(r.Key, r.Value)
 			if err != nil {
 				return nil, err
@@ -319,18 +348,24 @@ func readActivations(ctx context.Context, kc config.Kafka, adm *kadm.Client, top
 // checkHistory makes sure the history writer committed, for every
 // partition, an offset at or past the cut: ClickHouse then holds every
 // event before it.
-func checkHistory[G any](ctx context.Context, adm *kadm.Client, group, topic string, gs []G, cut func(G) (int32, int64)) error {
+//
+// It returns the committed offsets of the partitions.
+func checkHistory[G any](ctx context.Context, adm *kadm.Client, group, topic string, gs []G, cut func(G) (int32, int64)) (map[int32]int64, error) {
 	offs, err := adm.FetchOffsets(ctx, group)
 	if err == nil {
 		err = offs.Error()
 	}
 	if err != nil {
-		return fmt.Errorf("cannot read the offsets of the history writer's group %s: %w", group, err)
+		return nil, fmt.Errorf("cannot read the offsets of the history writer's group %s: %w", group, err)
 	}
 	var behind []string
+	seen := map[int32]int64{}
 	for _, g := range gs {
 		p, c := cut(g)
 		o, ok := offs.Lookup(topic, p)
+		if ok {
+			seen[p] = o.At
+		}
 		if !ok || o.At < c {
 			at := int64(0)
 			if ok {
@@ -340,8 +375,8 @@ func checkHistory[G any](ctx context.Context, adm *kadm.Client, group, topic str
 		}
 	}
 	if len(behind) > 0 {
-		return fmt.Errorf("%w: the history writer (group %s) has not yet written every event before the stream's activation offsets (%s); wait until it catches up (pulse_history_lag_records) and run again",
+		return nil, fmt.Errorf("%w: the history writer (group %s) has not yet written every event before the stream's activation offsets (%s); wait until it catches up (pulse_history_lag_records) and run again",
 			ErrHistoryBehind, group, strings.Join(behind, ", "))
 	}
-	return nil
+	return seen, nil
 }

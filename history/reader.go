@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,13 +65,15 @@ type EventFilter struct {
 
 // Cut is a position in the events topic: events of Partition with an
 // offset below Before, except those of which a copy (same message_id) is
-// at or after Before. A duplicate straddling the cut belongs to the
-// stream, which sees both copies; history may hold only the later one
-// once ClickHouse has merged them, so leaving them all out is the one
-// answer that does not depend on when merges ran.
+// at an offset in [Before, Seen) (Seen 0: any offset from Before on). A
+// duplicate straddling the cut is the stream's to count, which sees both
+// copies; history may hold only the later one once ClickHouse has merged
+// them, so leaving them out is the answer that does not depend on when
+// merges ran.
 type Cut struct {
 	Partition int32
 	Before    int64
+	Seen      int64
 }
 
 // shardEvents is the default number of events a shard holds: about 100 MB
@@ -98,9 +101,13 @@ func (r *Reader) EachEntity(ctx context.Context, f EventFilter, fn func(id strin
 		args = append(args, f.Until.UnixMilli())
 	}
 	if f.Cut != nil {
+		seen := f.Cut.Seen
+		if seen == 0 {
+			seen = math.MaxInt64
+		}
 		where = append(where, fmt.Sprintf("kafka_partition = ? AND kafka_offset < ? AND message_id NOT IN "+
-			"(SELECT message_id FROM %s WHERE kafka_partition = ? AND kafka_offset >= ?)", r.Table("events")))
-		args = append(args, f.Cut.Partition, f.Cut.Before, f.Cut.Partition, f.Cut.Before)
+			"(SELECT message_id FROM %s WHERE kafka_partition = ? AND kafka_offset >= ? AND kafka_offset < ?)", r.Table("events")))
+		args = append(args, f.Cut.Partition, f.Cut.Before, f.Cut.Partition, f.Cut.Before, seen)
 	}
 	if f.Entities != nil {
 		if len(f.Entities) == 0 {
@@ -532,4 +539,25 @@ func stringList(ss []string) string {
 		b.WriteByte('\'')
 	}
 	return b.String()
+}
+
+// EntitiesBetween lists the entities with events read from partition of
+// the events topic at offsets in [from, to).
+func (r *Reader) EntitiesBetween(ctx context.Context, partition int32, from, to int64, fn func(id string) error) error {
+	rows, err := r.conn.Query(ctx, fmt.Sprintf("SELECT DISTINCT entity_id FROM %s WHERE kafka_partition = ? AND kafka_offset >= ? AND kafka_offset < ?",
+		r.Table("events")), partition, from, to)
+	if err != nil {
+		return fmt.Errorf("cannot list entities: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return fmt.Errorf("cannot list entities: %w", err)
+		}
+		if err := fn(id); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }

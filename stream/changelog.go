@@ -224,7 +224,22 @@ func (t *task) applyChangelog(b *pebble.Batch, r *kgo.Record, local bool, now ti
 		if r.Value == nil {
 			b.Delete(seededKey(fp, id), nil)
 		} else {
-			b.Set(seededKey(fp, id), []byte{1}, nil)
+			b.Set(seededKey(fp, id), r.Value, nil)
+		}
+	case strings.HasPrefix(k, clUndecidedPrefix):
+		parts := strings.SplitN(k[len(clUndecidedPrefix):], "/", 3)
+		if len(parts) != 3 {
+			return errCorrupt
+		}
+		fp, err1 := strconv.ParseUint(parts[0], 16, 64)
+		off, err2 := strconv.ParseInt(parts[1], 10, 64)
+		if err1 != nil || err2 != nil {
+			return errCorrupt
+		}
+		if r.Value == nil {
+			b.Delete(undecidedKey(fp, parts[2], off), nil)
+		} else {
+			b.Set(undecidedKey(fp, parts[2], off), r.Value, nil)
 		}
 	case strings.HasPrefix(k, clAliasPrefix):
 		ak := key(pkAlias, k[len(clAliasPrefix):])
@@ -295,7 +310,7 @@ func (t *task) snapshot(ctx context.Context) error {
 // eachLocal calls f with the changelog key and value of every entity, seen
 // batch, alias, activation and seeded mark in Pebble.
 func (t *task) eachLocal(f func(k, v []byte) error) error {
-	for _, pre := range [][]byte{pkEntity, pkBatch, pkAlias, pkActive, pkSeeded} {
+	for _, pre := range [][]byte{pkEntity, pkBatch, pkAlias, pkActive, pkSeeded, pkUndec} {
 		it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: pre, UpperBound: prefixEnd(pre)})
 		if err != nil {
 			return err
@@ -319,6 +334,13 @@ func (t *task) eachLocal(f func(k, v []byte) error) error {
 				k = clActivationPrefix + strconv.FormatUint(beUint64(rest), 16)
 			case string(pkSeeded):
 				k = clSeededPrefix + strconv.FormatUint(beUint64(rest), 16) + "/" + string(rest[8:])
+			case string(pkUndec):
+				fp, id, off, ok := splitUndecidedKey(rest)
+				if !ok {
+					it.Close()
+					return errCorrupt
+				}
+				k = undecidedChangelogKey(fp, id, off)
 			default:
 				k = clAliasPrefix + string(rest)
 			}

@@ -22,6 +22,10 @@ const (
 	clSeededPrefix = "__seeded/"
 	// clSeedsKey: the next seeds-topic offset to read (varint).
 	clSeedsKey = "__seeds"
+	// clUndecidedPrefix + fingerprint hex + "/" + input offset + "/" + id:
+	// a duplicate of an event from before the feature's activation, kept
+	// (the event) until the entity's seed says whether it counts.
+	clUndecidedPrefix = "__undecided/"
 )
 
 // Keys of a task's Pebble database.
@@ -33,8 +37,33 @@ var (
 	pkBatch  = []byte("s/") // s/<input offset BE> -> seenBatch
 	pkAlias  = []byte("a/") // a/<anonymousId> -> userId
 	pkActive = []byte("v/") // v/<fingerprint BE> -> activation offset (decimal)
-	pkSeeded = []byte("z/") // z/<fingerprint BE><id> -> nothing
+	pkSeeded = []byte("z/") // z/<fingerprint BE><id> -> the seed's Seen offset (varint)
+	pkUndec  = []byte("x/") // x/<fingerprint BE><uvarint len id><id><input offset BE> -> event
 )
+
+func undecidedPrefix(fp uint64, id string) []byte {
+	k := binary.BigEndian.AppendUint64(append([]byte(nil), pkUndec...), fp)
+	k = binary.AppendUvarint(k, uint64(len(id)))
+	return append(k, id...)
+}
+
+func undecidedKey(fp uint64, id string, offset int64) []byte {
+	return binary.BigEndian.AppendUint64(undecidedPrefix(fp, id), uint64(offset))
+}
+
+// splitUndecidedKey reads an undecided key without its prefix.
+func splitUndecidedKey(rest []byte) (fp uint64, id string, offset int64, ok bool) {
+	if len(rest) < 8+1+8 {
+		return 0, "", 0, false
+	}
+	fp = binary.BigEndian.Uint64(rest)
+	n, k := binary.Uvarint(rest[8:])
+	if k <= 0 || uint64(len(rest)-8-k) != n+8 {
+		return 0, "", 0, false
+	}
+	id = string(rest[8+k : 8+k+int(n)])
+	return fp, id, int64(binary.BigEndian.Uint64(rest[len(rest)-8:])), true
+}
 
 func activationKey(fp uint64) []byte {
 	return binary.BigEndian.AppendUint64(append([]byte(nil), pkActive...), fp)

@@ -77,7 +77,7 @@ func (t *task) activate(ctx context.Context) error {
 		x.b.Set(activationKey(fp), v, nil)
 		x.recs = append(x.recs,
 			t.stateRecord([]byte(clActivationPrefix+strconv.FormatUint(fp, 16)), v),
-			&kgo.Record{Topic: t.p.cfg.Kafka.Topics.Activations, Key: kafka.ActivationKey(t.partition, fp), Value: v})
+			&kgo.Record{Topic: t.p.cfg.Kafka.Topics.Activations, Partition: t.partition, Key: kafka.ActivationKey(t.partition, fp), Value: v})
 		added = append(added, names[i])
 	}
 	if len(added) == 0 {
@@ -171,8 +171,9 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) error {
 				continue
 			}
 			marked[string(sk)] = true
-			x.b.Set(sk, []byte{1}, nil)
-			x.recs = append(x.recs, t.stateRecord([]byte(clSeededPrefix+strconv.FormatUint(c.Fingerprint, 16)+"/"+id), []byte{1}))
+			mark := binary.AppendVarint(nil, c.Seen)
+			x.b.Set(sk, mark, nil)
+			x.recs = append(x.recs, t.stateRecord([]byte(clSeededPrefix+strconv.FormatUint(c.Fingerprint, 16)+"/"+id), mark))
 			merged++
 			if e == nil {
 				if e, err = t.load(id); err != nil {
@@ -182,7 +183,13 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) error {
 				entries[id] = e
 				order = append(order, e)
 			}
-			if p.features.Merge(e.st, src, c.Fingerprint) {
+			changed := p.features.Merge(e.st, src, c.Fingerprint)
+			settled, err := t.settle(x, e, c)
+			if err != nil {
+				x.b.Close()
+				return err
+			}
+			if changed || settled {
 				e.touched = true
 				e.cause = "seed/" + p.cfg.Kafka.Topics.Seeds + "/" + strconv.Itoa(int(t.partition)) + "/" + strconv.FormatInt(r.Offset, 10)
 				e.at = now
@@ -243,9 +250,14 @@ func (t *task) seenAt(id string) (seen bool, at int64, err error) {
 
 // activatedAfter lists the features activated after offset at: a
 // duplicate of an event seen at (or before) at was never counted by them.
-// Backfill leaves such events out of their seeds (a message id with a copy
-// at or after the cut is the stream's), so the stream counts them for those
-// features alone, and exactly once.
+//
+// Who counts such a duplicate for them, the seed or the stream? Backfill
+// leaves out of a seed the events with a copy in [cut, seen) of the
+// partition (seen: how far ClickHouse held it when the seed was made), as
+// the seed says; the stream counts those, and the seed the others. The
+// stream thus counts a duplicate at offset o for a feature once it knows
+// the entity's seed: if o < seen. Until the seed comes the event waits
+// under pkUndec (crossCut); the seed settles it (settle).
 func (t *task) activatedAfter(at int64) []uint64 {
 	if at < 0 {
 		return nil
@@ -257,6 +269,69 @@ func (t *task) activatedAfter(at int64) []uint64 {
 		}
 	}
 	return fps
+}
+
+// crossCut takes a duplicate, at input record r, of an event from before
+// the activation of the features fps: it is applied now for those whose
+// seed came and says so, and kept undecided for those still waiting for one.
+func (t *task) crossCut(x *txn, id string, st *aggregate.State, ev *event.Event, r *kgo.Record, fps []uint64) (bool, error) {
+	var now []uint64
+	for _, fp := range fps {
+		v, closer, err := t.db.Get(seededKey(fp, id))
+		if err == nil {
+			seen, n := binary.Varint(v)
+			closer.Close()
+			if n > 0 && r.Offset < seen {
+				now = append(now, fp)
+			}
+			continue
+		}
+		if !errors.Is(err, pebble.ErrNotFound) {
+			return false, err
+		}
+		x.b.Set(undecidedKey(fp, id, r.Offset), r.Value, nil)
+		x.recs = append(x.recs, t.stateRecord([]byte(undecidedChangelogKey(fp, id, r.Offset)), r.Value))
+	}
+	if len(now) == 0 {
+		return false, nil
+	}
+	return t.applyTo(st, ev, now)
+}
+
+// settle applies, for the feature of cut c, the entity's undecided
+// duplicates the seed left out (offset < c.Seen) and forgets them all.
+func (t *task) settle(x *txn, e *entry, c aggregate.SeedCut) (changed bool, err error) {
+	pre := undecidedPrefix(c.Fingerprint, e.id)
+	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: pre, UpperBound: prefixEnd(pre)})
+	if err != nil {
+		return false, err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		fp, id, off, ok := splitUndecidedKey(it.Key()[len(pkUndec):])
+		if !ok || id != e.id {
+			continue // another id sharing the prefix bytes cannot: the length leads
+		}
+		x.b.Delete(append([]byte(nil), it.Key()...), nil)
+		x.recs = append(x.recs, t.stateRecord([]byte(undecidedChangelogKey(fp, id, off)), nil))
+		if off >= c.Seen {
+			continue // the seed counted the original
+		}
+		ev, err := event.Unmarshal(it.Value())
+		if err != nil {
+			continue
+		}
+		ch, err := t.applyTo(e.st, ev, []uint64{fp})
+		if err != nil {
+			continue // too late: the stream would refuse it too
+		}
+		changed = changed || ch
+	}
+	return changed, it.Error()
+}
+
+func undecidedChangelogKey(fp uint64, id string, offset int64) string {
+	return clUndecidedPrefix + strconv.FormatUint(fp, 16) + "/" + strconv.FormatInt(offset, 10) + "/" + id
 }
 
 // applyTo applies ev to st's features with the given fingerprints only.

@@ -149,6 +149,11 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 			if topic == state {
 				return func(r *kgo.Record, _ int) int { return int(r.Partition) }
 			}
+			if topic == p.cfg.Kafka.Topics.Activations {
+				// One producer per activations partition: its last record
+				// is then right before the last commit marker.
+				return func(r *kgo.Record, n int) int { return int(r.Partition) % n }
+			}
 			tp := kgo.StickyKeyPartitioner(nil).ForTopic(topic)
 			return func(r *kgo.Record, n int) int { return tp.Partition(r, n) }
 		})),
@@ -737,7 +742,7 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 		if newOnly == nil {
 			changed, err = p.features.Apply(e.st, ev)
 		} else {
-			changed, err = t.applyTo(e.st, ev, newOnly)
+			changed, err = t.crossCut(x, id, e.st, ev, r, newOnly)
 		}
 		if errors.Is(err, aggregate.ErrTooLate) {
 			x.recs = append(x.recs, t.deadLetter(r, "late", ev.MessageID, err, now))

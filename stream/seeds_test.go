@@ -1,0 +1,393 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pulse-rt/pulse/backfill"
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/history"
+	"github.com/pulse-rt/pulse/internal/testenv"
+	"github.com/twmb/franz-go/pkg/kadm"
+)
+
+// newFeatures are added to testConfig while the stream runs: every agg,
+// lifetime and windowed.
+const newFeatures = `  - name: revenue_lifetime
+    agg: sum
+    event: Order Completed
+    field: properties.revenue
+  - name: avg_order_7d
+    agg: avg
+    event: Order Completed
+    field: properties.revenue
+    window: 7d
+  - name: min_order
+    agg: min
+    event: Order Completed
+    field: properties.revenue
+  - name: orders_6h
+    agg: count
+    event: Order Completed
+    window: 6h
+  - name: products_ever
+    agg: distinct
+    event: Product Viewed
+    field: properties.product_id
+  - name: first_country
+    agg: first
+    field: traits.country
+  - name: last_products
+    agg: last_n
+    event: Product Viewed
+    field: properties.product_id
+    n: 5
+`
+
+// TestSeedsMakeNewFeaturesExact is the whole story of adding a feature to
+// a running system, against real Kafka and ClickHouse: the stream and the
+// history writer run config C1; events; the stream restarts with C2 (new
+// features); events (some retries of earlier ones); backfill seeds; the
+// stream is killed before and after committing the seeds; events again.
+// Every user's vector then equals a computation from scratch over all the
+// events, for the old features and the new. A second backfill changes
+// nothing, and neither does a third after the partitions move to a
+// processor with no local state.
+func TestSeedsMakeNewFeaturesExact(t *testing.T) {
+	e := newEnv(t, testenv.Kafka(t))
+	native, _ := testenv.ClickHouse(t)
+	e.cfg.ClickHouse.Addr, e.cfg.ClickHouse.Database = native, testenv.ClickHouseDatabase(t)
+	e.cfg.Kafka.Topics.Predictions = e.cfg.Kafka.Topics.Events + ".predictions"
+	histGroup := e.cfg.Stream.Group + ".history"
+	cfg2, err := config.Parse([]byte(strings.Replace(testConfig, "segments:\n", newFeatures+"segments:\n", 1)), "test2.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg2.Kafka, cfg2.ClickHouse, cfg2.DataDir = e.cfg.Kafka, e.cfg.ClickHouse, e.cfg.DataDir
+	cfg2.Stream.Group = e.cfg.Stream.Group
+	ctx := context.Background()
+
+	w, err := history.NewWriter(e.cfg, history.WriterOptions{Group: histGroup, FlushInterval: 50 * time.Millisecond},
+		slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stopWriter := context.WithCancel(ctx)
+	wdone := make(chan error, 1)
+	go func() { wdone <- w.Run(wctx) }()
+	t.Cleanup(func() { stopWriter(); <-wdone })
+	conn, err := history.Open(e.cfg.ClickHouse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	reader := history.NewReader(conn, e.cfg.ClickHouse.Database)
+
+	ref := newReference(t, cfg2)
+	recs1, evs1 := load(21, 40, 3000)
+	recs2, evs2 := load(22, 40, 3000)
+	recs3, evs3 := load(23, 40, 2000)
+	// Retries of phase-one events later on: duplicates straddling the
+	// activation, which the stream must count once for the new features.
+	for i := 0; i < len(evs1); i += 40 {
+		recs2 = append(recs2, eventRecord(t, evs1[i]))
+		recs3 = append(recs3, eventRecord(t, evs1[i+1]))
+	}
+	for _, evs := range [][]*event.Event{evs1, evs2, evs3} {
+		for _, ev := range evs {
+			ref.apply(ev)
+		}
+	}
+
+	// C1.
+	p1 := e.processor(Options{MaxPollRecords: 500}, "")
+	stop := e.run(p1)
+	e.produce(recs1...)
+	e.waitCaughtUp(60*time.Second, p1)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	activation := e.endOffsets()
+
+	// C2, killed when it is about to commit the seeds.
+	e.cfg = cfg2
+	kill := newSeedKiller("seeds-before-commit")
+	p2 := e.processor(Options{MaxPollRecords: 500, hook: kill.hook}, "")
+	dead := runUntilDead(t, p2)
+	e.produce(recs2...)
+	e.waitCaughtUp(60*time.Second, p2)
+	if got := p2.activations(); !sameActivations(got, activation, cfg2) {
+		t.Fatalf("activations %v, want every new feature at %v", got, activation)
+	}
+	waitHistory(t, e, histGroup)
+	rep, err := backfill.Seeds(ctx, cfg2, reader, backfill.SeedsOptions{HistoryGroup: histGroup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Seeds == 0 || len(rep.Features) != 7 {
+		t.Fatalf("seeds report %+v: want seeds for the 7 new features", rep)
+	}
+	if err := waitDead(dead, 30*time.Second); !errors.Is(err, errKill) {
+		t.Fatalf("stream with the kill hook: %v", err)
+	}
+
+	// Killed again, after the seeds' transaction committed and before
+	// Pebble has them: the restart catches up from the changelog.
+	kill = newSeedKiller("after-txn-commit")
+	p3 := e.processor(Options{MaxPollRecords: 500, hook: kill.hook}, "")
+	if err := waitDead(runUntilDead(t, p3), 30*time.Second); !errors.Is(err, errKill) {
+		t.Fatalf("stream with the kill hook: %v", err)
+	}
+	p4 := e.processor(Options{MaxPollRecords: 500}, "")
+	stop = e.run(p4)
+	e.produce(recs3...)
+	e.waitCaughtUp(60*time.Second, p4)
+	e.waitSeedsRead(t, 30*time.Second, p4)
+	now := e.clock.now()
+	ref.waitMatches(t, e.store, now, 30*time.Second)
+
+	// Backfill again: the stream recognises every seed as applied.
+	rep2, err := backfill.Seeds(ctx, cfg2, reader, backfill.SeedsOptions{HistoryGroup: histGroup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep2.Seeds != rep.Seeds {
+		t.Errorf("second run sent %d seeds, the first %d", rep2.Seeds, rep.Seeds)
+	}
+	e.waitSeedsRead(t, 30*time.Second, p4)
+	ref.check(t, e.store, now)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The partitions move to a processor with no local state: it restores
+	// the activations, marks and seeds offset from the changelog.
+	p5 := e.processor(Options{MaxPollRecords: 500}, filepath.Join(t.TempDir(), "moved"))
+	stop = e.run(p5)
+	recs4, evs4 := load(24, 40, 500)
+	for _, ev := range evs4 {
+		ref.apply(ev)
+	}
+	e.produce(recs4...)
+	e.waitCaughtUp(60*time.Second, p5)
+	if got := p5.activations(); !sameActivations(got, activation, cfg2) {
+		t.Fatalf("restored activations %v, want every new feature at %v", got, activation)
+	}
+	waitHistory(t, e, histGroup)
+	if _, err := backfill.Seeds(ctx, cfg2, reader, backfill.SeedsOptions{HistoryGroup: histGroup}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSeedsRead(t, 30*time.Second, p5)
+	ref.waitMatches(t, e.store, now, 30*time.Second)
+}
+
+// TestSeedsRefusedUntilActivatedAndHistoryCaughtUp: backfill says what to
+// do rather than seeding at a wrong cut.
+func TestSeedsRefusedUntilActivatedAndHistoryCaughtUp(t *testing.T) {
+	e := newEnv(t, testenv.Kafka(t))
+	native, _ := testenv.ClickHouse(t)
+	e.cfg.ClickHouse.Addr, e.cfg.ClickHouse.Database = native, testenv.ClickHouseDatabase(t)
+	conn, err := history.Open(e.cfg.ClickHouse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := history.Migrate(context.Background(), conn, e.cfg.ClickHouse.Database); err != nil {
+		t.Fatal(err)
+	}
+	reader := history.NewReader(conn, e.cfg.ClickHouse.Database)
+	_, err = backfill.Seeds(context.Background(), e.cfg, reader, backfill.SeedsOptions{HistoryGroup: "nobody"})
+	if !errors.Is(err, backfill.ErrNotActivated) {
+		t.Fatalf("no stream ever ran: %v, want ErrNotActivated", err)
+	}
+	recs, _ := load(31, 10, 300)
+	p := e.processor(Options{}, "")
+	stop := e.run(p)
+	e.produce(recs...)
+	e.waitCaughtUp(60*time.Second, p)
+	stop()
+	cfg2, err := config.Parse([]byte(strings.Replace(testConfig, "segments:\n", newFeatures+"segments:\n", 1)), "test2.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg2.Kafka, cfg2.ClickHouse, cfg2.DataDir, cfg2.Stream.Group = e.cfg.Kafka, e.cfg.ClickHouse, e.cfg.DataDir, e.cfg.Stream.Group
+	e.cfg = cfg2
+	p = e.processor(Options{}, "")
+	stop = e.run(p)
+	defer stop()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(p.activations()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	// No history writer runs: ClickHouse holds none of the events before
+	// the activation.
+	_, err = backfill.Seeds(context.Background(), cfg2, reader, backfill.SeedsOptions{HistoryGroup: "nobody"})
+	if !errors.Is(err, backfill.ErrHistoryBehind) {
+		t.Fatalf("history writer never ran: %v, want ErrHistoryBehind", err)
+	}
+}
+
+// seedKiller kills the processor once at point, the first time it is
+// reached while a task commits seeds.
+type seedKiller struct {
+	mu    sync.Mutex
+	point string
+	in    map[int32]bool
+	done  bool
+}
+
+func newSeedKiller(point string) *seedKiller { return &seedKiller{point: point, in: map[int32]bool{}} }
+
+func (k *seedKiller) hook(point string, part int32) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if point == "seeds-before-commit" {
+		k.in[part] = true
+	}
+	if !k.done && k.in[part] && point == k.point {
+		k.done = true
+		return errKill
+	}
+	if point == "after-store-write" {
+		k.in[part] = false
+	}
+	return nil
+}
+
+// runUntilDead runs p until it stops by itself (a kill hook) or the test ends.
+func runUntilDead(t *testing.T, p *Processor) <-chan error {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(cancel)
+	return done
+}
+
+func waitDead(done <-chan error, timeout time.Duration) error {
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(timeout):
+		return errors.New("still running")
+	}
+}
+
+// activations are the tasks' activation offsets by partition.
+func (p *Processor) activations() map[int32]map[uint64]int64 {
+	p.mu.Lock()
+	tasks := map[int32]*task{}
+	for part, t := range p.tasks {
+		if !t.failed {
+			tasks[part] = t
+		}
+	}
+	p.mu.Unlock()
+	out := map[int32]map[uint64]int64{}
+	for part, t := range tasks {
+		t.work.Lock()
+		out[part] = map[uint64]int64{}
+		for fp, o := range t.act {
+			out[part][fp] = o
+		}
+		t.work.Unlock()
+	}
+	return out
+}
+
+// sameActivations: C1's features at 0, the new ones at the end offsets
+// C1 left, on every partition.
+func sameActivations(got map[int32]map[uint64]int64, ends map[int32]int64, cfg *config.Config) bool {
+	ref, err := New(cfg, nil, Options{})
+	if err != nil {
+		return false
+	}
+	old := map[string]bool{}
+	c1, _ := config.Parse([]byte(testConfig), "test.yaml")
+	for _, f := range c1.Features {
+		old[f.Name] = true
+	}
+	if len(got) != len(ends) {
+		return false
+	}
+	for part, end := range ends {
+		for i, n := range ref.features.Names() {
+			fp, _ := ref.features.Fingerprint(i)
+			want := int64(0)
+			if !old[n] {
+				want = end
+			}
+			if o, ok := got[part][fp]; !ok || o != want {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// waitSeedsRead waits until the tasks read their seeds partitions to the end.
+func (e *env) waitSeedsRead(t *testing.T, timeout time.Duration, p *Processor) {
+	t.Helper()
+	ends, err := kadm.NewClient(e.prod).ListEndOffsets(context.Background(), e.cfg.Kafka.Topics.Seeds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		done := true
+		p.mu.Lock()
+		tasks := len(p.tasks)
+		ends.Each(func(o kadm.ListedOffset) {
+			tk := p.tasks[o.Partition]
+			if tk == nil || tk.failed {
+				done = false
+				return
+			}
+			tk.mu.Lock()
+			if tk.meta.seedNext < o.Offset {
+				done = false
+			}
+			tk.mu.Unlock()
+		})
+		p.mu.Unlock()
+		if done && tasks > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("seeds not read to their end %v in %s", ends, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitHistory waits until the history writer committed the end of every
+// events partition.
+func waitHistory(t *testing.T, e *env, group string) {
+	t.Helper()
+	adm := kadm.NewClient(e.prod)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ends := e.endOffsets()
+		resp, err := adm.FetchOffsets(context.Background(), group)
+		done := err == nil
+		for p, end := range ends {
+			if o, ok := resp.Lookup(e.cfg.Kafka.Topics.Events, p); !ok || o.At < end {
+				done = false
+			}
+		}
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("history writer did not catch up (err %v)", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
