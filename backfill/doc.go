@@ -16,4 +16,33 @@
 // Only the user entity's features are replayed: the events table keys
 // events by user id, else anonymous id (event.EntityID). Identity stitching
 // (alias) is not replayed.
+//
+// # Seeding the stream
+//
+// Writing vectors to the online store (Features, `-direct`) is undone by a
+// running stream: the next event of a user makes it write a vector from
+// its own state, which lacks the history of a feature added after the
+// events. So `pulse backfill features` seeds the stream's state instead
+// (Seeds):
+//
+//  1. Each stream task records when it first processes a feature (its
+//     activation: an input offset of its partition) and publishes it on
+//     the activations topic.
+//  2. Seeds reads the activations, checks that the history writer's group
+//     committed at least that far on every partition, and replays per
+//     partition the events with kafka_offset < activation, per entity, with
+//     the stream's definitions. It sends one seed per entity to the seeds
+//     topic, same partition: the partial State of those features and the
+//     cut (aggregate.AppendSeed).
+//  3. The task merges a seed into the entity's state once (aggregate.Merge)
+//     if it was cut at the task's activation, and writes the vector.
+//
+// Events before the activation count through the seed, those after through
+// the stream, each once. A duplicate (same messageId) straddling the
+// activation is the stream's: the seed leaves out messages with a copy in
+// [activation, seen), seen being how far history went when the seed was
+// made, and says so in the seed; the stream holds the duplicates it meets
+// until the entity's seed tells whether the original was counted. An empty
+// seed goes to every entity with events in [activation, seen) so that
+// each such entity hears it. See stream's package doc for the crash story.
 package backfill

@@ -49,6 +49,37 @@
 // (delete.retention.ms) at least that long; kfake does not compact, so the
 // changelog of `pulse dev` grows with the state changes.
 //
+// # New features and seeds
+//
+// A task records, for every feature fingerprint its state has never seen,
+// the next input offset as the feature's activation: in Pebble (v/), in
+// the changelog (__activation/) and on the activations topic, in one
+// transaction, before it processes anything with the feature. A fresh
+// partition activates everything at its first offset.
+//
+// `pulse backfill features` aggregates the history before each partition's
+// activation and sends one seed per entity to the seeds topic, partition p
+// for the task of partition p. The timer loop reads the partition's seeds
+// (read_committed, from the seeds offset in its meta) and, for each feature
+// of a seed cut at the task's activation that the entity has not been
+// seeded for, merges the seed's partial state into the entity's
+// (aggregate.Merge) and marks the entity seeded for it (z/, __seeded/).
+// Merged entities are written like any: vector, segments, timers. The
+// states, the marks and the next seeds offset (__seeds, meta) are in one
+// transaction and one Pebble batch, so a crash before the transaction
+// commits re-reads the seeds, one after it restores them from the
+// changelog, and a seed is merged once; a second backfill finds the marks
+// and changes nothing. A seed cut elsewhere (the state was wiped, say) is
+// ignored.
+//
+// A duplicate of an event processed before a feature's activation is not
+// dropped for that feature alone: whether the seed counted the original
+// depends on whether history held the duplicate when the seed was made,
+// which the seed tells (its seen offset). Until the entity's seed comes the
+// event is kept (x/, __undecided/); the seed settles it: counted if its
+// offset is below seen, dropped otherwise. Later duplicates are decided at
+// once from the mark, which holds seen.
+//
 // # Concurrency
 //
 // The poll loop hands each partition's fetched records to its task's
