@@ -101,18 +101,25 @@ func (s *scanner) str() (esc, high, ok bool) {
 		// Eight bytes at a time until one is '"', '\\', a control byte or
 		// from 0x80. Each test flags its lowest hit exactly (borrows only
 		// run upwards from a hit), so the lowest flag is a real one.
+		for i+16 <= len(b) {
+			if m := special(binary.LittleEndian.Uint64(b[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				goto found
+			}
+			if m := special(binary.LittleEndian.Uint64(b[i+8:])); m != 0 {
+				i += 8 + bits.TrailingZeros64(m)>>3
+				goto found
+			}
+			i += 16
+		}
 		for i+8 <= len(b) {
-			w := binary.LittleEndian.Uint64(b[i:])
-			q := w ^ ('"' * ones)
-			bs := w ^ ('\\' * ones)
-			m := ((q - ones) &^ q) | ((bs - ones) &^ bs) | (w - 0x20*ones) | w
-			m &= 0x80 * ones
-			if m != 0 {
+			if m := special(binary.LittleEndian.Uint64(b[i:])); m != 0 {
 				i += bits.TrailingZeros64(m) >> 3
 				break
 			}
 			i += 8
 		}
+	found:
 		if i >= len(b) {
 			return esc, high, false
 		}
@@ -178,6 +185,14 @@ var plainByte = func() (t [256]bool) {
 	}
 	return t
 }()
+
+// special flags, in the high bit of each byte, the bytes of w that end a
+// plain run in a string: '"', '\\', a control byte or one from 0x80.
+func special(w uint64) uint64 {
+	q := w ^ ('"' * ones)
+	bs := w ^ ('\\' * ones)
+	return (((q - ones) &^ q) | ((bs - ones) &^ bs) | (w - 0x20*ones) | w) & (0x80 * ones)
+}
 
 func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
