@@ -3,17 +3,24 @@ package stream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pulse-rt/pulse/backfill"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/history"
 	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -389,5 +396,172 @@ func waitHistory(t *testing.T, e *env, group string) {
 			t.Fatalf("history writer did not catch up (err %v)", err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestSIGKILLAroundSeeds: a real `pulse stream` process, its config
+// changed to add features, is killed with SIGKILL right after backfill sent
+// its seeds and again soon after the restart, at whatever it was doing
+// (applying seeds, restoring, committing). After more events, every user's
+// vector in Redis equals the computation from scratch over all events.
+func TestSIGKILLAroundSeeds(t *testing.T) {
+	e := newEnv(t, testenv.Kafka(t))
+	native, _ := testenv.ClickHouse(t)
+	e.cfg.ClickHouse.Addr, e.cfg.ClickHouse.Database = native, testenv.ClickHouseDatabase(t)
+	e.cfg.Kafka.Topics.Predictions = e.cfg.Kafka.Topics.Events + ".predictions"
+	redisAddr := testenv.Redis(t)
+	keyPrefix := testenv.RedisKeyPrefix(t)
+	histGroup := e.cfg.Stream.Group + ".history"
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "pulse")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/pulse").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := ln.Addr().String()
+	ln.Close()
+	tp := e.cfg.Kafka.Topics
+	cfgFile := filepath.Join(dir, "pulse.yaml")
+	writeConfig := func(features string) {
+		yaml := fmt.Sprintf(`data_dir: %s
+kafka:
+  brokers: [%q]
+  topics: {events: %s, invalid: %s, segments: %s, state: %s, predictions: %s, seeds: %s, activations: %s}
+store: {backend: redis}
+redis: {addr: %q, key_prefix: %q}
+%s
+`, filepath.Join(dir, "data"), e.brokers[0], tp.Events, tp.Invalid, tp.Segments, tp.State, tp.Predictions, tp.Seeds, tp.Activations,
+			redisAddr, keyPrefix, features[len("\n"):])
+		yaml = replaceOnce(yaml, "stream:\n", fmt.Sprintf("stream:\n  group: %s\n  listen: %q\n", e.cfg.Stream.Group, listen))
+		if err := os.WriteFile(cfgFile, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logf, err := os.Create(filepath.Join(dir, "pulse.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		b, _ := os.ReadFile(logf.Name())
+		if t.Failed() {
+			t.Logf("pulse stream log:\n%s", b)
+		} else if testing.Verbose() { // where the kills fell
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.Contains(l, "seeds merged") || strings.Contains(l, "restored from changelog") || strings.Contains(l, "stream processor started") {
+					t.Log(l)
+				}
+			}
+		}
+	}()
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "stream", "-config", cfgFile)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	w, err := history.NewWriter(e.cfg, history.WriterOptions{Group: histGroup, FlushInterval: 50 * time.Millisecond},
+		slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stopWriter := context.WithCancel(context.Background())
+	wdone := make(chan error, 1)
+	go func() { wdone <- w.Run(wctx) }()
+	t.Cleanup(func() { stopWriter(); <-wdone })
+	conn, err := history.Open(e.cfg.ClickHouse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	reader := history.NewReader(conn, e.cfg.ClickHouse.Database)
+
+	c2 := strings.Replace(testConfig, "segments:\n", newFeatures+"segments:\n", 1)
+	cfg2, err := config.Parse([]byte(c2), "test2.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg2.Kafka, cfg2.ClickHouse, cfg2.Stream.Group = e.cfg.Kafka, e.cfg.ClickHouse, e.cfg.Stream.Group
+	ref := newReference(t, cfg2)
+	recs1, evs1 := load(41, 50, 4000)
+	recs2, evs2 := load(42, 50, 3000)
+	recs3, evs3 := load(43, 50, 2000)
+	for i := 0; i < len(evs1); i += 50 {
+		recs2 = append(recs2, eventRecord(t, evs1[i]))
+		recs3 = append(recs3, eventRecord(t, evs1[i+1]))
+	}
+	for _, evs := range [][]*event.Event{evs1, evs2, evs3} {
+		for _, ev := range evs {
+			ref.apply(ev)
+		}
+	}
+
+	writeConfig(testConfig)
+	cmd := start()
+	e.produce(recs1...)
+	e.waitGroupProgress(t, 90*time.Second, -1)
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("pulse stream after SIGTERM: %v", err)
+	}
+
+	writeConfig(c2)
+	cmd = start()
+	e.produce(recs2...)
+	e.waitGroupProgress(t, 90*time.Second, -1)
+	waitHistory(t, e, histGroup)
+	rep, err := backfill.Seeds(context.Background(), cfg2, reader, backfill.SeedsOptions{HistoryGroup: histGroup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Seeds == 0 {
+		t.Fatalf("no seeds: %+v", rep)
+	}
+	time.Sleep(time.Duration(rand.IntN(150)) * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	cmd = start()
+	time.Sleep(time.Duration(300+rand.IntN(700)) * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	cmd = start()
+	e.produce(recs3...)
+	e.waitGroupProgress(t, 90*time.Second, -1)
+
+	scfg := &config.Config{}
+	scfg.Store.Backend = "redis"
+	scfg.Redis.Addr, scfg.Redis.KeyPrefix = redisAddr, keyPrefix
+	store, err := featurestore.Open(scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		now := time.Now()
+		var bad []string
+		for id := range ref.st {
+			want, _ := ref.vector(id, now)
+			v, err := store.Get(context.Background(), entity, id)
+			if err != nil || !reflect.DeepEqual(v.Features, want) {
+				bad = append(bad, fmt.Sprintf("user %s (err %v):\n got %v\nwant %v", id, err, v.Features, want))
+			}
+		}
+		if len(bad) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d users differ, e.g. %s", len(bad), bad[0])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("pulse stream after SIGTERM: %v", err)
 	}
 }
