@@ -14,6 +14,7 @@ import (
 	"github.com/pulse-rt/pulse/aggregate"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/kafka"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -58,11 +59,22 @@ func (t *task) loadActivations() error {
 }
 
 // activate records the features the state has never counted: they start
-// at the next input offset. A task's first start thus activates every
-// feature at the partition's first offset, where there is nothing to seed.
+// at the next input offset. A task's first start activates every feature
+// at the partition's first offset: nothing to seed, unless retention
+// deleted events the history still holds, which a backfill then seeds.
 func (t *task) activate(ctx context.Context) error {
 	if err := t.loadActivations(); err != nil {
 		return err
+	}
+	at := t.meta.next
+	if at == 0 {
+		starts, err := kadm.NewClient(t.prod).ListStartOffsets(ctx, t.topic)
+		if err != nil {
+			return fmt.Errorf("cannot list start offsets of %s: %w", t.topic, err)
+		}
+		if o, ok := starts.Lookup(t.topic, t.partition); ok && o.Err == nil {
+			at = o.Offset
+		}
 	}
 	x := &txn{b: t.db.NewBatch()}
 	names := t.p.features.Names()
@@ -72,8 +84,8 @@ func (t *task) activate(ctx context.Context) error {
 		if _, have := t.act[fp]; !ok || have {
 			continue
 		}
-		t.act[fp] = t.meta.next
-		v := []byte(strconv.FormatInt(t.meta.next, 10))
+		t.act[fp] = at
+		v := []byte(strconv.FormatInt(at, 10))
 		x.b.Set(activationKey(fp), v, nil)
 		x.recs = append(x.recs,
 			t.stateRecord([]byte(clActivationPrefix+strconv.FormatUint(fp, 16)), v),
@@ -88,7 +100,7 @@ func (t *task) activate(ctx context.Context) error {
 		return fmt.Errorf("cannot record feature activations: %w", err)
 	}
 	t.log.Info("features activated: they count from this offset; `pulse backfill features` seeds the history before it",
-		"features", added, "offset", t.meta.next)
+		"features", added, "offset", at)
 	return nil
 }
 

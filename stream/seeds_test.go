@@ -565,3 +565,75 @@ redis: {addr: %q, key_prefix: %q}
 		t.Errorf("pulse stream after SIGTERM: %v", err)
 	}
 }
+
+// TestSeedsFillWhatRetentionDeleted: a stream starting fresh on a log whose
+// first events retention already deleted activates its features at the
+// log's start, and backfill seeds the deleted events from history.
+func TestSeedsFillWhatRetentionDeleted(t *testing.T) {
+	e := newEnv(t, testenv.Kafka(t))
+	native, _ := testenv.ClickHouse(t)
+	e.cfg.ClickHouse.Addr, e.cfg.ClickHouse.Database = native, testenv.ClickHouseDatabase(t)
+	e.cfg.Kafka.Topics.Predictions = e.cfg.Kafka.Topics.Events + ".predictions"
+	histGroup := e.cfg.Stream.Group + ".history"
+	w, err := history.NewWriter(e.cfg, history.WriterOptions{Group: histGroup, FlushInterval: 50 * time.Millisecond},
+		slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stopWriter := context.WithCancel(context.Background())
+	wdone := make(chan error, 1)
+	go func() { wdone <- w.Run(wctx) }()
+	t.Cleanup(func() { stopWriter(); <-wdone })
+	conn, err := history.Open(e.cfg.ClickHouse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	reader := history.NewReader(conn, e.cfg.ClickHouse.Database)
+
+	ref := newReference(t, e.cfg)
+	recs1, evs1 := load(51, 30, 2000)
+	recs2, evs2 := load(52, 30, 1000)
+	for _, evs := range [][]*event.Event{evs1, evs2} {
+		for _, ev := range evs {
+			ref.apply(ev)
+		}
+	}
+	e.produce(recs1...)
+	waitHistory(t, e, histGroup)
+	// Retention: the first events are gone from Kafka, not from history.
+	ends := e.endOffsets()
+	del := kadm.Offsets{}
+	for p, end := range ends {
+		del.AddOffset(e.cfg.Kafka.Topics.Events, p, end, -1)
+	}
+	resp, err := kadm.NewClient(e.prod).DeleteRecords(context.Background(), del)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := e.processor(Options{}, "")
+	stop := e.run(p)
+	defer stop()
+	e.produce(recs2...)
+	e.waitCaughtUp(60*time.Second, p)
+	for part, acts := range p.activations() {
+		for _, o := range acts {
+			if o != ends[part] {
+				t.Fatalf("partition %d activated at %d, want the log start %d", part, o, ends[part])
+			}
+		}
+	}
+	waitHistory(t, e, histGroup)
+	rep, err := backfill.Seeds(context.Background(), e.cfg, reader, backfill.SeedsOptions{HistoryGroup: histGroup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Seeds == 0 || len(rep.Features) != len(e.cfg.Features) {
+		t.Fatalf("seeds report %+v: want every feature seeded", rep)
+	}
+	e.waitSeedsRead(t, 30*time.Second, p)
+	ref.waitMatches(t, e.store, e.clock.now(), 30*time.Second)
+}
