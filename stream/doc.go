@@ -55,7 +55,8 @@
 // the next input offset as the feature's activation: in Pebble (v/), in
 // the changelog (__activation/) and on the activations topic, in one
 // transaction, before it processes anything with the feature. A fresh
-// partition activates everything at its first offset.
+// partition activates everything at the log's start offset: nothing to
+// seed, unless retention deleted events that history still holds.
 //
 // `pulse backfill features` aggregates the history before each partition's
 // activation and sends one seed per entity to the seeds topic, partition p

@@ -29,7 +29,8 @@ Times (T) are ISO-8601 or epoch milliseconds. Progress goes to stderr.
 backfill features seeds the running stream: for features it started counting
 after some events (added to the config), it sends the history before that
 point to pulse.seeds, and the stream merges it into its state once and
-writes the vectors. -direct writes vectors straight to the online store
+writes the vectors; each entity is seeded once per feature (so with -since,
+only from T on). -direct writes vectors straight to the online store
 instead, for setups with no stream (a running stream would overwrite them).
 `
 
