@@ -304,6 +304,7 @@ func (t *task) snapshot(ctx context.Context) error {
 		x.b.Close()
 		return err
 	}
+	x.recs = append(x.recs, t.stateRecord([]byte(clSeedsKey), binary.AppendVarint(nil, t.meta.seedNext)))
 	return t.commit(ctx, x, t.meta.next)
 }
 
