@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"testing"
+
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/examples"
+)
+
+// TestLoadtestPredictStore: the store `pulse loadtest predict -embedded`
+// measures holds what the stream would write, so the scorer answers every
+// user with the model (a store missing an input would measure the
+// model_used=false path instead).
+func TestLoadtestPredictStore(t *testing.T) {
+	ctx := context.Background()
+	url, key, stop, err := embeddedScorer(ctx, "pebble", "", 300, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	used := 0
+	for i := range 300 {
+		body := `{"model":"purchase_propensity","features":[{"user":{"id":"` + strconv.Itoa(i) + `"}}]}`
+		req, _ := http.NewRequest("POST", url+"/v1/predict", bytes.NewReader([]byte(body)))
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var out []struct {
+			ModelUsed bool   `json:"model_used"`
+			Reason    string `json:"reason"`
+		}
+		if resp.StatusCode != 200 || json.Unmarshal(b, &out) != nil || len(out) != 1 {
+			t.Fatalf("user %d: %d %s", i, resp.StatusCode, b)
+		}
+		if !out[0].ModelUsed {
+			t.Fatalf("user %d: model not used: %s", i, out[0].Reason)
+		}
+		used++
+	}
+	t.Logf("%d of 300 users scored by the model", used)
+
+	// Each vector holds every feature of the example config, as the
+	// stream writes them, and the inputs the model refreshes at read time
+	// come from their stored sources (last_order_at for
+	// days_since_last_order): numbers, not nulls.
+	cfg := exampleConfig(t)
+	buyers := 0
+	for i := range 300 {
+		req, _ := http.NewRequest("GET", url+"/v1/entities/user/"+strconv.Itoa(i), nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v struct {
+			Features map[string]any `json:"features"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&v)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range cfg.Features {
+			if _, ok := v.Features[f.Name]; !ok {
+				t.Fatalf("user %d: no %s in %v", i, f.Name, v.Features)
+			}
+		}
+		days, ok := v.Features["days_since_last_order"].(float64)
+		if !ok {
+			t.Fatalf("user %d: days_since_last_order %v", i, v.Features["days_since_last_order"])
+		}
+		if days >= 0 {
+			buyers++
+		}
+	}
+	if buyers < 100 || buyers > 280 {
+		t.Fatalf("%d of 300 users ever ordered: not a plausible shop", buyers)
+	}
+}
+
+func exampleConfig(t *testing.T) *config.Config {
+	t.Helper()
+	data, err := examples.Ecommerce.ReadFile("ecommerce/pulse.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(data, "example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
