@@ -15,133 +15,184 @@ import (
 // one read and one write system call instead of one each per request, so
 // the saturation throughput is the batch's, not a round trip's.
 //
-// Each of a few senders takes the first waiting call, adds every other
-// call already waiting (up to maxKeys keys), sends one MGET and hands each
-// caller its part of the answer. A lone caller's MGET leaves at once; the
-// only cost of the design is one goroutine hand-off each way.
+// The callers do the work themselves. While fewer than maxInflight MGETs
+// are out, a caller sends its own at once: at low load a read is exactly
+// one MGET on the caller's goroutine, with no hand-off. Beyond that,
+// callers queue; when an MGET comes back, its sender hands everything
+// queued (up to maxKeys keys) to the first queued caller, which sends it
+// as one MGET and answers the others.
 type mgetBatcher struct {
-	c       *redis.Client
-	queue   chan *mgetCall
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	maxKeys int
-	calls   sync.Pool
-	once    sync.Once
+	c           *redis.Client
+	maxInflight int
+	maxKeys     int
+
+	mu       sync.Mutex
+	pending  []*mgetCall
+	inflight int // MGETs out
+	closed   bool
+
+	calls sync.Pool
 }
 
+type callState uint8
+
+const (
+	callPending callState = iota // queued, may still leave the queue
+	callMember                   // in a batch on its way
+	callLeader                   // handed a batch to send (itself first)
+)
+
 type mgetCall struct {
-	keys []string
-	vals []any // MGET's answers for keys, in order
-	err  error
-	done chan struct{}
+	keys  []string
+	vals  []any // MGET's answers for keys, in order
+	err   error
+	state callState   // under mgetBatcher.mu
+	batch []*mgetCall // set with callLeader
+	done  chan struct{}
 }
 
 const (
-	mgetSenders = 4   // MGETs in flight at most
-	mgetMaxKeys = 512 // keys per MGET at most (a caller's own keys are never split)
+	mgetMaxInflight = 4   // MGETs out at once at most
+	mgetMaxKeys     = 512 // keys per MGET at most (a caller's own keys are never split)
 )
 
 func newMgetBatcher(c *redis.Client) *mgetBatcher {
-	b := &mgetBatcher{
-		c:       c,
-		queue:   make(chan *mgetCall, 4096),
-		stop:    make(chan struct{}),
-		maxKeys: mgetMaxKeys,
-	}
+	b := &mgetBatcher{c: c, maxInflight: mgetMaxInflight, maxKeys: mgetMaxKeys}
 	b.calls.New = func() any { return &mgetCall{done: make(chan struct{}, 1)} }
-	b.wg.Add(mgetSenders)
-	for range mgetSenders {
-		go b.send()
-	}
 	return b
 }
 
 // mget returns the values of keys (nil for a missing key) as MGET would.
 // The answer slice is the caller's to keep.
 func (b *mgetBatcher) mget(ctx context.Context, keys []string) ([]any, error) {
-	call := b.calls.Get().(*mgetCall)
-	call.keys, call.vals, call.err = keys, nil, nil
-	select {
-	case b.queue <- call:
-	case <-b.stop:
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
 		return nil, ErrClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
 	}
+	if b.inflight < b.maxInflight {
+		// Nothing is queued while an MGET slot is free: send alone, on the
+		// caller's context.
+		b.inflight++
+		b.mu.Unlock()
+		vals, err := b.c.MGet(ctx, keys...).Result()
+		if err == nil && len(vals) != len(keys) {
+			err = fmt.Errorf("MGET of %d keys answered %d values", len(keys), len(vals))
+		}
+		b.next()
+		return vals, err
+	}
+	call := b.calls.Get().(*mgetCall)
+	call.keys, call.vals, call.err, call.state, call.batch = keys, nil, nil, callPending, nil
+	b.pending = append(b.pending, call)
+	b.mu.Unlock()
+
 	select {
 	case <-call.done:
-		vals, err := call.vals, call.err
-		call.keys, call.vals, call.err = nil, nil, nil
-		b.calls.Put(call)
-		return vals, err
 	case <-ctx.Done():
-		// A sender may still hold call: leave it to the garbage collector.
-		return nil, ctx.Err()
-	case <-b.stop:
-		return nil, ErrClosed
-	}
-}
-
-func (b *mgetBatcher) send() {
-	defer b.wg.Done()
-	var (
-		calls []*mgetCall
-		keys  []string
-	)
-	for {
-		select {
-		case first := <-b.queue:
-			calls = append(calls[:0], first)
-			keys = append(keys[:0], first.keys...)
-		more:
-			for len(keys) < b.maxKeys {
-				select {
-				case c := <-b.queue:
-					calls = append(calls, c)
-					keys = append(keys, c.keys...)
-				default:
-					break more
-				}
-			}
-			b.do(calls, keys)
-		case <-b.stop:
-			// Answer whoever is still queued.
-			for {
-				select {
-				case c := <-b.queue:
-					c.err = ErrClosed
-					c.done <- struct{}{}
-				default:
-					return
-				}
-			}
+		b.mu.Lock()
+		switch call.state {
+		case callPending:
+			b.pending = removeCall(b.pending, call)
+		case callLeader:
+			// The batch is ours to send: send it for the others.
+			batch := call.batch
+			go func() {
+				<-call.done
+				b.send(batch)
+			}()
 		}
+		// A member's batch answers it later; call is left to the GC.
+		b.mu.Unlock()
+		return nil, ctx.Err()
 	}
+	if call.state == callLeader {
+		b.send(call.batch)
+	}
+	vals, err := call.vals, call.err
+	call.keys, call.vals, call.err, call.batch = nil, nil, nil, nil
+	b.calls.Put(call)
+	return vals, err
 }
 
-// do sends one MGET for calls and answers them. The command's deadline is
-// the client's read and write timeouts; each caller also stops waiting at
-// its own context's end.
-func (b *mgetBatcher) do(calls []*mgetCall, keys []string) {
+// send sends one MGET for batch (its leader first), answers the others,
+// and passes the slot on.
+func (b *mgetBatcher) send(batch []*mgetCall) {
+	n := 0
+	for _, c := range batch {
+		n += len(c.keys)
+	}
+	keys := make([]string, 0, n)
+	for _, c := range batch {
+		keys = append(keys, c.keys...)
+	}
+	// Several callers' reads: bounded by the client's timeouts, not by one
+	// caller's context.
 	vals, err := b.c.MGet(context.Background(), keys...).Result()
 	if err == nil && len(vals) != len(keys) {
 		err = fmt.Errorf("MGET of %d keys answered %d values", len(keys), len(vals))
 	}
 	at := 0
-	for _, c := range calls {
+	for i, c := range batch {
 		if err != nil {
 			c.err = err
 		} else {
 			c.vals = vals[at : at+len(c.keys) : at+len(c.keys)]
 		}
 		at += len(c.keys)
-		c.done <- struct{}{}
+		if i > 0 {
+			c.done <- struct{}{}
+		}
 	}
-	clear(keys) // let the key strings go
+	b.next()
 }
 
-// close stops the senders; calls waiting or arriving later get ErrClosed.
+// next is called when an MGET is back: it hands what is queued to the
+// first queued caller, or frees the slot.
+func (b *mgetBatcher) next() {
+	b.mu.Lock()
+	if len(b.pending) == 0 || b.closed {
+		b.inflight--
+		b.mu.Unlock()
+		return
+	}
+	n, keys := 0, 0
+	for n < len(b.pending) && (n == 0 || keys+len(b.pending[n].keys) <= b.maxKeys) {
+		keys += len(b.pending[n].keys)
+		n++
+	}
+	batch := append([]*mgetCall(nil), b.pending[:n]...)
+	b.pending = append(b.pending[:0], b.pending[n:]...)
+	for _, c := range batch {
+		c.state = callMember
+	}
+	lead := batch[0]
+	lead.state, lead.batch = callLeader, batch
+	b.mu.Unlock()
+	lead.done <- struct{}{}
+}
+
+func removeCall(calls []*mgetCall, c *mgetCall) []*mgetCall {
+	for i, x := range calls {
+		if x == c {
+			return append(calls[:i], calls[i+1:]...)
+		}
+	}
+	return calls
+}
+
+// close fails every queued read and every later one with ErrClosed.
 func (b *mgetBatcher) close() {
-	b.once.Do(func() { close(b.stop) })
-	b.wg.Wait()
+	b.mu.Lock()
+	b.closed = true
+	pending := b.pending
+	b.pending = nil
+	for _, c := range pending {
+		c.state = callMember
+		c.err = ErrClosed
+	}
+	b.mu.Unlock()
+	for _, c := range pending {
+		c.done <- struct{}{}
+	}
 }

@@ -131,3 +131,84 @@ func TestRedisReadsCloseAndCancel(t *testing.T) {
 	}
 	r.Close() // twice is fine
 }
+
+// TestRedisReadsCancelUnderLoad: callers whose contexts end at any point
+// (queued, in a batch, handed a batch to send) get their context's error
+// or their own right answer, never another's, and the batcher ends with no
+// MGET counted out and nobody queued.
+func TestRedisReadsCancelUnderLoad(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := openTestRedis(t, RedisOptions{})
+	const users = 200
+	var batch []Update
+	for i := range users {
+		batch = append(batch, Update{Vector: Vector{Entity: "user", ID: strconv.Itoa(i),
+			Features: map[string]any{"n": float64(i)}}})
+	}
+	if err := r.Write(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	var cancelled, answered sync.Map
+	for g := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range 150 {
+				i := (g*7 + k) % users
+				timeout := []time.Duration{time.Microsecond, 30 * time.Microsecond, 200 * time.Microsecond, time.Second}[(g+k)%4]
+				cctx, cancel := context.WithTimeout(ctx, timeout)
+				v, err := r.Get(cctx, "user", strconv.Itoa(i))
+				cancel()
+				switch {
+				case err == nil:
+					if v.Features["n"] != float64(i) {
+						errs <- fmt.Errorf("user %d answered %v", i, v.Features)
+						return
+					}
+					answered.Store(g*1000+k, true)
+				case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+					cancelled.Store(g*1000+k, true)
+				default:
+					errs <- fmt.Errorf("user %d: %v", i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	count := func(m *sync.Map) (n int) {
+		m.Range(func(any, any) bool { n++; return true })
+		return n
+	}
+	t.Logf("%d answered, %d cancelled", count(&answered), count(&cancelled))
+	// Senders handed a batch after their caller left finish in the
+	// background: wait for them.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r.reads.mu.Lock()
+		inflight, pending := r.reads.inflight, len(r.reads.pending)
+		r.reads.mu.Unlock()
+		if inflight == 0 && pending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d MGETs still counted out, %d callers queued", inflight, pending)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := r.Get(ctx, "user", "1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
+}
