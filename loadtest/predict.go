@@ -31,6 +31,11 @@ type PredictOptions struct {
 	// Connections are the closed-loop workers of the saturation phase.
 	// Default 32.
 	Connections int
+	// Rounds splits each phase into this many turns, alternating the
+	// baseline and the scorer, so a background load that comes and goes
+	// weighs on both alike. Default 1: the baseline's whole phase, then the
+	// scorer's.
+	Rounds int
 }
 
 func (o *PredictOptions) defaults() {
@@ -91,20 +96,30 @@ func Predict(ctx context.Context, o PredictOptions, w io.Writer) (*PredictReport
 		return nil, fmt.Errorf("scorer at %s is not answering predictions: %w", o.URL, err)
 	}
 	rep := &PredictReport{}
-	fmt.Fprintf(w, "predict %s over %d %s ids; %s per phase after %s warm-up; baseline: bare fasthttp handler with a fixed body in this process\n",
-		o.Model, o.Users, o.Entity, o.Duration, o.Warmup)
+	fmt.Fprintf(w, "predict %s over %d %s ids; %s per phase in %d turns with the baseline, each after %s warm-up; baseline: bare fasthttp handler with a fixed body in this process\n",
+		o.Model, o.Users, o.Entity, o.Duration, max(o.Rounds, 1), o.Warmup)
 	for _, rate := range o.Rates {
 		ph := PredictPhase{Rate: rate}
-		ph.Baseline = OpenLoop(ctx, Options{Name: "bare handler", Rate: rate, Duration: o.Duration, Warmup: o.Warmup}, baseline.do)
-		ph.Scorer = OpenLoop(ctx, Options{Name: "scorer predict", Rate: rate, Duration: o.Duration, Warmup: o.Warmup}, scorer.do)
+		ph.Baseline, ph.Scorer = alternate(o.Rounds, o.Duration,
+			func(d time.Duration) *Result {
+				return OpenLoop(ctx, Options{Name: "bare handler", Rate: rate, Duration: d, Warmup: o.Warmup}, baseline.do)
+			},
+			func(d time.Duration) *Result {
+				return OpenLoop(ctx, Options{Name: "scorer predict", Rate: rate, Duration: d, Warmup: o.Warmup}, scorer.do)
+			})
 		Report(w, ph.Baseline, ph.Scorer)
 		rep.Phases = append(rep.Phases, ph)
 		if ctx.Err() != nil {
 			return rep, ctx.Err()
 		}
 	}
-	rep.BaselineSaturation = ClosedLoop(ctx, "bare handler (saturation)", o.Connections, o.Duration, baseline.do)
-	rep.ScorerSaturation = ClosedLoop(ctx, "scorer predict (saturation)", o.Connections, o.Duration, scorer.do)
+	rep.BaselineSaturation, rep.ScorerSaturation = alternate(o.Rounds, o.Duration,
+		func(d time.Duration) *Result {
+			return ClosedLoop(ctx, "bare handler (saturation)", o.Connections, d, baseline.do)
+		},
+		func(d time.Duration) *Result {
+			return ClosedLoop(ctx, "scorer predict (saturation)", o.Connections, d, scorer.do)
+		})
 	Report(w, rep.BaselineSaturation, rep.ScorerSaturation)
 	return rep, ctx.Err()
 }

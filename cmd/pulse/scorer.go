@@ -138,6 +138,7 @@ func loadtestPredict(ctx context.Context, args []string) error {
 	fl.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each phase")
 	fl.DurationVar(&o.Warmup, "warmup", time.Second, "warm-up before each phase (sent, not recorded)")
 	fl.IntVar(&o.Connections, "connections", 32, "workers in the saturation phase")
+	fl.IntVar(&o.Rounds, "rounds", 1, "split each phase into this many turns alternating the baseline and the scorer (steadier ratios on a busy machine)")
 	embedded := fl.Bool("embedded", false, "start a scorer in this process over a store filled with -users users (the e-commerce example's model)")
 	storeKind := fl.String("store", "pebble", "with -embedded: pebble (in a temp dir) or redis")
 	redisAddr := fl.String("redis", "127.0.0.1:6379", "with -embedded -store redis: the Redis server")
