@@ -53,6 +53,9 @@ func (n *Normalizer) Normalize(dst, raw []byte, now time.Time, lim Limits, d Def
 		// A batch context to merge under the event's.
 		return slowNormalize(dst, raw, now, lim, d)
 	}
+	if len(raw) > maxScan {
+		return slowNormalize(dst, raw, now, lim, d)
+	}
 	n.s = scanner{b: raw}
 	n.s.skipWS()
 	if n.s.i >= len(raw) || raw[n.s.i] != '{' || !n.s.item(&n.it) || n.it.slow {
@@ -129,6 +132,9 @@ func (b *NormalizedBatch) reset() {
 // fastBatch is NormalizeBatch's one pass; false sends the body to the
 // reference path.
 func (n *Normalizer) fastBatch(b *NormalizedBatch, body []byte, now time.Time, lim Limits) bool {
+	if len(body) > maxScan {
+		return false
+	}
 	n.s = scanner{b: body}
 	if !n.s.batch(&n.bs) {
 		return false

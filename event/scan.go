@@ -58,6 +58,10 @@ const (
 	noField field = 255
 )
 
+// maxScan bounds what is scanned, so that offsets fit a span; anything
+// longer (far beyond any configured body limit) takes the reference path.
+const maxScan = 1<<31 - 1
+
 // span is where a value lies in the scanned bytes; end 0 means absent.
 type span struct{ start, end int32 }
 
