@@ -1,0 +1,108 @@
+package featurestore
+
+import (
+	"hash/maphash"
+	"sync"
+)
+
+// rowCache keeps encoded vectors in memory in front of Pebble, as
+// RocksDB's row cache does: a Pebble Get walks every level's iterators and
+// index blocks (most of the scorer's time per prediction), a hit here is a
+// map lookup and a copy. Written vectors go in as they are committed
+// (the stream's writes keep the active users' vectors hot) and read ones
+// as they are read, within a byte budget; a shard over its budget drops
+// entries in Go's random map order.
+//
+// Own code rather than a cache library: the cache must never hold a value
+// older than the store's, and a read that raced a write must not put the
+// value it read before the write back in. Each shard has a generation that
+// writes bump; a read fills the cache only if its shard's generation did
+// not move while it read Pebble. Libraries with asynchronous sets
+// (ristretto) cannot give that, and the map is all that is needed.
+type rowCache struct {
+	seed   maphash.Seed
+	budget int64 // bytes per shard
+	shards [rowCacheShards]rowShard
+}
+
+const rowCacheShards = 64
+
+type rowShard struct {
+	mu   sync.RWMutex
+	m    map[string][]byte
+	size int64
+	gen  uint64
+}
+
+// rowEntryOverhead approximates a map entry's own memory.
+const rowEntryOverhead = 64
+
+func newRowCache(bytes int64) *rowCache {
+	c := &rowCache{seed: maphash.MakeSeed(), budget: max(bytes/rowCacheShards, 1)}
+	for i := range c.shards {
+		c.shards[i].m = map[string][]byte{}
+	}
+	return c
+}
+
+func (c *rowCache) shard(key []byte) *rowShard {
+	return &c.shards[maphash.Bytes(c.seed, key)%rowCacheShards]
+}
+
+// get appends key's cached value to dst; ok is false on a miss, and gen is
+// then what fill needs.
+func (c *rowCache) get(key, dst []byte) (out []byte, ok bool, gen uint64) {
+	s := c.shard(key)
+	s.mu.RLock()
+	v, ok := s.m[string(key)]
+	if ok {
+		dst = append(dst, v...)
+	}
+	gen = s.gen
+	s.mu.RUnlock()
+	return dst, ok, gen
+}
+
+// fill caches a value read from Pebble, unless a write to the shard
+// happened since get returned gen (the value may then be older than the
+// store's).
+func (c *rowCache) fill(key, val []byte, gen uint64) {
+	s := c.shard(key)
+	s.mu.Lock()
+	if s.gen == gen {
+		s.put(key, val, c.budget)
+	}
+	s.mu.Unlock()
+}
+
+// set caches a value just committed to Pebble.
+func (c *rowCache) set(key, val []byte) {
+	s := c.shard(key)
+	s.mu.Lock()
+	s.gen++
+	s.put(key, val, c.budget)
+	s.mu.Unlock()
+}
+
+// put stores a copy of val under key and keeps the shard within budget.
+func (s *rowShard) put(key, val []byte, budget int64) {
+	if old, ok := s.m[string(key)]; ok {
+		s.size -= int64(len(key) + len(old) + rowEntryOverhead)
+	}
+	s.m[string(key)] = append([]byte(nil), val...)
+	s.size += int64(len(key) + len(val) + rowEntryOverhead)
+	if s.size <= budget {
+		return
+	}
+	// Over budget: drop entries (random order) down to 90%.
+	for k, v := range s.m {
+		if s.size <= budget*9/10 {
+			break
+		}
+		if k == string(key) {
+			continue
+		}
+		delete(s.m, k)
+		s.size -= int64(len(k) + len(v) + rowEntryOverhead)
+	}
+}
