@@ -29,9 +29,18 @@ type Normalizer struct {
 	nums  [numFields][]byte // numeric ids, formatted
 	spans []recordSpan
 
+	times timesMemo
+
 	// The last receivedAt and timestamp formatted: a batch's items share them.
 	recvAt, tsAt     time.Time
 	recvText, tsText []byte
+}
+
+// timesMemo is the last eventTimes answer and what it was asked.
+type timesMemo struct {
+	in             [5]time.Time
+	ts, orig, sent time.Time
+	ok             bool
 }
 
 // Normalized says what Normalize produced.
@@ -310,10 +319,17 @@ func (n *Normalizer) build(dst, b []byte, it *itemScan, now time.Time, d Default
 		times[i] = tm
 	}
 	received := now.UTC()
-	ts, orig, sent, err := eventTimes(received, times[0], times[1], times[2], d.SentAt)
-	if err != nil {
-		return dst, "", span{}, err
+	// A batch's items mostly send the same times (none, or the batch's
+	// sentAt): the last answer is kept.
+	in := [5]time.Time{received, times[0], times[1], times[2], d.SentAt}
+	if !n.times.ok || in != n.times.in {
+		ts, orig, sent, err := eventTimes(received, times[0], times[1], times[2], d.SentAt)
+		if err != nil {
+			return dst, "", span{}, err
+		}
+		n.times = timesMemo{in: in, ts: ts, orig: orig, sent: sent, ok: true}
 	}
+	ts, orig, sent := n.times.ts, n.times.orig, n.times.sent
 
 	// The same fields, in the same order, as Event's JSON. Strings are
 	// copied as sent: the scanner let through only strings with no escapes,
