@@ -102,7 +102,7 @@ func BenchmarkBackfillFeatures10M(b *testing.B) {
 	// Reading only, for the breakdown.
 	start = time.Now()
 	read := 0
-	if err := r.EachEntity(ctx, history.EventFilter{Until: end, Maps: mapsFor(set)}, func(_ string, evs []*event.Event) error {
+	if err := r.EachEntity(ctx, replayFilter(set, history.EventFilter{Until: end}), func(_ string, evs []*event.Event) error {
 		read += len(evs)
 		return nil
 	}); err != nil {

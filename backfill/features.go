@@ -107,7 +107,7 @@ func Features(ctx context.Context, cfg *config.Config, r *history.Reader, store 
 	}
 
 	var vals []any
-	err = r.EachEntity(ctx, history.EventFilter{Since: opts.Since, Until: opts.Now, Entities: opts.Entities, Maps: mapsFor(set)},
+	err = r.EachEntity(ctx, replayFilter(set, history.EventFilter{Since: opts.Since, Until: opts.Now, Entities: opts.Entities}),
 		func(id string, evs []*event.Event) error {
 			st := set.NewState()
 			var newest time.Time

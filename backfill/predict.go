@@ -87,7 +87,7 @@ func Predict(ctx context.Context, cfg *config.Config, r *history.Reader, name st
 		return emit(pr)
 	}
 	seen := map[string]bool{}
-	err = r.EachEntity(ctx, history.EventFilter{Until: opts.At, Entities: opts.Entities, Maps: mapsFor(set)}, func(id string, evs []*event.Event) error {
+	err = r.EachEntity(ctx, replayFilter(set, history.EventFilter{Until: opts.At, Entities: opts.Entities}), func(id string, evs []*event.Event) error {
 		seen[id] = true
 		return score(id, evs)
 	})

@@ -59,3 +59,36 @@ func mapsFor(set *aggregate.Set) history.Maps {
 	}
 	return m
 }
+
+// fieldsFor lists the event fields the Set's features read, for
+// history.EventFilter.Fields: their event and type filters and fields.
+// A where filter may read anything: then every field (nil), and the maps
+// mapsFor names.
+func fieldsFor(set *aggregate.Set) []string {
+	fields := []string{}
+	for i := range set.Names() {
+		f := set.Feature(i)
+		if f.Expr != "" {
+			continue // derived: reads features, not events
+		}
+		if f.Where != "" {
+			return nil
+		}
+		if f.Event != "" {
+			fields = append(fields, "event")
+		}
+		if f.Type != "" {
+			fields = append(fields, "type")
+		}
+		if f.Field != "" {
+			fields = append(fields, f.Field)
+		}
+	}
+	return fields
+}
+
+// replayFilter is the read of the events the Set's features need.
+func replayFilter(set *aggregate.Set, f history.EventFilter) history.EventFilter {
+	f.Maps, f.Fields = mapsFor(set), fieldsFor(set)
+	return f
+}

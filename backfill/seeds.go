@@ -204,8 +204,8 @@ func Seeds(ctx context.Context, cfg *config.Config, r *history.Reader, opts Seed
 			p.done()
 			return rep, fmt.Errorf("cannot compile features: %w", err)
 		}
-		f := history.EventFilter{Since: opts.Since, Entities: opts.Entities, Maps: mapsFor(sub),
-			Cut: &history.Cut{Partition: g.part, Before: g.cut, Seen: seen[g.part]}}
+		f := replayFilter(sub, history.EventFilter{Since: opts.Since, Entities: opts.Entities,
+			Cut: &history.Cut{Partition: g.part, Before: g.cut, Seen: seen[g.part]}})
 		err = r.EachEntity(ctx, f, func(id string, evs []*event.Event) error {
 			st := sub.NewState()
 			for _, e := range evs {

@@ -60,7 +60,7 @@ func TrainingSet(ctx context.Context, cfg *config.Config, r *history.Reader, lab
 	for _, list := range byEntity {
 		slices.SortStableFunc(list, func(a, b int) int { return labels[a].At.Compare(labels[b].At) })
 	}
-	filter := history.EventFilter{Until: until, Maps: mapsFor(set)}
+	filter := replayFilter(set, history.EventFilter{Until: until})
 	if len(byEntity) <= entityLabelsLimit {
 		for id := range byEntity {
 			filter.Entities = append(filter.Entities, id)

@@ -115,7 +115,7 @@ func Verify(ctx context.Context, cfg *config.Config, r *history.Reader, store fe
 	var vals []any
 	for start := 0; start < len(present); start += entityLabelsLimit {
 		chunk := present[start:min(start+entityLabelsLimit, len(present))]
-		err = r.EachEntity(ctx, history.EventFilter{Entities: chunk, Maps: mapsFor(set)}, func(id string, evs []*event.Event) error {
+		err = r.EachEntity(ctx, replayFilter(set, history.EventFilter{Entities: chunk}), func(id string, evs []*event.Event) error {
 			v := online[id]
 			at := v.UpdatedAt.UnixMilli()
 			st := set.NewState()

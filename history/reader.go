@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"slices"
 	"strconv"
@@ -57,6 +58,13 @@ type EventFilter struct {
 	// picks one shard per shardEvents events.
 	Shards int
 	Maps   Maps
+	// Fields, when not nil, are the event paths the replay reads, as a
+	// feature's field names them ("event", "type", "properties.revenue",
+	// "traits.address.country", a whole map as "properties"). Only their
+	// columns are read, and of a map only the top-level keys named: the
+	// events hold those, the message id, timestamp and receive time, and
+	// nothing else. Nil reads every top-level field and the maps in Maps.
+	Fields []string
 	// Cut, when set, keeps only the events read from one partition of the
 	// events topic before an offset (the kafka_partition and kafka_offset
 	// columns): what a stream task had processed before it.
@@ -115,20 +123,12 @@ func (r *Reader) EachEntity(ctx context.Context, f EventFilter, fn func(id strin
 		}
 		where = append(where, "entity_id IN ("+stringList(f.Entities)+")")
 	}
-	bounds, err := r.shardBounds(ctx, f.Shards, where, args)
+	bounds, count, err := r.shardBounds(ctx, f.Shards, where, args)
 	if err != nil {
 		return err
 	}
-	mapCol := func(name string, want bool) string {
-		if want {
-			return name
-		}
-		return "''"
-	}
-	cols := strings.Join([]string{"entity_id", "message_id", "type", "event", "name", "user_id", "anonymous_id",
-		"previous_id", "group_id", "timestamp_ms", "received_at_ms", "sent_at_ms", "original_timestamp_ms", "feature_set",
-		mapCol("properties", f.Maps.Properties), mapCol("traits", f.Maps.Traits),
-		mapCol("context", f.Maps.Context), mapCol("integrations", f.Maps.Integrations)}, ", ")
+	proj := project(f)
+	cols := proj.selectList()
 	queries := make([]string, len(bounds)+1)
 	for k := range queries {
 		w := where[:len(where):len(where)]
@@ -157,7 +157,10 @@ func (r *Reader) EachEntity(ctx context.Context, f EventFilter, fn func(id strin
 			default:
 				s = &shard{}
 			}
-			err := r.readShard(ctx, q, args, s)
+			// Room for a shard a quarter above the mean at once: growing
+			// the rows copies them.
+			s.rows = slices.Grow(s.rows[:0], int(count/uint64(len(queries)))*5/4)
+			err := r.readShard(ctx, q, args, &proj, s)
 			if err != nil {
 				readErr <- err
 				return
@@ -174,7 +177,8 @@ func (r *Reader) EachEntity(ctx context.Context, f EventFilter, fn func(id strin
 	var (
 		pool []event.Event
 		evs  []*event.Event
-		seen = map[string]struct{}{}
+		seen idSet
+		maps [][4]map[string]any // each pool slot's maps, reused: fn keeps no event
 	)
 	for s := range shards {
 		for _, g := range s.groups {
@@ -182,16 +186,20 @@ func (r *Reader) EachEntity(ctx context.Context, f EventFilter, fn func(id strin
 			if cap(pool) < len(rows) {
 				pool = make([]event.Event, len(rows)) // events handed out keep the old array
 			}
+			for len(maps) < len(rows) {
+				maps = append(maps, [4]map[string]any{})
+			}
 			pool, evs = pool[:0], evs[:0]
-			clear(seen)
+			seen.reset(len(rows))
 			for _, i := range rows {
 				row := &s.rows[i]
-				if _, dup := seen[row.messageID]; dup {
+				if !seen.add(row.messageID, s.rows, i) {
 					continue
 				}
-				seen[row.messageID] = struct{}{}
-				pool = append(pool, row.event())
-				evs = append(evs, &pool[len(pool)-1])
+				pool = pool[:len(pool)+1]
+				e := &pool[len(pool)-1]
+				row.fill(e, &proj, &maps[len(pool)-1])
+				evs = append(evs, e)
 			}
 			if err := fn(s.rows[rows[0]].entity, evs); err != nil {
 				cancel()
@@ -211,18 +219,19 @@ func (r *Reader) EachEntity(ctx context.Context, f EventFilter, fn func(id strin
 
 // shardBounds splits the matching events into n ranges of entity ids (n 0:
 // one per shardEvents): the n-1 ids between them, from a sample of ids.
-func (r *Reader) shardBounds(ctx context.Context, n int, where []string, args []any) ([]string, error) {
+//
+// count is the number of matching events when n was 0.
+func (r *Reader) shardBounds(ctx context.Context, n int, where []string, args []any) (bounds []string, count uint64, err error) {
 	cond := strings.Join(where, " AND ")
-	var count uint64
 	if n <= 0 {
 		sql := fmt.Sprintf("SELECT count() FROM %s WHERE %s", r.Table("events"), cond)
 		if err := r.conn.QueryRow(ctx, sql, args...).Scan(&count); err != nil {
-			return nil, fmt.Errorf("cannot count events: %w", err)
+			return nil, 0, fmt.Errorf("cannot count events: %w", err)
 		}
 		n = int(count / shardEvents)
 	}
 	if n <= 1 {
-		return nil, nil
+		return nil, count, nil
 	}
 	// About 100 sampled ids per shard; rand() reads no other column.
 	sample := "1"
@@ -231,22 +240,21 @@ func (r *Reader) shardBounds(ctx context.Context, n int, where []string, args []
 	}
 	rows, err := r.conn.Query(ctx, fmt.Sprintf("SELECT entity_id FROM %s WHERE %s AND %s", r.Table("events"), cond, sample), args...)
 	if err != nil {
-		return nil, fmt.Errorf("cannot sample entity ids: %w", err)
+		return nil, 0, fmt.Errorf("cannot sample entity ids: %w", err)
 	}
 	defer rows.Close()
 	var ids []string
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("cannot sample entity ids: %w", err)
+			return nil, 0, fmt.Errorf("cannot sample entity ids: %w", err)
 		}
 		ids = append(ids, id)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("cannot sample entity ids: %w", err)
+		return nil, 0, fmt.Errorf("cannot sample entity ids: %w", err)
 	}
 	slices.Sort(ids)
-	var bounds []string
 	for k := 1; k < n; k++ {
 		if b := ids[k*len(ids)/n]; len(bounds) == 0 || b > bounds[len(bounds)-1] {
 			bounds = append(bounds, b)
@@ -255,28 +263,92 @@ func (r *Reader) shardBounds(ctx context.Context, n int, where []string, args []
 	if len(bounds) > 0 && bounds[0] == ids[0] {
 		bounds = bounds[1:] // an empty first range
 	}
-	return bounds, nil
+	return bounds, count, nil
 }
 
-// row is one events row as read, its maps still JSON.
+// row is one events row as read, its maps still JSON: properties,
+// traits, context, integrations. Columns not read stay zero.
 type row struct {
-	entity, messageID, typ, evt, name, userID, anonymousID, previousID, groupID, featureSet string
-	ts, recv, sent, orig                                                                    int64
-	props, traits, ctxj, integ                                                              string
+	entity, messageID, typ, evt string
+	ts, recv                    int64
+	maps                        [4]string
+	more                        *rowMore // the columns features seldom read, when read
 }
 
-func (r *row) event() event.Event {
-	e := event.Event{Type: event.Type(r.typ), MessageID: r.messageID, Event: r.evt, Name: r.name, UserID: r.userID,
-		AnonymousID: r.anonymousID, PreviousID: r.previousID, GroupID: r.groupID, FeatureSet: r.featureSet,
+type rowMore struct {
+	name, userID, anonymousID, previousID, groupID, featureSet string
+	sent, orig                                                 int64
+}
+
+// fill makes e the row's event, decoding the maps the projection reads;
+// reuse holds maps it may clear and fill (when it reads only some keys).
+func (r *row) fill(e *event.Event, p *projection, reuse *[4]map[string]any) {
+	var m [4]map[string]any
+	for i, s := range r.maps {
+		switch {
+		case s == "":
+		case p.keys[i] == nil:
+			m[i] = decodeMap(s)
+		default:
+			if reuse[i] == nil {
+				reuse[i] = make(map[string]any, len(p.keys[i]))
+			}
+			m[i] = decodeKeys(s, p.keys[i], reuse[i])
+		}
+	}
+	*e = event.Event{Type: event.Type(r.typ), MessageID: r.messageID, Event: r.evt,
 		Timestamp: time.UnixMilli(r.ts).UTC(), ReceivedAt: time.UnixMilli(r.recv).UTC(),
-		Properties: decodeMap(r.props), Traits: decodeMap(r.traits), Context: decodeMap(r.ctxj), Integrations: decodeMap(r.integ)}
-	if r.sent != 0 {
-		e.SentAt = time.UnixMilli(r.sent).UTC()
+		Properties: m[0], Traits: m[1], Context: m[2], Integrations: m[3]}
+	if x := r.more; x != nil {
+		e.Name, e.UserID, e.AnonymousID, e.PreviousID, e.GroupID, e.FeatureSet = x.name, x.userID, x.anonymousID, x.previousID, x.groupID, x.featureSet
+		if x.sent != 0 {
+			e.SentAt = time.UnixMilli(x.sent).UTC()
+		}
+		if x.orig != 0 {
+			e.OriginalTimestamp = time.UnixMilli(x.orig).UTC()
+		}
 	}
-	if r.orig != 0 {
-		e.OriginalTimestamp = time.UnixMilli(r.orig).UTC()
+}
+
+// idSet is the set of message ids an entity's replay has seen, reused
+// from entity to entity: an open-addressing table of the ids' hashes and
+// rows (a Go map of strings cost a tenth of the replay).
+type idSet struct {
+	seed   maphash.Seed
+	hashes []uint64
+	rows   []int32 // row index + 1; 0 is an empty slot
+}
+
+// reset empties the set for up to n ids.
+func (s *idSet) reset(n int) {
+	size := 16
+	for size < 2*n {
+		size *= 2
 	}
-	return e
+	if len(s.rows) < size {
+		if s.seed == (maphash.Seed{}) {
+			s.seed = maphash.MakeSeed()
+		}
+		s.hashes, s.rows = make([]uint64, size), make([]int32, size)
+		return
+	}
+	s.hashes, s.rows = s.hashes[:size], s.rows[:size]
+	clear(s.rows)
+}
+
+// add adds the message id of row i of rows, false when it was there.
+func (s *idSet) add(id string, rows []row, i int32) bool {
+	h := maphash.String(s.seed, id)
+	mask := len(s.rows) - 1
+	for k := int(h) & mask; ; k = (k + 1) & mask {
+		switch j := s.rows[k]; {
+		case j == 0:
+			s.hashes[k], s.rows[k] = h, i+1
+			return true
+		case s.hashes[k] == h && rows[j-1].messageID == id:
+			return false
+		}
+	}
 }
 
 // shard is one range's rows, grouped by entity: order[g.start:g.end] are
@@ -292,7 +364,7 @@ type group struct{ start, end int32 }
 
 // readShard reads one query's rows and groups them by entity, each
 // entity's in time order (ties by receive time, then message id).
-func (r *Reader) readShard(ctx context.Context, sql string, args []any, s *shard) error {
+func (r *Reader) readShard(ctx context.Context, sql string, args []any, p *projection, s *shard) error {
 	rs, err := r.conn.Query(ctx, sql, args...)
 	if err != nil {
 		return fmt.Errorf("cannot read events: %w", err)
@@ -302,18 +374,20 @@ func (r *Reader) readShard(ctx context.Context, sql string, args []any, s *shard
 	// the map is consulted once per run.
 	s.rows, s.ofRow, s.counts = s.rows[:0], s.ofRow[:0], s.counts[:0]
 	var (
-		ids  = map[string]int32{}
-		last = int32(-1)
+		ids   = map[string]int32{}
+		last  = int32(-1)
+		dests []any
 	)
 	for rs.Next() {
 		if len(s.rows) < cap(s.rows) {
 			s.rows = s.rows[:len(s.rows)+1]
+			s.rows[len(s.rows)-1] = row{}
 		} else {
 			s.rows = append(s.rows, row{})
 		}
 		x := &s.rows[len(s.rows)-1]
-		if err := rs.Scan(&x.entity, &x.messageID, &x.typ, &x.evt, &x.name, &x.userID, &x.anonymousID,
-			&x.previousID, &x.groupID, &x.ts, &x.recv, &x.sent, &x.orig, &x.featureSet, &x.props, &x.traits, &x.ctxj, &x.integ); err != nil {
+		dests = p.dests(x, dests)
+		if err := rs.Scan(dests...); err != nil {
 			return fmt.Errorf("cannot read event row: %w", err)
 		}
 		if last < 0 || s.rows[len(s.rows)-2].entity != x.entity {

@@ -1,0 +1,47 @@
+package history
+
+import (
+	"fmt"
+	"testing"
+
+	json "github.com/goccy/go-json"
+)
+
+// FuzzDecodeKeys: decoding some keys of a stored map gives those keys of
+// the whole map as decodeMap reads it. (Of invalid JSON, which the writer
+// never stores, the keys may still be read.)
+func FuzzDecodeKeys(f *testing.F) {
+	for _, s := range []string{
+		`{"revenue":12.5,"product_id":"p1","currency":"USD"}`, `{}`, ` { } `, `{"a":null,"b":true,"c":false}`,
+		`{"revenue":{"b":[1,"}"]},"a":2}`, `{"a":"x\"y","revenue":"\u00e9"}`, `{"rev\u0065nue":1}`, `{"revenue":1,"revenue":2}`,
+		`{"x":[{"revenue":3}],"product_id":[1,2]}`, `{"revenue": 01}`, `{"revenue":1e400}`, "{\"product_id\":\"\xff\"}",
+		`{"a":{"revenue":1}}`, `{"revenue":tru}`, `{"revenue":1} x`,
+	} {
+		f.Add(s)
+	}
+	keys := []string{"revenue", "product_id"}
+	m := map[string]any{"stale": 1}
+	f.Fuzz(func(t *testing.T, s string) {
+		var valid map[string]any
+		if json.Unmarshal([]byte(s), &valid) != nil {
+			return
+		}
+		full := decodeMap(s)
+		want := map[string]any{}
+		for _, k := range keys {
+			if v, ok := full[k]; ok {
+				want[k] = v
+			}
+		}
+		got := decodeKeys(s, keys, m)
+		if len(want) == 0 {
+			if got != nil {
+				t.Fatalf("decodeKeys(%q) = %#v, want nil", s, got)
+			}
+			return
+		}
+		if fmt.Sprintf("%#v", sortedMap(got)) != fmt.Sprintf("%#v", sortedMap(want)) {
+			t.Fatalf("decodeKeys(%q) = %#v, decodeMap's keys %#v", s, got, want)
+		}
+	})
+}
