@@ -17,7 +17,7 @@ func Open(cfg *config.Config) (Store, error) {
 		if cfg.Store.Path == "" {
 			return nil, errors.New("cannot open feature store: store.path is empty")
 		}
-		return OpenPebble(cfg.Store.Path, PebbleOptions{})
+		return OpenPebble(cfg.Store.Path, PebbleOptions{RowCacheSize: int64(cfg.Store.RowCacheMB) << 20})
 	case "redis":
 		return OpenRedis(cfg.Redis, RedisOptions{TTL: cfg.Store.TTL.D()})
 	}

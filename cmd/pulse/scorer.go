@@ -142,6 +142,7 @@ func loadtestPredict(ctx context.Context, args []string) error {
 	embedded := fl.Bool("embedded", false, "start a scorer in this process over a store filled with -users users (the e-commerce example's model)")
 	storeKind := fl.String("store", "pebble", "with -embedded: pebble (in a temp dir) or redis")
 	redisAddr := fl.String("redis", "127.0.0.1:6379", "with -embedded -store redis: the Redis server")
+	rowCache := fl.Int("row-cache-mb", 64, "with -embedded -store pebble: the row cache in MiB (negative: off)")
 	predLog := fl.Bool("log", true, "with -embedded: log predictions to an in-process Kafka (kfake), as in production")
 	cpuprofile := fl.String("cpuprofile", "", "write a CPU profile of this process to FILE")
 	fl.Parse(args)
@@ -153,7 +154,7 @@ func loadtestPredict(ctx context.Context, args []string) error {
 		o.Rates = append(o.Rates, v)
 	}
 	if *embedded {
-		url, key, stop, err := embeddedScorer(ctx, *storeKind, *redisAddr, o.Users, *predLog)
+		url, key, stop, err := embeddedScorer(ctx, *storeKind, *redisAddr, o.Users, *predLog, *rowCache)
 		if err != nil {
 			return err
 		}
@@ -177,7 +178,7 @@ func loadtestPredict(ctx context.Context, args []string) error {
 
 // embeddedScorer fills a store with users and serves the example config's
 // scorer over it on a free port.
-func embeddedScorer(ctx context.Context, kind, redisAddr string, users int, predLog bool) (url, key string, stop func(), err error) {
+func embeddedScorer(ctx context.Context, kind, redisAddr string, users int, predLog bool, rowCacheMB int) (url, key string, stop func(), err error) {
 	tmp, err := os.MkdirTemp("", "pulse-loadtest-")
 	if err != nil {
 		return "", "", nil, err
@@ -209,7 +210,7 @@ func embeddedScorer(ctx context.Context, kind, redisAddr string, users int, pred
 	var store featurestore.Store
 	switch kind {
 	case "pebble":
-		store, err = featurestore.OpenPebble(filepath.Join(tmp, "store"), featurestore.PebbleOptions{Logger: quiet})
+		store, err = featurestore.OpenPebble(filepath.Join(tmp, "store"), featurestore.PebbleOptions{Logger: quiet, RowCacheSize: int64(rowCacheMB) << 20})
 	case "redis":
 		store, err = featurestore.OpenRedis(config.Redis{Addr: redisAddr, KeyPrefix: "pulse-loadtest:"}, featurestore.RedisOptions{TTL: time.Hour})
 	default:
