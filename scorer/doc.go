@@ -14,6 +14,13 @@
 //	GET  /                                   the dashboard (package web)
 //	GET  /healthz, /readyz, /metrics
 //
+// A prediction reads each row's encoded vector (featurestore.RawGetter) and
+// picks the model's inputs out of it (featurestore.Picker), decoding none of
+// the other features; inputs derived from `now` (days since the last
+// order) are recomputed as of the request by an aggregate.Refresher that
+// runs only their expressions. Per model and config, that plan is built
+// once, on the first request after a reload.
+//
 // Models are evaluated in process by package model. Every prediction is
 // logged to the predictions topic by a background producer fed through a
 // bounded queue: the request never waits on Kafka, and when the queue is
