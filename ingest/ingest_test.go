@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -459,5 +460,41 @@ func TestHealthAndMetrics(t *testing.T) {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+}
+
+// TestBatchOnePass sends batches that take event.NormalizeBatch's one-pass
+// path (no batch-level context), one after another so that the second
+// reuses the first's pooled records: every record must arrive intact, keyed
+// by its entity, and the invalid item must be dead-lettered.
+func TestBatchOnePass(t *testing.T) {
+	brokers := embedded(t)
+	h := newHarness(t, brokers, "")
+	for round := 0; round < 3; round++ {
+		body := fmt.Sprintf(`{"batch": [
+		  {"type": "track", "messageId": "r%[1]d-a", "userId": "u%[1]d", "event": "Order Completed", "properties": {"revenue": %[1]d.5, "items": [1, 2]}},
+		  {"type": "track", "messageId": "r%[1]d-b", "anonymousId": "anon-%[1]d"},
+		  {"type":"identify","messageId":"r%[1]d-c","userId":%[1]d,"traits":{"plan":"pro\u00e9"}}
+		], "sentAt": "2026-11-22T12:00:00Z"}`, round)
+		r := h.post("/v1/batch", body, basic("wk"))
+		rej, _ := r.body["rejected"].([]any)
+		if r.status != 200 || len(rej) != 1 || rej[0].(map[string]any)["index"] != 1.0 {
+			t.Fatalf("round %d: %d %s", round, r.status, r.raw)
+		}
+	}
+	events := decodeEvents(t, consume(t, brokers, "pulse.events", 6))
+	for round := 0; round < 3; round++ {
+		a, c := events[fmt.Sprintf("r%d-a", round)], events[fmt.Sprintf("r%d-c", round)]
+		if a == nil || a.UserID != fmt.Sprintf("u%d", round) || a.Properties["revenue"] != float64(round)+0.5 || a.SentAt.IsZero() {
+			t.Fatalf("round %d track: %+v", round, a)
+		}
+		if c == nil || c.UserID != fmt.Sprint(round) || c.Traits["plan"] != "proé" {
+			t.Fatalf("round %d identify: %+v", round, c)
+		}
+	}
+	dl := consume(t, brokers, "pulse.events.invalid", 3)
+	var d ingest.DeadLetter
+	if err := json.Unmarshal(dl[0].Value, &d); err != nil || d.Error != "event: required for track" || d.Index != 1 {
+		t.Fatalf("dead letter %s: %v", dl[0].Value, err)
 	}
 }
