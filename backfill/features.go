@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -106,33 +108,41 @@ func Features(ctx context.Context, cfg *config.Config, r *history.Reader, store 
 		return nil
 	}
 
-	var vals []any
-	err = r.EachEntity(ctx, replayFilter(set, history.EventFilter{Since: opts.Since, Until: opts.Now, Entities: opts.Entities}),
+	// Entities replay on every core; the batch and its writes are shared.
+	var (
+		mu      sync.Mutex
+		tooLate atomic.Int64
+	)
+	defer replayGC()()
+	err = r.EachEntity(ctx, replayFilter(set, history.EventFilter{Since: opts.Since, Until: opts.Now, Entities: opts.Entities, Workers: runtime.GOMAXPROCS(0)}),
 		func(id string, evs []*event.Event) error {
 			st := set.NewState()
 			var newest time.Time
 			for _, e := range evs {
 				if _, err := set.Apply(st, e); err != nil {
-					rep.TooLate++
+					tooLate.Add(1)
 					continue
 				}
 				if e.ReceivedAt.After(newest) {
 					newest = e.ReceivedAt
 				}
 			}
-			vals = set.Values(st, opts.Now, vals)
+			vals := set.Values(st, opts.Now, nil)
 			m := make(map[string]any, len(idx))
 			for _, i := range idx {
 				m[names[i]] = vals[i]
 			}
-			batch = append(batch, pending{id, m, newest})
 			entities.Add(1)
 			events.Add(int64(len(evs)))
+			mu.Lock()
+			defer mu.Unlock()
+			batch = append(batch, pending{id, m, newest})
 			if len(batch) >= opts.BatchSize {
 				return write()
 			}
 			return nil
 		})
+	rep.TooLate = tooLate.Load()
 	if err == nil {
 		err = write()
 	}

@@ -3,7 +3,10 @@ package backfill
 import (
 	"errors"
 	"fmt"
+	"os"
+	"runtime/debug"
 	"strings"
+	"sync"
 
 	"github.com/pulse-rt/pulse/aggregate"
 	"github.com/pulse-rt/pulse/config"
@@ -92,3 +95,34 @@ func replayFilter(set *aggregate.Set, f history.EventFilter) history.EventFilter
 	f.Maps, f.Fields = mapsFor(set), fieldsFor(set)
 	return f
 }
+
+// replayGC makes the garbage collector run a quarter as often during a
+// replay (GOGC 400 rather than 100, unless the GOGC environment variable
+// sets it): a replay allocates its events' strings and values at a high
+// rate over a small live heap (the shards in flight), and collecting took
+// an eighth of its CPU. The returned func restores the setting when the
+// last replay in flight ends.
+func replayGC() (restore func()) {
+	if os.Getenv("GOGC") != "" {
+		return func() {}
+	}
+	gcMu.Lock()
+	defer gcMu.Unlock()
+	if gcReplays == 0 {
+		gcBefore = debug.SetGCPercent(400)
+	}
+	gcReplays++
+	return func() {
+		gcMu.Lock()
+		defer gcMu.Unlock()
+		if gcReplays--; gcReplays == 0 {
+			debug.SetGCPercent(gcBefore)
+		}
+	}
+}
+
+var (
+	gcMu      sync.Mutex
+	gcReplays int
+	gcBefore  int
+)

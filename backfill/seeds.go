@@ -191,6 +191,7 @@ func Seeds(ctx context.Context, cfg *config.Config, r *history.Reader, opts Seed
 		}
 	}
 	parted := map[int32]bool{}
+	defer replayGC()()
 	sort.Slice(groups, func(i, j int) bool { return groups[i].part < groups[j].part })
 	for _, g := range groups {
 		var defs []config.Feature

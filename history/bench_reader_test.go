@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,9 +63,13 @@ func TestEachEntityShards(t *testing.T) {
 		}
 	}
 	r := NewReader(conn, db)
-	for _, shards := range []int{0, 1, 3, 7, 100} {
+	for _, c := range []struct{ shards, workers int }{{0, 1}, {1, 1}, {3, 1}, {7, 1}, {100, 1}, {0, 3}, {7, 2}} {
+		shards := c.shards
 		got := map[string][]string{}
-		err := r.EachEntity(ctx, EventFilter{Shards: shards}, func(id string, evs []*event.Event) error {
+		var mu sync.Mutex
+		err := r.EachEntity(ctx, EventFilter{Shards: shards, Workers: c.workers}, func(id string, evs []*event.Event) error {
+			mu.Lock()
+			defer mu.Unlock()
 			if _, again := got[id]; again {
 				t.Errorf("shards=%d: entity %s came twice", shards, id)
 			}
@@ -100,6 +105,10 @@ func TestEachEntityShards(t *testing.T) {
 	})
 	if err != stop || n != 3 {
 		t.Errorf("after an error at the third entity: err %v after %d calls", err, n)
+	}
+	err = r.EachEntity(ctx, EventFilter{Shards: 5, Workers: 2}, func(string, []*event.Event) error { return stop })
+	if err != stop {
+		t.Errorf("two workers, fn failing: err %v", err)
 	}
 }
 

@@ -119,7 +119,9 @@ func contains(ss []string, s string) bool {
 
 // selectList is the projection's SELECT list.
 func (p *projection) selectList() string {
-	cols := []string{"entity_id", "message_id", "timestamp_ms", "received_at_ms"}
+	// The server hashes the message ids for the dedupe (vectorised, where
+	// Go would touch each id's bytes once more).
+	cols := []string{"entity_id", "message_id", "cityHash64(message_id)", "timestamp_ms", "received_at_ms"}
 	for _, c := range p.cols {
 		cols = append(cols, colNames[c])
 	}
@@ -128,7 +130,7 @@ func (p *projection) selectList() string {
 
 // dests points scan destinations at x's fields, in SELECT order.
 func (p *projection) dests(x *row, dst []any) []any {
-	dst = append(dst[:0], &x.entity, &x.messageID, &x.ts, &x.recv)
+	dst = append(dst[:0], &x.entity, &x.messageID, &x.idHash, &x.ts, &x.recv)
 	if p.more && x.more == nil {
 		x.more = &rowMore{}
 	}

@@ -4,11 +4,13 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"hash/maphash"
 	"math"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -65,6 +67,10 @@ type EventFilter struct {
 	// events hold those, the message id, timestamp and receive time, and
 	// nothing else. Nil reads every top-level field and the maps in Maps.
 	Fields []string
+	// Workers is how many goroutines call fn at once, each with its own
+	// entities (default 1: one at a time). fn must then be safe for
+	// concurrent use.
+	Workers int
 	// Cut, when set, keeps only the events read from one partition of the
 	// events topic before an offset (the kafka_partition and kafka_offset
 	// columns): what a stream task had processed before it.
@@ -141,8 +147,8 @@ func (r *Reader) EachEntity(ctx context.Context, f EventFilter, fn func(id strin
 		queries[k] = fmt.Sprintf("SELECT %s FROM %s WHERE %s", cols, r.Table("events"), strings.Join(w, " AND "))
 	}
 
-	// One goroutine reads and groups shard k+1 while this one replays
-	// shard k.
+	// One goroutine reads and groups shard k+1 while this one (and
+	// f.Workers-1 more) replays shard k.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	shards := make(chan *shard, 1)
@@ -174,34 +180,43 @@ func (r *Reader) EachEntity(ctx context.Context, f EventFilter, fn func(id strin
 		}
 		readErr <- nil
 	}()
+	workers := max(f.Workers, 1)
+	reps := make([]replayer, workers)
+	errs := make([]error, workers)
 	var (
-		pool []event.Event
-		evs  []*event.Event
-		seen idSet
-		maps [][4]map[string]any // each pool slot's maps, reused: fn keeps no event
+		wg     sync.WaitGroup
+		failed atomic.Bool // a worker's fn failed: the others stop too
 	)
 	for s := range shards {
-		for _, g := range s.groups {
-			rows := s.order[g.start:g.end]
-			if cap(pool) < len(rows) {
-				pool = make([]event.Event, len(rows)) // events handed out keep the old array
-			}
-			for len(maps) < len(rows) {
-				maps = append(maps, [4]map[string]any{})
-			}
-			pool, evs = pool[:0], evs[:0]
-			seen.reset(len(rows))
-			for _, i := range rows {
-				row := &s.rows[i]
-				if !seen.add(row.messageID, s.rows, i) {
-					continue
+		// Each worker replays a run of the shard's entities, about as
+		// many events each.
+		from := 0
+		for k := range workers {
+			to := len(s.groups)
+			if k < workers-1 {
+				half := s.groups[from:]
+				if len(half) > 0 {
+					goal := half[0].start + (int32(len(s.order))-half[0].start)/int32(workers-k)
+					to = from + sort.Search(len(half), func(j int) bool { return half[j].start >= goal })
+				} else {
+					to = from
 				}
-				pool = pool[:len(pool)+1]
-				e := &pool[len(pool)-1]
-				row.fill(e, &proj, &maps[len(pool)-1])
-				evs = append(evs, e)
 			}
-			if err := fn(s.rows[rows[0]].entity, evs); err != nil {
+			groups := s.groups[from:to]
+			from = to
+			if workers == 1 {
+				errs[0] = reps[0].replay(s, groups, &proj, &failed, fn)
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[k] = reps[k].replay(s, groups, &proj, &failed, fn)
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
 				cancel()
 				for range shards { // let the reader finish
 				}
@@ -215,6 +230,47 @@ func (r *Reader) EachEntity(ctx context.Context, f EventFilter, fn func(id strin
 		}
 	}
 	return <-readErr
+}
+
+// replayer turns a shard's rows into events and hands them to fn, entity
+// by entity, with buffers it reuses (fn keeps no event).
+type replayer struct {
+	pool []event.Event
+	evs  []*event.Event
+	seen idSet
+	maps [][4]map[string]any // each pool slot's maps
+}
+
+func (rp *replayer) replay(s *shard, groups []group, proj *projection, failed *atomic.Bool, fn func(id string, events []*event.Event) error) error {
+	for _, g := range groups {
+		if failed.Load() {
+			return nil
+		}
+		rows := s.order[g.start:g.end]
+		if cap(rp.pool) < len(rows) {
+			rp.pool = make([]event.Event, len(rows))
+		}
+		for len(rp.maps) < len(rows) {
+			rp.maps = append(rp.maps, [4]map[string]any{})
+		}
+		pool, evs := rp.pool[:0], rp.evs[:0]
+		rp.seen.reset(len(rows))
+		for _, i := range rows {
+			if !rp.seen.add(s.rows, i) {
+				continue
+			}
+			pool = pool[:len(pool)+1]
+			e := &pool[len(pool)-1]
+			s.rows[i].fill(e, proj, &rp.maps[len(pool)-1])
+			evs = append(evs, e)
+		}
+		rp.evs = evs
+		if err := fn(s.rows[rows[0]].entity, evs); err != nil {
+			failed.Store(true)
+			return err
+		}
+	}
+	return nil
 }
 
 // shardBounds splits the matching events into n ranges of entity ids (n 0:
@@ -270,6 +326,7 @@ func (r *Reader) shardBounds(ctx context.Context, n int, where []string, args []
 // traits, context, integrations. Columns not read stay zero.
 type row struct {
 	entity, messageID, typ, evt string
+	idHash                      uint64 // of messageID
 	ts, recv                    int64
 	maps                        [4]string
 	more                        *rowMore // the columns features seldom read, when read
@@ -314,7 +371,6 @@ func (r *row) fill(e *event.Event, p *projection, reuse *[4]map[string]any) {
 // from entity to entity: an open-addressing table of the ids' hashes and
 // rows (a Go map of strings cost a tenth of the replay).
 type idSet struct {
-	seed   maphash.Seed
 	hashes []uint64
 	rows   []int32 // row index + 1; 0 is an empty slot
 }
@@ -326,9 +382,6 @@ func (s *idSet) reset(n int) {
 		size *= 2
 	}
 	if len(s.rows) < size {
-		if s.seed == (maphash.Seed{}) {
-			s.seed = maphash.MakeSeed()
-		}
 		s.hashes, s.rows = make([]uint64, size), make([]int32, size)
 		return
 	}
@@ -337,8 +390,8 @@ func (s *idSet) reset(n int) {
 }
 
 // add adds the message id of row i of rows, false when it was there.
-func (s *idSet) add(id string, rows []row, i int32) bool {
-	h := maphash.String(s.seed, id)
+func (s *idSet) add(rows []row, i int32) bool {
+	h, id := rows[i].idHash, rows[i].messageID
 	mask := len(s.rows) - 1
 	for k := int(h) & mask; ; k = (k + 1) & mask {
 		switch j := s.rows[k]; {
