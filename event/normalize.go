@@ -1,7 +1,6 @@
 package event
 
 import (
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"strconv"
@@ -513,26 +512,6 @@ func appendUUID(dst []byte, id uuid.UUID) []byte {
 
 // unsafeString views b as a string for reading within this call.
 func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
-
-// printableASCII reports whether every byte is in 0x20..0x7f, eight bytes
-// at a time: a byte below 0x20 or from 0x80 sets its high bit in
-// (w - 0x20...) | w.
-func printableASCII(b []byte) bool {
-	const lo, hi = 0x2020202020202020, 0x8080808080808080
-	i := 0
-	for ; i+8 <= len(b); i += 8 {
-		w := binary.LittleEndian.Uint64(b[i:])
-		if ((w-lo)|w)&hi != 0 {
-			return false
-		}
-	}
-	for ; i < len(b); i++ {
-		if b[i] < 0x20 || b[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
-}
 
 func slowNormalize(dst, raw []byte, now time.Time, lim Limits, d Defaults) ([]byte, Normalized, error) {
 	e, err := Decode(raw, now, lim, d)
