@@ -8,6 +8,7 @@ import (
 	"time"
 	"unsafe"
 
+	json "github.com/goccy/go-json"
 	"github.com/google/uuid"
 )
 
@@ -30,9 +31,119 @@ type Normalizer struct {
 
 	times timesMemo
 
+	// The batch's context and integrations, when it has them.
+	merge       [2]batchObject
+	itemMembers []member
+
 	// The last receivedAt and timestamp formatted: a batch's items share them.
 	recvAt, tsAt     time.Time
 	recvText, tsText []byte
+}
+
+// member is one member of an object: its key (inside the quotes) and the
+// whole member, key to value.
+type member struct{ key, all span }
+
+// members appends the members of the object at b[sp] (one the scanner
+// passed). ok is false when a key has an escape: such keys are compared
+// unescaped, which Decode's path does.
+func members(b []byte, sp span, out []member) ([]member, bool) {
+	s := scanner{b: b[:sp.end], i: int(sp.start) + 1}
+	s.skipWS()
+	if s.b[s.i] == '}' {
+		return out, true
+	}
+	for {
+		ks := s.i
+		if esc, _, _ := s.str(); esc {
+			return out, false
+		}
+		ke := s.i
+		s.colon()
+		s.value()
+		out = append(out, member{key: span{int32(ks + 1), int32(ke - 1)}, all: span{int32(ks), int32(s.i)}})
+		if s.next('}') != ',' {
+			return out, true
+		}
+	}
+}
+
+// batchObject is a batch-level object to merge under each item's, its
+// members compacted back to back.
+type batchObject struct {
+	buf     []byte
+	members []member
+	active  bool
+}
+
+// load lists the members of the object at b[sp]; false (Decode's path)
+// for an escaped or a duplicate key.
+func (o *batchObject) load(b []byte, sp span) bool {
+	o.buf, o.members = o.buf[:0], o.members[:0]
+	ms, ok := members(b, sp, nil)
+	if !ok {
+		return false
+	}
+	for i, m := range ms {
+		key := b[m.key.start:m.key.end]
+		for _, prev := range ms[:i] {
+			if string(b[prev.key.start:prev.key.end]) == string(key) {
+				return false
+			}
+		}
+		start := len(o.buf)
+		o.buf = appendCompact(o.buf, b[m.all.start:m.all.end])
+		o.members = append(o.members, member{key: span{int32(start + 1), int32(start + 1 + len(key))}, all: span{int32(start), int32(len(o.buf))}})
+	}
+	o.active = len(o.members) > 0
+	return true
+}
+
+// appendMerged writes field f of the item as Decode's merge makes it: the
+// batch's members the item does not override, then the item's. false
+// sends the item to Decode's path.
+func (n *Normalizer) appendMerged(dst, b []byte, it *itemScan, f field, o *batchObject) ([]byte, bool) {
+	n.itemMembers = n.itemMembers[:0]
+	if sp := it.f[f]; sp.end != 0 && b[sp.start] == '{' {
+		var ok bool
+		if n.itemMembers, ok = members(b, sp, n.itemMembers); !ok {
+			return dst, false
+		}
+	}
+	dst = append(dst, ',', '"')
+	dst = append(dst, fieldNames[f]...)
+	dst = append(dst, '"', ':', '{')
+	first := true
+	for _, m := range o.members {
+		key := o.buf[m.key.start:m.key.end]
+		overridden := false
+		for _, im := range n.itemMembers {
+			if string(b[im.key.start:im.key.end]) == string(key) {
+				overridden = true
+				break
+			}
+		}
+		if overridden {
+			continue
+		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = append(dst, o.buf[m.all.start:m.all.end]...)
+	}
+	for _, im := range n.itemMembers {
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		if it.ws {
+			dst = appendCompact(dst, b[im.all.start:im.all.end])
+		} else {
+			dst = append(dst, b[im.all.start:im.all.end]...)
+		}
+	}
+	return append(dst, '}'), true
 }
 
 // timesMemo is the last eventTimes answer and what it was asked.
@@ -72,6 +183,7 @@ func (n *Normalizer) Normalize(dst, raw []byte, now time.Time, lim Limits, d Def
 	if n.s.skipWS(); n.s.i != len(raw) {
 		return slowNormalize(dst, raw, now, lim, d)
 	}
+	n.merge[0].active, n.merge[1].active = false, false
 	out, t, key, err := n.build(dst, raw, &n.it, now, d)
 	if err == errSlow {
 		return slowNormalize(dst, raw, now, lim, d)
@@ -109,8 +221,9 @@ type recordSpan struct{ v0, v1, k0, k1 int }
 // are valid until b is reused.
 //
 // The body is scanned once: items are split, validated and their records
-// written from the scanned bytes. A body out of the ordinary (invalid JSON,
-// a batch-level context or integrations to merge, a limit exceeded) takes
+// written from the scanned bytes, a batch-level context and integrations
+// merged under the item's. A body out of the ordinary (invalid JSON, a
+// limit exceeded, an escaped or duplicate key at the top) takes
 // DecodeBatch's path, which words the errors.
 func (n *Normalizer) NormalizeBatch(b *NormalizedBatch, body []byte, now time.Time, lim Limits) error {
 	if n.fastBatch(b, body, now, lim) {
@@ -165,9 +278,26 @@ func (n *Normalizer) fastBatch(b *NormalizedBatch, body []byte, now time.Time, l
 			return false
 		}
 	}
-	for _, f := range [...]int{bContext, bIntegrations} {
-		if sp := n.bs.f[f]; sp.end != 0 && body[sp.start] != 'n' && !isEmptyObject(body[sp.start:sp.end]) {
-			return false // a batch context to merge: Decode's path
+	// A batch-level context or integrations is merged under each item's;
+	// its members are listed once, and Decode's path for an odd item
+	// gets them as a map.
+	for k, f := range [...]int{bContext, bIntegrations} {
+		n.merge[k].active = false
+		sp := n.bs.f[f]
+		if sp.end == 0 || body[sp.start] == 'n' || isEmptyObject(body[sp.start:sp.end]) {
+			continue
+		}
+		if body[sp.start] != '{' || !n.merge[k].load(body, sp) {
+			return false
+		}
+		var m map[string]any
+		if err := json.Unmarshal(body[sp.start:sp.end], &m); err != nil {
+			return false
+		}
+		if k == 0 {
+			d.Context = m
+		} else {
+			d.Integrations = m
 		}
 	}
 	if sp := n.bs.f[bSentAt]; sp.end != 0 {
@@ -362,6 +492,13 @@ func (n *Normalizer) build(dst, b []byte, it *itemScan, now time.Time, d Default
 	dst = str(dst, `,"event":`, vals[fEvent], fEvent)
 	dst = str(dst, `,"name":`, vals[fName], fName)
 	for f := fProperties; f <= fIntegrations; f++ {
+		if f >= fContext && n.merge[f-fContext].active {
+			var ok bool
+			if dst, ok = n.appendMerged(dst, b, it, f, &n.merge[f-fContext]); !ok {
+				return dst, "", span{}, errSlow
+			}
+			continue
+		}
 		if kind(f) == 'n' {
 			continue
 		}

@@ -194,6 +194,14 @@ func TestNormalizeBatch(t *testing.T) {
 		`{"sentAt":"2026-11-22T12:00:00Z","writeKey":"k","batch":[{"type":"track","userId":"1","event":"a","originalTimestamp":"2026-11-22T11:00:00Z"}]}`,
 		`{"batch":[{"type":"track","userId":"1","event":"a"}],"context":{"ip":"1"},"integrations":{}}`,
 		`{"batch":[{"type":"track","userId":"1","event":"a"}],"context":{}}`,
+		`{"batch":[{"type":"track","userId":"1","event":"a","context":{"ip":"2","page":{"x":1}}},{"type":"track","userId":"1","event":"a","context":null},{"type":"track","userId":"1","event":"a","context":{}},{"type":"track","userId":"1","event":"a","context":{"\u0069p":"3"}},{"type":"track","userId":"1","event":"a","context":{"ip":"4","ip":"5"}}],"context":{"ip":"1","library":{"name":"x"}},"integrations":{"All":false}}`,
+		` {"batch" : [ {"type" : "track", "userId" : "1", "event" : "a", "integrations" : { "All" : true , "Mixpanel" : [ 1 ] } } ], "context" : { "ip" : "1" , "n" : [ 1, { "a" : "b c" } ] }, "integrations" : { "All" : false , "x" : null } } `,
+		`{"batch":[{"type":"track","userId":"1","event":"a","context":7}],"context":{"ip":"1"}}`,
+		`{"batch":[{"type":"track","userId":"1","event":"a"}],"context":{"\u0069p":"1"}}`,
+		`{"batch":[{"type":"track","userId":"1","event":"a"}],"context":{"ip":"1","ip":"2"}}`,
+		`{"batch":[{"type":"track","userId":"1","event":"a"}],"context":{"n":1e400}}`,
+		`{"batch":[{"type":"page","anonymousId":"a","category":"Docs"}],"context":{"ip":"1"}}`,
+		`{"batch":[{"type":"track","userId":"1","event":"a"}],"context":"x"}`,
 		`{"batch":[],"sentAt":"nope"}`,
 		`{"batch":null}`, `{"batch":{}}`, `{"Batch":[{"type":"track","userId":"1","event":"a"}]}`, `{"batch":[],"batch":[]}`,
 		`{"batch":[{"type":"track","userId":"1","event":"a"}],"writeKey":7}`,
@@ -227,6 +235,16 @@ func TestNormalizeBatchFast(t *testing.T) {
 	}
 	checkSameBatch(t, body)
 
+	// A batch-level context is merged on the one-pass path too.
+	merged := []byte(`{"batch":[{"type":"track","userId":"1","event":"a","context":{"ip":"2"}}],"context":{"ip":"1","library":{"name":"x"}}}`)
+	if !n.fastBatch(&b, merged, now, DefaultLimits) || n.bs.items[0].slow {
+		t.Fatal("a batch with a context took the reference path")
+	}
+	if got := string(b.Items[0].Value); !strings.Contains(got, `"context":{"library":{"name":"x"},"ip":"2"}`) {
+		t.Fatalf("merged record %s", got)
+	}
+	checkSameBatch(t, merged)
+
 	raw, err := os.ReadFile("testdata/track.json")
 	if err != nil {
 		t.Fatal(err)
@@ -246,6 +264,7 @@ func FuzzNormalizeBatch(f *testing.F) {
 	}
 	f.Add([]byte(batchOf(items...)))
 	f.Add([]byte(`{"batch":[{"type":"track","userId":"1","event":"a"},{"type":"page","anonymousId":"x","name":"n"}],"sentAt":"2026-11-22T12:00:00Z","writeKey":"k"}`))
+	f.Add([]byte(`{"batch":[{"type":"track","userId":"1","event":"a","context":{"ip":"2"}},{"type":"identify","anonymousId":"x","context":null}],"context":{"ip":"1","library":{"name":"x"}},"integrations":{"All":true}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		checkSameBatch(t, body)
 	})
