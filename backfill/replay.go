@@ -96,12 +96,13 @@ func replayFilter(set *aggregate.Set, f history.EventFilter) history.EventFilter
 	return f
 }
 
-// replayGC makes the garbage collector run a quarter as often during a
-// replay (GOGC 400 rather than 100, unless the GOGC environment variable
-// sets it): a replay allocates its events' strings and values at a high
-// rate over a small live heap (the shards in flight), and collecting took
-// an eighth of its CPU. The returned func restores the setting when the
-// last replay in flight ends.
+// replayGC makes the garbage collector run half as often during a replay
+// (GOGC 200 rather than 100, unless the GOGC environment variable sets
+// it): a replay allocates its events' strings and values fast over a
+// small live heap (the shards in flight), and collecting took an eighth
+// of its CPU. 10M events: 14.2 CPU-s and 0.96 GB peak RSS, against 15.6 s
+// and 0.73 GB at 100 and 13.5 s and 1.7 GB at 400. The returned func
+// restores the setting when the last replay in flight ends.
 func replayGC() (restore func()) {
 	if os.Getenv("GOGC") != "" {
 		return func() {}
@@ -109,7 +110,7 @@ func replayGC() (restore func()) {
 	gcMu.Lock()
 	defer gcMu.Unlock()
 	if gcReplays == 0 {
-		gcBefore = debug.SetGCPercent(400)
+		gcBefore = debug.SetGCPercent(200)
 	}
 	gcReplays++
 	return func() {

@@ -117,58 +117,126 @@ func contains(ss []string, s string) bool {
 	return false
 }
 
-// selectList is the projection's SELECT list.
+// The string columns come as one, concatenated by the server, with the
+// lengths of all but the last: clickhouse-go scans a row column by column
+// and copies each string into a new allocation, which cost more than the
+// server's concat.
+
+// strCols are the projection's string columns after entity_id and
+// message_id; intCols its Int64 ones.
+func (p *projection) strCols() (strs, ints []int) {
+	for _, c := range p.cols {
+		if c == colSentAt || c == colOriginal {
+			ints = append(ints, c)
+		} else {
+			strs = append(strs, c)
+		}
+	}
+	return strs, ints
+}
+
+// selectList is the projection's SELECT list: the concatenated strings,
+// their lengths, the message id's hash, the times.
 func (p *projection) selectList() string {
+	strs, ints := p.strCols()
+	names := []string{"entity_id", "message_id"}
+	for _, c := range strs {
+		names = append(names, colNames[c])
+	}
+	cols := []string{"concat(" + strings.Join(names, ", ") + ")"}
+	for _, n := range names[:len(names)-1] {
+		cols = append(cols, "length("+n+")")
+	}
 	// The server hashes the message ids for the dedupe (vectorised, where
 	// Go would touch each id's bytes once more).
-	cols := []string{"entity_id", "message_id", "cityHash64(message_id)", "timestamp_ms", "received_at_ms"}
-	for _, c := range p.cols {
+	cols = append(cols, "cityHash64(message_id)", "timestamp_ms", "received_at_ms")
+	for _, c := range ints {
 		cols = append(cols, colNames[c])
 	}
 	return strings.Join(cols, ", ")
 }
 
-// dests points scan destinations at x's fields, in SELECT order.
-func (p *projection) dests(x *row, dst []any) []any {
-	dst = append(dst[:0], &x.entity, &x.messageID, &x.idHash, &x.ts, &x.recv)
-	if p.more && x.more == nil {
+// scanned is where a row is scanned to before fill splits it.
+type scanned struct {
+	all    string
+	lens   []uint64
+	idHash uint64
+	ts     int64
+	recv   int64
+	ints   [2]int64
+	dests  []any
+	strs   []int
+	intsOf []int
+}
+
+func (p *projection) scanner() *scanned {
+	sc := &scanned{}
+	sc.strs, sc.intsOf = p.strCols()
+	sc.lens = make([]uint64, len(sc.strs)+1)
+	sc.dests = append(sc.dests, &sc.all)
+	for i := range sc.lens {
+		sc.dests = append(sc.dests, &sc.lens[i])
+	}
+	sc.dests = append(sc.dests, &sc.idHash, &sc.ts, &sc.recv)
+	for i := range sc.intsOf {
+		sc.dests = append(sc.dests, &sc.ints[i])
+	}
+	return sc
+}
+
+// split sets x's fields from what was scanned.
+func (sc *scanned) split(x *row, more bool) bool {
+	at := 0
+	next := func(k int) string {
+		if k == len(sc.lens) {
+			v := sc.all[at:]
+			at = len(sc.all)
+			return v
+		}
+		n := int(sc.lens[k])
+		if n > len(sc.all)-at {
+			n = len(sc.all) - at
+		}
+		v := sc.all[at : at+n]
+		at += n
+		return v
+	}
+	x.entity, x.messageID = next(0), next(1)
+	x.idHash, x.ts, x.recv = sc.idHash, sc.ts, sc.recv
+	if more {
 		x.more = &rowMore{}
 	}
-	for _, c := range p.cols {
-		var d any
+	for k, c := range sc.strs {
+		v := next(k + 2)
 		switch c {
 		case colType:
-			d = &x.typ
+			x.typ = v
 		case colEvent:
-			d = &x.evt
+			x.evt = v
 		case colName:
-			d = &x.more.name
+			x.more.name = v
 		case colUserID:
-			d = &x.more.userID
+			x.more.userID = v
 		case colAnonymousID:
-			d = &x.more.anonymousID
+			x.more.anonymousID = v
 		case colPreviousID:
-			d = &x.more.previousID
+			x.more.previousID = v
 		case colGroupID:
-			d = &x.more.groupID
-		case colSentAt:
-			d = &x.more.sent
-		case colOriginal:
-			d = &x.more.orig
+			x.more.groupID = v
 		case colFeatureSet:
-			d = &x.more.featureSet
-		case colProperties:
-			d = &x.maps[0]
-		case colTraits:
-			d = &x.maps[1]
-		case colContext:
-			d = &x.maps[2]
-		case colIntegrations:
-			d = &x.maps[3]
+			x.more.featureSet = v
+		case colProperties, colTraits, colContext, colIntegrations:
+			x.maps[c-colProperties] = v
 		}
-		dst = append(dst, d)
 	}
-	return dst
+	for k, c := range sc.intsOf {
+		if c == colSentAt {
+			x.more.sent = sc.ints[k]
+		} else {
+			x.more.orig = sc.ints[k]
+		}
+	}
+	return at == len(sc.all)
 }
 
 // decodeKeys decodes the named top-level keys of the stored JSON object s

@@ -102,7 +102,10 @@ const shardEvents = 250_000
 // ClickHouse only filters: sorting wide rows costs it ten times a plain
 // scan (18.16 and later alike), so each shard, a range of entity ids that
 // the table's primary key finds, is read unsorted and grouped and sorted
-// here, while fn works through the previous shard.
+// here, while fn works through the previous shard. With f.Fields, only
+// the columns and map keys the caller reads are read and decoded; the
+// rest of a replay's cost is the per-row scan of clickhouse-go and the
+// caller's own work (docs/BENCHMARKS.md, "History and backfill").
 func (r *Reader) EachEntity(ctx context.Context, f EventFilter, fn func(id string, events []*event.Event) error) error {
 	where := []string{"1"}
 	var args []any
@@ -427,9 +430,9 @@ func (r *Reader) readShard(ctx context.Context, sql string, args []any, p *proje
 	// the map is consulted once per run.
 	s.rows, s.ofRow, s.counts = s.rows[:0], s.ofRow[:0], s.counts[:0]
 	var (
-		ids   = map[string]int32{}
-		last  = int32(-1)
-		dests []any
+		ids  = map[string]int32{}
+		last = int32(-1)
+		sc   = p.scanner()
 	)
 	for rs.Next() {
 		if len(s.rows) < cap(s.rows) {
@@ -439,9 +442,11 @@ func (r *Reader) readShard(ctx context.Context, sql string, args []any, p *proje
 			s.rows = append(s.rows, row{})
 		}
 		x := &s.rows[len(s.rows)-1]
-		dests = p.dests(x, dests)
-		if err := rs.Scan(dests...); err != nil {
+		if err := rs.Scan(sc.dests...); err != nil {
 			return fmt.Errorf("cannot read event row: %w", err)
+		}
+		if !sc.split(x, p.more) {
+			return fmt.Errorf("cannot read event row: the lengths of its strings do not add up")
 		}
 		if last < 0 || s.rows[len(s.rows)-2].entity != x.entity {
 			id, ok := ids[x.entity]
