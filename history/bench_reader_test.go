@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -40,11 +41,15 @@ func TestEachEntityShards(t *testing.T) {
 	var all []*event.Event
 	for u := range 40 {
 		user := fmt.Sprintf("u%02d", u)
+		if u%3 == 0 {
+			user += "-ü日" // multi-byte ids: the reader splits concatenated strings by byte lengths
+		}
 		var evs []*event.Event
 		for i := range 1 + rng.IntN(30) {
 			at := base.Add(time.Duration(rng.IntN(5)) * time.Minute) // many ties
-			evs = append(evs, &event.Event{Type: event.Track, MessageID: fmt.Sprintf("%s-m%02d", user, i), UserID: user, Event: "E",
-				Timestamp: at, ReceivedAt: at.Add(time.Duration(rng.IntN(2)) * time.Second)})
+			evs = append(evs, &event.Event{Type: event.Track, MessageID: fmt.Sprintf("%s-m%02d", user, i), UserID: user, Event: "Évènement",
+				Properties: map[string]any{"k": user, "n": float64(i), "other": map[string]any{"k": "nested"}},
+				Timestamp:  at, ReceivedAt: at.Add(time.Duration(rng.IntN(2)) * time.Second)})
 		}
 		sorted := slices.Clone(evs)
 		slices.SortFunc(sorted, func(a, b *event.Event) int {
@@ -93,6 +98,20 @@ func TestEachEntityShards(t *testing.T) {
 				t.Errorf("shards=%d: %s:\n got %v\nwant %v", shards, id, got[id], w)
 			}
 		}
+	}
+	// Reading some fields: those, and of the maps only the keys named.
+	err = r.EachEntity(ctx, EventFilter{Fields: []string{"event", "properties.k", "properties.n"}, Workers: 2}, func(id string, evs []*event.Event) error {
+		for _, e := range evs {
+			want := map[string]any{"k": id, "n": e.Properties["n"]}
+			if e.Event != "Évènement" || e.UserID != "" || !reflect.DeepEqual(e.Properties, want) || e.Properties["n"] == nil {
+				t.Errorf("Fields read of %s: event %q, user %q, properties %v", id, e.Event, e.UserID, e.Properties)
+				return nil
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	// fn's error stops the read and comes back.
 	stop := fmt.Errorf("stop")
