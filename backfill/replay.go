@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 
@@ -90,9 +91,33 @@ func fieldsFor(set *aggregate.Set) []string {
 	return fields
 }
 
-// replayFilter is the read of the events the Set's features need.
+// mapEventsFor lists the events whose maps the Set's features read: nil
+// (every event's) when a feature reads a map key of events of any name.
+func mapEventsFor(set *aggregate.Set) []string {
+	events := []string{}
+	for i := range set.Names() {
+		f := set.Feature(i)
+		head, _, _ := strings.Cut(f.Field, ".")
+		if f.Expr != "" || head != "properties" && head != "traits" && head != "context" && head != "integrations" {
+			continue
+		}
+		if f.Event == "" || f.Event == "*" || f.Where != "" {
+			return nil
+		}
+		if !slices.Contains(events, f.Event) {
+			events = append(events, f.Event)
+		}
+	}
+	return events
+}
+
+// replayFilter is the read of the events the Set's features need: their
+// fields, and the maps only of the events that feed a map key.
 func replayFilter(set *aggregate.Set, f history.EventFilter) history.EventFilter {
 	f.Maps, f.Fields = mapsFor(set), fieldsFor(set)
+	if f.Fields != nil {
+		f.MapEvents = mapEventsFor(set)
+	}
 	return f
 }
 

@@ -100,7 +100,7 @@ func TestEachEntityShards(t *testing.T) {
 		}
 	}
 	// Reading some fields: those, and of the maps only the keys named.
-	err = r.EachEntity(ctx, EventFilter{Fields: []string{"event", "properties.k", "properties.n"}, Workers: 2}, func(id string, evs []*event.Event) error {
+	err = r.EachEntity(ctx, EventFilter{Fields: []string{"event", "properties.k", "properties.n"}, MapEvents: []string{"x", "Évènement"}, Workers: 2}, func(id string, evs []*event.Event) error {
 		for _, e := range evs {
 			want := map[string]any{"k": id, "n": e.Properties["n"]}
 			if e.Event != "Évènement" || e.UserID != "" || !reflect.DeepEqual(e.Properties, want) || e.Properties["n"] == nil {
@@ -112,6 +112,21 @@ func TestEachEntityShards(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The maps of only some events: here none of those read.
+	for _, only := range [][]string{{"Other"}, {}} {
+		err = r.EachEntity(ctx, EventFilter{Fields: []string{"event", "properties.k"}, MapEvents: only}, func(id string, evs []*event.Event) error {
+			for _, e := range evs {
+				if e.Event != "Évènement" || e.Properties != nil {
+					t.Errorf("MapEvents %q: %s: event %q, properties %v", only, id, e.Event, e.Properties)
+					return nil
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	// fn's error stops the read and comes back.
 	stop := fmt.Errorf("stop")

@@ -1,6 +1,7 @@
 package history
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -50,6 +51,8 @@ type projection struct {
 	// all of it.
 	keys [4][]string
 	more bool // a column of rowMore is read
+	// mapEvents, when not nil, are the only events whose maps are read.
+	mapEvents []string
 }
 
 // project plans the read of f: f.Fields when set, else every top-level
@@ -70,6 +73,7 @@ func project(f EventFilter) projection {
 	}
 	var read [nCols]bool
 	whole := [4]bool{}
+	p.mapEvents = f.MapEvents
 	for _, path := range f.Fields {
 		head, rest, _ := strings.Cut(path, ".")
 		c, ok := topColumns[head]
@@ -141,7 +145,16 @@ func (p *projection) selectList() string {
 	strs, ints := p.strCols()
 	names := []string{"entity_id", "message_id"}
 	for _, c := range strs {
-		names = append(names, colNames[c])
+		n := colNames[c]
+		switch {
+		case c < colProperties || p.mapEvents == nil:
+		case len(p.mapEvents) == 0:
+			n = "''"
+		default:
+			// The other events' maps stay on the server.
+			n = fmt.Sprintf("if(event IN (%s), %s, '')", stringList(p.mapEvents), n)
+		}
+		names = append(names, n)
 	}
 	cols := []string{"concat(" + strings.Join(names, ", ") + ")"}
 	for _, n := range names[:len(names)-1] {

@@ -67,6 +67,10 @@ type EventFilter struct {
 	// events hold those, the message id, timestamp and receive time, and
 	// nothing else. Nil reads every top-level field and the maps in Maps.
 	Fields []string
+	// MapEvents, with Fields, narrows the map keys of Fields to the events
+	// of these names (track events' event column): the maps of the others
+	// stay nil and are not even sent. Nil: every event's.
+	MapEvents []string
 	// Workers is how many goroutines call fn at once, each with its own
 	// entities (default 1: one at a time). fn must then be safe for
 	// concurrent use.
