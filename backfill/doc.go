@@ -6,7 +6,10 @@
 //
 // It is a service: history.Reader below it, featurestore.Store beside it,
 // cmd/pulse above it. Events are read per entity in time order, each
-// message_id once (history.Reader.EachEntity).
+// message_id once (history.Reader.EachEntity), holding only what the
+// features read: their event names, times and map keys (replayFilter; all
+// of an event when a where filter may read anything). Features replays
+// on every core.
 //
 // The point-in-time rule: a feature value "as of T" is aggregate.Values at
 // T of a State to which exactly the entity's events with timestamp < T were
