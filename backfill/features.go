@@ -71,7 +71,7 @@ func Features(ctx context.Context, cfg *config.Config, r *history.Reader, store 
 		newestAt time.Time
 	}
 	var batch []pending
-	write := func() error {
+	write := func(batch []pending) error {
 		if len(batch) == 0 {
 			return nil
 		}
@@ -104,11 +104,12 @@ func Features(ctx context.Context, cfg *config.Config, r *history.Reader, store 
 		if err := store.Write(ctx, ups); err != nil {
 			return fmt.Errorf("cannot write online vectors: %w", err)
 		}
-		batch = batch[:0]
 		return nil
 	}
 
-	// Entities replay on every core; the batch and its writes are shared.
+	// Entities replay on every core into one batch; a full batch is
+	// written by the worker that filled it while the others go on (the
+	// store is safe for concurrent use, and batches hold other entities).
 	var (
 		mu      sync.Mutex
 		tooLate atomic.Int64
@@ -135,16 +136,17 @@ func Features(ctx context.Context, cfg *config.Config, r *history.Reader, store 
 			entities.Add(1)
 			events.Add(int64(len(evs)))
 			mu.Lock()
-			defer mu.Unlock()
 			batch = append(batch, pending{id, m, newest})
+			var full []pending
 			if len(batch) >= opts.BatchSize {
-				return write()
+				full, batch = batch, make([]pending, 0, opts.BatchSize)
 			}
-			return nil
+			mu.Unlock()
+			return write(full)
 		})
 	rep.TooLate = tooLate.Load()
 	if err == nil {
-		err = write()
+		err = write(batch)
 	}
 	p.done()
 	rep.Entities, rep.Events, rep.Elapsed = entities.Load(), events.Load(), time.Since(start)
