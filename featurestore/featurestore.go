@@ -27,7 +27,7 @@
 // # Speed
 //
 // Redis reads of concurrent callers are coalesced (auto-pipelining, as
-// rueidis does; go-redis has no such mode): while fewer than four MGETs are
+// rueidis does; go-redis has no such mode): while fewer than two MGETs are
 // out a caller sends its own, on its own goroutine; beyond that callers
 // queue, and each MGET that comes back hands everything queued to one of
 // them to send as one MGET. Under load the scorer and Redis pay one round

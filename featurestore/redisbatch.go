@@ -52,7 +52,7 @@ type mgetCall struct {
 }
 
 const (
-	mgetMaxInflight = 4   // MGETs out at once at most
+	mgetMaxInflight = 2   // MGETs out at once at most
 	mgetMaxKeys     = 512 // keys per MGET at most (a caller's own keys are never split)
 )
 
