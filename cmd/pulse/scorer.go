@@ -40,6 +40,7 @@ func runScorer(ctx context.Context, args []string) error {
 	if err != nil {
 		return configError(err)
 	}
+	tuneGC(scorerGCPercent)
 	store, err := featurestore.Open(cfg)
 	if err != nil {
 		return err
@@ -154,6 +155,9 @@ func loadtestPredict(ctx context.Context, args []string) error {
 		o.Rates = append(o.Rates, v)
 	}
 	if *embedded {
+		// The scorer runs in this process: give it `pulse scorer`'s
+		// collector setting (the baseline handler shares it).
+		tuneGC(scorerGCPercent)
 		url, key, stop, err := embeddedScorer(ctx, *storeKind, *redisAddr, o.Users, *predLog, *rowCache)
 		if err != nil {
 			return err
