@@ -139,13 +139,9 @@ func (r *Redis) GetMany(ctx context.Context, entity string, ids []string) ([]Vec
 	if len(ids) == 0 {
 		return vecs, found, nil
 	}
-	keys := make([]string, len(ids))
-	for i, id := range ids {
-		keys[i] = r.vectorKey(entity, id)
-	}
-	vals, err := r.reads.mget(ctx, keys)
+	vals, err := r.vectors(ctx, entity, ids)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot get %d %ss: %w", len(ids), entity, redisErr(err))
+		return nil, nil, err
 	}
 	for i, val := range vals {
 		s, ok := val.(string)
@@ -261,13 +257,9 @@ func (r *Redis) AppendRaw(ctx context.Context, entity string, ids []string, buf 
 	if len(ids) == 0 {
 		return buf, raw, nil
 	}
-	keys := make([]string, len(ids))
-	for i, id := range ids {
-		keys[i] = r.vectorKey(entity, id)
-	}
-	vals, err := r.reads.mget(ctx, keys)
+	vals, err := r.vectors(ctx, entity, ids)
 	if err != nil {
-		return buf, raw, fmt.Errorf("cannot get %d %ss: %w", len(ids), entity, redisErr(err))
+		return buf, raw, err
 	}
 	for _, val := range vals {
 		s, ok := val.(string)
@@ -280,4 +272,18 @@ func (r *Redis) AppendRaw(ctx context.Context, entity string, ids []string, buf 
 		raw = append(raw, buf[at:len(buf):len(buf)])
 	}
 	return buf, raw, nil
+}
+
+// vectors reads the encoded vectors of ids through the coalesced MGET:
+// a string per id, nil for an id the store does not have.
+func (r *Redis) vectors(ctx context.Context, entity string, ids []string) ([]any, error) {
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = r.vectorKey(entity, id)
+	}
+	vals, err := r.reads.mget(ctx, keys)
+	if err != nil {
+		return nil, fmt.Errorf("cannot get %d %ss: %w", len(ids), entity, redisErr(err))
+	}
+	return vals, nil
 }
