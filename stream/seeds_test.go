@@ -82,21 +82,7 @@ func TestSeedsMakeNewFeaturesExact(t *testing.T) {
 	cfg2.Stream.Group = e.cfg.Stream.Group
 	ctx := context.Background()
 
-	w, err := history.NewWriter(e.cfg, history.WriterOptions{Group: histGroup, FlushInterval: 50 * time.Millisecond},
-		slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, stopWriter := context.WithCancel(ctx)
-	wdone := make(chan error, 1)
-	go func() { wdone <- w.Run(wctx) }()
-	t.Cleanup(func() { stopWriter(); <-wdone })
-	conn, err := history.Open(e.cfg.ClickHouse)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	reader := history.NewReader(conn, e.cfg.ClickHouse.Database)
+	reader := startHistory(t, e, histGroup)
 
 	ref := newReference(t, cfg2)
 	recs1, evs1 := load(21, 40, 3000)
@@ -465,21 +451,7 @@ redis: {addr: %q, key_prefix: %q}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 		return cmd
 	}
-	w, err := history.NewWriter(e.cfg, history.WriterOptions{Group: histGroup, FlushInterval: 50 * time.Millisecond},
-		slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, stopWriter := context.WithCancel(context.Background())
-	wdone := make(chan error, 1)
-	go func() { wdone <- w.Run(wctx) }()
-	t.Cleanup(func() { stopWriter(); <-wdone })
-	conn, err := history.Open(e.cfg.ClickHouse)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	reader := history.NewReader(conn, e.cfg.ClickHouse.Database)
+	reader := startHistory(t, e, histGroup)
 
 	c2 := strings.Replace(testConfig, "segments:\n", newFeatures+"segments:\n", 1)
 	cfg2, err := config.Parse([]byte(c2), "test2.yaml")
@@ -575,21 +547,7 @@ func TestSeedsFillWhatRetentionDeleted(t *testing.T) {
 	e.cfg.ClickHouse.Addr, e.cfg.ClickHouse.Database = native, testenv.ClickHouseDatabase(t)
 	e.cfg.Kafka.Topics.Predictions = e.cfg.Kafka.Topics.Events + ".predictions"
 	histGroup := e.cfg.Stream.Group + ".history"
-	w, err := history.NewWriter(e.cfg, history.WriterOptions{Group: histGroup, FlushInterval: 50 * time.Millisecond},
-		slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, stopWriter := context.WithCancel(context.Background())
-	wdone := make(chan error, 1)
-	go func() { wdone <- w.Run(wctx) }()
-	t.Cleanup(func() { stopWriter(); <-wdone })
-	conn, err := history.Open(e.cfg.ClickHouse)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	reader := history.NewReader(conn, e.cfg.ClickHouse.Database)
+	reader := startHistory(t, e, histGroup)
 
 	ref := newReference(t, e.cfg)
 	recs1, evs1 := load(51, 30, 2000)
@@ -636,4 +594,26 @@ func TestSeedsFillWhatRetentionDeleted(t *testing.T) {
 	}
 	e.waitSeedsRead(t, 30*time.Second, p)
 	ref.waitMatches(t, e.store, e.clock.now(), 30*time.Second)
+}
+
+// startHistory runs a history writer (consumer group group) over e's
+// topics into e's ClickHouse database until the test ends, and returns a
+// reader of that database.
+func startHistory(t *testing.T, e *env, group string) *history.Reader {
+	t.Helper()
+	w, err := history.NewWriter(e.cfg, history.WriterOptions{Group: group, FlushInterval: 50 * time.Millisecond},
+		slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() { stop(); <-done })
+	conn, err := history.Open(e.cfg.ClickHouse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return history.NewReader(conn, e.cfg.ClickHouse.Database)
 }
