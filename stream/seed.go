@@ -143,8 +143,7 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) error {
 	p := t.p
 	now := p.opts.Now()
 	x := &txn{b: t.db.NewBatch()}
-	entries := map[string]*entry{}
-	var order []*entry
+	var touched touchedSet
 	marked := map[string]bool{}
 	next := t.meta.seedNext
 	var merged, already, stale, invalid int
@@ -164,7 +163,6 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) error {
 			invalid++
 			continue
 		}
-		e := entries[id]
 		for _, c := range cuts {
 			if act, ok := t.act[c.Fingerprint]; !ok || act != c.Cut {
 				stale++
@@ -187,13 +185,10 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) error {
 			x.b.Set(sk, mark, nil)
 			x.recs = append(x.recs, t.stateRecord([]byte(clSeededPrefix+strconv.FormatUint(c.Fingerprint, 16)+"/"+id), mark))
 			merged++
-			if e == nil {
-				if e, err = t.load(id); err != nil {
-					x.b.Close()
-					return err
-				}
-				entries[id] = e
-				order = append(order, e)
+			e, err := touched.get(t, id)
+			if err != nil {
+				x.b.Close()
+				return err
 			}
 			changed := p.features.Merge(e.st, src, c.Fingerprint)
 			settled, err := t.settle(x, e, c)
@@ -212,7 +207,7 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) error {
 		x.b.Close()
 		return nil
 	}
-	for _, e := range order {
+	for _, e := range touched.order {
 		if !e.touched {
 			continue
 		}

@@ -679,8 +679,7 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 	p := t.p
 	now := p.opts.Now()
 	x := &txn{b: t.db.NewBatch()}
-	entries := map[string]*entry{}
-	var order []*entry
+	var touched touchedSet
 	batchSeen := map[string]struct{}{}
 	aliases := map[string]string{}
 	var applied, ignored, dups, late, invalid int
@@ -729,14 +728,10 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 				return err
 			}
 		}
-		e := entries[id]
-		if e == nil {
-			if e, err = t.load(id); err != nil {
-				x.b.Close()
-				return err
-			}
-			entries[id] = e
-			order = append(order, e)
+		e, err := touched.get(t, id)
+		if err != nil {
+			x.b.Close()
+			return err
 		}
 		var changed bool
 		if newOnly == nil {
@@ -767,10 +762,10 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 			x.received = append(x.received, ev.ReceivedAt.UnixMilli())
 		}
 	}
-	x.updates = make([]featurestore.Update, 0, len(order))
-	x.pending = make([]string, 0, len(order))
-	x.recs = slices.Grow(x.recs, len(order)+len(aliases)+2)
-	for _, e := range order {
+	x.updates = make([]featurestore.Update, 0, len(touched.order))
+	x.pending = make([]string, 0, len(touched.order))
+	x.recs = slices.Grow(x.recs, len(touched.order)+len(aliases)+2)
+	for _, e := range touched.order {
 		if !e.touched {
 			continue // nothing applied: unchanged
 		}
@@ -998,4 +993,28 @@ func (t *task) purgeSeen(x *txn, horizon int64) (bool, error) {
 		n++
 	}
 	return n > 0, nil
+}
+
+// touchedSet is the entities a batch changes, each loaded from Pebble
+// once, in the order first touched.
+type touchedSet struct {
+	byID  map[string]*entry
+	order []*entry
+}
+
+// get returns id's entry, loading it the first time.
+func (s *touchedSet) get(t *task, id string) (*entry, error) {
+	if e := s.byID[id]; e != nil {
+		return e, nil
+	}
+	e, err := t.load(id)
+	if err != nil {
+		return nil, err
+	}
+	if s.byID == nil {
+		s.byID = map[string]*entry{}
+	}
+	s.byID[id] = e
+	s.order = append(s.order, e)
+	return e, nil
 }
