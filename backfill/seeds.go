@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -179,17 +178,8 @@ func Seeds(ctx context.Context, cfg *config.Config, r *history.Reader, opts Seed
 		ev := events.Load()
 		return fmt.Sprintf("%d seeds, %d events, %.0f events/s", seeds.Load(), ev, float64(ev)/time.Since(start).Seconds())
 	})
-	var (
-		mu   sync.Mutex
-		perr error
-	)
-	done := func(_ *kgo.Record, err error) {
-		if err != nil {
-			mu.Lock()
-			perr = errors.Join(perr, err)
-			mu.Unlock()
-		}
-	}
+	var failed kafka.Failures
+	done := failed.Promise
 	parted := map[int32]bool{}
 	defer replayGC()()
 	sort.Slice(groups, func(i, j int) bool { return groups[i].part < groups[j].part })
@@ -246,9 +236,7 @@ func Seeds(ctx context.Context, cfg *config.Config, r *history.Reader, opts Seed
 	err = cl.Flush(ctx)
 	p.done()
 	if err == nil {
-		mu.Lock()
-		err = perr
-		mu.Unlock()
+		err = failed.Err()
 	}
 	rep.Seeds, rep.Events, rep.Elapsed, rep.PartitionsSeeded = seeds.Load(), events.Load(), time.Since(start), len(parted)
 	if err != nil {

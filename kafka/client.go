@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/pulse-rt/pulse/config"
@@ -107,4 +108,27 @@ func (k kgoLogger) Log(level kgo.LogLevel, msg string, kv ...any) {
 	default:
 		k.l.Debug("kafka: "+msg, kv...)
 	}
+}
+
+// Failures collects the errors of asynchronous produces: pass Promise to
+// each Produce, flush, then read Err.
+type Failures struct {
+	mu  sync.Mutex
+	err error
+}
+
+// Promise is a kgo produce promise that records a failure.
+func (f *Failures) Promise(_ *kgo.Record, err error) {
+	if err != nil {
+		f.mu.Lock()
+		f.err = errors.Join(f.err, err)
+		f.mu.Unlock()
+	}
+}
+
+// Err returns every failure recorded so far, joined, or nil.
+func (f *Failures) Err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
 }

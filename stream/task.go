@@ -553,17 +553,8 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	if err := t.prod.BeginTransaction(); err != nil {
 		return fmt.Errorf("cannot begin transaction: %w", err)
 	}
-	var (
-		mu   sync.Mutex
-		perr error
-	)
-	done := func(_ *kgo.Record, err error) {
-		if err != nil {
-			mu.Lock()
-			perr = errors.Join(perr, err)
-			mu.Unlock()
-		}
-	}
+	var failed kafka.Failures
+	done := failed.Promise
 	for _, r := range x.recs {
 		t.prod.Produce(ctx, r, done)
 	}
@@ -571,10 +562,7 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	if err := t.prod.Flush(ctx); err != nil {
 		return fmt.Errorf("cannot flush transaction: %w", err)
 	}
-	mu.Lock()
-	err := perr
-	mu.Unlock()
-	if err != nil {
+	if err := failed.Err(); err != nil {
 		return fmt.Errorf("cannot produce transaction: %w", err)
 	}
 	if err := t.hook("before-txn-commit"); err != nil {
