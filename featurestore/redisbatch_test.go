@@ -45,14 +45,7 @@ func TestRedisReadsCoalesce(t *testing.T) {
 	}
 	defer r.Close()
 	const users = 500
-	var batch []Update
-	for i := range users {
-		batch = append(batch, Update{Vector: Vector{Entity: "user", ID: strconv.Itoa(i),
-			Features: map[string]any{"n": float64(i)}}})
-	}
-	if err := r.Write(ctx, batch); err != nil {
-		t.Fatal(err)
-	}
+	writeNumbered(t, r, users)
 	before := mgetCalls(t, srv.Addr())
 	const callers, rounds = 64, 200
 	var wg sync.WaitGroup
@@ -141,14 +134,7 @@ func TestRedisReadsCancelUnderLoad(t *testing.T) {
 	ctx := context.Background()
 	r := openTestRedis(t, RedisOptions{})
 	const users = 200
-	var batch []Update
-	for i := range users {
-		batch = append(batch, Update{Vector: Vector{Entity: "user", ID: strconv.Itoa(i),
-			Features: map[string]any{"n": float64(i)}}})
-	}
-	if err := r.Write(ctx, batch); err != nil {
-		t.Fatal(err)
-	}
+	writeNumbered(t, r, users)
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	var cancelled, answered sync.Map
@@ -211,4 +197,17 @@ func TestRedisReadsCancelUnderLoad(t *testing.T) {
 func isTimeout(err error) bool {
 	var ne interface{ Timeout() bool }
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// writeNumbered writes users "0".."n-1", user i with feature n = i.
+func writeNumbered(t *testing.T, s Store, n int) {
+	t.Helper()
+	var batch []Update
+	for i := range n {
+		batch = append(batch, Update{Vector: Vector{Entity: "user", ID: strconv.Itoa(i),
+			Features: map[string]any{"n": float64(i)}}})
+	}
+	if err := s.Write(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
 }
