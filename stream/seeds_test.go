@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -399,16 +398,8 @@ func TestSIGKILLAroundSeeds(t *testing.T) {
 	keyPrefix := testenv.RedisKeyPrefix(t)
 	histGroup := e.cfg.Stream.Group + ".history"
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "pulse")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/pulse").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := ln.Addr().String()
-	ln.Close()
+	bin := buildPulse(t, dir)
+	listen := freeAddr(t)
 	tp := e.cfg.Kafka.Topics
 	cfgFile := filepath.Join(dir, "pulse.yaml")
 	writeConfig := func(features string) {

@@ -23,17 +23,8 @@ import (
 func TestSIGKILLPulseStream(t *testing.T) {
 	e := newEnv(t, testenv.Kafka(t))
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "pulse")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/pulse")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := ln.Addr().String()
-	ln.Close()
+	bin := buildPulse(t, dir)
+	listen := freeAddr(t)
 	tp := e.cfg.Kafka.Topics
 	cfgFile := filepath.Join(dir, "pulse.yaml")
 	storePath := filepath.Join(dir, "store")
@@ -157,4 +148,26 @@ func (e *env) waitGroupProgress(t *testing.T, timeout time.Duration, atLeast int
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// buildPulse builds the pulse command into dir and returns its path.
+func buildPulse(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "pulse")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/pulse").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// freeAddr returns a loopback address nothing listens on (for a child
+// process to listen on).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
