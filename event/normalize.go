@@ -1,7 +1,6 @@
 package event
 
 import (
-	"encoding/hex"
 	"errors"
 	"strconv"
 	"strings"
@@ -10,6 +9,7 @@ import (
 
 	json "github.com/goccy/go-json"
 	"github.com/google/uuid"
+	"github.com/pulse-rt/pulse/internal/uuidtext"
 )
 
 // Normalizer turns a client's event JSON into its pulse.events record value
@@ -482,7 +482,7 @@ func (n *Normalizer) build(dst, b []byte, it *itemScan, now time.Time, d Default
 	if len(vals[fMessageID]) > 0 {
 		dst = append(dst, vals[fMessageID]...)
 	} else {
-		dst = appendUUID(dst, uuid.New())
+		dst = uuidtext.Append(dst, uuid.New())
 	}
 	dst = append(dst, '"')
 	dst = str(dst, `,"userId":`, vals[fUserID], fUserID)
@@ -631,20 +631,6 @@ func appendCompact(dst, src []byte) []byte {
 		dst = append(dst, c)
 	}
 	return dst
-}
-
-func appendUUID(dst []byte, id uuid.UUID) []byte {
-	var buf [36]byte
-	hex.Encode(buf[0:8], id[0:4])
-	buf[8] = '-'
-	hex.Encode(buf[9:13], id[4:6])
-	buf[13] = '-'
-	hex.Encode(buf[14:18], id[6:8])
-	buf[18] = '-'
-	hex.Encode(buf[19:23], id[8:10])
-	buf[23] = '-'
-	hex.Encode(buf[24:], id[10:])
-	return append(dst, buf[:]...)
 }
 
 // unsafeString views b as a string for reading within this call.

@@ -2,7 +2,6 @@ package scorer
 
 import (
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -14,6 +13,7 @@ import (
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/internal/httpapi"
 	"github.com/pulse-rt/pulse/internal/jsonstr"
+	"github.com/pulse-rt/pulse/internal/uuidtext"
 	"github.com/valyala/fasthttp"
 )
 
@@ -324,15 +324,7 @@ func appendFloat(b []byte, f float64) []byte {
 func uuidV4(r []byte) (u [36]byte) {
 	r[6] = r[6]&0x0f | 0x40
 	r[8] = r[8]&0x3f | 0x80
-	hex.Encode(u[0:8], r[0:4])
-	u[8] = '-'
-	hex.Encode(u[9:13], r[4:6])
-	u[13] = '-'
-	hex.Encode(u[14:18], r[6:8])
-	u[18] = '-'
-	hex.Encode(u[19:23], r[8:10])
-	u[23] = '-'
-	hex.Encode(u[24:], r[10:16])
+	uuidtext.Append(u[:0], [16]byte(r))
 	return u
 }
 
