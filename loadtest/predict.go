@@ -36,6 +36,10 @@ type PredictOptions struct {
 	// weighs on both alike. Default 1: the baseline's whole phase, then the
 	// scorer's.
 	Rounds int
+	// ServerCPU, when set, returns the CPU time used so far by a server
+	// the scorer waits on outside this process (redis-server): the report
+	// then gives its CPU per request next to this process's.
+	ServerCPU func() (time.Duration, error)
 }
 
 func (o *PredictOptions) defaults() {
@@ -64,9 +68,11 @@ func (o *PredictOptions) defaults() {
 
 // PredictPhase is one rate measured against both targets.
 type PredictPhase struct {
-	Rate     float64
-	Baseline *Result // the bare handler
-	Scorer   *Result
+	Rate        float64
+	Baseline    *Result // the bare handler
+	Scorer      *Result
+	BaselineCPU CPU
+	ScorerCPU   CPU
 }
 
 // PredictReport is what `pulse loadtest predict` measured.
@@ -74,6 +80,67 @@ type PredictReport struct {
 	Phases             []PredictPhase
 	BaselineSaturation *Result
 	ScorerSaturation   *Result
+	BaselineSatCPU     CPU
+	ScorerSatCPU       CPU
+}
+
+// CPU is the CPU time a side of a phase used, over its turns with their
+// warm-ups: on a machine shared with other work, CPU per request is the
+// steadier figure where latency and throughput move with the neighbours.
+type CPU struct {
+	Requests int64         // sent, warm-ups included
+	Self     time.Duration // this process: the load generator, the bare handler and an embedded scorer
+	Server   time.Duration // PredictOptions.ServerCPU's server
+}
+
+// PerRequest is this process's and the server's CPU time per request.
+func (c CPU) PerRequest() (self, server time.Duration) {
+	if c.Requests == 0 {
+		return 0, 0
+	}
+	return c.Self / time.Duration(c.Requests), c.Server / time.Duration(c.Requests)
+}
+
+// measureCPU wraps a turn so that its CPU time adds to *c.
+func (o *PredictOptions) measureCPU(c *CPU, warmupSends int64, turn func(time.Duration) *Result) func(time.Duration) *Result {
+	return func(d time.Duration) *Result {
+		self0 := processCPU()
+		server0 := o.serverCPU()
+		r := turn(d)
+		c.Self += processCPU() - self0
+		c.Server += o.serverCPU() - server0
+		c.Requests += r.Sent + r.Dropped + warmupSends
+		return r
+	}
+}
+
+func (o *PredictOptions) serverCPU() time.Duration {
+	if o.ServerCPU == nil {
+		return 0
+	}
+	d, err := o.ServerCPU()
+	if err != nil {
+		return 0
+	}
+	return d
+}
+
+// reportCPU prints both sides' CPU per request.
+func (o *PredictOptions) reportCPU(w io.Writer, base, scorer CPU) {
+	bs, _ := base.PerRequest()
+	ss, sv := scorer.PerRequest()
+	if bs == 0 {
+		return // no CPU accounting on this platform
+	}
+	diff := "+" + fmtDur(ss-bs)
+	if ss < bs {
+		diff = "-" + fmtDur(bs-ss)
+	}
+	line := fmt.Sprintf("%-28s CPU per request in this process: bare handler %s, scorer %s (%s)", "", fmtDur(bs), fmtDur(ss), diff)
+	if o.ServerCPU != nil {
+		line += fmt.Sprintf("; in the scorer's store server %s", fmtDur(sv))
+	}
+	fmt.Fprintln(w, line)
 }
 
 // Predict runs, for each rate, the same open-loop load first against a bare
@@ -100,27 +167,30 @@ func Predict(ctx context.Context, o PredictOptions, w io.Writer) (*PredictReport
 		o.Model, o.Users, o.Entity, o.Duration, max(o.Rounds, 1), o.Warmup)
 	for _, rate := range o.Rates {
 		ph := PredictPhase{Rate: rate}
+		warm := int64(rate * o.Warmup.Seconds())
 		ph.Baseline, ph.Scorer = alternate(o.Rounds, o.Duration,
-			func(d time.Duration) *Result {
+			o.measureCPU(&ph.BaselineCPU, warm, func(d time.Duration) *Result {
 				return OpenLoop(ctx, Options{Name: "bare handler", Rate: rate, Duration: d, Warmup: o.Warmup}, baseline.do)
-			},
-			func(d time.Duration) *Result {
+			}),
+			o.measureCPU(&ph.ScorerCPU, warm, func(d time.Duration) *Result {
 				return OpenLoop(ctx, Options{Name: "scorer predict", Rate: rate, Duration: d, Warmup: o.Warmup}, scorer.do)
-			})
+			}))
 		Report(w, ph.Baseline, ph.Scorer)
+		o.reportCPU(w, ph.BaselineCPU, ph.ScorerCPU)
 		rep.Phases = append(rep.Phases, ph)
 		if ctx.Err() != nil {
 			return rep, ctx.Err()
 		}
 	}
 	rep.BaselineSaturation, rep.ScorerSaturation = alternate(o.Rounds, o.Duration,
-		func(d time.Duration) *Result {
+		o.measureCPU(&rep.BaselineSatCPU, 0, func(d time.Duration) *Result {
 			return ClosedLoop(ctx, "bare handler (saturation)", o.Connections, d, baseline.do)
-		},
-		func(d time.Duration) *Result {
+		}),
+		o.measureCPU(&rep.ScorerSatCPU, 0, func(d time.Duration) *Result {
 			return ClosedLoop(ctx, "scorer predict (saturation)", o.Connections, d, scorer.do)
-		})
+		}))
 	Report(w, rep.BaselineSaturation, rep.ScorerSaturation)
+	o.reportCPU(w, rep.BaselineSatCPU, rep.ScorerSatCPU)
 	return rep, ctx.Err()
 }
 

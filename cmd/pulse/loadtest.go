@@ -10,8 +10,11 @@ import (
 	"net"
 	"os"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/ingest"
@@ -122,4 +125,28 @@ func embeddedIngest(ctx context.Context, brokers []string) (stop func(), url str
 		cl.Close()
 		closeEmb()
 	}, "http://" + ln.Addr().String(), brokers, nil
+}
+
+// redisServerCPU returns a function reading the CPU time redis-server at
+// addr has used (INFO cpu), for the loadtest's CPU per request.
+func redisServerCPU(addr string) (read func() (time.Duration, error), closeFn func()) {
+	c := redis.NewClient(&redis.Options{Addr: addr, DisableIdentity: true})
+	return func() (time.Duration, error) {
+		info, err := c.Info(context.Background(), "cpu").Result()
+		if err != nil {
+			return 0, err
+		}
+		var total float64
+		for _, line := range strings.Split(info, "\n") {
+			name, val, ok := strings.Cut(strings.TrimSpace(line), ":")
+			if ok && (name == "used_cpu_sys" || name == "used_cpu_user") {
+				f, err := strconv.ParseFloat(val, 64)
+				if err != nil {
+					return 0, fmt.Errorf("cannot parse redis INFO %s: %w", name, err)
+				}
+				total += f
+			}
+		}
+		return time.Duration(total * float64(time.Second)), nil
+	}, func() { c.Close() }
 }

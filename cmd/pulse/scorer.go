@@ -164,6 +164,11 @@ func loadtestPredict(ctx context.Context, args []string) error {
 		}
 		defer stop()
 		o.URL, o.Key = url, key
+		if *storeKind == "redis" {
+			read, closeFn := redisServerCPU(*redisAddr)
+			defer closeFn()
+			o.ServerCPU = read
+		}
 	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
