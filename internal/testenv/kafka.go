@@ -96,7 +96,7 @@ func newKafka(dir string) (*Server, error) {
 				// measure the broker as it is run. With a smaller heap
 				// (-Xmx512m) G1 sized the young generation to ~190 MiB and
 				// paused every ~0.4 s at 400k records/s, and those pauses
-				// (3-69 ms on a busy machine) were ingest's p99.
+				// (3-69 ms on a busy machine) land in ingest's tail latency.
 				"-Xms1g", "-Xmx1g",
 				"-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
 				"-XX:+ExplicitGCInvokesConcurrent", "-XX:MaxInlineLevel=15",
