@@ -272,9 +272,9 @@ func (s *scanner) value() bool {
 		_, _, ok := s.str()
 		return ok
 	case '{':
-		return s.object()
+		return s.container('}')
 	case '[':
-		return s.array()
+		return s.container(']')
 	case 't':
 		return s.lit("true")
 	case 'f':
@@ -289,50 +289,28 @@ func (s *scanner) value() bool {
 	return false
 }
 
-func (s *scanner) object() bool {
+// container moves past the object or array at s.i, whose closing byte is
+// close: an object's members are key, colon, value; an array's items are
+// values.
+func (s *scanner) container(close byte) bool {
 	if s.depth++; s.depth > maxDepth {
 		return false
 	}
 	s.i++
 	s.skipWS()
-	if s.i < len(s.b) && s.b[s.i] == '}' {
+	if s.i < len(s.b) && s.b[s.i] == close {
 		s.i++
 		s.depth--
 		return true
 	}
 	for {
-		if !s.key() || !s.colon() || !s.value() {
+		if close == '}' && (!s.key() || !s.colon()) || !s.value() {
 			return false
 		}
-		switch s.next('}') {
+		switch s.next(close) {
 		case 0:
 			return false
-		case '}':
-			s.depth--
-			return true
-		}
-	}
-}
-
-func (s *scanner) array() bool {
-	if s.depth++; s.depth > maxDepth {
-		return false
-	}
-	s.i++
-	s.skipWS()
-	if s.i < len(s.b) && s.b[s.i] == ']' {
-		s.i++
-		s.depth--
-		return true
-	}
-	for {
-		if !s.value() {
-			return false
-		}
-		switch s.next(']') {
-		case 0:
-			return false
-		case ']':
+		case close:
 			s.depth--
 			return true
 		}
