@@ -108,11 +108,7 @@ func dev(ctx context.Context, cfg *config.Config, o devOptions) error {
 		}
 	}
 	printDevBanner(cfg, o.Demo)
-	err = g.Wait()
-	if errors.Is(err, context.Canceled) {
-		return nil
-	}
-	return err
+	return untilStopped(g)
 }
 
 func loopback(addr string) string {
@@ -154,10 +150,7 @@ func runIngest(ctx context.Context, args []string) error {
 	if _, err := startIngest(ctx, g, cfg); err != nil {
 		return err
 	}
-	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
+	return untilStopped(g)
 }
 
 func configError(err error) error {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -42,8 +41,5 @@ func runHistory(ctx context.Context, args []string) error {
 	if err := serveHealth(ctx, g, *listen, "pulse-history", func(ctx context.Context) error { return history.Ping(ctx, conn) }); err != nil {
 		return err
 	}
-	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
+	return untilStopped(g)
 }

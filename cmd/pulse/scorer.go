@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -50,10 +49,7 @@ func runScorer(ctx context.Context, args []string) error {
 	if err := startScorer(ctx, g, cfg, store, scorer.WithConfigPath(*path)); err != nil {
 		return err
 	}
-	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
+	return untilStopped(g)
 }
 
 // startScorer runs the scorer on cfg.Scorer.Listen in g: the prediction log

@@ -57,10 +57,7 @@ func runStream(ctx context.Context, args []string) error {
 	if err := serveHealth(ctx, g, cfg.Stream.Listen, "pulse-stream", ready); err != nil {
 		return err
 	}
-	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
+	return untilStopped(g)
 }
 
 // superviseStream runs the stream processor until ctx ends. On a signal on

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -49,10 +48,7 @@ func runWebhooks(ctx context.Context, args []string) error {
 	if err := serveHealth(ctx, g, *listen, "pulse-webhooks", func(ctx context.Context) error { return kafka.Ping(ctx, cl) }); err != nil {
 		return err
 	}
-	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
+	return untilStopped(g)
 }
 
 // startDemo runs the e-commerce traffic generator of `pulse dev --demo`
