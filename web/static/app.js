@@ -263,11 +263,18 @@
     }
     var h = state.history[s.name] || [];
     var now = Date.now();
-    var first = null;
-    for (var i = 0; i < h.length; i++) { if (h[i][0] >= now - HOUR) { first = h[i]; break; } }
-    if (!first && h.length) first = h[0];
-    var d = first ? n - first[1] : 0;
-    c.delta.textContent = (d > 0 ? '+' : d < 0 ? '−' : '±') + nf.format(Math.abs(d)) + ' in 1h';
+    // The count an hour ago is the last sample from before the hour. A
+    // page that has watched for less than an hour knows only the change
+    // since its first sample, and says so rather than claim an hour.
+    var base = null;
+    for (var i = h.length - 1; i >= 0; i--) { if (h[i][0] <= now - HOUR) { base = h[i]; break; } }
+    var span = ' in 1h';
+    if (!base && h.length) {
+      base = h[0];
+      span = ' since ' + new Date(base[0]).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    }
+    var d = base ? n - base[1] : 0;
+    c.delta.textContent = (d > 0 ? '+' : d < 0 ? '−' : '±') + nf.format(Math.abs(d)) + span;
     c.delta.className = 'delta' + (d > 0 ? ' up' : d < 0 ? ' down' : '');
     drawSpark(c.spark, h, n, now);
   }

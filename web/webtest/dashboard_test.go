@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/kafka"
@@ -175,6 +176,9 @@ func TestDashboardShowsLiveChanges(t *testing.T) {
 	produce("big_spenders", "612", "enter")
 	b.waitText(countOf("big_spenders"), "3")
 	b.waitText(`#feed .feed-item.enter[data-segment="big_spenders"] .linklike`, "User 612")
+	// The page has watched for seconds, not an hour: the change is since it
+	// opened, and it says so.
+	b.waitContains(`[data-segment="big_spenders"] .delta`, "+1 since ")
 	// And one leaves active_shoppers.
 	fake.setMembers("active_shoppers")
 	produce("active_shoppers", "7", "exit")
@@ -218,4 +222,16 @@ func TestDashboardShowsLiveChanges(t *testing.T) {
 	b.do(chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(countOf("big_spenders"))))
 	b.waitText(countOf("big_spenders"), "3")
 	b.waitText("#status .status-text", "Live")
+
+	// A page that knows the count from over an hour ago (its saved history)
+	// shows the change over the hour. The history is planted before the
+	// page's script runs, so no save of the old page can overwrite it.
+	hist := fmt.Sprintf(`localStorage.setItem('pulse.segmentHistory.v1', JSON.stringify({big_spenders: [[%d, 1]]}))`,
+		time.Now().Add(-2*time.Hour).UnixMilli())
+	if _, err := chromedp.Call(b.ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: hist}); err != nil {
+		t.Fatal(err)
+	}
+	b.do(chromedp.Navigate(url))
+	b.waitText(countOf("big_spenders"), "3")
+	b.waitText(`[data-segment="big_spenders"] .delta`, "+2 in 1h")
 }
