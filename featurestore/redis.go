@@ -96,7 +96,13 @@ func OpenRedis(cfg config.Redis, opts RedisOptions) (*Redis, error) {
 		c.Close()
 		return nil, fmt.Errorf("cannot reach redis at %s: %w", addr, err)
 	}
-	return &Redis{c: c, reads: newMgetBatcher(c), prefix: cfg.KeyPrefix, ttl: opts.TTL}, nil
+	reads := newMgetBatcher(addr, cfg.Password, cfg.DB, cfg.KeyPrefix, opts.Timeout)
+	if err := reads.warm(ctx); err != nil {
+		reads.close()
+		c.Close()
+		return nil, fmt.Errorf("cannot reach redis at %s: %w", addr, err)
+	}
+	return &Redis{c: c, reads: reads, prefix: cfg.KeyPrefix, ttl: opts.TTL}, nil
 }
 
 func (r *Redis) vectorKey(entity, id string) string {
@@ -112,15 +118,16 @@ func (r *Redis) Get(ctx context.Context, entity, id string) (Vector, error) {
 	if err := checkName("entity", entity); err != nil {
 		return Vector{}, err
 	}
-	vals, err := r.reads.mget(ctx, []string{r.vectorKey(entity, id)})
+	ids := [1]string{id}
+	var raws [1][]byte
+	_, raw, err := r.reads.read(ctx, entity, ids[:], nil, raws[:0])
 	if err != nil {
 		return Vector{}, fmt.Errorf("cannot get %s %q: %w", entity, id, redisErr(err))
 	}
-	s, ok := vals[0].(string)
-	if !ok {
+	if raw[0] == nil {
 		return Vector{}, fmt.Errorf("cannot get %s %q: %w", entity, id, ErrNotFound)
 	}
-	v, err := decode(s)
+	v, err := Decode(raw[0])
 	if err != nil {
 		return Vector{}, fmt.Errorf("cannot get %s %q: %w", entity, id, err)
 	}
@@ -139,16 +146,15 @@ func (r *Redis) GetMany(ctx context.Context, entity string, ids []string) ([]Vec
 	if len(ids) == 0 {
 		return vecs, found, nil
 	}
-	vals, err := r.vectors(ctx, entity, ids)
+	_, raw, err := r.AppendRaw(ctx, entity, ids, nil, nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	for i, val := range vals {
-		s, ok := val.(string)
-		if !ok {
-			continue // nil: no such key
+	for i, b := range raw {
+		if b == nil {
+			continue // no such key
 		}
-		v, err := decode(s)
+		v, err := Decode(b)
 		if err != nil {
 			return nil, nil, fmt.Errorf("cannot get %s %q: %w", entity, ids[i], err)
 		}
@@ -257,33 +263,9 @@ func (r *Redis) AppendRaw(ctx context.Context, entity string, ids []string, buf 
 	if len(ids) == 0 {
 		return buf, raw, nil
 	}
-	vals, err := r.vectors(ctx, entity, ids)
+	buf, raw, err := r.reads.read(ctx, entity, ids, buf, raw)
 	if err != nil {
-		return buf, raw, err
-	}
-	for _, val := range vals {
-		s, ok := val.(string)
-		if !ok {
-			raw = append(raw, nil) // no such key
-			continue
-		}
-		at := len(buf)
-		buf = append(buf, s...)
-		raw = append(raw, buf[at:len(buf):len(buf)])
+		return buf, raw[:0], fmt.Errorf("cannot get %d %ss: %w", len(ids), entity, redisErr(err))
 	}
 	return buf, raw, nil
-}
-
-// vectors reads the encoded vectors of ids through the coalesced MGET:
-// a string per id, nil for an id the store does not have.
-func (r *Redis) vectors(ctx context.Context, entity string, ids []string) ([]any, error) {
-	keys := make([]string, len(ids))
-	for i, id := range ids {
-		keys[i] = r.vectorKey(entity, id)
-	}
-	vals, err := r.reads.mget(ctx, keys)
-	if err != nil {
-		return nil, fmt.Errorf("cannot get %d %ss: %w", len(ids), entity, redisErr(err))
-	}
-	return vals, nil
 }

@@ -113,9 +113,9 @@ func TestRedisDown(t *testing.T) {
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// After PoolSize failed dials go-redis stops dialing on the caller's
-	// time and answers the last dial error until a background probe, once a
-	// second, gets through: recovery takes up to about a second.
+	// Reads dial again on the next call (writes go through go-redis, which
+	// after PoolSize failed dials waits for a background probe, once a
+	// second): recovery takes at most about a second.
 	back := time.Now()
 	for {
 		_, err := r.Get(ctx, "user", "1")

@@ -8,7 +8,9 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/model"
 	"github.com/pulse-rt/pulse/scorer"
 	"github.com/valyala/fasthttp"
@@ -42,6 +44,8 @@ func benchPredict(b *testing.B, st featurestore.Store, rows int) {
 		bodies[i] = body.Bytes()
 	}
 	var ctx fasthttp.RequestCtx
+	// A context as a server hands it (Done works: go-redis watches it).
+	ctx.Init(&fasthttp.Request{}, nil, nil)
 	ctx.Request.Header.SetMethod("POST")
 	ctx.Request.SetRequestURI("/v1/predict")
 	ctx.Request.Header.Set("Authorization", "Bearer read-key")
@@ -66,6 +70,18 @@ func BenchmarkPredictMemory10(b *testing.B) {
 
 func BenchmarkPredictPebble(b *testing.B) {
 	st, err := featurestore.OpenPebble(b.TempDir(), featurestore.PebbleOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	benchPredict(b, st, 1)
+}
+
+// BenchmarkPredictRedis is one caller at a time: each lookup is its own
+// MGET round trip, so allocs/op counts the whole Redis read path.
+func BenchmarkPredictRedis(b *testing.B) {
+	addr, db := testenv.RedisDB(b)
+	st, err := featurestore.OpenRedis(config.Redis{Addr: addr, DB: db}, featurestore.RedisOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
