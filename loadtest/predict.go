@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime/pprof"
 	"strconv"
 	"time"
 
@@ -212,7 +213,9 @@ func startBare() (url string, stop func(), err error) {
 		},
 		NoDefaultServerHeader: true,
 	}
-	go func() { _ = srv.Serve(ln) }()
+	// The label tells its CPU from the rest in a CPU profile (pprof
+	// -tagfocus server=bare).
+	go pprof.Do(context.Background(), pprof.Labels("server", "bare"), func(context.Context) { _ = srv.Serve(ln) })
 	return "http://" + ln.Addr().String(), func() { _ = srv.Shutdown() }, nil
 }
 

@@ -257,7 +257,9 @@ func embeddedScorer(ctx context.Context, kind, redisAddr string, users int, pred
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { _ = srv.Serve(sctx, ln); close(done) }()
+	// The label tells the scorer's CPU from the load generator's and the
+	// bare handler's in a -cpuprofile (pprof -tagfocus server=scorer).
+	go pprof.Do(sctx, pprof.Labels("server", "scorer"), func(sctx context.Context) { _ = srv.Serve(sctx, ln); close(done) })
 	closers = append(closers, func() { cancel(); <-done })
 	for _, k := range cfg.Keys {
 		if k.HasScope(config.ScopeRead) {
