@@ -1,0 +1,32 @@
+package testenv
+
+import (
+	"net"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// BuildPulse builds the pulse command into a test temp dir and returns the
+// binary's path, for tests that run a service as a separate process (to
+// kill it).
+func BuildPulse(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "pulse")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/pulse-rt/pulse/cmd/pulse").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// FreeAddr returns a loopback address nothing listens on, for a child
+// process to listen on.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
