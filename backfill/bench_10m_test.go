@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
@@ -29,6 +30,9 @@ import (
 //	PULSE_BENCH_10M=1 go test -run '^$' -bench BackfillFeatures10M -benchtime 1x -timeout 30m ./backfill
 //
 // PULSE_BENCH_EVENTS changes the event count (for quicker tries).
+// PULSE_BENCH_DB names a database to keep between runs (with
+// PULSE_TEST_CLICKHOUSE pointing at a server that outlives them): the
+// events are loaded only when it does not hold them already.
 // Metrics: events/s of the replay, the scan's and the replay's seconds,
 // x_scan (replay time / scan time; the target is <= 3), the scan of the
 // whole event (scan_all_s, x_scan_all: the columns the replay read before
@@ -52,7 +56,10 @@ func BenchmarkBackfillFeatures10M(b *testing.B) {
 	}
 	const users = 100_000
 	native, httpAddr := testenv.ClickHouse(b)
-	db := testenv.ClickHouseDatabase(b)
+	db, keep := os.Getenv("PULSE_BENCH_DB"), true
+	if db == "" {
+		db, keep = testenv.ClickHouseDatabase(b), false
+	}
 	yaml, _ := benchFeatures()
 	cfg, err := config.Parse([]byte(yaml), "bench.yaml")
 	if err != nil {
@@ -71,18 +78,25 @@ func BenchmarkBackfillFeatures10M(b *testing.B) {
 	}
 
 	end := time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC)
-	start := time.Now()
-	if err := conn.Exec(ctx, load10M(db, events, users, end)); err != nil {
-		b.Fatal(err)
+	if !keep || !holds(ctx, b, conn, db, events) {
+		if keep {
+			if err := conn.Exec(ctx, fmt.Sprintf("TRUNCATE TABLE %s.events", db)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		start := time.Now()
+		if err := conn.Exec(ctx, load10M(db, events, users, end)); err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("loaded %d events of %d users in %s", events, users, time.Since(start).Round(time.Millisecond))
+		// Merge the insert's parts now, as a history table mostly is: else
+		// the background merges of the load compete with what is measured.
+		start = time.Now()
+		if err := conn.Exec(ctx, fmt.Sprintf("OPTIMIZE TABLE %s.events FINAL", db)); err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("merged in %s", time.Since(start).Round(time.Millisecond))
 	}
-	b.Logf("loaded %d events of %d users in %s", events, users, time.Since(start).Round(time.Millisecond))
-	// Merge the insert's parts now, as a history table mostly is: else
-	// the background merges of the load compete with what is measured.
-	start = time.Now()
-	if err := conn.Exec(ctx, fmt.Sprintf("OPTIMIZE TABLE %s.events FINAL", db)); err != nil {
-		b.Fatal(err)
-	}
-	b.Logf("merged in %s", time.Since(start).Round(time.Millisecond))
 
 	r := history.NewReader(conn, db)
 	set, _, err := compile(cfg, nil)
@@ -110,7 +124,7 @@ func BenchmarkBackfillFeatures10M(b *testing.B) {
 	scan(allCols) // warm the page cache as the replay will find it
 	scanTime, scanAllTime := scan(cols), scan(allCols)
 	// The replay's own query shape: one sort of all rows by entity and time.
-	start = time.Now()
+	start := time.Now()
 	if err := httpQuery(httpAddr, fmt.Sprintf("SELECT %s FROM %s ORDER BY entity_id, timestamp_ms, received_at_ms, message_id FORMAT Null", allCols, r.Table("events"))); err != nil {
 		b.Fatal(err)
 	}
@@ -171,6 +185,16 @@ func BenchmarkBackfillFeatures10M(b *testing.B) {
 	b.ReportMetric(replay, "replay_s")
 	b.ReportMetric(replay/scanTime.Seconds(), "x_scan")
 	b.ReportMetric(replay/scanAllTime.Seconds(), "x_scan_all")
+}
+
+// holds says whether db's events table holds the benchmark's n events
+// already (PULSE_BENCH_DB).
+func holds(ctx context.Context, b *testing.B, conn driver.Conn, db string, n int) bool {
+	var count uint64
+	if err := conn.QueryRow(ctx, fmt.Sprintf("SELECT count() FROM %s.events", db)).Scan(&count); err != nil {
+		b.Fatal(err)
+	}
+	return count == uint64(n)
 }
 
 // cpuTime is the CPU time (user and system) this process has used: on a
