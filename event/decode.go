@@ -428,20 +428,29 @@ func Unmarshal(b []byte) (*Event, error) {
 	if err := json.Unmarshal(b, &e); err != nil {
 		return nil, fmt.Errorf("cannot decode event: %w", err)
 	}
+	if err := e.checkRecord(); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// checkRecord is Unmarshal's check of a decoded record; it defaults the
+// timestamp to receivedAt.
+func (e *Event) checkRecord() error {
 	if !e.Type.Valid() {
-		return nil, fieldErr("type", "unknown type %q", e.Type)
+		return fieldErr("type", "unknown type %q", e.Type)
 	}
 	if e.UserID == "" && e.AnonymousID == "" {
-		return nil, fieldErr("userId", "userId or anonymousId is required")
+		return fieldErr("userId", "userId or anonymousId is required")
 	}
 	if e.Type == Track && e.Event == "" {
-		return nil, fieldErr("event", "required for track")
+		return fieldErr("event", "required for track")
 	}
 	if e.Timestamp.IsZero() {
 		e.Timestamp = e.ReceivedAt
 	}
 	if e.Timestamp.IsZero() {
-		return nil, fieldErr("timestamp", "required in records on the events topic")
+		return fieldErr("timestamp", "required in records on the events topic")
 	}
-	return &e, nil
+	return nil
 }

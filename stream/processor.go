@@ -13,6 +13,7 @@ import (
 
 	"github.com/pulse-rt/pulse/aggregate"
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/segment"
@@ -56,6 +57,9 @@ type Processor struct {
 	features *aggregate.Set
 	segments *segment.Set
 	names    []string
+	// records decodes the input records: of their maps, only the keys
+	// the features read.
+	records *event.Projection
 
 	cl *kgo.Client
 
@@ -131,6 +135,7 @@ func New(cfg *config.Config, store featurestore.Store, opts Options) (*Processor
 	p := &Processor{
 		cfg: cfg, store: store, opts: opts, log: opts.Log,
 		features: set, segments: segs, names: set.Names(),
+		records: event.NewProjection(set.Reads()),
 		tasks: map[int32]*task{}, reopen: map[int32]bool{},
 		progress: make(chan struct{}, 1),
 	}

@@ -671,9 +671,9 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 	batchSeen := map[string]struct{}{}
 	aliases := map[string]string{}
 	var applied, ignored, dups, late, invalid int
+	ev := new(event.Event) // reused: Apply keeps no pointer to it
 	for _, r := range recs {
-		ev, err := event.Unmarshal(r.Value)
-		if err != nil {
+		if err := p.records.Unmarshal(r.Value, ev); err != nil {
 			x.recs = append(x.recs, t.deadLetter(r, "invalid", "", err, now))
 			invalid++
 			continue
@@ -711,6 +711,7 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 		}
 		id := ev.UserID
 		if id == "" {
+			var err error
 			if id, err = t.resolve(ev.AnonymousID, aliases); err != nil {
 				x.b.Close()
 				return err
