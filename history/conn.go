@@ -27,7 +27,10 @@ func Open(c config.ClickHouse) (driver.Conn, error) {
 		user = "default"
 	}
 	// LZ4 saves a network's bandwidth, but over loopback it only costs
-	// CPU on both sides (a tenth of a replay's in the Go process).
+	// CPU: reading the 10M events of a replay took the server 3.6 CPU-s
+	// with it and 2.4 without, the Go side 2.8 and 3.0 (it reads more
+	// bytes through its buffer), so a machine running both does a sixth
+	// less work without it.
 	var compression *clickhouse.Compression
 	if !loopback(c.Addr) {
 		compression = &clickhouse.Compression{Method: clickhouse.CompressionLZ4}
