@@ -2,6 +2,8 @@ package history
 
 import (
 	"fmt"
+	"hash/maphash"
+	"math/bits"
 	"strconv"
 	"strings"
 
@@ -121,10 +123,21 @@ func contains(ss []string, s string) bool {
 	return false
 }
 
-// The string columns come as one, concatenated by the server, with the
-// lengths of all but the last: clickhouse-go scans a row column by column
-// and copies each string into a new allocation, which cost more than the
-// server's concat.
+// A row comes as one string, packed by the server: clickhouse-go scans a
+// row column by column, each column a call and each string a new
+// allocation, which cost more than the replay's own work on the row. The
+// packed row is its fixed-width numbers (little-endian, as
+// reinterpretAsString writes them), the byte lengths of its strings but
+// the last (UInt32), then the strings: entity id, message id, and the
+// projection's string columns in order.
+
+// Where the fixed-width head of a packed row puts its numbers.
+const (
+	packHash = 0 // cityHash64(message_id), hashed by the server (vectorised) for the dedupe
+	packTS   = 8
+	packRecv = 16
+	packInts = 24 // then sent_at_ms and original_timestamp_ms, when read
+)
 
 // strCols are the projection's string columns after entity_id and
 // message_id; intCols its Int64 ones.
@@ -139,10 +152,16 @@ func (p *projection) strCols() (strs, ints []int) {
 	return strs, ints
 }
 
-// selectList is the projection's SELECT list: the concatenated strings,
-// their lengths, the message id's hash, the times.
+// selectList is the projection's SELECT list: one packed row.
 func (p *projection) selectList() string {
 	strs, ints := p.strCols()
+	fixed := func(expr string, n int) string {
+		return fmt.Sprintf("toFixedString(reinterpretAsString(%s), %d)", expr, n)
+	}
+	parts := []string{fixed("cityHash64(message_id)", 8), fixed("timestamp_ms", 8), fixed("received_at_ms", 8)}
+	for _, c := range ints {
+		parts = append(parts, fixed(colNames[c], 8))
+	}
 	names := []string{"entity_id", "message_id"}
 	for _, c := range strs {
 		n := colNames[c]
@@ -156,70 +175,73 @@ func (p *projection) selectList() string {
 		}
 		names = append(names, n)
 	}
-	cols := []string{"concat(" + strings.Join(names, ", ") + ")"}
 	for _, n := range names[:len(names)-1] {
-		cols = append(cols, "length("+n+")")
+		parts = append(parts, fixed("toUInt32(length("+n+"))", 4))
 	}
-	// The server hashes the message ids for the dedupe (vectorised, where
-	// Go would touch each id's bytes once more).
-	cols = append(cols, "cityHash64(message_id)", "timestamp_ms", "received_at_ms")
-	for _, c := range ints {
-		cols = append(cols, colNames[c])
-	}
-	return strings.Join(cols, ", ")
+	return "concat(" + strings.Join(append(parts, names...), ", ") + ")"
 }
 
-// scanned is where a row is scanned to before fill splits it.
-type scanned struct {
-	all    string
-	lens   []uint64
-	idHash uint64
-	ts     int64
-	recv   int64
-	ints   [2]int64
-	dests  []any
-	strs   []int
-	intsOf []int
+// unpacker reads packed rows of one projection.
+type unpacker struct {
+	strs, ints []int
+	lens       int // where the strings' lengths start
+	head       int // bytes before the strings
+	more       bool
 }
 
-func (p *projection) scanner() *scanned {
-	sc := &scanned{}
-	sc.strs, sc.intsOf = p.strCols()
-	sc.lens = make([]uint64, len(sc.strs)+1)
-	sc.dests = append(sc.dests, &sc.all)
-	for i := range sc.lens {
-		sc.dests = append(sc.dests, &sc.lens[i])
-	}
-	sc.dests = append(sc.dests, &sc.idHash, &sc.ts, &sc.recv)
-	for i := range sc.intsOf {
-		sc.dests = append(sc.dests, &sc.ints[i])
-	}
-	return sc
+func (p *projection) unpacker() unpacker {
+	u := unpacker{more: p.more}
+	u.strs, u.ints = p.strCols()
+	u.lens = packInts + 8*len(u.ints)
+	u.head = u.lens + 4*(len(u.strs)+1)
+	return u
 }
 
-// split sets x's fields from what was scanned.
-func (sc *scanned) split(x *row, more bool) bool {
-	at := 0
+// valid says whether s is a packed row of this projection: the readers
+// below trust one that is.
+func (u *unpacker) valid(s string) bool {
+	if len(s) < u.head {
+		return false
+	}
+	n := u.head
+	for k := range len(u.strs) + 1 {
+		n += int(le32(s, u.lens+4*k))
+	}
+	return n <= len(s)
+}
+
+func (u *unpacker) key(s string, row int32) sortKey {
+	return sortKey{ts: int64(le64(s, packTS)), recv: int64(le64(s, packRecv)), hash: le64(s, packHash), row: row}
+}
+
+func (u *unpacker) entity(s string) string {
+	return s[u.head : u.head+int(le32(s, u.lens))]
+}
+
+func (u *unpacker) messageID(s string) string {
+	at := u.head + int(le32(s, u.lens))
+	return s[at : at+int(le32(s, u.lens+4))]
+}
+
+// split sets x's fields from the valid packed row s (x's strings share
+// s's bytes).
+func (u *unpacker) split(s string, x *row) {
+	x.ts, x.recv = int64(le64(s, packTS)), int64(le64(s, packRecv))
+	at := u.head
 	next := func(k int) string {
-		if k == len(sc.lens) {
-			v := sc.all[at:]
-			at = len(sc.all)
-			return v
+		if k == len(u.strs)+1 {
+			return s[at:]
 		}
-		n := int(sc.lens[k])
-		if n > len(sc.all)-at {
-			n = len(sc.all) - at
-		}
-		v := sc.all[at : at+n]
+		n := int(le32(s, u.lens+4*k))
+		v := s[at : at+n]
 		at += n
 		return v
 	}
 	x.entity, x.messageID = next(0), next(1)
-	x.idHash, x.ts, x.recv = sc.idHash, sc.ts, sc.recv
-	if more {
+	if u.more {
 		x.more = &rowMore{}
 	}
-	for k, c := range sc.strs {
+	for k, c := range u.strs {
 		v := next(k + 2)
 		switch c {
 		case colType:
@@ -242,31 +264,94 @@ func (sc *scanned) split(x *row, more bool) bool {
 			x.maps[c-colProperties] = v
 		}
 	}
-	for k, c := range sc.intsOf {
+	for k, c := range u.ints {
+		v := int64(le64(s, packInts+8*k))
 		if c == colSentAt {
-			x.more.sent = sc.ints[k]
+			x.more.sent = v
 		} else {
-			x.more.orig = sc.ints[k]
+			x.more.orig = v
 		}
 	}
-	return at == len(sc.all)
 }
 
-// decodeKeys decodes the named top-level keys of the stored JSON object s
-// into m (cleared first), as decodeMap would decode them, and returns m, or
-// nil when none is there. Keys with escapes, or anything odd, take the
-// full decoder.
-func decodeKeys(s string, keys []string, m map[string]any) map[string]any {
+// le64 and le32 read little-endian numbers at s[i:].
+func le64(s string, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+func le32(s string, i int) uint32 {
+	s = s[i : i+4]
+	return uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
+}
+
+// keyDecoder decodes the named top-level keys of stored JSON objects,
+// remembering recent short scalar values: the same product ids and amounts
+// come again and again, and decoding one (a float parse, an allocation to
+// box it) cost more than finding it. The raw text is kept in the slot, not
+// as a string into an old row: reading that cost a cache miss. Values are
+// immutable, so events share them. A keyDecoder is not safe for
+// concurrent use.
+type keyDecoder struct {
+	seed   maphash.Seed
+	recent [4096]recentValue
+}
+
+type recentValue struct {
+	n   uint8 // len(raw); 0: empty slot
+	raw [23]byte
+	v   any
+}
+
+func newKeyDecoder() *keyDecoder { return &keyDecoder{seed: maphash.MakeSeed()} }
+
+// scalar is scalar(raw), remembered.
+func (d *keyDecoder) scalar(raw string) (any, bool) {
+	if len(raw) == 0 || len(raw) > len(recentValue{}.raw) {
+		return scalar(raw)
+	}
+	slot := &d.recent[maphash.String(d.seed, raw)%uint64(len(d.recent))]
+	if int(slot.n) == len(raw) && string(slot.raw[:slot.n]) == raw {
+		return slot.v, true
+	}
+	v, ok := scalar(raw)
+	if ok {
+		if str, isStr := v.(string); isStr {
+			v = strings.Clone(str) // not a piece of the row, kept alive and far away
+		}
+		slot.n = uint8(copy(slot.raw[:], raw))
+		slot.v = v
+	}
+	return v, ok
+}
+
+// decode decodes the named top-level keys of the stored JSON object s into
+// m, as decodeMap would decode them, and returns m, or nil when none is
+// there. m holds no keys but keys (it is only ever filled here, for the
+// same keys): those s lacks are deleted. Keys with escapes, or anything
+// odd, take the full decoder.
+func (d *keyDecoder) decode(s string, keys []string, m map[string]any) map[string]any {
 	if len(s) <= 2 {
 		return nil
 	}
-	clear(m)
-	if !scanKeys(s, keys, m) {
+	if len(keys) > 64 {
+		clear(m) // more keys than found has bits
+	}
+	found, ok := d.scanKeys(s, keys, m)
+	switch {
+	case !ok:
 		full := decodeMap(s)
 		clear(m)
 		for _, k := range keys {
 			if v, ok := full[k]; ok {
 				m[k] = v
+			}
+		}
+	case len(keys) <= 64 && len(m) > bits.OnesCount64(found):
+		for i, k := range keys {
+			if found&(1<<i) == 0 {
+				delete(m, k)
 			}
 		}
 	}
@@ -277,52 +362,58 @@ func decodeKeys(s string, keys []string, m map[string]any) map[string]any {
 }
 
 // scanKeys walks the object s, decoding the values of keys into m and
-// skipping the others. !ok: not the simple case, decode it all.
-func scanKeys(s string, keys []string, m map[string]any) bool {
+// skipping the others; found has bit i set when keys[i] was (for the
+// first 64 keys). !ok: not the simple case, decode it all.
+func (d *keyDecoder) scanKeys(s string, keys []string, m map[string]any) (found uint64, ok bool) {
 	i := skipSpace(s, 0)
 	if i >= len(s) || s[i] != '{' {
-		return false
+		return 0, false
 	}
 	i = skipSpace(s, i+1)
 	if i < len(s) && s[i] == '}' {
-		return skipSpace(s, i+1) == len(s)
+		return 0, skipSpace(s, i+1) == len(s)
 	}
 	for {
 		key, j, ok := flatString(s, i)
 		if !ok {
-			return false
+			return 0, false
 		}
 		i = skipSpace(s, j)
 		if i >= len(s) || s[i] != ':' {
-			return false
+			return 0, false
 		}
 		i = skipSpace(s, i+1)
 		end, ok := skipValue(s, i)
 		if !ok {
-			return false
+			return 0, false
 		}
-		if contains(keys, key) {
-			v, ok := scalar(s[i:end])
+		for ki, k := range keys {
+			if k != key {
+				continue
+			}
+			v, ok := d.scalar(s[i:end])
 			if !ok {
 				var x any // apart from v, which would escape on every call
 				if json.Unmarshal([]byte(s[i:end]), &x) != nil {
-					return false
+					return 0, false
 				}
 				v = x
 			}
 			m[key] = v
+			found |= 1 << (ki & 63)
+			break
 		}
 		i = skipSpace(s, end)
 		if i >= len(s) {
-			return false
+			return 0, false
 		}
 		switch s[i] {
 		case ',':
 			i = skipSpace(s, i+1)
 		case '}':
-			return skipSpace(s, i+1) == len(s)
+			return found, skipSpace(s, i+1) == len(s)
 		default:
-			return false
+			return 0, false
 		}
 	}
 }
@@ -335,6 +426,9 @@ func scalar(v string) (any, bool) {
 		s, j, ok := flatString(v, 0)
 		return s, ok && j == len(v)
 	case c == '-' || c >= '0' && c <= '9':
+		if f, ok := shortDecimal(v); ok {
+			return f, true
+		}
 		f, err := strconv.ParseFloat(v, 64)
 		return f, err == nil && jsonNumber(v)
 	case v == "true":
@@ -346,6 +440,51 @@ func scalar(v string) (any, bool) {
 	}
 	return nil, false
 }
+
+// shortDecimal reads the common JSON number quickly: an optional minus,
+// an integer part without leading zeros, an optional fraction, no
+// exponent, at most 15 digits. Its digits then make an integer that a
+// float64 holds exactly, and one division by an exact power of ten rounds
+// correctly: strconv.ParseFloat's own fast path, without its generality.
+// !ok: not such a number (it may still be one).
+func shortDecimal(v string) (float64, bool) {
+	i, neg := 0, false
+	if i < len(v) && v[i] == '-' {
+		i, neg = 1, true
+	}
+	if i == len(v) || v[i] < '0' || v[i] > '9' || v[i] == '0' && i+1 < len(v) && v[i+1] >= '0' && v[i+1] <= '9' {
+		return 0, false
+	}
+	var mant uint64
+	digits, frac := 0, -1
+	for ; i < len(v); i++ {
+		switch c := v[i]; {
+		case c >= '0' && c <= '9':
+			mant = mant*10 + uint64(c-'0')
+			digits++
+			if frac >= 0 {
+				frac++
+			}
+		case c == '.' && frac < 0:
+			frac = 0
+		default:
+			return 0, false
+		}
+	}
+	if digits > 15 || frac == 0 {
+		return 0, false
+	}
+	f := float64(mant)
+	if frac > 0 {
+		f /= pow10[frac]
+	}
+	if neg {
+		f = -f
+	}
+	return f, true
+}
+
+var pow10 = [...]float64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}
 
 // skipValue returns the end of the JSON value at s[i]. It checks brackets
 // and strings, not every rule of the grammar: what it passes is decoded

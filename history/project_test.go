@@ -2,6 +2,8 @@ package history
 
 import (
 	"fmt"
+	"math"
+	"strconv"
 	"testing"
 
 	json "github.com/goccy/go-json"
@@ -20,7 +22,8 @@ func FuzzDecodeKeys(f *testing.F) {
 		f.Add(s)
 	}
 	keys := []string{"revenue", "product_id"}
-	m := map[string]any{"stale": 1}
+	m := map[string]any{"revenue": "stale"}
+	d := newKeyDecoder()
 	f.Fuzz(func(t *testing.T, s string) {
 		var valid map[string]any
 		if json.Unmarshal([]byte(s), &valid) != nil {
@@ -33,15 +36,37 @@ func FuzzDecodeKeys(f *testing.F) {
 				want[k] = v
 			}
 		}
-		got := decodeKeys(s, keys, m)
+		got := d.decode(s, keys, m)
 		if len(want) == 0 {
 			if got != nil {
-				t.Fatalf("decodeKeys(%q) = %#v, want nil", s, got)
+				t.Fatalf("decode(%q) = %#v, want nil", s, got)
 			}
 			return
 		}
 		if fmt.Sprintf("%#v", sortedMap(got)) != fmt.Sprintf("%#v", sortedMap(want)) {
-			t.Fatalf("decodeKeys(%q) = %#v, decodeMap's keys %#v", s, got, want)
+			t.Fatalf("decode(%q) = %#v, decodeMap's keys %#v", s, got, want)
+		}
+	})
+}
+
+// FuzzShortDecimal: the fast path of number decoding answers exactly what
+// strconv.ParseFloat answers for a JSON number, or steps aside.
+func FuzzShortDecimal(f *testing.F) {
+	for _, s := range []string{"0", "-0", "12.34", "99.99", "0.1", "-1.5", "123456789012345", "1234567890123456",
+		"0.000000000000001", "01", "1.", ".5", "-", "1e5", "1.2.3", "00", "-01.5", "9007199254740993"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := shortDecimal(s)
+		if !ok {
+			return
+		}
+		want, err := strconv.ParseFloat(s, 64)
+		if err != nil || !jsonNumber(s) {
+			t.Fatalf("shortDecimal(%q) = %v, but it is no JSON number (%v)", s, got, err)
+		}
+		if math.Float64bits(got) != math.Float64bits(want) {
+			t.Fatalf("shortDecimal(%q) = %v, strconv %v", s, got, want)
 		}
 	})
 }

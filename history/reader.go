@@ -172,7 +172,8 @@ func (r *Reader) EachEntity(ctx context.Context, f EventFilter, fn func(id strin
 			}
 			// Room for a shard a quarter above the mean at once: growing
 			// the rows copies them.
-			s.rows = slices.Grow(s.rows[:0], int(count/uint64(len(queries)))*5/4)
+			n := int(count/uint64(len(queries))) * 5 / 4
+			s.rows, s.read = slices.Grow(s.rows[:0], n), slices.Grow(s.read[:0], n)
 			err := r.readShard(ctx, q, args, &proj, s)
 			if err != nil {
 				readErr <- err
@@ -189,6 +190,9 @@ func (r *Reader) EachEntity(ctx context.Context, f EventFilter, fn func(id strin
 	}()
 	workers := max(f.Workers, 1)
 	reps := make([]replayer, workers)
+	for k := range reps {
+		reps[k].u, reps[k].keys = proj.unpacker(), newKeyDecoder()
+	}
 	errs := make([]error, workers)
 	var (
 		wg     sync.WaitGroup
@@ -203,7 +207,7 @@ func (r *Reader) EachEntity(ctx context.Context, f EventFilter, fn func(id strin
 			if k < workers-1 {
 				half := s.groups[from:]
 				if len(half) > 0 {
-					goal := half[0].start + (int32(len(s.order))-half[0].start)/int32(workers-k)
+					goal := half[0].start + (int32(len(s.keys))-half[0].start)/int32(workers-k)
 					to = from + sort.Search(len(half), func(j int) bool { return half[j].start >= goal })
 				} else {
 					to = from
@@ -242,6 +246,8 @@ func (r *Reader) EachEntity(ctx context.Context, f EventFilter, fn func(id strin
 // replayer turns a shard's rows into events and hands them to fn, entity
 // by entity, with buffers it reuses (fn keeps no event).
 type replayer struct {
+	u    unpacker
+	keys *keyDecoder
 	pool []event.Event
 	evs  []*event.Event
 	seen idSet
@@ -253,26 +259,28 @@ func (rp *replayer) replay(s *shard, groups []group, proj *projection, failed *a
 		if failed.Load() {
 			return nil
 		}
-		rows := s.order[g.start:g.end]
-		if cap(rp.pool) < len(rows) {
-			rp.pool = make([]event.Event, len(rows))
+		keys := s.keys[g.start:g.end]
+		if cap(rp.pool) < len(keys) {
+			rp.pool = make([]event.Event, len(keys))
 		}
-		for len(rp.maps) < len(rows) {
+		for len(rp.maps) < len(keys) {
 			rp.maps = append(rp.maps, [4]map[string]any{})
 		}
 		pool, evs := rp.pool[:0], rp.evs[:0]
-		rp.seen.reset(len(rows))
-		for _, i := range rows {
-			if !rp.seen.add(s.rows, i) {
+		rp.seen.reset(len(keys))
+		for _, k := range keys {
+			if !rp.seen.add(&rp.u, s.rows, k.hash, k.row) {
 				continue
 			}
 			pool = pool[:len(pool)+1]
 			e := &pool[len(pool)-1]
-			s.rows[i].fill(e, proj, &rp.maps[len(pool)-1])
+			var x row
+			rp.u.split(s.rows[k.row], &x)
+			x.fill(e, proj, rp.keys, &rp.maps[len(pool)-1])
 			evs = append(evs, e)
 		}
 		rp.evs = evs
-		if err := fn(s.rows[rows[0]].entity, evs); err != nil {
+		if err := fn(g.id, evs); err != nil {
 			failed.Store(true)
 			return err
 		}
@@ -329,11 +337,10 @@ func (r *Reader) shardBounds(ctx context.Context, n int, where []string, args []
 	return bounds, count, nil
 }
 
-// row is one events row as read, its maps still JSON: properties,
+// row is one events row unpacked, its maps still JSON: properties,
 // traits, context, integrations. Columns not read stay zero.
 type row struct {
 	entity, messageID, typ, evt string
-	idHash                      uint64 // of messageID
 	ts, recv                    int64
 	maps                        [4]string
 	more                        *rowMore // the columns features seldom read, when read
@@ -345,8 +352,8 @@ type rowMore struct {
 }
 
 // fill makes e the row's event, decoding the maps the projection reads;
-// reuse holds maps it may clear and fill (when it reads only some keys).
-func (r *row) fill(e *event.Event, p *projection, reuse *[4]map[string]any) {
+// reuse holds maps it may fill (when it reads only some keys), with d.
+func (r *row) fill(e *event.Event, p *projection, d *keyDecoder, reuse *[4]map[string]any) {
 	var m [4]map[string]any
 	for i, s := range r.maps {
 		switch {
@@ -357,7 +364,7 @@ func (r *row) fill(e *event.Event, p *projection, reuse *[4]map[string]any) {
 			if reuse[i] == nil {
 				reuse[i] = make(map[string]any, len(p.keys[i]))
 			}
-			m[i] = decodeKeys(s, p.keys[i], reuse[i])
+			m[i] = d.decode(s, p.keys[i], reuse[i])
 		}
 	}
 	*e = event.Event{Type: event.Type(r.typ), MessageID: r.messageID, Event: r.evt,
@@ -396,31 +403,50 @@ func (s *idSet) reset(n int) {
 	clear(s.rows)
 }
 
-// add adds the message id of row i of rows, false when it was there.
-func (s *idSet) add(rows []row, i int32) bool {
-	h, id := rows[i].idHash, rows[i].messageID
+// add adds the message id of packed row i of rows, its hash h, false
+// when it was there. Only equal hashes read the rows.
+func (s *idSet) add(u *unpacker, rows []string, h uint64, i int32) bool {
 	mask := len(s.rows) - 1
 	for k := int(h) & mask; ; k = (k + 1) & mask {
 		switch j := s.rows[k]; {
 		case j == 0:
 			s.hashes[k], s.rows[k] = h, i+1
 			return true
-		case s.hashes[k] == h && rows[j-1].messageID == id:
+		case s.hashes[k] == h && u.messageID(rows[j-1]) == u.messageID(rows[i]):
 			return false
 		}
 	}
 }
 
-// shard is one range's rows, grouped by entity: order[g.start:g.end] are
-// the indexes in rows of one entity's events in replay order.
+// shard is one range's rows, grouped by entity: keys[g.start:g.end] are
+// one entity's events in replay order.
+//
+// A row stays as clickhouse-go scanned it, packed (unpacker), until the
+// replay unpacks it: what the sort and the replay touch of a row then
+// sits together, the keys in one array and each row in one string. (Rows
+// unpacked at once into structs of strings were each touched again, long
+// after, in the replay's order: a cache miss per row, a third of the
+// replay's own time.)
 type shard struct {
-	rows          []row
-	order         []int32
-	groups        []group
-	ofRow, counts []int32 // scratch: each row's entity, each entity's row count
+	rows   []string // packed rows, in read order
+	read   []sortKey
+	keys   []sortKey // read, grouped by entity and sorted
+	groups []group
+	ofRow  []int32 // scratch: each row's entity
+	counts []int32 // scratch: each entity's row count
 }
 
-type group struct{ start, end int32 }
+type group struct {
+	id         string
+	start, end int32
+}
+
+// sortKey is what ordering and the dedupe read of a row.
+type sortKey struct {
+	ts, recv int64
+	hash     uint64 // of the message id
+	row      int32
+}
 
 // readShard reads one query's rows and groups them by entity, each
 // entity's in time order (ties by receive time, then message id).
@@ -432,37 +458,34 @@ func (r *Reader) readShard(ctx context.Context, sql string, args []any, p *proje
 	defer rs.Close()
 	// Rows come in runs of one entity (each part is sorted by entity), so
 	// the map is consulted once per run.
-	s.rows, s.ofRow, s.counts = s.rows[:0], s.ofRow[:0], s.counts[:0]
+	s.rows, s.read, s.ofRow, s.counts, s.groups = s.rows[:0], s.read[:0], s.ofRow[:0], s.counts[:0], s.groups[:0]
 	var (
-		ids  = map[string]int32{}
-		last = int32(-1)
-		sc   = p.scanner()
+		ids    = map[string]int32{}
+		last   = int32(-1)
+		prev   string
+		u      = p.unpacker()
+		packed string
+		dest   = []any{&packed}
 	)
 	for rs.Next() {
-		if len(s.rows) < cap(s.rows) {
-			s.rows = s.rows[:len(s.rows)+1]
-			s.rows[len(s.rows)-1] = row{}
-		} else {
-			s.rows = append(s.rows, row{})
-		}
-		x := &s.rows[len(s.rows)-1]
-		if err := rs.Scan(sc.dests...); err != nil {
+		if err := rs.Scan(dest...); err != nil {
 			return fmt.Errorf("cannot read event row: %w", err)
 		}
-		if !sc.split(x, p.more) {
+		if !u.valid(packed) {
 			return fmt.Errorf("cannot read event row: the lengths of its strings do not add up")
 		}
-		if last < 0 || s.rows[len(s.rows)-2].entity != x.entity {
-			id, ok := ids[x.entity]
+		if entity := u.entity(packed); last < 0 || entity != prev {
+			id, ok := ids[entity]
 			if !ok {
-				id = int32(len(s.counts))
-				ids[x.entity] = id
+				id = int32(len(s.groups))
+				ids[entity] = id
+				s.groups = append(s.groups, group{id: entity})
 				s.counts = append(s.counts, 0)
 			}
-			last = id
-		} else {
-			x.entity = s.rows[len(s.rows)-2].entity // one copy of the id per run
+			last, prev = id, entity
 		}
+		s.read = append(s.read, u.key(packed, int32(len(s.rows))))
+		s.rows = append(s.rows, packed)
 		s.ofRow = append(s.ofRow, last)
 		s.counts[last]++
 	}
@@ -470,28 +493,27 @@ func (r *Reader) readShard(ctx context.Context, sql string, args []any, p *proje
 		return fmt.Errorf("cannot read events: %w", err)
 	}
 	// Counting sort by entity, then each entity's events by time.
-	s.groups = slices.Grow(s.groups[:0], len(s.counts))[:len(s.counts)]
 	var at int32
 	for id, c := range s.counts {
-		s.groups[id] = group{at, at}
+		s.groups[id].start, s.groups[id].end = at, at
 		at += c
 	}
-	s.order = slices.Grow(s.order[:0], len(s.rows))[:len(s.rows)]
+	s.keys = slices.Grow(s.keys[:0], len(s.rows))[:len(s.rows)]
 	for i, id := range s.ofRow {
 		g := &s.groups[id]
-		s.order[g.end] = int32(i)
+		s.keys[g.end] = s.read[i]
 		g.end++
 	}
+	rows := s.rows
 	for _, g := range s.groups {
-		slices.SortFunc(s.order[g.start:g.end], func(a, b int32) int {
-			x, y := &s.rows[a], &s.rows[b]
-			if c := cmp.Compare(x.ts, y.ts); c != 0 {
+		slices.SortFunc(s.keys[g.start:g.end], func(a, b sortKey) int {
+			if c := cmp.Compare(a.ts, b.ts); c != 0 {
 				return c
 			}
-			if c := cmp.Compare(x.recv, y.recv); c != 0 {
+			if c := cmp.Compare(a.recv, b.recv); c != 0 {
 				return c
 			}
-			return strings.Compare(x.messageID, y.messageID)
+			return strings.Compare(u.messageID(rows[a.row]), u.messageID(rows[b.row]))
 		})
 	}
 	return nil

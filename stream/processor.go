@@ -134,8 +134,7 @@ func New(cfg *config.Config, store featurestore.Store, opts Options) (*Processor
 	}
 	p := &Processor{
 		cfg: cfg, store: store, opts: opts, log: opts.Log,
-		features: set, segments: segs, names: set.Names(),
-		records: event.NewProjection(set.Reads()),
+		features: set, segments: segs, names: set.Names(), records: event.NewProjection(set.Reads()),
 		tasks: map[int32]*task{}, reopen: map[int32]bool{},
 		progress: make(chan struct{}, 1),
 	}
