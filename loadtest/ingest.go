@@ -33,6 +33,16 @@ type IngestOptions struct {
 	Duration      time.Duration // per phase; default 10s
 	Users         int           // distinct user ids; default 100,000
 	Connections   int           // closed-loop workers for saturation; default 32
+	// Processes are other processes the load lands on (the ingest server,
+	// the broker): each phase reports their CPU per event next to this
+	// process's, the steadier figure on a shared machine. Linux only.
+	Processes []Process
+}
+
+// Process names a process whose CPU time a load test reports.
+type Process struct {
+	Name string
+	PID  int
 }
 
 func (o *IngestOptions) defaults() {
@@ -58,6 +68,67 @@ type IngestReport struct {
 	Baseline   *Result // raw franz-go produce of the same records
 	OpenLoop   *Result // ingest at the target rate
 	Saturation *Result // ingest as fast as it goes
+	// The CPU time each phase used, warm-ups included.
+	BaselineCPU, OpenLoopCPU, SaturationCPU PhaseCPU
+}
+
+// PhaseCPU is the CPU time a phase used in this process and in each of
+// IngestOptions.Processes, for Events events.
+type PhaseCPU struct {
+	Events int64
+	Self   time.Duration
+	Procs  []time.Duration // parallel to IngestOptions.Processes; -1 when unreadable
+}
+
+// cpuSnapshot is the CPU used so far by this process and o.Processes.
+func (o *IngestOptions) cpuSnapshot() (self time.Duration, procs []time.Duration) {
+	procs = make([]time.Duration, len(o.Processes))
+	for i, p := range o.Processes {
+		d, err := PIDCPU(p.PID)
+		if err != nil {
+			d = -1
+		}
+		procs[i] = d
+	}
+	return processCPU(), procs
+}
+
+// measure runs a phase and returns its result and CPU; events says how many
+// events the phase sent, warm-up included.
+func (o *IngestOptions) measure(phase func() *Result, events func(*Result) int64) (*Result, PhaseCPU) {
+	self0, procs0 := o.cpuSnapshot()
+	r := phase()
+	self1, procs1 := o.cpuSnapshot()
+	c := PhaseCPU{Events: events(r), Self: self1 - self0, Procs: make([]time.Duration, len(procs0))}
+	for i := range procs0 {
+		c.Procs[i] = procs1[i] - procs0[i]
+		if procs0[i] < 0 || procs1[i] < 0 {
+			c.Procs[i] = -1
+		}
+	}
+	return r, c
+}
+
+// report prints CPU per event: this process's, each process's, and the sum.
+func (c PhaseCPU) report(w io.Writer, procs []Process) {
+	if c.Events == 0 || c.Self == 0 {
+		return
+	}
+	per := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 / float64(c.Events) }
+	line := fmt.Sprintf("%-28s CPU per event: this process %.2f µs", "", per(c.Self))
+	total := c.Self
+	for i, p := range procs {
+		if c.Procs[i] < 0 {
+			line += fmt.Sprintf(", %s unreadable", p.Name)
+			continue
+		}
+		line += fmt.Sprintf(", %s %.2f µs", p.Name, per(c.Procs[i]))
+		total += c.Procs[i]
+	}
+	if len(procs) > 0 {
+		line += fmt.Sprintf("; all %.2f µs", per(total))
+	}
+	fmt.Fprintln(w, line)
 }
 
 // Ingest measures the raw produce baseline, then ingest open-loop at the
@@ -68,12 +139,23 @@ func Ingest(ctx context.Context, o IngestOptions, w io.Writer) (*IngestReport, e
 	rep := &IngestReport{}
 
 	fmt.Fprintf(w, "baseline: raw franz-go produce (idempotent, acks=all) of the same %d-byte records to %v, %s\n", avgLen(records), o.Brokers, o.Duration)
-	base, err := rawProduce(ctx, o, records)
-	if err != nil {
-		return nil, err
+	var perr error
+	base, baseCPU := o.measure(func() *Result {
+		r, err := rawProduce(ctx, o, records)
+		perr = err
+		return r
+	}, func(r *Result) int64 {
+		if r == nil {
+			return 0
+		}
+		return r.Sent
+	})
+	if perr != nil {
+		return nil, perr
 	}
-	rep.Baseline = base
+	rep.Baseline, rep.BaselineCPU = base, baseCPU
 	Report(w, nil, base)
+	baseCPU.report(w, o.Processes)
 
 	rate := o.Rate
 	if rate == 0 {
@@ -102,12 +184,21 @@ func Ingest(ctx context.Context, o IngestOptions, w io.Writer) (*IngestReport, e
 		return o.Batch, nil
 	}
 	fmt.Fprintf(w, "\ningest open loop: %.0f events/s in batches of %d (%.0f req/s), %s\n", rate, o.Batch, rate/float64(o.Batch), o.Duration)
-	rep.OpenLoop = OpenLoop(ctx, Options{Name: "ingest open loop", Rate: rate / float64(o.Batch), Duration: o.Duration, Warmup: time.Second}, post)
+	const warmup = time.Second
+	rep.OpenLoop, rep.OpenLoopCPU = o.measure(func() *Result {
+		return OpenLoop(ctx, Options{Name: "ingest open loop", Rate: rate / float64(o.Batch), Duration: o.Duration, Warmup: warmup}, post)
+	}, func(r *Result) int64 {
+		return (r.Sent + int64(rate/float64(o.Batch)*warmup.Seconds())) * int64(o.Batch)
+	})
 	Report(w, base, rep.OpenLoop)
+	rep.OpenLoopCPU.report(w, o.Processes)
 
 	fmt.Fprintf(w, "\ningest saturation: %d connections, closed loop, %s\n", o.Connections, o.Duration)
-	rep.Saturation = ClosedLoop(ctx, "ingest saturation", o.Connections, o.Duration, post)
+	rep.Saturation, rep.SaturationCPU = o.measure(func() *Result {
+		return ClosedLoop(ctx, "ingest saturation", o.Connections, o.Duration, post)
+	}, func(r *Result) int64 { return r.Sent * int64(o.Batch) })
 	Report(w, base, rep.Saturation)
+	rep.SaturationCPU.report(w, o.Processes)
 	return rep, nil
 }
 

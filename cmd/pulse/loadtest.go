@@ -53,7 +53,18 @@ func loadtestIngest(ctx context.Context, args []string) error {
 	embedded := fl.Bool("embedded", false, "start an in-process Kafka (kfake) and ingest server to measure, instead of -url/-brokers")
 	inProcess := fl.Bool("in-process", false, "start an ingest server in this process in front of -brokers, instead of -url (to profile ingest with -cpuprofile)")
 	cpuprofile := fl.String("cpuprofile", "", "write a CPU profile of this process to FILE")
+	cpuOf := fl.String("cpu-of", "", "also report the CPU per event of these processes: NAME=PID,... (e.g. ingest=123,broker=456; Linux)")
 	fl.Parse(args)
+	if *cpuOf != "" {
+		for _, kv := range strings.Split(*cpuOf, ",") {
+			name, pid, ok := strings.Cut(kv, "=")
+			n, err := strconv.Atoi(pid)
+			if !ok || name == "" || err != nil {
+				return fmt.Errorf("-cpu-of: %q is not NAME=PID", kv)
+			}
+			o.Processes = append(o.Processes, loadtest.Process{Name: name, PID: n})
+		}
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
