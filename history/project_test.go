@@ -1,8 +1,11 @@
 package history
 
 import (
+	"cmp"
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -69,4 +72,31 @@ func FuzzShortDecimal(f *testing.F) {
 			t.Fatalf("shortDecimal(%q) = %v, strconv %v", s, got, want)
 		}
 	})
+}
+
+// TestShardSort: the integer sort of an entity's keys gives the order of
+// the comparison, with ties in time and times spanning any range.
+func TestShardSort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	var s shard
+	for _, span := range []int64{1, 3, 1000, 1 << 40, math.MaxInt64} {
+		for _, n := range []int{2, 3, 17, 300} {
+			keys := make([]sortKey, n)
+			for i := range keys {
+				keys[i] = sortKey{ts: rng.Int64N(span) - span/2, recv: rng.Int64N(3), hash: uint64(rng.IntN(4)), row: int32(i)}
+			}
+			if span == math.MaxInt64 {
+				keys[0].ts, keys[1].ts = math.MinInt64, math.MaxInt64
+			}
+			order := func(a, b sortKey) int {
+				return cmp.Or(cmp.Compare(a.ts, b.ts), cmp.Compare(a.recv, b.recv), cmp.Compare(a.hash, b.hash), cmp.Compare(a.row, b.row))
+			}
+			want := slices.Clone(keys)
+			slices.SortFunc(want, order)
+			s.sort(keys, order)
+			if !slices.Equal(keys, want) {
+				t.Fatalf("span %d, %d keys:\n got %v\nwant %v", span, n, keys, want)
+			}
+		}
+	}
 }

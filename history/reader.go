@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"sort"
 	"strconv"
@@ -432,8 +433,10 @@ type shard struct {
 	read   []sortKey
 	keys   []sortKey // read, grouped by entity and sorted
 	groups []group
-	ofRow  []int32 // scratch: each row's entity
-	counts []int32 // scratch: each entity's row count
+	ofRow  []int32   // scratch: each row's entity
+	counts []int32   // scratch: each entity's row count
+	byTime []uint64  // scratch of sort
+	sorted []sortKey // scratch of sort
 }
 
 type group struct {
@@ -505,18 +508,60 @@ func (r *Reader) readShard(ctx context.Context, sql string, args []any, p *proje
 		g.end++
 	}
 	rows := s.rows
+	order := func(a, b sortKey) int {
+		if c := cmp.Compare(a.ts, b.ts); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.recv, b.recv); c != 0 {
+			return c
+		}
+		return strings.Compare(u.messageID(rows[a.row]), u.messageID(rows[b.row]))
+	}
 	for _, g := range s.groups {
-		slices.SortFunc(s.keys[g.start:g.end], func(a, b sortKey) int {
-			if c := cmp.Compare(a.ts, b.ts); c != 0 {
-				return c
-			}
-			if c := cmp.Compare(a.recv, b.recv); c != 0 {
-				return c
-			}
-			return strings.Compare(u.messageID(rows[a.row]), u.messageID(rows[b.row]))
-		})
+		s.sort(s.keys[g.start:g.end], order)
 	}
 	return nil
+}
+
+// sort puts one entity's keys in order. When their times span less than
+// 2^(64-b) ms, b the bits of an index into keys (any entity's but one of
+// millions of events over centuries), it sorts integers instead, each a
+// time and an index: several times faster than calling order, which then
+// orders only runs of equal times.
+func (s *shard) sort(keys []sortKey, order func(a, b sortKey) int) {
+	if len(keys) < 2 {
+		return
+	}
+	b := bits.Len(uint(len(keys) - 1))
+	lo, hi := keys[0].ts, keys[0].ts
+	for _, k := range keys[1:] {
+		lo, hi = min(lo, k.ts), max(hi, k.ts)
+	}
+	if (uint64(hi)-uint64(lo))>>(64-b) != 0 {
+		slices.SortFunc(keys, order)
+		return
+	}
+	byTime := s.byTime[:0]
+	for i, k := range keys {
+		byTime = append(byTime, (uint64(k.ts)-uint64(lo))<<b|uint64(i))
+	}
+	slices.Sort(byTime)
+	sorted := s.sorted[:0]
+	for _, x := range byTime {
+		sorted = append(sorted, keys[x&(1<<b-1)])
+	}
+	copy(keys, sorted)
+	s.byTime, s.sorted = byTime, sorted
+	for i := 0; i < len(keys); {
+		j := i + 1
+		for j < len(keys) && keys[j].ts == keys[i].ts {
+			j++
+		}
+		if j-i > 1 {
+			slices.SortFunc(keys[i:j], order)
+		}
+		i = j
+	}
 }
 
 // decodeMap reads a stored JSON object; "" (not selected) and "{}" are nil,
