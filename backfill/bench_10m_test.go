@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,6 +31,7 @@ import (
 //	PULSE_BENCH_10M=1 go test -run '^$' -bench BackfillFeatures10M -benchtime 1x -timeout 30m ./backfill
 //
 // PULSE_BENCH_EVENTS changes the event count (for quicker tries).
+// PULSE_BENCH_CPUPROFILE=FILE profiles the first round's replay alone.
 // PULSE_BENCH_DB names a database to keep between runs (with
 // PULSE_TEST_CLICKHOUSE pointing at a server that outlives them): the
 // events are loaded only when it does not hold them already.
@@ -152,6 +154,15 @@ func BenchmarkBackfillFeatures10M(b *testing.B) {
 	// Each round scans, then replays; on a shared machine the others' load
 	// comes and goes, so -benchtime Nx reports the best of N rounds of
 	// each (and logs every round).
+	// PULSE_BENCH_CPUPROFILE: a CPU profile of the first round's replay
+	// alone (-cpuprofile also holds the load, the scans and the read-only
+	// pass).
+	var prof *os.File
+	if path := os.Getenv("PULSE_BENCH_CPUPROFILE"); path != "" {
+		if prof, err = os.Create(path); err != nil {
+			b.Fatal(err)
+		}
+	}
 	b.ResetTimer()
 	var (
 		rep    FeaturesReport
@@ -163,12 +174,22 @@ func BenchmarkBackfillFeatures10M(b *testing.B) {
 		st, sa := scan(cols), scan(allCols)
 		scanTime, scanAllTime = min(scanTime, st), min(scanAllTime, sa)
 		b.StartTimer()
+		if prof != nil {
+			if err := pprof.StartCPUProfile(prof); err != nil {
+				b.Fatal(err)
+			}
+		}
 		cpu0 := cpuTime()
 		rep, err = Features(ctx, cfg, r, store, FeaturesOptions{Now: end})
 		if err != nil {
 			b.Fatal(err)
 		}
 		cpu += cpuTime() - cpu0
+		if prof != nil {
+			pprof.StopCPUProfile()
+			prof.Close()
+			prof = nil
+		}
 		if rep.Events != int64(events) || rep.Entities != users {
 			b.Fatalf("replayed %d events of %d entities, want %d of %d", rep.Events, rep.Entities, events, users)
 		}

@@ -108,9 +108,11 @@ const shardEvents = 250_000
 // scan (18.16 and later alike), so each shard, a range of entity ids that
 // the table's primary key finds, is read unsorted and grouped and sorted
 // here, while fn works through the previous shard. With f.Fields, only
-// the columns and map keys the caller reads are read and decoded; the
-// rest of a replay's cost is the per-row scan of clickhouse-go and the
-// caller's own work (docs/BENCHMARKS.md, "History and backfill").
+// the columns and map keys the caller reads are read and decoded. Each
+// row comes packed in one string (unpacker), the one value clickhouse-go
+// scans per row; the rest of a replay's cost is clickhouse-go's block
+// decoding, the map keys' decoding and the caller's own work
+// (docs/BENCHMARKS.md, "History and backfill").
 func (r *Reader) EachEntity(ctx context.Context, f EventFilter, fn func(id string, events []*event.Event) error) error {
 	where := []string{"1"}
 	var args []any
