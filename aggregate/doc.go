@@ -19,6 +19,8 @@
 //	func (s *Set) UsesNow() bool            // a derived expr reads now: recompute periodically
 //	func (s *Set) NewState() *State
 //	func (s *Set) Apply(st *State, e *event.Event) (changed bool, err error) // err wraps ErrTooLate
+//	func (s *Set) Reads() (paths []string, all bool) // the event fields Apply reads: event.NewProjection(set.Reads())
+//	func (s *Set) Prefetch(st *State, e *event.Event) int64 // read ahead what Apply(st, e) will read
 //	func (s *Set) Values(st *State, now time.Time, dst []any) []any
 //	func (s *Set) Derive(values []any, now time.Time)           // derived features as of now, at read time
 //	func (s *Set) NextChange(st *State, now time.Time) (t time.Time, ok bool)

@@ -91,3 +91,26 @@ func TestProjectedApply(t *testing.T) {
 		}
 	}
 }
+
+// TestPrefetchChangesNothing: Prefetch only reads.
+func TestPrefetchChangesNothing(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	set, err := Compile(randomDefs(r), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := set.NewState()
+	ts := int64(1_700_000_000_000)
+	for range 100 {
+		ts += r.Int64N(1000)
+		ev := randomEvent(r, ts)
+		before := st.AppendBinary(nil)
+		set.Prefetch(st, ev)
+		if !bytes.Equal(before, st.AppendBinary(nil)) {
+			t.Fatal("Prefetch changed the state")
+		}
+		if _, err := set.Apply(st, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -47,6 +47,11 @@ type task struct {
 	vals []any
 	// scratch is finish's encoding buffer.
 	scratch []byte
+	// evs and items are processBatch's chunk of decoded records; sink
+	// keeps its prefetches.
+	evs   *[applyChunk]event.Event
+	items []pendingEvent
+	sink  int64
 	// cache keeps decoded entities across batches, as committed (a task
 	// whose commit fails is thrown away with its cache). Bounded by
 	// cacheEntities.
@@ -671,85 +676,121 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 	batchSeen := map[string]struct{}{}
 	aliases := map[string]string{}
 	var applied, ignored, dups, late, invalid int
-	ev := new(event.Event) // reused: Apply keeps no pointer to it
-	for _, r := range recs {
-		if err := p.records.Unmarshal(r.Value, ev); err != nil {
-			x.recs = append(x.recs, t.deadLetter(r, "invalid", "", err, now))
-			invalid++
-			continue
-		}
-		if ev.MessageID == "" {
-			ev.MessageID = r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
-		}
-		if _, ok := batchSeen[ev.MessageID]; ok {
-			dups++
-			continue
-		}
-		// newOnly, for a duplicate of an event seen before some features
-		// were activated, lists those features: they never counted it.
-		var newOnly []uint64
-		if !t.seen.mayHave(ev.MessageID) {
-			// Never seen: no lookup.
-		} else if seen, at, err := t.seenAt(ev.MessageID); err != nil {
-			x.b.Close()
-			return err
-		} else if seen {
-			dups++
-			if newOnly = t.activatedAfter(at); len(newOnly) == 0 {
+	if t.evs == nil {
+		t.evs = new([applyChunk]event.Event)
+	}
+	// In chunks: the first pass decodes, dedupes and finds each record's
+	// entity; the second applies them, each after prefetching the state of
+	// the one prefetchAhead places on.
+	for start := 0; start < len(recs); start += applyChunk {
+		items := t.items[:0]
+		for i, r := range recs[start:min(start+applyChunk, len(recs))] {
+			ev := &t.evs[i] // reused, maps and all: Apply keeps no pointer into it
+			if err := p.records.Unmarshal(r.Value, ev); err != nil {
+				items = append(items, pendingEvent{r: r, err: err})
 				continue
 			}
-		}
-		if newOnly == nil {
-			batchSeen[ev.MessageID] = struct{}{}
-		}
-		if newOnly == nil && ev.UserID != "" && (ev.Type == event.Identify || ev.Type == event.Alias) {
-			for _, anon := range []string{ev.AnonymousID, ev.PreviousID} {
-				if anon != "" && anon != ev.UserID {
-					aliases[anon] = ev.UserID
+			if ev.MessageID == "" {
+				ev.MessageID = r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
+			}
+			if _, ok := batchSeen[ev.MessageID]; ok {
+				dups++
+				continue
+			}
+			// newOnly, for a duplicate of an event seen before some features
+			// were activated, lists those features: they never counted it.
+			var newOnly []uint64
+			if !t.seen.mayHave(ev.MessageID) {
+				// Never seen: no lookup.
+			} else if seen, at, err := t.seenAt(ev.MessageID); err != nil {
+				x.b.Close()
+				return err
+			} else if seen {
+				dups++
+				if newOnly = t.activatedAfter(at); len(newOnly) == 0 {
+					continue
 				}
 			}
-		}
-		id := ev.UserID
-		if id == "" {
-			var err error
-			if id, err = t.resolve(ev.AnonymousID, aliases); err != nil {
+			if newOnly == nil {
+				batchSeen[ev.MessageID] = struct{}{}
+			}
+			if newOnly == nil && ev.UserID != "" && (ev.Type == event.Identify || ev.Type == event.Alias) {
+				for _, anon := range []string{ev.AnonymousID, ev.PreviousID} {
+					if anon != "" && anon != ev.UserID {
+						aliases[anon] = ev.UserID
+					}
+				}
+			}
+			id := ev.UserID
+			if id == "" {
+				var err error
+				if id, err = t.resolve(ev.AnonymousID, aliases); err != nil {
+					x.b.Close()
+					return err
+				}
+			}
+			e, err := touched.get(t, id)
+			if err != nil {
 				x.b.Close()
 				return err
 			}
+			items = append(items, pendingEvent{r: r, ev: ev, e: e, newOnly: newOnly})
 		}
-		e, err := touched.get(t, id)
-		if err != nil {
-			x.b.Close()
-			return err
+		// Two steps, each a read that depends on nothing outstanding: the
+		// State itself 2×prefetchAhead records on, then (its address known)
+		// the slots and tiles Apply reads.
+		for k := range min(2*prefetchAhead, len(items)) {
+			t.prefetchState(&items[k])
 		}
-		var changed bool
-		if newOnly == nil {
-			changed, err = p.features.Apply(e.st, ev)
-		} else {
-			changed, err = t.crossCut(x, id, e.st, ev, r, newOnly)
+		for k := range min(prefetchAhead, len(items)) {
+			t.prefetch(&items[k])
 		}
-		if errors.Is(err, aggregate.ErrTooLate) {
-			x.recs = append(x.recs, t.deadLetter(r, "late", ev.MessageID, err, now))
-			late++
-			continue
+		for k := range items {
+			if k+2*prefetchAhead < len(items) {
+				t.prefetchState(&items[k+2*prefetchAhead])
+			}
+			if k+prefetchAhead < len(items) {
+				t.prefetch(&items[k+prefetchAhead])
+			}
+			it := &items[k]
+			r, ev, e := it.r, it.ev, it.e
+			if it.err != nil {
+				x.recs = append(x.recs, t.deadLetter(r, "invalid", "", it.err, now))
+				invalid++
+				continue
+			}
+			var changed bool
+			var err error
+			if it.newOnly == nil {
+				changed, err = p.features.Apply(e.st, ev)
+			} else {
+				changed, err = t.crossCut(x, e.id, e.st, ev, r, it.newOnly)
+			}
+			if errors.Is(err, aggregate.ErrTooLate) {
+				x.recs = append(x.recs, t.deadLetter(r, "late", ev.MessageID, err, now))
+				late++
+				continue
+			}
+			if err != nil {
+				x.recs = append(x.recs, t.deadLetter(r, "invalid", ev.MessageID, err, now))
+				invalid++
+				continue
+			}
+			if !changed {
+				ignored++
+				continue
+			}
+			applied++
+			e.touched, e.offset, e.at = true, r.Offset, ev.Timestamp
+			if ev.ReceivedAt.After(e.eventAt) {
+				e.eventAt = ev.ReceivedAt
+			}
+			if !ev.ReceivedAt.IsZero() {
+				x.received = append(x.received, ev.ReceivedAt.UnixMilli())
+			}
 		}
-		if err != nil {
-			x.recs = append(x.recs, t.deadLetter(r, "invalid", ev.MessageID, err, now))
-			invalid++
-			continue
-		}
-		if !changed {
-			ignored++
-			continue
-		}
-		applied++
-		e.touched, e.offset, e.at = true, r.Offset, ev.Timestamp
-		if ev.ReceivedAt.After(e.eventAt) {
-			e.eventAt = ev.ReceivedAt
-		}
-		if !ev.ReceivedAt.IsZero() {
-			x.received = append(x.received, ev.ReceivedAt.UnixMilli())
-		}
+		clear(items) // keep no entry alive until the next batch
+		t.items = items
 	}
 	x.updates = make([]featurestore.Update, 0, len(touched.order))
 	x.pending = make([]string, 0, len(touched.order))
@@ -982,6 +1023,35 @@ func (t *task) purgeSeen(x *txn, horizon int64) (bool, error) {
 		n++
 	}
 	return n > 0, nil
+}
+
+// applyChunk is how many records processBatch decodes before applying
+// them, and prefetchAhead how far ahead of Apply it prefetches states.
+const (
+	applyChunk    = 256
+	prefetchAhead = 4
+)
+
+// pendingEvent is a decoded record waiting for Apply: err is set for an
+// invalid one, newOnly for a duplicate some features never counted.
+type pendingEvent struct {
+	r       *kgo.Record
+	ev      *event.Event
+	e       *entry
+	newOnly []uint64
+	err     error
+}
+
+func (t *task) prefetchState(it *pendingEvent) {
+	if it.err == nil {
+		t.sink += it.e.st.NewestMillis()
+	}
+}
+
+func (t *task) prefetch(it *pendingEvent) {
+	if it.err == nil {
+		t.sink += t.p.features.Prefetch(it.e.st, it.ev)
+	}
 }
 
 // touchedSet is the entities a batch changes, each loaded from Pebble
