@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"time"
@@ -85,13 +86,16 @@ type PredictReport struct {
 	ScorerSatCPU       CPU
 }
 
-// CPU is the CPU time a side of a phase used, over its turns with their
-// warm-ups: on a machine shared with other work, CPU per request is the
-// steadier figure where latency and throughput move with the neighbours.
+// CPU is the CPU time a side of a phase used, and its garbage, over its
+// turns with their warm-ups: on a machine shared with other work, CPU and
+// bytes allocated per request are the steadier figures where latency and
+// throughput move with the neighbours.
 type CPU struct {
 	Requests int64         // sent, warm-ups included
 	Self     time.Duration // this process: the load generator, the bare handler and an embedded scorer
 	Server   time.Duration // PredictOptions.ServerCPU's server
+	Alloc    uint64        // bytes allocated in this process
+	GCs      uint64        // garbage collections in this process
 }
 
 // PerRequest is this process's and the server's CPU time per request.
@@ -102,17 +106,27 @@ func (c CPU) PerRequest() (self, server time.Duration) {
 	return c.Self / time.Duration(c.Requests), c.Server / time.Duration(c.Requests)
 }
 
-// measureCPU wraps a turn so that its CPU time adds to *c.
+// measureCPU wraps a turn so that its CPU time and garbage add to *c.
 func (o *PredictOptions) measureCPU(c *CPU, warmupSends int64, turn func(time.Duration) *Result) func(time.Duration) *Result {
 	return func(d time.Duration) *Result {
-		self0 := processCPU()
-		server0 := o.serverCPU()
+		self0, server0 := processCPU(), o.serverCPU()
+		alloc0, gcs0 := heapStats()
 		r := turn(d)
+		alloc, gcs := heapStats()
 		c.Self += processCPU() - self0
 		c.Server += o.serverCPU() - server0
+		c.Alloc += alloc - alloc0
+		c.GCs += gcs - gcs0
 		c.Requests += r.Sent + r.Dropped + warmupSends
 		return r
 	}
+}
+
+// heapStats is the bytes allocated and the garbage collections run so far.
+func heapStats() (alloc, gcs uint64) {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64(), s[1].Value.Uint64()
 }
 
 func (o *PredictOptions) serverCPU() time.Duration {
@@ -142,6 +156,8 @@ func (o *PredictOptions) reportCPU(w io.Writer, base, scorer CPU) {
 		line += fmt.Sprintf("; in the scorer's store server %s", fmtDur(sv))
 	}
 	fmt.Fprintln(w, line)
+	fmt.Fprintf(w, "%-28s allocated per request: bare handler %d B, scorer %d B; garbage collections: %d, %d\n", "",
+		base.Alloc/uint64(max(base.Requests, 1)), scorer.Alloc/uint64(max(scorer.Requests, 1)), base.GCs, scorer.GCs)
 }
 
 // Predict runs, for each rate, the same open-loop load first against a bare
