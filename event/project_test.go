@@ -54,6 +54,17 @@ var projectionSeeds = []string{
 	`{"type":"track","event":"e","userId":"u","receivedAt":"2025-06-01T12:00:00Z","properties":{"revenue":12345678901234567890123}}`,
 	`{"type":"track","event":"e","userId":"u","receivedAt":"2025-06-01T12:00:00Z","properties":{"product_id":"a","product_id":"b"}}`,
 	`{"type":"track","event":"e","userId":"u","receivedAt":"2025-06-01T12:00:00Z","properties":{}}`,
+	`{"type":"page","userId":"u","receivedAt":"2024-02-29T23:59:59.999999999Z","timestamp":"2024-02-28T00:00:00.1Z"}`,
+	`{"type":"page","userId":"u","receivedAt":"2023-02-29T00:00:00Z"}`,
+	`{"type":"page","userId":"u","receivedAt":"2025-06-01T24:00:00Z"}`,
+	`{"type":"page","userId":"u","receivedAt":"2025-06-01T12:00:60Z"}`,
+	`{"type":"page","userId":"u","receivedAt":"2025-06-01T12:00:00.Z"}`,
+	`{"type":"page","userId":"u","receivedAt":"2025-06-01T12:00:00.1234567891Z"}`,
+	`{"type":"page","userId":"u","receivedAt":"0000-01-01T00:00:00Z"}`,
+	`{"type":"page","userId":"u","receivedAt":"2025-13-01T00:00:00Z"}`,
+	`{"type":"page","userId":"u","receivedAt":"2025-06-01t12:00:00z"}`,
+	`{"type":"page","userId":"u","receivedAt":"2025-06-01T12:00:00+00:00"}`,
+	`{"type":"page","userId":"u","receivedAt":"2025-06-01T12:00:0-Z"}`,
 }
 
 // filler is decoded before each fuzz input, into the same Event.
