@@ -24,8 +24,9 @@ type RedisOptions struct {
 	// the dial, overriding the default 1s. A context deadline, if sooner,
 	// wins. With Redis down, Get fails after at most about twice this.
 	Timeout time.Duration
-	// PoolSize is the most connections kept open, overriding go-redis's
-	// default of 10 per GOMAXPROCS.
+	// PoolSize is the most connections kept open for writes and segment
+	// queries, overriding go-redis's default of 10 per GOMAXPROCS. Vector
+	// reads have their own two connections (see mgetBatcher).
 	PoolSize int
 }
 

@@ -79,6 +79,9 @@ type mgetCall struct {
 	done             chan struct{}
 }
 
+// On two shared cores, one, two and four MGETs out at most cost the same
+// CPU per read within the noise under `pulse loadtest predict`; earlier
+// latency runs favoured two (docs/BENCHMARKS.md).
 const (
 	mgetMaxInflight = 2   // MGETs out at once at most
 	mgetMaxKeys     = 512 // keys per MGET at most (a caller's own keys are never split)
