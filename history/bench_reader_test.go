@@ -179,3 +179,56 @@ func sortedMap(m map[string]any) [][2]any {
 	slices.SortFunc(kv, func(a, b [2]any) int { return strings.Compare(a[0].(string), b[0].(string)) })
 	return kv
 }
+
+// TestEachEntityWholeEvent: with no Fields, every field of an event comes
+// back as it went in (times to the millisecond), through the packed rows.
+func TestEachEntityWholeEvent(t *testing.T) {
+	native, _ := testenv.ClickHouse(t)
+	db := testenv.ClickHouseDatabase(t)
+	conn, err := Open(config.ClickHouse{Addr: native, Database: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := context.Background()
+	if err := Migrate(ctx, conn, db); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
+	in := []*event.Event{
+		{Type: event.Track, MessageID: "m1", UserID: "u-日", AnonymousID: "a1", Event: "Order Completed",
+			Properties:   map[string]any{"revenue": 12.5, "nested": map[string]any{"k": "v"}, "s": "x\"y"},
+			Traits:       map[string]any{"plan": "pro"},
+			Context:      map[string]any{"ip": "10.0.0.1"},
+			Integrations: map[string]any{"All": false},
+			Timestamp:    at, OriginalTimestamp: at.Add(-time.Second), SentAt: at.Add(-500 * time.Millisecond), ReceivedAt: at.Add(time.Second),
+			FeatureSet: "fs"},
+		{Type: event.Page, MessageID: "m2", UserID: "u-日", Name: "Home", Timestamp: at.Add(time.Millisecond), ReceivedAt: at.Add(time.Second)},
+		{Type: event.Alias, MessageID: "m3", UserID: "u2", PreviousID: "a9", Timestamp: at.Add(-time.Hour), ReceivedAt: at},
+		{Type: event.Group, MessageID: "m4", AnonymousID: "a5", GroupID: "g1", Timestamp: at.Add(-time.Hour), ReceivedAt: at},
+	}
+	if err := InsertEvents(ctx, conn, db, in); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*event.Event{}
+	err = NewReader(conn, db).EachEntity(ctx, EventFilter{Maps: AllMaps}, func(id string, evs []*event.Event) error {
+		for _, e := range evs {
+			c := *e
+			got[e.MessageID] = &c
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range in {
+		g := got[want.MessageID]
+		if g == nil {
+			t.Errorf("%s: not read", want.MessageID)
+			continue
+		}
+		if !reflect.DeepEqual(g, want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", want.MessageID, g, want)
+		}
+	}
+}
