@@ -124,8 +124,9 @@ func contains(ss []string, s string) bool {
 }
 
 // A row comes as one string, packed by the server: clickhouse-go scans a
-// row column by column, each column a call and each string a new
-// allocation, which cost more than the replay's own work on the row. The
+// row column by column, each column a call and each string column a new
+// allocation. Packing costs the server about 0.6 CPU-s per 10M rows and
+// saved the Go side more (docs/BENCHMARKS.md, "History and backfill"). The
 // packed row is its fixed-width numbers (little-endian, as
 // reinterpretAsString writes them), the byte lengths of its strings but
 // the last (UInt32), then the strings: entity id, message id, and the
