@@ -133,7 +133,7 @@ func (b *mgetBatcher) read(ctx context.Context, entity string, ids []string, buf
 	}
 	call := b.calls.Get().(*mgetCall)
 	call.entity, call.ids, call.buf, call.raw = entity, ids, buf, raw
-	call.err, call.state, call.batch = nil, callPending, nil
+	call.err, call.state, call.batch = nil, callPending, call.batch[:0]
 	b.pending = append(b.pending, call)
 	b.mu.Unlock()
 
@@ -168,7 +168,9 @@ func (b *mgetBatcher) read(ctx context.Context, entity string, ids []string, buf
 		b.send(call.batch)
 	}
 	buf, raw, err := call.buf, call.raw, call.err
-	call.entity, call.ids, call.buf, call.raw, call.err, call.batch = "", nil, nil, nil, nil, nil
+	// The batch's memory stays with the call for its next turn as a leader.
+	clear(call.batch)
+	call.entity, call.ids, call.buf, call.raw, call.err, call.batch = "", nil, nil, nil, nil, call.batch[:0]
 	b.calls.Put(call)
 	return buf, raw, err
 }
@@ -285,7 +287,7 @@ func (b *mgetBatcher) next(cn *mgetConn) {
 		keys += len(b.pending[n].ids)
 		n++
 	}
-	batch := append([]*mgetCall(nil), b.pending[:n]...)
+	batch := append(b.pending[0].batch[:0], b.pending[:n]...)
 	b.pending = append(b.pending[:0], b.pending[n:]...)
 	for _, c := range batch {
 		c.state = callMember
