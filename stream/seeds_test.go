@@ -398,8 +398,8 @@ func TestSIGKILLAroundSeeds(t *testing.T) {
 	keyPrefix := testenv.RedisKeyPrefix(t)
 	histGroup := e.cfg.Stream.Group + ".history"
 	dir := t.TempDir()
-	bin := buildPulse(t, dir)
-	listen := freeAddr(t)
+	bin := testenv.BuildPulse(t)
+	listen := testenv.FreeAddr(t)
 	tp := e.cfg.Kafka.Topics
 	cfgFile := filepath.Join(dir, "pulse.yaml")
 	writeConfig := func(features string) {

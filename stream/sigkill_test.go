@@ -3,7 +3,6 @@ package stream
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,8 +22,8 @@ import (
 func TestSIGKILLPulseStream(t *testing.T) {
 	e := newEnv(t, testenv.Kafka(t))
 	dir := t.TempDir()
-	bin := buildPulse(t, dir)
-	listen := freeAddr(t)
+	bin := testenv.BuildPulse(t)
+	listen := testenv.FreeAddr(t)
 	tp := e.cfg.Kafka.Topics
 	cfgFile := filepath.Join(dir, "pulse.yaml")
 	storePath := filepath.Join(dir, "store")
@@ -148,26 +147,4 @@ func (e *env) waitGroupProgress(t *testing.T, timeout time.Duration, atLeast int
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// buildPulse builds the pulse command into dir and returns its path.
-func buildPulse(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "pulse")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/pulse").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// freeAddr returns a loopback address nothing listens on (for a child
-// process to listen on).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
