@@ -70,9 +70,15 @@ func Topics(c config.Kafka) []TopicSpec {
 }
 
 // EnsureTopics creates the missing topics; existing ones are left alone.
+// It returns once the broker's metadata lists every topic: a controller
+// acknowledges a creation before the brokers' metadata caches have it, and
+// a describe in that gap says the topic does not exist.
 func EnsureTopics(ctx context.Context, cl *kgo.Client, c config.Kafka) error {
 	adm := kadm.NewClient(cl)
-	for _, t := range Topics(c) {
+	topics := Topics(c)
+	names := make([]string, len(topics))
+	for i, t := range topics {
+		names[i] = t.Name
 		resp, err := adm.CreateTopic(ctx, int32(c.Partitions), int16(c.ReplicationFactor), t.Configs, t.Name)
 		if err == nil {
 			err = resp.Err
@@ -81,7 +87,34 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, c config.Kafka) error {
 			return fmt.Errorf("cannot create topic %s: %w", t.Name, err)
 		}
 	}
-	return nil
+	return waitListed(ctx, adm, names)
+}
+
+// waitListed polls the metadata until it lists every one of names.
+func waitListed(ctx context.Context, adm *kadm.Client, names []string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		td, err := adm.ListTopics(ctx, names...)
+		for _, n := range names {
+			if err != nil {
+				break
+			}
+			if d, ok := td[n]; !ok {
+				err = fmt.Errorf("%s: not listed", n)
+			} else {
+				err = d.Err
+			}
+		}
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("topics created but not listed by the brokers: %w", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // Ping checks that a broker answers metadata requests.
