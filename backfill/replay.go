@@ -64,28 +64,19 @@ func mapsFor(set *aggregate.Set) history.Maps {
 	return m
 }
 
-// fieldsFor lists the event fields the Set's features read, for
-// history.EventFilter.Fields: their event and type filters and fields.
-// A where filter may read anything: then every field (nil), and the maps
-// mapsFor names.
+// fieldsFor lists the event fields the Set's features read
+// (aggregate.Set.Reads), for history.EventFilter.Fields, which always reads
+// the message id and the time. A where filter may read anything: then
+// every field (nil), and the maps mapsFor names.
 func fieldsFor(set *aggregate.Set) []string {
+	paths, all := set.Reads()
+	if all {
+		return nil
+	}
 	fields := []string{}
-	for i := range set.Names() {
-		f := set.Feature(i)
-		if f.Expr != "" {
-			continue // derived: reads features, not events
-		}
-		if f.Where != "" {
-			return nil
-		}
-		if f.Event != "" {
-			fields = append(fields, "event")
-		}
-		if f.Type != "" {
-			fields = append(fields, "type")
-		}
-		if f.Field != "" {
-			fields = append(fields, f.Field)
+	for _, p := range paths {
+		if p != "timestamp" && p != "messageId" {
+			fields = append(fields, p)
 		}
 	}
 	return fields
