@@ -9,6 +9,7 @@ import (
 	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -240,6 +241,11 @@ type predictClient struct {
 	url    string
 	client *fasthttp.Client
 	check  bool
+	// sent numbers this client's requests across phases and turns: each
+	// turn's seq starts at 0, and picking users from seq alone would send
+	// every turn to the same users in the same order (a cache in the
+	// server would then see them again, turn after turn).
+	sent atomic.Uint64
 }
 
 func newPredictClient(o PredictOptions, base string, check bool) *predictClient {
@@ -253,9 +259,10 @@ func newPredictClient(o PredictOptions, base string, check bool) *predictClient 
 
 var modelUsed = []byte(`"model_used":true`)
 
-// do sends one predict for a user picked from seq (a multiplicative hash,
-// so consecutive requests hit scattered users).
-func (c *predictClient) do(ctx context.Context, seq int64) (int, error) {
+// do sends one predict for a user picked by this client's request number
+// (a multiplicative hash, so consecutive requests hit scattered users and
+// the sequence does not repeat from turn to turn).
+func (c *predictClient) do(ctx context.Context, _ int64) (int, error) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -264,7 +271,7 @@ func (c *predictClient) do(ctx context.Context, seq int64) (int, error) {
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.Header.SetContentType("application/json")
 	req.Header.Set("Authorization", "Bearer "+c.o.Key)
-	user := (uint64(seq) * 0x9E3779B97F4A7C15 >> 17) % uint64(c.o.Users)
+	user := (c.sent.Add(1) * 0x9E3779B97F4A7C15 >> 17) % uint64(c.o.Users)
 	var arr [160]byte
 	b := arr[:0]
 	b = append(b, `{"model":`...)
