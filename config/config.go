@@ -116,10 +116,6 @@ type Redis struct {
 	Password  string `yaml:"password"`
 	DB        int    `yaml:"db"`
 	KeyPrefix string `yaml:"key_prefix"` // default "pulse:"
-	// ClientCacheMB keeps the vectors a scorer read in its memory, up to
-	// this many MiB, kept coherent by Redis (CLIENT TRACKING; Redis 6 or
-	// later). 0 = the default 64; negative = off. As store.row_cache_mb.
-	ClientCacheMB int `yaml:"client_cache_mb"`
 }
 
 // ClickHouse locates the history database.

@@ -19,7 +19,7 @@ func Open(cfg *config.Config) (Store, error) {
 		}
 		return OpenPebble(cfg.Store.Path, PebbleOptions{RowCacheSize: int64(cfg.Store.RowCacheMB) << 20})
 	case "redis":
-		return OpenRedis(cfg.Redis, RedisOptions{TTL: cfg.Store.TTL.D(), ClientCacheSize: int64(cfg.Redis.ClientCacheMB) << 20})
+		return OpenRedis(cfg.Redis, RedisOptions{TTL: cfg.Store.TTL.D()})
 	}
 	return nil, fmt.Errorf("cannot open feature store: unknown backend %q (want pebble or redis)", cfg.Store.Backend)
 }

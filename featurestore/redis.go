@@ -22,19 +22,12 @@ type RedisOptions struct {
 	TTL time.Duration
 	// Timeout bounds one command or pipeline's network reads and writes, and
 	// the dial, overriding the default 1s. A context deadline, if sooner,
-	// wins. With Redis down, Get fails after at most about twice this
-	// (a hung server: a read waits for the connection's next PING to go
-	// unanswered).
+	// wins. With Redis down, Get fails after at most about twice this.
 	Timeout time.Duration
 	// PoolSize is the most connections kept open for writes and segment
 	// queries, overriding go-redis's default of 10 per GOMAXPROCS. Vector
-	// reads have their own connection (see vectorReads).
+	// reads have their own two connections (see mgetBatcher).
 	PoolSize int
-	// ClientCacheSize bounds the vectors kept in this process's memory,
-	// coherent with Redis through CLIENT TRACKING (see vectorReads), in
-	// bytes: default 64 MiB, about 150k users of 25 features; negative
-	// turns the cache off. It needs Redis 6 or later.
-	ClientCacheSize int64
 }
 
 // Redis is the online store on a Redis server, shared by many scorers. It is
@@ -50,7 +43,7 @@ type RedisOptions struct {
 // when a batch is replayed.
 type Redis struct {
 	c      *redis.Client
-	reads  *vectorReads // Get, GetMany and AppendRaw
+	reads  *mgetBatcher // Get and GetMany
 	prefix string
 	ttl    time.Duration
 }
@@ -104,12 +97,9 @@ func OpenRedis(cfg config.Redis, opts RedisOptions) (*Redis, error) {
 		c.Close()
 		return nil, fmt.Errorf("cannot reach redis at %s: %w", addr, err)
 	}
-	cacheBytes := opts.ClientCacheSize
-	if cacheBytes == 0 {
-		cacheBytes = 64 << 20
-	}
-	reads, err := newVectorReads(addr, cfg.Password, cfg.DB, opts.Timeout, cacheBytes, opts.TTL)
-	if err != nil {
+	reads := newMgetBatcher(addr, cfg.Password, cfg.DB, cfg.KeyPrefix, opts.Timeout)
+	if err := reads.warm(ctx); err != nil {
+		reads.close()
 		c.Close()
 		return nil, fmt.Errorf("cannot reach redis at %s: %w", addr, err)
 	}
@@ -129,9 +119,9 @@ func (r *Redis) Get(ctx context.Context, entity, id string) (Vector, error) {
 	if err := checkName("entity", entity); err != nil {
 		return Vector{}, err
 	}
-	keys := [1]string{r.vectorKey(entity, id)}
+	ids := [1]string{id}
 	var raws [1][]byte
-	_, raw, err := r.reads.get(ctx, keys[:], nil, raws[:0])
+	_, raw, err := r.reads.read(ctx, entity, ids[:], nil, raws[:0])
 	if err != nil {
 		return Vector{}, fmt.Errorf("cannot get %s %q: %w", entity, id, redisErr(err))
 	}
@@ -146,8 +136,8 @@ func (r *Redis) Get(ctx context.Context, entity, id string) (Vector, error) {
 	return v, nil
 }
 
-// GetMany returns vectors in the order of ids, from the client-side cache
-// or one pipeline of GETs; found[i] says whether ids[i] exists.
+// GetMany returns vectors in the order of ids, from one MGET (shared with
+// the reads of concurrent callers); found[i] says whether ids[i] exists.
 func (r *Redis) GetMany(ctx context.Context, entity string, ids []string) ([]Vector, []bool, error) {
 	if err := checkName("entity", entity); err != nil {
 		return nil, nil, err
@@ -208,9 +198,6 @@ func (r *Redis) Write(ctx context.Context, batch []Update) error {
 	if err != nil {
 		return fmt.Errorf("cannot write %d updates to redis: %w", len(batch), redisErr(err))
 	}
-	if err := r.reads.fence(ctx); err != nil {
-		return fmt.Errorf("cannot write %d updates to redis: %w", len(batch), redisErr(err))
-	}
 	return nil
 }
 
@@ -266,10 +253,9 @@ func redisErr(err error) error {
 	return err
 }
 
-// AppendRaw appends the encoded vectors of ids to buf, from the
-// client-side cache or one pipeline of GETs (written together with
-// concurrent callers' misses); raw[i] is nil for an id the store does not
-// have. See RawGetter.
+// AppendRaw appends the encoded vectors of ids to buf, from one MGET
+// shared with concurrent readers; raw[i] is nil for an id the store does
+// not have. See RawGetter.
 func (r *Redis) AppendRaw(ctx context.Context, entity string, ids []string, buf []byte, raw [][]byte) ([]byte, [][]byte, error) {
 	if err := checkName("entity", entity); err != nil {
 		return buf, raw, err
@@ -278,15 +264,7 @@ func (r *Redis) AppendRaw(ctx context.Context, entity string, ids []string, buf 
 	if len(ids) == 0 {
 		return buf, raw, nil
 	}
-	var keys []string
-	var arr [4]string
-	if len(ids) <= len(arr) {
-		keys = arr[:0]
-	}
-	for _, id := range ids {
-		keys = append(keys, r.vectorKey(entity, id))
-	}
-	buf, raw, err := r.reads.get(ctx, keys, buf, raw)
+	buf, raw, err := r.reads.read(ctx, entity, ids, buf, raw)
 	if err != nil {
 		return buf, raw[:0], fmt.Errorf("cannot get %d %ss: %w", len(ids), entity, redisErr(err))
 	}
