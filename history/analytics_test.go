@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/pulse-rt/pulse/event"
-	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -24,13 +23,8 @@ func TestAnalyticsQueries(t *testing.T) {
 	if len(blocks) < 10 {
 		t.Fatalf("docs/analytics.md has %d SQL blocks, want at least 10", len(blocks))
 	}
-	native, _ := testenv.ClickHouse(t)
-	db := testenv.ClickHouseDatabase(t)
-	conn := openTest(t, native)
+	conn, db := migratedDB(t)
 	ctx := context.Background()
-	if err := Migrate(ctx, conn, db); err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now().UTC().Add(-time.Hour)
 	var evs []*event.Event
 	for i, name := range []string{"Product Viewed", "Product Added", "Order Completed", "Order Completed"} {

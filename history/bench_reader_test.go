@@ -13,9 +13,7 @@ import (
 	"time"
 
 	json "github.com/goccy/go-json"
-	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
-	"github.com/pulse-rt/pulse/internal/testenv"
 )
 
 // TestEachEntityShards: however the read is split into entity ranges, every
@@ -24,17 +22,8 @@ import (
 // (ClickHouse only filters), so ties and replayed duplicates across inserts
 // (separate parts) are the cases to get right.
 func TestEachEntityShards(t *testing.T) {
-	native, _ := testenv.ClickHouse(t)
-	db := testenv.ClickHouseDatabase(t)
-	conn, err := Open(config.ClickHouse{Addr: native, Database: db})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn, db := migratedDB(t)
 	ctx := context.Background()
-	if err := Migrate(ctx, conn, db); err != nil {
-		t.Fatal(err)
-	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	base := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
 	want := map[string][]string{} // entity -> message ids in replay order
@@ -100,7 +89,7 @@ func TestEachEntityShards(t *testing.T) {
 		}
 	}
 	// Reading some fields: those, and of the maps only the keys named.
-	err = r.EachEntity(ctx, EventFilter{Fields: []string{"event", "properties.k", "properties.n"}, MapEvents: []string{"x", "Évènement"}, Workers: 2}, func(id string, evs []*event.Event) error {
+	err := r.EachEntity(ctx, EventFilter{Fields: []string{"event", "properties.k", "properties.n"}, MapEvents: []string{"x", "Évènement"}, Workers: 2}, func(id string, evs []*event.Event) error {
 		for _, e := range evs {
 			want := map[string]any{"k": id, "n": e.Properties["n"]}
 			if e.Event != "Évènement" || e.UserID != "" || !reflect.DeepEqual(e.Properties, want) || e.Properties["n"] == nil {
@@ -183,17 +172,8 @@ func sortedMap(m map[string]any) [][2]any {
 // TestEachEntityWholeEvent: with no Fields, every field of an event comes
 // back as it went in (times to the millisecond), through the packed rows.
 func TestEachEntityWholeEvent(t *testing.T) {
-	native, _ := testenv.ClickHouse(t)
-	db := testenv.ClickHouseDatabase(t)
-	conn, err := Open(config.ClickHouse{Addr: native, Database: db})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn, db := migratedDB(t)
 	ctx := context.Background()
-	if err := Migrate(ctx, conn, db); err != nil {
-		t.Fatal(err)
-	}
 	at := time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
 	in := []*event.Event{
 		{Type: event.Track, MessageID: "m1", UserID: "u-日", AnonymousID: "a1", Event: "Order Completed",
@@ -211,7 +191,7 @@ func TestEachEntityWholeEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := map[string]*event.Event{}
-	err = NewReader(conn, db).EachEntity(ctx, EventFilter{Maps: AllMaps}, func(id string, evs []*event.Event) error {
+	err := NewReader(conn, db).EachEntity(ctx, EventFilter{Maps: AllMaps}, func(id string, evs []*event.Event) error {
 		for _, e := range evs {
 			c := *e
 			got[e.MessageID] = &c

@@ -78,7 +78,7 @@ func startWriter(t *testing.T, cfg *config.Config, opts WriterOptions) {
 	})
 }
 
-func openTest(t *testing.T, addr string) driver.Conn {
+func openTest(t testing.TB, addr string) driver.Conn {
 	t.Helper()
 	conn, err := Open(config.ClickHouse{Addr: addr})
 	if err != nil {
@@ -86,6 +86,19 @@ func openTest(t *testing.T, addr string) driver.Conn {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return conn
+}
+
+// migratedDB is a connection to the test ClickHouse and a database of the
+// test's own with Pulse's tables in it.
+func migratedDB(t testing.TB) (driver.Conn, string) {
+	t.Helper()
+	native, _ := testenv.ClickHouse(t)
+	db := testenv.ClickHouseDatabase(t)
+	conn := openTest(t, native)
+	if err := Migrate(context.Background(), conn, db); err != nil {
+		t.Fatal(err)
+	}
+	return conn, db
 }
 
 // waitCount waits until sql (a count) answers want.
