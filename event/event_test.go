@@ -168,13 +168,27 @@ func TestDecodeBatch(t *testing.T) {
 	}
 }
 
-func FuzzDecode(f *testing.F) {
-	files, _ := filepath.Glob("testdata/*.json")
+// testdataEvents reads the example events under testdata/, the seeds of
+// the decoders' tests and fuzz targets.
+func testdataEvents(t testing.TB) [][]byte {
+	t.Helper()
+	files, err := filepath.Glob("testdata/*.json")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no events under testdata/: %v", err)
+	}
+	out := make([][]byte, 0, len(files))
 	for _, p := range files {
 		b, err := os.ReadFile(p)
 		if err != nil {
-			f.Fatal(err)
+			t.Fatal(err)
 		}
+		out = append(out, b)
+	}
+	return out
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, b := range testdataEvents(f) {
 		f.Add(b)
 	}
 	f.Add([]byte(`{"batch":[{"type":"track"}]}`))

@@ -3,7 +3,6 @@ package event
 import (
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -46,12 +45,7 @@ func checkSame(t *testing.T, raw []byte, d Defaults) {
 }
 
 func TestNormalizeMatchesDecode(t *testing.T) {
-	files, _ := filepath.Glob("testdata/*.json")
-	for _, p := range files {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, b := range testdataEvents(t) {
 		checkSame(t, b, Defaults{})
 		checkSame(t, b, Defaults{Type: Track})
 	}
@@ -74,9 +68,7 @@ func TestNormalizeMatchesDecode(t *testing.T) {
 }
 
 func FuzzNormalize(f *testing.F) {
-	files, _ := filepath.Glob("testdata/*.json")
-	for _, p := range files {
-		b, _ := os.ReadFile(p)
+	for _, b := range testdataEvents(f) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
@@ -177,12 +169,7 @@ func batchOf(items ...string) string { return `{"batch":[` + strings.Join(items,
 
 func TestNormalizeBatch(t *testing.T) {
 	var items []string
-	files, _ := filepath.Glob("testdata/*.json")
-	for _, p := range files {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, b := range testdataEvents(t) {
 		items = append(items, string(b))
 	}
 	for _, body := range []string{
@@ -256,10 +243,8 @@ func TestNormalizeBatchFast(t *testing.T) {
 }
 
 func FuzzNormalizeBatch(f *testing.F) {
-	files, _ := filepath.Glob("testdata/*.json")
 	var items []string
-	for _, p := range files {
-		b, _ := os.ReadFile(p)
+	for _, b := range testdataEvents(f) {
 		items = append(items, string(b))
 	}
 	f.Add([]byte(batchOf(items...)))

@@ -2,8 +2,6 @@ package event
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
@@ -74,12 +72,7 @@ var filler = []byte(`{"type":"track","event":"Order Completed","userId":"stale",
 	`"properties":{"revenue":1,"product_id":"p","a":1,"x":1},"traits":{"country":"FR","x":1},"context":{"page":1,"x":1},"integrations":{"x":1}}`)
 
 func FuzzProjection(f *testing.F) {
-	files, _ := filepath.Glob("testdata/*.json")
-	for _, p := range files {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, b := range testdataEvents(f) {
 		f.Add(b)
 		// The same event as a record, the form the stream reads.
 		if e, err := Decode(b, now, DefaultLimits, Defaults{}); err == nil {
