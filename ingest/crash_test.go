@@ -65,7 +65,7 @@ keys:
 		}
 	}()
 	url := "http://" + addr
-	waitFor(t, 60*time.Second, "ingest ready", func() bool {
+	testenv.WaitFor(t, 60*time.Second, "ingest ready", func() bool {
 		r, err := http.Get(url + "/readyz")
 		if err != nil {
 			return false
@@ -75,7 +75,7 @@ keys:
 	})
 
 	l := startLoad(url, 4, 20)
-	waitFor(t, 30*time.Second, "500 acknowledged events", func() bool { return l.ackedCount() >= 500 })
+	testenv.WaitFor(t, 30*time.Second, "500 acknowledged events", func() bool { return l.ackedCount() >= 500 })
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -95,16 +95,16 @@ func TestAckedEventsSurviveBrokerKill(t *testing.T) {
 	brokers := []string{k.Addr()}
 	h := newHarness(t, brokers, "")
 	l := startLoad(h.url, 4, 20)
-	waitFor(t, 30*time.Second, "500 acknowledged events", func() bool { return l.ackedCount() >= 500 })
+	testenv.WaitFor(t, 30*time.Second, "500 acknowledged events", func() bool { return l.ackedCount() >= 500 })
 	if err := k.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "503 answers with the broker down", func() bool { return l.unavailableCount() >= 4 })
+	testenv.WaitFor(t, 30*time.Second, "503 answers with the broker down", func() bool { return l.unavailableCount() >= 4 })
 	before := l.ackedCount()
 	if err := k.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 90*time.Second, "acknowledgements after the broker restarted", func() bool { return l.ackedCount() >= before+500 })
+	testenv.WaitFor(t, 90*time.Second, "acknowledgements after the broker restarted", func() bool { return l.ackedCount() >= before+500 })
 	acked := l.halt(t)
 	t.Logf("acknowledged %d events (%d after the restart); %d requests answered 503", len(acked), len(acked)-before, l.unavailable)
 	checkDurable(t, brokers, h.cfg.Kafka.Topics.Events, acked)
@@ -200,17 +200,6 @@ func (l *load) halt(t *testing.T) []string {
 		t.Fatalf("%d answers were neither 200 nor 503, the first: %s", len(l.unexpected), l.unexpected[0])
 	}
 	return l.acked
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after %v", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // checkDurable reads all of topic and fails unless every acknowledged

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/pulse-rt/pulse/webhook"
@@ -228,17 +229,6 @@ func (e *env) waitCommitted() {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestDeliverRetryAndDeadLetter(t *testing.T) {
 	ok := newReceiver(t, "sec-a", func(id string, attempt int) int {
 		if attempt <= 2 {
@@ -343,7 +333,7 @@ segments:
 `, rc.srv.URL))
 	stop := e.run()
 	recs := e.send("a", 2)
-	waitFor(t, "failing attempts", func() bool {
+	testenv.WaitFor(t, 15*time.Second, "failing attempts", func() bool {
 		calls, _ := rc.snapshot()
 		return len(calls[recs[0].ID]) >= 2
 	})
@@ -353,7 +343,7 @@ segments:
 	up = true
 	mu.Unlock()
 	e.run()
-	waitFor(t, "delivery after restart", func() bool {
+	testenv.WaitFor(t, 15*time.Second, "delivery after restart", func() bool {
 		calls, _ := rc.snapshot()
 		for _, r := range recs {
 			c := calls[r.ID]

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/internal/testenv"
 )
 
 func freePort(t *testing.T) int {
@@ -78,17 +79,7 @@ func TestDevEndToEnd(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	waitFor := func(what string, d time.Duration, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(d)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within %s", what, d)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	waitFor("ingest and scorer ready", 30*time.Second, func() bool {
+	testenv.WaitFor(t, 30*time.Second, "ingest and scorer ready", func() bool {
 		a, _ := call("GET", ingest+"/readyz", "", "")
 		b, _ := call("GET", scorer+"/healthz", "", "")
 		return a == 200 && b == 200
@@ -117,7 +108,7 @@ func TestDevEndToEnd(t *testing.T) {
 		}
 		return true
 	}
-	waitFor("user 612 in the online store", 10*time.Second, func() bool { return getEntity() && entity.Features["orders_lifetime"] == 2.0 })
+	testenv.WaitFor(t, 10*time.Second, "user 612 in the online store", func() bool { return getEntity() && entity.Features["orders_lifetime"] == 2.0 })
 	if entity.Features["revenue_30d"] != 600.0 || entity.Features["country"] != "FR" {
 		t.Fatalf("features: %v", entity.Features)
 	}
@@ -130,7 +121,7 @@ func TestDevEndToEnd(t *testing.T) {
 	if code, b := call("POST", ingest+"/v1/track", "dev-write-key", `{"userId":"612","event":"Order Completed","properties":{"revenue":1}}`); code != 200 {
 		t.Fatalf("track: %d %s", code, b)
 	}
-	waitFor("the new order readable", time.Second, func() bool { return getEntity() && entity.Features["orders_lifetime"] == 3.0 })
+	testenv.WaitFor(t, time.Second, "the new order readable", func() bool { return getEntity() && entity.Features["orders_lifetime"] == 3.0 })
 	t.Logf("event accepted -> readable from the scorer in %s", time.Since(start))
 
 	code, b := call("POST", scorer+"/v1/predict", "", `{"api_key":"dev-read-key","model":"purchase_propensity","features":[{"user":{"id":612}},{"user":{"id":"nobody"}}]}`)
@@ -156,13 +147,13 @@ func TestDevEndToEnd(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return strings.TrimSpace(string(b))
 	}
-	waitFor("the events in ClickHouse", 30*time.Second, func() bool {
+	testenv.WaitFor(t, 30*time.Second, "the events in ClickHouse", func() bool {
 		return query("SELECT count() FROM pulse.events FINAL WHERE user_id = '612'") == "4"
 	})
 	if got := query("SELECT sum(revenue) FROM pulse.events FINAL WHERE user_id = '612' AND event = 'Order Completed'"); got != "601" {
 		t.Fatalf("revenue in ClickHouse: %s", got)
 	}
-	waitFor("the predictions in ClickHouse", 30*time.Second, func() bool {
+	testenv.WaitFor(t, 30*time.Second, "the predictions in ClickHouse", func() bool {
 		return query("SELECT count() FROM pulse.predictions") == "2"
 	})
 }

@@ -90,17 +90,6 @@ func venvPython(t *testing.T) string {
 	return py
 }
 
-// buildPulse builds cmd/pulse into dir, as an analyst would run it.
-func buildPulse(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "pulse")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/pulse-rt/pulse/cmd/pulse")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/pulse: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // history makes shoppers whose ordering habits differ, and labels "1" for
 // a user who orders in the 7 days after the label time: a signal the
 // features can see (recent orders and views), with noise.
@@ -157,7 +146,7 @@ func TestTrainExample(t *testing.T) {
 	native, _ := testenv.ClickHouse(t)
 	db := testenv.ClickHouseDatabase(t)
 	dir := t.TempDir()
-	bin := buildPulse(t, dir)
+	bin := testenv.BuildPulse(t)
 
 	ctx := context.Background()
 	conn, err := history.Open(config.ClickHouse{Addr: native, Database: db})
