@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // NewClient builds a client for the configured brokers. Extra options
@@ -95,34 +96,57 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, c config.Kafka) error {
 			return fmt.Errorf("cannot create topic %s: %w", t.Name, err)
 		}
 	}
-	return waitListed(ctx, adm, names)
+	return waitListed(ctx, cl, names)
 }
 
-// waitListed polls the metadata until it lists every one of names.
-func waitListed(ctx context.Context, adm *kadm.Client, names []string) error {
+// waitListed asks the brokers every 20 ms, for at most 30 s, until their
+// metadata lists every one of names. It asks them each time: kadm's
+// ListTopics answers from the client's metadata cache, which keeps a
+// topic's "unknown" for MetadataMinAge (5 s), so each poll in the gap would
+// cost 5 s.
+func waitListed(ctx context.Context, cl *kgo.Client, names []string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	req := kmsg.NewPtrMetadataRequest()
+	for _, n := range names {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(n)
+		req.Topics = append(req.Topics, rt)
+	}
 	for {
-		td, err := adm.ListTopics(ctx, names...)
-		for _, n := range names {
-			if err != nil {
-				break
-			}
-			if d, ok := td[n]; !ok {
-				err = fmt.Errorf("%s: not listed", n)
-			} else {
-				err = d.Err
-			}
+		resp, err := req.RequestWith(ctx, cl)
+		if err == nil {
+			err = unlisted(resp, names)
 		}
 		if err == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("topics created but not listed by the brokers: %w", err)
+			return fmt.Errorf("topics created but not listed by the brokers: %w: %w", err, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// unlisted says which of names resp does not list, or nil.
+func unlisted(resp *kmsg.MetadataResponse, names []string) error {
+	codes := make(map[string]int16, len(resp.Topics))
+	for _, t := range resp.Topics {
+		if t.Topic != nil {
+			codes[*t.Topic] = t.ErrorCode
+		}
+	}
+	var errs []error
+	for _, n := range names {
+		code, ok := codes[n]
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s: not listed", n))
+		} else if err := kerr.ErrorForCode(code); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", n, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Ping checks that a broker answers metadata requests.

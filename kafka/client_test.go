@@ -1,0 +1,135 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pulse-rt/pulse/config"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// lateTopic is a cluster whose controller acknowledges the creation of one
+// topic before its brokers know it, as a KRaft controller does: the topic
+// comes into being only after the brokers have answered `unknown` to
+// hidden metadata requests that ask for it (never, if hidden is negative).
+type lateTopic struct {
+	cluster *kfake.Cluster
+	cfg     config.Kafka
+	asked   atomic.Int32 // metadata requests that asked for the topic
+}
+
+func newLateTopic(t *testing.T, topic string, hidden int32) *lateTopic {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	l := &lateTopic{cluster: c, cfg: config.Kafka{Brokers: c.ListenAddrs(), Partitions: 2, ReplicationFactor: 1}}
+	l.cfg.Topics = config.Topics{Events: "e", Invalid: "i", Segments: "s", Predictions: "p", State: "st", Seeds: "late-seeds", Activations: "a"}
+
+	// The controller's acknowledgement, with nothing created.
+	c.ControlKey(int16(kmsg.CreateTopics), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		req := kreq.(*kmsg.CreateTopicsRequest)
+		if len(req.Topics) != 1 || req.Topics[0].Topic != topic {
+			return nil, nil, false
+		}
+		resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
+		rt := kmsg.NewCreateTopicsResponseTopic()
+		rt.Topic = topic
+		rt.NumPartitions = req.Topics[0].NumPartitions
+		rt.ReplicationFactor = req.Topics[0].ReplicationFactor
+		resp.Topics = append(resp.Topics, rt)
+		return resp, nil, true
+	})
+	// The brokers: the cluster answers metadata as usual, and so says the
+	// topic is unknown until it exists.
+	c.ControlKey(int16(kmsg.Metadata), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		for _, rt := range kreq.(*kmsg.MetadataRequest).Topics {
+			if rt.Topic == nil || *rt.Topic != topic {
+				continue
+			}
+			if l.asked.Add(1) == hidden {
+				// Not from here: the cluster runs this function in the
+				// loop that CreateTopic waits for.
+				go func() {
+					if err := c.CreateTopic(topic, 2, nil); err != nil {
+						t.Errorf("cannot create %s: %v", topic, err)
+					}
+				}()
+			}
+		}
+		return nil, nil, false
+	})
+	return l
+}
+
+// TestEnsureTopicsWaitsUntilListed: EnsureTopics returns only once the
+// brokers list a topic the controller has acknowledged, not as soon as the
+// creation is acknowledged.
+func TestEnsureTopicsWaitsUntilListed(t *testing.T) {
+	const hidden = 3
+	l := newLateTopic(t, "late-seeds", hidden)
+	cl, err := NewClient(l.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := EnsureTopics(ctx, cl, l.cfg); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	t.Logf("EnsureTopics returned after %v and %d metadata requests for the late topic", took, l.asked.Load())
+	if n := l.asked.Load(); n <= hidden {
+		t.Fatalf("EnsureTopics returned after %d metadata requests for the late topic; the brokers listed it only from request %d on", n, hidden+1)
+	}
+	if l.cluster.TopicInfo("late-seeds") == nil {
+		t.Fatal("EnsureTopics returned before the late topic existed")
+	}
+	// The brokers list the topic tens of milliseconds after the first ask;
+	// polls answered from the client's metadata cache come 5 s apart.
+	if took > 5*time.Second {
+		t.Errorf("EnsureTopics took %v to see a topic listed from the %dth ask on", took, hidden+1)
+	}
+	// Every topic is usable at once, the late one too.
+	for _, name := range []string{"e", "late-seeds"} {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: name, Value: []byte("x")}).FirstErr(); err != nil {
+			t.Fatalf("produce to %s right after EnsureTopics: %v", name, err)
+		}
+	}
+}
+
+// TestEnsureTopicsGivesUp: when the brokers never list an acknowledged
+// topic, EnsureTopics returns once its context ends, with an error naming
+// the topic and the context's.
+func TestEnsureTopicsGivesUp(t *testing.T) {
+	l := newLateTopic(t, "late-seeds", -1)
+	cl, err := NewClient(l.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err = EnsureTopics(ctx, cl, l.cfg)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("EnsureTopics gave up %v after its context's 500ms deadline", took)
+	}
+	if err == nil {
+		t.Fatal("EnsureTopics succeeded; the brokers never listed topic late-seeds")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "late-seeds: UNKNOWN_TOPIC_OR_PARTITION") {
+		t.Fatalf("EnsureTopics: %v; want an error that names topic late-seeds as unknown and wraps the context's", err)
+	}
+	t.Log(err)
+}
