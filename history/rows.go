@@ -18,25 +18,73 @@ func DerivedMessageID(topic string, partition int32, offset int64) string {
 	return topic + "/" + strconv.FormatInt(int64(partition), 10) + "/" + strconv.FormatInt(offset, 10)
 }
 
-// eventRows is a batch of events rows, column by column, in table order.
+// batch is one table's rows, held column by column in the
+// table's order (schema.go), ready for insertColumns. Each batch below is
+// typed columns of its own plus the two shapes every table shares: times
+// and origin.
+type batch interface {
+	len() int
+	columns() []any
+	reset()
+}
+
+// times is a DateTime column and its _ms twin (DateTime keeps whole
+// seconds; the twin keeps milliseconds, 0 for a zero time).
+type times struct {
+	at []time.Time
+	ms []int64
+}
+
+func (c *times) add(t time.Time) {
+	c.at = append(c.at, t)
+	c.ms = append(c.ms, millisOrZero(t))
+}
+
+// origin is the last columns of every table, kafka_partition and
+// kafka_offset: where each row's record sat. A batch has one origin per row,
+// so it also counts the rows.
+type origin struct {
+	partition []int32
+	offset    []int64
+}
+
+func (o *origin) add(rec *kgo.Record) {
+	o.partition = append(o.partition, rec.Partition)
+	o.offset = append(o.offset, rec.Offset)
+}
+
+func (o *origin) len() int { return len(o.offset) }
+
+// idOr is id, or the record's position when its producer gave none.
+func idOr(id string, rec *kgo.Record) string {
+	if id == "" {
+		return DerivedMessageID(rec.Topic, rec.Partition, rec.Offset)
+	}
+	return id
+}
+
+// timeOr is t, or the record's timestamp when its producer gave none.
+func timeOr(t time.Time, rec *kgo.Record) time.Time {
+	if t.IsZero() {
+		return rec.Timestamp
+	}
+	return t
+}
+
+// eventRows is a batch of events rows.
 type eventRows struct {
 	messageID, typ, evt, name, userID, anonymousID, entityID, previousID, groupID []string
-	timestamp                                                                     []time.Time
-	timestampMs                                                                   []int64
-	receivedAt                                                                    []time.Time
-	receivedAtMs, sentAtMs, originalMs                                            []int64
+	timestamp, receivedAt                                                         times
+	sentAtMs, originalMs                                                          []int64
 	properties, traits, context, integrations, featureSet                         []string
 	revenue, total                                                                []*float64
 	orderID, productID                                                            []string
-	partition                                                                     []int32
-	offset                                                                        []int64
+	origin
 }
-
-func (r *eventRows) len() int { return len(r.messageID) }
 
 func (r *eventRows) columns() []any {
 	return []any{r.messageID, r.typ, r.evt, r.name, r.userID, r.anonymousID, r.entityID, r.previousID, r.groupID,
-		r.timestamp, r.timestampMs, r.receivedAt, r.receivedAtMs, r.sentAtMs, r.originalMs,
+		r.timestamp.at, r.timestamp.ms, r.receivedAt.at, r.receivedAt.ms, r.sentAtMs, r.originalMs,
 		r.properties, r.traits, r.context, r.integrations, r.featureSet,
 		r.revenue, r.total, r.orderID, r.productID, r.partition, r.offset}
 }
@@ -96,19 +144,15 @@ func (r *eventRows) addEvent(rec *kgo.Record) error {
 	if w.Timestamp.IsZero() {
 		w.Timestamp = w.ReceivedAt
 	}
-	if w.MessageID == "" {
-		w.MessageID = DerivedMessageID(rec.Topic, rec.Partition, rec.Offset)
-	}
 	entity := w.UserID
 	if entity == "" {
 		entity = w.AnonymousID
 	}
 	var ec ecommerce
-	if p := w.Properties; len(p) > 2 && (bytes.Contains(p, []byte(`"revenue"`)) || bytes.Contains(p, []byte(`"total"`)) ||
-		bytes.Contains(p, []byte(`"order_id"`)) || bytes.Contains(p, []byte(`"product_id"`))) {
+	if p := w.Properties; len(p) > 2 && mentionsEcommerce(p) {
 		_ = json.Unmarshal(p, &ec) // properties is a valid object here; odd value types just stay unset
 	}
-	r.messageID = append(r.messageID, w.MessageID)
+	r.messageID = append(r.messageID, idOr(w.MessageID, rec))
 	r.typ = append(r.typ, string(w.Type))
 	r.evt = append(r.evt, w.Event)
 	r.name = append(r.name, w.Name)
@@ -117,10 +161,8 @@ func (r *eventRows) addEvent(rec *kgo.Record) error {
 	r.entityID = append(r.entityID, entity)
 	r.previousID = append(r.previousID, w.PreviousID)
 	r.groupID = append(r.groupID, w.GroupID)
-	r.timestamp = append(r.timestamp, w.Timestamp)
-	r.timestampMs = append(r.timestampMs, w.Timestamp.UnixMilli())
-	r.receivedAt = append(r.receivedAt, w.ReceivedAt)
-	r.receivedAtMs = append(r.receivedAtMs, millisOrZero(w.ReceivedAt))
+	r.timestamp.add(w.Timestamp)
+	r.receivedAt.add(w.ReceivedAt)
 	r.sentAtMs = append(r.sentAtMs, millisOrZero(w.SentAt))
 	r.originalMs = append(r.originalMs, millisOrZero(w.OriginalTimestamp))
 	r.properties = append(r.properties, object(w.Properties))
@@ -132,9 +174,21 @@ func (r *eventRows) addEvent(rec *kgo.Record) error {
 	r.total = append(r.total, number(ec.Total))
 	r.orderID = append(r.orderID, text(ec.OrderID))
 	r.productID = append(r.productID, text(ec.ProductID))
-	r.partition = append(r.partition, rec.Partition)
-	r.offset = append(r.offset, rec.Offset)
+	r.origin.add(rec)
 	return nil
+}
+
+// ecommerceKeys are the property names of ecommerce's columns, quoted as in
+// JSON: properties that mention none skip the second decode.
+var ecommerceKeys = [...][]byte{[]byte(`"revenue"`), []byte(`"total"`), []byte(`"order_id"`), []byte(`"product_id"`)}
+
+func mentionsEcommerce(properties []byte) bool {
+	for _, k := range ecommerceKeys {
+		if bytes.Contains(properties, k) {
+			return true
+		}
+	}
+	return false
 }
 
 // fastValid applies event.Unmarshal's rules to a record the fast decoder
@@ -147,7 +201,7 @@ func fastValid(w *wireEvent) bool {
 		return false
 	}
 	for _, m := range [...]json.RawMessage{w.Properties, w.Traits, w.Context, w.Integrations} {
-		if len(m) > 0 && m[0] != '{' && !bytes.Equal(m, []byte("null")) {
+		if !absent(m) && m[0] != '{' {
 			return false
 		}
 	}
@@ -161,9 +215,12 @@ func millisOrZero(t time.Time) int64 {
 	return t.UnixMilli()
 }
 
-// object is a raw JSON object as stored: "{}" when absent or null.
+// absent says whether a raw JSON value is missing or null.
+func absent(m json.RawMessage) bool { return len(m) == 0 || bytes.Equal(m, []byte("null")) }
+
+// object is a raw JSON object as stored: "{}" when absent.
 func object(m json.RawMessage) string {
-	if len(m) == 0 || bytes.Equal(m, []byte("null")) {
+	if absent(m) {
 		return "{}"
 	}
 	return string(m)
@@ -197,17 +254,13 @@ type invalidRows struct {
 	messageID, errText, field []string
 	index                     []int32
 	source, keyName           []string
-	receivedAt                []time.Time
-	receivedAtMs              []int64
+	receivedAt                times
 	event, topic              []string
-	partition                 []int32
-	offset                    []int64
+	origin
 }
 
-func (r *invalidRows) len() int { return len(r.messageID) }
-
 func (r *invalidRows) columns() []any {
-	return []any{r.messageID, r.errText, r.field, r.index, r.source, r.keyName, r.receivedAt, r.receivedAtMs,
+	return []any{r.messageID, r.errText, r.field, r.index, r.source, r.keyName, r.receivedAt.at, r.receivedAt.ms,
 		r.event, r.topic, r.partition, r.offset}
 }
 
@@ -230,12 +283,6 @@ func (r *invalidRows) addDeadLetter(rec *kgo.Record) error {
 	if err := json.Unmarshal(rec.Value, &d); err != nil {
 		return fmt.Errorf("cannot decode dead letter: %w", err)
 	}
-	if d.MessageID == "" {
-		d.MessageID = DerivedMessageID(rec.Topic, rec.Partition, rec.Offset)
-	}
-	if d.ReceivedAt.IsZero() {
-		d.ReceivedAt = rec.Timestamp
-	}
 	r.add(d, rec)
 	return nil
 }
@@ -248,43 +295,36 @@ func (r *invalidRows) addUnreadable(rec *kgo.Record, err error) {
 		raw, _ = json.Marshal(string(raw))
 	}
 	r.add(deadLetter{
-		Error:      fmt.Sprintf("history: cannot read %s record: %v", rec.Topic, err),
-		Source:     "history",
-		ReceivedAt: rec.Timestamp,
-		MessageID:  DerivedMessageID(rec.Topic, rec.Partition, rec.Offset),
-		Event:      raw,
+		Error:  fmt.Sprintf("history: cannot read %s record: %v", rec.Topic, err),
+		Source: "history",
+		Event:  raw,
 	}, rec)
 }
 
+// add appends a dead letter; one without an id or a time takes its record's.
 func (r *invalidRows) add(d deadLetter, rec *kgo.Record) {
-	r.messageID = append(r.messageID, d.MessageID)
+	r.messageID = append(r.messageID, idOr(d.MessageID, rec))
 	r.errText = append(r.errText, d.Error)
 	r.field = append(r.field, d.Field)
 	r.index = append(r.index, d.Index)
 	r.source = append(r.source, d.Source)
 	r.keyName = append(r.keyName, d.Key)
-	r.receivedAt = append(r.receivedAt, d.ReceivedAt)
-	r.receivedAtMs = append(r.receivedAtMs, millisOrZero(d.ReceivedAt))
+	r.receivedAt.add(timeOr(d.ReceivedAt, rec))
 	r.event = append(r.event, string(d.Event))
 	r.topic = append(r.topic, rec.Topic)
-	r.partition = append(r.partition, rec.Partition)
-	r.offset = append(r.offset, rec.Offset)
+	r.origin.add(rec)
 }
 
 // segmentRows is a batch of segment_changes rows.
 type segmentRows struct {
 	changeID, segment, entity, entityID, change []string
-	at                                          []time.Time
-	atMs                                        []int64
+	at                                          times
 	features                                    []string
-	partition                                   []int32
-	offset                                      []int64
+	origin
 }
 
-func (r *segmentRows) len() int { return len(r.changeID) }
-
 func (r *segmentRows) columns() []any {
-	return []any{r.changeID, r.segment, r.entity, r.entityID, r.change, r.at, r.atMs, r.features, r.partition, r.offset}
+	return []any{r.changeID, r.segment, r.entity, r.entityID, r.change, r.at.at, r.at.ms, r.features, r.partition, r.offset}
 }
 
 func (r *segmentRows) reset() { *r = segmentRows{} }
@@ -308,22 +348,14 @@ func (r *segmentRows) addChange(rec *kgo.Record) error {
 	if c.Segment == "" || c.EntityID == "" {
 		return fmt.Errorf("segment change without segment or id")
 	}
-	if c.ID == "" {
-		c.ID = DerivedMessageID(rec.Topic, rec.Partition, rec.Offset)
-	}
-	if c.At.IsZero() {
-		c.At = rec.Timestamp
-	}
-	r.changeID = append(r.changeID, c.ID)
+	r.changeID = append(r.changeID, idOr(c.ID, rec))
 	r.segment = append(r.segment, c.Segment)
 	r.entity = append(r.entity, c.Entity)
 	r.entityID = append(r.entityID, c.EntityID)
 	r.change = append(r.change, c.Change)
-	r.at = append(r.at, c.At)
-	r.atMs = append(r.atMs, c.At.UnixMilli())
+	r.at.add(timeOr(c.At, rec))
 	r.features = append(r.features, object(c.Features))
-	r.partition = append(r.partition, rec.Partition)
-	r.offset = append(r.offset, rec.Offset)
+	r.origin.add(rec)
 	return nil
 }
 
@@ -333,17 +365,13 @@ type predictionRows struct {
 	score                                            []*float64
 	scores, prediction                               []string
 	modelUsed                                        []uint8
-	at                                               []time.Time
-	atMs                                             []int64
-	partition                                        []int32
-	offset                                           []int64
+	at                                               times
+	origin
 }
-
-func (r *predictionRows) len() int { return len(r.uuid) }
 
 func (r *predictionRows) columns() []any {
 	return []any{r.uuid, r.model, r.version, r.entity, r.entityID, r.features, r.score, r.scores, r.prediction,
-		r.modelUsed, r.at, r.atMs, r.partition, r.offset}
+		r.modelUsed, r.at.at, r.at.ms, r.partition, r.offset}
 }
 
 func (r *predictionRows) reset() { *r = predictionRows{} }
@@ -369,14 +397,6 @@ func (r *predictionRows) addPrediction(rec *kgo.Record) error {
 	if err := json.Unmarshal(rec.Value, &p); err != nil {
 		return fmt.Errorf("cannot decode prediction: %w", err)
 	}
-	id := rawText(p.UUID)
-	if id == "" {
-		id = DerivedMessageID(rec.Topic, rec.Partition, rec.Offset)
-	}
-	at := rawTime(p.At)
-	if at.IsZero() {
-		at = rec.Timestamp
-	}
 	entity := rawText(p.Entity)
 	if entity == "" {
 		entity = "user"
@@ -394,7 +414,7 @@ func (r *predictionRows) addPrediction(rec *kgo.Record) error {
 		used = 0
 	}
 	scores := string(bytes.TrimSpace(p.Score))
-	r.uuid = append(r.uuid, id)
+	r.uuid = append(r.uuid, idOr(rawText(p.UUID), rec))
 	r.model = append(r.model, rawText(p.Model))
 	r.version = append(r.version, rawText(p.Version))
 	r.entity = append(r.entity, entity)
@@ -404,17 +424,15 @@ func (r *predictionRows) addPrediction(rec *kgo.Record) error {
 	r.scores = append(r.scores, scores)
 	r.prediction = append(r.prediction, rawText(p.Prediction))
 	r.modelUsed = append(r.modelUsed, used)
-	r.at = append(r.at, at)
-	r.atMs = append(r.atMs, at.UnixMilli())
-	r.partition = append(r.partition, rec.Partition)
-	r.offset = append(r.offset, rec.Offset)
+	r.at.add(timeOr(rawTime(p.At), rec))
+	r.origin.add(rec)
 	return nil
 }
 
 // rawText is a JSON string's text, or any other JSON value as written.
 func rawText(m json.RawMessage) string {
 	m = bytes.TrimSpace(m)
-	if len(m) == 0 || bytes.Equal(m, []byte("null")) {
+	if absent(m) {
 		return ""
 	}
 	if m[0] == '"' {

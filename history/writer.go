@@ -190,35 +190,32 @@ func (w *Writer) add(rec *kgo.Record) {
 // or ctx ends, then commits the offsets of everything polled. A table whose
 // insert succeeded is not inserted again when another table's is retried.
 func (w *Writer) flush(ctx context.Context) error {
-	type batch struct {
-		t       *table
-		len     func() int
-		columns func() []any
-		reset   func()
-	}
-	batches := []batch{
-		{&eventsTable, w.events.len, w.events.columns, w.events.reset},
-		{&invalidTable, w.invalid.len, w.invalid.columns, w.invalid.reset},
-		{&segmentsTable, w.segments.len, w.segments.columns, w.segments.reset},
-		{&predictionsTable, w.predictions.len, w.predictions.columns, w.predictions.reset},
+	batches := []struct {
+		t    *table
+		rows batch
+	}{
+		{&eventsTable, &w.events},
+		{&invalidTable, &w.invalid},
+		{&segmentsTable, &w.segments},
+		{&predictionsTable, &w.predictions},
 	}
 	for _, b := range batches {
-		if b.len() == 0 {
+		if b.rows.len() == 0 {
 			continue
 		}
 		err := w.retry(ctx, "insert into "+b.t.name, func(ctx context.Context) error {
 			start := time.Now()
-			if err := insertColumns(ctx, w.conn, b.t.insertSQL(w.cfg.ClickHouse.Database), b.columns()); err != nil {
+			if err := insertColumns(ctx, w.conn, b.t.insertSQL(w.cfg.ClickHouse.Database), b.rows.columns()); err != nil {
 				return err
 			}
 			insertSeconds.WithLabelValues(b.t.name).Observe(time.Since(start).Seconds())
-			rowsWritten.WithLabelValues(b.t.name).Add(float64(b.len()))
+			rowsWritten.WithLabelValues(b.t.name).Add(float64(b.rows.len()))
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		b.reset()
+		b.rows.reset()
 	}
 	// Every polled record is in the batches just written, so "uncommitted"
 	// is exactly what ClickHouse now holds.
