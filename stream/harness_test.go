@@ -449,6 +449,33 @@ func load(seed uint64, users, n int) (recs []*kgo.Record, evs []*event.Event) {
 	return recs, evs
 }
 
+// phasedLoad is load for a test that produces in phases: one batch per
+// size, the i-th from seed+i, for users users, every event applied to ref.
+// With retryEvery > 0, each phase after the first also carries retries
+// (same messageId) of one in every retryEvery of the first phase's events,
+// other ones in each phase: duplicates straddling whatever the test does
+// between phases, which the stream must count once.
+func phasedLoad(t testing.TB, ref *reference, seed uint64, users, retryEvery int, sizes ...int) [][]*kgo.Record {
+	t.Helper()
+	phases := make([][]*kgo.Record, len(sizes))
+	var first []*event.Event
+	for i, n := range sizes {
+		recs, evs := load(seed+uint64(i), users, n)
+		for _, ev := range evs {
+			ref.apply(ev)
+		}
+		if i == 0 {
+			first = evs
+		} else if retryEvery > 0 {
+			for j := i - 1; j < len(first); j += retryEvery {
+				recs = append(recs, eventRecord(t, first[j]))
+			}
+		}
+		phases[i] = recs
+	}
+	return phases
+}
+
 // memStore is an in-memory featurestore.Store.
 type memStore struct {
 	mu      sync.Mutex

@@ -18,7 +18,6 @@ import (
 
 	"github.com/pulse-rt/pulse/backfill"
 	"github.com/pulse-rt/pulse/config"
-	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/history"
 	"github.com/pulse-rt/pulse/internal/testenv"
@@ -58,6 +57,21 @@ const newFeatures = `  - name: revenue_lifetime
     n: 5
 `
 
+// testConfig2 is testConfig with newFeatures.
+var testConfig2 = strings.Replace(testConfig, "segments:\n", newFeatures+"segments:\n", 1)
+
+// withNewFeatures is cfg changed to testConfig2: the same Kafka, ClickHouse,
+// data directory and consumer group.
+func withNewFeatures(t testing.TB, cfg *config.Config) *config.Config {
+	t.Helper()
+	cfg2, err := config.Parse([]byte(testConfig2), "test2.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg2.Kafka, cfg2.ClickHouse, cfg2.DataDir, cfg2.Stream.Group = cfg.Kafka, cfg.ClickHouse, cfg.DataDir, cfg.Stream.Group
+	return cfg2
+}
+
 // TestSeedsMakeNewFeaturesExact is the whole story of adding a feature to
 // a running system, against real Kafka and ClickHouse: the stream and the
 // history writer run config C1; events; the stream restarts with C2 (new
@@ -73,31 +87,17 @@ func TestSeedsMakeNewFeaturesExact(t *testing.T) {
 	e.cfg.ClickHouse.Addr, e.cfg.ClickHouse.Database = native, testenv.ClickHouseDatabase(t)
 	e.cfg.Kafka.Topics.Predictions = e.cfg.Kafka.Topics.Events + ".predictions"
 	histGroup := e.cfg.Stream.Group + ".history"
-	cfg2, err := config.Parse([]byte(strings.Replace(testConfig, "segments:\n", newFeatures+"segments:\n", 1)), "test2.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg2.Kafka, cfg2.ClickHouse, cfg2.DataDir = e.cfg.Kafka, e.cfg.ClickHouse, e.cfg.DataDir
-	cfg2.Stream.Group = e.cfg.Stream.Group
+	cfg2 := withNewFeatures(t, e.cfg)
 	ctx := context.Background()
 
 	reader := startHistory(t, e, histGroup)
 
 	ref := newReference(t, cfg2)
-	recs1, evs1 := load(21, 40, 3000)
-	recs2, evs2 := load(22, 40, 3000)
-	recs3, evs3 := load(23, 40, 2000)
-	// Retries of phase-one events later on: duplicates straddling the
-	// activation, which the stream must count once for the new features.
-	for i := 0; i < len(evs1); i += 40 {
-		recs2 = append(recs2, eventRecord(t, evs1[i]))
-		recs3 = append(recs3, eventRecord(t, evs1[i+1]))
-	}
-	for _, evs := range [][]*event.Event{evs1, evs2, evs3} {
-		for _, ev := range evs {
-			ref.apply(ev)
-		}
-	}
+	// With retries of phase-one events in phases two and three: duplicates
+	// straddling the activation, which the stream must count once for the
+	// new features.
+	phases := phasedLoad(t, ref, 21, 40, 40, 3000, 3000, 2000)
+	recs1, recs2, recs3 := phases[0], phases[1], phases[2]
 
 	// C1.
 	p1 := e.processor(Options{MaxPollRecords: 500}, "")
@@ -164,11 +164,7 @@ func TestSeedsMakeNewFeaturesExact(t *testing.T) {
 	// the activations, marks and seeds offset from the changelog.
 	p5 := e.processor(Options{MaxPollRecords: 500}, filepath.Join(t.TempDir(), "moved"))
 	stop = e.run(p5)
-	recs4, evs4 := load(24, 40, 500)
-	for _, ev := range evs4 {
-		ref.apply(ev)
-	}
-	e.produce(recs4...)
+	e.produce(phasedLoad(t, ref, 24, 40, 0, 500)[0]...)
 	e.waitCaughtUp(60*time.Second, p5)
 	if got := p5.activations(); !sameActivations(got, activation, cfg2) {
 		t.Fatalf("restored activations %v, want every new feature at %v", got, activation)
@@ -206,11 +202,7 @@ func TestSeedsRefusedUntilActivatedAndHistoryCaughtUp(t *testing.T) {
 	e.produce(recs...)
 	e.waitCaughtUp(60*time.Second, p)
 	stop()
-	cfg2, err := config.Parse([]byte(strings.Replace(testConfig, "segments:\n", newFeatures+"segments:\n", 1)), "test2.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg2.Kafka, cfg2.ClickHouse, cfg2.DataDir, cfg2.Stream.Group = e.cfg.Kafka, e.cfg.ClickHouse, e.cfg.DataDir, e.cfg.Stream.Group
+	cfg2 := withNewFeatures(t, e.cfg)
 	e.cfg = cfg2
 	p = e.processor(Options{}, "")
 	stop = e.run(p)
@@ -444,25 +436,10 @@ redis: {addr: %q, key_prefix: %q}
 	}
 	reader := startHistory(t, e, histGroup)
 
-	c2 := strings.Replace(testConfig, "segments:\n", newFeatures+"segments:\n", 1)
-	cfg2, err := config.Parse([]byte(c2), "test2.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg2.Kafka, cfg2.ClickHouse, cfg2.Stream.Group = e.cfg.Kafka, e.cfg.ClickHouse, e.cfg.Stream.Group
+	cfg2 := withNewFeatures(t, e.cfg)
 	ref := newReference(t, cfg2)
-	recs1, evs1 := load(41, 50, 4000)
-	recs2, evs2 := load(42, 50, 3000)
-	recs3, evs3 := load(43, 50, 2000)
-	for i := 0; i < len(evs1); i += 50 {
-		recs2 = append(recs2, eventRecord(t, evs1[i]))
-		recs3 = append(recs3, eventRecord(t, evs1[i+1]))
-	}
-	for _, evs := range [][]*event.Event{evs1, evs2, evs3} {
-		for _, ev := range evs {
-			ref.apply(ev)
-		}
-	}
+	phases := phasedLoad(t, ref, 41, 50, 50, 4000, 3000, 2000)
+	recs1, recs2, recs3 := phases[0], phases[1], phases[2]
 
 	writeConfig(testConfig)
 	cmd := start()
@@ -473,7 +450,7 @@ redis: {addr: %q, key_prefix: %q}
 		t.Fatalf("pulse stream after SIGTERM: %v", err)
 	}
 
-	writeConfig(c2)
+	writeConfig(testConfig2)
 	cmd = start()
 	e.produce(recs2...)
 	e.waitGroupProgress(t, 90*time.Second, -1)
@@ -541,13 +518,8 @@ func TestSeedsFillWhatRetentionDeleted(t *testing.T) {
 	reader := startHistory(t, e, histGroup)
 
 	ref := newReference(t, e.cfg)
-	recs1, evs1 := load(51, 30, 2000)
-	recs2, evs2 := load(52, 30, 1000)
-	for _, evs := range [][]*event.Event{evs1, evs2} {
-		for _, ev := range evs {
-			ref.apply(ev)
-		}
-	}
+	phases := phasedLoad(t, ref, 51, 30, 0, 2000, 1000)
+	recs1, recs2 := phases[0], phases[1]
 	e.produce(recs1...)
 	waitHistory(t, e, histGroup)
 	// Retention: the first events are gone from Kafka, not from history.
