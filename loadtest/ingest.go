@@ -183,10 +183,25 @@ func Ingest(ctx context.Context, o IngestOptions, w io.Writer) (*IngestReport, e
 		}
 		return o.Batch, nil
 	}
+	open, err := NewHTTPClient(HTTPTarget{
+		URL:    url,
+		Header: "Content-Type: application/json\r\nAuthorization: " + auth + "\r\n",
+		Body:   func(_ []byte, seq int64) []byte { return bodies[int(seq)%len(bodies)] },
+		Check: func(status int, body []byte) (int, error) {
+			if status != 200 {
+				return 0, fmt.Errorf("status %d: %s", status, body)
+			}
+			return o.Batch, nil
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer open.Close()
 	fmt.Fprintf(w, "\ningest open loop: %.0f events/s in batches of %d (%.0f req/s), %s\n", rate, o.Batch, rate/float64(o.Batch), o.Duration)
 	const warmup = time.Second
 	rep.OpenLoop, rep.OpenLoopCPU = o.measure(func() *Result {
-		return OpenLoop(ctx, Options{Name: "ingest open loop", Rate: rate / float64(o.Batch), Duration: o.Duration, Warmup: warmup}, post)
+		return open.OpenLoop(ctx, Options{Name: "ingest open loop", Rate: rate / float64(o.Batch), Duration: o.Duration, Warmup: warmup})
 	}, func(r *Result) int64 {
 		return (r.Sent + int64(rate/float64(o.Batch)*warmup.Seconds())) * int64(o.Batch)
 	})

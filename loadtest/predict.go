@@ -180,6 +180,16 @@ func Predict(ctx context.Context, o PredictOptions, w io.Writer) (*PredictReport
 	if _, err := scorer.do(ctx, 0); err != nil {
 		return nil, fmt.Errorf("scorer at %s is not answering predictions: %w", o.URL, err)
 	}
+	scorerOpen, err := scorer.open()
+	if err != nil {
+		return nil, err
+	}
+	defer scorerOpen.Close()
+	baselineOpen, err := baseline.open()
+	if err != nil {
+		return nil, err
+	}
+	defer baselineOpen.Close()
 	rep := &PredictReport{}
 	fmt.Fprintf(w, "predict %s over %d %s ids; %s per phase in %d turns with the baseline, each after %s warm-up; baseline: bare fasthttp handler with a fixed body in this process\n",
 		o.Model, o.Users, o.Entity, o.Duration, max(o.Rounds, 1), o.Warmup)
@@ -188,10 +198,10 @@ func Predict(ctx context.Context, o PredictOptions, w io.Writer) (*PredictReport
 		warm := int64(rate * o.Warmup.Seconds())
 		ph.Baseline, ph.Scorer = alternate(o.Rounds, o.Duration,
 			o.measureCPU(&ph.BaselineCPU, warm, func(d time.Duration) *Result {
-				return OpenLoop(ctx, Options{Name: "bare handler", Rate: rate, Duration: d, Warmup: o.Warmup}, baseline.do)
+				return baselineOpen.OpenLoop(ctx, Options{Name: "bare handler", Rate: rate, Duration: d, Warmup: o.Warmup})
 			}),
 			o.measureCPU(&ph.ScorerCPU, warm, func(d time.Duration) *Result {
-				return OpenLoop(ctx, Options{Name: "scorer predict", Rate: rate, Duration: d, Warmup: o.Warmup}, scorer.do)
+				return scorerOpen.OpenLoop(ctx, Options{Name: "scorer predict", Rate: rate, Duration: d, Warmup: o.Warmup})
 			}))
 		Report(w, ph.Baseline, ph.Scorer)
 		o.reportCPU(w, ph.BaselineCPU, ph.ScorerCPU)
@@ -259,10 +269,43 @@ func newPredictClient(o PredictOptions, base string, check bool) *predictClient 
 
 var modelUsed = []byte(`"model_used":true`)
 
-// do sends one predict for a user picked by this client's request number
-// (a multiplicative hash, so consecutive requests hit scattered users and
-// the sequence does not repeat from turn to turn).
-func (c *predictClient) do(ctx context.Context, _ int64) (int, error) {
+// body appends the body of a predict for a user picked by this client's
+// request number (a multiplicative hash, so consecutive requests hit
+// scattered users and the sequence does not repeat from turn to turn).
+func (c *predictClient) body(b []byte, _ int64) []byte {
+	user := (c.sent.Add(1) * 0x9E3779B97F4A7C15 >> 17) % uint64(c.o.Users)
+	b = append(b, `{"model":`...)
+	b = strconv.AppendQuote(b, c.o.Model)
+	b = append(b, `,"features":[{`...)
+	b = strconv.AppendQuote(b, c.o.Entity)
+	b = append(b, `:{"id":`...)
+	b = strconv.AppendUint(b, user, 10)
+	return append(b, `}}]}`...)
+}
+
+// checkAnswer reads an answer: a prediction made with the model, when c checks.
+func (c *predictClient) checkAnswer(status int, body []byte) (int, error) {
+	if status != fasthttp.StatusOK {
+		return 0, fmt.Errorf("status %d: %.200s", status, body)
+	}
+	if c.check && !bytes.Contains(body, modelUsed) {
+		return 0, fmt.Errorf("model not used (is the user in the store?): %.300s", body)
+	}
+	return 1, nil
+}
+
+// open is an open-loop client of the same requests.
+func (c *predictClient) open() (*HTTPClient, error) {
+	return NewHTTPClient(HTTPTarget{
+		URL:    c.url,
+		Header: "Content-Type: application/json\r\nAuthorization: Bearer " + c.o.Key + "\r\n",
+		Body:   c.body,
+		Check:  c.checkAnswer,
+	})
+}
+
+// do sends one predict and waits for its answer (the closed loop).
+func (c *predictClient) do(ctx context.Context, seq int64) (int, error) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -271,25 +314,10 @@ func (c *predictClient) do(ctx context.Context, _ int64) (int, error) {
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.Header.SetContentType("application/json")
 	req.Header.Set("Authorization", "Bearer "+c.o.Key)
-	user := (c.sent.Add(1) * 0x9E3779B97F4A7C15 >> 17) % uint64(c.o.Users)
 	var arr [160]byte
-	b := arr[:0]
-	b = append(b, `{"model":`...)
-	b = strconv.AppendQuote(b, c.o.Model)
-	b = append(b, `,"features":[{`...)
-	b = strconv.AppendQuote(b, c.o.Entity)
-	b = append(b, `:{"id":`...)
-	b = strconv.AppendUint(b, user, 10)
-	b = append(b, `}}]}`...)
-	req.SetBody(b)
+	req.SetBody(c.body(arr[:0], seq))
 	if err := c.client.DoTimeout(req, resp, 10*time.Second); err != nil {
 		return 0, err
 	}
-	if resp.StatusCode() != fasthttp.StatusOK {
-		return 0, fmt.Errorf("status %d: %.200s", resp.StatusCode(), resp.Body())
-	}
-	if c.check && !bytes.Contains(resp.Body(), modelUsed) {
-		return 0, fmt.Errorf("model not used (is user %d in the store?): %.300s", user, resp.Body())
-	}
-	return 1, nil
+	return c.checkAnswer(resp.StatusCode(), resp.Body())
 }
