@@ -50,15 +50,33 @@ type HTTPTarget struct {
 // A connection carries one request at a time (no pipelining, so a slow
 // answer never delays another's): when none is idle at a request's due
 // time, the scheduler dials a new one, and the dial counts in that
-// request's latency.
+// request's latency. At MaxConns connections a request due waits in a
+// queue, and the next connection that gets its answer writes it: as the
+// sender pool of OpenLoop, it bounds what the server is asked to do at
+// once, and the wait counts in the request's latency.
 type HTTPClient struct {
-	t      HTTPTarget
-	addr   string
-	prefix []byte // request line, Host and t.Header, up to "Content-Length: "
+	t        HTTPTarget
+	addr     string
+	prefix   []byte // request line, Host and t.Header, up to "Content-Length: "
+	maxConns int
 
-	mu    sync.Mutex
-	idle  []*httpConn
-	conns map[*httpConn]struct{}
+	mu      sync.Mutex
+	idle    []*httpConn
+	conns   map[*httpConn]struct{}
+	dialing int      // dials under way (they count as connections)
+	queue   []queued // requests due while every connection was busy, oldest first
+	closed  bool
+}
+
+// MaxConns is how many connections an HTTPClient opens at most, as many as
+// OpenLoop's senders.
+const MaxConns = 512
+
+// queued is a request waiting for a connection: its message, copied.
+type queued struct {
+	p    pending
+	head []byte // with the body when small
+	body []byte // a large body, never changed (HTTPTarget.Body's own)
 }
 
 // NewHTTPClient checks t and returns a client for it. Close it after use.
@@ -82,13 +100,14 @@ func NewHTTPClient(t HTTPTarget) (*HTTPClient, error) {
 		addr = net.JoinHostPort(u.Hostname(), "80")
 	}
 	prefix := fmt.Appendf(nil, "%s %s HTTP/1.1\r\nHost: %s\r\n%sContent-Length: ", t.Method, path, u.Host, t.Header)
-	return &HTTPClient{t: t, addr: addr, prefix: prefix, conns: map[*httpConn]struct{}{}}, nil
+	return &HTTPClient{t: t, addr: addr, prefix: prefix, maxConns: MaxConns, conns: map[*httpConn]struct{}{}}, nil
 }
 
 // Close closes every connection.
 func (c *HTTPClient) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.closed = true
 	for cn := range c.conns {
 		cn.nc.Close()
 	}
@@ -177,7 +196,7 @@ func (c *HTTPClient) OpenLoop(ctx context.Context, opts Options) *Result {
 		sleepUntil(due)
 		record := !due.Before(measureFrom)
 		c.mu.Lock()
-		outstanding = len(c.conns) - len(c.idle)
+		outstanding = len(c.conns) + c.dialing - len(c.idle) + len(c.queue)
 		c.mu.Unlock()
 		if outstanding >= opts.MaxInFlight {
 			// Never delay a send: count it.
@@ -216,27 +235,79 @@ func (c *HTTPClient) OpenLoop(ctx context.Context, opts Options) *Result {
 	return res
 }
 
-// send writes one request on an idle connection, dialing one when none is.
+// send writes one request on an idle connection, dialing one when none is
+// and fewer than maxConns are open; else it queues a copy.
 func (c *HTTPClient) send(turn *openTurn, p pending, head, body []byte) {
-	var cn *httpConn
 	for {
-		var err error
-		cn, err = c.take()
-		if err != nil {
-			turn.done(p, 0, err)
+		c.mu.Lock()
+		if n := len(c.idle); n > 0 {
+			cn := c.idle[n-1]
+			c.idle = c.idle[:n-1]
+			c.mu.Unlock()
+			if cn.start(p) {
+				cn.write(head, body)
+				return
+			}
+			continue // the server closed it while it was idle
+		}
+		if len(c.conns)+c.dialing >= c.maxConns {
+			q := queued{p: p}
+			if len(body) <= smallBody {
+				q.head = append(append([]byte(nil), head...), body...)
+			} else {
+				q.head, q.body = append([]byte(nil), head...), body
+			}
+			c.queue = append(c.queue, q)
+			c.mu.Unlock()
 			return
 		}
-		cn.mu.Lock()
-		if !cn.dead {
-			cn.p, cn.busy = p, true
-			cn.mu.Unlock()
-			break
-		}
-		// The server closed it while it was idle.
-		cn.mu.Unlock()
+		c.dialing++
+		c.mu.Unlock()
+		c.dialAndWrite(queued{p: p, head: head, body: body})
+		return
 	}
+}
+
+// dialAndWrite opens a connection for q and writes it there. It reports
+// whether it could.
+func (c *HTTPClient) dialAndWrite(q queued) bool {
+	nc, err := net.DialTimeout("tcp", c.addr, 5*time.Second)
+	c.mu.Lock()
+	c.dialing--
+	if err != nil {
+		c.mu.Unlock()
+		q.p.turn.done(q.p, 0, err)
+		return false
+	}
+	cn := &httpConn{nc: nc}
+	c.conns[cn] = struct{}{}
+	c.mu.Unlock()
+	cn.start(q.p)
+	go c.read(cn)
+	cn.write(q.head, q.body)
+	return true
+}
+
+// smallBody is the size up to which a body is copied after the head and
+// sent in one write; a larger one goes in a writev of its own.
+const smallBody = 4096
+
+// start makes p the request cn carries, unless cn is dead.
+func (cn *httpConn) start(p pending) bool {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	if cn.dead {
+		return false
+	}
+	cn.p, cn.busy = p, true
+	return true
+}
+
+// write sends a request started on cn; when it fails, cn's reader fails
+// the request.
+func (cn *httpConn) write(head, body []byte) {
 	var err error
-	if len(body) <= 4096 {
+	if len(body) <= smallBody {
 		head = append(head, body...)
 		_, err = cn.nc.Write(head)
 	} else {
@@ -247,33 +318,13 @@ func (c *HTTPClient) send(turn *openTurn, p pending, head, body []byte) {
 		cn.mu.Lock()
 		cn.writeErr = err
 		cn.mu.Unlock()
-		cn.nc.Close() // the reader fails the request
+		cn.nc.Close()
 	}
 }
 
-// take pops an idle connection or dials a new one, with its reader.
-func (c *HTTPClient) take() (*httpConn, error) {
-	c.mu.Lock()
-	if n := len(c.idle); n > 0 {
-		cn := c.idle[n-1]
-		c.idle = c.idle[:n-1]
-		c.mu.Unlock()
-		return cn, nil
-	}
-	c.mu.Unlock()
-	nc, err := net.DialTimeout("tcp", c.addr, 5*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	cn := &httpConn{nc: nc}
-	c.mu.Lock()
-	c.conns[cn] = struct{}{}
-	c.mu.Unlock()
-	go c.read(cn)
-	return cn, nil
-}
-
-// read reads cn's answers until it fails or the server closes it.
+// read reads cn's answers until it fails or the server closes it. After
+// an answer it writes the oldest queued request, if any, else leaves cn
+// idle.
 func (c *HTTPClient) read(cn *httpConn) {
 	br := bufio.NewReaderSize(cn.nc, 64<<10)
 	var buf []byte
@@ -283,8 +334,8 @@ func (c *HTTPClient) read(cn *httpConn) {
 		cn.mu.Lock()
 		p, busy := cn.p, cn.busy
 		cn.busy = false
-		if err != nil {
-			if cn.writeErr != nil {
+		if err != nil || !keep {
+			if err != nil && cn.writeErr != nil {
 				err = cn.writeErr
 			}
 			// No request may start on it from now on.
@@ -299,16 +350,19 @@ func (c *HTTPClient) read(cn *httpConn) {
 			break
 		}
 		items, cerr := c.check(status, body)
-		if !keep {
-			cn.mu.Lock()
-			cn.dead = true
-			cn.mu.Unlock()
-		} else {
-			// Idle again before the tally, so that the next request due
-			// finds it.
+		if keep {
+			// Busy again, or idle, before the tally, so that the next
+			// request due finds it.
 			c.mu.Lock()
-			c.idle = append(c.idle, cn)
-			c.mu.Unlock()
+			if len(c.queue) > 0 {
+				q := c.popQueue()
+				c.mu.Unlock()
+				cn.start(q.p)
+				cn.write(q.head, q.body)
+			} else {
+				c.idle = append(c.idle, cn)
+				c.mu.Unlock()
+			}
 		}
 		p.turn.done(p, items, cerr)
 		if !keep {
@@ -319,7 +373,36 @@ func (c *HTTPClient) read(cn *httpConn) {
 	c.mu.Lock()
 	delete(c.conns, cn)
 	c.idle = deleteConn(c.idle, cn)
+	// The queue waits on a connection that is gone: open another for its
+	// oldest request (and, if that fails, for the next).
+	for len(c.queue) > 0 {
+		q := c.popQueue()
+		if c.closed {
+			c.mu.Unlock()
+			q.p.turn.done(q.p, 0, errors.New("client closed"))
+			c.mu.Lock()
+			continue
+		}
+		c.dialing++
+		c.mu.Unlock()
+		ok := c.dialAndWrite(q)
+		c.mu.Lock()
+		if ok {
+			break
+		}
+	}
 	c.mu.Unlock()
+}
+
+// popQueue takes the oldest queued request; c.mu is held.
+func (c *HTTPClient) popQueue() queued {
+	q := c.queue[0]
+	c.queue[0] = queued{}
+	c.queue = c.queue[1:]
+	if len(c.queue) == 0 {
+		c.queue = nil
+	}
+	return q
 }
 
 func deleteConn(idle []*httpConn, cn *httpConn) []*httpConn {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -162,14 +163,19 @@ func TestHTTPOpenLoopDeadServer(t *testing.T) {
 		}
 	}()
 	defer ln.Close()
-	c, err := NewHTTPClient(HTTPTarget{URL: "http://" + ln.Addr().String() + "/", Body: seqBody})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	r := c.OpenLoop(context.Background(), Options{Rate: 200, Duration: 100 * time.Millisecond, Warmup: 1})
-	if r.OK != 0 || r.Errors != r.Sent || r.Sent != 20 || r.FirstErr == nil {
-		t.Errorf("sent %d ok %d errors %d (%v); want every one failed", r.Sent, r.OK, r.Errors, r.FirstErr)
+	// With one connection at most, the requests queued behind a dead one
+	// go out on new ones.
+	for _, maxConns := range []int{MaxConns, 1} {
+		c, err := NewHTTPClient(HTTPTarget{URL: "http://" + ln.Addr().String() + "/", Body: seqBody})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.maxConns = maxConns
+		r := c.OpenLoop(context.Background(), Options{Rate: 200, Duration: 100 * time.Millisecond, Warmup: 1})
+		if r.OK != 0 || r.Errors != r.Sent || r.Sent != 20 || r.FirstErr == nil {
+			t.Errorf("%d connections: sent %d ok %d errors %d (%v); want every one failed", maxConns, r.Sent, r.OK, r.Errors, r.FirstErr)
+		}
 	}
 }
 
@@ -200,5 +206,38 @@ func TestReadResponse(t *testing.T) {
 		if err != nil || status != tc.status || string(body) != tc.body || keep != tc.keep {
 			t.Errorf("%q: %d %q %v %v; want %d %q %v", tc.in, status, body, keep, err, tc.status, tc.body, tc.keep)
 		}
+	}
+}
+
+// At maxConns connections, requests due wait for one to be free: the
+// server never has more than that many at once, every request still goes
+// out, and the wait counts in its latency.
+func TestHTTPOpenLoopQueuesAtMaxConns(t *testing.T) {
+	var now, most atomic.Int64
+	url, _ := echoServer(t, func(ctx *fasthttp.RequestCtx) {
+		n := now.Add(1)
+		defer now.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		time.Sleep(20 * time.Millisecond)
+		ctx.SetBodyString("ok")
+	})
+	c, err := NewHTTPClient(HTTPTarget{URL: url, Body: seqBody})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.maxConns = 2
+	// 50 requests in 100 ms; two connections answer 100 a second.
+	r := c.OpenLoop(context.Background(), Options{Rate: 500, Duration: 100 * time.Millisecond, Warmup: 1})
+	if r.OK != 50 || r.Errors != 0 {
+		t.Fatalf("ok %d errors %d (%v); want 50 answered", r.OK, r.Errors, r.FirstErr)
+	}
+	if most.Load() != 2 {
+		t.Errorf("server had up to %d requests at once, want 2", most.Load())
+	}
+	// The last request was due at 98 ms and answered at ~500 ms.
+	if r.Quantile(100) < 300*time.Millisecond {
+		t.Errorf("max latency %s: the wait in the queue was not counted", r.Quantile(100))
 	}
 }
