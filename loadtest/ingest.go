@@ -72,40 +72,28 @@ type IngestReport struct {
 	BaselineCPU, OpenLoopCPU, SaturationCPU PhaseCPU
 }
 
-// PhaseCPU is the CPU time a phase used in this process and in each of
+// PhaseCPU is what a phase used in this process and in each of
 // IngestOptions.Processes, for Events events.
 type PhaseCPU struct {
 	Events int64
-	Self   time.Duration
-	Procs  []time.Duration // parallel to IngestOptions.Processes; -1 when unreadable
+	Usage
 }
 
-// cpuSnapshot is the CPU used so far by this process and o.Processes.
-func (o *IngestOptions) cpuSnapshot() (self time.Duration, procs []time.Duration) {
-	procs = make([]time.Duration, len(o.Processes))
+// sources are the processes whose CPU a phase reports.
+func (o *IngestOptions) sources() []CPUSource {
+	s := make([]CPUSource, len(o.Processes))
 	for i, p := range o.Processes {
-		d, err := PIDCPU(p.PID)
-		if err != nil {
-			d = -1
-		}
-		procs[i] = d
+		s[i] = PIDSource(p.Name, p.PID)
 	}
-	return processCPU(), procs
+	return s
 }
 
 // measure runs a phase and returns its result and CPU; events says how many
 // events the phase sent, warm-up included.
 func (o *IngestOptions) measure(phase func() *Result, events func(*Result) int64) (*Result, PhaseCPU) {
-	self0, procs0 := o.cpuSnapshot()
-	r := phase()
-	self1, procs1 := o.cpuSnapshot()
-	c := PhaseCPU{Events: events(r), Self: self1 - self0, Procs: make([]time.Duration, len(procs0))}
-	for i := range procs0 {
-		c.Procs[i] = procs1[i] - procs0[i]
-		if procs0[i] < 0 || procs1[i] < 0 {
-			c.Procs[i] = -1
-		}
-	}
+	var c PhaseCPU
+	r := measure(&c.Usage, o.sources(), phase)
+	c.Events = events(r)
 	return r, c
 }
 
@@ -118,12 +106,12 @@ func (c PhaseCPU) report(w io.Writer, procs []Process) {
 	line := fmt.Sprintf("%-28s CPU per event: this process %.2f µs", "", per(c.Self))
 	total := c.Self
 	for i, p := range procs {
-		if c.Procs[i] < 0 {
+		if c.Others[i] < 0 {
 			line += fmt.Sprintf(", %s unreadable", p.Name)
 			continue
 		}
-		line += fmt.Sprintf(", %s %.2f µs", p.Name, per(c.Procs[i]))
-		total += c.Procs[i]
+		line += fmt.Sprintf(", %s %.2f µs", p.Name, per(c.Others[i]))
+		total += c.Others[i]
 	}
 	if len(procs) > 0 {
 		line += fmt.Sprintf("; all %.2f µs", per(total))

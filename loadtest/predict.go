@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"sync/atomic"
@@ -87,16 +86,12 @@ type PredictReport struct {
 	ScorerSatCPU       CPU
 }
 
-// CPU is the CPU time a side of a phase used, and its garbage, over its
-// turns with their warm-ups: on a machine shared with other work, CPU and
-// bytes allocated per request are the steadier figures where latency and
-// throughput move with the neighbours.
+// CPU is what a side of a phase used over its turns with their warm-ups:
+// this process (the load generator, the bare handler and an embedded
+// scorer) and PredictOptions.ServerCPU's server.
 type CPU struct {
-	Requests int64         // sent, warm-ups included
-	Self     time.Duration // this process: the load generator, the bare handler and an embedded scorer
-	Server   time.Duration // PredictOptions.ServerCPU's server
-	Alloc    uint64        // bytes allocated in this process
-	GCs      uint64        // garbage collections in this process
+	Requests int64 // sent, warm-ups included
+	Usage
 }
 
 // PerRequest is this process's and the server's CPU time per request.
@@ -104,41 +99,23 @@ func (c CPU) PerRequest() (self, server time.Duration) {
 	if c.Requests == 0 {
 		return 0, 0
 	}
-	return c.Self / time.Duration(c.Requests), c.Server / time.Duration(c.Requests)
+	if len(c.Others) > 0 && c.Others[0] > 0 {
+		server = c.Others[0] / time.Duration(c.Requests)
+	}
+	return c.Self / time.Duration(c.Requests), server
 }
 
-// measureCPU wraps a turn so that its CPU time and garbage add to *c.
+// measureCPU wraps a turn so that what it used adds to *c.
 func (o *PredictOptions) measureCPU(c *CPU, warmupSends int64, turn func(time.Duration) *Result) func(time.Duration) *Result {
+	var sources []CPUSource
+	if o.ServerCPU != nil {
+		sources = []CPUSource{{Name: "store server", Read: o.ServerCPU}}
+	}
 	return func(d time.Duration) *Result {
-		self0, server0 := processCPU(), o.serverCPU()
-		alloc0, gcs0 := heapStats()
-		r := turn(d)
-		alloc, gcs := heapStats()
-		c.Self += processCPU() - self0
-		c.Server += o.serverCPU() - server0
-		c.Alloc += alloc - alloc0
-		c.GCs += gcs - gcs0
+		r := measure(&c.Usage, sources, func() *Result { return turn(d) })
 		c.Requests += r.Sent + r.Dropped + warmupSends
 		return r
 	}
-}
-
-// heapStats is the bytes allocated and the garbage collections run so far.
-func heapStats() (alloc, gcs uint64) {
-	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
-	metrics.Read(s)
-	return s[0].Value.Uint64(), s[1].Value.Uint64()
-}
-
-func (o *PredictOptions) serverCPU() time.Duration {
-	if o.ServerCPU == nil {
-		return 0
-	}
-	d, err := o.ServerCPU()
-	if err != nil {
-		return 0
-	}
-	return d
 }
 
 // reportCPU prints both sides' CPU per request.
