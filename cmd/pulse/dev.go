@@ -16,6 +16,7 @@ import (
 	"github.com/pulse-rt/pulse/history"
 	"github.com/pulse-rt/pulse/ingest"
 	"github.com/pulse-rt/pulse/kafka"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -119,18 +120,28 @@ func loopback(addr string) string {
 	return net.JoinHostPort("127.0.0.1", port)
 }
 
-func startIngest(ctx context.Context, g *errgroup.Group, cfg *config.Config) (*ingest.Server, error) {
+// newIngest makes an ingest server and its producer, creating the topics
+// first when the config says so. Close the client after the server.
+func newIngest(ctx context.Context, cfg *config.Config, log *slog.Logger) (*ingest.Server, *kgo.Client, error) {
 	cl, err := kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if *cfg.Kafka.CreateTopics {
 		if err := kafka.EnsureTopics(ctx, cl, cfg.Kafka); err != nil {
 			cl.Close()
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	srv := ingest.New(cfg, cl, slog.Default())
+	return ingest.New(cfg, cl, log), cl, nil
+}
+
+// startIngest runs an ingest server on the config's listen address in g.
+func startIngest(ctx context.Context, g *errgroup.Group, cfg *config.Config) (*ingest.Server, error) {
+	srv, cl, err := newIngest(ctx, cfg, slog.Default())
+	if err != nil {
+		return nil, err
+	}
 	g.Go(func() error {
 		defer cl.Close()
 		return srv.Run(ctx)

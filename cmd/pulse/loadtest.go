@@ -17,7 +17,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pulse-rt/pulse/config"
-	"github.com/pulse-rt/pulse/ingest"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/loadtest"
 )
@@ -110,13 +109,8 @@ func embeddedIngest(ctx context.Context, brokers []string) (stop func(), url str
 		return nil, "", nil, err
 	}
 	cfg.Kafka.Brokers = brokers
-	cl, err := kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
+	srv, cl, err := newIngest(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		closeEmb()
-		return nil, "", nil, err
-	}
-	if err := kafka.EnsureTopics(ctx, cl, cfg.Kafka); err != nil {
-		cl.Close()
 		closeEmb()
 		return nil, "", nil, err
 	}
@@ -127,7 +121,6 @@ func embeddedIngest(ctx context.Context, brokers []string) (stop func(), url str
 		return nil, "", nil, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	srv := ingest.New(cfg, cl, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	done := make(chan struct{})
 	go func() { _ = srv.Serve(sctx, ln); close(done) }()
 	return func() {

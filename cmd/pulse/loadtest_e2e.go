@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/featurestore"
-	"github.com/pulse-rt/pulse/ingest"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/loadtest"
 	"github.com/pulse-rt/pulse/scorer"
@@ -163,14 +162,11 @@ func startE2E(ctx context.Context, path string, quiet bool) (_ *e2eSystem, err e
 	s.store = store
 	s.watch = &writeWatch{Store: store, written: map[string]time.Time{}}
 
-	prod, err := kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
+	ing, prod, err := newIngest(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
 	closers = append(closers, prod.Close)
-	if err := kafka.EnsureTopics(ctx, prod, cfg.Kafka); err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	g, gctx := errgroup.WithContext(ctx)
 	closers = append(closers, func() { cancel(); g.Wait() })
@@ -179,7 +175,6 @@ func startE2E(ctx context.Context, path string, quiet bool) (_ *e2eSystem, err e
 	if err != nil {
 		return nil, err
 	}
-	ing := ingest.New(cfg, prod, log)
 	g.Go(func() error { return ing.Serve(gctx, ingLn) })
 	s.ingestURL = "http://" + ingLn.Addr().String()
 
