@@ -455,6 +455,9 @@ func TestHealthAndMetrics(t *testing.T) {
 		`pulse_ingest_events_total{type="track"}`,
 		`pulse_ingest_rejected_total{reason="event"}`,
 		`pulse_ingest_produce_seconds_bucket`,
+		`pulse_ingest_ack_wake_seconds_bucket`,
+		`pulse_ingest_normalize_seconds_bucket`,
+		`pulse_kafka_produce_request_seconds_bucket{stage="response"`,
 		`pulse_ingest_request_bytes_total`,
 	} {
 		if !strings.Contains(m, want) {

@@ -29,6 +29,17 @@ var (
 		Help:    "Time from producing a request's records to the broker's last acknowledgement.",
 		Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
 	})
+	ackWakeSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name: "pulse_ingest_ack_wake_seconds",
+		Help: "Time from the broker's last acknowledgement of a request's records to the request running again to answer: " +
+			"the scheduler's delay, which grows when the CPUs are short.",
+		Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
+	})
+	normalizeSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "pulse_ingest_normalize_seconds",
+		Help:    "Time to decode, validate and normalise a batch request's events.",
+		Buckets: prometheus.ExponentialBuckets(0.00001, 2, 16),
+	})
 	produceErrors = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "pulse_ingest_produce_errors_total",
 		Help: "Requests answered 503 because Kafka did not take their records.",
