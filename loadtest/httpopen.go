@@ -185,15 +185,27 @@ func (c *HTTPClient) OpenLoop(ctx context.Context, opts Options) *Result {
 		req, body   []byte
 		outstanding int
 	)
-	// The scheduler keeps its thread (see sleepUntil) and writes every
-	// request itself.
-	runtime.LockOSThread()
+	// The scheduler writes every request itself. It sleeps on a timerfd
+	// when it can: sleeping with nanosleep (sleepUntil), its thread held a
+	// P all along, and the server in this process had one core's worth of
+	// Ps, not two (Go's /sched/latencies p99 164-655 µs against 2-49 µs
+	// with the timerfd at 10k/s, bare handler p99 0.85-2.6 ms against
+	// 0.47-0.64 ms).
+	sleep := sleepUntil
+	if ts, err := newTimerSleeper(); err == nil {
+		defer ts.close()
+		sleep = ts.until
+	} else {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		defer lowTimerSlack()()
+	}
 	for {
 		due := start.Add(time.Duration(seq) * interval)
 		if !due.Before(end) || ctx.Err() != nil {
 			break
 		}
-		sleepUntil(due)
+		sleep(due)
 		record := !due.Before(measureFrom)
 		c.mu.Lock()
 		outstanding = len(c.conns) + c.dialing - len(c.idle) + len(c.queue)
@@ -216,7 +228,6 @@ func (c *HTTPClient) OpenLoop(ctx context.Context, opts Options) *Result {
 		c.send(turn, pending{turn: turn, due: due, record: record}, req, body)
 		seq++
 	}
-	runtime.UnlockOSThread()
 	waited := make(chan struct{})
 	go func() { turn.out.Wait(); close(waited) }()
 	select {

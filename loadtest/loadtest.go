@@ -153,6 +153,7 @@ func OpenLoop(ctx context.Context, opts Options, do Request) *Result {
 	// The scheduler keeps its own thread so precise sleeps (see
 	// sleepUntil) do not hold up other goroutines.
 	runtime.LockOSThread()
+	restoreSlack := lowTimerSlack()
 	for {
 		due := start.Add(time.Duration(seq) * interval)
 		if !due.Before(end) || ctx.Err() != nil {
@@ -173,6 +174,7 @@ func OpenLoop(ctx context.Context, opts Options, do Request) *Result {
 		}
 		seq++
 	}
+	restoreSlack()
 	runtime.UnlockOSThread()
 	close(queue)
 	wg.Wait()
