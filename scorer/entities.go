@@ -49,11 +49,11 @@ func (s *Server) entity(ctx *fasthttp.RequestCtx, rest string) {
 		return
 	}
 	feats := make(map[string]any, len(v.Features))
-	for k, x := range (*s.derive.Load()).refresh(kind, v, s.now()) {
+	(*s.derive.Load()).refreshInto(feats, kind, v, s.now())
+	for k, x := range feats {
 		if f, ok := x.(float64); ok && (math.IsNaN(f) || math.IsInf(f, 0)) {
-			x = nil // JSON has no NaN; it means "no value"
+			feats[k] = nil // JSON has no NaN; it means "no value"
 		}
-		feats[k] = x
 	}
 	segs := v.Segments
 	if segs == nil {

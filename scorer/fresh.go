@@ -32,12 +32,15 @@ func newDerivers(cfg *config.Config) derivers {
 	return d
 }
 
-// refresh returns v's features with the derived ones as of now, in a new
-// map (the store's map is left alone).
-func (d derivers) refresh(entity string, v featurestore.Vector, now time.Time) map[string]any {
+// refreshInto writes v's features into out, the derived ones as of now
+// (the store's map is left alone).
+func (d derivers) refreshInto(out map[string]any, entity string, v featurestore.Vector, now time.Time) {
+	for k, x := range v.Features {
+		out[k] = x
+	}
 	set := d[entity]
 	if set == nil || v.Features == nil {
-		return v.Features
+		return
 	}
 	names := set.Names()
 	vals := make([]any, len(names))
@@ -45,16 +48,11 @@ func (d derivers) refresh(entity string, v featurestore.Vector, now time.Time) m
 		vals[i] = v.Features[n]
 	}
 	set.Derive(vals, now)
-	out := make(map[string]any, len(v.Features))
-	for k, x := range v.Features {
-		out[k] = x
-	}
 	for i, n := range names {
 		if _, stored := v.Features[n]; stored || vals[i] != nil {
 			out[n] = vals[i]
 		}
 	}
-	return out
 }
 
 // freshPlan is how a model's inputs are read: the Picker that takes them
