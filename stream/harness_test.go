@@ -449,6 +449,15 @@ func load(seed uint64, users, n int) (recs []*kgo.Record, evs []*event.Event) {
 	return recs, evs
 }
 
+// loadInto is load with every event applied to ref.
+func loadInto(ref *reference, seed uint64, users, n int) []*kgo.Record {
+	recs, evs := load(seed, users, n)
+	for _, ev := range evs {
+		ref.apply(ev)
+	}
+	return recs
+}
+
 // phasedLoad is load for a test that produces in phases: one batch per
 // size, the i-th from seed+i, for users users, every event applied to ref.
 // With retryEvery > 0, each phase after the first also carries retries

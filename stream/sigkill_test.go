@@ -58,11 +58,8 @@ store: {backend: pebble, path: %s}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 		return cmd
 	}
-	recs, evs := load(7, 50, 10000)
 	ref := newReference(t, e.cfg)
-	for _, ev := range evs {
-		ref.apply(ev)
-	}
+	recs := loadInto(ref, 7, 50, 10000)
 	cmd := start()
 	half := len(recs) / 2
 	for i := 0; i < half; i += 500 {

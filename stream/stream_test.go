@@ -21,15 +21,12 @@ import (
 
 func TestFeaturesAfterBatch(t *testing.T) {
 	e := newEnv(t, nil)
-	recs, evs := load(1, 20, 2000)
+	ref := newReference(t, e.cfg)
+	recs := loadInto(ref, 1, 20, 2000)
 	e.produce(recs...)
 	p := e.processor(Options{}, "")
 	e.run(p)
 	e.waitCaughtUp(20*time.Second, p)
-	ref := newReference(t, e.cfg)
-	for _, ev := range evs {
-		ref.apply(ev)
-	}
 	ref.check(t, e.store, e.clock.now())
 }
 
@@ -156,11 +153,8 @@ func waitVector(t *testing.T, e *env, id string, ok func(map[string]any, []strin
 // A stopped processor resumes from its Pebble offset: nothing counted twice.
 func TestRestartResumes(t *testing.T) {
 	e := newEnv(t, nil)
-	recs, evs := load(2, 30, 3000)
 	ref := newReference(t, e.cfg)
-	for _, ev := range evs {
-		ref.apply(ev)
-	}
+	recs := loadInto(ref, 2, 30, 3000)
 	e.produce(recs[:1500]...)
 	p := e.processor(Options{}, "")
 	stop := e.run(p)
@@ -192,11 +186,8 @@ func TestRestartResumes(t *testing.T) {
 // topic exactly once.
 func TestCrashAtRandomPoints(t *testing.T) {
 	e := newEnv(t, nil)
-	recs, evs := load(3, 40, 6000)
 	ref := newReference(t, e.cfg)
-	for _, ev := range evs {
-		ref.apply(ev)
-	}
+	recs := loadInto(ref, 3, 40, 6000)
 	rng := rand.New(rand.NewPCG(3, 3))     // the test's choices
 	hookRng := rand.New(rand.NewPCG(4, 4)) // the hook's, under mu
 	var mu sync.Mutex
@@ -256,11 +247,8 @@ func TestCrashAtRandomPoints(t *testing.T) {
 // everything, each segment change written once.
 func TestRebalanceKillOneRealKafka(t *testing.T) {
 	e := newEnv(t, testenv.Kafka(t))
-	recs, evs := load(5, 60, 8000)
 	ref := newReference(t, e.cfg)
-	for _, ev := range evs {
-		ref.apply(ev)
-	}
+	recs := loadInto(ref, 5, 60, 8000)
 	var commits atomic.Int64
 	killAt := int64(12)
 	hook := func(point string, _ int32) error {
@@ -323,12 +311,8 @@ func TestLogWipedResynchronises(t *testing.T) {
 	if err := kafka.EnsureTopics(context.Background(), e2.prod, e2.cfg.Kafka); err != nil {
 		t.Fatal(err)
 	}
-	recs2, evs2 := load(12, 10, 300)
-	e2.produce(recs2...)
 	ref := newReference(t, e2.cfg)
-	for _, ev := range evs2 {
-		ref.apply(ev)
-	}
+	e2.produce(loadInto(ref, 12, 10, 300)...)
 	p = e2.processor(Options{}, dataDir)
 	e2.run(p)
 	e2.waitCaughtUp(20*time.Second, p)
