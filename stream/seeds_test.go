@@ -60,6 +60,15 @@ const newFeatures = `  - name: revenue_lifetime
 // testConfig2 is testConfig with newFeatures.
 var testConfig2 = strings.Replace(testConfig, "segments:\n", newFeatures+"segments:\n", 1)
 
+// newHistoryEnv is an env on the real Kafka broker with the real ClickHouse
+// server, in a database of the test's own.
+func newHistoryEnv(t *testing.T) *env {
+	e := newEnv(t, testenv.Kafka(t))
+	native, _ := testenv.ClickHouse(t)
+	e.cfg.ClickHouse.Addr, e.cfg.ClickHouse.Database = native, testenv.ClickHouseDatabase(t)
+	return e
+}
+
 // withNewFeatures is cfg changed to testConfig2: the same Kafka, ClickHouse,
 // data directory and consumer group.
 func withNewFeatures(t testing.TB, cfg *config.Config) *config.Config {
@@ -82,9 +91,7 @@ func withNewFeatures(t testing.TB, cfg *config.Config) *config.Config {
 // nothing, and neither does a third after the partitions move to a
 // processor with no local state.
 func TestSeedsMakeNewFeaturesExact(t *testing.T) {
-	e := newEnv(t, testenv.Kafka(t))
-	native, _ := testenv.ClickHouse(t)
-	e.cfg.ClickHouse.Addr, e.cfg.ClickHouse.Database = native, testenv.ClickHouseDatabase(t)
+	e := newHistoryEnv(t)
 	e.cfg.Kafka.Topics.Predictions = e.cfg.Kafka.Topics.Events + ".predictions"
 	histGroup := e.cfg.Stream.Group + ".history"
 	cfg2 := withNewFeatures(t, e.cfg)
@@ -180,9 +187,7 @@ func TestSeedsMakeNewFeaturesExact(t *testing.T) {
 // TestSeedsRefusedUntilActivatedAndHistoryCaughtUp: backfill says what to
 // do rather than seeding at a wrong cut.
 func TestSeedsRefusedUntilActivatedAndHistoryCaughtUp(t *testing.T) {
-	e := newEnv(t, testenv.Kafka(t))
-	native, _ := testenv.ClickHouse(t)
-	e.cfg.ClickHouse.Addr, e.cfg.ClickHouse.Database = native, testenv.ClickHouseDatabase(t)
+	e := newHistoryEnv(t)
 	conn, err := history.Open(e.cfg.ClickHouse)
 	if err != nil {
 		t.Fatal(err)
@@ -382,9 +387,7 @@ func waitHistory(t *testing.T, e *env, group string) {
 // (applying seeds, restoring, committing). After more events, every user's
 // vector in Redis equals the computation from scratch over all events.
 func TestSIGKILLAroundSeeds(t *testing.T) {
-	e := newEnv(t, testenv.Kafka(t))
-	native, _ := testenv.ClickHouse(t)
-	e.cfg.ClickHouse.Addr, e.cfg.ClickHouse.Database = native, testenv.ClickHouseDatabase(t)
+	e := newHistoryEnv(t)
 	e.cfg.Kafka.Topics.Predictions = e.cfg.Kafka.Topics.Events + ".predictions"
 	redisAddr := testenv.Redis(t)
 	keyPrefix := testenv.RedisKeyPrefix(t)
@@ -510,9 +513,7 @@ redis: {addr: %q, key_prefix: %q}
 // first events retention already deleted activates its features at the
 // log's start, and backfill seeds the deleted events from history.
 func TestSeedsFillWhatRetentionDeleted(t *testing.T) {
-	e := newEnv(t, testenv.Kafka(t))
-	native, _ := testenv.ClickHouse(t)
-	e.cfg.ClickHouse.Addr, e.cfg.ClickHouse.Database = native, testenv.ClickHouseDatabase(t)
+	e := newHistoryEnv(t)
 	e.cfg.Kafka.Topics.Predictions = e.cfg.Kafka.Topics.Events + ".predictions"
 	histGroup := e.cfg.Stream.Group + ".history"
 	reader := startHistory(t, e, histGroup)
