@@ -76,7 +76,7 @@ const MaxConns = 512
 type queued struct {
 	p    pending
 	head []byte // with the body when small
-	body []byte // a large body, never changed (HTTPTarget.Body's own)
+	body []byte // a large body, or nil
 }
 
 // NewHTTPClient checks t and returns a client for it. Close it after use.
@@ -224,6 +224,10 @@ func (c *HTTPClient) OpenLoop(ctx context.Context, opts Options) *Result {
 		body = c.t.Body(body[:0], seq)
 		req = append(append(req[:0], c.prefix...), strconv.Itoa(len(body))...)
 		req = append(req, "\r\n\r\n"...)
+		if len(body) <= smallBody {
+			// One write; the buffer keeps its room for the next.
+			req, body = append(req, body...), nil
+		}
 		turn.out.Add(1)
 		c.send(turn, pending{turn: turn, due: due, record: record}, req, body)
 		seq++
@@ -262,13 +266,9 @@ func (c *HTTPClient) send(turn *openTurn, p pending, head, body []byte) {
 			continue // the server closed it while it was idle
 		}
 		if len(c.conns)+c.dialing >= c.maxConns {
-			q := queued{p: p}
-			if len(body) <= smallBody {
-				q.head = append(append([]byte(nil), head...), body...)
-			} else {
-				q.head, q.body = append([]byte(nil), head...), body
-			}
-			c.queue = append(c.queue, q)
+			// Copied: the scheduler reuses its buffers, and Body may
+			// have appended to one.
+			c.queue = append(c.queue, queued{p: p, head: slices.Clone(head), body: slices.Clone(body)})
 			c.mu.Unlock()
 			return
 		}
@@ -300,7 +300,7 @@ func (c *HTTPClient) dialAndWrite(q queued) bool {
 }
 
 // smallBody is the size up to which a body is copied after the head and
-// sent in one write; a larger one goes in a writev of its own.
+// sent in one write; a larger one goes in a writev with the head.
 const smallBody = 4096
 
 // start makes p the request cn carries, unless cn is dead.
@@ -314,12 +314,11 @@ func (cn *httpConn) start(p pending) bool {
 	return true
 }
 
-// write sends a request started on cn; when it fails, cn's reader fails
-// the request.
+// write sends a request started on cn, head then body (nil when head holds
+// it); when it fails, cn's reader fails the request.
 func (cn *httpConn) write(head, body []byte) {
 	var err error
-	if len(body) <= smallBody {
-		head = append(head, body...)
+	if len(body) == 0 {
 		_, err = cn.nc.Write(head)
 	} else {
 		bufs := net.Buffers{head, body}
