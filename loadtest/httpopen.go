@@ -176,12 +176,7 @@ func (c *HTTPClient) OpenLoop(ctx context.Context, opts Options) *Result {
 	}
 	turn := &openTurn{res: &Result{Name: opts.Name, Rate: opts.Rate, Hist: newHist()}}
 	res := turn.res
-	interval := time.Duration(float64(time.Second) / opts.Rate)
-	start := time.Now()
-	measureFrom := start.Add(opts.Warmup)
-	end := measureFrom.Add(opts.Duration)
 	var (
-		seq         int64
 		req, body   []byte
 		outstanding int
 	)
@@ -200,13 +195,9 @@ func (c *HTTPClient) OpenLoop(ctx context.Context, opts Options) *Result {
 		defer runtime.UnlockOSThread()
 		defer lowTimerSlack()()
 	}
-	for {
-		due := start.Add(time.Duration(seq) * interval)
-		if !due.Before(end) || ctx.Err() != nil {
-			break
-		}
-		sleep(due)
-		record := !due.Before(measureFrom)
+	sched := newSchedule(opts)
+	for seq, due := range sched.due(ctx, sleep) {
+		record := sched.recorded(due)
 		c.mu.Lock()
 		outstanding = len(c.conns) + c.dialing - len(c.idle) + len(c.queue)
 		c.mu.Unlock()
@@ -215,7 +206,6 @@ func (c *HTTPClient) OpenLoop(ctx context.Context, opts Options) *Result {
 			if record {
 				res.Dropped++
 			}
-			seq++
 			continue
 		}
 		if record {
@@ -230,7 +220,6 @@ func (c *HTTPClient) OpenLoop(ctx context.Context, opts Options) *Result {
 		}
 		turn.out.Add(1)
 		c.send(turn, pending{turn: turn, due: due, record: record}, req, body)
-		seq++
 	}
 	waited := make(chan struct{})
 	go func() { turn.out.Wait(); close(waited) }()
@@ -245,7 +234,7 @@ func (c *HTTPClient) OpenLoop(ctx context.Context, opts Options) *Result {
 		turn.mu.Unlock()
 	}
 	turn.mu.Lock()
-	res.Duration = time.Since(measureFrom)
+	res.Duration = time.Since(sched.measureFrom)
 	turn.mu.Unlock()
 	return res
 }

@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"iter"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -145,22 +146,13 @@ func OpenLoop(ctx context.Context, opts Options, do Request) *Result {
 			mu.Unlock()
 		}()
 	}
-	interval := time.Duration(float64(time.Second) / opts.Rate)
-	start := time.Now()
-	measureFrom := start.Add(opts.Warmup)
-	end := measureFrom.Add(opts.Duration)
-	var seq int64
 	// The scheduler keeps its own thread so precise sleeps (see
 	// sleepUntil) do not hold up other goroutines.
 	runtime.LockOSThread()
 	restoreSlack := lowTimerSlack()
-	for {
-		due := start.Add(time.Duration(seq) * interval)
-		if !due.Before(end) || ctx.Err() != nil {
-			break
-		}
-		sleepUntil(due)
-		record := !due.Before(measureFrom)
+	sched := newSchedule(opts)
+	for seq, due := range sched.due(ctx, sleepUntil) {
+		record := sched.recorded(due)
 		select {
 		case queue <- send{seq, due, record}:
 			if record {
@@ -172,18 +164,51 @@ func OpenLoop(ctx context.Context, opts Options, do Request) *Result {
 				res.Dropped++
 			}
 		}
-		seq++
 	}
 	restoreSlack()
 	runtime.UnlockOSThread()
 	close(queue)
 	wg.Wait()
-	res.Duration = time.Since(measureFrom)
+	res.Duration = time.Since(sched.measureFrom)
 	if p := firstErr.Load(); p != nil {
 		res.FirstErr = *p
 	}
 	return res
 }
+
+// schedule is when an open loop's requests are due: one every interval
+// from start, those before measureFrom sent as a warm-up, none from end.
+type schedule struct {
+	start, measureFrom, end time.Time
+	interval                time.Duration
+}
+
+func newSchedule(opts Options) schedule {
+	start := time.Now()
+	s := schedule{start: start, measureFrom: start.Add(opts.Warmup), interval: time.Duration(float64(time.Second) / opts.Rate)}
+	s.end = s.measureFrom.Add(opts.Duration)
+	return s
+}
+
+// due yields each request's sequence number and due time, after sleep
+// returned at that time, until the end or ctx is done.
+func (s schedule) due(ctx context.Context, sleep func(time.Time)) iter.Seq2[int64, time.Time] {
+	return func(yield func(int64, time.Time) bool) {
+		for seq := int64(0); ; seq++ {
+			due := s.start.Add(time.Duration(seq) * s.interval)
+			if !due.Before(s.end) || ctx.Err() != nil {
+				return
+			}
+			sleep(due)
+			if !yield(seq, due) {
+				return
+			}
+		}
+	}
+}
+
+// recorded says whether a request due then is measured (not a warm-up).
+func (s schedule) recorded(due time.Time) bool { return !due.Before(s.measureFrom) }
 
 // ClosedLoop runs workers that each send as soon as their last answer came
 // back, for d: the saturation throughput.
