@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -150,8 +151,25 @@ func unlisted(resp *kmsg.MetadataResponse, names []string) error {
 			errs = append(errs, fmt.Errorf("%s: %w", n, err))
 		}
 	}
-	return errors.Join(errs...)
+	if len(errs) == 0 {
+		return nil
+	}
+	return errList(errs)
 }
+
+// errList is several errors on one line (errors.Join gives each its own),
+// for a log line that names every topic.
+type errList []error
+
+func (l errList) Error() string {
+	msgs := make([]string, len(l))
+	for i, err := range l {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (l errList) Unwrap() []error { return l }
 
 // Ping checks that a broker answers metadata requests.
 func Ping(ctx context.Context, cl *kgo.Client) error {

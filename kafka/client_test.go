@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pulse-rt/pulse/config"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -132,4 +133,28 @@ func TestEnsureTopicsGivesUp(t *testing.T) {
 		t.Fatalf("EnsureTopics: %v; want an error that names topic late-seeds as unknown and wraps the context's", err)
 	}
 	t.Log(err)
+}
+
+// unlisted names every topic the metadata lacks or reports in error, on
+// one line, and keeps each cause for errors.Is.
+func TestUnlisted(t *testing.T) {
+	resp := kmsg.NewPtrMetadataResponse()
+	for name, code := range map[string]int16{"ok": 0, "bad": kerr.UnknownTopicOrPartition.Code} {
+		rt := kmsg.NewMetadataResponseTopic()
+		rt.Topic, rt.ErrorCode = kmsg.StringPtr(name), code
+		resp.Topics = append(resp.Topics, rt)
+	}
+	if err := unlisted(resp, []string{"ok"}); err != nil {
+		t.Fatalf("all listed: %v", err)
+	}
+	err := unlisted(resp, []string{"ok", "bad", "gone"})
+	if err == nil || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("err %q: want one line", err)
+	}
+	if !strings.Contains(err.Error(), "bad: UNKNOWN_TOPIC_OR_PARTITION") || !strings.Contains(err.Error(), "gone: not listed") || strings.Contains(err.Error(), "ok") {
+		t.Errorf("err %q: want bad and gone named, ok not", err)
+	}
+	if !errors.Is(err, kerr.UnknownTopicOrPartition) {
+		t.Errorf("err %q does not wrap UNKNOWN_TOPIC_OR_PARTITION", err)
+	}
 }
