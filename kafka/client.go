@@ -118,13 +118,18 @@ func waitListed(ctx context.Context, cl *kgo.Client, names []string) error {
 		rt.Topic = kmsg.StringPtr(n)
 		req.Topics = append(req.Topics, rt)
 	}
+	// missing is what the brokers' last answer lacked: the reason given up
+	// with, rather than the error of a request the deadline cut short.
+	var missing error
 	for {
 		resp, err := req.RequestWith(ctx, cl)
 		if err == nil {
-			err = unlisted(resp, names)
-		}
-		if err == nil {
-			return nil
+			if missing = unlisted(resp, names); missing == nil {
+				return nil
+			}
+			err = missing
+		} else if missing != nil && ctx.Err() != nil {
+			err = missing
 		}
 		select {
 		case <-ctx.Done():

@@ -23,6 +23,9 @@ type lateTopic struct {
 	cluster *kfake.Cluster
 	cfg     config.Kafka
 	asked   atomic.Int32 // metadata requests that asked for the topic
+	// stall holds every answer about the topic after the first this long
+	// (set before use).
+	stall time.Duration
 }
 
 func newLateTopic(t *testing.T, topic string, hidden int32) *lateTopic {
@@ -56,7 +59,11 @@ func newLateTopic(t *testing.T, topic string, hidden int32) *lateTopic {
 			if rt.Topic == nil || *rt.Topic != topic {
 				continue
 			}
-			if l.asked.Add(1) == hidden {
+			n := l.asked.Add(1)
+			if n > 1 && l.stall > 0 {
+				time.Sleep(l.stall)
+			}
+			if n == hidden {
 				// Not from here: the cluster runs this function in the
 				// loop that CreateTopic waits for.
 				go func() {
@@ -112,27 +119,34 @@ func TestEnsureTopicsWaitsUntilListed(t *testing.T) {
 // TestEnsureTopicsGivesUp: when the brokers never list an acknowledged
 // topic, EnsureTopics returns once its context ends, with an error naming
 // the topic and the context's.
+//
+// With the brokers' answers stalled after the first, the deadline ends
+// EnsureTopics in the middle of a request: the error still names the topic
+// the last answer lacked, not only the cut request's.
 func TestEnsureTopicsGivesUp(t *testing.T) {
-	l := newLateTopic(t, "late-seeds", -1)
-	cl, err := NewClient(l.cfg)
-	if err != nil {
-		t.Fatal(err)
+	for _, stall := range []time.Duration{0, time.Second} {
+		l := newLateTopic(t, "late-seeds", -1)
+		l.stall = stall
+		cl, err := NewClient(l.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		err = EnsureTopics(ctx, cl, l.cfg)
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("stall %s: EnsureTopics gave up %v after its context's 500ms deadline", stall, took)
+		}
+		if err == nil {
+			t.Fatalf("stall %s: EnsureTopics succeeded; the brokers never listed topic late-seeds", stall)
+		}
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "late-seeds: UNKNOWN_TOPIC_OR_PARTITION") {
+			t.Fatalf("stall %s: EnsureTopics: %v; want an error that names topic late-seeds as unknown and wraps the context's", stall, err)
+		}
+		t.Log(err)
 	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	err = EnsureTopics(ctx, cl, l.cfg)
-	if took := time.Since(start); took > 5*time.Second {
-		t.Errorf("EnsureTopics gave up %v after its context's 500ms deadline", took)
-	}
-	if err == nil {
-		t.Fatal("EnsureTopics succeeded; the brokers never listed topic late-seeds")
-	}
-	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "late-seeds: UNKNOWN_TOPIC_OR_PARTITION") {
-		t.Fatalf("EnsureTopics: %v; want an error that names topic late-seeds as unknown and wraps the context's", err)
-	}
-	t.Log(err)
 }
 
 // unlisted names every topic the metadata lacks or reports in error, on
