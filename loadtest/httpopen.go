@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// HTTPTarget is what HTTPOpenLoop sends: one kind of HTTP/1.1 request to
+// HTTPTarget is what HTTPClient.OpenLoop sends: one kind of HTTP/1.1 request to
 // one server, its body varying by sequence number.
 type HTTPTarget struct {
 	URL    string // http://host:port/path
@@ -25,8 +25,8 @@ type HTTPTarget struct {
 	// (Content-Type, Authorization...). Host and Content-Length are
 	// written here.
 	Header string
-	// Body returns the body of request seq: appended to b, or a slice of
-	// its own that it never changes while requests are out.
+	// Body returns the body of request seq, appended to b or a slice of
+	// its own; it is read before the next call.
 	Body func(b []byte, seq int64) []byte
 	// Check reads an answer: how many items the request carried, or why
 	// it failed. Nil: any 2xx status carries one item.
@@ -43,7 +43,7 @@ type HTTPTarget struct {
 // requests/s with a server answering nothing at all, the generator alone
 // used 36 µs of CPU per request, a third of a core, which it takes from
 // the server it measures. Here the scheduler writes each request itself,
-// on an idle connection, from the thread that slept until its due time,
+// on an idle connection, as soon as it wakes at the request's due time,
 // and one goroutine per connection reads the answers: a request costs the
 // generator its timer's wake-up and its answer's.
 //
