@@ -78,17 +78,24 @@ func newLateTopic(t *testing.T, topic string, hidden int32) *lateTopic {
 	return l
 }
 
+// client is a client of l's cluster, closed when the test ends.
+func (l *lateTopic) client(t *testing.T) *kgo.Client {
+	t.Helper()
+	cl, err := NewClient(l.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
 // TestEnsureTopicsWaitsUntilListed: EnsureTopics returns only once the
 // brokers list a topic the controller has acknowledged, not as soon as the
 // creation is acknowledged.
 func TestEnsureTopicsWaitsUntilListed(t *testing.T) {
 	const hidden = 3
 	l := newLateTopic(t, "late-seeds", hidden)
-	cl, err := NewClient(l.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := l.client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -127,15 +134,11 @@ func TestEnsureTopicsGivesUp(t *testing.T) {
 	for _, stall := range []time.Duration{0, time.Second} {
 		l := newLateTopic(t, "late-seeds", -1)
 		l.stall = stall
-		cl, err := NewClient(l.cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cl.Close()
+		cl := l.client(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		defer cancel()
 		start := time.Now()
-		err = EnsureTopics(ctx, cl, l.cfg)
+		err := EnsureTopics(ctx, cl, l.cfg)
 		if took := time.Since(start); took > 5*time.Second {
 			t.Errorf("stall %s: EnsureTopics gave up %v after its context's 500ms deadline", stall, took)
 		}
