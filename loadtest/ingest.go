@@ -152,6 +152,14 @@ func Ingest(ctx context.Context, o IngestOptions, w io.Writer) (*IngestReport, e
 	client := &fasthttp.Client{MaxConnsPerHost: 4096, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
 	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(o.WriteKey+":"))
 	url := o.URL + "/v1/batch"
+	// The bodies are never changed: sent as they are, not copied per request.
+	body := func(_ []byte, seq int64) []byte { return bodies[int(seq)%len(bodies)] }
+	check := func(status int, body []byte) (int, error) {
+		if status != 200 {
+			return 0, fmt.Errorf("status %d: %s", status, body)
+		}
+		return o.Batch, nil
+	}
 	post := func(ctx context.Context, seq int64) (int, error) {
 		req := fasthttp.AcquireRequest()
 		resp := fasthttp.AcquireResponse()
@@ -161,26 +169,17 @@ func Ingest(ctx context.Context, o IngestOptions, w io.Writer) (*IngestReport, e
 		req.Header.SetMethod("POST")
 		req.Header.SetContentType("application/json")
 		req.Header.Set("Authorization", auth)
-		// The bodies are never changed: sent as they are, not copied per request.
-		req.SetBodyRaw(bodies[int(seq)%len(bodies)])
+		req.SetBodyRaw(body(nil, seq))
 		if err := client.Do(req, resp); err != nil {
 			return 0, err
 		}
-		if resp.StatusCode() != 200 {
-			return 0, fmt.Errorf("status %d: %s", resp.StatusCode(), resp.Body())
-		}
-		return o.Batch, nil
+		return check(resp.StatusCode(), resp.Body())
 	}
 	open, err := NewHTTPClient(HTTPTarget{
 		URL:    url,
 		Header: "Content-Type: application/json\r\nAuthorization: " + auth + "\r\n",
-		Body:   func(_ []byte, seq int64) []byte { return bodies[int(seq)%len(bodies)] },
-		Check: func(status int, body []byte) (int, error) {
-			if status != 200 {
-				return 0, fmt.Errorf("status %d: %s", status, body)
-			}
-			return o.Batch, nil
-		},
+		Body:   body,
+		Check:  check,
 	})
 	if err != nil {
 		return nil, err

@@ -4,9 +4,9 @@
 // latency) with latencies recorded in HDR histograms from each request's
 // scheduled time. `pulse loadtest ingest` and `pulse loadtest predict` are
 // built on it, each with a baseline measured in the same run; their open
-// loops go through HTTPClient, which writes each request from the
-// scheduler's thread instead of handing it to a sender (see HTTPClient for
-// what that hand-off cost).
+// loops go through HTTPClient, whose scheduler writes each request as it
+// wakes instead of handing it to a sender (see HTTPClient for what that
+// hand-off cost).
 package loadtest
 
 import (
