@@ -50,7 +50,7 @@ type HTTPTarget struct {
 // A connection carries one request at a time (no pipelining, so a slow
 // answer never delays another's): when none is idle at a request's due
 // time, the scheduler dials a new one, and the dial counts in that
-// request's latency. At MaxConns connections a request due waits in a
+// request's latency. At maxOut connections a request due waits in a
 // queue, and the next connection that gets its answer writes it: as the
 // sender pool of OpenLoop, it bounds what the server is asked to do at
 // once, and the wait counts in the request's latency.
@@ -68,9 +68,10 @@ type HTTPClient struct {
 	closed  bool
 }
 
-// MaxConns is how many connections an HTTPClient opens at most, as many as
-// OpenLoop's senders.
-const MaxConns = 512
+// maxOut is how many requests an open loop has out at once at most:
+// OpenLoop's senders, HTTPClient's connections. Beyond, requests due wait
+// (and the wait counts in their latency).
+const maxOut = 512
 
 // queued is a request waiting for a connection: its message, copied.
 type queued struct {
@@ -100,7 +101,7 @@ func NewHTTPClient(t HTTPTarget) (*HTTPClient, error) {
 		addr = net.JoinHostPort(u.Hostname(), "80")
 	}
 	prefix := fmt.Appendf(nil, "%s %s HTTP/1.1\r\nHost: %s\r\n%sContent-Length: ", t.Method, path, u.Host, t.Header)
-	return &HTTPClient{t: t, addr: addr, prefix: prefix, maxConns: MaxConns, conns: map[*httpConn]struct{}{}}, nil
+	return &HTTPClient{t: t, addr: addr, prefix: prefix, maxConns: maxOut, conns: map[*httpConn]struct{}{}}, nil
 }
 
 // Close closes every connection.

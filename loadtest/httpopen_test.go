@@ -165,7 +165,7 @@ func TestHTTPOpenLoopDeadServer(t *testing.T) {
 	defer ln.Close()
 	// With one connection at most, the requests queued behind a dead one
 	// go out on new ones.
-	for _, maxConns := range []int{MaxConns, 1} {
+	for _, maxConns := range []int{maxOut, 1} {
 		c, err := NewHTTPClient(HTTPTarget{URL: "http://" + ln.Addr().String() + "/", Body: seqBody})
 		if err != nil {
 			t.Fatal(err)

@@ -110,7 +110,7 @@ func OpenLoop(ctx context.Context, opts Options, do Request) *Result {
 	// would allocate and schedule at the very moments being measured. A
 	// send waits in the queue when every sender is busy, and its latency
 	// still counts from its due time.
-	senders := min(opts.MaxInFlight, 512)
+	senders := min(opts.MaxInFlight, maxOut)
 	queue := make(chan send, opts.MaxInFlight)
 	var (
 		mu       sync.Mutex
