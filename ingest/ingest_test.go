@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -454,16 +455,39 @@ func TestHealthAndMetrics(t *testing.T) {
 		`pulse_ingest_requests_total{code="200",endpoint="/v1/batch"}`,
 		`pulse_ingest_events_total{type="track"}`,
 		`pulse_ingest_rejected_total{reason="event"}`,
-		`pulse_ingest_produce_seconds_bucket`,
-		`pulse_ingest_ack_wake_seconds_bucket`,
-		`pulse_ingest_normalize_seconds_bucket`,
-		`pulse_kafka_produce_request_seconds_bucket{stage="response"`,
 		`pulse_ingest_request_bytes_total`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+	// The timings observed the batch posted above, not just registered.
+	for _, count := range []string{
+		`pulse_ingest_produce_seconds_count`,
+		`pulse_ingest_ack_wake_seconds_count`,
+		`pulse_ingest_normalize_seconds_count`,
+		`pulse_kafka_produce_request_seconds_count{stage="queued"}`,
+		`pulse_kafka_produce_request_seconds_count{stage="write"}`,
+		`pulse_kafka_produce_request_seconds_count{stage="response"}`,
+	} {
+		if n := metricValue(m, count); n < 1 {
+			t.Errorf("%s = %v, want at least 1", count, n)
+		}
+	}
+}
+
+// metricValue is the value of the sample named name (with its labels) in a
+// Prometheus text exposition, or -1 when there is none.
+func metricValue(exposition, name string) float64 {
+	for _, line := range strings.Split(exposition, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }
 
 // TestBatchOnePass sends batches that take event.NormalizeBatch's one-pass
