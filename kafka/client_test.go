@@ -18,7 +18,8 @@ import (
 // lateTopic is a cluster whose controller acknowledges the creation of one
 // topic before its brokers know it, as a KRaft controller does: the topic
 // comes into being only after the brokers have answered `unknown` to
-// hidden metadata requests that ask for it (never, if hidden is negative).
+// hidden metadata requests that ask for it, and is listed from the next
+// (never, if hidden is negative).
 type lateTopic struct {
 	cluster *kfake.Cluster
 	cfg     config.Kafka
@@ -63,14 +64,15 @@ func newLateTopic(t *testing.T, topic string, hidden int32) *lateTopic {
 			if n > 1 && l.stall > 0 {
 				time.Sleep(l.stall)
 			}
-			if n == hidden {
-				// Not from here: the cluster runs this function in the
-				// loop that CreateTopic waits for.
-				go func() {
-					if err := c.CreateTopic(topic, 2, nil); err != nil {
-						t.Errorf("cannot create %s: %v", topic, err)
-					}
-				}()
+			if n == hidden+1 {
+				// Created now, before this request is answered: kfake
+				// runs a control function on its own goroutine and
+				// serves CreateTopic while waiting for it. (Created from
+				// a goroutine started at request hidden, the topic could
+				// exist before that request's answer.)
+				if err := c.CreateTopic(topic, 2, nil); err != nil {
+					t.Errorf("cannot create %s: %v", topic, err)
+				}
 			}
 		}
 		return nil, nil, false
