@@ -86,34 +86,46 @@ func newKafka(dir string) (*Server, error) {
 				return nil, err
 			}
 		}
+		// The JVM settings of Kafka's own kafka-server-start.sh
+		// (KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS): benchmarks measure
+		// the broker as it is run. With a smaller heap (-Xmx512m) G1 sized
+		// the young generation to ~190 MiB and paused every ~0.4 s at 400k
+		// records/s, and those pauses (3-69 ms on a busy machine) land in
+		// ingest's tail latency.
+		argv := []string{java, "-Xms1g", "-Xmx1g"}
+		argv = append(argv, kafkaGC()...)
+		argv = append(argv,
+			"-XX:+ExplicitGCInvokesConcurrent", "-XX:MaxInlineLevel=15",
+			"-XX:+ExitOnOutOfMemoryError",
+			"-Xlog:gc:file="+filepath.Join(dir, "gc.log"),
+			"-Djava.awt.headless=true",
+			"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+			"-Dorg.slf4j.simpleLogger.showDateTime=true",
+			"-cp", classpath,
+			"kafka.Kafka", props)
 		return &Server{
-			name: "kafka",
-			dir:  dir,
-			addr: hostPort(conf.Broker),
-			argv: []string{java,
-				// The JVM settings of Kafka's own kafka-server-start.sh
-				// (KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS): benchmarks
-				// measure the broker as it is run. With a smaller heap
-				// (-Xmx512m) G1 sized the young generation to ~190 MiB and
-				// paused every ~0.4 s at 400k records/s, and those pauses
-				// (3-69 ms on a busy machine) land in ingest's tail latency.
-				"-Xms1g", "-Xmx1g",
-				"-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
-				"-XX:+ExplicitGCInvokesConcurrent", "-XX:MaxInlineLevel=15",
-				"-XX:+ExitOnOutOfMemoryError",
-				"-Xlog:gc:file=" + filepath.Join(dir, "gc.log"),
-				"-Djava.awt.headless=true",
-				"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-				"-Dorg.slf4j.simpleLogger.showDateTime=true",
-				"-cp", classpath,
-				"kafka.Kafka", props,
-			},
+			name:  "kafka",
+			dir:   dir,
+			addr:  hostPort(conf.Broker),
+			argv:  argv,
 			logs:  []string{filepath.Join(dir, "kafka.log")},
 			ready: func(ctx context.Context, s *Server) error { return kafkaReady(ctx, []string{s.addr}) },
 			wait:  120 * time.Second,
 			grace: 60 * time.Second,
 		}, nil
 	})
+}
+
+// EnvKafkaGC names the broker's garbage collector flags, space-separated, in
+// place of Kafka's own (G1 with a 20 ms pause goal), for benchmarks that
+// compare collectors: PULSE_TEST_KAFKA_GC="-XX:+UseZGC".
+const EnvKafkaGC = "PULSE_TEST_KAFKA_GC"
+
+func kafkaGC() []string {
+	if v := strings.Fields(os.Getenv(EnvKafkaGC)); len(v) > 0 {
+		return v
+	}
+	return []string{"-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35"}
 }
 
 func kafkaFormat(java, classpath, props string) error {
