@@ -6,7 +6,7 @@
 //
 //	POST /v1/predict                         predictions from the configured models (Mage's shape)
 //	GET  /v1/entities/{entity}/{id}          an entity's live features and segments
-//	GET  /v1/segments                        segments with their member counts
+//	GET  /v1/segments                        segments with their member counts (?history=1h: and the last hour's)
 //	GET  /v1/segments/{name}                 one segment
 //	GET  /v1/segments/{name}/members         member ids, cursor-paginated
 //	GET  /v1/segments/live                   Server-Sent Events of enters and exits (a LiveHandler)

@@ -18,6 +18,19 @@ type Segment struct {
 	Members     int64  `json:"members"`
 }
 
+// SegmentHistory is a Segment as GET /v1/segments?history= lists it: with
+// its member counts over the period asked, as the server sampled them.
+type SegmentHistory struct {
+	Segment
+	// History is [unix ms, members] pairs, oldest first: a point when the
+	// count changed, and at least one a minute while it held. The first
+	// point may be older than the period: it is the count at its start.
+	History [][2]int64 `json:"history"`
+	// HistorySince (unix ms) is when this scorer began sampling the
+	// segment: the server knows nothing of the count before it.
+	HistorySince int64 `json:"history_since"`
+}
+
 // Members is a page of GET /v1/segments/{name}/members.
 type Members struct {
 	Segment string   `json:"segment"`
@@ -37,6 +50,10 @@ func (s *Server) segments(ctx *fasthttp.RequestCtx) {
 	if !s.authorize(ctx, config.ScopeRead, "") {
 		return
 	}
+	history, ok := historyParam(ctx)
+	if !ok {
+		return
+	}
 	cfg := s.cfgNow.Load()
 	out := make([]Segment, 0, len(cfg.Segments))
 	for i := range cfg.Segments {
@@ -47,13 +64,27 @@ func (s *Server) segments(ctx *fasthttp.RequestCtx) {
 		}
 		out = append(out, seg)
 	}
+	if history == 0 {
+		httpapi.WriteJSON(ctx, struct {
+			Segments []Segment `json:"segments"`
+		}{out})
+		return
+	}
+	withHistory := make([]SegmentHistory, len(out))
+	for i := range out {
+		withHistory[i] = s.withHistory(out[i], &cfg.Segments[i], history)
+	}
 	httpapi.WriteJSON(ctx, struct {
-		Segments []Segment `json:"segments"`
-	}{out})
+		Segments []SegmentHistory `json:"segments"`
+	}{withHistory})
 }
 
 func (s *Server) segment(ctx *fasthttp.RequestCtx, name string) {
 	if !s.authorize(ctx, config.ScopeRead, "") {
+		return
+	}
+	history, ok := historyParam(ctx)
+	if !ok {
 		return
 	}
 	cs := s.findSegment(ctx, name)
@@ -65,7 +96,11 @@ func (s *Server) segment(ctx *fasthttp.RequestCtx, name string) {
 		s.storeError(ctx, err)
 		return
 	}
-	httpapi.WriteJSON(ctx, seg)
+	if history == 0 {
+		httpapi.WriteJSON(ctx, seg)
+		return
+	}
+	httpapi.WriteJSON(ctx, s.withHistory(seg, cs, history))
 }
 
 func (s *Server) members(ctx *fasthttp.RequestCtx, name string) {

@@ -88,6 +88,11 @@ type Server struct {
 	derive   atomic.Pointer[derivers]
 	reloadMu sync.Mutex
 
+	// history is every segment's count over the last hour, sampled while
+	// Serve runs.
+	history         *countHistory
+	historyInterval time.Duration
+
 	scratch sync.Pool
 	now     func() time.Time
 }
@@ -106,6 +111,9 @@ func New(cfg *config.Config, store featurestore.Store, opts ...Option) (*Server,
 		log:      slog.Default(),
 		logQueue: 1 << 16,
 		now:      time.Now,
+
+		history:         newCountHistory(),
+		historyInterval: defaultHistoryInterval,
 	}
 	for _, o := range opts {
 		o(s)
@@ -189,9 +197,15 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Serve answers on ln until ctx ends, then drains the prediction log.
+// Serve answers on ln until ctx ends, then drains the prediction log. While
+// it runs it samples the segment counts for GET /v1/segments?history=.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	go s.health.Watch(ctx, 2*time.Second, s.ready)
+	// Its own context: Serve may return on a listener error before ctx ends.
+	sctx, stopSampling := context.WithCancel(ctx)
+	sampled := make(chan struct{})
+	go func() { s.sample(sctx); close(sampled) }()
+	defer func() { stopSampling(); <-sampled }()
 	if s.plog != nil {
 		done := make(chan struct{})
 		go func() { s.plog.run(ctx); close(done) }()

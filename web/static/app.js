@@ -1,6 +1,7 @@
 // Pulse dashboard: live segments for marketers. Plain JavaScript, no build
 // step. Talks to the scorer API on the same origin:
 //   GET  /v1/segments                     counts (polled, and refreshed after each change)
+//   GET  /v1/segments?history=1h          the same with the server's last hour of counts
 //   GET  /v1/segments/live (SSE)          enters and exits as they happen
 //   GET  /v1/segments/{name}/members      paginated members
 //   GET  /v1/entities/user/{id}           a customer's features and segments
@@ -13,6 +14,9 @@
   var HISTORY_STORE = 'pulse.segmentHistory.v1';
   var HOUR = 3600 * 1000;
   var POLL_MS = 10000;
+  // How often a poll also asks for the server's last hour. The page's own
+  // samples fill in between; asking again catches what a sleeping tab missed.
+  var HISTORY_MS = 10 * 60000;
   var FEED_MAX = 60;
 
   var state = {
@@ -29,6 +33,7 @@
     pollTimer: null,
     refreshTimer: null,
     lastRefresh: 0,
+    historyAt: 0,            // when the server's history was last merged
     models: modelNames(cfg.models)
   };
 
@@ -173,13 +178,31 @@
     saveHistory();
   }
 
+  // The scorer samples every segment's count while it runs, open page or
+  // not: from its history_since on, its points replace the page's own;
+  // the page's older points stay (it may have watched before this scorer
+  // started). A scorer without history sends none, and nothing changes.
+  function mergeHistory(s) {
+    if (!Array.isArray(s.history) || typeof s.history_since !== 'number') return;
+    var since = s.history_since;
+    var local = (state.history[s.name] || []).filter(function (p) { return p[0] < since; });
+    var server = s.history.filter(function (p) { return Array.isArray(p) && p.length === 2; })
+      .map(function (p) { return [Number(p[0]), Number(p[1])]; });
+    state.history[s.name] = local.concat(server);
+  }
+
   function refreshSegments() {
     state.lastRefresh = Date.now();
-    return api('/v1/segments').then(function (body) {
+    var withHistory = state.lastRefresh - state.historyAt >= HISTORY_MS;
+    return api('/v1/segments' + (withHistory ? '?history=1h' : '')).then(function (body) {
       notice('');
       var segs = (body && body.segments) || [];
       var now = Date.now();
-      segs.forEach(function (s) { record(s.name, Number(s.members) || 0, now); });
+      if (withHistory) state.historyAt = now;
+      segs.forEach(function (s) {
+        if (withHistory) mergeHistory(s);
+        record(s.name, Number(s.members) || 0, now);
+      });
       var names = segs.map(function (s) { return s.name; }).join(',');
       var known = state.segments.map(function (s) { return s.name; }).join(',');
       state.segments = segs;
@@ -525,6 +548,7 @@
 
   function connect() {
     setStatus('reconnecting', 'Connecting…');
+    state.historyAt = 0; // a page that was away asks for what it missed
     refreshSegments().then(function () {
       $('app').hidden = false;
       $('change-key').hidden = false;

@@ -52,6 +52,25 @@ type fakeScorer struct {
 	mu      sync.Mutex
 	members map[string][]string
 	noKey   bool // /config.js without the dev key, as outside `pulse dev`
+	// history is what GET /v1/segments?history= reports, sampled since
+	// historySince (unix ms); historyAsked counts the requests for it.
+	history      map[string][][2]int64
+	historySince int64
+	historyAsked int
+}
+
+// serve answers on a local port until the test ends and returns the
+// dashboard's URL.
+func (f *fakeScorer) serve(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: f.handler}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown() })
+	return "http://" + ln.Addr().String() + "/"
 }
 
 func (f *fakeScorer) setMembers(seg string, ids ...string) {
@@ -84,11 +103,30 @@ func (f *fakeScorer) handler(ctx *fasthttp.RequestCtx) {
 		}
 		ctx.SetBodyString(`window.PULSE_CONFIG = {"readKey":"rk","models":["purchase_propensity"]};`)
 	case path == "/v1/segments/live":
+		if f.live == nil {
+			ctx.SetStatusCode(503)
+			ctx.SetBodyString(`{"success":false,"error":"the live segment feed is not running on this scorer"}`)
+			return
+		}
 		f.live.ServeSSE(ctx)
 	case path == "/v1/segments":
+		withHistory := ctx.QueryArgs().Has("history")
+		if withHistory {
+			f.historyAsked++
+		}
 		var segs []map[string]any
 		for _, s := range f.cfg.Segments {
-			segs = append(segs, map[string]any{"name": s.Name, "description": s.Description, "entity": "user", "rule": s.Rule, "members": len(f.members[s.Name])})
+			seg := map[string]any{"name": s.Name, "description": s.Description, "entity": "user", "rule": s.Rule, "members": len(f.members[s.Name])}
+			if withHistory {
+				seg["history"] = append([][2]int64{}, f.history[s.Name]...)
+				// As the real scorer: a segment it has not sampled has no
+				// points, known from now on.
+				seg["history_since"] = f.historySince
+				if f.historySince == 0 {
+					seg["history_since"] = time.Now().UnixMilli()
+				}
+			}
+			segs = append(segs, seg)
 		}
 		writeJSON(map[string]any{"segments": segs})
 	case strings.HasSuffix(path, "/members"):
@@ -142,14 +180,7 @@ func TestDashboardShowsLiveChanges(t *testing.T) {
 		"big_spenders":    {"101", "202"},
 		"active_shoppers": {"7"},
 	}, static: fasthttpadaptor.NewFastHTTPHandler(http.FileServerFS(sub))}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &fasthttp.Server{Handler: fake.handler}
-	go srv.Serve(ln)
-	defer srv.Shutdown()
-	url := "http://" + ln.Addr().String() + "/"
+	url := fake.serve(t)
 
 	produce := func(seg, id, change string) {
 		t.Helper()
@@ -234,4 +265,48 @@ func TestDashboardShowsLiveChanges(t *testing.T) {
 	b.do(chromedp.Navigate(url))
 	b.waitText(countOf("big_spenders"), "3")
 	b.waitText(`[data-segment="big_spenders"] .delta`, "+2 in 1h")
+}
+
+// TestDashboardShowsServerHistory opens the dashboard for the first time
+// (nothing in local storage) on a scorer that has sampled the counts for
+// over an hour: the change reads over the hour and the sparkline starts at
+// the hour's left edge, where the page alone would know neither.
+func TestDashboardShowsServerHistory(t *testing.T) {
+	browser := chromium(t)
+	cfg, err := config.Parse([]byte(testConfig), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var ids []string
+	for i := range 25 {
+		ids = append(ids, fmt.Sprint(100+i))
+	}
+	sub, _ := fs.Sub(web.Static, "static")
+	fake := &fakeScorer{cfg: cfg, members: map[string][]string{"big_spenders": ids},
+		static: fasthttpadaptor.NewFastHTTPHandler(http.FileServerFS(sub)),
+		history: map[string][][2]int64{"big_spenders": {
+			{now.Add(-75 * time.Minute).UnixMilli(), 10},
+			{now.Add(-40 * time.Minute).UnixMilli(), 18},
+			{now.Add(-5 * time.Minute).UnixMilli(), 25},
+		}},
+		historySince: now.Add(-3 * time.Hour).UnixMilli(),
+	}
+	url := fake.serve(t)
+
+	b := newBrowser(t, browser)
+	defer b.close()
+	b.open(url)
+	b.waitText(`[data-segment="big_spenders"] .count`, "25")
+	b.waitText(`[data-segment="big_spenders"] .delta`, "+15 in 1h")
+	line, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.querySelector('[data-segment="big_spenders"] .spark polyline').getAttribute('points')`))
+	if err != nil || !strings.HasPrefix(line, "0.00,") || len(strings.Fields(line)) < 6 {
+		t.Errorf("sparkline %q (%v): want the hour's three counts from the left edge", line, err)
+	}
+	fake.mu.Lock()
+	asked := fake.historyAsked
+	fake.mu.Unlock()
+	if asked == 0 {
+		t.Error("the page never asked for ?history=")
+	}
 }
