@@ -15,6 +15,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/cockroachdb/pebble"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/pulse-rt/pulse/aggregate"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/kafka"
@@ -64,28 +65,43 @@ func BenchmarkFullPath(b *testing.B) {
 	b.Run("zipf-1M-users", func(b *testing.B) { benchFullPath(b, 1_000_000, true) })
 }
 
-func benchFullPath(b *testing.B, users int, zipf bool) {
-	n := 400_000
+// benchN is how many events the stream benchmarks produce.
+func benchN() int {
 	if v, err := strconv.Atoi(os.Getenv("PULSE_BENCH_EVENTS")); err == nil && v > 0 {
-		n = v // a longer run: more batches, so less of one batch's luck
+		return v // a longer run: more batches, so less of one batch's luck
 	}
+	return 400_000
+}
+
+// benchConsumer reads the env's events topic from its start, as the
+// baseline does.
+func benchConsumer(b *testing.B, e *env, opts ...kgo.Opt) *kgo.Client {
+	cl, err := kafka.NewClient(e.cfg.Kafka, append([]kgo.Opt{kgo.ConsumeTopics(e.cfg.Kafka.Topics.Events),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxBytes(64 << 20)}, opts...)...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return cl
+}
+
+// rawConsume is the baseline: n records of the events topic polled and
+// dropped by a bare franz-go consumer, in records/s.
+func rawConsume(b *testing.B, e *env, n int) float64 {
+	start := time.Now()
+	cl := benchConsumer(b, e)
+	defer cl.Close()
+	for got := 0; got < n; {
+		got += cl.PollRecords(context.Background(), 10000).NumRecords()
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+func benchFullPath(b *testing.B, users int, zipf bool) {
+	n := benchN()
 	e := newEnv(b, nil)
 	benchEvents(b, e, n, users, zipf)
 	for b.Loop() {
-		// Raw consume.
-		start := time.Now()
-		cl, err := kafka.NewClient(e.cfg.Kafka, kgo.ConsumeTopics(e.cfg.Kafka.Topics.Events),
-			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxBytes(64<<20))
-		if err != nil {
-			b.Fatal(err)
-		}
-		got := 0
-		for got < n {
-			fs := cl.PollRecords(context.Background(), 10000)
-			got += fs.NumRecords()
-		}
-		cl.Close()
-		raw := float64(n) / time.Since(start).Seconds()
+		raw := rawConsume(b, e, n)
 
 		// The stream, into a real Pebble online store.
 		store, err := featurestore.OpenPebble(filepath.Join(b.TempDir(), "store"), featurestore.PebbleOptions{})
@@ -105,7 +121,7 @@ func benchFullPath(b *testing.B, users int, zipf bool) {
 		for p.Ready() != nil {
 			time.Sleep(time.Millisecond)
 		}
-		start = time.Now()
+		start := time.Now()
 		cpu0 := cpuTime()
 		e.waitCaughtUp(5*time.Minute, p)
 		full := float64(n) / time.Since(start).Seconds()
@@ -118,6 +134,87 @@ func benchFullPath(b *testing.B, users int, zipf bool) {
 		b.ReportMetric(full, "events/s")
 		b.ReportMetric(raw, "raw-consume-events/s")
 		b.ReportMetric(100*full/raw, "%-of-raw")
+	}
+}
+
+// BenchmarkFloor bounds what the full path can reach against the raw
+// consume: per event, only the part of the stream's work that no design
+// of it can skip — fetch, decode with the stream's own projection, Apply
+// with its feature set into states held in a map, and, per entity changed
+// in a poll, its encoded state produced to the changelog topic and
+// flushed before the next poll (a changelog is what lets a partition move)
+// — with none of the rest: no Pebble, no dedupe, no transaction, no
+// vectors, no online store, no segments. Same events as FullPath/uniform,
+// raw consume of the same topic in the same run.
+//
+//	go test ./stream -run '^$' -bench Floor -benchtime 1x
+//
+// Floor/apply leaves the changelog out too: fetch, decode and Apply alone.
+func BenchmarkFloor(b *testing.B) {
+	b.Run("apply", func(b *testing.B) { benchFloor(b, false) })
+	b.Run("apply+changelog", func(b *testing.B) { benchFloor(b, true) })
+}
+
+func benchFloor(b *testing.B, changelog bool) {
+	n := benchN()
+	e := newEnv(b, nil)
+	benchEvents(b, e, n, 50_000, false)
+	p := e.processor(Options{}, "") // its decoder and feature set; never run
+	for b.Loop() {
+		raw := rawConsume(b, e, n)
+
+		start := time.Now()
+		cpu0 := cpuTime()
+		cl := benchConsumer(b, e, kafka.ProducerOpts()...)
+		ctx := context.Background()
+		states := map[string]*aggregate.State{}
+		touched := map[string]*aggregate.State{}
+		var ev event.Event
+		var buf []byte
+		for got := 0; got < n; {
+			fs := cl.PollRecords(ctx, 10000)
+			fs.EachRecord(func(r *kgo.Record) {
+				if err := p.records.Unmarshal(r.Value, &ev); err != nil {
+					b.Fatal(err)
+				}
+				st := states[string(r.Key)]
+				if st == nil {
+					st = p.features.NewState()
+					states[string(r.Key)] = st
+				}
+				changed, err := p.features.Apply(st, &ev)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if changed {
+					touched[string(r.Key)] = st
+				}
+			})
+			got += fs.NumRecords()
+			if !changelog {
+				clear(touched)
+				continue
+			}
+			// The poll's states encoded into one buffer (a buffer that
+			// grows leaves the earlier values in the old one).
+			buf = buf[:0]
+			for id, st := range touched {
+				mark := len(buf)
+				buf = st.AppendBinary(buf)
+				cl.Produce(ctx, &kgo.Record{Topic: e.cfg.Kafka.Topics.State, Key: []byte(id), Value: buf[mark:len(buf):len(buf)]}, nil)
+			}
+			clear(touched)
+			if err := cl.Flush(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		floor := float64(n) / time.Since(start).Seconds()
+		b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(n), "cpu-µs/event")
+		cl.Close()
+		b.ReportMetric(floor, "events/s")
+		b.ReportMetric(raw, "raw-consume-events/s")
+		b.ReportMetric(100*floor/raw, "%-of-raw")
+		b.ReportMetric(float64(len(states)), "entities")
 	}
 }
 
