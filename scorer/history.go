@@ -77,9 +77,20 @@ func (h *countHistory) add(key string, t, n int64) {
 		cs = &countSeries{since: t}
 		h.series[key] = cs
 	}
+	cs.push(t, n)
+	cs.trim(t)
+}
+
+// push appends the point (t, n) when the count changed or the heartbeat is due.
+func (cs *countSeries) push(t, n int64) {
 	if k := len(cs.points); k == 0 || cs.points[k-1][1] != n || t-cs.points[k-1][0] >= historyHeartbeat.Milliseconds() {
 		cs.points = append(cs.points, [2]int64{t, n})
 	}
+}
+
+// trim drops the points older than an hour before t but the last of them,
+// and the oldest past historyMaxPoints.
+func (cs *countSeries) trim(t int64) {
 	cutoff := t - historyKeep.Milliseconds()
 	drop := 0
 	for drop+1 < len(cs.points) && cs.points[drop+1][0] <= cutoff {
@@ -94,6 +105,46 @@ func (h *countHistory) add(key string, t, n int64) {
 		// and grow without bound.
 		cs.points = cs.points[:copy(cs.points, cs.points[drop:])]
 	}
+}
+
+// seed puts a rebuilt history of key before what the sampler recorded:
+// points are the exact counts (oldest first, the first at the time from
+// which they are complete), read as if sampled every interval up to until,
+// the time of the count they end at. The sampler may have begun before
+// until; its points are the newer reading and win.
+func (h *countHistory) seed(key string, points [][2]int64, interval time.Duration, until int64) {
+	if len(points) == 0 || interval <= 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	sampled := h.series[key]
+	first := until + 1
+	if sampled != nil && len(sampled.points) > 0 {
+		first = min(first, sampled.points[0][0])
+	}
+	cs := &countSeries{since: points[0][0]}
+	step, i := interval.Milliseconds(), 0
+	for t := points[0][0]; t < first; t += step {
+		t = min(t, until)
+		for i+1 < len(points) && points[i+1][0] <= t {
+			i++
+		}
+		cs.push(t, points[i][1])
+		if t == until {
+			break
+		}
+	}
+	if sampled != nil {
+		cs.since = min(cs.since, sampled.since)
+		for _, p := range sampled.points {
+			cs.push(p[0], p[1])
+		}
+	}
+	if k := len(cs.points); k > 0 {
+		cs.trim(cs.points[k-1][0])
+	}
+	h.series[key] = cs
 }
 
 // keep forgets the segments not in keys (removed by a reload).

@@ -92,6 +92,8 @@ type Server struct {
 	// Serve runs.
 	history         *countHistory
 	historyInterval time.Duration
+	rebuildHistory  bool // from the segments topic when Serve starts
+	rebuildLimits   rebuildLimits
 
 	scratch sync.Pool
 	now     func() time.Time
@@ -114,6 +116,7 @@ func New(cfg *config.Config, store featurestore.Store, opts ...Option) (*Server,
 
 		history:         newCountHistory(),
 		historyInterval: defaultHistoryInterval,
+		rebuildLimits:   rebuildLimits{records: defaultRebuildRecords, time: defaultRebuildTime},
 	}
 	for _, o := range opts {
 		o(s)
@@ -198,7 +201,8 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // Serve answers on ln until ctx ends, then drains the prediction log. While
-// it runs it samples the segment counts for GET /v1/segments?history=.
+// it samples the segment counts for GET /v1/segments?history= (and, given
+// WithHistoryRebuild, rebuilds the hour before it in the background).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	go s.health.Watch(ctx, 2*time.Second, s.ready)
 	// Its own context: Serve may return on a listener error before ctx ends.
@@ -206,6 +210,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	sampled := make(chan struct{})
 	go func() { s.sample(sctx); close(sampled) }()
 	defer func() { stopSampling(); <-sampled }()
+	if s.rebuildHistory {
+		rebuilt := make(chan struct{})
+		go func() { s.runRebuild(sctx); close(rebuilt) }()
+		defer func() { stopSampling(); <-rebuilt }()
+	}
 	if s.plog != nil {
 		done := make(chan struct{})
 		go func() { s.plog.run(ctx); close(done) }()

@@ -53,9 +53,9 @@ func runScorer(ctx context.Context, args []string) error {
 }
 
 // startScorer runs the scorer on cfg.Scorer.Listen in g: the prediction log
-// producer, the live segment feed, and model reload on SIGHUP. The caller
-// owns store and closes it after g is done. extra options come last (for
-// `pulse dev`: devScorerOptions).
+// producer, the live segment feed, the segment history rebuilt from Kafka,
+// and model reload on SIGHUP. The caller owns store and closes it after g is
+// done. extra options come last (for `pulse dev`: devScorerOptions).
 func startScorer(ctx context.Context, g *errgroup.Group, cfg *config.Config, store featurestore.Store, extra ...scorer.Option) error {
 	log := slog.Default()
 	cl, err := kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
@@ -73,7 +73,9 @@ func startScorer(ctx context.Context, g *errgroup.Group, cfg *config.Config, sto
 		}
 	}
 	live := scorer.NewLive(cfg, scorer.LiveOptions{Log: log})
-	opts := append([]scorer.Option{scorer.WithPredictionLog(cl), scorer.WithLive(live), scorer.WithLogger(log)}, extra...)
+	// The dashboard's last hour survives a restart: rebuilt in the
+	// background from the segments topic the live feed reads too.
+	opts := append([]scorer.Option{scorer.WithPredictionLog(cl), scorer.WithLive(live), scorer.WithLogger(log), scorer.WithHistoryRebuild()}, extra...)
 	srv, err := scorer.New(cfg, store, opts...)
 	if err != nil {
 		cl.Close()

@@ -1,0 +1,9 @@
+package scorer
+
+import "time"
+
+// WithRebuildLimits overrides the history rebuild's caps, so tests can
+// reach them with a few records.
+func WithRebuildLimits(records int, d time.Duration) Option {
+	return func(s *Server) { s.rebuildLimits = rebuildLimits{records: records, time: d} }
+}
