@@ -1,9 +1,7 @@
 package scorer_test
 
 import (
-	"context"
 	"errors"
-	"net"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -179,16 +177,9 @@ func TestSegmentHistoryStopsWithServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
+	_, stop := serve(t, srv)
 	time.Sleep(20 * time.Millisecond)
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 1<<20)

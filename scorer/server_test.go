@@ -92,6 +92,19 @@ func start(t *testing.T, cfg *config.Config, store featurestore.Store, opts ...s
 	if err != nil {
 		t.Fatal(err)
 	}
+	addr, stop := serve(t, srv)
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return &harness{t: t, url: "http://" + addr, dir: cfg.Dir, store: store, srv: srv}
+}
+
+// serve runs srv on a free loopback port; stop ends Serve and returns its
+// error once it has returned.
+func serve(t *testing.T, srv *scorer.Server) (addr string, stop func() error) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -99,13 +112,10 @@ func start(t *testing.T, cfg *config.Config, store featurestore.Store, opts ...s
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
+	return ln.Addr().String(), func() error {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return &harness{t: t, url: "http://" + ln.Addr().String(), dir: cfg.Dir, store: store, srv: srv}
+		return <-done
+	}
 }
 
 // do sends a request and returns the status and body.
