@@ -373,3 +373,53 @@ func refValues(set *Set, defs []config.Feature, events []*event.Event, q int64) 
 	}
 	return out
 }
+
+// TestResetIsNew: a State reset after one entity's events and then given
+// another's is, byte for byte and value for value, the State a new one
+// becomes; and what was read from it before the reset stays as it was.
+func TestResetIsNew(t *testing.T) {
+	for round := range 40 {
+		r := rand.New(rand.NewPCG(uint64(round)+101, 7))
+		set, err := Compile(randomDefs(r), Options{AllowedLateness: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.UnixMilli(1_000_000)
+		feed := func(st *State, n int) {
+			ts := int64(900_000)
+			for range n {
+				ts += int64(r.IntN(2000))
+				if _, err := set.Apply(st, randomEvent(r, ts-int64(r.IntN(30_000)))); err != nil && !errors.Is(err, ErrTooLate) {
+					t.Fatal(err)
+				}
+			}
+		}
+		reused := set.NewState()
+		feed(reused, 50+r.IntN(200))
+		before := set.Values(reused, now, nil)
+		kept := fmt.Sprint(before)
+		reused.Reset()
+		if !reused.Empty() || reused.NewestMillis() != math.MinInt64 {
+			t.Fatalf("round %d: a reset State is not empty", round)
+		}
+
+		// The same events into both: the generator restarted from one seed.
+		seed := r.Uint64()
+		fresh := set.NewState()
+		r = rand.New(rand.NewPCG(seed, 9))
+		feed(fresh, 80)
+		r = rand.New(rand.NewPCG(seed, 9))
+		feed(reused, 80)
+		if a, b := reused.AppendBinary(nil), fresh.AppendBinary(nil); !reflect.DeepEqual(a, b) {
+			t.Fatalf("round %d: reset then fed encodes %x, a new State %x", round, a, b)
+		}
+		for _, at := range []time.Time{now, now.Add(time.Minute), now.Add(time.Hour)} {
+			if a, b := set.Values(reused, at, nil), set.Values(fresh, at, nil); !reflect.DeepEqual(a, b) {
+				t.Fatalf("round %d at %v: reset then fed %v, a new State %v", round, at, a, b)
+			}
+		}
+		if got := fmt.Sprint(before); got != kept {
+			t.Fatalf("round %d: values read before the reset changed: %s, were %s", round, got, kept)
+		}
+	}
+}

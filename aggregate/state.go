@@ -129,6 +129,22 @@ func (s *Set) NewState() *State {
 	return &State{set: s, f: make([]slot, len(s.aggs))}
 }
 
+// Reset empties st for another entity of the same Set, keeping the memory
+// its tiles took: a replay that aggregates entity after entity (a backfill)
+// then stops growing each fresh entity's slices tile by tile, a tenth of
+// its CPU. What was taken from st before (Values, AppendBinary) stays valid.
+func (st *State) Reset() {
+	st.newest, st.seen = 0, false
+	for i := range st.f {
+		sl := &st.f[i]
+		// The values, ids and sets are dropped, not kept alive.
+		clear(sl.pt[:cap(sl.pt)])
+		clear(sl.set[:cap(sl.set)])
+		clear(sl.list[:cap(sl.list)])
+		sl.num, sl.pt, sl.set, sl.list = sl.num[:0], sl.pt[:0], sl.set[:0], sl.list[:0]
+	}
+}
+
 // NewestMillis is the epoch-ms time of the newest event applied, or
 // math.MinInt64 when none has been.
 func (st *State) NewestMillis() int64 {
