@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pulse-rt/pulse/aggregate"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
@@ -113,11 +114,15 @@ func Features(ctx context.Context, cfg *config.Config, r *history.Reader, store 
 	var (
 		mu      sync.Mutex
 		tooLate atomic.Int64
+		// One State per worker, reset between entities: a fresh one
+		// grows every feature's tiles again, slice by slice.
+		states = sync.Pool{New: func() any { return set.NewState() }}
 	)
 	defer replayGC()()
 	err = r.EachEntity(ctx, replayFilter(set, history.EventFilter{Since: opts.Since, Until: opts.Now, Entities: opts.Entities, Workers: runtime.GOMAXPROCS(0)}),
 		func(id string, evs []*event.Event) error {
-			st := set.NewState()
+			st := states.Get().(*aggregate.State)
+			defer func() { st.Reset(); states.Put(st) }()
 			var newest time.Time
 			for _, e := range evs {
 				if _, err := set.Apply(st, e); err != nil {

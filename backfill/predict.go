@@ -69,8 +69,9 @@ func Predict(ctx context.Context, cfg *config.Config, r *history.Reader, name st
 	var n int
 	p := newProgress(opts.Progress, "predict "+name, func() string { return fmt.Sprintf("%d entities", n) })
 	defer p.done()
+	st := set.NewState() // one, reset for each entity: see State.Reset
 	score := func(id string, evs []*event.Event) error {
-		st := set.NewState()
+		st.Reset()
 		for _, e := range evs {
 			set.Apply(st, e)
 		}

@@ -78,13 +78,14 @@ func TrainingSet(ctx context.Context, cfg *config.Config, r *history.Reader, lab
 		}
 		out.Values[i] = r
 	}
+	st := set.NewState() // one, reset for each entity: see State.Reset
 	err = r.EachEntity(ctx, filter, func(id string, evs []*event.Event) error {
 		list, ok := byEntity[id]
 		if !ok {
 			return nil
 		}
 		delete(byEntity, id)
-		st := set.NewState()
+		st.Reset()
 		next := 0
 		for _, li := range list {
 			at := labels[li].At.UnixMilli()
@@ -103,8 +104,8 @@ func TrainingSet(ctx context.Context, cfg *config.Config, r *history.Reader, lab
 		return nil, err
 	}
 	// Entities with no history at all: the values of an empty State.
+	st.Reset()
 	for _, list := range byEntity {
-		st := set.NewState()
 		for _, li := range list {
 			vals = set.Values(st, labels[li].At, vals)
 			row(li, vals)

@@ -113,12 +113,13 @@ func Verify(ctx context.Context, cfg *config.Config, r *history.Reader, store fe
 	n := 0
 	p := newProgress(opts.Progress, "verify", func() string { return fmt.Sprintf("%d/%d entities", n, len(present)) })
 	var vals []any
+	st := set.NewState() // one, reset for each entity: see State.Reset
 	for start := 0; start < len(present); start += entityLabelsLimit {
 		chunk := present[start:min(start+entityLabelsLimit, len(present))]
 		err = r.EachEntity(ctx, replayFilter(set, history.EventFilter{Entities: chunk}), func(id string, evs []*event.Event) error {
 			v := online[id]
 			at := v.UpdatedAt.UnixMilli()
-			st := set.NewState()
+			st.Reset()
 			unseen := 0
 			for _, e := range evs {
 				if e.ReceivedAt.UnixMilli() > at {
