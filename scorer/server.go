@@ -201,8 +201,8 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // Serve answers on ln until ctx ends, then drains the prediction log. While
-// it samples the segment counts for GET /v1/segments?history= (and, given
-// WithHistoryRebuild, rebuilds the hour before it in the background).
+// it runs it samples the segment counts for GET /v1/segments?history= (and,
+// given WithHistoryRebuild, rebuilds the hour before it in the background).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	go s.health.Watch(ctx, 2*time.Second, s.ready)
 	// Its own context: Serve may return on a listener error before ctx ends.
