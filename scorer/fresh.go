@@ -1,6 +1,7 @@
 package scorer
 
 import (
+	"maps"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -35,9 +36,7 @@ func newDerivers(cfg *config.Config) derivers {
 // refreshInto writes v's features into out, the derived ones as of now
 // (the store's map is left alone).
 func (d derivers) refreshInto(out map[string]any, entity string, v featurestore.Vector, now time.Time) {
-	for k, x := range v.Features {
-		out[k] = x
-	}
+	maps.Copy(out, v.Features)
 	set := d[entity]
 	if set == nil || v.Features == nil {
 		return
