@@ -73,11 +73,17 @@ func BenchmarkPebbleGet(b *testing.B) {
 func BenchmarkRedisGet(b *testing.B) {
 	ctx := context.Background()
 	addr, db := testenv.RedisDB(b)
-	r, err := OpenRedis(config.Redis{Addr: addr, DB: db, KeyPrefix: "pulse:"}, RedisOptions{})
+	// Near cache off: every Get is a round trip (Get-near below is not).
+	r, err := OpenRedis(config.Redis{Addr: addr, DB: db, KeyPrefix: "pulse:"}, RedisOptions{CacheSize: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer r.Close()
+	near, err := OpenRedis(config.Redis{Addr: addr, DB: db, KeyPrefix: "pulse:"}, RedisOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer near.Close()
 	v := benchVector()
 	if err := r.Write(ctx, []Update{{Vector: v}}); err != nil {
 		b.Fatal(err)
@@ -93,6 +99,18 @@ func BenchmarkRedisGet(b *testing.B) {
 			if _, err := r.Get(ctx, "user", "612"); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+	b.Run("Get-near", func(b *testing.B) {
+		b.SetBytes(int64(size))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := near.Get(ctx, "user", "612"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if st := near.CacheStats(); st.Hits < st.Misses {
+			b.Fatalf("near cache %+v: mostly misses", st)
 		}
 	})
 	// The same client's GET of a raw key: a round trip, as

@@ -137,7 +137,10 @@ func FuzzPick(f *testing.F) {
 // unknown ids, appended after what buf held.
 func TestAppendRaw(t *testing.T) {
 	ctx := context.Background()
-	for name, b := range map[string]backend{"pebble": pebbleBackend(), "redis": redisBackend()} {
+	backends := map[string]backend{
+		"pebble": pebbleBackend(), "redis": redisBackend(RedisOptions{CacheSize: -1}), "redis-near": redisBackend(RedisOptions{}),
+	}
+	for name, b := range backends {
 		t.Run(name, func(t *testing.T) {
 			st := b.open(t)
 			var batch []Update
@@ -149,21 +152,24 @@ func TestAppendRaw(t *testing.T) {
 				t.Fatal(err)
 			}
 			rg := st.(RawGetter)
-			buf := []byte("prefix")
-			buf, raw, err := rg.AppendRaw(ctx, "user", []string{"2", "nobody", "0"}, buf, make([][]byte, 5))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if string(buf[:6]) != "prefix" || len(raw) != 3 || raw[1] != nil {
-				t.Fatalf("buf %q raw %q", buf, raw)
-			}
-			for k, id := range map[int]string{0: "2", 2: "0"} {
-				v, err := Decode(raw[k])
+			// Twice: the second time from the caches.
+			for range 2 {
+				buf := []byte("prefix")
+				buf, raw, err := rg.AppendRaw(ctx, "user", []string{"2", "nobody", "0"}, buf, make([][]byte, 5))
 				if err != nil {
 					t.Fatal(err)
 				}
-				if want := strconv.Itoa(int(v.Features["n"].(float64))); want != id {
-					t.Fatalf("raw[%d] is user %s, want %s", k, want, id)
+				if string(buf[:6]) != "prefix" || len(raw) != 3 || raw[1] != nil {
+					t.Fatalf("buf %q raw %q", buf, raw)
+				}
+				for k, id := range map[int]string{0: "2", 2: "0"} {
+					v, err := Decode(raw[k])
+					if err != nil {
+						t.Fatal(err)
+					}
+					if want := strconv.Itoa(int(v.Features["n"].(float64))); want != id {
+						t.Fatalf("raw[%d] is user %s, want %s", k, want, id)
+					}
 				}
 			}
 			if _, _, err := rg.AppendRaw(ctx, "", []string{"1"}, nil, nil); err == nil {

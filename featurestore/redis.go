@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"time"
 
@@ -28,6 +29,15 @@ type RedisOptions struct {
 	// queries, overriding go-redis's default of 10 per GOMAXPROCS. Vector
 	// reads have their own two connections (see mgetBatcher).
 	PoolSize int
+	// CacheSize bounds the vectors kept in this process's memory after a
+	// read, in bytes: default 64 MiB, about 150k users of 25 features;
+	// negative turns the cache off. Redis reports every change of a cached
+	// vector (CLIENT TRACKING), which drops it; see nearCache. A server
+	// that refuses tracking (before Redis 6) leaves the cache off, with a
+	// warning in the log.
+	CacheSize int64
+	// Logger receives the cache's warnings, overriding slog.Default().
+	Logger *slog.Logger
 }
 
 // Redis is the online store on a Redis server, shared by many scorers. It is
@@ -44,6 +54,7 @@ type RedisOptions struct {
 type Redis struct {
 	c      *redis.Client
 	reads  *mgetBatcher // Get and GetMany
+	near   *nearCache   // nil: off
 	prefix string
 	ttl    time.Duration
 }
@@ -103,7 +114,27 @@ func OpenRedis(cfg config.Redis, opts RedisOptions) (*Redis, error) {
 		c.Close()
 		return nil, fmt.Errorf("cannot reach redis at %s: %w", addr, err)
 	}
-	return &Redis{c: c, reads: reads, prefix: cfg.KeyPrefix, ttl: opts.TTL}, nil
+	r := &Redis{c: c, reads: reads, prefix: cfg.KeyPrefix, ttl: opts.TTL}
+	if opts.CacheSize >= 0 {
+		if opts.CacheSize == 0 {
+			opts.CacheSize = 64 << 20
+		}
+		if opts.Logger == nil {
+			opts.Logger = slog.Default()
+		}
+		var err error
+		r.near, err = openNearCache(ctx, addr, cfg.Password, cfg.KeyPrefix, opts.CacheSize, opts.Timeout, opts.Logger)
+		var nt errNoTracking
+		switch {
+		case errors.As(err, &nt):
+			opts.Logger.Warn("redis feature store without its near cache: every read goes to redis", "addr", addr, "err", err)
+		case err != nil:
+			reads.close()
+			c.Close()
+			return nil, fmt.Errorf("cannot reach redis at %s: %w", addr, err)
+		}
+	}
+	return r, nil
 }
 
 func (r *Redis) vectorKey(entity, id string) string {
@@ -121,7 +152,7 @@ func (r *Redis) Get(ctx context.Context, entity, id string) (Vector, error) {
 	}
 	ids := [1]string{id}
 	var raws [1][]byte
-	_, raw, err := r.reads.read(ctx, entity, ids[:], nil, raws[:0])
+	_, raw, err := r.read(ctx, entity, ids[:], nil, raws[:0])
 	if err != nil {
 		return Vector{}, fmt.Errorf("cannot get %s %q: %w", entity, id, redisErr(err))
 	}
@@ -195,6 +226,16 @@ func (r *Redis) Write(ctx context.Context, batch []Update) error {
 		}
 		return nil
 	})
+	if r.near != nil {
+		// Read your writes: Redis reports these changes to the near
+		// cache too, but only soon; dropped now, a read that starts once
+		// Write returns cannot answer the old vector.
+		var kb [128]byte
+		for i := range batch {
+			v := &batch[i].Vector
+			r.near.rows.drop(r.near.key(kb[:0], v.Entity, v.ID))
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("cannot write %d updates to redis: %w", len(batch), redisErr(err))
 	}
@@ -239,8 +280,28 @@ func (r *Redis) SegmentMembers(ctx context.Context, entity, segment, cursor stri
 	return ids, "", nil
 }
 
+// read answers from the near cache what it can and reads the rest with
+// MGET.
+func (r *Redis) read(ctx context.Context, entity string, ids []string, buf []byte, raw [][]byte) ([]byte, [][]byte, error) {
+	if r.near == nil || !r.near.usable() {
+		return r.reads.read(ctx, entity, ids, buf, raw)
+	}
+	return r.near.appendRaw(ctx, r.reads, entity, ids, buf, raw)
+}
+
+// CacheStats counts what the near cache answered; zero when it is off.
+func (r *Redis) CacheStats() CacheStats {
+	if r.near == nil {
+		return CacheStats{}
+	}
+	return r.near.stats()
+}
+
 // Close closes the connections. Calls after Close return ErrClosed.
 func (r *Redis) Close() error {
+	if r.near != nil {
+		r.near.close()
+	}
 	r.reads.close()
 	return redisErr(r.c.Close())
 }
@@ -264,7 +325,7 @@ func (r *Redis) AppendRaw(ctx context.Context, entity string, ids []string, buf 
 	if len(ids) == 0 {
 		return buf, raw, nil
 	}
-	buf, raw, err := r.reads.read(ctx, entity, ids, buf, raw)
+	buf, raw, err := r.read(ctx, entity, ids, buf, raw)
 	if err != nil {
 		return buf, raw[:0], fmt.Errorf("cannot get %d %ss: %w", len(ids), entity, redisErr(err))
 	}

@@ -355,10 +355,7 @@ func (b *mgetBatcher) dial(ctx context.Context) (*mgetConn, error) {
 	if len(hello) > 0 {
 		cn.setDeadline(ctx, b.timeout)
 		for _, args := range hello {
-			cn.w = appendArrayHeader(cn.w, len(args))
-			for _, a := range args {
-				cn.w = appendBulk(cn.w, a)
-			}
+			cn.w = appendCommand(cn.w, args...)
 		}
 		_, err = nc.Write(cn.w)
 		for range hello {
@@ -479,19 +476,7 @@ func (cn *mgetConn) mget(ctx context.Context, b *mgetBatcher, batch []*mgetCall,
 }
 
 // line reads one reply line, without its CRLF; it is never empty.
-func (cn *mgetConn) line() ([]byte, error) {
-	line, err := cn.r.ReadSlice('\n')
-	if err != nil {
-		if errors.Is(err, bufio.ErrBufferFull) {
-			err = errors.New("redis reply line too long")
-		}
-		return nil, err
-	}
-	if len(line) < 3 || line[len(line)-2] != '\r' {
-		return nil, fmt.Errorf("malformed redis reply line %.40q", line)
-	}
-	return line[:len(line)-2], nil
-}
+func (cn *mgetConn) line() ([]byte, error) { return readLine(cn.r) }
 
 // replyError turns an error reply line ("-ERR ...") into a redisError; any
 // other line is a protocol error.

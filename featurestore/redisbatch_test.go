@@ -41,7 +41,7 @@ func TestRedisReadsCoalesce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	srv := testenv.StartRedis(t) // private: the MGET count is ours alone
-	r, err := OpenRedis(config.Redis{Addr: srv.Addr()}, RedisOptions{})
+	r, err := OpenRedis(config.Redis{Addr: srv.Addr()}, RedisOptions{CacheSize: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestRedisReadsCloseAndCancel(t *testing.T) {
 	t.Parallel()
 	addr := testenv.Redis(t)
 	proxy := newFreezingProxy(t, addr)
-	r, err := OpenRedis(config.Redis{Addr: proxy.addr(), KeyPrefix: testenv.RedisKeyPrefix(t)}, RedisOptions{Timeout: 5 * time.Second})
+	r, err := OpenRedis(config.Redis{Addr: proxy.addr(), KeyPrefix: testenv.RedisKeyPrefix(t)}, RedisOptions{Timeout: 5 * time.Second, CacheSize: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestRedisReadsCloseAndCancel(t *testing.T) {
 func TestRedisReadsCancelUnderLoad(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	r := openTestRedis(t, RedisOptions{})
+	r := openTestRedis(t, RedisOptions{CacheSize: -1})
 	const users = 200
 	writeNumbered(t, r, users)
 	var wg sync.WaitGroup
@@ -238,7 +238,7 @@ func writeNumbered(t testing.TB, s Store, n int) {
 func BenchmarkRedisReadsParallel(b *testing.B) {
 	ctx := context.Background()
 	srv := testenv.StartRedis(b)
-	r, err := OpenRedis(config.Redis{Addr: srv.Addr()}, RedisOptions{})
+	r, err := OpenRedis(config.Redis{Addr: srv.Addr()}, RedisOptions{CacheSize: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -338,7 +338,7 @@ func TestRedisReadsServerClosedConnections(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	srv := testenv.StartRedis(t)
-	r, err := OpenRedis(config.Redis{Addr: srv.Addr()}, RedisOptions{})
+	r, err := OpenRedis(config.Redis{Addr: srv.Addr()}, RedisOptions{CacheSize: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -84,6 +84,32 @@ func (c *rowCache) set(key, val []byte) {
 	s.mu.Unlock()
 }
 
+// drop forgets key, and makes fills of reads that began before it
+// fail: the store says the key changed.
+func (c *rowCache) drop(key []byte) {
+	s := c.shard(key)
+	s.mu.Lock()
+	s.gen++
+	if v, ok := s.m[string(key)]; ok {
+		delete(s.m, string(key))
+		s.size -= int64(len(key) + len(v) + rowEntryOverhead)
+	}
+	s.mu.Unlock()
+}
+
+// flush forgets everything, and makes fills of reads that began before it
+// fail.
+func (c *rowCache) flush() {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		s.gen++
+		clear(s.m)
+		s.size = 0
+		s.mu.Unlock()
+	}
+}
+
 // put stores a copy of val under key and keeps the shard within budget.
 func (s *rowShard) put(key, val []byte, budget int64) {
 	if old, ok := s.m[string(key)]; ok {

@@ -57,20 +57,41 @@ func openTestRedis(t testing.TB, opts RedisOptions) *Redis {
 	return r
 }
 
-func redisBackend() backend {
+func redisBackend(opts RedisOptions) backend {
 	return backend{
-		open: func(t *testing.T) Store { return openTestRedis(t, RedisOptions{}) },
+		open: func(t *testing.T) Store { return openTestRedis(t, opts) },
 		putRaw: func(t *testing.T, s Store, entity, id string, b []byte) {
 			r := s.(*Redis)
+			before := r.CacheStats().Invalidations
 			if err := r.c.Set(context.Background(), r.vectorKey(entity, id), b, 0).Err(); err != nil {
 				t.Fatal(err)
+			}
+			if r.near != nil {
+				// Another client's write reaches the cache when Redis
+				// reports it.
+				waitFor(t, "the invalidation of a raw write", func() bool { return r.CacheStats().Invalidations > before })
 			}
 		},
 	}
 }
 
 func TestPebble(t *testing.T) { testStore(t, pebbleBackend()) }
-func TestRedis(t *testing.T)  { testStore(t, redisBackend()) }
+
+// TestRedis: the store's reads, each a round trip (near cache off).
+func TestRedis(t *testing.T) { testStore(t, redisBackend(RedisOptions{CacheSize: -1})) }
+
+// TestRedisNearCache: the same behaviour with the near cache in front.
+func TestRedisNearCache(t *testing.T) { testStore(t, redisBackend(RedisOptions{})) }
+
+// waitFor polls cond for up to 5s.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
 
 // testStore is the behaviour every backend must have.
 func testStore(t *testing.T, b backend) {

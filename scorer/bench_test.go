@@ -77,11 +77,18 @@ func BenchmarkPredictPebble(b *testing.B) {
 	benchPredict(b, st, 1)
 }
 
-// BenchmarkPredictRedis is one caller at a time: each lookup is its own
-// MGET round trip, so allocs/op counts the whole Redis read path.
-func BenchmarkPredictRedis(b *testing.B) {
+// BenchmarkPredictRedis is one caller at a time with the near cache off:
+// each lookup is its own MGET round trip, so allocs/op counts the whole
+// Redis read path.
+func BenchmarkPredictRedis(b *testing.B) { benchPredictRedis(b, -1) }
+
+// BenchmarkPredictRedisNear: the same with the near cache, which holds
+// the 1,000 users after their first reads.
+func BenchmarkPredictRedisNear(b *testing.B) { benchPredictRedis(b, 0) }
+
+func benchPredictRedis(b *testing.B, cacheSize int64) {
 	addr, db := testenv.RedisDB(b)
-	st, err := featurestore.OpenRedis(config.Redis{Addr: addr, DB: db}, featurestore.RedisOptions{})
+	st, err := featurestore.OpenRedis(config.Redis{Addr: addr, DB: db}, featurestore.RedisOptions{CacheSize: cacheSize})
 	if err != nil {
 		b.Fatal(err)
 	}
