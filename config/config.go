@@ -104,9 +104,10 @@ type Store struct {
 	Path string `yaml:"path"`
 	// TTL drops vectors of entities inactive this long (Redis only). 0 = keep.
 	TTL Duration `yaml:"ttl"`
-	// RowCacheMB keeps the vectors last written or read in memory in
-	// front of Pebble, up to this many MiB (Pebble only). 0 = the default
-	// 64; negative = off.
+	// RowCacheMB keeps vectors in memory in front of the store, up to
+	// this many MiB: with Pebble the ones last written or read, with Redis
+	// the ones last read, each dropped when Redis reports it changed (the
+	// near cache). 0 = the default 64; negative = off.
 	RowCacheMB int `yaml:"row_cache_mb"`
 }
 

@@ -9,8 +9,9 @@ import (
 )
 
 // Open opens the store cfg.Store.Backend names: "pebble" (the default) at
-// cfg.Store.Path, or "redis" at cfg.Redis with cfg.Store.TTL. It expects a
-// config with defaults applied, as config.Load returns it.
+// cfg.Store.Path, or "redis" at cfg.Redis with cfg.Store.TTL; either with
+// cfg.Store.RowCacheMB of vectors in memory. It expects a config with
+// defaults applied, as config.Load returns it.
 func Open(cfg *config.Config) (Store, error) {
 	switch cfg.Store.Backend {
 	case "", "pebble":
@@ -19,7 +20,7 @@ func Open(cfg *config.Config) (Store, error) {
 		}
 		return OpenPebble(cfg.Store.Path, PebbleOptions{RowCacheSize: int64(cfg.Store.RowCacheMB) << 20})
 	case "redis":
-		return OpenRedis(cfg.Redis, RedisOptions{TTL: cfg.Store.TTL.D()})
+		return OpenRedis(cfg.Redis, RedisOptions{TTL: cfg.Store.TTL.D(), CacheSize: int64(cfg.Store.RowCacheMB) << 20})
 	}
 	return nil, fmt.Errorf("cannot open feature store: unknown backend %q (want pebble or redis)", cfg.Store.Backend)
 }

@@ -126,6 +126,15 @@ func (p *Pebble) get(key []byte) (Vector, error) {
 	return Decode(b)
 }
 
+// CacheStats counts what the row cache answered; zero when it is off.
+func (p *Pebble) CacheStats() CacheStats {
+	if p.rows == nil {
+		return CacheStats{}
+	}
+	hits, misses := p.rows.counts()
+	return CacheStats{Hits: hits, Misses: misses}
+}
+
 // appendRaw appends the value of key to dst, from the row cache or Pebble.
 func (p *Pebble) appendRaw(key, dst []byte) ([]byte, bool, error) {
 	if p.closed.Load() {

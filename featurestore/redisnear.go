@@ -62,7 +62,7 @@ type nearCache struct {
 	// delivered every invalidation up to then. 0 while not tracking.
 	fresh atomic.Int64
 
-	hits, misses, invalidations, flushes atomic.Uint64
+	invalidations, flushes atomic.Uint64
 
 	mu      sync.Mutex
 	nc      net.Conn    // the tracking connection; nil while down
@@ -400,11 +400,9 @@ func (n *nearCache) appendRaw(ctx context.Context, reads *mgetBatcher, entity st
 		raw = append(raw, nil)
 		misses, gens = append(misses, i), append(gens, gen)
 	}
-	n.hits.Add(uint64(len(ids) - len(misses)))
 	if len(misses) == 0 {
 		return buf, raw, nil
 	}
-	n.misses.Add(uint64(len(misses)))
 	missIDs := ids
 	if len(misses) < len(ids) {
 		missIDs = make([]string, len(misses))
@@ -430,8 +428,9 @@ func (n *nearCache) appendRaw(ctx context.Context, reads *mgetBatcher, entity st
 }
 
 func (n *nearCache) stats() CacheStats {
+	hits, misses := n.rows.counts()
 	return CacheStats{
-		Hits: n.hits.Load(), Misses: n.misses.Load(),
+		Hits: hits, Misses: misses,
 		Invalidations: n.invalidations.Load(), Flushes: n.flushes.Load(),
 	}
 }
@@ -444,9 +443,10 @@ func (n *nearCache) key(dst []byte, entity, id string) []byte {
 	return append(dst, id...)
 }
 
-// CacheStats counts what a store's in-memory cache answered.
+// CacheStats counts what a store's in-memory cache (Pebble's row cache,
+// Redis's near cache) answered since the store opened.
 type CacheStats struct {
-	Hits, Misses uint64 // vectors answered from the cache, and not
+	Hits, Misses uint64 // lookups answered from the cache, and not
 	// Invalidations is how many changed keys Redis reported (Redis only).
 	Invalidations uint64
 	// Flushes is how many times the cache was emptied because its

@@ -3,6 +3,7 @@ package featurestore
 import (
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 )
 
 // rowCache keeps encoded vectors in memory in front of Pebble, as
@@ -32,6 +33,8 @@ type rowShard struct {
 	m    map[string][]byte
 	size int64
 	gen  uint64
+
+	hits, misses atomic.Uint64 // gets answered and not
 }
 
 // rowEntryOverhead approximates a map entry's own memory.
@@ -60,7 +63,21 @@ func (c *rowCache) get(key, dst []byte) (out []byte, ok bool, gen uint64) {
 	}
 	gen = s.gen
 	s.mu.RUnlock()
+	if ok {
+		s.hits.Add(1)
+	} else {
+		s.misses.Add(1)
+	}
 	return dst, ok, gen
+}
+
+// counts sums the shards' hits and misses.
+func (c *rowCache) counts() (hits, misses uint64) {
+	for i := range c.shards {
+		hits += c.shards[i].hits.Load()
+		misses += c.shards[i].misses.Load()
+	}
+	return hits, misses
 }
 
 // fill caches a value read from Pebble, unless a write to the shard

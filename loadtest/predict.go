@@ -42,6 +42,10 @@ type PredictOptions struct {
 	// the scorer waits on outside this process (redis-server): the report
 	// then gives its CPU per request next to this process's.
 	ServerCPU func() (time.Duration, error)
+	// StoreCache, when set, returns the scorer's store cache counts so
+	// far (an embedded scorer's): each phase then reports the share of
+	// its lookups the cache answered.
+	StoreCache func() (hits, misses uint64)
 }
 
 func (o *PredictOptions) defaults() {
@@ -75,6 +79,9 @@ type PredictPhase struct {
 	Scorer      *Result
 	BaselineCPU CPU
 	ScorerCPU   CPU
+	// The scorer's store cache over its turns, warm-ups included (with
+	// PredictOptions.StoreCache).
+	CacheHits, CacheMisses uint64
 }
 
 // PredictReport is what `pulse loadtest predict` measured.
@@ -138,6 +145,30 @@ func (o *PredictOptions) reportCPU(w io.Writer, base, scorer CPU) {
 		base.Alloc/uint64(max(base.Requests, 1)), scorer.Alloc/uint64(max(scorer.Requests, 1)), base.GCs, scorer.GCs)
 }
 
+// countCache wraps a scorer turn so that its store cache hits and misses
+// add to *hits and *misses.
+func (o *PredictOptions) countCache(hits, misses *uint64, turn func(time.Duration) *Result) func(time.Duration) *Result {
+	if o.StoreCache == nil {
+		return turn
+	}
+	return func(d time.Duration) *Result {
+		h0, m0 := o.StoreCache()
+		r := turn(d)
+		h1, m1 := o.StoreCache()
+		*hits += h1 - h0
+		*misses += m1 - m0
+		return r
+	}
+}
+
+func (o *PredictOptions) reportCache(w io.Writer, hits, misses uint64) {
+	if o.StoreCache == nil || hits+misses == 0 {
+		return
+	}
+	fmt.Fprintf(w, "%-28s store cache: %.1f%% of the scorer's lookups answered from memory (%d hits, %d misses)\n", "",
+		100*float64(hits)/float64(hits+misses), hits, misses)
+}
+
 // Predict runs, for each rate, the same open-loop load first against a bare
 // fasthttp handler answering a fixed body (started here, in this process: the
 // ceiling of HTTP on this machine) and then against the scorer; then both
@@ -177,11 +208,12 @@ func Predict(ctx context.Context, o PredictOptions, w io.Writer) (*PredictReport
 			o.measureCPU(&ph.BaselineCPU, warm, func(d time.Duration) *Result {
 				return baselineOpen.OpenLoop(ctx, Options{Name: "bare handler", Rate: rate, Duration: d, Warmup: o.Warmup})
 			}),
-			o.measureCPU(&ph.ScorerCPU, warm, func(d time.Duration) *Result {
+			o.measureCPU(&ph.ScorerCPU, warm, o.countCache(&ph.CacheHits, &ph.CacheMisses, func(d time.Duration) *Result {
 				return scorerOpen.OpenLoop(ctx, Options{Name: "scorer predict", Rate: rate, Duration: d, Warmup: o.Warmup})
-			}))
+			})))
 		Report(w, ph.Baseline, ph.Scorer)
 		o.reportCPU(w, ph.BaselineCPU, ph.ScorerCPU)
+		o.reportCache(w, ph.CacheHits, ph.CacheMisses)
 		rep.Phases = append(rep.Phases, ph)
 		if ctx.Err() != nil {
 			return rep, ctx.Err()

@@ -1,8 +1,12 @@
 package scorer
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/pulse-rt/pulse/featurestore"
 )
 
 var (
@@ -52,3 +56,34 @@ var (
 )
 
 var getManySeconds = storeSeconds.WithLabelValues("get_many")
+
+// storeCache reads the counts of the store cache of the scorer made last
+// (one per process but in tests): a func() featurestore.CacheStats.
+var storeCache atomic.Value
+
+func init() {
+	for _, c := range []struct {
+		name, help string
+		count      func(featurestore.CacheStats) uint64
+	}{
+		{"hits", "Vector lookups answered from the store's in-memory cache (Pebble's row cache, Redis's near cache).",
+			func(s featurestore.CacheStats) uint64 { return s.Hits }},
+		{"misses", "Vector lookups the store's in-memory cache did not answer (read from Pebble or Redis).",
+			func(s featurestore.CacheStats) uint64 { return s.Misses }},
+		{"invalidations", "Changed vector keys Redis reported to the near cache (Redis only).",
+			func(s featurestore.CacheStats) uint64 { return s.Invalidations }},
+		{"flushes", "Times the near cache was emptied: its tracking connection lost, or the database flushed (Redis only).",
+			func(s featurestore.CacheStats) uint64 { return s.Flushes }},
+	} {
+		promauto.NewCounterFunc(prometheus.CounterOpts{
+			Name: "pulse_scorer_store_cache_" + c.name + "_total",
+			Help: c.help,
+		}, func() float64 {
+			f, _ := storeCache.Load().(func() featurestore.CacheStats)
+			if f == nil {
+				return 0
+			}
+			return float64(c.count(f()))
+		})
+	}
+}

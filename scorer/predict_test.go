@@ -6,8 +6,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/featurestore"
@@ -134,6 +137,48 @@ func TestPredictRedis(t *testing.T) {
 }
 
 func TestPredictMemory(t *testing.T) { testPredict(t, newMemStore()) }
+
+// TestStoreCacheMetrics: /metrics counts what the Redis near cache
+// answered: a user's first prediction reads Redis, the next ones do not.
+func TestStoreCacheMetrics(t *testing.T) {
+	addr, db := testenv.RedisDB(t)
+	st, err := featurestore.OpenRedis(config.Redis{Addr: addr, DB: db, KeyPrefix: testenv.RedisKeyPrefix(t)}, featurestore.RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	seed(t, st, map[string]map[string]any{"612": buyer()}, nil)
+	// Redis reports the write to the cache too; once that is in, the
+	// first read's fill stays.
+	for deadline := time.Now().Add(5 * time.Second); st.CacheStats().Invalidations == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the seed's write was never reported to the near cache")
+		}
+	}
+	h := start(t, newConfig(t, testConfig), st)
+	counter := func(name string) int {
+		t.Helper()
+		_, metrics := h.do("GET", "/metrics", "", "")
+		m := regexp.MustCompile(`(?m)^` + name + ` (\d+)$`).FindStringSubmatch(metrics)
+		if m == nil {
+			t.Fatalf("/metrics lacks %s", name)
+		}
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	hits, misses := counter("pulse_scorer_store_cache_hits_total"), counter("pulse_scorer_store_cache_misses_total")
+	for range 3 {
+		if code, body := h.do("POST", "/v1/predict", "", `{"api_key":"read-key","model":"purchase_propensity","features":[{"user":{"id":612}}]}`); code != 200 {
+			t.Fatalf("status %d: %s", code, body)
+		}
+	}
+	if d := counter("pulse_scorer_store_cache_hits_total") - hits; d != 2 {
+		t.Errorf("hits went up by %d over three predictions of one user, want 2", d)
+	}
+	if d := counter("pulse_scorer_store_cache_misses_total") - misses; d != 1 {
+		t.Errorf("misses went up by %d, want 1", d)
+	}
+}
 
 func TestPredictErrors(t *testing.T) {
 	st := newMemStore()

@@ -19,7 +19,7 @@ import (
 // model_used=false path instead).
 func TestLoadtestPredictStore(t *testing.T) {
 	ctx := context.Background()
-	url, key, stop, err := embeddedScorer(ctx, "pebble", "", 300, false, 64)
+	url, key, _, stop, err := embeddedScorer(ctx, "pebble", "", 300, false, 64)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -141,7 +141,7 @@ func loadtestPredict(ctx context.Context, args []string) error {
 	embedded := fl.Bool("embedded", false, "start a scorer in this process over a store filled with -users users (the e-commerce example's model)")
 	storeKind := fl.String("store", "pebble", "with -embedded: pebble (in a temp dir) or redis")
 	redisAddr := fl.String("redis", "127.0.0.1:6379", "with -embedded -store redis: the Redis server")
-	rowCache := fl.Int("row-cache-mb", 64, "with -embedded -store pebble: the row cache in MiB (negative: off)")
+	rowCache := fl.Int("row-cache-mb", 64, "with -embedded: the store's cache in MiB, Pebble's row cache or Redis's near cache (negative: off)")
 	predLog := fl.Bool("log", true, "with -embedded: log predictions to an in-process Kafka (kfake), as in production")
 	cpuprofile := fl.String("cpuprofile", "", "write a CPU profile of this process to FILE")
 	fl.Parse(args)
@@ -156,9 +156,14 @@ func loadtestPredict(ctx context.Context, args []string) error {
 		// The scorer runs in this process: give it `pulse scorer`'s
 		// collector setting (the baseline handler shares it).
 		tuneGC(scorerGCPercent)
-		url, key, stop, err := embeddedScorer(ctx, *storeKind, *redisAddr, o.Users, *predLog, *rowCache)
+		url, key, store, stop, err := embeddedScorer(ctx, *storeKind, *redisAddr, o.Users, *predLog, *rowCache)
 		if err != nil {
 			return err
+		}
+		if c, ok := store.(interface {
+			CacheStats() featurestore.CacheStats
+		}); ok && *rowCache >= 0 {
+			o.StoreCache = func() (uint64, uint64) { s := c.CacheStats(); return s.Hits, s.Misses }
 		}
 		defer stop()
 		o.URL, o.Key = url, key
@@ -185,10 +190,10 @@ func loadtestPredict(ctx context.Context, args []string) error {
 
 // embeddedScorer fills a store with users and serves the example config's
 // scorer over it on a free port.
-func embeddedScorer(ctx context.Context, kind, redisAddr string, users int, predLog bool, rowCacheMB int) (url, key string, stop func(), err error) {
+func embeddedScorer(ctx context.Context, kind, redisAddr string, users int, predLog bool, rowCacheMB int) (url, key string, store featurestore.Store, stop func(), err error) {
 	tmp, err := os.MkdirTemp("", "pulse-loadtest-")
 	if err != nil {
-		return "", "", nil, err
+		return "", "", nil, nil, err
 	}
 	var closers []func()
 	stop = func() {
@@ -197,9 +202,9 @@ func embeddedScorer(ctx context.Context, kind, redisAddr string, users int, pred
 		}
 		os.RemoveAll(tmp)
 	}
-	fail := func(err error) (string, string, func(), error) {
+	fail := func(err error) (string, string, featurestore.Store, func(), error) {
 		stop()
-		return "", "", nil, err
+		return "", "", nil, nil, err
 	}
 	data, err := examples.Ecommerce.ReadFile("ecommerce/pulse.yaml")
 	if err != nil {
@@ -214,12 +219,11 @@ func embeddedScorer(ctx context.Context, kind, redisAddr string, users int, pred
 	}
 	cfg.Dir = tmp
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var store featurestore.Store
 	switch kind {
 	case "pebble":
 		store, err = featurestore.OpenPebble(filepath.Join(tmp, "store"), featurestore.PebbleOptions{Logger: quiet, RowCacheSize: int64(rowCacheMB) << 20})
 	case "redis":
-		store, err = featurestore.OpenRedis(config.Redis{Addr: redisAddr, KeyPrefix: "pulse-loadtest:"}, featurestore.RedisOptions{TTL: time.Hour})
+		store, err = featurestore.OpenRedis(config.Redis{Addr: redisAddr, KeyPrefix: "pulse-loadtest:"}, featurestore.RedisOptions{TTL: time.Hour, Logger: quiet, CacheSize: int64(rowCacheMB) << 20})
 	default:
 		err = fmt.Errorf("-store %q: want pebble or redis", kind)
 	}
@@ -269,7 +273,7 @@ func embeddedScorer(ctx context.Context, kind, redisAddr string, users int, pred
 			break
 		}
 	}
-	return "http://" + ln.Addr().String(), key, stop, nil
+	return "http://" + ln.Addr().String(), key, store, stop, nil
 }
 
 // fillStore writes users "0".."n-1" with the vectors the stream would
