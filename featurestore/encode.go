@@ -55,6 +55,16 @@ const (
 	flagEventAt
 )
 
+// updatedAtMs reads an encoded vector's UpdatedAt, in epoch ms, without
+// decoding the rest; ok is false when it has none (or is not version 1).
+func updatedAtMs(b []byte) (ms int64, ok bool) {
+	if len(b) < 3 || b[0] != 1 || b[1]&flagUpdatedAt == 0 {
+		return 0, false
+	}
+	ms, n := binary.Varint(b[2:])
+	return ms, n > 0
+}
+
 // maxDepth bounds the nesting of lists and objects Decode accepts, so a
 // corrupt value cannot exhaust the stack.
 const maxDepth = 32

@@ -142,7 +142,7 @@ func (p *Pebble) appendRaw(key, dst []byte) ([]byte, bool, error) {
 	}
 	var gen uint64
 	if p.rows != nil {
-		out, ok, g := p.rows.get(key, dst)
+		out, ok, g := p.rows.get(key, dst, 0)
 		if ok {
 			return out, true, nil
 		}

@@ -123,7 +123,7 @@ func OpenRedis(cfg config.Redis, opts RedisOptions) (*Redis, error) {
 			opts.Logger = slog.Default()
 		}
 		var err error
-		r.near, err = openNearCache(ctx, addr, cfg.Password, cfg.KeyPrefix, opts.CacheSize, opts.Timeout, opts.Logger)
+		r.near, err = openNearCache(ctx, addr, cfg.Password, cfg.KeyPrefix, opts.CacheSize, opts.TTL, opts.Timeout, opts.Logger)
 		var nt errNoTracking
 		switch {
 		case errors.As(err, &nt):

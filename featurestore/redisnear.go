@@ -52,6 +52,7 @@ type nearCache struct {
 	addr     string
 	password string
 	prefix   string // the vector keys' prefix: config prefix + "v:"
+	ttl      time.Duration // the store's TTL: 0, none
 	timeout  time.Duration
 	log      *slog.Logger
 
@@ -89,10 +90,10 @@ func (e errNoTracking) Error() string {
 }
 
 // openNearCache connects the tracking connection and starts keeping it up.
-func openNearCache(ctx context.Context, addr, password, keyPrefix string, budget int64, timeout time.Duration, log *slog.Logger) (*nearCache, error) {
+func openNearCache(ctx context.Context, addr, password, keyPrefix string, budget int64, ttl, timeout time.Duration, log *slog.Logger) (*nearCache, error) {
 	n := &nearCache{
 		rows: newRowCache(budget), addr: addr, password: password,
-		prefix: keyPrefix + "v:", timeout: timeout, log: log,
+		prefix: keyPrefix + "v:", ttl: ttl, timeout: timeout, log: log,
 		pingEvery: nearPingEvery, maxStale: nearMaxStale,
 		stop: make(chan struct{}), stopped: make(chan struct{}),
 	}
@@ -387,12 +388,20 @@ func (n *nearCache) appendRaw(ctx context.Context, reads *mgetBatcher, entity st
 	var missGen [8]uint64
 	misses, gens := missAt[:0], missGen[:0]
 	rawMark := len(raw)
+	var notBefore int64
+	if n.ttl > 0 {
+		// Redis deletes an expired key when its active expiry samples it
+		// (it may take long among many keys with a TTL) or a command
+		// touches it: until then no report comes. A vector updated more
+		// than the TTL ago is read from Redis instead.
+		notBefore = time.Now().Add(-n.ttl).UnixMilli()
+	}
 	for i, id := range ids {
 		key := n.key(kb[:0], entity, id)
 		at := len(buf)
 		var ok bool
 		var gen uint64
-		buf, ok, gen = n.rows.get(key, buf)
+		buf, ok, gen = n.rows.get(key, buf, notBefore)
 		if ok {
 			raw = append(raw, buf[at:len(buf):len(buf)])
 			continue

@@ -210,7 +210,7 @@ func TestRedisNearCacheStalled(t *testing.T) {
 	// Track through a proxy, reads direct.
 	proxy := newFreezingProxy(t, srv.Addr())
 	r.near.close()
-	near, err := openNearCache(context.Background(), proxy.addr(), "", r.prefix, 1<<20, time.Second, quiet)
+	near, err := openNearCache(context.Background(), proxy.addr(), "", r.prefix, 1<<20, 0, time.Second, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,5 +281,56 @@ func TestRedisNearCacheConcurrent(t *testing.T) {
 	}
 	if r.CacheStats().Hits == 0 {
 		t.Fatal("no hits: the cache was not exercised")
+	}
+}
+
+// TestRedisNearCacheTTL: with a TTL, a cached vector is not answered once
+// it has outlived the TTL, though Redis has not deleted it yet (no report
+// came): active expiry is off here, as it is in effect for a key among
+// many with a TTL.
+func TestRedisNearCacheTTL(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := testenv.StartRedis(t)
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer admin.Close()
+	if err := admin.Do(ctx, "DEBUG", "SET-ACTIVE-EXPIRE", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	const ttl = time.Second
+	prefix := testenv.RedisKeyPrefix(t)
+	open := func(opts RedisOptions) *Redis {
+		r, err := OpenRedis(config.Redis{Addr: srv.Addr(), KeyPrefix: prefix}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	r, w := open(RedisOptions{TTL: ttl}), open(RedisOptions{TTL: ttl, CacheSize: -1})
+	before := r.CacheStats().Invalidations
+	for _, v := range []Vector{
+		{Entity: "user", ID: "1", UpdatedAt: time.Now()},
+		{Entity: "user", ID: "undated"},
+	} {
+		if err := w.Write(ctx, []Update{{Vector: v}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the writes' invalidations", func() bool { return r.CacheStats().Invalidations >= before+2 })
+	for range 2 {
+		for _, id := range []string{"1", "undated"} {
+			if _, err := r.Get(ctx, "user", id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The undated vector cannot be timed: never answered from the cache.
+	if st := r.CacheStats(); st.Hits != 1 || st.Misses != 3 {
+		t.Fatalf("stats %+v, want 1 hit (the dated vector) and 3 misses", st)
+	}
+	time.Sleep(ttl + 100*time.Millisecond)
+	if _, err := r.Get(ctx, "user", "1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get after the TTL: %v, want ErrNotFound", err)
 	}
 }

@@ -53,11 +53,16 @@ func (c *rowCache) shard(key []byte) *rowShard {
 }
 
 // get appends key's cached value to dst; ok is false on a miss, and gen is
-// then what fill needs.
-func (c *rowCache) get(key, dst []byte) (out []byte, ok bool, gen uint64) {
+// then what fill needs. With notBefore (epoch ms) not 0, a value updated
+// before then (or without its update time) counts as a miss.
+func (c *rowCache) get(key, dst []byte, notBefore int64) (out []byte, ok bool, gen uint64) {
 	s := c.shard(key)
 	s.mu.RLock()
 	v, ok := s.m[string(key)]
+	if ok && notBefore != 0 {
+		at, known := updatedAtMs(v)
+		ok = known && at >= notBefore
+	}
 	if ok {
 		dst = append(dst, v...)
 	}

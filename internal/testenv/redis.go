@@ -41,6 +41,8 @@ func newRedis(dir string, persistent bool) (*Server, error) {
 				"--appendonly", aof,
 				"--databases", strconv.Itoa(redisDatabases),
 				"--logfile", "",
+				// Tests may turn active expiry off (DEBUG SET-ACTIVE-EXPIRE).
+				"--enable-debug-command", "local",
 			},
 			logs:  []string{filepath.Join(dir, "redis.log")},
 			ready: func(ctx context.Context, s *Server) error { return redisPing(ctx, s.addr) },
