@@ -51,7 +51,7 @@ type nearCache struct {
 	rows     *rowCache
 	addr     string
 	password string
-	prefix   string // the vector keys' prefix: config prefix + "v:"
+	prefix   string        // the vector keys' prefix: config prefix + "v:"
 	ttl      time.Duration // the store's TTL: 0, none
 	timeout  time.Duration
 	log      *slog.Logger
