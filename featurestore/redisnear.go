@@ -179,11 +179,12 @@ const invalidateChannel = "__redis__:invalidate"
 func (n *nearCache) run(nc net.Conn, r *bufio.Reader) {
 	defer close(n.stopped)
 	backoff := 50 * time.Millisecond
+	warned := false // once per outage
 	for {
 		if nc != nil {
 			n.serve(nc, r)
 			n.flush()
-			backoff = 50 * time.Millisecond
+			backoff, warned = 50*time.Millisecond, false
 		}
 		select {
 		case <-n.stop:
@@ -198,7 +199,10 @@ func (n *nearCache) run(nc net.Conn, r *bufio.Reader) {
 			n.log.Info("redis near cache tracking again", "addr", n.addr)
 			continue
 		}
-		n.log.Warn("redis near cache cannot track; reads go to redis", "addr", n.addr, "err", err)
+		if !warned {
+			n.log.Warn("redis near cache cannot track; reads go to redis until it can", "addr", n.addr, "err", err)
+			warned = true
+		}
 		select {
 		case <-n.stop:
 			return
