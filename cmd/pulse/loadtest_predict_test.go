@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/examples"
+	"github.com/pulse-rt/pulse/featurestore"
 )
 
 // TestLoadtestPredictStore: the store `pulse loadtest predict -embedded`
@@ -19,7 +23,7 @@ import (
 // model_used=false path instead).
 func TestLoadtestPredictStore(t *testing.T) {
 	ctx := context.Background()
-	url, key, _, stop, err := embeddedScorer(ctx, "pebble", "", 300, false, 64)
+	url, key, _, stop, err := embeddedScorer(ctx, embeddedOptions{kind: "pebble", users: 300, rowCacheMB: 64})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,4 +104,43 @@ func exampleConfig(t *testing.T) *config.Config {
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+// TestRewriteUsers: -rewrites writes about the rate asked for, fresh
+// vectors of users within range, as the stream would.
+func TestRewriteUsers(t *testing.T) {
+	cfg := exampleConfig(t)
+	st, err := featurestore.OpenPebble(t.TempDir(), featurestore.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const users, rate = 50, 2000.0
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	var done atomic.Int64
+	if err := rewriteUsers(ctx, cfg, st, users, rate, &done); err != nil {
+		t.Fatal(err)
+	}
+	if n := done.Load(); n < rate*0.3 || n > rate*0.6 {
+		t.Fatalf("rewrote %d vectors in 0.5 s at %g/s", n, rate)
+	}
+	fresh := 0
+	for i := range users {
+		v, err := st.Get(context.Background(), "user", strconv.Itoa(i))
+		if errors.Is(err, featurestore.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.UpdatedAt.Before(start.Truncate(time.Millisecond)) || len(v.Features) == 0 {
+			t.Fatalf("user %d: %+v", i, v)
+		}
+		fresh++
+	}
+	if fresh < users*9/10 {
+		t.Fatalf("%d of %d users rewritten", fresh, users)
+	}
 }

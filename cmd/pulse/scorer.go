@@ -14,6 +14,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -142,6 +143,7 @@ func loadtestPredict(ctx context.Context, args []string) error {
 	storeKind := fl.String("store", "pebble", "with -embedded: pebble (in a temp dir) or redis")
 	redisAddr := fl.String("redis", "127.0.0.1:6379", "with -embedded -store redis: the Redis server")
 	rowCache := fl.Int("row-cache-mb", 64, "with -embedded: the store's cache in MiB, Pebble's row cache or Redis's near cache (negative: off)")
+	rewrites := fl.Float64("rewrites", 0, "with -embedded: rewrite this many random users' vectors per second while the scorer serves, as the stream would (Redis: from another client)")
 	predLog := fl.Bool("log", true, "with -embedded: log predictions to an in-process Kafka (kfake), as in production")
 	cpuprofile := fl.String("cpuprofile", "", "write a CPU profile of this process to FILE")
 	fl.Parse(args)
@@ -156,7 +158,9 @@ func loadtestPredict(ctx context.Context, args []string) error {
 		// The scorer runs in this process: give it `pulse scorer`'s
 		// collector setting (the baseline handler shares it).
 		tuneGC(scorerGCPercent)
-		url, key, store, stop, err := embeddedScorer(ctx, *storeKind, *redisAddr, o.Users, *predLog, *rowCache)
+		url, key, store, stop, err := embeddedScorer(ctx, embeddedOptions{
+			kind: *storeKind, redisAddr: *redisAddr, users: o.Users, predLog: *predLog, rowCacheMB: *rowCache, rewrites: *rewrites,
+		})
 		if err != nil {
 			return err
 		}
@@ -188,9 +192,22 @@ func loadtestPredict(ctx context.Context, args []string) error {
 	return err
 }
 
+// embeddedOptions are `pulse loadtest predict -embedded`'s flags.
+type embeddedOptions struct {
+	kind       string // store: pebble or redis
+	redisAddr  string
+	users      int
+	predLog    bool
+	rowCacheMB int
+	rewrites   float64 // users rewritten per second while the scorer serves
+}
+
 // embeddedScorer fills a store with users and serves the example config's
-// scorer over it on a free port.
-func embeddedScorer(ctx context.Context, kind, redisAddr string, users int, predLog bool, rowCacheMB int) (url, key string, store featurestore.Store, stop func(), err error) {
+// scorer over it on a free port; with eo.rewrites, it rewrites users
+// meanwhile as the stream would (for Redis, from another client, as the
+// stream is another process).
+func embeddedScorer(ctx context.Context, eo embeddedOptions) (url, key string, store featurestore.Store, stop func(), err error) {
+	kind, redisAddr, users, predLog, rowCacheMB := eo.kind, eo.redisAddr, eo.users, eo.predLog, eo.rowCacheMB
 	tmp, err := os.MkdirTemp("", "pulse-loadtest-")
 	if err != nil {
 		return "", "", nil, nil, err
@@ -235,6 +252,28 @@ func embeddedScorer(ctx context.Context, kind, redisAddr string, users int, pred
 	if err := fillStore(ctx, cfg, store, users); err != nil {
 		return fail(err)
 	}
+	if eo.rewrites > 0 {
+		writer := store
+		if kind == "redis" {
+			w, err := featurestore.OpenRedis(config.Redis{Addr: redisAddr, KeyPrefix: "pulse-loadtest:"}, featurestore.RedisOptions{TTL: time.Hour, CacheSize: -1})
+			if err != nil {
+				return fail(err)
+			}
+			closers = append(closers, func() { w.Close() })
+			writer = w
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		var written atomic.Int64
+		done := make(chan error, 1)
+		go func() { done <- rewriteUsers(wctx, cfg, writer, users, eo.rewrites, &written) }()
+		closers = append(closers, func() {
+			cancel()
+			if err := <-done; err != nil {
+				fmt.Printf("rewriting users: %v\n", err)
+			}
+			fmt.Printf("rewrote %d users' vectors over the run (-rewrites %g/s)\n", written.Load(), eo.rewrites)
+		})
+	}
 	opts := []scorer.Option{scorer.WithLogger(quiet)}
 	if predLog {
 		emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{})
@@ -277,9 +316,7 @@ func embeddedScorer(ctx context.Context, kind, redisAddr string, users int, pred
 }
 
 // fillStore writes users "0".."n-1" with the vectors the stream would
-// compute for them: each user's synthetic history (views, cart adds,
-// sessions, orders over the last 40 days) goes through the config's
-// aggregate set, so every feature is there, as in production.
+// compute for them (synthUser).
 func fillStore(ctx context.Context, cfg *config.Config, store featurestore.Store, n int) error {
 	set, err := aggregate.Compile(cfg.Features, aggregate.Options{})
 	if err != nil {
@@ -288,54 +325,12 @@ func fillStore(ctx context.Context, cfg *config.Config, store featurestore.Store
 	r := rand.New(rand.NewPCG(1, 2))
 	batch := make([]featurestore.Update, 0, 1000)
 	now := time.Now()
-	names := set.Names()
-	var vals []any
-	var ev event.Event
 	for i := 0; i < n; i++ {
-		id := strconv.Itoa(i)
-		st := set.NewState()
-		apply := func(name string, typ event.Type, ago time.Duration, props map[string]any) error {
-			ev = event.Event{Type: typ, Event: name, UserID: id, MessageID: id + "/" + strconv.Itoa(r.IntN(1<<30)),
-				Timestamp: now.Add(-ago), Properties: props}
-			_, err := set.Apply(st, &ev)
+		v, err := synthUser(set, strconv.Itoa(i), now, r)
+		if err != nil {
 			return err
 		}
-		ev = event.Event{Type: event.Identify, UserID: id, MessageID: id + "/identify",
-			Timestamp: now.Add(-40 * 24 * time.Hour), Traits: map[string]any{"country": "FR"}}
-		if _, err := set.Apply(st, &ev); err != nil {
-			return err
-		}
-		for range r.IntN(20) {
-			ago := time.Duration(r.Int64N(int64(7 * 24 * time.Hour)))
-			if err := apply("Session Started", event.Track, ago, nil); err != nil {
-				return err
-			}
-			for range r.IntN(6) {
-				props := map[string]any{"product_id": "p-" + strconv.Itoa(r.IntN(500)), "category": "c-" + strconv.Itoa(r.IntN(20))}
-				if err := apply("Product Viewed", event.Track, ago, props); err != nil {
-					return err
-				}
-			}
-			if r.IntN(4) == 0 {
-				if err := apply("Product Added", event.Track, ago, nil); err != nil {
-					return err
-				}
-			}
-		}
-		for range r.IntN(5) {
-			ago := time.Duration(r.Int64N(int64(40 * 24 * time.Hour)))
-			if err := apply("Order Completed", event.Track, ago, map[string]any{"revenue": 20 + 180*r.Float64()}); err != nil {
-				return err
-			}
-		}
-		vals = set.Values(st, now, vals)
-		feats := make(map[string]any, len(names))
-		for k, name := range names {
-			feats[name] = vals[k]
-		}
-		batch = append(batch, featurestore.Update{Vector: featurestore.Vector{
-			Entity: "user", ID: id, UpdatedAt: now, Features: feats,
-		}})
+		batch = append(batch, featurestore.Update{Vector: v})
 		if len(batch) == cap(batch) || i == n-1 {
 			if err := store.Write(ctx, batch); err != nil {
 				return err
@@ -344,4 +339,95 @@ func fillStore(ctx context.Context, cfg *config.Config, store featurestore.Store
 		}
 	}
 	return nil
+}
+
+// synthUser is the vector the stream would compute at now for user id
+// after a synthetic history drawn from r (views, cart adds, sessions,
+// orders over the last 40 days), through the config's aggregate set, so
+// every feature is there, as in production.
+func synthUser(set *aggregate.Set, id string, now time.Time, r *rand.Rand) (featurestore.Vector, error) {
+	st := set.NewState()
+	var ev event.Event
+	apply := func(name string, typ event.Type, ago time.Duration, props map[string]any) error {
+		ev = event.Event{Type: typ, Event: name, UserID: id, MessageID: id + "/" + strconv.Itoa(r.IntN(1<<30)),
+			Timestamp: now.Add(-ago), Properties: props}
+		_, err := set.Apply(st, &ev)
+		return err
+	}
+	ev = event.Event{Type: event.Identify, UserID: id, MessageID: id + "/identify",
+		Timestamp: now.Add(-40 * 24 * time.Hour), Traits: map[string]any{"country": "FR"}}
+	if _, err := set.Apply(st, &ev); err != nil {
+		return featurestore.Vector{}, err
+	}
+	for range r.IntN(20) {
+		ago := time.Duration(r.Int64N(int64(7 * 24 * time.Hour)))
+		if err := apply("Session Started", event.Track, ago, nil); err != nil {
+			return featurestore.Vector{}, err
+		}
+		for range r.IntN(6) {
+			props := map[string]any{"product_id": "p-" + strconv.Itoa(r.IntN(500)), "category": "c-" + strconv.Itoa(r.IntN(20))}
+			if err := apply("Product Viewed", event.Track, ago, props); err != nil {
+				return featurestore.Vector{}, err
+			}
+		}
+		if r.IntN(4) == 0 {
+			if err := apply("Product Added", event.Track, ago, nil); err != nil {
+				return featurestore.Vector{}, err
+			}
+		}
+	}
+	for range r.IntN(5) {
+		ago := time.Duration(r.Int64N(int64(40 * 24 * time.Hour)))
+		if err := apply("Order Completed", event.Track, ago, map[string]any{"revenue": 20 + 180*r.Float64()}); err != nil {
+			return featurestore.Vector{}, err
+		}
+	}
+	names := set.Names()
+	vals := set.Values(st, now, nil)
+	feats := make(map[string]any, len(names))
+	for k, name := range names {
+		feats[name] = vals[k]
+	}
+	return featurestore.Vector{Entity: "user", ID: id, UpdatedAt: now, Features: feats}, nil
+}
+
+// rewriteUsers rewrites rate random users' vectors per second into store
+// until ctx ends, in a batch every 10 ms as the stream writes a poll's
+// changes, counting them in *done.
+func rewriteUsers(ctx context.Context, cfg *config.Config, store featurestore.Store, users int, rate float64, done *atomic.Int64) error {
+	set, err := aggregate.Compile(cfg.Features, aggregate.Options{})
+	if err != nil {
+		return err
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	const every = 10 * time.Millisecond
+	t := time.NewTicker(every)
+	defer t.Stop()
+	start, written := time.Now(), 0
+	var batch []featurestore.Update
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			batch = batch[:0]
+			for due := int(rate * now.Sub(start).Seconds()); written < due; written++ {
+				v, err := synthUser(set, strconv.Itoa(r.IntN(users)), now, r)
+				if err != nil {
+					return err
+				}
+				batch = append(batch, featurestore.Update{Vector: v})
+			}
+			if len(batch) == 0 {
+				continue
+			}
+			if err := store.Write(ctx, batch); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			done.Add(int64(len(batch)))
+		}
+	}
 }
