@@ -27,7 +27,9 @@ import (
 // any client changes, expires or evicts, whether or not this process read
 // it. Broadcast rather than default mode, which tracks the keys each
 // connection read, because then the cache's correctness hangs on one
-// connection only: the read connections can come and go.
+// connection only: the read connections can come and go. (Reports name
+// keys, not databases: another database's writes to the same key names
+// drop entries for nothing, and cost nothing else.)
 //
 // Rules that keep the cache from answering a value older than Redis's by
 // more than a bound:

@@ -41,6 +41,22 @@ func writeN(t testing.TB, s Store, id string, n int) {
 	}
 }
 
+// cachedOne starts a private redis-server and opens nearPair on it, with
+// user 1 (n = 1, written by the writer) in the reader's cache.
+func cachedOne(t *testing.T) (srv *testenv.Server, reader, writer *Redis) {
+	t.Helper()
+	srv = testenv.StartRedis(t)
+	reader, writer = nearPair(t, srv.Addr())
+	writeOther(t, reader, writer, "1", 1)
+	readN(t, reader, "1")
+	hits := reader.CacheStats().Hits
+	readN(t, reader, "1")
+	if reader.CacheStats().Hits != hits+1 {
+		t.Fatalf("stats %+v: user 1 not cached", reader.CacheStats())
+	}
+	return srv, reader, writer
+}
+
 // writeOther writes as another client, and waits until r heard of it.
 func writeOther(t testing.TB, r, w *Redis, id string, n int) {
 	t.Helper()
@@ -102,15 +118,8 @@ func TestRedisNearCacheHits(t *testing.T) {
 // are read back at once.
 func TestRedisNearCacheInvalidation(t *testing.T) {
 	t.Parallel()
-	srv := testenv.StartRedis(t)
-	r, w := nearPair(t, srv.Addr())
+	_, r, w := cachedOne(t)
 	ctx := context.Background()
-	writeOther(t, r, w, "1", 1)
-	readN(t, r, "1")
-	readN(t, r, "1")
-	if r.CacheStats().Hits != 1 {
-		t.Fatalf("stats %+v: not cached", r.CacheStats())
-	}
 	writeN(t, w, "1", 2)
 	waitFor(t, "the other client's write", func() bool { return readN(t, r, "1") == 2 })
 	if r.CacheStats().Invalidations == 0 {
@@ -174,12 +183,8 @@ func TestRedisNearCacheReadRacesWrite(t *testing.T) {
 // hits resume.
 func TestRedisNearCacheTrackingLost(t *testing.T) {
 	t.Parallel()
-	srv := testenv.StartRedis(t)
-	r, w := nearPair(t, srv.Addr())
+	srv, r, w := cachedOne(t)
 	ctx := context.Background()
-	writeOther(t, r, w, "1", 1)
-	readN(t, r, "1")
-	readN(t, r, "1")
 	flushes := r.CacheStats().Flushes
 	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer admin.Close()

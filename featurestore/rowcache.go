@@ -20,6 +20,10 @@ import (
 // writes bump; a read fills the cache only if its shard's generation did
 // not move while it read Pebble. Libraries with asynchronous sets
 // (ristretto) cannot give that, and the map is all that is needed.
+//
+// The Redis store's near cache is the same map, filled by reads only: there
+// the writes are another process's, and Redis's reports of them drop
+// entries (drop, flush) and bump the generation as a write here does.
 type rowCache struct {
 	seed   maphash.Seed
 	budget int64 // bytes per shard
@@ -85,9 +89,9 @@ func (c *rowCache) counts() (hits, misses uint64) {
 	return hits, misses
 }
 
-// fill caches a value read from Pebble, unless a write to the shard
-// happened since get returned gen (the value may then be older than the
-// store's).
+// fill caches a value read from the store, unless a write to the shard
+// (or a report of one) happened since get returned gen (the value may then
+// be older than the store's).
 func (c *rowCache) fill(key, val []byte, gen uint64) {
 	s := c.shard(key)
 	s.mu.Lock()
