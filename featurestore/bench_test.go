@@ -196,6 +196,38 @@ func BenchmarkPebbleWrite(b *testing.B) {
 	benchWrite(b, p)
 }
 
+// BenchmarkRedisWriteTracked: what scorers' near caches cost the stream's
+// writes. Redis reports every written vector key to every near cache open
+// on the prefix (broadcast tracking); tracked-by-N has N of them open in
+// this process. redis-server's CPU per update (INFO cpu) and this
+// process's (the writer plus the caches reading the reports) are
+// reported; a private server, so nothing else counts.
+func BenchmarkRedisWriteTracked(b *testing.B) {
+	srv := testenv.StartRedis(b)
+	for _, n := range []int{0, 1, 4} {
+		b.Run(fmt.Sprintf("tracked-by-%d", n), func(b *testing.B) {
+			prefix := fmt.Sprintf("t%d:", n)
+			for range n {
+				r, err := OpenRedis(config.Redis{Addr: srv.Addr(), KeyPrefix: prefix}, RedisOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer r.Close()
+			}
+			w, err := OpenRedis(config.Redis{Addr: srv.Addr(), KeyPrefix: prefix}, RedisOptions{CacheSize: -1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer w.Close()
+			server0, self0 := redisServerCPU(b, srv.Addr()), processCPU()
+			benchWrite(b, w)
+			server, self := redisServerCPU(b, srv.Addr())-server0, processCPU()-self0
+			b.ReportMetric(float64(server.Nanoseconds())/float64(b.N*100), "server-ns/update")
+			b.ReportMetric(float64(self.Nanoseconds())/float64(b.N*100), "self-ns/update")
+		})
+	}
+}
+
 func BenchmarkRedisWrite(b *testing.B) {
 	addr, db := testenv.RedisDB(b)
 	r, err := OpenRedis(config.Redis{Addr: addr, DB: db, KeyPrefix: "pulse:"}, RedisOptions{})
