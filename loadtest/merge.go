@@ -22,17 +22,25 @@ func (r *Result) Merge(o *Result) {
 // load that comes and goes during the run then weighs on both sides alike,
 // so their ratio holds on a noisy machine.
 func alternate(rounds int, d time.Duration, base, target func(d time.Duration) *Result) (*Result, *Result) {
+	r := alternateN(rounds, d, base, target)
+	return r[0], r[1]
+}
+
+// alternateN is alternate for any number of sides, run in turn in the
+// order given.
+func alternateN(rounds int, d time.Duration, sides ...func(d time.Duration) *Result) []*Result {
 	rounds = max(rounds, 1)
 	slice := d / time.Duration(rounds)
-	var b, t *Result
+	out := make([]*Result, len(sides))
 	for k := range rounds {
-		rb, rt := base(slice), target(slice)
-		if k == 0 {
-			b, t = rb, rt
-			continue
+		for i, side := range sides {
+			r := side(slice)
+			if k == 0 {
+				out[i] = r
+				continue
+			}
+			out[i].Merge(r)
 		}
-		b.Merge(rb)
-		t.Merge(rt)
 	}
-	return b, t
+	return out
 }

@@ -46,6 +46,12 @@ type PredictOptions struct {
 	// far (an embedded scorer's): each phase then reports the share of
 	// its lookups the cache answered.
 	StoreCache func() (hits, misses uint64)
+	// Floor, when set, is one read of the scorer's store for a user id,
+	// the least a prediction that misses every cache must do: each
+	// open-loop phase then also measures a bare handler that calls it
+	// before answering ("bare + store read"), the same-run floor under
+	// the scorer on a miss.
+	Floor func(ctx context.Context, user uint64) error
 }
 
 func (o *PredictOptions) defaults() {
@@ -79,6 +85,9 @@ type PredictPhase struct {
 	Scorer      *Result
 	BaselineCPU CPU
 	ScorerCPU   CPU
+	// Floor is the bare handler with one store read (with
+	// PredictOptions.Floor).
+	Floor *Result
 	// The scorer's store cache over its turns, warm-ups included (with
 	// PredictOptions.StoreCache).
 	CacheHits, CacheMisses uint64
@@ -184,6 +193,18 @@ func Predict(ctx context.Context, o PredictOptions, w io.Writer) (*PredictReport
 	scorer := newPredictClient(o, o.URL, true)
 	baseline := newPredictClient(o, bare, false)
 
+	var floorOpen *HTTPClient
+	if o.Floor != nil {
+		floorURL, stopFloor, err := startFloor(o)
+		if err != nil {
+			return nil, err
+		}
+		defer stopFloor()
+		if floorOpen, err = newPredictClient(o, floorURL, false).open(); err != nil {
+			return nil, err
+		}
+		defer floorOpen.Close()
+	}
 	// Check once that the scorer answers as expected before measuring.
 	if _, err := scorer.do(ctx, 0); err != nil {
 		return nil, fmt.Errorf("scorer at %s is not answering predictions: %w", o.URL, err)
@@ -204,14 +225,27 @@ func Predict(ctx context.Context, o PredictOptions, w io.Writer) (*PredictReport
 	for _, rate := range o.Rates {
 		ph := PredictPhase{Rate: rate}
 		warm := int64(rate * o.Warmup.Seconds())
-		ph.Baseline, ph.Scorer = alternate(o.Rounds, o.Duration,
+		sides := []func(time.Duration) *Result{
 			o.measureCPU(&ph.BaselineCPU, warm, func(d time.Duration) *Result {
 				return baselineOpen.OpenLoop(ctx, Options{Name: "bare handler", Rate: rate, Duration: d, Warmup: o.Warmup})
 			}),
 			o.measureCPU(&ph.ScorerCPU, warm, o.countCache(&ph.CacheHits, &ph.CacheMisses, func(d time.Duration) *Result {
 				return scorerOpen.OpenLoop(ctx, Options{Name: "scorer predict", Rate: rate, Duration: d, Warmup: o.Warmup})
-			})))
-		Report(w, ph.Baseline, ph.Scorer)
+			})),
+		}
+		if floorOpen != nil {
+			sides = append(sides, func(d time.Duration) *Result {
+				return floorOpen.OpenLoop(ctx, Options{Name: "bare + store read", Rate: rate, Duration: d, Warmup: o.Warmup})
+			})
+		}
+		res := alternateN(o.Rounds, o.Duration, sides...)
+		ph.Baseline, ph.Scorer = res[0], res[1]
+		if floorOpen != nil {
+			ph.Floor = res[2]
+			Report(w, ph.Baseline, ph.Floor, ph.Scorer)
+		} else {
+			Report(w, ph.Baseline, ph.Scorer)
+		}
 		o.reportCPU(w, ph.BaselineCPU, ph.ScorerCPU)
 		o.reportCache(w, ph.CacheHits, ph.CacheMisses)
 		rep.Phases = append(rep.Phases, ph)
@@ -253,6 +287,44 @@ func startBare() (url string, stop func(), err error) {
 	// -tagfocus server=bare).
 	go pprof.Do(context.Background(), pprof.Labels("server", "bare"), func(context.Context) { _ = srv.Serve(ln) })
 	return "http://" + ln.Addr().String(), func() { _ = srv.Shutdown() }, nil
+}
+
+// startFloor serves bareBody after one PredictOptions.Floor read of a user
+// picked as the scorer's requests pick them (a store read keyed by the
+// request's user, with the body read and parsed no further).
+func startFloor(o PredictOptions) (url string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &fasthttp.Server{
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			user, _ := strconv.ParseUint(string(userOf(ctx.PostBody())), 10, 64)
+			if err := o.Floor(ctx, user); err != nil {
+				ctx.Error(err.Error(), fasthttp.StatusServiceUnavailable)
+				return
+			}
+			ctx.SetContentType("application/json")
+			ctx.SetBodyString(bareBody)
+		},
+		NoDefaultServerHeader: true,
+	}
+	go pprof.Do(context.Background(), pprof.Labels("server", "floor"), func(context.Context) { _ = srv.Serve(ln) })
+	return "http://" + ln.Addr().String(), func() { _ = srv.Shutdown() }, nil
+}
+
+// userOf finds the id in a body as predictClient.body writes it.
+func userOf(body []byte) []byte {
+	const mark = `:{"id":`
+	i := bytes.Index(body, []byte(mark))
+	if i < 0 {
+		return nil
+	}
+	id := body[i+len(mark):]
+	if j := bytes.IndexByte(id, '}'); j >= 0 {
+		id = id[:j]
+	}
+	return id
 }
 
 type predictClient struct {

@@ -3,6 +3,7 @@ package loadtest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"strconv"
@@ -62,5 +63,42 @@ func TestPredict(t *testing.T) {
 	rep, err = Predict(context.Background(), o, io.Discard)
 	if err == nil && rep.Phases[0].Scorer.Errors == 0 {
 		t.Errorf("model_used:false answers were not counted as errors")
+	}
+}
+
+// TestPredictFloor: with a Floor, each phase also measures a bare handler
+// that calls it with the request's user first, and a failing read is an
+// error of that side.
+func TestPredictFloor(t *testing.T) {
+	url, _ := fakeScorer(t, 5)
+	var calls atomic.Int64
+	var bad atomic.Bool
+	floor := func(ctx context.Context, user uint64) error {
+		calls.Add(1)
+		if user >= 5 {
+			bad.Store(true)
+		}
+		return nil
+	}
+	o := PredictOptions{URL: url, Key: "k", Users: 5, Rates: []float64{500}, Duration: 200 * time.Millisecond, Warmup: 50 * time.Millisecond, Connections: 2, Rounds: 2, Floor: floor}
+	rep, err := Predict(context.Background(), o, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ph := rep.Phases[0]
+	if ph.Floor == nil || ph.Floor.OK < 90 || ph.Floor.Errors != 0 {
+		t.Fatalf("floor side: %v", ph.Floor)
+	}
+	if calls.Load() < ph.Floor.Sent || bad.Load() {
+		t.Errorf("floor read %d times for %d requests; a user out of range: %v", calls.Load(), ph.Floor.Sent, bad.Load())
+	}
+
+	o.Floor = func(context.Context, uint64) error { return errors.New("store down") }
+	rep, err = Predict(context.Background(), o, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := rep.Phases[0].Floor; f.Errors == 0 || f.OK != 0 {
+		t.Errorf("a failing floor read answered: %v", f)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -143,6 +144,7 @@ func loadtestPredict(ctx context.Context, args []string) error {
 	storeKind := fl.String("store", "pebble", "with -embedded: pebble (in a temp dir) or redis")
 	redisAddr := fl.String("redis", "127.0.0.1:6379", "with -embedded -store redis: the Redis server")
 	rowCache := fl.Int("row-cache-mb", 64, "with -embedded: the store's cache in MiB, Pebble's row cache or Redis's near cache (negative: off)")
+	floor := fl.Bool("floor", false, "with -embedded -store redis: also measure, each phase, a bare handler that reads the request's user from Redis (no cache) before answering: the floor under a prediction that misses")
 	rewrites := fl.Float64("rewrites", 0, "with -embedded: rewrite this many random users' vectors per second while the scorer serves, as the stream would (Redis: from another client)")
 	predLog := fl.Bool("log", true, "with -embedded: log predictions to an in-process Kafka (kfake), as in production")
 	cpuprofile := fl.String("cpuprofile", "", "write a CPU profile of this process to FILE")
@@ -171,6 +173,17 @@ func loadtestPredict(ctx context.Context, args []string) error {
 		}
 		defer stop()
 		o.URL, o.Key = url, key
+		if *floor {
+			if *storeKind != "redis" {
+				return fmt.Errorf("-floor: needs -store redis")
+			}
+			f, closeFloor, err := redisFloor(*redisAddr)
+			if err != nil {
+				return err
+			}
+			defer closeFloor()
+			o.Floor = f
+		}
 		if *storeKind == "redis" {
 			read, closeFn := redisServerCPU(*redisAddr)
 			defer closeFn()
@@ -190,6 +203,37 @@ func loadtestPredict(ctx context.Context, args []string) error {
 	}
 	_, err := loadtest.Predict(ctx, o, os.Stdout)
 	return err
+}
+
+// redisFloor reads one user's vector through the Redis store's read path
+// with its cache off (AppendRaw: one MGET, shared by concurrent callers as
+// the scorer's are), from the loadtest's store.
+func redisFloor(addr string) (func(ctx context.Context, user uint64) error, func(), error) {
+	st, err := featurestore.OpenRedis(config.Redis{Addr: addr, KeyPrefix: "pulse-loadtest:"}, featurestore.RedisOptions{CacheSize: -1})
+	if err != nil {
+		return nil, nil, err
+	}
+	type scratch struct {
+		buf []byte
+		raw [][]byte
+	}
+	pool := sync.Pool{New: func() any { return new(scratch) }}
+	read := func(ctx context.Context, user uint64) error {
+		s := pool.Get().(*scratch)
+		defer pool.Put(s)
+		var id [20]byte
+		ids := [1]string{string(strconv.AppendUint(id[:0], user, 10))}
+		var err error
+		s.buf, s.raw, err = st.AppendRaw(ctx, "user", ids[:], s.buf[:0], s.raw[:0])
+		if err != nil {
+			return err
+		}
+		if s.raw[0] == nil {
+			return fmt.Errorf("user %d not in the store", user)
+		}
+		return nil
+	}
+	return read, func() { st.Close() }, nil
 }
 
 // embeddedOptions are `pulse loadtest predict -embedded`'s flags.
