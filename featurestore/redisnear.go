@@ -24,8 +24,8 @@ import (
 // One connection of its own subscribes to __redis__:invalidate and turns
 // on tracking in broadcast mode for the vector keys (prefix "v:"),
 // redirected to itself: Redis then sends it the name of every vector key
-// any client changes, expires or evicts, whether or not this process read
-// it. Broadcast rather than default mode, which tracks the keys each
+// any client changes or deletes (and every one it evicts or expires, when
+// it does), whether or not this process read it. Broadcast rather than default mode, which tracks the keys each
 // connection read, because then the cache's correctness hangs on one
 // connection only: the read connections can come and go. (Reports name
 // keys, not databases: another database's writes to the same key names
@@ -44,7 +44,10 @@ import (
 //     that is at most maxStale ago: a stalled or cut connection turns hits
 //     into reads from Redis within maxStale;
 //   - losing the connection empties the cache; it fills again once a new
-//     connection tracks.
+//     connection tracks;
+//   - with a TTL, an entry whose vector was updated more than the TTL ago
+//     is not answered: Redis reports an expiry only when it deletes the
+//     key, which may be long after.
 //
 // Own code rather than go-redis's PubSub: the connection must learn its
 // client id (CLIENT ID) and turn on tracking before it subscribes, and
