@@ -182,7 +182,8 @@ func (o *PredictOptions) reportCache(w io.Writer, hits, misses uint64) {
 // fasthttp handler answering a fixed body (started here, in this process: the
 // ceiling of HTTP on this machine) and then against the scorer; then both
 // closed-loop for saturation throughput. Every scorer answer must say
-// model_used:true, or it counts as an error.
+// model_used:true, or it counts as an error. With o.Floor, each open-loop
+// phase also measures the bare handler plus one store read (startFloor).
 func Predict(ctx context.Context, o PredictOptions, w io.Writer) (*PredictReport, error) {
 	o.defaults()
 	bare, stop, err := startBare()
