@@ -25,6 +25,17 @@ func Open(cfg *config.Config) (Store, error) {
 	return nil, fmt.Errorf("cannot open feature store: unknown backend %q (want pebble or redis)", cfg.Store.Backend)
 }
 
+// OpenWriter opens the store as Open does, for a process that writes
+// vectors and serves no reads (pulse stream, pulse backfill): with no cache
+// in front of it. A Redis near cache there would have Redis report every
+// vector this process writes back to it, for reads it never makes; a Pebble
+// row cache would copy every write.
+func OpenWriter(cfg *config.Config) (Store, error) {
+	c := *cfg
+	c.Store.RowCacheMB = -1
+	return Open(&c)
+}
+
 // checkName rejects names that would make two keys collide: keys join
 // entity, segment and id with '/' (Pebble) or ':' (Redis), and only the id
 // comes last.

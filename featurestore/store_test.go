@@ -539,6 +539,18 @@ func TestOpen(t *testing.T) {
 		t.Fatalf("TTL of p:v:user:1 is %v (%v), want about 1h", ttl, err)
 	}
 
+	if r.near == nil {
+		t.Fatal("Open: the redis store has no near cache")
+	}
+	w, err := OpenWriter(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if w.(*Redis).near != nil || cfg.Store.RowCacheMB != 0 {
+		t.Fatalf("OpenWriter: near cache %v, config's row_cache_mb now %d", w.(*Redis).near, cfg.Store.RowCacheMB)
+	}
+
 	cfg.Store.Backend = "memcached"
 	if _, err := Open(cfg); err == nil {
 		t.Fatal("unknown backend accepted")

@@ -125,7 +125,7 @@ func backfillFeatures(ctx context.Context, args []string) error {
 			rep.Seeds, rep.Events, rep.PartitionsSeeded, featureList(rep.Features), rep.Elapsed.Round(time.Millisecond))
 		return nil
 	}
-	store, err := featurestore.Open(cfg)
+	store, err := featurestore.OpenWriter(cfg)
 	if err != nil {
 		return err
 	}
@@ -245,7 +245,7 @@ func backfillVerify(ctx context.Context, args []string) error {
 		return err
 	}
 	defer closeFn()
-	store, err := featurestore.Open(cfg)
+	store, err := featurestore.OpenWriter(cfg)
 	if err != nil {
 		return err
 	}

@@ -28,7 +28,7 @@ func runStream(ctx context.Context, args []string) error {
 	if err != nil {
 		return configError(err)
 	}
-	store, err := featurestore.Open(cfg)
+	store, err := featurestore.OpenWriter(cfg)
 	if err != nil {
 		return err
 	}
