@@ -283,7 +283,11 @@ func (r *Redis) SegmentMembers(ctx context.Context, entity, segment, cursor stri
 // read answers from the near cache what it can and reads the rest with
 // MGET.
 func (r *Redis) read(ctx context.Context, entity string, ids []string, buf []byte, raw [][]byte) ([]byte, [][]byte, error) {
-	if r.near == nil || !r.near.usable() {
+	if r.near == nil {
+		return r.reads.read(ctx, entity, ids, buf, raw)
+	}
+	if !r.near.usable() {
+		r.near.bypassed.Add(uint64(len(ids)))
 		return r.reads.read(ctx, entity, ids, buf, raw)
 	}
 	return r.near.appendRaw(ctx, r.reads, entity, ids, buf, raw)

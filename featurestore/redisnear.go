@@ -69,6 +69,7 @@ type nearCache struct {
 	fresh atomic.Int64
 
 	invalidations, flushes atomic.Uint64
+	bypassed               atomic.Uint64 // lookups made while not usable
 
 	mu      sync.Mutex
 	nc      net.Conn    // the tracking connection; nil while down
@@ -448,7 +449,7 @@ func (n *nearCache) appendRaw(ctx context.Context, reads *mgetBatcher, entity st
 func (n *nearCache) stats() CacheStats {
 	hits, misses := n.rows.counts()
 	return CacheStats{
-		Hits: hits, Misses: misses,
+		Hits: hits, Misses: misses + n.bypassed.Load(),
 		Invalidations: n.invalidations.Load(), Flushes: n.flushes.Load(),
 	}
 }
@@ -464,7 +465,7 @@ func (n *nearCache) key(dst []byte, entity, id string) []byte {
 // CacheStats counts what a store's in-memory cache (Pebble's row cache,
 // Redis's near cache) answered since the store opened.
 type CacheStats struct {
-	Hits, Misses uint64 // lookups answered from the cache, and not
+	Hits, Misses uint64 // lookups answered from the cache, and not (also while it cannot answer)
 	// Invalidations is how many changed keys Redis reported (Redis only).
 	Invalidations uint64
 	// Flushes is how many times the cache was emptied because its

@@ -231,10 +231,16 @@ func TestRedisNearCacheStalled(t *testing.T) {
 	}
 	proxy.freeze()
 	writeN(t, w, "1", 2)
+	misses := r.CacheStats().Misses
 	start := time.Now()
 	waitFor(t, "the stalled cache to stop answering", func() bool { return readN(t, r, "1") == 2 })
 	if d := time.Since(start); d > near.maxStale+near.pingEvery+time.Second {
 		t.Fatalf("stale reads for %v, want at most about %v", d, near.maxStale+near.pingEvery)
+	}
+	// Reads that went to Redis because the cache could not answer count
+	// as misses.
+	if r.CacheStats().Misses == misses {
+		t.Fatal("reads while the cache could not answer were not counted as misses")
 	}
 	proxy.thaw()
 }
