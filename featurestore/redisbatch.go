@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"slices"
 	"strconv"
@@ -461,14 +460,9 @@ func (cn *mgetConn) mget(ctx context.Context, b *mgetBatcher, batch []*mgetCall,
 				continue
 			}
 			at := len(c.buf)
-			c.buf = slices.Grow(c.buf, n+2)[:at+n+2]
-			if _, err := io.ReadFull(cn.r, c.buf[at:]); err != nil {
+			if c.buf, err = appendBulkBody(cn.r, n, c.buf); err != nil {
 				return err
 			}
-			if c.buf[at+n] != '\r' || c.buf[at+n+1] != '\n' {
-				return fmt.Errorf("redis MGET value of %d bytes not followed by CRLF", n)
-			}
-			c.buf = c.buf[:at+n]
 			c.raw = append(c.raw, c.buf[at:at+n:at+n])
 		}
 	}

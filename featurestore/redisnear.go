@@ -511,7 +511,8 @@ func expectOK(r *bufio.Reader) error {
 	return fmt.Errorf("unexpected redis reply %.40q", line)
 }
 
-// readBulk reads a bulk string, appended to dst; nil for a null one.
+// readBulk reads a bulk string into dst's spare room (or a new array) and
+// returns it alone; nil for a null one.
 func readBulk(r *bufio.Reader, dst []byte) ([]byte, error) {
 	line, err := readLine(r)
 	if err != nil {
@@ -527,14 +528,26 @@ func readBulk(r *bufio.Reader, dst []byte) ([]byte, error) {
 	return readBulkBody(r, k, dst)
 }
 
+// readBulkBody is readBulk once the header said k bytes.
 func readBulkBody(r *bufio.Reader, k int, dst []byte) ([]byte, error) {
+	at := len(dst)
+	dst, err := appendBulkBody(r, k, dst)
+	if err != nil {
+		return nil, err
+	}
+	return dst[at:], nil
+}
+
+// appendBulkBody reads the k bytes of a bulk string and its CRLF, and
+// appends the bytes to dst. On an error dst comes back as it was.
+func appendBulkBody(r *bufio.Reader, k int, dst []byte) ([]byte, error) {
 	at := len(dst)
 	dst = slices.Grow(dst, k+2)[:at+k+2]
 	if _, err := io.ReadFull(r, dst[at:]); err != nil {
-		return nil, err
+		return dst[:at], err
 	}
 	if dst[at+k] != '\r' || dst[at+k+1] != '\n' {
-		return nil, fmt.Errorf("redis bulk string of %d bytes not followed by CRLF", k)
+		return dst[:at], fmt.Errorf("redis bulk string of %d bytes not followed by CRLF", k)
 	}
-	return dst[at : at+k], nil
+	return dst[:at+k], nil
 }
