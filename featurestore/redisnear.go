@@ -462,6 +462,14 @@ func (n *nearCache) key(dst []byte, entity, id string) []byte {
 	return append(dst, id...)
 }
 
+// CacheReporter is a store with an in-memory cache in front of it (Pebble,
+// Redis) that counts what the cache answered.
+type CacheReporter interface {
+	CacheStats() CacheStats
+}
+
+var _, _ CacheReporter = (*Pebble)(nil), (*Redis)(nil)
+
 // CacheStats counts what a store's in-memory cache (Pebble's row cache,
 // Redis's near cache) answered since the store opened.
 type CacheStats struct {

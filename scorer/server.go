@@ -144,9 +144,7 @@ func New(cfg *config.Config, store featurestore.Store, opts ...Option) (*Server,
 		s.plog = newPredictionLog(s.logClient, cfg.Kafka.Topics.Predictions, s.logQueue, s.log)
 	}
 	s.scratch.New = func() any { return new(scratch) }
-	if c, ok := store.(interface {
-		CacheStats() featurestore.CacheStats
-	}); ok {
+	if c, ok := store.(featurestore.CacheReporter); ok {
 		storeCache.Store(c.CacheStats)
 	}
 	return s, nil

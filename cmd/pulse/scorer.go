@@ -166,9 +166,7 @@ func loadtestPredict(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		if c, ok := store.(interface {
-			CacheStats() featurestore.CacheStats
-		}); ok && *rowCache >= 0 {
+		if c, ok := store.(featurestore.CacheReporter); ok && *rowCache >= 0 {
 			o.StoreCache = func() (uint64, uint64) { s := c.CacheStats(); return s.Hits, s.Misses }
 		}
 		defer stop()
@@ -251,7 +249,6 @@ type embeddedOptions struct {
 // meanwhile as the stream would (for Redis, from another client, as the
 // stream is another process).
 func embeddedScorer(ctx context.Context, eo embeddedOptions) (url, key string, store featurestore.Store, stop func(), err error) {
-	kind, redisAddr, users, predLog, rowCacheMB := eo.kind, eo.redisAddr, eo.users, eo.predLog, eo.rowCacheMB
 	tmp, err := os.MkdirTemp("", "pulse-loadtest-")
 	if err != nil {
 		return "", "", nil, nil, err
@@ -280,26 +277,26 @@ func embeddedScorer(ctx context.Context, eo embeddedOptions) (url, key string, s
 	}
 	cfg.Dir = tmp
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	switch kind {
+	switch eo.kind {
 	case "pebble":
-		store, err = featurestore.OpenPebble(filepath.Join(tmp, "store"), featurestore.PebbleOptions{Logger: quiet, RowCacheSize: int64(rowCacheMB) << 20})
+		store, err = featurestore.OpenPebble(filepath.Join(tmp, "store"), featurestore.PebbleOptions{Logger: quiet, RowCacheSize: int64(eo.rowCacheMB) << 20})
 	case "redis":
-		store, err = featurestore.OpenRedis(config.Redis{Addr: redisAddr, KeyPrefix: "pulse-loadtest:"}, featurestore.RedisOptions{TTL: time.Hour, Logger: quiet, CacheSize: int64(rowCacheMB) << 20})
+		store, err = featurestore.OpenRedis(config.Redis{Addr: eo.redisAddr, KeyPrefix: "pulse-loadtest:"}, featurestore.RedisOptions{TTL: time.Hour, Logger: quiet, CacheSize: int64(eo.rowCacheMB) << 20})
 	default:
-		err = fmt.Errorf("-store %q: want pebble or redis", kind)
+		err = fmt.Errorf("-store %q: want pebble or redis", eo.kind)
 	}
 	if err != nil {
 		return fail(err)
 	}
 	closers = append(closers, func() { store.Close() })
-	fmt.Printf("filling the %s store with %d users...\n", kind, users)
-	if err := fillStore(ctx, cfg, store, users); err != nil {
+	fmt.Printf("filling the %s store with %d users...\n", eo.kind, eo.users)
+	if err := fillStore(ctx, cfg, store, eo.users); err != nil {
 		return fail(err)
 	}
 	if eo.rewrites > 0 {
 		writer := store
-		if kind == "redis" {
-			w, err := featurestore.OpenRedis(config.Redis{Addr: redisAddr, KeyPrefix: "pulse-loadtest:"}, featurestore.RedisOptions{TTL: time.Hour, CacheSize: -1})
+		if eo.kind == "redis" {
+			w, err := featurestore.OpenRedis(config.Redis{Addr: eo.redisAddr, KeyPrefix: "pulse-loadtest:"}, featurestore.RedisOptions{TTL: time.Hour, CacheSize: -1})
 			if err != nil {
 				return fail(err)
 			}
@@ -309,7 +306,7 @@ func embeddedScorer(ctx context.Context, eo embeddedOptions) (url, key string, s
 		wctx, cancel := context.WithCancel(ctx)
 		var written atomic.Int64
 		done := make(chan error, 1)
-		go func() { done <- rewriteUsers(wctx, cfg, writer, users, eo.rewrites, &written) }()
+		go func() { done <- rewriteUsers(wctx, cfg, writer, eo.users, eo.rewrites, &written) }()
 		closers = append(closers, func() {
 			cancel()
 			if err := <-done; err != nil {
@@ -319,7 +316,7 @@ func embeddedScorer(ctx context.Context, eo embeddedOptions) (url, key string, s
 		})
 	}
 	opts := []scorer.Option{scorer.WithLogger(quiet)}
-	if predLog {
+	if eo.predLog {
 		emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{})
 		if err != nil {
 			return fail(err)
