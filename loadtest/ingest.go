@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -33,6 +36,13 @@ type IngestOptions struct {
 	Duration      time.Duration // per phase; default 10s
 	Users         int           // distinct user ids; default 100,000
 	Connections   int           // closed-loop workers for saturation; default 32
+	// Floor runs the open loop in Rounds turns against ingest and against
+	// a floor server started in this process (startIngestFloor): the same
+	// producer, the same records already normalised, no decoding. With
+	// ingest also in this process (-in-process), what ingest adds to the
+	// answers' latency is measured in one run.
+	Floor  bool
+	Rounds int // turns of each open-loop side when Floor is set; default 3
 	// Processes are other processes the load lands on (the ingest server,
 	// the broker): each phase reports their CPU per event next to this
 	// process's, the steadier figure on a shared machine. Linux only.
@@ -61,15 +71,19 @@ func (o *IngestOptions) defaults() {
 	if o.BaselineTopic == "" {
 		o.BaselineTopic = "pulse.loadtest"
 	}
+	if o.Rounds == 0 {
+		o.Rounds = 3
+	}
 }
 
 // IngestReport is what `pulse loadtest ingest` measured.
 type IngestReport struct {
 	Baseline   *Result // raw franz-go produce of the same records
 	OpenLoop   *Result // ingest at the target rate
+	Floor      *Result // the floor server at the same rate (IngestOptions.Floor)
 	Saturation *Result // ingest as fast as it goes
 	// The CPU time each phase used, warm-ups included.
-	BaselineCPU, OpenLoopCPU, SaturationCPU PhaseCPU
+	BaselineCPU, OpenLoopCPU, FloorCPU, SaturationCPU PhaseCPU
 }
 
 // PhaseCPU is what a phase used in this process and in each of
@@ -97,13 +111,17 @@ func (o *IngestOptions) measure(phase func() *Result, events func(*Result) int64
 	return r, c
 }
 
-// report prints CPU per event: this process's, each process's, and the sum.
-func (c PhaseCPU) report(w io.Writer, procs []Process) {
+// report prints CPU per event: this process's, each process's, and the
+// sum; side, when set, names which side of an alternated phase it is.
+func (c PhaseCPU) report(w io.Writer, procs []Process, side string) {
 	if c.Events == 0 || c.Self == 0 {
 		return
 	}
 	per := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 / float64(c.Events) }
-	line := fmt.Sprintf("%-28s CPU per event: this process %.2f µs", "", per(c.Self))
+	if side != "" {
+		side = " (" + side + ")"
+	}
+	line := fmt.Sprintf("%-28s CPU per event%s: this process %.2f µs", "", side, per(c.Self))
 	total := c.Self
 	for i, p := range procs {
 		if c.Others[i] < 0 {
@@ -143,7 +161,7 @@ func Ingest(ctx context.Context, o IngestOptions, w io.Writer) (*IngestReport, e
 	}
 	rep.Baseline, rep.BaselineCPU = base, baseCPU
 	Report(w, nil, base)
-	baseCPU.report(w, o.Processes)
+	baseCPU.report(w, o.Processes, "")
 
 	rate := o.Rate
 	if rate == 0 {
@@ -175,32 +193,64 @@ func Ingest(ctx context.Context, o IngestOptions, w io.Writer) (*IngestReport, e
 		}
 		return check(resp.StatusCode(), resp.Body())
 	}
-	open, err := NewHTTPClient(HTTPTarget{
-		URL:    url,
-		Header: "Content-Type: application/json\r\nAuthorization: " + auth + "\r\n",
-		Body:   body,
-		Check:  check,
-	})
+	target := func(url string) HTTPTarget {
+		return HTTPTarget{
+			URL:    url,
+			Header: "Content-Type: application/json\r\nAuthorization: " + auth + "\r\n",
+			Body:   body,
+			Check:  check,
+		}
+	}
+	open, err := NewHTTPClient(target(url))
 	if err != nil {
 		return nil, err
 	}
 	defer open.Close()
-	fmt.Fprintf(w, "\ningest open loop: %.0f events/s in batches of %d (%.0f req/s), %s\n", rate, o.Batch, rate/float64(o.Batch), o.Duration)
+	perReq := rate / float64(o.Batch)
 	const warmup = time.Second
-	rep.OpenLoop, rep.OpenLoopCPU = o.measure(func() *Result {
-		return open.OpenLoop(ctx, Options{Name: "ingest open loop", Rate: rate / float64(o.Batch), Duration: o.Duration, Warmup: warmup})
-	}, func(r *Result) int64 {
-		return (r.Sent + int64(rate/float64(o.Batch)*warmup.Seconds())) * int64(o.Batch)
-	})
-	Report(w, base, rep.OpenLoop)
-	rep.OpenLoopCPU.report(w, o.Processes)
+	// A side's turn: an open loop of d after a warm-up, its CPU added to *c.
+	turn := func(cl *HTTPClient, name string, c *PhaseCPU) func(time.Duration) *Result {
+		return func(d time.Duration) *Result {
+			r := measure(&c.Usage, o.sources(), func() *Result {
+				return cl.OpenLoop(ctx, Options{Name: name, Rate: perReq, Duration: d, Warmup: warmup})
+			})
+			c.Events += (r.Sent + int64(perReq*warmup.Seconds())) * int64(o.Batch)
+			return r
+		}
+	}
+	if !o.Floor {
+		fmt.Fprintf(w, "\ningest open loop: %.0f events/s in batches of %d (%.0f req/s), %s\n", rate, o.Batch, perReq, o.Duration)
+		rep.OpenLoop = turn(open, "ingest open loop", &rep.OpenLoopCPU)(o.Duration)
+		Report(w, base, rep.OpenLoop)
+		rep.OpenLoopCPU.report(w, o.Processes, "")
+	} else {
+		floorURL, stopFloor, err := startIngestFloor(ctx, o, records)
+		if err != nil {
+			return nil, err
+		}
+		defer stopFloor()
+		floor, err := NewHTTPClient(target(floorURL + "/v1/batch"))
+		if err != nil {
+			return nil, err
+		}
+		defer floor.Close()
+		fmt.Fprintf(w, "\nopen loop: %.0f events/s in batches of %d (%.0f req/s), %s per side in %d turns, ingest and the floor alternating\n", rate, o.Batch, perReq, o.Duration, o.Rounds)
+		res := alternateN(o.Rounds, o.Duration,
+			turn(open, "ingest open loop", &rep.OpenLoopCPU),
+			turn(floor, "floor: produce, no decoding", &rep.FloorCPU))
+		rep.OpenLoop, rep.Floor = res[0], res[1]
+		Report(w, base, rep.Floor, rep.OpenLoop)
+		fmt.Fprintf(w, "%-28s ingest p99 %.2fx the floor's\n", "", float64(rep.OpenLoop.Quantile(99))/max(float64(rep.Floor.Quantile(99)), 1))
+		rep.FloorCPU.report(w, o.Processes, "floor")
+		rep.OpenLoopCPU.report(w, o.Processes, "ingest")
+	}
 
 	fmt.Fprintf(w, "\ningest saturation: %d connections, closed loop, %s\n", o.Connections, o.Duration)
 	rep.Saturation, rep.SaturationCPU = o.measure(func() *Result {
 		return ClosedLoop(ctx, "ingest saturation", o.Connections, o.Duration, post)
 	}, func(r *Result) int64 { return r.Sent * int64(o.Batch) })
 	Report(w, base, rep.Saturation)
-	rep.SaturationCPU.report(w, o.Processes)
+	rep.SaturationCPU.report(w, o.Processes, "")
 	return rep, nil
 }
 
@@ -296,4 +346,70 @@ func rawProduce(ctx context.Context, o IngestOptions, records [][]byte) (*Result
 	res.Items = res.OK
 	res.FirstErr = firstErr
 	return res, nil
+}
+
+// startIngestFloor serves POST /v1/batch as the least any ingest must do
+// per request: read the body, produce o.Batch records with ingest's
+// producer settings, and answer once Kafka acknowledged them all. The
+// records are the baseline's, already normalised, keyed as the baseline
+// keys them; the body is not parsed, authenticated or validated. An ingest
+// whose open loop cannot reach a latency the floor misses at the same rate
+// is limited by the machine, not by its own work.
+func startIngestFloor(ctx context.Context, o IngestOptions, records [][]byte) (url string, stop func(), err error) {
+	kc := config.Kafka{Brokers: o.Brokers, ClientID: "pulse-loadtest-floor"}
+	cl, err := kafka.NewClient(kc, append(kafka.ProducerOpts(), kgo.DefaultProduceTopic(o.BaselineTopic), kgo.AllowAutoTopicCreation())...)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Value: records[0]}).FirstErr(); err != nil {
+		cl.Close()
+		return "", nil, fmt.Errorf("floor produce: %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		cl.Close()
+		return "", nil, err
+	}
+	var next atomic.Int64
+	srv := &fasthttp.Server{
+		Handler: func(rc *fasthttp.RequestCtx) {
+			_ = rc.PostBody()
+			first := next.Add(int64(o.Batch)) - int64(o.Batch)
+			var (
+				wg     sync.WaitGroup
+				failed atomic.Pointer[error]
+			)
+			wg.Add(o.Batch)
+			done := func(_ *kgo.Record, err error) {
+				if err != nil {
+					failed.CompareAndSwap(nil, &err)
+				}
+				wg.Done()
+			}
+			for i := first; i < first+int64(o.Batch); i++ {
+				key := strconv.AppendInt(nil, i%int64(o.Users), 10)
+				cl.TryProduce(ctx, &kgo.Record{Key: key, Value: records[i%int64(len(records))]}, done)
+			}
+			wg.Wait()
+			rc.SetContentType("application/json")
+			if err := failed.Load(); err != nil {
+				rc.SetStatusCode(fasthttp.StatusServiceUnavailable)
+				msg, _ := json.Marshal((*err).Error())
+				rc.SetBodyString(`{"success":false,"error":` + string(msg) + `}`)
+				return
+			}
+			rc.SetBodyString(`{"success":true}`)
+		},
+		NoDefaultServerHeader: true,
+	}
+	served := make(chan struct{})
+	go pprof.Do(context.Background(), pprof.Labels("server", "floor"), func(context.Context) {
+		_ = srv.Serve(ln)
+		close(served)
+	})
+	return "http://" + ln.Addr().String(), func() {
+		_ = srv.Shutdown()
+		<-served
+		cl.Close()
+	}, nil
 }

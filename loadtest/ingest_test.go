@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/valyala/fasthttp"
 )
 
@@ -64,4 +66,74 @@ func TestIngest(t *testing.T) {
 	if want := (ol.OK + 200 + rep.Saturation.OK) * 10; events.Load() != want {
 		t.Errorf("server got %d events, want %d (open loop with its 1 s warm-up, and saturation)", events.Load(), want)
 	}
+}
+
+// TestIngestFloor: with Floor the open loop alternates between ingest and
+// the floor server, and the floor answers only after Kafka took each
+// request's records: every record it acknowledged is in the topic.
+func TestIngestFloor(t *testing.T) {
+	kf, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kf.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events atomic.Int64
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		events.Add(int64(bytes.Count(ctx.PostBody(), []byte(`"messageId"`))))
+		ctx.SetBodyString(`{"success":true}`)
+	}}
+	go srv.Serve(ln)
+	defer srv.Shutdown()
+
+	o := IngestOptions{URL: "http://" + ln.Addr().String(), WriteKey: "k", Brokers: kf.ListenAddrs(),
+		Batch: 10, Rate: 2000, Duration: 300 * time.Millisecond, Users: 50, Connections: 2,
+		Floor: true, Rounds: 2}
+	var out bytes.Buffer
+	rep, err := Ingest(context.Background(), o, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two turns a side of 150 ms at 200 requests/s, each after a 1 s
+	// warm-up: 30 measured requests and 200 warm-up requests a turn.
+	for _, r := range []*Result{rep.OpenLoop, rep.Floor} {
+		if r.Errors != 0 || r.OK != 60 || r.Items != 600 {
+			t.Errorf("%s: %v (first error %v); want 60 requests of 10 events", r.Name, r, r.FirstErr)
+		}
+	}
+	if want := (rep.OpenLoop.OK + 400 + rep.Saturation.OK) * 10; events.Load() != want {
+		t.Errorf("ingest got %d events, want %d", events.Load(), want)
+	}
+	// The baseline's records, one warm-up record each for the baseline and
+	// the floor, and the floor's.
+	want := rep.Baseline.OK + 2 + (rep.Floor.OK+400)*10
+	if got := topicRecords(t, kf.ListenAddrs(), "pulse.loadtest"); got != want {
+		t.Errorf("pulse.loadtest holds %d records, want %d", got, want)
+	}
+	if !bytes.Contains(out.Bytes(), []byte("CPU per event (floor)")) {
+		t.Errorf("no CPU line for the floor:\n%s", out.String())
+	}
+	if !bytes.Contains(out.Bytes(), []byte("ingest p99")) {
+		t.Errorf("no ratio of ingest's p99 to the floor's:\n%s", out.String())
+	}
+}
+
+// topicRecords counts the records in topic.
+func topicRecords(t *testing.T, brokers []string, topic string) int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+	return n
 }
