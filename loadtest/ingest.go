@@ -43,6 +43,15 @@ type IngestOptions struct {
 	// answers' latency is measured in one run.
 	Floor  bool
 	Rounds int // turns of each open-loop side when Floor is set; default 3
+	// Warmup, when positive, is spent before anything is measured: a raw
+	// produce for a third of it, then the open loop at the target rate
+	// (half that produce's rate unless Rate is set) against ingest, and
+	// the floor, for the rest. A broker just started compiles its hot
+	// paths for its first half minute or so under load, with C2 compiler
+	// threads taking up to three quarters of a core: measured cold, ingest
+	// at half the raw rate had a p99 of 80-420 ms against 23-25 ms on the
+	// same broker warm (docs/BENCHMARKS.md, session 7).
+	Warmup time.Duration
 	// Processes are other processes the load lands on (the ingest server,
 	// the broker): each phase reports their CPU per event next to this
 	// process's, the steadier figure on a shared machine. Linux only.
@@ -82,6 +91,9 @@ type IngestReport struct {
 	OpenLoop   *Result // ingest at the target rate
 	Floor      *Result // the floor server at the same rate (IngestOptions.Floor)
 	Saturation *Result // ingest as fast as it goes
+	// What IngestOptions.Warmup sent: records produced raw, requests to
+	// ingest and to the floor.
+	WarmupProduced, WarmupRequests, WarmupFloorRequests int64
 	// The CPU time each phase used, warm-ups included.
 	BaselineCPU, OpenLoopCPU, FloorCPU, SaturationCPU PhaseCPU
 }
@@ -137,36 +149,15 @@ func (c PhaseCPU) report(w io.Writer, procs []Process, side string) {
 	fmt.Fprintln(w, line)
 }
 
-// Ingest measures the raw produce baseline, then ingest open-loop at the
-// target rate, then ingest's saturation throughput, and prints each.
+// Ingest warms up the path (IngestOptions.Warmup), then measures the raw
+// produce baseline, ingest open-loop at the target rate (in turns with the
+// floor when IngestOptions.Floor is set), then ingest's saturation
+// throughput, and prints each.
 func Ingest(ctx context.Context, o IngestOptions, w io.Writer) (*IngestReport, error) {
 	o.defaults()
 	bodies, records := sampleBatches(o, 256)
 	rep := &IngestReport{}
 
-	fmt.Fprintf(w, "baseline: raw franz-go produce (idempotent, acks=all) of the same %d-byte records to %v, %s\n", avgLen(records), o.Brokers, o.Duration)
-	var perr error
-	base, baseCPU := o.measure(func() *Result {
-		r, err := rawProduce(ctx, o, records)
-		perr = err
-		return r
-	}, func(r *Result) int64 {
-		if r == nil {
-			return 0
-		}
-		return r.Sent
-	})
-	if perr != nil {
-		return nil, perr
-	}
-	rep.Baseline, rep.BaselineCPU = base, baseCPU
-	Report(w, nil, base)
-	baseCPU.report(w, o.Processes, "")
-
-	rate := o.Rate
-	if rate == 0 {
-		rate = base.ItemRate() / 2
-	}
 	client := &fasthttp.Client{MaxConnsPerHost: 4096, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
 	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(o.WriteKey+":"))
 	url := o.URL + "/v1/batch"
@@ -206,10 +197,23 @@ func Ingest(ctx context.Context, o IngestOptions, w io.Writer) (*IngestReport, e
 		return nil, err
 	}
 	defer open.Close()
-	perReq := rate / float64(o.Batch)
+	var floor *HTTPClient
+	if o.Floor {
+		floorURL, stopFloor, err := startIngestFloor(ctx, o, records)
+		if err != nil {
+			return nil, err
+		}
+		defer stopFloor()
+		if floor, err = NewHTTPClient(target(floorURL + "/v1/batch")); err != nil {
+			return nil, err
+		}
+		defer floor.Close()
+	}
 	const warmup = time.Second
-	// A side's turn: an open loop of d after a warm-up, its CPU added to *c.
-	turn := func(cl *HTTPClient, name string, c *PhaseCPU) func(time.Duration) *Result {
+	// A side's turn at rate events/s: an open loop of d after a warm-up
+	// second, its CPU added to *c.
+	turn := func(cl *HTTPClient, name string, rate float64, c *PhaseCPU) func(time.Duration) *Result {
+		perReq := rate / float64(o.Batch)
 		return func(d time.Duration) *Result {
 			r := measure(&c.Usage, o.sources(), func() *Result {
 				return cl.OpenLoop(ctx, Options{Name: name, Rate: perReq, Duration: d, Warmup: warmup})
@@ -218,26 +222,69 @@ func Ingest(ctx context.Context, o IngestOptions, w io.Writer) (*IngestReport, e
 			return r
 		}
 	}
-	if !o.Floor {
+
+	if o.Warmup > 0 {
+		wo := o
+		wo.Duration = o.Warmup / 3
+		fmt.Fprintf(w, "warm-up: raw produce for %s, then the open loop for %s (nothing measured)\n", wo.Duration, o.Warmup-wo.Duration)
+		raw, err := rawProduce(ctx, wo, records)
+		if err != nil {
+			return nil, err
+		}
+		rep.WarmupProduced = raw.OK
+		rate := o.Rate
+		if rate == 0 {
+			rate = raw.ItemRate() / 2
+		}
+		var c PhaseCPU
+		sides := []func(time.Duration) *Result{turn(open, "warm-up", rate, &c)}
+		if floor != nil {
+			sides = append(sides, turn(floor, "warm-up floor", rate, &c))
+		}
+		res := alternateN(2, o.Warmup-wo.Duration, sides...)
+		rep.WarmupRequests = res[0].Sent + 2*int64(rate/float64(o.Batch)*warmup.Seconds())
+		if floor != nil {
+			rep.WarmupFloorRequests = res[1].Sent + 2*int64(rate/float64(o.Batch)*warmup.Seconds())
+		}
+		if res[0].Errors > 0 {
+			return nil, fmt.Errorf("warm-up: %d of %d requests failed: %v", res[0].Errors, res[0].Sent, res[0].FirstErr)
+		}
+	}
+
+	fmt.Fprintf(w, "baseline: raw franz-go produce (idempotent, acks=all) of the same %d-byte records to %v, %s\n", avgLen(records), o.Brokers, o.Duration)
+	var perr error
+	base, baseCPU := o.measure(func() *Result {
+		r, err := rawProduce(ctx, o, records)
+		perr = err
+		return r
+	}, func(r *Result) int64 {
+		if r == nil {
+			return 0
+		}
+		return r.Sent
+	})
+	if perr != nil {
+		return nil, perr
+	}
+	rep.Baseline, rep.BaselineCPU = base, baseCPU
+	Report(w, nil, base)
+	baseCPU.report(w, o.Processes, "")
+
+	rate := o.Rate
+	if rate == 0 {
+		rate = base.ItemRate() / 2
+	}
+	perReq := rate / float64(o.Batch)
+	if floor == nil {
 		fmt.Fprintf(w, "\ningest open loop: %.0f events/s in batches of %d (%.0f req/s), %s\n", rate, o.Batch, perReq, o.Duration)
-		rep.OpenLoop = turn(open, "ingest open loop", &rep.OpenLoopCPU)(o.Duration)
+		rep.OpenLoop = turn(open, "ingest open loop", rate, &rep.OpenLoopCPU)(o.Duration)
 		Report(w, base, rep.OpenLoop)
 		rep.OpenLoopCPU.report(w, o.Processes, "")
 	} else {
-		floorURL, stopFloor, err := startIngestFloor(ctx, o, records)
-		if err != nil {
-			return nil, err
-		}
-		defer stopFloor()
-		floor, err := NewHTTPClient(target(floorURL + "/v1/batch"))
-		if err != nil {
-			return nil, err
-		}
-		defer floor.Close()
 		fmt.Fprintf(w, "\nopen loop: %.0f events/s in batches of %d (%.0f req/s), %s per side in %d turns, ingest and the floor alternating\n", rate, o.Batch, perReq, o.Duration, o.Rounds)
 		res := alternateN(o.Rounds, o.Duration,
-			turn(open, "ingest open loop", &rep.OpenLoopCPU),
-			turn(floor, "floor: produce, no decoding", &rep.FloorCPU))
+			turn(open, "ingest open loop", rate, &rep.OpenLoopCPU),
+			turn(floor, "floor: produce, no decoding", rate, &rep.FloorCPU))
 		rep.OpenLoop, rep.Floor = res[0], res[1]
 		Report(w, base, rep.Floor, rep.OpenLoop)
 		fmt.Fprintf(w, "%-28s ingest p99 %.2fx the floor's\n", "", float64(rep.OpenLoop.Quantile(99))/max(float64(rep.Floor.Quantile(99)), 1))

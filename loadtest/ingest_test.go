@@ -91,7 +91,7 @@ func TestIngestFloor(t *testing.T) {
 
 	o := IngestOptions{URL: "http://" + ln.Addr().String(), WriteKey: "k", Brokers: kf.ListenAddrs(),
 		Batch: 10, Rate: 2000, Duration: 300 * time.Millisecond, Users: 50, Connections: 2,
-		Floor: true, Rounds: 2}
+		Floor: true, Rounds: 2, Warmup: 900 * time.Millisecond}
 	var out bytes.Buffer
 	rep, err := Ingest(context.Background(), o, &out)
 	if err != nil {
@@ -104,12 +104,18 @@ func TestIngestFloor(t *testing.T) {
 			t.Errorf("%s: %v (first error %v); want 60 requests of 10 events", r.Name, r, r.FirstErr)
 		}
 	}
-	if want := (rep.OpenLoop.OK + 400 + rep.Saturation.OK) * 10; events.Load() != want {
+	// The warm-up: 300 ms of raw produce, then two turns a side of 300 ms
+	// after a 1 s warm-up each.
+	if rep.WarmupProduced == 0 || rep.WarmupRequests != 520 || rep.WarmupFloorRequests != 520 {
+		t.Errorf("warm-up: %d records produced, %d requests to ingest, %d to the floor; want some, 520, 520",
+			rep.WarmupProduced, rep.WarmupRequests, rep.WarmupFloorRequests)
+	}
+	if want := (rep.WarmupRequests + rep.OpenLoop.OK + 400 + rep.Saturation.OK) * 10; events.Load() != want {
 		t.Errorf("ingest got %d events, want %d", events.Load(), want)
 	}
-	// The baseline's records, one warm-up record each for the baseline and
-	// the floor, and the floor's.
-	want := rep.Baseline.OK + 2 + (rep.Floor.OK+400)*10
+	// The warm-up's and the baseline's records, each with the record that
+	// starts them, the floor's first record and the floor's records.
+	want := rep.WarmupProduced + 1 + rep.Baseline.OK + 1 + 1 + (rep.WarmupFloorRequests+rep.Floor.OK+400)*10
 	if got := topicRecords(t, kf.ListenAddrs(), "pulse.loadtest"); got != want {
 		t.Errorf("pulse.loadtest holds %d records, want %d", got, want)
 	}
