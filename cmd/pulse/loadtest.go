@@ -125,7 +125,9 @@ func embeddedIngest(ctx context.Context, brokers []string) (stop func(), url str
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { _ = srv.Serve(sctx, ln); close(done) }()
+	// The label tells ingest's CPU from the load generator's and the
+	// floor's in a -cpuprofile (pprof -tagfocus server=ingest).
+	go pprof.Do(sctx, pprof.Labels("server", "ingest"), func(ctx context.Context) { _ = srv.Serve(ctx, ln); close(done) })
 	return func() {
 		cancel()
 		<-done

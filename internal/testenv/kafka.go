@@ -69,52 +69,68 @@ func newKafka(dir string) (*Server, error) {
 		return nil, err
 	}
 	classpath := filepath.Join(libs, "*")
-	return launch(2, func(ports []int) (*Server, error) {
-		conf := kafkaConf{Dir: dir, Broker: ports[0], Controller: ports[1]}
-		var b strings.Builder
-		if err := kafkaProperties.Execute(&b, conf); err != nil {
-			return nil, err
-		}
-		props := filepath.Join(dir, "server.properties")
-		if err := os.WriteFile(props, []byte(b.String()), 0o644); err != nil {
-			return nil, err
-		}
-		// Formatting is once per log directory; a retry on new ports rewrites
-		// only the listeners, which the formatted metadata does not record.
-		if !fileExists(filepath.Join(dir, "data", "meta.properties")) {
-			if err := kafkaFormat(java, classpath, props); err != nil {
-				return nil, err
-			}
-		}
-		// The JVM settings of Kafka's own kafka-server-start.sh
-		// (KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS): benchmarks measure
-		// the broker as it is run. With a smaller heap (-Xmx512m) G1 sized
-		// the young generation to ~190 MiB and paused every ~0.4 s at 400k
-		// records/s, and those pauses (3-69 ms on a busy machine) land in
-		// ingest's tail latency.
-		argv := []string{java, "-Xms1g", "-Xmx1g"}
-		argv = append(argv, kafkaGC()...)
-		argv = append(argv,
-			"-XX:+ExplicitGCInvokesConcurrent", "-XX:MaxInlineLevel=15",
-			"-XX:+ExitOnOutOfMemoryError",
-			"-Xlog:gc:file="+filepath.Join(dir, "gc.log"),
-			"-Djava.awt.headless=true",
-			"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-			"-Dorg.slf4j.simpleLogger.showDateTime=true",
-			"-cp", classpath,
-			"kafka.Kafka", props)
-		return &Server{
-			name:  "kafka",
-			dir:   dir,
-			addr:  hostPort(conf.Broker),
-			argv:  argv,
-			logs:  []string{filepath.Join(dir, "kafka.log")},
-			ready: func(ctx context.Context, s *Server) error { return kafkaReady(ctx, []string{s.addr}) },
-			wait:  120 * time.Second,
-			grace: 60 * time.Second,
-		}, nil
-	})
+	return launch(2, func(ports []int) (*Server, error) { return kafkaServer(dir, java, classpath, ports) })
 }
+
+// kafkaServer configures a broker in dir on ports (broker, controller),
+// formatting the log directory the first time.
+func kafkaServer(dir, java, classpath string, ports []int) (*Server, error) {
+	conf := kafkaConf{Dir: dir, Broker: ports[0], Controller: ports[1]}
+	var b strings.Builder
+	if err := kafkaProperties.Execute(&b, conf); err != nil {
+		return nil, err
+	}
+	props := filepath.Join(dir, "server.properties")
+	if err := os.WriteFile(props, []byte(b.String()), 0o644); err != nil {
+		return nil, err
+	}
+	// Formatting is once per log directory; a retry on new ports rewrites
+	// only the listeners, which the formatted metadata does not record.
+	if !fileExists(filepath.Join(dir, "data", "meta.properties")) {
+		if err := kafkaFormat(java, classpath, props); err != nil {
+			return nil, err
+		}
+	}
+	// The JVM settings of Kafka's own kafka-server-start.sh
+	// (KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS): benchmarks measure
+	// the broker as it is run. With a smaller heap (-Xmx512m) G1 sized
+	// the young generation to ~190 MiB and paused every ~0.4 s at 400k
+	// records/s, and those pauses (3-69 ms on a busy machine) land in
+	// ingest's tail latency.
+	argv := []string{java, "-Xms1g", "-Xmx1g"}
+	argv = append(argv, kafkaGC()...)
+	argv = append(argv,
+		"-XX:+ExplicitGCInvokesConcurrent", "-XX:MaxInlineLevel=15",
+		"-XX:+ExitOnOutOfMemoryError",
+		"-Xlog:gc:file="+filepath.Join(dir, "gc.log"),
+		"-Djava.awt.headless=true",
+		"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+		"-Dorg.slf4j.simpleLogger.showDateTime=true",
+		"-cp", classpath,
+		"kafka.Kafka", props)
+	return &Server{
+		name: "kafka",
+		dir:  dir,
+		addr: hostPort(conf.Broker),
+		argv: argv,
+		logs: []string{filepath.Join(dir, "kafka.log")},
+		ready: func(ctx context.Context, s *Server) error {
+			err := kafkaReady(ctx, []string{s.addr})
+			if err != nil && s.loggedSinceStart(kafkaFatal) {
+				// A broker that cannot bind its port logs this and
+				// gives up, but its JVM can linger for minutes: treat
+				// it as exited so that launch tries new ports.
+				return fmt.Errorf("%w: it logged %q", errExited, kafkaFatal)
+			}
+			return err
+		},
+		wait:  120 * time.Second,
+		grace: 60 * time.Second,
+	}, nil
+}
+
+// kafkaFatal is what kafka.Kafka logs when its startup failed.
+const kafkaFatal = "Exiting Kafka due to fatal exception during startup"
 
 // EnvKafkaGC names the broker's garbage collector flags, space-separated, in
 // place of Kafka's own (G1 with a 20 ms pause goal), for benchmarks that

@@ -37,6 +37,7 @@ type Server struct {
 	exited  chan struct{}
 	waitErr error
 	startup time.Duration
+	logFrom int64 // logs[0]'s size when the last Start began
 }
 
 // Name is "redis", "clickhouse" or "kafka".
@@ -72,6 +73,10 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("cannot open %s log: %w", s.name, err)
 	}
+	s.logFrom = 0
+	if fi, err := logf.Stat(); err == nil {
+		s.logFrom = fi.Size()
+	}
 	cmd := exec.Command(s.argv[0], s.argv[1:]...)
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -98,6 +103,14 @@ func (s *Server) Start() error {
 		if err == nil {
 			s.startup = time.Since(begin)
 			return nil
+		}
+		if errors.Is(err, errExited) {
+			// The server gave up though its process is still there.
+			s.signalLocked(syscall.SIGKILL)
+			s.mu.Unlock()
+			<-exited
+			s.mu.Lock()
+			return fmt.Errorf("%s: %w%s", s.name, err, s.tail())
 		}
 		select {
 		case <-exited:
@@ -200,6 +213,21 @@ func (s *Server) tail() string {
 }
 
 var errExited = errors.New("exited before it was ready")
+
+// loggedSinceStart says whether logs[0] holds text written since the last
+// Start began. Start's ready function calls it with s.mu held.
+func (s *Server) loggedSinceStart(text string) bool {
+	f, err := os.Open(s.logs[0])
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if _, err := f.Seek(s.logFrom, io.SeekStart); err != nil {
+		return false
+	}
+	data, _ := io.ReadAll(f)
+	return strings.Contains(string(data), text)
+}
 
 // launch configures and starts a server on fresh free ports, trying new ports
 // when the server exits at once, since another process may have taken a port
