@@ -49,7 +49,7 @@ type IngestOptions struct {
 	// the floor, for the rest. A broker just started compiles its hot
 	// paths for its first half minute or so under load, with C2 compiler
 	// threads taking up to three quarters of a core: measured cold, ingest
-	// at half the raw rate had a p99 of 80-420 ms against 23-25 ms on the
+	// at half the raw rate had a p99 of 42-420 ms against 23-25 ms on the
 	// same broker warm (docs/BENCHMARKS.md, session 7).
 	Warmup time.Duration
 	// Processes are other processes the load lands on (the ingest server,
