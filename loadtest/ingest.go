@@ -38,9 +38,9 @@ type IngestOptions struct {
 	Connections   int           // closed-loop workers for saturation; default 32
 	// Floor runs the open loop in Rounds turns against ingest and against
 	// a floor server started in this process (startIngestFloor): the same
-	// producer, the same records already normalised, no decoding. With
-	// ingest also in this process (-in-process), what ingest adds to the
-	// answers' latency is measured in one run.
+	// producer, the same records already normalised, no decoding. What
+	// ingest's own work adds to the answers' latency is then measured in
+	// one run, on one broker.
 	Floor  bool
 	Rounds int // turns of each open-loop side when Floor is set; default 3
 	// Warmup, when positive, is spent before anything is measured: a raw
@@ -241,13 +241,19 @@ func Ingest(ctx context.Context, o IngestOptions, w io.Writer) (*IngestReport, e
 		if floor != nil {
 			sides = append(sides, turn(floor, "warm-up floor", rate, &c))
 		}
-		res := alternateN(2, o.Warmup-wo.Duration, sides...)
-		rep.WarmupRequests = res[0].Sent + 2*int64(rate/float64(o.Batch)*warmup.Seconds())
+		const rounds = 2
+		res := alternateN(rounds, o.Warmup-wo.Duration, sides...)
+		// What each side sent: its turns' measured requests and their
+		// warm-up seconds'.
+		sent := func(r *Result) int64 { return r.Sent + rounds*int64(rate/float64(o.Batch)*warmup.Seconds()) }
+		rep.WarmupRequests = sent(res[0])
 		if floor != nil {
-			rep.WarmupFloorRequests = res[1].Sent + 2*int64(rate/float64(o.Batch)*warmup.Seconds())
+			rep.WarmupFloorRequests = sent(res[1])
 		}
-		if res[0].Errors > 0 {
-			return nil, fmt.Errorf("warm-up: %d of %d requests failed: %v", res[0].Errors, res[0].Sent, res[0].FirstErr)
+		for _, r := range res {
+			if r.Errors > 0 {
+				return nil, fmt.Errorf("%s: %d of %d requests failed: %v", r.Name, r.Errors, r.Sent, r.FirstErr)
+			}
 		}
 	}
 

@@ -49,7 +49,7 @@ func loadtestIngest(ctx context.Context, args []string) error {
 	fl.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each phase")
 	fl.IntVar(&o.Users, "users", 100_000, "distinct user ids")
 	fl.IntVar(&o.Connections, "connections", 32, "workers in the saturation phase")
-	fl.BoolVar(&o.Floor, "floor", false, "run the open loop in turns against ingest and a floor server in this process (the same records produced, no decoding); use with -in-process")
+	fl.BoolVar(&o.Floor, "floor", false, "run the open loop in turns against ingest and a floor server in this process that only produces the same records, already normalised")
 	fl.DurationVar(&o.Warmup, "warmup", 30*time.Second, "unmeasured load first (a raw produce, then the open loop), so a freshly started broker has compiled its hot paths; 0 for none")
 	fl.IntVar(&o.Rounds, "rounds", 3, "turns of each side of the open loop with -floor")
 	embedded := fl.Bool("embedded", false, "start an in-process Kafka (kfake) and ingest server to measure, instead of -url/-brokers")
