@@ -20,17 +20,8 @@ import (
 // phase must have gone through, and the open loop must have posted what it
 // reports.
 func TestIngest(t *testing.T) {
-	kf, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kf.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var events, badAuth atomic.Int64
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+	kf, url := ingestFixture(t, func(ctx *fasthttp.RequestCtx) {
 		if string(ctx.Path()) != "/v1/batch" || string(ctx.Request.Header.Peek("Authorization")) != "Basic azo=" {
 			badAuth.Add(1)
 			ctx.SetStatusCode(401)
@@ -38,11 +29,8 @@ func TestIngest(t *testing.T) {
 		}
 		events.Add(int64(bytes.Count(ctx.PostBody(), []byte(`"messageId"`))))
 		ctx.SetBodyString(`{"success":true}`)
-	}}
-	go srv.Serve(ln)
-	defer srv.Shutdown()
-
-	o := IngestOptions{URL: "http://" + ln.Addr().String(), WriteKey: "k", Brokers: kf.ListenAddrs(),
+	})
+	o := IngestOptions{URL: url, WriteKey: "k", Brokers: kf.ListenAddrs(),
 		Batch: 10, Rate: 2000, Duration: 300 * time.Millisecond, Users: 50, Connections: 2}
 	rep, err := Ingest(context.Background(), o, io.Discard)
 	if err != nil {
@@ -72,24 +60,12 @@ func TestIngest(t *testing.T) {
 // the floor server, and the floor answers only after Kafka took each
 // request's records: every record it acknowledged is in the topic.
 func TestIngestFloor(t *testing.T) {
-	kf, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kf.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var events atomic.Int64
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+	kf, url := ingestFixture(t, func(ctx *fasthttp.RequestCtx) {
 		events.Add(int64(bytes.Count(ctx.PostBody(), []byte(`"messageId"`))))
 		ctx.SetBodyString(`{"success":true}`)
-	}}
-	go srv.Serve(ln)
-	defer srv.Shutdown()
-
-	o := IngestOptions{URL: "http://" + ln.Addr().String(), WriteKey: "k", Brokers: kf.ListenAddrs(),
+	})
+	o := IngestOptions{URL: url, WriteKey: "k", Brokers: kf.ListenAddrs(),
 		Batch: 10, Rate: 2000, Duration: 300 * time.Millisecond, Users: 50, Connections: 2,
 		Floor: true, Rounds: 2, Warmup: 900 * time.Millisecond}
 	var out bytes.Buffer
@@ -142,4 +118,23 @@ func topicRecords(t *testing.T, brokers []string, topic string) int64 {
 	var n int64
 	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
 	return n
+}
+
+// ingestFixture starts an in-process broker and an HTTP server standing in
+// for ingest, both closed when the test ends.
+func ingestFixture(t *testing.T, handler fasthttp.RequestHandler) (*kfake.Cluster, string) {
+	t.Helper()
+	kf, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kf.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: handler}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown() })
+	return kf, "http://" + ln.Addr().String()
 }
