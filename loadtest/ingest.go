@@ -41,8 +41,11 @@ type IngestOptions struct {
 	// producer, the same records already normalised, no decoding. What
 	// ingest's own work adds to the answers' latency is then measured in
 	// one run, on one broker.
-	Floor  bool
-	Rounds int // turns of each open-loop side when Floor is set; default 3
+	Floor bool
+	// FloorURL, with Floor, is a floor server already running in its own
+	// process (`pulse loadtest floor`, ServeIngestFloor) to use instead.
+	FloorURL string
+	Rounds   int // turns of each open-loop side when Floor is set; default 3
 	// Warmup, when positive, is spent before anything is measured: a raw
 	// produce for a third of it, then the open loop at the target rate
 	// (half that produce's rate unless Rate is set) against ingest, and
@@ -199,11 +202,20 @@ func Ingest(ctx context.Context, o IngestOptions, w io.Writer) (*IngestReport, e
 	defer open.Close()
 	var floor *HTTPClient
 	if o.Floor {
-		floorURL, stopFloor, err := startIngestFloor(ctx, o, records)
-		if err != nil {
-			return nil, err
+		floorURL := o.FloorURL
+		if floorURL == "" {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return nil, err
+			}
+			stopFloor, err := startIngestFloor(ctx, o, records, ln)
+			if err != nil {
+				return nil, err
+			}
+			defer stopFloor()
+			floorURL = "http://" + ln.Addr().String()
 		}
-		defer stopFloor()
+		var err error
 		if floor, err = NewHTTPClient(target(floorURL + "/v1/batch")); err != nil {
 			return nil, err
 		}
@@ -408,20 +420,17 @@ func rawProduce(ctx context.Context, o IngestOptions, records [][]byte) (*Result
 // keys them; the body is not parsed, authenticated or validated. An ingest
 // whose open loop cannot reach a latency the floor misses at the same rate
 // is limited by the machine, not by its own work.
-func startIngestFloor(ctx context.Context, o IngestOptions, records [][]byte) (url string, stop func(), err error) {
+func startIngestFloor(ctx context.Context, o IngestOptions, records [][]byte, ln net.Listener) (stop func(), err error) {
 	kc := config.Kafka{Brokers: o.Brokers, ClientID: "pulse-loadtest-floor"}
 	cl, err := kafka.NewClient(kc, append(kafka.ProducerOpts(), kgo.DefaultProduceTopic(o.BaselineTopic), kgo.AllowAutoTopicCreation())...)
 	if err != nil {
-		return "", nil, err
+		ln.Close()
+		return nil, err
 	}
 	if err := cl.ProduceSync(ctx, &kgo.Record{Value: records[0]}).FirstErr(); err != nil {
 		cl.Close()
-		return "", nil, fmt.Errorf("floor produce: %w", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		cl.Close()
-		return "", nil, err
+		ln.Close()
+		return nil, fmt.Errorf("floor produce: %w", err)
 	}
 	var next atomic.Int64
 	srv := &fasthttp.Server{
@@ -460,9 +469,25 @@ func startIngestFloor(ctx context.Context, o IngestOptions, records [][]byte) (u
 		_ = srv.Serve(ln)
 		close(served)
 	})
-	return "http://" + ln.Addr().String(), func() {
+	return func() {
 		_ = srv.Shutdown()
 		<-served
 		cl.Close()
 	}, nil
+}
+
+// ServeIngestFloor runs the floor server of IngestOptions.Floor on ln, in
+// a process of its own, until ctx ends: o names the brokers, the batch size
+// and the users as the load test that uses it (IngestOptions.FloorURL)
+// names them.
+func ServeIngestFloor(ctx context.Context, o IngestOptions, ln net.Listener) error {
+	o.defaults()
+	_, records := sampleBatches(o, 256)
+	stop, err := startIngestFloor(ctx, o, records, ln)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	stop()
+	return nil
 }

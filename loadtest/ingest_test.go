@@ -57,9 +57,16 @@ func TestIngest(t *testing.T) {
 }
 
 // TestIngestFloor: with Floor the open loop alternates between ingest and
-// the floor server, and the floor answers only after Kafka took each
-// request's records: every record it acknowledged is in the topic.
+// the floor server, started by the load test or serving on its own
+// (ServeIngestFloor, for FloorURL), and the floor answers only after Kafka
+// took each request's records: every record it acknowledged is in the
+// topic.
 func TestIngestFloor(t *testing.T) {
+	t.Run("in the load test", func(t *testing.T) { testIngestFloor(t, false) })
+	t.Run("on its own", func(t *testing.T) { testIngestFloor(t, true) })
+}
+
+func testIngestFloor(t *testing.T, own bool) {
 	var events atomic.Int64
 	kf, url := ingestFixture(t, func(ctx *fasthttp.RequestCtx) {
 		events.Add(int64(bytes.Count(ctx.PostBody(), []byte(`"messageId"`))))
@@ -68,6 +75,24 @@ func TestIngestFloor(t *testing.T) {
 	o := IngestOptions{URL: url, WriteKey: "k", Brokers: kf.ListenAddrs(),
 		Batch: 10, Rate: 2000, Duration: 300 * time.Millisecond, Users: 50, Connections: 2,
 		Floor: true, Rounds: 2, Warmup: 900 * time.Millisecond}
+	if own {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() {
+			served <- ServeIngestFloor(ctx, IngestOptions{Brokers: o.Brokers, Batch: o.Batch, Users: o.Users}, ln)
+		}()
+		defer func() {
+			cancel()
+			if err := <-served; err != nil {
+				t.Errorf("ServeIngestFloor: %v", err)
+			}
+		}()
+		o.FloorURL = "http://" + ln.Addr().String()
+	}
 	var out bytes.Buffer
 	rep, err := Ingest(context.Background(), o, &out)
 	if err != nil {

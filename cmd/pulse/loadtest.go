@@ -23,16 +23,18 @@ import (
 
 func runLoadtest(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: pulse loadtest ingest|predict [flags]")
+		return errors.New("usage: pulse loadtest ingest|predict|freshness|segments|floor [flags]")
 	}
 	switch args[0] {
 	case "ingest":
 		return loadtestIngest(ctx, args[1:])
+	case "floor":
+		return loadtestFloor(ctx, args[1:])
 	}
 	if fn := loadtests[args[0]]; fn != nil {
 		return fn(ctx, args[1:])
 	}
-	return fmt.Errorf("unknown loadtest %q (want ingest or predict)", args[0])
+	return fmt.Errorf("unknown loadtest %q (want ingest, predict, freshness, segments or floor)", args[0])
 }
 
 // loadtests holds the other targets, registered by their files.
@@ -51,6 +53,7 @@ func loadtestIngest(ctx context.Context, args []string) error {
 	fl.IntVar(&o.Connections, "connections", 32, "workers in the saturation phase")
 	fl.BoolVar(&o.Floor, "floor", false, "run the open loop in turns against ingest and a floor server in this process that only produces the same records, already normalised")
 	fl.DurationVar(&o.Warmup, "warmup", 30*time.Second, "unmeasured load first (a raw produce, then the open loop), so a freshly started broker has compiled its hot paths; 0 for none")
+	fl.StringVar(&o.FloorURL, "floor-url", "", "with -floor, a floor server already running in its own process (pulse loadtest floor) instead of one in this process")
 	fl.IntVar(&o.Rounds, "rounds", 3, "turns of each side of the open loop with -floor")
 	embedded := fl.Bool("embedded", false, "start an in-process Kafka (kfake) and ingest server to measure, instead of -url/-brokers")
 	inProcess := fl.Bool("in-process", false, "start an ingest server in this process in front of -brokers, instead of -url (to profile ingest with -cpuprofile)")
@@ -93,6 +96,25 @@ func loadtestIngest(ctx context.Context, args []string) error {
 	}
 	_, err := loadtest.Ingest(ctx, o, os.Stdout)
 	return err
+}
+
+// loadtestFloor serves the floor of `loadtest ingest -floor` in a process
+// of its own, for `loadtest ingest -floor -floor-url`.
+func loadtestFloor(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("loadtest floor", flag.ExitOnError)
+	var o loadtest.IngestOptions
+	listen := fl.String("listen", "127.0.0.1:18082", "address to serve /v1/batch on")
+	brokers := fl.String("brokers", "127.0.0.1:9092", "brokers (comma-separated)")
+	fl.IntVar(&o.Batch, "batch", 100, "events per request, as the load test sends them")
+	fl.IntVar(&o.Users, "users", 100_000, "distinct user ids, as the load test uses them")
+	fl.Parse(args)
+	o.Brokers = strings.Split(*brokers, ",")
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("floor serving http://%s/v1/batch\n", ln.Addr())
+	return loadtest.ServeIngestFloor(ctx, o, ln)
 }
 
 // embeddedIngest runs an ingest server in this process in front of
