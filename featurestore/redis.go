@@ -141,6 +141,16 @@ func (r *Redis) vectorKey(entity, id string) string {
 	return r.prefix + "v:" + entity + ":" + id
 }
 
+// appendVectorKey appends to dst the key of id's vector, as vectorKey
+// names it, for the readers that write keys into their own buffers.
+func appendVectorKey(dst []byte, prefix, entity, id string) []byte {
+	dst = append(dst, prefix...)
+	dst = append(dst, "v:"...)
+	dst = append(dst, entity...)
+	dst = append(dst, ':')
+	return append(dst, id...)
+}
+
 func (r *Redis) segmentKey(entity, segment string) string {
 	return r.prefix + "s:" + entity + ":" + segment
 }
@@ -233,7 +243,7 @@ func (r *Redis) Write(ctx context.Context, batch []Update) error {
 		var kb [128]byte
 		for i := range batch {
 			v := &batch[i].Vector
-			r.near.rows.drop(r.near.key(kb[:0], v.Entity, v.ID))
+			r.near.rows.drop(appendVectorKey(kb[:0], r.prefix, v.Entity, v.ID))
 		}
 	}
 	if err != nil {

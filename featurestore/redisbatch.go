@@ -423,11 +423,7 @@ func (cn *mgetConn) mget(ctx context.Context, b *mgetBatcher, batch []*mgetCall,
 			w = append(w, '$')
 			w = strconv.AppendInt(w, int64(n), 10)
 			w = append(w, "\r\n"...)
-			w = append(w, b.prefix...)
-			w = append(w, "v:"...)
-			w = append(w, c.entity...)
-			w = append(w, ':')
-			w = append(w, id...)
+			w = appendVectorKey(w, b.prefix, c.entity, id)
 			w = append(w, "\r\n"...)
 		}
 	}

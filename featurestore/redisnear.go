@@ -56,7 +56,7 @@ type nearCache struct {
 	rows     *rowCache
 	addr     string
 	password string
-	prefix   string        // the vector keys' prefix: config prefix + "v:"
+	prefix   string        // the store's key prefix (config), before "v:"
 	ttl      time.Duration // the store's TTL: 0, none
 	timeout  time.Duration
 	log      *slog.Logger
@@ -99,7 +99,7 @@ func (e errNoTracking) Error() string {
 func openNearCache(ctx context.Context, addr, password, keyPrefix string, budget int64, ttl, timeout time.Duration, log *slog.Logger) (*nearCache, error) {
 	n := &nearCache{
 		rows: newRowCache(budget), addr: addr, password: password,
-		prefix: keyPrefix + "v:", ttl: ttl, timeout: timeout, log: log,
+		prefix: keyPrefix, ttl: ttl, timeout: timeout, log: log,
 		pingEvery: nearPingEvery, maxStale: nearMaxStale,
 		stop: make(chan struct{}), stopped: make(chan struct{}),
 	}
@@ -158,7 +158,7 @@ func (n *nearCache) connect(ctx context.Context) (net.Conn, *bufio.Reader, error
 	if line[0] != ':' || err != nil {
 		return fail(fmt.Errorf("redis answered CLIENT ID with %.40q", line))
 	}
-	w = appendCommand(w[:0], "CLIENT", "TRACKING", "ON", "REDIRECT", strconv.FormatInt(id, 10), "BCAST", "PREFIX", n.prefix)
+	w = appendCommand(w[:0], "CLIENT", "TRACKING", "ON", "REDIRECT", strconv.FormatInt(id, 10), "BCAST", "PREFIX", n.prefix+"v:")
 	w = appendCommand(w, "SUBSCRIBE", invalidateChannel)
 	if _, err := nc.Write(w); err != nil {
 		return fail(err)
@@ -407,7 +407,7 @@ func (n *nearCache) appendRaw(ctx context.Context, reads *mgetBatcher, entity st
 		notBefore = time.Now().Add(-n.ttl).UnixMilli()
 	}
 	for i, id := range ids {
-		key := n.key(kb[:0], entity, id)
+		key := appendVectorKey(kb[:0], n.prefix, entity, id)
 		at := len(buf)
 		var ok bool
 		var gen uint64
@@ -440,7 +440,7 @@ func (n *nearCache) appendRaw(ctx context.Context, reads *mgetBatcher, entity st
 	for j, i := range misses {
 		raw[rawMark+i] = got[j]
 		if got[j] != nil {
-			n.rows.fill(n.key(kb[:0], entity, ids[i]), got[j], gens[j])
+			n.rows.fill(appendVectorKey(kb[:0], n.prefix, entity, ids[i]), got[j], gens[j])
 		}
 	}
 	return buf, raw, nil
@@ -452,14 +452,6 @@ func (n *nearCache) stats() CacheStats {
 		Hits: hits, Misses: misses + n.bypassed.Load(),
 		Invalidations: n.invalidations.Load(), Flushes: n.flushes.Load(),
 	}
-}
-
-// key appends id's vector key, as Redis names it, to dst.
-func (n *nearCache) key(dst []byte, entity, id string) []byte {
-	dst = append(dst, n.prefix...)
-	dst = append(dst, entity...)
-	dst = append(dst, ':')
-	return append(dst, id...)
 }
 
 // CacheReporter is a store with an in-memory cache in front of it (Pebble,
