@@ -107,3 +107,22 @@ type Store interface {
 	SegmentMembers(ctx context.Context, entity, segment, cursor string, limit int) (ids []string, next string, err error)
 	Close() error
 }
+
+// CacheReporter is a store with an in-memory cache in front of it (Pebble,
+// Redis) that counts what the cache answered.
+type CacheReporter interface {
+	CacheStats() CacheStats
+}
+
+var _, _ CacheReporter = (*Pebble)(nil), (*Redis)(nil)
+
+// CacheStats counts what a store's in-memory cache (Pebble's row cache,
+// Redis's near cache) answered since the store opened.
+type CacheStats struct {
+	Hits, Misses uint64 // lookups answered from the cache, and not (also while it cannot answer)
+	// Invalidations is how many changed keys Redis reported (Redis only).
+	Invalidations uint64
+	// Flushes is how many times the cache was emptied because its
+	// tracking connection was lost or the database flushed (Redis only).
+	Flushes uint64
+}

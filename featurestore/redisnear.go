@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -452,102 +451,4 @@ func (n *nearCache) stats() CacheStats {
 		Hits: hits, Misses: misses + n.bypassed.Load(),
 		Invalidations: n.invalidations.Load(), Flushes: n.flushes.Load(),
 	}
-}
-
-// CacheReporter is a store with an in-memory cache in front of it (Pebble,
-// Redis) that counts what the cache answered.
-type CacheReporter interface {
-	CacheStats() CacheStats
-}
-
-var _, _ CacheReporter = (*Pebble)(nil), (*Redis)(nil)
-
-// CacheStats counts what a store's in-memory cache (Pebble's row cache,
-// Redis's near cache) answered since the store opened.
-type CacheStats struct {
-	Hits, Misses uint64 // lookups answered from the cache, and not (also while it cannot answer)
-	// Invalidations is how many changed keys Redis reported (Redis only).
-	Invalidations uint64
-	// Flushes is how many times the cache was emptied because its
-	// tracking connection was lost or the database flushed (Redis only).
-	Flushes uint64
-}
-
-// appendCommand appends one command in RESP.
-func appendCommand(w []byte, args ...string) []byte {
-	w = appendArrayHeader(w, len(args))
-	for _, a := range args {
-		w = appendBulk(w, a)
-	}
-	return w
-}
-
-// readLine reads one reply line, without its CRLF; it is never empty.
-func readLine(r *bufio.Reader) ([]byte, error) {
-	line, err := r.ReadSlice('\n')
-	if err != nil {
-		if errors.Is(err, bufio.ErrBufferFull) {
-			err = errors.New("redis reply line too long")
-		}
-		return nil, err
-	}
-	if len(line) < 3 || line[len(line)-2] != '\r' {
-		return nil, fmt.Errorf("malformed redis reply line %.40q", line)
-	}
-	return line[:len(line)-2], nil
-}
-
-func expectOK(r *bufio.Reader) error {
-	line, err := readLine(r)
-	if err != nil {
-		return err
-	}
-	switch line[0] {
-	case '+':
-		return nil
-	case '-':
-		return redisError(line[1:])
-	}
-	return fmt.Errorf("unexpected redis reply %.40q", line)
-}
-
-// readBulk reads a bulk string into dst's spare room (or a new array) and
-// returns it alone; nil for a null one.
-func readBulk(r *bufio.Reader, dst []byte) ([]byte, error) {
-	line, err := readLine(r)
-	if err != nil {
-		return nil, err
-	}
-	k, ok := parseHeader(line, '$')
-	if !ok {
-		return nil, fmt.Errorf("unexpected redis reply %.40q, want a bulk string", line)
-	}
-	if k < 0 {
-		return nil, nil
-	}
-	return readBulkBody(r, k, dst)
-}
-
-// readBulkBody is readBulk once the header said k bytes.
-func readBulkBody(r *bufio.Reader, k int, dst []byte) ([]byte, error) {
-	at := len(dst)
-	dst, err := appendBulkBody(r, k, dst)
-	if err != nil {
-		return nil, err
-	}
-	return dst[at:], nil
-}
-
-// appendBulkBody reads the k bytes of a bulk string and its CRLF, and
-// appends the bytes to dst. On an error dst comes back as it was.
-func appendBulkBody(r *bufio.Reader, k int, dst []byte) ([]byte, error) {
-	at := len(dst)
-	dst = slices.Grow(dst, k+2)[:at+k+2]
-	if _, err := io.ReadFull(r, dst[at:]); err != nil {
-		return dst[:at], err
-	}
-	if dst[at+k] != '\r' || dst[at+k+1] != '\n' {
-		return dst[:at], fmt.Errorf("redis bulk string of %d bytes not followed by CRLF", k)
-	}
-	return dst[:at+k], nil
 }
