@@ -117,8 +117,7 @@ func (c *rowCache) drop(key []byte) {
 	s.mu.Lock()
 	s.gen++
 	if v, ok := s.m[string(key)]; ok {
-		delete(s.m, string(key))
-		s.size -= int64(len(key) + len(v) + rowEntryOverhead)
+		s.remove(string(key), v)
 	}
 	s.mu.Unlock()
 }
@@ -139,10 +138,10 @@ func (c *rowCache) flush() {
 // put stores a copy of val under key and keeps the shard within budget.
 func (s *rowShard) put(key, val []byte, budget int64) {
 	if old, ok := s.m[string(key)]; ok {
-		s.size -= int64(len(key) + len(old) + rowEntryOverhead)
+		s.remove(string(key), old)
 	}
 	s.m[string(key)] = append([]byte(nil), val...)
-	s.size += int64(len(key) + len(val) + rowEntryOverhead)
+	s.size += entrySize(string(key), val)
 	if s.size <= budget {
 		return
 	}
@@ -154,7 +153,15 @@ func (s *rowShard) put(key, val []byte, budget int64) {
 		if k == string(key) {
 			continue
 		}
-		delete(s.m, k)
-		s.size -= int64(len(k) + len(v) + rowEntryOverhead)
+		s.remove(k, v)
 	}
 }
+
+// remove deletes k, whose value is v.
+func (s *rowShard) remove(k string, v []byte) {
+	delete(s.m, k)
+	s.size -= entrySize(k, v)
+}
+
+// entrySize is what an entry counts against the budget.
+func entrySize(k string, v []byte) int64 { return int64(len(k) + len(v) + rowEntryOverhead) }
