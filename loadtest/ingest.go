@@ -9,7 +9,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -433,45 +432,36 @@ func startIngestFloor(ctx context.Context, o IngestOptions, records [][]byte, ln
 		return nil, fmt.Errorf("floor produce: %w", err)
 	}
 	var next atomic.Int64
-	srv := &fasthttp.Server{
-		Handler: func(rc *fasthttp.RequestCtx) {
-			_ = rc.PostBody()
-			first := next.Add(int64(o.Batch)) - int64(o.Batch)
-			var (
-				wg     sync.WaitGroup
-				failed atomic.Pointer[error]
-			)
-			wg.Add(o.Batch)
-			done := func(_ *kgo.Record, err error) {
-				if err != nil {
-					failed.CompareAndSwap(nil, &err)
-				}
-				wg.Done()
+	stopServer := serve(ln, "floor", func(rc *fasthttp.RequestCtx) {
+		_ = rc.PostBody()
+		first := next.Add(int64(o.Batch)) - int64(o.Batch)
+		var (
+			wg     sync.WaitGroup
+			failed atomic.Pointer[error]
+		)
+		wg.Add(o.Batch)
+		done := func(_ *kgo.Record, err error) {
+			if err != nil {
+				failed.CompareAndSwap(nil, &err)
 			}
-			for i := first; i < first+int64(o.Batch); i++ {
-				key := strconv.AppendInt(nil, i%int64(o.Users), 10)
-				cl.TryProduce(ctx, &kgo.Record{Key: key, Value: records[i%int64(len(records))]}, done)
-			}
-			wg.Wait()
-			rc.SetContentType("application/json")
-			if err := failed.Load(); err != nil {
-				rc.SetStatusCode(fasthttp.StatusServiceUnavailable)
-				msg, _ := json.Marshal((*err).Error())
-				rc.SetBodyString(`{"success":false,"error":` + string(msg) + `}`)
-				return
-			}
-			rc.SetBodyString(`{"success":true}`)
-		},
-		NoDefaultServerHeader: true,
-	}
-	served := make(chan struct{})
-	go pprof.Do(context.Background(), pprof.Labels("server", "floor"), func(context.Context) {
-		_ = srv.Serve(ln)
-		close(served)
+			wg.Done()
+		}
+		for i := first; i < first+int64(o.Batch); i++ {
+			key := strconv.AppendInt(nil, i%int64(o.Users), 10)
+			cl.TryProduce(ctx, &kgo.Record{Key: key, Value: records[i%int64(len(records))]}, done)
+		}
+		wg.Wait()
+		rc.SetContentType("application/json")
+		if err := failed.Load(); err != nil {
+			rc.SetStatusCode(fasthttp.StatusServiceUnavailable)
+			msg, _ := json.Marshal((*err).Error())
+			rc.SetBodyString(`{"success":false,"error":` + string(msg) + `}`)
+			return
+		}
+		rc.SetBodyString(`{"success":true}`)
 	})
 	return func() {
-		_ = srv.Shutdown()
-		<-served
+		stopServer()
 		cl.Close()
 	}, nil
 }

@@ -272,46 +272,52 @@ const bareBody = `[{"model_used":true,"prediction":"yes","score":0.8312748670578
 // startBare serves bareBody on a free port of 127.0.0.1, reading the body
 // as any handler would.
 func startBare() (url string, stop func(), err error) {
+	return listenAndServe("bare", func(ctx *fasthttp.RequestCtx) {
+		_ = ctx.PostBody()
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(bareBody)
+	})
+}
+
+// listenAndServe serves h on a free loopback port until stop, under a
+// pprof label server=label, which tells its CPU from the rest of this
+// process's in a -cpuprofile (pprof -tagfocus server=label).
+func listenAndServe(label string, h fasthttp.RequestHandler) (url string, stop func(), err error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
 	}
-	srv := &fasthttp.Server{
-		Handler: func(ctx *fasthttp.RequestCtx) {
-			_ = ctx.PostBody()
-			ctx.SetContentType("application/json")
-			ctx.SetBodyString(bareBody)
-		},
-		NoDefaultServerHeader: true,
+	return "http://" + ln.Addr().String(), serve(ln, label, h), nil
+}
+
+// serve serves h on ln, as listenAndServe does; stop returns once the
+// server is down.
+func serve(ln net.Listener, label string, h fasthttp.RequestHandler) (stop func()) {
+	srv := &fasthttp.Server{Handler: h, NoDefaultServerHeader: true}
+	served := make(chan struct{})
+	go pprof.Do(context.Background(), pprof.Labels("server", label), func(context.Context) {
+		_ = srv.Serve(ln)
+		close(served)
+	})
+	return func() {
+		_ = srv.Shutdown()
+		<-served
 	}
-	// The label tells its CPU from the rest in a CPU profile (pprof
-	// -tagfocus server=bare).
-	go pprof.Do(context.Background(), pprof.Labels("server", "bare"), func(context.Context) { _ = srv.Serve(ln) })
-	return "http://" + ln.Addr().String(), func() { _ = srv.Shutdown() }, nil
 }
 
 // startFloor serves bareBody after one PredictOptions.Floor read of a user
 // picked as the scorer's requests pick them (a store read keyed by the
 // request's user, with the body read and parsed no further).
 func startFloor(o PredictOptions) (url string, stop func(), err error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	srv := &fasthttp.Server{
-		Handler: func(ctx *fasthttp.RequestCtx) {
-			user, _ := strconv.ParseUint(string(userOf(ctx.PostBody())), 10, 64)
-			if err := o.Floor(ctx, user); err != nil {
-				ctx.Error(err.Error(), fasthttp.StatusServiceUnavailable)
-				return
-			}
-			ctx.SetContentType("application/json")
-			ctx.SetBodyString(bareBody)
-		},
-		NoDefaultServerHeader: true,
-	}
-	go pprof.Do(context.Background(), pprof.Labels("server", "floor"), func(context.Context) { _ = srv.Serve(ln) })
-	return "http://" + ln.Addr().String(), func() { _ = srv.Shutdown() }, nil
+	return listenAndServe("floor", func(ctx *fasthttp.RequestCtx) {
+		user, _ := strconv.ParseUint(string(userOf(ctx.PostBody())), 10, 64)
+		if err := o.Floor(ctx, user); err != nil {
+			ctx.Error(err.Error(), fasthttp.StatusServiceUnavailable)
+			return
+		}
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(bareBody)
+	})
 }
 
 // userOf finds the id in a body as predictClient.body writes it.
