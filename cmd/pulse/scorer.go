@@ -207,7 +207,7 @@ func loadtestPredict(ctx context.Context, args []string) error {
 // with its cache off (AppendRaw: one MGET, shared by concurrent callers as
 // the scorer's are), from the loadtest's store.
 func redisFloor(addr string) (func(ctx context.Context, user uint64) error, func(), error) {
-	st, err := featurestore.OpenRedis(config.Redis{Addr: addr, KeyPrefix: "pulse-loadtest:"}, featurestore.RedisOptions{CacheSize: -1})
+	st, err := loadtestRedis(addr, featurestore.RedisOptions{CacheSize: -1})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -232,6 +232,13 @@ func redisFloor(addr string) (func(ctx context.Context, user uint64) error, func
 		return nil
 	}
 	return read, func() { st.Close() }, nil
+}
+
+// loadtestRedis opens, at addr, the Redis store `loadtest predict
+// -embedded` fills and reads: under a key prefix of its own, so a shared
+// server's other keys are left alone.
+func loadtestRedis(addr string, opts featurestore.RedisOptions) (*featurestore.Redis, error) {
+	return featurestore.OpenRedis(config.Redis{Addr: addr, KeyPrefix: "pulse-loadtest:"}, opts)
 }
 
 // embeddedOptions are `pulse loadtest predict -embedded`'s flags.
@@ -281,7 +288,7 @@ func embeddedScorer(ctx context.Context, eo embeddedOptions) (url, key string, s
 	case "pebble":
 		store, err = featurestore.OpenPebble(filepath.Join(tmp, "store"), featurestore.PebbleOptions{Logger: quiet, RowCacheSize: int64(eo.rowCacheMB) << 20})
 	case "redis":
-		store, err = featurestore.OpenRedis(config.Redis{Addr: eo.redisAddr, KeyPrefix: "pulse-loadtest:"}, featurestore.RedisOptions{TTL: time.Hour, Logger: quiet, CacheSize: int64(eo.rowCacheMB) << 20})
+		store, err = loadtestRedis(eo.redisAddr, featurestore.RedisOptions{TTL: time.Hour, Logger: quiet, CacheSize: int64(eo.rowCacheMB) << 20})
 	default:
 		err = fmt.Errorf("-store %q: want pebble or redis", eo.kind)
 	}
@@ -296,7 +303,7 @@ func embeddedScorer(ctx context.Context, eo embeddedOptions) (url, key string, s
 	if eo.rewrites > 0 {
 		writer := store
 		if eo.kind == "redis" {
-			w, err := featurestore.OpenRedis(config.Redis{Addr: eo.redisAddr, KeyPrefix: "pulse-loadtest:"}, featurestore.RedisOptions{TTL: time.Hour, CacheSize: -1})
+			w, err := loadtestRedis(eo.redisAddr, featurestore.RedisOptions{TTL: time.Hour, CacheSize: -1})
 			if err != nil {
 				return fail(err)
 			}
