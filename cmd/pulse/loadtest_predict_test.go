@@ -15,6 +15,7 @@ import (
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/examples"
 	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/internal/testenv"
 )
 
 // TestLoadtestPredictStore: the store `pulse loadtest predict -embedded`
@@ -142,5 +143,34 @@ func TestRewriteUsers(t *testing.T) {
 	}
 	if fresh < users*9/10 {
 		t.Fatalf("%d of %d users rewritten", fresh, users)
+	}
+}
+
+// TestLoadtestRedisFloor: with -store redis, the embedded scorer and the
+// -floor reader share the loadtest's Redis store: the floor finds every
+// user the scorer was filled with, and says so for one it was not.
+func TestLoadtestRedisFloor(t *testing.T) {
+	addr := testenv.StartRedis(t).Addr()
+	ctx := context.Background()
+	_, _, store, stop, err := embeddedScorer(ctx, embeddedOptions{kind: "redis", redisAddr: addr, users: 20, rowCacheMB: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if _, ok := store.(*featurestore.Redis); !ok {
+		t.Fatalf("store is a %T, want the Redis store", store)
+	}
+	read, closeFloor, err := redisFloor(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFloor()
+	for user := range uint64(20) {
+		if err := read(ctx, user); err != nil {
+			t.Fatalf("floor read of user %d: %v", user, err)
+		}
+	}
+	if err := read(ctx, 20); err == nil {
+		t.Fatal("floor read of user 20, never written: no error")
 	}
 }
