@@ -362,16 +362,11 @@ func sampleBatches(o IngestOptions, n int) (bodies [][]byte, records [][]byte) {
 // rawProduce produces records as fast as the broker takes them with the
 // producer settings ingest uses, for o.Duration.
 func rawProduce(ctx context.Context, o IngestOptions, records [][]byte) (*Result, error) {
-	kc := config.Kafka{Brokers: o.Brokers, ClientID: "pulse-loadtest"}
-	cl, err := kafka.NewClient(kc, append(kafka.ProducerOpts(), kgo.DefaultProduceTopic(o.BaselineTopic), kgo.AllowAutoTopicCreation())...)
+	cl, err := baselineProducer(ctx, o, "pulse-loadtest", records[0])
 	if err != nil {
 		return nil, err
 	}
 	defer cl.Close()
-	// Warm up metadata and the topic.
-	if err := cl.ProduceSync(ctx, &kgo.Record{Value: records[0]}).FirstErr(); err != nil {
-		return nil, fmt.Errorf("baseline produce: %w", err)
-	}
 	res := &Result{Name: "raw franz-go produce", Hist: newHist()}
 	var (
 		ok, failed atomic.Int64
@@ -412,6 +407,21 @@ func rawProduce(ctx context.Context, o IngestOptions, records [][]byte) (*Result
 	return res, nil
 }
 
+// baselineProducer is a producer with ingest's settings into the
+// baseline topic, its metadata and the topic warmed up by producing first.
+func baselineProducer(ctx context.Context, o IngestOptions, clientID string, first []byte) (*kgo.Client, error) {
+	kc := config.Kafka{Brokers: o.Brokers, ClientID: clientID}
+	cl, err := kafka.NewClient(kc, append(kafka.ProducerOpts(), kgo.DefaultProduceTopic(o.BaselineTopic), kgo.AllowAutoTopicCreation())...)
+	if err != nil {
+		return nil, err
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Value: first}).FirstErr(); err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("%s: first produce to %s: %w", clientID, o.BaselineTopic, err)
+	}
+	return cl, nil
+}
+
 // startIngestFloor serves POST /v1/batch as the least any ingest must do
 // per request: read the body, produce o.Batch records with ingest's
 // producer settings, and answer once Kafka acknowledged them all. The
@@ -420,16 +430,10 @@ func rawProduce(ctx context.Context, o IngestOptions, records [][]byte) (*Result
 // whose open loop cannot reach a latency the floor misses at the same rate
 // is limited by the machine, not by its own work.
 func startIngestFloor(ctx context.Context, o IngestOptions, records [][]byte, ln net.Listener) (stop func(), err error) {
-	kc := config.Kafka{Brokers: o.Brokers, ClientID: "pulse-loadtest-floor"}
-	cl, err := kafka.NewClient(kc, append(kafka.ProducerOpts(), kgo.DefaultProduceTopic(o.BaselineTopic), kgo.AllowAutoTopicCreation())...)
+	cl, err := baselineProducer(ctx, o, "pulse-loadtest-floor", records[0])
 	if err != nil {
 		ln.Close()
 		return nil, err
-	}
-	if err := cl.ProduceSync(ctx, &kgo.Record{Value: records[0]}).FirstErr(); err != nil {
-		cl.Close()
-		ln.Close()
-		return nil, fmt.Errorf("floor produce: %w", err)
 	}
 	var next atomic.Int64
 	stopServer := serve(ln, "floor", func(rc *fasthttp.RequestCtx) {
