@@ -118,7 +118,8 @@ type Set struct {
 	aggs   []int     // indexes into feats of aggregated features, in order; State.f is parallel
 	// groups are the distinct event filters; each lists the features it feeds.
 	groups  []group
-	derived []int // indexes into feats of derived features, in dependency order
+	derived []int         // indexes into feats of derived features, in dependency order
+	steps   []derivedStep // derived, as evalDerived runs them for Values and Derive
 	usesNow bool
 	fields  int // distinct field paths, for the per-Apply lookup cache
 
@@ -503,6 +504,9 @@ func (s *Set) compileDerived(owner map[string]string) Errors {
 		}
 		f.prog = prog
 		s.kinds[i] = nodeKind(prog.Node())
+	}
+	for _, i := range s.derived {
+		s.steps = append(s.steps, derivedStep{name: s.feats[i].def.Name, prog: s.feats[i].prog, out: i})
 	}
 	return errs
 }

@@ -1,6 +1,50 @@
 package aggregate
 
-import "time"
+import (
+	"time"
+
+	"github.com/expr-lang/expr/vm"
+)
+
+// derivedStep is one derived expression in an evaluation order.
+type derivedStep struct {
+	name string
+	prog *vm.Program // nil: the expr did not compile, the value is nil
+	out  int         // index into the caller's dst; -1 for an intermediate step
+}
+
+// evalDerived is the one evaluation of derived features: Values (the
+// stream, backfill and training sets), Derive and Refresher (the scorer at
+// read time) all run it, which is what keeps training and serving equal.
+// It runs steps in order over env, which holds their inputs by name, with
+// `now` as epoch ms (float64). Each result is normalised (nil where the
+// expression failed or gave no finite value), bound in env under its name
+// for the steps after it, and stored in dst[out].
+func evalDerived(m *vm.VM, env map[string]any, steps []derivedStep, now int64, dst []any) {
+	env["now"] = float64(now)
+	for _, st := range steps {
+		var v any
+		if st.prog != nil {
+			if out, err := m.Run(st.prog, env); err == nil {
+				v = normalize(out)
+			}
+		}
+		env[st.name] = v
+		if st.out >= 0 {
+			dst[st.out] = v
+		}
+	}
+}
+
+// derive computes the derived features of values (in Names order) as of
+// t, in place, from the other values.
+func (s *Set) derive(sc *valuesScratch, values []any, t int64) {
+	for i, name := range s.names {
+		sc.env[name] = values[i]
+	}
+	evalDerived(&sc.vm, sc.env, s.steps, t, values)
+	clear(sc.env) // do not keep values alive in the pool
+}
 
 // Derive recomputes the derived (expr) features of values as of now, in
 // place, from the other values. values is in Names order, as Values fills
@@ -12,22 +56,6 @@ func (s *Set) Derive(values []any, now time.Time) {
 		return
 	}
 	sc := s.valuesPool.Get().(*valuesScratch)
-	for i, name := range s.names {
-		sc.env[name] = values[i]
-	}
-	sc.env["now"] = float64(now.UnixMilli())
-	for _, fi := range s.derived {
-		f := &s.feats[fi]
-		var v any
-		if f.prog != nil {
-			out, err := sc.vm.Run(f.prog, sc.env)
-			if err == nil {
-				v = normalize(out)
-			}
-		}
-		values[fi] = v
-		sc.env[f.def.Name] = v
-	}
-	clear(sc.env)
+	s.derive(sc, values, now.UnixMilli())
 	s.valuesPool.Put(sc)
 }

@@ -19,14 +19,8 @@ import (
 type Refresher struct {
 	outs   []string // the wanted features that read now, in the order asked
 	stored []string // stored features the steps read
-	steps  []refreshStep
+	steps  []derivedStep
 	pool   sync.Pool // *refreshScratch
-}
-
-type refreshStep struct {
-	name string
-	prog *vm.Program // nil: the expr did not compile, the value is nil
-	out  int         // index into outs, -1 for an intermediate step
 }
 
 type refreshScratch struct {
@@ -87,7 +81,7 @@ func (s *Set) Refresher(want []string) *Refresher {
 			continue
 		}
 		f := &s.feats[i]
-		r.steps = append(r.steps, refreshStep{name: f.def.Name, prog: f.prog, out: o})
+		r.steps = append(r.steps, derivedStep{name: f.def.Name, prog: f.prog, out: o})
 		for _, j := range f.reads {
 			if !nowDep[j] && !reads[s.names[j]] {
 				reads[s.names[j]] = true
@@ -117,19 +111,7 @@ func (r *Refresher) Refresh(stored map[string]any, now time.Time, dst []any) {
 			sc.env[name] = v
 		}
 	}
-	sc.env["now"] = float64(now.UnixMilli())
-	for _, st := range r.steps {
-		var v any
-		if st.prog != nil {
-			if out, err := sc.vm.Run(st.prog, sc.env); err == nil {
-				v = normalize(out)
-			}
-		}
-		sc.env[st.name] = v
-		if st.out >= 0 {
-			dst[st.out] = v
-		}
-	}
+	evalDerived(&sc.vm, sc.env, r.steps, now.UnixMilli(), dst)
 	clear(sc.env)
 	r.pool.Put(sc)
 }

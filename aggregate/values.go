@@ -41,23 +41,7 @@ func (s *Set) Values(st *State, now time.Time, dst []any) []any {
 		dst[fi] = f.valueAt(&st.f[f.slot], t, sc)
 	}
 	if len(s.derived) > 0 {
-		for i, name := range s.names {
-			sc.env[name] = dst[i]
-		}
-		sc.env["now"] = float64(t)
-		for _, fi := range s.derived {
-			f := &s.feats[fi]
-			var v any
-			if f.prog != nil {
-				out, err := sc.vm.Run(f.prog, sc.env)
-				if err == nil {
-					v = normalize(out)
-				}
-			}
-			dst[fi] = v
-			sc.env[f.def.Name] = v
-		}
-		clear(sc.env) // do not keep values alive in the pool
+		s.derive(sc, dst, t)
 	}
 	clear(sc.ds)
 	s.valuesPool.Put(sc)
