@@ -13,8 +13,21 @@ import (
 )
 
 // The golden files are written by scripts/golden.sh: models trained and
-// scored by the real XGBoost, LightGBM and scikit-learn.
-const goldenDir = "testdata/golden"
+// scored by the real XGBoost, LightGBM and scikit-learn. The tracked ones
+// live in testdata/golden; PULSE_GOLDEN_DIR points the tests at another
+// set, which is how golden.sh checks a fresh one without touching the tree.
+var goldenDir = envOr("PULSE_GOLDEN_DIR", "testdata/golden")
+
+// demoModel is the model `pulse dev` serves; PULSE_DEMO_MODEL points at a
+// freshly trained one (golden.sh).
+var demoModel = envOr("PULSE_DEMO_MODEL", "../examples/ecommerce/models/purchase_propensity.json")
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
 
 const (
 	marginTol = 1e-5 // absolute, for margins and non-probability predictions
@@ -97,7 +110,7 @@ func goldenDirs(t testing.TB) []string {
 	t.Helper()
 	ents, err := os.ReadDir(goldenDir)
 	if err != nil {
-		t.Fatalf("%v (run scripts/golden.sh)", err)
+		t.Fatalf("%v (run scripts/golden.sh --update)", err)
 	}
 	var dirs []string
 	for _, e := range ents {
@@ -106,7 +119,7 @@ func goldenDirs(t testing.TB) []string {
 		}
 	}
 	if len(dirs) == 0 {
-		t.Fatal("no golden cases: run scripts/golden.sh")
+		t.Fatal("no golden cases: run scripts/golden.sh --update")
 	}
 	return dirs
 }
@@ -206,7 +219,7 @@ func TestGoldenRefused(t *testing.T) {
 
 // The demo model `pulse dev` serves must load and rank users sensibly.
 func TestDemoModel(t *testing.T) {
-	data, err := os.ReadFile("../examples/ecommerce/models/purchase_propensity.json")
+	data, err := os.ReadFile(demoModel)
 	if err != nil {
 		t.Fatal(err)
 	}

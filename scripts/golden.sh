@@ -1,9 +1,29 @@
 #!/usr/bin/env bash
-# Regenerates model/testdata/golden (and the e-commerce demo model) with the
-# real XGBoost, LightGBM and scikit-learn, so `go test ./model` checks the Go
-# evaluators against them. Idempotent: the venv under $PULSE_CACHE is reused
-# while the pins below are unchanged.
+# Trains and scores the golden models with the real XGBoost, LightGBM and
+# scikit-learn, and checks the Go evaluators against them.
+#
+#   scripts/golden.sh           generate a fresh set into a scratch directory
+#                               and run the model package's golden tests on
+#                               it; the tracked files are left as they are
+#   scripts/golden.sh --update  rewrite the tracked goldens under
+#                               model/testdata/golden and the e-commerce demo
+#                               model (commit them after)
+#
+# Training is multi-threaded, so a fresh set may differ from the tracked one
+# in the last digits; each is checked as it stands, which is why `make test`
+# generates into scratch and leaves the tree as it found it. The venvs under
+# $PULSE_CACHE are reused while the pins below are unchanged.
 set -euo pipefail
+
+update=0
+case "${1:-}" in
+--update) update=1 ;;
+"") ;;
+*)
+	echo "usage: scripts/golden.sh [--update]" >&2
+	exit 2
+	;;
+esac
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${PULSE_CACHE:-$HOME/.cache/pulse}
@@ -34,7 +54,19 @@ venv() {
 venv "$cache/venv" "${pins[@]}"
 venv "$cache/venv-old" "${pins_old[@]}"
 
-out=$root/model/testdata/golden
-"$cache/venv/bin/python" "$root/scripts/golden/gen.py" --out "$out" \
-	--demo "$root/examples/ecommerce/models/purchase_propensity.json"
+if ((update)); then
+	out=$root/model/testdata/golden
+	demo=$root/examples/ecommerce/models/purchase_propensity.json
+else
+	scratch=$(mktemp -d "${TMPDIR:-/tmp}/pulse-golden.XXXXXX")
+	trap 'rm -rf "$scratch"' EXIT
+	out=$scratch/golden
+	demo=$scratch/purchase_propensity.json
+fi
+"$cache/venv/bin/python" "$root/scripts/golden/gen.py" --out "$out" --demo "$demo"
 "$cache/venv-old/bin/python" "$root/scripts/golden/gen.py" --out "$out" --old
+if ((!update)); then
+	echo "golden: checking the Go evaluators against a fresh set in $out"
+	cd "$root"
+	PULSE_GOLDEN_DIR=$out PULSE_DEMO_MODEL=$demo ${GO:-go} test -count=1 -run 'TestGolden|TestDemoModel|TestPredictAllocs|FuzzParse' ./model
+fi
