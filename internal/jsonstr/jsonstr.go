@@ -1,6 +1,7 @@
-// Package jsonstr appends JSON strings to a buffer without reflection: the
-// hand-written encoders on hot paths (ingest's event normaliser, the
-// scorer's predict answer) share it.
+// Package jsonstr appends JSON strings to a buffer without reflection, for
+// the scorer's hand-written encoders on its hot path: the predict answer
+// and the prediction log's records. (Ingest's normaliser copies strings as
+// sent and has no need of it.)
 package jsonstr
 
 const hexDigits = "0123456789abcdef"
