@@ -130,126 +130,141 @@ func (t *task) applyChangelog(b *pebble.Batch, r *kgo.Record, local bool, now ti
 			return err
 		}
 		t.meta.next, t.meta.pending = next, pending
-	case strings.HasPrefix(k, clEntityPrefix):
-		id := k[len(clEntityPrefix):]
-		ek := key(pkEntity, id)
-		if local {
-			if old, closer, err := b.Get(ek); err == nil {
-				due, _, err := splitLocalValue(old)
-				closer.Close()
-				if err != nil {
-					return err
-				}
-				if due != 0 {
-					b.Delete(timerKey(due, id), nil)
-				}
-			} else if !errors.Is(err, pebble.ErrNotFound) {
-				return err
-			}
-		}
-		if r.Value == nil {
-			b.Delete(ek, nil)
-			return nil
-		}
-		state, memb, err := splitEntityValue(r.Value)
-		if err != nil {
-			return err
-		}
-		if _, stale, _ := t.p.segments.DecodeMembership(memb, nil); stale {
-			b.Set(timerKey(0, id), nil, nil) // rules changed since: re-evaluate
-		}
-		st, err := t.p.features.DecodeState(state)
-		if err != nil {
-			return err
-		}
-		var due int64
-		if at, ok := t.p.features.NextChange(st, now); ok {
-			due = at.UnixMilli()
-			b.Set(timerKey(due, id), nil, nil)
-		}
-		b.Set(ek, localValue(due, r.Value), nil)
-	case strings.HasPrefix(k, clSeenPrefix):
-		off, err := strconv.ParseInt(k[len(clSeenPrefix):], 10, 64)
-		if err != nil {
-			return err
-		}
-		bk := batchKey(off)
-		if r.Value == nil {
-			if old, closer, err := b.Get(bk); err == nil {
-				sb, err := decodeSeenBatch(old)
-				closer.Close()
-				if err != nil {
-					return err
-				}
-				for _, id := range sb.ids {
-					b.Delete(key(pkSeen, id), nil)
-				}
-			} else if !errors.Is(err, pebble.ErrNotFound) {
-				return err
-			}
-			b.Delete(bk, nil)
-			return nil
-		}
-		sb, err := decodeSeenBatch(r.Value)
-		if err != nil {
-			return err
-		}
-		at := binary.BigEndian.AppendUint64(nil, uint64(off))
-		for _, id := range sb.ids {
-			b.Set(key(pkSeen, id), at, nil)
-		}
-		b.Set(bk, r.Value, nil)
 	case k == clSeedsKey:
 		next, n := binary.Varint(r.Value)
 		if n <= 0 {
 			return errCorrupt
 		}
 		t.meta.seedNext = next
-	case strings.HasPrefix(k, clActivationPrefix):
-		fp, err := strconv.ParseUint(k[len(clActivationPrefix):], 16, 64)
-		if err != nil {
+	case strings.HasPrefix(k, clEntityPrefix):
+		return t.restoreEntity(b, k[len(clEntityPrefix):], r.Value, local, now)
+	case strings.HasPrefix(k, clSeenPrefix):
+		return restoreSeen(b, k[len(clSeenPrefix):], r.Value)
+	default:
+		lk, err := localKeyOf(k)
+		if err != nil || lk == nil {
 			return err
 		}
 		if r.Value == nil {
-			b.Delete(activationKey(fp), nil)
+			b.Delete(lk, nil)
 		} else {
-			b.Set(activationKey(fp), r.Value, nil)
+			b.Set(lk, r.Value, nil)
 		}
+	}
+	return nil
+}
+
+// restoreEntity writes an entity's changelog value v (nil: deleted) to b
+// with its timer, dropping the timer of the value it replaces when local.
+func (t *task) restoreEntity(b *pebble.Batch, id string, v []byte, local bool, now time.Time) error {
+	ek := key(pkEntity, id)
+	if local {
+		if old, closer, err := b.Get(ek); err == nil {
+			due, _, err := splitLocalValue(old)
+			closer.Close()
+			if err != nil {
+				return err
+			}
+			if due != 0 {
+				b.Delete(timerKey(due, id), nil)
+			}
+		} else if !errors.Is(err, pebble.ErrNotFound) {
+			return err
+		}
+	}
+	if v == nil {
+		b.Delete(ek, nil)
+		return nil
+	}
+	state, memb, err := splitEntityValue(v)
+	if err != nil {
+		return err
+	}
+	if _, stale, _ := t.p.segments.DecodeMembership(memb, nil); stale {
+		b.Set(timerKey(0, id), nil, nil) // rules changed since: re-evaluate
+	}
+	st, err := t.p.features.DecodeState(state)
+	if err != nil {
+		return err
+	}
+	var due int64
+	if at, ok := t.p.features.NextChange(st, now); ok {
+		due = at.UnixMilli()
+		b.Set(timerKey(due, id), nil, nil)
+	}
+	b.Set(ek, localValue(due, v), nil)
+	return nil
+}
+
+// restoreSeen writes the seen ids of the input batch ending at offset (a
+// decimal) to b, or forgets them when v is nil (purged).
+func restoreSeen(b *pebble.Batch, offset string, v []byte) error {
+	off, err := strconv.ParseInt(offset, 10, 64)
+	if err != nil {
+		return err
+	}
+	bk := batchKey(off)
+	if v == nil {
+		if old, closer, err := b.Get(bk); err == nil {
+			sb, err := decodeSeenBatch(old)
+			closer.Close()
+			if err != nil {
+				return err
+			}
+			for _, id := range sb.ids {
+				b.Delete(key(pkSeen, id), nil)
+			}
+		} else if !errors.Is(err, pebble.ErrNotFound) {
+			return err
+		}
+		b.Delete(bk, nil)
+		return nil
+	}
+	sb, err := decodeSeenBatch(v)
+	if err != nil {
+		return err
+	}
+	at := binary.BigEndian.AppendUint64(nil, uint64(off))
+	for _, id := range sb.ids {
+		b.Set(key(pkSeen, id), at, nil)
+	}
+	b.Set(bk, v, nil)
+	return nil
+}
+
+// localKeyOf is the Pebble key of the changelog key of an activation, a
+// seeded mark, an undecided event or an alias, whose values are the same
+// in both; nil for any other key.
+func localKeyOf(k string) ([]byte, error) {
+	switch {
+	case strings.HasPrefix(k, clActivationPrefix):
+		fp, err := strconv.ParseUint(k[len(clActivationPrefix):], 16, 64)
+		if err != nil {
+			return nil, err
+		}
+		return activationKey(fp), nil
 	case strings.HasPrefix(k, clSeededPrefix):
 		fph, id, ok := strings.Cut(k[len(clSeededPrefix):], "/")
 		fp, err := strconv.ParseUint(fph, 16, 64)
 		if !ok || err != nil {
-			return errCorrupt
+			return nil, errCorrupt
 		}
-		if r.Value == nil {
-			b.Delete(seededKey(fp, id), nil)
-		} else {
-			b.Set(seededKey(fp, id), r.Value, nil)
-		}
+		return seededKey(fp, id), nil
 	case strings.HasPrefix(k, clUndecidedPrefix):
 		parts := strings.SplitN(k[len(clUndecidedPrefix):], "/", 3)
 		if len(parts) != 3 {
-			return errCorrupt
+			return nil, errCorrupt
 		}
 		fp, err1 := strconv.ParseUint(parts[0], 16, 64)
 		off, err2 := strconv.ParseInt(parts[1], 10, 64)
 		if err1 != nil || err2 != nil {
-			return errCorrupt
+			return nil, errCorrupt
 		}
-		if r.Value == nil {
-			b.Delete(undecidedKey(fp, parts[2], off), nil)
-		} else {
-			b.Set(undecidedKey(fp, parts[2], off), r.Value, nil)
-		}
+		return undecidedKey(fp, parts[2], off), nil
 	case strings.HasPrefix(k, clAliasPrefix):
-		ak := key(pkAlias, k[len(clAliasPrefix):])
-		if r.Value == nil {
-			b.Delete(ak, nil)
-		} else {
-			b.Set(ak, r.Value, nil)
-		}
+		return key(pkAlias, k[len(clAliasPrefix):]), nil
 	}
-	return nil
+	return nil, nil
 }
 
 // wipe drops the partition's state: tombstones for every key in the
@@ -265,7 +280,7 @@ func (t *task) wipe(ctx context.Context) error {
 	}
 	for len(keys) > 0 {
 		n := min(len(keys), 10000)
-		x := &txn{b: t.db.NewBatch()}
+		x := t.newTxn()
 		for _, k := range keys[:n] {
 			x.recs = append(x.recs, t.stateRecord(k, nil))
 		}
@@ -278,8 +293,7 @@ func (t *task) wipe(ctx context.Context) error {
 		return err
 	}
 	clear(t.cache)
-	x := &txn{b: t.db.NewBatch()}
-	if err := t.commit(ctx, x, 0); err != nil {
+	if err := t.commit(ctx, t.newTxn(), 0); err != nil {
 		return err
 	}
 	// The state starts over: every feature counts from offset 0, and seeds
@@ -289,19 +303,19 @@ func (t *task) wipe(ctx context.Context) error {
 
 // snapshot writes the whole local state to the changelog.
 func (t *task) snapshot(ctx context.Context) error {
-	x := &txn{b: t.db.NewBatch()}
+	x := t.newTxn()
+	defer func() { x.abort() }() // the last one
 	err := t.eachLocal(func(k, v []byte) error {
 		x.recs = append(x.recs, t.stateRecord(k, v))
 		if len(x.recs) >= 10000 {
 			if err := t.commit(ctx, x, t.meta.next); err != nil {
 				return err
 			}
-			x = &txn{b: t.db.NewBatch()}
+			x = t.newTxn()
 		}
 		return nil
 	})
 	if err != nil {
-		x.b.Close()
 		return err
 	}
 	x.recs = append(x.recs, t.stateRecord([]byte(clSeedsKey), binary.AppendVarint(nil, t.meta.seedNext)))

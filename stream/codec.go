@@ -3,7 +3,6 @@ package stream
 import (
 	"encoding/binary"
 	"errors"
-	"strings"
 )
 
 // Keys of the changelog (pulse.state). Entities are "e/<id>"; everything
@@ -260,5 +259,3 @@ func (r *reader) strings() []string {
 	}
 	return out
 }
-
-func entityOfKey(k string) (id string, ok bool) { return strings.CutPrefix(k, clEntityPrefix) }

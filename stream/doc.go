@@ -15,7 +15,8 @@
 // A task owns one input partition and one Pebble database under
 // <data_dir>/stream/<topic>-<partition>. For each fetched batch it decodes,
 // dedupes by messageId, resolves identity, applies the events to the
-// entities' aggregate states, evaluates segments, and then commits in this
+// entities' aggregate states, evaluates segments (the stages of batch.go,
+// over one transaction with one abort path), and then commits in this
 // order:
 //
 //  1. One Kafka transaction (transactional id pulse-stream-<topic>-<p>, so a

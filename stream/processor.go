@@ -22,7 +22,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// Options tune a Processor. The zero value is ready to use.
+// Options tune a Processor. The zero value is ready to use: New fills
+// what is unset with EnsureDefaults.
 type Options struct {
 	// Log receives the processor's log lines, overriding the default slog.Default().
 	Log *slog.Logger
@@ -30,7 +31,7 @@ type Options struct {
 	// fire timers.
 	Now func() time.Time
 	// MaxPollRecords bounds the records taken in one poll (one batch per
-	// partition), overriding the default 10000.
+	// partition), overriding the default 100000.
 	MaxPollRecords int
 	// TimerChunk bounds the entities recomputed in one timer transaction,
 	// overriding the default 5000.
@@ -44,6 +45,27 @@ type Options struct {
 	// hook, in tests, runs at the named points of the commit path; an error
 	// makes the task fail there as if it crashed.
 	hook func(point string, partition int32) error
+}
+
+// EnsureDefaults sets every unset (zero or negative) option to its
+// default, as documented on the field, and returns o.
+func (o *Options) EnsureDefaults() *Options {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.MaxPollRecords <= 0 {
+		o.MaxPollRecords = 100000
+	}
+	if o.TimerChunk <= 0 {
+		o.TimerChunk = 5000
+	}
+	if o.SessionTimeout <= 0 {
+		o.SessionTimeout = 10 * time.Second
+	}
+	return o
 }
 
 // Processor is the stream processor: one consumer group member running a
@@ -63,6 +85,7 @@ type Processor struct {
 
 	cl *kgo.Client
 
+	// mu guards tasks, reopen and wake.
 	mu    sync.Mutex
 	tasks map[int32]*task
 	// reopen lists partitions whose task failed and must be opened again
@@ -93,21 +116,7 @@ const entity = aggregate.DefaultEntity
 // New compiles the features and segments of cfg. store receives the
 // vectors; it is not closed by the Processor.
 func New(cfg *config.Config, store featurestore.Store, opts Options) (*Processor, error) {
-	if opts.Log == nil {
-		opts.Log = slog.Default()
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.MaxPollRecords <= 0 {
-		opts.MaxPollRecords = 100000
-	}
-	if opts.TimerChunk <= 0 {
-		opts.TimerChunk = 5000
-	}
-	if opts.SessionTimeout <= 0 {
-		opts.SessionTimeout = 10 * time.Second
-	}
+	opts.EnsureDefaults()
 	sets, err := aggregate.CompileAll(cfg.Features, aggregate.Options{AllowedLateness: cfg.Stream.AllowedLateness.D()})
 	if err != nil {
 		return nil, fmt.Errorf("cannot compile features: %w", err)

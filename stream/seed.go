@@ -14,7 +14,6 @@ import (
 	"github.com/pulse-rt/pulse/aggregate"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/kafka"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -68,15 +67,16 @@ func (t *task) activate(ctx context.Context) error {
 	}
 	at := t.meta.next
 	if at == 0 {
-		starts, err := kadm.NewClient(t.prod).ListStartOffsets(ctx, t.topic)
+		start, ok, err := t.out.startOffset(ctx)
 		if err != nil {
-			return fmt.Errorf("cannot list start offsets of %s: %w", t.topic, err)
+			return err
 		}
-		if o, ok := starts.Lookup(t.topic, t.partition); ok && o.Err == nil {
-			at = o.Offset
+		if ok {
+			at = start
 		}
 	}
-	x := &txn{b: t.db.NewBatch()}
+	x := t.newTxn()
+	defer x.abort()
 	names := t.p.features.Names()
 	var added []string
 	for i := range names {
@@ -93,7 +93,6 @@ func (t *task) activate(ctx context.Context) error {
 		added = append(added, names[i])
 	}
 	if len(added) == 0 {
-		x.b.Close()
 		return nil
 	}
 	if err := t.commit(ctx, x, t.meta.next); err != nil {
@@ -142,7 +141,8 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) error {
 	defer t.work.Unlock()
 	p := t.p
 	now := p.opts.Now()
-	x := &txn{b: t.db.NewBatch()}
+	x := t.newTxn()
+	defer x.abort()
 	var touched touchedSet
 	marked := map[string]bool{}
 	next := t.meta.seedNext
@@ -172,7 +172,6 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) error {
 			done := marked[string(sk)]
 			if !done {
 				if done, err = t.has(sk); err != nil {
-					x.b.Close()
 					return err
 				}
 			}
@@ -187,13 +186,11 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) error {
 			merged++
 			e, err := touched.get(t, id)
 			if err != nil {
-				x.b.Close()
 				return err
 			}
 			changed := p.features.Merge(e.st, src, c.Fingerprint)
 			settled, err := t.settle(x, e, c)
 			if err != nil {
-				x.b.Close()
 				return err
 			}
 			if changed || settled {
@@ -204,7 +201,6 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) error {
 		}
 	}
 	if next == t.meta.seedNext {
-		x.b.Close()
 		return nil
 	}
 	for _, e := range touched.order {
@@ -212,7 +208,6 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) error {
 			continue
 		}
 		if err := t.finish(x, e, now, false); err != nil {
-			x.b.Close()
 			return err
 		}
 	}
@@ -221,7 +216,6 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) error {
 	t.meta.seedNext = next
 	t.mu.Unlock()
 	if err := t.hook("seeds-before-commit"); err != nil {
-		x.b.Close()
 		return err
 	}
 	if err := t.commit(ctx, x, t.meta.next); err != nil {

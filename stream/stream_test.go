@@ -57,8 +57,8 @@ func TestDedupeAndDeadLetters(t *testing.T) {
 	}
 	reasons := map[string]int{}
 	for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.Invalid) {
-		var dl deadLetter
-		if err := json.Unmarshal(r.Value, &dl); err != nil {
+		dl, err := event.DecodeDeadLetter(r.Value)
+		if err != nil {
 			t.Fatal(err)
 		}
 		reasons[dl.Reason]++

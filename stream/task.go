@@ -16,6 +16,7 @@ import (
 
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/bloom"
+	"github.com/cockroachdb/pebble/vfs"
 	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/aggregate"
 	"github.com/pulse-rt/pulse/event"
@@ -27,8 +28,8 @@ import (
 )
 
 // task owns one input partition: its Pebble state, its transactional
-// producer and its timer loop. processBatch and the timer loop take mu, so
-// at most one of them changes the state at a time.
+// producer and its timer loop. processBatch, the timer loop and resets
+// take work, so at most one of them changes the state at a time.
 type task struct {
 	p         *Processor
 	partition int32
@@ -38,6 +39,8 @@ type task struct {
 
 	db   *pebble.DB
 	prod *kgo.Client
+	// out is where commits go: prod, or the tester's memory.
+	out partitionLog
 
 	// work serialises the batches, the timer and resets; mu guards meta
 	// for readers of next.
@@ -47,8 +50,8 @@ type task struct {
 	vals []any
 	// scratch is finish's encoding buffer.
 	scratch []byte
-	// evs and items are processBatch's chunk of decoded records; sink
-	// keeps its prefetches.
+	// evs and items are processBatch's chunk of decoded records (see
+	// batch.go); sink keeps its prefetches.
 	evs   *[applyChunk]event.Event
 	items []pendingEvent
 	sink  int64
@@ -104,19 +107,6 @@ type entry struct {
 	eventAt time.Time          // newest receivedAt folded in this batch
 }
 
-// txn is what one commit writes: changelog, segment and dead-letter
-// records, the Pebble batch and the store updates.
-type txn struct {
-	recs      []*kgo.Record
-	b         *pebble.Batch
-	updates   []featurestore.Update
-	pending   []string
-	received  []int64 // receivedAt (ms) of the events applied, for freshness
-	segEnter  int
-	segExit   int
-	timerFire int
-}
-
 func (p *Processor) taskDir(part int32) string {
 	return filepath.Join(p.cfg.DataDir, "stream", fmt.Sprintf("%s-%d", p.cfg.Kafka.Topics.Events, part))
 }
@@ -124,19 +114,11 @@ func (p *Processor) taskDir(part int32) string {
 // openTask opens the partition's Pebble database and producer, brings the
 // state up to date with the changelog and starts the timer loop.
 func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err error) {
-	label := strconv.Itoa(int(part))
-	mRestoring.WithLabelValues(label).Set(1)
-	defer mRestoring.WithLabelValues(label).Set(0)
-	t := &task{
-		p: p, partition: part, topic: p.cfg.Kafka.Topics.Events,
-		log:      p.log.With("partition", part),
-		lagLabel: label,
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
-	}
+	t := p.newTask(part)
+	mRestoring.WithLabelValues(t.lagLabel).Set(1)
+	defer mRestoring.WithLabelValues(t.lagLabel).Set(0)
 	start := time.Now()
-	t.db, err = openPebble(p.taskDir(part))
-	t.cache = map[string]*entry{}
+	t.db, err = openPebble(p.taskDir(part), nil)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open stream state of partition %d: %w", part, err)
 	}
@@ -166,6 +148,7 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 	if err != nil {
 		return nil, err
 	}
+	t.out = kafkaLog{Client: t.prod, topic: t.topic, partition: part}
 	if err := t.recover(ctx); err != nil {
 		return nil, err
 	}
@@ -188,8 +171,21 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 	return t, nil
 }
 
-func openPebble(dir string) (*pebble.DB, error) {
-	o := &pebble.Options{}
+// newTask is a task of partition part with nothing open yet.
+func (p *Processor) newTask(part int32) *task {
+	return &task{
+		p: p, partition: part, topic: p.cfg.Kafka.Topics.Events,
+		log:      p.log.With("partition", part),
+		lagLabel: strconv.Itoa(int(part)),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		cache:    map[string]*entry{},
+	}
+}
+
+// openPebble opens a task's Pebble database in dir of fs (nil: the disk).
+func openPebble(dir string, fs vfs.FS) (*pebble.DB, error) {
+	o := &pebble.Options{FS: fs}
 	cache := pebble.NewCache(64 << 20)
 	defer cache.Unref() // the DB holds its own reference
 	o.Cache = cache
@@ -549,303 +545,6 @@ func (t *task) stateRecord(k, v []byte) *kgo.Record {
 	return &kgo.Record{Topic: t.p.cfg.Kafka.Topics.State, Partition: t.partition, Key: k, Value: v}
 }
 
-// commit writes x: the Kafka transaction, then the Pebble batch, then the
-// store. next is the input offset the state reaches.
-func (t *task) commit(ctx context.Context, x *txn, next int64) error {
-	defer x.b.Close()
-	off := t.stateRecord([]byte(clOffsetKey), offsetValue(next, x.pending))
-	start := time.Now()
-	if err := t.prod.BeginTransaction(); err != nil {
-		return fmt.Errorf("cannot begin transaction: %w", err)
-	}
-	var failed kafka.Failures
-	done := failed.Promise
-	for _, r := range x.recs {
-		t.prod.Produce(ctx, r, done)
-	}
-	t.prod.Produce(ctx, off, done)
-	if err := t.prod.Flush(ctx); err != nil {
-		return fmt.Errorf("cannot flush transaction: %w", err)
-	}
-	if err := failed.Err(); err != nil {
-		return fmt.Errorf("cannot produce transaction: %w", err)
-	}
-	if err := t.hook("before-txn-commit"); err != nil {
-		return err
-	}
-	if err := t.prod.EndTransaction(ctx, kgo.TryCommit); err != nil {
-		return fmt.Errorf("cannot commit transaction: %w", err)
-	}
-	mTxnSeconds.Observe(time.Since(start).Seconds())
-	if err := t.hook("after-txn-commit"); err != nil {
-		return err
-	}
-	t.mu.Lock()
-	t.meta.next, t.meta.changelog, t.meta.pending = next, off.Offset, x.pending
-	x.b.Set(pkMeta, t.meta.encode(), nil)
-	t.mu.Unlock()
-	if err := x.b.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("cannot commit stream state: %w", err)
-	}
-	if err := t.hook("after-pebble-commit"); err != nil {
-		return err
-	}
-	if len(x.updates) > 0 {
-		if err := t.p.store.Write(ctx, x.updates); err != nil {
-			return fmt.Errorf("cannot write the online store: %w", err)
-		}
-		now := time.Now()
-		for _, r := range x.received {
-			mEventToStore.Observe(now.Sub(time.UnixMilli(r)).Seconds())
-		}
-	}
-	if x.segEnter > 0 {
-		mSegmentChanges.WithLabelValues(segment.ChangeEnter).Add(float64(x.segEnter))
-	}
-	if x.segExit > 0 {
-		mSegmentChanges.WithLabelValues(segment.ChangeExit).Add(float64(x.segExit))
-	}
-	if x.timerFire > 0 {
-		mTimerFires.Add(float64(x.timerFire))
-	}
-	t.written.Store(next)
-	return t.hook("after-store-write")
-}
-
-// deadLetter is the value of a record on the invalid-events topic, the
-// shape ingest uses, with the input position.
-type deadLetter struct {
-	Error      string          `json:"error"`
-	Field      string          `json:"field,omitempty"`
-	Reason     string          `json:"reason"` // invalid or late
-	Source     string          `json:"source"`
-	ReceivedAt time.Time       `json:"receivedAt"`
-	MessageID  string          `json:"messageId,omitempty"`
-	Topic      string          `json:"topic"`
-	Partition  int32           `json:"partition"`
-	Offset     int64           `json:"offset"`
-	Event      json.RawMessage `json:"event"`
-}
-
-func (t *task) deadLetter(r *kgo.Record, reason, msgID string, err error, now time.Time) *kgo.Record {
-	dl := deadLetter{Error: err.Error(), Reason: reason, Source: "stream", ReceivedAt: now.UTC(), MessageID: msgID,
-		Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
-	var fe *event.FieldError
-	if errors.As(err, &fe) {
-		dl.Field = fe.Field
-	}
-	if json.Valid(r.Value) {
-		dl.Event = r.Value
-	} else {
-		q, _ := json.Marshal(string(r.Value))
-		dl.Event = q
-	}
-	v, _ := json.Marshal(dl)
-	return &kgo.Record{Topic: t.p.cfg.Kafka.Topics.Invalid, Key: r.Key, Value: v}
-}
-
-// processBatch folds one partition's fetched records into the state and
-// commits them.
-func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) error {
-	start := time.Now()
-	t.work.Lock()
-	defer t.work.Unlock()
-	next := t.meta.next
-	if first := recs[0].Offset; first < next && hwm < next {
-		t.log.Warn("input log was reset (offsets went back): dropping the partition's state and resynchronising",
-			"topic", t.topic, "expected_offset", next, "got_offset", first)
-		mResets.Inc()
-		if err := t.wipe(ctx); err != nil {
-			return err
-		}
-	} else if first > next && next > 0 {
-		t.log.Warn("input records skipped (retention deleted them before they were processed)", "from", next, "to", first)
-	}
-	// Records before next are in the state already (a fetch from before a
-	// seek); skip them.
-	for len(recs) > 0 && recs[0].Offset < t.meta.next {
-		recs = recs[1:]
-	}
-	if len(recs) == 0 {
-		return nil
-	}
-	p := t.p
-	now := p.opts.Now()
-	x := &txn{b: t.db.NewBatch()}
-	var touched touchedSet
-	batchSeen := map[string]struct{}{}
-	aliases := map[string]string{}
-	var applied, ignored, dups, late, invalid int
-	if t.evs == nil {
-		t.evs = new([applyChunk]event.Event)
-	}
-	// In chunks: the first pass decodes, dedupes and finds each record's
-	// entity; the second applies them, each after prefetching the state of
-	// the one prefetchAhead places on.
-	for start := 0; start < len(recs); start += applyChunk {
-		items := t.items[:0]
-		for i, r := range recs[start:min(start+applyChunk, len(recs))] {
-			ev := &t.evs[i] // reused, maps and all: Apply keeps no pointer into it
-			if err := p.records.Unmarshal(r.Value, ev); err != nil {
-				items = append(items, pendingEvent{r: r, err: err})
-				continue
-			}
-			if ev.MessageID == "" {
-				ev.MessageID = r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
-			}
-			if _, ok := batchSeen[ev.MessageID]; ok {
-				dups++
-				continue
-			}
-			// newOnly, for a duplicate of an event seen before some features
-			// were activated, lists those features: they never counted it.
-			var newOnly []uint64
-			if !t.seen.mayHave(ev.MessageID) {
-				// Never seen: no lookup.
-			} else if seen, at, err := t.seenAt(ev.MessageID); err != nil {
-				x.b.Close()
-				return err
-			} else if seen {
-				dups++
-				if newOnly = t.activatedAfter(at); len(newOnly) == 0 {
-					continue
-				}
-			}
-			if newOnly == nil {
-				batchSeen[ev.MessageID] = struct{}{}
-			}
-			if newOnly == nil && ev.UserID != "" && (ev.Type == event.Identify || ev.Type == event.Alias) {
-				for _, anon := range []string{ev.AnonymousID, ev.PreviousID} {
-					if anon != "" && anon != ev.UserID {
-						aliases[anon] = ev.UserID
-					}
-				}
-			}
-			id := ev.UserID
-			if id == "" {
-				var err error
-				if id, err = t.resolve(ev.AnonymousID, aliases); err != nil {
-					x.b.Close()
-					return err
-				}
-			}
-			e, err := touched.get(t, id)
-			if err != nil {
-				x.b.Close()
-				return err
-			}
-			items = append(items, pendingEvent{r: r, ev: ev, e: e, newOnly: newOnly})
-		}
-		// Two steps, each a read that depends on nothing outstanding: the
-		// State itself 2×prefetchAhead records on, then (its address known)
-		// the slots and tiles Apply reads.
-		for k := range min(2*prefetchAhead, len(items)) {
-			t.prefetchState(&items[k])
-		}
-		for k := range min(prefetchAhead, len(items)) {
-			t.prefetch(&items[k])
-		}
-		for k := range items {
-			if k+2*prefetchAhead < len(items) {
-				t.prefetchState(&items[k+2*prefetchAhead])
-			}
-			if k+prefetchAhead < len(items) {
-				t.prefetch(&items[k+prefetchAhead])
-			}
-			it := &items[k]
-			r, ev, e := it.r, it.ev, it.e
-			if it.err != nil {
-				x.recs = append(x.recs, t.deadLetter(r, "invalid", "", it.err, now))
-				invalid++
-				continue
-			}
-			var changed bool
-			var err error
-			if it.newOnly == nil {
-				changed, err = p.features.Apply(e.st, ev)
-			} else {
-				changed, err = t.crossCut(x, e.id, e.st, ev, r, it.newOnly)
-			}
-			if errors.Is(err, aggregate.ErrTooLate) {
-				x.recs = append(x.recs, t.deadLetter(r, "late", ev.MessageID, err, now))
-				late++
-				continue
-			}
-			if err != nil {
-				x.recs = append(x.recs, t.deadLetter(r, "invalid", ev.MessageID, err, now))
-				invalid++
-				continue
-			}
-			if !changed {
-				ignored++
-				continue
-			}
-			applied++
-			e.touched, e.offset, e.at = true, r.Offset, ev.Timestamp
-			if ev.ReceivedAt.After(e.eventAt) {
-				e.eventAt = ev.ReceivedAt
-			}
-			if !ev.ReceivedAt.IsZero() {
-				x.received = append(x.received, ev.ReceivedAt.UnixMilli())
-			}
-		}
-		clear(items) // keep no entry alive until the next batch
-		t.items = items
-	}
-	x.updates = make([]featurestore.Update, 0, len(touched.order))
-	x.pending = make([]string, 0, len(touched.order))
-	x.recs = slices.Grow(x.recs, len(touched.order)+len(aliases)+2)
-	for _, e := range touched.order {
-		if !e.touched {
-			continue // nothing applied: unchanged
-		}
-		if err := t.finish(x, e, now, false); err != nil {
-			x.b.Close()
-			return err
-		}
-	}
-	last := recs[len(recs)-1].Offset
-	if len(batchSeen) > 0 {
-		sb := seenBatch{seenMs: now.UnixMilli(), ids: make([]string, 0, len(batchSeen))}
-		for id := range batchSeen {
-			sb.ids = append(sb.ids, id)
-			// The value is the batch's last offset: a duplicate later
-			// tells whether a feature activated since missed the original.
-			op := x.b.SetDeferred(len(pkSeen)+len(id), 8)
-			copy(op.Key[copy(op.Key, pkSeen):], id)
-			binary.BigEndian.PutUint64(op.Value, uint64(last))
-			op.Finish()
-			t.seen.add(id)
-		}
-		v := sb.encode()
-		x.b.Set(batchKey(last), v, nil)
-		x.recs = append(x.recs, t.stateRecord([]byte(clSeenPrefix+strconv.FormatInt(last, 10)), v))
-	}
-	for anon, user := range aliases {
-		x.b.Set(key(pkAlias, anon), []byte(user), nil)
-		x.recs = append(x.recs, t.stateRecord([]byte(clAliasPrefix+anon), []byte(user)))
-	}
-	if err := t.commit(ctx, x, last+1); err != nil {
-		return err
-	}
-	if t.seen.full() {
-		f, err := buildSeenFilter(t.db)
-		if err != nil {
-			return err
-		}
-		t.seen = f
-	}
-	mEvents.WithLabelValues("applied").Add(float64(applied))
-	mEvents.WithLabelValues("ignored").Add(float64(ignored))
-	mEvents.WithLabelValues("duplicate").Add(float64(dups))
-	mEvents.WithLabelValues("late").Add(float64(late))
-	mEvents.WithLabelValues("invalid").Add(float64(invalid))
-	mLag.WithLabelValues(t.lagLabel).Set(float64(max(0, hwm-last-1)))
-	mBatch.Observe(time.Since(start).Seconds())
-	mBatchSize.Observe(float64(len(recs)))
-	return nil
-}
-
 func (t *task) has(k []byte) (bool, error) {
 	_, closer, err := t.db.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -856,22 +555,6 @@ func (t *task) has(k []byte) (bool, error) {
 	}
 	closer.Close()
 	return true, nil
-}
-
-// resolve maps an anonymous id to the user it was identified as.
-func (t *task) resolve(anon string, batch map[string]string) (string, error) {
-	if u, ok := batch[anon]; ok {
-		return u, nil
-	}
-	b, closer, err := t.db.Get(key(pkAlias, anon))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return anon, nil
-	}
-	if err != nil {
-		return "", err
-	}
-	defer closer.Close()
-	return string(b), nil
 }
 
 // timerLoop recomputes due entities every timer interval.
@@ -948,14 +631,13 @@ func (t *task) fire(ctx context.Context) (more bool, err error) {
 	if err := it.Close(); err != nil {
 		return false, err
 	}
-	x := &txn{b: t.db.NewBatch()}
+	x := t.newTxn()
+	defer x.abort()
 	purged, err := t.purgeSeen(x, nowMs-p.cfg.Stream.AllowedLateness.D().Milliseconds())
 	if err != nil {
-		x.b.Close()
 		return false, err
 	}
 	if len(dues) == 0 && !purged {
-		x.b.Close()
 		return false, nil
 	}
 	done := map[string]bool{}
@@ -967,7 +649,6 @@ func (t *task) fire(ctx context.Context) (more bool, err error) {
 		done[d.id] = true
 		e, err := t.load(d.id)
 		if err != nil {
-			x.b.Close()
 			return false, err
 		}
 		if e.due == d.at {
@@ -979,7 +660,6 @@ func (t *task) fire(ctx context.Context) (more bool, err error) {
 			e.cause, e.at = "timer/"+d.id+"/"+strconv.FormatInt(d.at, 10), time.UnixMilli(d.at).UTC()
 		}
 		if err := t.finish(x, e, now, true); err != nil {
-			x.b.Close()
 			return false, err
 		}
 		x.timerFire++
@@ -1023,57 +703,4 @@ func (t *task) purgeSeen(x *txn, horizon int64) (bool, error) {
 		n++
 	}
 	return n > 0, nil
-}
-
-// applyChunk is how many records processBatch decodes before applying
-// them, and prefetchAhead how far ahead of Apply it prefetches states.
-const (
-	applyChunk    = 256
-	prefetchAhead = 4
-)
-
-// pendingEvent is a decoded record waiting for Apply: err is set for an
-// invalid one, newOnly for a duplicate some features never counted.
-type pendingEvent struct {
-	r       *kgo.Record
-	ev      *event.Event
-	e       *entry
-	newOnly []uint64
-	err     error
-}
-
-func (t *task) prefetchState(it *pendingEvent) {
-	if it.err == nil {
-		t.sink += it.e.st.NewestMillis()
-	}
-}
-
-func (t *task) prefetch(it *pendingEvent) {
-	if it.err == nil {
-		t.sink += t.p.features.Prefetch(it.e.st, it.ev)
-	}
-}
-
-// touchedSet is the entities a batch changes, each loaded from Pebble
-// once, in the order first touched.
-type touchedSet struct {
-	byID  map[string]*entry
-	order []*entry
-}
-
-// get returns id's entry, loading it the first time.
-func (s *touchedSet) get(t *task, id string) (*entry, error) {
-	if e := s.byID[id]; e != nil {
-		return e, nil
-	}
-	e, err := t.load(id)
-	if err != nil {
-		return nil, err
-	}
-	if s.byID == nil {
-		s.byID = map[string]*entry{}
-	}
-	s.byID[id] = e
-	s.order = append(s.order, e)
-	return e, nil
 }

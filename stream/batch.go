@@ -1,0 +1,394 @@
+package stream
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/pulse-rt/pulse/aggregate"
+	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// A fetched batch goes through a task in stages, over one txn:
+//
+//	offsets -> decode -> dedupe -> resolve -> apply -> emit -> commit
+//
+// decode, dedupe, resolve and apply run per chunk of applyChunk records;
+// emit and commit once per batch. Each stage reads what the ones before it
+// left in the txn and the chunk's pendingEvents, so one can be replaced
+// (the identity issue replaces resolve) without touching the others. The
+// first error returns: processBatch defers x.abort(), the one abort path,
+// so nothing of the batch is written and the task is reopened from its
+// state.
+
+// processBatch folds one partition's fetched records into the state and
+// commits them.
+func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) error {
+	start := time.Now()
+	t.work.Lock()
+	defer t.work.Unlock()
+	recs, err := t.checkOffsets(ctx, recs, hwm)
+	if err != nil || len(recs) == 0 {
+		return err
+	}
+	x := t.newTxn()
+	defer x.abort()
+	x.now = t.p.opts.Now()
+	x.seen = map[string]struct{}{}
+	x.links = map[string]string{}
+	if t.evs == nil {
+		t.evs = new([applyChunk]event.Event)
+	}
+	for from := 0; from < len(recs); from += applyChunk {
+		items := t.decode(recs[from:min(from+applyChunk, len(recs))])
+		items, err := t.dedupe(x, items)
+		if err == nil {
+			err = t.resolve(x, items)
+		}
+		if err == nil {
+			t.apply(x, items)
+		}
+		clear(t.items) // keep no entry alive until the next batch
+		t.items = t.items[:0]
+		if err != nil {
+			return err
+		}
+	}
+	last := recs[len(recs)-1].Offset
+	if err := t.emit(x, last); err != nil {
+		return err
+	}
+	return t.commitBatch(ctx, x, last, hwm, start, len(recs))
+}
+
+// checkOffsets is the offsets stage: it detects a reset input log
+// (offsets going back past the state while the high watermark is behind
+// it too), drops the partition's state then, and returns the records the
+// state does not hold yet.
+func (t *task) checkOffsets(ctx context.Context, recs []*kgo.Record, hwm int64) ([]*kgo.Record, error) {
+	next := t.meta.next
+	if first := recs[0].Offset; first < next && hwm < next {
+		t.log.Warn("input log was reset (offsets went back): dropping the partition's state and resynchronising",
+			"topic", t.topic, "expected_offset", next, "got_offset", first)
+		mResets.Inc()
+		if err := t.wipe(ctx); err != nil {
+			return nil, err
+		}
+	} else if first > next && next > 0 {
+		t.log.Warn("input records skipped (retention deleted them before they were processed)", "from", next, "to", first)
+	}
+	// Records before next are in the state already (a fetch from before a
+	// seek); skip them.
+	for len(recs) > 0 && recs[0].Offset < t.meta.next {
+		recs = recs[1:]
+	}
+	return recs, nil
+}
+
+// decode reads each record into an event (t.evs, reused). It guarantees
+// every item either has an event with a messageId (the record's input
+// position when the event has none, so a re-read record is the same
+// event) or, for a record that is not an event, the error.
+func (t *task) decode(recs []*kgo.Record) []pendingEvent {
+	items := t.items[:0]
+	for i, r := range recs {
+		ev := &t.evs[i] // reused, maps and all: Apply keeps no pointer into it
+		if err := t.p.records.Unmarshal(r.Value, ev); err != nil {
+			items = append(items, pendingEvent{r: r, err: err})
+			continue
+		}
+		if ev.MessageID == "" {
+			ev.MessageID = r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
+		}
+		items = append(items, pendingEvent{r: r, ev: ev})
+	}
+	t.items = items
+	return items
+}
+
+// dedupe drops the events seen before, earlier in the batch or in one
+// within the allowed lateness (the seen ids in Pebble, behind the Bloom
+// filter), and counts them. It guarantees each kept event is new, and
+// records it in x.seen, except a duplicate of an event seen before some
+// features were activated: it stays, its newOnly listing those features,
+// which never counted it. Invalid records pass through.
+func (t *task) dedupe(x *txn, items []pendingEvent) ([]pendingEvent, error) {
+	kept := items[:0]
+	for _, it := range items {
+		if it.err != nil {
+			kept = append(kept, it)
+			continue
+		}
+		id := it.ev.MessageID
+		if _, ok := x.seen[id]; ok {
+			x.counts.duplicate++
+			continue
+		}
+		if t.seen.mayHave(id) { // else never seen: no lookup
+			seen, at, err := t.seenAt(id)
+			if err != nil {
+				return nil, err
+			}
+			if seen {
+				x.counts.duplicate++
+				if it.newOnly = t.activatedAfter(at); len(it.newOnly) == 0 {
+					continue
+				}
+			}
+		}
+		if it.newOnly == nil {
+			x.seen[id] = struct{}{}
+		}
+		kept = append(kept, it)
+	}
+	return kept, nil
+}
+
+// resolve finds each event's entity and loads it (once per batch, into
+// x.touched). The entity is the userId, else the user the anonymousId was
+// identified as (by an earlier event of this batch or in the state), else
+// the anonymousId. An identify or alias of a new event links its
+// anonymousId and previousId to its userId (x.links, written by emit).
+func (t *task) resolve(x *txn, items []pendingEvent) error {
+	for i := range items {
+		it := &items[i]
+		if it.err != nil {
+			continue
+		}
+		ev := it.ev
+		if it.newOnly == nil && ev.UserID != "" && (ev.Type == event.Identify || ev.Type == event.Alias) {
+			for _, anon := range []string{ev.AnonymousID, ev.PreviousID} {
+				if anon != "" && anon != ev.UserID {
+					x.links[anon] = ev.UserID
+				}
+			}
+		}
+		id := ev.UserID
+		if id == "" {
+			var err error
+			if id, err = t.userOf(ev.AnonymousID, x.links); err != nil {
+				return err
+			}
+		}
+		e, err := x.touched.get(t, id)
+		if err != nil {
+			return err
+		}
+		it.e = e
+	}
+	return nil
+}
+
+// userOf maps an anonymous id to the user it was identified as.
+func (t *task) userOf(anon string, batch map[string]string) (string, error) {
+	if u, ok := batch[anon]; ok {
+		return u, nil
+	}
+	b, closer, err := t.db.Get(key(pkAlias, anon))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return anon, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	defer closer.Close()
+	return string(b), nil
+}
+
+// apply folds each event into its entity's state, in input order,
+// prefetching the states a few records ahead. It guarantees every item is
+// counted once: applied (the entity is marked touched, with the offset and
+// time of its last event), ignored (no feature changed), or dead-lettered
+// in x.recs (invalid, or too late for every window). A duplicate some
+// features never counted goes to them alone (crossCut).
+func (t *task) apply(x *txn, items []pendingEvent) {
+	// Two steps, each a read that depends on nothing outstanding: the
+	// State itself 2×prefetchAhead records on, then (its address known)
+	// the slots and tiles Apply reads.
+	for k := range min(2*prefetchAhead, len(items)) {
+		t.prefetchState(&items[k])
+	}
+	for k := range min(prefetchAhead, len(items)) {
+		t.prefetch(&items[k])
+	}
+	for k := range items {
+		if k+2*prefetchAhead < len(items) {
+			t.prefetchState(&items[k+2*prefetchAhead])
+		}
+		if k+prefetchAhead < len(items) {
+			t.prefetch(&items[k+prefetchAhead])
+		}
+		t.applyOne(x, &items[k])
+	}
+}
+
+func (t *task) applyOne(x *txn, it *pendingEvent) {
+	r, ev, e := it.r, it.ev, it.e
+	if it.err != nil {
+		x.recs = append(x.recs, t.deadLetter(r, event.ReasonInvalid, "", it.err, x.now))
+		x.counts.invalid++
+		return
+	}
+	var changed bool
+	var err error
+	if it.newOnly == nil {
+		changed, err = t.p.features.Apply(e.st, ev)
+	} else {
+		changed, err = t.crossCut(x, e.id, e.st, ev, r, it.newOnly)
+	}
+	if errors.Is(err, aggregate.ErrTooLate) {
+		x.recs = append(x.recs, t.deadLetter(r, event.ReasonLate, ev.MessageID, err, x.now))
+		x.counts.late++
+		return
+	}
+	if err != nil {
+		x.recs = append(x.recs, t.deadLetter(r, event.ReasonInvalid, ev.MessageID, err, x.now))
+		x.counts.invalid++
+		return
+	}
+	if !changed {
+		x.counts.ignored++
+		return
+	}
+	x.counts.applied++
+	e.touched, e.offset, e.at = true, r.Offset, ev.Timestamp
+	if ev.ReceivedAt.After(e.eventAt) {
+		e.eventAt = ev.ReceivedAt
+	}
+	if !ev.ReceivedAt.IsZero() {
+		x.received = append(x.received, ev.ReceivedAt.UnixMilli())
+	}
+}
+
+// deadLetter is the invalid-events record of input record r, refused for
+// err (reason event.ReasonInvalid or event.ReasonLate), with its position.
+func (t *task) deadLetter(r *kgo.Record, reason, msgID string, err error, now time.Time) *kgo.Record {
+	dl := event.NewDeadLetter("stream", reason, r.Value, err, now)
+	dl.MessageID, dl.Topic, dl.Partition, dl.Offset = msgID, r.Topic, r.Partition, r.Offset
+	return &kgo.Record{Topic: t.p.cfg.Kafka.Topics.Invalid, Key: r.Key, Value: dl.Encode()}
+}
+
+// emit turns the batch's changes into what commit writes. It guarantees
+// each touched entity has its new state, timer, vector, segment changes
+// and changelog record in x (finish), and that the batch's seen ids (to
+// the last offset) and links are in the Pebble batch and the changelog.
+func (t *task) emit(x *txn, last int64) error {
+	x.updates = make([]featurestore.Update, 0, len(x.touched.order))
+	x.pending = make([]string, 0, len(x.touched.order))
+	x.recs = slices.Grow(x.recs, len(x.touched.order)+len(x.links)+2)
+	for _, e := range x.touched.order {
+		if !e.touched {
+			continue // nothing applied: unchanged
+		}
+		if err := t.finish(x, e, x.now, false); err != nil {
+			return err
+		}
+	}
+	if len(x.seen) > 0 {
+		sb := seenBatch{seenMs: x.now.UnixMilli(), ids: make([]string, 0, len(x.seen))}
+		for id := range x.seen {
+			sb.ids = append(sb.ids, id)
+			// The value is the batch's last offset: a duplicate later
+			// tells whether a feature activated since missed the original.
+			op := x.b.SetDeferred(len(pkSeen)+len(id), 8)
+			copy(op.Key[copy(op.Key, pkSeen):], id)
+			binary.BigEndian.PutUint64(op.Value, uint64(last))
+			op.Finish()
+			t.seen.add(id)
+		}
+		v := sb.encode()
+		x.b.Set(batchKey(last), v, nil)
+		x.recs = append(x.recs, t.stateRecord([]byte(clSeenPrefix+strconv.FormatInt(last, 10)), v))
+	}
+	for anon, user := range x.links {
+		x.b.Set(key(pkAlias, anon), []byte(user), nil)
+		x.recs = append(x.recs, t.stateRecord([]byte(clAliasPrefix+anon), []byte(user)))
+	}
+	return nil
+}
+
+// commitBatch commits x with the input offset after last (commit: the
+// Kafka transaction, Pebble, the store), then grows the seen filter when
+// it filled and records the batch's metrics.
+func (t *task) commitBatch(ctx context.Context, x *txn, last, hwm int64, start time.Time, n int) error {
+	if err := t.commit(ctx, x, last+1); err != nil {
+		return err
+	}
+	if t.seen.full() {
+		f, err := buildSeenFilter(t.db)
+		if err != nil {
+			return err
+		}
+		t.seen = f
+	}
+	c := x.counts
+	mEvents.WithLabelValues("applied").Add(float64(c.applied))
+	mEvents.WithLabelValues("ignored").Add(float64(c.ignored))
+	mEvents.WithLabelValues("duplicate").Add(float64(c.duplicate))
+	mEvents.WithLabelValues("late").Add(float64(c.late))
+	mEvents.WithLabelValues("invalid").Add(float64(c.invalid))
+	mLag.WithLabelValues(t.lagLabel).Set(float64(max(0, hwm-last-1)))
+	mBatch.Observe(time.Since(start).Seconds())
+	mBatchSize.Observe(float64(n))
+	return nil
+}
+
+// applyChunk is how many records processBatch decodes before applying
+// them, and prefetchAhead how far ahead of Apply it prefetches states.
+const (
+	applyChunk    = 256
+	prefetchAhead = 4
+)
+
+// pendingEvent is a decoded record on its way through the stages: err is
+// set for an invalid one, newOnly for a duplicate some features never
+// counted, e once resolved.
+type pendingEvent struct {
+	r       *kgo.Record
+	ev      *event.Event
+	e       *entry
+	newOnly []uint64
+	err     error
+}
+
+func (t *task) prefetchState(it *pendingEvent) {
+	if it.err == nil {
+		t.sink += it.e.st.NewestMillis()
+	}
+}
+
+func (t *task) prefetch(it *pendingEvent) {
+	if it.err == nil {
+		t.sink += t.p.features.Prefetch(it.e.st, it.ev)
+	}
+}
+
+// touchedSet is the entities a batch changes, each loaded from Pebble
+// once, in the order first touched.
+type touchedSet struct {
+	byID  map[string]*entry
+	order []*entry
+}
+
+// get returns id's entry, loading it the first time.
+func (s *touchedSet) get(t *task, id string) (*entry, error) {
+	if e := s.byID[id]; e != nil {
+		return e, nil
+	}
+	e, err := t.load(id)
+	if err != nil {
+		return nil, err
+	}
+	if s.byID == nil {
+		s.byID = map[string]*entry{}
+	}
+	s.byID[id] = e
+	s.order = append(s.order, e)
+	return e, nil
+}

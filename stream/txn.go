@@ -1,0 +1,147 @@
+package stream
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/segment"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// txn is what one commit writes: changelog, segment and dead-letter
+// records, the Pebble batch and the store updates. A batch of input
+// records also keeps here what its stages hand on to the next (see
+// batch.go); the timer, seeds and restore paths use the first part only.
+type txn struct {
+	recs      []*kgo.Record
+	b         *pebble.Batch
+	updates   []featurestore.Update
+	pending   []string
+	received  []int64 // receivedAt (ms) of the events applied, for freshness
+	segEnter  int
+	segExit   int
+	timerFire int
+
+	// Of an input batch.
+	now     time.Time           // the processing time of the whole batch
+	seen    map[string]struct{} // dedupe: message ids first seen in this batch
+	links   map[string]string   // resolve: anonymousId -> userId made by this batch
+	touched touchedSet          // resolve: the entities the batch loaded, in order
+	counts  eventCounts         // apply: what became of the records, for metrics
+}
+
+// eventCounts are a batch's input records by result (mEvents).
+type eventCounts struct {
+	applied, ignored, duplicate, late, invalid int
+}
+
+func (t *task) newTxn() *txn { return &txn{b: t.db.NewBatch()} }
+
+// abort releases x's Pebble batch, dropping its writes unless commit
+// applied them. It may be called any number of times, so every path that
+// makes a txn defers it: an error anywhere leaves nothing written.
+func (x *txn) abort() {
+	if x.b != nil {
+		x.b.Close()
+		x.b = nil
+	}
+}
+
+// partitionLog is what a task's commits need of Kafka: the transactional
+// producer's calls and the input partition's start offset. kafkaLog is the
+// real one; the tester keeps the records in memory.
+type partitionLog interface {
+	BeginTransaction() error
+	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
+	Flush(ctx context.Context) error
+	EndTransaction(ctx context.Context, commit kgo.TransactionEndTry) error
+	// startOffset is the input partition's first offset; ok is false
+	// when the broker does not say.
+	startOffset(ctx context.Context) (offset int64, ok bool, err error)
+}
+
+// kafkaLog is a task's transactional producer.
+type kafkaLog struct {
+	*kgo.Client
+	topic     string
+	partition int32
+}
+
+func (l kafkaLog) startOffset(ctx context.Context) (int64, bool, error) {
+	starts, err := kadm.NewClient(l.Client).ListStartOffsets(ctx, l.topic)
+	if err != nil {
+		return 0, false, fmt.Errorf("cannot list start offsets of %s: %w", l.topic, err)
+	}
+	if o, ok := starts.Lookup(l.topic, l.partition); ok && o.Err == nil {
+		return o.Offset, true, nil
+	}
+	return 0, false, nil
+}
+
+// commit writes x: the Kafka transaction, then the Pebble batch, then the
+// store. next is the input offset the state reaches.
+func (t *task) commit(ctx context.Context, x *txn, next int64) error {
+	defer x.abort()
+	off := t.stateRecord([]byte(clOffsetKey), offsetValue(next, x.pending))
+	start := time.Now()
+	if err := t.out.BeginTransaction(); err != nil {
+		return fmt.Errorf("cannot begin transaction: %w", err)
+	}
+	var failed kafka.Failures
+	done := failed.Promise
+	for _, r := range x.recs {
+		t.out.Produce(ctx, r, done)
+	}
+	t.out.Produce(ctx, off, done)
+	if err := t.out.Flush(ctx); err != nil {
+		return fmt.Errorf("cannot flush transaction: %w", err)
+	}
+	if err := failed.Err(); err != nil {
+		return fmt.Errorf("cannot produce transaction: %w", err)
+	}
+	if err := t.hook("before-txn-commit"); err != nil {
+		return err
+	}
+	if err := t.out.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		return fmt.Errorf("cannot commit transaction: %w", err)
+	}
+	mTxnSeconds.Observe(time.Since(start).Seconds())
+	if err := t.hook("after-txn-commit"); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	t.meta.next, t.meta.changelog, t.meta.pending = next, off.Offset, x.pending
+	x.b.Set(pkMeta, t.meta.encode(), nil)
+	t.mu.Unlock()
+	if err := x.b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("cannot commit stream state: %w", err)
+	}
+	if err := t.hook("after-pebble-commit"); err != nil {
+		return err
+	}
+	if len(x.updates) > 0 {
+		if err := t.p.store.Write(ctx, x.updates); err != nil {
+			return fmt.Errorf("cannot write the online store: %w", err)
+		}
+		now := time.Now()
+		for _, r := range x.received {
+			mEventToStore.Observe(now.Sub(time.UnixMilli(r)).Seconds())
+		}
+	}
+	if x.segEnter > 0 {
+		mSegmentChanges.WithLabelValues(segment.ChangeEnter).Add(float64(x.segEnter))
+	}
+	if x.segExit > 0 {
+		mSegmentChanges.WithLabelValues(segment.ChangeExit).Add(float64(x.segExit))
+	}
+	if x.timerFire > 0 {
+		mTimerFires.Add(float64(x.timerFire))
+	}
+	t.written.Store(next)
+	return t.hook("after-store-write")
+}
