@@ -253,64 +253,58 @@ func text(v any) string {
 type invalidRows struct {
 	messageID, errText, field []string
 	index                     []int32
-	source, keyName           []string
+	source, reason, keyName   []string
 	receivedAt                times
-	event, topic              []string
+	event                     []string
+	inputTopic                []string
+	inputPartition            []int32
+	inputOffset               []int64
+	topic                     []string
 	origin
 }
 
 func (r *invalidRows) columns() []any {
-	return []any{r.messageID, r.errText, r.field, r.index, r.source, r.keyName, r.receivedAt.at, r.receivedAt.ms,
-		r.event, r.topic, r.partition, r.offset}
+	return []any{r.messageID, r.errText, r.field, r.index, r.source, r.reason, r.keyName, r.receivedAt.at, r.receivedAt.ms,
+		r.event, r.inputTopic, r.inputPartition, r.inputOffset, r.topic, r.partition, r.offset}
 }
 
 func (r *invalidRows) reset() { *r = invalidRows{} }
 
-// deadLetter is the JSON of a pulse.events.invalid record (ingest.DeadLetter).
-type deadLetter struct {
-	Error      string          `json:"error"`
-	Field      string          `json:"field"`
-	Index      int32           `json:"index"`
-	Source     string          `json:"source"`
-	Key        string          `json:"keyName"`
-	ReceivedAt time.Time       `json:"receivedAt"`
-	MessageID  string          `json:"messageId"`
-	Event      json.RawMessage `json:"event"`
-}
-
 func (r *invalidRows) addDeadLetter(rec *kgo.Record) error {
-	var d deadLetter
-	if err := json.Unmarshal(rec.Value, &d); err != nil {
-		return fmt.Errorf("cannot decode dead letter: %w", err)
+	d, err := event.DecodeDeadLetter(rec.Value)
+	if err != nil {
+		return err
 	}
-	r.add(d, rec)
+	r.add(&d, rec)
 	return nil
 }
 
 // addUnreadable keeps a record of any topic that the writer could not
-// decode, so that nothing on the topics is lost without trace.
+// decode, so that nothing on the topics is lost without trace: a dead
+// letter of history's own, whose input position is the record's.
 func (r *invalidRows) addUnreadable(rec *kgo.Record, err error) {
-	raw := rec.Value
-	if !json.Valid(raw) {
-		raw, _ = json.Marshal(string(raw))
-	}
-	r.add(deadLetter{
-		Error:  fmt.Sprintf("history: cannot read %s record: %v", rec.Topic, err),
-		Source: "history",
-		Event:  raw,
-	}, rec)
+	// %v, not %w: the row names the record's problem in its error text
+	// and leaves field empty.
+	d := event.NewDeadLetter("history", event.ReasonUnreadable, rec.Value,
+		fmt.Errorf("history: cannot read %s record: %v", rec.Topic, err), rec.Timestamp)
+	d.Topic, d.Partition, d.Offset = rec.Topic, rec.Partition, rec.Offset
+	r.add(&d, rec)
 }
 
 // add appends a dead letter; one without an id or a time takes its record's.
-func (r *invalidRows) add(d deadLetter, rec *kgo.Record) {
+func (r *invalidRows) add(d *event.DeadLetter, rec *kgo.Record) {
 	r.messageID = append(r.messageID, idOr(d.MessageID, rec))
 	r.errText = append(r.errText, d.Error)
 	r.field = append(r.field, d.Field)
-	r.index = append(r.index, d.Index)
+	r.index = append(r.index, int32(d.Index))
 	r.source = append(r.source, d.Source)
-	r.keyName = append(r.keyName, d.Key)
+	r.reason = append(r.reason, d.Reason)
+	r.keyName = append(r.keyName, d.KeyName)
 	r.receivedAt.add(timeOr(d.ReceivedAt, rec))
 	r.event = append(r.event, string(d.Event))
+	r.inputTopic = append(r.inputTopic, d.Topic)
+	r.inputPartition = append(r.inputPartition, d.Partition)
+	r.inputOffset = append(r.inputOffset, d.Offset)
 	r.topic = append(r.topic, rec.Topic)
 	r.origin.add(rec)
 }
