@@ -434,8 +434,8 @@ func TestDeadLetterLandsWhole(t *testing.T) {
 
 	var (
 		msgID, errText, field, source, reason, keyName, evt, inTopic, topic string
-		index, inPart                                                        int32
-		inOff, atMs                                                          int64
+		index, inPart                                                       int32
+		inOff, atMs                                                         int64
 	)
 	if err := conn.QueryRow(ctx, "SELECT message_id, error, field, item_index, source, reason, key_name, received_at_ms, event, input_topic, input_partition, input_offset, kafka_topic FROM "+db+".invalid_events").
 		Scan(&msgID, &errText, &field, &index, &source, &reason, &keyName, &atMs, &evt, &inTopic, &inPart, &inOff, &topic); err != nil {
