@@ -133,3 +133,26 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecodeChange is the writer's CPU per segment change: JSON to
+// columns, features kept raw.
+func BenchmarkDecodeChange(b *testing.B) {
+	recs := make([]*kgo.Record, 1000)
+	size := 0
+	for i := range recs {
+		recs[i] = &kgo.Record{Topic: "s", Value: fmt.Appendf(nil, `{"change_id":"%032x","segment":"big_spenders","entity":"user","id":"user-%d","change":"enter","at":"2024-03-01T10:00:%02d.%03dZ","features":{"spend_30d":%d.5,"orders_7d":%d,"country":"US","last_seen":"2024-03-01T10:00:00Z"}}`,
+			i, i, i%60, i%1000, i, i%10)}
+		size += len(recs[i].Value)
+	}
+	b.SetBytes(int64(size / len(recs)))
+	b.ReportAllocs()
+	var r segmentRows
+	for i := range b.N {
+		if i%50_000 == 0 {
+			r.reset()
+		}
+		if err := r.addChange(recs[i%len(recs)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

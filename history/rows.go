@@ -8,6 +8,7 @@ import (
 
 	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -323,21 +324,12 @@ func (r *segmentRows) columns() []any {
 
 func (r *segmentRows) reset() { *r = segmentRows{} }
 
-// wireChange is a pulse.segments record (segment.Record) with its features raw.
-type wireChange struct {
-	ID       string          `json:"change_id"`
-	Segment  string          `json:"segment"`
-	Entity   string          `json:"entity"`
-	EntityID string          `json:"id"`
-	Change   string          `json:"change"`
-	At       time.Time       `json:"at"`
-	Features json.RawMessage `json:"features"`
-}
-
+// addChange appends one pulse.segments record (segment.Record), its
+// features kept as the JSON they came in.
 func (r *segmentRows) addChange(rec *kgo.Record) error {
-	var c wireChange
-	if err := json.Unmarshal(rec.Value, &c); err != nil {
-		return fmt.Errorf("cannot decode segment change: %w", err)
+	c, features, err := segment.DecodeRecordRaw(rec.Value)
+	if err != nil {
+		return err
 	}
 	if c.Segment == "" || c.EntityID == "" {
 		return fmt.Errorf("segment change without segment or id")
@@ -348,7 +340,7 @@ func (r *segmentRows) addChange(rec *kgo.Record) error {
 	r.entityID = append(r.entityID, c.EntityID)
 	r.change = append(r.change, c.Change)
 	r.at.add(timeOr(c.At, rec))
-	r.features = append(r.features, object(c.Features))
+	r.features = append(r.features, object(features))
 	r.origin.add(rec)
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -221,12 +222,8 @@ func (s *Service) deliverAll(ctx context.Context, cl *kgo.Client, fs kgo.Fetches
 // delivered nor dead-lettered (ctx ended, or Kafka refused the dead
 // letter): nothing may be committed.
 func (s *Service) deliverRecord(ctx context.Context, cl *kgo.Client, r *kgo.Record) error {
-	var head struct {
-		Segment string `json:"segment"`
-		Change  string `json:"change"`
-		ID      string `json:"change_id"`
-	}
-	if err := json.Unmarshal(r.Value, &head); err != nil {
+	head, _, err := segment.DecodeRecordRaw(r.Value)
+	if err != nil {
 		return nil // not a segment record: nothing to deliver
 	}
 	hook := s.hooks[head.Segment]
