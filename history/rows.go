@@ -8,6 +8,7 @@ import (
 
 	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/model"
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -362,85 +363,28 @@ func (r *predictionRows) columns() []any {
 
 func (r *predictionRows) reset() { *r = predictionRows{} }
 
-// wirePrediction is a pulse.predictions record, read tolerantly: ids and
-// versions may be numbers, at may be RFC 3339 or epoch milliseconds, score a
-// number or a list of class probabilities, prediction any JSON value.
-type wirePrediction struct {
-	UUID       json.RawMessage `json:"uuid"`
-	Model      json.RawMessage `json:"model"`
-	Version    json.RawMessage `json:"version"`
-	Entity     json.RawMessage `json:"entity"`
-	ID         json.RawMessage `json:"id"`
-	Features   json.RawMessage `json:"features"`
-	Score      json.RawMessage `json:"score"`
-	Prediction json.RawMessage `json:"prediction"`
-	ModelUsed  json.RawMessage `json:"model_used"`
-	At         json.RawMessage `json:"at"`
-}
-
+// addPrediction appends one pulse.predictions record (model.PredictionRecord,
+// read tolerantly), its features, score and prediction kept as sent.
 func (r *predictionRows) addPrediction(rec *kgo.Record) error {
-	var p wirePrediction
-	if err := json.Unmarshal(rec.Value, &p); err != nil {
-		return fmt.Errorf("cannot decode prediction: %w", err)
+	p, raw, err := model.DecodePredictionRaw(rec.Value)
+	if err != nil {
+		return err
 	}
-	entity := rawText(p.Entity)
-	if entity == "" {
-		entity = "user"
+	used := uint8(0)
+	if p.ModelUsed {
+		used = 1
 	}
-	var score *float64
-	var v any
-	if json.Unmarshal(p.Score, &v) == nil {
-		if list, ok := v.([]any); ok && len(list) > 0 {
-			v = list[0]
-		}
-		score = number(v)
-	}
-	used := uint8(1)
-	if b := bytes.TrimSpace(p.ModelUsed); bytes.Equal(b, []byte("false")) || bytes.Equal(b, []byte("0")) {
-		used = 0
-	}
-	scores := string(bytes.TrimSpace(p.Score))
-	r.uuid = append(r.uuid, idOr(rawText(p.UUID), rec))
-	r.model = append(r.model, rawText(p.Model))
-	r.version = append(r.version, rawText(p.Version))
-	r.entity = append(r.entity, entity)
-	r.entityID = append(r.entityID, rawText(p.ID))
-	r.features = append(r.features, object(p.Features))
-	r.score = append(r.score, score)
-	r.scores = append(r.scores, scores)
-	r.prediction = append(r.prediction, rawText(p.Prediction))
+	r.uuid = append(r.uuid, idOr(p.UUID, rec))
+	r.model = append(r.model, p.Model)
+	r.version = append(r.version, p.Version)
+	r.entity = append(r.entity, p.Entity)
+	r.entityID = append(r.entityID, p.ID)
+	r.features = append(r.features, object(raw.Features))
+	r.score = append(r.score, p.Score)
+	r.scores = append(r.scores, string(raw.Score))
+	r.prediction = append(r.prediction, raw.PredictionText())
 	r.modelUsed = append(r.modelUsed, used)
-	r.at.add(timeOr(rawTime(p.At), rec))
+	r.at.add(timeOr(p.At, rec))
 	r.origin.add(rec)
 	return nil
-}
-
-// rawText is a JSON string's text, or any other JSON value as written.
-func rawText(m json.RawMessage) string {
-	m = bytes.TrimSpace(m)
-	if absent(m) {
-		return ""
-	}
-	if m[0] == '"' {
-		var s string
-		if json.Unmarshal(m, &s) == nil {
-			return s
-		}
-	}
-	return string(m)
-}
-
-// rawTime reads RFC 3339 text or epoch milliseconds.
-func rawTime(m json.RawMessage) time.Time {
-	s := rawText(m)
-	if s == "" {
-		return time.Time{}
-	}
-	if ms, err := strconv.ParseFloat(s, 64); err == nil {
-		return time.UnixMilli(int64(ms)).UTC()
-	}
-	if t, err := event.ParseTime(s); err == nil {
-		return t.UTC()
-	}
-	return time.Time{}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/model"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -446,5 +448,39 @@ func TestDeadLetterLandsWhole(t *testing.T) {
 		inTopic != cfg.Kafka.Topics.Events || inPart != 1 || inOff != 4242 || topic != cfg.Kafka.Topics.Invalid {
 		t.Errorf("row: id %q error %q field %q index %d source %q reason %q key %q at %d event %s input %s/%d/%d topic %s",
 			msgID, errText, field, index, source, reason, keyName, atMs, evt, inTopic, inPart, inOff, topic)
+	}
+}
+
+// TestPredictionLandsWhole: every field of a prediction record as the
+// scorer writes it (model.AppendPrediction) reaches the predictions table.
+func TestPredictionLandsWhole(t *testing.T) {
+	conn, db := migratedDB(t)
+	ctx := context.Background()
+	at := time.Date(2024, 3, 1, 10, 0, 0, 123e6, time.UTC)
+	score := 0.75
+	r := model.PredictionRecord{UUID: "9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d", Model: "churn", Version: "a1b2c3d4e5f6", Entity: "account",
+		ID: "612", Score: &score, ModelUsed: true, At: at}
+	v := model.AppendPrediction(nil, &r, []string{"orders_30d", "revenue_30d"}, []float64{2, math.NaN()}, []byte(`"stay"`))
+	var rows predictionRows
+	if err := rows.addPrediction(&kgo.Record{Topic: "pulse.predictions", Partition: 1, Offset: 9, Value: v}); err != nil {
+		t.Fatal(err)
+	}
+	if err := insertColumns(ctx, conn, predictionsTable.insertSQL(db), rows.columns()); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		id, mdl, version, entity, entityID, features, scores, prediction string
+		got                                                              *float64
+		used                                                             uint8
+		atMs                                                             int64
+	)
+	if err := conn.QueryRow(ctx, "SELECT uuid, model, version, entity, entity_id, features, score, scores, prediction, model_used, at_ms FROM "+db+".predictions").
+		Scan(&id, &mdl, &version, &entity, &entityID, &features, &got, &scores, &prediction, &used, &atMs); err != nil {
+		t.Fatal(err)
+	}
+	if id != r.UUID || mdl != "churn" || version != "a1b2c3d4e5f6" || entity != "account" || entityID != "612" ||
+		features != `{"orders_30d":2,"revenue_30d":null}` || got == nil || *got != 0.75 || scores != "0.75" || prediction != "stay" ||
+		used != 1 || atMs != at.UnixMilli() {
+		t.Errorf("row: %s %s %s %s %s %s %v %s %s %d %d", id, mdl, version, entity, entityID, features, got, scores, prediction, used, atMs)
 	}
 }

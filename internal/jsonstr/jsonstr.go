@@ -1,6 +1,6 @@
 // Package jsonstr appends JSON strings to a buffer without reflection: the
-// hand-written encoders on hot paths (ingest's event normaliser, the
-// scorer's predict answer) share it.
+// hand-written encoders on hot paths (the scorer's predict answer, the
+// prediction record's model.AppendPrediction) share it.
 package jsonstr
 
 const hexDigits = "0123456789abcdef"
