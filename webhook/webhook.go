@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -25,15 +24,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Group is the consumer group of the webhook service.
-const Group = "pulse-webhooks"
+// Group is the consumer group of the webhook service (kafka.WebhooksGroup,
+// pulse-webhooks).
+const Group = kafka.WebhooksGroup
 
 // DeadLetterTopic names the topic of records whose delivery failed for
-// good: the segments topic's prefix with ".webhooks.dead", so the default
-// pulse.segments gives pulse.webhooks.dead.
-func DeadLetterTopic(k config.Kafka) string {
-	return strings.TrimSuffix(k.Topics.Segments, ".segments") + ".webhooks.dead"
-}
+// good (kafka.WebhooksDeadTopic: pulse.webhooks.dead by default).
+func DeadLetterTopic(k config.Kafka) string { return kafka.WebhooksDeadTopic(k) }
 
 // DeadLetter is the JSON value of a dead-letter record (keyed by entity id).
 type DeadLetter struct {
