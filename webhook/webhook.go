@@ -44,13 +44,15 @@ type DeadLetter struct {
 	Record   json.RawMessage `json:"record"` // the segment record, as on the topic
 }
 
-// Options tune the service; zero values take the defaults.
+// Options tune the service; zero values take the defaults (EnsureDefaults).
 type Options struct {
-	// Client sends the requests, overriding a client with no redirects
-	// followed; each request also has its webhook's timeout.
+	// Client sends the requests, overriding the default: an http.Client
+	// that follows no redirect (a 3xx answer counts as a failure). Each
+	// request also has its webhook's timeout.
 	Client *http.Client
-	// BaseBackoff is the wait before the first retry, doubled each retry,
-	// overriding the default 1s.
+	// BaseBackoff is the wait before the first retry, overriding the
+	// default 1s. It doubles each retry, and each wait is jittered down to
+	// half of it; a Retry-After answer may lengthen a wait up to MaxBackoff.
 	BaseBackoff time.Duration
 	// MaxBackoff caps one wait, overriding the default 2m.
 	MaxBackoff time.Duration
@@ -58,8 +60,24 @@ type Options struct {
 	// topic, overriding the default: the end, so turning webhooks on does not
 	// replay every past change.
 	FromStart bool
-	// Log overrides slog.Default().
+	// Log is the logger, overriding the default slog.Default().
 	Log *slog.Logger
+}
+
+// EnsureDefaults sets every zero field to its default.
+func (o *Options) EnsureDefaults() {
+	if o.Client == nil {
+		o.Client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	if o.BaseBackoff <= 0 {
+		o.BaseBackoff = time.Second
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 2 * time.Minute
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
 }
 
 // Service consumes the segments topic and delivers webhooks. Run it once.
@@ -98,18 +116,7 @@ var (
 
 // New builds the service for cfg's segments with a webhook.
 func New(cfg *config.Config, opts Options) *Service {
-	if opts.Client == nil {
-		opts.Client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	}
-	if opts.BaseBackoff <= 0 {
-		opts.BaseBackoff = time.Second
-	}
-	if opts.MaxBackoff <= 0 {
-		opts.MaxBackoff = 2 * time.Minute
-	}
-	if opts.Log == nil {
-		opts.Log = slog.Default()
-	}
+	opts.EnsureDefaults()
 	s := &Service{cfg: cfg, opts: opts, log: opts.Log.With("service", "webhooks"), hooks: map[string]*config.Webhook{}, dead: DeadLetterTopic(cfg.Kafka)}
 	for i := range cfg.Segments {
 		if w := cfg.Segments[i].Webhook; w != nil {
