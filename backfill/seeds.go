@@ -33,7 +33,8 @@ type SeedsOptions struct {
 	// Entities restricts the seeds to these ids.
 	Entities []string
 	// HistoryGroup is the history writer's consumer group, whose committed
-	// offsets say how far ClickHouse holds the events. Default pulse-history.
+	// offsets say how far ClickHouse holds the events. Default
+	// kafka.HistoryGroup (pulse-history).
 	HistoryGroup string
 	// Progress receives progress lines (stderr in the CLI); nil is quiet.
 	Progress io.Writer
@@ -76,7 +77,7 @@ func Seeds(ctx context.Context, cfg *config.Config, r *history.Reader, opts Seed
 	rep := SeedsReport{Cuts: map[string]map[int32]int64{}}
 	start := time.Now()
 	if opts.HistoryGroup == "" {
-		opts.HistoryGroup = "pulse-history"
+		opts.HistoryGroup = kafka.HistoryGroup
 	}
 	set, idx, err := compile(cfg, opts.Features)
 	if err != nil {

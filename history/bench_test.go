@@ -116,19 +116,39 @@ func BenchmarkRawInsert(b *testing.B) {
 // BenchmarkDecode is the writer's own CPU per event: JSON to columns.
 func BenchmarkDecode(b *testing.B) {
 	recs := make([]*kgo.Record, 1000)
-	size := 0
 	for i := range recs {
 		recs[i] = &kgo.Record{Topic: "e", Value: benchEvent(i)}
-		size += len(recs[i].Value)
+	}
+	var r eventRows
+	benchRows(b, recs, &r, r.addEvent)
+}
+
+// BenchmarkDecodeChange is the writer's CPU per segment change: JSON to
+// columns, features kept raw.
+func BenchmarkDecodeChange(b *testing.B) {
+	recs := make([]*kgo.Record, 1000)
+	for i := range recs {
+		recs[i] = &kgo.Record{Topic: "s", Value: fmt.Appendf(nil, `{"change_id":"%032x","segment":"big_spenders","entity":"user","id":"user-%d","change":"enter","at":"2024-03-01T10:00:%02d.%03dZ","features":{"spend_30d":%d.5,"orders_7d":%d,"country":"US","last_seen":"2024-03-01T10:00:00Z"}}`,
+			i, i, i%60, i%1000, i, i%10)}
+	}
+	var r segmentRows
+	benchRows(b, recs, &r, r.addChange)
+}
+
+// benchRows adds recs to rows b.N times in all, resetting every 50,000
+// rows as a flush would.
+func benchRows(b *testing.B, recs []*kgo.Record, rows batch, add func(*kgo.Record) error) {
+	size := 0
+	for _, r := range recs {
+		size += len(r.Value)
 	}
 	b.SetBytes(int64(size / len(recs)))
 	b.ReportAllocs()
-	var r eventRows
 	for i := range b.N {
 		if i%50_000 == 0 {
-			r.reset()
+			rows.reset()
 		}
-		if err := r.addEvent(recs[i%len(recs)]); err != nil {
+		if err := add(recs[i%len(recs)]); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -2,11 +2,13 @@
 // Writer that batches the Kafka topics into it (consumer group pulse-history),
 // and the Reader that backfills and training sets replay from.
 //
-// It sits after the stream in the flow: ingest writes pulse.events and
-// pulse.events.invalid, the stream writes pulse.segments, the scorer writes
-// pulse.predictions, and the Writer copies all four into the tables events,
-// invalid_events, segment_changes and predictions. Nothing reads ClickHouse
-// on the serving path.
+// It sits after the stream in the flow: ingest writes pulse.events, ingest
+// and the stream write pulse.events.invalid (event.DeadLetter), the stream
+// writes pulse.segments (segment.Record), the scorer writes
+// pulse.predictions (model.PredictionRecord), and the Writer copies all four
+// into the tables events, invalid_events, segment_changes and predictions,
+// decoding each with its record type's own decoder. Nothing reads
+// ClickHouse on the serving path.
 //
 // # Delivery
 //

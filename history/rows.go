@@ -8,6 +8,8 @@ import (
 
 	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/model"
+	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -253,64 +255,58 @@ func text(v any) string {
 type invalidRows struct {
 	messageID, errText, field []string
 	index                     []int32
-	source, keyName           []string
+	source, reason, keyName   []string
 	receivedAt                times
-	event, topic              []string
+	event                     []string
+	inputTopic                []string
+	inputPartition            []int32
+	inputOffset               []int64
+	topic                     []string
 	origin
 }
 
 func (r *invalidRows) columns() []any {
-	return []any{r.messageID, r.errText, r.field, r.index, r.source, r.keyName, r.receivedAt.at, r.receivedAt.ms,
-		r.event, r.topic, r.partition, r.offset}
+	return []any{r.messageID, r.errText, r.field, r.index, r.source, r.reason, r.keyName, r.receivedAt.at, r.receivedAt.ms,
+		r.event, r.inputTopic, r.inputPartition, r.inputOffset, r.topic, r.partition, r.offset}
 }
 
 func (r *invalidRows) reset() { *r = invalidRows{} }
 
-// deadLetter is the JSON of a pulse.events.invalid record (ingest.DeadLetter).
-type deadLetter struct {
-	Error      string          `json:"error"`
-	Field      string          `json:"field"`
-	Index      int32           `json:"index"`
-	Source     string          `json:"source"`
-	Key        string          `json:"keyName"`
-	ReceivedAt time.Time       `json:"receivedAt"`
-	MessageID  string          `json:"messageId"`
-	Event      json.RawMessage `json:"event"`
-}
-
 func (r *invalidRows) addDeadLetter(rec *kgo.Record) error {
-	var d deadLetter
-	if err := json.Unmarshal(rec.Value, &d); err != nil {
-		return fmt.Errorf("cannot decode dead letter: %w", err)
+	d, err := event.DecodeDeadLetter(rec.Value)
+	if err != nil {
+		return err
 	}
-	r.add(d, rec)
+	r.add(&d, rec)
 	return nil
 }
 
 // addUnreadable keeps a record of any topic that the writer could not
-// decode, so that nothing on the topics is lost without trace.
+// decode, so that nothing on the topics is lost without trace: a dead
+// letter of history's own, whose input position is the record's.
 func (r *invalidRows) addUnreadable(rec *kgo.Record, err error) {
-	raw := rec.Value
-	if !json.Valid(raw) {
-		raw, _ = json.Marshal(string(raw))
-	}
-	r.add(deadLetter{
-		Error:  fmt.Sprintf("history: cannot read %s record: %v", rec.Topic, err),
-		Source: "history",
-		Event:  raw,
-	}, rec)
+	// %v, not %w: the row names the record's problem in its error text
+	// and leaves field empty.
+	d := event.NewDeadLetter("history", event.ReasonUnreadable, rec.Value,
+		fmt.Errorf("history: cannot read %s record: %v", rec.Topic, err), rec.Timestamp)
+	d.Topic, d.Partition, d.Offset = rec.Topic, rec.Partition, rec.Offset
+	r.add(&d, rec)
 }
 
 // add appends a dead letter; one without an id or a time takes its record's.
-func (r *invalidRows) add(d deadLetter, rec *kgo.Record) {
+func (r *invalidRows) add(d *event.DeadLetter, rec *kgo.Record) {
 	r.messageID = append(r.messageID, idOr(d.MessageID, rec))
 	r.errText = append(r.errText, d.Error)
 	r.field = append(r.field, d.Field)
-	r.index = append(r.index, d.Index)
+	r.index = append(r.index, int32(d.Index))
 	r.source = append(r.source, d.Source)
-	r.keyName = append(r.keyName, d.Key)
+	r.reason = append(r.reason, d.Reason)
+	r.keyName = append(r.keyName, d.KeyName)
 	r.receivedAt.add(timeOr(d.ReceivedAt, rec))
 	r.event = append(r.event, string(d.Event))
+	r.inputTopic = append(r.inputTopic, d.Topic)
+	r.inputPartition = append(r.inputPartition, d.Partition)
+	r.inputOffset = append(r.inputOffset, d.Offset)
 	r.topic = append(r.topic, rec.Topic)
 	r.origin.add(rec)
 }
@@ -329,21 +325,12 @@ func (r *segmentRows) columns() []any {
 
 func (r *segmentRows) reset() { *r = segmentRows{} }
 
-// wireChange is a pulse.segments record (segment.Record) with its features raw.
-type wireChange struct {
-	ID       string          `json:"change_id"`
-	Segment  string          `json:"segment"`
-	Entity   string          `json:"entity"`
-	EntityID string          `json:"id"`
-	Change   string          `json:"change"`
-	At       time.Time       `json:"at"`
-	Features json.RawMessage `json:"features"`
-}
-
+// addChange appends one pulse.segments record (segment.Record), its
+// features kept as the JSON they came in.
 func (r *segmentRows) addChange(rec *kgo.Record) error {
-	var c wireChange
-	if err := json.Unmarshal(rec.Value, &c); err != nil {
-		return fmt.Errorf("cannot decode segment change: %w", err)
+	c, features, err := segment.DecodeRecordRaw(rec.Value)
+	if err != nil {
+		return err
 	}
 	if c.Segment == "" || c.EntityID == "" {
 		return fmt.Errorf("segment change without segment or id")
@@ -354,7 +341,7 @@ func (r *segmentRows) addChange(rec *kgo.Record) error {
 	r.entityID = append(r.entityID, c.EntityID)
 	r.change = append(r.change, c.Change)
 	r.at.add(timeOr(c.At, rec))
-	r.features = append(r.features, object(c.Features))
+	r.features = append(r.features, object(features))
 	r.origin.add(rec)
 	return nil
 }
@@ -376,85 +363,28 @@ func (r *predictionRows) columns() []any {
 
 func (r *predictionRows) reset() { *r = predictionRows{} }
 
-// wirePrediction is a pulse.predictions record, read tolerantly: ids and
-// versions may be numbers, at may be RFC 3339 or epoch milliseconds, score a
-// number or a list of class probabilities, prediction any JSON value.
-type wirePrediction struct {
-	UUID       json.RawMessage `json:"uuid"`
-	Model      json.RawMessage `json:"model"`
-	Version    json.RawMessage `json:"version"`
-	Entity     json.RawMessage `json:"entity"`
-	ID         json.RawMessage `json:"id"`
-	Features   json.RawMessage `json:"features"`
-	Score      json.RawMessage `json:"score"`
-	Prediction json.RawMessage `json:"prediction"`
-	ModelUsed  json.RawMessage `json:"model_used"`
-	At         json.RawMessage `json:"at"`
-}
-
+// addPrediction appends one pulse.predictions record (model.PredictionRecord,
+// read tolerantly), its features, score and prediction kept as sent.
 func (r *predictionRows) addPrediction(rec *kgo.Record) error {
-	var p wirePrediction
-	if err := json.Unmarshal(rec.Value, &p); err != nil {
-		return fmt.Errorf("cannot decode prediction: %w", err)
+	p, raw, err := model.DecodePredictionRaw(rec.Value)
+	if err != nil {
+		return err
 	}
-	entity := rawText(p.Entity)
-	if entity == "" {
-		entity = "user"
+	used := uint8(0)
+	if p.ModelUsed {
+		used = 1
 	}
-	var score *float64
-	var v any
-	if json.Unmarshal(p.Score, &v) == nil {
-		if list, ok := v.([]any); ok && len(list) > 0 {
-			v = list[0]
-		}
-		score = number(v)
-	}
-	used := uint8(1)
-	if b := bytes.TrimSpace(p.ModelUsed); bytes.Equal(b, []byte("false")) || bytes.Equal(b, []byte("0")) {
-		used = 0
-	}
-	scores := string(bytes.TrimSpace(p.Score))
-	r.uuid = append(r.uuid, idOr(rawText(p.UUID), rec))
-	r.model = append(r.model, rawText(p.Model))
-	r.version = append(r.version, rawText(p.Version))
-	r.entity = append(r.entity, entity)
-	r.entityID = append(r.entityID, rawText(p.ID))
-	r.features = append(r.features, object(p.Features))
-	r.score = append(r.score, score)
-	r.scores = append(r.scores, scores)
-	r.prediction = append(r.prediction, rawText(p.Prediction))
+	r.uuid = append(r.uuid, idOr(p.UUID, rec))
+	r.model = append(r.model, p.Model)
+	r.version = append(r.version, p.Version)
+	r.entity = append(r.entity, p.Entity)
+	r.entityID = append(r.entityID, p.ID)
+	r.features = append(r.features, object(raw.Features))
+	r.score = append(r.score, p.Score)
+	r.scores = append(r.scores, string(raw.Score))
+	r.prediction = append(r.prediction, raw.PredictionText())
 	r.modelUsed = append(r.modelUsed, used)
-	r.at.add(timeOr(rawTime(p.At), rec))
+	r.at.add(timeOr(p.At, rec))
 	r.origin.add(rec)
 	return nil
-}
-
-// rawText is a JSON string's text, or any other JSON value as written.
-func rawText(m json.RawMessage) string {
-	m = bytes.TrimSpace(m)
-	if absent(m) {
-		return ""
-	}
-	if m[0] == '"' {
-		var s string
-		if json.Unmarshal(m, &s) == nil {
-			return s
-		}
-	}
-	return string(m)
-}
-
-// rawTime reads RFC 3339 text or epoch milliseconds.
-func rawTime(m json.RawMessage) time.Time {
-	s := rawText(m)
-	if s == "" {
-		return time.Time{}
-	}
-	if ms, err := strconv.ParseFloat(s, 64); err == nil {
-		return time.UnixMilli(int64(ms)).UTC()
-	}
-	if t, err := event.ParseTime(s); err == nil {
-		return t.UTC()
-	}
-	return time.Time{}
 }

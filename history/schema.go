@@ -21,9 +21,10 @@ type table struct {
 	engine  string
 }
 
-// The tables. New columns go at the end of a list: Migrate adds them to
-// existing tables (with the type's default in old rows), and the writer's
-// INSERTs name their columns, so old and new servers agree.
+// The tables. A new column may go anywhere in a list: Migrate adds it to
+// existing tables after its predecessor (with the type's default in old
+// rows), and the writer's INSERTs name their columns, so old and new servers
+// agree. kafka_partition and kafka_offset stay last (origin in rows.go).
 var (
 	eventsTable = table{
 		name: "events",
@@ -64,11 +65,18 @@ var (
 			{"error", "String"},
 			{"field", "String"},
 			{"item_index", "Int32"}, // the item's index in its batch
-			{"source", "String"},    // ingest, or history when the writer could not read a record
+			{"source", "String"},    // ingest, stream, or history when the writer could not read a record
+			{"reason", "String"},    // invalid, late or unreadable (event.Reason*); empty in older rows
 			{"key_name", "String"},
 			{"received_at", "DateTime"},
 			{"received_at_ms", "Int64"},
 			{"event", "String"}, // the rejected JSON as sent (a JSON string when it was not JSON)
+			// Where the refused record was read from (stream, history); empty
+			// for ingest, which refuses before Kafka. kafka_* below is where
+			// the dead letter itself sat.
+			{"input_topic", "String"},
+			{"input_partition", "Int32"},
+			{"input_offset", "Int64"},
 			{"kafka_topic", "String"},
 			{"kafka_partition", "Int32"},
 			{"kafka_offset", "Int64"},

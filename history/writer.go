@@ -16,7 +16,8 @@ import (
 
 // WriterOptions tune the Writer. Zero values take the defaults.
 type WriterOptions struct {
-	// Group is the Kafka consumer group, overriding the default pulse-history.
+	// Group is the Kafka consumer group, overriding the default
+	// kafka.HistoryGroup (pulse-history).
 	Group string
 	// BatchRows flushes once this many records are buffered. Default 50000.
 	BatchRows int
@@ -31,7 +32,7 @@ type WriterOptions struct {
 
 func (o *WriterOptions) ensureDefaults() {
 	if o.Group == "" {
-		o.Group = "pulse-history"
+		o.Group = kafka.HistoryGroup
 	}
 	if o.BatchRows <= 0 {
 		o.BatchRows = 50_000

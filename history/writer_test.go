@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/model"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -391,4 +393,94 @@ func benchConfig(native, db string, brokers []string) *config.Config {
 	cfg.ClickHouse.Database = db
 	cfg.ApplyDefaults()
 	return cfg
+}
+
+// TestDeadLetterLandsWhole produces a dead letter as the stream writes one
+// (reason late, with the refused record's input position) to a writer
+// whose invalid_events table an older Pulse made, and reads every field the
+// producer wrote back from ClickHouse.
+func TestDeadLetterLandsWhole(t *testing.T) {
+	native, _ := testenv.ClickHouse(t)
+	db := testenv.ClickHouseDatabase(t)
+	cfg := testConfig(t, native, db)
+	conn := openTest(t, native)
+	ctx := context.Background()
+	// The table as it was before reason and input_*.
+	old := invalidTable
+	old.columns = nil
+	for _, c := range invalidTable.columns {
+		switch c.name {
+		case "reason", "input_topic", "input_partition", "input_offset":
+		default:
+			old.columns = append(old.columns, c)
+		}
+	}
+	if len(old.columns) != len(invalidTable.columns)-4 {
+		t.Fatalf("old table: %v", old.columns)
+	}
+	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Exec(ctx, old.createSQL(db)); err != nil {
+		t.Fatal(err)
+	}
+
+	at := time.Date(2024, 3, 1, 10, 0, 0, 123e6, time.UTC)
+	raw := `{"type":"track","event":"Order Completed","userId":"u1","messageId":"m-late","timestamp":"2024-01-01T00:00:00Z"}`
+	d := event.NewDeadLetter("stream", event.ReasonLate, []byte(raw), fmt.Errorf("event older than the lateness bound"), at)
+	d.MessageID = "m-late"
+	d.Topic, d.Partition, d.Offset = cfg.Kafka.Topics.Events, 1, 4242
+	produce(t, cfg, &kgo.Record{Topic: cfg.Kafka.Topics.Invalid, Key: []byte("u1"), Value: d.Encode()})
+	startWriter(t, cfg, WriterOptions{FlushInterval: 100 * time.Millisecond})
+	waitCount(t, conn, "SELECT count() FROM "+db+".invalid_events", 1, 20*time.Second)
+
+	var (
+		msgID, errText, field, source, reason, keyName, evt, inTopic, topic string
+		index, inPart                                                       int32
+		inOff, atMs                                                         int64
+	)
+	if err := conn.QueryRow(ctx, "SELECT message_id, error, field, item_index, source, reason, key_name, received_at_ms, event, input_topic, input_partition, input_offset, kafka_topic FROM "+db+".invalid_events").
+		Scan(&msgID, &errText, &field, &index, &source, &reason, &keyName, &atMs, &evt, &inTopic, &inPart, &inOff, &topic); err != nil {
+		t.Fatal(err)
+	}
+	if msgID != "m-late" || errText != "event older than the lateness bound" || field != "" || index != 0 || source != "stream" ||
+		reason != event.ReasonLate || keyName != "" || atMs != at.UnixMilli() || evt != raw ||
+		inTopic != cfg.Kafka.Topics.Events || inPart != 1 || inOff != 4242 || topic != cfg.Kafka.Topics.Invalid {
+		t.Errorf("row: id %q error %q field %q index %d source %q reason %q key %q at %d event %s input %s/%d/%d topic %s",
+			msgID, errText, field, index, source, reason, keyName, atMs, evt, inTopic, inPart, inOff, topic)
+	}
+}
+
+// TestPredictionLandsWhole: every field of a prediction record as the
+// scorer writes it (model.AppendPrediction) reaches the predictions table.
+func TestPredictionLandsWhole(t *testing.T) {
+	conn, db := migratedDB(t)
+	ctx := context.Background()
+	at := time.Date(2024, 3, 1, 10, 0, 0, 123e6, time.UTC)
+	score := 0.75
+	r := model.PredictionRecord{UUID: "9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d", Model: "churn", Version: "a1b2c3d4e5f6", Entity: "account",
+		ID: "612", Score: &score, ModelUsed: true, At: at}
+	v := model.AppendPrediction(nil, &r, []string{"orders_30d", "revenue_30d"}, []float64{2, math.NaN()}, []byte(`"stay"`))
+	var rows predictionRows
+	if err := rows.addPrediction(&kgo.Record{Topic: "pulse.predictions", Partition: 1, Offset: 9, Value: v}); err != nil {
+		t.Fatal(err)
+	}
+	if err := insertColumns(ctx, conn, predictionsTable.insertSQL(db), rows.columns()); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		id, mdl, version, entity, entityID, features, scores, prediction string
+		got                                                              *float64
+		used                                                             uint8
+		atMs                                                             int64
+	)
+	if err := conn.QueryRow(ctx, "SELECT uuid, model, version, entity, entity_id, features, score, scores, prediction, model_used, at_ms FROM "+db+".predictions").
+		Scan(&id, &mdl, &version, &entity, &entityID, &features, &got, &scores, &prediction, &used, &atMs); err != nil {
+		t.Fatal(err)
+	}
+	if id != r.UUID || mdl != "churn" || version != "a1b2c3d4e5f6" || entity != "account" || entityID != "612" ||
+		features != `{"orders_30d":2,"revenue_30d":null}` || got == nil || *got != 0.75 || scores != "0.75" || prediction != "stay" ||
+		used != 1 || atMs != at.UnixMilli() {
+		t.Errorf("row: %s %s %s %s %s %s %v %s %s %d %d", id, mdl, version, entity, entityID, features, got, scores, prediction, used, atMs)
+	}
 }

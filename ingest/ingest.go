@@ -471,35 +471,16 @@ func (s *Server) record(e *event.Event) (*kgo.Record, error) {
 	return &kgo.Record{Topic: s.cfg.Kafka.Topics.Events, Key: []byte(e.EntityID()), Value: v}, nil
 }
 
-// DeadLetter is the value of a record on the invalid-events topic.
-type DeadLetter struct {
-	Error      string          `json:"error"`
-	Field      string          `json:"field,omitempty"`
-	Index      int             `json:"index"`
-	Source     string          `json:"source"`
-	Key        string          `json:"keyName,omitempty"`
-	ReceivedAt time.Time       `json:"receivedAt"`
-	MessageID  string          `json:"messageId"`
-	Event      json.RawMessage `json:"event"`
-}
-
+// deadLetter is the invalid-events record of raw, the index-th event of a
+// batch sent with key, refused for err.
 func (s *Server) deadLetter(key *config.APIKey, index int, raw []byte, _ map[string]any, err error, now time.Time) *kgo.Record {
-	dl := DeadLetter{Error: err.Error(), Index: index, Source: "ingest", ReceivedAt: now.UTC(), MessageID: uuid.NewString()}
-	var fe *event.FieldError
-	if errors.As(err, &fe) {
-		dl.Field = fe.Field
-	}
+	dl := event.NewDeadLetter("ingest", event.ReasonInvalid, raw, err, now)
+	dl.Index = index
+	dl.MessageID = uuid.NewString()
 	if key != nil {
-		dl.Key = key.Name
+		dl.KeyName = key.Name
 	}
-	if json.Valid(raw) {
-		dl.Event = raw
-	} else {
-		q, _ := json.Marshal(string(raw))
-		dl.Event = q
-	}
-	v, _ := json.Marshal(dl)
-	return &kgo.Record{Topic: s.cfg.Kafka.Topics.Invalid, Value: v}
+	return &kgo.Record{Topic: s.cfg.Kafka.Topics.Invalid, Value: dl.Encode()}
 }
 
 // produce sends recs and waits until the broker acknowledged every one.

@@ -222,11 +222,11 @@ func ingestSuite(t *testing.T, brokers []string, prefix string) {
 		t.Fatalf("page/alias: %+v %+v", events["m4"], events["m5"])
 	}
 	dl := consume(t, brokers, h.cfg.Kafka.Topics.Invalid, 1)
-	var d ingest.DeadLetter
-	if err := json.Unmarshal(dl[0].Value, &d); err != nil {
+	d, err := event.DecodeDeadLetter(dl[0].Value)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Error != "event: required for track" || d.Field != "event" || d.Index != 2 || !strings.Contains(string(d.Event), `"m3"`) || d.Key != "app" {
+	if d.Error != "event: required for track" || d.Field != "event" || d.Index != 2 || !strings.Contains(string(d.Event), `"m3"`) || d.KeyName != "app" {
 		t.Fatalf("dead letter: %+v", d)
 	}
 
@@ -520,8 +520,7 @@ func TestBatchOnePass(t *testing.T) {
 		}
 	}
 	dl := consume(t, brokers, "pulse.events.invalid", 3)
-	var d ingest.DeadLetter
-	if err := json.Unmarshal(dl[0].Value, &d); err != nil || d.Error != "event: required for track" || d.Index != 1 {
+	if d, err := event.DecodeDeadLetter(dl[0].Value); err != nil || d.Error != "event: required for track" || d.Index != 1 {
 		t.Fatalf("dead letter %s: %v", dl[0].Value, err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/internal/httpapi"
 	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/valyala/fasthttp"
@@ -299,11 +300,8 @@ func decodeLive(r *kgo.Record) (liveRecord, bool) {
 	if r.Attrs.IsControl() {
 		return lr, false
 	}
-	var head struct {
-		Segment string `json:"segment"`
-		Change  string `json:"change"`
-	}
-	if err := json.Unmarshal(r.Value, &head); err != nil || head.Segment == "" || head.Change == "" {
+	head, _, err := segment.DecodeRecordRaw(r.Value)
+	if err != nil || head.Segment == "" || head.Change == "" {
 		liveInvalid.Inc()
 		return lr, false
 	}

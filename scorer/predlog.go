@@ -3,29 +3,17 @@ package scorer
 import (
 	"context"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
-	"github.com/pulse-rt/pulse/internal/jsonstr"
+	"github.com/pulse-rt/pulse/model"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// LogRecord is the JSON value of a record on the predictions topic.
-type LogRecord struct {
-	UUID    string `json:"uuid"`
-	Model   string `json:"model"`
-	Version string `json:"version"` // SHA-256 prefix of the model file
-	Entity  string `json:"entity"`
-	ID      string `json:"id"`
-	// Features are the model's inputs as used; null = missing.
-	Features map[string]*float64 `json:"features"`
-	// Score is null when the model was not used.
-	Score      *float64  `json:"score"`
-	Prediction any       `json:"prediction"`
-	ModelUsed  bool      `json:"model_used"`
-	At         time.Time `json:"at"`
-}
+// LogRecord is the value of a record on the predictions topic: the topic's
+// one record type, model.PredictionRecord, under the name this package has
+// always given it.
+type LogRecord = model.PredictionRecord
 
 // logEntry is what the hot path hands the background producer: no
 // encoding happens on the request's time.
@@ -96,9 +84,9 @@ func (s *Server) logPrediction(m *served, id string, uuid [36]byte, x []float64,
 // run produces queued records until ctx ends, then drains the queue and
 // waits (a bounded time) for the producer's acknowledgements.
 func (p *predictionLog) run(ctx context.Context) {
-	var buf []byte
+	var buf, pred []byte
 	produce := func(e logEntry) {
-		buf = e.encode(buf[:0])
+		buf, pred = e.encode(buf[:0], pred)
 		val := make([]byte, len(buf))
 		copy(val, buf)
 		xs := e.x
@@ -144,41 +132,18 @@ func (p *predictionLog) run(ctx context.Context) {
 	}
 }
 
-// encode appends the record's JSON to b by hand: this runs once per
-// prediction, off the request path but on the same two cores.
-func (e *logEntry) encode(b []byte) []byte {
+// encode appends the record's value to b (model.AppendPrediction, which
+// builds no map): this runs once per prediction, off the request path but
+// on the same two cores. pred is scratch space for the prediction's JSON.
+func (e *logEntry) encode(b, pred []byte) (value, scratch []byte) {
 	m := e.m
-	b = append(b, `{"uuid":"`...)
-	b = append(b, e.uuid[:]...)
-	b = append(b, `","model":`...)
-	b = jsonstr.Append(b, m.name)
-	b = append(b, `,"version":"`...)
-	b = append(b, m.version...)
-	b = append(b, `","entity":`...)
-	b = jsonstr.Append(b, m.entity)
-	b = append(b, `,"id":`...)
-	b = jsonstr.Append(b, e.id)
-	b = append(b, `,"features":{`...)
-	for j, name := range m.inputs {
-		if j > 0 {
-			b = append(b, ',')
-		}
-		b = jsonstr.Append(b, name)
-		b = append(b, ':')
-		b = appendFloat(b, e.x[j])
-	}
-	b = append(b, `},"score":`...)
-	b = appendFloat(b, e.score)
-	b = append(b, `,"prediction":`...)
+	r := model.PredictionRecord{UUID: string(e.uuid[:]), Model: m.name, Version: m.version, Entity: m.entity, ID: e.id,
+		ModelUsed: e.used, At: e.at}
 	if e.used {
-		b = m.predictionJSON(b, e.score, e.class)
+		r.Score = &e.score
+		pred = m.predictionJSON(pred[:0], e.score, e.class)
 	} else {
-		b = append(b, m.defaultJSON...)
+		pred = append(pred[:0], m.defaultJSON...)
 	}
-	b = append(b, `,"model_used":`...)
-	b = strconv.AppendBool(b, e.used)
-	b = append(b, `,"at":"`...)
-	b = e.at.UTC().AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `"}`...)
-	return b
+	return model.AppendPrediction(b, &r, m.inputs, e.x, pred), pred
 }

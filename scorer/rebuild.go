@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -330,12 +330,8 @@ func (s *Server) readSpans(ctx context.Context, topic string, spans map[int32][2
 // decodeChange reads a segments-topic record. ok is false for anything but
 // an enter or exit.
 func decodeChange(r *kgo.Record) (segmentChange, bool) {
-	var rec struct {
-		Segment string `json:"segment"`
-		Entity  string `json:"entity"`
-		Change  string `json:"change"`
-	}
-	if err := json.Unmarshal(r.Value, &rec); err != nil || rec.Segment == "" {
+	rec, _, err := segment.DecodeRecordRaw(r.Value)
+	if err != nil || rec.Segment == "" {
 		return segmentChange{}, false
 	}
 	if rec.Entity == "" {
@@ -343,9 +339,9 @@ func decodeChange(r *kgo.Record) (segmentChange, bool) {
 	}
 	c := segmentChange{key: rec.Entity + "/" + rec.Segment, at: r.Timestamp.UnixMilli()}
 	switch rec.Change {
-	case "enter":
+	case segment.ChangeEnter:
 		c.delta = 1
-	case "exit":
+	case segment.ChangeExit:
 		c.delta = -1
 	default:
 		return segmentChange{}, false

@@ -4,11 +4,16 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"time"
+
+	json "github.com/goccy/go-json"
 )
 
 // Record is one enter or exit as written to the pulse.segments topic (JSON,
-// keyed by entity id) and streamed over the scorer's SSE endpoint.
+// keyed by entity id) and streamed over the scorer's SSE endpoint. It is
+// the topic's one record type: the stream writes it with Encode; the
+// scorer, webhooks and history read it with DecodeRecord or DecodeRecordRaw.
 type Record struct {
 	// ID identifies the change, not the delivery: replaying the input that
 	// caused it gives the same ID, so consumers dedupe on it. See NewRecord.
@@ -57,4 +62,49 @@ func changeID(parts ...string) string {
 	}
 	var sum [sha256.Size]byte
 	return hex.EncodeToString(h.Sum(sum[:0])[:16])
+}
+
+// Encode is the record value. It fails only when a feature value has no
+// JSON form.
+func (r *Record) Encode() ([]byte, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("cannot encode segment record: %w", err)
+	}
+	return b, nil
+}
+
+// DecodeRecord reads a record value written by Encode, features included.
+// It checks the JSON and the field types only: which fields a reader needs
+// is the reader's to say.
+func DecodeRecord(b []byte) (Record, error) {
+	r, raw, err := DecodeRecordRaw(b)
+	if err != nil {
+		return Record{}, err
+	}
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &r.Features); err != nil {
+			return Record{}, fmt.Errorf("cannot decode segment record: features: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// wireRecord is Record with its features left raw (the outer field hides
+// the embedded one).
+type wireRecord struct {
+	Record
+	Features json.RawMessage `json:"features"`
+}
+
+// DecodeRecordRaw reads a record value as DecodeRecord does but leaves the
+// features as their raw JSON (nil when absent) and Record.Features nil:
+// readers that store them as they are (history) or do not look at them
+// (the live feed, webhooks) skip building the map.
+func DecodeRecordRaw(b []byte) (Record, []byte, error) {
+	var w wireRecord
+	if err := json.Unmarshal(b, &w); err != nil {
+		return Record{}, nil, fmt.Errorf("cannot decode segment record: %w", err)
+	}
+	return w.Record, w.Features, nil
 }

@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,20 +18,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Group is the consumer group of the webhook service.
-const Group = "pulse-webhooks"
+// Group is the consumer group of the webhook service (kafka.WebhooksGroup,
+// pulse-webhooks).
+const Group = kafka.WebhooksGroup
 
 // DeadLetterTopic names the topic of records whose delivery failed for
-// good: the segments topic's prefix with ".webhooks.dead", so the default
-// pulse.segments gives pulse.webhooks.dead.
-func DeadLetterTopic(k config.Kafka) string {
-	return strings.TrimSuffix(k.Topics.Segments, ".segments") + ".webhooks.dead"
-}
+// good (kafka.WebhooksDeadTopic: pulse.webhooks.dead by default).
+func DeadLetterTopic(k config.Kafka) string { return kafka.WebhooksDeadTopic(k) }
 
 // DeadLetter is the JSON value of a dead-letter record (keyed by entity id).
 type DeadLetter struct {
@@ -46,13 +44,15 @@ type DeadLetter struct {
 	Record   json.RawMessage `json:"record"` // the segment record, as on the topic
 }
 
-// Options tune the service; zero values take the defaults.
+// Options tune the service; zero values take the defaults (EnsureDefaults).
 type Options struct {
-	// Client sends the requests, overriding a client with no redirects
-	// followed; each request also has its webhook's timeout.
+	// Client sends the requests, overriding the default: an http.Client
+	// that follows no redirect (a 3xx answer counts as a failure). Each
+	// request also has its webhook's timeout.
 	Client *http.Client
-	// BaseBackoff is the wait before the first retry, doubled each retry,
-	// overriding the default 1s.
+	// BaseBackoff is the wait before the first retry, overriding the
+	// default 1s. It doubles each retry, and each wait is jittered down to
+	// half of it; a Retry-After answer may lengthen a wait up to MaxBackoff.
 	BaseBackoff time.Duration
 	// MaxBackoff caps one wait, overriding the default 2m.
 	MaxBackoff time.Duration
@@ -60,8 +60,24 @@ type Options struct {
 	// topic, overriding the default: the end, so turning webhooks on does not
 	// replay every past change.
 	FromStart bool
-	// Log overrides slog.Default().
+	// Log is the logger, overriding the default slog.Default().
 	Log *slog.Logger
+}
+
+// EnsureDefaults sets every zero field to its default.
+func (o *Options) EnsureDefaults() {
+	if o.Client == nil {
+		o.Client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	if o.BaseBackoff <= 0 {
+		o.BaseBackoff = time.Second
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 2 * time.Minute
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
 }
 
 // Service consumes the segments topic and delivers webhooks. Run it once.
@@ -100,18 +116,7 @@ var (
 
 // New builds the service for cfg's segments with a webhook.
 func New(cfg *config.Config, opts Options) *Service {
-	if opts.Client == nil {
-		opts.Client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	}
-	if opts.BaseBackoff <= 0 {
-		opts.BaseBackoff = time.Second
-	}
-	if opts.MaxBackoff <= 0 {
-		opts.MaxBackoff = 2 * time.Minute
-	}
-	if opts.Log == nil {
-		opts.Log = slog.Default()
-	}
+	opts.EnsureDefaults()
 	s := &Service{cfg: cfg, opts: opts, log: opts.Log.With("service", "webhooks"), hooks: map[string]*config.Webhook{}, dead: DeadLetterTopic(cfg.Kafka)}
 	for i := range cfg.Segments {
 		if w := cfg.Segments[i].Webhook; w != nil {
@@ -221,12 +226,8 @@ func (s *Service) deliverAll(ctx context.Context, cl *kgo.Client, fs kgo.Fetches
 // delivered nor dead-lettered (ctx ended, or Kafka refused the dead
 // letter): nothing may be committed.
 func (s *Service) deliverRecord(ctx context.Context, cl *kgo.Client, r *kgo.Record) error {
-	var head struct {
-		Segment string `json:"segment"`
-		Change  string `json:"change"`
-		ID      string `json:"change_id"`
-	}
-	if err := json.Unmarshal(r.Value, &head); err != nil {
+	head, _, err := segment.DecodeRecordRaw(r.Value)
+	if err != nil {
 		return nil // not a segment record: nothing to deliver
 	}
 	hook := s.hooks[head.Segment]

@@ -14,6 +14,7 @@ import (
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/history"
+	"github.com/pulse-rt/pulse/kafka"
 )
 
 const backfillUsage = `pulse backfill — replay the ClickHouse history through the feature definitions
@@ -104,7 +105,7 @@ func backfillFeatures(ctx context.Context, args []string) error {
 	fl.Var(&entities, "entity", "entity id to backfill (repeatable; default all)")
 	fl.Var(&since, "since", "replay events from this time on (windows reaching earlier count partly)")
 	direct := fl.Bool("direct", false, "write vectors to the online store instead of seeding the stream (no stream runs)")
-	historyGroup := fl.String("history-group", "pulse-history", "the history writer's consumer group (how far ClickHouse holds the events)")
+	historyGroup := fl.String("history-group", kafka.HistoryGroup, "the history writer's consumer group (how far ClickHouse holds the events)")
 	fl.Parse(args)
 	cfg, r, closeFn, err := openHistory(*path)
 	if err != nil {
