@@ -17,7 +17,6 @@ import (
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/bloom"
 	"github.com/cockroachdb/pebble/vfs"
-	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/aggregate"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
@@ -489,9 +488,9 @@ func (t *task) finish(x *txn, e *entry, now time.Time, expire bool) error {
 			cause = t.topic + "/" + strconv.Itoa(int(t.partition)) + "/" + strconv.FormatInt(e.offset, 10)
 		}
 		rec := segment.NewRecord(c, entity, e.id, e.at, cause, v.Features)
-		b, err := json.Marshal(rec)
+		b, err := rec.Encode()
 		if err != nil {
-			return fmt.Errorf("cannot encode segment change: %w", err)
+			return err
 		}
 		x.recs = append(x.recs, &kgo.Record{Topic: p.cfg.Kafka.Topics.Segments, Key: []byte(e.id), Value: b})
 		if c.Enter {
