@@ -238,7 +238,9 @@ func TestRedisNearCacheStalled(t *testing.T) {
 	misses := r.CacheStats().Misses
 	start := time.Now()
 	waitFor(t, "the stalled cache to stop answering", func() bool { return readN(t, r, "1") == 2 })
-	if d := time.Since(start); d > near.maxStale+near.pingEvery+time.Second {
+	// The slack is for a busy machine; a cache with no staleness bound
+	// never stops answering and fails waitFor instead.
+	if d := time.Since(start); d > near.maxStale+near.pingEvery+5*time.Second {
 		t.Fatalf("stale reads for %v, want at most about %v", d, near.maxStale+near.pingEvery)
 	}
 	// Reads that went to Redis because the cache could not answer count
