@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -12,12 +11,10 @@ import (
 	"strings"
 
 	"github.com/pulse-rt/pulse/config"
-	"github.com/pulse-rt/pulse/featurestore"
-	"github.com/pulse-rt/pulse/history"
-	"github.com/pulse-rt/pulse/ingest"
+	"github.com/pulse-rt/pulse/demo"
+	"github.com/pulse-rt/pulse/internal/system"
 	"github.com/pulse-rt/pulse/kafka"
-	"github.com/twmb/franz-go/pkg/kgo"
-	"golang.org/x/sync/errgroup"
+	"github.com/pulse-rt/pulse/scorer"
 )
 
 func runDev(ctx context.Context, args []string) error {
@@ -41,8 +38,6 @@ type devOptions struct {
 
 // dev runs every service of `pulse dev` on cfg until ctx ends.
 func dev(ctx context.Context, cfg *config.Config, o devOptions) error {
-	log := slog.Default()
-
 	// pulse dev binds 127.0.0.1 only, whatever the config says.
 	for _, a := range []*string{&cfg.Ingest.Listen, &cfg.Scorer.Listen, &cfg.Stream.Listen} {
 		*a = loopback(*a)
@@ -53,63 +48,41 @@ func dev(ctx context.Context, cfg *config.Config, o devOptions) error {
 			port, _ = strconv.Atoi(p)
 		}
 	}
-	kdir := filepath.Join(cfg.DataDir, "kafka")
-	emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{Port: port, DataDir: kdir, Partitions: cfg.Kafka.Partitions})
-	if err != nil {
+	sys := system.New(ctx, cfg, slog.Default())
+	defer sys.Close()
+	if err := sys.StartKafka(kafka.EmbeddedOptions{Port: port, DataDir: filepath.Join(cfg.DataDir, "kafka"), Partitions: cfg.Kafka.Partitions}); err != nil {
 		return err
 	}
-	defer emb.Close()
-	cfg.Kafka.Brokers = emb.Addrs()
-	log.Info("embedded kafka up", "addr", strings.Join(emb.Addrs(), ","), "data", kdir)
-
-	store, err := featurestore.Open(cfg)
-	if err != nil {
+	if err := sys.OpenStore(); err != nil {
 		return err
 	}
-	// Close the store after every service using it has stopped.
-	defer store.Close()
-
-	g, ctx := errgroup.WithContext(ctx)
-	if _, err := startIngest(ctx, g, cfg); err != nil {
+	if err := sys.StartIngest(); err != nil {
 		return err
 	}
-	if _, err := startStream(ctx, g, cfg, store); err != nil {
+	if err := sys.StartStream(nil, ""); err != nil {
 		return err
 	}
-	if err := startScorer(ctx, g, cfg, store, devScorerOptions(cfg)...); err != nil {
+	// The dashboard is pre-filled with the first read key: only here,
+	// where the scorer listens on 127.0.0.1.
+	if err := sys.StartScorer(serving(scorer.WithDashboardKey(cfg.KeyWithScope(config.ScopeRead)))); err != nil {
 		return err
 	}
-	if err := startWebhooks(ctx, g, cfg); err != nil {
+	sys.StartWebhooks()
+	if err := sys.StartHistory(&system.LocalClickHouse{TCP: o.ClickHouseTCP, HTTP: o.ClickHouseHTTP}); err != nil {
 		return err
-	}
-	if cfg.ClickHouse.Addr == "" {
-		dir := filepath.Join(cfg.DataDir, "clickhouse")
-		ch, err := history.StartLocal(ctx, dir, o.ClickHouseTCP, o.ClickHouseHTTP)
-		switch {
-		case errors.Is(err, history.ErrNoLocalServer):
-			log.Info("history is off: clickhouse-server is not installed (apt-get install clickhouse-server, then restart pulse dev)")
-		case err != nil:
-			log.Warn("history is off: cannot start a local ClickHouse", "err", err)
-		default:
-			defer ch.Stop()
-			cfg.ClickHouse.Addr = ch.Addr
-			log.Info("local ClickHouse up", "native", ch.Addr, "http", ch.HTTPAddr, "data", dir)
-		}
-	}
-	if cfg.ClickHouse.Addr != "" {
-		w, err := history.NewWriter(cfg, history.WriterOptions{}, log)
-		if err != nil {
-			return err
-		}
-		g.Go(func() error { return w.Run(ctx) })
 	}
 	if o.Demo {
-		if err := startDemo(ctx, g, cfg); err != nil {
-			return err
+		// The e-commerce traffic generator, against this process's ingest.
+		key := cfg.KeyWithScope(config.ScopeWrite)
+		if key == "" {
+			return fmt.Errorf("--demo needs an API key with the write scope in the config")
 		}
+		sys.Go(func(ctx context.Context) error {
+			return demo.Run(ctx, demo.Options{URL: "http://" + cfg.Ingest.Listen, WriteKey: key})
+		})
 	}
 	printDevBanner(cfg, o.Demo)
-	return untilStopped(g)
+	return sys.Wait()
 }
 
 func loopback(addr string) string {
@@ -120,35 +93,6 @@ func loopback(addr string) string {
 	return net.JoinHostPort("127.0.0.1", port)
 }
 
-// newIngest makes an ingest server and its producer, creating the topics
-// first when the config says so. Close the client after the server.
-func newIngest(ctx context.Context, cfg *config.Config, log *slog.Logger) (*ingest.Server, *kgo.Client, error) {
-	cl, err := kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
-	if err != nil {
-		return nil, nil, err
-	}
-	if *cfg.Kafka.CreateTopics {
-		if err := kafka.EnsureTopics(ctx, cl, cfg.Kafka); err != nil {
-			cl.Close()
-			return nil, nil, err
-		}
-	}
-	return ingest.New(cfg, cl, log), cl, nil
-}
-
-// startIngest runs an ingest server on the config's listen address in g.
-func startIngest(ctx context.Context, g *errgroup.Group, cfg *config.Config) (*ingest.Server, error) {
-	srv, cl, err := newIngest(ctx, cfg, slog.Default())
-	if err != nil {
-		return nil, err
-	}
-	g.Go(func() error {
-		defer cl.Close()
-		return srv.Run(ctx)
-	})
-	return srv, nil
-}
-
 func runIngest(ctx context.Context, args []string) error {
 	fl := flag.NewFlagSet("ingest", flag.ExitOnError)
 	path := fl.String("config", "pulse.yaml", "config file")
@@ -157,30 +101,16 @@ func runIngest(ctx context.Context, args []string) error {
 	if err != nil {
 		return configError(err)
 	}
-	g, ctx := errgroup.WithContext(ctx)
-	if _, err := startIngest(ctx, g, cfg); err != nil {
+	sys := system.New(ctx, cfg, slog.Default())
+	defer sys.Close()
+	if err := sys.StartIngest(); err != nil {
 		return err
 	}
-	return untilStopped(g)
-}
-
-func configError(err error) error {
-	if errs, ok := config.AsErrors(err); ok {
-		return fmt.Errorf("invalid config:\n%s", errs.Error())
-	}
-	return err
+	return sys.Wait()
 }
 
 func printDevBanner(cfg *config.Config, demo bool) {
-	var write, read string
-	for _, k := range cfg.Keys {
-		if write == "" && k.HasScope(config.ScopeWrite) {
-			write = k.Key
-		}
-		if read == "" && k.HasScope(config.ScopeRead) {
-			read = k.Key
-		}
-	}
+	write, read := cfg.KeyWithScope(config.ScopeWrite), cfg.KeyWithScope(config.ScopeRead)
 	chLine := "off (install clickhouse-server to keep the history)"
 	if cfg.ClickHouse.Addr != "" {
 		chLine = fmt.Sprintf("%s                (clickhouse-client --port %s -d %s)", cfg.ClickHouse.Addr, portOf(cfg.ClickHouse.Addr), cfg.ClickHouse.Database)

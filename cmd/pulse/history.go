@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/pulse-rt/pulse/history"
-	"golang.org/x/sync/errgroup"
+	"github.com/pulse-rt/pulse/internal/system"
 )
 
 // runHistory is `pulse history`: the writer copying the Kafka topics into
@@ -35,11 +35,18 @@ func runHistory(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return w.Run(ctx) })
-	if err := serveHealth(ctx, g, *listen, "pulse-history", func(ctx context.Context) error { return history.Ping(ctx, conn) }); err != nil {
+	sys := system.New(ctx, cfg, slog.Default())
+	sys.OnClose(func() { conn.Close() })
+	defer sys.Close()
+	sys.Go(w.Run)
+	return serveHealth(sys, *listen, "pulse-history", func(ctx context.Context) error { return history.Ping(ctx, conn) })
+}
+
+// serveHealth serves /metrics, /healthz and /readyz for a service with no
+// API of its own until sys stops.
+func serveHealth(sys *system.System, addr, name string, ready func(context.Context) error) error {
+	if err := sys.ServeHealth(addr, name, ready); err != nil {
 		return err
 	}
-	return untilStopped(g)
+	return sys.Wait()
 }

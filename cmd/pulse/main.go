@@ -5,14 +5,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
-
-	"golang.org/x/sync/errgroup"
 )
 
 const usage = `pulse — real-time features, predictions and live segments
@@ -80,13 +77,4 @@ func logLevel() slog.Level {
 		return slog.LevelInfo
 	}
 	return l
-}
-
-// untilStopped waits for a service's goroutines. The interrupt cancels
-// their context, so context.Canceled is a clean stop, not an error.
-func untilStopped(g *errgroup.Group) error {
-	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
 }
