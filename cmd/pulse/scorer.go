@@ -25,24 +25,16 @@ func runScorer(ctx context.Context, args []string) error {
 	if err != nil {
 		return configError(err)
 	}
-	tuneGC(scorerGCPercent)
+	system.TuneGC(system.ScorerGCPercent)
 	sys := system.New(ctx, cfg, slog.Default())
 	defer sys.Close()
 	if err := sys.OpenStore(); err != nil {
 		return err
 	}
-	if err := sys.StartScorer(serving(scorer.WithConfigPath(*path))); err != nil {
+	if err := sys.StartScorer(system.Serving(scorer.WithConfigPath(*path))); err != nil {
 		return err
 	}
 	return sys.Wait()
-}
-
-// serving is the scorer as `pulse scorer` and `pulse dev` run it: the
-// prediction log, the live segment feed, the dashboard's last hour
-// rebuilt from Kafka (so it survives a restart), and model reload on
-// SIGHUP; extra options come last.
-func serving(extra ...scorer.Option) system.ScorerOptions {
-	return system.ScorerOptions{PredictionLog: true, Live: &scorer.LiveOptions{}, HistoryRebuild: true, ReloadOnHUP: true, Options: extra}
 }
 
 // loadtestPredict is `pulse loadtest predict`: open-loop predictions against
@@ -61,7 +53,7 @@ func loadtestPredict(ctx context.Context, args []string) error {
 	if *embedded {
 		// The scorer runs in this process: give it `pulse scorer`'s
 		// collector setting (the baseline handler shares it).
-		tuneGC(scorerGCPercent)
+		system.TuneGC(system.ScorerGCPercent)
 		t.Users = o.Users
 		sys, err := system.PredictTarget(ctx, t)
 		if err != nil {

@@ -208,6 +208,14 @@ type ScorerOptions struct {
 	Options []scorer.Option
 }
 
+// Serving is the scorer as `pulse scorer` and `pulse dev` run it: the
+// prediction log, the live segment feed, the dashboard's last hour
+// rebuilt from Kafka (so it survives a restart), and model reload on
+// SIGHUP; extra options come last.
+func Serving(extra ...scorer.Option) ScorerOptions {
+	return ScorerOptions{PredictionLog: true, Live: &scorer.LiveOptions{}, HistoryRebuild: true, ReloadOnHUP: true, Options: extra}
+}
+
 // StartScorer runs the scorer over s.Store on the config's scorer.listen.
 func (s *System) StartScorer(o ScorerOptions) error {
 	opts := []scorer.Option{scorer.WithLogger(s.Log)}

@@ -1,4 +1,4 @@
-package main
+package system
 
 import (
 	"context"
@@ -49,7 +49,7 @@ func TestDevEndToEnd(t *testing.T) {
 	ingest, scorer := "http://"+cfg.Ingest.Listen, "http://"+cfg.Scorer.Listen
 	chHTTP := freePort(t)
 	go func() {
-		done <- dev(ctx, cfg, devOptions{ClickHouseTCP: freePort(t), ClickHouseHTTP: chHTTP})
+		done <- Dev(ctx, cfg, DevOptions{ClickHouseTCP: freePort(t), ClickHouseHTTP: chHTTP})
 	}()
 	t.Cleanup(func() {
 		cancel()
