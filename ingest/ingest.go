@@ -56,11 +56,7 @@ func New(cfg *config.Config, client *kgo.Client, log *slog.Logger) *Server {
 
 // Run listens on cfg.Ingest.Listen until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Ingest.Listen)
-	if err != nil {
-		return fmt.Errorf("cannot listen for ingest: %w", err)
-	}
-	return s.Serve(ctx, ln)
+	return httpapi.ListenAndServe(ctx, s.cfg.Ingest.Listen, "ingest", s.Serve)
 }
 
 // Serve answers on ln until ctx ends.

@@ -196,11 +196,7 @@ func (s *Server) Reload() ([]ModelStatus, error) {
 
 // Run listens on cfg.Scorer.Listen until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Scorer.Listen)
-	if err != nil {
-		return fmt.Errorf("cannot listen for the scorer: %w", err)
-	}
-	return s.Serve(ctx, ln)
+	return httpapi.ListenAndServe(ctx, s.cfg.Scorer.Listen, "the scorer", s.Serve)
 }
 
 // Serve answers on ln until ctx ends, then drains the prediction log. While

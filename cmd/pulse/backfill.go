@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -85,13 +84,12 @@ func (f *timeFlag) Set(s string) error {
 // backfillCmd is a backfill subcommand's flags: -config, and -out and
 // -table for one that writes rows (given tableHelp).
 type backfillCmd struct {
-	*flag.FlagSet
-	config, out, table string
+	*command
+	out, table string
 }
 
 func newBackfillCmd(name, tableHelp string) *backfillCmd {
-	c := &backfillCmd{FlagSet: flag.NewFlagSet("backfill "+name, flag.ExitOnError)}
-	c.StringVar(&c.config, "config", "", "config file")
+	c := &backfillCmd{command: newCommand("backfill "+name, "")}
 	if tableHelp != "" {
 		c.StringVar(&c.out, "out", "", "output CSV file (- for stdout)")
 		c.StringVar(&c.table, "table", "", tableHelp)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"time"
 
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/featurestore"
@@ -15,30 +16,22 @@ import (
 	"github.com/pulse-rt/pulse/loadtest"
 )
 
-// e2eFlags are the flags `loadtest freshness` and `loadtest segments`
-// share besides their traffic's: the config measured and the reporting.
-type e2eFlags struct {
-	path, cpuprofile string
-	verbose          bool
-}
-
-func newE2EFlags(fl *flag.FlagSet) *e2eFlags {
-	e := &e2eFlags{}
-	fl.StringVar(&e.path, "config", "", "config to measure (default: the embedded e-commerce example), plus the probe features")
-	fl.BoolVar(&e.verbose, "v", false, "show the services' logs")
-	fl.StringVar(&e.cpuprofile, "cpuprofile", "", "write a CPU profile of this process to FILE")
-	return e
-}
-
-// run measures through every service of `pulse dev` in this process
-// (system.EndToEnd), then prints the stream's own timings and the load.
-func (e *e2eFlags) run(ctx context.Context, measure func(*system.System, *loadtest.WriteWatch) error) error {
-	cfg, err := loadConfig(e.path)
+// loadtestE2E is what `loadtest freshness` and `loadtest segments` share:
+// the flags besides their own (flags), and the run through every service
+// of `pulse dev` in this process (system.EndToEnd), measured by measure,
+// then the stream's own timings and the load.
+func loadtestE2E(ctx context.Context, name string, args []string, flags func(*flag.FlagSet), measure func(*system.System, *loadtest.WriteWatch) error) error {
+	fl := newCommand("loadtest "+name, "")
+	fl.Lookup("config").Usage = "config to measure (default: the embedded e-commerce example), plus the probe features"
+	verbose := fl.Bool("v", false, "show the services' logs")
+	cpuprofile := fl.String("cpuprofile", "", "write a CPU profile of this process to FILE")
+	flags(fl.FlagSet)
+	cfg, err := fl.load(args)
 	if err != nil {
-		return configError(err)
+		return err
 	}
 	var log *slog.Logger
-	if e.verbose {
+	if *verbose {
 		log = slog.Default()
 	}
 	sys, watch, err := system.EndToEnd(ctx, cfg, log)
@@ -46,7 +39,7 @@ func (e *e2eFlags) run(ctx context.Context, measure func(*system.System, *loadte
 		return err
 	}
 	defer sys.Close()
-	stopProfile, err := loadtest.StartCPUProfile(e.cpuprofile)
+	stopProfile, err := loadtest.StartCPUProfile(*cpuprofile)
 	if err != nil {
 		return err
 	}
@@ -63,15 +56,14 @@ func (e *e2eFlags) run(ctx context.Context, measure func(*system.System, *loadte
 // ingest (HTTP 200) -> new value readable from the online store, through
 // every service of `pulse dev` in this process.
 func loadtestFreshness(ctx context.Context, args []string) error {
-	fl := flag.NewFlagSet("loadtest freshness", flag.ExitOnError)
-	e := newE2EFlags(fl)
 	var o loadtest.FreshnessOptions
-	o.Flags(fl)
-	poll := fl.Duration("poll", 0, "poll the store for each probe's vector this often instead of hooking the store's writes (e.g. 1ms)")
-	fl.Parse(args)
-	return e.run(ctx, func(sys *system.System, watch *loadtest.WriteWatch) error {
-		o.URL, o.WriteKey, o.Poll = sys.IngestURL(), sys.Config.KeyWithScope(config.ScopeWrite), *poll
-		if o.Poll == 0 {
+	var poll time.Duration
+	return loadtestE2E(ctx, "freshness", args, func(fl *flag.FlagSet) {
+		o.Flags(fl)
+		fl.DurationVar(&poll, "poll", 0, "poll the store for each probe's vector this often instead of hooking the store's writes (e.g. 1ms)")
+	}, func(sys *system.System, watch *loadtest.WriteWatch) error {
+		o.URL, o.WriteKey, o.Poll = sys.IngestURL(), sys.Config.KeyWithScope(config.ScopeWrite), poll
+		if poll == 0 {
 			o.WrittenAt = watch.WrittenAt
 		}
 		o.Lookup = func(ctx context.Context, user string) (bool, error) {
@@ -90,16 +82,15 @@ func loadtestFreshness(ctx context.Context, args []string) error {
 // (HTTP 200) -> enter record on the scorer's SSE feed, and the lateness of
 // window-expiry exits, through every service of `pulse dev` in this process.
 func loadtestSegments(ctx context.Context, args []string) error {
-	fl := flag.NewFlagSet("loadtest segments", flag.ExitOnError)
-	e := newE2EFlags(fl)
 	var o loadtest.SegmentsOptions
-	o.Flags(fl)
-	expire := fl.Bool("expiry", true, "also measure the lateness of the 2s-window exits")
-	fl.Parse(args)
-	return e.run(ctx, func(sys *system.System, _ *loadtest.WriteWatch) error {
+	var expire bool
+	return loadtestE2E(ctx, "segments", args, func(fl *flag.FlagSet) {
+		o.Flags(fl)
+		fl.BoolVar(&expire, "expiry", true, "also measure the lateness of the 2s-window exits")
+	}, func(sys *system.System, _ *loadtest.WriteWatch) error {
 		o.URL, o.WriteKey, o.ScorerURL = sys.IngestURL(), sys.Config.KeyWithScope(config.ScopeWrite), sys.ScorerURL()
 		o.ReadKey, o.Enter = sys.Config.KeyWithScope(config.ScopeRead), loadtest.ProbeEnter
-		if *expire {
+		if expire {
 			o.Expire = loadtest.ProbeExpire
 		}
 		_, err := loadtest.Segments(ctx, o, os.Stdout)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 
 	"github.com/pulse-rt/pulse/config"
@@ -18,23 +17,15 @@ import (
 // configured online store. SIGHUP (or POST /v1/admin/reload) re-reads the
 // config file and the model files.
 func runScorer(ctx context.Context, args []string) error {
-	fl := flag.NewFlagSet("scorer", flag.ExitOnError)
-	path := fl.String("config", "pulse.yaml", "config file")
-	fl.Parse(args)
-	cfg, err := config.Load(*path)
+	fl := newCommand("scorer", "pulse.yaml")
+	cfg, err := fl.load(args)
 	if err != nil {
-		return configError(err)
+		return err
 	}
 	system.TuneGC(system.ScorerGCPercent)
-	sys := system.New(ctx, cfg, slog.Default())
-	defer sys.Close()
-	if err := sys.OpenStore(); err != nil {
-		return err
-	}
-	if err := sys.StartScorer(system.Serving(scorer.WithConfigPath(*path))); err != nil {
-		return err
-	}
-	return sys.Wait()
+	return run(ctx, cfg, (*system.System).OpenStore, func(sys *system.System) error {
+		return sys.StartScorer(system.Serving(scorer.WithConfigPath(fl.config)))
+	})
 }
 
 // loadtestPredict is `pulse loadtest predict`: open-loop predictions against

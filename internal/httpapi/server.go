@@ -59,6 +59,16 @@ func NewServer(o ServerOptions) *fasthttp.Server {
 	return srv
 }
 
+// ListenAndServe listens on addr and runs serve (a server's Serve) on the
+// listener until ctx ends; what names the server in the listen error.
+func ListenAndServe(ctx context.Context, addr, what string, serve func(context.Context, net.Listener) error) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("cannot listen for %s: %w", what, err)
+	}
+	return serve(ctx, ln)
+}
+
 // fasthttpLogger keeps fasthttp's per-connection chatter at debug level.
 type fasthttpLogger struct{ l *slog.Logger }
 

@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"os/signal"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/featurestore"
@@ -59,20 +56,12 @@ func (s *System) ServeHealth(addr, name string, ready func(context.Context) erro
 // forwardHUP turns each SIGHUP into a request on reload (one waiting at most)
 // until ctx ends.
 func forwardHUP(ctx context.Context, reload chan<- struct{}) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
+	onHUP(ctx, func() {
 		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			select {
-			case reload <- struct{}{}:
-			default:
-			}
+		case reload <- struct{}{}:
+		default:
 		}
-	}
+	})
 }
 
 func configErr(err error) error {

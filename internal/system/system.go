@@ -268,6 +268,16 @@ func (s *System) StartScorer(o ScorerOptions) error {
 func (s *System) ScorerURL() string { return "http://" + s.scorerAddr }
 
 func reloadOnHUP(ctx context.Context, srv *scorer.Server, log *slog.Logger) {
+	onHUP(ctx, func() {
+		log.Info("SIGHUP: reloading models")
+		if _, err := srv.Reload(); err != nil {
+			log.Error("reload incomplete", "err", err)
+		}
+	})
+}
+
+// onHUP calls f on each SIGHUP until ctx ends.
+func onHUP(ctx context.Context, f func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -276,10 +286,7 @@ func reloadOnHUP(ctx context.Context, srv *scorer.Server, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			log.Info("SIGHUP: reloading models")
-			if _, err := srv.Reload(); err != nil {
-				log.Error("reload incomplete", "err", err)
-			}
+			f()
 		}
 	}
 }
