@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"flag"
 	"reflect"
 	"testing"
 	"time"
@@ -41,5 +42,36 @@ func TestEnsureDefaults(t *testing.T) {
 	kept.EnsureDefaults()
 	if kept.Rate != 7 || kept.Linger != time.Minute {
 		t.Errorf("set fields changed: %+v", kept)
+	}
+}
+
+// TestFlags: a command's flags default to what EnsureDefaults gives, and
+// set the fields they name.
+func TestFlags(t *testing.T) {
+	fl := flag.NewFlagSet("predict", flag.ContinueOnError)
+	var p PredictOptions
+	p.Flags(fl)
+	if err := fl.Parse([]string{"-rates", "100, 250", "-users", "7"}); err != nil {
+		t.Fatal(err)
+	}
+	want := PredictOptions{URL: "http://127.0.0.1:8081", Key: "dev-read-key", Users: 7, Rates: []float64{100, 250}}
+	want.EnsureDefaults()
+	if !reflect.DeepEqual(p, want) {
+		t.Errorf("predict flags:\n got %+v\nwant %+v", p, want)
+	}
+	if err := fl.Parse([]string{"-rates", "100,x"}); err == nil {
+		t.Error("-rates 100,x: no error")
+	}
+
+	fl = flag.NewFlagSet("segments", flag.ContinueOnError)
+	var s SegmentsOptions
+	s.Flags(fl)
+	if err := fl.Parse([]string{"-batch", "9"}); err != nil {
+		t.Fatal(err)
+	}
+	ws := SegmentsOptions{Batch: 9}
+	ws.EnsureDefaults()
+	if !reflect.DeepEqual(s, ws) {
+		t.Errorf("segments flags:\n got %+v\nwant %+v", s, ws)
 	}
 }

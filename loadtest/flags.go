@@ -34,11 +34,11 @@ func (o *IngestOptions) Flags(fl *flag.FlagSet) {
 // Flags registers the fields of `pulse loadtest predict`.
 func (o *PredictOptions) Flags(fl *flag.FlagSet) {
 	o.EnsureDefaults()
+	fl.Var((*rates)(&o.Rates), "rates", "open-loop rates, requests/s (comma-separated)")
 	fl.StringVar(&o.URL, "url", "http://127.0.0.1:8081", "scorer base URL")
 	fl.StringVar(&o.Key, "key", "dev-read-key", "read key")
 	fl.StringVar(&o.Model, "model", o.Model, "model to call")
 	fl.IntVar(&o.Users, "users", o.Users, "distinct user ids (0..users-1), all in the store")
-	fl.Var((*rates)(&o.Rates), "rates", "open-loop rates, requests/s (comma-separated)")
 	fl.DurationVar(&o.Duration, "duration", o.Duration, "length of each phase")
 	fl.DurationVar(&o.Warmup, "warmup", o.Warmup, "warm-up before each phase (sent, not recorded)")
 	fl.IntVar(&o.Connections, "connections", o.Connections, "workers in the saturation phase")

@@ -26,18 +26,23 @@ func exampleConfig(t *testing.T) *config.Config {
 	return cfg
 }
 
+func openPebble(t *testing.T) *featurestore.Pebble {
+	t.Helper()
+	st, err := featurestore.OpenPebble(t.TempDir(), featurestore.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
 // TestRewriteUsers: -rewrites writes the rate asked for, fresh vectors of
 // users within range, as the stream would. The rewriter's clock is the
 // test's: half a second of 10 ms ticks at 2000/s is 1000 vectors, however
 // busy the machine (it once asserted a rate on the wall clock, and failed
 // on a loaded one: "rewrote 179 vectors in 0.5 s at 2000/s").
 func TestRewriteUsers(t *testing.T) {
-	cfg := exampleConfig(t)
-	st, err := featurestore.OpenPebble(t.TempDir(), featurestore.PebbleOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	cfg, st := exampleConfig(t), openPebble(t)
 	const users, rate = 50, 2000.0
 	start := time.Now()
 	w, err := newRewriter(cfg, st, users, rate, start)
@@ -96,13 +101,7 @@ func (c *countingStore) Write(ctx context.Context, batch []featurestore.Update) 
 // writes until cancelled and reports exactly the vectors it wrote (the
 // figure `loadtest predict -rewrites` prints).
 func TestRewriteUsersCountsWhatItWrites(t *testing.T) {
-	cfg := exampleConfig(t)
-	pebble, err := featurestore.OpenPebble(t.TempDir(), featurestore.PebbleOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pebble.Close()
-	st := &countingStore{Store: pebble}
+	cfg, st := exampleConfig(t), &countingStore{Store: openPebble(t)}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var done atomic.Int64

@@ -5,11 +5,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/internal/system"
 	"github.com/pulse-rt/pulse/loadtest"
 )
@@ -90,4 +95,139 @@ func loadtestFloor(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("floor serving http://%s/v1/batch\n", ln.Addr())
 	return loadtest.ServeIngestFloor(ctx, o, ln)
+}
+
+// loadtestPredict is `pulse loadtest predict`: open-loop predictions against
+// a scorer (at -url, or with -embedded one started here over a store filled
+// with -users users), with a bare fasthttp handler as the same-run baseline.
+func loadtestPredict(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("loadtest predict", flag.ExitOnError)
+	var o loadtest.PredictOptions
+	o.Flags(fl)
+	var t system.PredictTargetOptions
+	t.Flags(fl)
+	embedded := fl.Bool("embedded", false, "start a scorer in this process over a store filled with -users users (the e-commerce example's model)")
+	floor := fl.Bool("floor", false, "with -embedded -store redis: also measure, each phase, a bare handler that reads the request's user from Redis (no cache) before answering: the floor under a prediction that misses")
+	cpuprofile := fl.String("cpuprofile", "", "write a CPU profile of this process to FILE")
+	fl.Parse(args)
+	if *embedded {
+		// The scorer runs in this process: give it `pulse scorer`'s
+		// collector setting (the baseline handler shares it).
+		system.TuneGC(system.ScorerGCPercent)
+		t.Users = o.Users
+		sys, err := system.PredictTarget(ctx, t)
+		if err != nil {
+			return err
+		}
+		defer sys.Close()
+		if c, ok := sys.Store.(featurestore.CacheReporter); ok && t.RowCacheMB >= 0 {
+			o.StoreCache = func() (uint64, uint64) { s := c.CacheStats(); return s.Hits, s.Misses }
+		}
+		o.URL, o.Key = sys.ScorerURL(), sys.Config.KeyWithScope(config.ScopeRead)
+		if *floor {
+			if t.Store != "redis" {
+				return fmt.Errorf("-floor: needs -store redis")
+			}
+			f, closeFloor, err := loadtest.RedisFloor(t.RedisAddr)
+			if err != nil {
+				return err
+			}
+			defer closeFloor()
+			o.Floor = f
+		}
+		if t.Store == "redis" {
+			read, closeFn := loadtest.RedisServerCPU(t.RedisAddr)
+			defer closeFn()
+			o.ServerCPU = read
+		}
+	}
+	stopProfile, err := loadtest.StartCPUProfile(*cpuprofile)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
+	_, err = loadtest.Predict(ctx, o, os.Stdout)
+	return err
+}
+
+// loadtestE2E is what `loadtest freshness` and `loadtest segments` share:
+// the flags besides their own (flags), and the run through every service
+// of `pulse dev` in this process (system.EndToEnd), measured by measure,
+// then the stream's own timings and the load.
+func loadtestE2E(ctx context.Context, name string, args []string, flags func(*flag.FlagSet), measure func(*system.System, *loadtest.WriteWatch) error) error {
+	fl := newCommand("loadtest "+name, "")
+	fl.Lookup("config").Usage = "config to measure (default: the embedded e-commerce example), plus the probe features"
+	verbose := fl.Bool("v", false, "show the services' logs")
+	cpuprofile := fl.String("cpuprofile", "", "write a CPU profile of this process to FILE")
+	flags(fl.FlagSet)
+	cfg, err := fl.load(args)
+	if err != nil {
+		return err
+	}
+	var log *slog.Logger
+	if *verbose {
+		log = slog.Default()
+	}
+	sys, watch, err := system.EndToEnd(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer sys.Close()
+	stopProfile, err := loadtest.StartCPUProfile(*cpuprofile)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
+	fmt.Printf("in-process: kfake, ingest %s, stream (%d partitions, timer %s), Pebble store, scorer %s; GOMAXPROCS %d\n",
+		sys.IngestURL(), cfg.Kafka.Partitions, cfg.Stream.TimerInterval.D(), sys.ScorerURL(), runtime.GOMAXPROCS(0))
+	err = measure(sys, watch)
+	loadtest.PrintStreamStats(os.Stdout)
+	loadtest.PrintLoad(os.Stdout)
+	return err
+}
+
+// loadtestFreshness is `pulse loadtest freshness`: event accepted by
+// ingest (HTTP 200) -> new value readable from the online store, through
+// every service of `pulse dev` in this process.
+func loadtestFreshness(ctx context.Context, args []string) error {
+	var o loadtest.FreshnessOptions
+	var poll time.Duration
+	return loadtestE2E(ctx, "freshness", args, func(fl *flag.FlagSet) {
+		o.Flags(fl)
+		fl.DurationVar(&poll, "poll", 0, "poll the store for each probe's vector this often instead of hooking the store's writes (e.g. 1ms)")
+	}, func(sys *system.System, watch *loadtest.WriteWatch) error {
+		o.URL, o.WriteKey, o.Poll = sys.IngestURL(), sys.Config.KeyWithScope(config.ScopeWrite), poll
+		if poll == 0 {
+			o.WrittenAt = watch.WrittenAt
+		}
+		o.Lookup = func(ctx context.Context, user string) (bool, error) {
+			_, err := sys.Store.Get(ctx, "user", user)
+			if errors.Is(err, featurestore.ErrNotFound) {
+				return false, nil
+			}
+			return err == nil, err
+		}
+		_, err := loadtest.Freshness(ctx, o, os.Stdout)
+		return err
+	})
+}
+
+// loadtestSegments is `pulse loadtest segments`: event accepted by ingest
+// (HTTP 200) -> enter record on the scorer's SSE feed, and the lateness of
+// window-expiry exits, through every service of `pulse dev` in this process.
+func loadtestSegments(ctx context.Context, args []string) error {
+	var o loadtest.SegmentsOptions
+	var expire bool
+	return loadtestE2E(ctx, "segments", args, func(fl *flag.FlagSet) {
+		o.Flags(fl)
+		fl.BoolVar(&expire, "expiry", true, "also measure the lateness of the 2s-window exits")
+	}, func(sys *system.System, _ *loadtest.WriteWatch) error {
+		o.URL, o.WriteKey, o.ScorerURL = sys.IngestURL(), sys.Config.KeyWithScope(config.ScopeWrite), sys.ScorerURL()
+		o.ReadKey, o.Enter = sys.Config.KeyWithScope(config.ScopeRead), loadtest.ProbeEnter
+		if expire {
+			o.Expire = loadtest.ProbeExpire
+		}
+		_, err := loadtest.Segments(ctx, o, os.Stdout)
+		return err
+	})
 }
