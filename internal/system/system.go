@@ -2,17 +2,20 @@
 // tests run: one builder, System, that starts the parts each one needs
 // (embedded Kafka, the online store, ingest, the stream processor, the
 // scorer with its live feed, webhooks, the history writer) in one process,
-// runs them in one group, and stops them in order. `pulse ingest` and
-// `pulse scorer` start their one part through it too, so every command
-// wires a service the same way.
+// runs them in one group, and stops them in order. Dev is `pulse dev`;
+// the one-service commands (`pulse ingest`, `stream`, `scorer`, `history`,
+// `webhooks`) start their part through it too, so every command wires a
+// service the same way.
 //
 // It is wiring, as cmd/pulse is, and sits above the services: a service
-// never imports another, so the load-test systems that need a service (the
-// embedded scorer of `loadtest predict`, the end-to-end system of `loadtest
-// freshness` and `segments`, the in-process ingest of `loadtest ingest`)
-// are built here (loadtest.go), while the load generators and the measuring
-// code that need no service live in package loadtest. Only cmd/pulse
-// imports this package.
+// never imports another, so the load-test systems that need a service
+// (PredictTarget, the embedded scorer of `loadtest predict`; EndToEnd, the
+// system `loadtest freshness` and `segments` cross; IngestTarget, the
+// in-process ingest of `loadtest ingest`) are built here, in loadtest.go,
+// while the load generators and the measuring code that need no service
+// (FillStore, RewriteUsers, the Redis floor, the probes, WriteWatch) live
+// in package loadtest, which imports no service. Only cmd/pulse imports
+// this package.
 package system
 
 import (
