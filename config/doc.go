@@ -3,6 +3,6 @@
 //
 // It sits at the bottom of Pulse with event: pure, no I/O beyond reading the
 // file in Load. Feature expressions, segment rules and model files are
-// checked by their own packages (aggregate, segment, model); `pulse validate`
-// runs all of them.
+// checked by their own packages (aggregate, segment, model); package
+// validate runs all of them for `pulse validate` and the stream's reload.
 package config

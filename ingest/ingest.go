@@ -56,11 +56,7 @@ func New(cfg *config.Config, client *kgo.Client, log *slog.Logger) *Server {
 
 // Run listens on cfg.Ingest.Listen until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Ingest.Listen)
-	if err != nil {
-		return fmt.Errorf("cannot listen for ingest: %w", err)
-	}
-	return s.Serve(ctx, ln)
+	return httpapi.ListenAndServe(ctx, s.cfg.Ingest.Listen, "ingest", s.Serve)
 }
 
 // Serve answers on ln until ctx ends.
@@ -72,25 +68,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // HTTPServer is the fasthttp server with Pulse's limits.
 func (s *Server) HTTPServer() *fasthttp.Server {
-	return &fasthttp.Server{
-		Handler: s.Handler,
-		Name:    "pulse-ingest",
+	return httpapi.NewServer(httpapi.ServerOptions{
+		Name:         "pulse-ingest",
+		Handler:      s.Handler,
+		MaxBodyBytes: s.cfg.Ingest.MaxBodyBytes,
 		// Read a little past the limit so an oversized body gets our JSON
 		// 413 rather than a dropped connection.
-		MaxRequestBodySize: s.cfg.Ingest.MaxBodyBytes + 64<<10,
-		ReadTimeout:        30 * time.Second,
-		WriteTimeout:       30 * time.Second,
-		IdleTimeout:        2 * time.Minute,
-		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
-			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-				httpapi.WriteError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("request body over the %d byte limit", s.cfg.Ingest.MaxBodyBytes))
-				return
-			}
-			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "cannot parse request: "+err.Error())
-		},
-		NoDefaultServerHeader: true,
-		Logger:                fasthttpLogger{s.log},
-	}
+		BodySlack:    64 << 10,
+		WriteTimeout: 30 * time.Second,
+		Log:          s.log,
+	})
 }
 
 // endpoints maps paths to the event type they imply ("" = a batch).
@@ -579,8 +566,3 @@ func reason(fe *event.FieldError) string {
 	}
 	return fe.Field
 }
-
-// fasthttpLogger keeps fasthttp's per-connection chatter at debug level.
-type fasthttpLogger struct{ l *slog.Logger }
-
-func (f fasthttpLogger) Printf(format string, args ...any) { f.l.Debug(fmt.Sprintf(format, args...)) }

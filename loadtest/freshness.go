@@ -114,25 +114,9 @@ type FreshnessOptions struct {
 	Timeout time.Duration
 }
 
-// FreshnessReport is what `pulse loadtest freshness` measured.
-type FreshnessReport struct {
-	Ingest *Result
-	// FromAck: probe's HTTP 200 received → its vector first seen by Lookup.
-	FromAck *hdrhistogram.Histogram
-	// FromSend: probe's request sent → its vector first seen.
-	FromSend *hdrhistogram.Histogram
-	// BeforeAck counts probes whose vector was readable at the first
-	// lookup after the 200 (recorded as 0 in FromAck).
-	BeforeAck int64
-	Probes    int64
-	Missing   int64 // not readable within Timeout
-	LookupErr error
-}
-
-// Freshness sends open-loop batches to ingest and, for one probe event
-// per request, measures how long after ingest's HTTP 200 the online store
-// serves the probe user's vector, by polling Lookup.
-func Freshness(ctx context.Context, o FreshnessOptions, w io.Writer) (*FreshnessReport, error) {
+// EnsureDefaults sets each zero field that has a default to it, as the
+// fields' comments state.
+func (o *FreshnessOptions) EnsureDefaults() {
 	if o.Rate == 0 {
 		o.Rate = 10_000
 	}
@@ -154,6 +138,28 @@ func Freshness(ctx context.Context, o FreshnessOptions, w io.Writer) (*Freshness
 	if o.Timeout == 0 {
 		o.Timeout = 10 * time.Second
 	}
+}
+
+// FreshnessReport is what `pulse loadtest freshness` measured.
+type FreshnessReport struct {
+	Ingest *Result
+	// FromAck: probe's HTTP 200 received → its vector first seen by Lookup.
+	FromAck *hdrhistogram.Histogram
+	// FromSend: probe's request sent → its vector first seen.
+	FromSend *hdrhistogram.Histogram
+	// BeforeAck counts probes whose vector was readable at the first
+	// lookup after the 200 (recorded as 0 in FromAck).
+	BeforeAck int64
+	Probes    int64
+	Missing   int64 // not readable within Timeout
+	LookupErr error
+}
+
+// Freshness sends open-loop batches to ingest and, for one probe event
+// per request, measures how long after ingest's HTTP 200 the online store
+// serves the probe user's vector, by polling Lookup.
+func Freshness(ctx context.Context, o FreshnessOptions, w io.Writer) (*FreshnessReport, error) {
+	o.EnsureDefaults()
 	rep := &FreshnessReport{FromAck: newHist(), FromSend: newHist()}
 	var (
 		mu sync.Mutex

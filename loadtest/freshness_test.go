@@ -104,10 +104,16 @@ func TestFreshnessMeasuresFromTheAck(t *testing.T) {
 	if rep.Probes < 90 || rep.Missing != 0 || rep.FromAck.TotalCount() != rep.Probes {
 		t.Fatalf("probes %d, missing %d, measured %d", rep.Probes, rep.Missing, rep.FromAck.TotalCount())
 	}
-	// The fake writes 30ms after the answer was sent: never less after the
-	// client got it, and not much more on an idle machine.
-	if p50 := time.Duration(rep.FromAck.ValueAtQuantile(50)) * time.Microsecond; p50 > 30*time.Millisecond || p50 < 20*time.Millisecond {
-		t.Errorf("p50 %s, want about 30ms", p50)
+	// The fake writes 30ms after it began its answer: the client gets
+	// the answer after that moment and sent the request before it, so
+	// however busy the machine, from the ack is at most 30ms and from the
+	// send at least 30ms (to the histograms' 3 digits).
+	const lag = 30 * time.Millisecond
+	if max := time.Duration(rep.FromAck.Max()) * time.Microsecond; max > lag+lag/100 {
+		t.Errorf("from the ack: max %s, want at most 30ms", max)
+	}
+	if min := time.Duration(rep.FromSend.Min()) * time.Microsecond; min < lag-lag/100 {
+		t.Errorf("from the send: min %s, want at least 30ms", min)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -129,11 +135,18 @@ func TestSegmentsMeasuresEntersAndExpiries(t *testing.T) {
 	if rep.Probes < 90 || rep.MissingEnters != 0 || rep.MissingExits != 0 {
 		t.Fatalf("probes %d, missing enters %d, exits %d", rep.Probes, rep.MissingEnters, rep.MissingExits)
 	}
-	if p50 := time.Duration(rep.Enter.ValueAtQuantile(50)) * time.Microsecond; p50 > 25*time.Millisecond {
-		t.Errorf("enter p50 %s, want under 20ms", p50)
+	// Every enter is measured; the fake sends each exit 100ms after the
+	// window ended (timers never fire early), so no lateness is less. The
+	// upper bound is only the linger: how late a timer fires depends on
+	// the machine.
+	if n := rep.Enter.TotalCount(); n != int64(rep.Probes) {
+		t.Errorf("%d enters measured of %d probes", n, rep.Probes)
 	}
-	if p50 := time.Duration(rep.Exit.ValueAtQuantile(50)) * time.Microsecond; p50 < 90*time.Millisecond || p50 > 150*time.Millisecond {
-		t.Errorf("exit lateness p50 %s, want about 100ms", p50)
+	if min := time.Duration(rep.Exit.Min()) * time.Microsecond; min < 99*time.Millisecond {
+		t.Errorf("exit lateness min %s, want at least 100ms", min)
+	}
+	if p50 := time.Duration(rep.Exit.ValueAtQuantile(50)) * time.Microsecond; p50 > 3*time.Second {
+		t.Errorf("exit lateness p50 %s, past the 3s linger", p50)
 	}
 	if !strings.Contains(out.String(), "window expiry -> SSE exit") {
 		t.Errorf("no expiry line in:\n%s", out.String())

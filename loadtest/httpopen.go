@@ -172,9 +172,7 @@ const maxWait = 30 * time.Second
 // OpenLoop sends at opts.Rate for opts.Duration, as the package-level
 // OpenLoop does, and records each latency from the request's due time.
 func (c *HTTPClient) OpenLoop(ctx context.Context, opts Options) *Result {
-	if opts.MaxInFlight == 0 {
-		opts.MaxInFlight = 10_000
-	}
+	opts.EnsureDefaults()
 	turn := &openTurn{res: &Result{Name: opts.Name, Rate: opts.Rate, Hist: newHist()}}
 	res := turn.res
 	var (

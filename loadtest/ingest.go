@@ -66,7 +66,9 @@ type Process struct {
 	PID  int
 }
 
-func (o *IngestOptions) defaults() {
+// EnsureDefaults sets each zero field that has a default to it, as the
+// fields' comments state.
+func (o *IngestOptions) EnsureDefaults() {
 	if o.Batch == 0 {
 		o.Batch = 100
 	}
@@ -156,7 +158,7 @@ func (c PhaseCPU) report(w io.Writer, procs []Process, side string) {
 // floor when IngestOptions.Floor is set), then ingest's saturation
 // throughput, and prints each.
 func Ingest(ctx context.Context, o IngestOptions, w io.Writer) (*IngestReport, error) {
-	o.defaults()
+	o.EnsureDefaults()
 	bodies, records := sampleBatches(o, 256)
 	rep := &IngestReport{}
 
@@ -475,7 +477,7 @@ func startIngestFloor(ctx context.Context, o IngestOptions, records [][]byte, ln
 // and the users as the load test that uses it (IngestOptions.FloorURL)
 // names them.
 func ServeIngestFloor(ctx context.Context, o IngestOptions, ln net.Listener) error {
-	o.defaults()
+	o.EnsureDefaults()
 	_, records := sampleBatches(o, 256)
 	stop, err := startIngestFloor(ctx, o, records, ln)
 	if err != nil {

@@ -94,12 +94,17 @@ type Options struct {
 	MaxInFlight int
 }
 
+// EnsureDefaults sets MaxInFlight, when zero, to its default.
+func (o *Options) EnsureDefaults() {
+	if o.MaxInFlight == 0 {
+		o.MaxInFlight = 10_000
+	}
+}
+
 // OpenLoop sends at opts.Rate for opts.Duration and records each latency
 // from the request's scheduled send time (no coordinated omission).
 func OpenLoop(ctx context.Context, opts Options, do Request) *Result {
-	if opts.MaxInFlight == 0 {
-		opts.MaxInFlight = 10_000
-	}
+	opts.EnsureDefaults()
 	res := &Result{Name: opts.Name, Rate: opts.Rate, Hist: newHist()}
 	type send struct {
 		seq    int64

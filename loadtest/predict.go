@@ -54,7 +54,9 @@ type PredictOptions struct {
 	Floor func(ctx context.Context, user uint64) error
 }
 
-func (o *PredictOptions) defaults() {
+// EnsureDefaults sets each zero field that has a default to it, as the
+// fields' comments state.
+func (o *PredictOptions) EnsureDefaults() {
 	if o.Model == "" {
 		o.Model = "purchase_propensity"
 	}
@@ -75,6 +77,9 @@ func (o *PredictOptions) defaults() {
 	}
 	if o.Connections == 0 {
 		o.Connections = 32
+	}
+	if o.Rounds == 0 {
+		o.Rounds = 1
 	}
 }
 
@@ -185,7 +190,7 @@ func (o *PredictOptions) reportCache(w io.Writer, hits, misses uint64) {
 // model_used:true, or it counts as an error. With o.Floor, each open-loop
 // phase also measures the bare handler plus one store read (startFloor).
 func Predict(ctx context.Context, o PredictOptions, w io.Writer) (*PredictReport, error) {
-	o.defaults()
+	o.EnsureDefaults()
 	bare, stop, err := startBare()
 	if err != nil {
 		return nil, err

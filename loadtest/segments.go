@@ -38,6 +38,29 @@ type SegmentsOptions struct {
 	Linger time.Duration
 }
 
+// EnsureDefaults sets each zero field that has a default to it, as the
+// fields' comments state.
+func (o *SegmentsOptions) EnsureDefaults() {
+	if o.Rate == 0 {
+		o.Rate = 5_000
+	}
+	if o.Batch == 0 {
+		o.Batch = 50
+	}
+	if o.Duration == 0 {
+		o.Duration = 10 * time.Second
+	}
+	if o.Warmup == 0 {
+		o.Warmup = 2 * time.Second
+	}
+	if o.Users == 0 {
+		o.Users = 100_000
+	}
+	if o.Linger == 0 {
+		o.Linger = 5 * time.Second
+	}
+}
+
 // SegmentsReport is what `pulse loadtest segments` measured.
 type SegmentsReport struct {
 	Ingest *Result
@@ -62,24 +85,7 @@ type probeTimes struct {
 // ingest's HTTP 200 the probe's enter record arrives and, with Expire, how
 // late after the moment it became true the window-expiry exit arrives.
 func Segments(ctx context.Context, o SegmentsOptions, w io.Writer) (*SegmentsReport, error) {
-	if o.Rate == 0 {
-		o.Rate = 5_000
-	}
-	if o.Batch == 0 {
-		o.Batch = 50
-	}
-	if o.Duration == 0 {
-		o.Duration = 10 * time.Second
-	}
-	if o.Warmup == 0 {
-		o.Warmup = 2 * time.Second
-	}
-	if o.Users == 0 {
-		o.Users = 100_000
-	}
-	if o.Linger == 0 {
-		o.Linger = 5 * time.Second
-	}
+	o.EnsureDefaults()
 	var (
 		mu     sync.Mutex
 		probes = map[string]*probeTimes{}

@@ -196,11 +196,7 @@ func (s *Server) Reload() ([]ModelStatus, error) {
 
 // Run listens on cfg.Scorer.Listen until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Scorer.Listen)
-	if err != nil {
-		return fmt.Errorf("cannot listen for the scorer: %w", err)
-	}
-	return s.Serve(ctx, ln)
+	return httpapi.ListenAndServe(ctx, s.cfg.Scorer.Listen, "the scorer", s.Serve)
 }
 
 // Serve answers on ln until ctx ends, then drains the prediction log. While
@@ -239,22 +235,12 @@ func (s *Server) ready(ctx context.Context) error {
 
 // HTTPServer is the fasthttp server with the scorer's limits.
 func (s *Server) HTTPServer() *fasthttp.Server {
-	return &fasthttp.Server{
-		Handler:            s.Handler,
-		Name:               "pulse-scorer",
-		MaxRequestBodySize: maxBodyBytes,
-		ReadTimeout:        30 * time.Second,
-		IdleTimeout:        2 * time.Minute,
-		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
-			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-				httpapi.WriteError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("request body over the %d byte limit", maxBodyBytes))
-				return
-			}
-			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "cannot parse request: "+err.Error())
-		},
-		NoDefaultServerHeader: true,
-		Logger:                fasthttpLogger{s.log},
-	}
+	return httpapi.NewServer(httpapi.ServerOptions{
+		Name:         "pulse-scorer",
+		Handler:      s.Handler,
+		MaxBodyBytes: maxBodyBytes,
+		Log:          s.log,
+	})
 }
 
 const (
@@ -431,8 +417,3 @@ func writeJSONStatus(ctx *fasthttp.RequestCtx, status int, v any) {
 		ctx.SetStatusCode(status)
 	}
 }
-
-// fasthttpLogger keeps fasthttp's per-connection chatter at debug level.
-type fasthttpLogger struct{ l *slog.Logger }
-
-func (f fasthttpLogger) Printf(format string, args ...any) { f.l.Debug(fmt.Sprintf(format, args...)) }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -83,9 +82,29 @@ func (f *timeFlag) Set(s string) error {
 	return err
 }
 
-// openHistory loads the config and connects to its ClickHouse.
-func openHistory(path string) (*config.Config, *history.Reader, func(), error) {
-	cfg, err := loadConfig(path)
+// backfillCmd is a backfill subcommand's flags: -config, and -out and
+// -table for one that writes rows (given tableHelp).
+type backfillCmd struct {
+	*command
+	out, table string
+}
+
+func newBackfillCmd(name, tableHelp string) *backfillCmd {
+	c := &backfillCmd{command: newCommand("backfill "+name, "")}
+	if tableHelp != "" {
+		c.StringVar(&c.out, "out", "", "output CSV file (- for stdout)")
+		c.StringVar(&c.table, "table", "", tableHelp)
+	}
+	return c
+}
+
+// open checks that a command that writes rows got one of -out and -table,
+// then loads the config and connects to its ClickHouse.
+func (c *backfillCmd) open() (*config.Config, *history.Reader, func(), error) {
+	if c.Lookup("table") != nil && (c.out == "") == (c.table == "") {
+		return nil, nil, nil, errors.New("give one of -out FILE and -table T")
+	}
+	cfg, err := loadConfig(c.config)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -97,8 +116,7 @@ func openHistory(path string) (*config.Config, *history.Reader, func(), error) {
 }
 
 func backfillFeatures(ctx context.Context, args []string) error {
-	fl := flag.NewFlagSet("backfill features", flag.ExitOnError)
-	path := fl.String("config", "", "config file")
+	fl := newBackfillCmd("features", "")
 	var features, entities listFlag
 	var since timeFlag
 	fl.Var(&features, "feature", "feature to write (repeatable; default all user features)")
@@ -107,7 +125,7 @@ func backfillFeatures(ctx context.Context, args []string) error {
 	direct := fl.Bool("direct", false, "write vectors to the online store instead of seeding the stream (no stream runs)")
 	historyGroup := fl.String("history-group", kafka.HistoryGroup, "the history writer's consumer group (how far ClickHouse holds the events)")
 	fl.Parse(args)
-	cfg, r, closeFn, err := openHistory(*path)
+	cfg, r, closeFn, err := fl.open()
 	if err != nil {
 		return err
 	}
@@ -140,22 +158,16 @@ func backfillFeatures(ctx context.Context, args []string) error {
 }
 
 func backfillTrainingSet(ctx context.Context, args []string) error {
-	fl := flag.NewFlagSet("backfill training-set", flag.ExitOnError)
-	path := fl.String("config", "", "config file")
+	fl := newBackfillCmd("training-set", "output ClickHouse table (db.table, or a table in the history database)")
 	labelsFile := fl.String("labels", "", "labels CSV: entity_id,timestamp,label")
 	labelsQuery := fl.String("labels-query", "", "SQL on the history database returning entity_id, timestamp, label")
 	var features listFlag
 	fl.Var(&features, "features", "features, comma-separated, in output order")
-	out := fl.String("out", "", "output CSV file (- for stdout)")
-	table := fl.String("table", "", "output ClickHouse table (db.table, or a table in the history database)")
 	fl.Parse(args)
 	if (*labelsFile == "") == (*labelsQuery == "") {
 		return errors.New("give one of -labels FILE and -labels-query SQL")
 	}
-	if (*out == "") == (*table == "") {
-		return errors.New("give one of -out FILE and -table T")
-	}
-	cfg, r, closeFn, err := openHistory(*path)
+	cfg, r, closeFn, err := fl.open()
 	if err != nil {
 		return err
 	}
@@ -179,10 +191,10 @@ func backfillTrainingSet(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *table != "" {
-		err = rows.WriteTable(ctx, r, *table)
+	if fl.table != "" {
+		err = rows.WriteTable(ctx, r, fl.table)
 	} else {
-		err = writeFile(*out, rows.WriteCSV)
+		err = writeFile(fl.out, rows.WriteCSV)
 	}
 	if err != nil {
 		return err
@@ -192,23 +204,17 @@ func backfillTrainingSet(ctx context.Context, args []string) error {
 }
 
 func backfillPredict(ctx context.Context, args []string) error {
-	fl := flag.NewFlagSet("backfill predict", flag.ExitOnError)
-	path := fl.String("config", "", "config file")
+	fl := newBackfillCmd("predict", "output ClickHouse table")
 	name := fl.String("model", "", "model name from the config")
 	var entities listFlag
 	var at timeFlag
 	fl.Var(&entities, "entity", "entity id to score (repeatable; default every entity in history)")
 	fl.Var(&at, "at", "features as of this time (default now)")
-	out := fl.String("out", "", "output CSV file (- for stdout)")
-	table := fl.String("table", "", "output ClickHouse table")
 	fl.Parse(args)
 	if *name == "" {
 		return errors.New("-model is required")
 	}
-	if (*out == "") == (*table == "") {
-		return errors.New("give one of -out FILE and -table T")
-	}
-	cfg, r, closeFn, err := openHistory(*path)
+	cfg, r, closeFn, err := fl.open()
 	if err != nil {
 		return err
 	}
@@ -217,14 +223,14 @@ func backfillPredict(ctx context.Context, args []string) error {
 		at.t = time.Now()
 	}
 	opts := backfill.PredictOptions{Entities: entities, At: at.t, Progress: os.Stderr}
-	if *table != "" {
+	if fl.table != "" {
 		var preds []backfill.Prediction
 		if err := backfill.Predict(ctx, cfg, r, *name, opts, func(p backfill.Prediction) error { preds = append(preds, p); return nil }); err != nil {
 			return err
 		}
-		return backfill.WritePredictions(ctx, r, *table, *name, at.t, preds)
+		return backfill.WritePredictions(ctx, r, fl.table, *name, at.t, preds)
 	}
-	return writeFile(*out, func(w io.Writer) error {
+	return writeFile(fl.out, func(w io.Writer) error {
 		c := backfill.NewPredictionCSV(w)
 		if err := backfill.Predict(ctx, cfg, r, *name, opts, c.Write); err != nil {
 			return err
@@ -234,14 +240,13 @@ func backfillPredict(ctx context.Context, args []string) error {
 }
 
 func backfillVerify(ctx context.Context, args []string) error {
-	fl := flag.NewFlagSet("backfill verify", flag.ExitOnError)
-	path := fl.String("config", "", "config file")
+	fl := newBackfillCmd("verify", "")
 	sample := fl.Int("sample", 1000, "entities to check")
 	var features, entities listFlag
 	fl.Var(&features, "feature", "feature to check (repeatable; default all)")
 	fl.Var(&entities, "entity", "entity to check instead of a sample (repeatable)")
 	fl.Parse(args)
-	cfg, r, closeFn, err := openHistory(*path)
+	cfg, r, closeFn, err := fl.open()
 	if err != nil {
 		return err
 	}

@@ -1,14 +1,44 @@
 package main
 
 import (
+	"context"
+	"flag"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
+	"log/slog"
 
 	"github.com/pulse-rt/pulse/config"
-	"github.com/pulse-rt/pulse/examples"
+	"github.com/pulse-rt/pulse/internal/system"
+	"github.com/pulse-rt/pulse/scorer"
+	"github.com/pulse-rt/pulse/validate"
 )
+
+// command is a command's flag set with its -config flag.
+type command struct {
+	*flag.FlagSet
+	config string
+}
+
+// newCommand makes the flag set of `pulse NAME`, whose -config defaults to
+// path ("": the embedded e-commerce example).
+func newCommand(name, path string) *command {
+	c := &command{FlagSet: flag.NewFlagSet(name, flag.ExitOnError)}
+	help := "config file"
+	if path == "" {
+		help += " (default: the embedded e-commerce example)"
+	}
+	c.StringVar(&c.config, "config", path, help)
+	return c
+}
+
+// load parses args and loads the config.
+func (c *command) load(args []string) (*config.Config, error) {
+	c.Parse(args)
+	cfg, err := loadConfig(c.config)
+	if err != nil {
+		return nil, configError(err)
+	}
+	return cfg, nil
+}
 
 // loadConfig reads FILE, or with an empty path the embedded e-commerce
 // example (whose model files are unpacked under the data dir).
@@ -16,44 +46,31 @@ func loadConfig(path string) (*config.Config, error) {
 	if path != "" {
 		return config.Load(path)
 	}
-	data, err := examples.Ecommerce.ReadFile("ecommerce/pulse.yaml")
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := config.Parse(data, "examples/ecommerce/pulse.yaml (embedded)")
-	if err != nil {
-		return nil, err
-	}
-	// Relative paths in the embedded config resolve against a copy of its
-	// folder in the data dir.
-	dir, err := filepath.Abs(filepath.Join(cfg.DataDir, "example"))
-	if err != nil {
-		return nil, err
-	}
-	if err := unpack(dir); err != nil {
-		return nil, fmt.Errorf("cannot unpack the example config: %w", err)
-	}
-	cfg.Dir = dir
-	return cfg, nil
+	return system.Example("")
 }
 
-func unpack(dir string) error {
-	sub, err := fs.Sub(examples.Ecommerce, "ecommerce")
-	if err != nil {
-		return err
+func configError(err error) error {
+	if errs, ok := config.AsErrors(err); ok {
+		return fmt.Errorf("invalid config:\n%s", errs.Error())
 	}
-	return fs.WalkDir(sub, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
+	return err
+}
+
+// checkConfig runs the checks config.Load cannot: features, segment rules
+// and, through the scorer's own loader, the model files.
+func checkConfig(cfg *config.Config, path string) config.Errors {
+	return validate.Config(cfg, path, scorer.CheckModel)
+}
+
+// run starts parts of Pulse on cfg in one system, in order, and waits
+// until ctx ends or a part fails.
+func run(ctx context.Context, cfg *config.Config, start ...func(*system.System) error) error {
+	sys := system.New(ctx, cfg, slog.Default())
+	defer sys.Close()
+	for _, f := range start {
+		if err := f(sys); err != nil {
 			return err
 		}
-		dst := filepath.Join(dir, p)
-		if d.IsDir() {
-			return os.MkdirAll(dst, 0o755)
-		}
-		b, err := fs.ReadFile(sub, p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(dst, b, 0o644)
-	})
+	}
+	return sys.Wait()
 }

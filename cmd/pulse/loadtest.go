@@ -5,19 +5,17 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
-	"runtime/pprof"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/pulse-rt/pulse/config"
-	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/internal/system"
 	"github.com/pulse-rt/pulse/loadtest"
 )
 
@@ -25,36 +23,24 @@ func runLoadtest(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		return errors.New("usage: pulse loadtest ingest|predict|freshness|segments|floor [flags]")
 	}
-	switch args[0] {
-	case "ingest":
-		return loadtestIngest(ctx, args[1:])
-	case "floor":
-		return loadtestFloor(ctx, args[1:])
+	run := map[string]func(context.Context, []string) error{
+		"ingest":    loadtestIngest,
+		"floor":     loadtestFloor,
+		"predict":   loadtestPredict,
+		"freshness": loadtestFreshness,
+		"segments":  loadtestSegments,
+	}[args[0]]
+	if run == nil {
+		return fmt.Errorf("unknown loadtest %q (want ingest, predict, freshness, segments or floor)", args[0])
 	}
-	if fn := loadtests[args[0]]; fn != nil {
-		return fn(ctx, args[1:])
-	}
-	return fmt.Errorf("unknown loadtest %q (want ingest, predict, freshness, segments or floor)", args[0])
+	return run(ctx, args[1:])
 }
-
-// loadtests holds the other targets, registered by their files.
-var loadtests = map[string]func(context.Context, []string) error{}
 
 func loadtestIngest(ctx context.Context, args []string) error {
 	fl := flag.NewFlagSet("loadtest ingest", flag.ExitOnError)
 	var o loadtest.IngestOptions
-	fl.StringVar(&o.URL, "url", "http://127.0.0.1:8080", "ingest base URL")
-	fl.StringVar(&o.WriteKey, "key", "dev-write-key", "write key")
+	o.Flags(fl)
 	brokers := fl.String("brokers", "127.0.0.1:9092", "brokers for the raw-produce baseline (comma-separated)")
-	fl.IntVar(&o.Batch, "batch", 100, "events per request")
-	fl.Float64Var(&o.Rate, "rate", 0, "events/s for the open-loop phase (0 = half the raw produce rate)")
-	fl.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each phase")
-	fl.IntVar(&o.Users, "users", 100_000, "distinct user ids")
-	fl.IntVar(&o.Connections, "connections", 32, "workers in the saturation phase")
-	fl.BoolVar(&o.Floor, "floor", false, "run the open loop in turns against ingest and a floor server in this process that only produces the same records, already normalised")
-	fl.DurationVar(&o.Warmup, "warmup", 30*time.Second, "unmeasured load first (a raw produce, then the open loop), so a freshly started broker has compiled its hot paths; 0 for none")
-	fl.StringVar(&o.FloorURL, "floor-url", "", "with -floor, a floor server already running in its own process (pulse loadtest floor) instead of one in this process")
-	fl.IntVar(&o.Rounds, "rounds", 3, "turns of each side of the open loop with -floor")
 	embedded := fl.Bool("embedded", false, "start an in-process Kafka (kfake) and ingest server to measure, instead of -url/-brokers")
 	inProcess := fl.Bool("in-process", false, "start an ingest server in this process in front of -brokers, instead of -url (to profile ingest with -cpuprofile)")
 	cpuprofile := fl.String("cpuprofile", "", "write a CPU profile of this process to FILE")
@@ -70,31 +56,25 @@ func loadtestIngest(ctx context.Context, args []string) error {
 			o.Processes = append(o.Processes, loadtest.Process{Name: name, PID: n})
 		}
 	}
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := loadtest.StartCPUProfile(*cpuprofile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	o.Brokers = strings.Split(*brokers, ",")
 	if *embedded || *inProcess {
 		var brokers []string
 		if !*embedded {
 			brokers = o.Brokers
 		}
-		stop, url, addrs, err := embeddedIngest(ctx, brokers)
+		sys, err := system.IngestTarget(ctx, brokers)
 		if err != nil {
 			return err
 		}
-		defer stop()
-		o.URL, o.Brokers = url, addrs
+		defer sys.Close()
+		o.URL, o.Brokers = sys.IngestURL(), sys.Config.Kafka.Brokers
 	}
-	_, err := loadtest.Ingest(ctx, o, os.Stdout)
+	_, err = loadtest.Ingest(ctx, o, os.Stdout)
 	return err
 }
 
@@ -117,67 +97,137 @@ func loadtestFloor(ctx context.Context, args []string) error {
 	return loadtest.ServeIngestFloor(ctx, o, ln)
 }
 
-// embeddedIngest runs an ingest server in this process in front of
-// brokers, or of kfake started here when brokers is empty.
-func embeddedIngest(ctx context.Context, brokers []string) (stop func(), url string, addrs []string, err error) {
-	closeEmb := func() {}
-	if len(brokers) == 0 {
-		emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{})
+// loadtestPredict is `pulse loadtest predict`: open-loop predictions against
+// a scorer (at -url, or with -embedded one started here over a store filled
+// with -users users), with a bare fasthttp handler as the same-run baseline.
+func loadtestPredict(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("loadtest predict", flag.ExitOnError)
+	var o loadtest.PredictOptions
+	o.Flags(fl)
+	var t system.PredictTargetOptions
+	t.Flags(fl)
+	embedded := fl.Bool("embedded", false, "start a scorer in this process over a store filled with -users users (the e-commerce example's model)")
+	floor := fl.Bool("floor", false, "with -embedded -store redis: also measure, each phase, a bare handler that reads the request's user from Redis (no cache) before answering: the floor under a prediction that misses")
+	cpuprofile := fl.String("cpuprofile", "", "write a CPU profile of this process to FILE")
+	fl.Parse(args)
+	if *embedded {
+		// The scorer runs in this process: give it `pulse scorer`'s
+		// collector setting (the baseline handler shares it).
+		system.TuneGC(system.ScorerGCPercent)
+		t.Users = o.Users
+		sys, err := system.PredictTarget(ctx, t)
 		if err != nil {
-			return nil, "", nil, err
+			return err
 		}
-		closeEmb, brokers = emb.Close, emb.Addrs()
+		defer sys.Close()
+		if c, ok := sys.Store.(featurestore.CacheReporter); ok && t.RowCacheMB >= 0 {
+			o.StoreCache = func() (uint64, uint64) { s := c.CacheStats(); return s.Hits, s.Misses }
+		}
+		o.URL, o.Key = sys.ScorerURL(), sys.Config.KeyWithScope(config.ScopeRead)
+		if *floor {
+			if t.Store != "redis" {
+				return fmt.Errorf("-floor: needs -store redis")
+			}
+			f, closeFloor, err := loadtest.RedisFloor(t.RedisAddr)
+			if err != nil {
+				return err
+			}
+			defer closeFloor()
+			o.Floor = f
+		}
+		if t.Store == "redis" {
+			read, closeFn := loadtest.RedisServerCPU(t.RedisAddr)
+			defer closeFn()
+			o.ServerCPU = read
+		}
 	}
-	cfg, err := config.Parse([]byte("keys:\n  - name: load\n    key: dev-write-key\n    scopes: [write]\n"), "loadtest")
+	stopProfile, err := loadtest.StartCPUProfile(*cpuprofile)
 	if err != nil {
-		closeEmb()
-		return nil, "", nil, err
+		return err
 	}
-	cfg.Kafka.Brokers = brokers
-	srv, cl, err := newIngest(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		closeEmb()
-		return nil, "", nil, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		cl.Close()
-		closeEmb()
-		return nil, "", nil, err
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	// The label tells ingest's CPU from the load generator's and the
-	// floor's in a -cpuprofile (pprof -tagfocus server=ingest).
-	go pprof.Do(sctx, pprof.Labels("server", "ingest"), func(ctx context.Context) { _ = srv.Serve(ctx, ln); close(done) })
-	return func() {
-		cancel()
-		<-done
-		cl.Close()
-		closeEmb()
-	}, "http://" + ln.Addr().String(), brokers, nil
+	defer stopProfile()
+	_, err = loadtest.Predict(ctx, o, os.Stdout)
+	return err
 }
 
-// redisServerCPU returns a function reading the CPU time redis-server at
-// addr has used (INFO cpu), for the loadtest's CPU per request.
-func redisServerCPU(addr string) (read func() (time.Duration, error), closeFn func()) {
-	c := redis.NewClient(&redis.Options{Addr: addr, DisableIdentity: true})
-	return func() (time.Duration, error) {
-		info, err := c.Info(context.Background(), "cpu").Result()
-		if err != nil {
-			return 0, err
+// loadtestE2E is what `loadtest freshness` and `loadtest segments` share:
+// the flags besides their own (flags), and the run through every service
+// of `pulse dev` in this process (system.EndToEnd), measured by measure,
+// then the stream's own timings and the load.
+func loadtestE2E(ctx context.Context, name string, args []string, flags func(*flag.FlagSet), measure func(*system.System, *loadtest.WriteWatch) error) error {
+	fl := newCommand("loadtest "+name, "")
+	fl.Lookup("config").Usage = "config to measure (default: the embedded e-commerce example), plus the probe features"
+	verbose := fl.Bool("v", false, "show the services' logs")
+	cpuprofile := fl.String("cpuprofile", "", "write a CPU profile of this process to FILE")
+	flags(fl.FlagSet)
+	cfg, err := fl.load(args)
+	if err != nil {
+		return err
+	}
+	var log *slog.Logger
+	if *verbose {
+		log = slog.Default()
+	}
+	sys, watch, err := system.EndToEnd(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer sys.Close()
+	stopProfile, err := loadtest.StartCPUProfile(*cpuprofile)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
+	fmt.Printf("in-process: kfake, ingest %s, stream (%d partitions, timer %s), Pebble store, scorer %s; GOMAXPROCS %d\n",
+		sys.IngestURL(), cfg.Kafka.Partitions, cfg.Stream.TimerInterval.D(), sys.ScorerURL(), runtime.GOMAXPROCS(0))
+	err = measure(sys, watch)
+	loadtest.PrintStreamStats(os.Stdout)
+	loadtest.PrintLoad(os.Stdout)
+	return err
+}
+
+// loadtestFreshness is `pulse loadtest freshness`: event accepted by
+// ingest (HTTP 200) -> new value readable from the online store, through
+// every service of `pulse dev` in this process.
+func loadtestFreshness(ctx context.Context, args []string) error {
+	var o loadtest.FreshnessOptions
+	var poll time.Duration
+	return loadtestE2E(ctx, "freshness", args, func(fl *flag.FlagSet) {
+		o.Flags(fl)
+		fl.DurationVar(&poll, "poll", 0, "poll the store for each probe's vector this often instead of hooking the store's writes (e.g. 1ms)")
+	}, func(sys *system.System, watch *loadtest.WriteWatch) error {
+		o.URL, o.WriteKey, o.Poll = sys.IngestURL(), sys.Config.KeyWithScope(config.ScopeWrite), poll
+		if poll == 0 {
+			o.WrittenAt = watch.WrittenAt
 		}
-		var total float64
-		for _, line := range strings.Split(info, "\n") {
-			name, val, ok := strings.Cut(strings.TrimSpace(line), ":")
-			if ok && (name == "used_cpu_sys" || name == "used_cpu_user") {
-				f, err := strconv.ParseFloat(val, 64)
-				if err != nil {
-					return 0, fmt.Errorf("cannot parse redis INFO %s: %w", name, err)
-				}
-				total += f
+		o.Lookup = func(ctx context.Context, user string) (bool, error) {
+			_, err := sys.Store.Get(ctx, "user", user)
+			if errors.Is(err, featurestore.ErrNotFound) {
+				return false, nil
 			}
+			return err == nil, err
 		}
-		return time.Duration(total * float64(time.Second)), nil
-	}, func() { c.Close() }
+		_, err := loadtest.Freshness(ctx, o, os.Stdout)
+		return err
+	})
+}
+
+// loadtestSegments is `pulse loadtest segments`: event accepted by ingest
+// (HTTP 200) -> enter record on the scorer's SSE feed, and the lateness of
+// window-expiry exits, through every service of `pulse dev` in this process.
+func loadtestSegments(ctx context.Context, args []string) error {
+	var o loadtest.SegmentsOptions
+	var expire bool
+	return loadtestE2E(ctx, "segments", args, func(fl *flag.FlagSet) {
+		o.Flags(fl)
+		fl.BoolVar(&expire, "expiry", true, "also measure the lateness of the 2s-window exits")
+	}, func(sys *system.System, _ *loadtest.WriteWatch) error {
+		o.URL, o.WriteKey, o.ScorerURL = sys.IngestURL(), sys.Config.KeyWithScope(config.ScopeWrite), sys.ScorerURL()
+		o.ReadKey, o.Enter = sys.Config.KeyWithScope(config.ScopeRead), loadtest.ProbeEnter
+		if expire {
+			o.Expire = loadtest.ProbeExpire
+		}
+		_, err := loadtest.Segments(ctx, o, os.Stdout)
+		return err
+	})
 }

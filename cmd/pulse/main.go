@@ -5,14 +5,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
-
-	"golang.org/x/sync/errgroup"
 )
 
 const usage = `pulse — real-time features, predictions and live segments
@@ -32,6 +29,19 @@ Usage:
 Run 'pulse COMMAND -h' for a command's flags.
 `
 
+// commands are pulse's commands by name.
+var commands = map[string]func(ctx context.Context, args []string) error{
+	"dev":      runDev,
+	"ingest":   runIngest,
+	"stream":   runStream,
+	"scorer":   runScorer,
+	"webhooks": runWebhooks,
+	"history":  runHistory,
+	"backfill": runBackfill,
+	"validate": func(_ context.Context, args []string) error { return runValidate(args) },
+	"loadtest": runLoadtest,
+}
+
 func main() {
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()})))
 	if len(os.Args) < 2 {
@@ -41,33 +51,16 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cmd, args := os.Args[1], os.Args[2:]
-	var err error
-	switch cmd {
-	case "dev":
-		err = runDev(ctx, args)
-	case "ingest":
-		err = runIngest(ctx, args)
-	case "stream":
-		err = runStream(ctx, args)
-	case "scorer":
-		err = runScorer(ctx, args)
-	case "webhooks":
-		err = runWebhooks(ctx, args)
-	case "history":
-		err = runHistory(ctx, args)
-	case "backfill":
-		err = runBackfill(ctx, args)
-	case "validate":
-		err = runValidate(args)
-	case "loadtest":
-		err = runLoadtest(ctx, args)
-	case "help", "-h", "--help":
+	if cmd == "help" || cmd == "-h" || cmd == "--help" {
 		fmt.Print(usage)
 		return
-	default:
+	}
+	runCmd := commands[cmd]
+	if runCmd == nil {
 		fmt.Fprintf(os.Stderr, "pulse: unknown command %q\n\n%s", cmd, usage)
 		os.Exit(2)
 	}
+	err := runCmd(ctx, args)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "pulse %s: %v\n", cmd, err)
 		os.Exit(1)
@@ -80,13 +73,4 @@ func logLevel() slog.Level {
 		return slog.LevelInfo
 	}
 	return l
-}
-
-// untilStopped waits for a service's goroutines. The interrupt cancels
-// their context, so context.Canceled is a clean stop, not an error.
-func untilStopped(g *errgroup.Group) error {
-	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
 }

@@ -1,18 +1,19 @@
-package main
+package validate
 
 import (
 	"strings"
 	"testing"
 
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/scorer"
 )
 
 func TestValidateExample(t *testing.T) {
-	cfg, err := config.Load("../../examples/ecommerce/pulse.yaml")
+	cfg, err := config.Load("../examples/ecommerce/pulse.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if errs := checkConfig(cfg, "pulse.yaml"); len(errs) > 0 {
+	if errs := Config(cfg, "pulse.yaml", scorer.CheckModel); len(errs) > 0 {
 		t.Fatalf("the example config has problems:\n%s", errs.Error())
 	}
 }
@@ -22,7 +23,7 @@ func TestValidateReportsEveryLayer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := checkConfig(cfg, "bad.yaml").Error()
+	got := Config(cfg, "bad.yaml", scorer.CheckModel).Error()
 	for _, want := range []string{
 		`bad.yaml:9: feature "aov": expr: unknown name orders_3d (line 1, column 11)`,
 		`bad.yaml:11: feature "c1": expr: dependency cycle: c1 -> c2 -> c1`,
@@ -54,7 +55,7 @@ segments:
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := checkConfig(cfg, "t.yaml").Error()
+	got := Config(cfg, "t.yaml", scorer.CheckModel).Error()
 	if !strings.Contains(got, `t.yaml:10: segment "typed": rule:`) || strings.Contains(got, `"ok"`) {
 		t.Fatalf("want only the type error of segment typed, got:\n%s", got)
 	}

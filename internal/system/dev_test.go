@@ -1,4 +1,4 @@
-package main
+package system
 
 import (
 	"context"
@@ -49,7 +49,7 @@ func TestDevEndToEnd(t *testing.T) {
 	ingest, scorer := "http://"+cfg.Ingest.Listen, "http://"+cfg.Scorer.Listen
 	chHTTP := freePort(t)
 	go func() {
-		done <- dev(ctx, cfg, devOptions{ClickHouseTCP: freePort(t), ClickHouseHTTP: chHTTP})
+		done <- Dev(ctx, cfg, DevOptions{ClickHouseTCP: freePort(t), ClickHouseHTTP: chHTTP})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -116,12 +116,14 @@ func TestDevEndToEnd(t *testing.T) {
 		t.Fatalf("segments %v: want big_spenders (revenue_30d 600 > 500)", entity.Segments)
 	}
 
-	// Freshness as a user sees it: accepted -> readable within a second.
+	// Freshness as a user sees it: accepted -> readable, and how soon
+	// (logged: asserted on the wall clock, a busy machine would fail it;
+	// `pulse loadtest freshness` measures it).
 	start := time.Now()
 	if code, b := call("POST", ingest+"/v1/track", "dev-write-key", `{"userId":"612","event":"Order Completed","properties":{"revenue":1}}`); code != 200 {
 		t.Fatalf("track: %d %s", code, b)
 	}
-	testenv.WaitFor(t, time.Second, "the new order readable", func() bool { return getEntity() && entity.Features["orders_lifetime"] == 3.0 })
+	testenv.WaitFor(t, 30*time.Second, "the new order readable", func() bool { return getEntity() && entity.Features["orders_lifetime"] == 3.0 })
 	t.Logf("event accepted -> readable from the scorer in %s", time.Since(start))
 
 	code, b := call("POST", scorer+"/v1/predict", "", `{"api_key":"dev-read-key","model":"purchase_propensity","features":[{"user":{"id":612}},{"user":{"id":"nobody"}}]}`)

@@ -1,21 +1,18 @@
-package main
+package system
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/pulse-rt/pulse/config"
-	"github.com/pulse-rt/pulse/examples"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/internal/testenv"
+	"github.com/pulse-rt/pulse/loadtest"
 )
 
 // TestLoadtestPredictStore: the store `pulse loadtest predict -embedded`
@@ -24,11 +21,12 @@ import (
 // model_used=false path instead).
 func TestLoadtestPredictStore(t *testing.T) {
 	ctx := context.Background()
-	url, key, _, stop, err := embeddedScorer(ctx, embeddedOptions{kind: "pebble", users: 300, rowCacheMB: 64})
+	sys, err := PredictTarget(ctx, PredictTargetOptions{Store: "pebble", Users: 300, RowCacheMB: 64})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stop()
+	defer sys.Close()
+	url, key := sys.ScorerURL(), sys.Config.KeyWithScope(config.ScopeRead)
 	used := 0
 	for i := range 300 {
 		body := `{"model":"purchase_propensity","features":[{"user":{"id":"` + strconv.Itoa(i) + `"}}]}`
@@ -59,7 +57,10 @@ func TestLoadtestPredictStore(t *testing.T) {
 	// stream writes them, and the inputs the model refreshes at read time
 	// come from their stored sources (last_order_at for
 	// days_since_last_order): numbers, not nulls.
-	cfg := exampleConfig(t)
+	cfg, err := Example(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	buyers := 0
 	for i := range 300 {
 		req, _ := http.NewRequest("GET", url+"/v1/entities/user/"+strconv.Itoa(i), nil)
@@ -94,73 +95,21 @@ func TestLoadtestPredictStore(t *testing.T) {
 	}
 }
 
-func exampleConfig(t *testing.T) *config.Config {
-	t.Helper()
-	data, err := examples.Ecommerce.ReadFile("ecommerce/pulse.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Parse(data, "example")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
-
-// TestRewriteUsers: -rewrites writes about the rate asked for, fresh
-// vectors of users within range, as the stream would.
-func TestRewriteUsers(t *testing.T) {
-	cfg := exampleConfig(t)
-	st, err := featurestore.OpenPebble(t.TempDir(), featurestore.PebbleOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	const users, rate = 50, 2000.0
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	var done atomic.Int64
-	if err := rewriteUsers(ctx, cfg, st, users, rate, &done); err != nil {
-		t.Fatal(err)
-	}
-	if n := done.Load(); n < rate*0.3 || n > rate*0.6 {
-		t.Fatalf("rewrote %d vectors in 0.5 s at %g/s", n, rate)
-	}
-	fresh := 0
-	for i := range users {
-		v, err := st.Get(context.Background(), "user", strconv.Itoa(i))
-		if errors.Is(err, featurestore.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if v.UpdatedAt.Before(start.Truncate(time.Millisecond)) || len(v.Features) == 0 {
-			t.Fatalf("user %d: %+v", i, v)
-		}
-		fresh++
-	}
-	if fresh < users*9/10 {
-		t.Fatalf("%d of %d users rewritten", fresh, users)
-	}
-}
-
 // TestLoadtestRedisFloor: with -store redis, the embedded scorer and the
 // -floor reader share the loadtest's Redis store: the floor finds every
 // user the scorer was filled with, and says so for one it was not.
 func TestLoadtestRedisFloor(t *testing.T) {
 	addr := testenv.StartRedis(t).Addr()
 	ctx := context.Background()
-	_, _, store, stop, err := embeddedScorer(ctx, embeddedOptions{kind: "redis", redisAddr: addr, users: 20, rowCacheMB: 64})
+	sys, err := PredictTarget(ctx, PredictTargetOptions{Store: "redis", RedisAddr: addr, Users: 20, RowCacheMB: 64})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stop()
-	if _, ok := store.(*featurestore.Redis); !ok {
-		t.Fatalf("store is a %T, want the Redis store", store)
+	defer sys.Close()
+	if _, ok := sys.Store.(*featurestore.Redis); !ok {
+		t.Fatalf("store is a %T, want the Redis store", sys.Store)
 	}
-	read, closeFloor, err := redisFloor(addr)
+	read, closeFloor, err := loadtest.RedisFloor(addr)
 	if err != nil {
 		t.Fatal(err)
 	}

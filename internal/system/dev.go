@@ -1,0 +1,126 @@
+package system
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/demo"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/scorer"
+)
+
+// DevOptions shape `pulse dev`.
+type DevOptions struct {
+	Demo bool // run the e-commerce traffic generator
+	// Ports of the local clickhouse-server started when the config names
+	// none and one is installed.
+	ClickHouseTCP, ClickHouseHTTP int
+}
+
+// Dev runs every service of `pulse dev` on cfg until ctx ends: an
+// embedded Kafka (on the port of the config's first broker, its log under
+// the data dir), the config's online store, ingest, the stream, the scorer
+// as `pulse scorer` runs it (with the dashboard pre-filled with the first
+// read key: only here, where it listens on 127.0.0.1), webhooks, the
+// history (into a local clickhouse-server when the config names no
+// ClickHouse and one is installed), and with o.Demo the e-commerce traffic
+// generator; then it prints where each part listens.
+func Dev(ctx context.Context, cfg *config.Config, o DevOptions) error {
+	// pulse dev binds 127.0.0.1 only, whatever the config says.
+	for _, a := range []*string{&cfg.Ingest.Listen, &cfg.Scorer.Listen, &cfg.Stream.Listen} {
+		*a = loopback(*a)
+	}
+	port := 9092
+	if len(cfg.Kafka.Brokers) > 0 {
+		if _, p, err := net.SplitHostPort(cfg.Kafka.Brokers[0]); err == nil {
+			port, _ = strconv.Atoi(p)
+		}
+	}
+	sys := New(ctx, cfg, slog.Default())
+	defer sys.Close()
+	if err := sys.StartKafka(kafka.EmbeddedOptions{Port: port, DataDir: filepath.Join(cfg.DataDir, "kafka"), Partitions: cfg.Kafka.Partitions}); err != nil {
+		return err
+	}
+	if err := sys.OpenStore(); err != nil {
+		return err
+	}
+	if err := sys.StartIngest(); err != nil {
+		return err
+	}
+	if err := sys.StartStream(nil, ""); err != nil {
+		return err
+	}
+	if err := sys.StartScorer(Serving(scorer.WithDashboardKey(cfg.KeyWithScope(config.ScopeRead)))); err != nil {
+		return err
+	}
+	sys.StartWebhooks()
+	if err := sys.StartHistory(&LocalClickHouse{TCP: o.ClickHouseTCP, HTTP: o.ClickHouseHTTP}); err != nil {
+		return err
+	}
+	if o.Demo {
+		// The e-commerce traffic generator, against this process's ingest.
+		key := cfg.KeyWithScope(config.ScopeWrite)
+		if key == "" {
+			return fmt.Errorf("--demo needs an API key with the write scope in the config")
+		}
+		sys.Go(func(ctx context.Context) error {
+			return demo.Run(ctx, demo.Options{URL: "http://" + cfg.Ingest.Listen, WriteKey: key})
+		})
+	}
+	printDevBanner(cfg, o.Demo)
+	return sys.Wait()
+}
+
+func loopback(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}
+
+func printDevBanner(cfg *config.Config, demo bool) {
+	write, read := cfg.KeyWithScope(config.ScopeWrite), cfg.KeyWithScope(config.ScopeRead)
+	chLine := "off (install clickhouse-server to keep the history)"
+	if cfg.ClickHouse.Addr != "" {
+		chLine = fmt.Sprintf("%s                (clickhouse-client --port %s -d %s)", cfg.ClickHouse.Addr, portOf(cfg.ClickHouse.Addr), cfg.ClickHouse.Database)
+	}
+	model := "MODEL"
+	if len(cfg.Models) > 0 {
+		model = cfg.Models[0].Name
+	}
+	fmt.Printf(`
+  Pulse dev is running.
+
+  Dashboard             http://%[2]s/                 read key: %[5]s
+  Ingest (Segment API)  http://%[1]s/v1/batch         write key: %[4]s
+  Scorer                http://%[2]s/v1/predict
+  Kafka                 %[3]s                (kcat -b %[3]s -t %[6]s -C)
+  History (ClickHouse)  %[8]s
+
+  Try:
+    curl -s http://%[1]s/v1/track -u %[4]s: -H 'Content-Type: application/json' \
+      -d '{"userId":"612","event":"Order Completed","properties":{"revenue":42}}'
+    curl -s http://%[2]s/v1/entities/user/612 -H 'Authorization: Bearer %[5]s'
+    curl -s http://%[2]s/v1/predict -H 'Content-Type: application/json' \
+      -d '{"api_key":"%[5]s","model":"%[7]s","features":[{"user":{"id":612}}]}'
+`, cfg.Ingest.Listen, cfg.Scorer.Listen, strings.Join(cfg.Kafka.Brokers, ","), write, read, cfg.Kafka.Topics.Events, model, chLine)
+	if demo {
+		fmt.Println("\n  Demo traffic is on: open the dashboard and watch the segments move.")
+	}
+	fmt.Println()
+}
+
+func portOf(addr string) string {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return p
+}

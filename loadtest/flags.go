@@ -1,0 +1,91 @@
+package loadtest
+
+import (
+	"flag"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The Flags methods register an Options type's fields on a command's flag
+// set (`pulse loadtest ...`). They set the defaults first (EnsureDefaults)
+// and each flag defaults to its field's value, so the command and the
+// package cannot drift apart; the targets default to a local `pulse dev`.
+
+// Flags registers the fields of `pulse loadtest ingest`. Its -warmup is
+// the command's own default, 30s (a fresh broker's hot paths compile
+// meanwhile); the package's is none.
+func (o *IngestOptions) Flags(fl *flag.FlagSet) {
+	o.EnsureDefaults()
+	fl.StringVar(&o.URL, "url", "http://127.0.0.1:8080", "ingest base URL")
+	fl.StringVar(&o.WriteKey, "key", "dev-write-key", "write key")
+	fl.IntVar(&o.Batch, "batch", o.Batch, "events per request")
+	fl.Float64Var(&o.Rate, "rate", o.Rate, "events/s for the open-loop phase (0 = half the raw produce rate)")
+	fl.DurationVar(&o.Duration, "duration", o.Duration, "length of each phase")
+	fl.IntVar(&o.Users, "users", o.Users, "distinct user ids")
+	fl.IntVar(&o.Connections, "connections", o.Connections, "workers in the saturation phase")
+	fl.BoolVar(&o.Floor, "floor", false, "run the open loop in turns against ingest and a floor server in this process that only produces the same records, already normalised")
+	fl.DurationVar(&o.Warmup, "warmup", 30*time.Second, "unmeasured load first (a raw produce, then the open loop), so a freshly started broker has compiled its hot paths; 0 for none")
+	fl.StringVar(&o.FloorURL, "floor-url", "", "with -floor, a floor server already running in its own process (pulse loadtest floor) instead of one in this process")
+	fl.IntVar(&o.Rounds, "rounds", o.Rounds, "turns of each side of the open loop with -floor")
+}
+
+// Flags registers the fields of `pulse loadtest predict`.
+func (o *PredictOptions) Flags(fl *flag.FlagSet) {
+	o.EnsureDefaults()
+	fl.Var((*rates)(&o.Rates), "rates", "open-loop rates, requests/s (comma-separated)")
+	fl.StringVar(&o.URL, "url", "http://127.0.0.1:8081", "scorer base URL")
+	fl.StringVar(&o.Key, "key", "dev-read-key", "read key")
+	fl.StringVar(&o.Model, "model", o.Model, "model to call")
+	fl.IntVar(&o.Users, "users", o.Users, "distinct user ids (0..users-1), all in the store")
+	fl.DurationVar(&o.Duration, "duration", o.Duration, "length of each phase")
+	fl.DurationVar(&o.Warmup, "warmup", o.Warmup, "warm-up before each phase (sent, not recorded)")
+	fl.IntVar(&o.Connections, "connections", o.Connections, "workers in the saturation phase")
+	fl.IntVar(&o.Rounds, "rounds", o.Rounds, "split each phase into this many turns alternating the baseline and the scorer (steadier ratios on a busy machine)")
+}
+
+// rates is PredictOptions.Rates as a flag: comma-separated positive numbers.
+type rates []float64
+
+func (r *rates) String() string {
+	s := make([]string, len(*r))
+	for i, v := range *r {
+		s[i] = strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	return strings.Join(s, ",")
+}
+
+func (r *rates) Set(s string) error {
+	*r = nil
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || v <= 0 {
+			return fmt.Errorf("%q is not a positive number", f)
+		}
+		*r = append(*r, v)
+	}
+	return nil
+}
+
+// Flags registers the traffic fields of `pulse loadtest freshness`.
+func (o *FreshnessOptions) Flags(fl *flag.FlagSet) {
+	o.EnsureDefaults()
+	trafficFlags(fl, &o.Rate, &o.Batch, &o.Duration, &o.Warmup, &o.Users)
+}
+
+// Flags registers the traffic fields of `pulse loadtest segments`.
+func (o *SegmentsOptions) Flags(fl *flag.FlagSet) {
+	o.EnsureDefaults()
+	trafficFlags(fl, &o.Rate, &o.Batch, &o.Duration, &o.Warmup, &o.Users)
+}
+
+// trafficFlags registers the end-to-end targets' traffic, each flag
+// defaulting to the value already there.
+func trafficFlags(fl *flag.FlagSet, rate *float64, batch *int, duration, warmup *time.Duration, users *int) {
+	fl.Float64Var(rate, "rate", *rate, "events/s, open loop")
+	fl.IntVar(batch, "batch", *batch, "events per request (one of them the probe)")
+	fl.DurationVar(duration, "duration", *duration, "measured length")
+	fl.DurationVar(warmup, "warmup", *warmup, "warm-up (sent, not measured)")
+	fl.IntVar(users, "users", *users, "background user ids")
+}

@@ -1,0 +1,66 @@
+package loadtest
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime/pprof"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// StartCPUProfile writes a CPU profile of this process to file until stop
+// is called (every load test's -cpuprofile); with an empty file it does
+// nothing.
+func StartCPUProfile(file string) (stop func(), err error) {
+	if file == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// PrintStreamStats prints the in-process stream's own timings of the run
+// (its histograms in this process's Prometheus registry), to tell where
+// the end-to-end time went.
+func PrintStreamStats(w io.Writer) {
+	mfs, _ := prometheus.DefaultGatherer.Gather()
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "pulse_stream_batch_seconds", "pulse_stream_txn_seconds", "pulse_stream_event_to_store_seconds", "pulse_stream_batch_records":
+		default:
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			h := m.GetHistogram()
+			if h.GetSampleCount() == 0 {
+				continue
+			}
+			// The smallest bucket bound holding 99% of the samples.
+			p99 := math.Inf(1)
+			for _, b := range h.GetBucket() {
+				if float64(b.GetCumulativeCount()) >= 0.99*float64(h.GetSampleCount()) {
+					p99 = b.GetUpperBound()
+					break
+				}
+			}
+			fmt.Fprintf(w, "%-40s n %8d mean %10.4f p99 <= %g\n", mf.GetName(), h.GetSampleCount(), h.GetSampleSum()/float64(h.GetSampleCount()), p99)
+		}
+	}
+}
+
+// PrintLoad prints the machine's load average (Linux), to read a run's
+// figures against what else was running.
+func PrintLoad(w io.Writer) {
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Fprintf(w, "load average: %s", b)
+	}
+}
