@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/pulse-rt/pulse/segment"
 )
 
 // SegmentsOptions configure `pulse loadtest segments`.
@@ -128,21 +128,16 @@ func Segments(ctx context.Context, o SegmentsOptions, w io.Writer) (*SegmentsRep
 				continue
 			}
 			now := time.Now()
-			var rec struct {
-				Segment string    `json:"segment"`
-				ID      string    `json:"id"`
-				Change  string    `json:"change"`
-				At      time.Time `json:"at"`
-			}
-			if json.Unmarshal(line[len("data: "):], &rec) != nil || !strings.HasPrefix(rec.ID, "probe-") {
+			rec, _, err := segment.DecodeRecordRaw(line[len("data: "):])
+			if err != nil || !strings.HasPrefix(rec.EntityID, "probe-") {
 				continue
 			}
 			mu.Lock()
-			p := get(rec.ID)
+			p := get(rec.EntityID)
 			switch {
-			case rec.Segment == o.Enter && rec.Change == "enter" && p.entered.IsZero():
+			case rec.Segment == o.Enter && rec.Change == segment.ChangeEnter && p.entered.IsZero():
 				p.entered = now
-			case rec.Segment == o.Expire && rec.Change == "exit" && p.exited.IsZero():
+			case rec.Segment == o.Expire && rec.Change == segment.ChangeExit && p.exited.IsZero():
 				p.exited, p.exitAt = now, rec.At
 			}
 			mu.Unlock()
