@@ -274,8 +274,14 @@ func TestRebalanceKillOneRealKafka(t *testing.T) {
 		e.produce(recs[i:min(i+400, len(recs))]...)
 		time.Sleep(20 * time.Millisecond)
 	}
+	// a dies by itself at its killAt-th commit; stopping it before then
+	// (a busy machine is slow to get there) would be a clean stop.
+	deadline = time.Now().Add(120 * time.Second)
+	for commits.Load() < killAt && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err := stopA(); !errors.Is(err, errKill) {
-		t.Fatalf("processor a ended with %v, want the injected kill", err)
+		t.Fatalf("processor a ended with %v after %d commits, want the injected kill", err, commits.Load())
 	}
 	e.waitCaughtUp(90*time.Second, b)
 	if got := b.Partitions(); len(got) != 4 {
