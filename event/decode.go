@@ -437,19 +437,25 @@ func Unmarshal(b []byte) (*Event, error) {
 // checkRecord is Unmarshal's check of a decoded record; it defaults the
 // timestamp to receivedAt.
 func (e *Event) checkRecord() error {
-	if !e.Type.Valid() {
-		return fieldErr("type", "unknown type %q", e.Type)
+	return checkRecord(e.Type, e.UserID, e.AnonymousID, e.Event, &e.Timestamp, e.ReceivedAt)
+}
+
+// checkRecord holds the rules of a record on the events topic, for Event
+// and Raw alike.
+func checkRecord(t Type, userID, anonymousID, name string, ts *time.Time, receivedAt time.Time) error {
+	if !t.Valid() {
+		return fieldErr("type", "unknown type %q", t)
 	}
-	if e.UserID == "" && e.AnonymousID == "" {
+	if userID == "" && anonymousID == "" {
 		return fieldErr("userId", "userId or anonymousId is required")
 	}
-	if e.Type == Track && e.Event == "" {
+	if t == Track && name == "" {
 		return fieldErr("event", "required for track")
 	}
-	if e.Timestamp.IsZero() {
-		e.Timestamp = e.ReceivedAt
+	if ts.IsZero() {
+		*ts = receivedAt
 	}
-	if e.Timestamp.IsZero() {
+	if ts.IsZero() {
 		return fieldErr("timestamp", "required in records on the events topic")
 	}
 	return nil

@@ -93,28 +93,6 @@ func (r *eventRows) columns() []any {
 
 func (r *eventRows) reset() { *r = eventRows{} }
 
-// wireEvent is a pulse.events record as the writer reads it: the maps stay
-// raw JSON, which is what the table stores.
-type wireEvent struct {
-	Type              event.Type      `json:"type"`
-	MessageID         string          `json:"messageId"`
-	UserID            string          `json:"userId"`
-	AnonymousID       string          `json:"anonymousId"`
-	PreviousID        string          `json:"previousId"`
-	GroupID           string          `json:"groupId"`
-	Event             string          `json:"event"`
-	Name              string          `json:"name"`
-	Properties        json.RawMessage `json:"properties"`
-	Traits            json.RawMessage `json:"traits"`
-	Context           json.RawMessage `json:"context"`
-	Integrations      json.RawMessage `json:"integrations"`
-	Timestamp         time.Time       `json:"timestamp"`
-	OriginalTimestamp time.Time       `json:"originalTimestamp"`
-	SentAt            time.Time       `json:"sentAt"`
-	ReceivedAt        time.Time       `json:"receivedAt"`
-	FeatureSet        string          `json:"featureSet"`
-}
-
 // ecommerce are the Segment ecommerce properties kept as columns.
 type ecommerce struct {
 	Revenue   any `json:"revenue"`
@@ -124,32 +102,15 @@ type ecommerce struct {
 }
 
 // addEvent appends one pulse.events record. It accepts exactly what
-// event.Unmarshal accepts; anything else is returned as an error for the
-// caller to keep in invalid_events.
+// event.Unmarshal accepts (event.UnmarshalRaw, which keeps the maps raw);
+// anything else is returned as an error for the caller to keep in
+// invalid_events.
 func (r *eventRows) addEvent(rec *kgo.Record) error {
-	var w wireEvent
-	if err := json.Unmarshal(rec.Value, &w); err != nil || !fastValid(&w) {
-		// The slow path gives event.Unmarshal's own verdict and message.
-		e, err := event.Unmarshal(rec.Value)
-		if err != nil {
-			return err
-		}
-		w = wireEvent{Type: e.Type, MessageID: e.MessageID, UserID: e.UserID, AnonymousID: e.AnonymousID,
-			PreviousID: e.PreviousID, GroupID: e.GroupID, Event: e.Event, Name: e.Name,
-			Timestamp: e.Timestamp, OriginalTimestamp: e.OriginalTimestamp, SentAt: e.SentAt, ReceivedAt: e.ReceivedAt,
-			FeatureSet: e.FeatureSet}
-		w.Properties, _ = json.Marshal(e.Properties)
-		w.Traits, _ = json.Marshal(e.Traits)
-		w.Context, _ = json.Marshal(e.Context)
-		w.Integrations, _ = json.Marshal(e.Integrations)
+	w, err := event.UnmarshalRaw(rec.Value)
+	if err != nil {
+		return err
 	}
-	if w.Timestamp.IsZero() {
-		w.Timestamp = w.ReceivedAt
-	}
-	entity := w.UserID
-	if entity == "" {
-		entity = w.AnonymousID
-	}
+	entity := w.EntityID()
 	var ec ecommerce
 	if p := w.Properties; len(p) > 2 && mentionsEcommerce(p) {
 		_ = json.Unmarshal(p, &ec) // properties is a valid object here; odd value types just stay unset
@@ -191,23 +152,6 @@ func mentionsEcommerce(properties []byte) bool {
 		}
 	}
 	return false
-}
-
-// fastValid applies event.Unmarshal's rules to a record the fast decoder
-// read; maps that are not objects fail here and take the slow path.
-func fastValid(w *wireEvent) bool {
-	if !w.Type.Valid() || (w.UserID == "" && w.AnonymousID == "") || (w.Type == event.Track && w.Event == "") {
-		return false
-	}
-	if w.Timestamp.IsZero() && w.ReceivedAt.IsZero() {
-		return false
-	}
-	for _, m := range [...]json.RawMessage{w.Properties, w.Traits, w.Context, w.Integrations} {
-		if !absent(m) && m[0] != '{' {
-			return false
-		}
-	}
-	return true
 }
 
 func millisOrZero(t time.Time) int64 {
