@@ -211,7 +211,7 @@ func ignores(pattern, path string) bool {
 // pulseService is one compose service that runs the Pulse image, as the
 // container sees it.
 type pulseService struct {
-	name    string
+	name string
 	composeService
 	command string // pulse's command: ingest, stream...
 	mounts  string // a directory holding the service's bind mounts at their container paths
