@@ -11,12 +11,12 @@ import (
 const grafanaDir = "grafana"
 
 type dashboard struct {
-	UID    string       `json:"uid"`
-	Title  string       `json:"title"`
-	Panels []dashDPanel `json:"panels"`
+	UID    string      `json:"uid"`
+	Title  string      `json:"title"`
+	Panels []dashPanel `json:"panels"`
 }
 
-type dashDPanel struct {
+type dashPanel struct {
 	ID         int          `json:"id"`
 	Title      string       `json:"title"`
 	Type       string       `json:"type"`
@@ -123,9 +123,22 @@ func TestGrafanaProvisioning(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"ingest", "stream", "scorer", "history"} {
-		if _, ok := dashboards(t)[filepath.Join(grafanaDir, "dashboards", want+".json")]; !ok {
-			t.Errorf("no dashboard %s.json", want)
+}
+
+// TestEveryServiceWatched: each Pulse service the compose file starts has
+// its dashboard and its alert rules, found by the service's name.
+func TestEveryServiceWatched(t *testing.T) {
+	for _, svc := range pulseServices(t, loadCompose(t)) {
+		if len(svc.Profiles) > 0 {
+			continue // started on request only
+		}
+		for _, f := range []string{
+			filepath.Join(grafanaDir, "dashboards", svc.name+".json"),
+			filepath.Join(promDir, "rules", svc.name+".yml"),
+		} {
+			if _, err := os.Stat(f); err != nil {
+				t.Errorf("service %s: %v", svc.name, err)
+			}
 		}
 	}
 }
