@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests run against: redis-server, clickhouse-server (Debian's
-# 18.16), kcat and chromium from apt, and the Apache Kafka broker's jars from
+# 18.16), kcat, chromium and prometheus (with promtool, for deploy/'s alert
+# rules and the scrape of pulse dev) from apt, and the Apache Kafka broker's jars from
 # Maven Central into ${PULSE_CACHE:-$HOME/.cache/pulse}/kafka-<version>/libs.
 # Idempotent: when everything is present it only checks, in well under a second.
 set -euo pipefail
@@ -22,6 +23,7 @@ declare -A APT=(
 	[clickhouse-client]=/usr/bin/clickhouse-client
 	[kcat]=/usr/bin/kcat
 	[chromium]=/usr/bin/chromium
+	[prometheus]=/usr/bin/promtool
 	[maven]=/usr/bin/mvn
 	[openjdk-17-jre-headless]=/usr/lib/jvm/java-17-openjdk-amd64/bin/java
 )
@@ -41,10 +43,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 	sudo_ apt-get update -q
 	sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
-	say "apt packages present (redis-server clickhouse-server clickhouse-client kcat chromium maven java)"
+	say "apt packages present (redis-server clickhouse-server clickhouse-client kcat chromium prometheus maven java)"
 fi
-# The Debian packages start services where an init system runs; the tests
-# start their own servers on free ports and need none of them.
+# The Debian packages start services where an init system runs (prometheus
+# too, on :9090); the tests start their own servers on free ports and need
+# none of them.
 
 if ls "$KAFKA_LIBS"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null 2>&1 && [ -f "$KAFKA_LIBS/.complete" ]; then
 	say "Kafka $KAFKA_VERSION jars present in $KAFKA_LIBS"
