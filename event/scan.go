@@ -8,7 +8,7 @@ import (
 
 // The scanner is the one pass Normalize and NormalizeBatch make over what a
 // client sent: it validates the JSON strictly (RFC 8259: grammar, string
-// escapes, UTF-8), splits a batch into its items and records where each
+// escapes, UTF-8, surrogates in pairs), splits a batch into its items and records where each
 // item's top-level fields lie, so that the record can be written by copying
 // those bytes. No JSON library offers validate, split and extract fused in
 // one pass without building values, which is why it is written here.
@@ -143,7 +143,17 @@ func (s *scanner) str() (esc, high, ok bool) {
 				if i+6 > len(b) || !isHex(b[i+2]) || !isHex(b[i+3]) || !isHex(b[i+4]) || !isHex(b[i+5]) {
 					return esc, high, false
 				}
-				i += 6
+				if b[i+2]|0x20 != 'd' || b[i+3] < '8' {
+					i += 6
+					break
+				}
+				// A surrogate: only a high half followed by a low one is
+				// text; Decode refuses anything else, naming the field.
+				n, ok := surrogateEscape(b, i)
+				if !ok {
+					return esc, high, false
+				}
+				i += n
 			default:
 				return esc, high, false
 			}
