@@ -53,25 +53,25 @@ type Defaults struct {
 // wire is an event as clients send it. Fields are decoded loosely so that
 // a wrong type becomes an error naming the field, not a generic JSON error.
 type wire struct {
-	Type              any `json:"type"`
-	Action            any `json:"action"` // old Segment name for type
-	MessageID         any `json:"messageId"`
+	Type      any `json:"type"`
+	Action    any `json:"action"` // old Segment name for type
+	MessageID any `json:"messageId"`
 	// Ids are read from their JSON text: a number's digits are the id.
-	UserID      json.RawMessage `json:"userId"`
-	AnonymousID json.RawMessage `json:"anonymousId"`
-	PreviousID  json.RawMessage `json:"previousId"`
-	GroupID     json.RawMessage `json:"groupId"`
-	Event             any `json:"event"`
-	Name              any `json:"name"`
-	Category          any `json:"category"`
-	Properties        any `json:"properties"`
-	Traits            any `json:"traits"`
-	Context           any `json:"context"`
-	Integrations      any `json:"integrations"`
-	Timestamp         any `json:"timestamp"`
-	OriginalTimestamp any `json:"originalTimestamp"`
-	SentAt            any `json:"sentAt"`
-	FeatureSet        any `json:"featureSet"`
+	UserID            json.RawMessage `json:"userId"`
+	AnonymousID       json.RawMessage `json:"anonymousId"`
+	PreviousID        json.RawMessage `json:"previousId"`
+	GroupID           json.RawMessage `json:"groupId"`
+	Event             any             `json:"event"`
+	Name              any             `json:"name"`
+	Category          any             `json:"category"`
+	Properties        any             `json:"properties"`
+	Traits            any             `json:"traits"`
+	Context           any             `json:"context"`
+	Integrations      any             `json:"integrations"`
+	Timestamp         any             `json:"timestamp"`
+	OriginalTimestamp any             `json:"originalTimestamp"`
+	SentAt            any             `json:"sentAt"`
+	FeatureSet        any             `json:"featureSet"`
 }
 
 // Decode validates and normalises one event. raw is the event's JSON, now is
