@@ -1,7 +1,6 @@
 package event
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	json "github.com/goccy/go-json"
@@ -445,16 +444,11 @@ type LimitError struct{ *FieldError }
 
 func (e *LimitError) Unwrap() error { return e.FieldError }
 
-// WriteKeyOf returns the writeKey field of a single-event body, if any.
+// WriteKeyOf returns the writeKey field of a single-event body, if any,
+// without parsing the rest of it (see BodyString).
 func WriteKeyOf(body []byte) string {
-	if !bytes.Contains(body, []byte(`"writeKey"`)) {
-		return ""
-	}
-	var w struct {
-		WriteKey string `json:"writeKey"`
-	}
-	_ = json.Unmarshal(body, &w)
-	return w.WriteKey
+	k, _ := BodyString(body, "writeKey")
+	return k
 }
 
 // Marshal encodes the normalised event: the value of a pulse.events record.

@@ -3,7 +3,10 @@ package event
 import (
 	"encoding/binary"
 	"math/bits"
+	"strings"
 	"unicode/utf8"
+
+	json "github.com/goccy/go-json"
 )
 
 // The scanner is the one pass Normalize and NormalizeBatch make over what a
@@ -618,4 +621,44 @@ func (s *scanner) items(bs *batchScan) bool {
 			return true
 		}
 	}
+}
+
+// BodyString returns the value of the top-level string member name of a
+// JSON object body (matched as encoding/json matches field names, the
+// last one winning), without decoding anything else: servers read the
+// API key a body carries with it before they parse the body. A body cut
+// short or invalid further on still gives the members before the fault;
+// ok is false when no such string member was found.
+func BodyString(body []byte, name string) (value string, ok bool) {
+	s := scanner{b: body}
+	s.skipWS()
+	if s.i >= len(body) || body[s.i] != '{' {
+		return "", false
+	}
+	s.i++
+	s.skipWS()
+	for s.i < len(body) && body[s.i] == '"' {
+		ks := s.i
+		if !s.key() {
+			break
+		}
+		key := body[ks+1 : s.i-1]
+		if !s.colon() {
+			break
+		}
+		vs := s.i
+		if !s.value() {
+			break
+		}
+		if body[vs] == '"' && strings.EqualFold(unsafeString(key), name) {
+			var v string
+			if json.Unmarshal(body[vs:s.i], &v) == nil {
+				value, ok = v, true
+			}
+		}
+		if s.next('}') != ',' {
+			break
+		}
+	}
+	return value, ok
 }

@@ -191,3 +191,23 @@ func TestIDLengthLimit(t *testing.T) {
 	f(`{"type":"alias","userId":"1","previousId":"\u00e9`+strings.Repeat("a", 255)+`"}`, "previousId: is 257 bytes, over the 256 byte limit")
 	f(`{"type":"identify","userId":1e400}`, "userId: number 1e400 is out of range: send the id as a string")
 }
+
+func TestBodyString(t *testing.T) {
+	f := func(body, want string, wantOK bool) {
+		t.Helper()
+		got, ok := BodyString([]byte(body), "writeKey")
+		if got != want || ok != wantOK {
+			t.Fatalf("BodyString(%s) = %q %v, want %q %v", body, got, ok, want, wantOK)
+		}
+	}
+	f(`{"writeKey":"k"}`, "k", true)
+	f(` { "batch" : [ {"writeKey":"inner"} ] , "writeKey" : "k\u0031" } `, "k1", true)
+	f(`{"writeKey":"a","writeKey":"b"}`, "b", true)
+	f(`{"WRITEKEY":"k"}`, "k", true)
+	f(`{"writeKey":"k","batch":[`, "k", true) // cut short after the key
+	f(`{"batch":[{"writeKey":"inner"}]}`, "", false)
+	f(`{"writeKey":7}`, "", false)
+	f(`[{"writeKey":"k"}]`, "", false)
+	f(`not json`, "", false)
+	f(``, "", false)
+}
