@@ -271,3 +271,13 @@ func stringEnd(b []byte, i int) int {
 	}
 	return len(b)
 }
+
+// CheckText refuses JSON (valid JSON: check that first) holding a key or
+// a string that is not Unicode text, naming the field as a dotted path
+// ("features[2].id").
+func CheckText(raw []byte) error {
+	if path, bad := badTextField(raw, ""); bad {
+		return fieldErr(path, textReason)
+	}
+	return nil
+}

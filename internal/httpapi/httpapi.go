@@ -6,6 +6,8 @@ package httpapi
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -50,21 +52,30 @@ func WriteJSON(ctx *fasthttp.RequestCtx, v any) {
 	ctx.SetBody(b)
 }
 
-// Keys authenticates API keys and applies their rate limits.
+// Keys authenticates API keys and applies their rate limits. A secret is
+// looked up by comparing its SHA-256 with every key's in constant time
+// (crypto/subtle), so the time an answer takes says nothing about how
+// close a guess came.
 type Keys struct {
-	keys     map[string]*config.APIKey
-	limiters map[string]*rate.Limiter
+	keys []keyEntry
+}
+
+type keyEntry struct {
+	sum     [sha256.Size]byte
+	key     *config.APIKey
+	limiter *rate.Limiter // nil: no rate limit
 }
 
 // NewKeys indexes the configured keys.
 func NewKeys(keys []config.APIKey) *Keys {
-	k := &Keys{keys: map[string]*config.APIKey{}, limiters: map[string]*rate.Limiter{}}
+	k := &Keys{}
 	for i := range keys {
 		key := &keys[i]
-		k.keys[key.Key] = key
+		e := keyEntry{sum: sha256.Sum256([]byte(key.Key)), key: key}
 		if key.RateLimit > 0 {
-			k.limiters[key.Key] = rate.NewLimiter(rate.Limit(key.RateLimit), max(1, key.Burst))
+			e.limiter = rate.NewLimiter(rate.Limit(key.RateLimit), max(1, key.Burst))
 		}
+		k.keys = append(k.keys, e)
 	}
 	return k
 }
@@ -75,7 +86,23 @@ var (
 	ErrUnknownKey  = errors.New("unknown API key")
 	ErrScope       = errors.New("API key lacks the scope for this call")
 	ErrRateLimited = errors.New("rate limit exceeded for this API key")
+	// ErrTooManyFailures: the client sent too many missing or unknown
+	// keys lately; its requests are refused before any key is looked at.
+	ErrTooManyFailures = errors.New("too many failed authentications from this client")
 )
+
+// lookup finds secret among the keys, in time that depends only on the
+// number of keys.
+func (k *Keys) lookup(secret string) *keyEntry {
+	sum := sha256.Sum256([]byte(secret))
+	var found *keyEntry
+	for i := range k.keys {
+		if subtle.ConstantTimeCompare(sum[:], k.keys[i].sum[:]) == 1 {
+			found = &k.keys[i]
+		}
+	}
+	return found
+}
 
 // Check finds secret and verifies it has scope and is within its rate limit.
 // On ErrRateLimited, retryAfter says when to come back.
@@ -83,27 +110,27 @@ func (k *Keys) Check(secret, scope string) (key *config.APIKey, retryAfter time.
 	if secret == "" {
 		return nil, 0, ErrNoKey
 	}
-	key = k.keys[secret]
-	if key == nil {
+	e := k.lookup(secret)
+	if e == nil {
 		return nil, 0, ErrUnknownKey
 	}
-	if !key.HasScope(scope) {
-		return key, 0, fmt.Errorf("%w (needs %s)", ErrScope, scope)
+	if !e.key.HasScope(scope) {
+		return e.key, 0, fmt.Errorf("%w (needs %s)", ErrScope, scope)
 	}
-	if l := k.limiters[secret]; l != nil {
+	if l := e.limiter; l != nil {
 		r := l.Reserve()
 		if d := r.Delay(); d > 0 {
 			r.Cancel()
-			return key, d, ErrRateLimited
+			return e.key, d, ErrRateLimited
 		}
 	}
-	return key, 0, nil
+	return e.key, 0, nil
 }
 
 // WriteAuthError answers an error from Check with the right status.
 func WriteAuthError(ctx *fasthttp.RequestCtx, err error, retryAfter time.Duration) {
 	switch {
-	case errors.Is(err, ErrRateLimited):
+	case errors.Is(err, ErrRateLimited), errors.Is(err, ErrTooManyFailures):
 		ctx.Response.Header.Set("Retry-After", strconv.Itoa(int(math.Ceil(max(retryAfter.Seconds(), 1)))))
 		WriteError(ctx, fasthttp.StatusTooManyRequests, err.Error())
 	case errors.Is(err, ErrScope):
