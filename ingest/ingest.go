@@ -392,7 +392,7 @@ func (s *Server) stream(ctx *fasthttp.RequestCtx, key *config.APIKey, body []byt
 		return
 	}
 	b, _ := json.Marshal(struct {
-		Success int        `json:"success"`
+		Success  int        `json:"success"`
 		Rejected []Rejected `json:"rejected"`
 	}{1, rejected})
 	ctx.SetBody(b)

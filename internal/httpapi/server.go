@@ -65,10 +65,10 @@ func NewServer(o ServerOptions) *fasthttp.Server {
 	srv := &fasthttp.Server{
 		Handler:        handler,
 		ReadBufferSize: readBufferSize,
-		Name:         o.Name,
-		ReadTimeout:  30 * time.Second,
-		WriteTimeout: o.WriteTimeout,
-		IdleTimeout:  2 * time.Minute,
+		Name:           o.Name,
+		ReadTimeout:    30 * time.Second,
+		WriteTimeout:   o.WriteTimeout,
+		IdleTimeout:    2 * time.Minute,
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
 			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 				WriteError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("request body over the %d byte limit", o.MaxBodyBytes))
