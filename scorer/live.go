@@ -49,6 +49,7 @@ type Live struct {
 	log   *slog.Logger
 	opts  LiveOptions
 	auth  atomic.Pointer[liveAuth] // swapped by Reload
+	keys  *httpapi.Auth
 
 	mu    sync.Mutex
 	ring  []liveRecord // circular; ring[(start+i)%len] for i < count
@@ -87,12 +88,11 @@ type LiveOptions struct {
 
 // liveAuth is what a reload changes: the keys and the segment names.
 type liveAuth struct {
-	keys     *httpapi.Keys
 	segments map[string]bool
 }
 
 func newLiveAuth(cfg *config.Config) *liveAuth {
-	a := &liveAuth{keys: httpapi.NewKeys(cfg.Keys), segments: map[string]bool{}}
+	a := &liveAuth{segments: map[string]bool{}}
 	for _, s := range cfg.Segments {
 		a.segments[s.Name] = true
 	}
@@ -101,7 +101,10 @@ func newLiveAuth(cfg *config.Config) *liveAuth {
 
 // Reload takes the keys and segment names of a new config; streams already
 // open keep their filter. Kafka settings are not reloaded.
-func (l *Live) Reload(cfg *config.Config) { l.auth.Store(newLiveAuth(cfg)) }
+func (l *Live) Reload(cfg *config.Config) {
+	l.keys.Reload(cfg.Keys)
+	l.auth.Store(newLiveAuth(cfg))
+}
 
 // liveRecord is one buffered record: its position, what filters see, and
 // the JSON sent as the event's data.
@@ -168,6 +171,7 @@ func NewLive(cfg *config.Config, opts LiveOptions) *Live {
 		done:  make(chan struct{}),
 
 		catchups: make(chan struct{}, 8),
+		keys:     httpapi.NewAuth(cfg.Keys),
 	}
 	l.Reload(cfg)
 	return l
@@ -400,11 +404,10 @@ type liveSubscription struct {
 // resumes a stream; history=N starts a fresh one with up to N recent
 // records.
 func (l *Live) ServeSSE(ctx *fasthttp.RequestCtx) {
-	auth := l.auth.Load()
-	if _, retry, err := auth.keys.Check(httpapi.KeyFromHeaders(ctx), config.ScopeRead); err != nil {
-		httpapi.WriteAuthError(ctx, err, retry)
+	if _, ok := l.keys.Authorize(ctx, httpapi.KeyFromHeaders(ctx), config.ScopeRead); !ok {
 		return
 	}
+	auth := l.auth.Load()
 	sub := &liveSubscription{}
 	if s := strings.TrimSpace(string(ctx.QueryArgs().Peek("segment"))); s != "" {
 		sub.filter = map[string]bool{}

@@ -81,7 +81,7 @@ type Server struct {
 	dashboardKey string
 	static       *staticFiles
 
-	keys   atomic.Pointer[httpapi.Keys]
+	auth   *httpapi.Auth
 	models atomic.Pointer[modelSet]
 	// cfgNow is the config in force (replaced on reload from a path).
 	cfgNow   atomic.Pointer[config.Config]
@@ -130,7 +130,7 @@ func New(cfg *config.Config, store featurestore.Store, opts ...Option) (*Server,
 	s.cfgNow.Store(cfg)
 	d := newDerivers(cfg)
 	s.derive.Store(&d)
-	s.keys.Store(httpapi.NewKeys(cfg.Keys))
+	s.auth = httpapi.NewAuth(cfg.Keys)
 	set, status := loadModels(cfg, cfg.Models, nil)
 	s.models.Store(set)
 	for _, st := range status {
@@ -170,7 +170,7 @@ func (s *Server) Reload() ([]ModelStatus, error) {
 	s.models.Store(set)
 	if s.configPath != "" {
 		s.cfgNow.Store(cfg)
-		s.keys.Store(httpapi.NewKeys(cfg.Keys))
+		s.auth.Reload(cfg.Keys)
 		d := newDerivers(cfg)
 		s.derive.Store(&d)
 		// The live feed knows the segments and keys too.
@@ -367,18 +367,15 @@ func (s *Server) method(ctx *fasthttp.RequestCtx, m string) bool {
 	return false
 }
 
-// authorize checks the key from the headers, the query, or else bodyKey.
+// authorize checks the key from the headers, the query, or else bodyKey,
+// answering 401, 403 or 429 itself.
 func (s *Server) authorize(ctx *fasthttp.RequestCtx, scope, bodyKey string) bool {
 	secret := httpapi.KeyFromHeaders(ctx)
 	if secret == "" {
 		secret = bodyKey
 	}
-	_, retry, err := s.keys.Load().Check(secret, scope)
-	if err != nil {
-		httpapi.WriteAuthError(ctx, err, retry)
-		return false
-	}
-	return true
+	_, ok := s.auth.Authorize(ctx, secret, scope)
+	return ok
 }
 
 func (s *Server) serveLive(ctx *fasthttp.RequestCtx) {
