@@ -53,14 +53,21 @@ func (a *Auth) SetClock(now func() time.Time) { a.failures.now = now }
 // behalf of ctx's client. When it fails it answers 401, 403 or 429 itself
 // and returns false.
 func (a *Auth) Authorize(ctx *fasthttp.RequestCtx, secret, scope string) (*config.APIKey, bool) {
-	client := ClientOf(ctx)
-	if wait, blocked := a.failures.blocked(client); blocked {
-		WriteAuthError(ctx, ErrTooManyFailures, wait)
-		return nil, false
+	// Naming the client costs an allocation: only when some client failed.
+	client := ""
+	if a.failures.count.Load() > 0 {
+		client = ClientOf(ctx)
+		if wait, blocked := a.failures.blocked(client); blocked {
+			WriteAuthError(ctx, ErrTooManyFailures, wait)
+			return nil, false
+		}
 	}
 	key, retry, err := a.keys.Load().Check(secret, scope)
 	if err != nil {
 		if errors.Is(err, ErrNoKey) || errors.Is(err, ErrUnknownKey) {
+			if client == "" {
+				client = ClientOf(ctx)
+			}
 			a.failures.fail(client)
 		}
 		WriteAuthError(ctx, err, retry)
@@ -79,28 +86,30 @@ func ClientOf(ctx *fasthttp.RequestCtx) string {
 	return ip.Mask(net.CIDRMask(64, 128)).String()
 }
 
-// failures is a token bucket of failed authentications per client.
+// failures is a token bucket of failed authentications per client. The
+// clients are a sync.Map: every request of a known client reads it, and
+// only failures write.
 type failures struct {
 	burst int
 	every rate.Limit
 	now   func() time.Time
 
-	mu      sync.Mutex
-	clients map[string]*rate.Limiter
+	clients sync.Map // client -> *rate.Limiter
+	count   atomic.Int64
+	mu      sync.Mutex // adding and forgetting clients
 }
 
 func newFailures(burst int, every time.Duration, now func() time.Time) *failures {
-	return &failures{burst: burst, every: rate.Every(every), now: now, clients: map[string]*rate.Limiter{}}
+	return &failures{burst: burst, every: rate.Every(every), now: now}
 }
 
 // blocked reports whether client has no failure left, and for how long.
 func (f *failures) blocked(client string) (time.Duration, bool) {
-	f.mu.Lock()
-	l := f.clients[client]
-	f.mu.Unlock()
-	if l == nil {
+	v, ok := f.clients.Load(client)
+	if !ok {
 		return 0, false
 	}
+	l := v.(*rate.Limiter)
 	now := f.now()
 	if l.TokensAt(now) >= 1 {
 		return 0, false
@@ -114,29 +123,35 @@ func (f *failures) blocked(client string) (time.Duration, bool) {
 // fail spends one of client's failures.
 func (f *failures) fail(client string) {
 	now := f.now()
-	f.mu.Lock()
-	l := f.clients[client]
-	if l == nil {
-		if len(f.clients) >= maxClients {
-			f.forget(now)
+	v, ok := f.clients.Load(client)
+	if !ok {
+		f.mu.Lock()
+		if v, ok = f.clients.Load(client); !ok {
+			if f.count.Load() >= maxClients {
+				f.forget(now)
+			}
+			v = rate.NewLimiter(f.every, f.burst)
+			f.clients.Store(client, v)
+			f.count.Add(1)
 		}
-		l = rate.NewLimiter(f.every, f.burst)
-		f.clients[client] = l
+		f.mu.Unlock()
 	}
-	f.mu.Unlock()
-	l.AllowN(now, 1)
+	v.(*rate.Limiter).AllowN(now, 1)
 }
 
 // forget drops the clients whose bucket has refilled, and if none has,
 // every client: a flood of addresses must not grow the map without bound.
 // f.mu is held.
 func (f *failures) forget(now time.Time) {
-	for c, l := range f.clients {
-		if l.TokensAt(now) >= float64(f.burst) {
-			delete(f.clients, c)
+	f.clients.Range(func(c, v any) bool {
+		if v.(*rate.Limiter).TokensAt(now) >= float64(f.burst) {
+			f.clients.Delete(c)
+			f.count.Add(-1)
 		}
-	}
-	if len(f.clients) >= maxClients {
-		clear(f.clients)
+		return true
+	})
+	if f.count.Load() >= maxClients {
+		f.clients.Clear()
+		f.count.Store(0)
 	}
 }

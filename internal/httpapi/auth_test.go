@@ -115,7 +115,7 @@ func TestFailuresForgetWhenFull(t *testing.T) {
 	for i := range maxClients + 10 {
 		f.fail("c" + strconv.Itoa(i))
 	}
-	if n := len(f.clients); n > maxClients {
+	if n := f.count.Load(); n > maxClients {
 		t.Fatalf("%d clients tracked, over %d", n, maxClients)
 	}
 }
