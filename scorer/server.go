@@ -59,8 +59,14 @@ func WithConfigPath(path string) Option {
 	return func(s *Server) { s.configPath = path }
 }
 
-// WithDashboardKey pre-fills the dashboard with key (served in /config.js).
-// Only `pulse dev` should set it: anyone who can load the page gets the key.
+// WithDashboardKey hands key to the dashboard, so that it opens without
+// asking for one: `pulse dev` sets it, nothing else should. The key must
+// be a configured key with the read scope and no other (New refuses
+// anything more). It is served only while the scorer listens on a
+// loopback address, only in GET /v1/dashboard/config, and only to a
+// same-origin request from the dashboard's own page (Sec-Fetch-Site:
+// same-origin, a loopback Host): never as a script another site could
+// include, nor to a page on another origin or a rebound DNS name.
 func WithDashboardKey(key string) Option {
 	return func(s *Server) { s.dashboardKey = key }
 }
@@ -79,6 +85,9 @@ type Server struct {
 
 	configPath   string
 	dashboardKey string
+	// loopback: Serve's listener is on a loopback address, where the
+	// dashboard key may be handed out.
+	loopback atomic.Bool
 	static       *staticFiles
 
 	auth   *httpapi.Auth
@@ -122,6 +131,9 @@ func New(cfg *config.Config, store featurestore.Store, opts ...Option) (*Server,
 		o(s)
 	}
 	s.log = s.log.With("service", "scorer")
+	if err := checkDashboardKey(cfg, s.dashboardKey); err != nil {
+		return nil, err
+	}
 	st, err := loadStatic()
 	if err != nil {
 		return nil, err
@@ -218,6 +230,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		done := make(chan struct{})
 		go func() { s.plog.run(ctx); close(done) }()
 		defer func() { <-done }()
+	}
+	if a, ok := ln.Addr().(*net.TCPAddr); ok && a.IP.IsLoopback() {
+		s.loopback.Store(true)
+	} else if s.dashboardKey != "" {
+		s.log.Warn("the dashboard key is not handed out: the scorer listens beyond this machine", "addr", ln.Addr().String())
 	}
 	s.log.Info("scorer listening", "addr", ln.Addr().String())
 	return httpapi.Serve(ctx, s.HTTPServer(), ln, s.log)
