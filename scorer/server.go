@@ -88,7 +88,7 @@ type Server struct {
 	// loopback: Serve's listener is on a loopback address, where the
 	// dashboard key may be handed out.
 	loopback atomic.Bool
-	static       *staticFiles
+	static   *staticFiles
 
 	auth   *httpapi.Auth
 	models atomic.Pointer[modelSet]
