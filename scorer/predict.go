@@ -84,11 +84,11 @@ func (s *Server) predict(ctx *fasthttp.RequestCtx) {
 	// The key first: one in the body is read without parsing the rest, so
 	// an unauthenticated caller costs nothing more.
 	body := ctx.PostBody()
-	bodyKey := ""
-	if httpapi.KeyFromHeaders(ctx) == "" {
-		bodyKey, _ = event.BodyString(body, "api_key")
+	secret := httpapi.KeyFromHeaders(ctx)
+	if secret == "" {
+		secret, _ = event.BodyString(body, "api_key")
 	}
-	if !s.authorize(ctx, config.ScopeRead, bodyKey) {
+	if _, ok := s.auth.Authorize(ctx, secret, config.ScopeRead); !ok {
 		return
 	}
 	err := parsePredict(body, req, maxPredictRows)
