@@ -1,7 +1,6 @@
 package event
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	json "github.com/goccy/go-json"
@@ -53,24 +52,25 @@ type Defaults struct {
 // wire is an event as clients send it. Fields are decoded loosely so that
 // a wrong type becomes an error naming the field, not a generic JSON error.
 type wire struct {
-	Type              any `json:"type"`
-	Action            any `json:"action"` // old Segment name for type
-	MessageID         any `json:"messageId"`
-	UserID            any `json:"userId"`
-	AnonymousID       any `json:"anonymousId"`
-	PreviousID        any `json:"previousId"`
-	GroupID           any `json:"groupId"`
-	Event             any `json:"event"`
-	Name              any `json:"name"`
-	Category          any `json:"category"`
-	Properties        any `json:"properties"`
-	Traits            any `json:"traits"`
-	Context           any `json:"context"`
-	Integrations      any `json:"integrations"`
-	Timestamp         any `json:"timestamp"`
-	OriginalTimestamp any `json:"originalTimestamp"`
-	SentAt            any `json:"sentAt"`
-	FeatureSet        any `json:"featureSet"`
+	Type      any `json:"type"`
+	Action    any `json:"action"` // old Segment name for type
+	MessageID any `json:"messageId"`
+	// Ids are read from their JSON text: a number's digits are the id.
+	UserID            json.RawMessage `json:"userId"`
+	AnonymousID       json.RawMessage `json:"anonymousId"`
+	PreviousID        json.RawMessage `json:"previousId"`
+	GroupID           json.RawMessage `json:"groupId"`
+	Event             any             `json:"event"`
+	Name              any             `json:"name"`
+	Category          any             `json:"category"`
+	Properties        any             `json:"properties"`
+	Traits            any             `json:"traits"`
+	Context           any             `json:"context"`
+	Integrations      any             `json:"integrations"`
+	Timestamp         any             `json:"timestamp"`
+	OriginalTimestamp any             `json:"originalTimestamp"`
+	SentAt            any             `json:"sentAt"`
+	FeatureSet        any             `json:"featureSet"`
 }
 
 // Decode validates and normalises one event. raw is the event's JSON, now is
@@ -83,6 +83,9 @@ func Decode(raw []byte, now time.Time, lim Limits, d Defaults) (*Event, error) {
 	var w wire
 	if err := json.Unmarshal(raw, &w); err != nil {
 		return nil, fieldErr("", "invalid JSON: %s", jsonReason(err))
+	}
+	if path, bad := badTextField(raw, ""); bad {
+		return nil, fieldErr(path, textReason)
 	}
 	return normalise(&w, now, d)
 }
@@ -120,16 +123,16 @@ func normalise(w *wire, now time.Time, d Defaults) (*Event, error) {
 	if e.MessageID == "" {
 		e.MessageID = uuid.NewString()
 	}
-	if e.UserID, err = optString("userId", w.UserID, true); err != nil {
+	if e.UserID, err = optID("userId", w.UserID); err != nil {
 		return nil, err
 	}
-	if e.AnonymousID, err = optString("anonymousId", w.AnonymousID, true); err != nil {
+	if e.AnonymousID, err = optID("anonymousId", w.AnonymousID); err != nil {
 		return nil, err
 	}
-	if e.PreviousID, err = optString("previousId", w.PreviousID, true); err != nil {
+	if e.PreviousID, err = optID("previousId", w.PreviousID); err != nil {
 		return nil, err
 	}
-	if e.GroupID, err = optString("groupId", w.GroupID, true); err != nil {
+	if e.GroupID, err = optID("groupId", w.GroupID); err != nil {
 		return nil, err
 	}
 	if e.Event, err = optString("event", w.Event, false); err != nil {
@@ -288,6 +291,39 @@ func optString(field string, v any, numberOK bool) (string, error) {
 	return "", fieldErr(field, "must be a string")
 }
 
+// optID reads an id: a string, a number (its decimal text, see NumberID)
+// or null, at most MaxIDLen bytes.
+func optID(field string, raw json.RawMessage) (string, error) {
+	if len(raw) == 0 {
+		return "", nil
+	}
+	var id string
+	switch c := raw[0]; {
+	case c == 'n' && string(raw) == "null":
+		return "", nil
+	case c == '"':
+		if err := json.Unmarshal(raw, &id); err != nil {
+			return "", fieldErr(field, "must be a string or a number")
+		}
+	case c == '-' || isDigit(c):
+		var ok bool
+		if id, ok = NumberID(raw); !ok {
+			return "", fieldErr(field, "number %s is out of range: send the id as a string", raw)
+		}
+	default:
+		return "", fieldErr(field, "must be a string or a number")
+	}
+	return id, checkIDLen(field, len(id))
+}
+
+// checkIDLen refuses an id over MaxIDLen bytes.
+func checkIDLen(field string, n int) error {
+	if n > MaxIDLen {
+		return fieldErr(field, "is %d bytes, over the %d byte limit", n, MaxIDLen)
+	}
+	return nil
+}
+
 func optObject(field string, v any) (map[string]any, error) {
 	switch x := v.(type) {
 	case nil:
@@ -379,6 +415,10 @@ func DecodeBatch(body []byte, lim Limits) (*Batch, error) {
 	if w.Batch == nil {
 		return nil, fieldErr("batch", "required: a list of events")
 	}
+	// The items are checked one by one, as events.
+	if path, bad := badTextField(body, "batch"); bad {
+		return nil, fieldErr(path, textReason)
+	}
 	b := &Batch{Items: *w.Batch}
 	if lim.MaxBatchEvents > 0 && len(b.Items) > lim.MaxBatchEvents {
 		return nil, &LimitError{fieldErr("batch", "has %d events, over the %d event limit", len(b.Items), lim.MaxBatchEvents)}
@@ -404,16 +444,11 @@ type LimitError struct{ *FieldError }
 
 func (e *LimitError) Unwrap() error { return e.FieldError }
 
-// WriteKeyOf returns the writeKey field of a single-event body, if any.
+// WriteKeyOf returns the writeKey field of a single-event body, if any,
+// without parsing the rest of it (see BodyString).
 func WriteKeyOf(body []byte) string {
-	if !bytes.Contains(body, []byte(`"writeKey"`)) {
-		return ""
-	}
-	var w struct {
-		WriteKey string `json:"writeKey"`
-	}
-	_ = json.Unmarshal(body, &w)
-	return w.WriteKey
+	k, _ := BodyString(body, "writeKey")
+	return k
 }
 
 // Marshal encodes the normalised event: the value of a pulse.events record.

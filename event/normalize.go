@@ -412,10 +412,16 @@ func (n *Normalizer) build(dst, b []byte, it *itemScan, now time.Time, d Default
 		case c == '"':
 			vals[sf.f] = inner(sf.f)
 		case sf.numberOK && (c == '-' || isDigit(c)):
+			// An integer is the id as sent (see NumberID); the scanner
+			// sent numbers with an exponent to Decode.
 			sp := it.f[sf.f]
-			x, _ := strconv.ParseFloat(unsafeString(b[sp.start:sp.end]), 64)
-			n.nums[sf.f] = strconv.AppendFloat(n.nums[sf.f][:0], x, 'f', -1, 64)
-			vals[sf.f] = n.nums[sf.f]
+			if text := b[sp.start:sp.end]; isIntegerText(text) {
+				vals[sf.f] = text
+			} else {
+				x, _ := strconv.ParseFloat(unsafeString(text), 64)
+				n.nums[sf.f] = strconv.AppendFloat(n.nums[sf.f][:0], x, 'f', -1, 64)
+				vals[sf.f] = n.nums[sf.f]
+			}
 		case sf.numberOK:
 			return dst, "", span{}, fieldErr(fieldNames[sf.f], "must be a string or a number")
 		default:
@@ -423,6 +429,9 @@ func (n *Normalizer) build(dst, b []byte, it *itemScan, now time.Time, d Default
 		}
 		if sf.f == fMessageID && len(vals[fMessageID]) > MaxMessageIDLen {
 			return dst, "", span{}, fieldErr("messageId", "is %d characters, over the %d limit", len(vals[fMessageID]), MaxMessageIDLen)
+		}
+		if sf.numberOK && len(vals[sf.f]) > MaxIDLen {
+			return dst, "", span{}, checkIDLen(fieldNames[sf.f], len(vals[sf.f]))
 		}
 	}
 	for f := fProperties; f <= fIntegrations; f++ {

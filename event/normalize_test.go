@@ -6,7 +6,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"unicode/utf8"
 )
 
 // checkSame asserts Normalize and Decode agree on raw: the same error, or
@@ -19,9 +18,18 @@ func checkSame(t *testing.T, raw []byte, d Defaults) {
 	if (nerr == nil) != (derr == nil) || (nerr != nil && nerr.Error() != derr.Error()) {
 		t.Fatalf("raw %q:\nNormalize error %v\n   Decode error %v", raw, nerr, derr)
 	}
+	// What is not text is refused: decoders would make it U+FFFD, and
+	// different ids one.
+	if nerr == nil && !textOK(raw) {
+		t.Fatalf("raw %q holds invalid text, yet was accepted as %s", raw, out)
+	}
 	if nerr != nil {
 		return
 	}
+	if !textOK(out) {
+		t.Fatalf("raw %q: the record %q holds invalid text", raw, out)
+	}
+	checkIDsAsSent(t, raw, out)
 	got, err := Unmarshal(out)
 	if err != nil {
 		t.Fatalf("Normalize wrote an invalid record %s: %v", out, err)
@@ -102,7 +110,7 @@ func TestScanString(t *testing.T) {
 		s := scanner{b: in}
 		_, _, ok := s.str()
 		ok = ok && s.i == len(in)
-		if want := json.Valid(in) && utf8.Valid(in); ok != want {
+		if want := json.Valid(in) && textOK(in); ok != want {
 			t.Fatalf("str(%q) = %v, want %v", in, ok, want)
 		}
 	}
@@ -114,7 +122,7 @@ func TestScanString(t *testing.T) {
 			f(bb)
 		}
 	}
-	for _, s := range []string{`""`, `"\u00e9"`, `"\u00g9"`, `"\"`, `"é"`, "\"\xff\"", "\"\xed\xa0\x80\"", `"\/\b\f\n\r\t\"\\"`, `"abc`, `"\u12"`} {
+	for _, s := range []string{`""`, `"\u00e9"`, `"\u00g9"`, `"\"`, `"é"`, "\"\xff\"", "\"\xed\xa0\x80\"", `"\/\b\f\n\r\t\"\\"`, `"abc`, `"\u12"`, `"\ud800"`, `"\uDBFF\uDFFF"`, `"\ud800\u0041"`, `"\udc00"`, `"x\ud83d\ude00y"`, `"\ud83d"`, `"\ud83d\"`, `"\uD7FF"`} {
 		f([]byte(s))
 	}
 }
@@ -144,9 +152,13 @@ func checkSameBatch(t *testing.T, body []byte) {
 		if (it.Err == nil) != (err == nil) || (err != nil && err.Error() != it.Err.Error()) {
 			t.Fatalf("body %q item %d: error %v, want %v", body, i, it.Err, err)
 		}
+		if it.Err == nil && !textOK(it.Raw) {
+			t.Fatalf("body %q item %d holds invalid text, yet was accepted", body, i)
+		}
 		if err != nil {
 			continue
 		}
+		checkIDsAsSent(t, it.Raw, it.Value)
 		if string(it.Key) != info.EntityID || it.Type != info.Type {
 			t.Fatalf("body %q item %d: key %q type %s, want %q %s", body, i, it.Key, it.Type, info.EntityID, info.Type)
 		}

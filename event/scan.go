@@ -3,12 +3,15 @@ package event
 import (
 	"encoding/binary"
 	"math/bits"
+	"strings"
 	"unicode/utf8"
+
+	json "github.com/goccy/go-json"
 )
 
 // The scanner is the one pass Normalize and NormalizeBatch make over what a
 // client sent: it validates the JSON strictly (RFC 8259: grammar, string
-// escapes, UTF-8), splits a batch into its items and records where each
+// escapes, UTF-8, surrogates in pairs), splits a batch into its items and records where each
 // item's top-level fields lie, so that the record can be written by copying
 // those bytes. No JSON library offers validate, split and extract fused in
 // one pass without building values, which is why it is written here.
@@ -143,7 +146,17 @@ func (s *scanner) str() (esc, high, ok bool) {
 				if i+6 > len(b) || !isHex(b[i+2]) || !isHex(b[i+3]) || !isHex(b[i+4]) || !isHex(b[i+5]) {
 					return esc, high, false
 				}
-				i += 6
+				if b[i+2]|0x20 != 'd' || b[i+3] < '8' {
+					i += 6
+					break
+				}
+				// A surrogate: only a high half followed by a low one is
+				// text; Decode refuses anything else, naming the field.
+				n, ok := surrogateEscape(b, i)
+				if !ok {
+					return esc, high, false
+				}
+				i += n
 			default:
 				return esc, high, false
 			}
@@ -608,4 +621,44 @@ func (s *scanner) items(bs *batchScan) bool {
 			return true
 		}
 	}
+}
+
+// BodyString returns the value of the top-level string member name of a
+// JSON object body (matched as encoding/json matches field names, the
+// last one winning), without decoding anything else: servers read the
+// API key a body carries with it before they parse the body. A body cut
+// short or invalid further on still gives the members before the fault;
+// ok is false when no such string member was found.
+func BodyString(body []byte, name string) (value string, ok bool) {
+	s := scanner{b: body}
+	s.skipWS()
+	if s.i >= len(body) || body[s.i] != '{' {
+		return "", false
+	}
+	s.i++
+	s.skipWS()
+	for s.i < len(body) && body[s.i] == '"' {
+		ks := s.i
+		if !s.key() {
+			break
+		}
+		key := body[ks+1 : s.i-1]
+		if !s.colon() {
+			break
+		}
+		vs := s.i
+		if !s.value() {
+			break
+		}
+		if body[vs] == '"' && strings.EqualFold(unsafeString(key), name) {
+			var v string
+			if json.Unmarshal(body[vs:s.i], &v) == nil {
+				value, ok = v, true
+			}
+		}
+		if s.next('}') != ',' {
+			break
+		}
+	}
+	return value, ok
 }

@@ -30,7 +30,7 @@ import (
 type Server struct {
 	cfg    *config.Config
 	client *kgo.Client
-	keys   *httpapi.Keys
+	auth   *httpapi.Auth
 	health *httpapi.Health
 	log    *slog.Logger
 	limits event.Limits
@@ -46,7 +46,7 @@ func New(cfg *config.Config, client *kgo.Client, log *slog.Logger) *Server {
 	return &Server{
 		cfg:    cfg,
 		client: client,
-		keys:   httpapi.NewKeys(cfg.Keys),
+		auth:   httpapi.NewAuth(cfg.Keys),
 		health: httpapi.NewHealth(),
 		log:    log.With("service", "ingest"),
 		limits: event.Limits{MaxEventBytes: cfg.Ingest.MaxEventBytes, MaxBatchEvents: cfg.Ingest.MaxBatchEvents},
@@ -132,19 +132,39 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		httpapi.WriteError(ctx, fasthttp.StatusUnsupportedMediaType, msg)
 		return
 	}
+	// The key is checked before the body is read: a key in the headers
+	// before the body is even decompressed, one in the body before
+	// anything but that member is read. An unauthenticated caller costs
+	// nothing more.
+	var key *config.APIKey
+	if secret := httpapi.KeyFromHeaders(ctx); secret != "" {
+		if key, ok = s.auth.Authorize(ctx, secret, config.ScopeWrite); !ok {
+			return
+		}
+	}
 	body, status, err := s.body(ctx)
 	if err != nil {
 		httpapi.WriteError(ctx, status, err.Error())
 		return
 	}
+	if key == nil {
+		field := "writeKey"
+		if path == "/v1/stream" {
+			field = "api_key"
+		}
+		secret, _ := event.BodyString(body, field)
+		if key, ok = s.auth.Authorize(ctx, secret, config.ScopeWrite); !ok {
+			return
+		}
+	}
 	requestBytes.Add(float64(len(body)))
 	switch path {
 	case "/v1/batch", "/v1/import":
-		s.batch(ctx, body)
+		s.batch(ctx, key, body)
 	case "/v1/stream":
-		s.stream(ctx, body)
+		s.stream(ctx, key, body)
 	default:
-		s.single(ctx, body, typ)
+		s.single(ctx, key, body, typ)
 	}
 }
 
@@ -189,26 +209,6 @@ func (s *Server) body(ctx *fasthttp.RequestCtx) ([]byte, int, error) {
 	return nil, fasthttp.StatusUnsupportedMediaType, fmt.Errorf("Content-Encoding %s is not supported: send gzip or nothing", enc)
 }
 
-// authorize checks the write key from the headers or, failing that, the body.
-func (s *Server) authorize(ctx *fasthttp.RequestCtx, bodyKey string) (*config.APIKey, bool) {
-	secret := httpapi.KeyFromHeaders(ctx)
-	if secret == "" {
-		secret = bodyKey
-	}
-	return s.checkKey(ctx, secret)
-}
-
-// checkKey checks secret for the write scope and its rate limit, answering
-// the error itself.
-func (s *Server) checkKey(ctx *fasthttp.RequestCtx, secret string) (*config.APIKey, bool) {
-	key, retry, err := s.keys.Check(secret, config.ScopeWrite)
-	if err != nil {
-		httpapi.WriteAuthError(ctx, err, retry)
-		return nil, false
-	}
-	return key, true
-}
-
 // Rejected is one invalid item of a batch, as listed in the answer.
 type Rejected struct {
 	Index int    `json:"index"`
@@ -221,35 +221,28 @@ type answer struct {
 	Rejected []Rejected `json:"rejected,omitempty"`
 }
 
-func (s *Server) single(ctx *fasthttp.RequestCtx, body []byte, typ event.Type) {
-	// The body is searched for a writeKey only when the headers carry none.
-	secret := httpapi.KeyFromHeaders(ctx)
-	if secret == "" {
-		secret = event.WriteKeyOf(body)
-	}
-	key, ok := s.checkKey(ctx, secret)
-	if !ok {
-		return
-	}
+func (s *Server) single(ctx *fasthttp.RequestCtx, key *config.APIKey, body []byte, typ event.Type) {
 	now := s.now()
 	n := normalizers.Get().(*event.Normalizer)
 	value, info, err := n.Normalize(make([]byte, 0, len(body)+256), body, now, s.limits, event.Defaults{Type: typ})
 	normalizers.Put(n)
 	if err != nil {
+		// The body is the event: whatever is wrong with it, invalid JSON
+		// included, it is dead-lettered as sent (at most the event size
+		// limit) for the operator to see what the client sent.
+		r := "invalid"
 		var fe *event.FieldError
-		if !errors.As(err, &fe) || strings.HasPrefix(fe.Reason, "invalid JSON") {
-			// Not an event at all: a whole-request problem, nothing to keep.
-			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, err.Error())
-			return
+		if errors.As(err, &fe) {
+			r = reason(fe)
 		}
-		rejectedEvents.WithLabelValues(reason(fe)).Inc()
+		rejectedEvents.WithLabelValues(r).Inc()
 		dl := s.deadLetter(key, 0, body, nil, err, now)
 		if _, perr := s.produce(ctx, []*kgo.Record{dl}); perr != nil {
 			s.unavailable(ctx, perr)
 			return
 		}
 		status := fasthttp.StatusBadRequest
-		if strings.Contains(fe.Reason, "byte limit") {
+		if fe != nil && strings.Contains(fe.Reason, "byte limit") && fe.Field == "" {
 			status = fasthttp.StatusRequestEntityTooLarge
 		}
 		httpapi.WriteError(ctx, status, err.Error())
@@ -280,7 +273,7 @@ type batchState struct {
 
 var batchStates = sync.Pool{New: func() any { return new(batchState) }}
 
-func (s *Server) batch(ctx *fasthttp.RequestCtx, body []byte) {
+func (s *Server) batch(ctx *fasthttp.RequestCtx, key *config.APIKey, body []byte) {
 	now := s.now()
 	st := batchStates.Get().(*batchState)
 	start := time.Now()
@@ -288,23 +281,12 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx, body []byte) {
 	normalizeSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		batchStates.Put(st)
-		// Authenticate before explaining limits to strangers, when we can.
-		if httpapi.KeyFromHeaders(ctx) != "" {
-			if _, ok := s.authorize(ctx, ""); !ok {
-				return
-			}
-		}
 		var le *event.LimitError
 		if errors.As(err, &le) {
 			httpapi.WriteError(ctx, fasthttp.StatusRequestEntityTooLarge, err.Error())
 			return
 		}
 		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, err.Error())
-		return
-	}
-	key, ok := s.authorize(ctx, st.b.WriteKey)
-	if !ok {
-		batchStates.Put(st)
 		return
 	}
 	items := st.b.Items
@@ -352,25 +334,25 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx, body []byte) {
 	writeAnswer(ctx, rejected)
 }
 
-// streamBody is Mage's feature-row ingestion shape.
+// streamBody is Mage's feature-row ingestion shape. Rows are read one by
+// one, numbers as their text, so that an id keeps its digits.
 type streamBody struct {
-	APIKey     string           `json:"api_key"`
-	FeatureSet string           `json:"feature_set"`
-	Features   []map[string]any `json:"features"`
+	FeatureSet string            `json:"feature_set"`
+	Features   []json.RawMessage `json:"features"`
 }
 
-func (s *Server) stream(ctx *fasthttp.RequestCtx, body []byte) {
+func (s *Server) stream(ctx *fasthttp.RequestCtx, key *config.APIKey, body []byte) {
 	var sb streamBody
 	if err := json.Unmarshal(body, &sb); err != nil {
 		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "invalid JSON: "+err.Error())
 		return
 	}
-	key, ok := s.authorize(ctx, sb.APIKey)
-	if !ok {
-		return
-	}
 	if sb.FeatureSet == "" {
 		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "feature_set: required, e.g. user/profile_attributes/5")
+		return
+	}
+	if err := event.CheckText([]byte(`{"feature_set":` + strconv.Quote(sb.FeatureSet) + `}`)); err != nil {
+		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
 	if sb.Features == nil {
@@ -384,10 +366,9 @@ func (s *Server) stream(ctx *fasthttp.RequestCtx, body []byte) {
 	now := s.now()
 	recs := make([]*kgo.Record, 0, len(sb.Features))
 	var rejected []Rejected
-	for i, row := range sb.Features {
-		e, err := s.rowEvent(sb.FeatureSet, row, now)
+	for i, raw := range sb.Features {
+		e, err := s.rowEvent(sb.FeatureSet, raw, now)
 		if err != nil {
-			raw, _ := json.Marshal(row)
 			rejectedEvents.WithLabelValues("id").Inc()
 			rejected = append(rejected, Rejected{Index: i, Error: err.Error()})
 			recs = append(recs, s.deadLetter(key, i, raw, nil, err, now))
@@ -418,7 +399,17 @@ func (s *Server) stream(ctx *fasthttp.RequestCtx, body []byte) {
 }
 
 // rowEvent turns a feature row into an identify carrying the row as traits.
-func (s *Server) rowEvent(featureSet string, row map[string]any, now time.Time) (*event.Event, error) {
+func (s *Server) rowEvent(featureSet string, raw []byte, now time.Time) (*event.Event, error) {
+	// Decoders make invalid text U+FFFD: refuse it first, naming the column.
+	if err := event.CheckText(raw); err != nil {
+		return nil, err
+	}
+	var row map[string]any
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	if err := d.Decode(&row); err != nil {
+		return nil, &event.FieldError{Reason: "want an object like {\"id\": 612, \"age\": 31}"}
+	}
 	id, err := rowID(row["id"])
 	if err != nil {
 		return nil, err
@@ -429,25 +420,28 @@ func (s *Server) rowEvent(featureSet string, row map[string]any, now time.Time) 
 			traits[k] = v
 		}
 	}
-	raw, err := json.Marshal(map[string]any{"type": "identify", "userId": id, "traits": traits, "featureSet": featureSet})
+	// Numbers are written back as sent and read by Decode: the id keeps
+	// its digits, the traits become float64 as in any event.
+	rawEvent, err := json.Marshal(map[string]any{"type": "identify", "userId": id, "traits": traits, "featureSet": featureSet})
 	if err != nil {
 		return nil, err
 	}
-	return event.Decode(raw, now, s.limits, event.Defaults{})
+	return event.Decode(rawEvent, now, s.limits, event.Defaults{})
 }
 
-func rowID(v any) (string, error) {
+// rowID is a row's id as JSON: a string, or a number as sent.
+func rowID(v any) (json.RawMessage, error) {
 	switch x := v.(type) {
 	case string:
 		if x != "" {
-			return x, nil
+			return json.Marshal(x)
 		}
-	case float64:
-		return strconv.FormatFloat(x, 'f', -1, 64), nil
+	case json.Number:
+		return json.RawMessage(x), nil
 	case nil:
-		return "", &event.FieldError{Field: "id", Reason: "required in every feature row"}
+		return nil, &event.FieldError{Field: "id", Reason: "required in every feature row"}
 	}
-	return "", &event.FieldError{Field: "id", Reason: "must be a non-empty string or a number"}
+	return nil, &event.FieldError{Field: "id", Reason: "must be a non-empty string or a number"}
 }
 
 func (s *Server) record(e *event.Event) (*kgo.Record, error) {
@@ -557,7 +551,7 @@ func writeAnswer(ctx *fasthttp.RequestCtx, rejected []Rejected) {
 // reason is the metric label for a rejection: the field at fault, or the limit.
 func reason(fe *event.FieldError) string {
 	switch {
-	case strings.Contains(fe.Reason, "byte limit"):
+	case strings.Contains(fe.Reason, "byte limit") && fe.Field == "":
 		return "too_large"
 	case strings.HasPrefix(fe.Reason, "invalid JSON"):
 		return "json"

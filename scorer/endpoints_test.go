@@ -1,7 +1,10 @@
 package scorer_test
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -180,10 +183,102 @@ func TestDashboard(t *testing.T) {
 	}
 
 	dev := start(t, newConfig(t, testConfig), newMemStore(), scorer.WithDashboardKey("read-key"))
-	if _, body := dev.do("GET", "/config.js", "", ""); body != `window.PULSE_CONFIG = {"readKey":"read-key","models":["purchase_propensity","spend"]};`+"\n" {
+	// Never in a script another site can include.
+	if _, body := dev.do("GET", "/config.js", "", ""); body != `window.PULSE_CONFIG = {"models":["purchase_propensity","spend"]};`+"\n" {
 		t.Errorf("config.js in dev: %q", body)
 	}
-	if _, body := dev.do("GET", "/v1/dashboard/config", "", ""); body != `{"readKey":"read-key","models":["purchase_propensity","spend"]}` {
-		t.Errorf("dashboard config in dev: %q", body)
+	checkDashboardKey(t, dev.url, "read-key")
+}
+
+// checkDashboardKey: GET /v1/dashboard/config hands key only to a
+// same-origin fetch from a page on a loopback host.
+func checkDashboardKey(t *testing.T, base, key string) {
+	t.Helper()
+	get := func(hdr map[string]string) string {
+		t.Helper()
+		req, _ := http.NewRequest("GET", base+"/v1/dashboard/config", nil)
+		for k, v := range hdr {
+			if k == "Host" {
+				req.Host = v
+			} else {
+				req.Header.Set(k, v)
+			}
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("dashboard config headers: %v", resp.Header)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	same := map[string]string{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Dest": "empty", "Sec-Fetch-Mode": "cors"}
+	with := func(extra map[string]string) map[string]string {
+		m := map[string]string{}
+		for k, v := range same {
+			m[k] = v
+		}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	withKey := `{"readKey":"` + key + `","models":["purchase_propensity","spend"]}`
+	noKey := `{"models":["purchase_propensity","spend"]}`
+	port := base[strings.LastIndex(base, ":")+1:]
+	for _, c := range []struct {
+		name string
+		hdr  map[string]string
+		want string
+	}{
+		{"the dashboard's fetch", same, withKey},
+		{"from localhost", with(map[string]string{"Host": "localhost:" + port, "Origin": "http://localhost:" + port}), withKey},
+		{"no fetch metadata (curl, an old browser)", nil, noKey},
+		{"another site's fetch", with(map[string]string{"Sec-Fetch-Site": "cross-site"}), noKey},
+		{"another site's script tag", with(map[string]string{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Dest": "script", "Sec-Fetch-Mode": "no-cors"}), noKey},
+		{"a same-origin script tag", with(map[string]string{"Sec-Fetch-Dest": "script"}), noKey},
+		{"a DNS name rebound to 127.0.0.1", with(map[string]string{"Host": "evil.example:" + port}), noKey},
+		{"another origin", with(map[string]string{"Origin": "http://evil.example"}), noKey},
+	} {
+		if got := get(c.hdr); got != c.want {
+			t.Errorf("%s: %s, want %s", c.name, got, c.want)
+		}
+	}
+}
+
+func TestDashboardKeyRules(t *testing.T) {
+	cfg := newConfig(t, testConfig)
+	for _, key := range []string{"admin-key", "write-key", "not-configured"} {
+		if _, err := scorer.New(cfg, newMemStore(), scorer.WithDashboardKey(key)); err == nil {
+			t.Errorf("a dashboard key %q was taken", key)
+		}
+	}
+	// Listening beyond loopback, the scorer never hands the key out.
+	srv, err := scorer.New(cfg, newMemStore(), scorer.WithDashboardKey("read-key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+	port := ln.Addr().(*net.TCPAddr).Port
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/v1/dashboard/config", port), nil)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	req.Header.Set("Sec-Fetch-Dest", "empty")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if b, _ := io.ReadAll(resp.Body); strings.Contains(string(b), "read-key") {
+		t.Fatalf("a scorer on %s handed out the dashboard key: %s", ln.Addr(), b)
 	}
 }

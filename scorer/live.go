@@ -49,6 +49,7 @@ type Live struct {
 	log   *slog.Logger
 	opts  LiveOptions
 	auth  atomic.Pointer[liveAuth] // swapped by Reload
+	keys  *httpapi.Auth
 
 	mu    sync.Mutex
 	ring  []liveRecord // circular; ring[(start+i)%len] for i < count
@@ -87,12 +88,11 @@ type LiveOptions struct {
 
 // liveAuth is what a reload changes: the keys and the segment names.
 type liveAuth struct {
-	keys     *httpapi.Keys
 	segments map[string]bool
 }
 
 func newLiveAuth(cfg *config.Config) *liveAuth {
-	a := &liveAuth{keys: httpapi.NewKeys(cfg.Keys), segments: map[string]bool{}}
+	a := &liveAuth{segments: map[string]bool{}}
 	for _, s := range cfg.Segments {
 		a.segments[s.Name] = true
 	}
@@ -101,7 +101,10 @@ func newLiveAuth(cfg *config.Config) *liveAuth {
 
 // Reload takes the keys and segment names of a new config; streams already
 // open keep their filter. Kafka settings are not reloaded.
-func (l *Live) Reload(cfg *config.Config) { l.auth.Store(newLiveAuth(cfg)) }
+func (l *Live) Reload(cfg *config.Config) {
+	l.keys.Reload(cfg.Keys)
+	l.auth.Store(newLiveAuth(cfg))
+}
 
 // liveRecord is one buffered record: its position, what filters see, and
 // the JSON sent as the event's data.
@@ -168,6 +171,7 @@ func NewLive(cfg *config.Config, opts LiveOptions) *Live {
 		done:  make(chan struct{}),
 
 		catchups: make(chan struct{}, 8),
+		keys:     httpapi.NewAuth(cfg.Keys),
 	}
 	l.Reload(cfg)
 	return l
@@ -400,11 +404,10 @@ type liveSubscription struct {
 // resumes a stream; history=N starts a fresh one with up to N recent
 // records.
 func (l *Live) ServeSSE(ctx *fasthttp.RequestCtx) {
-	auth := l.auth.Load()
-	if _, retry, err := auth.keys.Check(httpapi.KeyFromHeaders(ctx), config.ScopeRead); err != nil {
-		httpapi.WriteAuthError(ctx, err, retry)
+	if _, ok := l.keys.Authorize(ctx, httpapi.KeyFromHeaders(ctx), config.ScopeRead); !ok {
 		return
 	}
+	auth := l.auth.Load()
 	sub := &liveSubscription{}
 	if s := strings.TrimSpace(string(ctx.QueryArgs().Peek("segment"))); s != "" {
 		sub.filter = map[string]bool{}
@@ -450,19 +453,52 @@ func (l *Live) ServeSSE(ctx *fasthttp.RequestCtx) {
 	// The stream outlives the handler: keep only the connection (for write
 	// deadlines, so the server's WriteTimeout does not end a long stream).
 	conn := ctx.Conn()
+	// The connection ends with the stream, so that nothing but watchGone
+	// reads it meanwhile.
+	ctx.SetConnectionClose()
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 		liveSubscribers.Inc()
 		defer liveSubscribers.Dec()
-		if err := l.stream(w, conn, sub); err != nil && !errors.Is(err, errLiveClosed) {
+		gone := watchGone(conn)
+		if err := l.stream(w, conn, sub, gone); err != nil && !errors.Is(err, errLiveClosed) && !errors.Is(err, errClientGone) {
 			l.log.Debug("live stream ended", "err", err)
 		}
 	})
 }
 
-var errLiveClosed = errors.New("live feed stopped")
+var (
+	errLiveClosed = errors.New("live feed stopped")
+	errClientGone = errors.New("the client closed the connection")
+)
 
-// stream writes sub's events to w until the client goes or Live stops.
-func (l *Live) stream(w *bufio.Writer, conn net.Conn, sub *liveSubscription) error {
+// watchGone returns a channel closed when the client closes conn. fasthttp
+// tells a streaming handler nothing when its client leaves, and a write
+// fails only at the next heartbeat: until then a closed stream would hold
+// its goroutines (two per client). A read on the connection, which no one
+// else reads while the stream lasts, hears the close at once. The reader
+// ends when the connection closes, whoever closes it.
+func watchGone(conn net.Conn) <-chan struct{} {
+	gone := make(chan struct{})
+	if conn == nil {
+		return gone
+	}
+	go func() {
+		defer close(gone)
+		// The deadline fasthttp set for reading the request is over.
+		conn.SetReadDeadline(time.Time{})
+		var buf [64]byte
+		for {
+			if _, err := conn.Read(buf[:]); err != nil {
+				return
+			}
+		}
+	}()
+	return gone
+}
+
+// stream writes sub's events to w until the client goes (gone) or Live
+// stops.
+func (l *Live) stream(w *bufio.Writer, conn net.Conn, sub *liveSubscription, gone <-chan struct{}) error {
 	flush := func() error {
 		if conn != nil {
 			conn.SetWriteDeadline(time.Now().Add(l.opts.WriteTimeout))
@@ -477,6 +513,8 @@ func (l *Live) stream(w *bufio.Writer, conn net.Conn, sub *liveSubscription) err
 			waiting = false
 		case <-l.done:
 			return errLiveClosed
+		case <-gone:
+			return errClientGone
 		case <-heartbeat.C:
 			w.WriteString(": waiting for the segments topic\n\n")
 			if err := flush(); err != nil {
@@ -496,7 +534,7 @@ func (l *Live) stream(w *bufio.Writer, conn net.Conn, sub *liveSubscription) err
 		batch, wake, need := l.take(sub)
 		if need != nil {
 			liveCatchups.Inc()
-			if err := l.catchUp(w, flush, sub, need); err != nil {
+			if err := l.catchUp(w, flush, sub, need, gone); err != nil {
 				return err
 			}
 			continue
@@ -522,6 +560,8 @@ func (l *Live) stream(w *bufio.Writer, conn net.Conn, sub *liveSubscription) err
 		case <-wake:
 		case <-l.done:
 			return errLiveClosed
+		case <-gone:
+			return errClientGone
 		case <-heartbeat.C:
 			// The id moves a filtered client's position past records it
 			// did not want, so a reconnect does not read them again.
@@ -621,12 +661,14 @@ func (l *Live) historyStart(sub *liveSubscription) uint64 {
 
 // catchUp reads need's ranges from Kafka and writes them to the client:
 // the records it missed that the buffer no longer holds.
-func (l *Live) catchUp(w *bufio.Writer, flush func() error, sub *liveSubscription, need map[int32][2]int64) error {
+func (l *Live) catchUp(w *bufio.Writer, flush func() error, sub *liveSubscription, need map[int32][2]int64, gone <-chan struct{}) error {
 	select {
 	case l.catchups <- struct{}{}:
 		defer func() { <-l.catchups }()
 	case <-l.done:
 		return errLiveClosed
+	case <-gone:
+		return errClientGone
 	}
 	from := map[int32]kgo.Offset{}
 	for p, r := range need {
@@ -648,6 +690,8 @@ func (l *Live) catchUp(w *bufio.Writer, flush func() error, sub *liveSubscriptio
 		select {
 		case <-l.done:
 			cancel()
+		case <-gone:
+			cancel()
 		case <-ctx.Done():
 		}
 	}()
@@ -663,7 +707,12 @@ func (l *Live) catchUp(w *bufio.Writer, flush func() error, sub *liveSubscriptio
 		fs := cl.PollFetches(pctx)
 		pcancel()
 		if ctx.Err() != nil {
-			return errLiveClosed
+			select {
+			case <-gone:
+				return errClientGone
+			default:
+				return errLiveClosed
+			}
 		}
 		wrote := false
 		fs.EachRecord(func(r *kgo.Record) {

@@ -8,6 +8,8 @@ import (
 	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/pulse-rt/pulse/event"
 )
 
 // The predict body is read by hand: with a general JSON decoder, building
@@ -413,6 +415,7 @@ func (p *predictBody) row(r *reader, i int) error {
 			if string(name) == "id" {
 				switch c := r.peek(); {
 				case c == '"':
+					start := r.i
 					s, err := r.str()
 					if err != nil {
 						return err
@@ -420,13 +423,23 @@ func (p *predictBody) row(r *reader, i int) error {
 					if len(s) == 0 {
 						return &parseError{path: fmt.Sprintf("features[%d].%s.id", i, entity), msg: "want a non-empty string or a number"}
 					}
+					// As ingest: what is not text was never stored.
+					if !event.IsText(r.b[start+1 : r.i-1]) {
+						return &parseError{path: fmt.Sprintf("features[%d].%s.id", i, entity), msg: `is not valid Unicode text (invalid UTF-8, or a lone surrogate such as \ud800): send UTF-8`}
+					}
 					rw.id = string(s)
 				case c == '-' || (c >= '0' && c <= '9'):
 					s, err := r.number()
 					if err != nil {
 						return err
 					}
-					rw.id = string(s)
+					// The id ingest keeps for the same number: an
+					// integer's digits, whatever its size.
+					id, ok := event.NumberID(s)
+					if !ok {
+						return &parseError{path: fmt.Sprintf("features[%d].%s.id", i, entity), msg: fmt.Sprintf("number %s is out of range: send the id as a string", s)}
+					}
+					rw.id = id
 				case c == 0:
 					return r.fail("unexpected end of body")
 				default:
@@ -463,8 +476,10 @@ func (p *predictBody) row(r *reader, i int) error {
 	return nil
 }
 
-// inlineValue reads a request-time feature: a number, a boolean (1/0), null
-// (missing) or a string holding a number.
+// inlineValue reads a request-time feature: a finite number, a boolean
+// (1/0), null (missing) or a string holding a finite number. NaN and the
+// infinities are refused, spelt as strings or overflowing (1e999): a
+// model would take them for values.
 func (r *reader) inlineValue() (float64, error) {
 	switch c := r.peek(); {
 	case c == '-' || (c >= '0' && c <= '9'):
@@ -472,7 +487,11 @@ func (r *reader) inlineValue() (float64, error) {
 		if err != nil {
 			return 0, err
 		}
-		return strconv.ParseFloat(unsafe.String(unsafe.SliceData(s), len(s)), 64)
+		f, err := strconv.ParseFloat(unsafe.String(unsafe.SliceData(s), len(s)), 64)
+		if err != nil {
+			return 0, &parseError{at: typeProblem, msg: fmt.Sprintf("want a finite number, got %s", s)}
+		}
+		return f, nil
 	case c == 't':
 		return 1, r.literal("true")
 	case c == 'f':
@@ -484,7 +503,7 @@ func (r *reader) inlineValue() (float64, error) {
 		if err != nil {
 			return 0, err
 		}
-		if f, err := strconv.ParseFloat(string(s), 64); err == nil {
+		if f, err := strconv.ParseFloat(string(s), 64); err == nil && !math.IsNaN(f) && !math.IsInf(f, 0) {
 			return f, nil
 		}
 		return 0, &parseError{at: typeProblem, msg: fmt.Sprintf("want a number, got the string %q", s)}

@@ -87,3 +87,41 @@ func FuzzParsePredict(f *testing.F) {
 		}
 	})
 }
+
+// TestParsePredictHoles: no NaN or infinity reaches a model, and ids are
+// read as ingest keeps them.
+func TestParsePredictHoles(t *testing.T) {
+	var p predictBody
+	f := func(body, wantErr string) {
+		t.Helper()
+		err := parsePredict([]byte(body), &p, 2)
+		if err == nil || err.Error() != wantErr {
+			t.Errorf("%s: got %v, want %q", body, err, wantErr)
+		}
+	}
+	for _, s := range []string{"NaN", "nan", "Inf", "-Inf", "+Infinity", "infinity", "1e999"} {
+		f(`{"features":[{"user":{"id":1,"x":"`+s+`"}}]}`, `features[0].user.x: want a number, got the string "`+s+`"`)
+	}
+	f(`{"features":[{"user":{"id":1,"x":1e999}}]}`, "features[0].user.x: want a finite number, got 1e999")
+	f(`{"features":[{"user":{"id":1,"x":-1e999}}]}`, "features[0].user.x: want a finite number, got -1e999")
+	f(`{"features":[{"user":{"id":1e999}}]}`, "features[0].user.id: number 1e999 is out of range: send the id as a string")
+	f(`{"features":[{"user":{"id":"\ud800"}}]}`, `features[0].user.id: is not valid Unicode text (invalid UTF-8, or a lone surrogate such as \ud800): send UTF-8`)
+	f("{\"features\":[{\"user\":{\"id\":\"\xff\"}}]}", `features[0].user.id: is not valid Unicode text (invalid UTF-8, or a lone surrogate such as \ud800): send UTF-8`)
+
+	ids := func(body string, want ...string) {
+		t.Helper()
+		if err := parsePredict([]byte(body), &p, 10); err != nil {
+			t.Fatal(err)
+		}
+		for i, w := range want {
+			if p.rows[i].id != w {
+				t.Errorf("%s: row %d id %q, want %q", body, i, p.rows[i].id, w)
+			}
+		}
+	}
+	ids(`{"features":[{"user":{"id":9007199254740993}},{"user":{"id":1.5e3}},{"user":{"id":"\ud83d\ude00"}},{"user":{"id":-0}}]}`,
+		"9007199254740993", "1500", "😀", "-0")
+	if err := parsePredict([]byte(`{"features":[{"user":{"id":1,"x":"1.5e2","y":-2e-3}}]}`), &p, 1); err != nil || p.kv[0].value != 150 || p.kv[1].value != -0.002 {
+		t.Fatalf("finite values: %v %+v", err, p.kv)
+	}
+}

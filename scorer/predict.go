@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/internal/httpapi"
 	"github.com/pulse-rt/pulse/internal/jsonstr"
@@ -80,16 +81,19 @@ func (s *Server) predict(ctx *fasthttp.RequestCtx) {
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
 	req := &sc.body
-	err := parsePredict(ctx.PostBody(), req, maxPredictRows)
-	if err != nil && !errors.Is(err, errRows) {
-		// Say what is wrong with the body only to a caller we know.
-		if httpapi.KeyFromHeaders(ctx) != "" && !s.authorize(ctx, config.ScopeRead, "") {
-			return
-		}
-		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, err.Error())
+	// The key first: one in the body is read without parsing the rest, so
+	// an unauthenticated caller costs nothing more.
+	body := ctx.PostBody()
+	secret := httpapi.KeyFromHeaders(ctx)
+	if secret == "" {
+		secret, _ = event.BodyString(body, "api_key")
+	}
+	if _, ok := s.auth.Authorize(ctx, secret, config.ScopeRead); !ok {
 		return
 	}
-	if !s.authorize(ctx, config.ScopeRead, req.apiKey) {
+	err := parsePredict(body, req, maxPredictRows)
+	if err != nil && !errors.Is(err, errRows) {
+		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
 	if err != nil {

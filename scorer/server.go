@@ -59,8 +59,14 @@ func WithConfigPath(path string) Option {
 	return func(s *Server) { s.configPath = path }
 }
 
-// WithDashboardKey pre-fills the dashboard with key (served in /config.js).
-// Only `pulse dev` should set it: anyone who can load the page gets the key.
+// WithDashboardKey hands key to the dashboard, so that it opens without
+// asking for one: `pulse dev` sets it, nothing else should. The key must
+// be a configured key with the read scope and no other (New refuses
+// anything more). It is served only while the scorer listens on a
+// loopback address, only in GET /v1/dashboard/config, and only to a
+// same-origin request from the dashboard's own page (Sec-Fetch-Site:
+// same-origin, a loopback Host): never as a script another site could
+// include, nor to a page on another origin or a rebound DNS name.
 func WithDashboardKey(key string) Option {
 	return func(s *Server) { s.dashboardKey = key }
 }
@@ -79,9 +85,12 @@ type Server struct {
 
 	configPath   string
 	dashboardKey string
-	static       *staticFiles
+	// loopback: Serve's listener is on a loopback address, where the
+	// dashboard key may be handed out.
+	loopback atomic.Bool
+	static   *staticFiles
 
-	keys   atomic.Pointer[httpapi.Keys]
+	auth   *httpapi.Auth
 	models atomic.Pointer[modelSet]
 	// cfgNow is the config in force (replaced on reload from a path).
 	cfgNow   atomic.Pointer[config.Config]
@@ -122,6 +131,9 @@ func New(cfg *config.Config, store featurestore.Store, opts ...Option) (*Server,
 		o(s)
 	}
 	s.log = s.log.With("service", "scorer")
+	if err := checkDashboardKey(cfg, s.dashboardKey); err != nil {
+		return nil, err
+	}
 	st, err := loadStatic()
 	if err != nil {
 		return nil, err
@@ -130,7 +142,7 @@ func New(cfg *config.Config, store featurestore.Store, opts ...Option) (*Server,
 	s.cfgNow.Store(cfg)
 	d := newDerivers(cfg)
 	s.derive.Store(&d)
-	s.keys.Store(httpapi.NewKeys(cfg.Keys))
+	s.auth = httpapi.NewAuth(cfg.Keys)
 	set, status := loadModels(cfg, cfg.Models, nil)
 	s.models.Store(set)
 	for _, st := range status {
@@ -170,7 +182,7 @@ func (s *Server) Reload() ([]ModelStatus, error) {
 	s.models.Store(set)
 	if s.configPath != "" {
 		s.cfgNow.Store(cfg)
-		s.keys.Store(httpapi.NewKeys(cfg.Keys))
+		s.auth.Reload(cfg.Keys)
 		d := newDerivers(cfg)
 		s.derive.Store(&d)
 		// The live feed knows the segments and keys too.
@@ -218,6 +230,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		done := make(chan struct{})
 		go func() { s.plog.run(ctx); close(done) }()
 		defer func() { <-done }()
+	}
+	if a, ok := ln.Addr().(*net.TCPAddr); ok && a.IP.IsLoopback() {
+		s.loopback.Store(true)
+	} else if s.dashboardKey != "" {
+		s.log.Warn("the dashboard key is not handed out: the scorer listens beyond this machine", "addr", ln.Addr().String())
 	}
 	s.log.Info("scorer listening", "addr", ln.Addr().String())
 	return httpapi.Serve(ctx, s.HTTPServer(), ln, s.log)
@@ -367,18 +384,15 @@ func (s *Server) method(ctx *fasthttp.RequestCtx, m string) bool {
 	return false
 }
 
-// authorize checks the key from the headers, the query, or else bodyKey.
+// authorize checks the key from the headers, the query, or else bodyKey,
+// answering 401, 403 or 429 itself.
 func (s *Server) authorize(ctx *fasthttp.RequestCtx, scope, bodyKey string) bool {
 	secret := httpapi.KeyFromHeaders(ctx)
 	if secret == "" {
 		secret = bodyKey
 	}
-	_, retry, err := s.keys.Load().Check(secret, scope)
-	if err != nil {
-		httpapi.WriteAuthError(ctx, err, retry)
-		return false
-	}
-	return true
+	_, ok := s.auth.Authorize(ctx, secret, scope)
+	return ok
 }
 
 func (s *Server) serveLive(ctx *fasthttp.RequestCtx) {

@@ -23,29 +23,60 @@ type ServerOptions struct {
 	// answers an oversized body (ingest reads a little past its limit to
 	// give its JSON 413 rather than a dropped connection).
 	BodySlack int
+	// MaxURLBytes bounds a request's URL (path and query): longer ones are
+	// answered 414; default DefaultMaxURLBytes.
+	MaxURLBytes int
 	// WriteTimeout bounds writing an answer; 0 is none.
 	WriteTimeout time.Duration
 	// Log gets fasthttp's own messages, at debug level; default slog.Default().
 	Log *slog.Logger
 }
 
+// DefaultMaxURLBytes is the URL limit: room for any id Pulse accepts
+// (event.MaxIDLen bytes), percent-escaped, in /v1/entities/{entity}/{id}
+// with a query.
+const DefaultMaxURLBytes = 2048
+
+// readBufferSize bounds the request line and headers together (fasthttp's
+// ReadBufferSize); past it the answer is 431.
+const readBufferSize = 8192
+
 // NewServer is the fasthttp server every Pulse API runs: 30s to read a
-// request, 2 minutes idle, no default Server header, and errors fasthttp
-// meets before the handler answered in the JSON error shape.
+// request, 2 minutes idle, no default Server header, URLs up to
+// MaxURLBytes (414 past it), the request line and headers up to 8 KiB
+// (431), and errors fasthttp meets before the handler answered in the JSON
+// error shape.
 func NewServer(o ServerOptions) *fasthttp.Server {
 	log := o.Log
 	if log == nil {
 		log = slog.Default()
 	}
+	maxURL := o.MaxURLBytes
+	if maxURL <= 0 {
+		maxURL = DefaultMaxURLBytes
+	}
+	handler := func(ctx *fasthttp.RequestCtx) {
+		if n := len(ctx.Request.Header.RequestURI()); n > maxURL {
+			WriteError(ctx, fasthttp.StatusRequestURITooLong, fmt.Sprintf("the URL is %d bytes, over the %d byte limit", n, maxURL))
+			return
+		}
+		o.Handler(ctx)
+	}
 	srv := &fasthttp.Server{
-		Handler:      o.Handler,
-		Name:         o.Name,
-		ReadTimeout:  30 * time.Second,
-		WriteTimeout: o.WriteTimeout,
-		IdleTimeout:  2 * time.Minute,
+		Handler:        handler,
+		ReadBufferSize: readBufferSize,
+		Name:           o.Name,
+		ReadTimeout:    30 * time.Second,
+		WriteTimeout:   o.WriteTimeout,
+		IdleTimeout:    2 * time.Minute,
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
 			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 				WriteError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("request body over the %d byte limit", o.MaxBodyBytes))
+				return
+			}
+			var small *fasthttp.ErrSmallBuffer
+			if errors.As(err, &small) {
+				WriteError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("the request line and headers are over the %d byte limit (URLs: at most %d bytes)", readBufferSize, maxURL))
 				return
 			}
 			WriteError(ctx, fasthttp.StatusBadRequest, "cannot parse request: "+err.Error())

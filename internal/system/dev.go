@@ -26,8 +26,8 @@ type DevOptions struct {
 // Dev runs every service of `pulse dev` on cfg until ctx ends: an
 // embedded Kafka (on the port of the config's first broker, its log under
 // the data dir), the config's online store, ingest, the stream, the scorer
-// as `pulse scorer` runs it (with the dashboard pre-filled with the first
-// read key: only here, where it listens on 127.0.0.1), webhooks, the
+// as `pulse scorer` runs it (handing the dashboard the first key with the
+// read scope alone: only here, where it listens on 127.0.0.1), webhooks, the
 // history (into a local clickhouse-server when the config names no
 // ClickHouse and one is installed), and with o.Demo the e-commerce traffic
 // generator; then it prints where each part listens.
@@ -56,7 +56,13 @@ func Dev(ctx context.Context, cfg *config.Config, o DevOptions) error {
 	if err := sys.StartStream(nil, ""); err != nil {
 		return err
 	}
-	if err := sys.StartScorer(Serving(scorer.WithDashboardKey(cfg.KeyWithScope(config.ScopeRead)))); err != nil {
+	var serving []scorer.Option
+	if key := dashboardKey(cfg); key != "" {
+		serving = append(serving, scorer.WithDashboardKey(key))
+	} else {
+		slog.Warn("no key with the read scope alone in the config: the dashboard will ask for a read key")
+	}
+	if err := sys.StartScorer(Serving(serving...)); err != nil {
 		return err
 	}
 	sys.StartWebhooks()
@@ -75,6 +81,18 @@ func Dev(ctx context.Context, cfg *config.Config, o DevOptions) error {
 	}
 	printDevBanner(cfg, o.Demo)
 	return sys.Wait()
+}
+
+// dashboardKey is the first configured key with the read scope and no
+// other, the only kind the scorer hands to the dashboard: a key that can
+// also write or reload must not reach every page that opens it.
+func dashboardKey(cfg *config.Config) string {
+	for _, k := range cfg.Keys {
+		if len(k.Scopes) == 1 && k.HasScope(config.ScopeRead) {
+			return k.Key
+		}
+	}
+	return ""
 }
 
 func loopback(addr string) string {

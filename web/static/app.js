@@ -570,7 +570,21 @@
     });
   }
 
-  state.key = localStorage.getItem(KEY_STORE) || cfg.readKey || '';
+  // The dev key, when `pulse dev` hands one out: only in answer to this
+  // page's own same-origin fetch, never in a script another site could
+  // include (docs/api.md, "The dashboard").
+  function devKey() {
+    return fetch('/v1/dashboard/config', { headers: { 'Accept': 'application/json' }, cache: 'no-store', credentials: 'same-origin' })
+      .then(function (resp) { return resp.ok ? resp.json() : {}; })
+      .then(function (c) { return (c && c.readKey) || ''; })
+      .catch(function () { return ''; });
+  }
+
+  state.key = localStorage.getItem(KEY_STORE) || '';
   if (state.key) connect();
-  else askKey('');
+  else devKey().then(function (key) {
+    state.key = key;
+    if (key) connect();
+    else askKey('');
+  });
 })();

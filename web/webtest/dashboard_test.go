@@ -51,7 +51,7 @@ type fakeScorer struct {
 	static  fasthttp.RequestHandler
 	mu      sync.Mutex
 	members map[string][]string
-	noKey   bool // /config.js without the dev key, as outside `pulse dev`
+	noKey   bool // no dev key in /v1/dashboard/config, as outside `pulse dev`
 	// history is what GET /v1/segments?history= reports, sampled since
 	// historySince (unix ms); historyAsked counts the requests for it.
 	history      map[string][][2]int64
@@ -81,6 +81,20 @@ func (f *fakeScorer) setMembers(seg string, ids ...string) {
 
 func (f *fakeScorer) handler(ctx *fasthttp.RequestCtx) {
 	path := string(ctx.Path())
+	if path == "/v1/dashboard/config" {
+		// As the real scorer in `pulse dev`: the key only to the page's
+		// own same-origin fetch (scorer.WithDashboardKey).
+		ctx.SetContentType("application/json")
+		f.mu.Lock()
+		noKey := f.noKey
+		f.mu.Unlock()
+		if noKey || string(ctx.Request.Header.Peek("Sec-Fetch-Site")) != "same-origin" {
+			ctx.SetBodyString(`{"models":["purchase_propensity"]}`)
+			return
+		}
+		ctx.SetBodyString(`{"readKey":"rk","models":["purchase_propensity"]}`)
+		return
+	}
 	if strings.HasPrefix(path, "/v1/") && path != "/v1/segments/live" && path != "/v1/predict" &&
 		string(ctx.Request.Header.Peek("Authorization")) != "Bearer rk" {
 		ctx.SetStatusCode(401)
@@ -96,12 +110,9 @@ func (f *fakeScorer) handler(ctx *fasthttp.RequestCtx) {
 	}
 	switch {
 	case path == "/config.js":
+		// Never the key: any site may include a script.
 		ctx.SetContentType("text/javascript")
-		if f.noKey {
-			ctx.SetBodyString(`window.PULSE_CONFIG = {"models":["purchase_propensity"]};`)
-			return
-		}
-		ctx.SetBodyString(`window.PULSE_CONFIG = {"readKey":"rk","models":["purchase_propensity"]};`)
+		ctx.SetBodyString(`window.PULSE_CONFIG = {"models":["purchase_propensity"]};`)
 	case path == "/v1/segments/live":
 		if f.live == nil {
 			ctx.SetStatusCode(503)
@@ -195,7 +206,7 @@ func TestDashboardShowsLiveChanges(t *testing.T) {
 	defer b.close()
 	countOf := func(seg string) string { return fmt.Sprintf(`[data-segment=%q] .count`, seg) }
 
-	// The page loads with the dev key from /config.js and shows the counts.
+	// The page loads with the dev key from /v1/dashboard/config and shows the counts.
 	b.open(url)
 	b.waitText(countOf("big_spenders"), "2")
 	b.waitText(countOf("active_shoppers"), "1")
