@@ -104,4 +104,3 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 	srv := httpapi.NewServer(httpapi.ServerOptions{Name: "pulse-destinations", Handler: s.Handler(health), Log: s.opts.Log})
 	return httpapi.Serve(ctx, srv, ln, s.opts.Log)
 }
-
