@@ -37,7 +37,10 @@ type DeadLetter struct {
 	Topic     string          `json:"topic"`
 	Partition int32           `json:"partition"`
 	Offset    int64           `json:"offset"`
-	Record    json.RawMessage `json:"record"` // the segment record, as on the topic
+	Record    json.RawMessage `json:"record,omitempty"` // the segment record, as on the topic
+	// Value is the record's value when it is not JSON (base64 in the
+	// JSON), and Record empty.
+	Value []byte `json:"value,omitempty"`
 }
 
 // Encode is the record value.

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/segment"
@@ -490,6 +491,9 @@ func (r *Runner) deadLetter(ctx context.Context, cl *kgo.Client, rt *Route, it *
 		Error: it.last.Err.Error(), Status: it.last.Status, Attempts: attempts,
 		First: it.first.UTC(), Dead: time.Now().UTC(),
 		Topic: it.rec.Topic, Partition: it.rec.Partition, Offset: it.rec.Offset, Record: it.rec.Value,
+	}
+	if !json.Valid(it.rec.Value) {
+		dl.Record, dl.Value = nil, it.rec.Value
 	}
 	name := r.opts.Name
 	if rt != nil {
