@@ -74,6 +74,11 @@ type Destination struct {
 	// order), overriding the default 1.
 	Concurrency int       `yaml:"concurrency"`
 	RateLimit   RateLimit `yaml:"rate_limit"`
+	// StartFrom is where a new destination (one whose consumer group has
+	// no offsets yet) starts reading: "end" (the default: only changes
+	// from now on) or "beginning" (every change the segments topic still
+	// holds). Once it has offsets, it goes on from them.
+	StartFrom string `yaml:"start_from"`
 
 	Line int `yaml:"-"`
 }
@@ -116,6 +121,7 @@ func (d *Destination) applyDefaults() {
 	if d.Concurrency == 0 {
 		d.Concurrency = 1
 	}
+	setDefault(&d.StartFrom, "end")
 	switch d.Type {
 	case DestinationSegment:
 		setDefault(&d.URL, "https://api.segment.io")
@@ -165,7 +171,7 @@ var destinationKeys = map[string][]string{
 	DestinationKafka:   {"topic", "brokers"},
 }
 
-var commonDestinationKeys = []string{"name", "type", "segments", "max_retries", "timeout", "batch_size", "concurrency", "rate_limit"}
+var commonDestinationKeys = []string{"name", "type", "segments", "max_retries", "timeout", "batch_size", "concurrency", "rate_limit", "start_from"}
 
 func (c *Config) validateDestinations(file string, nl nodeLines) Errors {
 	var errs Errors
@@ -274,6 +280,9 @@ func (c *Config) validateDestinations(file string, nl nodeLines) Errors {
 		}
 		if d.Concurrency < 1 || d.Concurrency > 64 {
 			add("concurrency", "must be between 1 and 64")
+		}
+		if d.StartFrom != "end" && d.StartFrom != "beginning" {
+			add("start_from", "must be end or beginning, got %q", d.StartFrom)
 		}
 		if d.RateLimit.RequestsPerSecond < 0 || d.RateLimit.RecordsPerSecond < 0 {
 			add("rate_limit", "must not be negative")

@@ -31,7 +31,7 @@ destinations:
 	}
 	d := c.Destinations
 	if d[0].URL != "https://api.segment.io" || d[0].BatchSize != 100 || d[0].Retries() != 8 || d[0].Timeout.D() != 10*time.Second ||
-		d[0].Concurrency != 1 || d[0].RateLimit.RequestsPerSecond != 50 || d[0].Line != 6 {
+		d[0].Concurrency != 1 || d[0].StartFrom != "end" || d[0].RateLimit.RequestsPerSecond != 50 || d[0].Line != 6 {
 		t.Errorf("segment defaults: %+v", d[0])
 	}
 	if d[1].Method != "POST" || d[1].BatchSize != 1 || d[2].BatchSize != 1 || d[2].Retries() != 0 || d[3].BatchSize != 500 {
@@ -79,6 +79,7 @@ destinations:
     timeout: 1ms
     concurrency: 65
     rate_limit: {records_per_second: -1}
+    start_from: middle
   - name: x
     type: pigeon
     segments: []
@@ -107,8 +108,9 @@ destinations:
 		"d.yaml:26: destinations[k].timeout: must be between 10ms and 5m",
 		"d.yaml:27: destinations[k].concurrency: must be between 1 and 64",
 		"d.yaml:28: destinations[k].rate_limit: must not be negative",
-		"d.yaml:30: destinations[x].type: unknown type \"pigeon\"",
-		"d.yaml:31: destinations[x].segments: required",
+		"d.yaml:29: destinations[k].start_from: must be end or beginning, got \"middle\"",
+		"d.yaml:31: destinations[x].type: unknown type \"pigeon\"",
+		"d.yaml:32: destinations[x].segments: required",
 	}
 	got := errs.Error()
 	for _, w := range want {

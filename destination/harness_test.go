@@ -26,6 +26,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 type env struct {
 	t   *testing.T
 	cfg *config.Config
+	src string // the config's YAML
 	cl  *kgo.Client
 }
 
@@ -67,7 +68,7 @@ keys:
 	if err := kafka.EnsureTopics(ctx, cl, cfg.Kafka); err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, cfg: cfg, cl: cl}
+	return &env{t: t, cfg: cfg, src: head + yaml, cl: cl}
 }
 
 // change makes the record of one enter or exit, unique by n.

@@ -64,6 +64,10 @@ type Options struct {
 	// LagInterval is how often the lag gauge is measured, overriding the
 	// default 5s.
 	LagInterval time.Duration
+	// CommitInterval is how often a partition's progress is committed
+	// while a long poll is delivered (and always at its end), overriding
+	// the default 1s: what a crash delivers again is bounded by it.
+	CommitInterval time.Duration
 	// Log is the logger, overriding the default slog.Default().
 	Log *slog.Logger
 }
@@ -78,6 +82,9 @@ func (o *Options) EnsureDefaults() {
 	}
 	if o.LagInterval <= 0 {
 		o.LagInterval = 5 * time.Second
+	}
+	if o.CommitInterval <= 0 {
+		o.CommitInterval = time.Second
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
@@ -313,7 +320,14 @@ type item struct {
 // It returns the last record done.
 func (r *Runner) deliverPartition(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) (*kgo.Record, error) {
 	var last *kgo.Record
+	committed := time.Now()
 	for i := 0; i < len(recs); {
+		if last != nil && time.Since(committed) >= r.opts.CommitInterval {
+			if err := cl.CommitRecords(ctx, last); err != nil && ctx.Err() == nil {
+				r.log.Warn("destination offsets not committed", "err", err)
+			}
+			committed = time.Now()
+		}
 		if err := r.waitResumed(ctx); err != nil {
 			return last, err
 		}

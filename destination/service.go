@@ -44,6 +44,7 @@ func New(cfg *config.Config, o Options, client *http.Client) (*Service, error) {
 		}
 		ro := o
 		ro.Name, ro.Group, ro.DeadTopic = d.Name, kafka.DestinationGroup(d.Name), kafka.DestinationsDeadTopic(cfg.Kafka)
+		ro.FromStart = o.FromStart || d.StartFrom == "beginning"
 		r := NewRunner(cfg, []*Route{rt}, ro)
 		s.dests = append(s.dests, d)
 		s.runners = append(s.runners, r)
