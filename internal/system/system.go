@@ -70,7 +70,7 @@ type System struct {
 	Destinations *destination.Service
 
 	ingestAddr, scorerAddr, destinationsAddr string
-	stream                 atomic.Pointer[stream.Processor] // the one running, once StartStream made it
+	stream                                   atomic.Pointer[stream.Processor] // the one running, once StartStream made it
 
 	ctx     context.Context // the group's: ends when the parent does, at Close, or when a part fails
 	cancel  context.CancelFunc
