@@ -160,6 +160,16 @@ func (d *Destination) ParseTemplate() (*template.Template, error) {
 	return template.New(d.Name).Funcs(TemplateFuncs).Option("missingkey=zero").Parse(d.Template)
 }
 
+// ParseURL parses the http destination's URL as a template (it may
+// depend on the change: {{if .Entered}}...{{else}}...{{end}}), or returns
+// nil when it has no action.
+func (d *Destination) ParseURL() (*template.Template, error) {
+	if !strings.Contains(d.URL, "{{") {
+		return nil, nil
+	}
+	return template.New(d.Name + ".url").Funcs(TemplateFuncs).Option("missingkey=zero").Parse(d.URL)
+}
+
 var destinationNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
 
 // destinationKeys are the keys each type reads, beyond the common ones: a
@@ -244,6 +254,9 @@ func (c *Config) validateDestinations(file string, nl nodeLines) Errors {
 			}
 		case DestinationHTTP:
 			httpURL()
+			if _, err := d.ParseURL(); err != nil {
+				add("url", "%v", err)
+			}
 			if strings.TrimSpace(d.Template) == "" {
 				add("template", "required: the request body")
 			} else if _, err := d.ParseTemplate(); err != nil {

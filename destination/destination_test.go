@@ -54,7 +54,7 @@ segments:
 destinations:
   - name: braze
     type: http
-    url: %s/users/track
+    url: '%s/users/{{if .Entered}}track{{else}}track{{end}}'
     method: post
     headers: {X-Team: growth}
     auth: {bearer: tok}
@@ -83,7 +83,7 @@ destinations:
 	reasons := map[string]int{}
 	for _, dl := range dls {
 		r := recs[dl.ChangeID]
-		if dl.Destination != "braze" || dl.Type != "http" || dl.Segment != "lapsing" || dl.URL != rc.srv.URL+"/users/track" ||
+		if dl.Destination != "braze" || dl.Type != "http" || dl.Segment != "lapsing" || dl.URL != rc.srv.URL+"/users/{{if .Entered}}track{{else}}track{{end}}" ||
 			dl.Topic != e.cfg.Kafka.Topics.Segments || dl.Error == "" || dl.First.IsZero() || dl.Dead.Before(dl.First) {
 			t.Errorf("dead letter %+v", dl)
 		}
@@ -122,6 +122,9 @@ destinations:
 		}
 		if fmt.Sprint(body) != fmt.Sprint(wantBody) {
 			t.Errorf("body %v, want %v", body, wantBody)
+		}
+		if h.path != "/users/track" {
+			t.Errorf("path %s", h.path)
 		}
 		if h.header.Get("Authorization") != "Bearer tok" || h.header.Get("X-Team") != "growth" || h.header.Get("Content-Type") != "application/json" {
 			t.Errorf("headers %v", h.header)

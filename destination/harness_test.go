@@ -167,6 +167,7 @@ func (e *env) deadLetters(topic string, n int) []DeadLetter {
 // hit is one request a receiver answered.
 type hit struct {
 	key    string // the idempotency key the request carried
+	path   string
 	header http.Header
 	body   []byte
 	status int
@@ -200,7 +201,7 @@ func newReceiver(t *testing.T, keyOf func(*http.Request, []byte) string, answer 
 			status = rc.answer(w, key, attempt)
 		}
 		rc.mu.Lock()
-		rc.hits = append(rc.hits, hit{key: key, header: r.Header.Clone(), body: body, status: status, at: time.Now()})
+		rc.hits = append(rc.hits, hit{key: key, path: r.URL.Path, header: r.Header.Clone(), body: body, status: status, at: time.Now()})
 		rc.mu.Unlock()
 		w.WriteHeader(status)
 	}))

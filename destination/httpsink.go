@@ -17,12 +17,14 @@ import (
 // json). Each request carries the idempotency key in Idempotency-Key,
 // then Headers, then the auth.
 type HTTP struct {
-	URL      string
-	Method   string // default POST
-	Headers  map[string]string
-	Auth     *config.DestinationAuth
-	Template *template.Template
-	Client   *http.Client // default NewHTTPClient()
+	URL string
+	// URLTemplate, when set, renders the URL from the change instead.
+	URLTemplate *template.Template
+	Method      string // default POST
+	Headers     map[string]string
+	Auth        *config.DestinationAuth
+	Template    *template.Template
+	Client      *http.Client // default NewHTTPClient()
 }
 
 // TemplateData is what an http destination's template sees of a change.
@@ -81,7 +83,15 @@ func (h *HTTP) do(ctx context.Context, c *Change) *Failure {
 	if method == "" {
 		method = http.MethodPost
 	}
-	req, err := http.NewRequestWithContext(ctx, method, h.URL, bytes.NewReader(body))
+	url := h.URL
+	if h.URLTemplate != nil {
+		var b bytes.Buffer
+		if err := h.URLTemplate.Execute(&b, NewTemplateData(&c.Record)); err != nil {
+			return &Failure{Err: fmt.Errorf("cannot render the URL: %w", err)}
+		}
+		url = b.String()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
 		return &Failure{Err: fmt.Errorf("cannot build request: %w", err)}
 	}

@@ -76,7 +76,11 @@ func NewRoute(cfg *config.Config, d *config.Destination, client *http.Client) (*
 		if err != nil {
 			return nil, nil, fmt.Errorf("destination %s: %w", d.Name, err)
 		}
-		h := &HTTP{URL: d.URL, Method: d.Method, Headers: d.Headers, Auth: d.Auth, Template: tmpl, Client: client}
+		urlTmpl, err := d.ParseURL()
+		if err != nil {
+			return nil, nil, fmt.Errorf("destination %s: %w", d.Name, err)
+		}
+		h := &HTTP{URL: d.URL, URLTemplate: urlTmpl, Method: d.Method, Headers: d.Headers, Auth: d.Auth, Template: tmpl, Client: client}
 		// A template that names a field a change lacks fails here, at
 		// start, rather than dead-lettering every change.
 		sample := segment.Record{ID: "0", Segment: "s", Entity: "user", EntityID: "1", Change: segment.ChangeEnter, At: time.Unix(0, 0)}
