@@ -4,12 +4,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/segment"
@@ -381,5 +384,54 @@ func TestRateLimits(t *testing.T) {
 	NewRunner(nil, []*Route{rt}, Options{Name: "r"})
 	if rt.requests.Limit() != 50 || rt.records.Limit() != 200 || rt.BatchSize != 200 {
 		t.Errorf("limits %v %v, batch %d", rt.requests.Limit(), rt.records.Limit(), rt.BatchSize)
+	}
+}
+
+var fqNameRe = regexp.MustCompile(`fqName: "([^"]+)"`)
+
+// TestMetricsStartAtZero: a new runner's series exist at 0 before any
+// delivery, so that dashboards show the zeros and Prometheus's increase()
+// counts a destination's first dead letter (a series first seen at 1 has
+// grown by nothing).
+func TestMetricsStartAtZero(t *testing.T) {
+	NewRunner(nil, []*Route{{Name: "zero-route"}}, Options{Name: "zero-runner", Group: "g", DeadTopic: "d"})
+	// Read what the collectors hold (WithLabelValues would make a missing
+	// series on asking).
+	have := map[string]float64{}
+	for _, c := range []prometheus.Collector{deliveredTotal, retriesTotal, deadLettersTotal, deliverySeconds, pausedGauge, lagRecords} {
+		ch := make(chan prometheus.Metric, 1000)
+		c.Collect(ch)
+		close(ch)
+		for m := range ch {
+			var pb dto.Metric
+			if err := m.Write(&pb); err != nil {
+				t.Fatal(err)
+			}
+			var labels []string
+			for _, l := range pb.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			v := pb.GetCounter().GetValue() + pb.GetGauge().GetValue() + float64(pb.GetHistogram().GetSampleCount())
+			name := fqNameRe.FindStringSubmatch(m.Desc().String())[1]
+			have[name+"{"+strings.Join(labels, ",")+"}"] = v
+		}
+	}
+	for _, want := range []string{
+		"pulse_destination_delivered_total{destination=zero-route}",
+		"pulse_destination_retries_total{destination=zero-route}",
+		"pulse_destination_dead_letters_total{destination=zero-route,reason=rejected}",
+		"pulse_destination_dead_letters_total{destination=zero-route,reason=retries_exhausted}",
+		"pulse_destination_dead_letters_total{destination=zero-runner,reason=undecodable}",
+		"pulse_destination_delivery_seconds{destination=zero-route}",
+		"pulse_destination_paused{destination=zero-runner}",
+		"pulse_destination_lag_records{destination=zero-runner}",
+	} {
+		v, ok := have[want]
+		switch {
+		case !ok:
+			t.Errorf("%s: no series before any delivery", want)
+		case v != 0:
+			t.Errorf("%s = %v, want 0", want, v)
+		}
 	}
 }

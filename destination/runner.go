@@ -120,10 +120,17 @@ func NewRunner(cfg *config.Config, routes []*Route, o Options) *Runner {
 			// A batch never asks for more tokens than the bucket holds.
 			rt.BatchSize = min(rt.BatchSize, burst)
 		}
+		// Every series at 0 from the start, so that a dashboard shows the
+		// zeros and Prometheus's increase() counts the first dead letter
+		// (a counter first seen at 1 has grown by nothing).
 		deliveredTotal.WithLabelValues(rt.Name)
 		retriesTotal.WithLabelValues(rt.Name)
 		deliverySeconds.WithLabelValues(rt.Name)
+		deadLettersTotal.WithLabelValues(rt.Name, ReasonRejected)
+		deadLettersTotal.WithLabelValues(rt.Name, ReasonExhausted)
 	}
+	// Undecodable records are counted under the runner's name (deadLetter).
+	deadLettersTotal.WithLabelValues(o.Name, ReasonUndecodable)
 	pausedGauge.WithLabelValues(o.Name).Set(0)
 	lagRecords.WithLabelValues(o.Name)
 	return &Runner{cfg: cfg, routes: routes, opts: o, log: o.Log.With("destination", o.Name)}
