@@ -24,7 +24,8 @@ COPY --from=build /pulse /usr/local/bin/pulse
 # Numeric, so that Kubernetes' runAsNonRoot can check it.
 USER 10001:10001
 WORKDIR /var/lib/pulse
-# ingest, scorer, stream (health, metrics), webhooks, history (health, metrics).
-EXPOSE 8080 8081 8082 8083 8084
+# ingest, scorer, stream (health, metrics), webhooks, history (health,
+# metrics), destinations (admin API, health, metrics).
+EXPOSE 8080 8081 8082 8083 8084 8085
 ENTRYPOINT ["pulse"]
 CMD ["help"]

@@ -28,6 +28,9 @@ type Config struct {
 	Segments []Segment `yaml:"segments"`
 	Models   []Model   `yaml:"models"`
 
+	// Destinations receive segment changes (destinations.go).
+	Destinations []Destination `yaml:"destinations"`
+
 	// Dir is the directory the config file was read from; relative paths in
 	// the file (models, data_dir) resolve against it. Empty for embedded configs.
 	Dir string `yaml:"-"`

@@ -143,9 +143,9 @@ func TestResolve(t *testing.T) {
 func TestWebhookRetries(t *testing.T) {
 	c, err := Parse([]byte(`
 segments:
-  - {name: a, rule: 'x > 1', webhook: {url: "http://127.0.0.1:9/a"}}
-  - {name: b, rule: 'x > 1', webhook: {url: "http://127.0.0.1:9/b", max_retries: 0}}
-  - {name: c, rule: 'x > 1', webhook: {url: "http://127.0.0.1:9/c", max_retries: 3}}
+  - {name: a, rule: 'x > 1', webhook: {url: "http://127.0.0.1:9/a", secret: s}}
+  - {name: b, rule: 'x > 1', webhook: {url: "http://127.0.0.1:9/b", secret: s, max_retries: 0}}
+  - {name: c, rule: 'x > 1', webhook: {url: "http://127.0.0.1:9/c", secret: s, max_retries: 3}}
 `), "w.yaml")
 	if err != nil {
 		t.Fatal(err)

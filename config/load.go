@@ -114,6 +114,9 @@ func Parse(data []byte, name string) (*Config, error) {
 	for i := range c.Models {
 		c.Models[i].Line = lines.item("models", i)
 	}
+	for i := range c.Destinations {
+		c.Destinations[i].Line = lines.item("destinations", i)
+	}
 	c.ApplyDefaults()
 	errs = append(errs, c.validate(name, lines)...)
 	if len(errs) > 0 {
@@ -183,6 +186,20 @@ func (nl nodeLines) field(section string, i int, key string) int {
 		}
 	}
 	return item.Line
+}
+
+// keys lists the keys of list item i of section, in file order.
+func (nl nodeLines) keys(section string, i int) []string {
+	n := nl.top[section]
+	if n == nil || n.Kind != yaml.SequenceNode || i >= len(n.Content) {
+		return nil
+	}
+	var out []string
+	item := n.Content[i]
+	for j := 0; j+1 < len(item.Content); j += 2 {
+		out = append(out, item.Content[j].Value)
+	}
+	return out
 }
 
 // path returns the line of a dotted top-level path like "ingest.listen".
@@ -293,6 +310,9 @@ func (c *Config) ApplyDefaults() {
 				w.Timeout = Duration(5 * time.Second)
 			}
 		}
+	}
+	for i := range c.Destinations {
+		c.Destinations[i].applyDefaults()
 	}
 	for i := range c.Models {
 		m := &c.Models[i]
@@ -503,6 +523,9 @@ func (c *Config) validate(file string, nl nodeLines) Errors {
 			if r := w.Retries(); r < 0 || r > 100 {
 				add(nl.field("segments", i, "webhook"), p+".webhook.max_retries", "must be between 0 and 100")
 			}
+			if w.Secret == "" {
+				add(nl.field("segments", i, "webhook"), p+".webhook.secret", "required: every delivery is signed with it")
+			}
 		}
 	}
 
@@ -532,6 +555,7 @@ func (c *Config) validate(file string, nl nodeLines) Errors {
 			add(nl.field("models", i, "threshold"), p+".threshold", "must be between 0 and 1")
 		}
 	}
+	errs = append(errs, c.validateDestinations(file, nl)...)
 	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
 	return errs
 }

@@ -11,7 +11,8 @@
 //   - deploy/grafana (grafana_test.go): the provisioning and dashboards.
 //   - scrape_test.go: a real Prometheus scrapes a running `pulse dev`, with
 //     the rules loaded: every metric a dashboard or an alert names exists,
-//     every panel's query answers, every rule evaluates.
+//     every panel's query answers, every rule evaluates, and the destination
+//     alerts go off for a webhook and a destination whose receiver refuses.
 //
 // Adding a service: its block in docker-compose.yml, a pulse-<service> job
 // in prometheus/prometheus.yml, grafana/dashboards/<service>.json,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -23,13 +25,15 @@ import (
 )
 
 // TestDashboardsAndAlertsOnLiveMetrics runs `pulse dev` (the real binary,
-// history into the test ClickHouse, a webhook to a receiver that refuses
-// everything), sends it a little traffic as a user would, and scrapes it
-// with a real Prometheus (Debian's) loaded with deploy/prometheus/rules.
-// Then: every metric a dashboard panel or an alert names exists, every
-// panel's query answers with data, every rule evaluates without error,
-// and the webhook dead-letter alert fires for the segment whose
-// deliveries failed.
+// history into the test ClickHouse, a segment webhook and an http
+// destination to a receiver that refuses everything, an http destination
+// to one that takes everything), sends it a little traffic as a user
+// would, and scrapes it with a real Prometheus (Debian's) loaded with
+// deploy/prometheus/rules. Then: every metric a dashboard panel or an
+// alert names exists, every panel's query answers with data, every rule
+// evaluates without error, the dead-letter alert fires for the webhook and
+// the destination whose deliveries failed, and the failing-destination
+// alert is pending for them and not for the one that delivers.
 func TestDashboardsAndAlertsOnLiveMetrics(t *testing.T) {
 	promBin, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -38,13 +42,27 @@ func TestDashboardsAndAlertsOnLiveMetrics(t *testing.T) {
 	pulse := testenv.BuildPulse(t)
 	dir := t.TempDir()
 
-	// A webhook receiver that answers 500: with no retries, each change is
-	// dead-lettered at once.
+	// A receiver that takes what comes to /ok and answers 500 to the
+	// rest: the webhook (no retries) and the destination `refused` (one
+	// retry) dead-letter each change, `crm` delivers it.
+	var delivered atomic.Int64
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
+		if r.URL.Path == "/ok" {
+			delivered.Add(1)
+			return
+		}
 		http.Error(w, "refused on purpose", http.StatusInternalServerError)
 	}))
 	t.Cleanup(receiver.Close)
+	// pulse dev serves the destinations' admin API, with /metrics, on
+	// 127.0.0.1:8085: Prometheus scrapes job pulse-destinations there.
+	destinationsAddr := "127.0.0.1:8085"
+	if ln, err := net.Listen("tcp", destinationsAddr); err != nil {
+		t.Fatalf("%s, where pulse dev serves the destinations' admin API, is taken: %v", destinationsAddr, err)
+	} else {
+		ln.Close()
+	}
 
 	// The e-commerce example on free ports, its models beside it.
 	native, _ := testenv.ClickHouse(t)
@@ -60,12 +78,19 @@ func TestDashboardsAndAlertsOnLiveMetrics(t *testing.T) {
 	hooked := false
 	for _, s := range cfg["segments"].([]any) {
 		if seg := s.(map[string]any); seg["name"] == "big_spenders" {
-			seg["webhook"] = map[string]any{"url": receiver.URL, "secret": "deploy-test", "max_retries": 0, "timeout": "2s"}
+			seg["webhook"] = map[string]any{"url": receiver.URL + "/webhook", "secret": "deploy-test", "max_retries": 0, "timeout": "2s"}
 			hooked = true
 		}
 	}
 	if !hooked {
 		t.Fatal("the example has no segment big_spenders")
+	}
+	body := `{"id": {{json .ID}}, "segment": {{json .Segment}}, "entered": {{.Entered}}}`
+	cfg["destinations"] = []any{
+		map[string]any{"name": "crm", "type": "http", "url": receiver.URL + "/ok", "template": body,
+			"segments": []string{"big_spenders"}, "start_from": "beginning"},
+		map[string]any{"name": "refused", "type": "http", "url": receiver.URL + "/refuse", "template": body,
+			"segments": []string{"big_spenders"}, "start_from": "beginning", "max_retries": 1, "timeout": "2s"},
 	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {
@@ -89,6 +114,7 @@ func TestDashboardsAndAlertsOnLiveMetrics(t *testing.T) {
 	// pulse dev runs every service in one process and serves all their
 	// metrics on each listener, so a service with no listener of its own
 	// there (history, webhooks) is scraped on the stream's.
+	addrs["destinations"] = destinationsAddr
 	promAddr := testenv.FreeAddr(t)
 	rules, _ := filepath.Abs(filepath.Join(promDir, "rules", "*.yml"))
 	promCfg := map[string]any{
@@ -132,10 +158,23 @@ func TestDashboardsAndAlertsOnLiveMetrics(t *testing.T) {
 		return get(scorer+"/v1/entities/user/deploy-1", "dev-read-key") == http.StatusOK
 	})
 	post(t, scorer+"/v1/predict", "", `{"api_key":"dev-read-key","model":"purchase_propensity","features":[{"user":{"id":"deploy-1"}}]}`, http.StatusOK)
-	testenv.WaitFor(t, time.Minute, "the first dead letter scraped", func() bool {
-		return len(query(t, prom, `pulse_webhook_dead_lettered_total{segment="big_spenders"}`)) > 0
+	// The dead-letter series are there at 0 from the start; once the
+	// first dead letters are scraped, the second user's make them grow
+	// within the alert's window whatever the scrape timing.
+	testenv.WaitFor(t, time.Minute, "the first dead letters scraped (webhook:big_spenders and refused)", func() bool {
+		return len(query(t, prom, `pulse_destination_dead_letters_total{destination="webhook:big_spenders"} > 0`)) > 0 &&
+			len(query(t, prom, `pulse_destination_dead_letters_total{destination="refused", reason="retries_exhausted"} > 0`)) > 0
 	})
 	order("deploy-2")
+	testenv.WaitFor(t, time.Minute, "crm's deliveries scraped", func() bool {
+		return len(query(t, prom, `pulse_destination_delivered_total{destination="crm", job="pulse-destinations"} >= 2`)) > 0
+	})
+	if n := delivered.Load(); n < 2 {
+		t.Errorf("the receiver got %d deliveries for crm, want both users' entries", n)
+	}
+	if len(query(t, prom, `pulse_destination_retries_total{destination="refused"} > 0`)) == 0 {
+		t.Error("refused's retry is not counted")
+	}
 
 	// Every metric named exists.
 	named := map[string][]string{} // metric -> where
@@ -226,8 +265,12 @@ func TestDashboardsAndAlertsOnLiveMetrics(t *testing.T) {
 		t.Errorf("rule: %s", e)
 	}
 
-	// The dead letters of the refused webhook raise their alert.
-	var firing []string
+	// The dead letters of the refused webhook and destination raise their
+	// alert; both fail every attempt, so the failing alert is pending (for
+	// 15 minutes before it fires), and not for crm.
+	wantFiring := []string{"PulseDestinationDeadLetters webhook:big_spenders", "PulseDestinationDeadLetters refused"}
+	wantPending := []string{"PulseDestinationFailing webhook:big_spenders", "PulseDestinationFailing refused"}
+	var firing, pending []string
 	waitUntil(time.Minute, func() bool {
 		var r struct {
 			Data struct {
@@ -238,17 +281,38 @@ func TestDashboardsAndAlertsOnLiveMetrics(t *testing.T) {
 			}
 		}
 		apiGet(t, prom+"/api/v1/alerts", &r)
-		firing = firing[:0]
+		firing, pending = firing[:0], pending[:0]
 		for _, a := range r.Data.Alerts {
-			if a.State == "firing" {
-				firing = append(firing, a.Labels["alertname"]+" "+a.Labels["segment"])
+			name := a.Labels["alertname"] + " " + a.Labels["destination"]
+			switch a.State {
+			case "firing":
+				firing = append(firing, name)
+			case "pending":
+				pending = append(pending, name)
 			}
 		}
-		return slices.Contains(firing, "PulseWebhookDeadLetters big_spenders")
+		return containsAll(firing, wantFiring) && containsAll(append(pending, firing...), wantPending)
 	})
-	if !slices.Contains(firing, "PulseWebhookDeadLetters big_spenders") {
-		t.Errorf("PulseWebhookDeadLetters did not fire for big_spenders; firing: %v", firing)
+	if !containsAll(firing, wantFiring) {
+		t.Errorf("want %v firing; firing: %v", wantFiring, firing)
 	}
+	if !containsAll(append(pending, firing...), wantPending) {
+		t.Errorf("want %v pending; pending: %v, firing: %v", wantPending, pending, firing)
+	}
+	for _, a := range append(pending, firing...) {
+		if strings.HasSuffix(a, " crm") {
+			t.Errorf("%s: crm delivers everything", a)
+		}
+	}
+}
+
+func containsAll(have, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
 }
 
 // start runs a child process until the test ends, its output in logPath

@@ -1,8 +1,9 @@
-// Package webhook delivers segment changes to HTTP endpoints. It sits beside
-// the scorer at the end of the flow: the stream writes enter and exit
-// records to pulse.segments; this service (consumer group pulse-webhooks)
-// POSTs each record of a segment that has a `webhook:` in the config to its
-// URL, signed with the segment's secret.
+// Package webhook delivers the segments' own webhooks (`webhook:` under a
+// segment in the config; `pulse webhooks`). It is the destination runner
+// (package destination) with one webhook route per segment that has one,
+// kept in its consumer group of old, pulse-webhooks, with its dead letters
+// on pulse.webhooks.dead; the `destinations:` section is the newer way to
+// the same sink.
 //
 // Delivery is at least once: a partition's offsets are committed only after
 // each of its records was delivered or dead-lettered, so a crash delivers

@@ -20,6 +20,8 @@ Usage:
   pulse stream -config FILE       the feature processors (consumer group pulse-stream)
   pulse scorer -config FILE       predictions, entities, segments, live feed, dashboard
   pulse webhooks -config FILE     deliver segment enter/exit records to the configured webhooks
+  pulse destinations -config FILE deliver segment changes to the configured destinations
+                                  (webhook, Segment API, templated HTTP, Kafka)
   pulse history -config FILE      copy events, segment changes and predictions into ClickHouse
   pulse backfill features|training-set|predict|verify -config FILE ...
                                   replay history through the same feature code as the stream
@@ -31,15 +33,16 @@ Run 'pulse COMMAND -h' for a command's flags.
 
 // commands are pulse's commands by name.
 var commands = map[string]func(ctx context.Context, args []string) error{
-	"dev":      runDev,
-	"ingest":   runIngest,
-	"stream":   runStream,
-	"scorer":   runScorer,
-	"webhooks": runWebhooks,
-	"history":  runHistory,
-	"backfill": runBackfill,
-	"validate": func(_ context.Context, args []string) error { return runValidate(args) },
-	"loadtest": runLoadtest,
+	"dev":          runDev,
+	"ingest":       runIngest,
+	"stream":       runStream,
+	"scorer":       runScorer,
+	"webhooks":     runWebhooks,
+	"destinations": runDestinations,
+	"history":      runHistory,
+	"backfill":     runBackfill,
+	"validate":     func(_ context.Context, args []string) error { return runValidate(args) },
+	"loadtest":     runLoadtest,
 }
 
 func main() {

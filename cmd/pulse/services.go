@@ -23,7 +23,7 @@ func runDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return system.Dev(ctx, cfg, system.DevOptions{Demo: *demoTraffic, ClickHouseTCP: 9000, ClickHouseHTTP: 8123})
+	return system.Dev(ctx, cfg, system.DevOptions{Demo: *demoTraffic, ClickHouseTCP: 9000, ClickHouseHTTP: 8123, DestinationsListen: "127.0.0.1:8085"})
 }
 
 // runIngest is `pulse ingest -config FILE`: the tracking API into Kafka.
@@ -123,4 +123,20 @@ func runWebhooks(ctx context.Context, args []string) error {
 		sys.Go(svc.Run)
 		return sys.ServeHealth(*listen, "pulse-webhooks", func(ctx context.Context) error { return kafka.Ping(ctx, cl) })
 	})
+}
+
+// runDestinations is `pulse destinations -config FILE`: the configured
+// destinations, with their admin API (pause, resume), /metrics, /healthz
+// and /readyz on -listen.
+func runDestinations(ctx context.Context, args []string) error {
+	fl := newCommand("destinations", "pulse.yaml")
+	listen := fl.String("listen", "127.0.0.1:8085", "address of the admin API, /metrics, /healthz and /readyz")
+	cfg, err := fl.load(args)
+	if err != nil {
+		return err
+	}
+	if len(cfg.Destinations) == 0 {
+		return fmt.Errorf("%s has no destinations: nothing to deliver", fl.config)
+	}
+	return run(ctx, cfg, func(sys *system.System) error { return sys.StartDestinations(*listen) })
 }

@@ -21,6 +21,9 @@ type DevOptions struct {
 	// Ports of the local clickhouse-server started when the config names
 	// none and one is installed.
 	ClickHouseTCP, ClickHouseHTTP int
+	// DestinationsListen is where the destinations' admin API listens
+	// (on 127.0.0.1 whatever the host), when the config has destinations.
+	DestinationsListen string
 }
 
 // Dev runs every service of `pulse dev` on cfg until ctx ends: an
@@ -28,6 +31,7 @@ type DevOptions struct {
 // the data dir), the config's online store, ingest, the stream, the scorer
 // as `pulse scorer` runs it (handing the dashboard the first key with the
 // read scope alone: only here, where it listens on 127.0.0.1), webhooks, the
+// configured destinations (their admin API on o.DestinationsListen), the
 // history (into a local clickhouse-server when the config names no
 // ClickHouse and one is installed), and with o.Demo the e-commerce traffic
 // generator; then it prints where each part listens.
@@ -66,6 +70,9 @@ func Dev(ctx context.Context, cfg *config.Config, o DevOptions) error {
 		return err
 	}
 	sys.StartWebhooks()
+	if err := sys.StartDestinations(loopback(o.DestinationsListen)); err != nil {
+		return err
+	}
 	if err := sys.StartHistory(&LocalClickHouse{TCP: o.ClickHouseTCP, HTTP: o.ClickHouseHTTP}); err != nil {
 		return err
 	}
@@ -79,7 +86,7 @@ func Dev(ctx context.Context, cfg *config.Config, o DevOptions) error {
 			return demo.Run(ctx, demo.Options{URL: "http://" + cfg.Ingest.Listen, WriteKey: key})
 		})
 	}
-	printDevBanner(cfg, o.Demo)
+	printDevBanner(cfg, o.Demo, sys.DestinationsURL())
 	return sys.Wait()
 }
 
@@ -103,7 +110,7 @@ func loopback(addr string) string {
 	return net.JoinHostPort("127.0.0.1", port)
 }
 
-func printDevBanner(cfg *config.Config, demo bool) {
+func printDevBanner(cfg *config.Config, demo bool, destinations string) {
 	write, read := cfg.KeyWithScope(config.ScopeWrite), cfg.KeyWithScope(config.ScopeRead)
 	chLine := "off (install clickhouse-server to keep the history)"
 	if cfg.ClickHouse.Addr != "" {
@@ -129,6 +136,9 @@ func printDevBanner(cfg *config.Config, demo bool) {
     curl -s http://%[2]s/v1/predict -H 'Content-Type: application/json' \
       -d '{"api_key":"%[5]s","model":"%[7]s","features":[{"user":{"id":612}}]}'
 `, cfg.Ingest.Listen, cfg.Scorer.Listen, strings.Join(cfg.Kafka.Brokers, ","), write, read, cfg.Kafka.Topics.Events, model, chLine)
+	if destinations != "" {
+		fmt.Printf("  Destinations (%d)      %s/v1/destinations  (admin key; POST .../{name}/pause|resume)\n", len(cfg.Destinations), destinations)
+	}
 	if demo {
 		fmt.Println("\n  Demo traffic is on: open the dashboard and watch the segments move.")
 	}

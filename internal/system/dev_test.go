@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"runtime/pprof"
 	"strings"
@@ -32,10 +34,34 @@ func freePort(t *testing.T) int {
 // readable from the scorer within a second, a prediction with the demo
 // model, the segment it entered.
 func TestDevEndToEnd(t *testing.T) {
-	cfg, err := config.Load("../../examples/ecommerce/pulse.yaml")
+	// The example, with an http destination: pulse dev runs it in process.
+	hooks := make(chan string, 100)
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		hooks <- string(b)
+	}))
+	defer receiver.Close()
+	src, err := os.ReadFile("../../examples/ecommerce/pulse.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
+	src = fmt.Appendf(src, `
+destinations:
+  - name: crm
+    type: http
+    url: %s
+    template: '{"user": {{json .ID}}, "segment": {{json .Segment}}, "entered": {{.Entered}}, "revenue": {{json .Features.revenue_30d}}}'
+    segments: [big_spenders]
+    start_from: beginning
+`, receiver.URL)
+	cfg, err := config.Parse(src, "pulse.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Dir, err = filepath.Abs("../../examples/ecommerce"); err != nil {
+		t.Fatal(err)
+	}
+	destinations := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg.DataDir = t.TempDir()
 	cfg.Store.Path = filepath.Join(cfg.DataDir, "store")
 	cfg.Kafka.Brokers = []string{fmt.Sprintf("127.0.0.1:%d", freePort(t))}
@@ -49,7 +75,7 @@ func TestDevEndToEnd(t *testing.T) {
 	ingest, scorer := "http://"+cfg.Ingest.Listen, "http://"+cfg.Scorer.Listen
 	chHTTP := freePort(t)
 	go func() {
-		done <- Dev(ctx, cfg, DevOptions{ClickHouseTCP: freePort(t), ClickHouseHTTP: chHTTP})
+		done <- Dev(ctx, cfg, DevOptions{ClickHouseTCP: freePort(t), ClickHouseHTTP: chHTTP, DestinationsListen: destinations})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -114,6 +140,19 @@ func TestDevEndToEnd(t *testing.T) {
 	}
 	if !contains(entity.Segments, "big_spenders") {
 		t.Fatalf("segments %v: want big_spenders (revenue_30d 600 > 500)", entity.Segments)
+	}
+
+	// The destination heard of the entry, with the features.
+	select {
+	case b := <-hooks:
+		if b != `{"user": "612", "segment": "big_spenders", "entered": true, "revenue": 600}` {
+			t.Fatalf("destination got %s", b)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the destination got nothing within 30s")
+	}
+	if code, b := call("GET", "http://"+destinations+"/v1/destinations", "dev-read-key", ""); code != 200 || !strings.Contains(b, `"name":"crm"`) {
+		t.Fatalf("destinations admin API: %d %s", code, b)
 	}
 
 	// Freshness as a user sees it: accepted -> readable, and how soon

@@ -1,11 +1,11 @@
 // Package system is the in-process Pulse that `pulse dev` and the load
 // tests run: one builder, System, that starts the parts each one needs
 // (embedded Kafka, the online store, ingest, the stream processor, the
-// scorer with its live feed, webhooks, the history writer) in one process,
-// runs them in one group, and stops them in order. Dev is `pulse dev`;
-// the one-service commands (`pulse ingest`, `stream`, `scorer`, `history`,
-// `webhooks`) start their part through it too, so every command wires a
-// service the same way.
+// scorer with its live feed, webhooks, the destinations, the history
+// writer) in one process, runs them in one group, and stops them in order.
+// Dev is `pulse dev`; the one-service commands (`pulse ingest`, `stream`,
+// `scorer`, `history`, `webhooks`, `destinations`) start their part
+// through it too, so every command wires a service the same way.
 //
 // It is wiring, as cmd/pulse is, and sits above the services: a service
 // never imports another, so the load-test systems that need a service
@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/destination"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/history"
 	"github.com/pulse-rt/pulse/ingest"
@@ -64,9 +65,12 @@ type System struct {
 	Scorer *scorer.Server    // set by StartScorer
 	Live   *scorer.Live      // set by StartScorer with ScorerOptions.Live
 	Kafka  *kafka.Embedded   // set by StartKafka
+	// Destinations are the config's destinations, set by StartDestinations
+	// when the config has any.
+	Destinations *destination.Service
 
-	ingestAddr, scorerAddr string
-	stream                 atomic.Pointer[stream.Processor] // the one running, once StartStream made it
+	ingestAddr, scorerAddr, destinationsAddr string
+	stream                                   atomic.Pointer[stream.Processor] // the one running, once StartStream made it
 
 	ctx     context.Context // the group's: ends when the parent does, at Close, or when a part fails
 	cancel  context.CancelFunc
@@ -300,6 +304,36 @@ func (s *System) StartWebhooks() {
 	if svc.Enabled() {
 		s.g.Go(func() error { return svc.Run(s.ctx) })
 	}
+}
+
+// StartDestinations runs the config's destinations (one runner each),
+// and, with listen, their admin API (pause, resume), /metrics, /healthz
+// and /readyz on it. With no destination configured it logs so and
+// starts nothing.
+func (s *System) StartDestinations(listen string) error {
+	svc, err := destination.New(s.Config, destination.Options{Log: s.Log}, nil)
+	if err != nil {
+		return err
+	}
+	if !svc.Enabled() {
+		s.Log.Info("no destinations configured")
+		return nil
+	}
+	s.Destinations = svc
+	s.g.Go(func() error { return svc.Run(s.ctx) })
+	if listen != "" {
+		s.destinationsAddr, err = s.serve("destinations", listen, svc.Serve)
+	}
+	return err
+}
+
+// DestinationsURL is the base URL of the admin API StartDestinations
+// started ("" when none).
+func (s *System) DestinationsURL() string {
+	if s.destinationsAddr == "" {
+		return ""
+	}
+	return "http://" + s.destinationsAddr
 }
 
 // LocalClickHouse are the ports of the clickhouse-server StartHistory

@@ -1,0 +1,120 @@
+package destination
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/pulse-rt/pulse/segment"
+)
+
+// Sink delivers changes to one outside system. It is small: the runner
+// does the consuming, ordering, retrying, rate limiting, dead-lettering
+// and counting, the same for every sink.
+type Sink interface {
+	// Deliver sends batch (at most the route's BatchSize changes, no two
+	// of one entity) and returns the ones that failed; nil means every
+	// change was delivered. ctx carries the attempt's timeout. Deliver may
+	// be called from several goroutines at once (Concurrency).
+	Deliver(ctx context.Context, batch []Change) []Failure
+}
+
+// Change is one segment change handed to a sink.
+type Change struct {
+	segment.Record        // decoded, features included
+	Raw            []byte // the record's value as on the topic
+	// Attempt is 1 for the first try of this change, 2 for the first retry.
+	Attempt int
+}
+
+// Key is the change's idempotency key: its change_id, the same on every
+// attempt and on every replay after a crash. Receivers dedupe on it.
+func (c *Change) Key() string { return c.ID }
+
+// Failure is one change of a batch that was not delivered.
+type Failure struct {
+	Index     int   // into the batch
+	Err       error // why
+	Retryable bool  // whether another try may succeed
+	// RetryAfter is the receiver's wish (a Retry-After header); the
+	// runner waits at least this long, up to its MaxBackoff.
+	RetryAfter time.Duration
+	Status     int // the HTTP status, 0 when none
+}
+
+// failAll is one failure for every change of a batch of n.
+func failAll(n int, f Failure) []Failure {
+	out := make([]Failure, n)
+	for i := range out {
+		out[i] = f
+		out[i].Index = i
+	}
+	return out
+}
+
+// StatusError is a receiver's non-2xx answer.
+type StatusError struct {
+	Status int
+	Body   string // the start of the answer, for the dead letter
+}
+
+func (e *StatusError) Error() string {
+	msg := fmt.Sprintf("receiver answered %d %s", e.Status, http.StatusText(e.Status))
+	if e.Body != "" {
+		msg += ": " + e.Body
+	}
+	return msg
+}
+
+// NewHTTPClient is the client the HTTP sinks use by default: it follows no
+// redirect (a 3xx answer counts as a failure, so a moved endpoint is
+// noticed), and each attempt's timeout comes from its context.
+func NewHTTPClient() *http.Client {
+	return &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// send makes one request and classifies the answer: a network error, a
+// timeout, 408, 429 and 5xx may be retried (with the Retry-After of the
+// answer); other non-2xx answers are final. body is the answer's start
+// (64 KiB at most), for sinks that read it.
+func send(client *http.Client, req *http.Request) (body []byte, f *Failure) {
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, &Failure{Err: err, Retryable: true}
+	}
+	defer resp.Body.Close()
+	body, _ = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // lets the connection be reused
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return body, nil
+	}
+	snippet := string(body)
+	if len(snippet) > 200 {
+		snippet = snippet[:200]
+	}
+	f = &Failure{Err: &StatusError{Status: resp.StatusCode, Body: snippet}, Status: resp.StatusCode}
+	f.Retryable = resp.StatusCode == 408 || resp.StatusCode == 429 || resp.StatusCode >= 500
+	f.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
+	return body, f
+}
+
+// retryAfter reads a Retry-After value: seconds, or an HTTP date.
+func retryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(v); err == nil && secs > 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// isTimeout reports whether err is an attempt's deadline.
+func isTimeout(err error) bool { return errors.Is(err, context.DeadlineExceeded) }
