@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -56,13 +55,8 @@ func TestDashboardsAndAlertsOnLiveMetrics(t *testing.T) {
 	}))
 	t.Cleanup(receiver.Close)
 	// pulse dev serves the destinations' admin API, with /metrics, on
-	// 127.0.0.1:8085: Prometheus scrapes job pulse-destinations there.
-	destinationsAddr := "127.0.0.1:8085"
-	if ln, err := net.Listen("tcp", destinationsAddr); err != nil {
-		t.Fatalf("%s, where pulse dev serves the destinations' admin API, is taken: %v", destinationsAddr, err)
-	} else {
-		ln.Close()
-	}
+	// -destinations-listen: Prometheus scrapes job pulse-destinations there.
+	destinationsAddr := testenv.FreeAddr(t)
 
 	// The e-commerce example on free ports, its models beside it.
 	native, _ := testenv.ClickHouse(t)
@@ -104,7 +98,7 @@ func TestDashboardsAndAlertsOnLiveMetrics(t *testing.T) {
 	if err := os.Symlink(models, filepath.Join(dir, "models")); err != nil {
 		t.Fatal(err)
 	}
-	start(t, "pulse dev", filepath.Join(dir, "dev.log"), pulse, "dev", "-config", cfgPath)
+	start(t, "pulse dev", filepath.Join(dir, "dev.log"), pulse, "dev", "-config", cfgPath, "-destinations-listen", destinationsAddr)
 	ingest, scorer := "http://"+addrs["ingest"], "http://"+addrs["scorer"]
 	testenv.WaitFor(t, 2*time.Minute, "pulse dev ready (ingest and scorer /readyz)", func() bool {
 		return get(ingest+"/readyz", "") == http.StatusOK && get(scorer+"/readyz", "") == http.StatusOK

@@ -19,11 +19,12 @@ import (
 func runDev(ctx context.Context, args []string) error {
 	fl := newCommand("dev", "")
 	demoTraffic := fl.Bool("demo", false, "generate realistic e-commerce traffic, so segments move within seconds")
+	destinations := fl.String("destinations-listen", "127.0.0.1:8085", "address of the destinations' admin API and /metrics")
 	cfg, err := fl.load(args)
 	if err != nil {
 		return err
 	}
-	return system.Dev(ctx, cfg, system.DevOptions{Demo: *demoTraffic, ClickHouseTCP: 9000, ClickHouseHTTP: 8123, DestinationsListen: "127.0.0.1:8085"})
+	return system.Dev(ctx, cfg, system.DevOptions{Demo: *demoTraffic, ClickHouseTCP: 9000, ClickHouseHTTP: 8123, DestinationsListen: *destinations})
 }
 
 // runIngest is `pulse ingest -config FILE`: the tracking API into Kafka.
