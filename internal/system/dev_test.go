@@ -151,7 +151,7 @@ destinations:
 	case <-time.After(30 * time.Second):
 		t.Fatal("the destination got nothing within 30s")
 	}
-	if code, b := call("GET", "http://"+destinations+"/v1/destinations", "dev-read-key", ""); code != 200 || !strings.Contains(b, `"name":"crm"`) {
+	if code, b := call("GET", "http://"+destinations+"/v1/destinations", "dev-admin-key", ""); code != 200 || !strings.Contains(b, `"name":"crm"`) {
 		t.Fatalf("destinations admin API: %d %s", code, b)
 	}
 
