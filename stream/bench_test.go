@@ -65,6 +65,16 @@ func BenchmarkFullPath(b *testing.B) {
 	b.Run("zipf-1M-users", func(b *testing.B) { benchFullPath(b, 1_000_000, true) })
 }
 
+// benchPartitions is the events topic's partition count in the tests and
+// benchmarks: 4, or PULSE_BENCH_PARTITIONS (to see the stream scale with
+// partitions and cores on a larger machine).
+func benchPartitions() int {
+	if v, err := strconv.Atoi(os.Getenv("PULSE_BENCH_PARTITIONS")); err == nil && v > 0 {
+		return v
+	}
+	return 4
+}
+
 // benchN is how many events the stream benchmarks produce.
 func benchN() int {
 	if v, err := strconv.Atoi(os.Getenv("PULSE_BENCH_EVENTS")); err == nil && v > 0 {

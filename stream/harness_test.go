@@ -102,8 +102,9 @@ func newEnv(t testing.TB, brokers []string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.Kafka.Partitions = benchPartitions()
 	if brokers == nil {
-		emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{Partitions: 4})
+		emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{Partitions: cfg.Kafka.Partitions})
 		if err != nil {
 			t.Fatal(err)
 		}
