@@ -19,17 +19,20 @@ import (
 	"github.com/pulse-rt/pulse/loadtest"
 )
 
+// loadtests are `pulse loadtest`'s subcommands by name.
+var loadtests = map[string]func(context.Context, []string) error{
+	"ingest":    loadtestIngest,
+	"floor":     loadtestFloor,
+	"predict":   loadtestPredict,
+	"freshness": loadtestFreshness,
+	"segments":  loadtestSegments,
+}
+
 func runLoadtest(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		return errors.New("usage: pulse loadtest ingest|predict|freshness|segments|floor [flags]")
 	}
-	run := map[string]func(context.Context, []string) error{
-		"ingest":    loadtestIngest,
-		"floor":     loadtestFloor,
-		"predict":   loadtestPredict,
-		"freshness": loadtestFreshness,
-		"segments":  loadtestSegments,
-	}[args[0]]
+	run := loadtests[args[0]]
 	if run == nil {
 		return fmt.Errorf("unknown loadtest %q (want ingest, predict, freshness, segments or floor)", args[0])
 	}

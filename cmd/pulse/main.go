@@ -16,6 +16,7 @@ const usage = `pulse — real-time features, predictions and live segments
 
 Usage:
   pulse dev [-config FILE] [-demo]  everything in one process on embedded Kafka and Pebble
+                                  (-destinations-listen ADDR: the destinations' admin API)
   pulse ingest -config FILE       the tracking API (Segment-compatible) into Kafka
   pulse stream -config FILE       the feature processors (consumer group pulse-stream)
   pulse scorer -config FILE       predictions, entities, segments, live feed, dashboard
@@ -27,6 +28,11 @@ Usage:
                                   replay history through the same feature code as the stream
   pulse validate -config FILE     check a config and report every problem
   pulse loadtest ingest [flags]   open-loop load against ingest, with a raw-produce baseline
+  pulse loadtest floor [flags]    serve ingest's floor in a process of its own (for ingest -floor-url)
+  pulse loadtest predict [flags]  open-loop predictions against the scorer, with a bare-handler baseline
+  pulse loadtest freshness [flags]
+                                  time from ingest's 200 to the feature being readable
+  pulse loadtest segments [flags] time from an event (or a window's expiry) to the segment change on SSE
 
 Run 'pulse COMMAND -h' for a command's flags.
 `

@@ -131,7 +131,7 @@ func printDevBanner(cfg *config.Config, demo bool, destinations string) {
 
   Try:
     curl -s http://%[1]s/v1/track -u %[4]s: -H 'Content-Type: application/json' \
-      -d '{"userId":"612","event":"Order Completed","properties":{"revenue":42}}'
+      -d '{"userId":"612","event":"Order Completed","properties":{"revenue":600}}'
     curl -s http://%[2]s/v1/entities/user/612 -H 'Authorization: Bearer %[5]s'
     curl -s http://%[2]s/v1/predict -H 'Content-Type: application/json' \
       -d '{"api_key":"%[5]s","model":"%[7]s","features":[{"user":{"id":612}}]}'
