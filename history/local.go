@@ -62,8 +62,11 @@ func StartLocal(ctx context.Context, dir string, tcpPort, httpPort int) (*LocalS
 	cmd := exec.Command(bin, "--config-file="+filepath.Join(dir, "config.xml"))
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = out, out
-	// Die with pulse dev, however it ends.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	// Die with pulse dev, however it ends; but in a process group of its
+	// own, so that Ctrl-C at the terminal (SIGINT to the foreground group)
+	// reaches pulse dev alone, which stops the server last, after the
+	// history writer has flushed into it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		out.Close()
 		return nil, fmt.Errorf("cannot start clickhouse-server: %w", err)
