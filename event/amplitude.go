@@ -1,7 +1,6 @@
 package event
 
 import (
-	"bytes"
 	"strings"
 	"time"
 
@@ -79,6 +78,28 @@ type wireAmplitude struct {
 	Quantity        any             `json:"quantity"`
 	ProductID       any             `json:"productId"`
 	RevenueType     any             `json:"revenueType"`
+	// The fields with no Segment counterpart, kept as sent under
+	// context.amplitude (in amplitudeExtra's order).
+	Platform        any `json:"platform"`
+	SessionID       any `json:"session_id"`
+	EventID         any `json:"event_id"`
+	Groups          any `json:"groups"`
+	GroupProperties any `json:"group_properties"`
+	IDFA            any `json:"idfa"`
+	IDFV            any `json:"idfv"`
+	ADID            any `json:"adid"`
+	AndroidID       any `json:"android_id"`
+	DMA             any `json:"dma"`
+	Plan            any `json:"plan"`
+	Ingestion       any `json:"ingestion_metadata"`
+	PartnerID       any `json:"partner_id"`
+	VersionName     any `json:"version_name"`
+	AppSetID        any `json:"android_app_set_id"`
+}
+
+func (w *wireAmplitude) extra() [15]any {
+	return [...]any{w.Platform, w.SessionID, w.EventID, w.Groups, w.GroupProperties, w.IDFA, w.IDFV, w.ADID,
+		w.AndroidID, w.DMA, w.Plan, w.Ingestion, w.PartnerID, w.VersionName, w.AppSetID}
 }
 
 // amplitudeExtra are the Amplitude fields copied as sent to
@@ -86,14 +107,6 @@ type wireAmplitude struct {
 var amplitudeExtra = []string{"platform", "session_id", "event_id", "groups", "group_properties",
 	"idfa", "idfv", "adid", "android_id", "dma", "plan", "ingestion_metadata", "partner_id",
 	"version_name", "android_app_set_id"}
-
-var amplitudeExtraQuoted = func() [][]byte {
-	out := make([][]byte, len(amplitudeExtra))
-	for i, n := range amplitudeExtra {
-		out[i] = []byte(`"` + n + `"`)
-	}
-	return out
-}()
 
 // AmplitudeEvent validates and maps one Amplitude event to an Event:
 //
@@ -175,7 +188,7 @@ func AmplitudeEvent(raw []byte, now time.Time, lim Limits) (*Event, error) {
 			e.Properties[p.prop] = p.v
 		}
 	}
-	if e.Context, err = amplitudeContext(&w, raw); err != nil {
+	if e.Context, err = amplitudeContext(&w); err != nil {
 		return nil, err
 	}
 	if len(ops) > 0 {
@@ -261,7 +274,7 @@ func amplitudeTime(v any) (time.Time, error) {
 }
 
 // amplitudeContext builds the Segment context of an Amplitude event.
-func amplitudeContext(w *wireAmplitude, raw []byte) (map[string]any, error) {
+func amplitudeContext(w *wireAmplitude) (map[string]any, error) {
 	ctx := map[string]any{}
 	str := func(field string, v any) (string, error) { return optString(field, v, false) }
 	lib, err := str("library", w.Library)
@@ -308,24 +321,13 @@ func amplitudeContext(w *wireAmplitude, raw []byte) (map[string]any, error) {
 			return nil, fieldErr(f.field, "must be a number")
 		}
 	}
-	// The fields with no Segment counterpart, as sent. Only a body that
-	// has one of their names pays for the second read.
 	var extra map[string]any
-	for _, name := range amplitudeExtraQuoted {
-		if !bytes.Contains(raw, name) {
-			continue
-		}
-		if extra == nil {
-			var all map[string]any
-			if err := json.Unmarshal(raw, &all); err != nil {
-				return nil, fieldErr("", "invalid JSON: %s", jsonReason(err))
+	for i, v := range w.extra() {
+		if v != nil {
+			if extra == nil {
+				extra = map[string]any{}
 			}
-			extra = map[string]any{}
-			for _, n := range amplitudeExtra {
-				if v, ok := all[n]; ok && v != nil {
-					extra[n] = v
-				}
-			}
+			extra[amplitudeExtra[i]] = v
 		}
 	}
 	if len(extra) > 0 {

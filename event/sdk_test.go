@@ -125,3 +125,59 @@ func TestBodyHas(t *testing.T) {
 		}
 	}
 }
+
+// sdkBatch is a body of 100 copies of one event under key.
+func sdkBatch(key, item string) []byte {
+	items := make([]string, 100)
+	for i := range items {
+		items[i] = item
+	}
+	return []byte(`{"api_key":"wk","` + key + `":[` + strings.Join(items, ",") + `]}`)
+}
+
+// BenchmarkAmplitudeBatch is ingest's work on an Amplitude upload of 100
+// events of BenchmarkNormalizeBatch's content: split, map, encode.
+func BenchmarkAmplitudeBatch(b *testing.B) {
+	body := sdkBatch("events", `{"event_type":"Product Viewed","user_id":"48213","device_id":"8c5e2f4e-5d1c-4b7e","insert_id":"8c5e2f4e-5d1c-4b7e-9a51-3f0d6f2b9c11","time":1795000000000,"event_properties":{"product_id":"p-1234","category":"c-17","price":42.10,"revenue":84.20,"currency":"USD"},"library":"amplitude-node-ts/1.5.73","ip":"10.0.0.12","user_agent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36","platform":"Node.js"}`)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		ab, err := DecodeAmplitude(body, DefaultLimits)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, raw := range ab.Events {
+			e, err := AmplitudeEvent(raw, sdkNow, DefaultLimits)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := e.Marshal(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkPostHogBatch: the same for a PostHog batch.
+func BenchmarkPostHogBatch(b *testing.B) {
+	body := sdkBatch("batch", `{"event":"Product Viewed","distinct_id":"48213","uuid":"8c5e2f4e-5d1c-4b7e-9a51-3f0d6f2b9c11","timestamp":"2026-11-22T11:59:00.000Z","properties":{"product_id":"p-1234","category":"c-17","price":42.10,"revenue":84.20,"currency":"USD","$lib":"posthog-node","$lib_version":"5.70.0","$ip":"10.0.0.12","$current_url":"https://shop.example.com/products/1234"}}`)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		pb, err := DecodePostHog(body, DefaultLimits)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, raw := range pb.Items {
+			e, err := PostHogEvent(raw, sdkNow, DefaultLimits, pb.SentAt)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := e.Marshal(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "events/s")
+}
