@@ -27,7 +27,7 @@ require (
 require (
 	github.com/chromedp/cdproto v0.159.0
 	golang.org/x/sys v0.49.0
-	gopkg.in/segmentio/analytics-go.v3 v3.1.0
+	gopkg.in/segmentio/analytics-go.v3 v3.1.0 // tests only (ingest/sdk_compat_test.go); the module proxy refuses the github.com path
 )
 
 require (
