@@ -662,3 +662,29 @@ func BodyString(body []byte, name string) (value string, ok bool) {
 	}
 	return value, ok
 }
+
+// BodyHas reports whether body is an object with a top-level member name
+// (compared as BodyString does), without parsing the members' values
+// beyond skipping them.
+func BodyHas(body []byte, name string) bool {
+	s := scanner{b: body}
+	s.skipWS()
+	if s.i >= len(body) || body[s.i] != '{' {
+		return false
+	}
+	s.i++
+	s.skipWS()
+	for s.i < len(body) && body[s.i] == '"' {
+		ks := s.i
+		if !s.key() {
+			return false
+		}
+		if strings.EqualFold(unsafeString(body[ks+1:s.i-1]), name) {
+			return true
+		}
+		if !s.colon() || !s.value() || s.next('}') != ',' {
+			return false
+		}
+	}
+	return false
+}

@@ -102,6 +102,10 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	typ, ok := endpoints[path]
+	sdk := sdkEndpoints[path]
+	if sdk != "" {
+		ok = true
+	}
 	label := path
 	if !ok {
 		label = "other"
@@ -128,10 +132,6 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		httpapi.WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use POST")
 		return
 	}
-	if msg := badContentType(ctx.Request.Header.ContentType()); msg != "" {
-		httpapi.WriteError(ctx, fasthttp.StatusUnsupportedMediaType, msg)
-		return
-	}
 	// The key is checked before the body is read: a key in the headers
 	// before the body is even decompressed, one in the body before
 	// anything but that member is read. An unauthenticated caller costs
@@ -149,15 +149,41 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	}
 	if key == nil {
 		field := "writeKey"
-		if path == "/v1/stream" {
+		if path == "/v1/stream" || sdk != "" {
 			field = "api_key"
 		}
-		secret, _ := event.BodyString(body, field)
+		secret, found := event.BodyString(body, field)
+		if !found && sdk != sdkAmplitude {
+			// PostHog's clients may name it token.
+			secret, _ = event.BodyString(body, "token")
+		}
 		if key, ok = s.auth.Authorize(ctx, secret, config.ScopeWrite); !ok {
 			return
 		}
 	}
+	// Whatever the label, a body that is JSON is taken (Segment's own API
+	// is as lenient); one that is not is refused here, naming the label.
+	if msg := notJSON(ctx.Request.Header.ContentType(), body); msg != "" {
+		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, msg)
+		return
+	}
 	requestBytes.Add(float64(len(body)))
+	if sdk != "" {
+		if sdk == sdkBatch {
+			// Amplitude's batch upload and PostHog's batch share /batch:
+			// Amplitude's body has events, PostHog's batch.
+			sdk = sdkPostHog
+			if event.BodyHas(body, "events") {
+				sdk = sdkAmplitude
+			}
+		}
+		if sdk == sdkAmplitude {
+			s.amplitude(ctx, key, body)
+		} else {
+			s.posthog(ctx, key, body)
+		}
+		return
+	}
 	switch path {
 	case "/v1/batch", "/v1/import":
 		s.batch(ctx, key, body)
@@ -168,16 +194,32 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-func badContentType(ct []byte) string {
+// notJSON explains why a body is refused as not JSON, or is "". A body
+// labelled JSON (application/json, text/plain, *+json) goes on to the
+// decoder, which names what is wrong with it; any other label is taken when
+// the body looks like JSON (an object or a list), as Segment's API does:
+// some clients label gzip JSON application/x-www-form-urlencoded.
+func notJSON(ct, body []byte) string {
 	mt, _, _ := strings.Cut(string(ct), ";")
 	mt = strings.ToLower(strings.TrimSpace(mt))
-	switch {
-	case mt == "application/json", mt == "text/plain", strings.HasSuffix(mt, "+json"):
+	if mt == "application/json" || mt == "text/plain" || strings.HasSuffix(mt, "+json") {
 		return ""
-	case mt == "":
-		return "Content-Type is required: send application/json"
 	}
-	return fmt.Sprintf("Content-Type %s is not supported: send application/json", mt)
+	i := 0
+	for i < len(body) && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n') {
+		i++
+	}
+	if i < len(body) && (body[i] == '{' || body[i] == '[') {
+		return ""
+	}
+	label := "no Content-Type"
+	if mt != "" {
+		label = "Content-Type " + mt
+	}
+	if i == len(body) {
+		return fmt.Sprintf("the body is empty (%s): send a JSON object", label)
+	}
+	return fmt.Sprintf("the body is not JSON (%s, and it starts with %q): send a JSON object, plain or gzipped", label, body[i:min(len(body), i+16)])
 }
 
 // body returns the request body, gunzipped and within the size limit.
@@ -185,6 +227,11 @@ func (s *Server) body(ctx *fasthttp.RequestCtx) ([]byte, int, error) {
 	limit := s.cfg.Ingest.MaxBodyBytes
 	raw := ctx.PostBody()
 	enc := strings.ToLower(strings.TrimSpace(string(ctx.Request.Header.ContentEncoding())))
+	// gzip's magic number cannot start JSON: a gzipped body that does
+	// not say so is read as gzip.
+	if (enc == "" || enc == "identity") && len(raw) >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
+		enc = "gzip"
+	}
 	switch enc {
 	case "", "identity":
 		if len(raw) > limit {

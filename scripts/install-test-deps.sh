@@ -73,3 +73,24 @@ else
 	say "installing @segment/analytics-node with npm"
 	(cd "$COMPAT" && npm ci --no-audit --no-fund --silent)
 fi
+
+# The real Segment, Amplitude and PostHog Node SDKs (ingest/testdata/compat/package.json).
+if [ -f "$COMPAT/node_modules/@amplitude/analytics-node/package.json" ] && [ -f "$COMPAT/node_modules/posthog-node/package.json" ]; then
+	say "@amplitude/analytics-node and posthog-node present"
+else
+	say "installing the Node SDKs with npm"
+	(cd "$COMPAT" && npm ci --no-audit --no-fund --silent)
+fi
+
+# The real Python SDKs (amplitude-analytics, posthog, segment-analytics-python)
+# in a venv of their own, reused while requirements.txt is unchanged.
+SDK_VENV="$CACHE/venv-sdk"
+if [ -x "$SDK_VENV/bin/python" ] && cmp -s "$COMPAT/requirements.txt" "$SDK_VENV/.requirements"; then
+	say "Python SDKs present in $SDK_VENV"
+else
+	say "installing the Python SDKs into $SDK_VENV"
+	rm -rf "$SDK_VENV"
+	"${PYTHON:-python3}" -m venv "$SDK_VENV"
+	"$SDK_VENV/bin/pip" install -q --disable-pip-version-check -r "$COMPAT/requirements.txt"
+	cp "$COMPAT/requirements.txt" "$SDK_VENV/.requirements"
+fi
