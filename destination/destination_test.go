@@ -30,6 +30,11 @@ func kgoRecord(topic, key, value string) *kgo.Record {
 // entity's changes arrive in the order they were written, and the
 // metrics count it all.
 func TestHTTPDestination(t *testing.T) {
+	// The metrics are process-wide: count from their values now, so that
+	// -count=N runs agree.
+	retries0 := testutil.ToFloat64(retriesTotal.WithLabelValues("braze"))
+	rejected0 := testutil.ToFloat64(deadLettersTotal.WithLabelValues("braze", ReasonRejected))
+	exhausted0 := testutil.ToFloat64(deadLettersTotal.WithLabelValues("braze", ReasonExhausted))
 	var e *env
 	recs := map[string]segment.Record{} // by change id
 	entityOf := func(key string) string { return recs[key].EntityID }
@@ -159,10 +164,10 @@ destinations:
 		t.Errorf("pulse_destination_delivered_total = %v, want at least %d", got, want)
 	}
 	// u1: 2 retries x 3 changes, u2 and u3: 1 x 3, u5: 3 x 3.
-	if got := testutil.ToFloat64(retriesTotal.WithLabelValues("braze")); got != 6+3+3+9 {
+	if got := testutil.ToFloat64(retriesTotal.WithLabelValues("braze")) - retries0; got != 6+3+3+9 {
 		t.Errorf("pulse_destination_retries_total = %v, want 21", got)
 	}
-	if a, b := testutil.ToFloat64(deadLettersTotal.WithLabelValues("braze", ReasonRejected)), testutil.ToFloat64(deadLettersTotal.WithLabelValues("braze", ReasonExhausted)); a != 1 || b != 3 {
+	if a, b := testutil.ToFloat64(deadLettersTotal.WithLabelValues("braze", ReasonRejected))-rejected0, testutil.ToFloat64(deadLettersTotal.WithLabelValues("braze", ReasonExhausted))-exhausted0; a != 1 || b != 3 {
 		t.Errorf("dead letters: rejected %v, exhausted %v", a, b)
 	}
 	if n := testutil.CollectAndCount(deliverySeconds, "pulse_destination_delivery_seconds"); n == 0 {
