@@ -176,7 +176,7 @@ func TestPlanEvent(t *testing.T) {
 	f(orders, header, []string{"o1", "", "19.90", "", "", "2026-11-30 10:00:00"}, "", "customer_id |  | userId or anonymousId is required")
 	f(orders, header, []string{"o1", "7", "19.90", "", "", "30/11/2026"}, "", `created_at | 30/11/2026 | "30/11/2026" is not a time like 2006-01-02 15:04:05`)
 	f(orders, header, []string{"o1", "7", "1", "", "", "1999-01-01 00:00:00"}, "", "created_at | 1999-01-01 00:00:00 | 1999-01-01T00:00:00Z is out of range")
-	f("", []string{"userId", "timestamp"}, []string{"u1", "soon"}, "", `timestamp | soon | "soon" is not an ISO-8601 date`)
+	f("", []string{"userId", "event", "timestamp"}, []string{"u1", "e", "soon"}, "", `timestamp | soon | "soon" is not an ISO-8601 date`)
 	f("", []string{"userId", "type"}, []string{"u1", "buy"}, "", `type | buy | unknown type "buy"`)
 	f("", []string{"userId"}, []string{"u1"}, "", "event |  | required for track (no column maps event)")
 	f("", []string{"userId", "event"}, []string{strings.Repeat("x", 300), "e"}, "", "userId | "+strings.Repeat("x", 300)+" | is 300 bytes")
