@@ -264,3 +264,19 @@ func unitName(format string) string {
 	}
 	return "milliseconds since 1970"
 }
+
+// Over is m with the entries of over replacing its own: the -map flags
+// over a mapping file.
+func (m Mapping) Over(over Mapping) Mapping {
+	out := Mapping{Fields: make(map[string]Source, len(m.Fields)+len(over.Fields)), TimeFormat: m.TimeFormat}
+	for f, s := range m.Fields {
+		out.Fields[f] = s
+	}
+	for f, s := range over.Fields {
+		out.Fields[f] = s
+	}
+	if over.TimeFormat != "" {
+		out.TimeFormat = over.TimeFormat
+	}
+	return out
+}
