@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -27,6 +28,9 @@ Usage:
   pulse backfill features|training-set|predict|verify -config FILE ...
                                   replay history through the same feature code as the stream
   pulse validate -config FILE     check a config and report every problem
+  pulse import events [-mapping FILE] [-map field=column]... [-report FILE] FILE...
+                                  CSV or JSON-lines files (.gz, - for stdin) into events;
+                                  exit code 2 when rows were refused (docs/import.md)
   pulse loadtest ingest [flags]   open-loop load against ingest, with a raw-produce baseline
   pulse loadtest floor [flags]    serve ingest's floor in a process of its own (for ingest -floor-url)
   pulse loadtest predict [flags]  open-loop predictions against the scorer, with a bare-handler baseline
@@ -49,6 +53,7 @@ var commands = map[string]func(ctx context.Context, args []string) error{
 	"backfill":     runBackfill,
 	"validate":     func(_ context.Context, args []string) error { return runValidate(args) },
 	"loadtest":     runLoadtest,
+	"import":       runImport,
 }
 
 func main() {
@@ -72,7 +77,12 @@ func main() {
 	err := runCmd(ctx, args)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "pulse %s: %v\n", cmd, err)
-		os.Exit(1)
+		code := 1
+		var coded interface{ ExitCode() int }
+		if errors.As(err, &coded) {
+			code = coded.ExitCode()
+		}
+		os.Exit(code)
 	}
 }
 

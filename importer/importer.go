@@ -1,0 +1,243 @@
+package importer
+
+import (
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pulse-rt/pulse/event"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Options configure an import.
+type Options struct {
+	Events  string // the events topic; default pulse.events
+	Invalid string // the dead-letter topic; default pulse.events.invalid
+	Mapping Mapping
+	// Report, when set, receives the CSV report of refused rows: file,
+	// row, column, value, reason.
+	Report io.Writer
+	// Progress, when set, receives a progress line a second; on a
+	// terminal (Terminal) one line rewritten in place.
+	Progress io.Writer
+	Terminal bool
+	Limits   event.Limits // default event.DefaultLimits
+	Now      func() time.Time
+}
+
+// Summary is what an import did.
+type Summary struct {
+	Files    int
+	Rows     int64 // rows read
+	Imported int64 // events the broker acknowledged
+	Refused  int64 // rows refused (in the report)
+	Unmapped []string
+	Elapsed  time.Duration
+}
+
+func (s Summary) String() string {
+	rate := 0.0
+	if s.Elapsed > 0 {
+		rate = float64(s.Rows) / s.Elapsed.Seconds()
+	}
+	out := fmt.Sprintf("%d rows from %d file(s): %d imported, %d refused, in %s (%.0f rows/s)",
+		s.Rows, s.Files, s.Imported, s.Refused, s.Elapsed.Round(time.Millisecond), rate)
+	if len(s.Unmapped) > 0 {
+		out += fmt.Sprintf("; columns not mapped (ignored): %v", s.Unmapped)
+	}
+	return out
+}
+
+// RefusedError is an import that refused rows: everything else went in.
+type RefusedError struct{ Refused int64 }
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("%d row(s) refused: see the report", e.Refused)
+}
+
+// ExitCode is the command's exit status: 2, against 1 for a failure.
+func (e *RefusedError) ExitCode() int { return 2 }
+
+// Import reads every file in paths, maps its rows to events and produces
+// them with cl, waiting until the broker acknowledged every record. Bad
+// rows are reported and sent to the dead-letter topic; they make the
+// error a *RefusedError once the rest is in. Any other error (a file that
+// cannot be read, a mapping that names a missing column, Kafka refusing
+// records) stops the import: what was acknowledged stays, and running the
+// same command again counts each row once.
+func Import(ctx context.Context, cl *kgo.Client, paths []string, o Options) (Summary, error) {
+	if o.Events == "" {
+		o.Events = "pulse.events"
+	}
+	if o.Invalid == "" {
+		o.Invalid = "pulse.events.invalid"
+	}
+	if o.Limits == (event.Limits{}) {
+		o.Limits = event.DefaultLimits
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	im := &run{cl: cl, o: o, start: time.Now(), unmapped: map[string]bool{}}
+	if o.Report != nil {
+		im.report = csv.NewWriter(o.Report)
+		im.report.Write([]string{"file", "row", "column", "value", "reason"})
+	}
+	stop := im.progress()
+	err := im.files(ctx, paths)
+	// Wait for every acknowledgement, also after a failure: what went in
+	// is counted.
+	if ferr := cl.Flush(ctx); err == nil && ferr != nil {
+		err = fmt.Errorf("cannot flush the records: %w", ferr)
+	}
+	stop()
+	if im.report != nil {
+		im.report.Flush()
+		if rerr := im.report.Error(); err == nil && rerr != nil {
+			err = fmt.Errorf("cannot write the report: %w", rerr)
+		}
+	}
+	s := im.summary()
+	if err == nil {
+		im.mu.Lock()
+		err = im.produceErr
+		im.mu.Unlock()
+		if err != nil {
+			err = fmt.Errorf("kafka did not take every record (%d acknowledged; run the same command again: rows already in are counted once): %w", s.Imported, err)
+		}
+	}
+	if err == nil && s.Refused > 0 {
+		err = &RefusedError{Refused: s.Refused}
+	}
+	return s, err
+}
+
+// run is one import.
+type run struct {
+	cl       *kgo.Client
+	o        Options
+	report   *csv.Writer
+	start    time.Time
+	nfiles   int
+	unmapped map[string]bool
+
+	rows, acked, refused atomic.Int64
+	cur                  atomic.Pointer[file]
+
+	mu         sync.Mutex
+	produceErr error
+}
+
+func (im *run) files(ctx context.Context, paths []string) error {
+	for _, p := range paths {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := im.file(ctx, p); err != nil {
+			return err
+		}
+		im.nfiles++
+	}
+	return nil
+}
+
+func (im *run) file(ctx context.Context, path string) error {
+	f, err := openFile(path)
+	if err != nil {
+		return err
+	}
+	defer f.close()
+	im.cur.Store(f)
+	rs, err := newRows(f)
+	if err != nil {
+		return err
+	}
+	_, csvFile := rs.(*csvRows)
+	var p *plan
+	if c, ok := rs.(*csvRows); ok {
+		if p, err = newPlan(im.o.Mapping, c.header, true, true); err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
+		}
+		for _, n := range p.unmapped {
+			im.unmapped[n] = true
+		}
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		row, names, vals, err := rs.next()
+		if err == io.EOF {
+			return nil
+		}
+		var re *RowError
+		if err != nil && !errors.As(err, &re) {
+			return fmt.Errorf("cannot read %s: %w", f.name, err)
+		}
+		im.rows.Add(1)
+		now := im.o.Now()
+		if re != nil {
+			im.refuse(ctx, f, names, vals, re, now)
+			continue
+		}
+		if !csvFile {
+			p, _ = newPlan(im.o.Mapping, names, false, false)
+		}
+		e, re := p.event(vals, f.messageID(row), now, im.o.Limits)
+		if re != nil {
+			re.Row = row
+			im.refuse(ctx, f, names, vals, re, now)
+			continue
+		}
+		v, err := e.Marshal()
+		if err != nil {
+			return fmt.Errorf("cannot encode the event of row %d: %w", row, err)
+		}
+		im.produce(ctx, &kgo.Record{Topic: im.o.Events, Key: []byte(e.EntityID()), Value: v}, true)
+	}
+}
+
+// refuse reports a bad row and sends its dead letter.
+func (im *run) refuse(ctx context.Context, f *file, names []string, vals []any, re *RowError, now time.Time) {
+	im.refused.Add(1)
+	if im.report != nil {
+		im.report.Write([]string{f.name, strconv.Itoa(re.Row), re.Column, re.Value, re.Reason})
+	}
+	raw := rowJSON(names, vals)
+	field := re.Column
+	dl := event.NewDeadLetter("import", event.ReasonInvalid, raw, &event.FieldError{Field: field, Reason: re.Reason}, now)
+	dl.Index = re.Row
+	dl.MessageID = f.messageID(re.Row)
+	im.produce(ctx, &kgo.Record{Topic: im.o.Invalid, Key: []byte(dl.MessageID), Value: dl.Encode()}, false)
+}
+
+func (im *run) produce(ctx context.Context, r *kgo.Record, isEvent bool) {
+	im.cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+		if err != nil {
+			im.mu.Lock()
+			if im.produceErr == nil {
+				im.produceErr = err
+			}
+			im.mu.Unlock()
+			return
+		}
+		if isEvent {
+			im.acked.Add(1)
+		}
+	})
+}
+
+func (im *run) summary() Summary {
+	s := Summary{Files: im.nfiles, Rows: im.rows.Load(), Imported: im.acked.Load(), Refused: im.refused.Load(), Elapsed: time.Since(im.start)}
+	for n := range im.unmapped {
+		s.Unmapped = append(s.Unmapped, n)
+	}
+	sortStrings(s.Unmapped)
+	return s
+}
