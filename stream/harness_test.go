@@ -363,16 +363,37 @@ func readTopic(t testing.TB, e *env, topic string) []*kgo.Record {
 		t.Fatal(err)
 	}
 	defer cl.Close()
+	// Processors are stopped: every transaction is committed or aborted.
+	// An empty topic returns at once. Otherwise the first poll may wait up
+	// to 15 s for the broker (a fixed one-second idle wait returned nothing
+	// under CI load: TestDedupeAndDeadLetters); after records arrive, read
+	// until a poll brings nothing for a second. Transaction markers and
+	// aborted batches hold offsets but are never delivered, so the end
+	// offset cannot say when the last record has been read.
+	ends, err := kadm.NewClient(cl).ListEndOffsets(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			t.Fatalf("topic %s partition %d end offset: %v", topic, o.Partition, o.Err)
+		}
+		total += o.Offset
+	})
 	var out []*kgo.Record
-	// Processors are stopped: everything is committed. Read until a poll
-	// brings nothing for a second.
+	if total == 0 {
+		return out
+	}
+	wait := 15 * time.Second
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		fs := cl.PollFetches(ctx)
 		cancel()
 		if fs.NumRecords() == 0 {
 			return out
 		}
+		wait = time.Second
 		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
 	}
 }
