@@ -22,6 +22,7 @@ type Config struct {
 	Store      Store      `yaml:"store"`
 	Redis      Redis      `yaml:"redis"`
 	ClickHouse ClickHouse `yaml:"clickhouse"`
+	Identity   Identity   `yaml:"identity"`
 
 	Keys     []APIKey  `yaml:"keys"`
 	Features []Feature `yaml:"features"`

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -290,6 +291,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&c.Redis.KeyPrefix, "pulse:")
 	setDefault(&c.ClickHouse.Database, "pulse")
 	setDefault(&c.ClickHouse.User, "default")
+	c.Identity.applyDefaults()
 
 	for i := range c.Keys {
 		if c.Keys[i].Burst == 0 && c.Keys[i].RateLimit > 0 {
@@ -420,7 +422,7 @@ func (c *Config) validate(file string, nl nodeLines) Errors {
 	add := func(line int, path, format string, args ...any) {
 		errs = append(errs, Problem{File: file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
 	}
-	for _, ck := range checks {
+	for _, ck := range slices.Concat(checks, identityChecks) {
 		if msg := ck.bad(c); msg != "" {
 			add(nl.path(ck.path), ck.path, "%s", msg)
 		}
