@@ -256,6 +256,9 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&k.Topics.State, "pulse.state")
 	setDefault(&k.Topics.Seeds, "pulse.seeds")
 	setDefault(&k.Topics.Activations, "pulse.activations")
+	setDefault(&k.Topics.Identity, "pulse.identity")
+	setDefault(&k.Topics.IdentityRequests, "pulse.identity.requests")
+	setDefault(&k.Topics.Resolved, "pulse.events.resolved")
 
 	in := &c.Ingest
 	setDefault(&in.Listen, "127.0.0.1:8080")

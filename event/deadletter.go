@@ -19,6 +19,11 @@ const (
 	// ReasonUnreadable: a consumer could not decode a record of a topic it
 	// reads (history keeps it rather than lose it without trace).
 	ReasonUnreadable = "unreadable"
+	// ReasonLinkRefused: an identity link the event asked for was refused
+	// by a guard (identity.Reason*: blocked, cap_anonymous,
+	// cap_identifiers, known_users_conflict, named in Field). The event
+	// itself still counted, for its own profile.
+	ReasonLinkRefused = "link_refused"
 )
 
 // DeadLetter is the one record type of the invalid-events topic
@@ -30,7 +35,7 @@ const (
 type DeadLetter struct {
 	Error  string `json:"error"`
 	Field  string `json:"field,omitempty"`  // the field at fault, when one is
-	Reason string `json:"reason,omitempty"` // ReasonInvalid, ReasonLate or ReasonUnreadable
+	Reason string `json:"reason,omitempty"` // ReasonInvalid, ReasonLate, ReasonUnreadable or ReasonLinkRefused
 	// Source is the service that refused the event: ingest, stream or history.
 	Source string `json:"source"`
 	// Index is the event's position in its HTTP batch (ingest only).

@@ -2,6 +2,8 @@ package identity
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	json "github.com/goccy/go-json"
@@ -304,4 +306,42 @@ func (s *MemStore) Canonical(entity string) string {
 		}
 	}
 	return entity
+}
+
+// RestoreMemStore rebuilds the graph from the identity table: links in
+// the order of the log of each identifier (the latest one of an
+// identifier wins), as the linker reads pulse.identity back after a
+// restart. Each profile's root is its member whose value is the canonical
+// id, a userId before an anonymousId; its members are sorted.
+func RestoreMemStore(links []Link) (*MemStore, error) {
+	latest := map[Identifier]Link{}
+	for _, l := range links {
+		id, err := ParseIdentifier(l.Identifier)
+		if err != nil {
+			return nil, err
+		}
+		latest[id] = l
+	}
+	byCanon := map[string][]Member{}
+	for id, l := range latest {
+		byCanon[l.CanonicalID] = append(byCanon[l.CanonicalID], Member{ID: id, At: l.At, MessageID: l.MessageID})
+	}
+	s := NewMemStore()
+	for canon, ms := range byCanon {
+		slices.SortFunc(ms, func(a, b Member) int { return strings.Compare(a.ID.String(), b.ID.String()) })
+		root, found := User(canon), false
+		for _, m := range ms {
+			if m.ID == User(canon) || (!found && m.ID == Anonymous(canon)) {
+				root, found = m.ID, true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("cannot restore identity graph: no member of canonical id %q is its root", canon)
+		}
+		s.profiles[root] = &Profile{Root: root, Members: ms}
+		for _, m := range ms {
+			s.roots[m.ID] = root
+		}
+	}
+	return s, nil
 }

@@ -64,6 +64,8 @@ func ProducerOpts() []kgo.Opt {
 type TopicSpec struct {
 	Name    string
 	Configs map[string]*string
+	// Partitions overrides config.Kafka.Partitions when set.
+	Partitions int32
 }
 
 // Topics lists every topic Pulse uses with its configs: the changelog is
@@ -80,6 +82,12 @@ func Topics(c config.Kafka) []TopicSpec {
 		// topic the same count), so seed partition p meets event partition p.
 		{Name: c.Topics.Seeds},
 		{Name: c.Topics.Activations, Configs: map[string]*string{"cleanup.policy": &compact}},
+		// Identity: the links, compacted by identifier; its requests in
+		// one partition (one fold order); the resolved (repartition)
+		// topic co-partitioned with the events.
+		{Name: c.Topics.Identity, Configs: map[string]*string{"cleanup.policy": &compact}},
+		{Name: c.Topics.IdentityRequests, Partitions: 1},
+		{Name: c.Topics.Resolved},
 	}
 }
 
@@ -93,7 +101,11 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, c config.Kafka) error {
 	names := make([]string, len(topics))
 	for i, t := range topics {
 		names[i] = t.Name
-		resp, err := adm.CreateTopic(ctx, int32(c.Partitions), int16(c.ReplicationFactor), t.Configs, t.Name)
+		parts := int32(c.Partitions)
+		if t.Partitions > 0 {
+			parts = t.Partitions
+		}
+		resp, err := adm.CreateTopic(ctx, parts, int16(c.ReplicationFactor), t.Configs, t.Name)
 		if err == nil {
 			err = resp.Err
 		}
