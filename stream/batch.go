@@ -156,6 +156,9 @@ func (t *task) dedupe(x *txn, items []pendingEvent) ([]pendingEvent, error) {
 // the anonymousId. An identify or alias of a new event links its
 // anonymousId and previousId to its userId (x.links, written by emit).
 func (t *task) resolve(x *txn, items []pendingEvent) error {
+	if t.identityOn() {
+		return t.resolveLinked(x, items)
+	}
 	for i := range items {
 		it := &items[i]
 		if it.err != nil {
@@ -181,6 +184,40 @@ func (t *task) resolve(x *txn, items []pendingEvent) error {
 			return err
 		}
 		it.e = e
+	}
+	return nil
+}
+
+// resolveLinked is resolve with identity resolution on: each event's
+// entity is its userId, else its anonymousId, unless that entity moved
+// into another (identity.go): then the event is forwarded to the
+// target's task and not applied here. A new identify or alias sends its
+// link requests to the linker.
+func (t *task) resolveLinked(x *txn, items []pendingEvent) error {
+	for i := range items {
+		it := &items[i]
+		if it.err != nil {
+			continue
+		}
+		ev := it.ev
+		if it.newOnly == nil {
+			t.requestLinks(x, ev)
+		}
+		id := ev.EntityID()
+		to, err := t.target(x, id)
+		if err != nil {
+			return err
+		}
+		if to != id {
+			if it.newOnly == nil { // else counted where it moved, if at all
+				t.forward(x, resolved{Kind: resolvedEvent, To: to, Event: it.r.Value})
+			}
+			it.forwarded = true
+			continue
+		}
+		if it.e, err = x.touched.get(t, id); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -230,6 +267,9 @@ func (t *task) apply(x *txn, items []pendingEvent) {
 
 func (t *task) applyOne(x *txn, it *pendingEvent) {
 	r, ev, e := it.r, it.ev, it.e
+	if it.forwarded {
+		return
+	}
 	if it.err != nil {
 		x.recs = append(x.recs, t.deadLetter(r, event.ReasonInvalid, "", it.err, x.now))
 		x.counts.invalid++
@@ -333,6 +373,10 @@ func (t *task) commitBatch(ctx context.Context, x *txn, last, hwm int64, start t
 	mEvents.WithLabelValues("duplicate").Add(float64(c.duplicate))
 	mEvents.WithLabelValues("late").Add(float64(c.late))
 	mEvents.WithLabelValues("invalid").Add(float64(c.invalid))
+	if c.forwarded > 0 {
+		mEvents.WithLabelValues("forwarded").Add(float64(c.forwarded))
+		mForwarded.Add(float64(c.forwarded))
+	}
 	mLag.WithLabelValues(t.lagLabel).Set(float64(max(0, hwm-last-1)))
 	mBatch.Observe(time.Since(start).Seconds())
 	mBatchSize.Observe(float64(n))
@@ -355,16 +399,18 @@ type pendingEvent struct {
 	e       *entry
 	newOnly []uint64
 	err     error
+	// forwarded: the entity moved; the event went to its target's task.
+	forwarded bool
 }
 
 func (t *task) prefetchState(it *pendingEvent) {
-	if it.err == nil {
+	if it.err == nil && !it.forwarded {
 		t.sink += it.e.st.NewestMillis()
 	}
 }
 
 func (t *task) prefetch(it *pendingEvent) {
-	if it.err == nil {
+	if it.err == nil && !it.forwarded {
 		t.sink += t.p.features.Prefetch(it.e.st, it.ev)
 	}
 }

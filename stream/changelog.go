@@ -136,6 +136,12 @@ func (t *task) applyChangelog(b *pebble.Batch, r *kgo.Record, local bool, now ti
 			return errCorrupt
 		}
 		t.meta.seedNext = next
+	case k == clResolvedKey:
+		next, n := binary.Varint(r.Value)
+		if n <= 0 {
+			return errCorrupt
+		}
+		t.meta.resolvedNext = next
 	case strings.HasPrefix(k, clEntityPrefix):
 		return t.restoreEntity(b, k[len(clEntityPrefix):], r.Value, local, now)
 	case strings.HasPrefix(k, clSeenPrefix):
@@ -318,7 +324,8 @@ func (t *task) snapshot(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	x.recs = append(x.recs, t.stateRecord([]byte(clSeedsKey), binary.AppendVarint(nil, t.meta.seedNext)))
+	x.recs = append(x.recs, t.stateRecord([]byte(clSeedsKey), binary.AppendVarint(nil, t.meta.seedNext)),
+		t.stateRecord([]byte(clResolvedKey), binary.AppendVarint(nil, t.meta.resolvedNext)))
 	return t.commit(ctx, x, t.meta.next)
 }
 

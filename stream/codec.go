@@ -21,6 +21,8 @@ const (
 	clSeededPrefix = "__seeded/"
 	// clSeedsKey: the next seeds-topic offset to read (varint).
 	clSeedsKey = "__seeds"
+	// clResolvedKey: the next resolved-topic offset to read (varint).
+	clResolvedKey = "__resolved"
 	// clUndecidedPrefix + fingerprint hex + "/" + input offset + "/" + id:
 	// a duplicate of an event from before the feature's activation, kept
 	// (the event) until the entity's seed says whether it counts.
@@ -105,6 +107,8 @@ type meta struct {
 	segFP     uint64   // segment Set fingerprint the memberships were evaluated with
 	pending   []string // entities of the last transaction (store write may be missing)
 	seedNext  int64    // next offset of the seeds topic partition to read
+	// resolvedNext is the next offset of the resolved topic partition.
+	resolvedNext int64
 }
 
 func (m *meta) encode() []byte {
@@ -112,7 +116,8 @@ func (m *meta) encode() []byte {
 	b = binary.AppendVarint(b, m.changelog)
 	b = binary.LittleEndian.AppendUint64(b, m.segFP)
 	b = appendStrings(b, m.pending)
-	return binary.AppendVarint(b, m.seedNext)
+	b = binary.AppendVarint(b, m.seedNext)
+	return binary.AppendVarint(b, m.resolvedNext)
 }
 
 func decodeMeta(b []byte) (meta, error) {
@@ -124,6 +129,9 @@ func decodeMeta(b []byte) (meta, error) {
 	m.pending = r.strings()
 	if len(r.b) > 0 { // written before seeds existed: 0
 		m.seedNext = r.varint()
+	}
+	if len(r.b) > 0 { // written before identity resolution: 0
+		m.resolvedNext = r.varint()
 	}
 	if r.err {
 		return m, errCorrupt

@@ -8,7 +8,7 @@ import (
 var (
 	mEvents = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "pulse_stream_events_total",
-		Help: "Input records by result: applied (folded into a state), ignored (no feature matched), duplicate, late (dead-lettered), invalid (dead-lettered).",
+		Help: "Input records by result: applied (folded into a state), ignored (no feature matched), duplicate, late (dead-lettered), invalid (dead-lettered), forwarded (to the canonical id of a merged entity).",
 	}, []string{"result"})
 	mLag = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "pulse_stream_lag_records",

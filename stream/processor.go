@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -82,6 +84,8 @@ type Processor struct {
 	// records decodes the input records: of their maps, only the keys
 	// the features read.
 	records *event.Projection
+	// idopts are the identity rules (cfg.Identity).
+	idopts identity.Options
 
 	cl *kgo.Client
 
@@ -141,9 +145,14 @@ func New(cfg *config.Config, store featurestore.Store, opts Options) (*Processor
 	if err != nil {
 		return nil, fmt.Errorf("cannot compile segments: %w", err)
 	}
+	reads, all := set.Reads()
+	if cfg.Identity.On() {
+		reads = append(slices.Clone(reads), cfg.Identity.TraitIdentifiers...) // the linker's
+	}
 	p := &Processor{
 		cfg: cfg, store: store, opts: opts, log: opts.Log,
-		features: set, segments: segs, names: set.Names(), records: event.NewProjection(set.Reads()),
+		features: set, segments: segs, names: set.Names(), records: event.NewProjection(reads, all),
+		idopts: identity.FromConfig(cfg.Identity),
 		tasks: map[int32]*task{}, reopen: map[int32]bool{},
 		progress: make(chan struct{}, 1),
 	}

@@ -74,8 +74,12 @@ func TestDedupeAndDeadLetters(t *testing.T) {
 	}
 }
 
-func TestIdentityAlias(t *testing.T) {
+// With identity resolution off, an identify maps the anonymous id to the
+// user within its partition only (what Pulse did before identity.enabled).
+func TestIdentityAliasWhenResolutionOff(t *testing.T) {
 	e := newEnv(t, nil)
+	off := false
+	e.cfg.Identity.Enabled = &off
 	p := e.processor(Options{}, "")
 	e.run(p)
 	anon := func(id, msg string) *event.Event {

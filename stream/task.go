@@ -65,6 +65,11 @@ type task struct {
 	// seeds reads the partition's seeds. Both used under work.
 	act   map[uint64]int64
 	seeds *kgo.Client
+	// resolvedIn reads the partition's resolved records (identity.go);
+	// linker runs beside the task of partition 0 (linker.go). Both nil
+	// with identity resolution off.
+	resolvedIn *kgo.Client
+	linker     *linker
 
 	// written is the input offset whose vectors are in the store: for lag
 	// and the consumer group commit.
@@ -135,6 +140,9 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 			if topic == state {
 				return func(r *kgo.Record, _ int) int { return int(r.Partition) }
 			}
+			if topic == p.cfg.Kafka.Topics.IdentityRequests {
+				return func(*kgo.Record, int) int { return 0 } // one fold order
+			}
 			if topic == p.cfg.Kafka.Topics.Activations {
 				// One producer per activations partition: its last record
 				// is then right before the last commit marker.
@@ -160,6 +168,9 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 	if err := t.openSeeds(); err != nil {
 		return nil, err
 	}
+	if err := t.openResolved(); err != nil {
+		return nil, err
+	}
 	t.written.Store(t.meta.next)
 	t.log.Info("partition ready", "next_offset", t.meta.next, "took", time.Since(start).Round(time.Millisecond))
 	t.queue = make(chan taskWork, queueDepth)
@@ -167,6 +178,9 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 	t.workerDone = make(chan struct{})
 	go t.worker()
 	go t.timerLoop()
+	if part == 0 && t.identityOn() {
+		t.linker = p.startLinker()
+	}
 	return t, nil
 }
 
@@ -218,6 +232,9 @@ func (t *task) close() {
 	if t.failed {
 		return
 	}
+	if t.linker != nil {
+		t.linker.close()
+	}
 	t.broken.Store(true)
 	close(t.quit)
 	<-t.workerDone
@@ -264,6 +281,9 @@ func (t *task) worker() {
 }
 
 func (t *task) closeClients() {
+	if t.resolvedIn != nil {
+		t.resolvedIn.Close()
+	}
 	if t.seeds != nil {
 		t.seeds.Close()
 	}
@@ -351,7 +371,7 @@ func (t *task) clearLocal() error {
 	if err := t.db.DeleteRange([]byte{0}, []byte{0xff}, pebble.Sync); err != nil {
 		return err
 	}
-	t.meta = meta{changelog: -1, segFP: t.meta.segFP, seedNext: t.meta.seedNext}
+	t.meta = meta{changelog: -1, segFP: t.meta.segFP, seedNext: t.meta.seedNext, resolvedNext: t.meta.resolvedNext}
 	t.act = map[uint64]int64{}
 	return nil
 }
@@ -577,6 +597,9 @@ func (t *task) timerLoop() {
 		case <-tick.C:
 		}
 		err := t.pollSeeds(ctx)
+		if err == nil {
+			err = t.pollResolved(ctx)
+		}
 		for more := err == nil; more; {
 			more, err = t.fire(ctx)
 		}

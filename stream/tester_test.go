@@ -3,6 +3,7 @@ package stream
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -103,6 +105,11 @@ func (st *tester) run(path string, c testCase) string {
 		}
 		b.WriteString(strings.Join(counts, " ") + "\n")
 		st.written(&b, c.args["deadletters"] == "json")
+	case "resolved":
+		if err := st.resolved(c.input); err != nil {
+			return fail(err)
+		}
+		st.written(&b, false)
 	case "tick":
 		before := counterValue(mTimerFires)
 		for more := true; more; {
@@ -355,6 +362,23 @@ func (st *tester) describe(r *kgo.Record, fullDeadLetters bool) string {
 		return fmt.Sprintf("activation %s at %s", st.featureOf(fp), r.Value)
 	case tp.State:
 		return "state " + st.describeState(string(r.Key), r.Value)
+	case tp.IdentityRequests:
+		q, err := identity.DecodeRequest(r.Value)
+		if err != nil {
+			return "link-request: " + err.Error()
+		}
+		return fmt.Sprintf("link-request %s %s -> %s", q.Kind, q.From, q.To)
+	case tp.Resolved:
+		rr, err := decodeResolved(r.Value)
+		if err != nil {
+			return "resolved: " + err.Error()
+		}
+		s := fmt.Sprintf("resolved %s key=%s %s -> %s", rr.Kind, r.Key, rr.From, rr.To)
+		if rr.Kind == resolvedEvent {
+			ev, _ := event.Unmarshal(rr.Event)
+			s += " messageId=" + ev.MessageID
+		}
+		return s
 	}
 	return fmt.Sprintf("%s %s", r.Topic, r.Key)
 }
@@ -362,6 +386,9 @@ func (st *tester) describe(r *kgo.Record, fullDeadLetters bool) string {
 // describeState says what a changelog record holds.
 func (st *tester) describeState(k string, v []byte) string {
 	switch {
+	case k == clResolvedKey:
+		next, _ := binary.Varint(v)
+		return fmt.Sprintf("%s next=%d", k, next)
 	case k == clOffsetKey:
 		next, pending, err := decodeOffsetValue(v)
 		if err != nil {
@@ -550,3 +577,54 @@ func (l *memLog) EndTransaction(_ context.Context, commit kgo.TransactionEndTry)
 }
 
 func (l *memLog) startOffset(context.Context) (int64, bool, error) { return 0, true, nil }
+
+// resolved writes the moves of lines ("move from=A to=U [t=T]", as the
+// linker does) to the resolved topic, then hands the task every resolved
+// record committed that it has not read: those moves and the transfers
+// and events the task itself forwarded (the tester's one partition holds
+// every entity).
+func (st *tester) resolved(lines []string) error {
+	tp := st.p.cfg.Kafka.Topics
+	if len(lines) > 0 {
+		if err := st.out.BeginTransaction(); err != nil {
+			return err
+		}
+		for _, l := range lines {
+			toks, err := splitTokens(l)
+			if err != nil {
+				return err
+			}
+			rr := resolved{Kind: resolvedMove}
+			for _, tk := range toks {
+				switch tk.key {
+				case "move":
+				case "from":
+					rr.From = tk.val
+				case "to":
+					rr.To = tk.val
+				case "t":
+					if rr.At, err = testTime(tk.val); err != nil {
+						return err
+					}
+				default:
+					return fmt.Errorf("unknown move field %q", tk.key)
+				}
+			}
+			st.out.Produce(context.Background(), &kgo.Record{Topic: tp.Resolved, Key: []byte(rr.From), Value: encodeResolved(rr)}, func(*kgo.Record, error) {})
+		}
+		if err := st.out.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
+			return err
+		}
+		st.out.committed = st.out.committed[:len(st.out.committed)-1] // the linker's, not the task's
+	}
+	var recs []*kgo.Record
+	for _, r := range st.out.all {
+		if r.Topic == tp.Resolved && r.Offset >= st.task.meta.resolvedNext {
+			recs = append(recs, r)
+		}
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	return st.task.applyResolved(context.Background(), recs)
+}

@@ -38,6 +38,7 @@ type txn struct {
 // eventCounts are a batch's input records by result (mEvents).
 type eventCounts struct {
 	applied, ignored, duplicate, late, invalid int
+	forwarded                                  int // to a moved entity's target
 }
 
 func (t *task) newTxn() *txn { return &txn{b: t.db.NewBatch()} }

@@ -1,0 +1,253 @@
+package stream
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/pulse-rt/pulse/aggregate"
+	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/identity"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/segment"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Identity resolution in the stream (identity.enabled; see doc.go):
+//
+//   - resolve (batch.go) sends each identify's and alias's link requests
+//     to the linker, in the batch's transaction, and forwards the events
+//     of a moved entity (its pointer, a/<id> -> target) to the target's
+//     task on the resolved topic instead of applying them;
+//   - the timer loop reads the task's partition of the resolved topic
+//     (read_committed, from meta.resolvedNext, in one transaction with
+//     what it changes, as seeds are read): a move retires the entity
+//     (segment exits, state deleted, pointer set) and sends its state to
+//     the target; a transfer merges a state into the target's
+//     (aggregate.Merge, every feature), an event applies to it; a target
+//     that moved too gets the record forwarded on.
+
+// identityOn reports whether the task resolves identities through the linker.
+func (t *task) identityOn() bool { return t.p.cfg.Identity.On() }
+
+// requestLinks adds the link requests of ev to x, for the linker.
+func (t *task) requestLinks(x *txn, ev *event.Event) {
+	for _, q := range t.p.idopts.Requests(ev) {
+		v, err := identity.EncodeRequest(q)
+		if err != nil {
+			continue // only strings and a time: cannot fail
+		}
+		x.recs = append(x.recs, &kgo.Record{Topic: t.p.cfg.Kafka.Topics.IdentityRequests, Key: []byte(q.To.Value), Value: v})
+	}
+}
+
+// target follows id's pointer: the entity it moved into, or id itself.
+// The pointers set by the transaction in progress (x.links) come first.
+func (t *task) target(x *txn, id string) (string, error) {
+	return t.userOf(id, x.links)
+}
+
+// forward sends r (with To set) to the task of r.To.
+func (t *task) forward(x *txn, r resolved) {
+	x.recs = append(x.recs, &kgo.Record{Topic: t.p.cfg.Kafka.Topics.Resolved, Key: []byte(r.To), Value: encodeResolved(r)})
+	x.counts.forwarded++
+}
+
+// openResolved starts reading the partition's resolved records from the
+// stored offset.
+func (t *task) openResolved() error {
+	if !t.identityOn() {
+		return nil
+	}
+	var err error
+	t.resolvedIn, err = kafka.NewClient(t.p.cfg.Kafka, append([]kgo.Opt{
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{
+			t.p.cfg.Kafka.Topics.Resolved: {t.partition: kgo.NewOffset().At(t.meta.resolvedNext)},
+		}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxBytes(16 << 20),
+	}, t.p.opts.KafkaOpts...)...)
+	return err
+}
+
+// pollResolved applies the resolved records fetched so far, if any.
+func (t *task) pollResolved(ctx context.Context) error {
+	if t.resolvedIn == nil {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
+	fs := t.resolvedIn.PollRecords(pctx, 5000)
+	cancel()
+	fs.EachError(func(topic string, p int32, err error) {
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			t.log.Debug("resolved fetch error", "topic", topic, "err", err)
+		}
+	})
+	if recs := fs.Records(); len(recs) > 0 {
+		return t.applyResolved(ctx, recs)
+	}
+	return nil
+}
+
+// applyResolved handles moves, transfers and forwarded events and commits
+// them with the next resolved offset, as a batch of events would be.
+func (t *task) applyResolved(ctx context.Context, recs []*kgo.Record) error {
+	t.work.Lock()
+	defer t.work.Unlock()
+	x := t.newTxn()
+	defer x.abort()
+	x.now, x.links = t.p.opts.Now(), map[string]string{}
+	next := t.meta.resolvedNext
+	for _, r := range recs {
+		if r.Offset < next {
+			continue // applied already (a fetch from before a reopen)
+		}
+		next = r.Offset + 1
+		rr, err := decodeResolved(r.Value)
+		if err != nil {
+			x.recs = append(x.recs, t.deadLetter(r, event.ReasonUnreadable, "", err, x.now))
+			continue
+		}
+		cause := r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
+		if rr.Kind == resolvedMove {
+			err = t.move(x, rr, cause)
+		} else {
+			err = t.receive(x, r, rr, cause)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if next == t.meta.resolvedNext {
+		return nil
+	}
+	for _, e := range x.touched.order {
+		if e.touched {
+			if err := t.finish(x, e, x.now, false); err != nil {
+				return err
+			}
+		}
+	}
+	x.recs = append(x.recs, t.stateRecord([]byte(clResolvedKey), binary.AppendVarint(nil, next)))
+	t.mu.Lock()
+	t.meta.resolvedNext = next
+	t.mu.Unlock()
+	if err := t.hook("resolved-before-commit"); err != nil {
+		return err
+	}
+	if err := t.commit(ctx, x, t.meta.next); err != nil {
+		return err
+	}
+	mForwarded.Add(float64(x.counts.forwarded))
+	return nil
+}
+
+// move retires entity rr.From into rr.To: its state goes to rr.To's task,
+// its memberships exit, its state and vector go, its pointer is set.
+func (t *task) move(x *txn, rr resolved, cause string) error {
+	from := rr.From
+	if to, err := t.target(x, from); err != nil {
+		return err
+	} else if to != from {
+		t.log.Warn("identity move of an entity that moved before: ignored", "entity", from, "moved_to", to, "move_to", rr.To)
+		return nil
+	}
+	e, err := x.touched.get(t, from)
+	if err != nil {
+		return err
+	}
+	if !e.st.Empty() {
+		t.forward(x, resolved{Kind: resolvedTransfer, From: from, To: rr.To, At: rr.At, Cause: rr.Cause, State: e.st.AppendBinary(nil)})
+	}
+	if err := t.retire(x, e, rr.At, cause); err != nil {
+		return err
+	}
+	x.links[from] = rr.To
+	x.b.Set(key(pkAlias, from), []byte(rr.To), nil)
+	x.recs = append(x.recs, t.stateRecord([]byte(clAliasPrefix+from), []byte(rr.To)))
+	return nil
+}
+
+// retire empties entity e: every membership exits (segment records and
+// the store), its state, timer and changelog record are deleted and its
+// vector in the store is left with no features.
+func (t *task) retire(x *txn, e *entry, at time.Time, cause string) error {
+	p := t.p
+	u := featurestore.Update{Vector: featurestore.Vector{Entity: entity, ID: e.id, Features: map[string]any{}, UpdatedAt: x.now}}
+	for _, c := range p.segments.Diff(e.m, nil, nil) {
+		rec := segment.NewRecord(c, entity, e.id, at, "merge/"+cause, nil)
+		b, err := rec.Encode()
+		if err != nil {
+			return err
+		}
+		x.recs = append(x.recs, &kgo.Record{Topic: p.cfg.Kafka.Topics.Segments, Key: []byte(e.id), Value: b})
+		u.Exit = append(u.Exit, c.Segment)
+		x.segExit++
+	}
+	x.b.Delete(key(pkEntity, e.id), nil)
+	if e.due != 0 {
+		x.b.Delete(timerKey(e.due, e.id), nil)
+	}
+	x.recs = append(x.recs, t.stateRecord([]byte(clEntityPrefix+e.id), nil))
+	x.updates = append(x.updates, u)
+	x.pending = append(x.pending, e.id)
+	e.st, e.m, e.due, e.touched = p.features.NewState(), nil, 0, false
+	return nil
+}
+
+// receive applies a transfer or a forwarded event to its target, or
+// forwards it on when the target moved.
+func (t *task) receive(x *txn, r *kgo.Record, rr resolved, cause string) error {
+	to, err := t.target(x, rr.To)
+	if err != nil {
+		return err
+	}
+	if to != rr.To {
+		rr.To = to
+		t.forward(x, rr)
+		return nil
+	}
+	e, err := x.touched.get(t, to)
+	if err != nil {
+		return err
+	}
+	p := t.p
+	if rr.Kind == resolvedTransfer {
+		src, err := p.features.DecodeState(rr.State)
+		if err != nil {
+			x.recs = append(x.recs, t.deadLetter(r, event.ReasonUnreadable, "", err, x.now))
+			return nil
+		}
+		changed := false
+		for i := range p.names {
+			if fp, ok := p.features.Fingerprint(i); ok && p.features.Merge(e.st, src, fp) {
+				changed = true
+			}
+		}
+		if changed {
+			e.touched, e.cause, e.at = true, "merge/"+cause, rr.At
+		}
+		return nil
+	}
+	var ev event.Event
+	if err := p.records.Unmarshal(rr.Event, &ev); err != nil {
+		x.recs = append(x.recs, t.deadLetter(r, event.ReasonInvalid, "", err, x.now))
+		return nil
+	}
+	changed, err := p.features.Apply(e.st, &ev)
+	switch {
+	case errors.Is(err, aggregate.ErrTooLate):
+		x.recs = append(x.recs, t.deadLetter(r, event.ReasonLate, ev.MessageID, err, x.now))
+	case err != nil:
+		x.recs = append(x.recs, t.deadLetter(r, event.ReasonInvalid, ev.MessageID, err, x.now))
+	case changed:
+		e.touched, e.cause, e.at = true, cause, ev.Timestamp
+		if ev.ReceivedAt.After(e.eventAt) {
+			e.eventAt = ev.ReceivedAt
+		}
+	}
+	return nil
+}

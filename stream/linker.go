@@ -1,0 +1,412 @@
+package stream
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/identity"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// The linker folds the stream's link requests (pulse.identity.requests,
+// one partition, so one order) with identity.Graph and, per request, in
+// one transaction with the next requests offset, writes:
+//
+//   - the links (identity.Link) to pulse.identity, keyed by identifier;
+//   - a move per merged entity to pulse.events.resolved, keyed by the
+//     entity that stops existing, for the task of its partition;
+//   - a dead letter (event.ReasonLinkRefused) per refused link.
+//
+// Its state is the graph itself, in memory, rebuilt on open from
+// pulse.identity (identity.RestoreMemStore), read read_committed up to a
+// fence record the linker writes to each partition first: the fence's
+// transaction fences an older linker, so everything before it is final.
+// Keys starting with "__" on pulse.identity are the linker's own (its
+// fences, and "__linker/offset", the next requests offset): readers of
+// links skip them. A batch that fails leaves the in-memory graph changed,
+// so the linker then reopens from the topic.
+//
+// The linker runs beside the task of events partition 0, on whichever
+// processor owns it: one linker at a time, moved with the partition.
+
+var (
+	mLinks = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "pulse_identity_links_total",
+		Help: "Identifiers whose canonical id changed (one identity.Link each).",
+	})
+	mMerges = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "pulse_identity_merges_total",
+		Help: "Link requests that joined two profiles (or an identifier to one).",
+	})
+	mRefusals = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "pulse_identity_refusals_total",
+		Help: "Link requests refused by a guard, by reason: blocked, cap_anonymous, cap_identifiers, known_users_conflict, unreadable.",
+	}, []string{"reason"})
+	mForwarded = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "pulse_identity_forwarded_total",
+		Help: "Records the stream forwarded to the task of a merged entity's canonical id (events and state transfers).",
+	})
+)
+
+// linkerOffsetKey keys the linker's next requests offset on pulse.identity.
+const linkerOffsetKey = "__linker/offset"
+
+// linker is the single identity fold; see above.
+type linker struct {
+	p     *Processor
+	log   *slog.Logger
+	opts  identity.Options
+	prod  *kgo.Client
+	cons  *kgo.Client
+	store *identity.MemStore
+	graph *identity.Graph
+	next  int64
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// startLinker runs a linker until stopLinker.
+func (p *Processor) startLinker() *linker {
+	l := &linker{p: p, log: p.log.With("component", "linker"), opts: identity.FromConfig(p.cfg.Identity),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go l.run()
+	return l
+}
+
+func (l *linker) close() {
+	close(l.stop)
+	<-l.done
+}
+
+// run opens the linker and folds requests until stopped, reopening it from
+// pulse.identity after a failure.
+func (l *linker) run() {
+	defer close(l.done)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-l.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for attempt := 0; ; attempt++ {
+		err := l.open(ctx)
+		if err == nil {
+			attempt = 0
+			err = l.loop(ctx)
+		}
+		l.closeClients()
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errKill) {
+			l.p.fatal.CompareAndSwap(nil, &err)
+			l.p.cancelRun()
+			return
+		}
+		l.log.Error("identity linker failed; reopening it from the identity topic", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(min(time.Duration(attempt+1)*time.Second, 10*time.Second)):
+		}
+	}
+}
+
+func (l *linker) closeClients() {
+	if l.cons != nil {
+		l.cons.Close()
+		l.cons = nil
+	}
+	if l.prod != nil {
+		l.prod.Close()
+		l.prod = nil
+	}
+}
+
+// open fences an older linker, rebuilds the graph from pulse.identity and
+// starts reading the requests after the last folded one.
+func (l *linker) open(ctx context.Context) error {
+	tp := l.p.cfg.Kafka.Topics
+	var err error
+	l.prod, err = kafka.NewClient(l.p.cfg.Kafka, append(append(kafka.ProducerOpts(),
+		kgo.TransactionalID("pulse-linker-"+tp.IdentityRequests),
+		kgo.TransactionTimeout(60*time.Second),
+		kgo.ProducerLinger(0),
+		kgo.RecordPartitioner(kgo.BasicConsistentPartitioner(func(topic string) func(*kgo.Record, int) int {
+			tp := kgo.StickyKeyPartitioner(nil).ForTopic(topic)
+			return func(r *kgo.Record, n int) int {
+				if strings.HasPrefix(string(r.Key), "__") {
+					return int(r.Partition) // the linker's own records: placed
+				}
+				return tp.Partition(r, n)
+			}
+		})),
+	), l.p.opts.KafkaOpts...)...)
+	if err != nil {
+		return err
+	}
+	fences, err := l.fence(ctx)
+	if err != nil {
+		return err
+	}
+	links, err := l.readTable(ctx, fences)
+	if err != nil {
+		return err
+	}
+	if l.store, err = identity.RestoreMemStore(links); err != nil {
+		return err
+	}
+	l.graph = identity.NewGraph(l.opts, l.store)
+	l.cons, err = kafka.NewClient(l.p.cfg.Kafka, append([]kgo.Opt{
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{tp.IdentityRequests: {0: kgo.NewOffset().At(l.next)}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+	}, l.p.opts.KafkaOpts...)...)
+	if err != nil {
+		return err
+	}
+	l.log.Info("identity linker ready", "links", len(links), "next_request", l.next)
+	return nil
+}
+
+// fence commits a fence record to every partition of pulse.identity and
+// returns their offsets.
+func (l *linker) fence(ctx context.Context) (map[int32]int64, error) {
+	topic := l.p.cfg.Kafka.Topics.Identity
+	n, err := l.partitions(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	var nonce [12]byte
+	rand.Read(nonce[:])
+	if err := l.prod.BeginTransaction(); err != nil {
+		return nil, fmt.Errorf("cannot begin transaction: %w", err)
+	}
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		recs[i] = &kgo.Record{Topic: topic, Partition: int32(i), Key: []byte("__linker/fence"), Value: []byte(hex.EncodeToString(nonce[:]))}
+	}
+	if err := l.prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		l.prod.EndTransaction(ctx, kgo.TryAbort)
+		return nil, fmt.Errorf("cannot write the identity fence: %w", err)
+	}
+	if err := l.prod.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		return nil, fmt.Errorf("cannot commit the identity fence: %w", err)
+	}
+	out := map[int32]int64{}
+	for _, r := range recs {
+		out[r.Partition] = r.Offset
+	}
+	return out, nil
+}
+
+func (l *linker) partitions(ctx context.Context, topic string) (int, error) {
+	td, err := kadm.NewClient(l.prod).ListTopics(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("cannot describe topic %s: %w", topic, err)
+	}
+	d := td[topic]
+	if d.Err != nil || len(d.Partitions) == 0 {
+		return 0, fmt.Errorf("cannot describe topic %s: %v", topic, d.Err)
+	}
+	return len(d.Partitions), nil
+}
+
+// readTable reads pulse.identity up to the fences: the links, and the
+// next requests offset into l.next.
+func (l *linker) readTable(ctx context.Context, fences map[int32]int64) ([]identity.Link, error) {
+	topic := l.p.cfg.Kafka.Topics.Identity
+	from := map[int32]kgo.Offset{}
+	for part := range fences {
+		from[part] = kgo.NewOffset().AtStart()
+	}
+	cl, err := kafka.NewClient(l.p.cfg.Kafka, append([]kgo.Opt{
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxBytes(64 << 20),
+	}, l.p.opts.KafkaOpts...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	l.next = 0
+	var links []identity.Link
+	open := len(fences)
+	for open > 0 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if err := fs.Err0(); err != nil {
+			return nil, fmt.Errorf("cannot read %s: %w", topic, err)
+		}
+		for it := fs.RecordIter(); !it.Done(); {
+			r := it.Next()
+			f, ok := fences[r.Partition]
+			if !ok || r.Offset > f {
+				continue
+			}
+			if r.Offset == f {
+				open--
+				continue
+			}
+			switch k := string(r.Key); {
+			case k == linkerOffsetKey:
+				if n, err := strconv.ParseInt(string(r.Value), 10, 64); err == nil {
+					l.next = n
+				}
+			case strings.HasPrefix(k, "__"):
+			default:
+				lk, err := identity.DecodeLink(r.Value)
+				if err != nil {
+					return nil, fmt.Errorf("%s/%d offset %d: %w", topic, r.Partition, r.Offset, err)
+				}
+				links = append(links, lk)
+			}
+		}
+	}
+	return links, nil
+}
+
+// loop folds the requests as they come.
+func (l *linker) loop(ctx context.Context) error {
+	for {
+		fs := l.cons.PollRecords(ctx, 5000)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				ferr = err
+			}
+		})
+		if ferr != nil {
+			return fmt.Errorf("cannot fetch link requests: %w", ferr)
+		}
+		if recs := fs.Records(); len(recs) > 0 {
+			if err := l.fold(ctx, recs); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// fold decides recs and commits the decisions with the next offset.
+func (l *linker) fold(ctx context.Context, recs []*kgo.Record) error {
+	tp := l.p.cfg.Kafka.Topics
+	now := l.p.opts.Now()
+	var out []*kgo.Record
+	var links, merges int
+	refused := map[string]int{}
+	next := l.next
+	for _, r := range recs {
+		if r.Offset < next {
+			continue
+		}
+		next = r.Offset + 1
+		req, err := identity.DecodeRequest(r.Value)
+		if err != nil {
+			dl := event.NewDeadLetter("stream", event.ReasonUnreadable, r.Value, err, now)
+			dl.Topic, dl.Partition, dl.Offset = r.Topic, r.Partition, r.Offset
+			out = append(out, &kgo.Record{Topic: tp.Invalid, Key: r.Key, Value: dl.Encode()})
+			refused["unreadable"]++
+			continue
+		}
+		d, err := l.graph.Apply(req)
+		if err != nil {
+			return err
+		}
+		l.store.Commit(d)
+		switch d.Outcome {
+		case identity.Refused:
+			out = append(out, l.refusal(r, d, now))
+			refused[d.Reason]++
+		case identity.Linked:
+			merges++
+			for _, lk := range d.Links {
+				v, err := identity.EncodeLink(lk)
+				if err != nil {
+					return err
+				}
+				out = append(out, &kgo.Record{Topic: tp.Identity, Key: []byte(lk.Identifier), Value: v})
+				links++
+			}
+			for _, m := range d.Moves {
+				v := encodeResolved(resolved{Kind: resolvedMove, From: m.From, To: m.To, At: req.At, Cause: req.MessageID})
+				out = append(out, &kgo.Record{Topic: tp.Resolved, Key: []byte(m.From), Value: v})
+			}
+		}
+	}
+	if next == l.next {
+		return nil
+	}
+	out = append(out, &kgo.Record{Topic: tp.Identity, Partition: 0, Key: []byte(linkerOffsetKey), Value: []byte(strconv.FormatInt(next, 10))})
+	if err := l.commit(ctx, out); err != nil {
+		return err
+	}
+	l.next = next
+	mLinks.Add(float64(links))
+	mMerges.Add(float64(merges))
+	for reason, n := range refused {
+		mRefusals.WithLabelValues(reason).Add(float64(n))
+	}
+	return nil
+}
+
+// refusal is the dead letter of a refused link request.
+func (l *linker) refusal(r *kgo.Record, d identity.Decision, now time.Time) *kgo.Record {
+	q := d.Request
+	err := fmt.Errorf("identity link refused (%s): %s and %s", d.Reason, q.From, q.To)
+	dl := event.NewDeadLetter("stream", event.ReasonLinkRefused, r.Value, err, now)
+	dl.Field, dl.MessageID = d.Reason, q.MessageID
+	dl.Topic, dl.Partition, dl.Offset = r.Topic, r.Partition, r.Offset
+	return &kgo.Record{Topic: l.p.cfg.Kafka.Topics.Invalid, Key: []byte(q.To.Value), Value: dl.Encode()}
+}
+
+// commit writes recs in one transaction.
+func (l *linker) commit(ctx context.Context, recs []*kgo.Record) error {
+	if err := l.prod.BeginTransaction(); err != nil {
+		return fmt.Errorf("cannot begin transaction: %w", err)
+	}
+	var failed kafka.Failures
+	for _, r := range recs {
+		l.prod.Produce(ctx, r, failed.Promise)
+	}
+	if err := l.prod.Flush(ctx); err != nil {
+		return fmt.Errorf("cannot flush transaction: %w", err)
+	}
+	if err := failed.Err(); err != nil {
+		l.prod.EndTransaction(ctx, kgo.TryAbort)
+		return fmt.Errorf("cannot produce transaction: %w", err)
+	}
+	if err := l.hook("linker-before-commit"); err != nil {
+		return err
+	}
+	if err := l.prod.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		return fmt.Errorf("cannot commit transaction: %w", err)
+	}
+	return l.hook("linker-after-commit")
+}
+
+func (l *linker) hook(point string) error {
+	if l.p.opts.hook == nil {
+		return nil
+	}
+	return l.p.opts.hook(point, -1)
+}
