@@ -153,7 +153,7 @@ func New(cfg *config.Config, store featurestore.Store, opts Options) (*Processor
 		cfg: cfg, store: store, opts: opts, log: opts.Log,
 		features: set, segments: segs, names: set.Names(), records: event.NewProjection(reads, all),
 		idopts: identity.FromConfig(cfg.Identity),
-		tasks: map[int32]*task{}, reopen: map[int32]bool{},
+		tasks:  map[int32]*task{}, reopen: map[int32]bool{},
 		progress: make(chan struct{}, 1),
 	}
 	p.setReady(errors.New("not joined to the consumer group yet"))

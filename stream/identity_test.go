@@ -1,0 +1,180 @@
+package stream
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/identity"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// identityLoad is a reproducible stream of a few people over several
+// devices: anonymous browsing and orders on each device (keyed by the
+// anonymousId, so on other partitions than the user), events as the user,
+// identifies linking a device (some through an email only), retries of
+// events (same messageId and key) and identifies with a blocked
+// anonymousId. Every person with links has a userId, so each canonical id
+// is that userId whatever order the links fold in. It returns the records
+// and, per canonical id, the events that count for it; blocked is the
+// number of distinct identifies with a blocked anonymousId.
+func identityLoad(seed uint64, people, n int) (recs []*kgo.Record, byPerson map[string][]*event.Event, blocked int) {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	byPerson = map[string][]*event.Event{}
+	var prev []*event.Event
+	linked := map[string]bool{} // users with an identify, devices linked
+	var all []*event.Event
+	for i := range n {
+		p := rng.IntN(people)
+		user := fmt.Sprintf("u%d", p)
+		device := fmt.Sprintf("a%d-%d", p, rng.IntN(3))
+		email := fmt.Sprintf("p%d@shop.example", p)
+		at := t0.Add(-time.Duration(rng.Int64N(int64(36 * time.Hour))))
+		id := fmt.Sprintf("m%d-%d", seed, i)
+		var ev *event.Event
+		switch k := rng.IntN(20); {
+		case k == 0 && len(prev) > 0:
+			dup := *prev[rng.IntN(len(prev))]
+			ev = &dup
+		case k == 1:
+			ev = &event.Event{Type: event.Identify, UserID: user, AnonymousID: "null", MessageID: id, Timestamp: at, ReceivedAt: at}
+			blocked++
+		case k < 5:
+			linked[user], linked[device] = true, true
+			ev = &event.Event{Type: event.Identify, UserID: user, AnonymousID: device, MessageID: id, Timestamp: at, ReceivedAt: at,
+				Traits: map[string]any{"country": []string{"DE", "FR"}[rng.IntN(2)], "email": email}}
+		case k == 4 && linked[user]: // the email is the user's: the link ends in the user
+			linked[device] = true
+			ev = &event.Event{Type: event.Identify, AnonymousID: device, MessageID: id, Timestamp: at, ReceivedAt: at,
+				Traits: map[string]any{"email": email}}
+		case k < 10:
+			ev = order("", id, at, float64(rng.IntN(200)))
+			ev.AnonymousID = device
+			if rng.IntN(3) == 0 {
+				ev.UserID, ev.AnonymousID = user, ""
+			}
+		default:
+			ev = &event.Event{Type: event.Track, Event: "Product Viewed", AnonymousID: device, MessageID: id,
+				Timestamp: at, ReceivedAt: at, Properties: map[string]any{"product_id": fmt.Sprintf("p%d", rng.IntN(30))}}
+		}
+		if ev.MessageID == id {
+			all = append(all, ev)
+			prev = append(prev, ev)
+		}
+		b, _ := ev.Marshal()
+		recs = append(recs, &kgo.Record{Key: []byte(ev.EntityID()), Value: b})
+	}
+	// A device's events count for its person once linked; a device never
+	// linked stays its own entity, with the one person of its id.
+	for _, ev := range all {
+		owner := ev.EntityID()
+		if ev.UserID != "" || linked[owner] {
+			owner = "u" + owner[1:strings.IndexByte(owner+"-", '-')]
+		}
+		byPerson[owner] = append(byPerson[owner], ev)
+	}
+	return recs, byPerson, blocked
+}
+
+// personReference is the reference of each person: every event of all its
+// ids folded into one state under its userId.
+func personReference(t testing.TB, e *env, byPerson map[string][]*event.Event) *reference {
+	ref := newReference(t, e.cfg)
+	for owner, evs := range byPerson {
+		for _, ev := range evs {
+			c := *ev
+			c.UserID, c.AnonymousID = owner, ""
+			ref.apply(&c)
+		}
+	}
+	return ref
+}
+
+// TestIdentityMergesAcrossPartitions is the property test of the issue
+// on kfake: for several seeds, people browse anonymously on devices
+// whose events land on other partitions than their userId's, identify in
+// random order (some through an email only), events are retried; after
+// the stream and the linker settle, each person's vector under the
+// userId equals the reference over all its ids' events, every merged
+// device's vector is empty, each segment change is on pulse.segments
+// once, and every blocked identify is a dead letter.
+func TestIdentityMergesAcrossPartitions(t *testing.T) {
+	for seed := range uint64(3) {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			e := newEnv(t, nil)
+			if e.cfg.Kafka.Partitions < 4 {
+				t.Fatalf("want 4+ partitions, have %d", e.cfg.Kafka.Partitions)
+			}
+			recs, byPerson, blocked := identityLoad(seed, 6, 600)
+			ref := personReference(t, e, byPerson)
+			half := len(recs) / 2
+			e.produce(recs[:half]...)
+			p := e.processor(Options{}, "")
+			stop := e.run(p)
+			e.produce(recs[half:]...)
+			e.waitCaughtUp(30*time.Second, p)
+			ref.waitMatches(t, e.store, e.clock.now(), 60*time.Second)
+			checkDevicesRetired(t, e, byPerson)
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			segmentChanges(t, e)
+			refused := 0
+			for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.Invalid) {
+				if dl, err := event.DecodeDeadLetter(r.Value); err == nil && dl.Reason == event.ReasonLinkRefused && dl.Field == identity.ReasonBlocked {
+					refused++
+				}
+			}
+			if refused != blocked {
+				t.Errorf("%d blocked links dead-lettered, want %d", refused, blocked)
+			}
+			links := map[string]string{}
+			for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.Identity) {
+				if l, err := identity.DecodeLink(r.Value); err == nil {
+					links[l.Identifier] = l.CanonicalID
+				}
+			}
+			for owner, evs := range byPerson {
+				for _, ev := range evs {
+					if ev.Type != event.Identify || ev.AnonymousID == "null" {
+						continue
+					}
+					if got := links[identity.Anonymous(ev.AnonymousID).String()]; got != owner {
+						t.Errorf("identity table: %s -> %q, want %s", ev.AnonymousID, got, owner)
+					}
+				}
+			}
+		})
+	}
+}
+
+// checkDevicesRetired: a device that was linked has no features left in
+// the store (it was merged into its person).
+func checkDevicesRetired(t testing.TB, e *env, byPerson map[string][]*event.Event) {
+	t.Helper()
+	linked := map[string]bool{}
+	for _, evs := range byPerson {
+		for _, ev := range evs {
+			if ev.Type == event.Identify && ev.AnonymousID != "" && ev.AnonymousID != "null" {
+				linked[ev.AnonymousID] = true
+			}
+		}
+	}
+	var ids []string
+	for id := range linked {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		v, err := e.store.Get(context.Background(), entity, id)
+		if err == nil && !reflect.DeepEqual(v.Features, map[string]any{}) {
+			t.Errorf("device %s was merged but still has features %v", id, v.Features)
+		}
+	}
+}
