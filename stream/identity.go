@@ -173,10 +173,12 @@ func (t *task) move(x *txn, rr resolved, cause string) error {
 
 // retire empties entity e: every membership exits (segment records and
 // the store), its state, timer and changelog record are deleted and its
-// vector in the store is left with no features.
+// vector in the store holds the values of no events (what a rewrite
+// after a crash writes for it too: the store has no delete yet).
 func (t *task) retire(x *txn, e *entry, at time.Time, cause string) error {
 	p := t.p
-	u := featurestore.Update{Vector: featurestore.Vector{Entity: entity, ID: e.id, Features: map[string]any{}, UpdatedAt: x.now}}
+	t.vals = p.features.Values(p.features.NewState(), x.now, t.vals)
+	u := featurestore.Update{Vector: t.vector(e.id, t.vals, nil, x.now, time.Time{})}
 	for _, c := range p.segments.Diff(e.m, nil, nil) {
 		rec := segment.NewRecord(c, entity, e.id, at, "merge/"+cause, nil)
 		b, err := rec.Encode()

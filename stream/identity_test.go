@@ -2,16 +2,20 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/identity"
+	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -154,8 +158,8 @@ func TestIdentityMergesAcrossPartitions(t *testing.T) {
 	}
 }
 
-// checkDevicesRetired: a device that was linked has no features left in
-// the store (it was merged into its person).
+// checkDevicesRetired: a device that was linked has the features of no
+// events left in the store (it was merged into its person).
 func checkDevicesRetired(t testing.TB, e *env, byPerson map[string][]*event.Event) {
 	t.Helper()
 	linked := map[string]bool{}
@@ -171,10 +175,86 @@ func checkDevicesRetired(t testing.TB, e *env, byPerson map[string][]*event.Even
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	ref := newReference(t, e.cfg)
+	ref.st["-"] = ref.set.NewState()
+	empty, _ := ref.vector("-", e.clock.now())
 	for _, id := range ids {
 		v, err := e.store.Get(context.Background(), entity, id)
-		if err == nil && !reflect.DeepEqual(v.Features, map[string]any{}) {
+		if err == nil && (!reflect.DeepEqual(v.Features, empty) || len(v.Segments) > 0) {
 			t.Errorf("device %s was merged but still has features %v", id, v.Features)
+		}
+	}
+}
+
+// Two processors share the group on a real Kafka broker; one is killed in
+// the middle of a merge (after a resolved-topic transaction committed,
+// before its Pebble batch: the survivor restores the pointer and the
+// resolved offset from the changelog) or while it runs the linker. The
+// survivor ends with every person's vector equal to the reference over
+// all its ids' events, each segment change written once.
+func TestIdentityKillMidMergeRealKafka(t *testing.T) {
+	e := newEnv(t, testenv.Kafka(t))
+	recs, byPerson, _ := identityLoad(11, 8, 1500)
+	ref := personReference(t, e, byPerson)
+	var resolvedCommits, linkerCommits atomic.Int64
+	var armed, killed atomic.Bool
+	var killedAt atomic.Value
+	kill := func(point string) error {
+		if killed.CompareAndSwap(false, true) {
+			killedAt.Store(point)
+		}
+		return errKill
+	}
+	hook := func(point string, _ int32) error {
+		switch point {
+		case "resolved-before-commit":
+			if resolvedCommits.Add(1) >= 3 {
+				armed.Store(true)
+			}
+		case "linker-after-commit":
+			if linkerCommits.Add(1) >= 6 {
+				return kill("the linker's commit")
+			}
+		case "after-txn-commit":
+			if armed.Load() {
+				return kill("a transaction's commit after a merge")
+			}
+		}
+		return nil
+	}
+	a := e.processor(Options{hook: hook, MaxPollRecords: 100}, filepath.Join(t.TempDir(), "a"))
+	b := e.processor(Options{MaxPollRecords: 100}, filepath.Join(t.TempDir(), "b"))
+	stopA := e.run(a)
+	e.run(b)
+	deadline := time.Now().Add(60 * time.Second)
+	for len(a.Partitions()) == 0 || len(b.Partitions()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("partitions not shared: a %v, b %v", a.Partitions(), b.Partitions())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("a owns %v, b owns %v", a.Partitions(), b.Partitions())
+	for i := 0; i < len(recs); i += 100 {
+		e.produce(recs[i:min(i+100, len(recs))]...)
+		time.Sleep(20 * time.Millisecond)
+	}
+	deadline = time.Now().Add(120 * time.Second)
+	for !killed.Load() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := stopA(); !errors.Is(err, errKill) {
+		t.Fatalf("processor a ended with %v (resolved commits %d, linker commits %d), want the injected kill",
+			err, resolvedCommits.Load(), linkerCommits.Load())
+	}
+	t.Logf("a killed after %v: %d resolved and %d linker commits", killedAt.Load(), resolvedCommits.Load(), linkerCommits.Load())
+	e.waitCaughtUp(90*time.Second, b)
+	ref.waitMatches(t, e.store, e.clock.now(), 60*time.Second)
+	checkDevicesRetired(t, e, byPerson)
+	final := segmentChanges(t, e)
+	for id := range ref.st {
+		_, want := ref.vector(id, e.clock.now())
+		if !equal(final[id], want...) {
+			t.Errorf("entity %s: segments from the topic %v, want %v", id, final[id], want)
 		}
 	}
 }
