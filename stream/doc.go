@@ -6,8 +6,9 @@
 // # Where it sits
 //
 //	pulse.events ──► task per partition ──► pulse.state      (compacted changelog, transactional)
-//	                  │  Pebble per partition  pulse.segments (enter/exit, same transaction)
-//	                  │                        pulse.events.invalid (undecodable, too late)
+//	pulse.events.resolved ─┘ Pebble per      pulse.segments (enter/exit, same transaction)
+//	                  │      partition       pulse.events.invalid (undecodable, too late)
+//	                  │                      pulse.identity.requests, pulse.events.resolved (identity)
 //	                  └──────────────────────► featurestore.Store (vectors, memberships)
 //
 // # Exactly once
@@ -106,12 +107,36 @@
 //
 // # Identity
 //
-// An identify or alias carrying both anonymousId (or previousId) and userId
-// records anonymousId → userId in the partition's state; later events with
-// only that anonymousId count for the user. Limitation: the mapping lives in
-// the partition of the identify event (events are keyed by userId, else
-// anonymousId), so anonymous events on another partition are not
-// re-attributed, and events before the identify stay with the anonymous id.
+// With identity.enabled (the default) the stream keeps one profile per
+// person, under the person's canonical id (identity package,
+// docs/identity.md):
+//
+//	identify/alias ──resolve──► pulse.identity.requests ──linker──► pulse.identity (links)
+//	                                   (1 partition)         │
+//	                                                         └──► pulse.events.resolved: move A→U (key A)
+//	task of A: retire A (segment exits, state deleted, pointer a/A→U) ──► transfer A's state (key U)
+//	task of U: aggregate.Merge into U, segments re-evaluated (each change once)
+//	later events of A (key A): the task of A forwards them (key U); a target that moved forwards on
+//
+// The resolve stage sends each new identify's or alias's link requests
+// to the linker in the batch's transaction, and forwards the events of an
+// entity with a pointer instead of applying them (counted "forwarded").
+// The linker runs beside the task of partition 0 (so one at a time, moved
+// with it): it folds the requests in the one order of their partition
+// with identity.Graph, its graph rebuilt on open from pulse.identity up to
+// fence records it commits first, and writes the links, the moves and the
+// refusals (dead letters, reason link_refused) with its next requests
+// offset in one transaction. Each task reads its partition of the
+// resolved topic in the timer loop, as it reads seeds: moves, transfers
+// and forwarded events are applied and committed with the next resolved
+// offset (meta, __resolved) in one transaction and one Pebble batch, so a
+// crash repeats none and loses none; the pointers are the changelog's
+// __alias records. Duplicates are dropped where the event first lands
+// (its key's partition), before it is forwarded.
+//
+// A retired entity's vector stays in the store with the values of no
+// events (the store has no delete yet). With identity.enabled: false, an
+// identify records anonymousId → userId in its partition only, as before.
 //
 // # Config changes
 //
