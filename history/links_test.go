@@ -3,9 +3,11 @@ package history
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -66,5 +68,53 @@ func TestIdentityLinksLandAndReadBack(t *testing.T) {
 		if r := tl.Resolve("A", c.at); r != c.want {
 			t.Errorf("A at %v resolves to %s, want %s", c.at, r, c.want)
 		}
+	}
+}
+
+// TestRecentEventsAndTraits: a person's latest events over its ids, newest
+// first and each message once (a replayed insert), and its traits merged
+// by event time across ids.
+func TestRecentEventsAndTraits(t *testing.T) {
+	native, _ := testenv.ClickHouse(t)
+	db := testenv.ClickHouseDatabase(t)
+	conn := openTest(t, native)
+	ctx := context.Background()
+	if err := Migrate(ctx, conn, db); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
+	evs := []*event.Event{
+		{Type: event.Identify, MessageID: "i1", AnonymousID: "A", Traits: map[string]any{"plan": "free", "email": "a@x"}, Timestamp: t0, ReceivedAt: t0},
+		{Type: event.Track, MessageID: "o1", AnonymousID: "A", Event: "Order Completed", Properties: map[string]any{"revenue": 5.0}, Timestamp: t0.Add(time.Minute), ReceivedAt: t0},
+		{Type: event.Identify, MessageID: "i2", UserID: "U", Traits: map[string]any{"plan": "pro"}, Timestamp: t0.Add(time.Hour), ReceivedAt: t0},
+		{Type: event.Track, MessageID: "o2", UserID: "U", Event: "Order Completed", Timestamp: t0.Add(2 * time.Hour), ReceivedAt: t0},
+		{Type: event.Track, MessageID: "x", UserID: "other", Event: "Order Completed", Timestamp: t0.Add(3 * time.Hour), ReceivedAt: t0},
+	}
+	for range 2 { // the second insert is a replay
+		if err := InsertEvents(ctx, conn, db, evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := NewReader(conn, db)
+	got, err := r.RecentEvents(ctx, []string{"U", "A"}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range got {
+		ids = append(ids, e.MessageID)
+	}
+	if strings.Join(ids, ",") != "o2,i2,o1" {
+		t.Errorf("recent events %v, want o2,i2,o1", ids)
+	}
+	if len(got) == 3 && (string(got[2].Properties) != `{"revenue":5}` || got[2].AnonymousID != "A" || !got[2].Timestamp.Equal(t0.Add(time.Minute))) {
+		t.Errorf("o1 read back as %+v", got[2])
+	}
+	traits, err := r.LatestTraits(ctx, []string{"U", "A"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(traits) != 2 || traits["plan"] != "pro" || traits["email"] != "a@x" {
+		t.Errorf("traits %v, want plan pro (the later identify) and email a@x", traits)
 	}
 }
