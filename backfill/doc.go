@@ -31,8 +31,9 @@
 // partials). TrainingSet applies it per label, Features and Verify as of
 // their time: the person is written and checked under its canonical id,
 // and a sampled id that was merged is checked as its person. Seeds
-// (`pulse backfill features` through the stream) still seed each id's
-// own state; the stream moves a seeded id's state along with it.
+// (`pulse backfill features` through the stream) are cut per id and
+// partition as before: each id's history goes to the task holding that
+// id, which treats a seed of an id that has moved as stream/doc.go says.
 //
 // # Seeding the stream
 //
