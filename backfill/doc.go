@@ -17,8 +17,23 @@
 // event), one a millisecond earlier does; windows follow docs/features.md.
 //
 // Only the user entity's features are replayed: the events table keys
-// events by user id, else anonymous id (event.EntityID). Identity stitching
-// (alias) is not replayed.
+// events by user id, else anonymous id (event.EntityID).
+//
+// # Identity
+//
+// With identity resolution on (config identity.enabled, the default), the
+// replay resolves ids with the links the stream's linker wrote
+// (history.Reader.Links, the identity_links table) by the point-in-time
+// rule of docs/identity.md: at time T, a person is every id whose latest
+// link at or before T leads to its canonical id, and its features as of T
+// merge (aggregate.Merge) the partial States of those ids' events before
+// T, as the stream merges a moved id's state into the person's (people,
+// partials). TrainingSet applies it per label, Features and Verify as of
+// their time: the person is written and checked under its canonical id,
+// and a sampled id that was merged is checked as its person. Seeds
+// (`pulse backfill features` through the stream) are cut per id and
+// partition as before: each id's history goes to the task holding that
+// id, which treats a seed of an id that has moved as stream/doc.go says.
 //
 // # Seeding the stream
 //

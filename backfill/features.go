@@ -45,7 +45,9 @@ type FeaturesReport struct {
 
 // Features replays the history through the feature definitions of cfg and
 // writes each entity's values as of opts.Now to the online store, merged
-// into the stored vector (its segments and other features are kept).
+// into the stored vector (its segments and other features are kept). With
+// identity resolution on, an id linked into a person counts for the
+// person's canonical id, as online.
 func Features(ctx context.Context, cfg *config.Config, r *history.Reader, store featurestore.Store, opts FeaturesOptions) (FeaturesReport, error) {
 	var rep FeaturesReport
 	set, idx, err := compile(cfg, opts.Features)
@@ -118,6 +120,22 @@ func Features(ctx context.Context, cfg *config.Config, r *history.Reader, store 
 		// grows every feature's tiles again, slice by slice.
 		states = sync.Pool{New: func() any { return set.NewState() }}
 	)
+	ppl, err := loadPeople(ctx, cfg, r)
+	if err != nil {
+		return rep, err
+	}
+	// A person of several ids (identity) gets each id's partial State,
+	// merged and written under the canonical id once all are read.
+	parts := newPartials[string](set)
+	partNewest := map[string]time.Time{}
+	values := func(st *aggregate.State) map[string]any {
+		vals := set.Values(st, opts.Now, nil)
+		m := make(map[string]any, len(idx))
+		for _, i := range idx {
+			m[names[i]] = vals[i]
+		}
+		return m
+	}
 	defer replayGC()()
 	err = r.EachEntity(ctx, replayFilter(set, history.EventFilter{Since: opts.Since, Until: opts.Now, Entities: opts.Entities, Workers: runtime.GOMAXPROCS(0)}),
 		func(id string, evs []*event.Event) error {
@@ -133,13 +151,18 @@ func Features(ctx context.Context, cfg *config.Config, r *history.Reader, store 
 					newest = e.ReceivedAt
 				}
 			}
-			vals := set.Values(st, opts.Now, nil)
-			m := make(map[string]any, len(idx))
-			for _, i := range idx {
-				m[names[i]] = vals[i]
-			}
 			entities.Add(1)
 			events.Add(int64(len(evs)))
+			if c := ppl.canonical(id, opts.Now); ppl.isGroup(c, opts.Now) {
+				parts.add(c, st)
+				mu.Lock()
+				if newest.After(partNewest[c]) {
+					partNewest[c] = newest
+				}
+				mu.Unlock()
+				return nil
+			}
+			m := values(st)
 			mu.Lock()
 			batch = append(batch, pending{id, m, newest})
 			var full []pending
@@ -150,6 +173,15 @@ func Features(ctx context.Context, cfg *config.Config, r *history.Reader, store 
 			return write(full)
 		})
 	rep.TooLate = tooLate.Load()
+	for c, newest := range partNewest {
+		if err != nil {
+			break
+		}
+		var st *aggregate.State
+		if st, err = parts.merged(c); err == nil {
+			batch = append(batch, pending{c, values(st), newest})
+		}
+	}
 	if err == nil {
 		err = write(batch)
 	}

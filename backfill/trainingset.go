@@ -34,7 +34,10 @@ type Rows struct {
 const entityLabelsLimit = 5000
 
 // TrainingSet computes, for each label, the named features as of the
-// label's time: only the entity's events strictly before it count.
+// label's time: only the entity's events strictly before it count. With
+// identity resolution on, the entity is the person the label's id belonged
+// to at that time, and its events are those of every id linked to the
+// person at or before it (people).
 func TrainingSet(ctx context.Context, cfg *config.Config, r *history.Reader, labels []Label, features []string, opts TrainingSetOptions) (*Rows, error) {
 	if len(features) == 0 {
 		return nil, fmt.Errorf("name the features to compute")
@@ -48,11 +51,24 @@ func TrainingSet(ctx context.Context, cfg *config.Config, r *history.Reader, lab
 	for _, i := range idx {
 		out.Kinds = append(out.Kinds, kinds[i].String())
 	}
-	// Labels by entity, each entity's in time order.
+	ppl, err := loadPeople(ctx, cfg, r)
+	if err != nil {
+		return nil, err
+	}
+	// Labels by the entity ids whose events count for them, each id's in
+	// time order. A label of a person of several ids (identity) gets each
+	// id's partial State, merged once all are read; merged marks those.
 	byEntity := map[string][]int{}
+	merged := map[int]bool{}
 	var until time.Time
 	for i, l := range labels {
-		byEntity[l.EntityID] = append(byEntity[l.EntityID], i)
+		ids := ppl.group(ppl.canonical(l.EntityID, l.At), l.At)
+		if len(ids) != 1 || ids[0] != l.EntityID {
+			merged[i] = true
+		}
+		for _, id := range ids {
+			byEntity[id] = append(byEntity[id], i)
+		}
 		if l.At.After(until) {
 			until = l.At
 		}
@@ -77,7 +93,9 @@ func TrainingSet(ctx context.Context, cfg *config.Config, r *history.Reader, lab
 			r[j] = vals[k]
 		}
 		out.Values[i] = r
+		done.Add(1)
 	}
+	parts := newPartials[int](set)
 	st := set.NewState() // one, reset for each entity: see State.Reset
 	err = r.EachEntity(ctx, filter, func(id string, evs []*event.Event) error {
 		list, ok := byEntity[id]
@@ -93,10 +111,13 @@ func TrainingSet(ctx context.Context, cfg *config.Config, r *history.Reader, lab
 				set.Apply(st, evs[next]) // in time order: never too late
 				next++
 			}
+			if merged[li] {
+				parts.add(li, st)
+				continue
+			}
 			vals = set.Values(st, labels[li].At, vals)
 			row(li, vals)
 		}
-		done.Add(int64(len(list)))
 		return nil
 	})
 	if err != nil {
@@ -107,10 +128,20 @@ func TrainingSet(ctx context.Context, cfg *config.Config, r *history.Reader, lab
 	st.Reset()
 	for _, list := range byEntity {
 		for _, li := range list {
-			vals = set.Values(st, labels[li].At, vals)
-			row(li, vals)
+			if !merged[li] {
+				vals = set.Values(st, labels[li].At, vals)
+				row(li, vals)
+			}
 		}
-		done.Add(int64(len(list)))
+	}
+	for li := range merged {
+		m, err := parts.merged(li)
+		if err != nil {
+			p.done()
+			return nil, err
+		}
+		vals = set.Values(m, labels[li].At, vals)
+		row(li, vals)
 	}
 	p.done()
 	return out, nil

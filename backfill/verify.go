@@ -6,11 +6,13 @@ import (
 	"io"
 	"math"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	json "github.com/goccy/go-json"
+	"github.com/pulse-rt/pulse/aggregate"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
@@ -86,73 +88,125 @@ func Verify(ctx context.Context, cfg *config.Config, r *history.Reader, store fe
 			return nil, err
 		}
 	}
+	ppl, err := loadPeople(ctx, cfg, r)
+	if err != nil {
+		return nil, err
+	}
 	rep := &VerifyReport{Sampled: len(ids)}
+	// A sampled id merged into a person is checked as that person (its own
+	// vector is gone from the store): each person once.
+	now := time.Now()
+	var persons []string
+	for _, id := range ids {
+		if c := ppl.canonical(id, now); !slices.Contains(persons, c) {
+			persons = append(persons, c)
+		}
+	}
 	names := set.Names()
 	checks := make([]FeatureCheck, len(idx))
 	for j, i := range idx {
 		checks[j].Feature = names[i]
 	}
-	vecs, found, err := store.GetMany(ctx, set.Entity(), ids)
+	vecs, found, err := store.GetMany(ctx, set.Entity(), persons)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read online vectors: %w", err)
 	}
 	online := map[string]featurestore.Vector{}
-	for i, id := range ids {
+	for i, id := range persons {
 		if found[i] {
 			online[id] = vecs[i]
 		} else {
 			rep.Missing = append(rep.Missing, id)
 		}
 	}
+	// The ids whose events count for each present person as of its
+	// vector's time; owners is the other way round.
 	var present []string
-	for _, id := range ids {
-		if _, ok := online[id]; ok {
-			present = append(present, id)
+	owners := map[string][]string{}
+	merged := map[string]bool{}
+	for _, c := range persons {
+		v, ok := online[c]
+		if !ok {
+			continue
+		}
+		present = append(present, c)
+		group := ppl.group(c, v.UpdatedAt)
+		merged[c] = len(group) != 1 || group[0] != c
+		for _, id := range group {
+			owners[id] = append(owners[id], c)
 		}
 	}
 	n := 0
 	p := newProgress(opts.Progress, "verify", func() string { return fmt.Sprintf("%d/%d entities", n, len(present)) })
 	var vals []any
+	compare := func(c string, st *aggregate.State, unseen int) {
+		v := online[c]
+		vals = set.Values(st, v.UpdatedAt, vals)
+		for j, i := range idx {
+			ch := &checks[j]
+			ch.Compared++
+			on := v.Features[names[i]]
+			if same(on, vals[i]) {
+				continue
+			}
+			ch.Mismatches++
+			reason := "values differ: the stream applied other events, or other definitions (config changed without a replay?)"
+			if unseen > 0 {
+				ch.Lagging++
+				reason = fmt.Sprintf("stream lag: %d event(s) received after the vector was computed", unseen)
+			}
+			if len(ch.Examples) < opts.Examples {
+				ch.Examples = append(ch.Examples, Mismatch{EntityID: c, Online: on, Offline: vals[i], Reason: reason})
+			}
+		}
+		n++
+	}
+	parts := newPartials[string](set)
+	unseen := map[string]int{}
 	st := set.NewState() // one, reset for each entity: see State.Reset
 	for start := 0; start < len(present); start += entityLabelsLimit {
 		chunk := present[start:min(start+entityLabelsLimit, len(present))]
-		err = r.EachEntity(ctx, replayFilter(set, history.EventFilter{Entities: chunk}), func(id string, evs []*event.Event) error {
-			v := online[id]
-			at := v.UpdatedAt.UnixMilli()
-			st.Reset()
-			unseen := 0
-			for _, e := range evs {
-				if e.ReceivedAt.UnixMilli() > at {
-					unseen++
-				}
-				if e.Timestamp.UnixMilli() <= at {
-					set.Apply(st, e)
+		var read []string
+		for _, c := range chunk {
+			for id, cs := range owners {
+				if slices.Contains(cs, c) && !slices.Contains(read, id) {
+					read = append(read, id)
 				}
 			}
-			vals = set.Values(st, v.UpdatedAt, vals)
-			for j, i := range idx {
-				c := &checks[j]
-				c.Compared++
-				on := v.Features[names[i]]
-				if same(on, vals[i]) {
-					continue
+		}
+		err = r.EachEntity(ctx, replayFilter(set, history.EventFilter{Entities: read}), func(id string, evs []*event.Event) error {
+			for _, c := range owners[id] {
+				at := online[c].UpdatedAt.UnixMilli()
+				st.Reset()
+				for _, e := range evs {
+					if e.ReceivedAt.UnixMilli() > at {
+						unseen[c]++
+					}
+					if e.Timestamp.UnixMilli() <= at {
+						set.Apply(st, e)
+					}
 				}
-				c.Mismatches++
-				reason := "values differ: the stream applied other events, or other definitions (config changed without a replay?)"
-				if unseen > 0 {
-					c.Lagging++
-					reason = fmt.Sprintf("stream lag: %d event(s) received after the vector was computed", unseen)
-				}
-				if len(c.Examples) < opts.Examples {
-					c.Examples = append(c.Examples, Mismatch{EntityID: id, Online: on, Offline: vals[i], Reason: reason})
+				if merged[c] {
+					parts.add(c, st)
+				} else {
+					compare(c, st, unseen[c])
 				}
 			}
-			n++
 			return nil
 		})
 		if err != nil {
 			p.done()
 			return nil, err
+		}
+		for _, c := range chunk {
+			if merged[c] {
+				m, err := parts.merged(c)
+				if err != nil {
+					p.done()
+					return nil, err
+				}
+				compare(c, m, unseen[c])
+			}
 		}
 	}
 	p.done()

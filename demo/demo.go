@@ -7,9 +7,13 @@
 // from a Zipf distribution (a few heavy shoppers, a long tail), shop in
 // sessions ("Session Started"), view products ("Product Viewed" with
 // product_id and category), add them to a cart ("Product Added") and
-// sometimes order ("Order Completed" with a lognormal revenue); a user's
-// first session identifies them with traits.country. The event names are
-// those of examples/ecommerce/pulse.yaml.
+// sometimes order ("Order Completed" with a lognormal revenue). Half the
+// shoppers are logged in from their first session (an identify with
+// traits.country); the others browse anonymously (anonymousId only) until
+// they first add to their cart, when they log in: an identify carrying
+// both ids, which identity resolution turns into a merge of the anonymous
+// browsing into the customer (docs/identity.md). The event names are those
+// of examples/ecommerce/pulse.yaml.
 package demo
 
 import (
@@ -42,7 +46,9 @@ type Generator struct {
 
 type shopper struct {
 	id          string
-	known       bool // identified already
+	anon        string // the device's anonymous id
+	known       bool   // identified already
+	browser     bool   // browses anonymously until the first cart add
 	country     string
 	lastSeen    time.Time
 	busyUntil   time.Time // not picked again before
@@ -102,6 +108,8 @@ func NewGenerator(seed uint64, users int) *Generator {
 		id := 1 + (i*7919)%users
 		g.users = append(g.users, &shopper{
 			id:          strconv.Itoa(id + 100),
+			anon:        fmt.Sprintf("anon-%08x", uint32(rng.Uint64())),
+			browser:     rng.IntN(2) == 0,
 			country:     countries[rng.IntN(len(countries))],
 			spendFactor: 1 + 2/math.Sqrt(float64(i+1)),
 		})
@@ -120,11 +128,8 @@ func (g *Generator) Next(now time.Time) []Event {
 	}
 	var out []Event
 	if u.lastSeen.IsZero() || now.Sub(u.lastSeen) > 30*time.Minute {
-		if !u.known {
-			u.known = true
-			out = append(out, g.msg(now, u, Event{"type": "identify", "traits": map[string]any{
-				"country": u.country, "plan": []string{"free", "free", "plus"}[g.rng.IntN(3)],
-			}}))
+		if !u.known && !u.browser {
+			out = append(out, g.identify(now, u))
 		}
 		u.viewed, u.cart = nil, nil
 		out = append(out, g.track(now, u, "Session Started", map[string]any{"referrer": []string{"google", "direct", "email", "instagram"}[g.rng.IntN(4)]}))
@@ -139,6 +144,9 @@ func (g *Generator) Next(now time.Time) []Event {
 		u.busyUntil = now.Add(time.Minute + time.Duration(g.rng.Int64N(int64(3*time.Minute))))
 		u.lastSeen = now.Add(-31 * time.Minute)
 	case len(u.viewed) > 0 && p < 0.40:
+		if !u.known { // logs in to check out
+			out = append(out, g.identify(now, u))
+		}
 		item := u.viewed[g.rng.IntN(len(u.viewed))]
 		u.cart = append(u.cart, item)
 		out = append(out, g.track(now, u, "Product Added", productProps(item, 1)))
@@ -157,6 +165,14 @@ func (g *Generator) Next(now time.Time) []Event {
 		out = append(out, g.msg(now, u, Event{"type": "page", "name": pages[g.rng.IntN(len(pages))]}))
 	}
 	return out
+}
+
+// identify logs u in: from now on its events carry its user id too.
+func (g *Generator) identify(now time.Time, u *shopper) Event {
+	u.known = true
+	return g.msg(now, u, Event{"type": "identify", "traits": map[string]any{
+		"country": u.country, "plan": []string{"free", "free", "plus"}[g.rng.IntN(3)],
+	}})
 }
 
 func (g *Generator) order(now time.Time, u *shopper) Event {
@@ -191,7 +207,10 @@ func (g *Generator) track(now time.Time, u *shopper, name string, props map[stri
 
 func (g *Generator) msg(now time.Time, u *shopper, e Event) Event {
 	g.n++
-	e["userId"] = u.id
+	if u.known {
+		e["userId"] = u.id
+	}
+	e["anonymousId"] = u.anon // the SDK keeps sending the device's id
 	e["messageId"] = fmt.Sprintf("demo-%x-%d", g.seed, g.n)
 	e["timestamp"] = now.UTC().Format(time.RFC3339Nano)
 	e["context"] = map[string]any{"library": map[string]any{"name": "pulse-demo", "version": "1"}}

@@ -48,6 +48,29 @@ func TestFeedsTheExampleSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	evs := steps(demo.NewGenerator(1, 0), time.Minute, 30)
+	// Anonymous browsing counts for the customer who later logs in.
+	person := map[string]string{}
+	browsedFirst := 0
+	seenAnon := map[string]bool{}
+	for _, e := range evs {
+		anon, _ := e["anonymousId"].(string)
+		user, _ := e["userId"].(string)
+		if anon == "" {
+			t.Fatal("an event without the device's anonymousId")
+		}
+		if user == "" {
+			seenAnon[anon] = true
+		}
+		if e["type"] == "identify" && user != "" {
+			if _, ok := person[anon]; !ok && seenAnon[anon] {
+				browsedFirst++
+			}
+			person[anon] = user
+		}
+	}
+	if browsedFirst < 10 {
+		t.Errorf("only %d shoppers browsed anonymously before logging in", browsedFirst)
+	}
 	names := map[string]int{}
 	types := map[string]int{}
 	users := map[string]int{}
@@ -57,7 +80,13 @@ func TestFeedsTheExampleSegments(t *testing.T) {
 		name, _ := e["event"].(string)
 		names[name]++
 		types[e["type"].(string)]++
-		u := e["userId"].(string)
+		u, _ := e["userId"].(string)
+		if u == "" {
+			u = person[e["anonymousId"].(string)]
+			if u == "" {
+				u = e["anonymousId"].(string) // never logged in within the minute
+			}
+		}
 		users[u]++
 		props, _ := e["properties"].(map[string]any)
 		switch name {

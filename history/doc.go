@@ -5,9 +5,12 @@
 // It sits after the stream in the flow: ingest writes pulse.events, ingest
 // and the stream write pulse.events.invalid (event.DeadLetter), the stream
 // writes pulse.segments (segment.Record), the scorer writes
-// pulse.predictions (model.PredictionRecord), and the Writer copies all four
-// into the tables events, invalid_events, segment_changes and predictions,
-// decoding each with its record type's own decoder. Nothing reads
+// pulse.predictions (model.PredictionRecord), the stream's linker writes
+// pulse.identity (identity.Link), and the Writer copies all five into the
+// tables events, invalid_events, segment_changes, predictions and
+// identity_links, decoding each with its record type's own decoder. The
+// Reader gives the backfill the events per entity and the links
+// (Reader.Links) its point-in-time identity rule needs. Nothing reads
 // ClickHouse on the serving path.
 //
 // # Delivery

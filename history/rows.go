@@ -8,6 +8,7 @@ import (
 
 	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/model"
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -329,6 +330,39 @@ func (r *predictionRows) addPrediction(rec *kgo.Record) error {
 	r.prediction = append(r.prediction, raw.PredictionText())
 	r.modelUsed = append(r.modelUsed, used)
 	r.at.add(timeOr(p.At, rec))
+	r.origin.add(rec)
+	return nil
+}
+
+// linkRows is a batch of identity_links rows.
+type linkRows struct {
+	identifier, canonical, previous, kind, messageID []string
+	at                                               times
+	origin
+}
+
+func (r *linkRows) columns() []any {
+	return []any{r.identifier, r.canonical, r.previous, r.kind, r.messageID, r.at.at, r.at.ms, r.partition, r.offset}
+}
+
+func (r *linkRows) reset() { *r = linkRows{} }
+
+// addLink appends one pulse.identity record (identity.Link). A tombstone
+// (no value) is skipped: compaction's, not a link.
+func (r *linkRows) addLink(rec *kgo.Record) error {
+	if rec.Value == nil {
+		return nil
+	}
+	l, err := identity.DecodeLink(rec.Value)
+	if err != nil {
+		return err
+	}
+	r.identifier = append(r.identifier, l.Identifier)
+	r.canonical = append(r.canonical, l.CanonicalID)
+	r.previous = append(r.previous, l.Previous)
+	r.kind = append(r.kind, string(l.Kind))
+	r.messageID = append(r.messageID, l.MessageID)
+	r.at.add(timeOr(l.At, rec))
 	r.origin.add(rec)
 	return nil
 }

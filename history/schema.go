@@ -119,7 +119,26 @@ var (
 		},
 		engine: "ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(at) ORDER BY (model, entity_id, uuid)",
 	}
-	tables = []*table{&eventsTable, &invalidTable, &segmentsTable, &predictionsTable}
+	// identityLinksTable holds every identity.Link the linker wrote: from at
+	// on, identifier counted for canonical_id. The backfill's point-in-time
+	// rule reads it (identity.Timeline); analysts see who was merged when,
+	// and by which event.
+	identityLinksTable = table{
+		name: "identity_links",
+		columns: []column{
+			{"identifier", "String"},   // typed: user_id:U, anonymous_id:A, email:e
+			{"canonical_id", "String"}, // the entity id the person's features are kept under
+			{"previous_canonical_id", "String"},
+			{"kind", "String"},       // identify or alias
+			{"message_id", "String"}, // the cause event's messageId
+			{"at", "DateTime"},       // the cause event's time
+			{"at_ms", "Int64"},
+			{"kafka_partition", "Int32"},
+			{"kafka_offset", "Int64"},
+		},
+		engine: "ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(at) ORDER BY (identifier, canonical_id, message_id)",
+	}
+	tables = []*table{&eventsTable, &invalidTable, &segmentsTable, &predictionsTable, &identityLinksTable}
 )
 
 func (t *table) columnList() string {

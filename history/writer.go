@@ -61,6 +61,7 @@ type Writer struct {
 	invalid     invalidRows
 	segments    segmentRows
 	predictions predictionRows
+	links       linkRows
 	first       time.Time // when the oldest buffered record was added
 }
 
@@ -78,7 +79,7 @@ func NewWriter(cfg *config.Config, opts WriterOptions, log *slog.Logger) (*Write
 	t := cfg.Kafka.Topics
 	cl, err := kafka.NewClient(cfg.Kafka,
 		kgo.ConsumerGroup(opts.Group),
-		kgo.ConsumeTopics(t.Events, t.Invalid, t.Segments, t.Predictions),
+		kgo.ConsumeTopics(t.Events, t.Invalid, t.Segments, t.Predictions, t.Identity),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.DisableAutoCommit(),
 		// Partitions stay put while a batch is buffered, so another member
@@ -159,7 +160,7 @@ func (w *Writer) Run(ctx context.Context) error {
 }
 
 func (w *Writer) pending() int {
-	return w.events.len() + w.invalid.len() + w.segments.len() + w.predictions.len()
+	return w.events.len() + w.invalid.len() + w.segments.len() + w.predictions.len() + w.links.len()
 }
 
 // add files one record into its table's batch.
@@ -178,6 +179,8 @@ func (w *Writer) add(rec *kgo.Record) {
 		err = w.segments.addChange(rec)
 	case t.Predictions:
 		err = w.predictions.addPrediction(rec)
+	case t.Identity:
+		err = w.links.addLink(rec)
 	default:
 		err = fmt.Errorf("unexpected topic")
 	}
@@ -199,6 +202,7 @@ func (w *Writer) flush(ctx context.Context) error {
 		{&invalidTable, &w.invalid},
 		{&segmentsTable, &w.segments},
 		{&predictionsTable, &w.predictions},
+		{&identityLinksTable, &w.links},
 	}
 	for _, b := range batches {
 		if b.rows.len() == 0 {

@@ -89,3 +89,11 @@ func trafficFlags(fl *flag.FlagSet, rate *float64, batch *int, duration, warmup 
 	fl.DurationVar(warmup, "warmup", *warmup, "warm-up (sent, not measured)")
 	fl.IntVar(users, "users", *users, "background user ids")
 }
+
+// Flags registers the fields of `pulse loadtest identity`.
+func (o *IdentityOptions) Flags(fl *flag.FlagSet) {
+	o.EnsureDefaults()
+	trafficFlags(fl, &o.Rate, &o.Batch, &o.Duration, &o.Warmup, &o.Users)
+	fl.Float64Var(&o.Merges, "merges", o.Merges, "probe merges started per second (an anonymous probe event, then its identify)")
+	fl.DurationVar(&o.Poll, "poll", o.Poll, "how often a probe asks the scorer")
+}

@@ -15,38 +15,59 @@ import (
 
 // Entity is the answer of GET /v1/entities/{entity}/{id}.
 type Entity struct {
-	Entity    string         `json:"entity"`
-	ID        string         `json:"id"`
-	Features  map[string]any `json:"features"`
-	Segments  []string       `json:"segments"`
-	UpdatedAt time.Time      `json:"updated_at"`
+	Entity string `json:"entity"`
+	ID     string `json:"id"`
+	// CanonicalID is the person ID was merged into (identity resolution),
+	// whose features and segments these are; ID itself when it was not.
+	CanonicalID string         `json:"canonical_id"`
+	Features    map[string]any `json:"features"`
+	Segments    []string       `json:"segments"`
+	UpdatedAt   time.Time      `json:"updated_at"`
 }
 
 // entity answers GET /v1/entities/{entity}/{id}; rest is "{entity}/{id}".
 func (s *Server) entity(ctx *fasthttp.RequestCtx, rest string) {
+	e, ok := s.lookupEntity(ctx, rest, "/v1/entities")
+	if ok {
+		httpapi.WriteJSON(ctx, e)
+	}
+}
+
+// lookupEntity reads the vector of "{entity}/{id}" (the person id was
+// merged into, if any) with its derived features as of now, or answers
+// the error and returns false. path names the endpoint in errors.
+func (s *Server) lookupEntity(ctx *fasthttp.RequestCtx, rest, path string) (Entity, bool) {
 	if !s.authorize(ctx, config.ScopeRead, "") {
-		return
+		return Entity{}, false
 	}
 	kind, rawID, ok := strings.Cut(rest, "/")
 	if !ok || kind == "" || rawID == "" {
-		httpapi.WriteError(ctx, fasthttp.StatusNotFound, "use /v1/entities/{entity}/{id}, e.g. /v1/entities/user/612")
-		return
+		httpapi.WriteError(ctx, fasthttp.StatusNotFound, "use "+path+"/{entity}/{id}, e.g. "+path+"/user/612")
+		return Entity{}, false
 	}
 	id := rawID // fasthttp has decoded the path already
 	if !s.knownEntity(kind) {
 		httpapi.WriteError(ctx, fasthttp.StatusNotFound, "unknown entity type "+strconv.Quote(kind)+": no feature is defined for it")
-		return
+		return Entity{}, false
+	}
+	canonical := id
+	if kind == "user" {
+		canonical = s.identities.Canonical(id)
 	}
 	start := time.Now()
-	v, err := s.store.Get(ctx, kind, id)
+	v, err := s.store.Get(ctx, kind, canonical)
 	storeSeconds.WithLabelValues("get").Observe(time.Since(start).Seconds())
 	switch {
 	case errors.Is(err, featurestore.ErrNotFound):
-		httpapi.WriteError(ctx, fasthttp.StatusNotFound, kind+" "+strconv.Quote(id)+" not found: no events seen for it")
-		return
+		msg := kind + " " + strconv.Quote(id) + " not found: no events seen for it"
+		if canonical != id {
+			msg = kind + " " + strconv.Quote(id) + " was merged into " + strconv.Quote(canonical) + ", which has no features yet"
+		}
+		httpapi.WriteError(ctx, fasthttp.StatusNotFound, msg)
+		return Entity{}, false
 	case err != nil:
 		s.storeError(ctx, err)
-		return
+		return Entity{}, false
 	}
 	feats := make(map[string]any, len(v.Features))
 	(*s.derive.Load()).refreshInto(feats, kind, v, s.now())
@@ -59,7 +80,7 @@ func (s *Server) entity(ctx *fasthttp.RequestCtx, rest string) {
 	if segs == nil {
 		segs = []string{}
 	}
-	httpapi.WriteJSON(ctx, Entity{Entity: kind, ID: id, Features: feats, Segments: segs, UpdatedAt: v.UpdatedAt.UTC()})
+	return Entity{Entity: kind, ID: id, CanonicalID: canonical, Features: feats, Segments: segs, UpdatedAt: v.UpdatedAt.UTC()}, true
 }
 
 func (s *Server) knownEntity(kind string) bool {

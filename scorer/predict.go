@@ -33,17 +33,27 @@ type scratch struct {
 	rawBuf []byte
 	picked []featurestore.Picked
 	env    map[string]any // a Refresher's stored inputs
+	canon  []string       // the rows' ids as the persons they were merged into (Identities)
 }
 
-// lookup reads the rows' encoded vectors into sc.raw. A store that cannot
+// lookup reads the rows' encoded vectors into sc.raw, each row's id
+// resolved to the person it was merged into (WithIdentities). A store that cannot
 // hand out encodings has its vectors encoded here.
 func (s *Server) lookup(ctx *fasthttp.RequestCtx, entity string, sc *scratch) error {
+	ids := sc.ids
+	if s.identities != nil {
+		sc.canon = append(sc.canon[:0], sc.ids...)
+		for i, id := range sc.canon {
+			sc.canon[i] = s.identities.Canonical(id)
+		}
+		ids = sc.canon
+	}
 	var err error
 	if rg, ok := s.store.(featurestore.RawGetter); ok {
-		sc.rawBuf, sc.raw, err = rg.AppendRaw(ctx, entity, sc.ids, sc.rawBuf[:0], sc.raw)
+		sc.rawBuf, sc.raw, err = rg.AppendRaw(ctx, entity, ids, sc.rawBuf[:0], sc.raw)
 		return err
 	}
-	vecs, found, err := s.store.GetMany(ctx, entity, sc.ids)
+	vecs, found, err := s.store.GetMany(ctx, entity, ids)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/internal/httpapi"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -48,6 +49,28 @@ func WithLive(h LiveHandler) Option {
 	return func(s *Server) { s.live = h }
 }
 
+// WithIdentities resolves entity ids through ids (identity resolution):
+// lookups and predictions of an id merged into a person answer the
+// person, and GET /v1/profiles lists the person's identifiers. The caller
+// runs ids. Without it every id is its own person.
+func WithIdentities(ids *Identities) Option {
+	return func(s *Server) { s.identities = ids }
+}
+
+// EventReader reads a person's recent events from the history
+// (history.Reader implements it).
+type EventReader interface {
+	RecentEvents(ctx context.Context, ids []string, n int) ([]event.Raw, error)
+	LatestTraits(ctx context.Context, ids []string) (map[string]any, error)
+}
+
+// WithHistory answers GET /v1/profiles?events=N with the person's recent
+// events read from the ClickHouse history through r. Without it profiles
+// have no events.
+func WithHistory(r EventReader) Option {
+	return func(s *Server) { s.events = r }
+}
+
 // WithLogger logs to l, overriding slog.Default().
 func WithLogger(l *slog.Logger) Option {
 	return func(s *Server) { s.log = l }
@@ -78,6 +101,9 @@ type Server struct {
 	health *httpapi.Health
 	log    *slog.Logger
 	live   LiveHandler
+
+	identities *Identities
+	events     EventReader
 
 	logClient *kgo.Client
 	logQueue  int
@@ -272,6 +298,7 @@ type endpoint uint8
 const (
 	epPredict endpoint = iota
 	epEntity
+	epProfile
 	epSegments
 	epSegment
 	epMembers
@@ -282,7 +309,7 @@ const (
 	numEndpoints
 )
 
-var endpointNames = [numEndpoints]string{"predict", "entity", "segments", "segment", "members", "live", "reload", "dashboard", "other"}
+var endpointNames = [numEndpoints]string{"predict", "entity", "profile", "segments", "segment", "members", "live", "reload", "dashboard", "other"}
 
 // Series looked up once: WithLabelValues hashes its labels on every call.
 var (
@@ -318,6 +345,11 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		ep = epPredict
 		if s.method(ctx, fasthttp.MethodPost) {
 			s.predict(ctx)
+		}
+	case strings.HasPrefix(string(path), "/v1/profiles/"):
+		ep = epProfile
+		if s.method(ctx, fasthttp.MethodGet) {
+			s.profile(ctx, string(path[len("/v1/profiles/"):]))
 		}
 	case strings.HasPrefix(string(path), "/v1/entities/"):
 		ep = epEntity

@@ -6,9 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,16 +27,17 @@ var loadtests = map[string]func(context.Context, []string) error{
 	"floor":     loadtestFloor,
 	"predict":   loadtestPredict,
 	"freshness": loadtestFreshness,
+	"identity":  loadtestIdentity,
 	"segments":  loadtestSegments,
 }
 
 func runLoadtest(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: pulse loadtest ingest|predict|freshness|segments|floor [flags]")
+		return errors.New("usage: pulse loadtest " + strings.Join(slices.Sorted(maps.Keys(loadtests)), "|") + " [flags]")
 	}
 	run := loadtests[args[0]]
 	if run == nil {
-		return fmt.Errorf("unknown loadtest %q (want ingest, predict, freshness, segments or floor)", args[0])
+		return fmt.Errorf("unknown loadtest %q (want one of %s)", args[0], strings.Join(slices.Sorted(maps.Keys(loadtests)), ", "))
 	}
 	return run(ctx, args[1:])
 }
@@ -211,6 +214,22 @@ func loadtestFreshness(ctx context.Context, args []string) error {
 			return err == nil, err
 		}
 		_, err := loadtest.Freshness(ctx, o, os.Stdout)
+		return err
+	})
+}
+
+// loadtestIdentity is `pulse loadtest identity`: an identify accepted by
+// ingest (HTTP 200) -> the scorer answers the anonymous id as the merged
+// person, through every service of `pulse dev` in this process.
+func loadtestIdentity(ctx context.Context, args []string) error {
+	var o loadtest.IdentityOptions
+	return loadtestE2E(ctx, "identity", args, o.Flags, func(sys *system.System, _ *loadtest.WriteWatch) error {
+		o.URL, o.WriteKey, o.ScorerURL = sys.IngestURL(), sys.Config.KeyWithScope(config.ScopeWrite), sys.ScorerURL()
+		o.ReadKey = sys.Config.KeyWithScope(config.ScopeRead)
+		rep, err := loadtest.Identity(ctx, o, os.Stdout)
+		if err == nil && rep.Merged.TotalCount() == 0 {
+			err = fmt.Errorf("no merge was seen: %v", rep.FirstErr)
+		}
 		return err
 	})
 }

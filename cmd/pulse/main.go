@@ -36,6 +36,7 @@ Usage:
   pulse loadtest predict [flags]  open-loop predictions against the scorer, with a bare-handler baseline
   pulse loadtest freshness [flags]
                                   time from ingest's 200 to the feature being readable
+  pulse loadtest identity [flags] time from an identify to the merged person answered for the anonymous id
   pulse loadtest segments [flags] time from an event (or a window's expiry) to the segment change on SSE
 
 Run 'pulse COMMAND -h' for a command's flags.

@@ -69,6 +69,10 @@ type System struct {
 	// when the config has any.
 	Destinations *destination.Service
 
+	// events reads the history for the scorer's profiles, once a
+	// ClickHouse is known (StartScorer or StartHistory).
+	events historyEvents
+
 	ingestAddr, scorerAddr, destinationsAddr string
 	stream                                   atomic.Pointer[stream.Processor] // the one running, once StartStream made it
 
@@ -208,6 +212,10 @@ type ScorerOptions struct {
 	// HistoryRebuild rebuilds the dashboard's last hour from the segments
 	// topic in the background (scorer.WithHistoryRebuild).
 	HistoryRebuild bool
+	// Profiles serves GET /v1/profiles with the history's traits and
+	// events (when ClickHouse is configured) and, with identity on,
+	// resolves merged ids through the identity topic.
+	Profiles bool
 	// ReloadOnHUP reloads the models (and, given scorer.WithConfigPath,
 	// the config) on SIGHUP.
 	ReloadOnHUP bool
@@ -220,7 +228,7 @@ type ScorerOptions struct {
 // rebuilt from Kafka (so it survives a restart), and model reload on
 // SIGHUP; extra options come last.
 func Serving(extra ...scorer.Option) ScorerOptions {
-	return ScorerOptions{PredictionLog: true, Live: &scorer.LiveOptions{}, HistoryRebuild: true, ReloadOnHUP: true, Options: extra}
+	return ScorerOptions{PredictionLog: true, Live: &scorer.LiveOptions{}, HistoryRebuild: true, Profiles: true, ReloadOnHUP: true, Options: extra}
 }
 
 // StartScorer runs the scorer over s.Store on the config's scorer.listen.
@@ -249,6 +257,24 @@ func (s *System) StartScorer(o ScorerOptions) error {
 	}
 	if o.HistoryRebuild {
 		opts = append(opts, scorer.WithHistoryRebuild())
+	}
+	if o.Profiles {
+		// Profiles resolve ids through the identity table (when identity
+		// is on) and read traits and events from the history.
+		if err := s.openHistoryReader(); err != nil {
+			return err
+		}
+		opts = append(opts, scorer.WithHistory(&s.events))
+		if s.Config.Identity.On() {
+			ids := scorer.NewIdentities(s.Config, s.Log)
+			opts = append(opts, scorer.WithIdentities(ids))
+			s.g.Go(func() error {
+				if err := ids.Run(s.ctx); err != nil {
+					s.Log.Error("identity table feed stopped; lookups of merged ids answer the old id", "err", err)
+				}
+				return nil
+			})
+		}
 	}
 	srv, err := scorer.New(s.Config, s.Store, append(opts, o.Options...)...)
 	if err != nil {
@@ -367,7 +393,7 @@ func (s *System) StartHistory(local *LocalClickHouse) error {
 		return err
 	}
 	s.g.Go(func() error { return w.Run(s.ctx) })
-	return nil
+	return s.openHistoryReader()
 }
 
 // WaitReady waits, up to timeout, until the stream started has restored

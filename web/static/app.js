@@ -4,7 +4,7 @@
 //   GET  /v1/segments?history=1h          the same with the server's last hour of counts
 //   GET  /v1/segments/live (SSE)          enters and exits as they happen
 //   GET  /v1/segments/{name}/members      paginated members
-//   GET  /v1/entities/user/{id}           a customer's features and segments
+//   GET  /v1/profiles/user/{id}           a customer's features, segments, linked ids, traits, events
 //   POST /v1/predict                      a prediction, when the page config names models
 (function () {
   'use strict';
@@ -476,7 +476,7 @@
     var out = $('lookup-result');
     out.textContent = '';
     out.appendChild(el('p', { class: 'muted', text: 'Looking up user ' + id + '…' }));
-    var entity = api('/v1/entities/user/' + encodeURIComponent(id));
+    var entity = api('/v1/profiles/user/' + encodeURIComponent(id) + '?events=10');
     var prediction = state.models.length ? predict(id, state.models[0]) : Promise.resolve(null);
     entity.then(function (e) {
       return prediction.then(function (p) { renderProfile(id, e, p); });
@@ -506,6 +506,7 @@
   function renderProfile(id, e, p) {
     var out = $('lookup-result');
     out.textContent = '';
+    var person = e.canonical_id || id;
     var feats = e.features || {};
     var rows = Object.keys(feats).sort().map(function (k) {
       return el('tr', {}, [el('td', { text: human(k) }), el('td', { text: formatValue(k, feats[k]) })]);
@@ -528,12 +529,40 @@
     }
     side.push(el('h3', { text: 'Segments' }));
     side.push(segs.length ? el('div', {}, segs) : el('p', { class: 'muted', text: 'In no segment right now.' }));
+    side.push(el('h3', { text: 'Identities' }));
+    var ids = (e.identities || []).map(function (l) {
+      return el('li', { 'data-identifier': l.identifier }, [
+        el('span', { class: 'pill', text: human(l.kind) }), ' ', el('strong', { text: l.value }),
+        el('span', { class: 'muted small', text: ' · linked ' + ago(Date.parse(l.linked_at)) + ' by ' + (l.cause || 'identify') })
+      ]);
+    });
+    side.push(ids.length ? el('ul', { class: 'identities' }, ids) : el('p', { class: 'muted', text: 'Only this id: never linked to another.' }));
+    var traits = e.traits || {};
+    var traitRows = Object.keys(traits).sort().map(function (k) {
+      return el('tr', {}, [el('td', { text: k }), el('td', { text: formatValue(k, traits[k]) })]);
+    });
+    if (traitRows.length) {
+      side.push(el('h3', { text: 'Traits' }));
+      side.push(el('table', { class: 'features traits' }, [el('tbody', {}, traitRows)]));
+    }
     if (e.updated_at) side.push(el('p', { class: 'muted small', style: 'margin-top:14px', text: 'Features updated ' + ago(Date.parse(e.updated_at)) }));
-    out.appendChild(el('div', { class: 'profile', 'data-user': String(id) }, [
+    var events = (e.events || []).map(function (ev) {
+      var what = ev.type === 'track' ? ev.event : ev.type + (ev.name ? ' ' + ev.name : '');
+      return el('li', { 'data-message': ev.messageId }, [
+        el('strong', { text: what }),
+        el('span', { class: 'muted small', text: ' · ' + ago(Date.parse(ev.timestamp)) + ' as ' + (ev.userId || ev.anonymousId || '') })
+      ]);
+    });
+    var recent = [el('h3', { text: 'Recent events' })];
+    if (events.length) recent.push(el('ol', { class: 'recent-events' }, events));
+    else recent.push(el('p', { class: 'muted small', text: e.history_error ? 'No event history: ' + e.history_error : 'No events in the history yet.' }));
+    var title = 'User ' + person + ' · features';
+    out.appendChild(el('div', { class: 'profile', 'data-user': String(id), 'data-person': String(person) }, [
       el('div', {}, [
-        el('h3', { text: 'User ' + id + ' · features' }),
+        el('h3', { text: title }),
+        person !== id ? el('p', { class: 'muted small merged-note', text: id + ' is one of this customer’s ids: their activity counts here.' }) : null,
         rows.length ? el('table', { class: 'features' }, [el('tbody', {}, rows)]) : el('p', { class: 'muted', text: 'No features yet.' })
-      ]),
+      ].concat(recent)),
       el('div', {}, side)
     ]));
   }

@@ -1,0 +1,185 @@
+package scorer_test
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/identity"
+	"github.com/pulse-rt/pulse/internal/testenv"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/scorer"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// fakeEvents is a history that records which ids a profile asked for.
+type fakeEvents struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (f *fakeEvents) RecentEvents(_ context.Context, ids []string, n int) ([]event.Raw, error) {
+	f.mu.Lock()
+	f.ids = slices.Clone(ids)
+	f.mu.Unlock()
+	at := time.Date(2025, 3, 1, 11, 0, 0, 0, time.UTC)
+	return []event.Raw{{MessageID: "m2", Type: event.Track, Event: "Order Completed", UserID: "U", Timestamp: at, Properties: json.RawMessage(`{"revenue":5}`)},
+		{MessageID: "m1", Type: event.Page, AnonymousID: "A", Timestamp: at.Add(-time.Hour)}}[:min(n, 2)], nil
+}
+
+func (f *fakeEvents) LatestTraits(context.Context, []string) (map[string]any, error) {
+	return map[string]any{"plan": "pro"}, nil
+}
+
+// TestIdentitiesResolveMergedIDs: links read from a real Kafka broker's
+// identity topic make a merged anonymous id answer its person's vector in
+// GET /v1/entities, POST /v1/predict and GET /v1/profiles (with every
+// linked identifier, traits and the events of all its ids); a later merge
+// of the person into another moves all of them; an unlinked id is itself.
+func TestIdentitiesResolveMergedIDs(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	cfg := newConfig(t, testConfig)
+	cfg.Kafka.Brokers = brokers
+	cfg.Kafka.Topics.Identity = testenv.Topic(t, "identity")
+	cl, err := kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := kadm.NewClient(cl).CreateTopic(context.Background(), 2, 1, nil, cfg.Kafka.Topics.Identity); err != nil {
+		t.Fatal(err)
+	}
+	t1 := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
+	link := func(id, canonical, prev string, at time.Time, msg string) {
+		t.Helper()
+		b, err := identity.EncodeLink(identity.Link{Identifier: id, CanonicalID: canonical, Previous: prev, At: at, MessageID: msg, Kind: "identify"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: cfg.Kafka.Topics.Identity, Key: []byte(id), Value: b}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	st := newMemStore()
+	other := buyer()
+	other["orders_30d"] = 0.0
+	seed(t, st, map[string]map[string]any{"U": buyer(), "A": other, "B": other, "V": buyer()}, nil)
+	ids := scorer.NewIdentities(cfg, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ids.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	events := &fakeEvents{}
+	h := start(t, cfg, st, scorer.WithIdentities(ids), scorer.WithHistory(events))
+
+	entity := func(id string) scorer.Entity {
+		t.Helper()
+		code, body := h.do("GET", "/v1/entities/user/"+id, "read-key", "")
+		var e scorer.Entity
+		if code != 200 || json.Unmarshal([]byte(body), &e) != nil {
+			t.Fatalf("GET /v1/entities/user/%s: %d %s", id, code, body)
+		}
+		return e
+	}
+	score := func(id string) float64 {
+		t.Helper()
+		code, body := h.do("POST", "/v1/predict", "", `{"api_key":"read-key","model":"purchase_propensity","features":[{"user":{"id":"`+id+`"}}]}`)
+		if code != 200 {
+			t.Fatalf("predict %s: %d %s", id, code, body)
+		}
+		return *decodeAnswers(t, body)[0].Score
+	}
+	if e := entity("A"); e.CanonicalID != "A" || e.Features["orders_30d"] != 0.0 {
+		t.Fatalf("A before any link: %+v", e)
+	}
+	scoreA, scoreU := score("A"), score("U")
+	if scoreA == scoreU {
+		t.Fatal("the test needs A and U to score differently before the link")
+	}
+
+	link("user_id:U", "U", "", t1, "i1")
+	link("anonymous_id:A", "U", "", t1, "i1")
+	link("email:a@example.com", "U", "", t1.Add(time.Minute), "i2")
+	testenv.WaitFor(t, 10*time.Second, "A resolved to U", func() bool { return entity("A").CanonicalID == "U" })
+	if e := entity("A"); e.ID != "A" || e.Features["orders_30d"] != 3.0 {
+		t.Errorf("A after the link: %+v, want U's features", e)
+	}
+	if got := score("A"); got != scoreU {
+		t.Errorf("predict A after the link = %v, want U's %v", got, scoreU)
+	}
+	if e := entity("B"); e.CanonicalID != "B" {
+		t.Errorf("unlinked B: %+v", e)
+	}
+
+	code, body := h.do("GET", "/v1/profiles/user/A?events=2", "read-key", "")
+	var p scorer.Profile
+	if code != 200 || json.Unmarshal([]byte(body), &p) != nil {
+		t.Fatalf("profile: %d %s", code, body)
+	}
+	var got []string
+	for _, l := range p.Identities {
+		got = append(got, l.Identifier+"@"+l.MessageID)
+	}
+	if p.CanonicalID != "U" || p.ID != "A" || !slices.Equal(got, []string{"anonymous_id:A@i1", "user_id:U@i1", "email:a@example.com@i2"}) ||
+		p.Traits["plan"] != "pro" || len(p.Events) != 2 || p.Events[0].MessageID != "m2" || p.Features["orders_30d"] != 3.0 || p.HistoryError != "" {
+		t.Errorf("profile of A: %s", body)
+	}
+	events.mu.Lock()
+	asked := slices.Sorted(slices.Values(events.ids))
+	events.mu.Unlock()
+	if !slices.Equal(asked, []string{"A", "U"}) {
+		t.Errorf("profile read the events of %v, want A and U (not the email)", asked)
+	}
+
+	// U (and with it A) merged into V.
+	for _, id := range []string{"user_id:U", "anonymous_id:A", "email:a@example.com"} {
+		link(id, "V", "U", t1.Add(time.Hour), "al1")
+	}
+	link("user_id:V", "V", "", t1.Add(time.Hour), "al1")
+	testenv.WaitFor(t, 10*time.Second, "V's four identifiers", func() bool {
+		code, body = h.do("GET", "/v1/profiles/user/V?events=0", "read-key", "")
+		return code == 200 && json.Unmarshal([]byte(body), &p) == nil && len(p.Identities) == 4
+	})
+	if len(p.Events) != 0 {
+		t.Errorf("profile of V with events=0: %s", body)
+	}
+	for _, id := range []string{"A", "U", "V"} {
+		if e := entity(id); e.CanonicalID != "V" {
+			t.Errorf("%s after the second merge: %+v", id, e)
+		}
+	}
+
+	for _, q := range []string{"abc", "-1", "1001"} {
+		code, body = h.do("GET", "/v1/profiles/user/V?events="+q, "read-key", "")
+		if code != 400 || !strings.Contains(body, `"events: `) {
+			t.Errorf("?events=%s: %d %s, want 400 naming events", q, code, body)
+		}
+	}
+	if code, body = h.do("GET", "/v1/profiles/user/V", "", ""); code != 401 {
+		t.Errorf("profile without a key: %d %s", code, body)
+	}
+}
+
+// TestProfileWithoutHistory: no history configured says so rather than
+// answering empty lists silently.
+func TestProfileWithoutHistory(t *testing.T) {
+	st := newMemStore()
+	seed(t, st, map[string]map[string]any{"612": buyer()}, nil)
+	h := start(t, newConfig(t, testConfig), st)
+	code, body := h.do("GET", "/v1/profiles/user/612", "read-key", "")
+	var p scorer.Profile
+	if code != 200 || json.Unmarshal([]byte(body), &p) != nil || p.CanonicalID != "612" || !strings.Contains(p.HistoryError, "clickhouse.addr") ||
+		p.Identities == nil || p.Events == nil || p.Features["orders_30d"] != 3.0 {
+		t.Errorf("profile: %d %s", code, body)
+	}
+	if code, body := h.do("GET", "/v1/profiles/user/nobody", "read-key", ""); code != 404 {
+		t.Errorf("unknown id: %d %s", code, body)
+	}
+}

@@ -1,0 +1,115 @@
+package scorer
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	json "github.com/goccy/go-json"
+	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/identity"
+	"github.com/pulse-rt/pulse/internal/httpapi"
+	"github.com/valyala/fasthttp"
+)
+
+// Profile is the answer of GET /v1/profiles/{entity}/{id}: the person id
+// belongs to, whichever of its ids is asked.
+type Profile struct {
+	Entity
+	// Identities are the person's linked identifiers, oldest link first;
+	// empty when the id was never linked (WithIdentities).
+	Identities []ProfileIdentity `json:"identities"`
+	// Traits are the latest identify traits of all the person's ids, each
+	// trait by event time (from the history; empty without it).
+	Traits map[string]any `json:"traits"`
+	// Events are the person's latest events over all its ids, newest first
+	// (?events=N, default 50; from the history).
+	Events []ProfileEvent `json:"events"`
+	// HistoryError says why traits and events are missing: no history
+	// configured, or ClickHouse did not answer in time.
+	HistoryError string `json:"history_error,omitempty"`
+}
+
+// ProfileIdentity is one linked identifier of a person.
+type ProfileIdentity struct {
+	Identifier string    `json:"identifier"` // typed: user_id:U, anonymous_id:A, email:e
+	Kind       string    `json:"kind"`
+	Value      string    `json:"value"`
+	LinkedAt   time.Time `json:"linked_at"`  // the cause event's time
+	MessageID  string    `json:"message_id"` // the cause event
+	Cause      string    `json:"cause"`      // identify or alias
+}
+
+// ProfileEvent is one event of a profile, its maps as stored.
+type ProfileEvent struct {
+	MessageID   string          `json:"messageId"`
+	Type        string          `json:"type"`
+	Event       string          `json:"event,omitempty"`
+	Name        string          `json:"name,omitempty"`
+	UserID      string          `json:"userId,omitempty"`
+	AnonymousID string          `json:"anonymousId,omitempty"`
+	Timestamp   time.Time       `json:"timestamp"`
+	Properties  json.RawMessage `json:"properties,omitempty"`
+	Traits      json.RawMessage `json:"traits,omitempty"`
+}
+
+const (
+	defaultProfileEvents = 50
+	maxProfileEvents     = 1000
+	profileHistoryWait   = 2 * time.Second
+)
+
+// profile answers GET /v1/profiles/{entity}/{id}; rest is "{entity}/{id}".
+func (s *Server) profile(ctx *fasthttp.RequestCtx, rest string) {
+	e, ok := s.lookupEntity(ctx, rest, "/v1/profiles") // the key first
+	if !ok {
+		return
+	}
+	n := defaultProfileEvents
+	if q := ctx.QueryArgs().Peek("events"); q != nil {
+		v, err := strconv.Atoi(string(q))
+		if err != nil || v < 0 || v > maxProfileEvents {
+			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "events: want a whole number from 0 to "+strconv.Itoa(maxProfileEvents)+", got "+strconv.Quote(string(q)))
+			return
+		}
+		n = v
+	}
+	p := Profile{Entity: e, Identities: []ProfileIdentity{}, Traits: map[string]any{}, Events: []ProfileEvent{}}
+	ids := []string{e.CanonicalID}
+	for _, l := range s.identities.Links(e.CanonicalID) {
+		id, err := identity.ParseIdentifier(l.Identifier)
+		if err != nil {
+			continue
+		}
+		p.Identities = append(p.Identities, ProfileIdentity{Identifier: l.Identifier, Kind: id.Kind, Value: id.Value,
+			LinkedAt: l.At.UTC(), MessageID: l.MessageID, Cause: string(l.Kind)})
+		if id.Entity() && id.Value != e.CanonicalID {
+			ids = append(ids, id.Value)
+		}
+	}
+	if s.events == nil {
+		p.HistoryError = "no history: clickhouse.addr is not set, so traits and events are not kept"
+		httpapi.WriteJSON(ctx, p)
+		return
+	}
+	// Not a child of ctx: a context.WithTimeout of a *fasthttp.RequestCtx
+	// keeps watching it after the handler returns.
+	hctx, cancel := context.WithTimeout(context.Background(), profileHistoryWait)
+	defer cancel()
+	traits, err := s.events.LatestTraits(hctx, ids)
+	if err == nil {
+		p.Traits = traits
+		var evs []event.Raw
+		if evs, err = s.events.RecentEvents(hctx, ids, n); err == nil {
+			for _, r := range evs {
+				p.Events = append(p.Events, ProfileEvent{MessageID: r.MessageID, Type: string(r.Type), Event: r.Event, Name: r.Name,
+					UserID: r.UserID, AnonymousID: r.AnonymousID, Timestamp: r.Timestamp, Properties: r.Properties, Traits: r.Traits})
+			}
+		}
+	}
+	if err != nil {
+		s.log.Warn("profile: history unavailable", "err", err)
+		p.HistoryError = "the history did not answer: " + err.Error()
+	}
+	httpapi.WriteJSON(ctx, p)
+}
