@@ -162,6 +162,12 @@ func (p *Pebble) reopen() error {
 		return fault
 	}
 	p.tried = time.Now()
+	if p.fault.Wedged() {
+		return fmt.Errorf("%w: restart the process to reopen the store", fault)
+	}
+	if err := diskfault.Probe(p.fs, p.path); err != nil {
+		return fmt.Errorf("%w (still: %v)", fault, err)
+	}
 	p.swap.Lock()
 	defer p.swap.Unlock()
 	if p.db != nil {

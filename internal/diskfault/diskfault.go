@@ -24,8 +24,10 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // ErrFault wraps every fault a Fault records.
@@ -38,9 +40,10 @@ var faults = promauto.NewCounterVec(prometheus.CounterOpts{
 
 // Fault is one Pebble database's first write fault. Safe for concurrent use.
 type Fault struct {
-	store string
-	log   *slog.Logger
-	err   atomic.Pointer[error]
+	store  string
+	log    *slog.Logger
+	err    atomic.Pointer[error]
+	wedged atomic.Bool
 }
 
 // Watch sets o's logger and adds an event listener so that Pebble's fatal
@@ -57,6 +60,10 @@ func Watch(o *pebble.Options, log *slog.Logger, store string) *Fault {
 		log = slog.Default()
 	}
 	f := &Fault{store: store, log: log.With("store", store)}
+	if o.FS == nil {
+		o.FS = vfs.Default
+	}
+	o.FS = faultFS{FS: o.FS, f: f}
 	o.Logger = logger{f}
 	o.AddEventListener(pebble.EventListener{BackgroundError: func(err error) {
 		if errors.Is(err, pebble.ErrCancelledCompaction) || errors.Is(err, pebble.ErrClosed) {
@@ -86,17 +93,35 @@ func (f *Fault) set(msg string) {
 	}
 }
 
-// Commit commits b with opts and reports a fault the commit hit (which
-// Pebble does not return once Fatalf has returned) or one recorded before.
-func (f *Fault) Commit(b *pebble.Batch, opts *pebble.WriteOptions) error {
+// Commit commits b with opts unless the database had a fault, and
+// reports a fault the commit hit (which Pebble does not return once
+// Fatalf has returned). Commits to one database must not run
+// concurrently: a fault recorded while one is in flight could let
+// another reach Pebble's panic.
+func (f *Fault) Commit(b *pebble.Batch, opts *pebble.WriteOptions) (err error) {
 	if err := f.Err(); err != nil {
 		return err
 	}
+	defer func() {
+		// A last resort: a WAL error Pebble panics on. The commit
+		// pipeline may be left locked; the owner must not close the
+		// database (Wedged), and the process must restart to reopen it.
+		if r := recover(); r != nil {
+			f.wedged.Store(true)
+			f.set(fmt.Sprintf("commit panicked: %v", r))
+			err = f.Err()
+		}
+	}()
 	if err := b.Commit(opts); err != nil {
-		return err
+		f.set(err.Error())
+		return f.Err()
 	}
 	return f.Err()
 }
+
+// Wedged reports that a commit panicked inside Pebble: the database may
+// hold its commit lock, so closing it could block forever.
+func (f *Fault) Wedged() bool { return f.wedged.Load() }
 
 // logger is Pebble's logger: Fatalf records the fault rather than exit.
 type logger struct{ f *Fault }
@@ -111,4 +136,14 @@ func (l logger) Errorf(format string, args ...any) {
 
 func (l logger) Fatalf(format string, args ...any) {
 	l.f.set(fmt.Sprintf(format, args...))
+}
+
+// Faults is how many faults the databases named store reported since the
+// process started (pulse_disk_faults_total{store}).
+func Faults(store string) float64 {
+	var m dto.Metric
+	if err := faults.WithLabelValues(store).Write(&m); err != nil {
+		return 0
+	}
+	return m.GetCounter().GetValue()
 }
