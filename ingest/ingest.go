@@ -35,6 +35,10 @@ type Server struct {
 	log    *slog.Logger
 	limits event.Limits
 	now    func() time.Time
+	// hold, when set, says why events cannot be acknowledged now (the
+	// data directory under the embedded Kafka failed its check): ingest
+	// answers 503 with Retry-After and is not ready meanwhile.
+	hold func() error
 }
 
 // New builds the server. client must be a producer built by kafka.NewClient
@@ -54,6 +58,12 @@ func New(cfg *config.Config, client *kgo.Client, log *slog.Logger) *Server {
 	}
 }
 
+// HoldWhile makes ingest refuse events (503, Retry-After) and fail
+// readiness while check returns an error, which the answer and the log
+// give. check runs on every request: it must be cheap (an atomic load).
+// Call it before serving.
+func (s *Server) HoldWhile(check func() error) { s.hold = check }
+
 // Run listens on cfg.Ingest.Listen until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
 	return httpapi.ListenAndServe(ctx, s.cfg.Ingest.Listen, "ingest", s.Serve)
@@ -61,7 +71,14 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Serve answers on ln until ctx ends.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	go s.health.Watch(ctx, 2*time.Second, func(ctx context.Context) error { return kafka.Ping(ctx, s.client) })
+	go s.health.Watch(ctx, 2*time.Second, func(ctx context.Context) error {
+		if s.hold != nil {
+			if err := s.hold(); err != nil {
+				return err
+			}
+		}
+		return kafka.Ping(ctx, s.client)
+	})
 	s.log.Info("ingest listening", "addr", ln.Addr().String())
 	return httpapi.Serve(ctx, s.HTTPServer(), ln, s.log)
 }
@@ -131,6 +148,15 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.Set("Allow", "POST")
 		httpapi.WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use POST")
 		return
+	}
+	if s.hold != nil {
+		if err := s.hold(); err != nil {
+			held.Inc()
+			s.health.SetReady(err)
+			ctx.Response.Header.Set("Retry-After", "5")
+			httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, "cannot keep events right now, so none is acknowledged: "+err.Error())
+			return
+		}
 	}
 	// The key is checked before the body is read: a key in the headers
 	// before the body is even decompressed, one in the body before
