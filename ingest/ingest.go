@@ -39,6 +39,10 @@ type Server struct {
 	// data directory under the embedded Kafka failed its check): ingest
 	// answers 503 with Retry-After and is not ready meanwhile.
 	hold func() error
+	// reach says whether the producer reaches a broker (nil: the client
+	// was not built with kafka.ProducerOpts): while none is, requests are
+	// answered 503 at once rather than after the produce timeout.
+	reach *kafka.Reachability
 }
 
 // New builds the server. client must be a producer built by kafka.NewClient
@@ -55,6 +59,7 @@ func New(cfg *config.Config, client *kgo.Client, log *slog.Logger) *Server {
 		log:    log.With("service", "ingest"),
 		limits: event.Limits{MaxEventBytes: cfg.Ingest.MaxEventBytes, MaxBatchEvents: cfg.Ingest.MaxBatchEvents},
 		now:    time.Now,
+		reach:  kafka.ReachabilityOf(client),
 	}
 }
 
@@ -544,6 +549,14 @@ func (s *Server) produce(ctx *fasthttp.RequestCtx, recs []*kgo.Record) (settled 
 	if len(recs) == 0 {
 		return true, nil
 	}
+	var gone <-chan struct{}
+	if s.reach != nil {
+		if err := s.reach.Err(); err != nil {
+			produceErrors.Inc()
+			return true, err
+		}
+		gone = s.reach.Gone()
+	}
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(context.Background(), s.cfg.Ingest.ProduceTimeout.D())
 	defer cancel()
@@ -591,6 +604,18 @@ func (s *Server) produce(ctx *fasthttp.RequestCtx, recs []*kgo.Record) (settled 
 		}
 		mu.Unlock()
 		produceSeconds.Observe(time.Since(start).Seconds())
+	case <-gone:
+		// The broker went away while the records waited: answer now.
+		// Records it still takes later are deduplicated downstream by
+		// messageId when the client retries.
+		mu.Lock()
+		if first == nil {
+			if first = s.reach.Err(); first == nil { // back already
+				first = errors.New("the Kafka broker went away before acknowledging")
+			}
+		}
+		mu.Unlock()
+		produceSeconds.Observe(time.Since(start).Seconds())
 	}
 	mu.Lock()
 	err = first
@@ -605,6 +630,9 @@ func (s *Server) unavailable(ctx *fasthttp.RequestCtx, err error) {
 	s.log.Warn("kafka did not take the records", "err", err)
 	ctx.Response.Header.Set("Retry-After", "5")
 	msg := "Kafka cannot take the events right now; retry (messageIds make retries safe)"
+	if s.reach != nil && s.reach.Err() != nil {
+		msg = "Kafka is unreachable; retry (messageIds make retries safe)"
+	}
 	if errors.Is(err, kgo.ErrMaxBuffered) {
 		msg = "ingest is over capacity; retry (messageIds make retries safe)"
 	}
