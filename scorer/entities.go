@@ -1,6 +1,7 @@
 package scorer
 
 import (
+	"context"
 	"errors"
 	"math"
 	"strconv"
@@ -38,7 +39,7 @@ func (s *Server) entity(ctx *fasthttp.RequestCtx, rest string) {
 		return
 	}
 	start := time.Now()
-	v, err := s.store.Get(ctx, kind, id)
+	v, err := s.store.Get(storeCtx, kind, id)
 	storeSeconds.WithLabelValues("get").Observe(time.Since(start).Seconds())
 	switch {
 	case errors.Is(err, featurestore.ErrNotFound):
@@ -76,6 +77,13 @@ func (s *Server) knownEntity(kind string) bool {
 	}
 	return kind == "user" && len(cfg.Features) == 0
 }
+
+// storeCtx is the context of the store calls a request makes, not the
+// *fasthttp.RequestCtx: that one's Done is the server's, read without
+// synchronisation by a dial's context watcher that may outlive the
+// request (Redis down: a race with Shutdown), and it is never cancelled
+// anyway. Each store call is bounded by the store's own timeout.
+var storeCtx = context.Background()
 
 func (s *Server) storeError(ctx *fasthttp.RequestCtx, err error) {
 	s.log.Warn("online store error", "err", err)

@@ -40,10 +40,10 @@ type scratch struct {
 func (s *Server) lookup(ctx *fasthttp.RequestCtx, entity string, sc *scratch) error {
 	var err error
 	if rg, ok := s.store.(featurestore.RawGetter); ok {
-		sc.rawBuf, sc.raw, err = rg.AppendRaw(ctx, entity, sc.ids, sc.rawBuf[:0], sc.raw)
+		sc.rawBuf, sc.raw, err = rg.AppendRaw(storeCtx, entity, sc.ids, sc.rawBuf[:0], sc.raw)
 		return err
 	}
-	vecs, found, err := s.store.GetMany(ctx, entity, sc.ids)
+	vecs, found, err := s.store.GetMany(storeCtx, entity, sc.ids)
 	if err != nil {
 		return err
 	}
