@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/bloom"
+	"github.com/cockroachdb/pebble/vfs"
+	"github.com/pulse-rt/pulse/internal/diskfault"
 )
 
 // PebbleOptions tune OpenPebble. The zero value is ready to use.
@@ -47,7 +49,16 @@ type PebbleOptions struct {
 //	m/<entity>/<segment>/<id>  empty: id is a member of segment
 //	c/<entity>/<segment>       the member count, 8 bytes little endian
 type Pebble struct {
-	db        *pebble.DB
+	path string
+	opts PebbleOptions
+	fs   vfs.FS // nil: the disk; errorfs in tests
+
+	// swap guards db and fault: readers hold it shared, a reopen after a
+	// disk fault holds it alone (and mu too).
+	swap  sync.RWMutex
+	db    *pebble.DB // nil while a reopen failed
+	fault *diskfault.Fault
+
 	writeOpts *pebble.WriteOptions
 	closed    atomic.Bool
 
@@ -59,36 +70,48 @@ type Pebble struct {
 	mu   sync.Mutex // serialises Write: counts read then update
 	buf  []byte     // Write's encodings, under mu
 	ends []int      // where each update's encoding ends in buf, under mu
+	// unsynced holds, under mu, every key written since the write-ahead
+	// log was last synced (nil: deleted), to write again into the
+	// reopened database if a disk fault loses the WAL's tail: writes are
+	// not synced one by one (PebbleOptions.Sync), the WAL is every
+	// syncEvery.
+	unsynced map[string][]byte
+	synced   time.Time
+	tried    time.Time // the last reopen attempt, under mu
 }
+
+// syncEvery is how often Write syncs the WAL when PebbleOptions.Sync is
+// off, bounding what a disk fault can make it write again.
+const syncEvery = 100 * time.Millisecond
+
+// reopenEvery spaces the reopen attempts while the disk refuses writes.
+const reopenEvery = time.Second
 
 var _ Store = (*Pebble)(nil)
 
 // OpenPebble opens (creating if needed) the store in directory path.
+//
+// A write the disk refuses (full, read-only) fails with an error wrapping
+// diskfault.ErrFault, and so does every write after it, until the disk
+// takes writes again: then the next Write reopens the database (at most
+// once a second), writes again what the failed WAL may have lost, and
+// goes on. Reads keep answering meanwhile.
 func OpenPebble(path string, opts PebbleOptions) (*Pebble, error) {
+	return openPebble(path, opts, nil)
+}
+
+func openPebble(path string, opts PebbleOptions, fs vfs.FS) (*Pebble, error) {
 	if opts.CacheSize <= 0 {
 		opts.CacheSize = 64 << 20
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	cache := pebble.NewCache(opts.CacheSize)
-	defer cache.Unref()
-	po := &pebble.Options{
-		Cache:  cache,
-		Logger: pebbleLogger{opts.Logger.With("store", path)},
-		Levels: make([]pebble.LevelOptions, 7),
+	p := &Pebble{path: path, opts: opts, fs: fs, writeOpts: pebble.NoSync, synced: time.Now()}
+	var err error
+	if p.db, p.fault, err = p.open(); err != nil {
+		return nil, err
 	}
-	for i := range po.Levels {
-		// Bloom filters let a Get of an entity the store has never seen
-		// (a new user asking for a prediction) skip reading data blocks.
-		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
-		po.Levels[i].EnsureDefaults()
-	}
-	db, err := pebble.Open(path, po)
-	if err != nil {
-		return nil, fmt.Errorf("cannot open feature store %s: %w", path, err)
-	}
-	p := &Pebble{db: db, writeOpts: pebble.NoSync}
 	switch {
 	case opts.RowCacheSize == 0:
 		p.rows = newRowCache(64 << 20)
@@ -99,6 +122,87 @@ func OpenPebble(path string, opts PebbleOptions) (*Pebble, error) {
 		p.writeOpts = pebble.Sync
 	}
 	return p, nil
+}
+
+// open opens the Pebble database at p.path.
+func (p *Pebble) open() (*pebble.DB, *diskfault.Fault, error) {
+	cache := pebble.NewCache(p.opts.CacheSize)
+	defer cache.Unref()
+	po := &pebble.Options{
+		Cache:  cache,
+		Levels: make([]pebble.LevelOptions, 7),
+		FS:     p.fs,
+	}
+	fault := diskfault.Watch(po, p.opts.Logger, "featurestore")
+	for i := range po.Levels {
+		// Bloom filters let a Get of an entity the store has never seen
+		// (a new user asking for a prediction) skip reading data blocks.
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		po.Levels[i].EnsureDefaults()
+	}
+	db, err := pebble.Open(p.path, po)
+	if err == nil {
+		err = fault.Err()
+		if err != nil {
+			db.Close()
+		}
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot open feature store %s: %w", p.path, err)
+	}
+	return db, fault, nil
+}
+
+// reopen, under mu, replaces a database that had a disk fault by a new
+// one on the same files, once the disk takes writes again, then writes
+// unsynced into it. Until then it returns why not.
+func (p *Pebble) reopen() error {
+	fault := p.fault.Err()
+	if time.Since(p.tried) < reopenEvery {
+		return fault
+	}
+	p.tried = time.Now()
+	if p.fault.Wedged() {
+		return fmt.Errorf("%w: restart the process to reopen the store", fault)
+	}
+	if err := diskfault.Probe(p.fs, p.path); err != nil {
+		return fmt.Errorf("%w (still: %v)", fault, err)
+	}
+	p.swap.Lock()
+	defer p.swap.Unlock()
+	if p.db != nil {
+		// Its commits fail from the fault on: close it so that its lock
+		// is free. Reads answer an error until the new one is open.
+		p.db.Close()
+		p.db = nil
+	}
+	db, f, err := p.open()
+	if err != nil {
+		return fmt.Errorf("%w (reopening: %v)", fault, err)
+	}
+	b := db.NewBatch()
+	for k, v := range p.unsynced {
+		if v == nil {
+			err = b.Delete([]byte(k), nil)
+		} else {
+			err = b.Set([]byte(k), v, nil)
+		}
+		if err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = f.Commit(b, pebble.Sync)
+	}
+	b.Close()
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("%w (writing again what the fault may have lost: %v)", fault, err)
+	}
+	p.opts.Logger.Info("feature store reopened after a disk fault", "store", p.path, "rewritten_keys", len(p.unsynced), "fault", fault)
+	clear(p.unsynced)
+	p.db, p.fault, p.synced = db, f, time.Now()
+	return nil
 }
 
 // Get returns the entity's vector, or ErrNotFound.
@@ -147,6 +251,11 @@ func (p *Pebble) appendRaw(key, dst []byte) ([]byte, bool, error) {
 			return out, true, nil
 		}
 		gen = g
+	}
+	p.swap.RLock()
+	defer p.swap.RUnlock()
+	if p.db == nil {
+		return dst, false, p.fault.Err()
 	}
 	b, closer, err := p.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -202,6 +311,11 @@ func (p *Pebble) Write(ctx context.Context, batch []Update) error {
 	defer p.mu.Unlock()
 	if p.closed.Load() {
 		return ErrClosed
+	}
+	if p.db == nil || p.fault.Err() != nil {
+		if err := p.reopen(); err != nil {
+			return fmt.Errorf("cannot write feature store: %w", err)
+		}
 	}
 	// Membership is read from the committed state (writes are serialised
 	// by mu) with this batch's own changes in member, so an entity entering
@@ -284,9 +398,10 @@ func (p *Pebble) Write(ctx context.Context, batch []Update) error {
 			return fmt.Errorf("cannot write segment count: %w", err)
 		}
 	}
-	if err := b.Commit(p.writeOpts); err != nil {
+	if err := p.fault.Commit(b, p.writeOpts); err != nil {
 		return fmt.Errorf("cannot commit feature store batch: %w", err)
 	}
+	p.keepUnsynced(b)
 	if p.rows != nil {
 		at := 0
 		for i := range batch {
@@ -296,6 +411,38 @@ func (p *Pebble) Write(ctx context.Context, batch []Update) error {
 		}
 	}
 	return nil
+}
+
+// keepUnsynced, under mu, adds the committed b to unsynced, and syncs the
+// WAL (emptying unsynced) when the last sync is syncEvery old. A sync
+// that fails is a fault: the next Write reopens the database.
+func (p *Pebble) keepUnsynced(b *pebble.Batch) {
+	if p.opts.Sync {
+		return
+	}
+	if p.unsynced == nil {
+		p.unsynced = map[string][]byte{}
+	}
+	r := b.Reader()
+	for {
+		kind, k, v, ok, err := r.Next()
+		if !ok || err != nil {
+			break
+		}
+		switch kind {
+		case pebble.InternalKeyKindSet:
+			p.unsynced[string(k)] = append(make([]byte, 0, len(v)), v...)
+		case pebble.InternalKeyKindDelete:
+			p.unsynced[string(k)] = nil
+		}
+	}
+	if time.Since(p.synced) < syncEvery {
+		return
+	}
+	if err := p.db.LogData(nil, pebble.Sync); err == nil && p.fault.Err() == nil {
+		clear(p.unsynced)
+		p.synced = time.Now()
+	}
 }
 
 func has(r pebble.Reader, key []byte) (bool, error) {
@@ -333,6 +480,11 @@ func (p *Pebble) SegmentCount(ctx context.Context, entity, segment string) (int6
 	if p.closed.Load() {
 		return 0, ErrClosed
 	}
+	p.swap.RLock()
+	defer p.swap.RUnlock()
+	if p.db == nil {
+		return 0, p.fault.Err()
+	}
 	return readCount(p.db, countKey(nil, entity, segment))
 }
 
@@ -346,6 +498,11 @@ func (p *Pebble) SegmentMembers(ctx context.Context, entity, segment, cursor str
 	}
 	if p.closed.Load() {
 		return nil, "", ErrClosed
+	}
+	p.swap.RLock()
+	defer p.swap.RUnlock()
+	if p.db == nil {
+		return nil, "", p.fault.Err()
 	}
 	prefix := memberKey(nil, entity, segment, "")
 	lower := append(append(bytes.Clone(prefix), cursor...), 0) // the first id after cursor
@@ -377,6 +534,11 @@ func (p *Pebble) Close() error {
 	defer p.mu.Unlock()
 	if p.closed.Swap(true) {
 		return ErrClosed
+	}
+	p.swap.Lock()
+	defer p.swap.Unlock()
+	if p.db == nil {
+		return nil
 	}
 	return p.db.Close()
 }
@@ -410,22 +572,6 @@ func prefixEnd(prefix []byte) []byte {
 	end := bytes.Clone(prefix)
 	end[len(end)-1]++
 	return end
-}
-
-// pebbleLogger sends Pebble's messages to slog.
-type pebbleLogger struct{ l *slog.Logger }
-
-func (l pebbleLogger) Infof(format string, args ...any) {
-	l.l.Debug("pebble: " + fmt.Sprintf(format, args...))
-}
-
-func (l pebbleLogger) Errorf(format string, args ...any) {
-	l.l.Error("pebble: " + fmt.Sprintf(format, args...))
-}
-
-func (l pebbleLogger) Fatalf(format string, args ...any) {
-	l.l.Error("pebble: fatal: " + fmt.Sprintf(format, args...))
-	os.Exit(1)
 }
 
 // AppendRaw appends the encoded vectors of ids to buf; raw[i] is nil for

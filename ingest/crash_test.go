@@ -87,9 +87,12 @@ keys:
 }
 
 // TestAckedEventsSurviveBrokerKill kills the Kafka broker (SIGKILL) under
-// load, then starts it again: while it is down ingest answers 503 (never
-// 200), and afterwards it accepts again on its own. Every acknowledged
-// event, from before the crash and after, is in the log exactly once.
+// load, leaves it down for 10 s, then starts it again: within a second of
+// the kill ingest answers 503 with Retry-After, every request, the ones in
+// flight included, within a second (before: they waited the 10 s produce
+// timeout), never 200; afterwards it accepts again on its own. Every
+// acknowledged event, from before the crash and after, is in the log
+// exactly once.
 func TestAckedEventsSurviveBrokerKill(t *testing.T) {
 	k := testenv.StartKafka(t)
 	brokers := []string{k.Addr()}
@@ -99,7 +102,15 @@ func TestAckedEventsSurviveBrokerKill(t *testing.T) {
 	if err := k.Kill(); err != nil {
 		t.Fatal(err)
 	}
+	killed := time.Now()
 	testenv.WaitFor(t, 30*time.Second, "503 answers with the broker down", func() bool { return l.unavailableCount() >= 4 })
+	if first := l.firstUnavailable().Sub(killed); first > time.Second {
+		t.Errorf("the first 503 came %s after the broker was killed, want within a second", first)
+	}
+	time.Sleep(10*time.Second - time.Since(killed))
+	if wait := l.longestWaitSince(killed); wait > 1500*time.Millisecond {
+		t.Errorf("with the broker down a request waited %s for its answer, want about a second at most", wait)
+	}
 	before := l.ackedCount()
 	if err := k.Start(); err != nil {
 		t.Fatal(err)
@@ -117,6 +128,7 @@ type load struct {
 	wg   sync.WaitGroup
 
 	mu          sync.Mutex
+	answers     []answered
 	acked       []string
 	unavailable int      // answered 503
 	failed      int      // no answer: the server is gone
@@ -150,6 +162,7 @@ func startLoad(url string, workers, batch int) *load {
 				req, _ := http.NewRequest("POST", url+"/v1/batch", strings.NewReader(b.String()))
 				req.SetBasicAuth("wk", "")
 				req.Header.Set("Content-Type", "application/json")
+				start := time.Now()
 				resp, err := client.Do(req)
 				if err != nil {
 					l.mu.Lock()
@@ -161,10 +174,14 @@ func startLoad(url string, workers, batch int) *load {
 				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				l.mu.Lock()
+				l.answers = append(l.answers, answered{start, time.Now(), resp.StatusCode})
 				switch resp.StatusCode {
 				case http.StatusOK:
 					l.acked = append(l.acked, ids...)
 				case http.StatusServiceUnavailable:
+					if resp.Header.Get("Retry-After") == "" {
+						l.unexpected = append(l.unexpected, "503 without Retry-After")
+					}
 					l.unavailable++
 				default:
 					l.unexpected = append(l.unexpected, fmt.Sprintf("%d %s", resp.StatusCode, body))
@@ -177,6 +194,45 @@ func startLoad(url string, workers, batch int) *load {
 		}()
 	}
 	return l
+}
+
+// answered is one request's start, answer time and status.
+type answered struct {
+	start, end time.Time
+	code       int
+}
+
+// firstUnavailable is when the first 503 came.
+func (l *load) firstUnavailable() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, a := range l.answers {
+		if a.code == http.StatusServiceUnavailable {
+			return a.end
+		}
+	}
+	return time.Time{}
+}
+
+// longestWaitSince is the longest a request answered after since waited
+// after since (or after it started, if later).
+func (l *load) longestWaitSince(since time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var longest time.Duration
+	for _, a := range l.answers {
+		if a.end.After(since) {
+			longest = max(longest, a.end.Sub(maxTime(a.start, since)))
+		}
+	}
+	return longest
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func (l *load) ackedCount() int {

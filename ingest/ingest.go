@@ -35,6 +35,14 @@ type Server struct {
 	log    *slog.Logger
 	limits event.Limits
 	now    func() time.Time
+	// hold, when set, says why events cannot be acknowledged now (the
+	// data directory under the embedded Kafka failed its check): ingest
+	// answers 503 with Retry-After and is not ready meanwhile.
+	hold func() error
+	// reach says whether the producer reaches a broker (nil: the client
+	// was not built with kafka.ProducerOpts): while none is, requests are
+	// answered 503 at once rather than after the produce timeout.
+	reach *kafka.Reachability
 }
 
 // New builds the server. client must be a producer built by kafka.NewClient
@@ -51,8 +59,15 @@ func New(cfg *config.Config, client *kgo.Client, log *slog.Logger) *Server {
 		log:    log.With("service", "ingest"),
 		limits: event.Limits{MaxEventBytes: cfg.Ingest.MaxEventBytes, MaxBatchEvents: cfg.Ingest.MaxBatchEvents},
 		now:    time.Now,
+		reach:  kafka.ReachabilityOf(client),
 	}
 }
+
+// HoldWhile makes ingest refuse events (503, Retry-After) and fail
+// readiness while check returns an error, which the answer and the log
+// give. check runs on every request: it must be cheap (an atomic load).
+// Call it before serving.
+func (s *Server) HoldWhile(check func() error) { s.hold = check }
 
 // Run listens on cfg.Ingest.Listen until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
@@ -61,7 +76,14 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Serve answers on ln until ctx ends.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	go s.health.Watch(ctx, 2*time.Second, func(ctx context.Context) error { return kafka.Ping(ctx, s.client) })
+	go s.health.Watch(ctx, 2*time.Second, func(ctx context.Context) error {
+		if s.hold != nil {
+			if err := s.hold(); err != nil {
+				return err
+			}
+		}
+		return kafka.Ping(ctx, s.client)
+	})
 	s.log.Info("ingest listening", "addr", ln.Addr().String())
 	return httpapi.Serve(ctx, s.HTTPServer(), ln, s.log)
 }
@@ -131,6 +153,15 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.Set("Allow", "POST")
 		httpapi.WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use POST")
 		return
+	}
+	if s.hold != nil {
+		if err := s.hold(); err != nil {
+			held.Inc()
+			s.health.SetReady(err)
+			ctx.Response.Header.Set("Retry-After", "5")
+			httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, "cannot keep events right now, so none is acknowledged: "+err.Error())
+			return
+		}
 	}
 	// The key is checked before the body is read: a key in the headers
 	// before the body is even decompressed, one in the body before
@@ -518,6 +549,14 @@ func (s *Server) produce(ctx *fasthttp.RequestCtx, recs []*kgo.Record) (settled 
 	if len(recs) == 0 {
 		return true, nil
 	}
+	var gone <-chan struct{}
+	if s.reach != nil {
+		if err := s.reach.Err(); err != nil {
+			produceErrors.Inc()
+			return true, err
+		}
+		gone = s.reach.Gone()
+	}
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(context.Background(), s.cfg.Ingest.ProduceTimeout.D())
 	defer cancel()
@@ -565,6 +604,18 @@ func (s *Server) produce(ctx *fasthttp.RequestCtx, recs []*kgo.Record) (settled 
 		}
 		mu.Unlock()
 		produceSeconds.Observe(time.Since(start).Seconds())
+	case <-gone:
+		// The broker went away while the records waited: answer now.
+		// Records it still takes later are deduplicated downstream by
+		// messageId when the client retries.
+		mu.Lock()
+		if first == nil {
+			if first = s.reach.Err(); first == nil { // back already
+				first = errors.New("the Kafka broker went away before acknowledging")
+			}
+		}
+		mu.Unlock()
+		produceSeconds.Observe(time.Since(start).Seconds())
 	}
 	mu.Lock()
 	err = first
@@ -579,6 +630,9 @@ func (s *Server) unavailable(ctx *fasthttp.RequestCtx, err error) {
 	s.log.Warn("kafka did not take the records", "err", err)
 	ctx.Response.Header.Set("Retry-After", "5")
 	msg := "Kafka cannot take the events right now; retry (messageIds make retries safe)"
+	if s.reach != nil && s.reach.Err() != nil {
+		msg = "Kafka is unreachable; retry (messageIds make retries safe)"
+	}
 	if errors.Is(err, kgo.ErrMaxBuffered) {
 		msg = "ingest is over capacity; retry (messageIds make retries safe)"
 	}

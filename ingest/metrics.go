@@ -44,6 +44,10 @@ var (
 		Name: "pulse_ingest_produce_errors_total",
 		Help: "Requests answered 503 because Kafka did not take their records.",
 	})
+	held = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "pulse_ingest_held_total",
+		Help: "Requests answered 503 without reading them because events could not be kept (the data directory failed its check).",
+	})
 	requestBytes = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "pulse_ingest_request_bytes_total",
 		Help: "Request body bytes received, after decompression.",

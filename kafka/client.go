@@ -56,7 +56,7 @@ func ProducerOpts() []kgo.Opt {
 		kgo.ProducerBatchMaxBytes(1 << 20),
 		kgo.MaxBufferedRecords(200_000),
 		kgo.RecordDeliveryTimeout(30 * time.Second),
-		kgo.WithHooks(newProduceHook()),
+		kgo.WithHooks(newProduceHook(), NewReachability()),
 	}
 }
 

@@ -19,6 +19,14 @@ var produceRequestSeconds = promauto.NewHistogramVec(prometheus.HistogramOpts{
 	Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
 }, []string{"stage"})
 
+// mReachable is set by every producer's Reachability.
+var mReachable = promauto.NewGauge(prometheus.GaugeOpts{
+	Name: "pulse_kafka_reachable",
+	Help: "0 while a producer's last dial to every broker it uses failed (ingest answers 503 at once), 1 otherwise.",
+})
+
+func init() { mReachable.Set(1) }
+
 // produceHook observes every produce request's stages; franz-go calls it
 // once per request (hundreds a second under load, not once per record).
 type produceHook struct{ queued, write, response prometheus.Observer }

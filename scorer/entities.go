@@ -1,6 +1,7 @@
 package scorer
 
 import (
+	"context"
 	"errors"
 	"math"
 	"strconv"
@@ -55,7 +56,7 @@ func (s *Server) lookupEntity(ctx *fasthttp.RequestCtx, rest, path string) (Enti
 		canonical = s.identities.Canonical(id)
 	}
 	start := time.Now()
-	v, err := s.store.Get(ctx, kind, canonical)
+	v, err := s.store.Get(storeCtx, kind, canonical)
 	storeSeconds.WithLabelValues("get").Observe(time.Since(start).Seconds())
 	switch {
 	case errors.Is(err, featurestore.ErrNotFound):
@@ -97,6 +98,13 @@ func (s *Server) knownEntity(kind string) bool {
 	}
 	return kind == "user" && len(cfg.Features) == 0
 }
+
+// storeCtx is the context of the store calls a request makes, not the
+// *fasthttp.RequestCtx: that one's Done is the server's, read without
+// synchronisation by a dial's context watcher that may outlive the
+// request (Redis down: a race with Shutdown), and it is never cancelled
+// anyway. Each store call is bounded by the store's own timeout.
+var storeCtx = context.Background()
 
 func (s *Server) storeError(ctx *fasthttp.RequestCtx, err error) {
 	s.log.Warn("online store error", "err", err)

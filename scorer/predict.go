@@ -50,10 +50,10 @@ func (s *Server) lookup(ctx *fasthttp.RequestCtx, entity string, sc *scratch) er
 	}
 	var err error
 	if rg, ok := s.store.(featurestore.RawGetter); ok {
-		sc.rawBuf, sc.raw, err = rg.AppendRaw(ctx, entity, ids, sc.rawBuf[:0], sc.raw)
+		sc.rawBuf, sc.raw, err = rg.AppendRaw(storeCtx, entity, ids, sc.rawBuf[:0], sc.raw)
 		return err
 	}
-	vecs, found, err := s.store.GetMany(ctx, entity, ids)
+	vecs, found, err := s.store.GetMany(storeCtx, entity, ids)
 	if err != nil {
 		return err
 	}

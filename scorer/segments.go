@@ -122,7 +122,7 @@ func (s *Server) members(ctx *fasthttp.RequestCtx, name string) {
 		limit = min(n, maxMembersLimit)
 	}
 	start := time.Now()
-	ids, next, err := s.store.SegmentMembers(ctx, segEntity(cs), cs.Name, string(args.Peek("cursor")), limit)
+	ids, next, err := s.store.SegmentMembers(storeCtx, segEntity(cs), cs.Name, string(args.Peek("cursor")), limit)
 	storeSeconds.WithLabelValues("members").Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.storeError(ctx, err)
@@ -147,7 +147,7 @@ func (s *Server) findSegment(ctx *fasthttp.RequestCtx, name string) *config.Segm
 
 func (s *Server) describe(ctx *fasthttp.RequestCtx, cs *config.Segment) (Segment, error) {
 	start := time.Now()
-	n, err := s.store.SegmentCount(ctx, segEntity(cs), cs.Name)
+	n, err := s.store.SegmentCount(storeCtx, segEntity(cs), cs.Name)
 	storeSeconds.WithLabelValues("count").Observe(time.Since(start).Seconds())
 	if err != nil {
 		return Segment{}, err

@@ -33,6 +33,9 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 	start := time.Now()
 	t.work.Lock()
 	defer t.work.Unlock()
+	if err := t.fault.Err(); err != nil {
+		return err // a flush or compaction met it: the task is reopened
+	}
 	recs, err := t.checkOffsets(ctx, recs, hwm)
 	if err != nil || len(recs) == 0 {
 		return err

@@ -96,7 +96,7 @@ func (t *task) restore(ctx context.Context, has bool) error {
 			}
 			n++
 			if b.Len() > 16<<20 {
-				if err := b.Commit(pebble.NoSync); err != nil {
+				if err := t.fault.Commit(b, pebble.NoSync); err != nil {
 					return err
 				}
 				b.Close()
@@ -111,7 +111,7 @@ func (t *task) restore(ctx context.Context, has bool) error {
 		t.meta.segFP = t.p.segments.Fingerprint()
 	}
 	b.Set(pkMeta, t.meta.encode(), nil)
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := t.fault.Commit(b, pebble.Sync); err != nil {
 		return err
 	}
 	t.log.Info("restored from changelog", "records", n, "from", from, "to", fence, "took", time.Since(start).Round(time.Millisecond))

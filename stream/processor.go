@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cockroachdb/pebble/vfs"
 	"github.com/pulse-rt/pulse/aggregate"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
@@ -47,6 +48,8 @@ type Options struct {
 	// hook, in tests, runs at the named points of the commit path; an error
 	// makes the task fail there as if it crashed.
 	hook func(point string, partition int32) error
+	// fs, in tests, is the tasks' file system (errorfs for disk faults).
+	fs vfs.FS
 }
 
 // EnsureDefaults sets every unset (zero or negative) option to its

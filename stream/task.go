@@ -20,6 +20,7 @@ import (
 	"github.com/pulse-rt/pulse/aggregate"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/internal/diskfault"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -36,8 +37,14 @@ type task struct {
 	log       *slog.Logger
 	failed    bool // placeholder of a task that could not be opened
 
-	db   *pebble.DB
-	prod *kgo.Client
+	db *pebble.DB
+	// fault is db's first disk fault: a commit that reports one fails
+	// the task, which is reopened (from its state and the changelog) once
+	// the disk takes writes again.
+	fault *diskfault.Fault
+	// synced is when a commit last synced db's WAL, under work.
+	synced time.Time
+	prod   *kgo.Client
 	// out is where commits go: prod, or the tester's memory.
 	out partitionLog
 
@@ -122,7 +129,7 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 	mRestoring.WithLabelValues(t.lagLabel).Set(1)
 	defer mRestoring.WithLabelValues(t.lagLabel).Set(0)
 	start := time.Now()
-	t.db, err = openPebble(p.taskDir(part), nil)
+	t.db, t.fault, err = openPebble(p.taskDir(part), p.opts.fs, p.log.With("partition", part))
 	if err != nil {
 		return nil, fmt.Errorf("cannot open stream state of partition %d: %w", part, err)
 	}
@@ -197,7 +204,9 @@ func (p *Processor) newTask(part int32) *task {
 }
 
 // openPebble opens a task's Pebble database in dir of fs (nil: the disk).
-func openPebble(dir string, fs vfs.FS) (*pebble.DB, error) {
+// Pebble's fatal errors (a write the disk refused) are recorded on the
+// Fault rather than panic: commit through it.
+func openPebble(dir string, fs vfs.FS, log *slog.Logger) (*pebble.DB, *diskfault.Fault, error) {
 	o := &pebble.Options{FS: fs}
 	cache := pebble.NewCache(64 << 20)
 	defer cache.Unref() // the DB holds its own reference
@@ -208,15 +217,18 @@ func openPebble(dir string, fs vfs.FS) (*pebble.DB, error) {
 		o.Levels[i].Compression = pebble.NoCompression
 	}
 	o.MemTableSize = 32 << 20
-	o.Logger = quietLogger{}
-	return pebble.Open(dir, o)
+	fault := diskfault.Watch(o, log, "stream")
+	db, err := pebble.Open(dir, o)
+	if err == nil {
+		if err = fault.Err(); err != nil {
+			db.Close()
+		}
+	}
+	return db, fault, err
 }
 
-type quietLogger struct{}
-
-func (quietLogger) Infof(string, ...any)         {}
-func (quietLogger) Errorf(f string, a ...any)    { slog.Error("pebble: " + fmt.Sprintf(f, a...)) }
-func (quietLogger) Fatalf(f string, args ...any) { panic(fmt.Sprintf(f, args...)) }
+// syncEvery is how often a task's commit syncs its WAL.
+const syncEvery = time.Second
 
 // next is the next input offset to process.
 func (t *task) next() int64 {
@@ -290,7 +302,7 @@ func (t *task) closeClients() {
 	if t.prod != nil {
 		t.prod.Close()
 	}
-	if t.db != nil {
+	if t.db != nil && !t.fault.Wedged() {
 		t.db.Close()
 	}
 }
@@ -371,6 +383,9 @@ func (t *task) clearLocal() error {
 	if err := t.db.DeleteRange([]byte{0}, []byte{0xff}, pebble.Sync); err != nil {
 		return err
 	}
+	if err := t.fault.Err(); err != nil {
+		return err
+	}
 	t.meta = meta{changelog: -1, segFP: t.meta.segFP, seedNext: t.meta.seedNext, resolvedNext: t.meta.resolvedNext}
 	t.act = map[uint64]int64{}
 	return nil
@@ -397,7 +412,7 @@ func (t *task) scheduleAll(fp uint64) error {
 	if n > 0 {
 		t.log.Info("segment rules changed: re-evaluating stored entities in the background", "entities", n)
 	}
-	return b.Commit(pebble.NoSync)
+	return t.fault.Commit(b, pebble.NoSync)
 }
 
 // rewritePending writes the vectors of the last transaction's entities to

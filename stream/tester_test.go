@@ -171,7 +171,7 @@ func (st *tester) start(yaml string) error {
 		return err
 	}
 	t := st.p.newTask(0)
-	if t.db, err = openPebble("", vfs.NewMem()); err != nil {
+	if t.db, t.fault, err = openPebble("", vfs.NewMem(), log); err != nil {
 		return err
 	}
 	st.task, st.out = t, &memLog{}
@@ -195,7 +195,7 @@ func (st *tester) reopen(b *strings.Builder) error {
 	ctx := context.Background()
 	st.out.open = nil // the new producer's fence aborts it
 	t := st.p.newTask(0)
-	t.db, t.out = st.task.db, st.out
+	t.db, t.fault, t.out = st.task.db, st.task.fault, st.out
 	v, closer, err := t.db.Get(pkMeta)
 	if err != nil {
 		return err

@@ -119,8 +119,19 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	t.meta.next, t.meta.changelog, t.meta.pending = next, off.Offset, x.pending
 	x.b.Set(pkMeta, t.meta.encode(), nil)
 	t.mu.Unlock()
-	if err := x.b.Commit(pebble.NoSync); err != nil {
+	// Synced once a second: a disk that refuses writes is heard of then
+	// (an unsynced commit succeeds in memory; the WAL's writer keeps the
+	// error for the next sync), and what a machine crash can lose, to be
+	// restored from the changelog, stays that short.
+	wo := pebble.NoSync
+	if time.Since(t.synced) >= syncEvery {
+		wo = pebble.Sync
+	}
+	if err := t.fault.Commit(x.b, wo); err != nil {
 		return fmt.Errorf("cannot commit stream state: %w", err)
+	}
+	if wo == pebble.Sync {
+		t.synced = time.Now()
 	}
 	if err := t.hook("after-pebble-commit"); err != nil {
 		return err

@@ -99,8 +99,9 @@ func newBackfillCmd(name, tableHelp string) *backfillCmd {
 }
 
 // open checks that a command that writes rows got one of -out and -table,
-// then loads the config and connects to its ClickHouse.
-func (c *backfillCmd) open() (*config.Config, *history.Reader, func(), error) {
+// then loads the config and connects to its ClickHouse, failing at once,
+// naming it, when it does not answer.
+func (c *backfillCmd) open(ctx context.Context) (*config.Config, *history.Reader, func(), error) {
 	if c.Lookup("table") != nil && (c.out == "") == (c.table == "") {
 		return nil, nil, nil, errors.New("give one of -out FILE and -table T")
 	}
@@ -111,6 +112,10 @@ func (c *backfillCmd) open() (*config.Config, *history.Reader, func(), error) {
 	conn, err := history.Open(cfg.ClickHouse)
 	if err != nil {
 		return nil, nil, nil, err
+	}
+	if err := history.Ping(ctx, conn); err != nil {
+		conn.Close()
+		return nil, nil, nil, fmt.Errorf("cannot backfill: the history's ClickHouse at %s does not answer (backfills read it; start it, or wait for it, and run again): %w", cfg.ClickHouse.Addr, err)
 	}
 	return cfg, history.NewReader(conn, cfg.ClickHouse.Database), func() { conn.Close() }, nil
 }
@@ -125,7 +130,7 @@ func backfillFeatures(ctx context.Context, args []string) error {
 	direct := fl.Bool("direct", false, "write vectors to the online store instead of seeding the stream (no stream runs)")
 	historyGroup := fl.String("history-group", kafka.HistoryGroup, "the history writer's consumer group (how far ClickHouse holds the events)")
 	fl.Parse(args)
-	cfg, r, closeFn, err := fl.open()
+	cfg, r, closeFn, err := fl.open(ctx)
 	if err != nil {
 		return err
 	}
@@ -167,7 +172,7 @@ func backfillTrainingSet(ctx context.Context, args []string) error {
 	if (*labelsFile == "") == (*labelsQuery == "") {
 		return errors.New("give one of -labels FILE and -labels-query SQL")
 	}
-	cfg, r, closeFn, err := fl.open()
+	cfg, r, closeFn, err := fl.open(ctx)
 	if err != nil {
 		return err
 	}
@@ -214,7 +219,7 @@ func backfillPredict(ctx context.Context, args []string) error {
 	if *name == "" {
 		return errors.New("-model is required")
 	}
-	cfg, r, closeFn, err := fl.open()
+	cfg, r, closeFn, err := fl.open(ctx)
 	if err != nil {
 		return err
 	}
@@ -246,7 +251,7 @@ func backfillVerify(ctx context.Context, args []string) error {
 	fl.Var(&features, "feature", "feature to check (repeatable; default all)")
 	fl.Var(&entities, "entity", "entity to check instead of a sample (repeatable)")
 	fl.Parse(args)
-	cfg, r, closeFn, err := fl.open()
+	cfg, r, closeFn, err := fl.open(ctx)
 	if err != nil {
 		return err
 	}

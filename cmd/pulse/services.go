@@ -66,6 +66,9 @@ func runStream(ctx context.Context, args []string) error {
 	}
 	return run(ctx, cfg, func(sys *system.System) error {
 		sys.OnClose(func() { store.Close() })
+		if err := sys.WatchDataDir(); err != nil {
+			return err
+		}
 		if err := sys.StartStream(store, fl.config); err != nil {
 			return err
 		}

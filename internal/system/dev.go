@@ -48,6 +48,9 @@ func Dev(ctx context.Context, cfg *config.Config, o DevOptions) error {
 	}
 	sys := New(ctx, cfg, slog.Default())
 	defer sys.Close()
+	if err := sys.WatchDataDir(); err != nil {
+		return err
+	}
 	if err := sys.StartKafka(kafka.EmbeddedOptions{Port: port, DataDir: filepath.Join(cfg.DataDir, "kafka"), Partitions: cfg.Kafka.Partitions}); err != nil {
 		return err
 	}

@@ -39,8 +39,14 @@ func (s *System) StartStream(store featurestore.Store, reloadFrom string) error 
 }
 
 // StreamReady says why the stream is not ready: nil once the processor
-// has restored its partitions.
+// has restored its partitions, while the data directory (when watched)
+// passes its check.
 func (s *System) StreamReady() error {
+	if s.DataDir != nil {
+		if err := s.DataDir.Err(); err != nil {
+			return err
+		}
+	}
 	if p := s.stream.Load(); p != nil {
 		return p.Ready()
 	}

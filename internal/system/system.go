@@ -39,6 +39,7 @@ import (
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/history"
 	"github.com/pulse-rt/pulse/ingest"
+	"github.com/pulse-rt/pulse/internal/diskfault"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/scorer"
 	"github.com/pulse-rt/pulse/stream"
@@ -65,6 +66,9 @@ type System struct {
 	Scorer *scorer.Server    // set by StartScorer
 	Live   *scorer.Live      // set by StartScorer with ScorerOptions.Live
 	Kafka  *kafka.Embedded   // set by StartKafka
+	// DataDir checks the config's data directory every second: set by
+	// WatchDataDir, which pulse dev and pulse stream call first.
+	DataDir *diskfault.Watcher
 	// Destinations are the config's destinations, set by StartDestinations
 	// when the config has any.
 	Destinations *destination.Service
@@ -124,6 +128,20 @@ func (s *System) Wait() error {
 func (s *System) Close() error {
 	s.cancel()
 	return s.Wait()
+}
+
+// WatchDataDir checks the config's data directory (creating it) every
+// second until the system stops: while it fails (deleted, full,
+// read-only), ingest started after this answers 503 and the stream is
+// not ready, both saying why.
+func (s *System) WatchDataDir() error {
+	w, err := diskfault.NewWatcher(s.Config.DataDir, s.Log)
+	if err != nil {
+		return err
+	}
+	s.DataDir = w
+	s.g.Go(func() error { w.Run(s.ctx, time.Second); return nil })
+	return nil
 }
 
 // StartKafka starts the embedded Kafka (franz-go's kfake) and points the
@@ -193,6 +211,11 @@ func (s *System) StartIngest() error {
 		}
 	}
 	s.Ingest = ingest.New(s.Config, cl, s.Log)
+	if s.DataDir != nil && s.Kafka != nil {
+		// The embedded Kafka keeps its log in the data directory: what
+		// ingest acknowledged while it fails would be gone at restart.
+		s.Ingest.HoldWhile(s.DataDir.Err)
+	}
 	s.ingestAddr, err = s.serve("ingest", s.Config.Ingest.Listen, s.Ingest.Serve)
 	return err
 }

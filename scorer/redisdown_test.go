@@ -1,0 +1,68 @@
+package scorer_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/internal/testenv"
+)
+
+// TestPredictRedisDown: the online store's redis-server is killed
+// (SIGKILL) while the scorer serves. Every prediction is answered, 503
+// with Retry-After naming the store, within the store's timeout (never
+// a hang), and once Redis is back predictions are served again on their
+// own, from the data Redis kept.
+func TestPredictRedisDown(t *testing.T) {
+	rs := testenv.StartRedis(t)
+	const timeout = 300 * time.Millisecond
+	st, err := featurestore.OpenRedis(config.Redis{Addr: rs.Addr(), KeyPrefix: testenv.RedisKeyPrefix(t)}, featurestore.RedisOptions{Timeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	seed(t, st, map[string]map[string]any{"612": buyer()}, nil)
+	h := start(t, newConfig(t, testConfig), st)
+	predict := `{"api_key":"read-key","model":"purchase_propensity","features":[{"user":{"id":612}}]}`
+	if code, body := h.do("POST", "/v1/predict", "", predict); code != 200 || !strings.Contains(body, `"model_used":true`) {
+		t.Fatalf("before: %d %s", code, body)
+	}
+	if err := rs.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// A user the near cache holds may be answered from it until the
+	// cache hears its tracking connection is gone; then, and for any
+	// other user at once, 503.
+	other := `{"api_key":"read-key","model":"purchase_propensity","features":[{"user":{"id":613}}]}`
+	var longest time.Duration
+	unavailable := 0
+	for i := range 40 {
+		body := predict
+		if i%2 == 1 {
+			body = other
+		}
+		start := time.Now()
+		code, got := h.do("POST", "/v1/predict", "", body)
+		longest = max(longest, time.Since(start))
+		switch {
+		case code == 503 && strings.Contains(got, "online store is unavailable"):
+			unavailable++
+		case code == 200 && body == predict && unavailable < 2:
+		default:
+			t.Fatalf("with Redis down: %d %s, want 503 naming the store", code, got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if longest > timeout+500*time.Millisecond {
+		t.Errorf("with Redis down a prediction took %s, want at most the store timeout %s (and some slack)", longest, timeout)
+	}
+	if err := rs.Start(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "predictions served again", func() bool {
+		code, body := h.do("POST", "/v1/predict", "", predict)
+		return code == 200 && strings.Contains(body, `"model_used":true`)
+	})
+}
