@@ -20,6 +20,10 @@ type Options struct {
 	Events  string // the events topic; default pulse.events
 	Invalid string // the dead-letter topic; default pulse.events.invalid
 	Mapping Mapping
+	// Format is how JSON rows are read: FormatAuto (by content),
+	// FormatSegment (through the mapping), FormatAmplitude or
+	// FormatPostHog (their exports' fields; no mapping).
+	Format string
 	// Report, when set, receives the CSV report of refused rows: file,
 	// row, column, value, reason.
 	Report io.Writer
@@ -83,6 +87,12 @@ func Import(ctx context.Context, cl *kgo.Client, paths []string, o Options) (Sum
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if err := CheckFormat(o.Format); err != nil {
+		return Summary{}, err
+	}
+	if (o.Format == FormatAmplitude || o.Format == FormatPostHog) && len(o.Mapping.Fields) > 0 {
+		return Summary{}, fmt.Errorf("a %s export is read by its own fields: drop the mapping, or import it as JSON lines through the mapping with -format segment", o.Format)
 	}
 	im := &run{cl: cl, o: o, start: time.Now(), unmapped: map[string]bool{}}
 	if o.Report != nil {
@@ -158,9 +168,12 @@ func (im *run) file(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	_, csvFile := rs.(*csvRows)
+	c, csvFile := rs.(*csvRows)
 	var p *plan
-	if c, ok := rs.(*csvRows); ok {
+	if csvFile {
+		if im.o.Format == FormatAmplitude || im.o.Format == FormatPostHog {
+			return fmt.Errorf("%s: a %s export is JSON (lines or an array); this file reads as CSV", f.name, im.o.Format)
+		}
 		if p, err = newPlan(im.o.Mapping, c.header, true, true); err != nil {
 			return fmt.Errorf("%s: %w", f.name, err)
 		}
@@ -168,6 +181,10 @@ func (im *run) file(ctx context.Context, path string) error {
 			im.unmapped[n] = true
 		}
 	}
+	var (
+		exp     export
+		decided = csvFile
+	)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -186,10 +203,18 @@ func (im *run) file(ctx context.Context, path string) error {
 			im.refuse(ctx, f, names, vals, re, now)
 			continue
 		}
-		if !csvFile {
-			p, _ = newPlan(im.o.Mapping, names, false, false)
+		if !decided {
+			exp, decided = exportOf(im.o.Format, im.o.Mapping, names), true
 		}
-		e, re := p.event(vals, f.messageID(row), now, im.o.Limits)
+		var e *event.Event
+		if exp != nil {
+			e, re = exp(rs.(objRows).object(), f.messageID(row), now, im.o.Limits)
+		} else {
+			if !csvFile {
+				p, _ = newPlan(im.o.Mapping, names, false, false)
+			}
+			e, re = p.event(vals, f.messageID(row), now, im.o.Limits)
+		}
 		if re != nil {
 			re.Row = row
 			im.refuse(ctx, f, names, vals, re, now)

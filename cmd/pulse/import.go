@@ -9,7 +9,7 @@ import (
 	"github.com/pulse-rt/pulse/kafka"
 )
 
-const importUsage = "pulse import events [-config FILE] [-mapping FILE] [-map field=column]... [-report FILE] FILE..."
+const importUsage = "pulse import events [-config FILE] [-format segment|amplitude|posthog] [-mapping FILE] [-map field=column]... [-report FILE] FILE..."
 
 // runImport is `pulse import events FILE...`: CSV and JSON-lines files
 // into pulse.events (importer), a summary on stderr; exit code 2 when rows
@@ -22,6 +22,7 @@ func runImport(ctx context.Context, args []string) error {
 	mappingFile := fl.String("mapping", "", "YAML file of `field: column` lines (docs/import.md)")
 	var flags importer.Mapping
 	fl.Var(&flags, "map", "field=column, or field=\"constant\" (repeatable; over -mapping)")
+	format := fl.String("format", "", "segment, amplitude or posthog: how JSON rows are read (default: by their fields)")
 	reportPath := fl.String("report", "", "write the refused rows (file, row, column, value, reason) to this CSV file")
 	cfg, err := fl.load(args[1:])
 	if err != nil {
@@ -29,6 +30,9 @@ func runImport(ctx context.Context, args []string) error {
 	}
 	if fl.NArg() == 0 {
 		return fmt.Errorf("no file to import: want %s (- reads stdin)", importUsage)
+	}
+	if err := importer.CheckFormat(*format); err != nil {
+		return err
 	}
 	var m importer.Mapping
 	if *mappingFile != "" {
@@ -40,7 +44,7 @@ func runImport(ctx context.Context, args []string) error {
 			return fmt.Errorf("%s: %w", *mappingFile, err)
 		}
 	}
-	o := importer.Options{Events: cfg.Kafka.Topics.Events, Invalid: cfg.Kafka.Topics.Invalid, Mapping: m.Over(flags), Progress: os.Stderr}
+	o := importer.Options{Events: cfg.Kafka.Topics.Events, Invalid: cfg.Kafka.Topics.Invalid, Mapping: m.Over(flags), Format: *format, Progress: os.Stderr}
 	if st, err := os.Stderr.Stat(); err == nil {
 		o.Terminal = st.Mode()&os.ModeCharDevice != 0
 	}
