@@ -20,6 +20,13 @@ type Options struct {
 	Events  string // the events topic; default pulse.events
 	Invalid string // the dead-letter topic; default pulse.events.invalid
 	Mapping Mapping
+	// Rows, when set, reads every row as a feature row (FeatureRows);
+	// Mapping and Format are then unused.
+	Rows *FeatureRows
+	// Format is how JSON rows are read: FormatAuto (by content),
+	// FormatSegment (through the mapping), FormatAmplitude or
+	// FormatPostHog (their exports' fields; no mapping).
+	Format string
 	// Report, when set, receives the CSV report of refused rows: file,
 	// row, column, value, reason.
 	Report io.Writer
@@ -83,6 +90,20 @@ func Import(ctx context.Context, cl *kgo.Client, paths []string, o Options) (Sum
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if err := CheckFormat(o.Format); err != nil {
+		return Summary{}, err
+	}
+	if (o.Format == FormatAmplitude || o.Format == FormatPostHog) && len(o.Mapping.Fields) > 0 {
+		return Summary{}, fmt.Errorf("a %s export is read by its own fields: drop the mapping, or import it as JSON lines through the mapping with -format segment", o.Format)
+	}
+	if o.Rows != nil {
+		if err := o.Rows.Validate(); err != nil {
+			return Summary{}, err
+		}
+		if len(o.Mapping.Fields) > 0 || o.Format != FormatAuto {
+			return Summary{}, fmt.Errorf("feature rows are mapped by their columns: no mapping or format")
+		}
 	}
 	im := &run{cl: cl, o: o, start: time.Now(), unmapped: map[string]bool{}}
 	if o.Report != nil {
@@ -158,15 +179,9 @@ func (im *run) file(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	_, csvFile := rs.(*csvRows)
-	var p *plan
-	if c, ok := rs.(*csvRows); ok {
-		if p, err = newPlan(im.o.Mapping, c.header, true, true); err != nil {
-			return fmt.Errorf("%s: %w", f.name, err)
-		}
-		for _, n := range p.unmapped {
-			im.unmapped[n] = true
-		}
+	toEvent, err := im.mapper(f, rs)
+	if err != nil {
+		return err
 	}
 	for {
 		if err := ctx.Err(); err != nil {
@@ -182,14 +197,10 @@ func (im *run) file(ctx context.Context, path string) error {
 		}
 		im.rows.Add(1)
 		now := im.o.Now()
-		if re != nil {
-			im.refuse(ctx, f, names, vals, re, now)
-			continue
+		var e *event.Event
+		if re == nil {
+			e, re = toEvent(names, vals, f.messageID(row), now)
 		}
-		if !csvFile {
-			p, _ = newPlan(im.o.Mapping, names, false, false)
-		}
-		e, re := p.event(vals, f.messageID(row), now, im.o.Limits)
 		if re != nil {
 			re.Row = row
 			im.refuse(ctx, f, names, vals, re, now)
@@ -201,6 +212,62 @@ func (im *run) file(ctx context.Context, path string) error {
 		}
 		im.produce(ctx, &kgo.Record{Topic: im.o.Events, Key: []byte(e.EntityID()), Value: v}, true)
 	}
+}
+
+// rowMapper maps one good row to an event.
+type rowMapper func(names []string, vals []any, id string, now time.Time) (*event.Event, *RowError)
+
+// mapper is how the rows of f become events: a CSV file's plan is made
+// once from its header; a JSON row's from its own fields, or it is read as
+// a vendor's export (Options.Format, or guessed from the first row).
+func (im *run) mapper(f *file, rs rows) (rowMapper, error) {
+	lim := im.o.Limits
+	if c, ok := rs.(*csvRows); ok {
+		if im.o.Format == FormatAmplitude || im.o.Format == FormatPostHog {
+			return nil, fmt.Errorf("%s: a %s export is JSON (lines or an array); this file reads as CSV", f.name, im.o.Format)
+		}
+		m := im.o.Mapping
+		if im.o.Rows != nil {
+			var err error
+			if m, err = im.o.Rows.mapping(c.header); err != nil {
+				return nil, fmt.Errorf("%s: %w", f.name, err)
+			}
+		}
+		p, err := newPlan(m, c.header, true, true)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.name, err)
+		}
+		for _, n := range p.unmapped {
+			im.unmapped[n] = true
+		}
+		return func(_ []string, vals []any, id string, now time.Time) (*event.Event, *RowError) {
+			return p.event(vals, id, now, lim)
+		}, nil
+	}
+	if im.o.Rows != nil {
+		return func(names []string, vals []any, id string, now time.Time) (*event.Event, *RowError) {
+			m, err := im.o.Rows.mapping(names)
+			if err != nil {
+				return nil, &RowError{Column: im.o.Rows.ID, Reason: err.Error()}
+			}
+			p, _ := newPlan(m, names, false, false)
+			return p.event(vals, id, now, lim)
+		}, nil
+	}
+	var (
+		exp     export
+		decided bool
+	)
+	return func(names []string, vals []any, id string, now time.Time) (*event.Event, *RowError) {
+		if !decided {
+			exp, decided = exportOf(im.o.Format, im.o.Mapping, names), true
+		}
+		if exp != nil {
+			return exp(rs.(objRows).object(), id, now, lim)
+		}
+		p, _ := newPlan(im.o.Mapping, names, false, false)
+		return p.event(vals, id, now, lim)
+	}, nil
 }
 
 // refuse reports a bad row and sends its dead letter.

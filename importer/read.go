@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/csv"
 	"encoding/hex"
+	stdjson "encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -107,16 +108,30 @@ func newRows(f *file) (rows, error) {
 	}
 	b := r.(*bufio.Reader)
 	name := strings.TrimSuffix(strings.ToLower(f.name), ".gz")
+	first, _ := b.Peek(64)
+	first = bytes.TrimLeft(first, " \t\r\n\ufeff")
 	switch filepath.Ext(name) {
 	case ".jsonl", ".ndjson", ".json":
+		if bytes.HasPrefix(first, []byte("[")) {
+			return newArrayRows(b, f.name)
+		}
 		return &jsonRows{r: b}, nil
 	case ".csv", ".tsv":
 	default:
-		if first, _ := b.Peek(64); bytes.HasPrefix(bytes.TrimLeft(first, " \t\r\n\ufeff"), []byte("{")) {
+		if bytes.HasPrefix(first, []byte("{")) {
 			return &jsonRows{r: b}, nil
+		}
+		if bytes.HasPrefix(first, []byte("[")) {
+			return newArrayRows(b, f.name)
 		}
 	}
 	return newCSVRows(b, f.name, filepath.Ext(name) == ".tsv")
+}
+
+// objRows are rows read as JSON objects: object is the last row's.
+type objRows interface {
+	rows
+	object() map[string]any
 }
 
 // csvRows reads CSV with a header line. Row 1 is the first row after the
@@ -190,7 +205,10 @@ func (c *csvRows) next() (int, []string, []any, error) {
 type jsonRows struct {
 	r    *bufio.Reader
 	line int
+	obj  map[string]any
 }
+
+func (j *jsonRows) object() map[string]any { return j.obj }
 
 func (j *jsonRows) next() (int, []string, []any, error) {
 	for {
@@ -219,11 +237,63 @@ func (j *jsonRows) next() (int, []string, []any, error) {
 		if err := d.Decode(&obj); err != nil || obj == nil {
 			return j.line, nil, nil, &RowError{Row: j.line, Value: clip(string(line)), Reason: "not a JSON object"}
 		}
+		j.obj = obj
 		var names []string
 		var vals []any
 		flatten("", obj, &names, &vals)
 		return j.line, names, vals, nil
 	}
+}
+
+// arrayRows reads a JSON array of objects (an export of PostHog's events,
+// a Segment batch's items): row n is the array's n-th element.
+type arrayRows struct {
+	d   *stdjson.Decoder
+	row int
+	obj map[string]any
+	end bool
+}
+
+func newArrayRows(r io.Reader, name string) (*arrayRows, error) {
+	d := stdjson.NewDecoder(r)
+	d.UseNumber()
+	if _, err := d.Token(); err != nil {
+		return nil, fmt.Errorf("cannot read %s as a JSON array: %w", name, err)
+	}
+	return &arrayRows{d: d}, nil
+}
+
+func (a *arrayRows) object() map[string]any { return a.obj }
+
+func (a *arrayRows) next() (int, []string, []any, error) {
+	if a.end {
+		return 0, nil, nil, io.EOF
+	}
+	if !a.d.More() {
+		a.end = true
+		if tok, err := a.d.Token(); err != nil || tok != stdjson.Delim(']') {
+			return 0, nil, nil, fmt.Errorf("the JSON array ends after %d element(s) with no closing ]: is the file cut short?", a.row)
+		}
+		return 0, nil, nil, io.EOF
+	}
+	a.row++
+	var v any
+	if err := a.d.Decode(&v); err != nil {
+		// The array's syntax is broken: nothing after this is a row.
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return 0, nil, nil, fmt.Errorf("the JSON array is cut short in element %d: is the file complete?", a.row)
+		}
+		return 0, nil, nil, fmt.Errorf("element %d of the JSON array: %w", a.row, err)
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return a.row, nil, nil, &RowError{Row: a.row, Value: clip(text(v)), Reason: "not a JSON object"}
+	}
+	a.obj = obj
+	var names []string
+	var vals []any
+	flatten("", obj, &names, &vals)
+	return a.row, names, vals, nil
 }
 
 func flatten(prefix string, m map[string]any, names *[]string, vals *[]any) {

@@ -79,6 +79,33 @@ func TestRows(t *testing.T) {
 	f("a.jsonl", jsonIn, false, jsonWant)
 	f("a.ndjson.gz", jsonIn, true, jsonWant)
 	f("-export", jsonIn, false, jsonWant) // sniffed: starts with {
+	arrayIn := "[{\"userId\":\"u1\"}, 7,\n {\"userId\":\"u2\",\"properties\":{\"n\":1}}]"
+	arrayWant := "1 userId=u1\n2! not a JSON object\n3 properties.n=1 userId=u2"
+	f("a.json", arrayIn, false, arrayWant)
+	f("events-export", " "+arrayIn, true, arrayWant)           // sniffed: starts with [
+	f("a.json", "{\"userId\":\"u1\"}\n", false, "1 userId=u1") // .json of one object a line
+}
+
+// TestBrokenArray: a JSON array cut short or broken stops the import
+// (nothing after the break is a row) with the element it broke at.
+func TestBrokenArray(t *testing.T) {
+	for in, want := range map[string]string{
+		`[{"userId":"u1"},`:          "cut short in element 2",
+		`[{"userId":"u1"} {"x":1}]`:  "element 2 of the JSON array: expected comma",
+		`[{"userId":"u1"}, {"x":1 ]`: "element 2 of the JSON array",
+		`[`:                          "ends after 0 element(s)",
+	} {
+		a, err := newArrayRows(strings.NewReader(in), "a.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for err == nil {
+			_, _, _, err = a.next()
+		}
+		if err == io.EOF || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %s", in, err, want)
+		}
+	}
 }
 
 // TestFileID: the derived messageIds depend on the file's bytes, not its

@@ -27,9 +27,28 @@ import (
 // so nothing of the batch is written and the task is reopened from its
 // state.
 
+// maxTxnRecords bounds the input records of one transaction. The seen ids
+// of a transaction go to the changelog as one record, and a messageId is
+// at most event.MaxMessageIDLen (100) bytes: 8000 of them stay under the
+// 1 MB a Kafka record may hold. A fetch of a backlog (an import, a stream
+// restarted behind) holds far more.
+const maxTxnRecords = 8000
+
 // processBatch folds one partition's fetched records into the state and
-// commits them.
+// commits them, maxTxnRecords a transaction.
 func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) error {
+	for len(recs) > maxTxnRecords {
+		if err := t.processTxn(ctx, recs[:maxTxnRecords], hwm); err != nil {
+			return err
+		}
+		recs = recs[maxTxnRecords:]
+	}
+	return t.processTxn(ctx, recs, hwm)
+}
+
+// processTxn folds records into the state and commits them in one
+// transaction.
+func (t *task) processTxn(ctx context.Context, recs []*kgo.Record, hwm int64) error {
 	start := time.Now()
 	t.work.Lock()
 	defer t.work.Unlock()

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -51,4 +52,48 @@ func TestDeadLetterCarriesReasonAndPosition(t *testing.T) {
 		`error="type: unknown" event={"type":"nope"} field="type" offset=7 partition=3 reason="invalid" receivedAt="2025-06-01T12:00:00Z" source="stream" topic="pulse.events"`)
 	f(`not json`, event.ReasonLate, "m1", fmt.Errorf("event too late"),
 		`error="event too late" event="not json" messageId="m1" offset=7 partition=3 reason="late" receivedAt="2025-06-01T12:00:00Z" source="stream" topic="pulse.events"`)
+}
+
+// A fetched backlog larger than maxTxnRecords (an import, a stream
+// restarted far behind) commits in several transactions, each one's seen
+// ids a changelog record under Kafka's 1 MB; a duplicate of an id that an
+// earlier transaction of the same fetch saw is still dropped.
+func TestBacklogSplitIntoTransactions(t *testing.T) {
+	st := &tester{t: t}
+	defer st.close()
+	if err := st.start("features:\n  - {name: orders, agg: count, event: Order Completed}\n"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 2*maxTxnRecords + 500
+	var recs []*kgo.Record
+	for i := 0; i < n+10; i++ {
+		id := i
+		if i >= n {
+			id = i - n // ten duplicates of the first transaction's ids
+		}
+		ev := event.Event{Type: event.Track, Event: "Order Completed", UserID: "u1",
+			MessageID: fmt.Sprintf("%0*d", event.MaxMessageIDLen, id), Timestamp: t0}
+		v, err := ev.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, &kgo.Record{Topic: st.p.cfg.Kafka.Topics.Events, Offset: int64(i), Key: []byte("u1"), Value: v})
+	}
+	if err := st.task.processBatch(context.Background(), recs, int64(len(recs))); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.out.committed) != 3 {
+		t.Fatalf("%d transactions, want 3 of at most %d records", len(st.out.committed), maxTxnRecords)
+	}
+	for i, txn := range st.out.committed {
+		for _, r := range txn {
+			if len(r.Key)+len(r.Value) > 1_000_000 {
+				t.Errorf("transaction %d: record %s of %d bytes, over Kafka's 1 MB", i, r.Key, len(r.Value))
+			}
+		}
+	}
+	v, err := st.store.Get(context.Background(), entity, "u1")
+	if err != nil || v.Features["orders"] != float64(n) {
+		t.Fatalf("u1 (err %v): %v, want orders %d (the duplicates dropped)", err, v.Features, n)
+	}
 }

@@ -44,7 +44,9 @@
 // Duplicates are recognised by messageId within a partition (a retry of an
 // event carries its key, so it lands on the same partition) for
 // stream.allowed_lateness of processing time; the seen ids move with the
-// partition through the changelog (one record per input batch).
+// partition through the changelog (one record per transaction; a
+// transaction takes at most 8000 input records, so that record stays under
+// Kafka's 1 MB however large the fetch of a backlog).
 //
 // Caveats: a task that regains a partition it owned long ago catches up from
 // its old changelog position, which relies on the broker keeping tombstones

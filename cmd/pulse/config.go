@@ -74,3 +74,22 @@ func run(ctx context.Context, cfg *config.Config, start ...func(*system.System) 
 	}
 	return sys.Wait()
 }
+
+// parseInterspersed parses args whose flags may come after the positional
+// arguments (pulse import rows FILE -feature-set NAME), and returns those
+// in order. "--" ends the flags.
+func (c *command) parseInterspersed(args []string) []string {
+	var pos []string
+	for {
+		c.Parse(args)
+		rest := c.Args()
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...)
+		}
+		if len(rest) == 0 {
+			return pos
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}

@@ -9,38 +9,54 @@ import (
 	"github.com/pulse-rt/pulse/kafka"
 )
 
-const importUsage = "pulse import events [-config FILE] [-mapping FILE] [-map field=column]... [-report FILE] FILE..."
+const (
+	importEventsUsage = "pulse import events [-config FILE] [-format segment|amplitude|posthog] [-mapping FILE] [-map field=column]... [-report FILE] FILE..."
+	importRowsUsage   = "pulse import rows FILE... -feature-set NAME [-id COLUMN] [-config FILE] [-report FILE]"
+	importUsage       = importEventsUsage + "\n  " + importRowsUsage
+)
 
-// runImport is `pulse import events FILE...`: CSV and JSON-lines files
-// into pulse.events (importer), a summary on stderr; exit code 2 when rows
-// were refused.
+// runImport is `pulse import events FILE...` (CSV, JSON lines, vendors'
+// exports) and `pulse import rows FILE...` (feature rows) into pulse.events
+// (importer), a summary on stderr; exit code 2 when rows were refused.
+// Flags may follow the files.
 func runImport(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] != "events" {
-		return fmt.Errorf("want: %s (docs/import.md)", importUsage)
+	if len(args) == 0 || args[0] != "events" && args[0] != "rows" {
+		return fmt.Errorf("want:\n  %s\n(docs/import.md)", importUsage)
 	}
-	fl := newCommand("import events", "")
-	mappingFile := fl.String("mapping", "", "YAML file of `field: column` lines (docs/import.md)")
-	var flags importer.Mapping
-	fl.Var(&flags, "map", "field=column, or field=\"constant\" (repeatable; over -mapping)")
+	what := args[0]
+	fl := newCommand("import "+what, "")
 	reportPath := fl.String("report", "", "write the refused rows (file, row, column, value, reason) to this CSV file")
-	cfg, err := fl.load(args[1:])
+	var (
+		mappingFile, format, featureSet, idColumn *string
+		flags                                     importer.Mapping
+	)
+	usage := importEventsUsage
+	if what == "events" {
+		mappingFile = fl.String("mapping", "", "YAML file of `field: column` lines (docs/import.md)")
+		fl.Var(&flags, "map", "field=column, or field=\"constant\" (repeatable; over -mapping)")
+		format = fl.String("format", "", "segment, amplitude or posthog: how JSON rows are read (default: by their fields)")
+	} else {
+		usage = importRowsUsage
+		featureSet = fl.String("feature-set", "", "the rows' feature set, e.g. user/profile_attributes/5 (required)")
+		idColumn = fl.String("id", "id", "the column of the user id")
+	}
+	files := fl.parseInterspersed(args[1:])
+	cfg, err := fl.load(nil)
 	if err != nil {
 		return err
 	}
-	if fl.NArg() == 0 {
-		return fmt.Errorf("no file to import: want %s (- reads stdin)", importUsage)
+	if len(files) == 0 {
+		return fmt.Errorf("no file to import: want %s (- reads stdin)", usage)
 	}
-	var m importer.Mapping
-	if *mappingFile != "" {
-		b, err := os.ReadFile(*mappingFile)
-		if err != nil {
-			return err
+	o := importer.Options{Events: cfg.Kafka.Topics.Events, Invalid: cfg.Kafka.Topics.Invalid, Progress: os.Stderr}
+	if what == "rows" {
+		o.Rows = &importer.FeatureRows{FeatureSet: *featureSet, ID: *idColumn}
+		if err := o.Rows.Validate(); err != nil {
+			return fmt.Errorf("%w\nwant %s", err, usage)
 		}
-		if m, err = importer.ParseMapping(b); err != nil {
-			return fmt.Errorf("%s: %w", *mappingFile, err)
-		}
+	} else if o.Mapping, o.Format, err = eventsMapping(*mappingFile, flags, *format); err != nil {
+		return err
 	}
-	o := importer.Options{Events: cfg.Kafka.Topics.Events, Invalid: cfg.Kafka.Topics.Invalid, Mapping: m.Over(flags), Progress: os.Stderr}
 	if st, err := os.Stderr.Stat(); err == nil {
 		o.Terminal = st.Mode()&os.ModeCharDevice != 0
 	}
@@ -62,7 +78,26 @@ func runImport(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	s, err := importer.Import(ctx, cl, fl.Args(), o)
+	s, err := importer.Import(ctx, cl, files, o)
 	fmt.Fprintf(os.Stderr, "pulse import: %s\n", s)
 	return err
+}
+
+// eventsMapping is the mapping of `pulse import events`: the -mapping
+// file with the -map flags over it, and the checked -format.
+func eventsMapping(file string, flags importer.Mapping, format string) (importer.Mapping, string, error) {
+	if err := importer.CheckFormat(format); err != nil {
+		return importer.Mapping{}, "", err
+	}
+	var m importer.Mapping
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return m, "", err
+		}
+		if m, err = importer.ParseMapping(b); err != nil {
+			return m, "", fmt.Errorf("%s: %w", file, err)
+		}
+	}
+	return m.Over(flags), format, nil
 }

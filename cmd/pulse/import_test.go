@@ -74,6 +74,32 @@ func TestImportCommand(t *testing.T) {
 	if code, stderr := run("", clean); code != 0 || !strings.Contains(stderr, "1 imported, 0 refused") {
 		t.Fatalf("clean file: exit code %d, stderr:\n%s", code, stderr)
 	}
+	// pulse import rows, its flags after the file as the usage writes it.
+	rowsFile := filepath.Join(dir, "profiles.csv")
+	if err := os.WriteFile(rowsFile, []byte("customer,age\nc1,31\nc2,40\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rows := func(args ...string) (int, string) {
+		t.Helper()
+		var eb bytes.Buffer
+		cmd := exec.Command(bin, append([]string{"import", "rows"}, args...)...)
+		cmd.Stderr = &eb
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), eb.String()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0, eb.String()
+	}
+	if code, stderr := rows(rowsFile, "-feature-set", "user/profile/1", "-id", "customer", "-config", cfgPath); code != 0 || !strings.Contains(stderr, "2 rows from 1 file(s): 2 imported, 0 refused") {
+		t.Fatalf("import rows: exit code %d, stderr:\n%s", code, stderr)
+	}
+	if code, stderr := rows(rowsFile, "-config", cfgPath); code != 1 || !strings.Contains(stderr, "-feature-set NAME") {
+		t.Fatalf("import rows with no feature set: exit code %d, stderr:\n%s", code, stderr)
+	}
 	if code, stderr := run("", filepath.Join(dir, "nope.csv")); code != 1 || !strings.Contains(stderr, "cannot open") {
 		t.Fatalf("missing file: exit code %d, stderr:\n%s", code, stderr)
 	}

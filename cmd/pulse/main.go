@@ -28,9 +28,11 @@ Usage:
   pulse backfill features|training-set|predict|verify -config FILE ...
                                   replay history through the same feature code as the stream
   pulse validate -config FILE     check a config and report every problem
-  pulse import events [-mapping FILE] [-map field=column]... [-report FILE] FILE...
-                                  CSV or JSON-lines files (.gz, - for stdin) into events;
-                                  exit code 2 when rows were refused (docs/import.md)
+  pulse import events [-format segment|amplitude|posthog] [-mapping FILE] [-map field=column]... [-report FILE] FILE...
+                                  CSV, JSON lines or Segment/Amplitude/PostHog exports (.gz, - for
+                                  stdin) into events; exit code 2 when rows were refused (docs/import.md)
+  pulse import rows FILE... -feature-set NAME [-id COLUMN] [-report FILE]
+                                  feature rows (what /v1/stream takes) into identifies
   pulse loadtest ingest [flags]   open-loop load against ingest, with a raw-produce baseline
   pulse loadtest floor [flags]    serve ingest's floor in a process of its own (for ingest -floor-url)
   pulse loadtest predict [flags]  open-loop predictions against the scorer, with a bare-handler baseline
