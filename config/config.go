@@ -28,6 +28,11 @@ type Config struct {
 	Segments []Segment `yaml:"segments"`
 	Models   []Model   `yaml:"models"`
 
+	// RFM, when set, computes live RFM groups (auto.go); Traits are
+	// models the stream scores into features.
+	RFM    *RFM    `yaml:"rfm"`
+	Traits []Trait `yaml:"traits"`
+
 	// Destinations receive segment changes (destinations.go).
 	Destinations []Destination `yaml:"destinations"`
 
@@ -197,6 +202,9 @@ type Segment struct {
 	Entity      string   `yaml:"entity"` // default user
 	Rule        string   `yaml:"rule"`
 	Webhook     *Webhook `yaml:"webhook"`
+	// Auto marks a segment the config made itself (rfm:<group>), not
+	// written in the file.
+	Auto bool `yaml:"-"`
 
 	Line int `yaml:"-"`
 }
