@@ -69,6 +69,9 @@ type Topics struct {
 	// Activations is where each stream task publishes the input offset a
 	// feature started counting at (compacted). Default pulse.activations.
 	Activations string `yaml:"activations"`
+	// RFM carries the RFM boundaries and the partitions' summaries
+	// (compacted, partition 0). Default pulse.rfm.
+	RFM string `yaml:"rfm"`
 }
 
 // Ingest configures the HTTP tracking API.

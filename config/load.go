@@ -262,6 +262,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&k.Topics.State, "pulse.state")
 	setDefault(&k.Topics.Seeds, "pulse.seeds")
 	setDefault(&k.Topics.Activations, "pulse.activations")
+	setDefault(&k.Topics.RFM, "pulse.rfm")
 
 	in := &c.Ingest
 	setDefault(&in.Listen, "127.0.0.1:8080")

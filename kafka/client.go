@@ -80,6 +80,8 @@ func Topics(c config.Kafka) []TopicSpec {
 		// topic the same count), so seed partition p meets event partition p.
 		{Name: c.Topics.Seeds},
 		{Name: c.Topics.Activations, Configs: map[string]*string{"cleanup.policy": &compact}},
+		// RFM boundaries and partition summaries (stream/rfm_topic.go).
+		{Name: c.Topics.RFM, Configs: map[string]*string{"cleanup.policy": &compact}},
 	}
 }
 
