@@ -128,7 +128,11 @@ func (t *task) appendRFM(x *txn, e *entry, vals []any, now time.Time) ([]any, er
 	g, r, f, m := s.group(vals, e.st.Empty(), t.rfmB)
 	rec := e.rfmRec
 	if g != rec.group {
-		rec = rfmRecord{group: g, previous: rec.group, changedAt: now.UnixMilli()}
+		at := now // when the change happened: the segment record's at
+		if !e.at.IsZero() {
+			at = e.at
+		}
+		rec = rfmRecord{group: g, previous: rec.group, changedAt: at.UnixMilli()}
 	}
 	if e.st.Empty() {
 		rec = rfmRecord{} // the entity is deleted: so is its record

@@ -177,12 +177,15 @@ func (t *task) rescore(ctx context.Context) (more bool, err error) {
 // batches of events interleave with a re-score of the whole partition.
 const rescoreChunks = 4
 
-// rfmTick is the timer loop's RFM work: switch to new boundaries, work
-// the re-score queue off (bounded), publish the partition's summary and,
-// on partition 0, the boundaries, each every refresh.
+// rfmTick is the timer loop's RFM work: publish the partition's summary
+// and, on partition 0, the boundaries (each every refresh), switch to new
+// boundaries, and work the re-score queue off (bounded).
 func (t *task) rfmTick(ctx context.Context) error {
 	if t.p.rfm == nil {
 		return nil
+	}
+	if err := t.publishRFM(ctx, t.p.opts.Now()); err != nil {
+		return err
 	}
 	t.work.Lock()
 	err := t.syncRFM()
@@ -199,7 +202,7 @@ func (t *task) rfmTick(ctx context.Context) error {
 			break
 		}
 	}
-	return t.publishRFM(ctx, t.p.opts.Now())
+	return nil
 }
 
 // rfmValues reads every stored entity's recency, frequency and monetary

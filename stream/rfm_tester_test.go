@@ -11,6 +11,9 @@ import (
 func (st *tester) rfmCommand(c testCase, fail func(error) string) string {
 	var b strings.Builder
 	point := c.args["crash"]
+	if n, ok := c.args["chunk"]; ok {
+		fmt.Sscan(n, &st.p.opts.TimerChunk)
+	}
 	st.p.opts.hook = func(at string, _ int32) error {
 		if at == point {
 			return fmt.Errorf("crash at %s", at)
@@ -36,5 +39,8 @@ func (st *tester) rfmCommand(c testCase, fail func(error) string) string {
 		return fail(err)
 	}
 	st.written(&b, false)
+	if b.Len() == 0 {
+		return "nothing to do"
+	}
 	return b.String()
 }
