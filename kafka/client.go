@@ -70,7 +70,7 @@ type TopicSpec struct {
 // and the activations are compacted; the event log keeps a week by default.
 func Topics(c config.Kafka) []TopicSpec {
 	compact := "compact"
-	return []TopicSpec{
+	specs := []TopicSpec{
 		{Name: c.Topics.Events},
 		{Name: c.Topics.Invalid},
 		{Name: c.Topics.Segments},
@@ -80,9 +80,12 @@ func Topics(c config.Kafka) []TopicSpec {
 		// topic the same count), so seed partition p meets event partition p.
 		{Name: c.Topics.Seeds},
 		{Name: c.Topics.Activations, Configs: map[string]*string{"cleanup.policy": &compact}},
-		// RFM boundaries and partition summaries (stream/rfm_topic.go).
-		{Name: c.Topics.RFM, Configs: map[string]*string{"cleanup.policy": &compact}},
 	}
+	if c.Topics.RFM != "" { // a config made by hand may lack it
+		// RFM boundaries and partition summaries (stream/rfm_topic.go).
+		specs = append(specs, TopicSpec{Name: c.Topics.RFM, Configs: map[string]*string{"cleanup.policy": &compact}})
+	}
+	return specs
 }
 
 // EnsureTopics creates the missing topics; existing ones are left alone.
