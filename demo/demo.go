@@ -8,7 +8,8 @@
 // sessions ("Session Started"), view products ("Product Viewed" with
 // product_id and category), add them to a cart ("Product Added") and
 // sometimes order ("Order Completed" with a lognormal revenue); a user's
-// first session identifies them with traits.country. The event names are
+// first session identifies them with traits.country, and about half of them
+// arrive with past orders (up to a year back: see history). The event names are
 // those of examples/ecommerce/pulse.yaml.
 package demo
 
@@ -122,6 +123,7 @@ func (g *Generator) Next(now time.Time) []Event {
 	if u.lastSeen.IsZero() || now.Sub(u.lastSeen) > 30*time.Minute {
 		if !u.known {
 			u.known = true
+			out = append(out, g.history(now, u)...)
 			out = append(out, g.msg(now, u, Event{"type": "identify", "traits": map[string]any{
 				"country": u.country, "plan": []string{"free", "free", "plus"}[g.rng.IntN(3)],
 			}}))
@@ -159,7 +161,37 @@ func (g *Generator) Next(now time.Time) []Event {
 	return out
 }
 
+// history is a returning customer's past orders, oldest first, sent
+// before their first event of the run (so none is later than the allowed
+// lateness behind the newest): about half the users ordered before, up to
+// a year ago, heavy users more often. It gives the RFM groups of the
+// example a population of buyers spread over recency and frequency.
+func (g *Generator) history(now time.Time, u *shopper) []Event {
+	if g.rng.Float64() < 0.5 {
+		return nil
+	}
+	n := 1 + g.rng.IntN(int(2*u.spendFactor)+2)
+	times := make([]time.Time, n)
+	at := now.Add(-time.Duration(1+g.rng.IntN(300)) * 24 * time.Hour) // the last order
+	for i := n - 1; i >= 0; i-- {
+		times[i] = at
+		at = at.Add(-time.Duration(5+g.rng.IntN(60)) * 24 * time.Hour)
+	}
+	out := make([]Event, 0, n)
+	for _, t := range times {
+		item := catalog[g.rng.IntN(len(catalog))]
+		revenue := math.Round(item.Price*math.Exp(0.5*g.rng.NormFloat64())*u.spendFactor*100) / 100
+		g.n++
+		out = append(out, g.track(t, u, "Order Completed", map[string]any{
+			"order_id": fmt.Sprintf("o-%x-%d", g.seed, g.n), "revenue": revenue, "currency": "USD",
+			"products": []map[string]any{productProps(item, 1)},
+		}))
+	}
+	return out
+}
+
 func (g *Generator) order(now time.Time, u *shopper) Event {
+
 	var products []map[string]any
 	revenue := 0.0
 	for _, item := range u.cart {
