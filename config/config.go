@@ -29,6 +29,11 @@ type Config struct {
 	Segments []Segment `yaml:"segments"`
 	Models   []Model   `yaml:"models"`
 
+	// RFM, when set, computes live RFM groups (auto.go); Traits are
+	// models the stream scores into features.
+	RFM    *RFM    `yaml:"rfm"`
+	Traits []Trait `yaml:"traits"`
+
 	// Destinations receive segment changes (destinations.go).
 	Destinations []Destination `yaml:"destinations"`
 
@@ -77,6 +82,9 @@ type Topics struct {
 	// entities, keyed by entity, partition p for the task of pulse.events
 	// partition p. Default pulse.events.resolved.
 	Resolved string `yaml:"resolved"`
+	// RFM carries the RFM boundaries and the partitions' summaries
+	// (compacted, partition 0). Default pulse.rfm.
+	RFM string `yaml:"rfm"`
 }
 
 // Ingest configures the HTTP tracking API.
@@ -210,6 +218,9 @@ type Segment struct {
 	Entity      string   `yaml:"entity"` // default user
 	Rule        string   `yaml:"rule"`
 	Webhook     *Webhook `yaml:"webhook"`
+	// Auto marks a segment the config made itself (rfm:<group>), not
+	// written in the file.
+	Auto bool `yaml:"-"`
 
 	Line int `yaml:"-"`
 }

@@ -12,7 +12,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Features) < 20 || len(c.Segments) < 4 || len(c.Models) != 1 {
+	if len(c.Features) < 20 || len(c.Segments) < 4 || len(c.Models) != 2 || c.RFM == nil || len(c.Traits) != 1 {
 		t.Fatalf("example: %d features, %d segments, %d models", len(c.Features), len(c.Segments), len(c.Models))
 	}
 	if c.Kafka.Topics.Events != "pulse.events" || c.Ingest.Listen != "127.0.0.1:8080" || c.Scorer.Listen != "127.0.0.1:8081" {

@@ -118,12 +118,19 @@ func Parse(data []byte, name string) (*Config, error) {
 	for i := range c.Destinations {
 		c.Destinations[i].Line = lines.item("destinations", i)
 	}
+	for i := range c.Traits {
+		c.Traits[i].Line = lines.item("traits", i)
+	}
+	if c.RFM != nil {
+		c.RFM.Line = lines.path("rfm")
+	}
 	c.ApplyDefaults()
 	errs = append(errs, c.validate(name, lines)...)
 	if len(errs) > 0 {
 		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
 		return nil, errs
 	}
+	c.Segments = append(c.Segments, c.rfmSegments()...)
 	return c, nil
 }
 
@@ -259,6 +266,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&k.Topics.Identity, "pulse.identity")
 	setDefault(&k.Topics.IdentityRequests, "pulse.identity.requests")
 	setDefault(&k.Topics.Resolved, "pulse.events.resolved")
+	setDefault(&k.Topics.RFM, "pulse.rfm")
 
 	in := &c.Ingest
 	setDefault(&in.Listen, "127.0.0.1:8080")
@@ -326,6 +334,7 @@ func (c *Config) ApplyDefaults() {
 			m.Threshold = 0.5
 		}
 	}
+	c.applyAutoDefaults()
 }
 
 func setDefault(s *string, v string) {
@@ -560,6 +569,7 @@ func (c *Config) validate(file string, nl nodeLines) Errors {
 			add(nl.field("models", i, "threshold"), p+".threshold", "must be between 0 and 1")
 		}
 	}
+	c.validateAuto(add, nl)
 	errs = append(errs, c.validateDestinations(file, nl)...)
 	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
 	return errs

@@ -12,7 +12,8 @@
 // traits.country); the others browse anonymously (anonymousId only) until
 // they first add to their cart, when they log in: an identify carrying
 // both ids, which identity resolution turns into a merge of the anonymous
-// browsing into the customer (docs/identity.md). The event names are those
+// browsing into the customer (docs/identity.md). About half of those who
+// log in arrive with past orders (up to a year back: see history). The event names are those
 // of examples/ecommerce/pulse.yaml.
 package demo
 
@@ -129,7 +130,7 @@ func (g *Generator) Next(now time.Time) []Event {
 	var out []Event
 	if u.lastSeen.IsZero() || now.Sub(u.lastSeen) > 30*time.Minute {
 		if !u.known && !u.browser {
-			out = append(out, g.identify(now, u))
+			out = append(out, g.identify(now, u)...)
 		}
 		u.viewed, u.cart = nil, nil
 		out = append(out, g.track(now, u, "Session Started", map[string]any{"referrer": []string{"google", "direct", "email", "instagram"}[g.rng.IntN(4)]}))
@@ -145,7 +146,7 @@ func (g *Generator) Next(now time.Time) []Event {
 		u.lastSeen = now.Add(-31 * time.Minute)
 	case len(u.viewed) > 0 && p < 0.40:
 		if !u.known { // logs in to check out
-			out = append(out, g.identify(now, u))
+			out = append(out, g.identify(now, u)...)
 		}
 		item := u.viewed[g.rng.IntN(len(u.viewed))]
 		u.cart = append(u.cart, item)
@@ -167,15 +168,47 @@ func (g *Generator) Next(now time.Time) []Event {
 	return out
 }
 
-// identify logs u in: from now on its events carry its user id too.
-func (g *Generator) identify(now time.Time, u *shopper) Event {
+// identify logs u in: from now on its events carry its user id too. A
+// returning customer's past orders come first (history).
+func (g *Generator) identify(now time.Time, u *shopper) []Event {
 	u.known = true
-	return g.msg(now, u, Event{"type": "identify", "traits": map[string]any{
+	out := g.history(now, u)
+	return append(out, g.msg(now, u, Event{"type": "identify", "traits": map[string]any{
 		"country": u.country, "plan": []string{"free", "free", "plus"}[g.rng.IntN(3)],
-	}})
+	}}))
+}
+
+// history is a returning customer's past orders, oldest first, sent
+// before their first event of the run (so none is later than the allowed
+// lateness behind the newest): about half the users ordered before, up to
+// a year ago, heavy users more often. It gives the RFM groups of the
+// example a population of buyers spread over recency and frequency.
+func (g *Generator) history(now time.Time, u *shopper) []Event {
+	if g.rng.Float64() < 0.5 {
+		return nil
+	}
+	n := 1 + g.rng.IntN(int(2*u.spendFactor)+2)
+	times := make([]time.Time, n)
+	at := now.Add(-time.Duration(1+g.rng.IntN(300)) * 24 * time.Hour) // the last order
+	for i := n - 1; i >= 0; i-- {
+		times[i] = at
+		at = at.Add(-time.Duration(5+g.rng.IntN(60)) * 24 * time.Hour)
+	}
+	out := make([]Event, 0, n)
+	for _, t := range times {
+		item := catalog[g.rng.IntN(len(catalog))]
+		revenue := math.Round(item.Price*math.Exp(0.5*g.rng.NormFloat64())*u.spendFactor*100) / 100
+		g.n++
+		out = append(out, g.track(t, u, "Order Completed", map[string]any{
+			"order_id": fmt.Sprintf("o-%x-%d", g.seed, g.n), "revenue": revenue, "currency": "USD",
+			"products": []map[string]any{productProps(item, 1)},
+		}))
+	}
+	return out
 }
 
 func (g *Generator) order(now time.Time, u *shopper) Event {
+
 	var products []map[string]any
 	revenue := 0.0
 	for _, item := range u.cart {

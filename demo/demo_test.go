@@ -191,3 +191,41 @@ func TestRunPostsValidBatches(t *testing.T) {
 		t.Fatalf("%d events posted before the deadline, want %d", len(got), want)
 	}
 }
+
+// About half the users arrive with past orders (the RFM groups' buyers),
+// oldest first and before the user's first live event, so the stream
+// counts them all (none is later than the allowed lateness behind the
+// user's newest event). A shopper who browsed anonymously gets them at the
+// login, before the identify.
+func TestReturningCustomers(t *testing.T) {
+	evs := steps(demo.NewGenerator(7, 0), time.Minute, 30)
+	last := map[string]time.Time{}
+	past, users, returning := 0, map[string]bool{}, map[string]bool{}
+	for _, e := range evs {
+		u, _ := e["userId"].(string)
+		if u == "" {
+			continue // browsing before the login: the anonymous id's own entity
+		}
+		at, err := time.Parse(time.RFC3339Nano, e["timestamp"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prev, ok := last[u]; ok && at.Before(prev) {
+			t.Fatalf("user %s: event at %v after one at %v", u, at, prev)
+		}
+		last[u] = at
+		users[u] = true
+		if at.Before(t0.Add(-24 * time.Hour)) {
+			if e["event"] != "Order Completed" {
+				t.Fatalf("a past event that is not an order: %v", e)
+			}
+			past++
+			returning[u] = true
+		}
+	}
+	share := float64(len(returning)) / float64(len(users))
+	t.Logf("%d users, %d returning (%.0f%%), %d past orders", len(users), len(returning), 100*share, past)
+	if share < 0.3 || share > 0.7 || past < len(returning) {
+		t.Fatalf("returning customers: %d of %d users, %d past orders", len(returning), len(users), past)
+	}
+}

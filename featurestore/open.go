@@ -53,7 +53,21 @@ func checkNames(entity, segment string) error {
 	if err := checkName("entity", entity); err != nil {
 		return err
 	}
-	return checkName("segment", segment)
+	return checkSegment(segment)
+}
+
+// checkSegment allows ':' in a segment name, as in the automatic RFM
+// segments rfm:<group>: a segment name ends every key that holds it (Pebble
+// m/<entity>/<segment>/<id>, Redis <prefix>s:<entity>:<segment>), after an
+// entity name that has no ':' or '/', so it cannot run into another key.
+func checkSegment(name string) error {
+	if name == "" {
+		return fmt.Errorf("empty segment name")
+	}
+	if strings.Contains(name, "/") {
+		return fmt.Errorf("segment name %q contains '/'", name)
+	}
+	return nil
 }
 
 func checkMembersArgs(entity, segment string, limit int) error {
@@ -78,7 +92,7 @@ func checkBatch(batch []Update) error {
 		}
 		for _, segs := range [][]string{u.Enter, u.Exit} {
 			for _, s := range segs {
-				if err := checkName("segment", s); err != nil {
+				if err := checkSegment(s); err != nil {
 					return fmt.Errorf("cannot write update %d: %w", i, err)
 				}
 			}

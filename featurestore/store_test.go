@@ -471,8 +471,17 @@ func testStore(t *testing.T, b backend) {
 		if _, err := s.Get(ctx, "a/b", "1"); err == nil || errors.Is(err, ErrNotFound) {
 			t.Fatalf("Get with a bad entity name: %v", err)
 		}
-		if _, err := s.SegmentCount(ctx, "user", "a:b"); err == nil {
+		if _, err := s.SegmentCount(ctx, "user", "a/b"); err == nil {
 			t.Fatal("SegmentCount with a bad segment name accepted")
+		}
+		// ':' is allowed in segment names (the RFM groups' rfm:<group>),
+		// and such a segment is its own, not a prefix of another.
+		write(t, s, Update{Vector: vec("r1", nil), Enter: []string{"rfm:champions", "rfm"}})
+		write(t, s, Update{Vector: vec("r2", nil), Enter: []string{"rfm:champions_x"}})
+		count(t, s, "rfm:champions", 1)
+		count(t, s, "rfm", 1)
+		if ids, _, err := s.SegmentMembers(ctx, "user", "rfm:champions", "", 10); err != nil || len(ids) != 1 || ids[0] != "r1" {
+			t.Fatalf("members of rfm:champions: %v %v", ids, err)
 		}
 	})
 }

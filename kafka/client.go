@@ -72,7 +72,7 @@ type TopicSpec struct {
 // and the activations are compacted; the event log keeps a week by default.
 func Topics(c config.Kafka) []TopicSpec {
 	compact := "compact"
-	return []TopicSpec{
+	specs := []TopicSpec{
 		{Name: c.Topics.Events},
 		{Name: c.Topics.Invalid},
 		{Name: c.Topics.Segments},
@@ -89,6 +89,11 @@ func Topics(c config.Kafka) []TopicSpec {
 		{Name: c.Topics.IdentityRequests, Partitions: 1},
 		{Name: c.Topics.Resolved},
 	}
+	if c.Topics.RFM != "" { // a config made by hand may lack it
+		// RFM boundaries and partition summaries (stream/rfm_topic.go).
+		specs = append(specs, TopicSpec{Name: c.Topics.RFM, Configs: map[string]*string{"cleanup.policy": &compact}})
+	}
+	return specs
 }
 
 // EnsureTopics creates the missing topics; existing ones are left alone.

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"bytes"
 	"encoding/csv"
 	"encoding/json"
 	"math"
@@ -21,6 +22,10 @@ var goldenDir = envOr("PULSE_GOLDEN_DIR", "testdata/golden")
 // demoModel is the model `pulse dev` serves; PULSE_DEMO_MODEL points at a
 // freshly trained one (golden.sh).
 var demoModel = envOr("PULSE_DEMO_MODEL", "../examples/ecommerce/models/purchase_propensity.json")
+
+// churnModel is the e-commerce example's churn_risk trait model; the golden
+// case demo_churn_risk holds the same file and XGBoost's scores for it.
+var churnModel = envOr("PULSE_CHURN_MODEL", "../examples/ecommerce/models/churn_risk.json")
 
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
@@ -240,5 +245,40 @@ func TestDemoModel(t *testing.T) {
 	active := p(3, 250, 8, 2, 12, 3)
 	if !(never < 0.2 && active > 0.6 && never < active) {
 		t.Errorf("never-ordered user %.3f, active buyer %.3f: want low and high", never, active)
+	}
+}
+
+// The example's churn_risk model (a predictive trait the stream scores) is
+// the golden case demo_churn_risk's file, which TestGolden checks against
+// XGBoost's own scores, and it ranks buyers sensibly.
+func TestChurnModel(t *testing.T) {
+	data, err := os.ReadFile(churnModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden, err := os.ReadFile(filepath.Join(goldenDir, "demo_churn_risk", "model.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(data, golden) {
+		t.Fatalf("%s is not the golden case demo_churn_risk's model: run scripts/golden.sh --update", churnModel)
+	}
+	m, err := Parse(data, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"orders_365d", "revenue_365d", "days_since_last_order", "sessions_7d"}
+	if !slices.Equal(m.FeatureNames(), want) || m.Objective() != "binary:logistic" || m.NumClass() != 1 {
+		t.Fatalf("got features %v objective %q classes %d", m.FeatureNames(), m.Objective(), m.NumClass())
+	}
+	p := func(x ...float64) float64 {
+		out := []float64{0}
+		m.Predict(x, out)
+		return out[0]
+	}
+	loyal := p(8, 600, 3, 6)
+	lapsed := p(1, 40, 200, 0)
+	if !(loyal < 0.3 && lapsed > 0.7) {
+		t.Errorf("loyal buyer %.3f, lapsed one-time buyer %.3f: want low and high", loyal, lapsed)
 	}
 }

@@ -57,16 +57,18 @@ venv "$cache/venv-old" "${pins_old[@]}"
 if ((update)); then
 	out=$root/model/testdata/golden
 	demo=$root/examples/ecommerce/models/purchase_propensity.json
+	churn=$root/examples/ecommerce/models/churn_risk.json
 else
 	scratch=$(mktemp -d "${TMPDIR:-/tmp}/pulse-golden.XXXXXX")
 	trap 'rm -rf "$scratch"' EXIT
 	out=$scratch/golden
 	demo=$scratch/purchase_propensity.json
+	churn=$scratch/churn_risk.json
 fi
-"$cache/venv/bin/python" "$root/scripts/golden/gen.py" --out "$out" --demo "$demo"
+"$cache/venv/bin/python" "$root/scripts/golden/gen.py" --out "$out" --demo "$demo" --churn "$churn"
 "$cache/venv-old/bin/python" "$root/scripts/golden/gen.py" --out "$out" --old
 if ((!update)); then
 	echo "golden: checking the Go evaluators against a fresh set in $out"
 	cd "$root"
-	PULSE_GOLDEN_DIR=$out PULSE_DEMO_MODEL=$demo ${GO:-go} test -count=1 -run 'TestGolden|TestDemoModel|TestPredictAllocs|FuzzParse' ./model
+	PULSE_GOLDEN_DIR=$out PULSE_DEMO_MODEL=$demo PULSE_CHURN_MODEL=$churn ${GO:-go} test -count=1 -run 'TestGolden|TestDemoModel|TestChurnModel|TestPredictAllocs|FuzzParse' ./model
 fi

@@ -269,11 +269,19 @@ func TestExampleConfig(t *testing.T) {
 		names = append(names, f.Name)
 		kinds = append(kinds, k)
 	}
+	for _, f := range cfg.AutoFeatures("user") { // traits and RFM
+		k, err := ParseKind(f.Kind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names, kinds = append(names, f.Name), append(kinds, k)
+	}
 	set, err := Compile(ForEntity(cfg.Segments, "user"), names, kinds)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(set.Names(), " "); got != "big_spenders active_shoppers cart_abandoners lapsing_customers new_buyers" {
+	if got := strings.Join(set.Names(), " "); got != "big_spenders active_shoppers cart_abandoners lapsing_customers new_buyers high_value_churn "+
+		"rfm:champions rfm:loyal rfm:potential_loyalist rfm:new rfm:promising rfm:need_attention rfm:about_to_sleep rfm:at_risk rfm:cannot_lose rfm:hibernating rfm:lost rfm:prospects" {
 		t.Fatalf("segments %s", got)
 	}
 	values := make([]any, len(names))

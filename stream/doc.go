@@ -107,6 +107,21 @@
 // through the same transactional path, so windows slide and time-based
 // segments change with no new event.
 //
+// # Traits and RFM
+//
+// After the configured features come the automatic ones (auto.go): each
+// predictive trait's score (traits.go: the model package scores the
+// vector) and the RFM features (rfm.go). Each RFM group is a segment
+// rfm:<group> (config adds them), so its records take the segment path.
+// An entity's group, previous group and change time are its RFM record
+// (r/, __rfm/), written with the entity when the group changes; its timer
+// is also due when its recency passes the next R boundary. Boundaries
+// come from the compacted RFM topic (rfm_topic.go): every task publishes
+// its partition's summary every refresh and the task of partition 0 the
+// merged boundaries, versioned; a task switching to a new version queues
+// its entities (q/) and re-scores them in bounded chunks from the timer
+// loop, each chunk one transaction (rfm_rescore.go).
+//
 // # Identity
 //
 // With identity.enabled (the default) the stream keeps one profile per

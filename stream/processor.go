@@ -19,6 +19,7 @@ import (
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/rfm"
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -83,7 +84,16 @@ type Processor struct {
 
 	features *aggregate.Set
 	segments *segment.Set
-	names    []string
+	// names are the vector's features: the configured ones
+	// (featureNames, in Values order), then the traits and RFM's.
+	names        []string
+	featureNames []string
+	// traits and rfm are the automatic features (traits.go, rfm.go);
+	// rfmLatest is the newest boundaries version known (rfm_topic.go).
+	traits    []trait
+	rfm       *rfmSpec
+	rfmLatest atomic.Pointer[rfm.Boundaries]
+	rfmTopic  rfmState
 	// records decodes the input records: of their maps, only the keys
 	// the features read.
 	records *event.Projection
@@ -144,7 +154,12 @@ func New(cfg *config.Config, store featurestore.Store, opts Options) (*Processor
 	for i, k := range set.Kinds() {
 		kinds[i] = segmentKind(k)
 	}
-	segs, err := segment.Compile(segment.ForEntity(cfg.Segments, entity), set.Names(), kinds)
+	traits, err := compileTraits(cfg, set.Names())
+	if err != nil {
+		return nil, err
+	}
+	names, kinds := withAuto(cfg, set.Names(), kinds)
+	segs, err := segment.Compile(segment.ForEntity(cfg.Segments, entity), names, kinds)
 	if err != nil {
 		return nil, fmt.Errorf("cannot compile segments: %w", err)
 	}
@@ -154,9 +169,10 @@ func New(cfg *config.Config, store featurestore.Store, opts Options) (*Processor
 	}
 	p := &Processor{
 		cfg: cfg, store: store, opts: opts, log: opts.Log,
-		features: set, segments: segs, names: set.Names(), records: event.NewProjection(reads, all),
+		features: set, segments: segs, names: names, featureNames: set.Names(), records: event.NewProjection(reads, all),
 		idopts: identity.FromConfig(cfg.Identity),
-		tasks:  map[int32]*task{}, reopen: map[int32]bool{},
+		traits: traits, rfm: compileRFM(cfg, set.Names()),
+		tasks: map[int32]*task{}, reopen: map[int32]bool{},
 		progress: make(chan struct{}, 1),
 	}
 	p.setReady(errors.New("not joined to the consumer group yet"))
@@ -223,6 +239,10 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err := p.checkPartitions(ctx); err != nil {
 		return err
 	}
+	if err := p.startRFM(ctx); err != nil {
+		return err
+	}
+	defer p.closeRFM()
 	p.log.Info("stream processor started", "group", p.cfg.Stream.Group, "topic", events)
 	committerDone := make(chan struct{})
 	defer func() { p.cancelRun(); <-committerDone }() // before the client closes

@@ -61,6 +61,8 @@ type task struct {
 	evs   *[applyChunk]event.Event
 	items []pendingEvent
 	sink  int64
+	// auto is the traits' and RFM's per-task state (auto.go).
+	auto
 	// cache keeps decoded entities across batches, as committed (a task
 	// whose commit fails is thrown away with its cache). Bounded by
 	// cacheEntities.
@@ -116,6 +118,9 @@ type entry struct {
 	touched bool               // an event was applied in this batch
 	at      time.Time          // event time of that cause
 	eventAt time.Time          // newest receivedAt folded in this batch
+	// rfmRec is the entity's RFM record as committed, once rfmLoaded.
+	rfmRec    rfmRecord
+	rfmLoaded bool
 }
 
 func (p *Processor) taskDir(part int32) string {
@@ -360,6 +365,9 @@ func (t *task) recover(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := t.syncRFM(); err != nil {
+		return err
+	}
 	return t.rewritePending(ctx)
 }
 
@@ -429,6 +437,9 @@ func (t *task) rewritePending(ctx context.Context) error {
 			return err
 		}
 		t.vals = t.p.features.Values(e.st, now, t.vals)
+		if t.vals, err = t.appendAuto(nil, e, t.vals, now); err != nil {
+			return err
+		}
 		m := t.p.segments.Eval(t.vals, now, nil)
 		v := t.vector(id, t.vals, m, now, time.Time{})
 		// Idempotent: members enter, others exit, whatever was written.
@@ -513,6 +524,10 @@ func (t *task) finish(x *txn, e *entry, now time.Time, expire bool) error {
 		p.features.Expire(e.st, now)
 	}
 	t.vals = p.features.Values(e.st, now, t.vals)
+	var err error
+	if t.vals, err = t.appendAuto(x, e, t.vals, now); err != nil {
+		return err
+	}
 	m := p.segments.Eval(t.vals, now, nil)
 	changes := p.segments.Diff(e.m, m, nil)
 	v := t.vector(e.id, t.vals, m, now, e.eventAt)
@@ -540,6 +555,7 @@ func (t *task) finish(x *txn, e *entry, now time.Time, expire bool) error {
 	if at, ok := p.features.NextChange(e.st, now); ok {
 		due = at.UnixMilli()
 	}
+	due = t.rfmDue(e, t.vals, now, due)
 	ek := key(pkEntity, e.id)
 	clKey := []byte(clEntityPrefix + e.id)
 	if e.st.Empty() && m.Count() == 0 {
@@ -617,6 +633,9 @@ func (t *task) timerLoop() {
 		}
 		for more := err == nil; more; {
 			more, err = t.fire(ctx)
+		}
+		if err == nil {
+			err = t.rfmTick(ctx)
 		}
 		if err != nil {
 			if errors.Is(err, errKill) {

@@ -120,6 +120,8 @@ func (st *tester) run(path string, c testCase) string {
 		}
 		fmt.Fprintf(&b, "fired=%d\n", int(counterValue(mTimerFires)-before))
 		st.written(&b, false)
+	case "rfm":
+		return st.rfmCommand(c, fail)
 	case "vector":
 		v, err := st.store.Get(context.Background(), entity, c.args["id"])
 		if err != nil {
@@ -225,6 +227,9 @@ func (st *tester) reopen(b *strings.Builder) error {
 		return err
 	}
 	if err := t.loadActivations(); err != nil {
+		return err
+	}
+	if err := t.syncRFM(); err != nil {
 		return err
 	}
 	if err := t.rewritePending(ctx); err != nil {
@@ -411,6 +416,12 @@ func (st *tester) describeState(k string, v []byte) string {
 		members := st.p.segments.Members(m)
 		slices.Sort(members)
 		return fmt.Sprintf("%s members=%v", k, members)
+	case strings.HasPrefix(k, clRFMPrefix):
+		rec, err := decodeRFMRecord(v)
+		if err != nil {
+			return k + ": " + err.Error()
+		}
+		return fmt.Sprintf("%s group=%s previous=%s changed=%s", k, rec.group, rec.previous, testTimeString(time.UnixMilli(rec.changedAt)))
 	case strings.HasPrefix(k, clSeenPrefix):
 		sb, err := decodeSeenBatch(v)
 		if err != nil {

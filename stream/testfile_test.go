@@ -32,6 +32,13 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output in testda
 //	                        state read from Pebble, then the changelog after
 //	                        it replayed and the pending vectors rewritten
 //	tick [now=T]            fires the due timers, printing as batch does
+//	rfm [now=T] [chunk=N] [crash=POINT]
+//	                        the timer's RFM work (rfmTick): publish the
+//	                        partition's summary and the boundaries, switch
+//	                        to them, re-score; prints the boundaries and
+//	                        the commits as batch does; chunk sets the
+//	                        re-score's chunk (TimerChunk). With crash, the
+//	                        re-score fails there and the task is reopened
 //	vector id=ID            the entity's vector in the online store
 //	state id=ID             the entity's state in Pebble: timer, members,
 //	                        values at now

@@ -13,6 +13,7 @@ package validate
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/pulse-rt/pulse/aggregate"
@@ -76,6 +77,7 @@ func segments(cfg *config.Config, entity string, names []string, kinds []segment
 	if len(segs) == 0 {
 		return nil
 	}
+	names, kinds = WithAutoFeatures(cfg, entity, names, kinds)
 	_, err := segment.Compile(segs, names, kinds)
 	var serrs segment.Errors
 	if !errors.As(err, &serrs) {
@@ -93,6 +95,21 @@ func segments(cfg *config.Config, entity string, names []string, kinds []segment
 		out = append(out, config.Problem{File: file, Line: lines[se.Segment], Msg: se.Error()})
 	}
 	return out
+}
+
+// WithAutoFeatures appends to names and kinds the features traits and RFM
+// add to entity's vector (config.AutoFeatures), in the stream's order.
+func WithAutoFeatures(cfg *config.Config, entity string, names []string, kinds []segment.Kind) ([]string, []segment.Kind) {
+	auto := cfg.AutoFeatures(entity)
+	if len(auto) == 0 {
+		return names, kinds
+	}
+	names, kinds = slices.Clone(names), slices.Clone(kinds)
+	for _, f := range auto {
+		k, _ := segment.ParseKind(f.Kind)
+		names, kinds = append(names, f.Name), append(kinds, k)
+	}
+	return names, kinds
 }
 
 // SegmentKinds maps the features' kinds to the segment compiler's.

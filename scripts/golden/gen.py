@@ -298,10 +298,45 @@ def demo(path):
     return b
 
 
+CHURN_FEATURES = ["orders_365d", "revenue_365d", "days_since_last_order", "sessions_7d"]
+
+
+def churn(out, path):
+    """churn_risk, the e-commerce example's predictive trait: will a buyer
+    place no order in the next 90 days? Saved to path (the example) and as
+    the golden case demo_churn_risk, whose rows Go must score as XGBoost does."""
+    name = "demo_churn_risk"
+    rng = rng_for(name)
+    n = N_TRAIN + N_TEST
+    loyalty = rng.gamma(1.2, 1.0, n)  # latent: how attached the buyer is
+    orders = 1 + rng.poisson(2.0 * loyalty)
+    revenue = (orders * rng.lognormal(3.8, 0.6, n)).round(2)
+    days = np.minimum(rng.exponential(25 + 120 / (1 + loyalty)), 364).astype(int).astype(float)
+    sessions = rng.poisson(0.5 + 2 * loyalty * np.exp(-days / 60)).astype(float)
+    logit = (-0.8 - 0.35 * np.minimum(orders, 8) - 0.002 * np.minimum(revenue, 600) + 0.025 * np.minimum(days, 200)
+             - 0.25 * np.minimum(sessions, 10))
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+    X = np.stack([orders, revenue, days, sessions], axis=1).astype(float)
+    X[rng.random(n) < 0.05, 3] = np.nan  # sessions unknown for a few
+    dtrain = xgb.DMatrix(X[:N_TRAIN], y[:N_TRAIN], feature_names=CHURN_FEATURES)
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 4, "eta": 0.2, "nthread": THREADS, "seed": 7,
+                         "monotone_constraints": "(-1,-1,1,-1)"}, dtrain, 30)
+    Xt = edge_values(X[N_TRAIN:], xgb_thresholds(booster), rng)
+    dtest = xgb.DMatrix(Xt, feature_names=CHURN_FEATURES)
+    d = write_case(out, name, "xgboost", "model.json", "binary:logistic", Xt,
+                   booster.predict(dtest, output_margin=True), booster.predict(dtest), CHURN_FEATURES)
+    booster.save_model(os.path.join(d, "model.json"))
+    if path:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        shutil.copyfile(os.path.join(d, "model.json"), path)
+    return booster
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True, help="golden directory (model/testdata/golden)")
     ap.add_argument("--demo", help="where to write the e-commerce demo model")
+    ap.add_argument("--churn", help="where to write the e-commerce churn_risk model (also golden case demo_churn_risk)")
     ap.add_argument("--old", action="store_true",
                     help="older libraries (XGBoost 2.x, LightGBM 3.x): write the old_* cases only")
     args = ap.parse_args()
@@ -368,6 +403,7 @@ def main():
 
     if args.demo:
         demo(args.demo)
+    churn(args.out, args.churn)
 
     write_versions(os.path.join(args.out, "VERSIONS"))
 

@@ -1,0 +1,232 @@
+package stream
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/rfm"
+)
+
+// RFM groups in the stream (see docs/segments.md#rfm-groups).
+//
+// After the configured features (and the traits), finish computes the
+// entity's RFM features with the boundaries the task scores with
+// (t.rfmB): rfm_r, rfm_f, rfm_m, rfm_group, then rfm_previous_group and
+// rfm_changed_at from the entity's RFM record. Each group is a segment
+// rfm:<group> whose rule is rfm_group == "<group>" (config adds them), so
+// enter and exit records, the store's memberships, SSE and webhooks come
+// from the segment path with no code of their own.
+//
+// The RFM record (Pebble r/<id>, changelog __rfm/<id>) keeps the group,
+// the previous group and when it changed. It is written in the same
+// transaction as the entity, only when the group changes.
+//
+// Recency worsens with time alone: the entity's timer is due at the
+// earliest of its windows' next change and the moment its recency passes
+// the next R boundary, so the timer loop moves it to its new group with no
+// event (rfmDue).
+
+// rfmSpec is the compiled rfm block.
+type rfmSpec struct {
+	groups  []rfm.Group
+	scores  int
+	refresh time.Duration
+	// r, f, m are the dimensions' indexes in the feature values; names
+	// lists the auto features after the traits, from rfm_r.
+	r, f, m int
+}
+
+func compileRFM(cfg *config.Config, names []string) *rfmSpec {
+	rc := cfg.RFM
+	if rc == nil || rc.Entity != entity {
+		return nil
+	}
+	groups, _ := rc.Table() // checked by config
+	return &rfmSpec{
+		groups: groups, scores: rc.Scores, refresh: rc.Refresh.D(),
+		r: slices.Index(names, rc.Recency), f: slices.Index(names, rc.Frequency), m: slices.Index(names, rc.Monetary),
+	}
+}
+
+// rfmRecord is an entity's stored RFM state.
+type rfmRecord struct {
+	group, previous string
+	changedAt       int64 // ms; 0 = never
+}
+
+func (r rfmRecord) encode() []byte {
+	return appendStrings(binary.AppendVarint(nil, r.changedAt), []string{r.group, r.previous})
+}
+
+func decodeRFMRecord(b []byte) (rfmRecord, error) {
+	rd := reader{b: b}
+	at := rd.varint()
+	ss := rd.strings()
+	if rd.err || len(ss) != 2 {
+		return rfmRecord{}, errCorrupt
+	}
+	return rfmRecord{group: ss[0], previous: ss[1], changedAt: at}, nil
+}
+
+// rfmOf reads an entity's RFM record (zero when none).
+func (t *task) rfmOf(id string) (rfmRecord, error) {
+	b, closer, err := t.db.Get(key(pkRFM, id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return rfmRecord{}, nil
+	}
+	if err != nil {
+		return rfmRecord{}, err
+	}
+	defer closer.Close()
+	return decodeRFMRecord(b)
+}
+
+// number reads a feature value as a number.
+func number(v any) (float64, bool) {
+	f, ok := v.(float64)
+	return f, ok && !math.IsNaN(f)
+}
+
+// rfmGroup is the group of feature values vals under boundaries b, with
+// the scores (0 when not scored): "" for an empty state, prospects when
+// recency is missing or negative, "" for a buyer while there are no
+// boundaries yet.
+func (s *rfmSpec) group(vals []any, empty bool, b *rfm.Boundaries) (g string, r, f, m int) {
+	if empty {
+		return "", 0, 0, 0
+	}
+	rv, ok := number(vals[s.r])
+	if !ok || rv < 0 {
+		return rfm.Prospects, 0, 0, 0
+	}
+	if !b.Usable() || b.Scores != s.scores {
+		return "", 0, 0, 0
+	}
+	fv, _ := number(vals[s.f])
+	mv, _ := number(vals[s.m])
+	r, f, m = b.Score(rv, fv, mv)
+	return rfm.Match(s.groups, r, f, m), r, f, m
+}
+
+// appendRFM appends the RFM features of e to vals, and, with x, writes e's
+// RFM record when its group changed. Without x (rewritePending) nothing is
+// written.
+func (t *task) appendRFM(x *txn, e *entry, vals []any, now time.Time) ([]any, error) {
+	s := t.p.rfm
+	if !e.rfmLoaded {
+		rec, err := t.rfmOf(e.id)
+		if err != nil {
+			return nil, err
+		}
+		e.rfmRec, e.rfmLoaded = rec, true
+	}
+	g, r, f, m := s.group(vals, e.st.Empty(), t.rfmB)
+	rec := e.rfmRec
+	if g != rec.group {
+		at := now // when the change happened: the segment record's at
+		if !e.at.IsZero() {
+			at = e.at
+		}
+		rec = rfmRecord{group: g, previous: rec.group, changedAt: at.UnixMilli()}
+	}
+	if e.st.Empty() {
+		rec = rfmRecord{} // the entity is deleted: so is its record
+	}
+	if rec != e.rfmRec && x != nil {
+		t.writeRFM(x, e.id, rec)
+		e.rfmRec = rec
+	}
+	vals = append(vals, scoreValue(r), scoreValue(f), scoreValue(m), stringValue(rec.group), stringValue(rec.previous))
+	if rec.changedAt == 0 {
+		return append(vals, nil), nil
+	}
+	return append(vals, float64(rec.changedAt)), nil
+}
+
+func (t *task) writeRFM(x *txn, id string, rec rfmRecord) {
+	k, clk := key(pkRFM, id), []byte(clRFMPrefix+id)
+	if rec == (rfmRecord{}) {
+		x.b.Delete(k, nil)
+		x.recs = append(x.recs, t.stateRecord(clk, nil))
+		return
+	}
+	v := rec.encode()
+	x.b.Set(k, v, nil)
+	x.recs = append(x.recs, t.stateRecord(clk, v))
+}
+
+func scoreValue(s int) any {
+	if s == 0 {
+		return nil
+	}
+	return float64(s)
+}
+
+func stringValue(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// rfmDue is the earlier of due (0 = none) and when e's recency passes the
+// next R boundary. Recency is a feature of `now` (days since the last
+// order), so the moment is found by evaluating the derived features at
+// later times: the last whole day before it by days, then to the second.
+func (t *task) rfmDue(e *entry, vals []any, now time.Time, due int64) int64 {
+	s, b := t.p.rfm, t.rfmB
+	if s == nil || !b.Usable() || e.st.Empty() {
+		return due
+	}
+	rv, ok := number(vals[s.r])
+	if !ok || rv < 0 {
+		return due
+	}
+	cut, ok := b.NextRecencyCut(rv)
+	if !ok {
+		return due
+	}
+	// Days to go, assuming recency grows by one a day: the crossing is
+	// no later than this (a whole-day feature crosses earlier).
+	days := math.Floor(cut-rv) + 1
+	hi := now.Add(time.Duration(days) * 24 * time.Hour)
+	lo := hi.Add(-48 * time.Hour)
+	if lo.Before(now) {
+		lo = now
+	}
+	if due != 0 && due <= lo.UnixMilli() {
+		return due // the entity is evaluated before: rfmDue runs again then
+	}
+	passed := func(at time.Time) bool {
+		t.rfmVals = append(t.rfmVals[:0], vals[:len(t.p.featureNames)]...)
+		t.p.features.Derive(t.rfmVals, at)
+		v, ok := number(t.rfmVals[s.r])
+		return ok && v > cut
+	}
+	if !passed(hi) {
+		// Recency does not grow with time as days do: look again
+		// then; the score is always from the real value.
+		return minDue(due, hi.UnixMilli())
+	}
+	for hi.Sub(lo) > time.Second { // about 17 steps over two days
+		mid := lo.Add(hi.Sub(lo) / 2)
+		if passed(mid) {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return minDue(due, hi.UnixMilli())
+}
+
+func minDue(due, at int64) int64 {
+	if due == 0 || at < due {
+		return at
+	}
+	return due
+}
