@@ -15,7 +15,7 @@ import (
 
 // TestIdentityLinksLandAndReadBack: the linker's records on pulse.identity
 // become identity_links rows (a replayed record once, a compaction
-// tombstone none), and Reader.Links gives the backfill the timeline that
+// tombstone none, nor the linker's fence), and Reader.Links gives the backfill the timeline that
 // resolves A to U only from the link's time on, then to V.
 func TestIdentityLinksLandAndReadBack(t *testing.T) {
 	native, _ := testenv.ClickHouse(t)
@@ -38,7 +38,8 @@ func TestIdentityLinksLandAndReadBack(t *testing.T) {
 		}
 		recs = append(recs, &kgo.Record{Topic: cfg.Kafka.Topics.Identity, Key: []byte(l.Identifier), Value: b})
 	}
-	recs = append(recs, &kgo.Record{Topic: cfg.Kafka.Topics.Identity, Key: []byte("anonymous_id:gone")}) // tombstone
+	recs = append(recs, &kgo.Record{Topic: cfg.Kafka.Topics.Identity, Key: []byte("anonymous_id:gone")}, // tombstone
+		&kgo.Record{Topic: cfg.Kafka.Topics.Identity, Key: []byte("__linker/fence"), Value: []byte("00ff")}) // the linker's own
 	produce(t, cfg, recs...)
 	startWriter(t, cfg, WriterOptions{FlushInterval: 100 * time.Millisecond})
 	conn := openTest(t, native)
@@ -48,6 +49,10 @@ func TestIdentityLinksLandAndReadBack(t *testing.T) {
 	waitCount(t, conn, fmt.Sprintf("SELECT toUInt64(countIf(kafka_offset = %d)) FROM %s.identity_links WHERE identifier = 'anonymous_id:A' AND canonical_id = 'U'", dup.Offset, db), 1, 20*time.Second)
 	waitCount(t, conn, "SELECT uniqExact(identifier, canonical_id, message_id) FROM "+db+".identity_links", uint64(len(links)), 20*time.Second)
 
+	var invalid uint64
+	if err := conn.QueryRow(context.Background(), "SELECT count() FROM "+db+".invalid_events").Scan(&invalid); err != nil || invalid != 0 {
+		t.Errorf("invalid_events holds %d rows (%v): the tombstone or the linker's fence was taken for a bad link", invalid, err)
+	}
 	got, err := NewReader(conn, db).Links(context.Background())
 	if err != nil {
 		t.Fatal(err)

@@ -348,9 +348,10 @@ func (r *linkRows) columns() []any {
 func (r *linkRows) reset() { *r = linkRows{} }
 
 // addLink appends one pulse.identity record (identity.Link). A tombstone
-// (no value) is skipped: compaction's, not a link.
+// (no value) and the linker's own records (fences, its offset) are
+// skipped: they are not links.
 func (r *linkRows) addLink(rec *kgo.Record) error {
-	if rec.Value == nil {
+	if rec.Value == nil || !identity.IsLink(rec.Key) {
 		return nil
 	}
 	l, err := identity.DecodeLink(rec.Value)

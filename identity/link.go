@@ -3,6 +3,7 @@ package identity
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	json "github.com/goccy/go-json"
@@ -96,3 +97,12 @@ func DecodeRequest(b []byte) (Request, error) {
 	}
 	return Request{From: from, To: to, Kind: w.Kind, At: w.At, MessageID: w.MessageID}, nil
 }
+
+// ReservedKeyPrefix starts the keys of the identity topic's records that
+// are not links: the linker's own (its fences and "__linker/offset").
+// Every reader of the topic skips them (IsLink).
+const ReservedKeyPrefix = "__"
+
+// IsLink reports whether a record of the identity topic with this key is a
+// Link (or a link's tombstone), not one of the linker's own records.
+func IsLink(key []byte) bool { return !strings.HasPrefix(string(key), ReservedKeyPrefix) }

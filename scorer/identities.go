@@ -83,8 +83,12 @@ func (ids *Identities) Run(ctx context.Context) error {
 }
 
 // add applies one record: the identifier's latest link replaces its
-// previous one; a tombstone removes it.
+// previous one; a tombstone removes it; the linker's own records are
+// skipped.
 func (ids *Identities) add(r *kgo.Record) {
+	if !identity.IsLink(r.Key) {
+		return // the linker's own records
+	}
 	key := string(r.Key)
 	var l identity.Link
 	if r.Value != nil {
