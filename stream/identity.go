@@ -178,6 +178,9 @@ func (t *task) move(x *txn, rr resolved, cause string) error {
 func (t *task) retire(x *txn, e *entry, at time.Time, cause string) error {
 	p := t.p
 	t.vals = p.features.Values(p.features.NewState(), x.now, t.vals)
+	for len(t.vals) < len(p.names) {
+		t.vals = append(t.vals, nil) // the automatic features (traits, RFM): no value either
+	}
 	u := featurestore.Update{Vector: t.vector(e.id, t.vals, nil, x.now, time.Time{})}
 	for _, c := range p.segments.Diff(e.m, nil, nil) {
 		rec := segment.NewRecord(c, entity, e.id, at, "merge/"+cause, nil)

@@ -72,7 +72,8 @@ func TestDashboardFullStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	live := scorer.NewLive(cfg, scorer.LiveOptions{Log: log})
-	srv, err := scorer.New(cfg, store, scorer.WithLive(live), scorer.WithLogger(log), scorer.WithDashboardKey("dev-read-key"))
+	ids := scorer.NewIdentities(cfg, log)
+	srv, err := scorer.New(cfg, store, scorer.WithLive(live), scorer.WithLogger(log), scorer.WithDashboardKey("dev-read-key"), scorer.WithIdentities(ids))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +81,7 @@ func TestDashboardFullStack(t *testing.T) {
 		func() error { return ingest.New(cfg, producer, log).Serve(ctx, ingestLn) },
 		func() error { return proc.Run(ctx) },
 		func() error { return live.Run(ctx) },
+		func() error { return ids.Run(ctx) },
 		func() error { return srv.Serve(ctx, scorerLn) },
 	)
 	errs := make(chan error, len(running))
@@ -136,6 +138,30 @@ func TestDashboardFullStack(t *testing.T) {
 	b.do(chromedp.SetValue(chromedp.CSS("#lookup-id"), "612"), chromedp.Click(chromedp.CSS("#lookup-form button")))
 	b.waitText(`.profile[data-user="612"] .pill-seg`, "Big spenders")
 	b.waitContains(`.profile[data-user="612"] .features`, "$640.00")
+
+	// A shopper browses anonymously, then logs in as 612: looked up by the
+	// anonymous id, the dashboard shows customer 612 with both ids, and the
+	// anonymous browsing counts for 612.
+	anon := func(id, name, props string) string {
+		return fmt.Sprintf(`{"type":"track","anonymousId":%q,"event":%q,"properties":%s}`, id, name, props)
+	}
+	post(anon("anon-612", "Product Viewed", `{"product_id":"p7","category":"Toys"}`),
+		anon("anon-612", "Product Viewed", `{"product_id":"p8","category":"Toys"}`))
+	post(`{"type":"identify","userId":"612","anonymousId":"anon-612","traits":{"country":"FR"}}`)
+	lookup := func(id string) {
+		b.do(chromedp.SetValue(chromedp.CSS("#lookup-id"), id), chromedp.Click(chromedp.CSS("#lookup-form button")))
+	}
+	lookup("anon-612")
+	b.wait(`.profile[data-person="612"] [data-identifier="anonymous_id:anon-612"]`, "the anonymous id among 612's identities", func(s string) bool {
+		if s != "" {
+			return true
+		}
+		lookup("anon-612") // asks again until the merge is served
+		return false
+	})
+	b.waitContains(`.profile[data-user="anon-612"] .merged-note`, "anon-612 is one of this customer’s ids")
+	b.waitContains(`.profile[data-person="612"] .features`, "$640.00")
+	b.waitContains(`.profile[data-person="612"] .features`, "Toys") // recent_categories: the anonymous views
 }
 
 type testWriter struct{ t *testing.T }
