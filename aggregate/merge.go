@@ -44,6 +44,25 @@ func (s *Set) Merge(dst, src *State, fp uint64) (changed bool) {
 	return changed
 }
 
+// MergeAll merges every aggregated feature of src into dst (Merge for each
+// fingerprint, once: features with one definition share a state): the
+// state of a moved entity folded into its person's. changed reports that
+// dst changed.
+func (s *Set) MergeAll(dst, src *State) (changed bool) {
+	done := make(map[uint64]bool, len(s.aggs))
+	for _, fi := range s.aggs {
+		fp := s.feats[fi].fp
+		if done[fp] {
+			continue
+		}
+		done[fp] = true
+		if s.Merge(dst, src, fp) {
+			changed = true
+		}
+	}
+	return changed
+}
+
 func mergeSlot(f *feature, dst, src *slot) {
 	switch f.agg {
 	case aggCount, aggSum, aggAvg, aggMin, aggMax:

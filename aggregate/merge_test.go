@@ -155,3 +155,31 @@ func TestMergeTwiceCountsTwice(t *testing.T) {
 		t.Fatal("merging an empty state changed something")
 	}
 }
+
+// MergeAll merges each feature once, also when two features share a
+// definition (and so a fingerprint and a state), and leaves derived
+// features to be derived.
+func TestMergeAllOncePerFingerprint(t *testing.T) {
+	set, err := Compile([]config.Feature{
+		{Name: "a", Agg: "count", Event: "x"},
+		{Name: "b", Agg: "count", Event: "x"}, // same definition as a
+		{Name: "s", Agg: "sum", Event: "x", Field: "properties.v"},
+		{Name: "d", Expr: "a + s"},
+	}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, src := set.NewState(), set.NewState()
+	set.Apply(dst, &event.Event{Type: event.Track, Event: "x", MessageID: "1", Timestamp: time.UnixMilli(1000), Properties: map[string]any{"v": 2.0}})
+	set.Apply(src, &event.Event{Type: event.Track, Event: "x", MessageID: "2", Timestamp: time.UnixMilli(1500), Properties: map[string]any{"v": 3.0}})
+	if !set.MergeAll(dst, src) {
+		t.Fatal("MergeAll of a non-empty state changed nothing")
+	}
+	got := set.Values(dst, time.UnixMilli(2000), nil)
+	if !reflect.DeepEqual(got, []any{2.0, 2.0, 5.0, 7.0}) {
+		t.Errorf("values after MergeAll = %v, want [2 2 5 7]", got)
+	}
+	if set.MergeAll(dst, set.NewState()) {
+		t.Error("MergeAll of an empty state changed something")
+	}
+}

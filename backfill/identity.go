@@ -126,19 +126,7 @@ func (ps *partials[K]) merged(k K) (*aggregate.State, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cannot merge a person's states: %w", err)
 		}
-		mergeAll(ps.set, dst, src)
+		ps.set.MergeAll(dst, src)
 	}
 	return dst, nil
-}
-
-// mergeAll merges every aggregated feature of src into dst, each
-// fingerprint once (two features with one definition share a state).
-func mergeAll(set *aggregate.Set, dst, src *aggregate.State) {
-	done := map[uint64]bool{}
-	for i := range set.Names() {
-		if fp, ok := set.Fingerprint(i); ok && !done[fp] {
-			done[fp] = true
-			set.Merge(dst, src, fp)
-		}
-	}
 }

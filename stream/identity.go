@@ -226,13 +226,7 @@ func (t *task) receive(x *txn, r *kgo.Record, rr resolved, cause string) error {
 			x.recs = append(x.recs, t.deadLetter(r, event.ReasonUnreadable, "", err, x.now))
 			return nil
 		}
-		changed := false
-		for i := range p.names {
-			if fp, ok := p.features.Fingerprint(i); ok && p.features.Merge(e.st, src, fp) {
-				changed = true
-			}
-		}
-		if changed {
+		if p.features.MergeAll(e.st, src) {
 			e.touched, e.cause, e.at = true, "merge/"+cause, rr.At
 		}
 		return nil
