@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -88,12 +89,11 @@ func Topics(c config.Kafka) []TopicSpec {
 		{Name: c.Topics.Identity, Configs: map[string]*string{"cleanup.policy": &compact}},
 		{Name: c.Topics.IdentityRequests, Partitions: 1},
 		{Name: c.Topics.Resolved},
-	}
-	if c.Topics.RFM != "" { // a config made by hand may lack it
 		// RFM boundaries and partition summaries (stream/rfm_topic.go).
-		specs = append(specs, TopicSpec{Name: c.Topics.RFM, Configs: map[string]*string{"cleanup.policy": &compact}})
+		{Name: c.Topics.RFM, Configs: map[string]*string{"cleanup.policy": &compact}},
 	}
-	return specs
+	// A config made by hand (without ApplyDefaults) may name only some.
+	return slices.DeleteFunc(specs, func(s TopicSpec) bool { return s.Name == "" })
 }
 
 // EnsureTopics creates the missing topics; existing ones are left alone.
