@@ -143,16 +143,22 @@ func (f *fakeScorer) handler(ctx *fasthttp.RequestCtx) {
 	case strings.HasSuffix(path, "/members"):
 		name := strings.TrimSuffix(strings.TrimPrefix(path, "/v1/segments/"), "/members")
 		writeJSON(map[string]any{"segment": name, "entity": "user", "members": f.members[name], "next_cursor": ""})
-	case strings.HasPrefix(path, "/v1/entities/user/"):
-		id := strings.TrimPrefix(path, "/v1/entities/user/")
-		if id != "612" {
+	case strings.HasPrefix(path, "/v1/profiles/user/"):
+		id := strings.TrimPrefix(path, "/v1/profiles/user/")
+		if id != "612" && id != "anon-9" {
 			ctx.SetStatusCode(404)
 			ctx.SetBodyString(`{"success":false,"error":"no such entity"}`)
 			return
 		}
-		writeJSON(map[string]any{"entity": "user", "id": id, "updated_at": time.Now().UTC(),
+		now := time.Now().UTC()
+		writeJSON(map[string]any{"entity": "user", "id": id, "canonical_id": "612", "updated_at": now,
 			"segments": []string{"big_spenders"},
-			"features": map[string]any{"revenue_30d": 742.5, "orders_30d": 3, "products_viewed_1h": 2, "country": "GB", "recent_categories": []string{"Shoes", "Books"}}})
+			"features": map[string]any{"revenue_30d": 742.5, "orders_30d": 3, "products_viewed_1h": 2, "country": "GB", "recent_categories": []string{"Shoes", "Books"}},
+			"identities": []map[string]any{
+				{"identifier": "anonymous_id:anon-9", "kind": "anonymous_id", "value": "anon-9", "linked_at": now.Add(-time.Hour), "message_id": "i1", "cause": "identify"},
+				{"identifier": "user_id:612", "kind": "user_id", "value": "612", "linked_at": now.Add(-time.Hour), "message_id": "i1", "cause": "identify"}},
+			"traits": map[string]any{"plan": "pro"},
+			"events": []map[string]any{{"messageId": "m9", "type": "track", "event": "Order Completed", "userId": "612", "timestamp": now.Add(-time.Minute)}}})
 	case path == "/v1/predict":
 		writeJSON([]map[string]any{{"model_used": true, "prediction": "yes", "score": 0.83, "uuid": "u-1"}})
 	default:
@@ -238,6 +244,13 @@ func TestDashboardShowsLiveChanges(t *testing.T) {
 	b.do(chromedp.Click(chromedp.CSS("#members-list li:last-child button")))
 	b.waitText(`.profile[data-user="612"] .prediction .label`, "yes")
 	b.waitText(`.profile .pill-seg`, "Big spenders")
+
+	b.waitText(`.profile[data-user="612"] [data-identifier="anonymous_id:anon-9"] strong`, "anon-9")
+	b.waitContains(`.profile[data-user="612"] .traits`, "pro")
+	b.waitContains(`.profile[data-user="612"] .recent-events [data-message="m9"]`, "Order Completed")
+	// Looked up by another of the customer's ids: the same customer, and the page says so.
+	b.do(chromedp.SetValue(chromedp.CSS("#lookup-id"), "anon-9"), chromedp.Click(chromedp.CSS("#lookup-form button")))
+	b.waitContains(`.profile[data-user="anon-9"][data-person="612"] .merged-note`, "anon-9 is one of this customer’s ids")
 
 	// An unknown customer gets a polite empty state.
 	b.do(chromedp.SetValue(chromedp.CSS("#lookup-id"), "999"), chromedp.Click(chromedp.CSS("#lookup-form button")))
