@@ -166,7 +166,8 @@ func IngestTarget(ctx context.Context, brokers []string) (*System, error) {
 // (loadtest.AddProbes), on free ports with a data dir of its own: an
 // embedded Kafka, ingest, the stream processor writing through the
 // returned WriteWatch, a Pebble online store and the scorer with its live
-// feed; and waits until they are ready. A nil log is quiet.
+// feed and identity table; and waits until they are ready. A nil log is
+// quiet.
 func EndToEnd(ctx context.Context, cfg *config.Config, log *slog.Logger) (*System, *loadtest.WriteWatch, error) {
 	if log == nil {
 		log = quiet
@@ -206,7 +207,7 @@ func (s *System) endToEnd() (*loadtest.WriteWatch, error) {
 	if err := s.StartStream(watch, ""); err != nil {
 		return nil, err
 	}
-	if err := s.StartScorer(ScorerOptions{Live: &scorer.LiveOptions{Backfill: -1}}); err != nil {
+	if err := s.StartScorer(ScorerOptions{Live: &scorer.LiveOptions{Backfill: -1}, Profiles: true}); err != nil {
 		return nil, err
 	}
 	return watch, s.WaitReady(time.Minute)
