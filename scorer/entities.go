@@ -15,11 +15,15 @@ import (
 
 // Entity is the answer of GET /v1/entities/{entity}/{id}.
 type Entity struct {
-	Entity    string         `json:"entity"`
-	ID        string         `json:"id"`
-	Features  map[string]any `json:"features"`
-	Segments  []string       `json:"segments"`
-	UpdatedAt time.Time      `json:"updated_at"`
+	Entity string `json:"entity"`
+	ID     string `json:"id"`
+	// CanonicalID is the id the entity's events count for: its own, or,
+	// for an id merged into another person (identity resolution), that
+	// person's, whose features and segments are answered.
+	CanonicalID string         `json:"canonical_id"`
+	Features    map[string]any `json:"features"`
+	Segments    []string       `json:"segments"`
+	UpdatedAt   time.Time      `json:"updated_at"`
 }
 
 // entity answers GET /v1/entities/{entity}/{id}; rest is "{entity}/{id}".
@@ -48,6 +52,11 @@ func (s *Server) entity(ctx *fasthttp.RequestCtx, rest string) {
 		s.storeError(ctx, err)
 		return
 	}
+	canonical := id
+	if v, canonical, err = s.followCanonical(ctx, kind, v, id); err != nil {
+		s.storeError(ctx, err)
+		return
+	}
 	feats := make(map[string]any, len(v.Features))
 	(*s.derive.Load()).refreshInto(feats, kind, v, s.now())
 	for k, x := range feats {
@@ -59,7 +68,28 @@ func (s *Server) entity(ctx *fasthttp.RequestCtx, rest string) {
 	if segs == nil {
 		segs = []string{}
 	}
-	httpapi.WriteJSON(ctx, Entity{Entity: kind, ID: id, Features: feats, Segments: segs, UpdatedAt: v.UpdatedAt.UTC()})
+	httpapi.WriteJSON(ctx, Entity{Entity: kind, ID: id, CanonicalID: canonical, Features: feats, Segments: segs, UpdatedAt: v.UpdatedAt.UTC()})
+}
+
+// followCanonical returns the vector of the person v's entity was merged
+// into (following a chain of merges, A → U → V, up to 8 hops) and its id;
+// v and id themselves when it was not merged, or when the canonical
+// entity's vector is not written yet.
+func (s *Server) followCanonical(ctx *fasthttp.RequestCtx, kind string, v featurestore.Vector, id string) (featurestore.Vector, string, error) {
+	for range 8 {
+		if v.CanonicalID == "" || v.CanonicalID == id {
+			break
+		}
+		next, err := s.store.Get(ctx, kind, v.CanonicalID)
+		if errors.Is(err, featurestore.ErrNotFound) {
+			return v, v.CanonicalID, nil
+		}
+		if err != nil {
+			return v, id, err
+		}
+		v, id = next, v.CanonicalID
+	}
+	return v, id, nil
 }
 
 func (s *Server) knownEntity(kind string) bool {

@@ -162,7 +162,7 @@ func (t *task) move(x *txn, rr resolved, cause string) error {
 	if !e.st.Empty() {
 		t.forward(x, resolved{Kind: resolvedTransfer, From: from, To: rr.To, At: rr.At, Cause: rr.Cause, State: e.st.AppendBinary(nil)})
 	}
-	if err := t.retire(x, e, rr.At, cause); err != nil {
+	if err := t.retire(x, e, rr.To, rr.At, cause); err != nil {
 		return err
 	}
 	x.links[from] = rr.To
@@ -171,14 +171,16 @@ func (t *task) move(x *txn, rr resolved, cause string) error {
 	return nil
 }
 
-// retire empties entity e: every membership exits (segment records and
-// the store), its state, timer and changelog record are deleted and its
-// vector in the store holds the values of no events (what a rewrite
-// after a crash writes for it too: the store has no delete yet).
-func (t *task) retire(x *txn, e *entry, at time.Time, cause string) error {
+// retire empties entity e, merged into to: every membership exits
+// (segment records and the store), its state, timer and changelog record
+// are deleted, and its vector in the store holds the values of no events
+// and CanonicalID to, which readers follow (what a rewrite after a crash
+// writes for it too).
+func (t *task) retire(x *txn, e *entry, to string, at time.Time, cause string) error {
 	p := t.p
 	t.vals = p.features.Values(p.features.NewState(), x.now, t.vals)
 	u := featurestore.Update{Vector: t.vector(e.id, t.vals, nil, x.now, time.Time{})}
+	u.Vector.CanonicalID = to
 	for _, c := range p.segments.Diff(e.m, nil, nil) {
 		rec := segment.NewRecord(c, entity, e.id, at, "merge/"+cause, nil)
 		b, err := rec.Encode()

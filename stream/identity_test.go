@@ -180,6 +180,9 @@ func checkDevicesRetired(t testing.TB, e *env, byPerson map[string][]*event.Even
 	empty, _ := ref.vector("-", e.clock.now())
 	for _, id := range ids {
 		v, err := e.store.Get(context.Background(), entity, id)
+		if err == nil && v.CanonicalID == "" {
+			t.Errorf("device %s was merged but its vector names no canonical id", id)
+		}
 		if err == nil && (!reflect.DeepEqual(v.Features, empty) || len(v.Segments) > 0) {
 			t.Errorf("device %s was merged but still has features %v", id, v.Features)
 		}

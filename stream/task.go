@@ -416,6 +416,14 @@ func (t *task) rewritePending(ctx context.Context) error {
 		t.vals = t.p.features.Values(e.st, now, t.vals)
 		m := t.p.segments.Eval(t.vals, now, nil)
 		v := t.vector(id, t.vals, m, now, time.Time{})
+		if t.identityOn() {
+			if v.CanonicalID, err = t.userOf(id, nil); err != nil {
+				return err
+			}
+			if v.CanonicalID == id {
+				v.CanonicalID = "" // not merged
+			}
+		}
 		// Idempotent: members enter, others exit, whatever was written.
 		u := featurestore.Update{Vector: v, Enter: v.Segments}
 		for _, name := range t.p.segments.Names() {

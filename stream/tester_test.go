@@ -127,6 +127,9 @@ func (st *tester) run(path string, c testCase) string {
 		}
 		feats, _ := json.Marshal(v.Features)
 		fmt.Fprintf(&b, "segments=%v eventAt=%s\nfeatures=%s", v.Segments, testTimeString(v.EventAt), feats)
+		if v.CanonicalID != "" {
+			fmt.Fprintf(&b, "\ncanonical=%s", v.CanonicalID)
+		}
 	case "state":
 		return st.state(c.args["id"])
 	case "timers":
