@@ -70,6 +70,8 @@ type task struct {
 	// with identity resolution off.
 	resolvedIn *kgo.Client
 	linker     *linker
+	// moved filters the pointer lookups of resolve (identity.go).
+	moved *seenFilter
 
 	// written is the input offset whose vectors are in the store: for lag
 	// and the consumer group commit.
@@ -169,6 +171,9 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 		return nil, err
 	}
 	if err := t.openResolved(); err != nil {
+		return nil, err
+	}
+	if err := t.openMoved(); err != nil {
 		return nil, err
 	}
 	t.written.Store(t.meta.next)

@@ -183,6 +183,9 @@ func (st *tester) start(yaml string) error {
 	if t.seen, err = buildSeenFilter(t.db); err != nil {
 		return err
 	}
+	if err := t.openMoved(); err != nil {
+		return err
+	}
 	if err := t.activate(context.Background()); err != nil {
 		return err
 	}
@@ -225,6 +228,9 @@ func (st *tester) reopen(b *strings.Builder) error {
 		return err
 	}
 	if t.seen, err = buildSeenFilter(t.db); err != nil {
+		return err
+	}
+	if err := t.openMoved(); err != nil {
 		return err
 	}
 	if err := t.loadActivations(); err != nil {
