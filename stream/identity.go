@@ -22,7 +22,7 @@ import (
 //     to the linker, in the batch's transaction, and forwards the events
 //     of a moved entity (its pointer, a/<id> -> target) to the target's
 //     task on the resolved topic instead of applying them;
-//   - the timer loop reads the task's partition of the resolved topic
+//   - a loop of the task reads its partition of the resolved topic
 //     (read_committed, from meta.resolvedNext, in one transaction with
 //     what it changes, as seeds are read): a move retires the entity
 //     (segment exits, state deleted, pointer set) and sends its state to
@@ -88,23 +88,52 @@ func (t *task) openResolved() error {
 	return err
 }
 
-// pollResolved applies the resolved records fetched so far, if any.
-func (t *task) pollResolved(ctx context.Context) error {
-	if t.resolvedIn == nil {
-		return nil
-	}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
-	fs := t.resolvedIn.PollRecords(pctx, 5000)
-	cancel()
-	fs.EachError(func(topic string, p int32, err error) {
-		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-			t.log.Debug("resolved fetch error", "topic", topic, "err", err)
+// resolvedLoop applies the partition's resolved records as they come
+// (a merge is visible within a few transactions of its identify, not a
+// timer tick), until the task closes; a failure reopens the task, as the
+// timer loop's does.
+func (t *task) resolvedLoop() {
+	defer close(t.resolvedDone)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-t.stop:
+			cancel()
+		case <-ctx.Done():
 		}
-	})
-	if recs := fs.Records(); len(recs) > 0 {
-		return t.applyResolved(ctx, recs)
+	}()
+	for {
+		fs := t.resolvedIn.PollRecords(ctx, 5000)
+		if ctx.Err() != nil {
+			return
+		}
+		fs.EachError(func(topic string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				t.log.Debug("resolved fetch error", "topic", topic, "err", err)
+			}
+		})
+		recs := fs.Records()
+		if len(recs) == 0 {
+			continue
+		}
+		if err := t.applyResolved(ctx, recs); err != nil {
+			if errors.Is(err, errKill) {
+				t.p.taskFailed(t, err)
+				return
+			}
+			if ctx.Err() == nil {
+				t.log.Error("identity: applying resolved records failed; the task will be reopened", "err", err)
+				t.p.mu.Lock()
+				if t.p.tasks[t.partition] == t {
+					t.p.reopen[t.partition] = true
+					t.p.wakeLocked()
+				}
+				t.p.mu.Unlock()
+			}
+			return
+		}
 	}
-	return nil
 }
 
 // applyResolved handles moves, transfers and forwarded events and commits

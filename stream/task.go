@@ -72,6 +72,8 @@ type task struct {
 	linker     *linker
 	// moved filters the pointer lookups of resolve (identity.go).
 	moved *seenFilter
+	// resolvedDone is closed when the resolved loop ends (nil: none).
+	resolvedDone chan struct{}
 
 	// written is the input offset whose vectors are in the store: for lag
 	// and the consumer group commit.
@@ -183,6 +185,10 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 	t.workerDone = make(chan struct{})
 	go t.worker()
 	go t.timerLoop()
+	if t.resolvedIn != nil {
+		t.resolvedDone = make(chan struct{})
+		go t.resolvedLoop()
+	}
 	if part == 0 && t.identityOn() {
 		t.linker = p.startLinker()
 	}
@@ -245,6 +251,9 @@ func (t *task) close() {
 	<-t.workerDone
 	close(t.stop)
 	<-t.done
+	if t.resolvedDone != nil {
+		<-t.resolvedDone
+	}
 	t.closeClients()
 }
 
@@ -610,9 +619,6 @@ func (t *task) timerLoop() {
 		case <-tick.C:
 		}
 		err := t.pollSeeds(ctx)
-		if err == nil {
-			err = t.pollResolved(ctx)
-		}
 		for more := err == nil; more; {
 			more, err = t.fire(ctx)
 		}
