@@ -1,12 +1,16 @@
 package stream
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -128,4 +132,55 @@ func benchIdentityRun(b *testing.B, e *env, n int, on bool) float64 {
 	}
 	stop()
 	return rate
+}
+
+// BenchmarkMergeLatency: how long after an identify is acked by Kafka (the
+// moment ingest answers 200) the merged profile is readable: one at a
+// time, a device and its user each have an order in the store, the
+// identify is produced, and the user's vector is polled (every 0.2 ms)
+// until it counts both orders. kfake, 4 partitions, memory store.
+//
+//	go test ./stream -run '^$' -bench MergeLatency -benchtime 1x
+func BenchmarkMergeLatency(b *testing.B) {
+	e := newEnv(b, nil)
+	p := e.processor(Options{}, "")
+	e.run(p)
+	for p.Ready() != nil {
+		time.Sleep(time.Millisecond)
+	}
+	ctx := context.Background()
+	waitFor := func(id string, want float64) time.Time {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if v, err := e.store.Get(ctx, entity, id); err == nil && v.Features["orders_lifetime"] == want {
+				return time.Now()
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("%s never reached %v orders", id, want)
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+	}
+	n := 200
+	if v, err := strconv.Atoi(os.Getenv("PULSE_BENCH_MERGES")); err == nil && v > 0 {
+		n = v
+	}
+	for b.Loop() {
+		h := hdrhistogram.New(1, 60_000_000, 3) // µs
+		for i := range n {
+			anon, user := fmt.Sprintf("ml-anon-%d-%d", b.N, i), fmt.Sprintf("ml-user-%d-%d", b.N, i)
+			a := order("", fmt.Sprintf("ml-a-%d", i), t0, 1)
+			a.AnonymousID = anon
+			e.produce(eventRecord(b, a), eventRecord(b, order(user, fmt.Sprintf("ml-u-%d", i), t0, 1)))
+			waitFor(anon, 1)
+			waitFor(user, 1)
+			idf := &event.Event{Type: event.Identify, UserID: user, AnonymousID: anon, MessageID: fmt.Sprintf("ml-i-%d", i), Timestamp: t0, ReceivedAt: t0}
+			e.produce(eventRecord(b, idf))
+			acked := time.Now()
+			h.RecordValue(waitFor(user, 2).Sub(acked).Microseconds())
+		}
+		b.ReportMetric(float64(h.ValueAtQuantile(50))/1000, "p50-ms")
+		b.ReportMetric(float64(h.ValueAtQuantile(99))/1000, "p99-ms")
+		b.ReportMetric(float64(h.Max())/1000, "max-ms")
+	}
 }
