@@ -6,15 +6,18 @@ import (
 	"io"
 	"math"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	json "github.com/goccy/go-json"
+	"github.com/pulse-rt/pulse/aggregate"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/history"
+	"github.com/pulse-rt/pulse/identity"
 )
 
 // VerifyOptions select the sample Verify checks.
@@ -29,6 +32,11 @@ type VerifyOptions struct {
 	// Examples is how many mismatches to list per feature. Default 3.
 	Examples int
 	Progress io.Writer
+	// Links are the identity table (pulse.identity) when identity
+	// resolution is on: an entity merged into a person is checked as that
+	// person, whose features count the events of all its ids. Nil: every
+	// entity on its own.
+	Links []identity.Link
 }
 
 // Mismatch is one value that differs between online and offline.
@@ -59,8 +67,11 @@ func (f FeatureCheck) Rate() float64 {
 
 // VerifyReport is Verify's answer.
 type VerifyReport struct {
-	Sampled  int      // entities picked from history
-	Missing  []string // sampled entities the online store does not have
+	Sampled int      // entities picked from history
+	Missing []string // sampled entities the online store does not have
+	// Merged counts the sampled entities merged into another person
+	// (VerifyOptions.Links): that person is checked instead.
+	Merged   int
 	Features []FeatureCheck
 }
 
@@ -87,6 +98,11 @@ func Verify(ctx context.Context, cfg *config.Config, r *history.Reader, store fe
 		}
 	}
 	rep := &VerifyReport{Sampled: len(ids)}
+	prof, err := newProfiles(opts.Links)
+	if err != nil {
+		return nil, err
+	}
+	ids = prof.canonicals(ids, rep)
 	names := set.Names()
 	checks := make([]FeatureCheck, len(idx))
 	for j, i := range idx {
@@ -113,22 +129,46 @@ func Verify(ctx context.Context, cfg *config.Config, r *history.Reader, store fe
 	n := 0
 	p := newProgress(opts.Progress, "verify", func() string { return fmt.Sprintf("%d/%d entities", n, len(present)) })
 	var vals []any
-	st := set.NewState() // one, reset for each entity: see State.Reset
 	for start := 0; start < len(present); start += entityLabelsLimit {
 		chunk := present[start:min(start+entityLabelsLimit, len(present))]
-		err = r.EachEntity(ctx, replayFilter(set, history.EventFilter{Entities: chunk}), func(id string, evs []*event.Event) error {
-			v := online[id]
+		// Each person's ids' events, each id's into a state of its own,
+		// merged into the person's (aggregate.Merge), as the stream does.
+		states := map[string]*aggregate.State{}
+		unseen := map[string]int{}
+		err = r.EachEntity(ctx, replayFilter(set, history.EventFilter{Entities: prof.members(chunk)}), func(id string, evs []*event.Event) error {
+			c := prof.canonical(id)
+			v := online[c]
 			at := v.UpdatedAt.UnixMilli()
-			st.Reset()
-			unseen := 0
+			st := set.NewState()
 			for _, e := range evs {
 				if e.ReceivedAt.UnixMilli() > at {
-					unseen++
+					unseen[c]++
 				}
 				if e.Timestamp.UnixMilli() <= at {
 					set.Apply(st, e)
 				}
 			}
+			if states[c] == nil {
+				states[c] = st
+				return nil
+			}
+			for i := range names {
+				if fp, ok := set.Fingerprint(i); ok {
+					set.Merge(states[c], st, fp)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			p.done()
+			return nil, err
+		}
+		for _, id := range chunk {
+			st := states[id]
+			if st == nil {
+				continue // no events in history (as before: not compared)
+			}
+			v := online[id]
 			vals = set.Values(st, v.UpdatedAt, vals)
 			for j, i := range idx {
 				c := &checks[j]
@@ -139,25 +179,88 @@ func Verify(ctx context.Context, cfg *config.Config, r *history.Reader, store fe
 				}
 				c.Mismatches++
 				reason := "values differ: the stream applied other events, or other definitions (config changed without a replay?)"
-				if unseen > 0 {
+				if unseen[id] > 0 {
 					c.Lagging++
-					reason = fmt.Sprintf("stream lag: %d event(s) received after the vector was computed", unseen)
+					reason = fmt.Sprintf("stream lag: %d event(s) received after the vector was computed", unseen[id])
 				}
 				if len(c.Examples) < opts.Examples {
 					c.Examples = append(c.Examples, Mismatch{EntityID: id, Online: on, Offline: vals[i], Reason: reason})
 				}
 			}
 			n++
-			return nil
-		})
-		if err != nil {
-			p.done()
-			return nil, err
 		}
 	}
 	p.done()
 	rep.Features = checks
 	return rep, nil
+}
+
+// profiles maps entity ids to their person's canonical id and back, from
+// the identity table's latest links; empty without links.
+type profiles struct {
+	canon  map[string]string   // entity id -> canonical id, merged ones only
+	others map[string][]string // canonical id -> its other entity ids
+}
+
+func newProfiles(links []identity.Link) (profiles, error) {
+	p := profiles{canon: map[string]string{}, others: map[string][]string{}}
+	if len(links) == 0 {
+		return p, nil
+	}
+	g, err := identity.RestoreMemStore(links)
+	if err != nil {
+		return p, fmt.Errorf("cannot read the identity links: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, l := range links {
+		id, err := identity.ParseIdentifier(l.Identifier)
+		if err != nil || !id.Entity() || seen[id.Value] {
+			continue
+		}
+		seen[id.Value] = true
+		if c := g.Canonical(id.Value); c != id.Value {
+			p.canon[id.Value] = c
+			p.others[c] = append(p.others[c], id.Value)
+		}
+	}
+	return p, nil
+}
+
+func (p profiles) canonical(id string) string {
+	if c, ok := p.canon[id]; ok {
+		return c
+	}
+	return id
+}
+
+// canonicals replaces each merged id by its person's, once each, and
+// counts the merged ones in rep.
+func (p profiles) canonicals(ids []string, rep *VerifyReport) []string {
+	if len(p.canon) == 0 {
+		return ids
+	}
+	out := make([]string, 0, len(ids))
+	seen := map[string]bool{}
+	for _, id := range ids {
+		c := p.canonical(id)
+		if c != id {
+			rep.Merged++
+		}
+		if !seen[c] {
+			seen[c] = true
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// members lists the entity ids whose events count for the people of ids.
+func (p profiles) members(ids []string) []string {
+	out := slices.Clone(ids)
+	for _, id := range ids {
+		out = append(out, p.others[id]...)
+	}
+	return out
 }
 
 // sample picks n entity ids from history, the same ones every run.
@@ -204,6 +307,9 @@ func (r *VerifyReport) Write(w io.Writer) {
 	if len(r.Missing) > 0 {
 		ex := r.Missing[:min(5, len(r.Missing))]
 		fmt.Fprintf(w, "  missing online (stream behind, or entity only in history): %s\n", strings.Join(ex, ", "))
+	}
+	if r.Merged > 0 {
+		fmt.Fprintf(w, "  %d merged into another person (identity): checked as that person, with all its ids' events\n", r.Merged)
 	}
 	fs := append([]FeatureCheck(nil), r.Features...)
 	sort.SliceStable(fs, func(i, j int) bool { return fs[i].Rate() > fs[j].Rate() })

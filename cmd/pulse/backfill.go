@@ -260,6 +260,12 @@ func backfillVerify(ctx context.Context, args []string) error {
 	if len(entities) > 0 {
 		opts.Entities = entities
 	}
+	if cfg.Identity.On() {
+		// People merged by identity resolution are checked as one.
+		if opts.Links, err = kafka.ReadLinks(ctx, cfg.Kafka, 2*time.Second); err != nil {
+			return fmt.Errorf("cannot read the identity links: %w", err)
+		}
+	}
 	rep, err := backfill.Verify(ctx, cfg, r, store, opts)
 	if err != nil {
 		return err
