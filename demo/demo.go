@@ -43,6 +43,10 @@ type Generator struct {
 type shopper struct {
 	id          string
 	known       bool // identified already
+	// browseFirst: the shopper browses anonymously (anonymousId
+	// "anon-<id>") until they add to the cart, when they log in: an
+	// identify links the device to the user (docs/identity.md).
+	browseFirst bool
 	country     string
 	lastSeen    time.Time
 	busyUntil   time.Time // not picked again before
@@ -104,6 +108,7 @@ func NewGenerator(seed uint64, users int) *Generator {
 			id:          strconv.Itoa(id + 100),
 			country:     countries[rng.IntN(len(countries))],
 			spendFactor: 1 + 2/math.Sqrt(float64(i+1)),
+			browseFirst: i%2 == 1,
 		})
 	}
 	return g
@@ -120,11 +125,8 @@ func (g *Generator) Next(now time.Time) []Event {
 	}
 	var out []Event
 	if u.lastSeen.IsZero() || now.Sub(u.lastSeen) > 30*time.Minute {
-		if !u.known {
-			u.known = true
-			out = append(out, g.msg(now, u, Event{"type": "identify", "traits": map[string]any{
-				"country": u.country, "plan": []string{"free", "free", "plus"}[g.rng.IntN(3)],
-			}}))
+		if !u.known && !u.browseFirst {
+			out = append(out, g.identify(now, u))
 		}
 		u.viewed, u.cart = nil, nil
 		out = append(out, g.track(now, u, "Session Started", map[string]any{"referrer": []string{"google", "direct", "email", "instagram"}[g.rng.IntN(4)]}))
@@ -139,6 +141,9 @@ func (g *Generator) Next(now time.Time) []Event {
 		u.busyUntil = now.Add(time.Minute + time.Duration(g.rng.Int64N(int64(3*time.Minute))))
 		u.lastSeen = now.Add(-31 * time.Minute)
 	case len(u.viewed) > 0 && p < 0.40:
+		if !u.known { // logs in to check out
+			out = append(out, g.identify(now, u))
+		}
 		item := u.viewed[g.rng.IntN(len(u.viewed))]
 		u.cart = append(u.cart, item)
 		out = append(out, g.track(now, u, "Product Added", productProps(item, 1)))
@@ -185,13 +190,30 @@ func productProps(p product, qty int) map[string]any {
 	return m
 }
 
+// identify logs u in: with the anonymousId of a shopper who browsed
+// first, which links the two.
+func (g *Generator) identify(now time.Time, u *shopper) Event {
+	e := g.msg(now, u, Event{"type": "identify", "traits": map[string]any{
+		"country": u.country, "plan": []string{"free", "free", "plus"}[g.rng.IntN(3)],
+	}})
+	u.known = true
+	if u.browseFirst {
+		e["userId"], e["anonymousId"] = u.id, "anon-"+u.id
+	}
+	return e
+}
+
 func (g *Generator) track(now time.Time, u *shopper, name string, props map[string]any) Event {
 	return g.msg(now, u, Event{"type": "track", "event": name, "properties": props})
 }
 
 func (g *Generator) msg(now time.Time, u *shopper, e Event) Event {
 	g.n++
-	e["userId"] = u.id
+	if u.known || !u.browseFirst {
+		e["userId"] = u.id
+	} else {
+		e["anonymousId"] = "anon-" + u.id
+	}
 	e["messageId"] = fmt.Sprintf("demo-%x-%d", g.seed, g.n)
 	e["timestamp"] = now.UTC().Format(time.RFC3339Nano)
 	e["context"] = map[string]any{"library": map[string]any{"name": "pulse-demo", "version": "1"}}

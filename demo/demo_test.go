@@ -53,11 +53,18 @@ func TestFeedsTheExampleSegments(t *testing.T) {
 	users := map[string]int{}
 	viewed := map[string]map[string]bool{}
 	carts, orders, revenue := map[string]int{}, map[string]int{}, map[string]float64{}
+	logins := 0
 	for _, e := range evs {
 		name, _ := e["event"].(string)
 		names[name]++
 		types[e["type"].(string)]++
-		u := e["userId"].(string)
+		u, _ := e["userId"].(string)
+		if u == "" {
+			u = e["anonymousId"].(string) // browsing before login
+		}
+		if e["type"] == "identify" && e["anonymousId"] != nil {
+			logins++
+		}
 		users[u]++
 		props, _ := e["properties"].(map[string]any)
 		switch name {
@@ -101,10 +108,14 @@ func TestFeedsTheExampleSegments(t *testing.T) {
 			big++
 		}
 	}
-	t.Logf("1 min at 30/s: %d events, %d users; active_shoppers %d, cart_abandoners %d, big_spenders %d; %v",
-		len(evs), len(users), active, abandoners, big, names)
+	t.Logf("1 min at 30/s: %d events, %d users and devices, %d logins linking a device; active_shoppers %d, cart_abandoners %d, big_spenders %d; %v",
+		len(evs), len(users), logins, active, abandoners, big, names)
 	if active < 3 || abandoners < 3 {
 		t.Fatalf("segments barely move: active %d, abandoners %d", active, abandoners)
+	}
+	// Anonymous browsing that later identifies: merges to see.
+	if logins < 10 {
+		t.Fatalf("only %d identifies link a device to a user in a minute", logins)
 	}
 	// Zipf: a few heavy users and a long tail.
 	top := 0
