@@ -402,3 +402,24 @@ func (d *decoder) number(tag byte) (float64, bool) {
 	d.i += 8
 	return math.Float64frombits(bits), true
 }
+
+// CanonicalOf reads an encoded vector's CanonicalID without decoding the
+// rest: "" for a vector of an entity not merged into another (or not a
+// version 1 vector).
+func CanonicalOf(b []byte) string {
+	if len(b) < 2 || b[0] != EncodingVersion || b[1]&flagCanonical == 0 {
+		return ""
+	}
+	d := decoder{s: string(b), i: 2}
+	if b[1]&flagUpdatedAt != 0 {
+		d.varint()
+	}
+	if b[1]&flagEventAt != 0 {
+		d.varint()
+	}
+	c := d.string()
+	if d.err != nil {
+		return ""
+	}
+	return c
+}

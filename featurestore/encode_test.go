@@ -22,6 +22,9 @@ func TestEncodeRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: Decode: %v", name, err)
 		}
+		if c := CanonicalOf(b); c != in.CanonicalID {
+			t.Fatalf("%s: CanonicalOf %q, want %q", name, c, in.CanonicalID)
+		}
 		assertVector(t, name, got, in)
 		if again := Encode(got, nil); !bytes.Equal(again, b) {
 			t.Fatalf("%s: re-encoding differs:\n%x\n%x", name, again, b)

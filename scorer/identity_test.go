@@ -49,3 +49,38 @@ func TestEntityMergedAnswersCanonical(t *testing.T) {
 	f("A", "V", 640)
 	f("B", "W", 0)
 }
+
+// A prediction for an id merged into another person scores that person's
+// features, in every store.
+func TestPredictMergedScoresCanonical(t *testing.T) {
+	f := func(t *testing.T, st featurestore.Store) {
+		at := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+		seed(t, st, map[string]map[string]any{"612": buyer()}, nil)
+		err := st.Write(context.Background(), []featurestore.Update{
+			{Vector: featurestore.Vector{Entity: "user", ID: "anon-1", Features: map[string]any{"orders_30d": 0.0}, UpdatedAt: at, CanonicalID: "u-mid"}},
+			{Vector: featurestore.Vector{Entity: "user", ID: "u-mid", Features: map[string]any{"orders_30d": 0.0}, UpdatedAt: at, CanonicalID: "612"}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := start(t, newConfig(t, testConfig), st)
+		code, body := h.do("POST", "/v1/predict", "", `{"api_key":"read-key","model":"purchase_propensity","features":[
+			{"user":{"id":"anon-1"}}, {"user":{"id":612}}]}`)
+		if code != 200 {
+			t.Fatalf("status %d: %s", code, body)
+		}
+		got := decodeAnswers(t, body)
+		want := demoScore(t, buyer())
+		checkUsed(t, "merged", got[0], want)
+		checkUsed(t, "canonical", got[1], want)
+	}
+	t.Run("pebble", func(t *testing.T) {
+		st, err := featurestore.OpenPebble(t.TempDir(), featurestore.PebbleOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		f(t, st)
+	})
+	t.Run("memory", func(t *testing.T) { f(t, newMemStore()) })
+}
