@@ -187,7 +187,14 @@ func backfillTrainingSet(ctx context.Context, args []string) error {
 		return err
 	}
 	start := time.Now()
-	rows, err := backfill.TrainingSet(ctx, cfg, r, labels, features, backfill.TrainingSetOptions{Progress: os.Stderr})
+	opts := backfill.TrainingSetOptions{Progress: os.Stderr}
+	if cfg.Identity.On() {
+		// A row counts the ids linked into its entity by its time.
+		if opts.Links, err = kafka.ReadLinks(ctx, cfg.Kafka, 2*time.Second); err != nil {
+			return fmt.Errorf("cannot read the identity links: %w", err)
+		}
+	}
+	rows, err := backfill.TrainingSet(ctx, cfg, r, labels, features, opts)
 	if err != nil {
 		return err
 	}
