@@ -93,19 +93,8 @@ func TrainingSet(ctx context.Context, cfg *config.Config, r *history.Reader, lab
 		out.Values[i] = r
 	}
 	st := set.NewState() // one, reset for each entity: see State.Reset
-	// fold applies evs in time order into st up to each of the labels
-	// (sorted by time) and calls at for each.
 	fold := func(st *aggregate.State, evs []*event.Event, list []int, at func(li int)) {
-		st.Reset()
-		next := 0
-		for _, li := range list {
-			t := labels[li].At.UnixMilli()
-			for next < len(evs) && evs[next].Timestamp.UnixMilli() < t {
-				set.Apply(st, evs[next]) // in time order: never too late
-				next++
-			}
-			at(li)
-		}
+		foldLabels(set, st, evs, labels, list, at)
 	}
 	err = r.EachEntity(ctx, filter, func(id string, evs []*event.Event) error {
 		if list := people.contrib[id]; len(list) > 0 {
@@ -144,16 +133,25 @@ func TrainingSet(ctx context.Context, cfg *config.Config, r *history.Reader, lab
 		}
 		done.Add(int64(len(list)))
 	}
-	// The rows of people with linked ids: every id's state merged.
-	for li, x := range people.extra {
-		if x == nil { // no id had events before it
-			x = set.NewState()
-		}
-		vals = set.Values(x, labels[li].At, vals)
-		row(li, vals)
-	}
+	people.rows(set, labels, row)
 	p.done()
 	return out, nil
+}
+
+// foldLabels applies evs in time order into st (reset) up to each of the
+// labels of list (sorted by time), calling at for each: only the events
+// strictly before a label count for it.
+func foldLabels(set *aggregate.Set, st *aggregate.State, evs []*event.Event, labels []Label, list []int, at func(li int)) {
+	st.Reset()
+	next := 0
+	for _, li := range list {
+		t := labels[li].At.UnixMilli()
+		for next < len(evs) && evs[next].Timestamp.UnixMilli() < t {
+			set.Apply(st, evs[next]) // in time order: never too late
+			next++
+		}
+		at(li)
+	}
 }
 
 // linked is, for a training set with identity links, which other ids
@@ -207,5 +205,18 @@ func (p linked) merge(set *aggregate.Set, li int, st *aggregate.State) {
 		if fp, ok := set.Fingerprint(i); ok {
 			set.Merge(x, st, fp)
 		}
+	}
+}
+
+// rows makes the row of each label with linked ids: every id's state
+// merged (none when no id had events before it).
+func (p linked) rows(set *aggregate.Set, labels []Label, row func(int, []any)) {
+	var vals []any
+	for li, x := range p.extra {
+		if x == nil {
+			x = set.NewState()
+		}
+		vals = set.Values(x, labels[li].At, vals)
+		row(li, vals)
 	}
 }

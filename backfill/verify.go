@@ -164,35 +164,39 @@ func Verify(ctx context.Context, cfg *config.Config, r *history.Reader, store fe
 			return nil, err
 		}
 		for _, id := range chunk {
-			st := states[id]
-			if st == nil {
-				continue // no events in history (as before: not compared)
+			if st := states[id]; st != nil { // else no events in history: not compared
+				vals = set.Values(st, online[id].UpdatedAt, vals)
+				compare(checks, idx, names, id, online[id], vals, unseen[id], opts.Examples)
+				n++
 			}
-			v := online[id]
-			vals = set.Values(st, v.UpdatedAt, vals)
-			for j, i := range idx {
-				c := &checks[j]
-				c.Compared++
-				on := v.Features[names[i]]
-				if same(on, vals[i]) {
-					continue
-				}
-				c.Mismatches++
-				reason := "values differ: the stream applied other events, or other definitions (config changed without a replay?)"
-				if unseen[id] > 0 {
-					c.Lagging++
-					reason = fmt.Sprintf("stream lag: %d event(s) received after the vector was computed", unseen[id])
-				}
-				if len(c.Examples) < opts.Examples {
-					c.Examples = append(c.Examples, Mismatch{EntityID: id, Online: on, Offline: vals[i], Reason: reason})
-				}
-			}
-			n++
 		}
 	}
 	p.done()
 	rep.Features = checks
 	return rep, nil
+}
+
+// compare counts, for each checked feature, whether entity id's online
+// vector v agrees with the recomputed vals; unseen is how many of its
+// events came after v was computed.
+func compare(checks []FeatureCheck, idx []int, names []string, id string, v featurestore.Vector, vals []any, unseen, examples int) {
+	for j, i := range idx {
+		c := &checks[j]
+		c.Compared++
+		on := v.Features[names[i]]
+		if same(on, vals[i]) {
+			continue
+		}
+		c.Mismatches++
+		reason := "values differ: the stream applied other events, or other definitions (config changed without a replay?)"
+		if unseen > 0 {
+			c.Lagging++
+			reason = fmt.Sprintf("stream lag: %d event(s) received after the vector was computed", unseen)
+		}
+		if len(c.Examples) < examples {
+			c.Examples = append(c.Examples, Mismatch{EntityID: id, Online: on, Offline: vals[i], Reason: reason})
+		}
+	}
 }
 
 // profiles maps entity ids to their person's canonical id and back, from
