@@ -41,8 +41,8 @@ type Generator struct {
 }
 
 type shopper struct {
-	id          string
-	known       bool // identified already
+	id    string
+	known bool // identified already
 	// browseFirst: the shopper browses anonymously (anonymousId
 	// "anon-<id>") until they add to the cart, when they log in: an
 	// identify links the device to the user (docs/identity.md).
