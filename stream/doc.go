@@ -136,7 +136,9 @@
 // (its key's partition), before it is forwarded.
 //
 // A retired entity's vector stays in the store with the values of no
-// events (the store has no delete yet). With identity.enabled: false, an
+// events and its CanonicalID (the store has no delete yet; the scorer
+// follows it). A backfill seed of a moved entity is merged and settled
+// apart and sent on to its target as a transfer. With identity.enabled: false, an
 // identify records anonymousId → userId in its partition only, as before.
 //
 // # Config changes
