@@ -72,11 +72,12 @@ type Topics struct {
 	Activations string `yaml:"activations"`
 	// Identity is the identity table: every identifier's latest link to
 	// its person's canonical id (compacted, keyed by identifier; record
-	// identity.Link). Default pulse.identity.
+	// identity.Link). Default <events without .events>.identity:
+	// pulse.identity.
 	Identity string `yaml:"identity"`
 	// IdentityRequests carries the stream's link requests to the linker
 	// (one partition, so they fold in one order). Default
-	// pulse.identity.requests.
+	// <events without .events>.identity.requests: pulse.identity.requests.
 	IdentityRequests string `yaml:"identity_requests"`
 	// Resolved is the stream's repartition topic: state moves of merged
 	// entities, keyed by entity, partition p for the task of pulse.events

@@ -22,6 +22,16 @@ func TestIdentityDefaults(t *testing.T) {
 			t.Errorf("default blocked values lack %q", v)
 		}
 	}
+	if tp := c.Kafka.Topics; tp.Identity != "pulse.identity" || tp.IdentityRequests != "pulse.identity.requests" || tp.Resolved != "pulse.events.resolved" {
+		t.Fatalf("identity topics %+v", tp)
+	}
+	c, err = Parse([]byte("kafka:\n  topics: {events: shop-a.events}\n"), "p.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tp := c.Kafka.Topics; tp.Identity != "shop-a.identity" || tp.IdentityRequests != "shop-a.identity.requests" || tp.Resolved != "shop-a.events.resolved" {
+		t.Fatalf("identity topics follow the events topic: %+v", tp)
+	}
 	c, err = Parse([]byte("identity:\n  enabled: false\n  trait_identifiers: []\n"), "p.yaml")
 	if err != nil {
 		t.Fatal(err)

@@ -263,9 +263,13 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&k.Topics.State, "pulse.state")
 	setDefault(&k.Topics.Seeds, "pulse.seeds")
 	setDefault(&k.Topics.Activations, "pulse.activations")
-	setDefault(&k.Topics.Identity, "pulse.identity")
-	setDefault(&k.Topics.IdentityRequests, "pulse.identity.requests")
-	setDefault(&k.Topics.Resolved, "pulse.events.resolved")
+	// Named after the events topic, so two Pulses on one cluster with
+	// their own events topics never share a linker: pulse.events gives
+	// pulse.identity, pulse.identity.requests, pulse.events.resolved.
+	base := strings.TrimSuffix(k.Topics.Events, ".events")
+	setDefault(&k.Topics.Identity, base+".identity")
+	setDefault(&k.Topics.IdentityRequests, base+".identity.requests")
+	setDefault(&k.Topics.Resolved, k.Topics.Events+".resolved")
 	setDefault(&k.Topics.RFM, "pulse.rfm")
 
 	in := &c.Ingest

@@ -21,9 +21,11 @@ var ErrUnknownVersion = errors.New("unknown vector encoding version")
 // Version 1, all integers varints (encoding/binary):
 //
 //	version   byte 1
-//	flags     byte: bit 0 UpdatedAt present, bit 1 EventAt present
+//	flags     byte: bit 0 UpdatedAt present, bit 1 EventAt present,
+//	          bit 2 CanonicalID present (a Pulse before it fails on the flag)
 //	updated   varint epoch ms, when flagged
 //	event     varint epoch ms, when flagged
+//	canonical string, when flagged
 //	features  uvarint n, then n × (name string, value), names sorted
 //	segments  uvarint n, then n × string, in the Vector's order
 //
@@ -53,6 +55,8 @@ const (
 const (
 	flagUpdatedAt = 1 << iota
 	flagEventAt
+	flagCanonical
+	knownFlags = flagUpdatedAt | flagEventAt | flagCanonical
 )
 
 // updatedAtMs reads an encoded vector's UpdatedAt, in epoch ms, without
@@ -92,12 +96,19 @@ func Encode(v Vector, dst []byte) []byte {
 	if !v.EventAt.IsZero() {
 		flags |= flagEventAt
 	}
+	if v.CanonicalID != "" {
+		flags |= flagCanonical
+	}
 	dst = append(dst, flags)
 	if flags&flagUpdatedAt != 0 {
 		dst = binary.AppendVarint(dst, v.UpdatedAt.UnixMilli())
 	}
 	if flags&flagEventAt != 0 {
 		dst = binary.AppendVarint(dst, v.EventAt.UnixMilli())
+	}
+	if flags&flagCanonical != 0 {
+		dst = binary.AppendUvarint(dst, uint64(len(v.CanonicalID)))
+		dst = append(dst, v.CanonicalID...)
 	}
 
 	dst = binary.AppendUvarint(dst, uint64(len(v.Features)))
@@ -216,7 +227,7 @@ func decode(s string) (Vector, error) {
 	}
 	d := decoder{s: s, i: 1}
 	flags := d.byte()
-	if flags&^(flagUpdatedAt|flagEventAt) != 0 {
+	if flags&^knownFlags != 0 {
 		d.fail("unknown flags %#x", flags)
 	}
 	if flags&flagUpdatedAt != 0 {
@@ -224,6 +235,9 @@ func decode(s string) (Vector, error) {
 	}
 	if flags&flagEventAt != 0 {
 		v.EventAt = time.UnixMilli(d.varint()).UTC()
+	}
+	if flags&flagCanonical != 0 {
+		v.CanonicalID = d.string()
 	}
 	if n := d.count(); n > 0 {
 		v.Features = make(map[string]any, n)
@@ -387,4 +401,25 @@ func (d *decoder) number(tag byte) (float64, bool) {
 	}
 	d.i += 8
 	return math.Float64frombits(bits), true
+}
+
+// CanonicalOf reads an encoded vector's CanonicalID without decoding the
+// rest: "" for a vector of an entity not merged into another (or not a
+// version 1 vector).
+func CanonicalOf(b []byte) string {
+	if len(b) < 2 || b[0] != EncodingVersion || b[1]&flagCanonical == 0 {
+		return ""
+	}
+	d := decoder{s: string(b), i: 2}
+	if b[1]&flagUpdatedAt != 0 {
+		d.varint()
+	}
+	if b[1]&flagEventAt != 0 {
+		d.varint()
+	}
+	c := d.string()
+	if d.err != nil {
+		return ""
+	}
+	return c
 }

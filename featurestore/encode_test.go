@@ -22,6 +22,9 @@ func TestEncodeRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: Decode: %v", name, err)
 		}
+		if c := CanonicalOf(b); c != in.CanonicalID {
+			t.Fatalf("%s: CanonicalOf %q, want %q", name, c, in.CanonicalID)
+		}
 		assertVector(t, name, got, in)
 		if again := Encode(got, nil); !bytes.Equal(again, b) {
 			t.Fatalf("%s: re-encoding differs:\n%x\n%x", name, again, b)
@@ -30,6 +33,7 @@ func TestEncodeRoundTrip(t *testing.T) {
 	at := time.UnixMilli(1_760_000_000_123).UTC()
 	f("empty", Vector{})
 	f("times only", Vector{UpdatedAt: at, EventAt: at.Add(-time.Second)})
+	f("merged into another", Vector{UpdatedAt: at, CanonicalID: "user-9", Features: map[string]any{"n": 0.0}})
 	f("epoch is not zero", Vector{UpdatedAt: time.UnixMilli(0).UTC()})
 	f("before epoch", Vector{UpdatedAt: time.UnixMilli(-86_400_000).UTC()})
 	f("all types", Vector{
@@ -217,6 +221,9 @@ func assertVector(t *testing.T, name string, got, want Vector) {
 	t.Helper()
 	if got.Entity != want.Entity || got.ID != want.ID {
 		t.Errorf("%s: entity %s/%s, want %s/%s", name, got.Entity, got.ID, want.Entity, want.ID)
+	}
+	if got.CanonicalID != want.CanonicalID {
+		t.Errorf("%s: canonical id %q, want %q", name, got.CanonicalID, want.CanonicalID)
 	}
 	if !got.UpdatedAt.Equal(want.UpdatedAt) || !got.EventAt.Equal(want.EventAt) {
 		t.Errorf("%s: times %v/%v, want %v/%v", name, got.UpdatedAt, got.EventAt, want.UpdatedAt, want.EventAt)

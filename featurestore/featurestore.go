@@ -79,6 +79,11 @@ type Vector struct {
 	// EventAt is the receive time of the newest event folded in (for
 	// freshness measurements); zero after a timer-only recomputation.
 	EventAt time.Time
+	// CanonicalID is set on the vector of an entity merged into another
+	// (identity resolution): the id its events now count for. Its own
+	// features are then those of no events; readers answer the canonical
+	// entity's vector (following CanonicalID again, for a chain).
+	CanonicalID string
 }
 
 // Update is one write in a batch: the new vector, and the entity's segment

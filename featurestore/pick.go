@@ -95,7 +95,7 @@ func (p *Picker) Pick(b []byte, dst []Picked) error {
 	// except what is cloned.
 	d := decoder{s: unsafe.String(unsafe.SliceData(b), len(b)), i: 1}
 	flags := d.byte()
-	if flags&^(flagUpdatedAt|flagEventAt) != 0 {
+	if flags&^knownFlags != 0 {
 		d.fail("unknown flags %#x", flags)
 	}
 	if flags&flagUpdatedAt != 0 {
@@ -103,6 +103,9 @@ func (p *Picker) Pick(b []byte, dst []Picked) error {
 	}
 	if flags&flagEventAt != 0 {
 		d.varint()
+	}
+	if flags&flagCanonical != 0 {
+		d.string()
 	}
 	n := d.count()
 	k := 0

@@ -42,6 +42,9 @@ func checkPicked(t *testing.T, name string, p Picked, v any, present bool) {
 func TestPickAgreesWithDecode(t *testing.T) {
 	vecs := goldenVectors()
 	vecs["bench"] = benchVector()
+	merged := benchVector()
+	merged.CanonicalID = "user-9"
+	vecs["merged"] = merged
 	for vn, vec := range vecs {
 		b := Encode(vec, nil)
 		dec, err := Decode(b)

@@ -31,6 +31,7 @@ var rewrite = flag.Bool("rewrite", false, "rewrite testdata/*.txt expected outpu
 //	canonical <entity>...      each entity id's canonical id now
 //	profile <kind:value>       the profile the identifier is in
 //	resolve at=<ms> <entity>... the timeline's canonical id at that time
+//	owners <entity>...         the canonical ids each counted for over time
 //	blocked                    input: one value per line; prints blocked or ok
 //	requests                   input: one event JSON per line; prints its requests
 func TestDataDriven(t *testing.T) {
@@ -162,6 +163,13 @@ func (r *ddRun) run(t *testing.T, pos, line string, input []string) string {
 		var out []string
 		for _, e := range pos0 {
 			out = append(out, e+" -> "+tl.Resolve(e, ms(args["at"])))
+		}
+		return strings.Join(out, "\n")
+	case "owners":
+		tl := NewTimeline(r.links...)
+		var out []string
+		for _, e := range pos0 {
+			out = append(out, e+" -> "+strings.Join(tl.Owners(e), " "))
 		}
 		return strings.Join(out, "\n")
 	case "blocked":

@@ -89,3 +89,16 @@ func (tl *Timeline) Entities() []string {
 	slices.Sort(out)
 	return out
 }
+
+// Owners lists the canonical ids entity counted for at some time since
+// its first link (itself excluded), each once, in the order it moved
+// through them.
+func (tl *Timeline) Owners(entity string) []string {
+	var out []string
+	for _, l := range tl.byEntity[entity] {
+		if c := tl.Resolve(entity, l.At); c != entity && !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}

@@ -18,8 +18,9 @@ import (
 type Entity struct {
 	Entity string `json:"entity"`
 	ID     string `json:"id"`
-	// CanonicalID is the person ID was merged into (identity resolution),
-	// whose features and segments these are; ID itself when it was not.
+	// CanonicalID is the id the entity's events count for: its own, or,
+	// for an id merged into another person (identity resolution), that
+	// person's, whose features and segments are answered.
 	CanonicalID string         `json:"canonical_id"`
 	Features    map[string]any `json:"features"`
 	Segments    []string       `json:"segments"`
@@ -34,9 +35,10 @@ func (s *Server) entity(ctx *fasthttp.RequestCtx, rest string) {
 	}
 }
 
-// lookupEntity reads the vector of "{entity}/{id}" (the person id was
-// merged into, if any) with its derived features as of now, or answers
-// the error and returns false. path names the endpoint in errors.
+// lookupEntity reads the vector of "{entity}/{id}" (of the person id was
+// merged into, if any: followCanonical) with its derived features as of
+// now, or answers the error and returns false. path names the endpoint in
+// errors.
 func (s *Server) lookupEntity(ctx *fasthttp.RequestCtx, rest, path string) (Entity, bool) {
 	if !s.authorize(ctx, config.ScopeRead, "") {
 		return Entity{}, false
@@ -51,22 +53,19 @@ func (s *Server) lookupEntity(ctx *fasthttp.RequestCtx, rest, path string) (Enti
 		httpapi.WriteError(ctx, fasthttp.StatusNotFound, "unknown entity type "+strconv.Quote(kind)+": no feature is defined for it")
 		return Entity{}, false
 	}
-	canonical := id
-	if kind == "user" {
-		canonical = s.identities.Canonical(id)
-	}
 	start := time.Now()
-	v, err := s.store.Get(storeCtx, kind, canonical)
+	v, err := s.store.Get(storeCtx, kind, id)
 	storeSeconds.WithLabelValues("get").Observe(time.Since(start).Seconds())
 	switch {
 	case errors.Is(err, featurestore.ErrNotFound):
-		msg := kind + " " + strconv.Quote(id) + " not found: no events seen for it"
-		if canonical != id {
-			msg = kind + " " + strconv.Quote(id) + " was merged into " + strconv.Quote(canonical) + ", which has no features yet"
-		}
-		httpapi.WriteError(ctx, fasthttp.StatusNotFound, msg)
+		httpapi.WriteError(ctx, fasthttp.StatusNotFound, kind+" "+strconv.Quote(id)+" not found: no events seen for it")
 		return Entity{}, false
 	case err != nil:
+		s.storeError(ctx, err)
+		return Entity{}, false
+	}
+	canonical := id
+	if v, canonical, err = s.followCanonical(kind, v, id); err != nil {
 		s.storeError(ctx, err)
 		return Entity{}, false
 	}
@@ -82,6 +81,27 @@ func (s *Server) lookupEntity(ctx *fasthttp.RequestCtx, rest, path string) (Enti
 		segs = []string{}
 	}
 	return Entity{Entity: kind, ID: id, CanonicalID: canonical, Features: feats, Segments: segs, UpdatedAt: v.UpdatedAt.UTC()}, true
+}
+
+// followCanonical returns the vector of the person v's entity was merged
+// into (following a chain of merges, A → U → V, up to 8 hops) and its id;
+// v and id themselves when it was not merged, or when the canonical
+// entity's vector is not written yet.
+func (s *Server) followCanonical(kind string, v featurestore.Vector, id string) (featurestore.Vector, string, error) {
+	for range 8 {
+		if v.CanonicalID == "" || v.CanonicalID == id {
+			break
+		}
+		next, err := s.store.Get(storeCtx, kind, v.CanonicalID)
+		if errors.Is(err, featurestore.ErrNotFound) {
+			return v, v.CanonicalID, nil
+		}
+		if err != nil {
+			return v, id, err
+		}
+		v, id = next, v.CanonicalID
+	}
+	return v, id, nil
 }
 
 func (s *Server) knownEntity(kind string) bool {

@@ -18,18 +18,17 @@ import (
 )
 
 // Identities is the scorer's copy of the identity table (pulse.identity,
-// identity.Link records keyed by identifier): which person each identifier
-// counts for now, and each person's identifiers with when and by which
-// event they were linked. Lookups of an entity id that was merged into a
-// person (GET /v1/entities, /v1/profiles, POST /v1/predict) answer the
-// person, as the stream now keeps the merged features under the person's
-// canonical id.
+// identity.Link records keyed by identifier): each person's identifiers
+// with when and by which event they were linked, for GET /v1/profiles.
+// (Which person an id's lookups answer is the store's: a merged entity's
+// vector names its canonical id, followCanonical.)
 //
 // Like Live it reads every partition from the start (read_committed, no
 // consumer group: each scorer holds the whole table; a compacted topic
 // keeps one record per identifier). A link is visible here as soon as the
-// linker committed it, which can be a few milliseconds before the stream
-// has moved the old id's state into the person's.
+// linker committed it, a moment before the stream has moved the old id's
+// state into the person's. It holds a few hundred bytes per linked
+// identifier.
 //
 // Identities is safe for concurrent use: Run writes, lookups read.
 type Identities struct {
@@ -119,29 +118,6 @@ func (ids *Identities) add(r *kgo.Record) {
 	}
 	ids.byID[key] = l
 	ids.members[l.CanonicalID] = append(ids.members[l.CanonicalID], key)
-}
-
-// Canonical is the entity id that entity id id's features are kept under
-// now: the person's canonical id when id was linked into one (as a userId,
-// else as an anonymousId), else id itself. A nil *Identities resolves
-// nothing.
-func (ids *Identities) Canonical(id string) string {
-	if ids == nil {
-		return id
-	}
-	ids.mu.RLock()
-	defer ids.mu.RUnlock()
-	if len(ids.byID) == 0 {
-		return id
-	}
-	var buf [128]byte // the typed key, built without an allocation on the predict path
-	for _, k := range [...]string{identity.KindUser, identity.KindAnonymous} {
-		key := append(append(append(buf[:0], k...), ':'), id...)
-		if l, ok := ids.byID[string(key)]; ok {
-			return l.CanonicalID
-		}
-	}
-	return id
 }
 
 // Links lists the identifiers of the person with canonical id c, each with

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/kafka"
@@ -37,12 +38,12 @@ func (f *fakeEvents) LatestTraits(context.Context, []string) (map[string]any, er
 	return map[string]any{"plan": "pro"}, nil
 }
 
-// TestIdentitiesResolveMergedIDs: links read from a real Kafka broker's
-// identity topic make a merged anonymous id answer its person's vector in
-// GET /v1/entities, POST /v1/predict and GET /v1/profiles (with every
-// linked identifier, traits and the events of all its ids); a later merge
-// of the person into another moves all of them; an unlinked id is itself.
-func TestIdentitiesResolveMergedIDs(t *testing.T) {
+// TestProfileListsIdentities: links read from a real Kafka broker's
+// identity topic list a person's identifiers in GET /v1/profiles, asked by
+// any of its ids (the store's pointer says which person), with traits and
+// the events of all its ids; a later merge of the person into another
+// moves all of them; an unlinked id is itself.
+func TestProfileListsIdentities(t *testing.T) {
 	brokers := testenv.Kafka(t)
 	cfg := newConfig(t, testConfig)
 	cfg.Kafka.Brokers = brokers
@@ -67,10 +68,15 @@ func TestIdentitiesResolveMergedIDs(t *testing.T) {
 		}
 	}
 
+	// The store as the stream leaves it: A merged into U (its vector
+	// points at U), B its own person.
 	st := newMemStore()
-	other := buyer()
-	other["orders_30d"] = 0.0
-	seed(t, st, map[string]map[string]any{"U": buyer(), "A": other, "B": other, "V": buyer()}, nil)
+	at := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	none := map[string]any{"orders_30d": 0.0}
+	seed(t, st, map[string]map[string]any{"U": buyer(), "B": none}, nil)
+	if err := st.Write(context.Background(), []featurestore.Update{{Vector: featurestore.Vector{Entity: "user", ID: "A", Features: none, UpdatedAt: at, CanonicalID: "U"}}}); err != nil {
+		t.Fatal(err)
+	}
 	ids := scorer.NewIdentities(cfg, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -78,30 +84,14 @@ func TestIdentitiesResolveMergedIDs(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	events := &fakeEvents{}
 	h := start(t, cfg, st, scorer.WithIdentities(ids), scorer.WithHistory(events))
-
-	entity := func(id string) scorer.Entity {
+	profile := func(id, query string) (int, string, scorer.Profile) {
 		t.Helper()
-		code, body := h.do("GET", "/v1/entities/user/"+id, "read-key", "")
-		var e scorer.Entity
-		if code != 200 || json.Unmarshal([]byte(body), &e) != nil {
-			t.Fatalf("GET /v1/entities/user/%s: %d %s", id, code, body)
+		code, body := h.do("GET", "/v1/profiles/user/"+id+query, "read-key", "")
+		var p scorer.Profile
+		if code == 200 && json.Unmarshal([]byte(body), &p) != nil {
+			t.Fatalf("profile of %s: %s", id, body)
 		}
-		return e
-	}
-	score := func(id string) float64 {
-		t.Helper()
-		code, body := h.do("POST", "/v1/predict", "", `{"api_key":"read-key","model":"purchase_propensity","features":[{"user":{"id":"`+id+`"}}]}`)
-		if code != 200 {
-			t.Fatalf("predict %s: %d %s", id, code, body)
-		}
-		return *decodeAnswers(t, body)[0].Score
-	}
-	if e := entity("A"); e.CanonicalID != "A" || e.Features["orders_30d"] != 0.0 {
-		t.Fatalf("A before any link: %+v", e)
-	}
-	scoreA, scoreU := score("A"), score("U")
-	if scoreA == scoreU {
-		t.Fatal("the test needs A and U to score differently before the link")
+		return code, body, p
 	}
 
 	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: cfg.Kafka.Topics.Identity, Key: []byte("__linker/fence"), Value: []byte("00ff")}).FirstErr(); err != nil {
@@ -110,20 +100,16 @@ func TestIdentitiesResolveMergedIDs(t *testing.T) {
 	link("user_id:U", "U", "", t1, "i1")
 	link("anonymous_id:A", "U", "", t1, "i1")
 	link("email:a@example.com", "U", "", t1.Add(time.Minute), "i2")
-	testenv.WaitFor(t, 10*time.Second, "A resolved to U", func() bool { return entity("A").CanonicalID == "U" })
-	if e := entity("A"); e.ID != "A" || e.Features["orders_30d"] != 3.0 {
-		t.Errorf("A after the link: %+v, want U's features", e)
-	}
-	if got := score("A"); got != scoreU {
-		t.Errorf("predict A after the link = %v, want U's %v", got, scoreU)
-	}
-	if e := entity("B"); e.CanonicalID != "B" {
-		t.Errorf("unlinked B: %+v", e)
+	testenv.WaitFor(t, 10*time.Second, "U's three identifiers", func() bool {
+		_, _, p := profile("U", "?events=0")
+		return len(p.Identities) == 3
+	})
+	if _, body, p := profile("B", ""); p.CanonicalID != "B" || len(p.Identities) != 0 {
+		t.Errorf("unlinked B: %s", body)
 	}
 
-	code, body := h.do("GET", "/v1/profiles/user/A?events=2", "read-key", "")
-	var p scorer.Profile
-	if code != 200 || json.Unmarshal([]byte(body), &p) != nil {
+	code, body, p := profile("A", "?events=2")
+	if code != 200 {
 		t.Fatalf("profile: %d %s", code, body)
 	}
 	var got []string
@@ -142,21 +128,25 @@ func TestIdentitiesResolveMergedIDs(t *testing.T) {
 	}
 
 	// U (and with it A) merged into V.
+	if err := st.Write(context.Background(), []featurestore.Update{
+		{Vector: featurestore.Vector{Entity: "user", ID: "V", Features: buyer(), UpdatedAt: at}},
+		{Vector: featurestore.Vector{Entity: "user", ID: "U", Features: none, UpdatedAt: at, CanonicalID: "V"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
 	for _, id := range []string{"user_id:U", "anonymous_id:A", "email:a@example.com"} {
 		link(id, "V", "U", t1.Add(time.Hour), "al1")
 	}
 	link("user_id:V", "V", "", t1.Add(time.Hour), "al1")
 	testenv.WaitFor(t, 10*time.Second, "V's four identifiers", func() bool {
-		code, body = h.do("GET", "/v1/profiles/user/V?events=0", "read-key", "")
-		return code == 200 && json.Unmarshal([]byte(body), &p) == nil && len(p.Identities) == 4
+		_, _, p = profile("A", "?events=0")
+		return len(p.Identities) == 4
 	})
-	if len(p.Events) != 0 {
-		t.Errorf("profile of V with events=0: %s", body)
+	if p.CanonicalID != "V" || len(p.Events) != 0 {
+		t.Errorf("profile of A after the second merge, events=0: %+v", p)
 	}
-	for _, id := range []string{"A", "U", "V"} {
-		if e := entity(id); e.CanonicalID != "V" {
-			t.Errorf("%s after the second merge: %+v", id, e)
-		}
+	if _, _, pu := profile("U", ""); pu.CanonicalID != "V" || len(pu.Identities) != 4 {
+		t.Errorf("profile of U after the second merge: %+v", pu)
 	}
 
 	for _, q := range []string{"abc", "-1", "1001"} {

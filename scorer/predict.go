@@ -33,39 +33,73 @@ type scratch struct {
 	rawBuf []byte
 	picked []featurestore.Picked
 	env    map[string]any // a Refresher's stored inputs
-	canon  []string       // the rows' ids as the persons they were merged into (Identities)
 }
 
-// lookup reads the rows' encoded vectors into sc.raw, each row's id
-// resolved to the person it was merged into (WithIdentities). A store that cannot
-// hand out encodings has its vectors encoded here.
+// lookup reads the rows' encoded vectors into sc.raw, each the vector of
+// the person the row's id was merged into, if any (followMerged). A store
+// that cannot hand out encodings has its vectors encoded here.
 func (s *Server) lookup(ctx *fasthttp.RequestCtx, entity string, sc *scratch) error {
-	ids := sc.ids
-	if s.identities != nil {
-		sc.canon = append(sc.canon[:0], sc.ids...)
-		for i, id := range sc.canon {
-			sc.canon[i] = s.identities.Canonical(id)
-		}
-		ids = sc.canon
-	}
 	var err error
-	if rg, ok := s.store.(featurestore.RawGetter); ok {
-		sc.rawBuf, sc.raw, err = rg.AppendRaw(storeCtx, entity, ids, sc.rawBuf[:0], sc.raw)
+	if sc.rawBuf, sc.raw, err = s.getRaw(entity, sc.ids, sc.rawBuf[:0], sc.raw); err != nil {
 		return err
+	}
+	return s.followMerged(entity, sc)
+}
+
+// getRaw appends the encoded vectors of ids to buf, raw[i] nil for one
+// not in the store.
+func (s *Server) getRaw(entity string, ids []string, buf []byte, raw [][]byte) ([]byte, [][]byte, error) {
+	if rg, ok := s.store.(featurestore.RawGetter); ok {
+		return rg.AppendRaw(storeCtx, entity, ids, buf, raw)
 	}
 	vecs, found, err := s.store.GetMany(storeCtx, entity, ids)
 	if err != nil {
-		return err
+		return buf, raw, err
 	}
-	sc.raw, sc.rawBuf = sc.raw[:0], sc.rawBuf[:0]
+	raw = raw[:0]
 	for i := range vecs {
 		if !found[i] {
-			sc.raw = append(sc.raw, nil)
+			raw = append(raw, nil)
 			continue
 		}
-		at := len(sc.rawBuf)
-		sc.rawBuf = featurestore.Encode(vecs[i], sc.rawBuf)
-		sc.raw = append(sc.raw, sc.rawBuf[at:len(sc.rawBuf):len(sc.rawBuf)])
+		at := len(buf)
+		buf = featurestore.Encode(vecs[i], buf)
+		raw = append(raw, buf[at:len(buf):len(buf)])
+	}
+	return buf, raw, nil
+}
+
+// followMerged replaces the vector of each row whose entity was merged
+// into another person (identity resolution) by that person's, following
+// a chain of merges up to 8 hops; a person whose vector is not written
+// yet leaves the row's own. Rows of entities never merged cost one flags
+// check.
+func (s *Server) followMerged(entity string, sc *scratch) error {
+	var rows []int
+	var ids []string
+	for range 8 {
+		rows, ids = rows[:0], ids[:0]
+		for i, b := range sc.raw {
+			if c := featurestore.CanonicalOf(b); c != "" {
+				rows, ids = append(rows, i), append(ids, c)
+			}
+		}
+		if len(rows) == 0 {
+			return nil
+		}
+		_, raw, err := s.getRaw(entity, ids, nil, nil)
+		if err != nil {
+			return err
+		}
+		moved := false
+		for k, i := range rows {
+			if raw[k] != nil {
+				sc.raw[i], moved = raw[k], true
+			}
+		}
+		if !moved {
+			return nil
+		}
 	}
 	return nil
 }

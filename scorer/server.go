@@ -49,10 +49,9 @@ func WithLive(h LiveHandler) Option {
 	return func(s *Server) { s.live = h }
 }
 
-// WithIdentities resolves entity ids through ids (identity resolution):
-// lookups and predictions of an id merged into a person answer the
-// person, and GET /v1/profiles lists the person's identifiers. The caller
-// runs ids. Without it every id is its own person.
+// WithIdentities lists each person's linked identifiers in GET
+// /v1/profiles from ids (identity resolution). The caller runs ids.
+// Without it profiles list none.
 func WithIdentities(ids *Identities) Option {
 	return func(s *Server) { s.identities = ids }
 }

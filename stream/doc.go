@@ -144,7 +144,8 @@
 // fence records it commits first, and writes the links, the moves and the
 // refusals (dead letters, reason link_refused) with its next requests
 // offset in one transaction. Each task reads its partition of the
-// resolved topic in the timer loop, as it reads seeds: moves, transfers
+// resolved topic in a loop of its own, as records come (as it reads seeds,
+// in the timer loop, but without waiting for a tick): moves, transfers
 // and forwarded events are applied and committed with the next resolved
 // offset (meta, __resolved) in one transaction and one Pebble batch, so a
 // crash repeats none and loses none; the pointers are the changelog's
@@ -152,7 +153,9 @@
 // (its key's partition), before it is forwarded.
 //
 // A retired entity's vector stays in the store with the values of no
-// events (the store has no delete yet). With identity.enabled: false, an
+// events and its CanonicalID (the store has no delete yet; the scorer
+// follows it). A backfill seed of a moved entity is merged and settled
+// apart and sent on to its target as a transfer. With identity.enabled: false, an
 // identify records anonymousId → userId in its partition only, as before.
 //
 // # Config changes

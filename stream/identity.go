@@ -22,7 +22,7 @@ import (
 //     to the linker, in the batch's transaction, and forwards the events
 //     of a moved entity (its pointer, a/<id> -> target) to the target's
 //     task on the resolved topic instead of applying them;
-//   - the timer loop reads the task's partition of the resolved topic
+//   - a loop of the task reads its partition of the resolved topic
 //     (read_committed, from meta.resolvedNext, in one transaction with
 //     what it changes, as seeds are read): a move retires the entity
 //     (segment exits, state deleted, pointer set) and sends its state to
@@ -45,9 +45,24 @@ func (t *task) requestLinks(x *txn, ev *event.Event) {
 }
 
 // target follows id's pointer: the entity it moved into, or id itself.
-// The pointers set by the transaction in progress (x.links) come first.
+// The pointers set by the transaction in progress (x.links) come first;
+// the filter of moved entities (t.moved) spares the Pebble lookup of
+// nearly every entity, which never moved.
 func (t *task) target(x *txn, id string) (string, error) {
+	if _, ok := x.links[id]; !ok && t.moved != nil && !t.moved.mayHave(id) {
+		return id, nil
+	}
 	return t.userOf(id, x.links)
+}
+
+// openMoved builds the filter of the partition's moved entities.
+func (t *task) openMoved() error {
+	if !t.identityOn() {
+		return nil
+	}
+	var err error
+	t.moved, err = buildKeyFilter(t.db, pkAlias)
+	return err
 }
 
 // forward sends r (with To set) to the task of r.To.
@@ -73,23 +88,52 @@ func (t *task) openResolved() error {
 	return err
 }
 
-// pollResolved applies the resolved records fetched so far, if any.
-func (t *task) pollResolved(ctx context.Context) error {
-	if t.resolvedIn == nil {
-		return nil
-	}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
-	fs := t.resolvedIn.PollRecords(pctx, 5000)
-	cancel()
-	fs.EachError(func(topic string, p int32, err error) {
-		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-			t.log.Debug("resolved fetch error", "topic", topic, "err", err)
+// resolvedLoop applies the partition's resolved records as they come
+// (a merge is visible within a few transactions of its identify, not a
+// timer tick), until the task closes; a failure reopens the task, as the
+// timer loop's does.
+func (t *task) resolvedLoop() {
+	defer close(t.resolvedDone)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-t.stop:
+			cancel()
+		case <-ctx.Done():
 		}
-	})
-	if recs := fs.Records(); len(recs) > 0 {
-		return t.applyResolved(ctx, recs)
+	}()
+	for {
+		fs := t.resolvedIn.PollRecords(ctx, 5000)
+		if ctx.Err() != nil {
+			return
+		}
+		fs.EachError(func(topic string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				t.log.Debug("resolved fetch error", "topic", topic, "err", err)
+			}
+		})
+		recs := fs.Records()
+		if len(recs) == 0 {
+			continue
+		}
+		if err := t.applyResolved(ctx, recs); err != nil {
+			if errors.Is(err, errKill) {
+				t.p.taskFailed(t, err)
+				return
+			}
+			if ctx.Err() == nil {
+				t.log.Error("identity: applying resolved records failed; the task will be reopened", "err", err)
+				t.p.mu.Lock()
+				if t.p.tasks[t.partition] == t {
+					t.p.reopen[t.partition] = true
+					t.p.wakeLocked()
+				}
+				t.p.mu.Unlock()
+			}
+			return
+		}
 	}
-	return nil
 }
 
 // applyResolved handles moves, transfers and forwarded events and commits
@@ -142,6 +186,9 @@ func (t *task) applyResolved(ctx context.Context, recs []*kgo.Record) error {
 		return err
 	}
 	mForwarded.Add(float64(x.counts.forwarded))
+	if t.moved != nil && t.moved.full() {
+		return t.openMoved()
+	}
 	return nil
 }
 
@@ -162,26 +209,31 @@ func (t *task) move(x *txn, rr resolved, cause string) error {
 	if !e.st.Empty() {
 		t.forward(x, resolved{Kind: resolvedTransfer, From: from, To: rr.To, At: rr.At, Cause: rr.Cause, State: e.st.AppendBinary(nil)})
 	}
-	if err := t.retire(x, e, rr.At, cause); err != nil {
+	if err := t.retire(x, e, rr.To, rr.At, cause); err != nil {
 		return err
 	}
 	x.links[from] = rr.To
+	if t.moved != nil {
+		t.moved.add(from) // before a later batch asks; kept if this one fails: a false positive
+	}
 	x.b.Set(key(pkAlias, from), []byte(rr.To), nil)
 	x.recs = append(x.recs, t.stateRecord([]byte(clAliasPrefix+from), []byte(rr.To)))
 	return nil
 }
 
-// retire empties entity e: every membership exits (segment records and
-// the store), its state, timer and changelog record are deleted and its
-// vector in the store holds the values of no events (what a rewrite
-// after a crash writes for it too: the store has no delete yet).
-func (t *task) retire(x *txn, e *entry, at time.Time, cause string) error {
+// retire empties entity e, merged into to: every membership exits
+// (segment records and the store), its state, timer and changelog record
+// are deleted, and its vector in the store holds the values of no events
+// and CanonicalID to, which readers follow (what a rewrite after a crash
+// writes for it too).
+func (t *task) retire(x *txn, e *entry, to string, at time.Time, cause string) error {
 	p := t.p
 	t.vals = p.features.Values(p.features.NewState(), x.now, t.vals)
 	for len(t.vals) < len(p.names) {
 		t.vals = append(t.vals, nil) // the automatic features (traits, RFM): no value either
 	}
 	u := featurestore.Update{Vector: t.vector(e.id, t.vals, nil, x.now, time.Time{})}
+	u.Vector.CanonicalID = to
 	for _, c := range p.segments.Diff(e.m, nil, nil) {
 		rec := segment.NewRecord(c, entity, e.id, at, "merge/"+cause, nil)
 		b, err := rec.Encode()

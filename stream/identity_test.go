@@ -105,9 +105,10 @@ func personReference(t testing.TB, e *env, byPerson map[string][]*event.Event) *
 // whose events land on other partitions than their userId's, identify in
 // random order (some through an email only), events are retried; after
 // the stream and the linker settle, each person's vector under the
-// userId equals the reference over all its ids' events, every merged
-// device's vector is empty, each segment change is on pulse.segments
-// once, and every blocked identify is a dead letter.
+// userId equals the reference over all its ids' events (at three query
+// times, windows sliding), every merged device's vector is empty, each
+// segment change is on pulse.segments once, and every blocked identify
+// is a dead letter.
 func TestIdentityMergesAcrossPartitions(t *testing.T) {
 	for seed := range uint64(3) {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
@@ -124,6 +125,12 @@ func TestIdentityMergesAcrossPartitions(t *testing.T) {
 			e.produce(recs[half:]...)
 			e.waitCaughtUp(30*time.Second, p)
 			ref.waitMatches(t, e.store, e.clock.now(), 60*time.Second)
+			// At later query times too: windows slide on the timers of the
+			// merged states.
+			for _, d := range []time.Duration{90 * time.Minute, 25 * time.Hour} {
+				e.clock.set(t0.Add(d))
+				ref.waitMatches(t, e.store, e.clock.now(), 30*time.Second)
+			}
 			checkDevicesRetired(t, e, byPerson)
 			if err := stop(); err != nil {
 				t.Fatal(err)
@@ -180,6 +187,9 @@ func checkDevicesRetired(t testing.TB, e *env, byPerson map[string][]*event.Even
 	empty, _ := ref.vector("-", e.clock.now())
 	for _, id := range ids {
 		v, err := e.store.Get(context.Background(), entity, id)
+		if err == nil && v.CanonicalID == "" {
+			t.Errorf("device %s was merged but its vector names no canonical id", id)
+		}
 		if err == nil && (!reflect.DeepEqual(v.Features, empty) || len(v.Segments) > 0) {
 			t.Errorf("device %s was merged but still has features %v", id, v.Features)
 		}

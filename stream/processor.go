@@ -332,6 +332,21 @@ func (p *Processor) checkPartitions(ctx context.Context) error {
 		return fmt.Errorf("changelog topic %s has %d partitions, fewer than the %d of %s: give it as many",
 			tp.State, len(st.Partitions), len(ev.Partitions), tp.Events)
 	}
+	if !p.cfg.Identity.On() {
+		return nil
+	}
+	// The resolved topic is keyed like the events: partition p must be
+	// the task of events partition p's, so the counts must be equal.
+	rd, err := kadm.NewClient(p.cl).ListTopics(ctx, tp.Resolved)
+	if err != nil {
+		return fmt.Errorf("cannot describe topics: %w", err)
+	}
+	if r := rd[tp.Resolved]; r.Err != nil {
+		return fmt.Errorf("cannot describe topic %s: %w", tp.Resolved, r.Err)
+	} else if len(r.Partitions) != len(ev.Partitions) {
+		return fmt.Errorf("identity: topic %s has %d partitions, %s has %d: give them as many (it is keyed like the events)",
+			tp.Resolved, len(r.Partitions), tp.Events, len(ev.Partitions))
+	}
 	return nil
 }
 

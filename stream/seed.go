@@ -163,6 +163,17 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) error {
 			invalid++
 			continue
 		}
+		// A seed of an entity merged into another person (identity.go)
+		// is that person's history: merged and settled apart, then sent
+		// to the person's task as a transfer.
+		to, err := t.target(x, id)
+		if err != nil {
+			return err
+		}
+		var moved *entry
+		if to != id {
+			moved = &entry{id: id, st: p.features.NewState()}
+		}
 		for _, c := range cuts {
 			if act, ok := t.act[c.Fingerprint]; !ok || act != c.Cut {
 				stale++
@@ -184,9 +195,11 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) error {
 			x.b.Set(sk, mark, nil)
 			x.recs = append(x.recs, t.stateRecord([]byte(clSeededPrefix+strconv.FormatUint(c.Fingerprint, 16)+"/"+id), mark))
 			merged++
-			e, err := touched.get(t, id)
-			if err != nil {
-				return err
+			e := moved
+			if e == nil {
+				if e, err = touched.get(t, id); err != nil {
+					return err
+				}
 			}
 			changed := p.features.Merge(e.st, src, c.Fingerprint)
 			settled, err := t.settle(x, e, c)
@@ -198,6 +211,9 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) error {
 				e.cause = "seed/" + p.cfg.Kafka.Topics.Seeds + "/" + strconv.Itoa(int(t.partition)) + "/" + strconv.FormatInt(r.Offset, 10)
 				e.at = now
 			}
+		}
+		if moved != nil && !moved.st.Empty() {
+			t.forward(x, resolved{Kind: resolvedTransfer, From: id, To: to, At: now, State: moved.st.AppendBinary(nil)})
 		}
 	}
 	if next == t.meta.seedNext {

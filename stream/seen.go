@@ -60,15 +60,19 @@ func (f *seenFilter) mayHave(id string) bool {
 }
 
 // buildSeenFilter reads every seen id of the partition's Pebble state.
-func buildSeenFilter(db *pebble.DB) (*seenFilter, error) {
-	it, err := db.NewIter(&pebble.IterOptions{LowerBound: pkSeen, UpperBound: prefixEnd(pkSeen)})
+func buildSeenFilter(db *pebble.DB) (*seenFilter, error) { return buildKeyFilter(db, pkSeen) }
+
+// buildKeyFilter is a filter of the keys under prefix, the prefix cut:
+// the seen ids (pkSeen), the moved entities (pkAlias, identity.go).
+func buildKeyFilter(db *pebble.DB, prefix []byte) (*seenFilter, error) {
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 	if err != nil {
 		return nil, err
 	}
 	seed := maphash.MakeSeed()
 	var hs []uint64
 	for it.First(); it.Valid(); it.Next() {
-		hs = append(hs, maphash.Bytes(seed, it.Key()[len(pkSeen):]))
+		hs = append(hs, maphash.Bytes(seed, it.Key()[len(prefix):]))
 	}
 	if err := it.Close(); err != nil {
 		return nil, err

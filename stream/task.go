@@ -79,6 +79,10 @@ type task struct {
 	// with identity resolution off.
 	resolvedIn *kgo.Client
 	linker     *linker
+	// moved filters the pointer lookups of resolve (identity.go).
+	moved *seenFilter
+	// resolvedDone is closed when the resolved loop ends (nil: none).
+	resolvedDone chan struct{}
 
 	// written is the input offset whose vectors are in the store: for lag
 	// and the consumer group commit.
@@ -183,6 +187,9 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 	if err := t.openResolved(); err != nil {
 		return nil, err
 	}
+	if err := t.openMoved(); err != nil {
+		return nil, err
+	}
 	t.written.Store(t.meta.next)
 	t.log.Info("partition ready", "next_offset", t.meta.next, "took", time.Since(start).Round(time.Millisecond))
 	t.queue = make(chan taskWork, queueDepth)
@@ -190,6 +197,10 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 	t.workerDone = make(chan struct{})
 	go t.worker()
 	go t.timerLoop()
+	if t.resolvedIn != nil {
+		t.resolvedDone = make(chan struct{})
+		go t.resolvedLoop()
+	}
 	if part == 0 && t.identityOn() {
 		t.linker = p.startLinker()
 	}
@@ -257,6 +268,9 @@ func (t *task) close() {
 	<-t.workerDone
 	close(t.stop)
 	<-t.done
+	if t.resolvedDone != nil {
+		<-t.resolvedDone
+	}
 	t.closeClients()
 }
 
@@ -442,6 +456,14 @@ func (t *task) rewritePending(ctx context.Context) error {
 		}
 		m := t.p.segments.Eval(t.vals, now, nil)
 		v := t.vector(id, t.vals, m, now, time.Time{})
+		if t.identityOn() {
+			if v.CanonicalID, err = t.userOf(id, nil); err != nil {
+				return err
+			}
+			if v.CanonicalID == id {
+				v.CanonicalID = "" // not merged
+			}
+		}
 		// Idempotent: members enter, others exit, whatever was written.
 		u := featurestore.Update{Vector: v, Enter: v.Segments}
 		for _, name := range t.p.segments.Names() {
@@ -628,9 +650,6 @@ func (t *task) timerLoop() {
 		case <-tick.C:
 		}
 		err := t.pollSeeds(ctx)
-		if err == nil {
-			err = t.pollResolved(ctx)
-		}
 		for more := err == nil; more; {
 			more, err = t.fire(ctx)
 		}

@@ -18,6 +18,7 @@ import (
 	json "github.com/goccy/go-json"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/pulse-rt/pulse/aggregate"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/identity"
@@ -105,6 +106,11 @@ func (st *tester) run(path string, c testCase) string {
 		}
 		b.WriteString(strings.Join(counts, " ") + "\n")
 		st.written(&b, c.args["deadletters"] == "json")
+	case "seed":
+		if err := st.seed(c.args["id"], c.input); err != nil {
+			return fail(err)
+		}
+		st.written(&b, false)
 	case "resolved":
 		if err := st.resolved(c.input); err != nil {
 			return fail(err)
@@ -129,6 +135,9 @@ func (st *tester) run(path string, c testCase) string {
 		}
 		feats, _ := json.Marshal(v.Features)
 		fmt.Fprintf(&b, "segments=%v eventAt=%s\nfeatures=%s", v.Segments, testTimeString(v.EventAt), feats)
+		if v.CanonicalID != "" {
+			fmt.Fprintf(&b, "\ncanonical=%s", v.CanonicalID)
+		}
 	case "state":
 		return st.state(c.args["id"])
 	case "timers":
@@ -182,6 +191,9 @@ func (st *tester) start(yaml string) error {
 	if t.seen, err = buildSeenFilter(t.db); err != nil {
 		return err
 	}
+	if err := t.openMoved(); err != nil {
+		return err
+	}
 	if err := t.activate(context.Background()); err != nil {
 		return err
 	}
@@ -224,6 +236,9 @@ func (st *tester) reopen(b *strings.Builder) error {
 		return err
 	}
 	if t.seen, err = buildSeenFilter(t.db); err != nil {
+		return err
+	}
+	if err := t.openMoved(); err != nil {
 		return err
 	}
 	if err := t.loadActivations(); err != nil {
@@ -638,4 +653,43 @@ func (st *tester) resolved(lines []string) error {
 		return nil
 	}
 	return st.task.applyResolved(context.Background(), recs)
+}
+
+// seed hands the task a backfill seed of entity id: the events of lines
+// (record lines, not put on the input) in one state, cut at the task's
+// activation of every feature, as pulse backfill features makes it.
+func (st *tester) seed(id string, lines []string) error {
+	saved := st.next
+	recs, err := st.records(lines)
+	st.next = saved
+	if err != nil {
+		return err
+	}
+	state := st.p.features.NewState()
+	for _, r := range recs {
+		ev, err := event.Unmarshal(r.Value)
+		if err != nil {
+			return err
+		}
+		if _, err := st.p.features.Apply(state, ev); err != nil {
+			return err
+		}
+	}
+	var cuts []aggregate.SeedCut
+	for fp, at := range st.task.act {
+		cuts = append(cuts, aggregate.SeedCut{Fingerprint: fp, Cut: at, Seen: at})
+	}
+	slices.SortFunc(cuts, func(a, b aggregate.SeedCut) int { return cmpUint(a.Fingerprint, b.Fingerprint) })
+	r := &kgo.Record{Topic: st.p.cfg.Kafka.Topics.Seeds, Key: []byte(id), Value: aggregate.AppendSeed(nil, cuts, state), Offset: st.task.meta.seedNext}
+	return st.task.applySeeds(context.Background(), []*kgo.Record{r})
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
