@@ -68,47 +68,8 @@ func Features(ctx context.Context, cfg *config.Config, r *history.Reader, store 
 		return fmt.Sprintf("%d entities, %d events, %.0f events/s", entities.Load(), ev, float64(ev)/time.Since(start).Seconds())
 	})
 
-	type pending struct {
-		id       string
-		values   map[string]any
-		newestAt time.Time
-	}
 	var batch []pending
-	write := func(batch []pending) error {
-		if len(batch) == 0 {
-			return nil
-		}
-		ids := make([]string, len(batch))
-		for i, b := range batch {
-			ids[i] = b.id
-		}
-		old, found, err := store.GetMany(ctx, set.Entity(), ids)
-		if err != nil {
-			return fmt.Errorf("cannot read online vectors: %w", err)
-		}
-		ups := make([]featurestore.Update, len(batch))
-		for i, b := range batch {
-			v := featurestore.Vector{Entity: set.Entity(), ID: b.id, Features: b.values}
-			if found[i] {
-				v.Segments = old[i].Segments
-				merged := make(map[string]any, len(old[i].Features)+len(b.values))
-				for k, x := range old[i].Features {
-					merged[k] = x
-				}
-				for k, x := range b.values {
-					merged[k] = x
-				}
-				v.Features = merged
-			}
-			v.UpdatedAt = opts.Now
-			v.EventAt = b.newestAt
-			ups[i] = featurestore.Update{Vector: v}
-		}
-		if err := store.Write(ctx, ups); err != nil {
-			return fmt.Errorf("cannot write online vectors: %w", err)
-		}
-		return nil
-	}
+	write := func(batch []pending) error { return writeVectors(ctx, store, set.Entity(), opts.Now, batch) }
 
 	// Entities replay on every core into one batch; a full batch is
 	// written by the worker that filled it while the others go on (the
@@ -191,4 +152,49 @@ func Features(ctx context.Context, cfg *config.Config, r *history.Reader, store 
 		return rep, err
 	}
 	return rep, err
+}
+
+// pending is one entity's values for the online store.
+type pending struct {
+	id       string
+	values   map[string]any
+	newestAt time.Time
+}
+
+// writeVectors writes batch to the store as of now, each merged into the
+// stored vector: its segments and other features are kept.
+func writeVectors(ctx context.Context, store featurestore.Store, entity string, now time.Time, batch []pending) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	ids := make([]string, len(batch))
+	for i, b := range batch {
+		ids[i] = b.id
+	}
+	old, found, err := store.GetMany(ctx, entity, ids)
+	if err != nil {
+		return fmt.Errorf("cannot read online vectors: %w", err)
+	}
+	ups := make([]featurestore.Update, len(batch))
+	for i, b := range batch {
+		v := featurestore.Vector{Entity: entity, ID: b.id, Features: b.values}
+		if found[i] {
+			v.Segments = old[i].Segments
+			merged := make(map[string]any, len(old[i].Features)+len(b.values))
+			for k, x := range old[i].Features {
+				merged[k] = x
+			}
+			for k, x := range b.values {
+				merged[k] = x
+			}
+			v.Features = merged
+		}
+		v.UpdatedAt = now
+		v.EventAt = b.newestAt
+		ups[i] = featurestore.Update{Vector: v}
+	}
+	if err := store.Write(ctx, ups); err != nil {
+		return fmt.Errorf("cannot write online vectors: %w", err)
+	}
+	return nil
 }

@@ -55,27 +55,7 @@ func TrainingSet(ctx context.Context, cfg *config.Config, r *history.Reader, lab
 	if err != nil {
 		return nil, err
 	}
-	// Labels by the entity ids whose events count for them, each id's in
-	// time order. A label of a person of several ids (identity) gets each
-	// id's partial State, merged once all are read; merged marks those.
-	byEntity := map[string][]int{}
-	merged := map[int]bool{}
-	var until time.Time
-	for i, l := range labels {
-		ids := ppl.group(ppl.canonical(l.EntityID, l.At), l.At)
-		if len(ids) != 1 || ids[0] != l.EntityID {
-			merged[i] = true
-		}
-		for _, id := range ids {
-			byEntity[id] = append(byEntity[id], i)
-		}
-		if l.At.After(until) {
-			until = l.At
-		}
-	}
-	for _, list := range byEntity {
-		slices.SortStableFunc(list, func(a, b int) int { return labels[a].At.Compare(labels[b].At) })
-	}
+	byEntity, merged, until := labelsByEntity(ppl, labels)
 	filter := replayFilter(set, history.EventFilter{Until: until})
 	if len(byEntity) <= entityLabelsLimit {
 		for id := range byEntity {
@@ -145,4 +125,29 @@ func TrainingSet(ctx context.Context, cfg *config.Config, r *history.Reader, lab
 	}
 	p.done()
 	return out, nil
+}
+
+// labelsByEntity lists the labels by the entity ids whose events count
+// for them, each id's in time order: a label's own id, or with identity
+// every id of its person at its time. merged marks the labels of persons
+// of several ids: each id's partial State goes to them, merged once all
+// are read. until is the latest label time.
+func labelsByEntity(ppl *people, labels []Label) (byEntity map[string][]int, merged map[int]bool, until time.Time) {
+	byEntity, merged = map[string][]int{}, map[int]bool{}
+	for i, l := range labels {
+		ids := ppl.group(ppl.canonical(l.EntityID, l.At), l.At)
+		if len(ids) != 1 || ids[0] != l.EntityID {
+			merged[i] = true
+		}
+		for _, id := range ids {
+			byEntity[id] = append(byEntity[id], i)
+		}
+		if l.At.After(until) {
+			until = l.At
+		}
+	}
+	for _, list := range byEntity {
+		slices.SortStableFunc(list, func(a, b int) int { return labels[a].At.Compare(labels[b].At) })
+	}
+	return byEntity, merged, until
 }

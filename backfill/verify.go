@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"reflect"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -92,126 +91,147 @@ func Verify(ctx context.Context, cfg *config.Config, r *history.Reader, store fe
 	if err != nil {
 		return nil, err
 	}
+	v := &verifier{set: set, idx: idx, names: set.Names(), examples: opts.Examples, online: map[string]featurestore.Vector{},
+		checks: make([]FeatureCheck, len(idx)), parts: newPartials[string](set), unseen: map[string]int{}}
+	for j, i := range idx {
+		v.checks[j].Feature = v.names[i]
+	}
 	rep := &VerifyReport{Sampled: len(ids)}
-	// A sampled id merged into a person is checked as that person (its own
-	// vector is gone from the store): each person once.
+	present, err := v.readOnline(ctx, store, ppl, ids, rep)
+	if err != nil {
+		return nil, err
+	}
+	p := newProgress(opts.Progress, "verify", func() string { return fmt.Sprintf("%d/%d entities", v.n, len(present)) })
+	defer p.done()
+	for start := 0; start < len(present); start += entityLabelsLimit {
+		if err := v.replay(ctx, r, ppl, present[start:min(start+entityLabelsLimit, len(present))]); err != nil {
+			return nil, err
+		}
+	}
+	rep.Features = v.checks
+	return rep, nil
+}
+
+// verifier recomputes and compares the sampled persons' features.
+type verifier struct {
+	set      *aggregate.Set
+	idx      []int
+	names    []string
+	examples int
+	online   map[string]featurestore.Vector // by person
+	checks   []FeatureCheck
+	vals     []any
+	n        int // persons compared
+	// parts holds the partial states of the ids of persons of several
+	// ids (identity), unseen the events each person's vector had not seen.
+	parts  *partials[string]
+	unseen map[string]int
+}
+
+// readOnline reads the online vectors of the persons the sampled ids
+// belong to (a merged id is checked as its person: its own vector holds
+// no events), each once, and returns those the store has; the others go
+// to rep.Missing.
+func (v *verifier) readOnline(ctx context.Context, store featurestore.Store, ppl *people, ids []string, rep *VerifyReport) ([]string, error) {
 	now := time.Now()
 	var persons []string
+	seen := map[string]bool{}
 	for _, id := range ids {
-		if c := ppl.canonical(id, now); !slices.Contains(persons, c) {
+		if c := ppl.canonical(id, now); !seen[c] {
+			seen[c] = true
 			persons = append(persons, c)
 		}
 	}
-	names := set.Names()
-	checks := make([]FeatureCheck, len(idx))
-	for j, i := range idx {
-		checks[j].Feature = names[i]
-	}
-	vecs, found, err := store.GetMany(ctx, set.Entity(), persons)
+	vecs, found, err := store.GetMany(ctx, v.set.Entity(), persons)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read online vectors: %w", err)
 	}
-	online := map[string]featurestore.Vector{}
-	for i, id := range persons {
+	var present []string
+	for i, c := range persons {
 		if found[i] {
-			online[id] = vecs[i]
+			v.online[c] = vecs[i]
+			present = append(present, c)
 		} else {
-			rep.Missing = append(rep.Missing, id)
+			rep.Missing = append(rep.Missing, c)
 		}
 	}
-	// The ids whose events count for each present person as of its
-	// vector's time; owners is the other way round.
-	var present []string
-	owners := map[string][]string{}
+	return present, nil
+}
+
+// replay recomputes the persons of chunk from the events of their ids up
+// to each person's vector time, and compares.
+func (v *verifier) replay(ctx context.Context, r *history.Reader, ppl *people, chunk []string) error {
+	owners := map[string][]string{} // id -> the persons of chunk it counts for
 	merged := map[string]bool{}
-	for _, c := range persons {
-		v, ok := online[c]
-		if !ok {
-			continue
-		}
-		present = append(present, c)
-		group := ppl.group(c, v.UpdatedAt)
+	var read []string
+	for _, c := range chunk {
+		group := ppl.group(c, v.online[c].UpdatedAt)
 		merged[c] = len(group) != 1 || group[0] != c
 		for _, id := range group {
+			if owners[id] == nil {
+				read = append(read, id)
+			}
 			owners[id] = append(owners[id], c)
 		}
 	}
-	n := 0
-	p := newProgress(opts.Progress, "verify", func() string { return fmt.Sprintf("%d/%d entities", n, len(present)) })
-	var vals []any
-	compare := func(c string, st *aggregate.State, unseen int) {
-		v := online[c]
-		vals = set.Values(st, v.UpdatedAt, vals)
-		for j, i := range idx {
-			ch := &checks[j]
-			ch.Compared++
-			on := v.Features[names[i]]
-			if same(on, vals[i]) {
-				continue
-			}
-			ch.Mismatches++
-			reason := "values differ: the stream applied other events, or other definitions (config changed without a replay?)"
-			if unseen > 0 {
-				ch.Lagging++
-				reason = fmt.Sprintf("stream lag: %d event(s) received after the vector was computed", unseen)
-			}
-			if len(ch.Examples) < opts.Examples {
-				ch.Examples = append(ch.Examples, Mismatch{EntityID: c, Online: on, Offline: vals[i], Reason: reason})
-			}
-		}
-		n++
-	}
-	parts := newPartials[string](set)
-	unseen := map[string]int{}
-	st := set.NewState() // one, reset for each entity: see State.Reset
-	for start := 0; start < len(present); start += entityLabelsLimit {
-		chunk := present[start:min(start+entityLabelsLimit, len(present))]
-		var read []string
-		for _, c := range chunk {
-			for id, cs := range owners {
-				if slices.Contains(cs, c) && !slices.Contains(read, id) {
-					read = append(read, id)
+	st := v.set.NewState() // one, reset for each id: see State.Reset
+	err := r.EachEntity(ctx, replayFilter(v.set, history.EventFilter{Entities: read}), func(id string, evs []*event.Event) error {
+		for _, c := range owners[id] {
+			at := v.online[c].UpdatedAt.UnixMilli()
+			st.Reset()
+			for _, e := range evs {
+				if e.ReceivedAt.UnixMilli() > at {
+					v.unseen[c]++
+				}
+				if e.Timestamp.UnixMilli() <= at {
+					v.set.Apply(st, e)
 				}
 			}
-		}
-		err = r.EachEntity(ctx, replayFilter(set, history.EventFilter{Entities: read}), func(id string, evs []*event.Event) error {
-			for _, c := range owners[id] {
-				at := online[c].UpdatedAt.UnixMilli()
-				st.Reset()
-				for _, e := range evs {
-					if e.ReceivedAt.UnixMilli() > at {
-						unseen[c]++
-					}
-					if e.Timestamp.UnixMilli() <= at {
-						set.Apply(st, e)
-					}
-				}
-				if merged[c] {
-					parts.add(c, st)
-				} else {
-					compare(c, st, unseen[c])
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			p.done()
-			return nil, err
-		}
-		for _, c := range chunk {
 			if merged[c] {
-				m, err := parts.merged(c)
-				if err != nil {
-					p.done()
-					return nil, err
-				}
-				compare(c, m, unseen[c])
+				v.parts.add(c, st)
+			} else {
+				v.compare(c, st)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	p.done()
-	rep.Features = checks
-	return rep, nil
+	for _, c := range chunk {
+		if merged[c] {
+			m, err := v.parts.merged(c)
+			if err != nil {
+				return err
+			}
+			v.compare(c, m)
+		}
+	}
+	return nil
+}
+
+// compare checks person c's recomputed state against its online vector.
+func (v *verifier) compare(c string, st *aggregate.State) {
+	vec := v.online[c]
+	v.vals = v.set.Values(st, vec.UpdatedAt, v.vals)
+	for j, i := range v.idx {
+		ch := &v.checks[j]
+		ch.Compared++
+		on := vec.Features[v.names[i]]
+		if same(on, v.vals[i]) {
+			continue
+		}
+		ch.Mismatches++
+		reason := "values differ: the stream applied other events, or other definitions (config changed without a replay?)"
+		if unseen := v.unseen[c]; unseen > 0 {
+			ch.Lagging++
+			reason = fmt.Sprintf("stream lag: %d event(s) received after the vector was computed", unseen)
+		}
+		if len(ch.Examples) < v.examples {
+			ch.Examples = append(ch.Examples, Mismatch{EntityID: c, Online: on, Offline: v.vals[i], Reason: reason})
+		}
+	}
+	v.n++
 }
 
 // sample picks n entity ids from history, the same ones every run.
