@@ -5,17 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/internal/testenv"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -267,4 +272,121 @@ func TestIdentityKillMidMergeRealKafka(t *testing.T) {
 			t.Errorf("entity %s: segments from the topic %v, want %v", id, final[id], want)
 		}
 	}
+}
+
+// A real `pulse stream` process, identity on, is killed with SIGKILL while
+// it links and merges (half the events in, identifies among them), and
+// started again for the rest: every person's vector equals the reference
+// over all its ids' events, merged devices are retired, and every segment
+// change is on pulse.segments once.
+func TestIdentitySIGKILLPulseStream(t *testing.T) {
+	e := newEnv(t, testenv.Kafka(t))
+	dir := t.TempDir()
+	bin := testenv.BuildPulse(t)
+	tp := e.cfg.Kafka.Topics
+	cfgFile := filepath.Join(dir, "pulse.yaml")
+	storePath := filepath.Join(dir, "store")
+	yaml := fmt.Sprintf(`data_dir: %s
+kafka:
+  brokers: [%q]
+  topics: {events: %s, invalid: %s, segments: %s, state: %s, predictions: %s, seeds: %s, activations: %s,
+           identity: %s, identity_requests: %s, resolved: %s}
+store: {backend: pebble, path: %s}
+%s
+`, filepath.Join(dir, "data"), e.brokers[0], tp.Events, tp.Invalid, tp.Segments, tp.State, tp.Events+".predictions", tp.Seeds, tp.Activations,
+		tp.Identity, tp.IdentityRequests, tp.Resolved, storePath, testConfig[len("\n"):])
+	yaml = replaceOnce(yaml, "stream:\n", fmt.Sprintf("stream:\n  group: %s\n  listen: %q\n", e.cfg.Stream.Group, testenv.FreeAddr(t)))
+	if err := os.WriteFile(cfgFile, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "pulse.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("pulse stream log:\n%s", b)
+		}
+	}()
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "stream", "-config", cfgFile)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	recs, byPerson, _ := identityLoad(21, 8, 3000)
+	ref := personReference(t, e, byPerson)
+	cmd := start()
+	half := len(recs) / 2
+	for i := 0; i < half; i += 200 {
+		e.produce(recs[i:min(i+200, half)]...)
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.waitGroupProgress(t, 60*time.Second, 1)
+	// Kill once the linker has written links (merges are then in flight).
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		ends, err := kadm.NewClient(e.prod).ListEndOffsets(context.Background(), tp.Identity)
+		var n int64
+		ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+		if err == nil && n > int64(2*e.cfg.Kafka.Partitions)+2 { // past the fences and their markers
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the linker wrote no links (end offsets %d, err %v)", n, err)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	e.produce(recs[half:]...)
+	// The merges run beside the input: stop once it is caught up and the
+	// store agrees, else run again (each run resumes what is in flight).
+	now := time.Now()
+	var mismatch string
+	for attempt := range 4 {
+		cmd = start()
+		e.waitGroupProgress(t, 90*time.Second, -1)
+		time.Sleep(time.Duration(2+attempt) * time.Second)
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("pulse stream after SIGTERM: %v", err)
+		}
+		if mismatch = storeMismatch(t, storePath, ref, now); mismatch == "" {
+			break
+		}
+	}
+	if mismatch != "" {
+		t.Fatal(mismatch)
+	}
+	final := segmentChanges(t, e)
+	for id := range ref.st {
+		_, want := ref.vector(id, now)
+		if !equal(final[id], want...) {
+			t.Errorf("entity %s: segments from the topic %v, want %v", id, final[id], want)
+		}
+	}
+}
+
+// storeMismatch opens the process's Pebble store (closed by the process)
+// and says the first entity that differs from the reference, or "".
+func storeMismatch(t *testing.T, path string, ref *reference, now time.Time) string {
+	t.Helper()
+	store, err := featurestore.OpenPebble(path, featurestore.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for id := range ref.st {
+		want, wantSegs := ref.vector(id, now)
+		v, err := store.Get(context.Background(), entity, id)
+		if err != nil || !reflect.DeepEqual(v.Features, want) || !reflect.DeepEqual(v.Segments, wantSegs) && len(v.Segments)+len(wantSegs) > 0 {
+			return fmt.Sprintf("entity %s (err %v):\n got %v %v\nwant %v %v", id, err, v.Features, v.Segments, want, wantSegs)
+		}
+	}
+	return ""
 }
