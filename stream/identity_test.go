@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/identity"
@@ -274,30 +275,35 @@ func TestIdentityKillMidMergeRealKafka(t *testing.T) {
 	}
 }
 
-// A real `pulse stream` process, identity on, is killed with SIGKILL while
-// it links and merges (half the events in, identifies among them), and
-// started again for the rest: every person's vector equals the reference
-// over all its ids' events, merged devices are retired, and every segment
-// change is on pulse.segments once.
+// Two real `pulse stream` processes, identity on, share the group and a
+// Redis online store; one is killed with SIGKILL once the linker has
+// written links (merges in flight) and started again for the rest:
+// every person's vector equals the reference over all its ids' events,
+// and every segment change is on pulse.segments once.
 func TestIdentitySIGKILLPulseStream(t *testing.T) {
 	e := newEnv(t, testenv.Kafka(t))
+	redisAddr, redisDB := testenv.RedisDB(t)
+	prefix := testenv.RedisKeyPrefix(t)
 	dir := t.TempDir()
 	bin := testenv.BuildPulse(t)
 	tp := e.cfg.Kafka.Topics
-	cfgFile := filepath.Join(dir, "pulse.yaml")
-	storePath := filepath.Join(dir, "store")
-	yaml := fmt.Sprintf(`data_dir: %s
+	writeConfig := func(name string) string {
+		yaml := fmt.Sprintf(`data_dir: %s
 kafka:
   brokers: [%q]
   topics: {events: %s, invalid: %s, segments: %s, state: %s, predictions: %s, seeds: %s, activations: %s,
            identity: %s, identity_requests: %s, resolved: %s}
-store: {backend: pebble, path: %s}
+store: {backend: redis}
+redis: {addr: %q, db: %d, key_prefix: %q}
 %s
-`, filepath.Join(dir, "data"), e.brokers[0], tp.Events, tp.Invalid, tp.Segments, tp.State, tp.Events+".predictions", tp.Seeds, tp.Activations,
-		tp.Identity, tp.IdentityRequests, tp.Resolved, storePath, testConfig[len("\n"):])
-	yaml = replaceOnce(yaml, "stream:\n", fmt.Sprintf("stream:\n  group: %s\n  listen: %q\n", e.cfg.Stream.Group, testenv.FreeAddr(t)))
-	if err := os.WriteFile(cfgFile, []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
+`, filepath.Join(dir, name), e.brokers[0], tp.Events, tp.Invalid, tp.Segments, tp.State, tp.Events+".predictions", tp.Seeds, tp.Activations,
+			tp.Identity, tp.IdentityRequests, tp.Resolved, redisAddr, redisDB, prefix, testConfig[len("\n"):])
+		yaml = replaceOnce(yaml, "stream:\n", fmt.Sprintf("stream:\n  group: %s\n  listen: %q\n", e.cfg.Stream.Group, testenv.FreeAddr(t)))
+		path := filepath.Join(dir, name+".yaml")
+		if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
 	}
 	logf, err := os.Create(filepath.Join(dir, "pulse.log"))
 	if err != nil {
@@ -306,10 +312,10 @@ store: {backend: pebble, path: %s}
 	defer func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(logf.Name())
-			t.Logf("pulse stream log:\n%s", b)
+			t.Logf("pulse stream logs:\n%s", b)
 		}
 	}()
-	start := func() *exec.Cmd {
+	start := func(cfgFile string) *exec.Cmd {
 		cmd := exec.Command(bin, "stream", "-config", cfgFile)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
@@ -318,9 +324,10 @@ store: {backend: pebble, path: %s}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 		return cmd
 	}
+	cfgA, cfgB := writeConfig("a"), writeConfig("b")
 	recs, byPerson, _ := identityLoad(21, 8, 3000)
 	ref := personReference(t, e, byPerson)
-	cmd := start()
+	a, b := start(cfgA), start(cfgB)
 	half := len(recs) / 2
 	for i := 0; i < half; i += 200 {
 		e.produce(recs[i:min(i+200, half)]...)
@@ -339,29 +346,33 @@ store: {backend: pebble, path: %s}
 			t.Fatalf("the linker wrote no links (end offsets %d, err %v)", n, err)
 		}
 	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := a.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Wait()
+	a.Wait()
 	e.produce(recs[half:]...)
-	// The merges run beside the input: stop once it is caught up and the
-	// store agrees, else run again (each run resumes what is in flight).
+	a = start(cfgA)
+	e.waitGroupProgress(t, 90*time.Second, -1)
+	store, err := featurestore.OpenRedis(configRedis(redisAddr, redisDB, prefix), featurestore.RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	now := time.Now()
 	var mismatch string
-	for attempt := range 4 {
-		cmd = start()
-		e.waitGroupProgress(t, 90*time.Second, -1)
-		time.Sleep(time.Duration(2+attempt) * time.Second)
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if mismatch = storeMismatch(store, ref, now); mismatch == "" {
+			break
+		}
+	}
+	store.Close()
+	if mismatch != "" {
+		t.Fatal(mismatch)
+	}
+	for _, cmd := range []*exec.Cmd{a, b} {
 		cmd.Process.Signal(syscall.SIGTERM)
 		if err := cmd.Wait(); err != nil {
 			t.Errorf("pulse stream after SIGTERM: %v", err)
 		}
-		if mismatch = storeMismatch(t, storePath, ref, now); mismatch == "" {
-			break
-		}
-	}
-	if mismatch != "" {
-		t.Fatal(mismatch)
 	}
 	final := segmentChanges(t, e)
 	for id := range ref.st {
@@ -372,15 +383,9 @@ store: {backend: pebble, path: %s}
 	}
 }
 
-// storeMismatch opens the process's Pebble store (closed by the process)
-// and says the first entity that differs from the reference, or "".
-func storeMismatch(t *testing.T, path string, ref *reference, now time.Time) string {
-	t.Helper()
-	store, err := featurestore.OpenPebble(path, featurestore.PebbleOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+// storeMismatch says the first entity whose vector in store differs from
+// the reference, or "".
+func storeMismatch(store featurestore.Store, ref *reference, now time.Time) string {
 	for id := range ref.st {
 		want, wantSegs := ref.vector(id, now)
 		v, err := store.Get(context.Background(), entity, id)
@@ -389,4 +394,8 @@ func storeMismatch(t *testing.T, path string, ref *reference, now time.Time) str
 		}
 	}
 	return ""
+}
+
+func configRedis(addr string, db int, prefix string) config.Redis {
+	return config.Redis{Addr: addr, DB: db, KeyPrefix: prefix}
 }
