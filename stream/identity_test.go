@@ -5,17 +5,23 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/internal/testenv"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -267,4 +273,129 @@ func TestIdentityKillMidMergeRealKafka(t *testing.T) {
 			t.Errorf("entity %s: segments from the topic %v, want %v", id, final[id], want)
 		}
 	}
+}
+
+// Two real `pulse stream` processes, identity on, share the group and a
+// Redis online store; one is killed with SIGKILL once the linker has
+// written links (merges in flight) and started again for the rest:
+// every person's vector equals the reference over all its ids' events,
+// and every segment change is on pulse.segments once.
+func TestIdentitySIGKILLPulseStream(t *testing.T) {
+	e := newEnv(t, testenv.Kafka(t))
+	redisAddr, redisDB := testenv.RedisDB(t)
+	prefix := testenv.RedisKeyPrefix(t)
+	dir := t.TempDir()
+	bin := testenv.BuildPulse(t)
+	tp := e.cfg.Kafka.Topics
+	writeConfig := func(name string) string {
+		yaml := fmt.Sprintf(`data_dir: %s
+kafka:
+  brokers: [%q]
+  topics: {events: %s, invalid: %s, segments: %s, state: %s, predictions: %s, seeds: %s, activations: %s,
+           identity: %s, identity_requests: %s, resolved: %s}
+store: {backend: redis}
+redis: {addr: %q, db: %d, key_prefix: %q}
+%s
+`, filepath.Join(dir, name), e.brokers[0], tp.Events, tp.Invalid, tp.Segments, tp.State, tp.Events+".predictions", tp.Seeds, tp.Activations,
+			tp.Identity, tp.IdentityRequests, tp.Resolved, redisAddr, redisDB, prefix, testConfig[len("\n"):])
+		yaml = replaceOnce(yaml, "stream:\n", fmt.Sprintf("stream:\n  group: %s\n  listen: %q\n", e.cfg.Stream.Group, testenv.FreeAddr(t)))
+		path := filepath.Join(dir, name+".yaml")
+		if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	logf, err := os.Create(filepath.Join(dir, "pulse.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("pulse stream logs:\n%s", b)
+		}
+	}()
+	start := func(cfgFile string) *exec.Cmd {
+		cmd := exec.Command(bin, "stream", "-config", cfgFile)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	cfgA, cfgB := writeConfig("a"), writeConfig("b")
+	recs, byPerson, _ := identityLoad(21, 8, 3000)
+	ref := personReference(t, e, byPerson)
+	a, b := start(cfgA), start(cfgB)
+	half := len(recs) / 2
+	for i := 0; i < half; i += 200 {
+		e.produce(recs[i:min(i+200, half)]...)
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.waitGroupProgress(t, 60*time.Second, 1)
+	// Kill once the linker has written links (merges are then in flight).
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		ends, err := kadm.NewClient(e.prod).ListEndOffsets(context.Background(), tp.Identity)
+		var n int64
+		ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+		if err == nil && n > int64(2*e.cfg.Kafka.Partitions)+2 { // past the fences and their markers
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the linker wrote no links (end offsets %d, err %v)", n, err)
+		}
+	}
+	if err := a.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	a.Wait()
+	e.produce(recs[half:]...)
+	a = start(cfgA)
+	e.waitGroupProgress(t, 90*time.Second, -1)
+	store, err := featurestore.OpenRedis(configRedis(redisAddr, redisDB, prefix), featurestore.RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var mismatch string
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if mismatch = storeMismatch(store, ref, now); mismatch == "" {
+			break
+		}
+	}
+	store.Close()
+	if mismatch != "" {
+		t.Fatal(mismatch)
+	}
+	for _, cmd := range []*exec.Cmd{a, b} {
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("pulse stream after SIGTERM: %v", err)
+		}
+	}
+	final := segmentChanges(t, e)
+	for id := range ref.st {
+		_, want := ref.vector(id, now)
+		if !equal(final[id], want...) {
+			t.Errorf("entity %s: segments from the topic %v, want %v", id, final[id], want)
+		}
+	}
+}
+
+// storeMismatch says the first entity whose vector in store differs from
+// the reference, or "".
+func storeMismatch(store featurestore.Store, ref *reference, now time.Time) string {
+	for id := range ref.st {
+		want, wantSegs := ref.vector(id, now)
+		v, err := store.Get(context.Background(), entity, id)
+		if err != nil || !reflect.DeepEqual(v.Features, want) || !reflect.DeepEqual(v.Segments, wantSegs) && len(v.Segments)+len(wantSegs) > 0 {
+			return fmt.Sprintf("entity %s (err %v):\n got %v %v\nwant %v %v", id, err, v.Features, v.Segments, want, wantSegs)
+		}
+	}
+	return ""
+}
+
+func configRedis(addr string, db int, prefix string) config.Redis {
+	return config.Redis{Addr: addr, DB: db, KeyPrefix: prefix}
 }
