@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,7 +60,7 @@ var (
 )
 
 // linkerOffsetKey keys the linker's next requests offset on pulse.identity.
-const linkerOffsetKey = "__linker/offset"
+const linkerOffsetKey = identity.ReservedKeyPrefix + "linker/offset"
 
 // linker is the single identity fold; see above.
 type linker struct {
@@ -151,7 +150,7 @@ func (l *linker) open(ctx context.Context) error {
 		kgo.RecordPartitioner(kgo.BasicConsistentPartitioner(func(topic string) func(*kgo.Record, int) int {
 			tp := kgo.StickyKeyPartitioner(nil).ForTopic(topic)
 			return func(r *kgo.Record, n int) int {
-				if strings.HasPrefix(string(r.Key), "__") {
+				if !identity.IsLink(r.Key) {
 					return int(r.Partition) // the linker's own records: placed
 				}
 				return tp.Partition(r, n)
@@ -199,7 +198,7 @@ func (l *linker) fence(ctx context.Context) (map[int32]int64, error) {
 	}
 	recs := make([]*kgo.Record, n)
 	for i := range recs {
-		recs[i] = &kgo.Record{Topic: topic, Partition: int32(i), Key: []byte("__linker/fence"), Value: []byte(hex.EncodeToString(nonce[:]))}
+		recs[i] = &kgo.Record{Topic: topic, Partition: int32(i), Key: []byte(identity.ReservedKeyPrefix + "linker/fence"), Value: []byte(hex.EncodeToString(nonce[:]))}
 	}
 	if err := l.prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		l.prod.EndTransaction(ctx, kgo.TryAbort)
@@ -270,7 +269,7 @@ func (l *linker) readTable(ctx context.Context, fences map[int32]int64) ([]ident
 				if n, err := strconv.ParseInt(string(r.Value), 10, 64); err == nil {
 					l.next = n
 				}
-			case strings.HasPrefix(k, "__"):
+			case !identity.IsLink(r.Key):
 			default:
 				lk, err := identity.DecodeLink(r.Value)
 				if err != nil {
