@@ -71,14 +71,8 @@ func (e *RefusedError) Error() string {
 // ExitCode is the command's exit status: 2, against 1 for a failure.
 func (e *RefusedError) ExitCode() int { return 2 }
 
-// Import reads every file in paths, maps its rows to events and produces
-// them with cl, waiting until the broker acknowledged every record. Bad
-// rows are reported and sent to the dead-letter topic; they make the
-// error a *RefusedError once the rest is in. Any other error (a file that
-// cannot be read, a mapping that names a missing column, Kafka refusing
-// records) stops the import: what was acknowledged stays, and running the
-// same command again counts each row once.
-func Import(ctx context.Context, cl *kgo.Client, paths []string, o Options) (Summary, error) {
+// EnsureDefaults fills the zero fields: the topics, the limits, the clock.
+func (o *Options) EnsureDefaults() {
 	if o.Events == "" {
 		o.Events = "pulse.events"
 	}
@@ -91,19 +85,47 @@ func Import(ctx context.Context, cl *kgo.Client, paths []string, o Options) (Sum
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Rows != nil && o.Rows.ID == "" {
+		o.Rows.ID = "id"
+	}
+}
+
+// Validate reports options that do not go together.
+func (o *Options) Validate() error {
 	if err := CheckFormat(o.Format); err != nil {
-		return Summary{}, err
+		return err
 	}
 	if (o.Format == FormatAmplitude || o.Format == FormatPostHog) && len(o.Mapping.Fields) > 0 {
-		return Summary{}, fmt.Errorf("a %s export is read by its own fields: drop the mapping, or import it as JSON lines through the mapping with -format segment", o.Format)
+		return fmt.Errorf("a %s export is read by its own fields: drop the mapping, or import it as JSON lines through the mapping with -format segment", o.Format)
 	}
 	if o.Rows != nil {
 		if err := o.Rows.Validate(); err != nil {
-			return Summary{}, err
+			return err
 		}
 		if len(o.Mapping.Fields) > 0 || o.Format != FormatAuto {
-			return Summary{}, fmt.Errorf("feature rows are mapped by their columns: no mapping or format")
+			return fmt.Errorf("feature rows are mapped by their columns: no mapping or format")
 		}
+	}
+	return nil
+}
+
+// Import reads every file in paths, maps its rows to events and produces
+// them with cl, waiting until the broker acknowledged every record. Bad
+// rows are reported and sent to the dead-letter topic; they make the
+// error a *RefusedError once the rest is in. Any other error (a file that
+// cannot be read, a mapping that names a missing column, Kafka refusing
+// records) stops the import: what was acknowledged stays, and running the
+// same command again counts each row once.
+func Import(ctx context.Context, cl *kgo.Client, paths []string, o Options) (Summary, error) {
+	return execute(ctx, cl, o, func(im *run) error { return im.files(ctx, paths) })
+}
+
+// execute runs one import: read (which produces the rows), then waits for
+// the acknowledgements and makes the summary and error.
+func execute(ctx context.Context, cl *kgo.Client, o Options, read func(*run) error) (Summary, error) {
+	o.EnsureDefaults()
+	if err := o.Validate(); err != nil {
+		return Summary{}, err
 	}
 	im := &run{cl: cl, o: o, start: time.Now(), unmapped: map[string]bool{}}
 	if o.Report != nil {
@@ -111,7 +133,7 @@ func Import(ctx context.Context, cl *kgo.Client, paths []string, o Options) (Sum
 		im.report.Write([]string{"file", "row", "column", "value", "reason"})
 	}
 	stop := im.progress()
-	err := im.files(ctx, paths)
+	err := read(im)
 	// Wait for every acknowledgement, also after a failure: what went in
 	// is counted.
 	if ferr := cl.Flush(ctx); err == nil && ferr != nil {
@@ -203,7 +225,7 @@ func (im *run) file(ctx context.Context, path string) error {
 		}
 		if re != nil {
 			re.Row = row
-			im.refuse(ctx, f, names, vals, re, now)
+			im.refuse(ctx, f.name, f.messageID(row), names, vals, re, now)
 			continue
 		}
 		v, err := e.Marshal()
@@ -271,16 +293,16 @@ func (im *run) mapper(f *file, rs rows) (rowMapper, error) {
 }
 
 // refuse reports a bad row and sends its dead letter.
-func (im *run) refuse(ctx context.Context, f *file, names []string, vals []any, re *RowError, now time.Time) {
+func (im *run) refuse(ctx context.Context, source, id string, names []string, vals []any, re *RowError, now time.Time) {
 	im.refused.Add(1)
 	if im.report != nil {
-		im.report.Write([]string{f.name, strconv.Itoa(re.Row), re.Column, re.Value, re.Reason})
+		im.report.Write([]string{source, strconv.Itoa(re.Row), re.Column, re.Value, re.Reason})
 	}
 	raw := rowJSON(names, vals)
 	field := re.Column
 	dl := event.NewDeadLetter("import", event.ReasonInvalid, raw, &event.FieldError{Field: field, Reason: re.Reason}, now)
 	dl.Index = re.Row
-	dl.MessageID = f.messageID(re.Row)
+	dl.MessageID = id
 	im.produce(ctx, &kgo.Record{Topic: im.o.Invalid, Key: []byte(dl.MessageID), Value: dl.Encode()}, false)
 }
 
