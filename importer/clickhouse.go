@@ -38,10 +38,11 @@ func ImportQuery(ctx context.Context, cl *kgo.Client, conn driver.Conn, query st
 	if o.Format == FormatAmplitude || o.Format == FormatPostHog {
 		return Summary{}, fmt.Errorf("a query's rows are columns: map them (-mapping), there is no %s format for them", o.Format)
 	}
-	return execute(ctx, cl, o, func(im *run) error { return im.query(ctx, conn, query) })
+	return execute(ctx, cl, o, func(im *run) error { return im.rowsOf(ctx, conn, query) })
 }
 
-func (im *run) query(ctx context.Context, conn driver.Conn, query string) error {
+func (im *run) rowsOf(ctx context.Context, conn driver.Conn, query string) error {
+	im.query = true
 	rs, err := conn.Query(ctx, query)
 	if err != nil {
 		return fmt.Errorf("cannot run the query: %w", err)
@@ -100,7 +101,6 @@ func (im *run) query(ctx context.Context, conn driver.Conn, query string) error 
 	if err := rs.Err(); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("the query failed after %d rows: %w", row, err)
 	}
-	im.nfiles++
 	return nil
 }
 

@@ -41,6 +41,7 @@ type Options struct {
 // Summary is what an import did.
 type Summary struct {
 	Files    int
+	Query    bool  // the rows of a ClickHouse query, not files
 	Rows     int64 // rows read
 	Imported int64 // events the broker acknowledged
 	Refused  int64 // rows refused (in the report)
@@ -53,8 +54,12 @@ func (s Summary) String() string {
 	if s.Elapsed > 0 {
 		rate = float64(s.Rows) / s.Elapsed.Seconds()
 	}
-	out := fmt.Sprintf("%d rows from %d file(s): %d imported, %d refused, in %s (%.0f rows/s)",
-		s.Rows, s.Files, s.Imported, s.Refused, s.Elapsed.Round(time.Millisecond), rate)
+	from := fmt.Sprintf("%d file(s)", s.Files)
+	if s.Query {
+		from = "the ClickHouse query"
+	}
+	out := fmt.Sprintf("%d rows from %s: %d imported, %d refused, in %s (%.0f rows/s)",
+		s.Rows, from, s.Imported, s.Refused, s.Elapsed.Round(time.Millisecond), rate)
 	if len(s.Unmapped) > 0 {
 		out += fmt.Sprintf("; columns not mapped (ignored): %v", s.Unmapped)
 	}
@@ -168,6 +173,7 @@ type run struct {
 	report   *csv.Writer
 	start    time.Time
 	nfiles   int
+	query    bool
 	unmapped map[string]bool
 
 	rows, acked, refused atomic.Int64
@@ -323,7 +329,7 @@ func (im *run) produce(ctx context.Context, r *kgo.Record, isEvent bool) {
 }
 
 func (im *run) summary() Summary {
-	s := Summary{Files: im.nfiles, Rows: im.rows.Load(), Imported: im.acked.Load(), Refused: im.refused.Load(), Elapsed: time.Since(im.start)}
+	s := Summary{Files: im.nfiles, Query: im.query, Rows: im.rows.Load(), Imported: im.acked.Load(), Refused: im.refused.Load(), Elapsed: time.Since(im.start)}
 	for n := range im.unmapped {
 		s.Unmapped = append(s.Unmapped, n)
 	}
