@@ -16,6 +16,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	json "github.com/goccy/go-json"
+	"github.com/pulse-rt/pulse/event"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -68,6 +69,7 @@ func (im *run) rowsOf(ctx context.Context, conn driver.Conn, query string) error
 		ptrs[i] = reflect.New(ct.ScanType()).Interface()
 	}
 	seen := map[[16]byte]uint32{}
+	var n event.Normalizer
 	row := 0
 	for rs.Next() {
 		if err := ctx.Err(); err != nil {
@@ -86,17 +88,13 @@ func (im *run) rowsOf(ctx context.Context, conn driver.Conn, query string) error
 		h := rowHash(names, vals)
 		seen[h]++
 		id := fmt.Sprintf("import-%s-%d", hex.EncodeToString(h[:]), seen[h])
-		e, re := p.event(vals, id, now, im.o.Limits)
+		v, key, re := p.record(&n, vals, id, now, im.o.Limits)
 		if re != nil {
 			re.Row = row
 			im.refuse(ctx, QuerySource, id, names, vals, re, now)
 			continue
 		}
-		v, err := e.Marshal()
-		if err != nil {
-			return fmt.Errorf("cannot encode the event of row %d: %w", row, err)
-		}
-		im.produce(ctx, &kgo.Record{Topic: im.o.Events, Key: []byte(e.EntityID()), Value: v}, true)
+		im.produce(ctx, &kgo.Record{Topic: im.o.Events, Key: []byte(key), Value: v}, true)
 	}
 	if err := rs.Err(); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("the query failed after %d rows: %w", row, err)

@@ -3,7 +3,6 @@ package importer
 import (
 	"context"
 	"encoding/csv"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -207,95 +206,80 @@ func (im *run) file(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	toEvent, err := im.mapper(f, rs)
+	toEvent, decide, err := im.mapper(f, rs)
 	if err != nil {
 		return err
 	}
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		row, names, vals, err := rs.next()
-		if err == io.EOF {
-			return nil
-		}
-		var re *RowError
-		if err != nil && !errors.As(err, &re) {
-			return fmt.Errorf("cannot read %s: %w", f.name, err)
-		}
-		im.rows.Add(1)
-		now := im.o.Now()
-		var e *event.Event
-		if re == nil {
-			e, re = toEvent(names, vals, f.messageID(row), now)
-		}
-		if re != nil {
-			re.Row = row
-			im.refuse(ctx, f.name, f.messageID(row), names, vals, re, now)
-			continue
-		}
-		v, err := e.Marshal()
-		if err != nil {
-			return fmt.Errorf("cannot encode the event of row %d: %w", row, err)
-		}
-		im.produce(ctx, &kgo.Record{Topic: im.o.Events, Key: []byte(e.EntityID()), Value: v}, true)
-	}
+	return im.pipeline(ctx, f, rs, toEvent, decide)
 }
 
-// rowMapper maps one good row to an event.
-type rowMapper func(names []string, vals []any, id string, now time.Time) (*event.Event, *RowError)
+// rowMapper maps one good row to its record's value and key, with the
+// worker's Normalizer.
+type rowMapper func(n *event.Normalizer, in *rowIn) ([]byte, string, *RowError)
 
 // mapper is how the rows of f become events: a CSV file's plan is made
 // once from its header; a JSON row's from its own fields, or it is read as
-// a vendor's export (Options.Format, or guessed from the first row).
-func (im *run) mapper(f *file, rs rows) (rowMapper, error) {
+// a vendor's export (Options.Format, or guessed from the first row: decide,
+// when not nil, is called with each good row's names before it is mapped,
+// on the reading goroutine).
+func (im *run) mapper(f *file, rs rows) (rowMapper, func([]string), error) {
 	lim := im.o.Limits
 	if c, ok := rs.(*csvRows); ok {
 		if im.o.Format == FormatAmplitude || im.o.Format == FormatPostHog {
-			return nil, fmt.Errorf("%s: a %s export is JSON (lines or an array); this file reads as CSV", f.name, im.o.Format)
+			return nil, nil, fmt.Errorf("%s: a %s export is JSON (lines or an array); this file reads as CSV", f.name, im.o.Format)
 		}
 		m := im.o.Mapping
 		if im.o.Rows != nil {
 			var err error
 			if m, err = im.o.Rows.mapping(c.header); err != nil {
-				return nil, fmt.Errorf("%s: %w", f.name, err)
+				return nil, nil, fmt.Errorf("%s: %w", f.name, err)
 			}
 		}
 		p, err := newPlan(m, c.header, true, true)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f.name, err)
+			return nil, nil, fmt.Errorf("%s: %w", f.name, err)
 		}
 		for _, n := range p.unmapped {
 			im.unmapped[n] = true
 		}
-		return func(_ []string, vals []any, id string, now time.Time) (*event.Event, *RowError) {
-			return p.event(vals, id, now, lim)
-		}, nil
+		return func(n *event.Normalizer, in *rowIn) ([]byte, string, *RowError) {
+			return p.record(n, in.vals, in.id, in.now, lim)
+		}, nil, nil
 	}
 	if im.o.Rows != nil {
-		return func(names []string, vals []any, id string, now time.Time) (*event.Event, *RowError) {
-			m, err := im.o.Rows.mapping(names)
+		return func(n *event.Normalizer, in *rowIn) ([]byte, string, *RowError) {
+			m, err := im.o.Rows.mapping(in.names)
 			if err != nil {
-				return nil, &RowError{Column: im.o.Rows.ID, Reason: err.Error()}
+				return nil, "", &RowError{Column: im.o.Rows.ID, Reason: err.Error()}
 			}
-			p, _ := newPlan(m, names, false, false)
-			return p.event(vals, id, now, lim)
-		}, nil
+			p, _ := newPlan(m, in.names, false, false)
+			return p.record(n, in.vals, in.id, in.now, lim)
+		}, nil, nil
 	}
 	var (
 		exp     export
 		decided bool
 	)
-	return func(names []string, vals []any, id string, now time.Time) (*event.Event, *RowError) {
+	decide := func(names []string) {
 		if !decided {
 			exp, decided = exportOf(im.o.Format, im.o.Mapping, names), true
 		}
-		if exp != nil {
-			return exp(rs.(objRows).object(), id, now, lim)
+	}
+	return func(n *event.Normalizer, in *rowIn) ([]byte, string, *RowError) {
+		if exp == nil {
+			p, _ := newPlan(im.o.Mapping, in.names, false, false)
+			return p.record(n, in.vals, in.id, in.now, lim)
 		}
-		p, _ := newPlan(im.o.Mapping, names, false, false)
-		return p.event(vals, id, now, lim)
-	}, nil
+		e, re := exp(in.obj, in.id, in.now, lim)
+		if re != nil {
+			return nil, "", re
+		}
+		v, err := e.Marshal()
+		if err != nil {
+			return nil, "", &RowError{Reason: fmt.Sprintf("cannot encode the event: %v", err)}
+		}
+		return v, e.EntityID(), nil
+	}, decide, nil
 }
 
 // refuse reports a bad row and sends its dead letter.
