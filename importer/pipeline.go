@@ -101,6 +101,9 @@ func (im *run) pipeline(ctx context.Context, f *file, rs rows, toEvent rowMapper
 func (im *run) read(ctx context.Context, f *file, rs rows, decide func([]string), jobs, order chan<- *chunk) error {
 	obj, _ := rs.(objRows)
 	c := &chunk{in: make([]rowIn, 0, chunkRows)}
+	// The rows of a chunk are read within a moment: one clock reading
+	// stamps them all.
+	now := im.o.Now()
 	send := func() error {
 		if len(c.in) == 0 {
 			return nil
@@ -117,6 +120,7 @@ func (im *run) read(ctx context.Context, f *file, rs rows, decide func([]string)
 			return ctx.Err()
 		}
 		c = &chunk{in: make([]rowIn, 0, chunkRows)}
+		now = im.o.Now()
 		return nil
 	}
 	for {
@@ -132,7 +136,7 @@ func (im *run) read(ctx context.Context, f *file, rs rows, decide func([]string)
 			return fmt.Errorf("cannot read %s: %w", f.name, err)
 		}
 		im.rows.Add(1)
-		in := rowIn{row: row, names: names, vals: vals, id: f.messageID(row), now: im.o.Now(), bad: re}
+		in := rowIn{row: row, names: names, vals: vals, id: f.messageID(row), now: now, bad: re}
 		if re == nil {
 			if decide != nil {
 				decide(names)
