@@ -52,7 +52,7 @@ func runImport(ctx context.Context, args []string) error {
 		idColumn = fl.String("id", "id", "the column of the user id")
 	}
 	files := fl.parseInterspersed(args[1:])
-	cfg, err := fl.load(nil)
+	cfg, _, err := loadBeside(fl.config)
 	if err != nil {
 		return err
 	}
@@ -111,7 +111,7 @@ func importQuery(ctx context.Context, cl *kgo.Client, c config.ClickHouse, addr,
 		c.Addr = addr
 	}
 	if c.Addr == "" {
-		return importer.Summary{}, fmt.Errorf("no ClickHouse to query: give -clickhouse HOST:PORT, or a config (-config) whose clickhouse.addr is set")
+		return importer.Summary{}, fmt.Errorf("no ClickHouse to query: give -clickhouse HOST:PORT, a config (-config) whose clickhouse.addr is set, or run this beside `pulse dev` (it starts a local ClickHouse)")
 	}
 	conn, err := history.Open(c)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -24,6 +25,10 @@ type DevOptions struct {
 	// DestinationsListen is where the destinations' admin API listens
 	// (on 127.0.0.1 whatever the host), when the config has destinations.
 	DestinationsListen string
+	// ConfigPath is the config file's path ("" for the embedded example),
+	// written with the rest to <data_dir>/dev.json for the commands run
+	// beside dev (LoadBeside).
+	ConfigPath string
 }
 
 // Dev runs every service of `pulse dev` on cfg until ctx ends: an
@@ -87,7 +92,33 @@ func Dev(ctx context.Context, cfg *config.Config, o DevOptions) error {
 		})
 	}
 	printDevBanner(cfg, o.Demo, sys.DestinationsURL())
+	remove, err := writeDevState(cfg.DataDir, devState(cfg, o.ConfigPath))
+	if err != nil {
+		return err
+	}
+	defer remove()
 	return sys.Wait()
+}
+
+// devState is what Dev runs on cfg, once every part is up.
+func devState(cfg *config.Config, configPath string) DevState {
+	if configPath != "" {
+		if abs, err := filepath.Abs(configPath); err == nil {
+			configPath = abs
+		}
+	}
+	st := DevState{PID: os.Getpid(), Config: configPath, Kafka: cfg.Kafka.Brokers,
+		Ingest: cfg.Ingest.Listen, Scorer: cfg.Scorer.Listen}
+	if cfg.ClickHouse.Addr != "" {
+		st.ClickHouse, st.Database = cfg.ClickHouse.Addr, cfg.ClickHouse.Database
+	}
+	if cfg.Store.Backend != "redis" {
+		st.Store = cfg.Store.Path
+		if abs, err := filepath.Abs(st.Store); err == nil {
+			st.Store = abs
+		}
+	}
+	return st
 }
 
 // dashboardKey is the first configured key with the read scope and no
