@@ -34,6 +34,9 @@ type Options struct {
 	Progress io.Writer
 	Terminal bool
 	Limits   event.Limits // default event.DefaultLimits
+	// Counters, when set, counts the import as it goes, for a caller to
+	// watch (the dashboard's Import page).
+	Counters *Counters
 	Now      func() time.Time
 }
 
@@ -64,6 +67,17 @@ func (s Summary) String() string {
 	}
 	return out
 }
+
+// Counters are an import's rows so far: read, acknowledged by the broker,
+// refused.
+type Counters struct {
+	rows, acked, refused atomic.Int64
+}
+
+// Rows, Imported and Refused read the counters.
+func (c *Counters) Rows() int64     { return c.rows.Load() }
+func (c *Counters) Imported() int64 { return c.acked.Load() }
+func (c *Counters) Refused() int64  { return c.refused.Load() }
 
 // RefusedError is an import that refused rows: everything else went in.
 type RefusedError struct{ Refused int64 }
@@ -131,7 +145,10 @@ func execute(ctx context.Context, cl *kgo.Client, o Options, read func(*run) err
 	if err := o.Validate(); err != nil {
 		return Summary{}, err
 	}
-	im := &run{cl: cl, o: o, start: time.Now(), unmapped: map[string]bool{}}
+	if o.Counters == nil {
+		o.Counters = &Counters{}
+	}
+	im := &run{Counters: o.Counters, cl: cl, o: o, start: time.Now(), unmapped: map[string]bool{}}
 	if o.Report != nil {
 		im.report = csv.NewWriter(o.Report)
 		im.report.Write([]string{"file", "row", "column", "value", "reason"})
@@ -175,8 +192,8 @@ type run struct {
 	query    bool
 	unmapped map[string]bool
 
-	rows, acked, refused atomic.Int64
-	cur                  atomic.Pointer[file]
+	*Counters
+	cur atomic.Pointer[file]
 
 	mu         sync.Mutex
 	produceErr error

@@ -39,6 +39,7 @@ import (
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/history"
 	"github.com/pulse-rt/pulse/ingest"
+	"github.com/pulse-rt/pulse/importer"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/scorer"
 	"github.com/pulse-rt/pulse/stream"
@@ -211,6 +212,9 @@ type ScorerOptions struct {
 	// ReloadOnHUP reloads the models (and, given scorer.WithConfigPath,
 	// the config) on SIGHUP.
 	ReloadOnHUP bool
+	// Imports serves the dashboard's Import page API (importer.Web),
+	// producing to the events topic.
+	Imports bool
 	// Options come last (WithConfigPath, WithDashboardKey...).
 	Options []scorer.Option
 }
@@ -220,7 +224,7 @@ type ScorerOptions struct {
 // rebuilt from Kafka (so it survives a restart), and model reload on
 // SIGHUP; extra options come last.
 func Serving(extra ...scorer.Option) ScorerOptions {
-	return ScorerOptions{PredictionLog: true, Live: &scorer.LiveOptions{}, HistoryRebuild: true, ReloadOnHUP: true, Options: extra}
+	return ScorerOptions{PredictionLog: true, Live: &scorer.LiveOptions{}, HistoryRebuild: true, ReloadOnHUP: true, Imports: true, Options: extra}
 }
 
 // StartScorer runs the scorer over s.Store on the config's scorer.listen.
@@ -249,6 +253,18 @@ func (s *System) StartScorer(o ScorerOptions) error {
 	}
 	if o.HistoryRebuild {
 		opts = append(opts, scorer.WithHistoryRebuild())
+	}
+	if o.Imports {
+		cl, err := s.producer()
+		if err != nil {
+			return err
+		}
+		tp := s.Config.Kafka.Topics
+		web, err := importer.NewWeb(s.ctx, cl, importer.Options{Events: tp.Events, Invalid: tp.Invalid})
+		if err != nil {
+			return err
+		}
+		opts = append(opts, scorer.WithImport(web))
 	}
 	srv, err := scorer.New(s.Config, s.Store, append(opts, o.Options...)...)
 	if err != nil {
