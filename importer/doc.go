@@ -10,7 +10,8 @@
 //
 // It sits where ingest sits in the flow, for data a shop already has:
 // `pulse import events|rows|clickhouse` are its commands (cmd/pulse opens
-// the ClickHouse connection). A row without a messageId gets one derived
+// the ClickHouse connection), and Web is the API of the dashboard's Import
+// page, which internal/system hands the scorer (scorer.WithImport). A row without a messageId gets one derived
 // from the file's content and the row number (from a query row's content),
 // so an import run twice, or resumed after a crash, counts each row once.
 package importer
