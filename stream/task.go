@@ -117,7 +117,7 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 	mRestoring.WithLabelValues(t.lagLabel).Set(1)
 	defer mRestoring.WithLabelValues(t.lagLabel).Set(0)
 	start := time.Now()
-	t.db, err = openPebble(p.taskDir(part), nil)
+	t.db, err = openPebble(p.taskDir(part), nil, p.opts.MemTableSize)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open stream state of partition %d: %w", part, err)
 	}
@@ -183,7 +183,7 @@ func (p *Processor) newTask(part int32) *task {
 }
 
 // openPebble opens a task's Pebble database in dir of fs (nil: the disk).
-func openPebble(dir string, fs vfs.FS) (*pebble.DB, error) {
+func openPebble(dir string, fs vfs.FS, memTable int) (*pebble.DB, error) {
 	o := &pebble.Options{FS: fs}
 	cache := pebble.NewCache(64 << 20)
 	defer cache.Unref() // the DB holds its own reference
@@ -193,7 +193,7 @@ func openPebble(dir string, fs vfs.FS) (*pebble.DB, error) {
 		o.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 		o.Levels[i].Compression = pebble.NoCompression
 	}
-	o.MemTableSize = 32 << 20
+	o.MemTableSize = uint64(memTable)
 	o.Logger = quietLogger{}
 	return pebble.Open(dir, o)
 }

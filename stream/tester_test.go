@@ -164,7 +164,7 @@ func (st *tester) start(yaml string) error {
 		return err
 	}
 	t := st.p.newTask(0)
-	if t.db, err = openPebble("", vfs.NewMem()); err != nil {
+	if t.db, err = openPebble("", vfs.NewMem(), 32<<20); err != nil {
 		return err
 	}
 	st.task, st.out = t, &memLog{}

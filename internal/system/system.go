@@ -69,6 +69,9 @@ type System struct {
 	// Destinations are the config's destinations, set by StartDestinations
 	// when the config has any.
 	Destinations *destination.Service
+	// StreamMemTableSize, set before StartStream, is the stream's
+	// stream.Options.MemTableSize (0: its default).
+	StreamMemTableSize int
 
 	ingestAddr, scorerAddr, destinationsAddr string
 	stream                                   atomic.Pointer[stream.Processor] // the one running, once StartStream made it
