@@ -136,7 +136,8 @@ func TestPlanEvent(t *testing.T) {
 		for i, s := range row {
 			vals[i] = s
 		}
-		e, re := p.event(vals, "import-x-1", testNow, event.DefaultLimits)
+		var n event.Normalizer
+		v, key, re := p.record(&n, vals, "import-x-1", testNow, event.DefaultLimits)
 		if wantErr != "" {
 			if re == nil {
 				t.Fatalf("row %v: no error, want %q", row, wantErr)
@@ -148,6 +149,15 @@ func TestPlanEvent(t *testing.T) {
 		}
 		if re != nil {
 			t.Fatalf("row %v: %v", row, re)
+		}
+		// The record, decoded and encoded again: what Decode and Marshal
+		// would have made.
+		e, err := event.Unmarshal(v)
+		if err != nil {
+			t.Fatalf("row %v: record %s: %v", row, v, err)
+		}
+		if key != e.EntityID() {
+			t.Fatalf("row %v: key %q, want the entity %q", row, key, e.EntityID())
 		}
 		b, _ := e.Marshal()
 		got := string(b)

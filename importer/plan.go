@@ -94,9 +94,11 @@ func (p *plan) add(t target) {
 	p.targets = append(p.targets, t)
 }
 
-// event maps one row to a validated event. messageID is used when no
-// column gives one.
-func (p *plan) event(vals []any, messageID string, now time.Time, lim event.Limits) (*event.Event, *RowError) {
+// record maps one row to its validated pulse.events record: its value and
+// its key (the entity id). messageID is used when no column gives one. n
+// applies event.Decode's rules and writes the record without building the
+// event (one Normalizer per goroutine).
+func (p *plan) record(n *event.Normalizer, vals []any, messageID string, now time.Time, lim event.Limits) ([]byte, string, *RowError) {
 	ev := make(map[string]any, 8)
 	for i := range p.targets {
 		t := &p.targets[i]
@@ -111,7 +113,7 @@ func (p *plan) event(vals []any, messageID string, now time.Time, lim event.Limi
 				continue
 			}
 			if !utf8.ValidString(s) {
-				return nil, &RowError{Column: t.column, Value: s, Reason: "not valid UTF-8 text"}
+				return nil, "", &RowError{Column: t.column, Value: s, Reason: "not valid UTF-8 text"}
 			}
 			if p.typed && !t.isConst && typedByContent(t.field) {
 				v = typed(s)
@@ -123,12 +125,12 @@ func (p *plan) event(vals []any, messageID string, now time.Time, lim event.Limi
 		if timeFields[t.field] && !t.isConst {
 			tv, err := parseTime(v, p.format)
 			if err != nil {
-				return nil, &RowError{Column: t.column, Value: text(v), Reason: err.Error()}
+				return nil, "", &RowError{Column: t.column, Value: text(v), Reason: err.Error()}
 			}
 			v = tv
 		}
 		if err := set(ev, t.path, v); err != nil {
-			return nil, &RowError{Column: t.column, Value: text(v), Reason: err.Error()}
+			return nil, "", &RowError{Column: t.column, Value: text(v), Reason: err.Error()}
 		}
 	}
 	if _, ok := ev["type"]; !ok {
@@ -137,15 +139,15 @@ func (p *plan) event(vals []any, messageID string, now time.Time, lim event.Limi
 	if _, ok := ev["messageId"]; !ok {
 		ev["messageId"] = messageID
 	}
-	raw, err := json.Marshal(ev)
+	raw, err := json.MarshalWithOption(ev, json.UnorderedMap())
 	if err != nil {
-		return nil, &RowError{Reason: fmt.Sprintf("cannot encode the event: %v", err)}
+		return nil, "", &RowError{Reason: fmt.Sprintf("cannot encode the event: %v", err)}
 	}
-	e, err := event.Decode(raw, now, lim, event.Defaults{})
+	v, out, err := n.Normalize(nil, raw, now, lim, event.Defaults{})
 	if err != nil {
-		return nil, p.fieldError(vals, err)
+		return nil, "", p.fieldError(vals, err)
 	}
-	return e, nil
+	return v, out.EntityID, nil
 }
 
 // fieldError names the column behind the field event.Decode refused.

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -82,7 +83,9 @@ func openFile(path string) (*file, error) {
 
 // messageID is the id of the row-th row of f when the row has none.
 func (f *file) messageID(row int) string {
-	return fmt.Sprintf("import-%s-%d", f.id, row)
+	b := make([]byte, 0, len("import-")+len(f.id)+1+10)
+	b = append(append(append(b, "import-"...), f.id...), '-')
+	return string(strconv.AppendInt(b, int64(row), 10))
 }
 
 // rows reads one file's rows.

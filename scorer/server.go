@@ -27,6 +27,13 @@ type LiveHandler interface {
 	ServeSSE(ctx *fasthttp.RequestCtx)
 }
 
+// ImportHandler serves the dashboard's Import page API under /v1/import
+// (importer.Web, wired by internal/system): sub is the path after
+// /v1/import. The scorer checks the key (write or admin scope) first.
+type ImportHandler interface {
+	ServeImport(ctx *fasthttp.RequestCtx, sub string)
+}
+
 // Option configures a Server.
 type Option func(*Server)
 
@@ -70,6 +77,11 @@ func WithHistory(r EventReader) Option {
 	return func(s *Server) { s.events = r }
 }
 
+// WithImport serves /v1/import with h. Without it the path answers 503.
+func WithImport(h ImportHandler) Option {
+	return func(s *Server) { s.imports = h }
+}
+
 // WithLogger logs to l, overriding slog.Default().
 func WithLogger(l *slog.Logger) Option {
 	return func(s *Server) { s.log = l }
@@ -100,6 +112,8 @@ type Server struct {
 	health *httpapi.Health
 	log    *slog.Logger
 	live   LiveHandler
+	// imports serves the Import page's API; nil: 503.
+	imports ImportHandler
 
 	identities *Identities
 	events     EventReader
@@ -304,11 +318,12 @@ const (
 	epLive
 	epReload
 	epStatic
+	epImport
 	epOther
 	numEndpoints
 )
 
-var endpointNames = [numEndpoints]string{"predict", "entity", "profile", "segments", "segment", "members", "live", "reload", "dashboard", "other"}
+var endpointNames = [numEndpoints]string{"predict", "entity", "profile", "segments", "segment", "members", "live", "reload", "dashboard", "import", "other"}
 
 // Series looked up once: WithLabelValues hashes its labels on every call.
 var (
@@ -394,6 +409,9 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		if s.method(ctx, fasthttp.MethodGet) {
 			s.dashboardConfig(ctx)
 		}
+	case string(path) == "/v1/import" || strings.HasPrefix(string(path), "/v1/import/"):
+		ep = epImport
+		s.serveImport(ctx, string(path[len("/v1/import"):]))
 	case strings.HasPrefix(string(path), "/v1/"):
 		httpapi.WriteError(ctx, fasthttp.StatusNotFound, "no such endpoint: "+string(path))
 	default:
@@ -424,6 +442,19 @@ func (s *Server) authorize(ctx *fasthttp.RequestCtx, scope, bodyKey string) bool
 	}
 	_, ok := s.auth.Authorize(ctx, secret, scope)
 	return ok
+}
+
+// serveImport checks for a key with the write (or admin) scope, then hands
+// the request to the import handler.
+func (s *Server) serveImport(ctx *fasthttp.RequestCtx, sub string) {
+	if _, ok := s.auth.AuthorizeEither(ctx, httpapi.KeyFromHeaders(ctx), config.ScopeWrite, config.ScopeAdmin); !ok {
+		return
+	}
+	if s.imports == nil {
+		httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, "imports are not served by this scorer: use pulse import events (docs/import.md)")
+		return
+	}
+	s.imports.ServeImport(ctx, sub)
 }
 
 func (s *Server) serveLive(ctx *fasthttp.RequestCtx) {

@@ -138,7 +138,7 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 	mRestoring.WithLabelValues(t.lagLabel).Set(1)
 	defer mRestoring.WithLabelValues(t.lagLabel).Set(0)
 	start := time.Now()
-	t.db, t.fault, err = openPebble(p.taskDir(part), p.opts.fs, p.log.With("partition", part))
+	t.db, t.fault, err = openPebble(p.taskDir(part), p.opts.fs, p.log.With("partition", part), p.opts.MemTableSize)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open stream state of partition %d: %w", part, err)
 	}
@@ -222,7 +222,7 @@ func (p *Processor) newTask(part int32) *task {
 // openPebble opens a task's Pebble database in dir of fs (nil: the disk).
 // Pebble's fatal errors (a write the disk refused) are recorded on the
 // Fault rather than panic: commit through it.
-func openPebble(dir string, fs vfs.FS, log *slog.Logger) (*pebble.DB, *diskfault.Fault, error) {
+func openPebble(dir string, fs vfs.FS, log *slog.Logger, memTable int) (*pebble.DB, *diskfault.Fault, error) {
 	o := &pebble.Options{FS: fs}
 	cache := pebble.NewCache(64 << 20)
 	defer cache.Unref() // the DB holds its own reference
@@ -232,7 +232,7 @@ func openPebble(dir string, fs vfs.FS, log *slog.Logger) (*pebble.DB, *diskfault
 		o.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 		o.Levels[i].Compression = pebble.NoCompression
 	}
-	o.MemTableSize = 32 << 20
+	o.MemTableSize = uint64(memTable)
 	fault := diskfault.Watch(o, log, "stream")
 	db, err := pebble.Open(dir, o)
 	if err == nil {

@@ -182,7 +182,7 @@ func (st *tester) start(yaml string) error {
 		return err
 	}
 	t := st.p.newTask(0)
-	if t.db, t.fault, err = openPebble("", vfs.NewMem(), log); err != nil {
+	if t.db, t.fault, err = openPebble("", vfs.NewMem(), log, 32<<20); err != nil {
 		return err
 	}
 	st.task, st.out = t, &memLog{}

@@ -13,6 +13,7 @@ import (
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/history"
+	"github.com/pulse-rt/pulse/internal/system"
 	"github.com/pulse-rt/pulse/kafka"
 )
 
@@ -87,6 +88,7 @@ func (f *timeFlag) Set(s string) error {
 type backfillCmd struct {
 	*command
 	out, table string
+	dev        *system.DevState // the pulse dev running beside, if any
 }
 
 func newBackfillCmd(name, tableHelp string) *backfillCmd {
@@ -99,17 +101,26 @@ func newBackfillCmd(name, tableHelp string) *backfillCmd {
 }
 
 // open checks that a command that writes rows got one of -out and -table,
-// then loads the config and connects to its ClickHouse, failing at once,
-// naming it, when it does not answer.
+// then loads the config (beside a running `pulse dev`: its config and its
+// ClickHouse) and connects to its ClickHouse, failing at once, naming it,
+// when it does not answer.
 func (c *backfillCmd) open(ctx context.Context) (*config.Config, *history.Reader, func(), error) {
 	if c.Lookup("table") != nil && (c.out == "") == (c.table == "") {
 		return nil, nil, nil, errors.New("give one of -out FILE and -table T")
 	}
-	cfg, err := loadConfig(c.config)
+	cfg, st, err := loadBeside(c.config)
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	c.dev = st
 	conn, err := history.Open(cfg.ClickHouse)
+	if errors.Is(err, history.ErrDisabled) {
+		where := "the embedded example config"
+		if c.config != "" {
+			where = c.config
+		}
+		return nil, nil, nil, fmt.Errorf("%w in %s, and no pulse dev runs on %s: start `pulse dev` in this directory (it keeps the history in a local ClickHouse when clickhouse-server is installed), or set clickhouse.addr and pass -config", err, where, cfg.DataDir)
+	}
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -256,7 +267,7 @@ func backfillVerify(ctx context.Context, args []string) error {
 		return err
 	}
 	defer closeFn()
-	store, err := featurestore.OpenWriter(cfg)
+	store, err := verifyStore(cfg, fl.dev)
 	if err != nil {
 		return err
 	}
@@ -273,7 +284,38 @@ func backfillVerify(ctx context.Context, args []string) error {
 	if n := rep.Mismatches(); n > 0 {
 		return fmt.Errorf("%d mismatching value(s)", n)
 	}
+	compared := 0
+	for _, f := range rep.Features {
+		compared += f.Compared
+	}
+	if compared == 0 {
+		return fmt.Errorf("verify compared nothing (%d entities sampled from history, %d not in the online store): is this the store the stream writes (run it where pulse dev runs, or with its -config), has the stream caught up, and does history hold events?", rep.Sampled, len(rep.Missing))
+	}
 	return nil
+}
+
+// verifyStore is the online store verify reads: through the scorer of a
+// pulse dev running beside (which holds Pebble's lock), else the
+// configured store, which must exist (opening a missing Pebble store
+// would create an empty one and report every entity missing).
+func verifyStore(cfg *config.Config, dev *system.DevState) (featurestore.Store, error) {
+	if dev != nil && dev.Store != "" {
+		key := cfg.KeyWithScope(config.ScopeRead)
+		if key == "" {
+			return nil, fmt.Errorf("pulse dev holds the online store: verify reads it through the scorer at %s, which needs a key with the read scope in the config", dev.Scorer)
+		}
+		return featurestore.OpenServed(dev.Scorer, key), nil
+	}
+	if cfg.Store.Backend != "redis" {
+		if _, err := os.Stat(cfg.Store.Path); err != nil {
+			return nil, fmt.Errorf("no online store at %s: run verify where pulse dev or pulse stream runs, or pass the -config they use (store.path)", cfg.Store.Path)
+		}
+	}
+	store, err := featurestore.OpenWriter(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w (is a pulse process holding the store? run verify beside pulse dev, which it then reads through the scorer)", err)
+	}
+	return store, nil
 }
 
 // writeFile writes through f to path, or stdout for "-".

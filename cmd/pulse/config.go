@@ -49,6 +49,16 @@ func loadConfig(path string) (*config.Config, error) {
 	return system.Example("")
 }
 
+// loadBeside loads the config of a command that runs beside `pulse dev`
+// (import, backfill): system.LoadBeside, its errors worded as load's.
+func loadBeside(path string) (*config.Config, *system.DevState, error) {
+	cfg, st, err := system.LoadBeside(path)
+	if err != nil {
+		return nil, nil, configError(err)
+	}
+	return cfg, st, nil
+}
+
 func configError(err error) error {
 	if errs, ok := config.AsErrors(err); ok {
 		return fmt.Errorf("invalid config:\n%s", errs.Error())

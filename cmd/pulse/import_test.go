@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,7 +36,11 @@ func TestImportCommand(t *testing.T) {
 	}
 	run := func(stdin string, args ...string) (code int, stderr string) {
 		t.Helper()
-		cmd := exec.Command(bin, append([]string{"import", "events", "-config", cfgPath}, args...)...)
+		what := "events"
+		if len(args) > 0 && args[0] == "-query" {
+			what = "clickhouse"
+		}
+		cmd := exec.Command(bin, append([]string{"import", what, "-config", cfgPath}, args...)...)
 		cmd.Stdin = strings.NewReader(stdin)
 		var eb bytes.Buffer
 		cmd.Stderr = &eb
@@ -99,6 +105,31 @@ func TestImportCommand(t *testing.T) {
 	}
 	if code, stderr := rows(rowsFile, "-config", cfgPath); code != 1 || !strings.Contains(stderr, "-feature-set NAME") {
 		t.Fatalf("import rows with no feature set: exit code %d, stderr:\n%s", code, stderr)
+	}
+	// pulse import clickhouse over a table in a real ClickHouse.
+	native, httpAddr := testenv.ClickHouse(t)
+	db := testenv.ClickHouseDatabase(t)
+	for _, q := range []string{
+		"CREATE TABLE orders (order_id String, customer_id String, total Float64, created_at DateTime('UTC')) ENGINE = MergeTree ORDER BY order_id",
+		"INSERT INTO orders VALUES ('o1', 'c1', 19.9, '2026-11-30 10:00:00'), ('o2', 'c2', 5, '2026-11-30 10:05:00')",
+	} {
+		resp, err := http.Post("http://"+httpAddr+"/?database="+db, "text/plain", strings.NewReader(q))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %s", q, b)
+		}
+	}
+	chArgs := []string{"-clickhouse", native, "-map", "userId=customer_id", "-map", `event="Order Completed"`, "-map", "properties.revenue=total", "-map", "timestamp=created_at"}
+	code, stderr = run("", append([]string{"-query", "SELECT * FROM " + db + ".orders"}, chArgs...)...)
+	if code != 0 || !strings.Contains(stderr, "2 rows from the ClickHouse query: 2 imported, 0 refused") || !strings.Contains(stderr, "columns not mapped (ignored): [order_id]") {
+		t.Fatalf("import clickhouse: exit code %d, stderr:\n%s", code, stderr)
+	}
+	if code, stderr = run("", append([]string{"-query", "SELECT * FROM " + db + ".nope"}, chArgs...)...); code != 1 || !strings.Contains(stderr, "cannot run the query") {
+		t.Fatalf("import clickhouse of a missing table: exit code %d, stderr:\n%s", code, stderr)
 	}
 	if code, stderr := run("", filepath.Join(dir, "nope.csv")); code != 1 || !strings.Contains(stderr, "cannot open") {
 		t.Fatalf("missing file: exit code %d, stderr:\n%s", code, stderr)

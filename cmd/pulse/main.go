@@ -33,6 +33,8 @@ Usage:
                                   stdin) into events; exit code 2 when rows were refused (docs/import.md)
   pulse import rows FILE... -feature-set NAME [-id COLUMN] [-report FILE]
                                   feature rows (what /v1/stream takes) into identifies
+  pulse import clickhouse -query 'SELECT ...' [-clickhouse HOST:PORT] [-mapping FILE] [-map field=column]...
+                                  a ClickHouse query's rows into events, mapped as files are
   pulse loadtest ingest [flags]   open-loop load against ingest, with a raw-produce baseline
   pulse loadtest floor [flags]    serve ingest's floor in a process of its own (for ingest -floor-url)
   pulse loadtest predict [flags]  open-loop predictions against the scorer, with a bare-handler baseline

@@ -24,7 +24,7 @@ func runDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return system.Dev(ctx, cfg, system.DevOptions{Demo: *demoTraffic, ClickHouseTCP: 9000, ClickHouseHTTP: 8123, DestinationsListen: *destinations})
+	return system.Dev(ctx, cfg, system.DevOptions{Demo: *demoTraffic, ClickHouseTCP: 9000, ClickHouseHTTP: 8123, DestinationsListen: *destinations, ConfigPath: fl.config})
 }
 
 // runIngest is `pulse ingest -config FILE`: the tracking API into Kafka.

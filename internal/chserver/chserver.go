@@ -66,6 +66,11 @@ var localConfig = template.Must(template.New("config.xml").Parse(`<?xml version=
   <mark_cache_size>268435456</mark_cache_size>
   <uncompressed_cache_size>268435456</uncompressed_cache_size>
   <mlock_executable>false</mlock_executable>
+  <merge_tree>
+    <!-- Parts merged away are deleted after a minute, not the default 8:
+         a pulse dev inserting small batches keeps few of them on disk. -->
+    <old_parts_lifetime>60</old_parts_lifetime>
+  </merge_tree>
 </yandex>
 `))
 

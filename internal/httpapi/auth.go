@@ -76,6 +76,15 @@ func (a *Auth) Authorize(ctx *fasthttp.RequestCtx, secret, scope string) (*confi
 	return key, true
 }
 
+// AuthorizeEither is Authorize for a key with scope or else alt: the scope
+// checked is alt for a known key that holds alt and not scope, else scope.
+func (a *Auth) AuthorizeEither(ctx *fasthttp.RequestCtx, secret, scope, alt string) (*config.APIKey, bool) {
+	if e := a.keys.Load().lookup(secret); e != nil && !e.key.HasScope(scope) && e.key.HasScope(alt) {
+		scope = alt
+	}
+	return a.Authorize(ctx, secret, scope)
+}
+
 // ClientOf names the client of a request for the failure limit: its IP
 // address, or its /64 for IPv6, where one host holds a whole prefix.
 func ClientOf(ctx *fasthttp.RequestCtx) string {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,6 +16,9 @@ import (
 	"github.com/pulse-rt/pulse/scorer"
 )
 
+// devMemTableSize is the stream's Pebble memtable in pulse dev.
+const devMemTableSize = 4 << 20
+
 // DevOptions shape `pulse dev`.
 type DevOptions struct {
 	Demo bool // run the e-commerce traffic generator
@@ -24,6 +28,10 @@ type DevOptions struct {
 	// DestinationsListen is where the destinations' admin API listens
 	// (on 127.0.0.1 whatever the host), when the config has destinations.
 	DestinationsListen string
+	// ConfigPath is the config file's path ("" for the embedded example),
+	// written with the rest to <data_dir>/dev.json for the commands run
+	// beside dev (LoadBeside).
+	ConfigPath string
 }
 
 // Dev runs every service of `pulse dev` on cfg until ctx ends: an
@@ -51,6 +59,9 @@ func Dev(ctx context.Context, cfg *config.Config, o DevOptions) error {
 	if err := sys.WatchDataDir(); err != nil {
 		return err
 	}
+	// Dev's traffic is small: 4 MiB memtables bound each partition's
+	// Pebble WAL to about 26 MiB of disk (the default 32 MiB: 211 MiB).
+	sys.StreamMemTableSize = devMemTableSize
 	if err := sys.StartKafka(kafka.EmbeddedOptions{Port: port, DataDir: filepath.Join(cfg.DataDir, "kafka"), Partitions: cfg.Kafka.Partitions}); err != nil {
 		return err
 	}
@@ -90,7 +101,33 @@ func Dev(ctx context.Context, cfg *config.Config, o DevOptions) error {
 		})
 	}
 	printDevBanner(cfg, o.Demo, sys.DestinationsURL())
+	remove, err := writeDevState(cfg.DataDir, devState(cfg, o.ConfigPath))
+	if err != nil {
+		return err
+	}
+	defer remove()
 	return sys.Wait()
+}
+
+// devState is what Dev runs on cfg, once every part is up.
+func devState(cfg *config.Config, configPath string) DevState {
+	if configPath != "" {
+		if abs, err := filepath.Abs(configPath); err == nil {
+			configPath = abs
+		}
+	}
+	st := DevState{PID: os.Getpid(), Config: configPath, Kafka: cfg.Kafka.Brokers,
+		Ingest: cfg.Ingest.Listen, Scorer: cfg.Scorer.Listen}
+	if cfg.ClickHouse.Addr != "" {
+		st.ClickHouse, st.Database = cfg.ClickHouse.Addr, cfg.ClickHouse.Database
+	}
+	if cfg.Store.Backend != "redis" {
+		st.Store = cfg.Store.Path
+		if abs, err := filepath.Abs(st.Store); err == nil {
+			st.Store = abs
+		}
+	}
+	return st
 }
 
 // dashboardKey is the first configured key with the read scope and no

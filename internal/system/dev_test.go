@@ -15,7 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pulse-rt/pulse/backfill"
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/history"
 	"github.com/pulse-rt/pulse/internal/testenv"
 )
 
@@ -73,9 +76,10 @@ destinations:
 	done := make(chan error, 1)
 	// dev normalises cfg as it starts: read what the test needs first.
 	ingest, scorer := "http://"+cfg.Ingest.Listen, "http://"+cfg.Scorer.Listen
-	chHTTP := freePort(t)
+	broker, dataDir := cfg.Kafka.Brokers[0], cfg.DataDir
+	chHTTP, chTCP := freePort(t), freePort(t)
 	go func() {
-		done <- Dev(ctx, cfg, DevOptions{ClickHouseTCP: freePort(t), ClickHouseHTTP: chHTTP, DestinationsListen: destinations})
+		done <- Dev(ctx, cfg, DevOptions{ClickHouseTCP: chTCP, ClickHouseHTTP: chHTTP, DestinationsListen: destinations})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -197,6 +201,45 @@ destinations:
 	testenv.WaitFor(t, 30*time.Second, "the predictions in ClickHouse", func() bool {
 		return query("SELECT count() FROM pulse.predictions") == "2"
 	})
+
+	// The commands run beside dev find it: dev.json names its ClickHouse
+	// (which the config left unset) and scorer, and verify, which cannot
+	// open the Pebble store dev holds, reads it through the scorer and
+	// agrees with the history.
+	st, err := ReadDevState(dataDir)
+	if err != nil || st == nil {
+		t.Fatalf("dev state: %v, %v", st, err)
+	}
+	if st.PID != os.Getpid() || st.ClickHouse != fmt.Sprintf("127.0.0.1:%d", chTCP) || "http://"+st.Scorer != scorer || st.Store == "" {
+		t.Fatalf("dev state %+v: want this process, its ClickHouse on %d, its scorer and store", st, chTCP)
+	}
+	beside, err := config.Parse(src, "pulse.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Apply(beside)
+	if beside.ClickHouse.Addr != st.ClickHouse || beside.Kafka.Brokers[0] != broker {
+		t.Fatalf("Apply: clickhouse %q brokers %v, want dev's", beside.ClickHouse.Addr, beside.Kafka.Brokers)
+	}
+	conn, err := history.Open(beside.ClickHouse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	served := featurestore.OpenServed(st.Scorer, "dev-read-key")
+	rep, err := backfill.Verify(context.Background(), beside, history.NewReader(conn, beside.ClickHouse.Database), served, backfill.VerifyOptions{Entities: []string{"612"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	compared := 0
+	for _, f := range rep.Features {
+		compared += f.Compared
+	}
+	if compared == 0 || rep.Mismatches() != 0 || len(rep.Missing) != 0 {
+		var b strings.Builder
+		rep.Write(&b)
+		t.Fatalf("verify beside dev: %d compared, %d mismatches, %d missing:\n%s", compared, rep.Mismatches(), len(rep.Missing), b.String())
+	}
 }
 
 func contains(list []string, s string) bool {

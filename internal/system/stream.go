@@ -29,7 +29,7 @@ func (s *System) StartStream(store featurestore.Store, reloadFrom string) error 
 		s.g.Go(func() error { return superviseStream(s.ctx, reloadFrom, s.Config, store, reload, &s.stream) })
 		return nil
 	}
-	proc, err := stream.New(s.Config, store, stream.Options{Log: s.Log})
+	proc, err := stream.New(s.Config, store, stream.Options{Log: s.Log, MemTableSize: s.StreamMemTableSize})
 	if err != nil {
 		return err
 	}

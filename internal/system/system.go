@@ -38,6 +38,7 @@ import (
 	"github.com/pulse-rt/pulse/destination"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/history"
+	"github.com/pulse-rt/pulse/importer"
 	"github.com/pulse-rt/pulse/ingest"
 	"github.com/pulse-rt/pulse/internal/diskfault"
 	"github.com/pulse-rt/pulse/kafka"
@@ -72,6 +73,9 @@ type System struct {
 	// Destinations are the config's destinations, set by StartDestinations
 	// when the config has any.
 	Destinations *destination.Service
+	// StreamMemTableSize, set before StartStream, is the stream's
+	// stream.Options.MemTableSize (0: its default).
+	StreamMemTableSize int
 
 	// events reads the history for the scorer's profiles, once a
 	// ClickHouse is known (StartScorer or StartHistory).
@@ -242,6 +246,9 @@ type ScorerOptions struct {
 	// ReloadOnHUP reloads the models (and, given scorer.WithConfigPath,
 	// the config) on SIGHUP.
 	ReloadOnHUP bool
+	// Imports serves the dashboard's Import page API (importer.Web),
+	// producing to the events topic.
+	Imports bool
 	// Options come last (WithConfigPath, WithDashboardKey...).
 	Options []scorer.Option
 }
@@ -251,7 +258,7 @@ type ScorerOptions struct {
 // rebuilt from Kafka (so it survives a restart), and model reload on
 // SIGHUP; extra options come last.
 func Serving(extra ...scorer.Option) ScorerOptions {
-	return ScorerOptions{PredictionLog: true, Live: &scorer.LiveOptions{}, HistoryRebuild: true, Profiles: true, ReloadOnHUP: true, Options: extra}
+	return ScorerOptions{PredictionLog: true, Live: &scorer.LiveOptions{}, HistoryRebuild: true, Profiles: true, ReloadOnHUP: true, Imports: true, Options: extra}
 }
 
 // StartScorer runs the scorer over s.Store on the config's scorer.listen.
@@ -293,11 +300,23 @@ func (s *System) StartScorer(o ScorerOptions) error {
 			opts = append(opts, scorer.WithIdentities(ids))
 			s.g.Go(func() error {
 				if err := ids.Run(s.ctx); err != nil {
-					s.Log.Error("identity table feed stopped; lookups of merged ids answer the old id", "err", err)
+					s.Log.Error("identity table feed stopped; profiles list no new identifiers", "err", err)
 				}
 				return nil
 			})
 		}
+	}
+	if o.Imports {
+		cl, err := s.producer()
+		if err != nil {
+			return err
+		}
+		tp := s.Config.Kafka.Topics
+		web, err := importer.NewWeb(s.ctx, cl, importer.Options{Events: tp.Events, Invalid: tp.Invalid})
+		if err != nil {
+			return err
+		}
+		opts = append(opts, scorer.WithImport(web))
 	}
 	srv, err := scorer.New(s.Config, s.Store, append(opts, o.Options...)...)
 	if err != nil {
