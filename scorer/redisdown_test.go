@@ -1,6 +1,7 @@
 package scorer_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -63,6 +64,46 @@ func TestPredictRedisDown(t *testing.T) {
 	}
 	testenv.WaitFor(t, 10*time.Second, "predictions served again", func() bool {
 		code, body := h.do("POST", "/v1/predict", "", predict)
+		return code == 200 && strings.Contains(body, `"model_used":true`)
+	})
+}
+
+// TestPredictRedisBlackHole: the network to Redis drops every byte
+// (toxiproxy's timeout toxic, both ways: no reset, connections hang). Every
+// prediction is answered 503 within the store's timeout and some slack,
+// none hangs, and once the network heals predictions are served again.
+func TestPredictRedisBlackHole(t *testing.T) {
+	proxy := testenv.StartProxy(t, testenv.Redis(t))
+	const timeout = 300 * time.Millisecond
+	st, err := featurestore.OpenRedis(config.Redis{Addr: proxy.Addr(), KeyPrefix: testenv.RedisKeyPrefix(t)}, featurestore.RedisOptions{Timeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	seed(t, st, map[string]map[string]any{"612": buyer()}, nil)
+	h := start(t, newConfig(t, testConfig), st)
+	predict := func(id int) (int, string) {
+		return h.do("POST", "/v1/predict", "", fmt.Sprintf(`{"api_key":"read-key","model":"purchase_propensity","features":[{"user":{"id":%d}}]}`, id))
+	}
+	if code, body := predict(612); code != 200 || !strings.Contains(body, `"model_used":true`) {
+		t.Fatalf("before: %d %s", code, body)
+	}
+	proxy.BlackHole()
+	var longest time.Duration
+	for i := range 10 {
+		start := time.Now()
+		code, body := predict(1000 + i) // not in the near cache
+		longest = max(longest, time.Since(start))
+		if code != 503 || !strings.Contains(body, "online store is unavailable") {
+			t.Fatalf("black hole: %d %s, want 503 naming the store", code, body)
+		}
+	}
+	if longest > 3*timeout+time.Second {
+		t.Errorf("with Redis black-holed a prediction took %s, want about the store timeout %s", longest, timeout)
+	}
+	proxy.Heal()
+	testenv.WaitFor(t, 15*time.Second, "predictions served again", func() bool {
+		code, body := predict(612)
 		return code == 200 && strings.Contains(body, `"model_used":true`)
 	})
 }
