@@ -26,15 +26,16 @@ var loadtests = map[string]func(context.Context, []string) error{
 	"predict":   loadtestPredict,
 	"freshness": loadtestFreshness,
 	"segments":  loadtestSegments,
+	"soak":      loadtestSoak,
 }
 
 func runLoadtest(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: pulse loadtest ingest|predict|freshness|segments|floor [flags]")
+		return errors.New("usage: pulse loadtest ingest|predict|freshness|segments|soak|floor [flags]")
 	}
 	run := loadtests[args[0]]
 	if run == nil {
-		return fmt.Errorf("unknown loadtest %q (want ingest, predict, freshness, segments or floor)", args[0])
+		return fmt.Errorf("unknown loadtest %q (want ingest, predict, freshness, segments, soak or floor)", args[0])
 	}
 	return run(ctx, args[1:])
 }
@@ -232,5 +233,40 @@ func loadtestSegments(ctx context.Context, args []string) error {
 		}
 		_, err := loadtest.Segments(ctx, o, os.Stdout)
 		return err
+	})
+}
+
+// loadtestSoak is `pulse loadtest soak`: a steady mixed load through
+// every service of `pulse dev` in this process for -duration, sampling
+// the process's goroutines, live heap and open files; it fails when they
+// grow (loadtest.Flat) or a request failed.
+func loadtestSoak(ctx context.Context, args []string) error {
+	var o loadtest.SoakOptions
+	return loadtestE2E(ctx, "soak", args, func(fl *flag.FlagSet) {
+		fl.DurationVar(&o.Duration, "duration", 30*time.Second, "how long to run (the resources are compared between its first and last thirds)")
+		fl.Float64Var(&o.EventsPerSecond, "events", 500, "events per second posted to ingest, in batches of 10")
+		fl.Float64Var(&o.PredictsPerSecond, "predicts", 200, "predictions per second, one user each")
+		fl.IntVar(&o.SSEClients, "sse", 20, "live-feed clients kept connected, each leaving after 0.1-1 s for a new one")
+		fl.DurationVar(&o.SampleEvery, "sample", time.Second, "sample the process this often")
+	}, func(sys *system.System, _ *loadtest.WriteWatch) error {
+		o.IngestURL, o.ScorerURL = sys.IngestURL(), sys.ScorerURL()
+		o.WriteKey, o.ReadKey = sys.Config.KeyWithScope(config.ScopeWrite), sys.Config.KeyWithScope(config.ScopeRead)
+		if len(sys.Config.Models) > 0 {
+			o.Model = sys.Config.Models[0].Name
+		}
+		o.Out = os.Stdout
+		rep, err := loadtest.Soak(ctx, o)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("soak %s: %d events, %d predictions, %d live-feed sessions, %d errors\n", o.Duration, rep.Events, rep.Predictions, rep.SSESessions, rep.Errors)
+		if rep.FirstErr != nil {
+			return fmt.Errorf("%d requests failed, the first: %w", rep.Errors, rep.FirstErr)
+		}
+		if err := loadtest.Flat(rep.Samples, 50); err != nil {
+			return err
+		}
+		fmt.Println("flat: goroutines, open files and the live heap did not grow")
+		return nil
 	})
 }

@@ -37,6 +37,8 @@ Usage:
   pulse loadtest freshness [flags]
                                   time from ingest's 200 to the feature being readable
   pulse loadtest segments [flags] time from an event (or a window's expiry) to the segment change on SSE
+  pulse loadtest soak [flags]     steady mixed load (ingest, predict, SSE clients coming and going) for
+                                  -duration, with goroutines, live heap and open files sampled: flat or not
 
 Run 'pulse COMMAND -h' for a command's flags.
 `
