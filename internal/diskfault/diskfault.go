@@ -60,6 +60,7 @@ func Watch(o *pebble.Options, log *slog.Logger, store string) *Fault {
 		log = slog.Default()
 	}
 	f := &Fault{store: store, log: log.With("store", store)}
+	faults.WithLabelValues(store) // the series exists at 0 before any fault
 	if o.FS == nil {
 		o.FS = vfs.Default
 	}
