@@ -263,10 +263,17 @@ func loadtestSoak(ctx context.Context, args []string) error {
 		if rep.FirstErr != nil {
 			return fmt.Errorf("%d requests failed, the first: %w", rep.Errors, rep.FirstErr)
 		}
-		if err := loadtest.Flat(rep.Samples, 50); err != nil {
+		// The embedded Kafka (kfake) keeps every record in memory, so
+		// the live heap grows with the load whatever Pulse does: it is
+		// shown, and judged by goroutines and open files.
+		if err := loadtest.Flat(rep.Samples, 50, false); err != nil {
 			return err
 		}
-		fmt.Println("flat: goroutines, open files and the live heap did not grow")
+		if n := len(rep.Samples); n > 1 && rep.Events > 0 {
+			grew := float64(rep.Samples[n-1].HeapBytes) - float64(rep.Samples[0].HeapBytes)
+			fmt.Printf("live heap grew %.1f MB, %.0f bytes an event: the embedded Kafka's log, in memory\n", grew/(1<<20), grew/float64(rep.Events))
+		}
+		fmt.Println("flat: goroutines and open files did not grow")
 		return nil
 	})
 }

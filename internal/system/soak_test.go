@@ -15,7 +15,8 @@ import (
 // `pulse dev` in this process, with no request failing and the process's
 // goroutines, open files and live heap flat between the first and last
 // thirds of the run (a leak per request or per SSE client grows with
-// them).
+// them). Over 20 s the embedded Kafka's log, which kfake keeps in memory,
+// stays within the heap's slack.
 func TestSoakStaysFlat(t *testing.T) {
 	cfg, err := Example(t.TempDir())
 	if err != nil {
@@ -44,7 +45,7 @@ func TestSoakStaysFlat(t *testing.T) {
 	if rep.Events == 0 || rep.Predictions == 0 || rep.SSESessions < 50 {
 		t.Fatalf("the load did not run: %d events, %d predictions, %d live-feed sessions", rep.Events, rep.Predictions, rep.SSESessions)
 	}
-	if err := loadtest.Flat(rep.Samples, 50); err != nil {
+	if err := loadtest.Flat(rep.Samples, 50, true); err != nil {
 		t.Error(err)
 	}
 }
