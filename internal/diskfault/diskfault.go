@@ -120,6 +120,27 @@ func (f *Fault) Commit(b *pebble.Batch, opts *pebble.WriteOptions) (err error) {
 	return f.Err()
 }
 
+// Do runs a write other than a batch commit (a DeleteRange) as Commit
+// runs a commit: refused after a fault, a panic inside Pebble recovered,
+// a fault it hit reported.
+func (f *Fault) Do(write func() error) (err error) {
+	if err := f.Err(); err != nil {
+		return err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			f.wedged.Store(true)
+			f.set(fmt.Sprintf("write panicked: %v", r))
+			err = f.Err()
+		}
+	}()
+	if err := write(); err != nil {
+		f.set(err.Error())
+		return f.Err()
+	}
+	return f.Err()
+}
+
 // Wedged reports that a commit panicked inside Pebble: the database may
 // hold its commit lock, so closing it could block forever.
 func (f *Fault) Wedged() bool { return f.wedged.Load() }
