@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -89,14 +90,16 @@ keys:
 // TestAckedEventsSurviveBrokerKill kills the Kafka broker (SIGKILL) under
 // load, leaves it down for 10 s, then starts it again: within a second of
 // the kill ingest answers 503 with Retry-After, every request, the ones in
-// flight included, within a second (before: they waited the 10 s produce
+// flight included, within a second (before: each waited the 10 s produce
 // timeout), never 200; afterwards it accepts again on its own. Every
 // acknowledged event, from before the crash and after, is in the log
 // exactly once.
 func TestAckedEventsSurviveBrokerKill(t *testing.T) {
 	k := testenv.StartKafka(t)
 	brokers := []string{k.Addr()}
-	h := newHarness(t, brokers, "")
+	// The default produce timeout: what a request waits for a broker that
+	// may come back, and what it must not wait for one that is gone.
+	h := newHarnessTuned(t, brokers, "", func(c *config.Config) { c.Ingest.ProduceTimeout = config.Duration(10 * time.Second) })
 	l := startLoad(h.url, 4, 20)
 	testenv.WaitFor(t, 30*time.Second, "500 acknowledged events", func() bool { return l.ackedCount() >= 500 })
 	if err := k.Kill(); err != nil {

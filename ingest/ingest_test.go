@@ -54,9 +54,19 @@ type harness struct {
 
 func newHarness(t *testing.T, brokers []string, topicPrefix string, kafkaOpts ...kgo.Opt) *harness {
 	t.Helper()
+	return newHarnessTuned(t, brokers, topicPrefix, nil, kafkaOpts...)
+}
+
+// newHarnessTuned is newHarness with tune applied to the config before
+// the server starts.
+func newHarnessTuned(t *testing.T, brokers []string, topicPrefix string, tune func(*config.Config), kafkaOpts ...kgo.Opt) *harness {
+	t.Helper()
 	cfg, err := config.Parse([]byte(testConfig), "test.yaml")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tune != nil {
+		tune(cfg)
 	}
 	cfg.Kafka.Brokers = brokers
 	if topicPrefix != "" {
