@@ -76,7 +76,7 @@ func TestDataDirDeleted(t *testing.T) {
 		code, body, retry = post()
 		return code == 503
 	})
-	if took := time.Since(deleted); took > 2500*time.Millisecond {
+	if took := time.Since(deleted); took > 3*time.Second { // checked every second; slack for a loaded machine
 		t.Errorf("ingest took %s to refuse events, want about a second", took)
 	}
 	if retry == "" || !strings.Contains(body, cfg.DataDir) {
