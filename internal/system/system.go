@@ -273,6 +273,9 @@ func (s *System) StartScorer(o ScorerOptions) error {
 	if o.HistoryRebuild {
 		opts = append(opts, scorer.WithHistoryRebuild())
 	}
+	if s.DataDir != nil {
+		opts = append(opts, scorer.WithReadyWhile(s.DataDir.Err))
+	}
 	srv, err := scorer.New(s.Config, s.Store, append(opts, o.Options...)...)
 	if err != nil {
 		return err
