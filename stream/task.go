@@ -208,6 +208,7 @@ func openPebble(dir string, fs vfs.FS, log *slog.Logger) (*pebble.DB, *diskfault
 	if err == nil {
 		if err = fault.Err(); err != nil {
 			db.Close()
+			db = nil
 		}
 	}
 	return db, fault, err
