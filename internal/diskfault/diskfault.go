@@ -46,8 +46,9 @@ type Fault struct {
 	wedged atomic.Bool
 }
 
-// Watch sets o's logger and adds an event listener so that Pebble's fatal
-// errors and background (flush, compaction) errors are recorded on the
+// Watch sets o's logger, wraps its file system (nil: the disk) and adds
+// an event listener, so that Pebble's fatal errors, every write its files
+// refuse and its background (flush, compaction) errors are recorded on the
 // returned Fault, and logged once, instead of ending the process. store
 // names the database in the log and the metric. Pebble's informational
 // messages go to log at Debug.
