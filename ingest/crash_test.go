@@ -124,31 +124,42 @@ func TestAckedEventsSurviveBrokerKill(t *testing.T) {
 	checkDurable(t, brokers, h.cfg.Kafka.Topics.Events, acked)
 }
 
-// TestAckedEventsSurviveBrokerBlackHole: the network to the broker drops
-// every byte, both ways, for 3 s (toxiproxy's timeout toxic: no reset, the
-// connections hang). Ingest answers every request within its produce
-// timeout (503 with Retry-After, never a hang), and once the network heals
-// it accepts again on its own. Every acknowledged event is in the log once.
-func TestAckedEventsSurviveBrokerBlackHole(t *testing.T) {
+// TestAckedEventsSurviveNetworkFaults: the network to the broker drops
+// every byte, both ways (toxiproxy's timeout toxic: no reset, the
+// connections hang), or resets every connection (reset_peer), for 3 s.
+// Ingest answers every request within its produce timeout (503 with
+// Retry-After, never a hang), and once the network heals it accepts again
+// on its own. Every acknowledged event is in the log once.
+func TestAckedEventsSurviveNetworkFaults(t *testing.T) {
 	brokers := testenv.Kafka(t)
-	proxy := testenv.StartProxy(t, brokers[0])
-	h := newHarness(t, brokers, testenv.Topic(t, "bh"), kgo.Dialer(proxy.Dial))
-	l := startLoad(h.url, 4, 20)
-	testenv.WaitFor(t, 30*time.Second, "300 acknowledged events", func() bool { return l.ackedCount() >= 300 })
-	proxy.BlackHole()
-	cut := time.Now()
-	testenv.WaitFor(t, 30*time.Second, "503 answers with the broker black-holed", func() bool { return l.unavailableCount() >= 4 })
-	time.Sleep(3*time.Second - time.Since(cut))
-	limit := h.cfg.Ingest.ProduceTimeout.D() + time.Second
-	if wait := l.longestWaitSince(cut); wait > limit {
-		t.Errorf("with the broker black-holed a request waited %s for its answer, want at most the produce timeout and some slack (%s)", wait, limit)
+	for _, fault := range []struct {
+		name   string
+		inject func(*testenv.Proxy)
+	}{
+		{"black hole", (*testenv.Proxy).BlackHole},
+		{"resets", func(p *testenv.Proxy) { p.ResetPeer(0) }},
+	} {
+		t.Run(fault.name, func(t *testing.T) {
+			proxy := testenv.StartProxy(t, brokers[0])
+			h := newHarness(t, brokers, testenv.Topic(t, "nf"), kgo.Dialer(proxy.Dial))
+			l := startLoad(h.url, 4, 20)
+			testenv.WaitFor(t, 30*time.Second, "300 acknowledged events", func() bool { return l.ackedCount() >= 300 })
+			fault.inject(proxy)
+			cut := time.Now()
+			testenv.WaitFor(t, 30*time.Second, "503 answers with the network faulty", func() bool { return l.unavailableCount() >= 4 })
+			time.Sleep(3*time.Second - time.Since(cut))
+			limit := h.cfg.Ingest.ProduceTimeout.D() + time.Second
+			if wait := l.longestWaitSince(cut); wait > limit {
+				t.Errorf("with the network faulty a request waited %s for its answer, want at most the produce timeout and some slack (%s)", wait, limit)
+			}
+			before := l.ackedCount()
+			proxy.Heal()
+			testenv.WaitFor(t, 60*time.Second, "acknowledgements after the network healed", func() bool { return l.ackedCount() >= before+300 })
+			acked := l.halt(t)
+			t.Logf("acknowledged %d events (%d after the heal); %d requests answered 503", len(acked), len(acked)-before, l.unavailable)
+			checkDurable(t, brokers, h.cfg.Kafka.Topics.Events, acked)
+		})
 	}
-	before := l.ackedCount()
-	proxy.Heal()
-	testenv.WaitFor(t, 60*time.Second, "acknowledgements after the network healed", func() bool { return l.ackedCount() >= before+300 })
-	acked := l.halt(t)
-	t.Logf("acknowledged %d events (%d after the heal); %d requests answered 503", len(acked), len(acked)-before, l.unavailable)
-	checkDurable(t, brokers, h.cfg.Kafka.Topics.Events, acked)
 }
 
 // load posts batches of uniquely identified events from several workers,
