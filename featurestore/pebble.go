@@ -133,7 +133,7 @@ func (p *Pebble) open() (*pebble.DB, *diskfault.Fault, error) {
 		Levels: make([]pebble.LevelOptions, 7),
 		FS:     p.fs,
 	}
-	fault := diskfault.Watch(po, p.opts.Logger, "featurestore")
+	fault := diskfault.Watch(po, p.opts.Logger.With("path", p.path), "featurestore")
 	for i := range po.Levels {
 		// Bloom filters let a Get of an entity the store has never seen
 		// (a new user asking for a prediction) skip reading data blocks.
@@ -313,8 +313,8 @@ func (p *Pebble) Write(ctx context.Context, batch []Update) error {
 		return ErrClosed
 	}
 	if p.db == nil || p.fault.Err() != nil {
-		if err := p.reopen(); err != nil {
-			return fmt.Errorf("cannot write feature store: %w", err)
+		if err := p.reopen(); err != nil || p.db == nil {
+			return fmt.Errorf("cannot write feature store: %w", errors.Join(err, p.fault.Err()))
 		}
 	}
 	// Membership is read from the committed state (writes are serialised

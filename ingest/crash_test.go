@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -89,14 +90,16 @@ keys:
 // TestAckedEventsSurviveBrokerKill kills the Kafka broker (SIGKILL) under
 // load, leaves it down for 10 s, then starts it again: within a second of
 // the kill ingest answers 503 with Retry-After, every request, the ones in
-// flight included, within a second (before: they waited the 10 s produce
+// flight included, within a second (before: each waited the 10 s produce
 // timeout), never 200; afterwards it accepts again on its own. Every
 // acknowledged event, from before the crash and after, is in the log
 // exactly once.
 func TestAckedEventsSurviveBrokerKill(t *testing.T) {
 	k := testenv.StartKafka(t)
 	brokers := []string{k.Addr()}
-	h := newHarness(t, brokers, "")
+	// The default produce timeout: what a request waits for a broker that
+	// may come back, and what it must not wait for one that is gone.
+	h := newHarnessTuned(t, brokers, "", func(c *config.Config) { c.Ingest.ProduceTimeout = config.Duration(10 * time.Second) })
 	l := startLoad(h.url, 4, 20)
 	testenv.WaitFor(t, 30*time.Second, "500 acknowledged events", func() bool { return l.ackedCount() >= 500 })
 	if err := k.Kill(); err != nil {
@@ -119,6 +122,44 @@ func TestAckedEventsSurviveBrokerKill(t *testing.T) {
 	acked := l.halt(t)
 	t.Logf("acknowledged %d events (%d after the restart); %d requests answered 503", len(acked), len(acked)-before, l.unavailable)
 	checkDurable(t, brokers, h.cfg.Kafka.Topics.Events, acked)
+}
+
+// TestAckedEventsSurviveNetworkFaults: the network to the broker drops
+// every byte, both ways (toxiproxy's timeout toxic: no reset, the
+// connections hang), or resets every connection (reset_peer), for 3 s.
+// Ingest answers every request within its produce timeout (503 with
+// Retry-After, never a hang), and once the network heals it accepts again
+// on its own. Every acknowledged event is in the log once.
+func TestAckedEventsSurviveNetworkFaults(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	for _, fault := range []struct {
+		name   string
+		inject func(*testenv.Proxy)
+	}{
+		{"black hole", (*testenv.Proxy).BlackHole},
+		{"resets", func(p *testenv.Proxy) { p.ResetPeer(0) }},
+	} {
+		t.Run(fault.name, func(t *testing.T) {
+			proxy := testenv.StartProxy(t, brokers[0])
+			h := newHarness(t, brokers, testenv.Topic(t, "nf"), kgo.Dialer(proxy.Dial))
+			l := startLoad(h.url, 4, 20)
+			testenv.WaitFor(t, 30*time.Second, "300 acknowledged events", func() bool { return l.ackedCount() >= 300 })
+			fault.inject(proxy)
+			cut := time.Now()
+			testenv.WaitFor(t, 30*time.Second, "503 answers with the network faulty", func() bool { return l.unavailableCount() >= 4 })
+			time.Sleep(3*time.Second - time.Since(cut))
+			limit := h.cfg.Ingest.ProduceTimeout.D() + time.Second
+			if wait := l.longestWaitSince(cut); wait > limit {
+				t.Errorf("with the network faulty a request waited %s for its answer, want at most the produce timeout and some slack (%s)", wait, limit)
+			}
+			before := l.ackedCount()
+			proxy.Heal()
+			testenv.WaitFor(t, 60*time.Second, "acknowledgements after the network healed", func() bool { return l.ackedCount() >= before+300 })
+			acked := l.halt(t)
+			t.Logf("acknowledged %d events (%d after the heal); %d requests answered 503", len(acked), len(acked)-before, l.unavailable)
+			checkDurable(t, brokers, h.cfg.Kafka.Topics.Events, acked)
+		})
+	}
 }
 
 // load posts batches of uniquely identified events from several workers,

@@ -154,15 +154,6 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		httpapi.WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use POST")
 		return
 	}
-	if s.hold != nil {
-		if err := s.hold(); err != nil {
-			held.Inc()
-			s.health.SetReady(err)
-			ctx.Response.Header.Set("Retry-After", "5")
-			httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, "cannot keep events right now, so none is acknowledged: "+err.Error())
-			return
-		}
-	}
 	// The key is checked before the body is read: a key in the headers
 	// before the body is even decompressed, one in the body before
 	// anything but that member is read. An unauthenticated caller costs
@@ -189,6 +180,17 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 			secret, _ = event.BodyString(body, "token")
 		}
 		if key, ok = s.auth.Authorize(ctx, secret, config.ScopeWrite); !ok {
+			return
+		}
+	}
+	// Held (the data directory cannot keep events): answered once the
+	// caller is known, so that only a key holder hears why.
+	if s.hold != nil {
+		if err := s.hold(); err != nil {
+			held.Inc()
+			s.health.SetReady(err)
+			ctx.Response.Header.Set("Retry-After", "5")
+			httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, "cannot keep events right now, so none is acknowledged: "+err.Error())
 			return
 		}
 	}

@@ -52,11 +52,21 @@ type harness struct {
 	done   chan error
 }
 
-func newHarness(t *testing.T, brokers []string, topicPrefix string) *harness {
+func newHarness(t *testing.T, brokers []string, topicPrefix string, kafkaOpts ...kgo.Opt) *harness {
+	t.Helper()
+	return newHarnessTuned(t, brokers, topicPrefix, nil, kafkaOpts...)
+}
+
+// newHarnessTuned is newHarness with tune applied to the config before
+// the server starts.
+func newHarnessTuned(t *testing.T, brokers []string, topicPrefix string, tune func(*config.Config), kafkaOpts ...kgo.Opt) *harness {
 	t.Helper()
 	cfg, err := config.Parse([]byte(testConfig), "test.yaml")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tune != nil {
+		tune(cfg)
 	}
 	cfg.Kafka.Brokers = brokers
 	if topicPrefix != "" {
@@ -64,7 +74,7 @@ func newHarness(t *testing.T, brokers []string, topicPrefix string) *harness {
 		tp.Events, tp.Invalid = topicPrefix+".events", topicPrefix+".invalid"
 		tp.Segments, tp.Predictions, tp.State = topicPrefix+".segments", topicPrefix+".predictions", topicPrefix+".state"
 	}
-	cl, err := kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
+	cl, err := kafka.NewClient(cfg.Kafka, append(kafka.ProducerOpts(), kafkaOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

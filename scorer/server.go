@@ -105,13 +105,22 @@ func WithDashboardKey(key string) Option {
 	return func(s *Server) { s.dashboardKey = key }
 }
 
+// WithReadyWhile adds check to the scorer's readiness: /readyz answers 503
+// with its error while it returns one (`pulse dev`: the data directory's
+// check). Predictions and lookups keep being answered from what the
+// store holds.
+func WithReadyWhile(check func() error) Option {
+	return func(s *Server) { s.readyWhile = check }
+}
+
 // Server is the serving API. Create it with New and run it with Run or Serve.
 type Server struct {
-	cfg    *config.Config
-	store  featurestore.Store
-	health *httpapi.Health
-	log    *slog.Logger
-	live   LiveHandler
+	cfg        *config.Config
+	store      featurestore.Store
+	health     *httpapi.Health
+	readyWhile func() error // nil: none
+	log        *slog.Logger
+	live       LiveHandler
 	// imports serves the Import page's API; nil: 503.
 	imports ImportHandler
 
@@ -280,6 +289,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 func (s *Server) ready(ctx context.Context) error {
+	if s.readyWhile != nil {
+		if err := s.readyWhile(); err != nil {
+			return err
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	// Any answer from the store, found or not, proves it is reachable.

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -57,13 +58,20 @@ func TestDiskFullStream(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(time.Second) // the failed tasks try to reopen on the full disk
+	// The failed tasks try to reopen on the full disk: not ready, saying why.
+	testenv.WaitFor(t, 10*time.Second, "the stream not ready on the full disk", func() bool {
+		err := p.Ready()
+		return err != nil && strings.Contains(err.Error(), "no space left")
+	})
 	if err := p.fatal.Load(); err != nil {
 		t.Fatalf("the processor stopped: %v", *err)
 	}
 	disk.full.Store(false)
 	e.produce(recs[2*third:]...)
 	e.waitCaughtUp(60*time.Second, p)
+	if err := p.Ready(); err != nil {
+		t.Errorf("not ready after the disk took writes again: %v", err)
+	}
 	ref.waitMatches(t, e.store, e.clock.now(), 10*time.Second)
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)

@@ -119,6 +119,9 @@ type Processor struct {
 	reopen map[int32]bool
 
 	ready atomic.Pointer[error]
+	// reopening is why a failed task cannot open again (a full disk, the
+	// store or Kafka away), while reopenTask retries; nil otherwise.
+	reopening atomic.Pointer[error]
 
 	// runCtx is Run's context, which a fatal task error cancels; fatal
 	// holds that error for Run to return.
@@ -203,8 +206,14 @@ func segmentKind(k aggregate.Kind) segment.Kind {
 func (p *Processor) setReady(err error) { p.ready.Store(&err) }
 
 // Ready is nil once the processor has joined its group and every assigned
-// partition is restored; else it says what it is waiting for.
-func (p *Processor) Ready() error { return *p.ready.Load() }
+// partition is restored, while no failed partition is failing to open
+// again; else it says what it is waiting for.
+func (p *Processor) Ready() error {
+	if err := p.reopening.Load(); err != nil {
+		return *err
+	}
+	return *p.ready.Load()
+}
 
 // Run consumes until ctx ends or a fatal error. Cancelling ctx stops it
 // cleanly: the batch in progress finishes, the tasks close and the member
@@ -442,6 +451,7 @@ func (p *Processor) reopenTask(ctx context.Context, part int32) error {
 	for attempt := 0; ; attempt++ {
 		t, err := p.openTask(ctx, part)
 		if err == nil {
+			p.reopening.Store(nil)
 			p.mu.Lock()
 			p.tasks[part] = t
 			p.mu.Unlock()
@@ -454,6 +464,8 @@ func (p *Processor) reopenTask(ctx context.Context, part int32) error {
 			return nil
 		}
 		p.log.Error("cannot open stream task; retrying", "partition", part, "err", err, "attempt", attempt+1)
+		why := fmt.Errorf("partition %d cannot open again: %w", part, err)
+		p.reopening.Store(&why)
 		select {
 		case <-ctx.Done():
 			return nil

@@ -238,6 +238,7 @@ func openPebble(dir string, fs vfs.FS, log *slog.Logger, memTable int) (*pebble.
 	if err == nil {
 		if err = fault.Err(); err != nil {
 			db.Close()
+			db = nil
 		}
 	}
 	return db, fault, err
@@ -402,10 +403,7 @@ func (t *task) endOffset(ctx context.Context) (int64, error) {
 
 // clearLocal deletes every key of the local state.
 func (t *task) clearLocal() error {
-	if err := t.db.DeleteRange([]byte{0}, []byte{0xff}, pebble.Sync); err != nil {
-		return err
-	}
-	if err := t.fault.Err(); err != nil {
+	if err := t.fault.Do(func() error { return t.db.DeleteRange([]byte{0}, []byte{0xff}, pebble.Sync) }); err != nil {
 		return err
 	}
 	t.meta = meta{changelog: -1, segFP: t.meta.segFP, seedNext: t.meta.seedNext, resolvedNext: t.meta.resolvedNext}

@@ -29,6 +29,7 @@ var loadtests = map[string]func(context.Context, []string) error{
 	"freshness": loadtestFreshness,
 	"identity":  loadtestIdentity,
 	"segments":  loadtestSegments,
+	"soak":      loadtestSoak,
 }
 
 func runLoadtest(ctx context.Context, args []string) error {
@@ -251,5 +252,47 @@ func loadtestSegments(ctx context.Context, args []string) error {
 		}
 		_, err := loadtest.Segments(ctx, o, os.Stdout)
 		return err
+	})
+}
+
+// loadtestSoak is `pulse loadtest soak`: a steady mixed load through
+// every service of `pulse dev` in this process for -duration, sampling
+// the process's goroutines, live heap and open files; it fails when they
+// grow (loadtest.Flat) or a request failed.
+func loadtestSoak(ctx context.Context, args []string) error {
+	var o loadtest.SoakOptions
+	return loadtestE2E(ctx, "soak", args, func(fl *flag.FlagSet) {
+		fl.DurationVar(&o.Duration, "duration", 30*time.Second, "how long to run (the resources are compared between its first and last thirds)")
+		fl.Float64Var(&o.EventsPerSecond, "events", 500, "events per second posted to ingest, in batches of 10")
+		fl.Float64Var(&o.PredictsPerSecond, "predicts", 200, "predictions per second, one user each")
+		fl.IntVar(&o.SSEClients, "sse", 20, "live-feed clients kept connected, each leaving after 0.1-1 s for a new one")
+		fl.DurationVar(&o.SampleEvery, "sample", time.Second, "sample the process this often")
+	}, func(sys *system.System, _ *loadtest.WriteWatch) error {
+		o.IngestURL, o.ScorerURL = sys.IngestURL(), sys.ScorerURL()
+		o.WriteKey, o.ReadKey = sys.Config.KeyWithScope(config.ScopeWrite), sys.Config.KeyWithScope(config.ScopeRead)
+		if len(sys.Config.Models) > 0 {
+			o.Model = sys.Config.Models[0].Name
+		}
+		o.Out = os.Stdout
+		rep, err := loadtest.Soak(ctx, o)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("soak %s: %d events, %d predictions, %d live-feed sessions, %d errors\n", o.Duration, rep.Events, rep.Predictions, rep.SSESessions, rep.Errors)
+		if rep.FirstErr != nil {
+			return fmt.Errorf("%d requests failed, the first: %w", rep.Errors, rep.FirstErr)
+		}
+		// The embedded Kafka (kfake) keeps every record in memory, so
+		// the live heap grows with the load whatever Pulse does: it is
+		// shown, and judged by goroutines and open files.
+		if err := loadtest.Flat(rep.Samples, 50, false); err != nil {
+			return err
+		}
+		if n := len(rep.Samples); n > 1 && rep.Events > 0 {
+			grew := float64(rep.Samples[n-1].HeapBytes) - float64(rep.Samples[0].HeapBytes)
+			fmt.Printf("live heap grew %.1f MB, %.0f bytes an event: the embedded Kafka's log, in memory\n", grew/(1<<20), grew/float64(rep.Events))
+		}
+		fmt.Println("flat: goroutines and open files did not grow")
+		return nil
 	})
 }

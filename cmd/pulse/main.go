@@ -42,6 +42,8 @@ Usage:
                                   time from ingest's 200 to the feature being readable
   pulse loadtest identity [flags] time from an identify to the merged person answered for the anonymous id
   pulse loadtest segments [flags] time from an event (or a window's expiry) to the segment change on SSE
+  pulse loadtest soak [flags]     steady mixed load (ingest, predict, SSE clients coming and going) for
+                                  -duration, with goroutines, live heap and open files sampled: flat or not
 
 Run 'pulse COMMAND -h' for a command's flags.
 `

@@ -46,8 +46,9 @@ type Fault struct {
 	wedged atomic.Bool
 }
 
-// Watch sets o's logger and adds an event listener so that Pebble's fatal
-// errors and background (flush, compaction) errors are recorded on the
+// Watch sets o's logger, wraps its file system (nil: the disk) and adds
+// an event listener, so that Pebble's fatal errors, every write its files
+// refuse and its background (flush, compaction) errors are recorded on the
 // returned Fault, and logged once, instead of ending the process. store
 // names the database in the log and the metric. Pebble's informational
 // messages go to log at Debug.
@@ -60,6 +61,7 @@ func Watch(o *pebble.Options, log *slog.Logger, store string) *Fault {
 		log = slog.Default()
 	}
 	f := &Fault{store: store, log: log.With("store", store)}
+	faults.WithLabelValues(store) // the series exists at 0 before any fault
 	if o.FS == nil {
 		o.FS = vfs.Default
 	}
@@ -113,6 +115,27 @@ func (f *Fault) Commit(b *pebble.Batch, opts *pebble.WriteOptions) (err error) {
 		}
 	}()
 	if err := b.Commit(opts); err != nil {
+		f.set(err.Error())
+		return f.Err()
+	}
+	return f.Err()
+}
+
+// Do runs a write other than a batch commit (a DeleteRange) as Commit
+// runs a commit: refused after a fault, a panic inside Pebble recovered,
+// a fault it hit reported.
+func (f *Fault) Do(write func() error) (err error) {
+	if err := f.Err(); err != nil {
+		return err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			f.wedged.Store(true)
+			f.set(fmt.Sprintf("write panicked: %v", r))
+			err = f.Err()
+		}
+	}()
+	if err := write(); err != nil {
 		f.set(err.Error())
 		return f.Err()
 	}

@@ -318,6 +318,9 @@ func (s *System) StartScorer(o ScorerOptions) error {
 		}
 		opts = append(opts, scorer.WithImport(web))
 	}
+	if s.DataDir != nil {
+		opts = append(opts, scorer.WithReadyWhile(s.DataDir.Err))
+	}
 	srv, err := scorer.New(s.Config, s.Store, append(opts, o.Options...)...)
 	if err != nil {
 		return err

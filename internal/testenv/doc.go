@@ -11,7 +11,9 @@
 // PULSE_TEST_CLICKHOUSE (with PULSE_TEST_CLICKHOUSE_HTTP) or PULSE_TEST_KAFKA name
 // running ones: `make test` starts one set with cmd/testservers and shares it
 // across all packages. StartRedis, StartClickHouse and StartKafka give a test a
-// private server it may stop, kill and restart. PULSE_TEST_KAFKA_GC replaces
+// private server it may stop, kill and restart. StartProxy puts toxiproxy (run
+// in the test's process) between a client and a server, for network faults:
+// a black hole, latency, connections reset. PULSE_TEST_KAFKA_GC replaces
 // the broker's collector flags (benchmarks compare G1 and ZGC with it).
 //
 // A missing server binary fails the test with a hint to run `make test-deps`;
