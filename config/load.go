@@ -263,6 +263,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&k.Topics.Seeds, "pulse.seeds")
 	setDefault(&k.Topics.Activations, "pulse.activations")
 	setDefault(&k.Topics.RFM, "pulse.rfm")
+	setDefault(&k.Topics.Traits, "pulse.traits")
 
 	in := &c.Ingest
 	setDefault(&in.Listen, "127.0.0.1:8080")

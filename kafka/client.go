@@ -81,7 +81,11 @@ func Topics(c config.Kafka) []TopicSpec {
 		{Name: c.Topics.Seeds},
 		{Name: c.Topics.Activations, Configs: map[string]*string{"cleanup.policy": &compact}},
 	}
-	if c.Topics.RFM != "" { // a config made by hand may lack it
+	if c.Topics.Traits != "" { // a config made by hand may lack these
+		// Trait scores as they change (model.TraitScore), for history.
+		specs = append(specs, TopicSpec{Name: c.Topics.Traits})
+	}
+	if c.Topics.RFM != "" {
 		// RFM boundaries and partition summaries (stream/rfm_topic.go).
 		specs = append(specs, TopicSpec{Name: c.Topics.RFM, Configs: map[string]*string{"cleanup.policy": &compact}})
 	}

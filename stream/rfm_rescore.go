@@ -34,7 +34,7 @@ import (
 
 var (
 	pkRescore    = []byte("q/") // q/<id> -> nothing: re-score with t.rfmB
-	pkRFM        = []byte("r/") // r/<id> -> rfmRecord
+	pkAuto       = []byte("r/") // r/<id> -> autoRecord (auto.go)
 	pkRFMVersion = []byte("mr") // rfm.Boundaries whose re-score was queued last
 
 	mRFMRescored = promauto.NewCounter(prometheus.CounterOpts{
@@ -51,8 +51,8 @@ var (
 	}, []string{"partition"})
 )
 
-// clRFMPrefix + id: the entity's RFM record.
-const clRFMPrefix = "__rfm/"
+// clAutoPrefix + id: the entity's automatic record (auto.go).
+const clAutoPrefix = "__auto/"
 
 // syncRFM switches the task to the processor's newest boundaries when
 // they differ from its own, queueing every entity for a re-score. The

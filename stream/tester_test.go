@@ -360,6 +360,8 @@ func (st *tester) describe(r *kgo.Record, fullDeadLetters bool) string {
 		return fmt.Sprintf("activation %s at %s", st.featureOf(fp), r.Value)
 	case tp.State:
 		return "state " + st.describeState(string(r.Key), r.Value)
+	case tp.Traits:
+		return st.describeTrait(r)
 	}
 	return fmt.Sprintf("%s %s", r.Topic, r.Key)
 }
@@ -389,12 +391,8 @@ func (st *tester) describeState(k string, v []byte) string {
 		members := st.p.segments.Members(m)
 		slices.Sort(members)
 		return fmt.Sprintf("%s members=%v", k, members)
-	case strings.HasPrefix(k, clRFMPrefix):
-		rec, err := decodeRFMRecord(v)
-		if err != nil {
-			return k + ": " + err.Error()
-		}
-		return fmt.Sprintf("%s group=%s previous=%s changed=%s", k, rec.group, rec.previous, testTimeString(time.UnixMilli(rec.changedAt)))
+	case strings.HasPrefix(k, clAutoPrefix):
+		return st.describeAuto(k, v)
 	case strings.HasPrefix(k, clSeenPrefix):
 		sb, err := decodeSeenBatch(v)
 		if err != nil {
