@@ -78,6 +78,7 @@ type Server struct {
 	health *httpapi.Health
 	log    *slog.Logger
 	live   LiveHandler
+	rfm    *RFMView // GET /v1/rfm; nil: not followed
 
 	logClient *kgo.Client
 	logQueue  int
@@ -277,12 +278,13 @@ const (
 	epMembers
 	epLive
 	epReload
+	epRFM
 	epStatic
 	epOther
 	numEndpoints
 )
 
-var endpointNames = [numEndpoints]string{"predict", "entity", "segments", "segment", "members", "live", "reload", "dashboard", "other"}
+var endpointNames = [numEndpoints]string{"predict", "entity", "segments", "segment", "members", "live", "reload", "rfm", "dashboard", "other"}
 
 // Series looked up once: WithLabelValues hashes its labels on every call.
 var (
@@ -328,6 +330,11 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		ep = epSegments
 		if s.method(ctx, fasthttp.MethodGet) {
 			s.segments(ctx)
+		}
+	case string(path) == "/v1/rfm":
+		ep = epRFM
+		if s.method(ctx, fasthttp.MethodGet) {
+			s.serveRFM(ctx)
 		}
 	case string(path) == "/v1/segments/live":
 		ep = epLive

@@ -207,7 +207,9 @@ func (t *task) rfmTick(ctx context.Context) error {
 
 // rfmValues reads every stored entity's recency, frequency and monetary
 // values (buyers only), as of now, from a Pebble snapshot: no lock held.
-func (t *task) rfmValues(now time.Time) (r, f, m []float64, err error) {
+// It also counts the buyers into grid under the task's boundaries (when
+// it has some) and the prospects.
+func (t *task) rfmValues(now time.Time, grid rfm.Grid, prospects *int64) (r, f, m []float64, err error) {
 	s := t.p.rfm
 	snap := t.db.NewSnapshot()
 	defer snap.Close()
@@ -233,23 +235,35 @@ func (t *task) rfmValues(now time.Time) (r, f, m []float64, err error) {
 		vals = t.p.features.Values(st, now, vals)
 		rv, ok := number(vals[s.r])
 		if !ok || rv < 0 {
+			if !st.Empty() {
+				*prospects++
+			}
 			continue
 		}
 		fv, _ := number(vals[s.f])
 		mv, _ := number(vals[s.m])
 		r, f, m = append(r, rv), append(f, fv), append(m, mv)
+		if t.rfmB.Usable() {
+			grid.Add(t.rfmB, rv, fv, mv)
+		}
 	}
 	return r, f, m, it.Error()
 }
 
 // summary is the partition's rfm.Summary as of now.
 func (t *task) summary(now time.Time) (*rfm.Summary, error) {
-	r, f, m, err := t.rfmValues(now)
+	grid := rfm.Grid{}
+	var prospects int64
+	r, f, m, err := t.rfmValues(now, grid, &prospects)
 	if err != nil {
 		return nil, err
 	}
-	return &rfm.Summary{Partition: t.partition, R: rfm.Summarize(r, rfm.DefaultK), F: rfm.Summarize(f, rfm.DefaultK),
-		M: rfm.Summarize(m, rfm.DefaultK), At: now.UTC()}, nil
+	s := &rfm.Summary{Partition: t.partition, R: rfm.Summarize(r, rfm.DefaultK), F: rfm.Summarize(f, rfm.DefaultK),
+		M: rfm.Summarize(m, rfm.DefaultK), At: now.UTC(), Prospects: prospects}
+	if t.rfmB.Usable() {
+		s.Version, s.Grid = t.rfmB.Version, grid.Cells()
+	}
+	return s, nil
 }
 
 var mRFMPublished = promauto.NewCounter(prometheus.CounterOpts{
