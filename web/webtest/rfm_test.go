@@ -147,7 +147,10 @@ func TestDashboardRFM(t *testing.T) {
 	b := newBrowser(t, browser)
 	defer b.close()
 	b.open(scorerURL + "/")
-	atLeastOne := func(s string) bool { n, err := strconv.Atoi(strings.ReplaceAll(s, ",", "")); return err == nil && n >= 1 }
+	atLeastOne := func(s string) bool {
+		n, err := strconv.Atoi(strings.ReplaceAll(s, ",", ""))
+		return err == nil && n >= 1
+	}
 	sel := func(r, f int) string { return fmt.Sprintf(`#rfm-grid td[data-r="%d"][data-f="%d"] .n`, r, f) }
 	b.wait(sel(r0, f0), "at least one buyer", atLeastOne)
 	b.waitText(fmt.Sprintf(`#rfm-grid td[data-r="%d"][data-f="%d"] .g`, r0, f0), human(g0))
