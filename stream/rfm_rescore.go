@@ -26,6 +26,11 @@ import (
 // committed and changes nothing (the changelog restores a transaction that
 // Pebble missed; its queue keys stay, and the repeat is a no-op).
 //
+// The queue and the recorded boundaries are in Pebble only, written
+// without fsync, so a SIGKILL may lose the last of them: the task then
+// opens with older boundaries (or none), switches again and re-scores
+// again, which writes nothing twice (TestSIGKILLDuringRescore).
+//
 // A task opens scoring with the recorded boundaries, before anything
 // else (rewritePending included), then switches when the processor knows
 // another version; with none recorded (a state restored from the
