@@ -86,6 +86,9 @@ type Topics struct {
 	// RFM carries the RFM boundaries and the partitions' summaries
 	// (compacted, partition 0). Default pulse.rfm.
 	RFM string `yaml:"rfm"`
+	// Traits carries the predictive traits' scores as they change
+	// (model.TraitScore), for history's trait_scores. Default pulse.traits.
+	Traits string `yaml:"traits"`
 }
 
 // Ingest configures the HTTP tracking API.

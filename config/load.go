@@ -271,6 +271,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&k.Topics.IdentityRequests, base+".identity.requests")
 	setDefault(&k.Topics.Resolved, k.Topics.Events+".resolved")
 	setDefault(&k.Topics.RFM, "pulse.rfm")
+	setDefault(&k.Topics.Traits, "pulse.traits")
 
 	in := &c.Ingest
 	setDefault(&in.Listen, "127.0.0.1:8080")

@@ -367,3 +367,35 @@ func (r *linkRows) addLink(rec *kgo.Record) error {
 	r.origin.add(rec)
 	return nil
 }
+
+// traitScoreRows is a batch of trait_scores rows.
+type traitScoreRows struct {
+	changeID, trait, model, version, entity, entityID []string
+	score                                             []*float64
+	at                                                times
+	origin
+}
+
+func (r *traitScoreRows) columns() []any {
+	return []any{r.changeID, r.trait, r.model, r.version, r.entity, r.entityID, r.score, r.at.at, r.at.ms, r.partition, r.offset}
+}
+
+func (r *traitScoreRows) reset() { *r = traitScoreRows{} }
+
+// addTraitScore appends one pulse.traits record (model.TraitScore).
+func (r *traitScoreRows) addTraitScore(rec *kgo.Record) error {
+	ts, err := model.DecodeTraitScore(rec.Value)
+	if err != nil {
+		return err
+	}
+	r.changeID = append(r.changeID, idOr(ts.ChangeID, rec))
+	r.trait = append(r.trait, ts.Trait)
+	r.model = append(r.model, ts.Model)
+	r.version = append(r.version, ts.Version)
+	r.entity = append(r.entity, ts.Entity)
+	r.entityID = append(r.entityID, ts.ID)
+	r.score = append(r.score, ts.Score)
+	r.at.add(timeOr(ts.At, rec))
+	r.origin.add(rec)
+	return nil
+}

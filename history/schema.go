@@ -138,7 +138,26 @@ var (
 		},
 		engine: "ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(at) ORDER BY (identifier, canonical_id, message_id)",
 	}
-	tables = []*table{&eventsTable, &invalidTable, &segmentsTable, &predictionsTable, &identityLinksTable}
+	// traitScoresTable: the stream's predictive trait scores as they
+	// change (pulse.traits, model.TraitScore).
+	traitScoresTable = table{
+		name: "trait_scores",
+		columns: []column{
+			{"change_id", "String"},
+			{"trait", "String"},
+			{"model", "String"},
+			{"version", "String"},
+			{"entity", "String"},
+			{"entity_id", "String"},
+			{"score", "Nullable(Float64)"},
+			{"at", "DateTime"},
+			{"at_ms", "Int64"},
+			{"kafka_partition", "Int32"},
+			{"kafka_offset", "Int64"},
+		},
+		engine: "ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(at) ORDER BY (trait, entity_id, at_ms, change_id)",
+	}
+	tables = []*table{&eventsTable, &invalidTable, &segmentsTable, &predictionsTable, &identityLinksTable, &traitScoresTable}
 )
 
 func (t *table) columnList() string {

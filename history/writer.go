@@ -48,8 +48,8 @@ func (o *WriterOptions) ensureDefaults() {
 	}
 }
 
-// Writer copies pulse.events, pulse.events.invalid, pulse.segments and
-// pulse.predictions into ClickHouse. Its whole life is Run.
+// Writer copies pulse.events, pulse.events.invalid, pulse.segments,
+// pulse.predictions and pulse.traits into ClickHouse. Its whole life is Run.
 type Writer struct {
 	cfg  *config.Config
 	opts WriterOptions
@@ -62,6 +62,7 @@ type Writer struct {
 	segments    segmentRows
 	predictions predictionRows
 	links       linkRows
+	traits      traitScoreRows
 	first       time.Time // when the oldest buffered record was added
 }
 
@@ -79,7 +80,7 @@ func NewWriter(cfg *config.Config, opts WriterOptions, log *slog.Logger) (*Write
 	t := cfg.Kafka.Topics
 	cl, err := kafka.NewClient(cfg.Kafka,
 		kgo.ConsumerGroup(opts.Group),
-		kgo.ConsumeTopics(t.Events, t.Invalid, t.Segments, t.Predictions, t.Identity),
+		kgo.ConsumeTopics(historyTopics(t)...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.DisableAutoCommit(),
 		// Partitions stay put while a batch is buffered, so another member
@@ -160,7 +161,19 @@ func (w *Writer) Run(ctx context.Context) error {
 }
 
 func (w *Writer) pending() int {
-	return w.events.len() + w.invalid.len() + w.segments.len() + w.predictions.len() + w.links.len()
+	return w.events.len() + w.invalid.len() + w.segments.len() + w.predictions.len() + w.links.len() + w.traits.len()
+}
+
+// historyTopics are the topics the writer copies.
+func historyTopics(t config.Topics) []string {
+	out := []string{t.Events, t.Invalid, t.Segments, t.Predictions}
+	if t.Identity != "" {
+		out = append(out, t.Identity)
+	}
+	if t.Traits != "" {
+		out = append(out, t.Traits)
+	}
+	return out
 }
 
 // add files one record into its table's batch.
@@ -181,6 +194,8 @@ func (w *Writer) add(rec *kgo.Record) {
 		err = w.predictions.addPrediction(rec)
 	case t.Identity:
 		err = w.links.addLink(rec)
+	case t.Traits:
+		err = w.traits.addTraitScore(rec)
 	default:
 		err = fmt.Errorf("unexpected topic")
 	}
@@ -203,6 +218,7 @@ func (w *Writer) flush(ctx context.Context) error {
 		{&segmentsTable, &w.segments},
 		{&predictionsTable, &w.predictions},
 		{&identityLinksTable, &w.links},
+		{&traitScoresTable, &w.traits},
 	}
 	for _, b := range batches {
 		if b.rows.len() == 0 {

@@ -89,6 +89,8 @@ func Topics(c config.Kafka) []TopicSpec {
 		{Name: c.Topics.Identity, Configs: map[string]*string{"cleanup.policy": &compact}},
 		{Name: c.Topics.IdentityRequests, Partitions: 1},
 		{Name: c.Topics.Resolved},
+		// Trait scores as they change (model.TraitScore), for history.
+		{Name: c.Topics.Traits},
 		// RFM boundaries and partition summaries (stream/rfm_topic.go).
 		{Name: c.Topics.RFM, Configs: map[string]*string{"cleanup.policy": &compact}},
 	}

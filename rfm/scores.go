@@ -133,13 +133,58 @@ func Summarize(values []float64, k int) Points {
 	return Points{N: int64(n), Values: out}
 }
 
-// Summary is one partition's values of the three dimensions.
+// Summary is one partition's values of the three dimensions, and its
+// R × F grid under the boundaries version it scored with (for the
+// dashboard).
 type Summary struct {
 	Partition int32     `json:"partition"`
 	R         Points    `json:"r"`
 	F         Points    `json:"f"`
 	M         Points    `json:"m"`
 	At        time.Time `json:"at"`
+	// Version is the boundaries version of Grid, 0 when none.
+	Version   int64  `json:"version,omitempty"`
+	Grid      []Cell `json:"grid,omitempty"`
+	Prospects int64  `json:"prospects,omitempty"`
+}
+
+// Cell is one R × F cell of a grid: its buyers and the sum of their
+// monetary values.
+type Cell struct {
+	R        int     `json:"r"`
+	F        int     `json:"f"`
+	N        int64   `json:"n"`
+	Monetary float64 `json:"monetary"`
+}
+
+// Grid counts buyers by their R and F scores under b: add them one by one.
+type Grid map[[2]int]*Cell
+
+// Add counts one buyer's values.
+func (g Grid) Add(b *Boundaries, rv, fv, mv float64) {
+	r, f, _ := b.Score(rv, fv, mv)
+	c := g[[2]int{r, f}]
+	if c == nil {
+		c = &Cell{R: r, F: f}
+		g[[2]int{r, f}] = c
+	}
+	c.N++
+	c.Monetary += mv
+}
+
+// Cells lists the grid's cells, R then F ascending.
+func (g Grid) Cells() []Cell {
+	out := make([]Cell, 0, len(g))
+	for _, c := range g {
+		out = append(out, *c)
+	}
+	slices.SortFunc(out, func(a, b Cell) int {
+		if a.R != b.R {
+			return a.R - b.R
+		}
+		return a.F - b.F
+	})
+	return out
 }
 
 // Encode is the record value on the RFM topic.

@@ -126,6 +126,7 @@ type Server struct {
 
 	identities *Identities
 	events     EventReader
+	rfm        *RFMView // GET /v1/rfm; nil: not followed
 
 	logClient *kgo.Client
 	logQueue  int
@@ -331,13 +332,14 @@ const (
 	epMembers
 	epLive
 	epReload
+	epRFM
 	epStatic
 	epImport
 	epOther
 	numEndpoints
 )
 
-var endpointNames = [numEndpoints]string{"predict", "entity", "profile", "segments", "segment", "members", "live", "reload", "dashboard", "import", "other"}
+var endpointNames = [numEndpoints]string{"predict", "entity", "profile", "segments", "segment", "members", "live", "reload", "rfm", "dashboard", "import", "other"}
 
 // Series looked up once: WithLabelValues hashes its labels on every call.
 var (
@@ -388,6 +390,11 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		ep = epSegments
 		if s.method(ctx, fasthttp.MethodGet) {
 			s.segments(ctx)
+		}
+	case string(path) == "/v1/rfm":
+		ep = epRFM
+		if s.method(ctx, fasthttp.MethodGet) {
+			s.serveRFM(ctx)
 		}
 	case string(path) == "/v1/segments/live":
 		ep = epLive

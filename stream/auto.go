@@ -1,7 +1,14 @@
 package stream
 
 import (
+	"encoding/binary"
+	"errors"
+	"math"
 	"time"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/pulse-rt/pulse/model"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/rfm"
@@ -32,16 +39,148 @@ func withAuto(cfg *config.Config, names []string, kinds []segment.Kind) ([]strin
 
 // appendAuto appends to the feature values of e (as of now) its trait
 // scores and RFM features, in config.AutoFeatures order. With x it writes
-// what changed (the RFM record).
+// what changed: the entity's automatic record, and a traits-topic record
+// per trait whose score changed. Without x (rewritePending) nothing is.
 func (t *task) appendAuto(x *txn, e *entry, vals []any, now time.Time) ([]any, error) {
-	n := len(vals)
-	for i := range t.p.traits {
-		vals = append(vals, t.p.traits[i].score(vals[:n], &t.traitSc))
-	}
-	if t.p.rfm == nil {
+	if len(t.p.traits) == 0 && t.p.rfm == nil {
 		return vals, nil
 	}
-	return t.appendRFM(x, e, vals, now)
+	if !e.autoLoaded {
+		rec, err := t.autoOf(e.id)
+		if err != nil {
+			return nil, err
+		}
+		e.autoRec, e.autoLoaded = rec, true
+	}
+	rec := e.autoRec
+	rec.scores = make([]float64, len(t.p.traits))
+	n := len(vals)
+	for i := range t.p.traits {
+		v := t.p.traits[i].score(vals[:n], &t.traitSc)
+		vals = append(vals, v)
+		rec.scores[i] = math.NaN()
+		if f, ok := v.(float64); ok {
+			rec.scores[i] = f
+		}
+	}
+	if t.p.rfm != nil {
+		vals = t.appendRFM(e, &rec, vals, now)
+	}
+	if e.st.Empty() {
+		rec = autoRecord{} // the entity is deleted: so is its record
+	}
+	if x == nil || rec.equal(&e.autoRec) {
+		return vals, nil
+	}
+	if err := t.writeTraits(x, e, &rec, now); err != nil {
+		return nil, err
+	}
+	t.writeAuto(x, e.id, rec)
+	e.autoRec = rec
+	return vals, nil
+}
+
+// writeTraits adds a traits-topic record for each trait whose score in rec
+// differs from the committed one.
+func (t *task) writeTraits(x *txn, e *entry, rec *autoRecord, now time.Time) error {
+	topic := t.p.cfg.Kafka.Topics.Traits
+	if topic == "" || len(rec.scores) == 0 {
+		return nil
+	}
+	at := changeTime(e, now)
+	for i := range t.p.traits {
+		s := rec.scores[i]
+		if i < len(e.autoRec.scores) && sameScore(e.autoRec.scores[i], s) {
+			continue
+		}
+		tr := &t.p.traits[i]
+		ts := model.TraitScore{ChangeID: model.TraitChangeID(tr.name, entity, e.id, at, s), Trait: tr.name,
+			Model: tr.model, Version: tr.version, Entity: entity, ID: e.id, At: at.UTC()}
+		if !math.IsNaN(s) {
+			ts.Score = &s
+		}
+		b, err := ts.Encode()
+		if err != nil {
+			return err
+		}
+		x.recs = append(x.recs, &kgo.Record{Topic: topic, Key: []byte(e.id), Value: b})
+	}
+	return nil
+}
+
+func sameScore(a, b float64) bool { return a == b || (math.IsNaN(a) && math.IsNaN(b)) }
+
+// autoRecord is what an entity keeps of its automatic features: the RFM
+// group, the previous group and when it changed, and the traits' last
+// scores (NaN: none), for the traits topic's "as scores change". Pebble
+// r/<id>, changelog __auto/<id>, written with the entity when it changes.
+type autoRecord struct {
+	group, previous string
+	changedAt       int64 // ms; 0 = never
+	scores          []float64
+}
+
+func (r *autoRecord) equal(o *autoRecord) bool {
+	if r.group != o.group || r.previous != o.previous || r.changedAt != o.changedAt || len(r.scores) != len(o.scores) {
+		return false
+	}
+	for i := range r.scores {
+		if !sameScore(r.scores[i], o.scores[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *autoRecord) empty() bool { return r.equal(&autoRecord{}) }
+
+func (r *autoRecord) encode() []byte {
+	b := appendStrings(binary.AppendVarint(nil, r.changedAt), []string{r.group, r.previous})
+	b = binary.AppendUvarint(b, uint64(len(r.scores)))
+	for _, s := range r.scores {
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(s))
+	}
+	return b
+}
+
+func decodeAutoRecord(b []byte) (autoRecord, error) {
+	rd := reader{b: b}
+	at := rd.varint()
+	ss := rd.strings()
+	n := rd.uvarint()
+	if rd.err || len(ss) != 2 || n > uint64(len(rd.b))/8 {
+		return autoRecord{}, errCorrupt
+	}
+	rec := autoRecord{group: ss[0], previous: ss[1], changedAt: at}
+	for range n {
+		rec.scores = append(rec.scores, math.Float64frombits(rd.uint64()))
+	}
+	return rec, nil
+}
+
+// autoOf reads an entity's automatic record (zero when none).
+func (t *task) autoOf(id string) (autoRecord, error) {
+	b, closer, err := t.db.Get(key(pkAuto, id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return autoRecord{}, nil
+	}
+	if err != nil {
+		return autoRecord{}, err
+	}
+	defer closer.Close()
+	return decodeAutoRecord(b)
+}
+
+func (t *task) writeAuto(x *txn, id string, rec autoRecord) {
+	k, clk := key(pkAuto, id), []byte(clAutoPrefix+id)
+	if rec.empty() {
+		x.b.Delete(k, nil)
+		x.recs = append(x.recs, t.stateRecord(clk, nil))
+		return
+	}
+	v := rec.encode()
+	x.b.Set(k, v, nil)
+	x.recs = append(x.recs, t.stateRecord(clk, v))
 }
 
 func (p *Processor) closeRFM() {

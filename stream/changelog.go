@@ -269,8 +269,8 @@ func localKeyOf(k string) ([]byte, error) {
 		return undecidedKey(fp, parts[2], off), nil
 	case strings.HasPrefix(k, clAliasPrefix):
 		return key(pkAlias, k[len(clAliasPrefix):]), nil
-	case strings.HasPrefix(k, clRFMPrefix):
-		return key(pkRFM, k[len(clRFMPrefix):]), nil
+	case strings.HasPrefix(k, clAutoPrefix):
+		return key(pkAuto, k[len(clAutoPrefix):]), nil
 	}
 	return nil, nil
 }
@@ -334,7 +334,7 @@ func (t *task) snapshot(ctx context.Context) error {
 // eachLocal calls f with the changelog key and value of every entity, seen
 // batch, alias, activation and seeded mark in Pebble.
 func (t *task) eachLocal(f func(k, v []byte) error) error {
-	for _, pre := range [][]byte{pkEntity, pkBatch, pkAlias, pkActive, pkSeeded, pkUndec, pkRFM} {
+	for _, pre := range [][]byte{pkEntity, pkBatch, pkAlias, pkActive, pkSeeded, pkUndec, pkAuto} {
 		it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: pre, UpperBound: prefixEnd(pre)})
 		if err != nil {
 			return err
@@ -365,8 +365,8 @@ func (t *task) eachLocal(f func(k, v []byte) error) error {
 					return errCorrupt
 				}
 				k = undecidedChangelogKey(fp, id, off)
-			case string(pkRFM):
-				k = clRFMPrefix + string(rest)
+			case string(pkAuto):
+				k = clAutoPrefix + string(rest)
 			default:
 				k = clAliasPrefix + string(rest)
 			}

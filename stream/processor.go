@@ -244,6 +244,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	p.cl = cl
 	defer func() {
 		p.closeTasks(false)
+		p.closeRFM() // after the tasks: their timers publish on it
 		// A poll that returned blocks rebalances until allowed; leaving
 		// the group on Close is a rebalance, so allow it or Close waits forever.
 		cl.AllowRebalance()
@@ -260,7 +261,6 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err := p.startRFM(ctx); err != nil {
 		return err
 	}
-	defer p.closeRFM()
 	p.log.Info("stream processor started", "group", p.cfg.Stream.Group, "topic", events)
 	committerDone := make(chan struct{})
 	defer func() { p.cancelRun(); <-committerDone }() // before the client closes

@@ -1,13 +1,10 @@
 package stream
 
 import (
-	"encoding/binary"
-	"errors"
 	"math"
 	"slices"
 	"time"
 
-	"github.com/cockroachdb/pebble"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/rfm"
 )
@@ -22,9 +19,8 @@ import (
 // enter and exit records, the store's memberships, SSE and webhooks come
 // from the segment path with no code of their own.
 //
-// The RFM record (Pebble r/<id>, changelog __rfm/<id>) keeps the group,
-// the previous group and when it changed. It is written in the same
-// transaction as the entity, only when the group changes.
+// The entity's automatic record (auto.go: Pebble r/<id>, changelog
+// __auto/<id>) keeps the group, the previous group and when it changed.
 //
 // Recency worsens with time alone: the entity's timer is due at the
 // earliest of its windows' next change and the moment its recency passes
@@ -36,8 +32,7 @@ type rfmSpec struct {
 	groups  []rfm.Group
 	scores  int
 	refresh time.Duration
-	// r, f, m are the dimensions' indexes in the feature values; names
-	// lists the auto features after the traits, from rfm_r.
+	// r, f, m are the dimensions' indexes in the feature values.
 	r, f, m int
 }
 
@@ -51,39 +46,6 @@ func compileRFM(cfg *config.Config, names []string) *rfmSpec {
 		groups: groups, scores: rc.Scores, refresh: rc.Refresh.D(),
 		r: slices.Index(names, rc.Recency), f: slices.Index(names, rc.Frequency), m: slices.Index(names, rc.Monetary),
 	}
-}
-
-// rfmRecord is an entity's stored RFM state.
-type rfmRecord struct {
-	group, previous string
-	changedAt       int64 // ms; 0 = never
-}
-
-func (r rfmRecord) encode() []byte {
-	return appendStrings(binary.AppendVarint(nil, r.changedAt), []string{r.group, r.previous})
-}
-
-func decodeRFMRecord(b []byte) (rfmRecord, error) {
-	rd := reader{b: b}
-	at := rd.varint()
-	ss := rd.strings()
-	if rd.err || len(ss) != 2 {
-		return rfmRecord{}, errCorrupt
-	}
-	return rfmRecord{group: ss[0], previous: ss[1], changedAt: at}, nil
-}
-
-// rfmOf reads an entity's RFM record (zero when none).
-func (t *task) rfmOf(id string) (rfmRecord, error) {
-	b, closer, err := t.db.Get(key(pkRFM, id))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return rfmRecord{}, nil
-	}
-	if err != nil {
-		return rfmRecord{}, err
-	}
-	defer closer.Close()
-	return decodeRFMRecord(b)
 }
 
 // number reads a feature value as a number.
@@ -113,51 +75,28 @@ func (s *rfmSpec) group(vals []any, empty bool, b *rfm.Boundaries) (g string, r,
 	return rfm.Match(s.groups, r, f, m), r, f, m
 }
 
-// appendRFM appends the RFM features of e to vals, and, with x, writes e's
-// RFM record when its group changed. Without x (rewritePending) nothing is
-// written.
-func (t *task) appendRFM(x *txn, e *entry, vals []any, now time.Time) ([]any, error) {
-	s := t.p.rfm
-	if !e.rfmLoaded {
-		rec, err := t.rfmOf(e.id)
-		if err != nil {
-			return nil, err
-		}
-		e.rfmRec, e.rfmLoaded = rec, true
-	}
-	g, r, f, m := s.group(vals, e.st.Empty(), t.rfmB)
-	rec := e.rfmRec
+// appendRFM appends the RFM features of e to vals, updating rec (the
+// entity's automatic record, as it will be written) when the group
+// changed.
+func (t *task) appendRFM(e *entry, rec *autoRecord, vals []any, now time.Time) []any {
+	g, r, f, m := t.p.rfm.group(vals, e.st.Empty(), t.rfmB)
 	if g != rec.group {
-		at := now // when the change happened: the segment record's at
-		if !e.at.IsZero() {
-			at = e.at
-		}
-		rec = rfmRecord{group: g, previous: rec.group, changedAt: at.UnixMilli()}
-	}
-	if e.st.Empty() {
-		rec = rfmRecord{} // the entity is deleted: so is its record
-	}
-	if rec != e.rfmRec && x != nil {
-		t.writeRFM(x, e.id, rec)
-		e.rfmRec = rec
+		rec.group, rec.previous, rec.changedAt = g, rec.group, changeTime(e, now).UnixMilli()
 	}
 	vals = append(vals, scoreValue(r), scoreValue(f), scoreValue(m), stringValue(rec.group), stringValue(rec.previous))
 	if rec.changedAt == 0 {
-		return append(vals, nil), nil
+		return append(vals, nil)
 	}
-	return append(vals, float64(rec.changedAt)), nil
+	return append(vals, float64(rec.changedAt))
 }
 
-func (t *task) writeRFM(x *txn, id string, rec rfmRecord) {
-	k, clk := key(pkRFM, id), []byte(clRFMPrefix+id)
-	if rec == (rfmRecord{}) {
-		x.b.Delete(k, nil)
-		x.recs = append(x.recs, t.stateRecord(clk, nil))
-		return
+// changeTime is when a change of e happened: its cause's time (the
+// event's, the timer's due time), else now.
+func changeTime(e *entry, now time.Time) time.Time {
+	if !e.at.IsZero() {
+		return e.at
 	}
-	v := rec.encode()
-	x.b.Set(k, v, nil)
-	x.recs = append(x.recs, t.stateRecord(clk, v))
+	return now
 }
 
 func scoreValue(s int) any {
@@ -177,7 +116,9 @@ func stringValue(s string) any {
 // rfmDue is the earlier of due (0 = none) and when e's recency passes the
 // next R boundary. Recency is a feature of `now` (days since the last
 // order), so the moment is found by evaluating the derived features at
-// later times: the last whole day before it by days, then to the second.
+// later times: a recency growing by one a day (whole days or not) passes
+// it within the day before hi, found to the minute (11 evaluations); any
+// other is searched from now.
 func (t *task) rfmDue(e *entry, vals []any, now time.Time, due int64) int64 {
 	s, b := t.p.rfm, t.rfmB
 	if s == nil || !b.Usable() || e.st.Empty() {
@@ -195,7 +136,7 @@ func (t *task) rfmDue(e *entry, vals []any, now time.Time, due int64) int64 {
 	// no later than this (a whole-day feature crosses earlier).
 	days := math.Floor(cut-rv) + 1
 	hi := now.Add(time.Duration(days) * 24 * time.Hour)
-	lo := hi.Add(-48 * time.Hour)
+	lo := hi.Add(-24 * time.Hour)
 	if lo.Before(now) {
 		lo = now
 	}
@@ -213,7 +154,10 @@ func (t *task) rfmDue(e *entry, vals []any, now time.Time, due int64) int64 {
 		// then; the score is always from the real value.
 		return minDue(due, hi.UnixMilli())
 	}
-	for hi.Sub(lo) > time.Second { // about 17 steps over two days
+	if lo.After(now) && passed(lo) {
+		lo = now // faster than a day a day
+	}
+	for hi.Sub(lo) > time.Minute {
 		mid := lo.Add(hi.Sub(lo) / 2)
 		if passed(mid) {
 			hi = mid

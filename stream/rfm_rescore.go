@@ -26,6 +26,11 @@ import (
 // committed and changes nothing (the changelog restores a transaction that
 // Pebble missed; its queue keys stay, and the repeat is a no-op).
 //
+// The queue and the recorded boundaries are in Pebble only, written
+// without fsync, so a SIGKILL may lose the last of them: the task then
+// opens with older boundaries (or none), switches again and re-scores
+// again, which writes nothing twice (TestSIGKILLDuringRescore).
+//
 // A task opens scoring with the recorded boundaries, before anything
 // else (rewritePending included), then switches when the processor knows
 // another version; with none recorded (a state restored from the
@@ -34,7 +39,7 @@ import (
 
 var (
 	pkRescore    = []byte("q/") // q/<id> -> nothing: re-score with t.rfmB
-	pkRFM        = []byte("r/") // r/<id> -> rfmRecord
+	pkAuto       = []byte("r/") // r/<id> -> autoRecord (auto.go)
 	pkRFMVersion = []byte("mr") // rfm.Boundaries whose re-score was queued last
 
 	mRFMRescored = promauto.NewCounter(prometheus.CounterOpts{
@@ -51,8 +56,8 @@ var (
 	}, []string{"partition"})
 )
 
-// clRFMPrefix + id: the entity's RFM record.
-const clRFMPrefix = "__rfm/"
+// clAutoPrefix + id: the entity's automatic record (auto.go).
+const clAutoPrefix = "__auto/"
 
 // syncRFM switches the task to the processor's newest boundaries when
 // they differ from its own, queueing every entity for a re-score. The
@@ -207,7 +212,9 @@ func (t *task) rfmTick(ctx context.Context) error {
 
 // rfmValues reads every stored entity's recency, frequency and monetary
 // values (buyers only), as of now, from a Pebble snapshot: no lock held.
-func (t *task) rfmValues(now time.Time) (r, f, m []float64, err error) {
+// It also counts the buyers into grid under the task's boundaries (when
+// it has some) and the prospects.
+func (t *task) rfmValues(now time.Time, grid rfm.Grid, prospects *int64) (r, f, m []float64, err error) {
 	s := t.p.rfm
 	snap := t.db.NewSnapshot()
 	defer snap.Close()
@@ -233,23 +240,35 @@ func (t *task) rfmValues(now time.Time) (r, f, m []float64, err error) {
 		vals = t.p.features.Values(st, now, vals)
 		rv, ok := number(vals[s.r])
 		if !ok || rv < 0 {
+			if !st.Empty() {
+				*prospects++
+			}
 			continue
 		}
 		fv, _ := number(vals[s.f])
 		mv, _ := number(vals[s.m])
 		r, f, m = append(r, rv), append(f, fv), append(m, mv)
+		if t.rfmB.Usable() {
+			grid.Add(t.rfmB, rv, fv, mv)
+		}
 	}
 	return r, f, m, it.Error()
 }
 
 // summary is the partition's rfm.Summary as of now.
 func (t *task) summary(now time.Time) (*rfm.Summary, error) {
-	r, f, m, err := t.rfmValues(now)
+	grid := rfm.Grid{}
+	var prospects int64
+	r, f, m, err := t.rfmValues(now, grid, &prospects)
 	if err != nil {
 		return nil, err
 	}
-	return &rfm.Summary{Partition: t.partition, R: rfm.Summarize(r, rfm.DefaultK), F: rfm.Summarize(f, rfm.DefaultK),
-		M: rfm.Summarize(m, rfm.DefaultK), At: now.UTC()}, nil
+	s := &rfm.Summary{Partition: t.partition, R: rfm.Summarize(r, rfm.DefaultK), F: rfm.Summarize(f, rfm.DefaultK),
+		M: rfm.Summarize(m, rfm.DefaultK), At: now.UTC(), Prospects: prospects}
+	if t.rfmB.Usable() {
+		s.Version, s.Grid = t.rfmB.Version, grid.Cells()
+	}
+	return s, nil
 }
 
 var mRFMPublished = promauto.NewCounter(prometheus.CounterOpts{

@@ -4,6 +4,10 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
+
+	"github.com/pulse-rt/pulse/model"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // rfmCommand is the tester's "rfm": one pass of the timer loop's RFM work
@@ -43,4 +47,38 @@ func (st *tester) rfmCommand(c testCase, fail func(error) string) string {
 		return "nothing to do"
 	}
 	return b.String()
+}
+
+// describeAuto says what an entity's automatic record holds.
+func (st *tester) describeAuto(k string, v []byte) string {
+	rec, err := decodeAutoRecord(v)
+	if err != nil {
+		return k + ": " + err.Error()
+	}
+	var b strings.Builder
+	b.WriteString(k)
+	if st.p.rfm != nil {
+		changed := "never"
+		if rec.changedAt != 0 {
+			changed = testTimeString(time.UnixMilli(rec.changedAt))
+		}
+		fmt.Fprintf(&b, " group=%s previous=%s changed=%s", rec.group, rec.previous, changed)
+	}
+	for i, s := range rec.scores {
+		fmt.Fprintf(&b, " %s=%.4g", st.p.traits[i].name, s)
+	}
+	return b.String()
+}
+
+// describeTrait is one line for a traits-topic record.
+func (st *tester) describeTrait(r *kgo.Record) string {
+	ts, err := model.DecodeTraitScore(r.Value)
+	if err != nil {
+		return "trait: " + err.Error()
+	}
+	score := "null"
+	if ts.Score != nil {
+		score = fmt.Sprintf("%.4g", *ts.Score)
+	}
+	return fmt.Sprintf("trait %s %s %s=%s model=%s at=%s", ts.Entity, ts.ID, ts.Trait, score, ts.Model, testTimeString(ts.At))
 }

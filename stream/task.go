@@ -122,9 +122,9 @@ type entry struct {
 	touched bool               // an event was applied in this batch
 	at      time.Time          // event time of that cause
 	eventAt time.Time          // newest receivedAt folded in this batch
-	// rfmRec is the entity's RFM record as committed, once rfmLoaded.
-	rfmRec    rfmRecord
-	rfmLoaded bool
+	// autoRec is the entity's automatic record as committed, once autoLoaded.
+	autoRec    autoRecord
+	autoLoaded bool
 }
 
 func (p *Processor) taskDir(part int32) string {

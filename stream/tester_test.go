@@ -399,6 +399,8 @@ func (st *tester) describe(r *kgo.Record, fullDeadLetters bool) string {
 			s += " messageId=" + ev.MessageID
 		}
 		return s
+	case tp.Traits:
+		return st.describeTrait(r)
 	}
 	return fmt.Sprintf("%s %s", r.Topic, r.Key)
 }
@@ -431,12 +433,8 @@ func (st *tester) describeState(k string, v []byte) string {
 		members := st.p.segments.Members(m)
 		slices.Sort(members)
 		return fmt.Sprintf("%s members=%v", k, members)
-	case strings.HasPrefix(k, clRFMPrefix):
-		rec, err := decodeRFMRecord(v)
-		if err != nil {
-			return k + ": " + err.Error()
-		}
-		return fmt.Sprintf("%s group=%s previous=%s changed=%s", k, rec.group, rec.previous, testTimeString(time.UnixMilli(rec.changedAt)))
+	case strings.HasPrefix(k, clAutoPrefix):
+		return st.describeAuto(k, v)
 	case strings.HasPrefix(k, clSeenPrefix):
 		sb, err := decodeSeenBatch(v)
 		if err != nil {

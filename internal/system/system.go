@@ -284,6 +284,16 @@ func (s *System) StartScorer(o ScorerOptions) error {
 		lo.Log = s.Log
 		s.Live = scorer.NewLive(s.Config, lo)
 		opts = append(opts, scorer.WithLive(s.Live))
+		if s.Config.RFM != nil {
+			view := scorer.NewRFMView(s.Config, s.Log)
+			opts = append(opts, scorer.WithRFM(view))
+			s.g.Go(func() error {
+				if err := view.Run(s.ctx); err != nil {
+					s.Log.Error("rfm view stopped; GET /v1/rfm answers what it read", "err", err)
+				}
+				return nil
+			})
+		}
 	}
 	if o.HistoryRebuild {
 		opts = append(opts, scorer.WithHistoryRebuild())

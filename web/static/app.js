@@ -6,6 +6,7 @@
 //   GET  /v1/segments/{name}/members      paginated members
 //   GET  /v1/profiles/user/{id}           a customer's features, segments, linked ids, traits, events
 //   POST /v1/predict                      a prediction, when the page config names models
+//   GET  /v1/rfm                          the RFM grid, when the config has an rfm block
 (function () {
   'use strict';
 
@@ -34,6 +35,9 @@
     refreshTimer: null,
     lastRefresh: 0,
     historyAt: 0,            // when the server's history was last merged
+    rfm: null,               // the last GET /v1/rfm answer
+    rfmMoves: [],            // [[time ms, from, to]] of the last hour, from the live feed
+    rfmExits: {},            // user + at -> group left, waiting for its enter
     models: modelNames(cfg.models)
   };
 
@@ -209,8 +213,95 @@
       if (names !== known || !state.rendered) { state.rendered = true; renderSegments(); }
       else segs.forEach(updateCard);
       $('updated').textContent = 'Updated ' + new Date(now).toLocaleTimeString();
+      if (segs.some(function (s) { return s.name.indexOf('rfm:') === 0; })) refreshRFM();
       return segs;
     });
+  }
+
+  // ---- RFM ------------------------------------------------------------------
+
+  function refreshRFM() {
+    return api('/v1/rfm').then(function (body) {
+      if (!body || !body.enabled) { $('rfm').hidden = true; return; }
+      state.rfm = body;
+      renderRFM();
+    }).catch(function () { /* the segments poll reports trouble */ });
+  }
+
+  function groupLabel(g) { return g ? human(g) : '—'; }
+
+  function renderRFM() {
+    var body = state.rfm;
+    $('rfm').hidden = false;
+    var n = body.scores || 5;
+    var grid = $('rfm-grid');
+    grid.textContent = '';
+    var head = el('tr', {}, [el('th', { text: 'R ↓  F →' })]);
+    for (var f = 1; f <= n; f++) head.appendChild(el('th', { text: 'F' + f }));
+    grid.appendChild(el('thead', {}, [head]));
+    var tbody = el('tbody');
+    var row = null;
+    (body.grid || []).forEach(function (c) {
+      if (c.f === 1) { row = el('tr', {}, [el('th', { text: 'R' + c.r })]); tbody.appendChild(row); }
+      var td = el('td', {
+        class: c.count ? '' : 'empty', 'data-r': String(c.r), 'data-f': String(c.f), 'data-group': c.group || '',
+        'data-count': String(c.count), title: groupLabel(c.group) + ': ' + nf.format(c.count) + ' buyers',
+        onclick: function () { if (c.group) selectSegment('rfm:' + c.group); }
+      }, [
+        el('span', { class: 'n', text: nf.format(c.count) }),
+        el('span', { class: 'g', text: groupLabel(c.group) }),
+        el('span', { class: 'm', text: c.count ? 'avg $' + money.format(c.avg_monetary) : '' })
+      ]);
+      row.appendChild(td);
+    });
+    grid.appendChild(tbody);
+    var at = body.at ? Date.parse(body.at) : 0;
+    $('rfm-updated').textContent = body.version ? 'Boundaries v' + body.version + (at > 0 ? ' · counted ' + ago(at) : '') : 'Waiting for the first boundaries…';
+    renderRFMGroups();
+    renderRFMMoves();
+  }
+
+  function renderRFMGroups() {
+    var list = $('rfm-groups');
+    list.textContent = '';
+    state.segments.filter(function (s) { return s.name.indexOf('rfm:') === 0; }).forEach(function (s) {
+      var c = state.cards[s.name];
+      list.appendChild(el('li', { 'data-group': s.name.slice(4) }, [
+        el('button', { type: 'button', text: human(s.name.slice(4)), onclick: function () { selectSegment(s.name); } }),
+        el('span', {}, [el('strong', { text: nf.format(Number(s.members) || 0) }), ' ', el('span', { class: 'muted small', text: c ? c.delta.textContent : '' })])
+      ]));
+    });
+  }
+
+  // A group change is an exit and an enter of rfm: segments for the same
+  // user at the same time, in either order.
+  function trackMove(rec) {
+    if (String(rec.segment).indexOf('rfm:') !== 0) return;
+    var k = rec.id + '|' + rec.at;
+    var other = state.rfmExits[k];
+    if (!other) { state.rfmExits[k] = rec; return; }
+    delete state.rfmExits[k];
+    var from = rec.change === 'exit' ? rec : other, to = rec.change === 'enter' ? rec : other;
+    if (from.change !== 'exit' || to.change !== 'enter') return;
+    state.rfmMoves.push([Date.parse(rec.at) || Date.now(), from.segment.slice(4), to.segment.slice(4)]);
+    if (state.rfm) renderRFMMoves();
+  }
+
+  function renderRFMMoves() {
+    var since = Date.now() - HOUR;
+    state.rfmMoves = state.rfmMoves.filter(function (m) { return m[0] >= since; });
+    var counts = {};
+    state.rfmMoves.forEach(function (m) { var k = m[1] + ' → ' + m[2]; counts[k] = (counts[k] || 0) + 1; });
+    var keys = Object.keys(counts).sort(function (a, b) { return counts[b] - counts[a]; });
+    var list = $('rfm-moves');
+    list.textContent = '';
+    keys.slice(0, 12).forEach(function (k) {
+      var parts = k.split(' → ');
+      list.appendChild(el('li', { 'data-move': k }, [
+        el('span', { text: nf.format(counts[k]) + ' ' + groupLabel(parts[0]) + ' → ' + groupLabel(parts[1]) })
+      ]));
+    });
+    $('rfm-moves-empty').hidden = keys.length > 0;
   }
 
   // Counts come from the server; a change on the feed asks for them again
@@ -420,13 +511,13 @@
     if (ev.lastEventId) state.lastEventId = ev.lastEventId;
     var rec;
     try { rec = JSON.parse(ev.data); } catch (e) { return; }
-    addFeedItem(rec);
+    if (addFeedItem(rec)) trackMove(rec);
     refreshSoon();
   }
 
   function addFeedItem(rec) {
     var id = rec.change_id || (rec.segment + rec.id + rec.change + rec.at);
-    if (state.feedIds[id]) return;
+    if (state.feedIds[id]) return false;
     state.feedIds[id] = true;
     var t = Date.parse(rec.at) || Date.now();
     var enter = rec.change === 'enter';
@@ -444,6 +535,7 @@
       feed.removeChild(last);
     }
     $('feed-empty').hidden = true;
+    return true;
   }
 
   setInterval(function () {

@@ -1,0 +1,63 @@
+package model
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	json "github.com/goccy/go-json"
+)
+
+// TraitScore is the one record type of the traits topic (pulse.traits,
+// JSON, keyed by entity id): a predictive trait's score of one entity,
+// written by the stream, in its transaction, each time the score changes.
+// History reads it into the trait_scores table.
+type TraitScore struct {
+	// ChangeID identifies the change (TraitChangeID): a replay of the same
+	// change carries the same id, and history collapses it.
+	ChangeID string `json:"change_id"`
+	Trait    string `json:"trait"`
+	Model    string `json:"model"`
+	Version  string `json:"version"` // SHA-256 prefix of the model file, as the scorer's
+	Entity   string `json:"entity"`
+	ID       string `json:"id"`
+	// Score is null when the model gave no finite score.
+	Score *float64  `json:"score"`
+	At    time.Time `json:"at"`
+}
+
+// TraitChangeID is the id of trait's change to score (NaN: none) for an
+// entity at a time.
+func TraitChangeID(trait, entity, id string, at time.Time, score float64) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%d\x00", trait, entity, id, at.UnixMilli())
+	h.Write(strconv.AppendUint(nil, math.Float64bits(score), 16))
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// Encode is the record value.
+func (r *TraitScore) Encode() ([]byte, error) {
+	if r.Score != nil && (math.IsNaN(*r.Score) || math.IsInf(*r.Score, 0)) {
+		return nil, fmt.Errorf("cannot encode trait score %v: not finite", *r.Score)
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("cannot encode trait score: %w", err)
+	}
+	return b, nil
+}
+
+// DecodeTraitScore reads a traits record; trait and id are required.
+func DecodeTraitScore(b []byte) (TraitScore, error) {
+	var r TraitScore
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("cannot decode trait score: %w", err)
+	}
+	if r.Trait == "" || r.ID == "" {
+		return r, fmt.Errorf("trait score without trait or id")
+	}
+	return r, nil
+}

@@ -1,0 +1,97 @@
+package scorer_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/rfm"
+	"github.com/pulse-rt/pulse/scorer"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// TestRFMGrid: GET /v1/rfm sums the partitions' grids published under the
+// boundaries in force (a summary of an older version is left out), with
+// each cell's group and average monetary value, for a read key only.
+func TestRFMGrid(t *testing.T) {
+	cfg, err := config.Load("../examples/ecommerce/pulse.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Kafka.Partitions = 1
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Close()
+	cfg.Kafka.Brokers = emb.Addrs()
+	cl, err := kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := kafka.EnsureTopics(context.Background(), cl, cfg.Kafka); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)
+	b := &rfm.Boundaries{Version: 2, Scores: 5, R: []float64{1, 2, 3, 4}, F: []float64{1, 2, 3, 4}, M: []float64{1, 2, 3, 4}, Buyers: 5}
+	sums := []*rfm.Summary{
+		{Partition: 0, Version: 2, At: at, Prospects: 3, Grid: []rfm.Cell{{R: 5, F: 5, N: 2, Monetary: 300}, {R: 1, F: 1, N: 1, Monetary: 10}}},
+		{Partition: 1, Version: 2, At: at.Add(time.Second), Prospects: 1, Grid: []rfm.Cell{{R: 5, F: 5, N: 1, Monetary: 30}}},
+		{Partition: 2, Version: 1, At: at, Grid: []rfm.Cell{{R: 5, F: 5, N: 100, Monetary: 1}}}, // stale
+	}
+	recs := []*kgo.Record{{Topic: cfg.Kafka.Topics.RFM, Key: []byte("boundaries"), Value: b.Encode()}}
+	for _, s := range sums {
+		recs = append(recs, &kgo.Record{Topic: cfg.Kafka.Topics.RFM, Key: []byte("summary/x"), Value: s.Encode()})
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	view := scorer.NewRFMView(cfg, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- view.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	h := start(t, cfg, newMemStore(), scorer.WithRFM(view))
+
+	var got scorer.RFMAnswer
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		code, body := h.do("GET", "/v1/rfm", "dev-read-key", "")
+		if code != 200 {
+			t.Fatalf("GET /v1/rfm: %d %s", code, body)
+		}
+		if err := json.Unmarshal([]byte(body), &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.Partitions == 2 {
+			break
+		}
+	}
+	if !got.Enabled || got.Version != 2 || got.Partitions != 2 || got.Prospects != 4 || len(got.Grid) != 25 || !got.At.Equal(at) {
+		t.Fatalf("answer %+v", got)
+	}
+	first, last := got.Grid[0], got.Grid[24]
+	if first.R != 5 || first.F != 1 || first.Group != "new" || last.R != 1 || last.F != 5 || last.Group != "cannot_lose" {
+		t.Fatalf("grid order: first %+v, last %+v", first, last)
+	}
+	for _, c := range got.Grid {
+		switch {
+		case c.R == 5 && c.F == 5:
+			if c.Count != 3 || c.AvgMonetary != 110 || c.Group != "champions" {
+				t.Errorf("cell 5,5: %+v", c)
+			}
+		case c.R == 1 && c.F == 1:
+			if c.Count != 1 || c.AvgMonetary != 10 || c.Group != "lost" {
+				t.Errorf("cell 1,1: %+v", c)
+			}
+		case c.Count != 0:
+			t.Errorf("cell %d,%d: %+v, want empty", c.R, c.F, c)
+		}
+	}
+	if code, _ := h.do("GET", "/v1/rfm", "", ""); code != 401 {
+		t.Fatalf("without a key: %d, want 401", code)
+	}
+}

@@ -1,0 +1,182 @@
+package webtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/ingest"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/scorer"
+	"github.com/pulse-rt/pulse/stream"
+)
+
+// TestDashboardRFM: the e-commerce example (its rfm block refreshed every
+// second) on the real ingest, stream (kfake, Pebble) and scorer; orders
+// posted to ingest fill the dashboard's R × F grid, and a lapsed
+// customer's new order moves them to another cell, shown in the grid and
+// as a movement between groups.
+func TestDashboardRFM(t *testing.T) {
+	browser := chromium(t)
+	cfg, err := config.Load("../../examples/ecommerce/pulse.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RFM.Refresh = config.Duration(time.Second)
+	emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Close()
+	cfg.Kafka.Brokers = emb.Addrs()
+	cfg.Kafka.Partitions = 2
+	cfg.DataDir = t.TempDir()
+	cfg.Store.Path = cfg.DataDir + "/store"
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	producer, err := kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	if err := kafka.EnsureTopics(ctx, producer, cfg.Kafka); err != nil {
+		t.Fatal(err)
+	}
+	store, err := featurestore.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	proc, err := stream.New(cfg, store, stream.Options{Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ingestLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	scorerLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	live := scorer.NewLive(cfg, scorer.LiveOptions{Log: log})
+	view := scorer.NewRFMView(cfg, log)
+	srv, err := scorer.New(cfg, store, scorer.WithLive(live), scorer.WithRFM(view), scorer.WithLogger(log), scorer.WithDashboardKey("dev-read-key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	running := []func() error{
+		func() error { return ingest.New(cfg, producer, log).Serve(ctx, ingestLn) },
+		func() error { return proc.Run(ctx) },
+		func() error { return live.Run(ctx) },
+		func() error { return view.Run(ctx) },
+		func() error { return srv.Serve(ctx, scorerLn) },
+	}
+	errs := make(chan error, len(running))
+	for _, run := range running {
+		go func() { errs <- run() }()
+	}
+	go func() {
+		for range running {
+			if err := <-errs; err != nil && ctx.Err() == nil {
+				t.Errorf("service stopped: %v", err)
+			}
+		}
+		close(done)
+	}()
+	defer func() { cancel(); <-done }()
+
+	ingestURL, scorerURL := "http://"+ingestLn.Addr().String(), "http://"+scorerLn.Addr().String()
+	now := time.Now().UTC()
+	order := func(user string, daysAgo int, revenue float64) string {
+		at := now.Add(-time.Duration(daysAgo) * 24 * time.Hour).Format(time.RFC3339Nano)
+		return fmt.Sprintf(`{"type":"track","userId":%q,"event":"Order Completed","timestamp":%q,"properties":{"revenue":%g}}`, user, at, revenue)
+	}
+	post := func(events ...string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", ingestURL+"/v1/batch", strings.NewReader(`{"batch":[`+strings.Join(events, ",")+`]}`))
+		req.SetBasicAuth("dev-write-key", "")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("ingest answered %d", resp.StatusCode)
+		}
+	}
+	// Twenty buyers, oldest orders first; lapsed is one order 300 days ago.
+	var batch []string
+	for u := range 20 {
+		for k := u % 4; k >= 0; k-- {
+			batch = append(batch, order(fmt.Sprintf("b%d", u), u*9+k*20, float64(20+u*10)))
+		}
+	}
+	batch = append(batch, order("lapsed", 300, 35))
+	post(batch...)
+
+	cell := func(id string) (r, f int, group string) {
+		t.Helper()
+		var v struct {
+			Features map[string]any `json:"features"`
+		}
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			req, _ := http.NewRequest("GET", scorerURL+"/v1/entities/user/"+id, nil)
+			req.Header.Set("Authorization", "Bearer dev-read-key")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			json.NewDecoder(resp.Body).Decode(&v)
+			resp.Body.Close()
+			if rr, ok := v.Features["rfm_r"].(float64); ok {
+				return int(rr), int(v.Features["rfm_f"].(float64)), v.Features["rfm_group"].(string)
+			}
+		}
+		t.Fatalf("%s never got RFM scores: %v", id, v.Features)
+		return
+	}
+	r0, f0, g0 := cell("lapsed")
+
+	b := newBrowser(t, browser)
+	defer b.close()
+	b.open(scorerURL + "/")
+	atLeastOne := func(s string) bool {
+		n, err := strconv.Atoi(strings.ReplaceAll(s, ",", ""))
+		return err == nil && n >= 1
+	}
+	sel := func(r, f int) string { return fmt.Sprintf(`#rfm-grid td[data-r="%d"][data-f="%d"] .n`, r, f) }
+	b.wait(sel(r0, f0), "at least one buyer", atLeastOne)
+	b.waitText(fmt.Sprintf(`#rfm-grid td[data-r="%d"][data-f="%d"] .g`, r0, f0), human(g0))
+
+	// The lapsed customer orders today: most recent, one more order.
+	post(order("lapsed", 0, 80))
+	var r1, f1 int
+	var g1 string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if r1, f1, g1 = cell("lapsed"); r1 != r0 || f1 != f0 {
+			break
+		}
+	}
+	if r1 == r0 && f1 == f0 {
+		t.Fatalf("the new order did not move lapsed from R%d F%d", r0, f0)
+	}
+	t.Logf("lapsed: R%d F%d %s -> R%d F%d %s", r0, f0, g0, r1, f1, g1)
+	b.wait(sel(r1, f1), "at least one buyer", atLeastOne)
+	if g1 != g0 {
+		b.waitContains("#rfm-moves", human(g0)+" → "+human(g1))
+	}
+	b.screenshot("rfm")
+}
+
+// human is the dashboard's name for a group (app.js human()).
+func human(s string) string {
+	s = strings.ReplaceAll(s, "_", " ")
+	return strings.ToUpper(s[:1]) + s[1:]
+}
