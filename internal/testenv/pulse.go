@@ -4,6 +4,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -21,15 +22,10 @@ func BuildPulse(t testing.TB) string {
 }
 
 // FreeAddr returns a loopback address nothing listens on, for a child
-// process to listen on.
+// process to listen on (FreePort).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
 }
 
 // WaitFor polls cond every 20 ms until it holds, failing the test with
