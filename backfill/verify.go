@@ -24,7 +24,8 @@ type VerifyOptions struct {
 	Sample int
 	// Entities checks these instead of a sample.
 	Entities []string
-	// Features restricts the check; empty checks every user feature.
+	// Features restricts the check; empty checks every user feature and
+	// every predictive trait (recomputed from the values with its model).
 	Features []string
 	// Examples is how many mismatches to list per feature. Default 3.
 	Examples int
@@ -68,8 +69,19 @@ type VerifyReport struct {
 // the online vector was computed (its UpdatedAt) from the events up to then,
 // and compares with the online value. Numbers agree within a relative 1e-9
 // (sums in another order).
+//
+// A predictive trait is checked the same way: its model scores the
+// recomputed values, and the score is compared with the online one.
 func Verify(ctx context.Context, cfg *config.Config, r *history.Reader, store featurestore.Store, opts VerifyOptions) (*VerifyReport, error) {
-	set, idx, err := compile(cfg, opts.Features)
+	featureNames, traitNames := splitTraits(cfg, opts.Features)
+	set, idx, err := compile(cfg, featureNames)
+	if err != nil {
+		return nil, err
+	}
+	if featureNames != nil && len(featureNames) == 0 {
+		idx = nil // traits only
+	}
+	traits, err := compileTraits(cfg, set, traitNames)
 	if err != nil {
 		return nil, err
 	}
@@ -88,9 +100,12 @@ func Verify(ctx context.Context, cfg *config.Config, r *history.Reader, store fe
 	}
 	rep := &VerifyReport{Sampled: len(ids)}
 	names := set.Names()
-	checks := make([]FeatureCheck, len(idx))
+	checks := make([]FeatureCheck, len(idx)+len(traits))
 	for j, i := range idx {
 		checks[j].Feature = names[i]
+	}
+	for j := range traits {
+		checks[len(idx)+j].Feature = traits[j].name
 	}
 	vecs, found, err := store.GetMany(ctx, set.Entity(), ids)
 	if err != nil {
@@ -130,11 +145,17 @@ func Verify(ctx context.Context, cfg *config.Config, r *history.Reader, store fe
 				}
 			}
 			vals = set.Values(st, v.UpdatedAt, vals)
-			for j, i := range idx {
+			for j := range checks {
 				c := &checks[j]
 				c.Compared++
-				on := v.Features[names[i]]
-				if same(on, vals[i]) {
+				var on, off any
+				if j < len(idx) {
+					on, off = v.Features[names[idx[j]]], vals[idx[j]]
+				} else {
+					tr := &traits[j-len(idx)]
+					on, off = v.Features[tr.name], tr.score(vals)
+				}
+				if same(on, off) {
 					continue
 				}
 				c.Mismatches++
@@ -144,7 +165,7 @@ func Verify(ctx context.Context, cfg *config.Config, r *history.Reader, store fe
 					reason = fmt.Sprintf("stream lag: %d event(s) received after the vector was computed", unseen)
 				}
 				if len(c.Examples) < opts.Examples {
-					c.Examples = append(c.Examples, Mismatch{EntityID: id, Online: on, Offline: vals[i], Reason: reason})
+					c.Examples = append(c.Examples, Mismatch{EntityID: id, Online: on, Offline: off, Reason: reason})
 				}
 			}
 			n++
