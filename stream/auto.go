@@ -42,13 +42,28 @@ func withAuto(cfg *config.Config, names []string, kinds []segment.Kind) ([]strin
 // what changed: the entity's automatic record, and a traits-topic record
 // per trait whose score changed. Without x (rewritePending) nothing is.
 func (t *task) appendAuto(x *txn, e *entry, vals []any, now time.Time) ([]any, error) {
+	vals, rec, err := t.autoValues(e, vals, now)
+	if err != nil || x == nil || rec.equal(&e.autoRec) {
+		return vals, err
+	}
+	if err := t.writeTraits(x, e, &rec, now); err != nil {
+		return nil, err
+	}
+	t.writeAuto(x, e.id, rec)
+	e.autoRec = rec
+	return vals, nil
+}
+
+// autoValues appends e's automatic features to vals and returns the
+// automatic record they make (e.autoRec when nothing changed).
+func (t *task) autoValues(e *entry, vals []any, now time.Time) ([]any, autoRecord, error) {
 	if len(t.p.traits) == 0 && t.p.rfm == nil {
-		return vals, nil
+		return vals, e.autoRec, nil
 	}
 	if !e.autoLoaded {
 		rec, err := t.autoOf(e.id)
 		if err != nil {
-			return nil, err
+			return nil, autoRecord{}, err
 		}
 		e.autoRec, e.autoLoaded = rec, true
 	}
@@ -69,15 +84,7 @@ func (t *task) appendAuto(x *txn, e *entry, vals []any, now time.Time) ([]any, e
 	if e.st.Empty() {
 		rec = autoRecord{} // the entity is deleted: so is its record
 	}
-	if x == nil || rec.equal(&e.autoRec) {
-		return vals, nil
-	}
-	if err := t.writeTraits(x, e, &rec, now); err != nil {
-		return nil, err
-	}
-	t.writeAuto(x, e.id, rec)
-	e.autoRec = rec
-	return vals, nil
+	return vals, rec, nil
 }
 
 // writeTraits adds a traits-topic record for each trait whose score in rec
