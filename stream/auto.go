@@ -125,10 +125,13 @@ type autoRecord struct {
 	group, previous string
 	changedAt       int64 // ms; 0 = never
 	scores          []float64
+	// rfm is the R, F and M scores (0: none), so a re-score that moves
+	// them within a group still rewrites the vector.
+	rfm [3]uint8
 }
 
 func (r *autoRecord) equal(o *autoRecord) bool {
-	if r.group != o.group || r.previous != o.previous || r.changedAt != o.changedAt || len(r.scores) != len(o.scores) {
+	if r.group != o.group || r.previous != o.previous || r.changedAt != o.changedAt || r.rfm != o.rfm || len(r.scores) != len(o.scores) {
 		return false
 	}
 	for i := range r.scores {
@@ -147,7 +150,7 @@ func (r *autoRecord) encode() []byte {
 	for _, s := range r.scores {
 		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(s))
 	}
-	return b
+	return append(b, r.rfm[:]...)
 }
 
 func decodeAutoRecord(b []byte) (autoRecord, error) {
@@ -162,6 +165,10 @@ func decodeAutoRecord(b []byte) (autoRecord, error) {
 	for range n {
 		rec.scores = append(rec.scores, math.Float64frombits(rd.uint64()))
 	}
+	if len(rd.b) != 3 {
+		return autoRecord{}, errCorrupt
+	}
+	copy(rec.rfm[:], rd.b)
 	return rec, nil
 }
 
@@ -191,7 +198,7 @@ func (t *task) writeAuto(x *txn, id string, rec autoRecord) {
 }
 
 func (p *Processor) closeRFM() {
-	if p.rfmTopic.cl != nil {
-		p.rfmTopic.cl.Close()
+	if cl := p.rfmTopic.cl.Load(); cl != nil {
+		cl.Close()
 	}
 }

@@ -75,7 +75,7 @@ func (t *task) syncRFM() error {
 		t.rfmB = b
 	}
 	latest := t.p.rfmLatest.Load()
-	if latest == nil || t.rfmB != nil && t.rfmB.Version == latest.Version {
+	if latest == nil || latest.Same(t.rfmB) {
 		if t.rfmB != nil {
 			mRFMVersion.WithLabelValues(t.lagLabel).Set(float64(t.rfmB.Version))
 		}
