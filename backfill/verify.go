@@ -69,8 +69,19 @@ type VerifyReport struct {
 // the online vector was computed (its UpdatedAt) from the events up to then,
 // and compares with the online value. Numbers agree within a relative 1e-9
 // (sums in another order).
+//
+// A predictive trait is checked the same way: its model scores the
+// recomputed values, and the score is compared with the online one.
 func Verify(ctx context.Context, cfg *config.Config, r *history.Reader, store featurestore.Store, opts VerifyOptions) (*VerifyReport, error) {
-	set, idx, err := compile(cfg, opts.Features)
+	featureNames, traitNames := splitTraits(cfg, opts.Features)
+	set, idx, err := compile(cfg, featureNames)
+	if err != nil {
+		return nil, err
+	}
+	if featureNames != nil && len(featureNames) == 0 {
+		idx = nil // traits only
+	}
+	traits, err := compileTraits(cfg, set, traitNames)
 	if err != nil {
 		return nil, err
 	}
@@ -91,10 +102,13 @@ func Verify(ctx context.Context, cfg *config.Config, r *history.Reader, store fe
 	if err != nil {
 		return nil, err
 	}
-	v := &verifier{set: set, idx: idx, names: set.Names(), examples: opts.Examples, online: map[string]featurestore.Vector{},
-		checks: make([]FeatureCheck, len(idx)), parts: newPartials[string](set), unseen: map[string]int{}}
+	v := &verifier{set: set, idx: idx, traits: traits, names: set.Names(), examples: opts.Examples, online: map[string]featurestore.Vector{},
+		checks: make([]FeatureCheck, len(idx)+len(traits)), parts: newPartials[string](set), unseen: map[string]int{}}
 	for j, i := range idx {
 		v.checks[j].Feature = v.names[i]
+	}
+	for j := range traits {
+		v.checks[len(idx)+j].Feature = traits[j].name
 	}
 	rep := &VerifyReport{Sampled: len(ids)}
 	present, err := v.readOnline(ctx, store, ppl, ids, rep)
@@ -116,6 +130,7 @@ func Verify(ctx context.Context, cfg *config.Config, r *history.Reader, store fe
 type verifier struct {
 	set      *aggregate.Set
 	idx      []int
+	traits   []traitCheck // checked after the features (checks[len(idx)+j])
 	names    []string
 	examples int
 	online   map[string]featurestore.Vector // by person
@@ -210,15 +225,22 @@ func (v *verifier) replay(ctx context.Context, r *history.Reader, ppl *people, c
 	return nil
 }
 
-// compare checks person c's recomputed state against its online vector.
+// compare checks person c's recomputed state against its online vector:
+// the features, then the traits' scores over the recomputed values.
 func (v *verifier) compare(c string, st *aggregate.State) {
 	vec := v.online[c]
 	v.vals = v.set.Values(st, vec.UpdatedAt, v.vals)
-	for j, i := range v.idx {
+	for j := range v.checks {
 		ch := &v.checks[j]
 		ch.Compared++
-		on := vec.Features[v.names[i]]
-		if same(on, v.vals[i]) {
+		var on, off any
+		if j < len(v.idx) {
+			on, off = vec.Features[v.names[v.idx[j]]], v.vals[v.idx[j]]
+		} else {
+			tr := &v.traits[j-len(v.idx)]
+			on, off = vec.Features[tr.name], tr.score(v.vals)
+		}
+		if same(on, off) {
 			continue
 		}
 		ch.Mismatches++
@@ -228,7 +250,7 @@ func (v *verifier) compare(c string, st *aggregate.State) {
 			reason = fmt.Sprintf("stream lag: %d event(s) received after the vector was computed", unseen)
 		}
 		if len(ch.Examples) < v.examples {
-			ch.Examples = append(ch.Examples, Mismatch{EntityID: c, Online: on, Offline: v.vals[i], Reason: reason})
+			ch.Examples = append(ch.Examples, Mismatch{EntityID: c, Online: on, Offline: off, Reason: reason})
 		}
 	}
 	v.n++

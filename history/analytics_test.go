@@ -41,7 +41,11 @@ func TestAnalyticsQueries(t *testing.T) {
 	var seg segmentRows
 	var pred predictionRows
 	var inv invalidRows
+	var traits traitScoreRows
 	at := now.Format(time.RFC3339Nano)
+	if err := traits.addTraitScore(rec(`{"change_id":"t1","trait":"churn_risk","model":"churn_risk","version":"1","entity":"user","id":"u1","score":0.8,"at":"` + at + `"}`)); err != nil {
+		t.Fatal(err)
+	}
 	if err := seg.addChange(rec(`{"change_id":"c1","segment":"buyers","entity":"user","id":"u1","change":"enter","at":"` + at + `"}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +58,7 @@ func TestAnalyticsQueries(t *testing.T) {
 	for _, x := range []struct {
 		t    *table
 		cols []any
-	}{{&segmentsTable, seg.columns()}, {&predictionsTable, pred.columns()}, {&invalidTable, inv.columns()}} {
+	}{{&segmentsTable, seg.columns()}, {&predictionsTable, pred.columns()}, {&invalidTable, inv.columns()}, {&traitScoresTable, traits.columns()}} {
 		if err := insertColumns(ctx, conn, x.t.insertSQL(db), x.cols); err != nil {
 			t.Fatal(err)
 		}

@@ -85,6 +85,24 @@ func (b *Boundaries) NextRecencyCut(rv float64) (cut float64, ok bool) {
 	return b.R[i], true
 }
 
+// Newer reports whether b supersedes o (nil: anything does): a higher
+// version, or the same version published later (two publishers during a
+// rebalance), so every reader settles on the same boundaries.
+func (b *Boundaries) Newer(o *Boundaries) bool {
+	if o == nil {
+		return true
+	}
+	if b.Version != o.Version {
+		return b.Version > o.Version
+	}
+	return b.At.After(o.At)
+}
+
+// Same reports whether b and o are the same publication.
+func (b *Boundaries) Same(o *Boundaries) bool {
+	return o != nil && b.Version == o.Version && b.At.Equal(o.At) && b.SameCuts(o)
+}
+
 // SameCuts reports whether b and o score alike.
 func (b *Boundaries) SameCuts(o *Boundaries) bool {
 	return o != nil && b.Scores == o.Scores && slices.Equal(b.R, o.R) && slices.Equal(b.F, o.F) && slices.Equal(b.M, o.M)

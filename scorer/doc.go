@@ -10,6 +10,7 @@
 //	GET  /v1/segments/{name}                 one segment
 //	GET  /v1/segments/{name}/members         member ids, cursor-paginated
 //	GET  /v1/segments/live                   Server-Sent Events of enters and exits (a LiveHandler)
+//	GET  /v1/rfm                             the RFM grid, boundaries and last hour's moves (an RFMView)
 //	POST /v1/admin/reload                    re-read the model files (admin key)
 //	GET  /                                   the dashboard (package web)
 //	GET  /healthz, /readyz, /metrics

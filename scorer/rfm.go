@@ -1,8 +1,11 @@
 package scorer
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -11,12 +14,15 @@ import (
 	"github.com/pulse-rt/pulse/internal/httpapi"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/rfm"
+	"github.com/pulse-rt/pulse/segment"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/valyala/fasthttp"
 )
 
 // RFMView follows the stream's RFM topic (pulse.rfm: the boundaries and
-// each partition's summary with its R × F grid) for GET /v1/rfm, the
+// each partition's summary with its R × F grid) and the last hour of
+// pulse.segments (the moves between RFM groups) for GET /v1/rfm, the
 // dashboard's RFM page. Build it with NewRFMView, run it with Run, hand it
 // to the scorer with WithRFM.
 type RFMView struct {
@@ -26,6 +32,17 @@ type RFMView struct {
 	mu   sync.Mutex
 	b    *rfm.Boundaries
 	sums map[int32]*rfm.Summary
+	// moves are the group changes of the last hour, oldest first, paired
+	// from pulse.segments (an exit and an enter of rfm: segments of one
+	// entity at one time); half holds the unpaired halves.
+	moves []rfmMove
+	half  map[string]segment.Record
+	now   func() time.Time
+}
+
+type rfmMove struct {
+	at       time.Time // when the stream wrote it
+	from, to string
 }
 
 // NewRFMView is a view of cfg's RFM topic; log may be nil.
@@ -33,7 +50,8 @@ func NewRFMView(cfg *config.Config, log *slog.Logger) *RFMView {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &RFMView{cfg: cfg, log: log.With("component", "rfm"), sums: map[int32]*rfm.Summary{}}
+	return &RFMView{cfg: cfg, log: log.With("component", "rfm"), sums: map[int32]*rfm.Summary{},
+		half: map[string]segment.Record{}, now: time.Now}
 }
 
 // WithRFM serves GET /v1/rfm from v.
@@ -41,10 +59,32 @@ func WithRFM(v *RFMView) Option {
 	return func(s *Server) { s.rfm = v }
 }
 
-// Run reads the RFM topic from its start, then follows it, until ctx ends.
+// Run reads the RFM topic from its start and the segments topic from an
+// hour ago, then follows both, until ctx ends.
 func (v *RFMView) Run(ctx context.Context) error {
+	tp := v.cfg.Kafka.Topics
+	from := map[string]map[int32]kgo.Offset{tp.RFM: {0: kgo.NewOffset().AtStart()}}
+	admin, err := kafka.NewClient(v.cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	listed, err := kadm.NewClient(admin).ListOffsetsAfterMilli(ctx, v.now().Add(-time.Hour).UnixMilli(), tp.Segments)
+	admin.Close()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("cannot list the last hour's offsets of %s: %w", tp.Segments, err)
+	}
+	segs := map[int32]kgo.Offset{}
+	listed.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			segs[o.Partition] = kgo.NewOffset().At(o.Offset)
+		}
+	})
+	from[tp.Segments] = segs
 	cl, err := kafka.NewClient(v.cfg.Kafka,
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{v.cfg.Kafka.Topics.RFM: {0: kgo.NewOffset().AtStart()}}),
+		kgo.ConsumePartitions(from),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.FetchMaxWait(500*time.Millisecond),
 	)
@@ -54,9 +94,58 @@ func (v *RFMView) Run(ctx context.Context) error {
 	defer cl.Close()
 	for ctx.Err() == nil {
 		fs := cl.PollFetches(ctx)
-		fs.EachRecord(v.apply)
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.Topic == tp.Segments {
+				v.applyChange(r)
+			} else {
+				v.apply(r)
+			}
+		})
 	}
 	return nil
+}
+
+// applyChange pairs the exit and enter of rfm: segments into moves.
+func (v *RFMView) applyChange(r *kgo.Record) {
+	if !bytes.Contains(r.Value, []byte(`"`+rfm.SegmentPrefix)) {
+		return
+	}
+	c, _, err := segment.DecodeRecordRaw(r.Value)
+	if err != nil || !strings.HasPrefix(c.Segment, rfm.SegmentPrefix) {
+		return
+	}
+	k := c.EntityID + "|" + c.At.String()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	other, ok := v.half[k]
+	if !ok {
+		v.half[k] = c
+		return
+	}
+	delete(v.half, k)
+	from, to := other, c
+	if from.Change != segment.ChangeExit {
+		from, to = c, other
+	}
+	if from.Change != segment.ChangeExit || to.Change != segment.ChangeEnter {
+		return
+	}
+	v.moves = append(v.moves, rfmMove{at: r.Timestamp, from: from.Segment[len(rfm.SegmentPrefix):], to: to.Segment[len(rfm.SegmentPrefix):]})
+	v.prune()
+}
+
+// prune drops the moves older than an hour and unpaired halves beyond a
+// bound (a first enter has no exit). Under mu.
+func (v *RFMView) prune() {
+	since := v.now().Add(-time.Hour)
+	i := 0
+	for i < len(v.moves) && v.moves[i].at.Before(since) {
+		i++
+	}
+	v.moves = v.moves[i:]
+	if len(v.half) > 100_000 {
+		clear(v.half)
+	}
 }
 
 func (v *RFMView) apply(r *kgo.Record) {
@@ -101,11 +190,20 @@ type RFMAnswer struct {
 	// At is when the oldest partition summary in the grid was made.
 	At         time.Time `json:"at,omitzero"`
 	Partitions int       `json:"partitions"`
+	// Moves are the last hour's changes between groups, most first.
+	Moves []RFMMoveCount `json:"moves"`
+}
+
+// RFMMoveCount is how many entities moved from one group to another.
+type RFMMoveCount struct {
+	From  string `json:"from"`
+	To    string `json:"to"`
+	Count int    `json:"count"`
 }
 
 func (v *RFMView) answer(cfg *config.Config) RFMAnswer {
 	if cfg.RFM == nil {
-		return RFMAnswer{Grid: []RFMCell{}}
+		return RFMAnswer{Grid: []RFMCell{}, Moves: []RFMMoveCount{}}
 	}
 	table, _ := cfg.RFM.Table()
 	n := cfg.RFM.Scores
@@ -147,6 +245,22 @@ func (v *RFMView) answer(cfg *config.Config) RFMAnswer {
 			c.AvgMonetary = sums[k] / float64(c.Count)
 		}
 	}
+	v.prune()
+	counts := map[[2]string]int{}
+	for _, m := range v.moves {
+		counts[[2]string{m.from, m.to}]++
+	}
+	out.Moves = []RFMMoveCount{}
+	for k, n := range counts {
+		out.Moves = append(out.Moves, RFMMoveCount{From: k[0], To: k[1], Count: n})
+	}
+	sort.Slice(out.Moves, func(i, j int) bool {
+		a, b := out.Moves[i], out.Moves[j]
+		if a.Count != b.Count {
+			return a.Count > b.Count
+		}
+		return a.From+a.To < b.From+b.To
+	})
 	return out
 }
 
@@ -162,7 +276,7 @@ func (s *Server) serveRFM(ctx *fasthttp.RequestCtx) {
 			httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, "rfm: this scorer does not follow the RFM topic")
 			return
 		}
-		httpapi.WriteJSON(ctx, RFMAnswer{Grid: []RFMCell{}})
+		httpapi.WriteJSON(ctx, RFMAnswer{Grid: []RFMCell{}, Moves: []RFMMoveCount{}})
 		return
 	}
 	httpapi.WriteJSON(ctx, s.rfm.answer(cfg))

@@ -3,6 +3,7 @@ package scorer_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -90,6 +91,32 @@ func TestRFMGrid(t *testing.T) {
 		case c.Count != 0:
 			t.Errorf("cell %d,%d: %+v, want empty", c.R, c.F, c)
 		}
+	}
+	// Moves: an exit and an enter of one user at one time, in either
+	// order, are one move; an enter alone (a first group) is none.
+	seg := func(id, s, change string, at time.Time) *kgo.Record {
+		return &kgo.Record{Topic: cfg.Kafka.Topics.Segments, Key: []byte(id), Value: []byte(fmt.Sprintf(
+			`{"change_id":"%s-%s-%s","segment":%q,"entity":"user","id":%q,"change":%q,"at":%q}`, id, s, change, s, id, change, at.Format(time.RFC3339Nano)))}
+	}
+	t1 := time.Now().UTC()
+	if err := cl.ProduceSync(context.Background(),
+		seg("a", "rfm:loyal", "exit", t1), seg("a", "rfm:at_risk", "enter", t1),
+		seg("b", "rfm:at_risk", "enter", t1), seg("b", "rfm:loyal", "exit", t1),
+		seg("c", "rfm:lost", "exit", t1), seg("c", "rfm:new", "enter", t1),
+		seg("d", "rfm:new", "enter", t1), seg("e", "big_spenders", "enter", t1),
+	).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && len(got.Moves) < 2; time.Sleep(50 * time.Millisecond) {
+		_, body := h.do("GET", "/v1/rfm", "dev-read-key", "")
+		got = scorer.RFMAnswer{}
+		if err := json.Unmarshal([]byte(body), &got); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []scorer.RFMMoveCount{{From: "loyal", To: "at_risk", Count: 2}, {From: "lost", To: "new", Count: 1}}
+	if fmt.Sprint(got.Moves) != fmt.Sprint(want) {
+		t.Fatalf("moves %v, want %v", got.Moves, want)
 	}
 	if code, _ := h.do("GET", "/v1/rfm", "", ""); code != 401 {
 		t.Fatalf("without a key: %d, want 401", code)

@@ -42,13 +42,28 @@ func withAuto(cfg *config.Config, names []string, kinds []segment.Kind) ([]strin
 // what changed: the entity's automatic record, and a traits-topic record
 // per trait whose score changed. Without x (rewritePending) nothing is.
 func (t *task) appendAuto(x *txn, e *entry, vals []any, now time.Time) ([]any, error) {
+	vals, rec, err := t.autoValues(e, vals, now)
+	if err != nil || x == nil || rec.equal(&e.autoRec) {
+		return vals, err
+	}
+	if err := t.writeTraits(x, e, &rec, now); err != nil {
+		return nil, err
+	}
+	t.writeAuto(x, e.id, rec)
+	e.autoRec = rec
+	return vals, nil
+}
+
+// autoValues appends e's automatic features to vals and returns the
+// automatic record they make (e.autoRec when nothing changed).
+func (t *task) autoValues(e *entry, vals []any, now time.Time) ([]any, autoRecord, error) {
 	if len(t.p.traits) == 0 && t.p.rfm == nil {
-		return vals, nil
+		return vals, e.autoRec, nil
 	}
 	if !e.autoLoaded {
 		rec, err := t.autoOf(e.id)
 		if err != nil {
-			return nil, err
+			return nil, autoRecord{}, err
 		}
 		e.autoRec, e.autoLoaded = rec, true
 	}
@@ -69,15 +84,7 @@ func (t *task) appendAuto(x *txn, e *entry, vals []any, now time.Time) ([]any, e
 	if e.st.Empty() {
 		rec = autoRecord{} // the entity is deleted: so is its record
 	}
-	if x == nil || rec.equal(&e.autoRec) {
-		return vals, nil
-	}
-	if err := t.writeTraits(x, e, &rec, now); err != nil {
-		return nil, err
-	}
-	t.writeAuto(x, e.id, rec)
-	e.autoRec = rec
-	return vals, nil
+	return vals, rec, nil
 }
 
 // writeTraits adds a traits-topic record for each trait whose score in rec
@@ -118,10 +125,13 @@ type autoRecord struct {
 	group, previous string
 	changedAt       int64 // ms; 0 = never
 	scores          []float64
+	// rfm is the R, F and M scores (0: none), so a re-score that moves
+	// them within a group still rewrites the vector.
+	rfm [3]uint8
 }
 
 func (r *autoRecord) equal(o *autoRecord) bool {
-	if r.group != o.group || r.previous != o.previous || r.changedAt != o.changedAt || len(r.scores) != len(o.scores) {
+	if r.group != o.group || r.previous != o.previous || r.changedAt != o.changedAt || r.rfm != o.rfm || len(r.scores) != len(o.scores) {
 		return false
 	}
 	for i := range r.scores {
@@ -140,7 +150,7 @@ func (r *autoRecord) encode() []byte {
 	for _, s := range r.scores {
 		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(s))
 	}
-	return b
+	return append(b, r.rfm[:]...)
 }
 
 func decodeAutoRecord(b []byte) (autoRecord, error) {
@@ -155,6 +165,10 @@ func decodeAutoRecord(b []byte) (autoRecord, error) {
 	for range n {
 		rec.scores = append(rec.scores, math.Float64frombits(rd.uint64()))
 	}
+	if len(rd.b) != 3 {
+		return autoRecord{}, errCorrupt
+	}
+	copy(rec.rfm[:], rd.b)
 	return rec, nil
 }
 
@@ -184,7 +198,7 @@ func (t *task) writeAuto(x *txn, id string, rec autoRecord) {
 }
 
 func (p *Processor) closeRFM() {
-	if p.rfmTopic.cl != nil {
-		p.rfmTopic.cl.Close()
+	if cl := p.rfmTopic.cl.Load(); cl != nil {
+		cl.Close()
 	}
 }

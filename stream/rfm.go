@@ -80,6 +80,7 @@ func (s *rfmSpec) group(vals []any, empty bool, b *rfm.Boundaries) (g string, r,
 // changed.
 func (t *task) appendRFM(e *entry, rec *autoRecord, vals []any, now time.Time) []any {
 	g, r, f, m := t.p.rfm.group(vals, e.st.Empty(), t.rfmB)
+	rec.rfm = [3]uint8{uint8(r), uint8(f), uint8(m)}
 	if g != rec.group {
 		rec.group, rec.previous, rec.changedAt = g, rec.group, changeTime(e, now).UnixMilli()
 	}

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"strconv"
 	"time"
@@ -74,7 +75,7 @@ func (t *task) syncRFM() error {
 		t.rfmB = b
 	}
 	latest := t.p.rfmLatest.Load()
-	if latest == nil || t.rfmB != nil && t.rfmB.Version == latest.Version {
+	if latest == nil || latest.Same(t.rfmB) {
 		if t.rfmB != nil {
 			mRFMVersion.WithLabelValues(t.lagLabel).Set(float64(t.rfmB.Version))
 		}
@@ -164,7 +165,7 @@ func (t *task) rescore(ctx context.Context) (more bool, err error) {
 			return false, err
 		}
 		e.cause, e.at = cause, now
-		if err := t.finish(x, e, now, false); err != nil {
+		if err := t.rescoreOne(x, e, now); err != nil {
 			return false, err
 		}
 	}
@@ -275,3 +276,48 @@ var mRFMPublished = promauto.NewCounter(prometheus.CounterOpts{
 	Name: "pulse_stream_rfm_boundaries_published_total",
 	Help: "Versions of the RFM boundaries this processor published (from partition 0's task).",
 })
+
+// rescoreOne re-scores e with the task's boundaries. An entity whose
+// automatic record and segments stay as they are (most of them, at a
+// refresh) writes nothing but its timer (Pebble only: its local value's
+// due and the timer index); any other goes through finish.
+func (t *task) rescoreOne(x *txn, e *entry, now time.Time) error {
+	p := t.p
+	t.vals = p.features.Values(e.st, now, t.vals)
+	vals, rec, err := t.autoValues(e, t.vals, now)
+	if err != nil {
+		return err
+	}
+	t.vals = vals
+	m := p.segments.Eval(t.vals, now, nil)
+	if !rec.equal(&e.autoRec) || len(p.segments.Diff(e.m, m, nil)) > 0 {
+		return t.finish(x, e, now, false)
+	}
+	var due int64
+	if at, ok := p.features.NextChange(e.st, now); ok {
+		due = at.UnixMilli()
+	}
+	if due = t.rfmDue(e, t.vals, now, due); due == e.due {
+		return nil
+	}
+	ek := key(pkEntity, e.id)
+	v, closer, err := t.db.Get(ek)
+	if err != nil {
+		return err
+	}
+	local := append([]byte(nil), v...)
+	closer.Close()
+	if len(local) < 8 {
+		return errCorrupt
+	}
+	binary.BigEndian.PutUint64(local, uint64(due))
+	x.b.Set(ek, local, nil)
+	if e.due != 0 {
+		x.b.Delete(timerKey(e.due, e.id), nil)
+	}
+	if due != 0 {
+		x.b.Set(timerKey(due, e.id), nil, nil)
+	}
+	e.due = due
+	return nil
+}

@@ -62,7 +62,7 @@ func (st *tester) describeAuto(k string, v []byte) string {
 		if rec.changedAt != 0 {
 			changed = testTimeString(time.UnixMilli(rec.changedAt))
 		}
-		fmt.Fprintf(&b, " group=%s previous=%s changed=%s", rec.group, rec.previous, changed)
+		fmt.Fprintf(&b, " group=%s previous=%s changed=%s rfm=%d,%d,%d", rec.group, rec.previous, changed, rec.rfm[0], rec.rfm[1], rec.rfm[2])
 	}
 	for i, s := range rec.scores {
 		fmt.Fprintf(&b, " %s=%.4g", st.p.traits[i].name, s)

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pulse-rt/pulse/kafka"
@@ -26,10 +27,12 @@ import (
 // version last published: the boundaries are computed once, from every
 // partition's summary, and never by a task from its own partition alone.
 //
-// Caveat: during a rebalance two processors may both hold partition 0 for
-// a moment and publish a version each; the later record wins everywhere
-// (tasks switch on any version other than their own), so the tasks agree
-// again once both are read.
+// Versions only go up: a processor takes a boundaries record only when it
+// is newer than what it has (rfm.Boundaries.Newer), so its own later
+// publication is never taken back by the topic's older records. Caveat:
+// during a rebalance two processors may both hold partition 0 for a moment
+// and publish the same version each; the one published later (At) wins
+// everywhere once both are read.
 
 const (
 	rfmBoundariesKey = "boundaries"
@@ -40,7 +43,9 @@ const (
 type rfmState struct {
 	mu   sync.Mutex
 	sums map[int32]*rfm.Summary
-	cl   *kgo.Client // nil in the tester: publications stay in memory
+	// cl is set by Run and read by the tasks' timers; nil in the
+	// tester: publications stay in memory.
+	cl atomic.Pointer[kgo.Client]
 }
 
 func (p *Processor) setSummary(s *rfm.Summary) {
@@ -73,9 +78,7 @@ func (p *Processor) applyRFMRecord(r *kgo.Record) {
 			p.log.Warn("ignoring an undecodable rfm boundaries record", "offset", r.Offset, "err", err)
 			return
 		}
-		if cur := p.rfmLatest.Load(); cur == nil || cur.Version != b.Version {
-			p.rfmLatest.Store(b)
-		}
+		p.offerBoundaries(b)
 	case strings.HasPrefix(k, rfmSummaryPrefix) && r.Value != nil:
 		s, err := rfm.DecodeSummary(r.Value)
 		if err != nil {
@@ -101,7 +104,7 @@ func (p *Processor) startRFM(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p.rfmTopic.cl = cl
+	p.rfmTopic.cl.Store(cl)
 	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
 	if err != nil {
 		cl.Close()
@@ -172,19 +175,33 @@ func (p *Processor) publishBoundaries(ctx context.Context, now time.Time) error 
 	if err := p.produceRFM(ctx, rfmBoundariesKey, b.Encode()); err != nil {
 		return err
 	}
-	p.rfmLatest.Store(b)
+	p.offerBoundaries(b)
 	mRFMPublished.Inc()
 	p.log.Info("rfm boundaries published", "version", b.Version, "buyers", b.Buyers, "r", b.R, "f", b.F, "m", b.M)
 	return nil
 }
 
 func (p *Processor) produceRFM(ctx context.Context, k string, v []byte) error {
-	if p.rfmTopic.cl == nil {
+	cl := p.rfmTopic.cl.Load()
+	if cl == nil {
 		return nil
 	}
 	r := &kgo.Record{Topic: p.cfg.Kafka.Topics.RFM, Partition: 0, Key: []byte(k), Value: v}
-	if err := p.rfmTopic.cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+	if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
 		return fmt.Errorf("cannot publish %s on %s: %w", k, r.Topic, err)
 	}
 	return nil
+}
+
+// offerBoundaries makes b the latest boundaries when it is newer than
+// them (rfm.Boundaries.Newer): the topic's records may arrive after the
+// processor's own publication of a later version, and must not take it
+// back.
+func (p *Processor) offerBoundaries(b *rfm.Boundaries) {
+	for {
+		cur := p.rfmLatest.Load()
+		if !b.Newer(cur) || p.rfmLatest.CompareAndSwap(cur, b) {
+			return
+		}
+	}
 }

@@ -287,11 +287,17 @@
     if (state.rfm) renderRFMMoves();
   }
 
+  // The server's last hour of moves (GET /v1/rfm); a scorer without it
+  // leaves the page's own, paired from the live feed since it opened.
   function renderRFMMoves() {
     var since = Date.now() - HOUR;
     state.rfmMoves = state.rfmMoves.filter(function (m) { return m[0] >= since; });
     var counts = {};
-    state.rfmMoves.forEach(function (m) { var k = m[1] + ' → ' + m[2]; counts[k] = (counts[k] || 0) + 1; });
+    if (state.rfm && Array.isArray(state.rfm.moves)) {
+      state.rfm.moves.forEach(function (m) { counts[m.from + ' → ' + m.to] = m.count; });
+    } else {
+      state.rfmMoves.forEach(function (m) { var k = m[1] + ' → ' + m[2]; counts[k] = (counts[k] || 0) + 1; });
+    }
     var keys = Object.keys(counts).sort(function (a, b) { return counts[b] - counts[a]; });
     var list = $('rfm-moves');
     list.textContent = '';
