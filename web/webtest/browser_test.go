@@ -154,6 +154,33 @@ func (b *browser) waitText(sel, want string) {
 	b.wait(sel, fmt.Sprintf("%q", want), func(s string) bool { return s == want })
 }
 
+// lookup asks the customer lookup for id, as a user would: the id typed
+// in and the button clicked.
+func (b *browser) lookup(id string) {
+	b.t.Helper()
+	b.do(chromedp.SetValue(chromedp.CSS("#lookup-id"), id), chromedp.Click(chromedp.CSS("#lookup-form button")))
+}
+
+// lookupUntil looks id up until sel contains want, asking again every
+// second: the answer may change as the stream catches up, and a click
+// during the page's smooth scroll can land beside the button on a loaded
+// machine.
+func (b *browser) lookupUntil(id, sel, want string) {
+	b.t.Helper()
+	b.lookup(id)
+	last := time.Now()
+	b.wait(sel, fmt.Sprintf("to contain %q", want), func(s string) bool {
+		if strings.Contains(s, want) {
+			return true
+		}
+		if time.Since(last) > time.Second {
+			b.lookup(id)
+			last = time.Now()
+		}
+		return false
+	})
+}
+
 func (b *browser) waitContains(sel, want string) {
 	b.t.Helper()
 	b.wait(sel, fmt.Sprintf("to contain %q", want), func(s string) bool { return strings.Contains(s, want) })

@@ -249,8 +249,7 @@ func TestDashboardShowsLiveChanges(t *testing.T) {
 	b.waitContains(`.profile[data-user="612"] .traits`, "pro")
 	b.waitContains(`.profile[data-user="612"] .recent-events [data-message="m9"]`, "Order Completed")
 	// Looked up by another of the customer's ids: the same customer, and the page says so.
-	b.do(chromedp.SetValue(chromedp.CSS("#lookup-id"), "anon-9"), chromedp.Click(chromedp.CSS("#lookup-form button")))
-	b.waitContains(`.profile[data-user="anon-9"][data-person="612"] .merged-note`, "anon-9 is one of this customer’s ids")
+	b.lookupUntil("anon-9", `.profile[data-user="anon-9"][data-person="612"] .merged-note`, "anon-9 is one of this customer’s ids")
 
 	// An unknown customer gets a polite empty state.
 	b.do(chromedp.SetValue(chromedp.CSS("#lookup-id"), "999"), chromedp.Click(chromedp.CSS("#lookup-form button")))

@@ -148,24 +148,8 @@ func TestDashboardFullStack(t *testing.T) {
 	post(anon("anon-612", "Product Viewed", `{"product_id":"p7","category":"Toys"}`),
 		anon("anon-612", "Product Viewed", `{"product_id":"p8","category":"Toys"}`))
 	post(`{"type":"identify","userId":"612","anonymousId":"anon-612","traits":{"country":"FR"}}`)
-	lookup := func(id string) {
-		b.do(chromedp.SetValue(chromedp.CSS("#lookup-id"), id), chromedp.Click(chromedp.CSS("#lookup-form button")))
-	}
-	// The scorer follows the link as the linker commits it, a moment
-	// before the stream has merged the browsing: look up until both show.
-	lookupUntil := func(id, sel, want string) {
-		t.Helper()
-		lookup(id)
-		b.wait(sel, fmt.Sprintf("to contain %q", want), func(s string) bool {
-			if strings.Contains(s, want) {
-				return true
-			}
-			lookup(id)
-			return false
-		})
-	}
-	lookupUntil("anon-612", `.profile[data-person="612"] .features`, "Toys") // recent_categories: the anonymous views
-	b.waitContains(`.profile[data-person="612"] [data-identifier="anonymous_id:anon-612"]`, "anon-612")
+	b.lookupUntil("anon-612", `.profile[data-person="612"] .features`, "Toys") // recent_categories: the anonymous views
+	b.lookupUntil("anon-612", `.profile[data-person="612"] [data-identifier="anonymous_id:anon-612"]`, "anon-612")
 	b.waitContains(`.profile[data-user="anon-612"] .merged-note`, "anon-612 is one of this customer’s ids")
 	b.waitContains(`.profile[data-person="612"] .features`, "$640.00")
 }
