@@ -42,7 +42,14 @@ func TestAnalyticsQueries(t *testing.T) {
 	var pred predictionRows
 	var inv invalidRows
 	var traits traitScoreRows
+	var links linkRows
 	at := now.Format(time.RFC3339Nano)
+	for _, id := range []string{"user_id:u1", "anonymous_id:a1"} {
+		if err := links.addLink(&kgo.Record{Topic: "t", Key: []byte(id), Timestamp: now,
+			Value: []byte(`{"identifier":"` + id + `","canonical_id":"u1","at":"` + at + `","message_id":"i1","kind":"identify"}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := traits.addTraitScore(rec(`{"change_id":"t1","trait":"churn_risk","model":"churn_risk","version":"1","entity":"user","id":"u1","score":0.8,"at":"` + at + `"}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +65,7 @@ func TestAnalyticsQueries(t *testing.T) {
 	for _, x := range []struct {
 		t    *table
 		cols []any
-	}{{&segmentsTable, seg.columns()}, {&predictionsTable, pred.columns()}, {&invalidTable, inv.columns()}, {&traitScoresTable, traits.columns()}} {
+	}{{&segmentsTable, seg.columns()}, {&predictionsTable, pred.columns()}, {&invalidTable, inv.columns()}, {&traitScoresTable, traits.columns()}, {&identityLinksTable, links.columns()}} {
 		if err := insertColumns(ctx, conn, x.t.insertSQL(db), x.cols); err != nil {
 			t.Fatal(err)
 		}
