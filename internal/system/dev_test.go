@@ -52,9 +52,11 @@ destinations:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Dir, err = filepath.Abs("../../examples/ecommerce"); err != nil {
+	exampleDir, err := filepath.Abs("../../examples/ecommerce")
+	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.Dir = exampleDir
 	destinations := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg.DataDir = t.TempDir()
 	cfg.Store.Path = filepath.Join(cfg.DataDir, "store")
@@ -208,6 +210,7 @@ destinations:
 	if err != nil {
 		t.Fatal(err)
 	}
+	beside.Dir = exampleDir // its models: verify scores the traits
 	st.Apply(beside)
 	if beside.ClickHouse.Addr != st.ClickHouse || beside.Kafka.Brokers[0] != broker {
 		t.Fatalf("Apply: clickhouse %q brokers %v, want dev's", beside.ClickHouse.Addr, beside.Kafka.Brokers)
