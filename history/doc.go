@@ -6,12 +6,14 @@
 // and the stream write pulse.events.invalid (event.DeadLetter), the stream
 // writes pulse.segments (segment.Record), the scorer writes
 // pulse.predictions (model.PredictionRecord), the stream's linker writes
-// pulse.identity (identity.Link), and the Writer copies all five into the
-// tables events, invalid_events, segment_changes, predictions and
-// identity_links, decoding each with its record type's own decoder. The
+// pulse.identity (identity.Link) and the stream pulse.traits
+// (model.TraitScore), and the Writer copies all six into the tables
+// events, invalid_events, segment_changes, predictions, identity_links and
+// trait_scores, decoding each with its record type's own decoder. The
 // Reader gives the backfill the events per entity and the links
-// (Reader.Links) its point-in-time identity rule needs. Nothing reads
-// ClickHouse on the serving path.
+// (Reader.Links) its point-in-time identity rule needs, and the scorer's
+// profiles a person's recent events and traits (RecentEvents,
+// LatestTraits), read on request, never on the predict path.
 //
 // # Delivery
 //
