@@ -2,6 +2,7 @@ package scorer
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -53,6 +54,11 @@ type ProfileEvent struct {
 	Traits      json.RawMessage `json:"traits,omitempty"`
 }
 
+// ErrNoHistory is what an EventReader answers while there is no history
+// to read (no clickhouse.addr, or its local ClickHouse still starting):
+// the profile says so in history_error.
+var ErrNoHistory = errors.New("no history: clickhouse.addr is not set (or its local ClickHouse is still starting), so traits and events are not kept")
+
 const (
 	defaultProfileEvents = 50
 	maxProfileEvents     = 1000
@@ -88,7 +94,7 @@ func (s *Server) profile(ctx *fasthttp.RequestCtx, rest string) {
 		}
 	}
 	if s.events == nil {
-		p.HistoryError = "no history: clickhouse.addr is not set, so traits and events are not kept"
+		p.HistoryError = ErrNoHistory.Error()
 		httpapi.WriteJSON(ctx, p)
 		return
 	}
@@ -107,7 +113,10 @@ func (s *Server) profile(ctx *fasthttp.RequestCtx, rest string) {
 			}
 		}
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrNoHistory):
+		p.HistoryError = err.Error()
+	case err != nil:
 		s.log.Warn("profile: history unavailable", "err", err)
 		p.HistoryError = "the history did not answer: " + err.Error()
 	}

@@ -2,11 +2,11 @@ package system
 
 import (
 	"context"
-	"errors"
 	"sync/atomic"
 
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/history"
+	"github.com/pulse-rt/pulse/scorer"
 )
 
 // historyEvents is the scorer's reader of profiles' traits and recent
@@ -16,12 +16,10 @@ type historyEvents struct {
 	r atomic.Pointer[history.Reader]
 }
 
-var errNoHistory = errors.New("no history: clickhouse.addr is not set (or its local ClickHouse is still starting)")
-
 func (h *historyEvents) RecentEvents(ctx context.Context, ids []string, n int) ([]event.Raw, error) {
 	r := h.r.Load()
 	if r == nil {
-		return nil, errNoHistory
+		return nil, scorer.ErrNoHistory
 	}
 	return r.RecentEvents(ctx, ids, n)
 }
@@ -29,7 +27,7 @@ func (h *historyEvents) RecentEvents(ctx context.Context, ids []string, n int) (
 func (h *historyEvents) LatestTraits(ctx context.Context, ids []string) (map[string]any, error) {
 	r := h.r.Load()
 	if r == nil {
-		return nil, errNoHistory
+		return nil, scorer.ErrNoHistory
 	}
 	return r.LatestTraits(ctx, ids)
 }
