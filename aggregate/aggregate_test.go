@@ -65,7 +65,7 @@ func TestFloorDiv(t *testing.T) {
 func TestParseField(t *testing.T) {
 	f := func(path, wantErr string) {
 		t.Helper()
-		_, err := parseField(path)
+		_, err := parseField(path, false)
 		got := ""
 		if err != nil {
 			got = err.Error()
@@ -91,7 +91,7 @@ func TestFieldLookupMatchesEventLookup(t *testing.T) {
 		Traits:     map[string]any{"country": "FR"}}
 	for _, path := range []string{"properties.a.b", "properties.a", "properties.a.c", "properties.n",
 		"properties.x.y", "traits.country", "context.x", "event", "type", "userId", "timestamp", "messageId"} {
-		fp, err := parseField(path)
+		fp, err := parseField(path, false)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -95,11 +95,13 @@ const (
 	aggLast
 	aggDistinct
 	aggLastN
+	aggLastByKey
 )
 
 var aggNames = map[string]agg{
 	"count": aggCount, "sum": aggSum, "avg": aggAvg, "min": aggMin, "max": aggMax,
 	"first": aggFirst, "last": aggLast, "distinct": aggDistinct, "last_n": aggLastN,
+	"last_by_key": aggLastByKey,
 }
 
 // numeric reports whether the agg folds numbers (and so skips events whose
@@ -305,16 +307,23 @@ func compile(entity string, defs []config.Feature, opts Options, owner map[strin
 			f.window = w.Milliseconds()
 			f.tile = f.window / tilesPerWindow
 		}
-		if a == aggLastN {
+		switch {
+		case a == aggLastN || a == aggLastByKey:
 			f.n = d.N
 			if f.n == 0 {
 				f.n = 10
+				if a == aggLastByKey {
+					f.n = 100
+				}
 			}
 			if f.n < 1 || f.n > maxLastN {
 				fail(d, "n", "must be between 1 and %d", maxLastN)
 			}
-		} else if d.N != 0 {
-			fail(d, "n", "only last_n takes n")
+		case d.N != 0:
+			fail(d, "n", "only last_n and last_by_key take n")
+		}
+		if a == aggLastByKey && w != 0 {
+			fail(d, "window", "last_by_key keeps each key's latest value for the entity's lifetime: omit the window")
 		}
 		if d.Type != "" && !contains(config.EventTypes, d.Type) {
 			fail(d, "type", "unknown event type %q (want one of %s)", d.Type, strings.Join(config.EventTypes, ", "))
@@ -324,7 +333,7 @@ func compile(entity string, defs []config.Feature, opts Options, owner map[strin
 				fail(d, "field", "required for agg %s", d.Agg)
 			}
 		} else {
-			fp, err := parseField(d.Field)
+			fp, err := parseField(d.Field, a == aggLastByKey)
 			if err != nil {
 				fail(d, "field", "%v", err)
 			}
@@ -381,6 +390,8 @@ func aggKind(f feature) Kind {
 		return Any
 	case aggLastN:
 		return List
+	case aggLastByKey:
+		return Any
 	}
 	return Number
 }

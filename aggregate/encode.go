@@ -140,6 +140,19 @@ func appendSlot(dst []byte, f *feature, sl *slot) []byte {
 		for i := range sl.list {
 			dst = appendItem(dst, f, &sl.list[i])
 		}
+	case aggLastByKey:
+		// keys ascending; each: varint ts, id, key, value
+		dst = binary.AppendUvarint(dst, uint64(len(sl.list)))
+		for i := range sl.list {
+			it := &sl.list[i]
+			kv := it.v.(keyed)
+			dst = binary.AppendVarint(dst, it.ts)
+			dst = binary.AppendUvarint(dst, uint64(len(it.id)))
+			dst = append(dst, it.id...)
+			dst = binary.AppendUvarint(dst, uint64(len(kv.k)))
+			dst = append(dst, kv.k...)
+			dst = appendValue(dst, kv.v)
+		}
 	}
 	return dst
 }
@@ -226,7 +239,7 @@ func (s *Set) byFingerprint(fp uint64, k int) *feature {
 
 func readSlot(r *reader, f *feature, sl *slot) {
 	n := r.count(2)
-	if f.window == 0 && n > 1 && f.agg != aggLastN {
+	if f.window == 0 && n > 1 && f.agg != aggLastN && f.agg != aggLastByKey {
 		r.fail()
 		return
 	}
@@ -331,6 +344,23 @@ func readSlot(r *reader, f *feature, sl *slot) {
 			if i > 0 && !sl.list[i-1].before(it.ts, it.id) && !(sl.list[i-1].ts == it.ts && sl.list[i-1].id == it.id) {
 				r.fail() // newest first
 			}
+			sl.list = append(sl.list, it)
+		}
+	case aggLastByKey:
+		if n > f.n {
+			r.fail()
+			return
+		}
+		sl.list = make([]item, 0, n)
+		for i := 0; i < n && r.err == nil; i++ {
+			it := item{ts: r.varint()}
+			it.id = string(r.bytes(r.uvarint()))
+			kv := keyed{k: string(r.bytes(r.uvarint()))}
+			kv.v = r.value(0)
+			if r.err == nil && (kv.v == nil || i > 0 && sl.list[i-1].v.(keyed).k >= kv.k) {
+				r.fail() // no nil values; keys strictly ascending
+			}
+			it.v = kv
 			sl.list = append(sl.list, it)
 		}
 	}

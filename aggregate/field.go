@@ -22,7 +22,9 @@ type fieldPath struct {
 var topFields = []string{"type", "messageId", "userId", "anonymousId", "previousId", "groupId",
 	"event", "name", "featureSet", "timestamp", "receivedAt"}
 
-func parseField(path string) (fieldPath, error) {
+// parseField parses a feature's field. whole allows a bare map
+// (`traits`), for last_by_key, which folds every key of the map.
+func parseField(path string, whole bool) (fieldPath, error) {
 	parts := strings.Split(path, ".")
 	for _, p := range parts {
 		if p == "" {
@@ -51,6 +53,9 @@ func parseField(path string) (fieldPath, error) {
 		return fp, nil
 	}
 	if len(parts) == 1 {
+		if whole {
+			return fp, nil
+		}
 		return fp, fmt.Errorf("invalid path %q: name a key inside %s, e.g. %s.revenue", path, parts[0], parts[0])
 	}
 	fp.keys = parts[1:]
@@ -71,6 +76,9 @@ func (fp *fieldPath) lookup(e *event.Event) (any, bool) {
 		m = e.Integrations
 	default:
 		return e.Lookup(fp.top)
+	}
+	if len(fp.keys) == 0 {
+		return m, m != nil // the whole map (last_by_key)
 	}
 	last := len(fp.keys) - 1
 	for i, k := range fp.keys {

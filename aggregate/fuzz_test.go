@@ -25,6 +25,12 @@ func fuzzSet(tb testing.TB) *Set {
 			if a == "last_n" {
 				d.N = 3
 			}
+			if a == "last_by_key" {
+				if w != 0 {
+					continue // lifetime only
+				}
+				d.Field, d.N = "properties", 3
+			}
 			defs = append(defs, d)
 		}
 	}

@@ -18,6 +18,7 @@ func (s *Set) Fingerprint(i int) (fp uint64, ok bool) {
 // into dst, as if src's events had been applied to dst too: counts, sums
 // and averages (sum and count) add up, min and max keep the extreme,
 // first, last and last_n keep the earliest or latest by (time, messageId),
+// last_by_key the latest of each key,
 // distinct takes the union (exact while it fits, else the HyperLogLog
 // sketch, as Apply would have). Tiles are the same for both since the
 // definition is. Merging two disjoint sets of events thus gives the State
@@ -109,6 +110,10 @@ func mergeSlot(f *feature, dst, src *slot) {
 	case aggLastN:
 		for _, it := range src.list {
 			dst.list = insertItem(dst.list, f.n, it)
+		}
+	case aggLastByKey:
+		for _, it := range src.list {
+			putKeyed(&dst.list, f.n, it)
 		}
 	}
 }

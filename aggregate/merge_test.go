@@ -40,6 +40,8 @@ func checkMerge(t *testing.T, r *rand.Rand) {
 		defs = append(defs, config.Feature{Name: fmt.Sprintf("uniq%d", len(defs)), Agg: "distinct",
 			Field: "properties.u", Window: config.Duration(w)})
 	}
+	// last_by_key over the whole map, with a cap that drops keys.
+	defs = append(defs, config.Feature{Name: "bykey", Agg: "last_by_key", Field: "properties", N: 1 + r.IntN(4)})
 	// Sorted events (as a backfill replays them) may use a lateness, and
 	// tiles then drop in A+B that the halves keep; shuffled ones need none.
 	sorted := r.IntN(2) == 0
@@ -59,6 +61,7 @@ func checkMerge(t *testing.T, r *rand.Rand) {
 		clock += int64(r.IntN(3000)) / grid * grid
 		e := randomEvent(r, clock-int64(r.IntN(4000))/grid*grid)
 		e.Properties["u"] = float64(r.IntN(n)) // about 0.63 n distinct values
+		e.Properties[fmt.Sprintf("k%d", r.IntN(6))] = float64(r.IntN(100))
 		evs[i] = e
 	}
 	if sorted {

@@ -3,8 +3,8 @@ package aggregate
 import "slices"
 
 // Reads lists the event fields Apply reads, as dotted paths (the form
-// event.Lookup takes): "timestamp", "messageId" when a first, last or
-// last_n feature orders by it, "event" and "type" when a feature filters
+// event.Lookup takes): "timestamp", "messageId" when a first, last,
+// last_n or last_by_key feature orders by it, "event" and "type" when a feature filters
 // on them, and the features' fields, each once, in config order. all is
 // true when a where filter is set: an expression may read any field.
 //
@@ -24,7 +24,7 @@ func (s *Set) Reads() (paths []string, all bool) {
 			all = true
 		}
 		switch f.agg {
-		case aggFirst, aggLast, aggLastN:
+		case aggFirst, aggLast, aggLastN, aggLastByKey:
 			add("messageId")
 		}
 		if f.def.Event != "" && f.def.Event != "*" {

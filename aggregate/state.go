@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/expr-lang/expr/vm"
@@ -43,7 +44,13 @@ type slot struct {
 	num  []numTile // count, sum, avg, min, max
 	pt   []ptTile  // first, last
 	set  []setTile // distinct
-	list []item    // last_n, newest first
+	list []item    // last_n, newest first; last_by_key, by key (v is a keyed)
+}
+
+// keyed is one key's latest value in a last_by_key state.
+type keyed struct {
+	k string
+	v any
 }
 
 // numTile is a partial numeric aggregate over the events of tile idx:
@@ -376,8 +383,68 @@ func (s *Set) applyFeature(sl *slot, f *feature, e *event.Event, ts, horizon int
 		sl.set[i].d.add(h)
 	case aggLastN:
 		sl.list = insertItem(sl.list, f.n, item{ts: ts, id: e.MessageID, v: v})
+	case aggLastByKey:
+		m, isMap := v.(map[string]any)
+		if !isMap {
+			return false
+		}
+		changed := false
+		for k, x := range m {
+			if x == nil {
+				continue // a null trait sets nothing
+			}
+			if putKeyed(&sl.list, f.n, item{ts: ts, id: e.MessageID, v: keyed{k: k, v: x}}) {
+				changed = true
+			}
+		}
+		return changed
 	}
 	return true
+}
+
+// putKeyed folds one key's value into a last_by_key list (sorted by key):
+// it replaces the key's value when it is later by (ts, id), and keeps at
+// most n keys, those updated last (ties, the keys of one event, broken by
+// key). The result does not depend on the order values come in: each key
+// ends with its latest value, and the n keys latest by (ts, id, key) stay
+// (a key dropped once is older than all n kept, which only grow later, so
+// a late value of it stays out too).
+func putKeyed(list *[]item, n int, it item) bool {
+	k := it.v.(keyed).k
+	l := *list
+	i, found := slices.BinarySearchFunc(l, k, func(a item, k string) int { return strings.Compare(a.v.(keyed).k, k) })
+	if found {
+		if !l[i].after(it.ts, it.id) {
+			return false
+		}
+		l[i] = it
+		return true
+	}
+	if len(l) >= n {
+		old := 0
+		for j := range l {
+			if keyedBefore(&l[j], &l[old]) {
+				old = j
+			}
+		}
+		if !keyedBefore(&l[old], &it) {
+			return false // older than every key kept
+		}
+		l = slices.Delete(l, old, old+1)
+		if old < i {
+			i--
+		}
+	}
+	*list = slices.Insert(l, i, it)
+	return true
+}
+
+// keyedBefore orders last_by_key items by (ts, id, key).
+func keyedBefore(a, b *item) bool {
+	if a.ts != b.ts || a.id != b.id {
+		return a.after(b.ts, b.id) // (b.ts, b.id) is later
+	}
+	return a.v.(keyed).k < b.v.(keyed).k
 }
 
 // insertItem keeps list the n latest items, newest first. An item equal in

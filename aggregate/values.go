@@ -173,6 +173,13 @@ func (f *feature) valueAt(sl *slot, t int64, sc *valuesScratch) any {
 			}
 		}
 		return out
+	case aggLastByKey:
+		out := make(map[string]any, len(sl.list))
+		for i := range sl.list {
+			kv := sl.list[i].v.(keyed)
+			out[kv.k] = kv.v
+		}
+		return out
 	}
 	return nil
 }

@@ -73,7 +73,7 @@ unknown_section: 1
 		`p.yaml:12: invalid duration "7x" (want e.g. 10m, 1h, 7d)`,
 		"p.yaml:13: features[revenue].field: required for agg sum",
 		"p.yaml:15: features[revenue].name: duplicate feature name",
-		`p.yaml:16: features[revenue].agg: unknown aggregation "median" (want one of count, sum, avg, min, max, first, last, distinct, last_n)`,
+		`p.yaml:16: features[revenue].agg: unknown aggregation "median" (want one of count, sum, avg, min, max, first, last, distinct, last_n, last_by_key)`,
 		`p.yaml:18: features[bad name].name: must be an identifier (letters, digits, _), got "bad name"`,
 		"p.yaml:21: segments[s].rule: required",
 		"p.yaml:23: models[m].path: required",

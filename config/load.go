@@ -320,6 +320,9 @@ func (c *Config) ApplyDefaults() {
 		if f.Agg == "last_n" && f.N == 0 {
 			f.N = 10
 		}
+		if f.Agg == "last_by_key" && f.N == 0 {
+			f.N = 100
+		}
 	}
 	for i := range c.Segments {
 		setDefault(&c.Segments[i].Entity, "user")
@@ -349,7 +352,7 @@ func setDefault(s *string, v string) {
 }
 
 // Aggregations lists the valid values of Feature.Agg.
-var Aggregations = []string{"count", "sum", "avg", "min", "max", "first", "last", "distinct", "last_n"}
+var Aggregations = []string{"count", "sum", "avg", "min", "max", "first", "last", "distinct", "last_n", "last_by_key"}
 
 // EventTypes lists the Segment event types.
 var EventTypes = []string{"track", "identify", "page", "screen", "group", "alias"}
@@ -512,7 +515,7 @@ func (c *Config) validate(file string, nl nodeLines) Errors {
 		} else if f.Window.D() > 5*365*24*time.Hour {
 			add(line("window"), p+".window", "must be at most 5 years; omit it for lifetime")
 		}
-		if f.Agg == "last_n" && (f.N < 1 || f.N > 1000) {
+		if (f.Agg == "last_n" || f.Agg == "last_by_key") && (f.N < 1 || f.N > 1000) {
 			add(line("n"), p+".n", "must be between 1 and 1000")
 		}
 	}

@@ -117,7 +117,7 @@ func TestProfileListsIdentities(t *testing.T) {
 		got = append(got, l.Identifier+"@"+l.MessageID)
 	}
 	if p.CanonicalID != "U" || p.ID != "A" || !slices.Equal(got, []string{"anonymous_id:A@i1", "user_id:U@i1", "email:a@example.com@i2"}) ||
-		p.Traits["plan"] != "pro" || len(p.Events) != 2 || p.Events[0].MessageID != "m2" || p.Features["orders_30d"] != 3.0 || p.HistoryError != "" {
+		p.Traits["plan"] != "pro" || p.TraitsFrom != "history" || len(p.Events) != 2 || p.Events[0].MessageID != "m2" || p.Features["orders_30d"] != 3.0 || p.HistoryError != "" {
 		t.Errorf("profile of A: %s", body)
 	}
 	events.mu.Lock()
@@ -174,5 +174,38 @@ func TestProfileWithoutHistory(t *testing.T) {
 	}
 	if code, body := h.do("GET", "/v1/profiles/user/nobody", "read-key", ""); code != 404 {
 		t.Errorf("unknown id: %d %s", code, body)
+	}
+}
+
+// TestProfileTraitsOnline: with a last_by_key feature over traits the
+// profile's traits are that feature's value, the person's traits kept
+// online (merged across its ids by the stream), and the history is not
+// asked for them; it still answers the events. Without a history the
+// traits are there all the same.
+func TestProfileTraitsOnline(t *testing.T) {
+	yaml := strings.Replace(testConfig, "segments:\n", "  - {name: profile_traits, agg: last_by_key, type: identify, field: traits}\nsegments:\n", 1)
+	cfg := newConfig(t, yaml)
+	if got := cfg.ProfileTraits("user"); got != "profile_traits" {
+		t.Fatalf("ProfileTraits = %q", got)
+	}
+	st := newMemStore()
+	at := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	traits := map[string]any{"plan": "team", "email": "u@example.com"}
+	if err := st.Write(context.Background(), []featurestore.Update{{Vector: featurestore.Vector{Entity: "user", ID: "U",
+		Features: map[string]any{"orders_30d": 1.0, "profile_traits": traits}, UpdatedAt: at}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, history := range []bool{true, false} {
+		var opts []scorer.Option
+		if history {
+			opts = append(opts, scorer.WithHistory(&fakeEvents{})) // its traits say plan: pro
+		}
+		h := start(t, cfg, st, opts...)
+		code, body := h.do("GET", "/v1/profiles/user/U", "read-key", "")
+		var p scorer.Profile
+		if code != 200 || json.Unmarshal([]byte(body), &p) != nil || p.Traits["plan"] != "team" || p.Traits["email"] != "u@example.com" ||
+			p.TraitsFrom != "feature:profile_traits" || history && len(p.Events) != 2 || !history && p.HistoryError == "" {
+			t.Errorf("history %v: profile: %d %s", history, code, body)
+		}
 	}
 }

@@ -21,8 +21,12 @@ type Profile struct {
 	// empty when the id was never linked (WithIdentities).
 	Identities []ProfileIdentity `json:"identities"`
 	// Traits are the latest identify traits of all the person's ids, each
-	// trait by event time (from the history; empty without it).
+	// trait by event time: online, from the entity's last_by_key feature
+	// over `traits` when the config has one (config.ProfileTraits), else
+	// from the history (empty without it).
 	Traits map[string]any `json:"traits"`
+	// TraitsFrom says where Traits came from: "feature:<name>" or "history".
+	TraitsFrom string `json:"traits_from"`
 	// Events are the person's latest events over all its ids, newest first
 	// (?events=N, default 50; from the history).
 	Events []ProfileEvent `json:"events"`
@@ -93,6 +97,15 @@ func (s *Server) profile(ctx *fasthttp.RequestCtx, rest string) {
 			ids = append(ids, id.Value)
 		}
 	}
+	online := s.cfgNow.Load().ProfileTraits(e.Entity)
+	if online != "" {
+		p.TraitsFrom = "feature:" + online
+		if m, ok := e.Features[online].(map[string]any); ok {
+			p.Traits = m
+		}
+	} else {
+		p.TraitsFrom = "history"
+	}
 	if s.events == nil {
 		p.HistoryError = ErrNoHistory.Error()
 		httpapi.WriteJSON(ctx, p)
@@ -102,9 +115,14 @@ func (s *Server) profile(ctx *fasthttp.RequestCtx, rest string) {
 	// keeps watching it after the handler returns.
 	hctx, cancel := context.WithTimeout(context.Background(), profileHistoryWait)
 	defer cancel()
-	traits, err := s.events.LatestTraits(hctx, ids)
+	var err error
+	if online == "" {
+		var traits map[string]any
+		if traits, err = s.events.LatestTraits(hctx, ids); err == nil {
+			p.Traits = traits
+		}
+	}
 	if err == nil {
-		p.Traits = traits
 		var evs []event.Raw
 		if evs, err = s.events.RecentEvents(hctx, ids, n); err == nil {
 			for _, r := range evs {

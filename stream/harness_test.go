@@ -62,6 +62,10 @@ features:
   - name: country
     agg: last
     field: traits.country
+  - name: profile
+    agg: last_by_key
+    type: identify
+    field: traits
   - name: recent
     agg: last_n
     event: Product Viewed
