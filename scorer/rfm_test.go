@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/rfm"
 	"github.com/pulse-rt/pulse/scorer"
@@ -120,5 +123,78 @@ func TestRFMGrid(t *testing.T) {
 	}
 	if code, _ := h.do("GET", "/v1/rfm", "", ""); code != 401 {
 		t.Fatalf("without a key: %d, want 401", code)
+	}
+}
+
+// TestRFMCellMembers: GET /v1/rfm/cells/{r}/{f}/members lists the members
+// of the cell's group (on a real Pebble store) whose rfm_r and rfm_f are the
+// cell's, page by page with a cursor that resumes exactly, each member
+// once; bad scores and cursors are 400s naming the field.
+func TestRFMCellMembers(t *testing.T) {
+	cfg, err := config.Load("../examples/ecommerce/pulse.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := featurestore.OpenPebble(filepath.Join(t.TempDir(), "store"), featurestore.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	// champions is R 5, F 4-5: members in cell (5,5) and (5,4), a
+	// loyal member elsewhere.
+	var ups []featurestore.Update
+	want55 := []string{}
+	for i := range 120 {
+		id := fmt.Sprintf("u%03d", i)
+		f := 4.0
+		if i%3 == 0 {
+			f = 5
+			want55 = append(want55, id)
+		}
+		ups = append(ups, featurestore.Update{Vector: featurestore.Vector{Entity: "user", ID: id,
+			Features: map[string]any{"rfm_r": 5.0, "rfm_f": f, "rfm_group": "champions"}, UpdatedAt: time.Now()}, Enter: []string{"rfm:champions"}})
+	}
+	ups = append(ups, featurestore.Update{Vector: featurestore.Vector{Entity: "user", ID: "x",
+		Features: map[string]any{"rfm_r": 3.0, "rfm_f": 5.0, "rfm_group": "loyal"}, UpdatedAt: time.Now()}, Enter: []string{"rfm:loyal"}})
+	if err := st.Write(context.Background(), ups); err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, cfg, st)
+	var got []string
+	cursor, pages := "", 0
+	for {
+		code, body := h.do("GET", "/v1/rfm/cells/5/5/members?limit=7&cursor="+cursor, "dev-read-key", "")
+		var p scorer.RFMCellMembers
+		if code != 200 || json.Unmarshal([]byte(body), &p) != nil {
+			t.Fatalf("page %d: %d %s", pages, code, body)
+		}
+		if len(p.Members) > 7 || p.Scanned > 140 || fmt.Sprint(p.Groups) != "[rfm:champions]" {
+			t.Fatalf("page %d: %s", pages, body)
+		}
+		got = append(got, p.Members...)
+		pages++
+		if cursor = p.NextCursor; cursor == "" || pages > 50 {
+			break
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want55) {
+		t.Fatalf("cell 5,5 members %v, want %v", got, want55)
+	}
+	code, body := h.do("GET", "/v1/rfm/cells/3/5/members", "dev-read-key", "")
+	if code != 200 || !strings.Contains(body, `"members":["x"]`) {
+		t.Errorf("cell 3,5: %d %s", code, body)
+	}
+	for path, want := range map[string]string{
+		"/v1/rfm/cells/6/1/members":            `r: want a score from 1 to 5`,
+		"/v1/rfm/cells/1/x/members":            `f: want a score from 1 to 5`,
+		"/v1/rfm/cells/1/1/members?cursor=9.a": `cursor: not one this endpoint gave`,
+		"/v1/rfm/cells/1/1/members?limit=0":    `limit: want a whole number`,
+	} {
+		if code, body := h.do("GET", path, "dev-read-key", ""); code != 400 || !strings.Contains(body, want) {
+			t.Errorf("%s: %d %s, want 400 %q", path, code, body, want)
+		}
+	}
+	if code, _ := h.do("GET", "/v1/rfm/cells/1/1/members", "", ""); code != 401 {
+		t.Errorf("without a key: %d, want 401", code)
 	}
 }

@@ -396,6 +396,11 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		if s.method(ctx, fasthttp.MethodGet) {
 			s.serveRFM(ctx)
 		}
+	case strings.HasPrefix(string(path), "/v1/rfm/cells/"):
+		ep = epRFM
+		if s.method(ctx, fasthttp.MethodGet) {
+			s.rfmCellMembers(ctx, string(path[len("/v1/rfm/cells/"):]))
+		}
 	case string(path) == "/v1/segments/live":
 		ep = epLive
 		if s.method(ctx, fasthttp.MethodGet) {

@@ -246,7 +246,7 @@
       var td = el('td', {
         class: c.count ? '' : 'empty', 'data-r': String(c.r), 'data-f': String(c.f), 'data-group': c.group || '',
         'data-count': String(c.count), title: groupLabel(c.group) + ': ' + nf.format(c.count) + ' buyers',
-        onclick: function () { if (c.group) selectSegment('rfm:' + c.group); }
+        onclick: function () { if (c.group) selectSegment('rfm:' + c.group, { r: c.r, f: c.f, count: c.count }); }
       }, [
         el('span', { class: 'n', text: nf.format(c.count) }),
         el('span', { class: 'g', text: groupLabel(c.group) }),
@@ -430,13 +430,16 @@
 
   // ---- Members ------------------------------------------------------------
 
-  function selectSegment(name) {
+  // selectSegment lists a segment's members; with cell (an RFM grid cell,
+  // {r, f, count}) only those of the segment's group in that cell.
+  function selectSegment(name, cell) {
     state.selected = name;
+    state.selectedCell = cell || null;
     Object.keys(state.cards).forEach(function (n) { state.cards[n].card.classList.toggle('selected', n === name); });
     var seg = state.segments.filter(function (s) { return s.name === name; })[0] || {};
     $('members').hidden = false;
-    $('members-title').textContent = human(name);
-    $('members-desc').textContent = seg.description || seg.rule || '';
+    $('members-title').textContent = human(name) + (cell ? ' · R' + cell.r + ' F' + cell.f : '');
+    $('members-desc').textContent = cell ? 'Buyers in the R' + cell.r + ' × F' + cell.f + ' cell of the RFM grid' : (seg.description || seg.rule || '');
     $('members-list').textContent = '';
     $('members-empty').hidden = true;
     $('members-more').hidden = true;
@@ -449,8 +452,10 @@
 
   function loadMembers(name) {
     var q = '?limit=48' + (state.membersCursor ? '&cursor=' + encodeURIComponent(state.membersCursor) : '');
-    api('/v1/segments/' + encodeURIComponent(name) + '/members' + q).then(function (body) {
-      if (state.selected !== name) return;
+    var cell = state.selectedCell;
+    var path = cell ? '/v1/rfm/cells/' + cell.r + '/' + cell.f + '/members' : '/v1/segments/' + encodeURIComponent(name) + '/members';
+    api(path + q).then(function (body) {
+      if (state.selected !== name || state.selectedCell !== cell) return;
       var list = $('members-list');
       (body.members || []).forEach(function (id) {
         list.appendChild(el('li', {}, [el('button', { type: 'button', text: 'User ' + id, onclick: function () { lookup(id); } })]));
@@ -460,7 +465,7 @@
       $('members-more').hidden = !state.membersCursor;
       $('members-empty').hidden = state.membersShown > 0;
       var seg = state.segments.filter(function (s) { return s.name === name; })[0];
-      var total = seg ? Number(seg.members) : state.membersShown;
+      var total = cell ? Number(cell.count) : seg ? Number(seg.members) : state.membersShown;
       $('members-count').textContent = state.membersShown ? 'Showing ' + nf.format(state.membersShown) + ' of ' + nf.format(Math.max(total, state.membersShown)) : '';
     }).catch(function (err) {
       $('members-count').textContent = '';

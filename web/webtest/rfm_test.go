@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/ingest"
@@ -172,6 +173,11 @@ func TestDashboardRFM(t *testing.T) {
 	if g1 != g0 {
 		b.waitContains("#rfm-moves", human(g0)+" → "+human(g1))
 	}
+	// A click on the cell lists its buyers (GET /v1/rfm/cells/{r}/{f}/members),
+	// the lapsed customer among them.
+	b.do(chromedp.Click(chromedp.CSS(fmt.Sprintf(`#rfm-grid td[data-r="%d"][data-f="%d"]`, r1, f1))))
+	b.waitContains("#members-title", fmt.Sprintf("R%d F%d", r1, f1))
+	b.waitContains("#members-list", "User lapsed")
 	b.screenshot("rfm")
 }
 
