@@ -158,7 +158,27 @@ func (b *browser) waitText(sel, want string) {
 // in and the button clicked.
 func (b *browser) lookup(id string) {
 	b.t.Helper()
+	b.settle()
 	b.do(chromedp.SetValue(chromedp.CSS("#lookup-id"), id), chromedp.Click(chromedp.CSS("#lookup-form button")))
+}
+
+// settle waits, up to three seconds, for the page to stop scrolling: the
+// lookup scrolls smoothly to its section, and a click computed mid-scroll
+// lands beside the button.
+func (b *browser) settle() {
+	b.t.Helper()
+	last := -1.0
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+		y, err := chromedp.Run(b.ctx, chromedp.Evaluate[float64](`window.scrollY`))
+		if err != nil {
+			b.t.Fatalf("reading the page's scroll position: %v", err)
+		}
+		if y == last {
+			return
+		}
+		last = y
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // lookupUntil looks id up until sel contains want, asking again every

@@ -252,12 +252,10 @@ func TestDashboardShowsLiveChanges(t *testing.T) {
 	b.lookupUntil("anon-9", `.profile[data-user="anon-9"][data-person="612"] .merged-note`, "anon-9 is one of this customer’s ids")
 
 	// An unknown customer gets a polite empty state.
-	b.do(chromedp.SetValue(chromedp.CSS("#lookup-id"), "999"), chromedp.Click(chromedp.CSS("#lookup-form button")))
-	b.waitText("#lookup-result .empty strong", "No customer with id “999” yet")
+	b.lookupUntil("999", "#lookup-result .empty strong", "No customer with id “999” yet")
 
 	// Back to a state worth a screenshot: a profile on screen.
-	b.do(chromedp.SetValue(chromedp.CSS("#lookup-id"), "612"), chromedp.Click(chromedp.CSS("#lookup-form button")))
-	b.waitText(`.profile[data-user="612"] .prediction .label`, "yes")
+	b.lookupUntil("612", `.profile[data-user="612"] .prediction .label`, "yes")
 	for i, id := range []string{"31", "44", "58"} {
 		produce([]string{"cart_abandoners", "active_shoppers", "big_spenders"}[i], id, []string{"enter", "enter", "exit"}[i])
 	}

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/chromedp/chromedp"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/ingest"
@@ -135,8 +134,7 @@ func TestDashboardFullStack(t *testing.T) {
 	b.waitText(`#feed .feed-item.enter[data-segment="active_shoppers"] .linklike`, "User 77")
 
 	// The customer's profile comes from the online store.
-	b.do(chromedp.SetValue(chromedp.CSS("#lookup-id"), "612"), chromedp.Click(chromedp.CSS("#lookup-form button")))
-	b.waitText(`.profile[data-user="612"] .pill-seg`, "Big spenders")
+	b.lookupUntil("612", `.profile[data-user="612"] .pill-seg`, "Big spenders")
 	b.waitContains(`.profile[data-user="612"] .features`, "$640.00")
 
 	// A shopper browses anonymously, then logs in as 612: looked up by the

@@ -138,7 +138,6 @@ func TestDashboardImport(t *testing.T) {
 	// The imported orders, counted by the stream: c1 spent 670 in the
 	// last 30 days.
 	b.waitText(`[data-segment="big_spenders"] .count`, "1")
-	b.do(chromedp.SetValue(chromedp.CSS("#lookup-id"), "c1"), chromedp.Click(chromedp.CSS("#lookup-form button")))
-	b.waitText(`.profile[data-user="c1"] .pill-seg`, "Big spenders")
+	b.lookupUntil("c1", `.profile[data-user="c1"] .pill-seg`, "Big spenders")
 	b.waitContains(`.profile[data-user="c1"] .features`, "$670.00")
 }
