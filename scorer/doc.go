@@ -11,6 +11,7 @@
 //	GET  /v1/segments/{name}/members         member ids, cursor-paginated
 //	GET  /v1/segments/live                   Server-Sent Events of enters and exits (a LiveHandler)
 //	GET  /v1/rfm                             the RFM grid, boundaries and last hour's moves (an RFMView)
+//	GET  /v1/rfm/cells/{r}/{f}/members       one cell's customers, cursor-paginated (RFMCellMembers)
 //	POST /v1/admin/reload                    re-read the model files (admin key)
 //	GET  /                                   the dashboard (package web)
 //	GET  /healthz, /readyz, /metrics
