@@ -310,19 +310,13 @@ func (s *Server) single(ctx *fasthttp.RequestCtx, key *config.APIKey, body []byt
 		// The body is the event: whatever is wrong with it, invalid JSON
 		// included, it is dead-lettered as sent (at most the event size
 		// limit) for the operator to see what the client sent.
-		r := "invalid"
-		var fe *event.FieldError
-		if errors.As(err, &fe) {
-			r = reason(fe)
-		}
-		rejectedEvents.WithLabelValues(r).Inc()
-		dl := s.deadLetter(key, 0, body, nil, err, now)
+		dl := s.refuse(key, 0, body, err, now)
 		if _, perr := s.produce(ctx, []*kgo.Record{dl}); perr != nil {
 			s.unavailable(ctx, perr)
 			return
 		}
 		status := fasthttp.StatusBadRequest
-		if fe != nil && strings.Contains(fe.Reason, "byte limit") && fe.Field == "" {
+		if reasonOf(err) == "too_large" {
 			status = fasthttp.StatusRequestEntityTooLarge
 		}
 		httpapi.WriteError(ctx, status, err.Error())
@@ -380,14 +374,8 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx, key *config.APIKey, body []byte
 	for i := range items {
 		it := &items[i]
 		if it.Err != nil {
-			var fe *event.FieldError
-			r := "invalid"
-			if errors.As(it.Err, &fe) {
-				r = reason(fe)
-			}
-			rejectedEvents.WithLabelValues(r).Inc()
 			rejected = append(rejected, Rejected{Index: i, Error: it.Err.Error()})
-			st.ptrs = append(st.ptrs, s.deadLetter(key, i, it.Raw, nil, it.Err, now))
+			st.ptrs = append(st.ptrs, s.refuse(key, i, it.Raw, it.Err, now))
 			continue
 		}
 		// The receive time as the record's timestamp spares franz-go a
@@ -449,9 +437,8 @@ func (s *Server) stream(ctx *fasthttp.RequestCtx, key *config.APIKey, body []byt
 	for i, raw := range sb.Features {
 		e, err := s.rowEvent(sb.FeatureSet, raw, now)
 		if err != nil {
-			rejectedEvents.WithLabelValues("id").Inc()
 			rejected = append(rejected, Rejected{Index: i, Error: err.Error()})
-			recs = append(recs, s.deadLetter(key, i, raw, nil, err, now))
+			recs = append(recs, s.refuse(key, i, raw, err, now))
 			continue
 		}
 		rec, err := s.record(e)
@@ -532,9 +519,16 @@ func (s *Server) record(e *event.Event) (*kgo.Record, error) {
 	return &kgo.Record{Topic: s.cfg.Kafka.Topics.Events, Key: []byte(e.EntityID()), Value: v}, nil
 }
 
+// refuse counts raw, the index-th event of a batch sent with key, as
+// rejected for err (by reasonOf) and returns its dead letter.
+func (s *Server) refuse(key *config.APIKey, index int, raw []byte, err error, now time.Time) *kgo.Record {
+	rejectedEvents.WithLabelValues(reasonOf(err)).Inc()
+	return s.deadLetter(key, index, raw, err, now)
+}
+
 // deadLetter is the invalid-events record of raw, the index-th event of a
 // batch sent with key, refused for err.
-func (s *Server) deadLetter(key *config.APIKey, index int, raw []byte, _ map[string]any, err error, now time.Time) *kgo.Record {
+func (s *Server) deadLetter(key *config.APIKey, index int, raw []byte, err error, now time.Time) *kgo.Record {
 	dl := event.NewDeadLetter("ingest", event.ReasonInvalid, raw, err, now)
 	dl.Index = index
 	dl.MessageID = uuid.NewString()
@@ -652,7 +646,11 @@ func writeAnswer(ctx *fasthttp.RequestCtx, rejected []Rejected) {
 }
 
 // reason is the metric label for a rejection: the field at fault, or the limit.
-func reason(fe *event.FieldError) string {
+func reasonOf(err error) string {
+	var fe *event.FieldError
+	if !errors.As(err, &fe) {
+		return "invalid"
+	}
 	switch {
 	case strings.Contains(fe.Reason, "byte limit") && fe.Field == "":
 		return "too_large"

@@ -96,11 +96,8 @@ func (s *Server) amplitude(ctx *fasthttp.RequestCtx, key *config.APIKey, body []
 		if err != nil {
 			field := "events"
 			var fe *event.FieldError
-			if errors.As(err, &fe) {
-				rejectedEvents.WithLabelValues(reason(fe)).Inc()
-				if fe.Field != "" {
-					field = fe.Field
-				}
+			if errors.As(err, &fe) && fe.Field != "" {
+				field = fe.Field
 			}
 			byField := &bad.InvalidFields
 			if fe != nil && strings.HasPrefix(fe.Reason, "required") {
@@ -111,7 +108,7 @@ func (s *Server) amplitude(ctx *fasthttp.RequestCtx, key *config.APIKey, body []
 			}
 			(*byField)[field] = append((*byField)[field], i)
 			bad.Rejected = append(bad.Rejected, Rejected{Index: i, Error: err.Error()})
-			dead = append(dead, s.deadLetter(key, i, raw, nil, err, now))
+			dead = append(dead, s.refuse(key, i, raw, err, now))
 			continue
 		}
 		rec, err := s.record(e)
@@ -188,17 +185,11 @@ func (s *Server) posthog(ctx *fasthttp.RequestCtx, key *config.APIKey, body []by
 	for i, raw := range b.Items {
 		e, err := event.PostHogEvent(raw, now, s.limits, b.SentAt)
 		if err != nil {
-			r := "invalid"
-			var fe *event.FieldError
-			if errors.As(err, &fe) {
-				r = reason(fe)
-			}
-			rejectedEvents.WithLabelValues(r).Inc()
 			if firstErr == nil {
 				firstErr = err
 			}
 			rejected = append(rejected, Rejected{Index: i, Error: err.Error()})
-			recs = append(recs, s.deadLetter(key, i, raw, nil, err, now))
+			recs = append(recs, s.refuse(key, i, raw, err, now))
 			continue
 		}
 		rec, err := s.record(e)
