@@ -3,20 +3,14 @@ package webtest
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/pulse-rt/pulse/config"
-	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/importer"
-	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/scorer"
-	"github.com/pulse-rt/pulse/stream"
 )
 
 // TestDashboardImport drops a real CSV file on the dashboard's Import page
@@ -28,68 +22,19 @@ import (
 // segments the page shows.
 func TestDashboardImport(t *testing.T) {
 	browser := chromium(t)
-	cfg, err := config.Load("../../examples/ecommerce/pulse.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{Partitions: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emb.Close()
-	cfg.Kafka.Brokers = emb.Addrs()
-	cfg.Kafka.Partitions = 2
-	cfg.DataDir = t.TempDir()
-	cfg.Store.Path = cfg.DataDir + "/store"
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	producer, err := kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer producer.Close()
-	if err := kafka.EnsureTopics(ctx, producer, cfg.Kafka); err != nil {
-		t.Fatal(err)
-	}
-	store, err := featurestore.Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	proc, err := stream.New(cfg, store, stream.Options{Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	web, err := importer.NewWeb(ctx, producer, importer.Options{Events: cfg.Kafka.Topics.Events, Invalid: cfg.Kafka.Topics.Invalid})
+	st := newStack(t, nil)
+	cfg, log := st.cfg, st.log
+	web, err := importer.NewWeb(st.ctx, st.producer, importer.Options{Events: cfg.Kafka.Topics.Events, Invalid: cfg.Kafka.Topics.Invalid})
 	if err != nil {
 		t.Fatal(err)
 	}
 	live := scorer.NewLive(cfg, scorer.LiveOptions{Log: log})
-	srv, err := scorer.New(cfg, store, scorer.WithLive(live), scorer.WithImport(web), scorer.WithLogger(log), scorer.WithDashboardKey("dev-read-key"))
+	srv, err := scorer.New(cfg, st.store, scorer.WithLive(live), scorer.WithImport(web), scorer.WithLogger(log), scorer.WithDashboardKey("dev-read-key"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	errs := make(chan error, 3)
-	for _, run := range []func() error{
-		func() error { return proc.Run(ctx) },
-		func() error { return live.Run(ctx) },
-		func() error { return srv.Serve(ctx, ln) },
-	} {
-		go func() { errs <- run() }()
-	}
-	defer func() {
-		cancel()
-		for range 3 {
-			if err := <-errs; err != nil && ctx.Err() == nil {
-				t.Errorf("service stopped: %v", err)
-			}
-		}
-	}()
+	ln := st.listen()
+	st.run(live.Run, func(ctx context.Context) error { return srv.Serve(ctx, ln) })
 
 	// A shop's orders export: row 2 has no customer.
 	at := time.Now().UTC().Add(-time.Hour).Format("2006-01-02 15:04:05")

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,11 +12,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/pulse-rt/pulse/config"
-	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/ingest"
-	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/scorer"
-	"github.com/pulse-rt/pulse/stream"
 )
 
 // TestDashboardRFM: the e-commerce example (its rfm block refreshed every
@@ -28,90 +23,28 @@ import (
 // as a movement between groups.
 func TestDashboardRFM(t *testing.T) {
 	browser := chromium(t)
-	cfg, err := config.Load("../../examples/ecommerce/pulse.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.RFM.Refresh = config.Duration(time.Second)
-	emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{Partitions: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emb.Close()
-	cfg.Kafka.Brokers = emb.Addrs()
-	cfg.Kafka.Partitions = 2
-	cfg.DataDir = t.TempDir()
-	cfg.Store.Path = cfg.DataDir + "/store"
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	producer, err := kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer producer.Close()
-	if err := kafka.EnsureTopics(ctx, producer, cfg.Kafka); err != nil {
-		t.Fatal(err)
-	}
-	store, err := featurestore.Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	proc, err := stream.New(cfg, store, stream.Options{Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ingestLn, _ := net.Listen("tcp", "127.0.0.1:0")
-	scorerLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	st := newStack(t, func(cfg *config.Config) { cfg.RFM.Refresh = config.Duration(time.Second) })
+	cfg, log := st.cfg, st.log
+	ingestLn, scorerLn := st.listen(), st.listen()
 	live := scorer.NewLive(cfg, scorer.LiveOptions{Log: log})
 	view := scorer.NewRFMView(cfg, log)
-	srv, err := scorer.New(cfg, store, scorer.WithLive(live), scorer.WithRFM(view), scorer.WithLogger(log), scorer.WithDashboardKey("dev-read-key"))
+	srv, err := scorer.New(cfg, st.store, scorer.WithLive(live), scorer.WithRFM(view), scorer.WithLogger(log), scorer.WithDashboardKey("dev-read-key"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	running := []func() error{
-		func() error { return ingest.New(cfg, producer, log).Serve(ctx, ingestLn) },
-		func() error { return proc.Run(ctx) },
-		func() error { return live.Run(ctx) },
-		func() error { return view.Run(ctx) },
-		func() error { return srv.Serve(ctx, scorerLn) },
-	}
-	errs := make(chan error, len(running))
-	for _, run := range running {
-		go func() { errs <- run() }()
-	}
-	go func() {
-		for range running {
-			if err := <-errs; err != nil && ctx.Err() == nil {
-				t.Errorf("service stopped: %v", err)
-			}
-		}
-		close(done)
-	}()
-	defer func() { cancel(); <-done }()
-
+	st.run(
+		func(ctx context.Context) error { return ingest.New(cfg, st.producer, log).Serve(ctx, ingestLn) },
+		live.Run,
+		view.Run,
+		func(ctx context.Context) error { return srv.Serve(ctx, scorerLn) },
+	)
 	ingestURL, scorerURL := "http://"+ingestLn.Addr().String(), "http://"+scorerLn.Addr().String()
 	now := time.Now().UTC()
 	order := func(user string, daysAgo int, revenue float64) string {
 		at := now.Add(-time.Duration(daysAgo) * 24 * time.Hour).Format(time.RFC3339Nano)
 		return fmt.Sprintf(`{"type":"track","userId":%q,"event":"Order Completed","timestamp":%q,"properties":{"revenue":%g}}`, user, at, revenue)
 	}
-	post := func(events ...string) {
-		t.Helper()
-		req, _ := http.NewRequest("POST", ingestURL+"/v1/batch", strings.NewReader(`{"batch":[`+strings.Join(events, ",")+`]}`))
-		req.SetBasicAuth("dev-write-key", "")
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("ingest answered %d", resp.StatusCode)
-		}
-	}
+	post := func(events ...string) { t.Helper(); st.post(ingestURL, events...) }
 	// Twenty buyers, oldest orders first; lapsed is one order 300 days ago.
 	var batch []string
 	for u := range 20 {
