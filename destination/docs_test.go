@@ -51,7 +51,8 @@ destinations:
 		}
 		if h, ok := rt.Sink.(*HTTP); ok {
 			r := segment.NewRecord(segment.Change{Segment: "big_spenders", Enter: true}, "user", `a "quoted" id`, timeZero, "c", map[string]any{"email": "a@example.com", "revenue_30d": 600.0})
-			body, err := h.Render(&r)
+			c := SegmentChange(r, nil)
+			body, err := h.Render(&c)
 			if err != nil || !json.Valid(body) {
 				t.Errorf("%s renders %s: %v", d.Name, body, err)
 			}

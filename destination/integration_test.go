@@ -64,7 +64,7 @@ destinations:
 	byEntity := map[string][]string{}
 	for _, r := range got {
 		rec, err := segment.DecodeRecord(r.Value)
-		if err != nil || string(r.Key) != rec.EntityID || len(r.Headers) != 1 || r.Headers[0].Key != ChangeIDHeader || string(r.Headers[0].Value) != rec.ID || rec.Segment != "vip" {
+		if err != nil || string(r.Key) != rec.EntityID || len(r.Headers) != 2 || r.Headers[0].Key != ChangeIDHeader || string(r.Headers[0].Value) != rec.ID || r.Headers[1].Key != KindHeaderKafka || string(r.Headers[1].Value) != KindSegment || rec.Segment != "vip" {
 			t.Fatalf("copied record %s key %s headers %v: %v", r.Value, r.Key, r.Headers, err)
 		}
 		seen[rec.ID]++
