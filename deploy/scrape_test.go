@@ -88,7 +88,7 @@ func TestDashboardsAndAlertsOnLiveMetrics(t *testing.T) {
 		// A trait destination: the example's churn_risk scores.
 		map[string]any{"name": "scores", "type": "http", "url": receiver.URL + "/ok",
 			"template": `{"id": {{json .ID}}, "trait": {{json .Trait}}, "score": {{json .Score}}}`,
-			"traits": []string{"churn_risk"}, "start_from": "beginning"},
+			"traits":   []string{"churn_risk"}, "start_from": "beginning"},
 	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {
