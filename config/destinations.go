@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"path"
 	"regexp"
 	"slices"
@@ -24,8 +25,9 @@ const (
 var DestinationTypes = []string{DestinationWebhook, DestinationSegment, DestinationHTTP, DestinationKafka}
 
 // Destination receives the enters and exits of the segments it names,
-// delivered by the destination runner (`pulse destinations`, and `pulse
-// dev`). docs/destinations.md describes each type.
+// and the score changes of the predictive traits it names, delivered by
+// the destination runner (`pulse destinations`, and `pulse dev`).
+// docs/destinations.md describes each type.
 type Destination struct {
 	// Name names the destination in metrics, dead letters, the admin API
 	// and its consumer group (pulse-destination-<name>). Required.
@@ -33,8 +35,24 @@ type Destination struct {
 	// Type is webhook, segment, http or kafka. Required.
 	Type string `yaml:"type"`
 	// Segments are the segments it carries: names, or globs ("rfm:*",
-	// path.Match syntax). Required.
+	// path.Match syntax). Segments or Traits (or both) is required.
 	Segments []string `yaml:"segments"`
+	// Traits are the predictive traits (config traits:) whose score
+	// changes it carries, from the traits topic: names, or globs ("*").
+	Traits []string `yaml:"traits"`
+	// Decimals: a trait's score change is delivered only when the score
+	// rounded to this many decimals changes, overriding the default 2
+	// (TraitDecimals); the score is delivered rounded so by the segment
+	// and http types.
+	Decimals *int `yaml:"decimals"`
+	// Thresholds, when set, deliver a trait's score change only when the
+	// (rounded) score crosses one of them: the previous and the new score
+	// on different sides (a score >= t is above t; no score is below
+	// every threshold).
+	Thresholds []float64 `yaml:"thresholds"`
+	// TraitTrack also sends, for segment, a track "Trait Changed" per
+	// trait change, besides the identify.
+	TraitTrack bool `yaml:"trait_track"`
 
 	// URL: webhook and http, the endpoint; segment, the Segment-API base
 	// URL, overriding the default https://api.segment.io (/v1/batch is
@@ -105,13 +123,26 @@ func (d *Destination) Retries() int {
 }
 
 // Matches reports whether the destination carries segment name.
-func (d *Destination) Matches(name string) bool {
-	for _, p := range d.Segments {
+func (d *Destination) Matches(name string) bool { return matchAny(d.Segments, name) }
+
+// MatchesTrait reports whether the destination carries trait name.
+func (d *Destination) MatchesTrait(name string) bool { return matchAny(d.Traits, name) }
+
+func matchAny(patterns []string, name string) bool {
+	for _, p := range patterns {
 		if ok, _ := path.Match(p, name); ok {
 			return true
 		}
 	}
 	return false
+}
+
+// TraitDecimals is Decimals with its default (2) applied.
+func (d *Destination) TraitDecimals() int {
+	if d.Decimals == nil {
+		return 2
+	}
+	return *d.Decimals
 }
 
 func (d *Destination) applyDefaults() {
@@ -176,12 +207,12 @@ var destinationNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
 // key another type reads is reported, not silently ignored.
 var destinationKeys = map[string][]string{
 	DestinationWebhook: {"url", "secret", "headers"},
-	DestinationSegment: {"url", "write_key", "identify"},
+	DestinationSegment: {"url", "write_key", "identify", "trait_track"},
 	DestinationHTTP:    {"url", "method", "headers", "auth", "template"},
 	DestinationKafka:   {"topic", "brokers"},
 }
 
-var commonDestinationKeys = []string{"name", "type", "segments", "max_retries", "timeout", "batch_size", "concurrency", "rate_limit", "start_from"}
+var commonDestinationKeys = []string{"name", "type", "segments", "traits", "decimals", "thresholds", "max_retries", "timeout", "batch_size", "concurrency", "rate_limit", "start_from"}
 
 func (c *Config) validateDestinations(file string, nl nodeLines) Errors {
 	var errs Errors
@@ -189,6 +220,10 @@ func (c *Config) validateDestinations(file string, nl nodeLines) Errors {
 	segments := map[string]bool{}
 	for _, s := range c.Segments {
 		segments[s.Name] = true
+	}
+	traits := map[string]bool{}
+	for _, t := range c.Traits {
+		traits[t.Name] = true
 	}
 	for i := range c.Destinations {
 		d := &c.Destinations[i]
@@ -226,14 +261,39 @@ func (c *Config) validateDestinations(file string, nl nodeLines) Errors {
 				}
 			}
 		}
-		if len(d.Segments) == 0 {
-			add("segments", "required: the segment names or globs (e.g. \"rfm:*\") it carries")
+		if len(d.Segments) == 0 && len(d.Traits) == 0 {
+			add("segments", "required (or traits:): the segment names or globs (e.g. \"rfm:*\") it carries")
 		}
 		for _, s := range d.Segments {
 			if _, err := path.Match(s, ""); err != nil {
 				add("segments", "invalid glob %q", s)
 			} else if !strings.ContainsAny(s, `*?[\`) && !segments[s] {
 				add("segments", "no segment named %q", s)
+			}
+		}
+		for _, s := range d.Traits {
+			if _, err := path.Match(s, ""); err != nil {
+				add("traits", "invalid glob %q", s)
+			} else if !strings.ContainsAny(s, `*?[\`) && !traits[s] {
+				add("traits", "no trait named %q (the traits: section names the predictive traits)", s)
+			}
+		}
+		if len(d.Traits) == 0 {
+			for _, k := range []string{"decimals", "thresholds", "trait_track"} {
+				if slices.Contains(nl.keys("destinations", i), k) {
+					add(k, "only used with traits:")
+				}
+			}
+		}
+		if n := d.TraitDecimals(); n < 0 || n > 15 {
+			add("decimals", "must be between 0 and 15, got %d", n)
+		}
+		for j, th := range d.Thresholds {
+			switch {
+			case math.IsNaN(th) || math.IsInf(th, 0):
+				add("thresholds", "threshold %v is not a finite number", th)
+			case j > 0 && th <= d.Thresholds[j-1]:
+				add("thresholds", "must be in increasing order without repeats, got %v after %v", th, d.Thresholds[j-1])
 			}
 		}
 		httpURL := func() {

@@ -110,7 +110,96 @@ destinations:
 		"d.yaml:28: destinations[k].rate_limit: must not be negative",
 		"d.yaml:29: destinations[k].start_from: must be end or beginning, got \"middle\"",
 		"d.yaml:31: destinations[x].type: unknown type \"pigeon\"",
-		"d.yaml:32: destinations[x].segments: required",
+		"d.yaml:32: destinations[x].segments: required (or traits:)",
+	}
+	got := errs.Error()
+	for _, w := range want {
+		if !strings.Contains(got, w) {
+			t.Errorf("missing %q in:\n%s", w, got)
+		}
+	}
+	if len(errs) != len(want) {
+		t.Errorf("%d problems, want %d:\n%s", len(errs), len(want), got)
+	}
+}
+
+// TestTraitDestinations: traits instead of (or besides) segments, their
+// defaults and matching.
+func TestTraitDestinations(t *testing.T) {
+	c, err := Parse([]byte(autoBase+`
+traits:
+  - {name: churn_risk, model: churn}
+  - {name: ltv_score, model: churn}
+segments:
+  - {name: vip, rule: 'orders_365d > 3'}
+destinations:
+  - {name: crm, type: segment, write_key: wk, traits: [churn_risk], trait_track: true}
+  - {name: both, type: webhook, url: "http://127.0.0.1:9/h", secret: s, segments: [vip], traits: ["*"], decimals: 3, thresholds: [0.5, 0.8]}
+`), "d.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := c.Destinations
+	if d[0].TraitDecimals() != 2 || !d[0].TraitTrack || len(d[0].Segments) != 0 || d[0].Thresholds != nil {
+		t.Errorf("crm: %+v", d[0])
+	}
+	if d[1].TraitDecimals() != 3 || len(d[1].Thresholds) != 2 || d[1].Thresholds[1] != 0.8 {
+		t.Errorf("both: %+v", d[1])
+	}
+	for _, c := range []struct {
+		d     *Destination
+		trait string
+		want  bool
+	}{{&d[0], "churn_risk", true}, {&d[0], "ltv_score", false}, {&d[1], "ltv_score", true}, {&d[1], "anything", true}} {
+		if c.d.MatchesTrait(c.trait) != c.want {
+			t.Errorf("%s matches trait %s: %v, want %v", c.d.Name, c.trait, !c.want, c.want)
+		}
+	}
+	if d[0].Matches("vip") || !d[1].Matches("vip") {
+		t.Error("segment matching changed")
+	}
+}
+
+// TestTraitDestinationProblems: each trait key's problems, named by field.
+func TestTraitDestinationProblems(t *testing.T) {
+	_, err := Parse([]byte(autoBase+`
+traits:
+  - {name: churn_risk, model: churn}
+segments:
+  - {name: vip, rule: 'orders_365d > 3'}
+destinations:
+  - name: a
+    type: http
+    url: http://127.0.0.1:9/a
+    template: '{}'
+    traits: [churn_risk, nope, "x["]
+    decimals: 16
+    thresholds: [0.8, 0.5, 0.5]
+  - name: b
+    type: webhook
+    url: http://127.0.0.1:9/b
+    secret: s
+    segments: [vip]
+    decimals: 1
+    thresholds: [0.5]
+    trait_track: true
+  - {name: c, type: kafka, topic: t}
+`), "d.yaml")
+	errs, ok := AsErrors(err)
+	if !ok {
+		t.Fatalf("want config errors, got %v", err)
+	}
+	want := []string{
+		`d.yaml:32: destinations[a].traits: no trait named "nope"`,
+		`d.yaml:32: destinations[a].traits: invalid glob "x["`,
+		`d.yaml:33: destinations[a].decimals: must be between 0 and 15, got 16`,
+		`d.yaml:34: destinations[a].thresholds: must be in increasing order without repeats, got 0.5 after 0.8`,
+		`d.yaml:34: destinations[a].thresholds: must be in increasing order without repeats, got 0.5 after 0.5`,
+		`d.yaml:40: destinations[b].decimals: only used with traits:`,
+		`d.yaml:41: destinations[b].thresholds: only used with traits:`,
+		`d.yaml:42: destinations[b].trait_track: not used by a webhook destination`,
+		`d.yaml:42: destinations[b].trait_track: only used with traits:`,
+		`d.yaml:43: destinations[c].segments: required (or traits:)`,
 	}
 	got := errs.Error()
 	for _, w := range want {

@@ -85,6 +85,10 @@ func TestDashboardsAndAlertsOnLiveMetrics(t *testing.T) {
 			"segments": []string{"big_spenders"}, "start_from": "beginning"},
 		map[string]any{"name": "refused", "type": "http", "url": receiver.URL + "/refuse", "template": body,
 			"segments": []string{"big_spenders"}, "start_from": "beginning", "max_retries": 1, "timeout": "2s"},
+		// A trait destination: the example's churn_risk scores.
+		map[string]any{"name": "scores", "type": "http", "url": receiver.URL + "/ok",
+			"template": `{"id": {{json .ID}}, "trait": {{json .Trait}}, "score": {{json .Score}}}`,
+			"traits":   []string{"churn_risk"}, "start_from": "beginning"},
 	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {
@@ -166,9 +170,12 @@ func TestDashboardsAndAlertsOnLiveMetrics(t *testing.T) {
 	if n := delivered.Load(); n < 2 {
 		t.Errorf("the receiver got %d deliveries for crm, want both users' entries", n)
 	}
-	if len(query(t, prom, `pulse_destination_retries_total{destination="refused"} > 0`)) == 0 {
+	if len(query(t, prom, `pulse_destination_retries_total{destination="refused", kind="segment"} > 0`)) == 0 {
 		t.Error("refused's retry is not counted")
 	}
+	testenv.WaitFor(t, time.Minute, "the trait destination's deliveries scraped", func() bool {
+		return len(query(t, prom, `pulse_destination_delivered_total{destination="scores", kind="trait", job="pulse-destinations"} >= 2`)) > 0
+	})
 
 	// Every metric named exists.
 	named := map[string][]string{} // metric -> where

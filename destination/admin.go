@@ -17,6 +17,7 @@ type Status struct {
 	Name     string   `json:"name"`
 	Type     string   `json:"type"`
 	Segments []string `json:"segments"`
+	Traits   []string `json:"traits,omitempty"`
 	Group    string   `json:"group"`
 	Paused   bool     `json:"paused"`
 }
@@ -25,7 +26,7 @@ type Status struct {
 func (s *Service) Statuses() []Status {
 	out := make([]Status, len(s.dests))
 	for i, d := range s.dests {
-		out[i] = Status{Name: d.Name, Type: d.Type, Segments: d.Segments, Group: kafka.DestinationGroup(d.Name), Paused: s.runners[i].Paused()}
+		out[i] = Status{Name: d.Name, Type: d.Type, Segments: d.Segments, Traits: d.Traits, Group: kafka.DestinationGroup(d.Name), Paused: s.runners[i].Paused()}
 	}
 	return out
 }

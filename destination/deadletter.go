@@ -12,7 +12,7 @@ import (
 const (
 	ReasonRejected    = "rejected"          // the receiver refused it (a 4xx other than 408/429, a rejected item)
 	ReasonExhausted   = "retries_exhausted" // every retry failed
-	ReasonUndecodable = "undecodable"       // not a segment.Record: nothing to deliver
+	ReasonUndecodable = "undecodable"       // not a segment.Record (a model.TraitScore on the traits topic): nothing to deliver
 )
 
 // DeadLetter is a change whose delivery failed for good, as written (JSON,
@@ -24,7 +24,9 @@ type DeadLetter struct {
 	Destination string `json:"destination"`
 	Type        string `json:"type"`   // webhook, segment, http or kafka
 	Reason      string `json:"reason"` // ReasonRejected, ReasonExhausted or ReasonUndecodable
-	Segment     string `json:"segment"`
+	Kind        string `json:"kind"`   // KindSegment or KindTrait
+	Segment     string `json:"segment,omitempty"`
+	Trait       string `json:"trait,omitempty"`
 	ChangeID    string `json:"change_id,omitempty"`
 	URL         string `json:"url,omitempty"` // the endpoint, or the kafka topic
 	Error       string `json:"error"`
@@ -37,7 +39,7 @@ type DeadLetter struct {
 	Topic     string          `json:"topic"`
 	Partition int32           `json:"partition"`
 	Offset    int64           `json:"offset"`
-	Record    json.RawMessage `json:"record,omitempty"` // the segment record, as on the topic
+	Record    json.RawMessage `json:"record,omitempty"` // the segment or trait record, as on the topic
 	// Value is the record's value when it is not JSON (base64 in the
 	// JSON), and Record empty.
 	Value []byte `json:"value,omitempty"`

@@ -32,9 +32,9 @@ func kgoRecord(topic, key, value string) *kgo.Record {
 func TestHTTPDestination(t *testing.T) {
 	// The metrics are process-wide: count from their values now, so that
 	// -count=N runs agree.
-	retries0 := testutil.ToFloat64(retriesTotal.WithLabelValues("braze"))
-	rejected0 := testutil.ToFloat64(deadLettersTotal.WithLabelValues("braze", ReasonRejected))
-	exhausted0 := testutil.ToFloat64(deadLettersTotal.WithLabelValues("braze", ReasonExhausted))
+	retries0 := testutil.ToFloat64(retriesTotal.WithLabelValues("braze", KindSegment))
+	rejected0 := testutil.ToFloat64(deadLettersTotal.WithLabelValues("braze", KindSegment, ReasonRejected))
+	exhausted0 := testutil.ToFloat64(deadLettersTotal.WithLabelValues("braze", KindSegment, ReasonExhausted))
 	var e *env
 	recs := map[string]segment.Record{} // by change id
 	entityOf := func(key string) string { return recs[key].EntityID }
@@ -160,14 +160,14 @@ destinations:
 			t.Errorf("u1 change %s: %d requests, want 3 (two 500s, then 204)", id, tries[id])
 		}
 	}
-	if got := testutil.ToFloat64(deliveredTotal.WithLabelValues("braze")); got < float64(want) {
+	if got := testutil.ToFloat64(deliveredTotal.WithLabelValues("braze", KindSegment)); got < float64(want) {
 		t.Errorf("pulse_destination_delivered_total = %v, want at least %d", got, want)
 	}
 	// u1: 2 retries x 3 changes, u2 and u3: 1 x 3, u5: 3 x 3.
-	if got := testutil.ToFloat64(retriesTotal.WithLabelValues("braze")) - retries0; got != 6+3+3+9 {
+	if got := testutil.ToFloat64(retriesTotal.WithLabelValues("braze", KindSegment)) - retries0; got != 6+3+3+9 {
 		t.Errorf("pulse_destination_retries_total = %v, want 21", got)
 	}
-	if a, b := testutil.ToFloat64(deadLettersTotal.WithLabelValues("braze", ReasonRejected))-rejected0, testutil.ToFloat64(deadLettersTotal.WithLabelValues("braze", ReasonExhausted))-exhausted0; a != 1 || b != 3 {
+	if a, b := testutil.ToFloat64(deadLettersTotal.WithLabelValues("braze", KindSegment, ReasonRejected))-rejected0, testutil.ToFloat64(deadLettersTotal.WithLabelValues("braze", KindSegment, ReasonExhausted))-exhausted0; a != 1 || b != 3 {
 		t.Errorf("dead letters: rejected %v, exhausted %v", a, b)
 	}
 	if n := testutil.CollectAndCount(deliverySeconds, "pulse_destination_delivery_seconds"); n == 0 {
@@ -400,6 +400,7 @@ var fqNameRe = regexp.MustCompile(`fqName: "([^"]+)"`)
 // grown by nothing).
 func TestMetricsStartAtZero(t *testing.T) {
 	NewRunner(nil, []*Route{{Name: "zero-route"}}, Options{Name: "zero-runner", Group: "g", DeadTopic: "d"})
+	NewRunner(nil, []*Route{{Name: "zero-traits", MatchTrait: func(string) bool { return true }}}, Options{Name: "zero-trait-runner", Group: "g", DeadTopic: "d"})
 	// Read what the collectors hold (WithLabelValues would make a missing
 	// series on asking).
 	have := map[string]float64{}
@@ -422,12 +423,18 @@ func TestMetricsStartAtZero(t *testing.T) {
 		}
 	}
 	for _, want := range []string{
-		"pulse_destination_delivered_total{destination=zero-route}",
-		"pulse_destination_retries_total{destination=zero-route}",
-		"pulse_destination_dead_letters_total{destination=zero-route,reason=rejected}",
-		"pulse_destination_dead_letters_total{destination=zero-route,reason=retries_exhausted}",
-		"pulse_destination_dead_letters_total{destination=zero-runner,reason=undecodable}",
-		"pulse_destination_delivery_seconds{destination=zero-route}",
+		"pulse_destination_delivered_total{destination=zero-route,kind=segment}",
+		"pulse_destination_retries_total{destination=zero-route,kind=segment}",
+		"pulse_destination_dead_letters_total{destination=zero-route,kind=segment,reason=rejected}",
+		"pulse_destination_dead_letters_total{destination=zero-route,kind=segment,reason=retries_exhausted}",
+		"pulse_destination_dead_letters_total{destination=zero-runner,kind=segment,reason=undecodable}",
+		"pulse_destination_delivery_seconds{destination=zero-route,kind=segment}",
+		"pulse_destination_delivered_total{destination=zero-traits,kind=trait}",
+		"pulse_destination_retries_total{destination=zero-traits,kind=trait}",
+		"pulse_destination_dead_letters_total{destination=zero-traits,kind=trait,reason=rejected}",
+		"pulse_destination_dead_letters_total{destination=zero-traits,kind=trait,reason=retries_exhausted}",
+		"pulse_destination_dead_letters_total{destination=zero-trait-runner,kind=trait,reason=undecodable}",
+		"pulse_destination_delivery_seconds{destination=zero-traits,kind=trait}",
 		"pulse_destination_paused{destination=zero-runner}",
 		"pulse_destination_lag_records{destination=zero-runner}",
 	} {
@@ -438,5 +445,9 @@ func TestMetricsStartAtZero(t *testing.T) {
 		case v != 0:
 			t.Errorf("%s = %v, want 0", want, v)
 		}
+	}
+	// A trait-only route has no segment series.
+	if _, ok := have["pulse_destination_delivered_total{destination=zero-traits,kind=segment}"]; ok {
+		t.Error("a trait-only destination has segment series")
 	}
 }

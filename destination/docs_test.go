@@ -9,11 +9,13 @@ import (
 	"time"
 
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/model"
 	"github.com/pulse-rt/pulse/segment"
 )
 
 // TestDocsExamples: every destination in docs/destinations.md is a valid
-// config, builds, and renders a change.
+// config, builds, and renders a change of each kind it carries (a trait
+// change with a score and one without).
 func TestDocsExamples(t *testing.T) {
 	doc, err := os.ReadFile("../docs/destinations.md")
 	if err != nil {
@@ -27,11 +29,18 @@ func TestDocsExamples(t *testing.T) {
 			items = append(items, body)
 		}
 	}
-	if len(items) < 7 {
-		t.Fatalf("%d destination examples in the doc, want the 7 of it", len(items))
+	if len(items) < 10 {
+		t.Fatalf("%d destination examples in the doc, want the 10 of it", len(items))
 	}
+	traitItems := 0
 	for _, item := range items {
 		src := `
+features:
+  - {name: orders, agg: count, event: order}
+models:
+  - {name: churn_risk, path: churn.json, features: [orders]}
+traits:
+  - {name: churn_risk, model: churn_risk}
 segments:
   - {name: big_spenders, rule: 'x > 1'}
   - {name: lapsing_customers, rule: 'x > 1'}
@@ -49,13 +58,33 @@ destinations:
 		if closer != nil {
 			closer()
 		}
-		if h, ok := rt.Sink.(*HTTP); ok {
+		if rt.MatchTrait != nil {
+			traitItems++
+		}
+		h, ok := rt.Sink.(*HTTP)
+		if !ok {
+			continue
+		}
+		var changes []Change
+		if rt.Match != nil {
 			r := segment.NewRecord(segment.Change{Segment: "big_spenders", Enter: true}, "user", `a "quoted" id`, timeZero, "c", map[string]any{"email": "a@example.com", "revenue_30d": 600.0})
-			body, err := h.Render(&r)
-			if err != nil || !json.Valid(body) {
-				t.Errorf("%s renders %s: %v", d.Name, body, err)
+			changes = append(changes, SegmentChange(r, nil))
+		}
+		if rt.MatchTrait != nil {
+			for _, score := range []*float64{sp(0.8312), nil} {
+				ts := model.TraitScore{ChangeID: "c", Trait: "churn_risk", Model: "churn_risk", Version: "3fa85f6457c2", Entity: "user", ID: `a "quoted" id`, Score: score, Previous: sp(0.7), At: timeZero}
+				changes = append(changes, TraitChange(&ts, nil))
 			}
 		}
+		for i := range changes {
+			body, err := h.Render(&changes[i])
+			if err != nil || !json.Valid(body) {
+				t.Errorf("%s renders a %s change as %s: %v", d.Name, changes[i].Kind, body, err)
+			}
+		}
+	}
+	if traitItems < 3 {
+		t.Errorf("%d trait destination examples, want the 3 of the doc", traitItems)
 	}
 }
 

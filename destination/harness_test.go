@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/model"
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -49,7 +51,7 @@ func newEnv(t *testing.T, brokers []string, yaml string) *env {
   brokers: [%q]
   partitions: 2
   topics: {events: %[2]s.events, invalid: %[2]s.invalid, segments: %[2]s.segments, predictions: %[2]s.predictions,
-           state: %[2]s.state, seeds: %[2]s.seeds, activations: %[2]s.activations}
+           state: %[2]s.state, seeds: %[2]s.seeds, activations: %[2]s.activations, traits: %[2]s.traits}
 keys:
   - {name: admin, key: admin-key, scopes: [admin]}
   - {name: reader, key: read-key, scopes: [read]}
@@ -88,6 +90,50 @@ func (e *env) produce(recs ...segment.Record) {
 			e.t.Fatal(err)
 		}
 		krs = append(krs, &kgo.Record{Topic: e.cfg.Kafka.Topics.Segments, Key: []byte(recs[i].EntityID), Value: v})
+	}
+	if err := e.cl.ProduceSync(context.Background(), krs...).FirstErr(); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// traitsConfig declares the traits churn_risk and ltv (their model is
+// never loaded: destinations only read the traits topic).
+const traitsConfig = `
+features:
+  - {name: orders, agg: count, event: order}
+models:
+  - {name: churn, path: churn.json, features: [orders]}
+traits:
+  - {name: churn_risk, model: churn}
+  - {name: ltv, model: churn}
+`
+
+// traitScore makes the record of trait's change from prev to score (nil:
+// none) for entity, unique by n.
+func traitScore(trait, entity string, prev, score *float64, n int) model.TraitScore {
+	at := time.Date(2025, 3, 1, 12, 0, n, 0, time.UTC)
+	s := math.NaN()
+	if score != nil {
+		s = *score
+	}
+	return model.TraitScore{ChangeID: model.TraitChangeID(trait, "user", entity, at, s), Trait: trait, Model: "churn",
+		Version: "abc123", Entity: "user", ID: entity, Score: score, Previous: prev, At: at}
+}
+
+// sp is a score.
+func sp(v float64) *float64 { return &v }
+
+// produceTraits writes records to the traits topic, keyed by entity id as
+// the stream writes them.
+func (e *env) produceTraits(recs ...model.TraitScore) {
+	e.t.Helper()
+	var krs []*kgo.Record
+	for i := range recs {
+		v, err := recs[i].Encode()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		krs = append(krs, &kgo.Record{Topic: e.cfg.Kafka.Topics.Traits, Key: []byte(recs[i].ID), Value: v})
 	}
 	if err := e.cl.ProduceSync(context.Background(), krs...).FirstErr(); err != nil {
 		e.t.Fatal(err)

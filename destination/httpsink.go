@@ -24,19 +24,30 @@ type HTTP struct {
 	Headers     map[string]string
 	Auth        *config.DestinationAuth
 	Template    *template.Template
-	Client      *http.Client // default NewHTTPClient()
+	// Decimals rounds a trait's Score and Previous in the template data.
+	Decimals int
+	Client   *http.Client // default NewHTTPClient()
 }
 
 // TemplateData is what an http destination's template sees of a change.
 type TemplateData struct {
+	Kind     string         // segment or trait
 	Entity   string         // the entity type, e.g. user
 	ID       string         // the entity's id
-	Segment  string         // the segment's name
-	Change   string         // enter or exit
-	Entered  bool           // true on enter, false on exit
+	Segment  string         // the segment's name; "" for a trait change
+	Change   string         // enter or exit; "" for a trait change
+	Entered  bool           // true on enter, false on exit (and for a trait change)
 	At       Time           // when the change happened (event time), RFC 3339 in UTC
 	ChangeID string         // the idempotency key
-	Features map[string]any // the entity's features at the change
+	Features map[string]any // the entity's features at the change (segment changes)
+
+	// A trait change's: the trait's name, its new and previous scores
+	// rounded to the destination's decimals (float64, or nil when there
+	// is none: write them with json), and its model's version.
+	Trait           string
+	Score, Previous any
+	Model           string
+	ModelVersion    string
 }
 
 // Time prints as RFC 3339 (with nanoseconds when there are any); its
@@ -45,18 +56,37 @@ type Time struct{ time.Time }
 
 func (t Time) String() string { return t.UTC().Format(time.RFC3339Nano) }
 
-// NewTemplateData is the data of change c.
-func NewTemplateData(r *segment.Record) TemplateData {
-	return TemplateData{
-		Entity: r.Entity, ID: r.EntityID, Segment: r.Segment, Change: r.Change,
+// NewTemplateData is the data of change c, a trait's scores rounded to
+// decimals.
+func NewTemplateData(c *Change, decimals int) TemplateData {
+	r := &c.Record
+	d := TemplateData{
+		Kind: c.Kind, Entity: r.Entity, ID: r.EntityID, Segment: r.Segment, Change: r.Change,
 		Entered: r.Change == segment.ChangeEnter, At: Time{r.At}, ChangeID: r.ID, Features: r.Features,
 	}
+	if d.Kind == "" {
+		d.Kind = KindSegment
+	}
+	if ts := c.Trait; ts != nil {
+		f := TraitFilter{Decimals: decimals}
+		d.Trait, d.Model, d.ModelVersion = ts.Trait, ts.Model, ts.Version
+		d.Score, d.Previous = orNil(f.Round(ts.Score)), orNil(f.Round(ts.Previous))
+	}
+	return d
+}
+
+// orNil is *v, or an untyped nil (json writes null).
+func orNil(v *float64) any {
+	if v == nil {
+		return nil
+	}
+	return *v
 }
 
 // Render is the body of change c.
-func (h *HTTP) Render(r *segment.Record) ([]byte, error) {
+func (h *HTTP) Render(c *Change) ([]byte, error) {
 	var b bytes.Buffer
-	if err := h.Template.Execute(&b, NewTemplateData(r)); err != nil {
+	if err := h.Template.Execute(&b, NewTemplateData(c, h.Decimals)); err != nil {
 		return nil, fmt.Errorf("cannot render the template: %w", err)
 	}
 	return b.Bytes(), nil
@@ -75,7 +105,7 @@ func (h *HTTP) Deliver(ctx context.Context, batch []Change) []Failure {
 }
 
 func (h *HTTP) do(ctx context.Context, c *Change) *Failure {
-	body, err := h.Render(&c.Record)
+	body, err := h.Render(c)
 	if err != nil {
 		return &Failure{Err: err}
 	}
@@ -86,7 +116,7 @@ func (h *HTTP) do(ctx context.Context, c *Change) *Failure {
 	url := h.URL
 	if h.URLTemplate != nil {
 		var b bytes.Buffer
-		if err := h.URLTemplate.Execute(&b, NewTemplateData(&c.Record)); err != nil {
+		if err := h.URLTemplate.Execute(&b, NewTemplateData(c, h.Decimals)); err != nil {
 			return &Failure{Err: fmt.Errorf("cannot render the URL: %w", err)}
 		}
 		url = b.String()

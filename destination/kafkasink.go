@@ -8,18 +8,23 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Kafka copies each change's segment record (JSON, as on the topic) to
-// Topic, on its own client (another cluster, or Pulse's): keyed by entity
-// id, so one entity's changes stay in order in one partition, with the
-// idempotency key in the header pulse-change-id. The topic must exist, or
-// the cluster create topics on first write.
+// Kafka copies each change's record (JSON, as on the topic: a
+// segment.Record, or a trait change's model.TraitScore) to Topic, on its
+// own client (another cluster, or Pulse's): keyed by entity id, so one
+// entity's changes stay in order in one partition, with the idempotency
+// key in the header pulse-change-id and the kind (segment or trait) in
+// pulse-kind. The topic must exist, or the cluster create topics on
+// first write.
 type Kafka struct {
 	Client *kgo.Client // a producer (kafka.ProducerOpts); the caller closes it
 	Topic  string
 }
 
-// ChangeIDHeader is the Kafka header carrying the idempotency key.
-const ChangeIDHeader = "pulse-change-id"
+// The Kafka headers of each copied record.
+const (
+	ChangeIDHeader  = "pulse-change-id" // the idempotency key
+	KindHeaderKafka = "pulse-kind"      // segment or trait
+)
 
 // Deliver implements Sink.
 func (k *Kafka) Deliver(ctx context.Context, batch []Change) []Failure {
@@ -28,7 +33,7 @@ func (k *Kafka) Deliver(ctx context.Context, batch []Change) []Failure {
 		c := &batch[i]
 		recs[i] = &kgo.Record{
 			Topic: k.Topic, Key: []byte(c.EntityID), Value: c.Raw,
-			Headers: []kgo.RecordHeader{{Key: ChangeIDHeader, Value: []byte(c.Key())}},
+			Headers: []kgo.RecordHeader{{Key: ChangeIDHeader, Value: []byte(c.Key())}, {Key: KindHeaderKafka, Value: []byte(kindOf(c))}},
 		}
 	}
 	index := make(map[*kgo.Record]int, len(recs))
@@ -43,6 +48,14 @@ func (k *Kafka) Deliver(ctx context.Context, batch []Change) []Failure {
 		}
 	}
 	return fails
+}
+
+// kindOf is c's kind, segment when unset.
+func kindOf(c *Change) string {
+	if c.Kind == "" {
+		return KindSegment
+	}
+	return c.Kind
 }
 
 // isKafkaError reports whether err is the broker's answer (rather than a

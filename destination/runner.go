@@ -12,6 +12,7 @@ import (
 	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/model"
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -25,8 +26,14 @@ type Route struct {
 	Name   string // the metrics' destination label and the dead letters' destination
 	Type   string // the sink's type, for dead letters
 	Target string // the endpoint or topic, for dead letters
-	Match  func(segment string) bool
-	Sink   Sink
+	// Match says which segments' changes it takes; nil: none.
+	Match func(segment string) bool
+	// MatchTrait says which traits' score changes it takes (those that
+	// pass TraitFilter too); nil: none, and the runner does not read the
+	// traits topic for it.
+	MatchTrait  func(trait string) bool
+	TraitFilter TraitFilter
+	Sink        Sink
 	// MaxRetries after the first attempt; 0 is none.
 	MaxRetries int
 	// Timeout bounds one attempt (one Deliver call).
@@ -40,6 +47,27 @@ type Route struct {
 	RequestsPerSecond, RecordsPerSecond float64
 
 	requests, records *rate.Limiter
+}
+
+// takes reports whether the route delivers c.
+func (rt *Route) takes(c *Change) bool {
+	if c.Kind == KindTrait {
+		return rt.MatchTrait != nil && rt.MatchTrait(c.Trait.Trait) && rt.TraitFilter.Passes(c.Trait.Previous, c.Trait.Score)
+	}
+	return rt.Match != nil && rt.Match(c.Segment)
+}
+
+// kinds are the kinds of change the route takes: a route with neither
+// matcher counts as a segment route.
+func (rt *Route) kinds() []string {
+	var out []string
+	if rt.Match != nil || rt.MatchTrait == nil {
+		out = append(out, KindSegment)
+	}
+	if rt.MatchTrait != nil {
+		out = append(out, KindTrait)
+	}
+	return out
 }
 
 // Options tune a runner; zero values take the defaults (EnsureDefaults).
@@ -91,14 +119,16 @@ func (o *Options) EnsureDefaults() {
 	}
 }
 
-// Runner consumes the segments topic in its own consumer group and
-// delivers each change to the routes that take its segment, with the
-// guarantees of the package doc. Run it once.
+// Runner consumes the segments topic (and, when a route takes traits, the
+// traits topic) in its own consumer group and delivers each change to
+// the routes that take it, with the guarantees of the package doc. Run it
+// once.
 type Runner struct {
 	cfg    *config.Config
 	routes []*Route
 	opts   Options
 	log    *slog.Logger
+	topics []string // what it consumes
 
 	mu     sync.Mutex
 	paused bool
@@ -108,6 +138,7 @@ type Runner struct {
 // NewRunner builds a runner over routes.
 func NewRunner(cfg *config.Config, routes []*Route, o Options) *Runner {
 	o.EnsureDefaults()
+	kinds := map[string]bool{}
 	for _, rt := range routes {
 		rt.BatchSize = max(rt.BatchSize, 1)
 		rt.Concurrency = max(rt.Concurrency, 1)
@@ -123,17 +154,32 @@ func NewRunner(cfg *config.Config, routes []*Route, o Options) *Runner {
 		// Every series at 0 from the start, so that a dashboard shows the
 		// zeros and Prometheus's increase() counts the first dead letter
 		// (a counter first seen at 1 has grown by nothing).
-		deliveredTotal.WithLabelValues(rt.Name)
-		retriesTotal.WithLabelValues(rt.Name)
-		deliverySeconds.WithLabelValues(rt.Name)
-		deadLettersTotal.WithLabelValues(rt.Name, ReasonRejected)
-		deadLettersTotal.WithLabelValues(rt.Name, ReasonExhausted)
+		for _, k := range rt.kinds() {
+			deliveredTotal.WithLabelValues(rt.Name, k)
+			retriesTotal.WithLabelValues(rt.Name, k)
+			deliverySeconds.WithLabelValues(rt.Name, k)
+			deadLettersTotal.WithLabelValues(rt.Name, k, ReasonRejected)
+			deadLettersTotal.WithLabelValues(rt.Name, k, ReasonExhausted)
+			kinds[k] = true
+		}
+	}
+	r := &Runner{cfg: cfg, routes: routes, opts: o, log: o.Log.With("destination", o.Name)}
+	if kinds[KindSegment] || len(routes) == 0 {
+		kinds[KindSegment] = true
+		if cfg != nil {
+			r.topics = append(r.topics, cfg.Kafka.Topics.Segments)
+		}
+	}
+	if kinds[KindTrait] && cfg != nil {
+		r.topics = append(r.topics, cfg.Kafka.Topics.Traits)
 	}
 	// Undecodable records are counted under the runner's name (deadLetter).
-	deadLettersTotal.WithLabelValues(o.Name, ReasonUndecodable)
+	for k := range kinds {
+		deadLettersTotal.WithLabelValues(o.Name, k, ReasonUndecodable)
+	}
 	pausedGauge.WithLabelValues(o.Name).Set(0)
 	lagRecords.WithLabelValues(o.Name)
-	return &Runner{cfg: cfg, routes: routes, opts: o, log: o.Log.With("destination", o.Name)}
+	return r
 }
 
 // Name is the runner's name (Options.Name).
@@ -196,7 +242,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	opts := append(kafka.ProducerOpts(),
 		kgo.ConsumerGroup(r.opts.Group),
-		kgo.ConsumeTopics(r.cfg.Kafka.Topics.Segments),
+		kgo.ConsumeTopics(r.topics...),
 		kgo.ConsumeResetOffset(reset),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		// Offsets are committed after delivery. A partition revoked while
@@ -220,7 +266,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	lagDone.Go(func() { r.measureLag(lctx, cl) })
 	defer lagDone.Wait()
 	defer stopLag()
-	r.log.Info("destination delivering", "group", r.opts.Group, "routes", len(r.routes), "dead_letter_topic", r.opts.DeadTopic)
+	r.log.Info("destination delivering", "group", r.opts.Group, "topics", r.topics, "routes", len(r.routes), "dead_letter_topic", r.opts.DeadTopic)
 	for {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
@@ -260,7 +306,8 @@ func createTopic(ctx context.Context, cl *kgo.Client, k config.Kafka, topic stri
 }
 
 // measureLag sets the lag gauge every LagInterval: the records past the
-// group's committed offsets, on the partitions with a commit.
+// group's committed offsets, on the partitions with a commit, of every
+// topic it consumes.
 func (r *Runner) measureLag(ctx context.Context, cl *kgo.Client) {
 	adm := kadm.NewClient(cl)
 	gauge := lagRecords.WithLabelValues(r.opts.Name)
@@ -269,9 +316,11 @@ func (r *Runner) measureLag(ctx context.Context, cl *kgo.Client) {
 		if err == nil {
 			if l, ok := lags[r.opts.Group]; ok && l.Error() == nil {
 				var total int64
-				for _, m := range l.Lag[r.cfg.Kafka.Topics.Segments] {
-					if m.Err == nil && m.Commit.At >= 0 && m.Lag > 0 {
-						total += m.Lag
+				for _, topic := range r.topics {
+					for _, m := range l.Lag[topic] {
+						if m.Err == nil && m.Commit.At >= 0 && m.Lag > 0 {
+							total += m.Lag
+						}
 					}
 				}
 				gauge.Set(float64(total))
@@ -344,17 +393,17 @@ func (r *Runner) deliverPartition(ctx context.Context, cl *kgo.Client, recs []*k
 	group:
 		for ; j < len(recs); j++ {
 			rec := recs[j]
-			head, err := segment.DecodeRecord(rec.Value)
+			c, err := r.decode(rec)
 			if err != nil {
-				if err := r.deadLetter(ctx, cl, nil, &item{rec: rec, first: time.Now(), last: Failure{Err: err}}, ReasonUndecodable, 0); err != nil {
+				if err := r.deadLetter(ctx, cl, nil, &item{change: c, rec: rec, first: time.Now(), last: Failure{Err: err}}, ReasonUndecodable, 0); err != nil {
 					return last, err
 				}
 				continue
 			}
-			entity := head.Entity + "\x00" + head.EntityID
+			entity := c.Entity + "\x00" + c.EntityID
 			var takers []int
 			for k, rt := range r.routes {
-				if rt.Match(head.Segment) {
+				if rt.takes(&c) {
 					if entities[entity] || len(groups[k]) >= rt.BatchSize*rt.Concurrency {
 						break group
 					}
@@ -365,7 +414,7 @@ func (r *Runner) deliverPartition(ctx context.Context, cl *kgo.Client, recs []*k
 				entities[entity] = true
 			}
 			for _, k := range takers {
-				groups[k] = append(groups[k], &item{change: Change{Record: head, Raw: rec.Value}, rec: rec})
+				groups[k] = append(groups[k], &item{change: c, rec: rec})
 			}
 		}
 		var wg sync.WaitGroup
@@ -383,6 +432,23 @@ func (r *Runner) deliverPartition(ctx context.Context, cl *kgo.Client, recs []*k
 		i = j
 	}
 	return last, nil
+}
+
+// decode reads a record of the segments or the traits topic as a Change;
+// on error the Change still says its Kind.
+func (r *Runner) decode(rec *kgo.Record) (Change, error) {
+	if r.cfg != nil && rec.Topic == r.cfg.Kafka.Topics.Traits && rec.Topic != r.cfg.Kafka.Topics.Segments {
+		ts, err := model.DecodeTraitScore(rec.Value)
+		if err != nil {
+			return Change{Kind: KindTrait}, err
+		}
+		return TraitChange(&ts, rec.Value), nil
+	}
+	head, err := segment.DecodeRecord(rec.Value)
+	if err != nil {
+		return Change{Kind: KindSegment}, err
+	}
+	return SegmentChange(head, rec.Value), nil
 }
 
 // deliverRoute delivers items to one route, retrying the failed ones
@@ -426,7 +492,9 @@ func (r *Runner) deliverRoute(ctx context.Context, cl *kgo.Client, rt *Route, pe
 		if len(again) == 0 {
 			return nil
 		}
-		retriesTotal.WithLabelValues(rt.Name).Add(float64(len(again)))
+		for _, it := range again {
+			retriesTotal.WithLabelValues(rt.Name, it.change.Kind).Inc()
+		}
 		r.log.Debug("destination attempt failed; retrying", "route", rt.Name, "attempt", attempt, "changes", len(again), "err", again[0].last.Err)
 		if err := sleep(ctx, r.backoff(attempt, wait)); err != nil {
 			return err
@@ -486,9 +554,11 @@ func (r *Runner) deliverBatch(ctx context.Context, rt *Route, batch []*item) []F
 	defer cancel()
 	start := time.Now()
 	fails := rt.Sink.Deliver(actx, changes)
-	deliverySeconds.WithLabelValues(rt.Name).Observe(time.Since(start).Seconds())
+	// A batch is of one partition, so of one kind.
+	kind := changes[0].Kind
+	deliverySeconds.WithLabelValues(rt.Name, kind).Observe(time.Since(start).Seconds())
 	if n := len(batch) - countDistinct(fails, len(batch)); n > 0 {
-		deliveredTotal.WithLabelValues(rt.Name).Add(float64(n))
+		deliveredTotal.WithLabelValues(rt.Name, kind).Add(float64(n))
 	}
 	return fails
 }
@@ -508,10 +578,13 @@ func countDistinct(fails []Failure, n int) int {
 // no route could read.
 func (r *Runner) deadLetter(ctx context.Context, cl *kgo.Client, rt *Route, it *item, reason string, attempts int) error {
 	dl := DeadLetter{
-		Reason: reason, Segment: it.change.Segment, ChangeID: it.change.ID,
+		Reason: reason, Kind: it.change.Kind, Segment: it.change.Segment, ChangeID: it.change.ID,
 		Error: it.last.Err.Error(), Status: it.last.Status, Attempts: attempts,
 		First: it.first.UTC(), Dead: time.Now().UTC(),
 		Topic: it.rec.Topic, Partition: it.rec.Partition, Offset: it.rec.Offset, Record: it.rec.Value,
+	}
+	if it.change.Trait != nil {
+		dl.Trait = it.change.Trait.Trait
 	}
 	if !json.Valid(it.rec.Value) {
 		dl.Record, dl.Value = nil, it.rec.Value
@@ -534,8 +607,8 @@ func (r *Runner) deadLetter(ctx context.Context, cl *kgo.Client, rt *Route, it *
 	if err := cl.ProduceSync(pctx, &kgo.Record{Topic: r.opts.DeadTopic, Key: it.rec.Key, Value: v}).FirstErr(); err != nil {
 		return fmt.Errorf("cannot write dead letter to %s: %w", r.opts.DeadTopic, err)
 	}
-	deadLettersTotal.WithLabelValues(name, reason).Inc()
-	r.log.Warn("change dead-lettered", "route", name, "reason", reason, "segment", dl.Segment, "change_id", dl.ChangeID, "attempts", attempts, "err", dl.Error)
+	deadLettersTotal.WithLabelValues(name, dl.Kind, reason).Inc()
+	r.log.Warn("change dead-lettered", "route", name, "reason", reason, "kind", dl.Kind, "segment", dl.Segment, "trait", dl.Trait, "change_id", dl.ChangeID, "attempts", attempts, "err", dl.Error)
 	return nil
 }
 

@@ -13,10 +13,12 @@ import (
 	"github.com/pulse-rt/pulse/segment"
 )
 
-// Event names of the Segment spec's audience calls (Segment Engage's).
+// Event names of the Segment spec's audience calls (Segment Engage's),
+// and of a trait change's track (TraitTrack).
 const (
 	AudienceEntered = "Audience Entered"
 	AudienceExited  = "Audience Exited"
+	TraitChanged    = "Trait Changed"
 )
 
 // SegmentAPI sends changes in the Segment spec to any Segment-API
@@ -28,11 +30,19 @@ const (
 // as Segment's libraries send it). The track's messageId is the change's
 // idempotency key, the identify's that key + "-identify", so a receiver
 // that dedupes on messageId (Segment, Pulse) keeps one of each.
+//
+// A trait change is an identify setting the trait <trait>: <score rounded
+// to Decimals> (null when there is none), its messageId the change's
+// idempotency key; with TraitTrack, also a track "Trait Changed" with the
+// properties {trait, score, previous, model_version}, its messageId that
+// key + "-track".
 type SegmentAPI struct {
-	URL      string // the base URL; /v1/batch is appended
-	WriteKey string
-	Identify bool
-	Client   *http.Client // default NewHTTPClient()
+	URL        string // the base URL; /v1/batch is appended
+	WriteKey   string
+	Identify   bool
+	TraitTrack bool
+	Decimals   int
+	Client     *http.Client // default NewHTTPClient()
 }
 
 // segmentCall is one call of a /v1/batch body.
@@ -55,6 +65,24 @@ func (s *SegmentAPI) Deliver(ctx context.Context, batch []Change) []Failure {
 	index := make([]int, 0, len(batch)*2) // call -> change
 	for i := range batch {
 		c := &batch[i]
+		if ts := c.Trait; ts != nil {
+			f := TraitFilter{Decimals: s.Decimals}
+			score := orNil(f.Round(ts.Score))
+			calls = append(calls, segmentCall{
+				Type: "identify", UserID: c.EntityID, MessageID: c.Key(), Timestamp: c.At,
+				Traits: map[string]any{ts.Trait: score}, Context: segmentContext,
+			})
+			index = append(index, i)
+			if s.TraitTrack {
+				calls = append(calls, segmentCall{
+					Type: "track", Event: TraitChanged, UserID: c.EntityID, MessageID: c.Key() + "-track", Timestamp: c.At,
+					Properties: map[string]any{"trait": ts.Trait, "score": score, "previous": orNil(f.Round(ts.Previous)), "model_version": ts.Version},
+					Context:    segmentContext,
+				})
+				index = append(index, i)
+			}
+			continue
+		}
 		entered := c.Change == segment.ChangeEnter
 		event := AudienceExited
 		if entered {

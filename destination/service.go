@@ -8,6 +8,7 @@ import (
 
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/model"
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
@@ -61,16 +62,23 @@ func NewRoute(cfg *config.Config, d *config.Destination, client *http.Client) (*
 		client = NewHTTPClient()
 	}
 	rt := &Route{
-		Name: d.Name, Type: d.Type, Target: d.URL, Match: d.Matches,
+		Name: d.Name, Type: d.Type, Target: d.URL,
 		MaxRetries: d.Retries(), Timeout: d.Timeout.D(), BatchSize: d.BatchSize, Concurrency: d.Concurrency,
 		RequestsPerSecond: d.RateLimit.RequestsPerSecond, RecordsPerSecond: d.RateLimit.RecordsPerSecond,
+		TraitFilter: TraitFilter{Decimals: d.TraitDecimals(), Thresholds: d.Thresholds},
+	}
+	if len(d.Segments) > 0 {
+		rt.Match = d.Matches
+	}
+	if len(d.Traits) > 0 {
+		rt.MatchTrait = d.MatchesTrait
 	}
 	var closer func()
 	switch d.Type {
 	case config.DestinationWebhook:
 		rt.Sink = &Webhook{URL: d.URL, Secret: d.Secret, Headers: d.Headers, Client: client}
 	case config.DestinationSegment:
-		rt.Sink = &SegmentAPI{URL: d.URL, WriteKey: d.WriteKey, Identify: d.Identify, Client: client}
+		rt.Sink = &SegmentAPI{URL: d.URL, WriteKey: d.WriteKey, Identify: d.Identify, TraitTrack: d.TraitTrack, Decimals: d.TraitDecimals(), Client: client}
 	case config.DestinationHTTP:
 		tmpl, err := d.ParseTemplate()
 		if err != nil {
@@ -80,12 +88,23 @@ func NewRoute(cfg *config.Config, d *config.Destination, client *http.Client) (*
 		if err != nil {
 			return nil, nil, fmt.Errorf("destination %s: %w", d.Name, err)
 		}
-		h := &HTTP{URL: d.URL, URLTemplate: urlTmpl, Method: d.Method, Headers: d.Headers, Auth: d.Auth, Template: tmpl, Client: client}
+		h := &HTTP{URL: d.URL, URLTemplate: urlTmpl, Method: d.Method, Headers: d.Headers, Auth: d.Auth, Template: tmpl,
+			Decimals: d.TraitDecimals(), Client: client}
 		// A template that names a field a change lacks fails here, at
-		// start, rather than dead-lettering every change.
-		sample := segment.Record{ID: "0", Segment: "s", Entity: "user", EntityID: "1", Change: segment.ChangeEnter, At: time.Unix(0, 0)}
-		if _, err := h.Render(&sample); err != nil {
-			return nil, nil, fmt.Errorf("destination %s: %w", d.Name, err)
+		// start, rather than dead-lettering every change: a sample of
+		// each kind it takes.
+		var samples []Change
+		if rt.Match != nil {
+			samples = append(samples, SegmentChange(segment.Record{ID: "0", Segment: "s", Entity: "user", EntityID: "1", Change: segment.ChangeEnter, At: time.Unix(0, 0)}, nil))
+		}
+		if rt.MatchTrait != nil {
+			score := 0.5
+			samples = append(samples, TraitChange(&model.TraitScore{ChangeID: "0", Trait: "t", Model: "m", Version: "v", Entity: "user", ID: "1", Score: &score, At: time.Unix(0, 0)}, nil))
+		}
+		for i := range samples {
+			if _, err := h.Render(&samples[i]); err != nil {
+				return nil, nil, fmt.Errorf("destination %s: %w (rendering a %s change)", d.Name, err, samples[i].Kind)
+			}
 		}
 		rt.Sink = h
 	case config.DestinationKafka:

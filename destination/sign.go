@@ -17,8 +17,10 @@ const (
 	SignatureHeader = "X-Pulse-Signature" // sha256=<hex HMAC of "<timestamp>.<body>">
 	TimestampHeader = "X-Pulse-Timestamp" // Unix seconds when the attempt was signed
 	DeliveryHeader  = "X-Pulse-Delivery"  // the record's change_id: dedupe on it
+	KindHeader      = "X-Pulse-Kind"      // segment or trait
 	SegmentHeader   = "X-Pulse-Segment"
 	ChangeHeader    = "X-Pulse-Change"  // enter or exit
+	TraitHeader     = "X-Pulse-Trait"   // a trait change's trait
 	AttemptHeader   = "X-Pulse-Attempt" // 1 for the first try
 )
 

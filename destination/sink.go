@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/pulse-rt/pulse/model"
 	"github.com/pulse-rt/pulse/segment"
 )
 
@@ -23,16 +25,86 @@ type Sink interface {
 	Deliver(ctx context.Context, batch []Change) []Failure
 }
 
-// Change is one segment change handed to a sink.
+// Kinds of change (Change.Kind, and the kind label of the metrics).
+const (
+	KindSegment = "segment" // a segment enter or exit (segment.Record, the segments topic)
+	KindTrait   = "trait"   // a predictive trait's score change (model.TraitScore, the traits topic)
+)
+
+// Change is one change handed to a sink: a segment's enter or exit, or a
+// trait's score change.
 type Change struct {
-	segment.Record        // decoded, features included
-	Raw            []byte // the record's value as on the topic
+	// Record is the segment change, decoded, features included. For a
+	// trait change it holds the common fields only: ID (the change_id),
+	// Entity, EntityID and At.
+	segment.Record
+	// Kind is KindSegment or KindTrait.
+	Kind string
+	// Trait is the trait change (KindTrait), nil for a segment change.
+	Trait *model.TraitScore
+	Raw   []byte // the record's value as on the topic
 	// Attempt is 1 for the first try of this change, 2 for the first retry.
 	Attempt int
 }
 
-// Key is the change's idempotency key: its change_id, the same on every
-// attempt and on every replay after a crash. Receivers dedupe on it.
+// SegmentChange is the Change of segment record r, read as raw.
+func SegmentChange(r segment.Record, raw []byte) Change {
+	return Change{Record: r, Kind: KindSegment, Raw: raw}
+}
+
+// TraitChange is the Change of trait record ts, read as raw.
+func TraitChange(ts *model.TraitScore, raw []byte) Change {
+	return Change{
+		Record: segment.Record{ID: ts.ChangeID, Entity: ts.Entity, EntityID: ts.ID, At: ts.At},
+		Kind:   KindTrait, Trait: ts, Raw: raw,
+	}
+}
+
+// TraitFilter decides which of a trait's score changes a destination
+// delivers (config: decimals, thresholds). It reads the change alone
+// (its score and the previous one), so it keeps no state across records.
+type TraitFilter struct {
+	// Decimals: deliver only when the score rounded to Decimals changes.
+	Decimals int
+	// Thresholds, when set: deliver only when the rounded score crosses
+	// one (the previous and the new one on different sides; a score >= t
+	// is above t, no score is below every threshold).
+	Thresholds []float64
+}
+
+// Round is v rounded to the filter's decimals (nil stays nil).
+func (f TraitFilter) Round(v *float64) *float64 {
+	if v == nil {
+		return nil
+	}
+	p := math.Pow10(f.Decimals)
+	r := math.Round(*v*p) / p
+	if r == 0 {
+		r = 0 // not -0
+	}
+	return &r
+}
+
+// Passes reports whether a change from previous to score is delivered.
+func (f TraitFilter) Passes(previous, score *float64) bool {
+	prev, now := f.Round(previous), f.Round(score)
+	if len(f.Thresholds) > 0 {
+		for _, t := range f.Thresholds {
+			if (prev != nil && *prev >= t) != (now != nil && *now >= t) {
+				return true
+			}
+		}
+		return false
+	}
+	if prev == nil || now == nil {
+		return (prev == nil) != (now == nil)
+	}
+	return *prev != *now
+}
+
+// Key is the change's idempotency key: its change_id (a segment's or a
+// trait's), the same on every attempt and on every replay after a crash.
+// Receivers dedupe on it.
 func (c *Change) Key() string { return c.ID }
 
 // Failure is one change of a batch that was not delivered.

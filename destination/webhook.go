@@ -9,9 +9,11 @@ import (
 	"time"
 )
 
-// Webhook POSTs each change's segment record, as on the topic, signed
-// (Sign) with the secret; X-Pulse-Delivery carries the idempotency key.
-// One change per request.
+// Webhook POSTs each change's record, as on the topic (a segment.Record,
+// or a trait change's model.TraitScore), signed (Sign) with the secret;
+// X-Pulse-Delivery carries the idempotency key, X-Pulse-Kind the kind
+// (segment or trait), and X-Pulse-Segment and X-Pulse-Change, or
+// X-Pulse-Trait, what changed. One change per request.
 type Webhook struct {
 	URL     string
 	Secret  string
@@ -45,8 +47,14 @@ func (w *Webhook) post(ctx context.Context, c *Change) *Failure {
 	req.Header.Set(TimestampHeader, strconv.FormatInt(ts, 10))
 	req.Header.Set(SignatureHeader, Sign(w.Secret, ts, c.Raw))
 	req.Header.Set(DeliveryHeader, c.Key())
-	req.Header.Set(SegmentHeader, c.Segment)
-	req.Header.Set(ChangeHeader, c.Change)
+	if c.Trait != nil {
+		req.Header.Set(KindHeader, KindTrait)
+		req.Header.Set(TraitHeader, c.Trait.Trait)
+	} else {
+		req.Header.Set(KindHeader, KindSegment)
+		req.Header.Set(SegmentHeader, c.Segment)
+		req.Header.Set(ChangeHeader, c.Change)
+	}
 	req.Header.Set(AttemptHeader, strconv.Itoa(c.Attempt))
 	_, f := send(w.client(), req)
 	return f

@@ -25,8 +25,13 @@ type TraitScore struct {
 	Entity   string `json:"entity"`
 	ID       string `json:"id"`
 	// Score is null when the model gave no finite score.
-	Score *float64  `json:"score"`
-	At    time.Time `json:"at"`
+	Score *float64 `json:"score"`
+	// Previous is the score before this change: absent when there was
+	// none (the entity's first score, or a score that was not finite), and
+	// in records written before it existed. Trait destinations compare it
+	// with Score (decimals, thresholds).
+	Previous *float64  `json:"previous,omitempty"`
+	At       time.Time `json:"at"`
 }
 
 // TraitChangeID is the id of trait's change to score (NaN: none) for an
@@ -40,8 +45,10 @@ func TraitChangeID(trait, entity, id string, at time.Time, score float64) string
 
 // Encode is the record value.
 func (r *TraitScore) Encode() ([]byte, error) {
-	if r.Score != nil && (math.IsNaN(*r.Score) || math.IsInf(*r.Score, 0)) {
-		return nil, fmt.Errorf("cannot encode trait score %v: not finite", *r.Score)
+	for _, v := range []*float64{r.Score, r.Previous} {
+		if v != nil && (math.IsNaN(*v) || math.IsInf(*v, 0)) {
+			return nil, fmt.Errorf("cannot encode trait score %v: not finite", *v)
+		}
 	}
 	b, err := json.Marshal(r)
 	if err != nil {

@@ -2,6 +2,7 @@ package model
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -25,6 +26,21 @@ func TestTraitScoreRoundTrip(t *testing.T) {
 	nan := math.NaN()
 	if _, err := (&TraitScore{Trait: "x", ID: "1", Score: &nan}).Encode(); err == nil {
 		t.Fatal("NaN score encoded")
+	}
+	if _, err := (&TraitScore{Trait: "x", ID: "1", Score: &s, Previous: &nan}).Encode(); err == nil {
+		t.Fatal("NaN previous encoded")
+	}
+	prev := 0.75
+	r.Previous = &prev
+	if b, err = r.Encode(); err != nil || !strings.Contains(string(b), `"previous":0.75`) {
+		t.Fatalf("with previous: %s %v", b, err)
+	}
+	if back, err = DecodeTraitScore(b); err != nil || back.Previous == nil || *back.Previous != prev {
+		t.Fatalf("previous round trip: %+v %v", back, err)
+	}
+	r.Previous = nil
+	if b, _ = r.Encode(); strings.Contains(string(b), "previous") {
+		t.Fatalf("no previous written as %s", b)
 	}
 	if _, err := DecodeTraitScore([]byte(`{"id":"1"}`)); err == nil {
 		t.Fatal("a record without trait decoded")

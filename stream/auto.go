@@ -96,8 +96,11 @@ func (t *task) writeTraits(x *txn, e *entry, rec *autoRecord, now time.Time) err
 	}
 	at := changeTime(e, now)
 	for i := range t.p.traits {
-		s := rec.scores[i]
-		if i < len(e.autoRec.scores) && sameScore(e.autoRec.scores[i], s) {
+		s, prev := rec.scores[i], math.NaN()
+		if i < len(e.autoRec.scores) {
+			prev = e.autoRec.scores[i]
+		}
+		if i < len(e.autoRec.scores) && sameScore(prev, s) {
 			continue
 		}
 		tr := &t.p.traits[i]
@@ -105,6 +108,9 @@ func (t *task) writeTraits(x *txn, e *entry, rec *autoRecord, now time.Time) err
 			Model: tr.model, Version: tr.version, Entity: entity, ID: e.id, At: at.UTC()}
 		if !math.IsNaN(s) {
 			ts.Score = &s
+		}
+		if !math.IsNaN(prev) {
+			ts.Previous = &prev
 		}
 		b, err := ts.Encode()
 		if err != nil {

@@ -80,5 +80,8 @@ func (st *tester) describeTrait(r *kgo.Record) string {
 	if ts.Score != nil {
 		score = fmt.Sprintf("%.4g", *ts.Score)
 	}
+	if ts.Previous != nil {
+		score += fmt.Sprintf(" previous=%.4g", *ts.Previous)
+	}
 	return fmt.Sprintf("trait %s %s %s=%s model=%s at=%s", ts.Entity, ts.ID, ts.Trait, score, ts.Model, testTimeString(ts.At))
 }

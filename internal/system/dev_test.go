@@ -26,12 +26,20 @@ func freePort(t *testing.T) int { return testenv.FreePort(t) }
 // TestDevEndToEnd runs `pulse dev` on the example config (on free ports)
 // and follows an event as a user would: posted to ingest, its features
 // readable from the scorer within a second, a prediction with the demo
-// model, the segment it entered.
+// model, the segment it entered, the trait score it got.
 func TestDevEndToEnd(t *testing.T) {
-	// The example, with an http destination: pulse dev runs it in process.
+	// The example, with http destinations: pulse dev runs them in process.
 	hooks := make(chan string, 100)
+	scores := make(chan string, 100)
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
+		if r.URL.Path == "/scores" {
+			select {
+			case scores <- string(b):
+			default: // the test reads the first ones only
+			}
+			return
+		}
 		hooks <- string(b)
 	}))
 	defer receiver.Close()
@@ -46,6 +54,12 @@ destinations:
     url: %s
     template: '{"user": {{json .ID}}, "segment": {{json .Segment}}, "entered": {{.Entered}}, "revenue": {{json .Features.revenue_30d}}}'
     segments: [big_spenders]
+    start_from: beginning
+  - name: scores
+    type: http
+    url: %[1]s/scores
+    template: '{"kind": {{json .Kind}}, "user": {{json .ID}}, "trait": {{json .Trait}}, "score": {{json .Score}}, "model": {{json .Model}}}'
+    traits: [churn_risk]
     start_from: beginning
 `, receiver.URL)
 	cfg, err := config.Parse(src, "pulse.yaml")
@@ -148,7 +162,23 @@ destinations:
 	case <-time.After(30 * time.Second):
 		t.Fatal("the destination got nothing within 30s")
 	}
-	if code, b := call("GET", "http://"+destinations+"/v1/destinations", "dev-admin-key", ""); code != 200 || !strings.Contains(b, `"name":"crm"`) {
+	// The trait destination heard of 612's churn_risk score, from the
+	// stream's pulse.traits.
+	select {
+	case b := <-scores:
+		var m struct {
+			Kind, User, Trait, Model string
+			Score                    *float64
+		}
+		if err := json.Unmarshal([]byte(b), &m); err != nil || m.Kind != "trait" || m.User != "612" || m.Trait != "churn_risk" ||
+			m.Model != "churn_risk" || m.Score == nil || *m.Score < 0 || *m.Score > 1 {
+			t.Fatalf("trait destination got %s (%v)", b, err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the trait destination got nothing within 30s")
+	}
+	if code, b := call("GET", "http://"+destinations+"/v1/destinations", "dev-admin-key", ""); code != 200 || !strings.Contains(b, `"name":"crm"`) ||
+		!strings.Contains(b, `"name":"scores","type":"http","segments":null,"traits":["churn_risk"]`) {
 		t.Fatalf("destinations admin API: %d %s", code, b)
 	}
 
