@@ -34,6 +34,10 @@ import (
 // restarted behind) holds far more.
 const maxTxnRecords = 8000
 
+// maxSeenRecordBytes bounds one changelog record of seen ids (emitSeen):
+// a batch's ids are cut into as many records as it takes.
+const maxSeenRecordBytes = 512 << 10
+
 // processBatch folds one partition's fetched records into the state and
 // commits them, maxTxnRecords a transaction.
 func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) error {
@@ -352,27 +356,51 @@ func (t *task) emit(x *txn, last int64) error {
 			return err
 		}
 	}
-	if len(x.seen) > 0 {
-		sb := seenBatch{seenMs: x.now.UnixMilli(), ids: make([]string, 0, len(x.seen))}
-		for id := range x.seen {
-			sb.ids = append(sb.ids, id)
-			// The value is the batch's last offset: a duplicate later
-			// tells whether a feature activated since missed the original.
-			op := x.b.SetDeferred(len(pkSeen)+len(id), 8)
-			copy(op.Key[copy(op.Key, pkSeen):], id)
-			binary.BigEndian.PutUint64(op.Value, uint64(last))
-			op.Finish()
-			t.seen.add(id)
-		}
-		v := sb.encode()
-		x.b.Set(batchKey(last), v, nil)
-		x.recs = append(x.recs, t.stateRecord([]byte(clSeenPrefix+strconv.FormatInt(last, 10)), v))
-	}
+	t.emitSeen(x, last)
 	for anon, user := range x.links {
 		x.b.Set(key(pkAlias, anon), []byte(user), nil)
 		x.recs = append(x.recs, t.stateRecord([]byte(clAliasPrefix+anon), []byte(user)))
 	}
 	return nil
+}
+
+// emitSeen writes the batch's seen ids (x.seen), each under pkSeen with
+// the batch's last offset, and in parts of at most maxSeenRecordBytes
+// encoded, each part under its own key (seenKey, seenChangelogKey) in
+// Pebble and the changelog, so a backlog's many ids never make a record
+// over Kafka's 1 MB. A batch of one part has the key it had before parts.
+func (t *task) emitSeen(x *txn, last int64) {
+	if len(x.seen) == 0 {
+		return
+	}
+	sb := seenBatch{seenMs: x.now.UnixMilli(), ids: make([]string, 0, len(x.seen))}
+	part, size := 0, 0
+	flush := func() {
+		v := sb.encode()
+		x.b.Set(seenKey(last, part), v, nil)
+		x.recs = append(x.recs, t.stateRecord([]byte(seenChangelogKey(last, part)), v))
+		sb.ids, part, size = sb.ids[:0], part+1, 0
+	}
+	for id := range x.seen {
+		// The value is the batch's last offset: a duplicate later
+		// tells whether a feature activated since missed the original.
+		op := x.b.SetDeferred(len(pkSeen)+len(id), 8)
+		copy(op.Key[copy(op.Key, pkSeen):], id)
+		binary.BigEndian.PutUint64(op.Value, uint64(last))
+		op.Finish()
+		t.seen.add(id)
+		n := len(id) + 1 // encoded: its length (uvarint), then it
+		for l := len(id); l >= 0x80; l >>= 7 {
+			n++
+		}
+		// The part's head: the time and the count, varints.
+		if size+n > maxSeenRecordBytes-2*binary.MaxVarintLen64 && len(sb.ids) > 0 {
+			flush()
+		}
+		sb.ids = append(sb.ids, id)
+		size += n
+	}
+	flush()
 }
 
 // commitBatch commits x with the input offset after last (commit: the
