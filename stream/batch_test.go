@@ -3,6 +3,7 @@ package stream
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -268,4 +270,58 @@ func TestBacklogOfLongIDsSplitIntoTransactions(t *testing.T) {
 			t.Fatalf("entity %d (err %v): %v, want orders 1", i, err, v.Features)
 		}
 	}
+}
+
+// On a real broker, which refuses a record over 1 MB, a backlog whose
+// seen ids come to 3 MB is taken in one fetch, committed with its seen
+// ids in several records, and restored from the changelog into an empty
+// data directory: the backlog's ids sent again are all duplicates.
+func TestBacklogRealKafka(t *testing.T) {
+	e := newEnv(t, testenv.Kafka(t))
+	const n = 30_000
+	msgID := func(i int) string { return fmt.Sprintf("%0*d", event.MaxMessageIDLen, i) }
+	recs := make([]*kgo.Record, 0, n)
+	for i := range n {
+		recs = append(recs, eventRecord(t, order("a", msgID(i), t0, 1)))
+	}
+	e.produce(recs...)
+	want := func(n float64) {
+		t.Helper()
+		v, err := e.store.Get(context.Background(), entity, "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := v.Features["orders_lifetime"]; got != n {
+			t.Fatalf("orders_lifetime = %v, want %v", got, n)
+		}
+	}
+	run := func(dir string) {
+		t.Helper()
+		p := e.processor(Options{}, dir)
+		stop := e.run(p)
+		e.waitCaughtUp(60*time.Second, p)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(filepath.Join(t.TempDir(), "a"))
+	want(n)
+	parts := 0
+	for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.State) {
+		if k := string(r.Key); strings.HasPrefix(k, clSeenPrefix) && strings.Contains(k, ".") {
+			parts++
+		}
+	}
+	if parts == 0 {
+		t.Errorf("no seen ids record past a batch's first: the backlog was not one transaction")
+	}
+	// A fresh data directory restores from the changelog.
+	again := make([]*kgo.Record, 0, n+1)
+	for i := range n {
+		again = append(again, eventRecord(t, order("a", msgID(i), t0, 1)))
+	}
+	again = append(again, eventRecord(t, order("a", "new", t0, 1)))
+	e.produce(again...)
+	run(filepath.Join(t.TempDir(), "b"))
+	want(n + 1)
 }
