@@ -33,9 +33,10 @@ import (
 // touches: the changelog's __offset record lists them (the store writes a
 // crash may have missed), one record, and a Kafka record holds at most
 // 1 MB. A transaction stops taking input chunks once its ids reach it, so
-// only a fetch of very many distinct, long ids (at most event.MaxIDLen
-// bytes each) commits in more than one; a chunk adds at most applyChunk
-// of them (~66 KB), which stays under the limit.
+// only a fetch that touches very many distinct entities (~100k of 7-byte
+// ids, ~3k of event.MaxIDLen bytes) commits in more than one; a chunk adds
+// at most applyChunk ids of at most event.MaxIDLen bytes (~66 KB), which
+// stays under the 1 MB.
 const maxTxnTouchedBytes = 768 << 10
 
 // maxSeenRecordBytes bounds one changelog record of seen ids (emitSeen):
@@ -400,10 +401,7 @@ func (t *task) emitSeen(x *txn, last int64) {
 		binary.BigEndian.PutUint64(op.Value, uint64(last))
 		op.Finish()
 		t.seen.add(id)
-		n := len(id) + 1 // encoded: its length (uvarint), then it
-		for l := len(id); l >= 0x80; l >>= 7 {
-			n++
-		}
+		n := uvarintLen(len(id)) + len(id) // encoded: its length, then it
 		// The part's head: the time and the count, varints.
 		if size+n > maxSeenRecordBytes-2*binary.MaxVarintLen64 && len(sb.ids) > 0 {
 			flush()
@@ -481,7 +479,8 @@ func (t *task) prefetch(it *pendingEvent) {
 type touchedSet struct {
 	byID  map[string]*entry
 	order []*entry
-	// idBytes is the length of the ids, for maxTxnTouchedBytes.
+	// idBytes is the ids' length as the __offset record lists them
+	// (each after its length, a uvarint), for maxTxnTouchedBytes.
 	idBytes int
 }
 
@@ -499,6 +498,15 @@ func (s *touchedSet) get(t *task, id string) (*entry, error) {
 	}
 	s.byID[id] = e
 	s.order = append(s.order, e)
-	s.idBytes += len(id)
+	s.idBytes += len(id) + uvarintLen(len(id))
 	return e, nil
+}
+
+// uvarintLen is the length of n as a uvarint.
+func uvarintLen(n int) int {
+	k := 1
+	for ; n >= 0x80; n >>= 7 {
+		k++
+	}
+	return k
 }
