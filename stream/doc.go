@@ -54,7 +54,10 @@
 // Caveats: a task that regains a partition it owned long ago catches up from
 // its old changelog position, which relies on the broker keeping tombstones
 // (delete.retention.ms) at least that long; kfake does not compact, so the
-// changelog of `pulse dev` grows with the state changes.
+// changelog of `pulse dev` grows with the state changes. A build from
+// before the seen ids' parts cannot read a __seen/<offset>.<part> key: its
+// restore fails while one is within stream.allowed_lateness, so it is no
+// version to roll back to until then.
 //
 // # New features and seeds
 //
