@@ -67,9 +67,7 @@ type Pebble struct {
 	// the row cache.
 	beforeFill func()
 
-	mu   sync.Mutex // serialises Write: counts read then update
-	buf  []byte     // Write's encodings, under mu
-	ends []int      // where each update's encoding ends in buf, under mu
+	mu sync.Mutex // serialises Write: counts read then update
 	// unsynced holds, under mu, every key written since the write-ahead
 	// log was last synced (nil: deleted), to write again into the
 	// reopened database if a disk fault loses the WAL's tail: writes are
@@ -307,6 +305,15 @@ func (p *Pebble) Write(ctx context.Context, batch []Update) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	// The vectors are encoded before the lock, so writers (a stream
+	// task each) encode in parallel and hold it only to write.
+	enc := encodings.Get().(*encoded)
+	defer encodings.Put(enc)
+	enc.buf, enc.ends = enc.buf[:0], enc.ends[:0]
+	for i := range batch {
+		enc.buf = Encode(batch[i].Vector, enc.buf)
+		enc.ends = append(enc.ends, len(enc.buf))
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed.Load() {
@@ -354,15 +361,11 @@ func (p *Pebble) Write(ctx context.Context, batch []Update) error {
 		deltas[string(countKey(nil, e, seg))] += d
 		return nil
 	}
-	p.buf, p.ends = p.buf[:0], p.ends[:0]
 	for i := range batch {
 		u := &batch[i]
 		e, id := u.Vector.Entity, u.Vector.ID
-		at := len(p.buf)
-		p.buf = Encode(u.Vector, p.buf)
-		p.ends = append(p.ends, len(p.buf))
 		key = vectorKey(key[:0], e, id)
-		if err := b.Set(key, p.buf[at:], nil); err != nil {
+		if err := b.Set(key, enc.value(i), nil); err != nil {
 			return fmt.Errorf("cannot write %s %q: %w", e, id, err)
 		}
 		for _, seg := range u.Enter {
@@ -403,15 +406,31 @@ func (p *Pebble) Write(ctx context.Context, batch []Update) error {
 	}
 	p.keepUnsynced(b)
 	if p.rows != nil {
-		at := 0
 		for i := range batch {
 			key = vectorKey(key[:0], batch[i].Vector.Entity, batch[i].Vector.ID)
-			p.rows.set(key, p.buf[at:p.ends[i]])
-			at = p.ends[i]
+			p.rows.set(key, enc.value(i))
 		}
 	}
 	return nil
 }
+
+// encoded is a Write's vectors, encoded one after the other in buf, each
+// ending where ends says. Pebble's batch and the row cache copy them.
+type encoded struct {
+	buf  []byte
+	ends []int
+}
+
+func (e *encoded) value(i int) []byte {
+	at := 0
+	if i > 0 {
+		at = e.ends[i-1]
+	}
+	return e.buf[at:e.ends[i]]
+}
+
+// encodings are the buffers of Writes in progress, reused.
+var encodings = sync.Pool{New: func() any { return new(encoded) }}
 
 // keepUnsynced, under mu, adds the committed b to unsynced, and syncs the
 // WAL (emptying unsynced) when the last sync is syncEvery old. A sync

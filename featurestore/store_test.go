@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -563,5 +564,54 @@ func TestOpen(t *testing.T) {
 	cfg.Store.Backend = "memcached"
 	if _, err := Open(cfg); err == nil {
 		t.Fatal("unknown backend accepted")
+	}
+}
+
+// Writers encode their vectors in parallel, outside the store's lock:
+// each one's values land under its own keys, in Pebble and in the row
+// cache, however the writes interleave.
+func TestPebbleConcurrentWrites(t *testing.T) {
+	ctx := context.Background()
+	p, err := OpenPebble(t.TempDir(), PebbleOptions{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	const writers, rounds, size = 4, 50, 20
+	id := func(w, i int) string { return fmt.Sprintf("w%d-%d", w, i) }
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range rounds {
+				batch := make([]Update, size)
+				for i := range batch {
+					v := Vector{Entity: "user", ID: id(w, i), Features: map[string]any{"w": float64(w), "r": float64(r), "pad": strings.Repeat("x", w*100+i)}}
+					batch[i] = Update{Vector: v}
+				}
+				if err := p.Write(ctx, batch); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for w := range writers {
+		for i := range size {
+			v, err := p.Get(ctx, "user", id(w, i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.Features["w"] != float64(w) || v.Features["r"] != float64(rounds-1) || v.Features["pad"] != strings.Repeat("x", w*100+i) {
+				t.Fatalf("%s: %v", id(w, i), v.Features)
+			}
+		}
 	}
 }

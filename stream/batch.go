@@ -23,41 +23,52 @@ import (
 // emit and commit once per batch. Each stage reads what the ones before it
 // left in the txn and the chunk's pendingEvents, so one can be replaced
 // (the identity issue replaces resolve) without touching the others. The
-// first error returns: processBatch defers x.abort(), the one abort path,
-// so nothing of the batch is written and the task is reopened from its
-// state.
+// first error returns: processTxn defers x.abort(), the one abort path,
+// so nothing of the transaction is written and the task is reopened from
+// its state. A fetch is one txn however many records it holds (a backlog:
+// its seen ids go to the changelog in parts, emitSeen), unless its
+// entities are too many for one (maxTxnTouchedBytes).
 
-// maxTxnRecords bounds the input records of one transaction. The seen ids
-// of a transaction go to the changelog as one record, and a messageId is
-// at most event.MaxMessageIDLen (100) bytes: 8000 of them stay under the
-// 1 MB a Kafka record may hold. A fetch of a backlog (an import, a stream
-// restarted behind) holds far more.
-const maxTxnRecords = 8000
+// maxTxnTouchedBytes bounds the bytes of entity ids one transaction
+// touches: the changelog's __offset record lists them (the store writes a
+// crash may have missed), one record, and a Kafka record holds at most
+// 1 MB. A transaction stops taking input chunks once its ids reach it, so
+// only a fetch that touches very many distinct entities (~100k of 7-byte
+// ids, ~3k of event.MaxIDLen bytes) commits in more than one; a chunk adds
+// at most applyChunk ids of at most event.MaxIDLen bytes (~66 KB), which
+// stays under the 1 MB.
+const maxTxnTouchedBytes = 768 << 10
+
+// maxSeenRecordBytes bounds one changelog record of seen ids (emitSeen):
+// a batch's ids are cut into as many records as it takes.
+const maxSeenRecordBytes = 512 << 10
 
 // processBatch folds one partition's fetched records into the state and
-// commits them, maxTxnRecords a transaction.
+// commits them: in one transaction, unless the entities they touch are
+// too many for one (maxTxnTouchedBytes).
 func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) error {
-	for len(recs) > maxTxnRecords {
-		if err := t.processTxn(ctx, recs[:maxTxnRecords], hwm); err != nil {
+	for len(recs) > 0 {
+		var err error
+		if recs, err = t.processTxn(ctx, recs, hwm); err != nil {
 			return err
 		}
-		recs = recs[maxTxnRecords:]
 	}
-	return t.processTxn(ctx, recs, hwm)
+	return nil
 }
 
 // processTxn folds records into the state and commits them in one
-// transaction.
-func (t *task) processTxn(ctx context.Context, recs []*kgo.Record, hwm int64) error {
+// transaction, all of them or a first part: it returns the records left
+// for the next one.
+func (t *task) processTxn(ctx context.Context, recs []*kgo.Record, hwm int64) (rest []*kgo.Record, err error) {
 	start := time.Now()
 	t.work.Lock()
 	defer t.work.Unlock()
 	if err := t.fault.Err(); err != nil {
-		return err // a flush or compaction met it: the task is reopened
+		return nil, err // a flush or compaction met it: the task is reopened
 	}
-	recs, err := t.checkOffsets(ctx, recs, hwm)
+	recs, err = t.checkOffsets(ctx, recs, hwm)
 	if err != nil || len(recs) == 0 {
-		return err
+		return nil, err
 	}
 	x := t.newTxn()
 	defer x.abort()
@@ -68,7 +79,8 @@ func (t *task) processTxn(ctx context.Context, recs []*kgo.Record, hwm int64) er
 		t.evs = new([applyChunk]event.Event)
 	}
 	for from := 0; from < len(recs); from += applyChunk {
-		items := t.decode(recs[from:min(from+applyChunk, len(recs))])
+		to := min(from+applyChunk, len(recs))
+		items := t.decode(recs[from:to])
 		items, err := t.dedupe(x, items)
 		if err == nil {
 			err = t.resolve(x, items)
@@ -79,14 +91,18 @@ func (t *task) processTxn(ctx context.Context, recs []*kgo.Record, hwm int64) er
 		clear(t.items) // keep no entry alive until the next batch
 		t.items = t.items[:0]
 		if err != nil {
-			return err
+			return nil, err
+		}
+		if x.touched.idBytes >= maxTxnTouchedBytes && to < len(recs) {
+			recs, rest = recs[:to], recs[to:]
+			break
 		}
 	}
 	last := recs[len(recs)-1].Offset
 	if err := t.emit(x, last); err != nil {
-		return err
+		return nil, err
 	}
-	return t.commitBatch(ctx, x, last, hwm, start, len(recs))
+	return rest, t.commitBatch(ctx, x, last, hwm, start, len(recs))
 }
 
 // checkOffsets is the offsets stage: it detects a reset input log
@@ -352,27 +368,48 @@ func (t *task) emit(x *txn, last int64) error {
 			return err
 		}
 	}
-	if len(x.seen) > 0 {
-		sb := seenBatch{seenMs: x.now.UnixMilli(), ids: make([]string, 0, len(x.seen))}
-		for id := range x.seen {
-			sb.ids = append(sb.ids, id)
-			// The value is the batch's last offset: a duplicate later
-			// tells whether a feature activated since missed the original.
-			op := x.b.SetDeferred(len(pkSeen)+len(id), 8)
-			copy(op.Key[copy(op.Key, pkSeen):], id)
-			binary.BigEndian.PutUint64(op.Value, uint64(last))
-			op.Finish()
-			t.seen.add(id)
-		}
-		v := sb.encode()
-		x.b.Set(batchKey(last), v, nil)
-		x.recs = append(x.recs, t.stateRecord([]byte(clSeenPrefix+strconv.FormatInt(last, 10)), v))
-	}
+	t.emitSeen(x, last)
 	for anon, user := range x.links {
 		x.b.Set(key(pkAlias, anon), []byte(user), nil)
 		x.recs = append(x.recs, t.stateRecord([]byte(clAliasPrefix+anon), []byte(user)))
 	}
 	return nil
+}
+
+// emitSeen writes the batch's seen ids (x.seen), each under pkSeen with
+// the batch's last offset, and in parts of at most maxSeenRecordBytes
+// encoded, each part under its own key (seenKey, seenChangelogKey) in
+// Pebble and the changelog, so a backlog's many ids never make a record
+// over Kafka's 1 MB. A batch of one part has the key it had before parts.
+func (t *task) emitSeen(x *txn, last int64) {
+	if len(x.seen) == 0 {
+		return
+	}
+	sb := seenBatch{seenMs: x.now.UnixMilli(), ids: make([]string, 0, len(x.seen))}
+	part, size := 0, 0
+	flush := func() {
+		v := sb.encode()
+		x.b.Set(seenKey(last, part), v, nil)
+		x.recs = append(x.recs, t.stateRecord([]byte(seenChangelogKey(last, part)), v))
+		sb.ids, part, size = sb.ids[:0], part+1, 0
+	}
+	for id := range x.seen {
+		// The value is the batch's last offset: a duplicate later
+		// tells whether a feature activated since missed the original.
+		op := x.b.SetDeferred(len(pkSeen)+len(id), 8)
+		copy(op.Key[copy(op.Key, pkSeen):], id)
+		binary.BigEndian.PutUint64(op.Value, uint64(last))
+		op.Finish()
+		t.seen.add(id)
+		n := uvarintLen(len(id)) + len(id) // encoded: its length, then it
+		// The part's head: the time and the count, varints.
+		if size+n > maxSeenRecordBytes-2*binary.MaxVarintLen64 && len(sb.ids) > 0 {
+			flush()
+		}
+		sb.ids = append(sb.ids, id)
+		size += n
+	}
+	flush()
 }
 
 // commitBatch commits x with the input offset after last (commit: the
@@ -442,6 +479,9 @@ func (t *task) prefetch(it *pendingEvent) {
 type touchedSet struct {
 	byID  map[string]*entry
 	order []*entry
+	// idBytes is the ids' length as the __offset record lists them
+	// (each after its length, a uvarint), for maxTxnTouchedBytes.
+	idBytes int
 }
 
 // get returns id's entry, loading it the first time.
@@ -458,5 +498,15 @@ func (s *touchedSet) get(t *task, id string) (*entry, error) {
 	}
 	s.byID[id] = e
 	s.order = append(s.order, e)
+	s.idBytes += len(id) + uvarintLen(len(id))
 	return e, nil
+}
+
+// uvarintLen is the length of n as a uvarint.
+func uvarintLen(n int) int {
+	k := 1
+	for ; n >= 0x80; n >>= 7 {
+		k++
+	}
+	return k
 }

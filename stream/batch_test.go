@@ -3,13 +3,17 @@ package stream
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/cockroachdb/pebble"
 	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -54,46 +58,270 @@ func TestDeadLetterCarriesReasonAndPosition(t *testing.T) {
 		`error="event too late" event="not json" messageId="m1" offset=7 partition=3 reason="late" receivedAt="2025-06-01T12:00:00Z" source="stream" topic="pulse.events"`)
 }
 
-// A fetched backlog larger than maxTxnRecords (an import, a stream
-// restarted far behind) commits in several transactions, each one's seen
-// ids a changelog record under Kafka's 1 MB; a duplicate of an id that an
-// earlier transaction of the same fetch saw is still dropped.
-func TestBacklogSplitIntoTransactions(t *testing.T) {
+// backlogRecords is n order events of the given entity and message ids,
+// at input offsets from..from+n-1.
+func backlogRecords(t *testing.T, st *tester, from, n int, user, msgID func(i int) string) []*kgo.Record {
+	t.Helper()
+	recs := make([]*kgo.Record, 0, n)
+	for i := range n {
+		ev := event.Event{Type: event.Track, Event: "Order Completed", UserID: user(i), MessageID: msgID(i), Timestamp: t0}
+		v, err := ev.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, &kgo.Record{Topic: st.p.cfg.Kafka.Topics.Events, Offset: int64(from + i), Key: []byte(user(i)), Value: v})
+	}
+	return recs
+}
+
+// checkRecordSizes fails on a committed record over Kafka's 1 MB and
+// returns the seen ids' changelog records of each transaction.
+func checkRecordSizes(t *testing.T, st *tester) (seen [][]*kgo.Record) {
+	t.Helper()
+	for i, txn := range st.out.committed {
+		var s []*kgo.Record
+		for _, r := range txn {
+			if len(r.Key)+len(r.Value) > 1_000_000 {
+				t.Errorf("transaction %d: record %s of %d bytes, over Kafka's 1 MB", i, r.Key, len(r.Value))
+			}
+			if strings.HasPrefix(string(r.Key), clSeenPrefix) {
+				s = append(s, r)
+			}
+		}
+		seen = append(seen, s)
+	}
+	return seen
+}
+
+// localSeen is the task's seen ids and seen batches in Pebble, key to
+// value.
+func localSeen(t *testing.T, tk *task) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, pre := range [][]byte{pkSeen, pkBatch} {
+		it, err := tk.db.NewIter(&pebble.IterOptions{LowerBound: pre, UpperBound: prefixEnd(pre)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for it.First(); it.Valid(); it.Next() {
+			out[string(it.Key())] = string(it.Value())
+		}
+		if err := it.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// A fetched backlog (an import, a stream restarted far behind) commits in
+// one transaction however many records it holds; its seen ids go to the
+// changelog in several records, each under Kafka's 1 MB, and a restore
+// from the changelog alone rebuilds exactly the same seen ids, so every
+// one of them is still a duplicate afterwards.
+func TestBacklogSeenIDsSplitIntoRecords(t *testing.T) {
 	st := &tester{t: t}
 	defer st.close()
 	if err := st.start("features:\n  - {name: orders, agg: count, event: Order Completed}\n"); err != nil {
 		t.Fatal(err)
 	}
-	const n = 2*maxTxnRecords + 500
-	var recs []*kgo.Record
-	for i := 0; i < n+10; i++ {
-		id := i
-		if i >= n {
-			id = i - n // ten duplicates of the first transaction's ids
-		}
-		ev := event.Event{Type: event.Track, Event: "Order Completed", UserID: "u1",
-			MessageID: fmt.Sprintf("%0*d", event.MaxMessageIDLen, id), Timestamp: t0}
-		v, err := ev.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		recs = append(recs, &kgo.Record{Topic: st.p.cfg.Kafka.Topics.Events, Offset: int64(i), Key: []byte("u1"), Value: v})
-	}
+	const n = 20_000 // 2 MB of messageIds
+	msgID := func(i int) string { return fmt.Sprintf("%0*d", event.MaxMessageIDLen, i%n) }
+	user := func(i int) string { return fmt.Sprintf("u%d", i%50) }
+	// Ten duplicates of the backlog's first ids at its end.
+	recs := backlogRecords(t, st, 0, n+10, user, msgID)
+	before := eventCounters()
 	if err := st.task.processBatch(context.Background(), recs, int64(len(recs))); err != nil {
 		t.Fatal(err)
 	}
-	if len(st.out.committed) != 3 {
-		t.Fatalf("%d transactions, want 3 of at most %d records", len(st.out.committed), maxTxnRecords)
+	if d := eventCounters()["duplicate"] - before["duplicate"]; d != 10 {
+		t.Errorf("%v duplicates, want 10", d)
 	}
-	for i, txn := range st.out.committed {
+	seen := checkRecordSizes(t, st)
+	if len(seen) != 1 {
+		t.Fatalf("%d transactions, want 1", len(seen))
+	}
+	if len(seen[0]) < 4 {
+		t.Fatalf("%d seen ids records, want at least 4 for 2 MB of ids", len(seen[0]))
+	}
+	ids := map[string]bool{}
+	for _, r := range seen[0] {
+		sb, err := decodeSeenBatch(r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range sb.ids {
+			if ids[id] {
+				t.Errorf("%s in two seen records", id)
+			}
+			ids[id] = true
+		}
+	}
+	if len(ids) != n {
+		t.Errorf("%d ids in the seen records, want %d", len(ids), n)
+	}
+	var sum float64
+	for u := range 50 {
+		v, err := st.store.Get(context.Background(), entity, user(u))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += v.Features["orders"].(float64)
+	}
+	if sum != n {
+		t.Fatalf("%v orders, want %d (the duplicates dropped)", sum, n)
+	}
+
+	// The local state lost: restore it from the changelog alone.
+	want := localSeen(t, st.task)
+	if err := st.task.clearLocal(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.task.db.Set(pkMeta, st.task.meta.encode(), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := st.reopen(&b); err != nil {
+		t.Fatal(err)
+	}
+	got := localSeen(t, st.task)
+	if len(got) != len(want) {
+		t.Errorf("restored %d seen keys, want %d", len(got), len(want))
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("seen key %q not restored as it was", k)
+			break
+		}
+	}
+	st.out.committed = nil
+	before = eventCounters()
+	again := backlogRecords(t, st, len(recs), n, user, msgID)
+	if err := st.task.processBatch(context.Background(), again, int64(len(recs)+n)); err != nil {
+		t.Fatal(err)
+	}
+	if d := eventCounters()["duplicate"] - before["duplicate"]; d != n {
+		t.Errorf("after the restore %v of %d sent again were duplicates", d, n)
+	}
+
+	// Past the allowed lateness every part is purged, in Pebble and by a
+	// tombstone in the changelog, so a restore brings none back.
+	st.clock.set(t0.Add(8 * 24 * time.Hour))
+	if _, err := st.task.fire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tombstones := 0
+	for _, txn := range st.out.committed {
 		for _, r := range txn {
-			if len(r.Key)+len(r.Value) > 1_000_000 {
-				t.Errorf("transaction %d: record %s of %d bytes, over Kafka's 1 MB", i, r.Key, len(r.Value))
+			if strings.HasPrefix(string(r.Key), clSeenPrefix) && r.Value == nil {
+				tombstones++
 			}
 		}
 	}
-	v, err := st.store.Get(context.Background(), entity, "u1")
-	if err != nil || v.Features["orders"] != float64(n) {
-		t.Fatalf("u1 (err %v): %v, want orders %d (the duplicates dropped)", err, v.Features, n)
+	if tombstones != len(seen[0]) {
+		t.Errorf("%d seen records purged, want %d", tombstones, len(seen[0]))
 	}
+	if got := localSeen(t, st.task); len(got) != 0 {
+		t.Errorf("%d seen keys left after the purge", len(got))
+	}
+	if err := st.task.clearLocal(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.task.db.Set(pkMeta, st.task.meta.encode(), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.reopen(&b); err != nil {
+		t.Fatal(err)
+	}
+	if got := localSeen(t, st.task); len(got) != 0 {
+		t.Errorf("a restore after the purge brought back %d seen keys", len(got))
+	}
+}
+
+// A backlog of very many long entity ids commits in more than one
+// transaction, so the changelog record that lists a transaction's
+// entities stays under Kafka's 1 MB; a duplicate in a later transaction
+// of an id an earlier one saw is still dropped.
+func TestBacklogOfLongIDsSplitIntoTransactions(t *testing.T) {
+	st := &tester{t: t}
+	defer st.close()
+	if err := st.start("features:\n  - {name: orders, agg: count, event: Order Completed}\n"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 5000 // 1.3 MB of entity ids
+	user := func(i int) string { return fmt.Sprintf("%0*d", event.MaxIDLen, i%n) }
+	msgID := func(i int) string { return fmt.Sprintf("m%d", i%n) }
+	recs := backlogRecords(t, st, 0, n+10, user, msgID)
+	before := eventCounters()
+	if err := st.task.processBatch(context.Background(), recs, int64(len(recs))); err != nil {
+		t.Fatal(err)
+	}
+	if d := eventCounters()["duplicate"] - before["duplicate"]; d != 10 {
+		t.Errorf("%v duplicates, want 10", d)
+	}
+	if seen := checkRecordSizes(t, st); len(seen) < 2 {
+		t.Fatalf("%d transactions, want at least 2", len(seen))
+	}
+	if st.task.meta.next != int64(len(recs)) {
+		t.Errorf("next offset %d, want %d", st.task.meta.next, len(recs))
+	}
+	for i := range n {
+		v, err := st.store.Get(context.Background(), entity, user(i))
+		if err != nil || v.Features["orders"] != float64(1) {
+			t.Fatalf("entity %d (err %v): %v, want orders 1", i, err, v.Features)
+		}
+	}
+}
+
+// On a real broker, which refuses a record over 1 MB, a backlog whose
+// seen ids come to 3 MB is taken in one fetch, committed with its seen
+// ids in several records, and restored from the changelog into an empty
+// data directory: the backlog's ids sent again are all duplicates.
+func TestBacklogRealKafka(t *testing.T) {
+	e := newEnv(t, testenv.Kafka(t))
+	const n = 30_000
+	msgID := func(i int) string { return fmt.Sprintf("%0*d", event.MaxMessageIDLen, i) }
+	recs := make([]*kgo.Record, 0, n)
+	for i := range n {
+		recs = append(recs, eventRecord(t, order("a", msgID(i), t0, 1)))
+	}
+	e.produce(recs...)
+	want := func(n float64) {
+		t.Helper()
+		v, err := e.store.Get(context.Background(), entity, "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := v.Features["orders_lifetime"]; got != n {
+			t.Fatalf("orders_lifetime = %v, want %v", got, n)
+		}
+	}
+	run := func(dir string) {
+		t.Helper()
+		p := e.processor(Options{}, dir)
+		stop := e.run(p)
+		e.waitCaughtUp(60*time.Second, p)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(filepath.Join(t.TempDir(), "a"))
+	want(n)
+	parts := 0
+	for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.State) {
+		if k := string(r.Key); strings.HasPrefix(k, clSeenPrefix) && strings.Contains(k, ".") {
+			parts++
+		}
+	}
+	if parts == 0 {
+		t.Errorf("no seen ids record past a batch's first: the backlog was not one transaction")
+	}
+	// A fresh data directory restores from the changelog.
+	again := make([]*kgo.Record, 0, n+1)
+	for i := range n {
+		again = append(again, eventRecord(t, order("a", msgID(i), t0, 1)))
+	}
+	again = append(again, eventRecord(t, order("a", "new", t0, 1)))
+	e.produce(again...)
+	run(filepath.Join(t.TempDir(), "b"))
+	want(n + 1)
 }

@@ -202,14 +202,17 @@ func (t *task) restoreEntity(b *pebble.Batch, id string, v []byte, local bool, n
 	return nil
 }
 
-// restoreSeen writes the seen ids of the input batch ending at offset (a
-// decimal) to b, or forgets them when v is nil (purged).
-func restoreSeen(b *pebble.Batch, offset string, v []byte) error {
-	off, err := strconv.ParseInt(offset, 10, 64)
+// restoreSeen writes a part of the seen ids of an input batch to b, or
+// forgets them when v is nil (purged); rest is the changelog key after
+// clSeenPrefix (seenChangelogKey). Each part is a key of its own, written
+// and purged on its own, so a compacted changelog restores every part
+// still within the allowed lateness and none purged.
+func restoreSeen(b *pebble.Batch, rest string, v []byte) error {
+	off, part, err := parseSeenChangelogKey(rest)
 	if err != nil {
 		return err
 	}
-	bk := batchKey(off)
+	bk := seenKey(off, part)
 	if v == nil {
 		if old, closer, err := b.Get(bk); err == nil {
 			sb, err := decodeSeenBatch(old)
@@ -353,7 +356,12 @@ func (t *task) eachLocal(f func(k, v []byte) error) error {
 				}
 				v = cl
 			case string(pkBatch):
-				k = clSeenPrefix + strconv.FormatInt(int64(beUint64(rest)), 10)
+				off, part, ok := splitSeenKey(rest)
+				if !ok {
+					it.Close()
+					return errCorrupt
+				}
+				k = seenChangelogKey(off, part)
 			case string(pkActive):
 				k = clActivationPrefix + strconv.FormatUint(beUint64(rest), 16)
 			case string(pkSeeded):

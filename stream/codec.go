@@ -3,6 +3,10 @@ package stream
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
 )
 
 // Keys of the changelog (pulse.state). Entities are "e/<id>"; everything
@@ -35,7 +39,7 @@ var (
 	pkEntity = []byte("e/") // e/<id> -> due ms (8 bytes BE) + entity value
 	pkTimer  = []byte("t/") // t/<due ms BE><id> -> nothing
 	pkSeen   = []byte("d/") // d/<messageId> -> nothing
-	pkBatch  = []byte("s/") // s/<input offset BE> -> seenBatch
+	pkBatch  = []byte("s/") // s/<input offset BE>[<part BE uint32>] -> seenBatch (seenKey)
 	pkAlias  = []byte("a/") // a/<anonymousId> -> userId
 	pkActive = []byte("v/") // v/<fingerprint BE> -> activation offset (decimal)
 	pkSeeded = []byte("z/") // z/<fingerprint BE><id> -> the seed's Seen offset (varint)
@@ -89,8 +93,52 @@ func timerKey(due int64, id string) []byte {
 	return append(k, id...)
 }
 
-func batchKey(offset int64) []byte {
-	return binary.BigEndian.AppendUint64(append([]byte(nil), pkBatch...), uint64(offset))
+// seenKey is the Pebble key of part part of the seen ids of the input
+// batch ending at offset: s/<offset BE>, then <part BE uint32> for part >
+// 0, so a batch's parts sort together, in order, before the next batch.
+func seenKey(offset int64, part int) []byte {
+	k := binary.BigEndian.AppendUint64(append(make([]byte, 0, len(pkBatch)+12), pkBatch...), uint64(offset))
+	if part > 0 {
+		k = binary.BigEndian.AppendUint32(k, uint32(part))
+	}
+	return k
+}
+
+// splitSeenKey reads a seenKey without its prefix.
+func splitSeenKey(rest []byte) (offset int64, part int, ok bool) {
+	switch len(rest) {
+	case 8:
+		return int64(binary.BigEndian.Uint64(rest)), 0, true
+	case 12:
+		part = int(binary.BigEndian.Uint32(rest[8:]))
+		return int64(binary.BigEndian.Uint64(rest)), part, part > 0
+	}
+	return 0, 0, false
+}
+
+// seenChangelogKey is the changelog key of part part of the seen ids of
+// the input batch ending at offset: __seen/<offset>, then .<part> for
+// part > 0 (the key of a batch written in one part, as before parts).
+func seenChangelogKey(offset int64, part int) string {
+	k := clSeenPrefix + strconv.FormatInt(offset, 10)
+	if part > 0 {
+		k += "." + strconv.Itoa(part)
+	}
+	return k
+}
+
+// parseSeenChangelogKey reads a seenChangelogKey without its prefix.
+func parseSeenChangelogKey(rest string) (offset int64, part int, err error) {
+	o, p, dotted := strings.Cut(rest, ".")
+	if offset, err = strconv.ParseInt(o, 10, 64); err != nil || offset < 0 {
+		return 0, 0, fmt.Errorf("seen ids key %q: offset is not a number", clSeenPrefix+rest)
+	}
+	if dotted {
+		if part, err = strconv.Atoi(p); err != nil || part <= 0 || part > math.MaxUint32 {
+			return 0, 0, fmt.Errorf("seen ids key %q: part is not a positive number", clSeenPrefix+rest)
+		}
+	}
+	return offset, part, nil
 }
 
 // prefixEnd is the first key after every key starting with p.
@@ -185,8 +233,9 @@ func splitLocalValue(b []byte) (due int64, cl []byte, err error) {
 	return int64(binary.BigEndian.Uint64(b)), b[8:], nil
 }
 
-// seenBatch is the message ids one input batch saw: kept for the allowed
-// lateness so a duplicate arriving later is still recognised.
+// seenBatch is the message ids one input batch saw, or one part of them
+// (emitSeen): kept for the allowed lateness so a duplicate arriving later
+// is still recognised.
 type seenBatch struct {
 	seenMs int64
 	ids    []string

@@ -44,14 +44,20 @@
 // Duplicates are recognised by messageId within a partition (a retry of an
 // event carries its key, so it lands on the same partition) for
 // stream.allowed_lateness of processing time; the seen ids move with the
-// partition through the changelog (one record per transaction; a
-// transaction takes at most 8000 input records, so that record stays under
-// Kafka's 1 MB however large the fetch of a backlog).
+// partition through the changelog, in records of at most 512 KB each
+// (__seen/<last offset>, then __seen/<last offset>.<part> for the parts
+// after the first), so a fetch of a backlog commits in one transaction
+// without a record over Kafka's 1 MB. A fetch is cut into more than one
+// transaction only when the entity ids it touches pass 768 KB: the
+// __offset record lists them.
 //
 // Caveats: a task that regains a partition it owned long ago catches up from
 // its old changelog position, which relies on the broker keeping tombstones
 // (delete.retention.ms) at least that long; kfake does not compact, so the
-// changelog of `pulse dev` grows with the state changes.
+// changelog of `pulse dev` grows with the state changes. A build from
+// before the seen ids' parts cannot read a __seen/<offset>.<part> key: its
+// restore fails while one is within stream.allowed_lateness, so it is no
+// version to roll back to until then.
 //
 // # New features and seeds
 //

@@ -746,7 +746,8 @@ func beUint64(b []byte) uint64 {
 		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
 }
 
-// purgeSeen forgets the message ids of batches seen before horizon.
+// purgeSeen forgets the message ids of batches seen before horizon, part
+// by part (each part's changelog key gets its tombstone).
 func (t *task) purgeSeen(x *txn, horizon int64) (bool, error) {
 	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: pkBatch, UpperBound: prefixEnd(pkBatch)})
 	if err != nil {
@@ -770,9 +771,12 @@ func (t *task) purgeSeen(x *txn, horizon int64) (bool, error) {
 		for _, id := range sb.ids {
 			x.b.Delete(key(pkSeen, id), nil)
 		}
+		off, part, ok := splitSeenKey(it.Key()[len(pkBatch):])
+		if !ok {
+			return false, errCorrupt
+		}
 		x.b.Delete(append([]byte(nil), it.Key()...), nil)
-		off := int64(beUint64(it.Key()[len(pkBatch):]))
-		x.recs = append(x.recs, t.stateRecord([]byte(clSeenPrefix+strconv.FormatInt(off, 10)), nil))
+		x.recs = append(x.recs, t.stateRecord([]byte(seenChangelogKey(off, part)), nil))
 		n++
 	}
 	return n > 0, nil
