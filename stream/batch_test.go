@@ -325,3 +325,43 @@ func TestBacklogRealKafka(t *testing.T) {
 	run(filepath.Join(t.TempDir(), "b"))
 	want(n + 1)
 }
+
+// Resolved records are bounded the same way: a poll of identity moves
+// whose entity ids come to 1.3 MB commits in more than one transaction,
+// each record under Kafka's 1 MB, and every move is applied once.
+func TestResolvedOfLongIDsSplitIntoTransactions(t *testing.T) {
+	st := &tester{t: t}
+	defer st.close()
+	if err := st.start("features:\n  - {name: orders, agg: count, event: Order Completed}\n"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 5000
+	user := func(i int) string { return fmt.Sprintf("%0*d", event.MaxIDLen, i) }
+	recs := backlogRecords(t, st, 0, n, user, func(i int) string { return fmt.Sprintf("m%d", i) })
+	if err := st.task.processBatch(context.Background(), recs, int64(len(recs))); err != nil {
+		t.Fatal(err)
+	}
+	before := len(st.out.committed)
+	moves := make([]*kgo.Record, 0, n)
+	for i := range n {
+		rr := resolved{Kind: resolvedMove, From: user(i), To: "person", At: t0, Cause: fmt.Sprintf("link-%d", i)}
+		moves = append(moves, &kgo.Record{Topic: st.p.cfg.Kafka.Topics.Resolved, Offset: int64(i), Key: []byte(rr.From), Value: encodeResolved(rr)})
+	}
+	if err := st.task.applyResolved(context.Background(), moves); err != nil {
+		t.Fatal(err)
+	}
+	checkRecordSizes(t, st)
+	if txns := len(st.out.committed) - before; txns < 2 {
+		t.Fatalf("%d transactions for the moves, want at least 2", txns)
+	}
+	if st.task.meta.resolvedNext != n {
+		t.Errorf("next resolved offset %d, want %d", st.task.meta.resolvedNext, n)
+	}
+	x := st.task.newTxn()
+	defer x.abort()
+	for _, i := range []int{0, n / 2, n - 1} {
+		if to, err := st.task.target(x, user(i)); err != nil || to != "person" {
+			t.Errorf("entity %d points to %q (%v), want person", i, to, err)
+		}
+	}
+}

@@ -137,15 +137,35 @@ func (t *task) resolvedLoop() {
 }
 
 // applyResolved handles moves, transfers and forwarded events and commits
-// them with the next resolved offset, as a batch of events would be.
+// them with the next resolved offset, as a batch of events would be: in
+// one transaction, unless the entities they touch are too many for one
+// (maxTxnTouchedBytes, as for a batch of events).
 func (t *task) applyResolved(ctx context.Context, recs []*kgo.Record) error {
+	for len(recs) > 0 {
+		var err error
+		if recs, err = t.applyResolvedTxn(ctx, recs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyResolvedTxn applies resolved records in one transaction, all of
+// them or a first part: it returns the records left for the next one. A
+// record touches at most one entity, so the ids stay within a record's
+// size of the bound.
+func (t *task) applyResolvedTxn(ctx context.Context, recs []*kgo.Record) (rest []*kgo.Record, err error) {
 	t.work.Lock()
 	defer t.work.Unlock()
 	x := t.newTxn()
 	defer x.abort()
 	x.now, x.links = t.p.opts.Now(), map[string]string{}
 	next := t.meta.resolvedNext
-	for _, r := range recs {
+	for i, r := range recs {
+		if x.touched.idBytes >= maxTxnTouchedBytes {
+			rest = recs[i:]
+			break
+		}
 		if r.Offset < next {
 			continue // applied already (a fetch from before a reopen)
 		}
@@ -162,16 +182,16 @@ func (t *task) applyResolved(ctx context.Context, recs []*kgo.Record) error {
 			err = t.receive(x, r, rr, cause)
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if next == t.meta.resolvedNext {
-		return nil
+		return rest, nil
 	}
 	for _, e := range x.touched.order {
 		if e.touched {
 			if err := t.finish(x, e, x.now, false); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
@@ -180,16 +200,16 @@ func (t *task) applyResolved(ctx context.Context, recs []*kgo.Record) error {
 	t.meta.resolvedNext = next
 	t.mu.Unlock()
 	if err := t.hook("resolved-before-commit"); err != nil {
-		return err
+		return nil, err
 	}
 	if err := t.commit(ctx, x, t.meta.next); err != nil {
-		return err
+		return nil, err
 	}
 	mForwarded.Add(float64(x.counts.forwarded))
 	if t.moved != nil && t.moved.full() {
-		return t.openMoved()
+		return rest, t.openMoved()
 	}
-	return nil
+	return rest, nil
 }
 
 // move retires entity rr.From into rr.To: its state goes to rr.To's task,
