@@ -167,17 +167,26 @@ func TestStoreCacheMetrics(t *testing.T) {
 		return n
 	}
 	hits, misses := counter("pulse_scorer_store_cache_hits_total"), counter("pulse_scorer_store_cache_misses_total")
-	for range 3 {
+	// Predictions of one user until the cache answers one: each lookup is
+	// counted once, the first reads Redis, and a later one is a hit. A
+	// fill is kept only once the cache's ping confirms no write raced it,
+	// which on a loaded machine can take a few reads.
+	n, dh, dm := 0, 0, 0
+	for deadline := time.Now().Add(10 * time.Second); dh == 0 && time.Now().Before(deadline); n++ {
 		if code, body := h.do("POST", "/v1/predict", "", `{"api_key":"read-key","model":"purchase_propensity","features":[{"user":{"id":612}}]}`); code != 200 {
 			t.Fatalf("status %d: %s", code, body)
 		}
+		dh = counter("pulse_scorer_store_cache_hits_total") - hits
+		dm = counter("pulse_scorer_store_cache_misses_total") - misses
+		if n == 0 && dm != 1 {
+			t.Fatalf("the first prediction: misses +%d, hits +%d; want one miss", dm, dh)
+		}
+		if dh+dm != n+1 {
+			t.Fatalf("after %d predictions of one user: hits +%d, misses +%d; want each lookup counted once", n+1, dh, dm)
+		}
 	}
-	// Three lookups, each counted once; the first reads Redis, the others
-	// are hits (but for one whose ping came late on a loaded machine).
-	dh := counter("pulse_scorer_store_cache_hits_total") - hits
-	dm := counter("pulse_scorer_store_cache_misses_total") - misses
-	if dh+dm != 3 || dh < 1 || dm < 1 {
-		t.Errorf("over three predictions of one user: hits +%d, misses +%d; want 3 lookups, the first a miss and hits after", dh, dm)
+	if dh == 0 {
+		t.Errorf("%d predictions of one user, all misses: the near cache never answered", n)
 	}
 }
 
