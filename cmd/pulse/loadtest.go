@@ -30,6 +30,7 @@ var loadtests = map[string]func(context.Context, []string) error{
 	"identity":  loadtestIdentity,
 	"segments":  loadtestSegments,
 	"soak":      loadtestSoak,
+	"peer":      loadtestPeer,
 }
 
 func runLoadtest(ctx context.Context, args []string) error {
@@ -295,4 +296,24 @@ func loadtestSoak(ctx context.Context, args []string) error {
 		fmt.Println("flat: goroutines and open files did not grow")
 		return nil
 	})
+}
+
+// loadtestPeer is `pulse loadtest peer`: the same events through Pulse's
+// stream and through the Kafka Streams peer (loadtest/peers/kstreams), in
+// turns, on a real broker and Redis: throughput, CPU per event and
+// freshness side by side, and a check that both computed the same
+// features.
+func loadtestPeer(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("loadtest peer", flag.ExitOnError)
+	var o loadtest.PeerOptions
+	var brokers string
+	o.Flags(fl, &brokers)
+	verbose := fl.Bool("v", false, "show the peer's output")
+	fl.Parse(args)
+	o.Brokers = strings.Split(brokers, ",")
+	if *verbose {
+		o.Log = os.Stderr
+	}
+	_, err := loadtest.Peer(ctx, o, os.Stdout)
+	return err
 }
