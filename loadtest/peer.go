@@ -142,8 +142,10 @@ func (o *PeerOptions) Check() error {
 		return errors.New("events, warm: must not be negative")
 	case o.Users <= 0:
 		return errors.New("users: must be positive")
-	case o.Rate < 0 || o.Batch <= 0:
-		return errors.New("rate, batch: rate must not be negative, batch must be positive")
+	case o.Rate < 0:
+		return errors.New("rate: must not be negative")
+	case o.Batch <= 0:
+		return errors.New("batch: must be positive")
 	}
 	if _, err := os.Stat(o.Jar); err != nil {
 		return fmt.Errorf("jar: %w (build it with scripts/install-test-deps.sh)", err)
@@ -313,7 +315,7 @@ func Peer(ctx context.Context, o PeerOptions, w io.Writer) (*PeerReport, error) 
 		}
 	}
 	var err error
-	rep.Users, rep.Mismatches, err = peerCompare(ctx, o, rdb, base)
+	rep.Users, rep.Mismatches, err = peerCompare(ctx, o, rdb)
 	if err != nil {
 		return rep, err
 	}
@@ -614,7 +616,7 @@ func measureFreshness(ctx context.Context, o PeerOptions, base time.Time, cl *kg
 
 // peerCompare reads every backlog user's features from both sides' keys
 // and lists the users whose features differ.
-func peerCompare(ctx context.Context, o PeerOptions, rdb *redis.Client, base time.Time) (int, []string, error) {
+func peerCompare(ctx context.Context, o PeerOptions, rdb *redis.Client) (int, []string, error) {
 	users := map[string]bool{}
 	for i := range o.Warm + o.Events {
 		r := rand.New(rand.NewPCG(uint64(i), 11))
