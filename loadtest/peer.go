@@ -28,7 +28,6 @@ import (
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/kafka"
-	"github.com/pulse-rt/pulse/stream"
 )
 
 // PeerFeatures is the job `pulse loadtest peer` runs through Pulse's
@@ -57,7 +56,10 @@ type PeerOptions struct {
 	Java      string   // default: $JAVA_HOME/bin/java, else java
 	JVMOpts   []string // default -Xms512m -Xmx1g
 	// Events is the measured backlog, after Warm unmeasured events (JIT,
-	// group join, caches); defaults 200,000 and 50,000.
+	// group join, caches); defaults 1,000,000 and 100,000. Pulse's stream
+	// commits its group offsets after each batch, up to 100,000 records,
+	// and the backlog is timed between two samples of them: a smaller
+	// backlog is timed over a few batches only.
 	Events, Warm int
 	Users        int // distinct user ids of the backlog; default 10,000
 	Partitions   int // of each events topic; default 4
@@ -76,6 +78,14 @@ type PeerOptions struct {
 	Timeout  time.Duration // for a backlog to be processed; default 5m
 	Run      string        // names the topics, group and keys; default from the clock
 	Log      io.Writer     // the peer JVM's output; default discarded
+	// PulseCommand runs Pulse's stream as a process of its own, as the
+	// peer runs: this command (e.g. [/path/to/pulse stream]) with -config
+	// and the side's pulse.yaml appended. Without it RunPulse runs the
+	// stream in this process until ctx ends (internal/system.PeerStream;
+	// its CPU then includes the load generator's, small beside it). One
+	// of the two is needed.
+	PulseCommand []string
+	RunPulse     func(ctx context.Context, cfg *config.Config) error
 	// NoFreshness skips the freshness phase.
 	NoFreshness bool
 }
@@ -83,10 +93,10 @@ type PeerOptions struct {
 // EnsureDefaults sets each zero field that has a default to it.
 func (o *PeerOptions) EnsureDefaults() {
 	if o.Events == 0 {
-		o.Events = 200_000
+		o.Events = 1_000_000
 	}
 	if o.Warm == 0 {
-		o.Warm = 50_000
+		o.Warm = 100_000
 	}
 	if o.Users == 0 {
 		o.Users = 10_000
@@ -136,6 +146,8 @@ func (o *PeerOptions) Check() error {
 		return errors.New("brokers: required (a running Kafka cluster)")
 	case o.RedisAddr == "":
 		return errors.New("redis: required (a running redis-server)")
+	case len(o.PulseCommand) == 0 && o.RunPulse == nil:
+		return errors.New("pulse: set PulseCommand (a pulse stream command) or RunPulse (the stream in process)")
 	case o.Jar == "":
 		return errors.New("jar: required (the Kafka Streams peer, built by scripts/install-test-deps.sh)")
 	case o.Events < 0 || o.Warm < 0:
@@ -159,6 +171,15 @@ const (
 	SideKStreams = "kstreams"
 )
 
+// PeerKey is the Redis key of a user's features on a side of run.
+func PeerKey(run, side, user string) string {
+	_, _, prefix := peerNames(run, side)
+	if side == SidePulse {
+		return prefix + "v:user:" + user
+	}
+	return prefix + "user:" + user
+}
+
 // peerNames are one side's topic, consumer group (the peer's
 // application.id) and Redis key prefix in run.
 func peerNames(run, side string) (topic, group, prefix string) {
@@ -170,6 +191,11 @@ func peerNames(run, side string) (topic, group, prefix string) {
 // alone (no segments, models or identity linking: the peer does none),
 // its own topics and group, the Redis store under the side's prefix.
 func PeerConfig(o PeerOptions, dataDir string) (*config.Config, error) {
+	return config.Parse([]byte(peerConfigYAML(o, dataDir)), "loadtest peer")
+}
+
+// peerConfigYAML is PeerConfig as pulse.yaml, for `pulse stream -config`.
+func peerConfigYAML(o PeerOptions, dataDir string) string {
 	topic, group, prefix := peerNames(o.Run, SidePulse)
 	base := strings.TrimSuffix(topic, ".events")
 	var b strings.Builder
@@ -180,7 +206,7 @@ func PeerConfig(o PeerOptions, dataDir string) (*config.Config, error) {
 		fmt.Fprintf(&b, ", %s: %q", t, base+"."+t)
 	}
 	b.WriteString("}\n")
-	fmt.Fprintf(&b, "stream:\n  group: %q\nidentity:\n  enabled: false\n", group)
+	fmt.Fprintf(&b, "stream:\n  group: %q\n  listen: 127.0.0.1:0\nidentity:\n  enabled: false\n", group)
 	fmt.Fprintf(&b, "store:\n  backend: redis\nredis:\n  addr: %q\n  key_prefix: %q\n", o.RedisAddr, prefix)
 	b.WriteString("features:\n")
 	for _, f := range PeerFeatures {
@@ -196,7 +222,7 @@ func PeerConfig(o PeerOptions, dataDir string) (*config.Config, error) {
 		}
 		b.WriteString("}\n")
 	}
-	return config.Parse([]byte(b.String()), "loadtest peer")
+	return b.String()
 }
 
 func quoteAll(s []string) string {
@@ -300,8 +326,12 @@ func Peer(ctx context.Context, o PeerOptions, w io.Writer) (*PeerReport, error) 
 	redisCPU, closeCPU := RedisServerCPU(o.RedisAddr)
 	defer closeCPU()
 	base := time.Now()
-	fmt.Fprintf(w, "peer: %d+%d backlog events over %d users, %d partitions, then %.0f events/s for %s; brokers %s, redis %s; GOMAXPROCS %d, peer threads %d\n",
-		o.Warm, o.Events, o.Users, o.Partitions, o.Rate, o.Duration, strings.Join(o.Brokers, ","), o.RedisAddr, runtime.GOMAXPROCS(0), o.Threads)
+	how := "in this process"
+	if len(o.PulseCommand) > 0 {
+		how = "as `" + strings.Join(o.PulseCommand, " ") + "`"
+	}
+	fmt.Fprintf(w, "peer: %d+%d backlog events over %d users, %d partitions, then %.0f events/s for %s; brokers %s, redis %s; Pulse's stream %s, peer threads %d, %d CPUs\n",
+		o.Warm, o.Events, o.Users, o.Partitions, o.Rate, o.Duration, strings.Join(o.Brokers, ","), o.RedisAddr, how, o.Threads, runtime.NumCPU())
 	rep := &PeerReport{}
 	for _, side := range []string{SidePulse, SideKStreams} {
 		s, err := peerTurn(ctx, o, side, base, rdb, redisCPU, w)
@@ -328,7 +358,7 @@ func Peer(ctx context.Context, o PeerOptions, w io.Writer) (*PeerReport, error) 
 
 // peerTurn fills the side's topic, runs the side over it and measures.
 func peerTurn(ctx context.Context, o PeerOptions, side string, base time.Time, rdb *redis.Client, redisCPU func() (time.Duration, error), w io.Writer) (*PeerSide, error) {
-	topic, group, prefix := peerNames(o.Run, side)
+	topic, group, _ := peerNames(o.Run, side)
 	dir, err := os.MkdirTemp("", "pulse-loadtest-peer-")
 	if err != nil {
 		return nil, err
@@ -381,19 +411,26 @@ func peerTurn(ctx context.Context, o PeerOptions, side string, base time.Time, r
 	}
 	switch side {
 	case SidePulse:
-		store, err := featurestore.OpenRedis(cfg.Redis, featurestore.RedisOptions{CacheSize: -1})
-		if err != nil {
-			return nil, err
-		}
-		defer store.Close()
-		proc, err := stream.New(cfg, store, stream.Options{})
-		if err != nil {
-			return nil, err
+		if len(o.PulseCommand) > 0 {
+			path := filepath.Join(dir, "pulse.yaml")
+			if err := os.WriteFile(path, []byte(peerConfigYAML(o, dir)), 0o644); err != nil {
+				return nil, err
+			}
+			args := append(slices.Clone(o.PulseCommand), "-config", path)
+			pid, s, err := startProcess(args, o.Log, func(err error, tail string) {
+				exitEarly(fmt.Errorf("pulse stream exited (%v); its output's tail:\n%s", err, tail))
+			}, cancel)
+			if err != nil {
+				return nil, err
+			}
+			cpu = func() time.Duration { d, _ := PIDCPU(pid); return d }
+			stop = s
+			break
 		}
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			err := proc.Run(sctx)
+			err := o.RunPulse(sctx, cfg)
 			exitEarly(fmt.Errorf("the stream stopped: %v", err))
 		}()
 		stop = func() error {
@@ -402,40 +439,23 @@ func peerTurn(ctx context.Context, o PeerOptions, side string, base time.Time, r
 			return nil
 		}
 	case SideKStreams:
-		args := PeerArgs(o, filepath.Join(dir, "state"))
-		cmd := exec.Command(args[0], args[1:]...)
-		out := o.Log
-		if out == nil {
-			out = io.Discard
+		pid, s, err := startProcess(PeerArgs(o, filepath.Join(dir, "state")), o.Log, func(err error, tail string) {
+			exitEarly(fmt.Errorf("the peer exited (%v); its output's tail:\n%s", err, tail))
+		}, cancel)
+		if err != nil {
+			return nil, err
 		}
-		tailBuf := &tailWriter{max: 8000}
-		cmd.Stdout, cmd.Stderr = io.MultiWriter(out, tailBuf), io.MultiWriter(out, tailBuf)
-		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("starting the peer: %w", err)
-		}
-		exited := make(chan struct{})
-		go func() {
-			defer close(exited)
-			err := cmd.Wait()
-			exitEarly(fmt.Errorf("the peer exited (%v); its output's tail:\n%s", err, tailBuf.String()))
-		}()
-		pid := cmd.Process.Pid
 		cpu = func() time.Duration { d, _ := PIDCPU(pid); return d }
-		stop = func() error {
-			cancel() // first: the peer's exit is no longer a failure
-			cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-exited:
-			case <-time.After(30 * time.Second):
-				cmd.Process.Kill()
-				<-exited
-			}
-			return nil
-		}
+		stop = s
 	}
 	err = measureBacklog(sctx, o, cl, topic, group, int64(o.Warm), int64(total), cpu, redisCPU, res)
 	if err == nil && !o.NoFreshness && o.Duration > 0 {
-		err = measureFreshness(sctx, o, base, cl, topic, side, prefix, rdb, res)
+		err = measureFreshness(sctx, o, base, cl, topic, side, rdb, res)
+	}
+	if err == nil {
+		// Every event produced is processed before the side stops: the
+		// comparison is of the whole topic.
+		err = waitDrained(sctx, cl, topic, group, o.Timeout)
 	}
 	select {
 	case derr := <-died:
@@ -510,13 +530,44 @@ func measureBacklog(ctx context.Context, o PeerOptions, cl *kgo.Client, topic, g
 	}
 }
 
+// waitDrained waits until the group's committed offsets on topic reach
+// its end offsets.
+func waitDrained(ctx context.Context, cl *kgo.Client, topic, group string, timeout time.Duration) error {
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return err
+	}
+	var end int64
+	ends.Each(func(o kadm.ListedOffset) { end += o.Offset })
+	deadline := time.Now().Add(timeout)
+	for {
+		offs, err := adm.FetchOffsets(ctx, group)
+		if err == nil {
+			var n int64
+			offs.Each(func(r kadm.OffsetResponse) {
+				if r.Topic == topic && r.Err == nil && r.At > 0 {
+					n += r.At
+				}
+			})
+			if n >= end {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%d of %d events processed after %s", n, end, timeout)
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // measureFreshness sends the open-loop phase to topic and times each
 // probe from its produce call to its key's existence in Redis.
-func measureFreshness(ctx context.Context, o PeerOptions, base time.Time, cl *kgo.Client, topic, side, prefix string, rdb *redis.Client, res *PeerSide) error {
-	key := func(user string) string { return prefix + "user:" + user }
-	if side == SidePulse {
-		key = func(user string) string { return prefix + "v:user:" + user }
-	}
+func measureFreshness(ctx context.Context, o PeerOptions, base time.Time, cl *kgo.Client, topic, side string, rdb *redis.Client, res *PeerSide) error {
+	key := func(user string) string { return PeerKey(o.Run, side, user) }
 	type probe struct {
 		key  string
 		sent time.Time
@@ -614,8 +665,15 @@ func measureFreshness(ctx context.Context, o PeerOptions, base time.Time, cl *kg
 	return nil
 }
 
-// peerCompare reads every backlog user's features from both sides' keys
-// and lists the users whose features differ.
+// PeerCompare reads every backlog user's features of run o.Run from both
+// sides' keys and lists the users whose features differ.
+func PeerCompare(ctx context.Context, o PeerOptions) (users int, mismatches []string, err error) {
+	o.EnsureDefaults()
+	rdb := redis.NewClient(&redis.Options{Addr: o.RedisAddr, DisableIdentity: true})
+	defer rdb.Close()
+	return peerCompare(ctx, o, rdb)
+}
+
 func peerCompare(ctx context.Context, o PeerOptions, rdb *redis.Client) (int, []string, error) {
 	users := map[string]bool{}
 	for i := range o.Warm + o.Events {
@@ -629,16 +687,14 @@ func peerCompare(ctx context.Context, o PeerOptions, rdb *redis.Client) (int, []
 			}
 		}
 	})
-	_, _, pprefix := peerNames(o.Run, SidePulse)
-	_, _, kprefix := peerNames(o.Run, SideKStreams)
 	var mismatches []string
 	for chunk := range slices.Chunk(ids, 500) {
 		pipe := rdb.Pipeline()
 		pv := make([]*redis.StringCmd, len(chunk))
 		kv := make([]*redis.MapStringStringCmd, len(chunk))
 		for i, id := range chunk {
-			pv[i] = pipe.Get(ctx, pprefix+"v:user:"+id)
-			kv[i] = pipe.HGetAll(ctx, kprefix+"user:"+id)
+			pv[i] = pipe.Get(ctx, PeerKey(o.Run, SidePulse, id))
+			kv[i] = pipe.HGetAll(ctx, PeerKey(o.Run, SideKStreams, id))
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return 0, nil, fmt.Errorf("reading the features back: %w", err)
@@ -715,6 +771,39 @@ func printPeer(w io.Writer, o PeerOptions, rep *PeerReport) {
 		fmt.Fprintf(w, "freshness: %.0f events/s in batches of %d, one probe (a new user) each, produced -> its key in Redis, polled every %s\n", o.Rate, o.Batch, o.Poll)
 	}
 	fmt.Fprintf(w, "agreement: %d users compared, %d differ\n", rep.Users, len(rep.Mismatches))
+}
+
+// startProcess starts argv with its output to log (nil: discarded);
+// exited is called with the tail of that output if it ends before stop,
+// which cancels (first, so the exit it causes is no failure), sends
+// SIGTERM and waits (30 s, then SIGKILL).
+func startProcess(argv []string, log io.Writer, exited func(err error, tail string), cancel func()) (pid int, stop func() error, err error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	if log == nil {
+		log = io.Discard
+	}
+	tail := &tailWriter{max: 8000}
+	cmd.Stdout, cmd.Stderr = io.MultiWriter(log, tail), io.MultiWriter(log, tail)
+	if err := cmd.Start(); err != nil {
+		return 0, nil, fmt.Errorf("starting %s: %w", argv[0], err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		err := cmd.Wait()
+		exited(err, tail.String())
+	}()
+	return cmd.Process.Pid, func() error {
+		cancel()
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		return nil
+	}, nil
 }
 
 // tailWriter keeps the last max bytes written to it.

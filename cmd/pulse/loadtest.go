@@ -308,12 +308,26 @@ func loadtestPeer(ctx context.Context, args []string) error {
 	var o loadtest.PeerOptions
 	var brokers string
 	o.Flags(fl, &brokers)
-	verbose := fl.Bool("v", false, "show the peer's output")
+	verbose := fl.Bool("v", false, "show the output of the peer and of pulse stream")
+	inProcess := fl.Bool("in-process", false, "run Pulse's stream in this process instead of as `pulse stream` (a process of its own, as the peer is)")
 	fl.Parse(args)
 	o.Brokers = strings.Split(brokers, ",")
+	if !*inProcess {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		o.PulseCommand = []string{exe, "stream"}
+	} else {
+		o.RunPulse = system.PeerStream
+	}
 	if *verbose {
 		o.Log = os.Stderr
 	}
 	_, err := loadtest.Peer(ctx, o, os.Stdout)
+	if *inProcess {
+		loadtest.PrintStreamStats(os.Stdout)
+	}
+	loadtest.PrintLoad(os.Stdout)
 	return err
 }
