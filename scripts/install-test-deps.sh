@@ -2,7 +2,8 @@
 # Installs what the tests run against: redis-server, clickhouse-server (Debian's
 # 18.16), kcat, chromium and prometheus (with promtool, for deploy/'s alert
 # rules and the scrape of pulse dev) from apt, and the Apache Kafka broker's jars from
-# Maven Central into ${PULSE_CACHE:-$HOME/.cache/pulse}/kafka-<version>/libs.
+# Maven Central into ${PULSE_CACHE:-$HOME/.cache/pulse}/kafka-<version>/libs, and
+# builds the Kafka Streams peer of `pulse loadtest peer` (loadtest/peers/kstreams).
 # Idempotent: when everything is present it only checks, in well under a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
