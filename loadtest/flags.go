@@ -3,6 +3,7 @@ package loadtest
 import (
 	"flag"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -96,4 +97,33 @@ func (o *IdentityOptions) Flags(fl *flag.FlagSet) {
 	trafficFlags(fl, &o.Rate, &o.Batch, &o.Duration, &o.Warmup, &o.Users)
 	fl.Float64Var(&o.Merges, "merges", o.Merges, "probe merges started per second (an anonymous probe event, then its identify)")
 	fl.DurationVar(&o.Poll, "poll", o.Poll, "how often a probe asks the scorer")
+}
+
+// Flags registers the fields of `pulse loadtest peer`. -brokers and -redis
+// default to the test servers' environment (PULSE_TEST_KAFKA,
+// PULSE_TEST_REDIS: run under bin/testservers), else a local broker and
+// Redis; -jar to $PULSE_KSTREAMS_PEER_JAR, else the peer's build in this
+// checkout.
+func (o *PeerOptions) Flags(fl *flag.FlagSet, brokers *string) {
+	o.EnsureDefaults()
+	fl.StringVar(brokers, "brokers", envOr("PULSE_TEST_KAFKA", "127.0.0.1:9092"), "a running Kafka cluster's brokers (comma-separated)")
+	fl.StringVar(&o.RedisAddr, "redis", envOr("PULSE_TEST_REDIS", "127.0.0.1:6379"), "a running redis-server")
+	fl.StringVar(&o.Jar, "jar", envOr("PULSE_KSTREAMS_PEER_JAR", "loadtest/peers/kstreams/target/pulse-peer-kstreams.jar"), "the Kafka Streams peer's jar (scripts/install-test-deps.sh builds it)")
+	fl.IntVar(&o.Events, "events", o.Events, "measured backlog events, each side")
+	fl.IntVar(&o.Warm, "warm", o.Warm, "unmeasured backlog events before them")
+	fl.IntVar(&o.Users, "users", o.Users, "distinct user ids of the backlog")
+	fl.IntVar(&o.Partitions, "partitions", o.Partitions, "partitions of each side's events topic")
+	fl.IntVar(&o.Threads, "threads", o.Threads, "the peer's stream threads (default: partitions, at most GOMAXPROCS)")
+	fl.Float64Var(&o.Rate, "rate", o.Rate, "events/s of the freshness phase")
+	fl.DurationVar(&o.Duration, "duration", o.Duration, "measured length of the freshness phase")
+	fl.DurationVar(&o.Warmup, "warmup", o.Warmup, "unmeasured start of the freshness phase")
+	fl.IntVar(&o.Batch, "batch", o.Batch, "events per produce in the freshness phase (one of them the probe)")
+	fl.BoolVar(&o.NoFreshness, "no-freshness", false, "measure the backlog only")
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }

@@ -2,7 +2,8 @@
 # Installs what the tests run against: redis-server, clickhouse-server (Debian's
 # 18.16), kcat, chromium and prometheus (with promtool, for deploy/'s alert
 # rules and the scrape of pulse dev) from apt, and the Apache Kafka broker's jars from
-# Maven Central into ${PULSE_CACHE:-$HOME/.cache/pulse}/kafka-<version>/libs.
+# Maven Central into ${PULSE_CACHE:-$HOME/.cache/pulse}/kafka-<version>/libs, and
+# builds the Kafka Streams peer of `pulse loadtest peer` (loadtest/peers/kstreams).
 # Idempotent: when everything is present it only checks, in well under a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,6 +62,22 @@ else
 		sed 's/\x1b\[[0-9;]*m//g'
 	touch "$KAFKA_LIBS/.complete"
 	say "fetched $(ls "$KAFKA_LIBS"/*.jar | wc -l) jars"
+fi
+
+# The Kafka Streams peer of `pulse loadtest peer` (loadtest/peers/kstreams),
+# one shaded jar, rebuilt when a source is newer than it; offline when the
+# local Maven repository already holds its dependencies (a few seconds'
+# compile), else online. internal/testenv.KStreamsPeerJar builds it the same way.
+PEER_DIR=loadtest/peers/kstreams
+PEER_JAR=$PEER_DIR/target/pulse-peer-kstreams.jar
+if [ -f "$PEER_JAR" ] && [ -z "$(find "$PEER_DIR" -path "$PEER_DIR/target" -prune -o -type f -newer "$PEER_JAR" -print)" ]; then
+	say "Kafka Streams peer present ($PEER_JAR)"
+else
+	say "building the Kafka Streams peer ($PEER_JAR) with Maven"
+	if ! mvn -o -q -B -f "$PEER_DIR/pom.xml" package >/dev/null 2>&1; then
+		mvn -q -B -f "$PEER_DIR/pom.xml" package 2>&1 | sed 's/\x1b\[[0-9;]*m//g'
+	fi
+	[ -f "$PEER_JAR" ] || { say "the peer's build left no $PEER_JAR"; exit 1; }
 fi
 
 say "ready: $(redis-server --version | cut -d' ' -f1-3), clickhouse-server $(dpkg-query -W -f='${Version}' clickhouse-server 2>/dev/null || echo '?'), Kafka $KAFKA_VERSION"

@@ -30,6 +30,7 @@ var loadtests = map[string]func(context.Context, []string) error{
 	"identity":  loadtestIdentity,
 	"segments":  loadtestSegments,
 	"soak":      loadtestSoak,
+	"peer":      loadtestPeer,
 }
 
 func runLoadtest(ctx context.Context, args []string) error {
@@ -295,4 +296,38 @@ func loadtestSoak(ctx context.Context, args []string) error {
 		fmt.Println("flat: goroutines and open files did not grow")
 		return nil
 	})
+}
+
+// loadtestPeer is `pulse loadtest peer`: the same events through Pulse's
+// stream and through the Kafka Streams peer (loadtest/peers/kstreams), in
+// turns, on a real broker and Redis: throughput, CPU per event and
+// freshness side by side, and a check that both computed the same
+// features.
+func loadtestPeer(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("loadtest peer", flag.ExitOnError)
+	var o loadtest.PeerOptions
+	var brokers string
+	o.Flags(fl, &brokers)
+	verbose := fl.Bool("v", false, "show the output of the peer and of pulse stream")
+	inProcess := fl.Bool("in-process", false, "run Pulse's stream in this process instead of as `pulse stream` (a process of its own, as the peer is)")
+	fl.Parse(args)
+	o.Brokers = strings.Split(brokers, ",")
+	if !*inProcess {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		o.PulseCommand = []string{exe, "stream"}
+	} else {
+		o.RunPulse = system.PeerStream
+	}
+	if *verbose {
+		o.Log = os.Stderr
+	}
+	_, err := loadtest.Peer(ctx, o, os.Stdout)
+	if *inProcess {
+		loadtest.PrintStreamStats(os.Stdout)
+	}
+	loadtest.PrintLoad(os.Stdout)
+	return err
 }

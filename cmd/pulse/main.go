@@ -44,6 +44,8 @@ Usage:
   pulse loadtest segments [flags] time from an event (or a window's expiry) to the segment change on SSE
   pulse loadtest soak [flags]     steady mixed load (ingest, predict, SSE clients coming and going) for
                                   -duration, with goroutines, live heap and open files sampled: flat or not
+  pulse loadtest peer [flags]     the same events through Pulse's stream and a Kafka Streams peer on a real
+                                  Kafka and Redis: events/s, CPU per event, freshness, features compared
 
 Run 'pulse COMMAND -h' for a command's flags.
 `

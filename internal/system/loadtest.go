@@ -16,6 +16,7 @@ import (
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/loadtest"
 	"github.com/pulse-rt/pulse/scorer"
+	"github.com/pulse-rt/pulse/stream"
 )
 
 // quiet is the services' logger while a load test prints its figures.
@@ -211,4 +212,20 @@ func (s *System) endToEnd() (*loadtest.WriteWatch, error) {
 		return nil, err
 	}
 	return watch, s.WaitReady(time.Minute)
+}
+
+// PeerStream runs Pulse's stream on cfg, writing to the store cfg names,
+// until ctx ends: the Pulse side of `pulse loadtest peer -in-process`
+// (loadtest.PeerOptions.RunPulse).
+func PeerStream(ctx context.Context, cfg *config.Config) error {
+	store, err := featurestore.OpenWriter(cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	proc, err := stream.New(cfg, store, stream.Options{Log: quiet})
+	if err != nil {
+		return err
+	}
+	return proc.Run(ctx)
 }

@@ -16,6 +16,9 @@
 // a black hole, latency, connections reset. PULSE_TEST_KAFKA_GC replaces
 // the broker's collector flags (benchmarks compare G1 and ZGC with it).
 //
+// KStreamsPeerJar finds, or builds with Maven, the jar of the Kafka Streams
+// peer that `pulse loadtest peer` compares Pulse with (loadtest/peers/kstreams).
+//
 // A missing server binary fails the test with a hint to run `make test-deps`;
 // nothing is ever skipped.
 package testenv

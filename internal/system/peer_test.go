@@ -1,0 +1,65 @@
+package system
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pulse-rt/pulse/internal/testenv"
+	"github.com/pulse-rt/pulse/loadtest"
+)
+
+// A small load through Pulse's stream and through the Kafka Streams peer
+// on a real broker and Redis: every user's features are equal on both
+// sides, both sides were timed and their probes seen; and a changed peer
+// value is caught.
+func TestPeerAgrees(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	addr := testenv.Redis(t)
+	jar, err := testenv.KStreamsPeerJar()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out, peerLog bytes.Buffer
+	o := loadtest.PeerOptions{Brokers: brokers, RedisAddr: addr, Jar: jar, Events: 3000, Warm: 1000, Users: 300, Partitions: 2,
+		Rate: 1000, Batch: 50, Duration: 2 * time.Second, Warmup: 500 * time.Millisecond, Log: &peerLog, RunPulse: PeerStream,
+		Run: fmt.Sprintf("t%d", time.Now().UnixNano())}
+	rep, err := loadtest.Peer(ctx, o, &out)
+	t.Logf("output:\n%s", out.String())
+	if err != nil {
+		t.Fatalf("%v\npeer log:\n%s", err, peerLog.String())
+	}
+	if rep.Users < 250 || len(rep.Mismatches) != 0 {
+		t.Fatalf("%d users compared, %d differ", rep.Users, len(rep.Mismatches))
+	}
+	for _, s := range []*loadtest.PeerSide{rep.Pulse, rep.KStreams} {
+		if s.Events == 0 || s.CPU <= 0 || s.Wall <= 0 {
+			t.Errorf("%s: %d events in %s, CPU %s: not measured", s.Name, s.Events, s.Wall, s.CPU)
+		}
+		if s.Probes == 0 || s.Missing != 0 || s.Freshness.TotalCount() != s.Probes {
+			t.Errorf("%s: %d probes seen, %d missing", s.Name, s.Probes, s.Missing)
+		}
+	}
+
+	// The comparison is not vacuous: one peer value changed is one user
+	// that differs, named with the feature.
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	if err := rdb.HSet(ctx, loadtest.PeerKey(o.Run, loadtest.SideKStreams, "u7"), "revenue_30d", "123456.5").Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, mismatches, err := loadtest.PeerCompare(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mismatches) != 1 || !strings.Contains(mismatches[0], "user u7: revenue_30d") {
+		t.Errorf("after changing u7's revenue_30d at the peer: %q", mismatches)
+	}
+}
