@@ -1,8 +1,10 @@
 package stream
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
+	"runtime/pprof"
 	"testing"
 	"time"
 
@@ -112,7 +114,10 @@ func benchArm(b *testing.B, e *env, cfg *config.Config, n, run int) (float64, fl
 	if err != nil {
 		b.Fatal(err)
 	}
-	stop := e.run(p)
+	// A label per run, so a profile tells the arms apart
+	// (-cpuprofile, then pprof -tagfocus run=2).
+	var stop func() error
+	pprof.Do(context.Background(), pprof.Labels("run", fmt.Sprint(run)), func(context.Context) { stop = e.run(p) })
 	for p.Ready() != nil {
 		time.Sleep(time.Millisecond)
 	}
