@@ -5,14 +5,17 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime"
 	"runtime/pprof"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // StartCPUProfile writes a CPU profile of this process to file until stop
-// is called (every load test's -cpuprofile); with an empty file it does
-// nothing.
+// is called (every load test's -cpuprofile), and beside it, in
+// file+".mutex", where goroutines waited for locks held by others
+// (pprof's mutex profile, one contention event in 10 sampled); with an
+// empty file it does nothing.
 func StartCPUProfile(file string) (stop func(), err error) {
 	if file == "" {
 		return func() {}, nil
@@ -25,7 +28,16 @@ func StartCPUProfile(file string) (stop func(), err error) {
 		f.Close()
 		return nil, err
 	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+	prev := runtime.SetMutexProfileFraction(10)
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		if m, err := os.Create(file + ".mutex"); err == nil {
+			pprof.Lookup("mutex").WriteTo(m, 0)
+			m.Close()
+		}
+		runtime.SetMutexProfileFraction(prev)
+	}, nil
 }
 
 // PrintStreamStats prints the in-process stream's own timings of the run
@@ -36,6 +48,14 @@ func PrintStreamStats(w io.Writer) {
 	for _, mf := range mfs {
 		switch mf.GetName() {
 		case "pulse_stream_batch_seconds", "pulse_stream_txn_seconds", "pulse_stream_event_to_store_seconds", "pulse_stream_batch_records":
+		case "pulse_stream_timer_fires_total", "pulse_stream_rfm_rescored_total", "pulse_stream_segment_changes_total":
+			// Counters: the work besides the events' own.
+			var n float64
+			for _, m := range mf.GetMetric() {
+				n += m.GetCounter().GetValue()
+			}
+			fmt.Fprintf(w, "%-40s %.0f\n", mf.GetName(), n)
+			continue
 		default:
 			continue
 		}

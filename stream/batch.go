@@ -11,7 +11,6 @@ import (
 	"github.com/cockroachdb/pebble"
 	"github.com/pulse-rt/pulse/aggregate"
 	"github.com/pulse-rt/pulse/event"
-	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -38,6 +37,11 @@ import (
 // at most applyChunk ids of at most event.MaxIDLen bytes (~66 KB), which
 // stays under the 1 MB.
 const maxTxnTouchedBytes = 768 << 10
+
+// batchTimers bounds the due timers a batch fires before its events
+// (processTxn), so a partition's backlog of timers (a wake-up after
+// hours) delays no batch long: the timer loop works the rest off.
+const batchTimers = 256
 
 // maxSeenRecordBytes bounds one changelog record of seen ids (emitSeen):
 // a batch's ids are cut into as many records as it takes.
@@ -75,6 +79,18 @@ func (t *task) processTxn(ctx context.Context, recs []*kgo.Record, hwm int64) (r
 	x.now = t.p.opts.Now()
 	x.seen = map[string]struct{}{}
 	x.links = map[string]string{}
+	// Timers due now fire first, in this transaction, as if the timer
+	// loop had fired just before the batch: a partition that receives
+	// events commits one transaction per batch rather than a timer's
+	// between two of them, each holding the work lock while it commits.
+	// What is left (more than batchTimers, or an idle partition) the timer
+	// loop fires.
+	if _, _, err := t.fireDue(x, x.now, batchTimers); err != nil {
+		return nil, err
+	}
+	if _, err := t.purgeSeen(x, x.now.UnixMilli()-t.p.cfg.Stream.AllowedLateness.D().Milliseconds()); err != nil {
+		return nil, err
+	}
 	if t.evs == nil {
 		t.evs = new([applyChunk]event.Event)
 	}
@@ -357,8 +373,9 @@ func (t *task) deadLetter(r *kgo.Record, reason, msgID string, err error, now ti
 // and changelog record in x (finish), and that the batch's seen ids (to
 // the last offset) and links are in the Pebble batch and the changelog.
 func (t *task) emit(x *txn, last int64) error {
-	x.updates = make([]featurestore.Update, 0, len(x.touched.order))
-	x.pending = make([]string, 0, len(x.touched.order))
+	// Grown, not replaced: the timers fired before the events are in.
+	x.updates = slices.Grow(x.updates, len(x.touched.order))
+	x.pending = slices.Grow(x.pending, len(x.touched.order))
 	x.recs = slices.Grow(x.recs, len(x.touched.order)+len(x.links)+2)
 	for _, e := range x.touched.order {
 		if !e.touched {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	json "github.com/goccy/go-json"
+	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/kafka"
@@ -130,6 +132,39 @@ func TestTimersSlideWindowsAndSegments(t *testing.T) {
 		got = append(got, rec.Change+" "+rec.Segment)
 	}
 	want := "enter hot,exit hot,enter lapsing"
+	if strings.Join(got, ",") != want {
+		t.Errorf("segment changes = %v, want %s", got, want)
+	}
+}
+
+// A batch fires the timers due before it applies its events, in its own
+// transaction (processTxn): with the timer loop asleep, the timer's exit
+// is still on the topic, before the event's enter, each at its own time.
+func TestBatchFiresDueTimersFirst(t *testing.T) {
+	e := newEnv(t, nil)
+	e.cfg.Stream.TimerInterval = config.Duration(time.Minute) // the loop never ticks in this test
+	p := e.processor(Options{}, "")
+	stop := e.run(p)
+	e.produce(eventRecord(t, order("a", "o1", t0.Add(-10*time.Minute), 10)))
+	e.waitCaughtUp(10*time.Second, p)
+	waitVector(t, e, "a", func(f map[string]any, segs []string) bool { return slices.Contains(segs, "hot") })
+	// o1 leaves the 1h window at t0+50m; an order at t0+51m brings a
+	// back. Without the timer, orders_1h would go 1 -> 1: no change.
+	e.clock.set(t0.Add(51 * time.Minute))
+	e.produce(eventRecord(t, order("a", "o2", t0.Add(51*time.Minute), 10)))
+	e.waitCaughtUp(10*time.Second, p)
+	stop()
+	var got []string
+	for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.Segments) {
+		rec, err := segment.DecodeRecord(r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.Segment == "hot" {
+			got = append(got, rec.Change+" "+rec.Segment+" "+rec.At.Sub(t0).String())
+		}
+	}
+	want := "enter hot -10m0s,exit hot 50m0s,enter hot 51m0s"
 	if strings.Join(got, ",") != want {
 		t.Errorf("segment changes = %v, want %s", got, want)
 	}

@@ -674,16 +674,37 @@ func (t *task) timerLoop() {
 }
 
 // fire recomputes up to TimerChunk due entities and purges expired seen
-// ids. more reports that more were due.
+// ids, in a transaction of its own. more reports that more were due.
+// A partition that is receiving events rarely gets here with anything
+// due: each batch fires what is due first (processTxn, batchTimers).
 func (t *task) fire(ctx context.Context) (more bool, err error) {
 	t.work.Lock()
 	defer t.work.Unlock()
 	p := t.p
 	now := p.opts.Now()
-	nowMs := now.UnixMilli()
-	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: pkTimer, UpperBound: timerKey(nowMs+1, "")})
+	x := t.newTxn()
+	defer x.abort()
+	purged, err := t.purgeSeen(x, now.UnixMilli()-p.cfg.Stream.AllowedLateness.D().Milliseconds())
 	if err != nil {
 		return false, err
+	}
+	n, more, err := t.fireDue(x, now, p.opts.TimerChunk)
+	if err != nil || (n == 0 && !purged) {
+		return false, err
+	}
+	return more, t.commit(ctx, x, t.meta.next)
+}
+
+// fireDue recomputes, into x, up to limit entities whose timer is due at
+// now: each is finished as of now with its timer as the cause, and kept in
+// x.touched (untouched), so events of the same transaction applied after
+// it find the entry as the timer left it. n is how many fired; more
+// reports that more were due.
+func (t *task) fireDue(x *txn, now time.Time, limit int) (n int, more bool, err error) {
+	p := t.p
+	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: pkTimer, UpperBound: timerKey(now.UnixMilli()+1, "")})
+	if err != nil {
+		return 0, false, err
 	}
 	type due struct {
 		at int64
@@ -695,34 +716,23 @@ func (t *task) fire(ctx context.Context) (more bool, err error) {
 		if len(k) < 8 {
 			continue
 		}
-		if len(dues) == p.opts.TimerChunk {
+		if len(dues) == limit {
 			more = true
 			break
 		}
 		dues = append(dues, due{int64(beUint64(k)), string(k[8:])})
 	}
 	if err := it.Close(); err != nil {
-		return false, err
+		return 0, false, err
 	}
-	x := t.newTxn()
-	defer x.abort()
-	purged, err := t.purgeSeen(x, nowMs-p.cfg.Stream.AllowedLateness.D().Milliseconds())
-	if err != nil {
-		return false, err
-	}
-	if len(dues) == 0 && !purged {
-		return false, nil
-	}
-	done := map[string]bool{}
 	for _, d := range dues {
 		x.b.Delete(timerKey(d.at, d.id), nil)
-		if done[d.id] {
-			continue
+		if x.touched.byID[d.id] != nil {
+			continue // two timers of one entity: the first fired it
 		}
-		done[d.id] = true
-		e, err := t.load(d.id)
+		e, err := x.touched.get(t, d.id)
 		if err != nil {
-			return false, err
+			return 0, false, err
 		}
 		if e.due == d.at {
 			e.due = 0 // this key is deleted above
@@ -733,11 +743,13 @@ func (t *task) fire(ctx context.Context) (more bool, err error) {
 			e.cause, e.at = "timer/"+d.id+"/"+strconv.FormatInt(d.at, 10), time.UnixMilli(d.at).UTC()
 		}
 		if err := t.finish(x, e, now, true); err != nil {
-			return false, err
+			return 0, false, err
 		}
+		e.cause, e.at = "", time.Time{} // events after it name their own
 		x.timerFire++
+		n++
 	}
-	return more, t.commit(ctx, x, t.meta.next)
+	return n, more, nil
 }
 
 func beUint64(b []byte) uint64 {
