@@ -103,6 +103,10 @@ type Processor struct {
 	rfm       *rfmSpec
 	rfmLatest atomic.Pointer[rfm.Boundaries]
 	rfmTopic  rfmState
+	// rescoreSem bounds the re-score chunks running at once, across
+	// tasks (rescoreSlots).
+	rescoreSem  chan struct{}
+	rescoreOnce sync.Once
 	// records decodes the input records: of their maps, only the keys
 	// the features read.
 	records *event.Projection
