@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -235,6 +236,18 @@ func (t *task) rescore(ctx context.Context) (more bool, err error) {
 		return false, err
 	}
 	defer it.Close()
+	// The automatic records walk beside the entities (same ids, same
+	// order): cheaper than a Get each.
+	autoLower := pkAuto
+	if c.after != "" {
+		autoLower = append(key(pkAuto, c.after), 0)
+	}
+	autos, err := t.db.NewIter(&pebble.IterOptions{LowerBound: autoLower, UpperBound: prefixEnd(pkAuto)})
+	if err != nil {
+		return false, err
+	}
+	defer autos.Close()
+	autos.First()
 	x := t.newTxn()
 	defer x.abort()
 	now := t.p.opts.Now()
@@ -253,6 +266,12 @@ func (t *task) rescore(ctx context.Context) (more bool, err error) {
 			e.cause, e.at, e.eventAt, e.touched = "", time.Time{}, time.Time{}, false
 		} else if e, err = t.decodeEntry(id, it.Value()); err != nil {
 			return false, err
+		}
+		if !e.autoLoaded {
+			if e.autoRec, err = nextAuto(autos, id); err != nil {
+				return false, err
+			}
+			e.autoLoaded = true
 		}
 		e.cause, e.at = cause, now
 		ch, err := t.rescoreOne(x, e, now, it.Value())
@@ -292,6 +311,26 @@ func (t *task) rescore(ctx context.Context) (more bool, err error) {
 		t.log.Info("rfm re-score done", "version", t.rfmB.Version)
 	}
 	return more, nil
+}
+
+// nextAuto moves autos (an iterator over r/, in key order) to id's
+// automatic record and decodes it: zero when the entity has none.
+func nextAuto(autos *pebble.Iterator, id string) (autoRecord, error) {
+	k := key(pkAuto, id)
+	for n := 0; autos.Valid() && bytes.Compare(autos.Key(), k) < 0; n++ {
+		if n == 4 { // a run of records with no entity: jump
+			autos.SeekGE(k)
+			break
+		}
+		autos.Next()
+	}
+	if err := autos.Error(); err != nil {
+		return autoRecord{}, err
+	}
+	if !autos.Valid() || !bytes.Equal(autos.Key(), k) {
+		return autoRecord{}, nil
+	}
+	return decodeAutoRecord(autos.Value())
 }
 
 // rescoreFor re-scores chunk after chunk until the walk is done, for
