@@ -342,10 +342,12 @@ func (t *task) rescoreFor(ctx context.Context, d time.Duration) (more bool, err 
 		if more, err = t.rescore(ctx); err != nil || !more {
 			return more, err
 		}
-		for t.waiting.Load() > 0 && ctx.Err() == nil {
+		// Batches back to back (a backlog) hold the re-score back, but
+		// not the timer loop's own work: it comes back after d.
+		for t.waiting.Load() > 0 && ctx.Err() == nil && time.Now().Before(until) {
 			time.Sleep(50 * time.Microsecond)
 		}
-		if ctx.Err() != nil || time.Now().After(until) {
+		if ctx.Err() != nil || !time.Now().Before(until) {
 			return true, nil
 		}
 	}
