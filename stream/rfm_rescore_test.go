@@ -208,3 +208,77 @@ func TestRescoreOldQueue(t *testing.T) {
 		t.Fatalf("cursor %+v ok=%v err=%v, want a re-score of everyone", c, ok, err)
 	}
 }
+
+// TestRescorePebbleOnly: a re-score that changes no group, automatic
+// record or vector (a new version with the same cuts) commits to Pebble
+// only: no transaction, and the input offset, changelog position and
+// pending entities (meta) stay as the last transaction left them.
+func TestRescorePebbleOnly(t *testing.T) {
+	const n = 120
+	st := &tester{t: t}
+	if err := st.start(rfmBenchConfig); err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	ctx := context.Background()
+	var recs []*kgo.Record
+	for i := range n {
+		ev := order(fmt.Sprintf("u%03d", i), fmt.Sprintf("m%d", i), t0.Add(-time.Duration(i)*24*time.Hour), float64(10+i))
+		ev.Type = event.Track
+		v, _ := ev.Marshal()
+		recs = append(recs, &kgo.Record{Topic: st.p.cfg.Kafka.Topics.Events, Key: []byte(ev.UserID), Value: v, Offset: int64(i)})
+	}
+	if err := st.task.processBatch(ctx, recs, n); err != nil {
+		t.Fatal(err)
+	}
+	rescoreAll := func() {
+		t.Helper()
+		if err := st.task.syncRFM(); err != nil {
+			t.Fatal(err)
+		}
+		for more := true; more; {
+			var err error
+			if more, err = st.task.rescore(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := st.task.publishRFM(ctx, t0); err != nil {
+		t.Fatal(err)
+	}
+	rescoreAll()
+	metaBefore := storedMeta(t, st.task)
+	st.out.committed = nil
+	same := *st.p.rfmLatest.Load()
+	same.Version++
+	st.p.rfmLatest.Store(&same)
+	st.p.opts.TimerChunk = 25 // several chunks
+	rescored := counterValue(mRFMRescored)
+	rescoreAll()
+	if len(st.out.committed) != 0 {
+		t.Errorf("%d transactions for a re-score that changed nothing", len(st.out.committed))
+	}
+	if got := counterValue(mRFMRescored) - rescored; got != n {
+		t.Errorf("re-scored %v, want %d", got, n)
+	}
+	if m := storedMeta(t, st.task); fmt.Sprint(m) != fmt.Sprint(metaBefore) {
+		t.Errorf("meta moved: %+v, was %+v", m, metaBefore)
+	}
+	if _, ok, _ := st.task.cursor(); ok {
+		t.Error("cursor left after the walk")
+	}
+}
+
+func storedMeta(t *testing.T, task *task) meta {
+	t.Helper()
+	v, closer, err := task.db.Get(pkMeta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	m, err := decodeMeta(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
