@@ -38,7 +38,8 @@ type Options struct {
 	// partition), overriding the default 100000.
 	MaxPollRecords int
 	// TimerChunk bounds the entities recomputed in one timer transaction,
-	// overriding the default 5000.
+	// and those of one RFM re-score chunk (which also stops at about
+	// 10 ms, rescoreBudget), overriding the default 5000.
 	TimerChunk int
 	// SessionTimeout of the consumer group member, overriding the default
 	// 10s: how long a crashed processor holds its partitions.
