@@ -131,7 +131,11 @@
 // when the chunk changed a group, an automatic record or a vector, and
 // Pebble only (timers and cursor: local state, meta untouched) when not.
 // A batch of events waiting for the task goes before the next chunk, and
-// the chunks of all tasks use at most half the cores.
+// the chunks of all tasks use at most half the cores. A task that opens on
+// the state of an older build, which queued a key per entity (q/),
+// deletes them and re-scores everyone; a build from before the cursor
+// does not know it, so a rollback in the middle of a re-score leaves the
+// rest of the partition on the old groups until their next change.
 //
 // # Identity
 //
