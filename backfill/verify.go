@@ -16,6 +16,7 @@ import (
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/history"
+	"github.com/pulse-rt/pulse/rfm"
 )
 
 // VerifyOptions select the sample Verify checks.
@@ -29,6 +30,12 @@ type VerifyOptions struct {
 	Features []string
 	// Examples is how many mismatches to list per feature. Default 3.
 	Examples int
+	// RFM are the boundaries the stream scores with (the RFM topic's
+	// newest, kafka.NewestRFMBoundaries): with them, and an rfm block in
+	// the config, rfm_r, rfm_f, rfm_m and rfm_group are checked too,
+	// recomputed with rfm.Assign from the recomputed values. Nil skips
+	// them (naming one in Features is then an error).
+	RFM      *rfm.Boundaries
 	Progress io.Writer
 }
 
@@ -72,16 +79,29 @@ type VerifyReport struct {
 //
 // A predictive trait is checked the same way: its model scores the
 // recomputed values, and the score is compared with the online one.
+//
+// The RFM features are checked with opts.RFM: the scores and group that
+// rfm.Assign gives for the recomputed recency, frequency and monetary
+// values. A vector the stream has not re-scored since those boundaries
+// came differs; its mismatch says so.
 func Verify(ctx context.Context, cfg *config.Config, r *history.Reader, store featurestore.Store, opts VerifyOptions) (*VerifyReport, error) {
-	featureNames, traitNames := splitTraits(cfg, opts.Features)
+	others, rfmNames := splitRFM(cfg, opts.Features)
+	featureNames, traitNames := splitTraits(cfg, others)
+	if len(opts.Features) > 0 && len(others) == 0 {
+		featureNames, traitNames = []string{}, nil // RFM only
+	}
 	set, idx, err := compile(cfg, featureNames)
 	if err != nil {
 		return nil, err
 	}
 	if featureNames != nil && len(featureNames) == 0 {
-		idx = nil // traits only
+		idx = nil // traits or RFM only
 	}
 	traits, err := compileTraits(cfg, set, traitNames)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := compileRFM(cfg, set, rfmNames, opts.RFM, len(opts.Features) > 0)
 	if err != nil {
 		return nil, err
 	}
@@ -102,13 +122,18 @@ func Verify(ctx context.Context, cfg *config.Config, r *history.Reader, store fe
 	if err != nil {
 		return nil, err
 	}
-	v := &verifier{set: set, idx: idx, traits: traits, names: set.Names(), examples: opts.Examples, online: map[string]featurestore.Vector{},
+	v := &verifier{set: set, idx: idx, traits: traits, rfm: rc, names: set.Names(), examples: opts.Examples, online: map[string]featurestore.Vector{},
 		checks: make([]FeatureCheck, len(idx)+len(traits)), parts: newPartials[string](set), unseen: map[string]int{}}
 	for j, i := range idx {
 		v.checks[j].Feature = v.names[i]
 	}
 	for j := range traits {
 		v.checks[len(idx)+j].Feature = traits[j].name
+	}
+	if rc != nil {
+		for _, n := range rc.names {
+			v.checks = append(v.checks, FeatureCheck{Feature: n})
+		}
 	}
 	rep := &VerifyReport{Sampled: len(ids)}
 	present, err := v.readOnline(ctx, store, ppl, ids, rep)
@@ -131,6 +156,7 @@ type verifier struct {
 	set      *aggregate.Set
 	idx      []int
 	traits   []traitCheck // checked after the features (checks[len(idx)+j])
+	rfm      *rfmCheck    // then the RFM features (nil: none)
 	names    []string
 	examples int
 	online   map[string]featurestore.Vector // by person
@@ -230,21 +256,32 @@ func (v *verifier) replay(ctx context.Context, r *history.Reader, ppl *people, c
 func (v *verifier) compare(c string, st *aggregate.State) {
 	vec := v.online[c]
 	v.vals = v.set.Values(st, vec.UpdatedAt, v.vals)
+	var rfmVals map[string]any
+	if v.rfm != nil {
+		rfmVals = v.rfm.values(st, v.vals)
+	}
 	for j := range v.checks {
 		ch := &v.checks[j]
 		ch.Compared++
 		var on, off any
-		if j < len(v.idx) {
+		isRFM := false
+		switch {
+		case j < len(v.idx):
 			on, off = vec.Features[v.names[v.idx[j]]], v.vals[v.idx[j]]
-		} else {
+		case j < len(v.idx)+len(v.traits):
 			tr := &v.traits[j-len(v.idx)]
 			on, off = vec.Features[tr.name], tr.score(v.vals)
+		default:
+			on, off, isRFM = vec.Features[ch.Feature], rfmVals[ch.Feature], true
 		}
 		if same(on, off) {
 			continue
 		}
 		ch.Mismatches++
 		reason := "values differ: the stream applied other events, or other definitions (config changed without a replay?)"
+		if isRFM {
+			reason = v.rfm.reason(vec.UpdatedAt)
+		}
 		if unseen := v.unseen[c]; unseen > 0 {
 			ch.Lagging++
 			reason = fmt.Sprintf("stream lag: %d event(s) received after the vector was computed", unseen)

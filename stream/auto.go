@@ -24,6 +24,9 @@ type auto struct {
 	rfmB           *rfm.Boundaries
 	rfmVals        []any
 	rfmNextPublish time.Time
+	// rescoreCommit is how long the last re-score chunk's commit took
+	// (rfm_rescore.go).
+	rescoreCommit time.Duration
 }
 
 // withAuto appends the automatic features' names and kinds

@@ -65,7 +65,9 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 // for the next one.
 func (t *task) processTxn(ctx context.Context, recs []*kgo.Record, hwm int64) (rest []*kgo.Record, err error) {
 	start := time.Now()
+	t.waiting.Add(1)
 	t.work.Lock()
+	t.waiting.Add(-1)
 	defer t.work.Unlock()
 	if err := t.fault.Err(); err != nil {
 		return nil, err // a flush or compaction met it: the task is reopened

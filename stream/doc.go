@@ -124,9 +124,18 @@
 // is also due when its recency passes the next R boundary. Boundaries
 // come from the compacted RFM topic (rfm_topic.go): every task publishes
 // its partition's summary every refresh and the task of partition 0 the
-// merged boundaries, versioned; a task switching to a new version queues
-// its entities (q/) and re-scores them in bounded chunks from the timer
-// loop, each chunk one transaction (rfm_rescore.go).
+// merged boundaries, versioned; a task switching to a new version records
+// it with a re-score cursor and walks its entities from the cursor in
+// chunks of about 10 ms from the timer loop (rfm_rescore.go): each chunk's
+// changes and advanced cursor are one Pebble batch, behind one transaction
+// when the chunk changed a group, an automatic record or a vector, and
+// Pebble only (timers and cursor: local state, meta untouched) when not.
+// A batch of events waiting for the task goes before the next chunk, and
+// the chunks of all tasks use at most half the cores. A task that opens on
+// the state of an older build, which queued a key per entity (q/),
+// deletes them and re-scores everyone; a build from before the cursor
+// does not know it, so a rollback in the middle of a re-score leaves the
+// rest of the partition on the old groups until their next change.
 //
 // # Identity
 //

@@ -155,7 +155,9 @@ func (t *task) applyResolved(ctx context.Context, recs []*kgo.Record) error {
 // record touches at most one entity, so the ids stay within a record's
 // size of the bound.
 func (t *task) applyResolvedTxn(ctx context.Context, recs []*kgo.Record) (rest []*kgo.Record, err error) {
+	t.waiting.Add(1)
 	t.work.Lock()
+	t.waiting.Add(-1)
 	defer t.work.Unlock()
 	x := t.newTxn()
 	defer x.abort()

@@ -38,7 +38,8 @@ type Options struct {
 	// partition), overriding the default 100000.
 	MaxPollRecords int
 	// TimerChunk bounds the entities recomputed in one timer transaction,
-	// overriding the default 5000.
+	// and those of one RFM re-score chunk (which also stops at about
+	// 10 ms, rescoreBudget), overriding the default 5000.
 	TimerChunk int
 	// SessionTimeout of the consumer group member, overriding the default
 	// 10s: how long a crashed processor holds its partitions.
@@ -103,6 +104,10 @@ type Processor struct {
 	rfm       *rfmSpec
 	rfmLatest atomic.Pointer[rfm.Boundaries]
 	rfmTopic  rfmState
+	// rescoreSem bounds the re-score chunks running at once, across
+	// tasks (rescoreSlots).
+	rescoreSem  chan struct{}
+	rescoreOnce sync.Once
 	// records decodes the input records: of their maps, only the keys
 	// the features read.
 	records *event.Projection

@@ -54,25 +54,23 @@ func number(v any) (float64, bool) {
 	return f, ok && !math.IsNaN(f)
 }
 
-// rfmGroup is the group of feature values vals under boundaries b, with
-// the scores (0 when not scored): "" for an empty state, prospects when
-// recency is missing or negative, "" for a buyer while there are no
-// boundaries yet.
+// group is the group of feature values vals under boundaries b, with
+// the scores (0 when not scored): rfm.Assign's, and "" for an empty
+// state.
 func (s *rfmSpec) group(vals []any, empty bool, b *rfm.Boundaries) (g string, r, f, m int) {
 	if empty {
 		return "", 0, 0, 0
 	}
-	rv, ok := number(vals[s.r])
-	if !ok || rv < 0 {
-		return rfm.Prospects, 0, 0, 0
+	a := rfm.Assign(b, s.scores, s.groups, value(vals[s.r]), value(vals[s.f]), value(vals[s.m]))
+	return a.Group, a.R, a.F, a.M
+}
+
+// value is a feature value as rfm.Assign takes it: NaN when not a number.
+func value(v any) float64 {
+	if f, ok := v.(float64); ok {
+		return f
 	}
-	if !b.Usable() || b.Scores != s.scores {
-		return "", 0, 0, 0
-	}
-	fv, _ := number(vals[s.f])
-	mv, _ := number(vals[s.m])
-	r, f, m = b.Score(rv, fv, mv)
-	return rfm.Match(s.groups, r, f, m), r, f, m
+	return math.NaN()
 }
 
 // appendRFM appends the RFM features of e to vals, updating rec (the

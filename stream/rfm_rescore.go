@@ -1,9 +1,11 @@
 package stream
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -17,31 +19,50 @@ import (
 //
 // A task scores with one version of the boundaries at a time (t.rfmB).
 // When the processor learns a newer version (rfm topic, rfm_topic.go),
-// the task's timer loop switches to it under work, in one Pebble batch:
-// every stored entity is queued for a re-score (q/<id>) and the version is
-// recorded (pkRFMVersion, the boundaries themselves). From then on events score with the new version,
-// and the timer loop works the queue off in chunks of TimerChunk, each a
-// transaction like a timer's, deleting the queue keys of the entities it
-// re-scored in the same Pebble batch. A group change is a segment change,
-// written once: a re-score after a crash finds the membership as
-// committed and changes nothing (the changelog restores a transaction that
-// Pebble missed; its queue keys stay, and the repeat is a no-op).
+// the task's timer loop switches to it under work, in one small Pebble
+// batch: the version (pkRFMVersion, the boundaries themselves) and a
+// re-score cursor (pkRescoreCursor: that version and the last entity
+// re-scored, none yet). From then on events score with the new version,
+// and the timer loop walks the stored entities (e/) from the cursor in
+// key order, chunk after chunk, until the walk reaches the end, when the
+// cursor is deleted. An entity written by an event after the switch is
+// scored with the new version already: the walk finds nothing to change.
 //
-// The queue and the recorded boundaries are in Pebble only, written
+// A chunk stops after about rescoreBudget of work, its commit included
+// (or TimerChunk entities), so an event batch never waits long for work;
+// between chunks a waiting batch takes work first (task.waiting), and
+// the timer loop's own work (seeds, due timers) comes at every tick. The
+// chunks of all tasks share max(1, GOMAXPROCS/2) slots
+// (Processor.rescoreSlots), so a re-score leaves serving half the cores.
+//
+// The chunk's changes and its advanced cursor are one Pebble batch. A
+// chunk that changed a membership, an automatic record or a vector
+// commits it as a timer's transaction does (Kafka first, t.commit); one
+// that changed nothing but timers (most of them, at a refresh) commits to
+// Pebble only, as the timers and the cursor are local state: no
+// transaction, and the input offset and changelog position (meta) stay as
+// they are. A group change is a segment change, written once: a crash
+// before the chunk's Pebble commit re-does the chunk from the cursor, and
+// the re-score finds the memberships as committed (the changelog restores
+// a transaction that Pebble missed) and changes nothing.
+//
+// The cursor and the recorded boundaries are in Pebble only, written
 // without fsync, so a SIGKILL may lose the last of them: the task then
-// opens with older boundaries (or none), switches again and re-scores
-// again, which writes nothing twice (TestSIGKILLDuringRescore).
+// opens with older boundaries (or none) or an older cursor, switches or
+// walks again, and writes nothing twice (TestSIGKILLDuringRescore).
 //
 // A task opens scoring with the recorded boundaries, before anything
 // else (rewritePending included), then switches when the processor knows
 // another version; with none recorded (a state restored from the
-// changelog alone) it queues everyone, which also sets the entities'
-// recency timers.
+// changelog alone) it re-scores everyone, which also sets the entities'
+// recency timers. Builds before the cursor queued a key per entity (q/);
+// a task that opens with any deletes them and re-scores everyone.
 
 var (
-	pkRescore    = []byte("q/") // q/<id> -> nothing: re-score with t.rfmB
-	pkAuto       = []byte("r/") // r/<id> -> autoRecord (auto.go)
-	pkRFMVersion = []byte("mr") // rfm.Boundaries whose re-score was queued last
+	pkRescoreOld    = []byte("q/") // q/<id> of older builds: deleted on open
+	pkAuto          = []byte("r/") // r/<id> -> autoRecord (auto.go)
+	pkRFMVersion    = []byte("mr") // rfm.Boundaries whose re-score was started last
+	pkRescoreCursor = []byte("mc") // version (8 bytes BE) + last entity re-scored; absent: no re-score to do
 
 	mRFMRescored = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "pulse_stream_rfm_rescored_total",
@@ -49,7 +70,7 @@ var (
 	})
 	mRFMQueued = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "pulse_stream_rfm_rescore_queued",
-		Help: "Entities a partition queued for a re-score with its current boundaries, at the last switch.",
+		Help: "Entities the partition's re-score with its current boundaries has walked so far (since the switch, or since this process opened the partition); the partition's entity count once the walk is done.",
 	}, []string{"partition"})
 	mRFMVersion = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "pulse_stream_rfm_boundaries_version",
@@ -60,8 +81,30 @@ var (
 // clAutoPrefix + id: the entity's automatic record (auto.go).
 const clAutoPrefix = "__auto/"
 
+// rescoreBudget is about how long one re-score chunk holds the task's
+// work, its commit included.
+const rescoreBudget = 10 * time.Millisecond
+
+// rescoreCursor is where a re-score stands: the version it re-scores
+// with and the last entity done ("": none yet).
+type rescoreCursor struct {
+	version int64
+	after   string
+}
+
+func (c rescoreCursor) encode() []byte {
+	return append(binary.BigEndian.AppendUint64(nil, uint64(c.version)), c.after...)
+}
+
+func decodeRescoreCursor(b []byte) (rescoreCursor, error) {
+	if len(b) < 8 {
+		return rescoreCursor{}, errCorrupt
+	}
+	return rescoreCursor{version: int64(binary.BigEndian.Uint64(b)), after: string(b[8:])}, nil
+}
+
 // syncRFM switches the task to the processor's newest boundaries when
-// they differ from its own, queueing every entity for a re-score. The
+// they differ from its own, starting a re-score of every entity. The
 // caller holds work (or the task is not running yet).
 func (t *task) syncRFM() error {
 	if t.p.rfm == nil {
@@ -73,6 +116,9 @@ func (t *task) syncRFM() error {
 			return err
 		}
 		t.rfmB = b
+		if err := t.dropOldQueue(); err != nil {
+			return err
+		}
 	}
 	latest := t.p.rfmLatest.Load()
 	if latest == nil || latest.Same(t.rfmB) {
@@ -81,32 +127,46 @@ func (t *task) syncRFM() error {
 		}
 		return nil
 	}
-	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: pkEntity, UpperBound: prefixEnd(pkEntity)})
-	if err != nil {
-		return err
-	}
 	b := t.db.NewBatch()
 	defer b.Close()
-	n := 0
-	for it.First(); it.Valid(); it.Next() {
-		b.Set(key(pkRescore, string(it.Key()[len(pkEntity):])), nil, nil)
-		n++
-	}
-	if err := it.Close(); err != nil {
-		return err
-	}
 	b.Set(pkRFMVersion, latest.Encode(), nil)
-	if err := b.Commit(pebble.NoSync); err != nil {
+	b.Set(pkRescoreCursor, rescoreCursor{version: latest.Version}.encode(), nil)
+	if err := t.fault.Commit(b, pebble.NoSync); err != nil {
 		return err
 	}
 	t.rfmB = latest
 	mRFMVersion.WithLabelValues(t.lagLabel).Set(float64(latest.Version))
-	mRFMQueued.WithLabelValues(t.lagLabel).Set(float64(n))
-	t.log.Info("rfm boundaries changed: re-scoring the partition in the background", "version", latest.Version, "entities", n)
+	mRFMQueued.WithLabelValues(t.lagLabel).Set(0)
+	t.log.Info("rfm boundaries changed: re-scoring the partition in the background", "version", latest.Version)
 	return nil
 }
 
-// storedBoundaries are the boundaries whose re-score the task queued
+// dropOldQueue deletes the re-score queue of a build from before the
+// cursor (q/<id>) and, when it held any, starts a re-score of everyone
+// with the recorded boundaries: a superset of what was queued, and
+// re-scoring an entity twice changes nothing.
+func (t *task) dropOldQueue() error {
+	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: pkRescoreOld, UpperBound: prefixEnd(pkRescoreOld)})
+	if err != nil {
+		return err
+	}
+	found := it.First()
+	if err := it.Close(); err != nil || !found {
+		return err
+	}
+	b := t.db.NewBatch()
+	defer b.Close()
+	if err := b.DeleteRange(pkRescoreOld, prefixEnd(pkRescoreOld), nil); err != nil {
+		return err
+	}
+	if t.rfmB != nil {
+		b.Set(pkRescoreCursor, rescoreCursor{version: t.rfmB.Version}.encode(), nil)
+	}
+	t.log.Info("re-score queue of an older build found: re-scoring the partition from the start")
+	return t.fault.Commit(b, pebble.NoSync)
+}
+
+// storedBoundaries are the boundaries whose re-score the task started
 // last (nil when none): a task opens scoring with them, so a restart
 // never scores without boundaries, whatever the RFM topic says yet.
 func (t *task) storedBoundaries() (*rfm.Boundaries, error) {
@@ -121,94 +181,197 @@ func (t *task) storedBoundaries() (*rfm.Boundaries, error) {
 	return rfm.DecodeBoundaries(b)
 }
 
-// rescore re-scores up to TimerChunk queued entities in one transaction;
-// more reports that the queue holds more.
+// cursor is the re-score's cursor; ok is false when there is no re-score
+// to do.
+func (t *task) cursor() (c rescoreCursor, ok bool, err error) {
+	b, closer, err := t.db.Get(pkRescoreCursor)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return rescoreCursor{}, false, nil
+	}
+	if err != nil {
+		return rescoreCursor{}, false, err
+	}
+	defer closer.Close()
+	c, err = decodeRescoreCursor(b)
+	return c, err == nil, err
+}
+
+// rescoreSlots is the processor-wide semaphore of the re-score chunks:
+// max(1, GOMAXPROCS/2) run at a time, across tasks.
+func (p *Processor) rescoreSlots() chan struct{} {
+	p.rescoreOnce.Do(func() { p.rescoreSem = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)) })
+	return p.rescoreSem
+}
+
+// rescore re-scores one chunk of entities from the cursor, in one Pebble
+// batch with the advanced cursor (and one transaction when the chunk
+// changed what the changelog holds); more reports that the walk goes on.
 func (t *task) rescore(ctx context.Context) (more bool, err error) {
+	slots := t.p.rescoreSlots()
+	select {
+	case slots <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-slots }()
 	t.work.Lock()
 	defer t.work.Unlock()
+	start := time.Now()
 	if t.p.rfm == nil || t.rfmB == nil {
 		return false, nil
 	}
-	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: pkRescore, UpperBound: prefixEnd(pkRescore)})
+	c, ok, err := t.cursor()
+	if err != nil || !ok {
+		return false, err
+	}
+	if c.version != t.rfmB.Version { // not written so; start over rather than miss anyone
+		c = rescoreCursor{version: t.rfmB.Version}
+	}
+	lower := pkEntity
+	if c.after != "" {
+		lower = append(key(pkEntity, c.after), 0)
+	}
+	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(pkEntity)})
 	if err != nil {
 		return false, err
 	}
-	var ids []string
-	for it.First(); it.Valid(); it.Next() {
-		if len(ids) == t.p.opts.TimerChunk {
-			more = true
-			break
-		}
-		ids = append(ids, string(it.Key()[len(pkRescore):]))
+	defer it.Close()
+	// The automatic records walk beside the entities (same ids, same
+	// order): cheaper than a Get each.
+	autoLower := pkAuto
+	if c.after != "" {
+		autoLower = append(key(pkAuto, c.after), 0)
 	}
-	if err := it.Close(); err != nil {
+	autos, err := t.db.NewIter(&pebble.IterOptions{LowerBound: autoLower, UpperBound: prefixEnd(pkAuto)})
+	if err != nil {
 		return false, err
 	}
-	if len(ids) == 0 {
-		return false, nil
-	}
+	defer autos.Close()
+	autos.First()
 	x := t.newTxn()
 	defer x.abort()
 	now := t.p.opts.Now()
 	cause := "rfm/" + strconv.FormatInt(t.rfmB.Version, 10)
-	for _, id := range ids {
-		x.b.Delete(key(pkRescore, id), nil)
-		ok, err := t.has(key(pkEntity, id))
-		if err != nil {
+	// The walk leaves room for the commit: as long as the last one took.
+	stop := rescoreBudget - t.rescoreCommit
+	n, changed := 0, false
+	for it.First(); it.Valid(); it.Next() {
+		if n == t.p.opts.TimerChunk || (n > 0 && time.Since(start) >= stop) {
+			more = true
+			break
+		}
+		id := string(it.Key()[len(pkEntity):])
+		e := t.cache[id]
+		if e != nil {
+			e.cause, e.at, e.eventAt, e.touched = "", time.Time{}, time.Time{}, false
+		} else if e, err = t.decodeEntry(id, it.Value()); err != nil {
 			return false, err
 		}
-		if !ok {
-			continue // deleted since it was queued
-		}
-		e, err := t.load(id)
-		if err != nil {
-			return false, err
+		if !e.autoLoaded {
+			if e.autoRec, err = nextAuto(autos, id); err != nil {
+				return false, err
+			}
+			e.autoLoaded = true
 		}
 		e.cause, e.at = cause, now
-		if err := t.rescoreOne(x, e, now); err != nil {
+		ch, err := t.rescoreOne(x, e, now, it.Value())
+		if err != nil {
 			return false, err
 		}
+		changed = changed || ch
+		c.after = id
+		n++
+	}
+	if err := it.Error(); err != nil {
+		return false, err
+	}
+	if more {
+		x.b.Set(pkRescoreCursor, c.encode(), nil)
+	} else {
+		x.b.Delete(pkRescoreCursor, nil)
 	}
 	if err := t.hook("rescore-before-commit"); err != nil {
 		return false, err
 	}
-	if err := t.commit(ctx, x, t.meta.next); err != nil {
+	committing := time.Now()
+	if changed {
+		err = t.commit(ctx, x, t.meta.next)
+	} else {
+		// Timers and the cursor only: local state, no transaction, and
+		// meta (input offset, changelog position) as it is.
+		err = t.fault.Commit(x.b, pebble.NoSync)
+	}
+	if err != nil {
 		return false, err
 	}
-	mRFMRescored.Add(float64(len(ids)))
+	t.rescoreCommit = min(time.Since(committing), rescoreBudget/2)
+	mRFMRescored.Add(float64(n))
+	mRFMQueued.WithLabelValues(t.lagLabel).Add(float64(n))
+	if !more {
+		t.log.Info("rfm re-score done", "version", t.rfmB.Version)
+	}
 	return more, nil
 }
 
-// rescoreChunks bounds the re-score chunks one timer tick works off, so
-// batches of events interleave with a re-score of the whole partition.
-const rescoreChunks = 4
+// nextAuto moves autos (an iterator over r/, in key order) to id's
+// automatic record and decodes it: zero when the entity has none.
+func nextAuto(autos *pebble.Iterator, id string) (autoRecord, error) {
+	k := key(pkAuto, id)
+	for n := 0; autos.Valid() && bytes.Compare(autos.Key(), k) < 0; n++ {
+		if n == 4 { // a run of records with no entity: jump
+			autos.SeekGE(k)
+			break
+		}
+		autos.Next()
+	}
+	if err := autos.Error(); err != nil {
+		return autoRecord{}, err
+	}
+	if !autos.Valid() || !bytes.Equal(autos.Key(), k) {
+		return autoRecord{}, nil
+	}
+	return decodeAutoRecord(autos.Value())
+}
+
+// rescoreFor re-scores chunk after chunk until the walk is done, for
+// about d, or until ctx ends; between chunks a batch waiting for work
+// goes first. more reports that the walk goes on.
+func (t *task) rescoreFor(ctx context.Context, d time.Duration) (more bool, err error) {
+	until := time.Now().Add(d)
+	for {
+		if more, err = t.rescore(ctx); err != nil || !more {
+			return more, err
+		}
+		// Batches back to back (a backlog) hold the re-score back, but
+		// not the timer loop's own work: it comes back after d.
+		for t.waiting.Load() > 0 && ctx.Err() == nil && time.Now().Before(until) {
+			time.Sleep(50 * time.Microsecond)
+		}
+		if ctx.Err() != nil || !time.Now().Before(until) {
+			return true, nil
+		}
+	}
+}
 
 // rfmTick is the timer loop's RFM work: publish the partition's summary
 // and, on partition 0, the boundaries (each every refresh), switch to new
-// boundaries, and work the re-score queue off (bounded).
-func (t *task) rfmTick(ctx context.Context) error {
+// boundaries, and re-score for up to a timer interval; more reports that
+// the re-score goes on (the timer loop calls again without waiting for
+// the tick).
+func (t *task) rfmTick(ctx context.Context) (more bool, err error) {
 	if t.p.rfm == nil {
-		return nil
+		return false, nil
 	}
 	if err := t.publishRFM(ctx, t.p.opts.Now()); err != nil {
-		return err
+		return false, err
 	}
 	t.work.Lock()
-	err := t.syncRFM()
+	err = t.syncRFM()
 	t.work.Unlock()
 	if err != nil {
-		return err
+		return false, err
 	}
-	for range rescoreChunks {
-		more, err := t.rescore(ctx)
-		if err != nil || !more {
-			if err != nil {
-				return err
-			}
-			break
-		}
-	}
-	return nil
+	return t.rescoreFor(ctx, t.p.cfg.Stream.TimerInterval.D())
 }
 
 // rfmValues reads every stored entity's recency, frequency and monetary
@@ -277,41 +440,39 @@ var mRFMPublished = promauto.NewCounter(prometheus.CounterOpts{
 	Help: "Versions of the RFM boundaries this processor published (from partition 0's task).",
 })
 
-// rescoreOne re-scores e with the task's boundaries. An entity whose
-// automatic record and segments stay as they are (most of them, at a
-// refresh) writes nothing but its timer (Pebble only: its local value's
-// due and the timer index); any other goes through finish.
-func (t *task) rescoreOne(x *txn, e *entry, now time.Time) error {
+// rescoreOne re-scores e, whose stored local value is local, with the
+// task's boundaries; changed reports that it went through finish. An
+// entity whose automatic record and segments stay as they are (most of
+// them, at a refresh) writes nothing but its timer (Pebble only: its
+// local value's due and the timer index).
+func (t *task) rescoreOne(x *txn, e *entry, now time.Time, local []byte) (changed bool, err error) {
 	p := t.p
 	t.vals = p.features.Values(e.st, now, t.vals)
 	vals, rec, err := t.autoValues(e, t.vals, now)
 	if err != nil {
-		return err
+		return false, err
 	}
 	t.vals = vals
 	m := p.segments.Eval(t.vals, now, nil)
 	if !rec.equal(&e.autoRec) || len(p.segments.Diff(e.m, m, nil)) > 0 {
-		return t.finish(x, e, now, false)
+		return true, t.finish(x, e, now, false)
 	}
 	var due int64
 	if at, ok := p.features.NextChange(e.st, now); ok {
 		due = at.UnixMilli()
 	}
 	if due = t.rfmDue(e, t.vals, now, due); due == e.due {
-		return nil
+		return false, nil
+	}
+	if len(local) < 8 {
+		return false, errCorrupt
 	}
 	ek := key(pkEntity, e.id)
-	v, closer, err := t.db.Get(ek)
-	if err != nil {
-		return err
-	}
-	local := append([]byte(nil), v...)
-	closer.Close()
-	if len(local) < 8 {
-		return errCorrupt
-	}
-	binary.BigEndian.PutUint64(local, uint64(due))
-	x.b.Set(ek, local, nil)
+	op := x.b.SetDeferred(len(ek), len(local))
+	copy(op.Key, ek)
+	copy(op.Value, local)
+	binary.BigEndian.PutUint64(op.Value, uint64(due))
+	op.Finish()
 	if e.due != 0 {
 		x.b.Delete(timerKey(e.due, e.id), nil)
 	}
@@ -319,5 +480,5 @@ func (t *task) rescoreOne(x *txn, e *entry, now time.Time) error {
 		x.b.Set(timerKey(due, e.id), nil, nil)
 	}
 	e.due = due
-	return nil
+	return false, nil
 }

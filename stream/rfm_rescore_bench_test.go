@@ -14,9 +14,9 @@ import (
 
 // BenchmarkRescore: a task holding PULSE_BENCH_ENTITIES buyers (default
 // 200k) switches to new boundaries and re-scores them all, chunk after
-// chunk as the timer loop does (TimerChunk 5000 a transaction), on the
-// tester's in-memory Pebble, the transactions going to memory (no Kafka
-// round trips). Reports the re-score's time and entities/s; the events that
+// chunk as the timer loop does (chunks of about 10 ms, rescoreBudget), on
+// the tester's in-memory Pebble, the transactions going to memory (no
+// Kafka round trips). Reports the re-score's time and entities/s; the events that
 // build the state are not measured.
 //
 //	PULSE_BENCH_ENTITIES=1000000 go test ./stream -run '^$' -bench Rescore -benchtime 1x

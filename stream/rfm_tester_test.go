@@ -26,7 +26,7 @@ func (st *tester) rfmCommand(c testCase, fail func(error) string) string {
 	}
 	st.task.rfmNextPublish = st.clock.now() // publish on every command
 	before := st.p.rfmLatest.Load()
-	err := st.task.rfmTick(context.Background())
+	_, err := st.task.rfmTick(context.Background())
 	st.p.opts.hook = nil
 	if b2 := st.p.rfmLatest.Load(); b2 != nil && b2 != before {
 		fmt.Fprintf(&b, "boundaries v%d buyers=%d r=%v f=%v m=%v\n", b2.Version, b2.Buyers, b2.R, b2.F, b2.M)

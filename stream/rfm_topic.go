@@ -34,9 +34,11 @@ import (
 // and publish the same version each; the one published later (At) wins
 // everywhere once both are read.
 
+// The keys are kafka.RFMBoundariesKey and kafka.RFMSummaryPrefix: `pulse
+// backfill verify` reads the boundaries too (kafka.NewestRFMBoundaries).
 const (
-	rfmBoundariesKey = "boundaries"
-	rfmSummaryPrefix = "summary/"
+	rfmBoundariesKey = kafka.RFMBoundariesKey
+	rfmSummaryPrefix = kafka.RFMSummaryPrefix
 )
 
 // rfmState is the processor's view of the RFM topic.

@@ -49,11 +49,13 @@ type task struct {
 	out partitionLog
 
 	// work serialises the batches, the timer and resets; mu guards meta
-	// for readers of next.
-	work sync.Mutex
-	mu   sync.Mutex
-	meta meta
-	vals []any
+	// for readers of next. waiting counts the batches waiting for work:
+	// a re-score lets them go first (rescoreFor).
+	work    sync.Mutex
+	waiting atomic.Int32
+	mu      sync.Mutex
+	meta    meta
+	vals    []any
 	// scratch is finish's encoding buffer.
 	scratch []byte
 	// evs and items are processBatch's chunk of decoded records (see
@@ -491,10 +493,9 @@ func (t *task) load(id string) (*entry, error) {
 			}
 		}
 	}
-	e := &entry{id: id}
 	b, closer, err := t.db.Get(key(pkEntity, id))
 	if errors.Is(err, pebble.ErrNotFound) {
-		e.st = t.p.features.NewState()
+		e := &entry{id: id, st: t.p.features.NewState()}
 		t.cache[id] = e
 		return e, nil
 	}
@@ -502,6 +503,17 @@ func (t *task) load(id string) (*entry, error) {
 		return nil, err
 	}
 	defer closer.Close()
+	e, err := t.decodeEntry(id, b)
+	if err != nil {
+		return nil, err
+	}
+	t.cache[id] = e
+	return e, nil
+}
+
+// decodeEntry is the entity id whose stored local value is b.
+func (t *task) decodeEntry(id string, b []byte) (*entry, error) {
+	e := &entry{id: id}
 	due, cl, err := splitLocalValue(b)
 	if err != nil {
 		return nil, err
@@ -517,7 +529,6 @@ func (t *task) load(id string) (*entry, error) {
 	// A stale membership (rules changed) is diffed against anyway: every
 	// touch evaluates the entity again.
 	e.m, _, _ = t.p.segments.DecodeMembership(memb, nil)
-	t.cache[id] = e
 	return e, nil
 }
 
@@ -641,18 +652,37 @@ func (t *task) timerLoop() {
 		case <-ctx.Done():
 		}
 	}()
+	rescoring := false
 	for {
-		select {
-		case <-t.stop:
-			return
-		case <-tick.C:
+		// A re-score goes on without waiting for the tick; the tick's
+		// work comes when it is due.
+		due := true
+		if rescoring {
+			select {
+			case <-t.stop:
+				return
+			case <-tick.C:
+			default:
+				due = false
+			}
+		} else {
+			select {
+			case <-t.stop:
+				return
+			case <-tick.C:
+			}
 		}
-		err := t.pollSeeds(ctx)
-		for more := err == nil; more; {
-			more, err = t.fire(ctx)
-		}
-		if err == nil {
-			err = t.rfmTick(ctx)
+		var err error
+		if due {
+			err = t.pollSeeds(ctx)
+			for more := err == nil; more; {
+				more, err = t.fire(ctx)
+			}
+			if err == nil {
+				rescoring, err = t.rfmTick(ctx)
+			}
+		} else {
+			rescoring, err = t.rescoreFor(ctx, t.p.cfg.Stream.TimerInterval.D())
 		}
 		if err != nil {
 			if errors.Is(err, errKill) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/pulse-rt/pulse/history"
 	"github.com/pulse-rt/pulse/internal/system"
 	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/rfm"
 )
 
 const backfillUsage = `pulse backfill — replay the ClickHouse history through the feature definitions
@@ -276,6 +278,9 @@ func backfillVerify(ctx context.Context, args []string) error {
 	if len(entities) > 0 {
 		opts.Entities = entities
 	}
+	if opts.RFM, err = verifyBoundaries(ctx, cfg, features); err != nil {
+		return err
+	}
 	rep, err := backfill.Verify(ctx, cfg, r, store, opts)
 	if err != nil {
 		return err
@@ -292,6 +297,31 @@ func backfillVerify(ctx context.Context, args []string) error {
 		return fmt.Errorf("verify compared nothing (%d entities sampled from history, %d not in the online store): is this the store the stream writes (run it where pulse dev runs, or with its -config), has the stream caught up, and does history hold events?", rep.Sampled, len(rep.Missing))
 	}
 	return nil
+}
+
+// verifyBoundaries are the RFM boundaries verify checks the RFM features
+// with: the newest on the RFM topic, as the stream scores with them. A
+// topic it cannot read, or with none yet, skips the RFM features with a
+// note, unless one was asked for by name.
+func verifyBoundaries(ctx context.Context, cfg *config.Config, features []string) (*rfm.Boundaries, error) {
+	if cfg.RFM == nil {
+		return nil, nil
+	}
+	named := slices.ContainsFunc(features, func(f string) bool { return strings.HasPrefix(f, "rfm_") })
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	b, err := kafka.NewestRFMBoundaries(rctx, cfg.Kafka)
+	switch {
+	case err != nil && named:
+		return nil, fmt.Errorf("cannot read the RFM boundaries from %s: %w", cfg.Kafka.Topics.RFM, err)
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "the RFM features are not checked: cannot read the RFM boundaries from %s: %v\n", cfg.Kafka.Topics.RFM, err)
+	case b == nil && !named:
+		fmt.Fprintf(os.Stderr, "the RFM features are not checked: no RFM boundaries on %s yet (the stream publishes them every rfm.refresh)\n", cfg.Kafka.Topics.RFM)
+	case b != nil:
+		fmt.Fprintf(os.Stderr, "checking the RFM features with boundaries version %d of %s\n", b.Version, b.At.Format(time.RFC3339))
+	}
+	return b, nil
 }
 
 // verifyStore is the online store verify reads: through the scorer of a
