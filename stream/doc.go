@@ -111,7 +111,12 @@
 // Pebble as t/<due ms>/<id>. Every stream.timer_interval each task takes
 // the due entities, recomputes their vectors and segments, and writes them
 // through the same transactional path, so windows slide and time-based
-// segments change with no new event.
+// segments change with no new event. A batch of events first fires what
+// is due (up to batchTimers entities, and purges expired seen ids) in its
+// own transaction, before its events, as if the timer loop had fired just
+// before it: a partition that receives events commits one transaction per
+// batch, and its batches never wait for a timer's transaction. The timer
+// loop fires the rest, and everything on an idle partition.
 //
 // # Traits and RFM
 //
