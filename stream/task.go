@@ -127,6 +127,9 @@ type entry struct {
 	// autoRec is the entity's automatic record as committed, once autoLoaded.
 	autoRec    autoRecord
 	autoLoaded bool
+	// rfmSearch is rfmDue's last search of the entity, kept while it is
+	// cached.
+	rfmSearch rfmLastSearch
 }
 
 func (p *Processor) taskDir(part int32) string {
