@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"time"
 
 	json "github.com/goccy/go-json"
@@ -67,6 +68,12 @@ func changeID(parts ...string) string {
 // Encode is the record value. It fails only when a feature value has no
 // JSON form.
 func (r *Record) Encode() ([]byte, error) {
+	sc := recordPool.Get().(*recordScratch)
+	defer recordPool.Put(sc)
+	if b, ok := appendRecord(sc, sc.buf[:0], r); ok {
+		sc.buf = b
+		return slices.Clone(b), nil
+	}
 	b, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("cannot encode segment record: %w", err)
