@@ -58,7 +58,7 @@ func randomFloat(rng *rand.Rand) float64 {
 	case 0:
 		return rng.NormFloat64() * math.Pow(10, float64(rng.IntN(50)-25))
 	case 1:
-		return math.Float64frombits(rng.Uint64() &^ (0x7ff << 52) | uint64(rng.IntN(0x7ff))<<52) // any finite
+		return math.Float64frombits(rng.Uint64()&^(0x7ff<<52) | uint64(rng.IntN(0x7ff))<<52) // any finite
 	case 2:
 		return []float64{0, math.Copysign(0, -1), 1e-6, 1e-7, 9.99999e-7, 1e20, 1e21, 123456789e13, math.MaxFloat64, math.SmallestNonzeroFloat64}[rng.IntN(10)]
 	default:
