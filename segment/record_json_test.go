@@ -1,6 +1,9 @@
 package segment
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	stdjson "encoding/json"
 	"fmt"
 	"maps"
@@ -226,5 +229,28 @@ func BenchmarkRecordEncode(b *testing.B) {
 			}
 			b.SetBytes(int64(n))
 		})
+	}
+}
+
+// changeID is the hash it always was: consumers dedupe on it across
+// builds.
+func TestChangeIDStable(t *testing.T) {
+	was := func(parts ...string) string {
+		h := sha256.New()
+		h.Write([]byte("pulse.segments/v1"))
+		var n [binary.MaxVarintLen64]byte
+		for _, p := range parts {
+			h.Write(n[:binary.PutUvarint(n[:], uint64(len(p)))])
+			h.Write([]byte(p))
+		}
+		var sum [sha256.Size]byte
+		return hex.EncodeToString(h.Sum(sum[:0])[:16])
+	}
+	rng := rand.New(rand.NewPCG(5, 5))
+	for range 1000 {
+		parts := []string{randomString(rng), "user", randomString(rng), "enter", strings.Repeat(randomString(rng), rng.IntN(100))}
+		if got, want := changeID(parts...), was(parts...); got != want {
+			t.Fatalf("changeID(%q) = %s, was %s", parts, got, want)
+		}
 	}
 }
