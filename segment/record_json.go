@@ -76,14 +76,23 @@ type Features struct {
 	keys  [][]byte // "name": of each, in that order
 }
 
-// NewFeatures is the encoder of values in the order of names, which are
-// distinct.
+// NewFeatures is the encoder of values in the order of names. A name
+// given twice is written once, with its last value, as a map filled in
+// that order holds it.
 func NewFeatures(names []string) *Features {
-	f := &Features{order: make([]int, len(names))}
-	for i := range f.order {
-		f.order[i] = i
+	f := &Features{}
+	for i := range names {
+		f.order = append(f.order, i)
 	}
-	slices.SortFunc(f.order, func(a, b int) int { return strings.Compare(names[a], names[b]) })
+	slices.SortStableFunc(f.order, func(a, b int) int { return strings.Compare(names[a], names[b]) })
+	keep := f.order[:0]
+	for k, i := range f.order {
+		if k+1 < len(f.order) && names[f.order[k+1]] == names[i] {
+			continue // the next is the same name, later
+		}
+		keep = append(keep, i)
+	}
+	f.order = keep
 	for _, i := range f.order {
 		f.keys = append(f.keys, append(appendJSONString(nil, names[i]), ':'))
 	}

@@ -165,6 +165,17 @@ func TestRecordEncodeMatchesMarshal(t *testing.T) {
 	f(map[string]any{"nil map": map[string]any(nil), "nil list": []any(nil), "nil strings": []string(nil)})
 	f(map[string]any{"ch": make(chan int)})
 	f(map[string]any{"nested": map[string]any{"b": map[string]any{"z": 1.0, "a": []any{"<x>", 2.5e-9}}}})
+	// A name twice: once, with its last value, as the map the stream
+	// fills from the same names holds it.
+	names, vals := []string{"b", "a", "b", "c", "a"}, []any{1.0, 2.0, 3.0, 4.0, 5.0}
+	m := map[string]any{}
+	for i, n := range names {
+		m[n] = vals[i]
+	}
+	want, _ := json.Marshal(m)
+	if got, ok := NewFeatures(names).Append(nil, vals); !ok || string(got) != string(want) {
+		t.Fatalf("names twice: %s, want %s", got, want)
+	}
 	// Times json.Marshal refuses or writes with an offset.
 	checkEncode(t, Record{At: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)})
 	checkEncode(t, Record{At: time.Date(2024, 1, 1, 0, 0, 0, 0, time.FixedZone("x", 3600))})
