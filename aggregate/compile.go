@@ -123,7 +123,8 @@ type Set struct {
 	derived []int         // indexes into feats of derived features, in dependency order
 	steps   []derivedStep // derived, as evalDerived runs them for Values and Derive
 	usesNow bool
-	fields  int // distinct field paths, for the per-Apply lookup cache
+	fields  int   // distinct field paths, for the per-Apply lookup cache
+	self    []int // self[i] == i: Inputs of an aggregated feature
 
 	wherePool  sync.Pool // *whereScratch
 	valuesPool sync.Pool // *valuesScratch
@@ -146,6 +147,9 @@ type feature struct {
 	// readsNow says it also names `now`.
 	reads    []int
 	readsNow bool
+	// closure and inputs are DeriveOne's steps and Inputs (derived only).
+	closure []derivedStep
+	inputs  []int
 }
 
 // group is one distinct (event, type, where) filter.
@@ -519,6 +523,7 @@ func (s *Set) compileDerived(owner map[string]string) Errors {
 	for _, i := range s.derived {
 		s.steps = append(s.steps, derivedStep{name: s.feats[i].def.Name, prog: s.feats[i].prog, out: i})
 	}
+	s.compileClosures()
 	return errs
 }
 

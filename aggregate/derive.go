@@ -59,3 +59,81 @@ func (s *Set) Derive(values []any, now time.Time) {
 	s.derive(sc, values, now.UnixMilli())
 	s.valuesPool.Put(sc)
 }
+
+// DeriveOne is the value of feature i as Derive would make it at now,
+// without changing values: it runs only i's expr and those of the derived
+// features it reads, so a caller that needs one derived feature at many
+// times (the stream's search for the moment recency passes an RFM
+// boundary) does not pay for the others. A feature that is not derived is
+// its value in values. values is in Names order; nil when its length is
+// not len(Names()).
+func (s *Set) DeriveOne(i int, values []any, now time.Time) any {
+	if len(values) != len(s.names) || i < 0 || i >= len(s.names) {
+		return nil
+	}
+	f := &s.feats[i]
+	if f.agg != aggDerived {
+		return values[i]
+	}
+	sc := s.valuesPool.Get().(*valuesScratch)
+	for _, j := range f.inputs {
+		sc.env[s.names[j]] = values[j]
+	}
+	evalDerived(&sc.vm, sc.env, f.closure, now.UnixMilli(), nil)
+	v := sc.env[f.def.Name]
+	clear(sc.env)
+	s.valuesPool.Put(sc)
+	return v
+}
+
+// Inputs lists the aggregated features that feature i's value is made of
+// (indexes into Names, ascending): for a derived feature those its expr
+// reads, directly or through other derived features; for an aggregated
+// one, i alone. With the same inputs and the same `now`, DeriveOne gives
+// the same value. Do not modify it.
+func (s *Set) Inputs(i int) []int {
+	if i < 0 || i >= len(s.names) {
+		return nil
+	}
+	if f := &s.feats[i]; f.agg == aggDerived {
+		return f.inputs
+	}
+	return s.self[i : i+1]
+}
+
+// compileClosures gives each derived feature the steps DeriveOne runs (it
+// and the derived features it reads, in dependency order, writing no
+// output) and its aggregated inputs.
+func (s *Set) compileClosures() {
+	s.self = make([]int, len(s.names))
+	for i := range s.self {
+		s.self[i] = i
+	}
+	for _, i := range s.derived {
+		need := map[int]bool{i: true}
+		var mark func(j int)
+		mark = func(j int) {
+			for _, k := range s.feats[j].reads {
+				if need[k] {
+					continue
+				}
+				need[k] = true
+				if s.feats[k].agg == aggDerived {
+					mark(k)
+				}
+			}
+		}
+		mark(i)
+		f := &s.feats[i]
+		for _, st := range s.steps {
+			if need[st.out] {
+				f.closure = append(f.closure, derivedStep{name: st.name, prog: st.prog, out: -1})
+			}
+		}
+		for j := range s.names {
+			if need[j] && s.feats[j].agg != aggDerived {
+				f.inputs = append(f.inputs, j)
+			}
+		}
+	}
+}

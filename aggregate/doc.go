@@ -23,6 +23,8 @@
 //	func (s *Set) Prefetch(st *State, e *event.Event) int64 // read ahead what Apply(st, e) will read
 //	func (s *Set) Values(st *State, now time.Time, dst []any) []any
 //	func (s *Set) Derive(values []any, now time.Time)           // derived features as of now, at read time
+//	func (s *Set) DeriveOne(i int, values []any, now time.Time) any // one feature as Derive makes it
+//	func (s *Set) Inputs(i int) []int                           // the aggregated features feature i is made of
 //	func (s *Set) NextChange(st *State, now time.Time) (t time.Time, ok bool)
 //	func (s *Set) Expire(st *State, now time.Time) (noWindows bool)
 //	func (s *Set) DecodeState(b []byte) (*State, error)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
@@ -112,22 +113,54 @@ func Encode(v Vector, dst []byte) []byte {
 	}
 
 	dst = binary.AppendUvarint(dst, uint64(len(v.Features)))
-	var stack [64]string // names of a typical vector sort without allocating
-	names := stack[:0]
-	for name := range v.Features {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		dst = appendString(dst, name)
-		dst = appendValue(dst, v.Features[name])
-	}
+	dst = appendFeatures(dst, v.Features)
 
 	dst = binary.AppendUvarint(dst, uint64(len(v.Segments)))
 	for _, s := range v.Segments {
 		dst = appendString(dst, s)
 	}
 	return dst
+}
+
+// lastNames is the sorted feature names of a recent vector (immutable
+// once stored): the vectors of one config have the same names, so Encode
+// walks them in that order and sorts only when a vector's names differ.
+var lastNames atomic.Pointer[[]string]
+
+// appendFeatures appends the features, names sorted.
+func appendFeatures(dst []byte, features map[string]any) []byte {
+	if last := lastNames.Load(); last != nil && len(*last) == len(features) {
+		if out, ok := appendInOrder(dst, features, *last); ok {
+			return out
+		}
+	}
+	var stack [64]string // names of a typical vector sort without allocating
+	names := stack[:0]
+	for name := range features {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	dst, _ = appendInOrder(dst, features, names)
+	if len(names) > 0 {
+		keep := slices.Clone(names)
+		lastNames.Store(&keep)
+	}
+	return dst
+}
+
+// appendInOrder appends features in the order of names, which are
+// distinct and as many as features: false when one is not in features,
+// which then holds other names.
+func appendInOrder(dst []byte, features map[string]any, names []string) ([]byte, bool) {
+	for _, name := range names {
+		v, ok := features[name]
+		if !ok {
+			return dst, false
+		}
+		dst = appendString(dst, name)
+		dst = appendValue(dst, v)
+	}
+	return dst, true
 }
 
 func appendString(dst []byte, s string) []byte {

@@ -304,3 +304,40 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+// Encode writes the features sorted whichever vectors came before it:
+// it reuses the order of the last vector's names only when the names are
+// the same.
+func TestEncodeNamesOrder(t *testing.T) {
+	sets := [][]string{
+		{"b", "a", "c"},
+		{"a", "b", "c"},
+		{"a", "b", "d"}, // as many, one different
+		{"a", "b"},
+		{},
+		{"z", "y", "x", "a", "b", "c"},
+		{"a", "b", "c"},
+	}
+	at := time.UnixMilli(1_700_000_000_000)
+	for round := range 3 {
+		for i, names := range sets {
+			f := map[string]any{}
+			for k, n := range names {
+				f[n] = float64(k + round)
+			}
+			v := Vector{Entity: "user", ID: "u", Features: f, UpdatedAt: at}
+			prev := lastNames.Load()
+			lastNames.Store(nil)
+			want := Encode(v, nil)
+			lastNames.Store(prev) // as the vectors before left it
+			got := Encode(v, nil)
+			if string(got) != string(want) {
+				t.Fatalf("round %d set %d %v: after the others %x, fresh %x", round, i, names, got, want)
+			}
+			back, err := Decode(got)
+			if err != nil || !reflect.DeepEqual(back.Features, v.Features) && len(names) > 0 {
+				t.Fatalf("round %d set %d: %v %v", round, i, back.Features, err)
+			}
+		}
+	}
+}

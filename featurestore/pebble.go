@@ -76,7 +76,18 @@ type Pebble struct {
 	unsynced map[string][]byte
 	synced   time.Time
 	tried    time.Time // the last reopen attempt, under mu
+	// members caches, under mu, whether member keys are in the committed
+	// state, as a Write read or committed them: mu serialises every
+	// write of a member key, so the cache is that state for the keys it
+	// holds. An entity's exit is mostly of a key a recent Write set, and
+	// a Get per enter and exit (under mu) was the most of a Write's time
+	// with RFM groups. At most membersMax keys; emptied on reopen.
+	members    map[string]bool
+	membersMax int
 }
+
+// membersMax is the default bound of Pebble.members: about 15 MB.
+const membersMax = 1 << 17
 
 // syncEvery is how often Write syncs the WAL when PebbleOptions.Sync is
 // off, bounding what a disk fault can make it write again.
@@ -105,7 +116,7 @@ func openPebble(path string, opts PebbleOptions, fs vfs.FS) (*Pebble, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	p := &Pebble{path: path, opts: opts, fs: fs, writeOpts: pebble.NoSync, synced: time.Now()}
+	p := &Pebble{path: path, opts: opts, fs: fs, writeOpts: pebble.NoSync, synced: time.Now(), membersMax: membersMax}
 	var err error
 	if p.db, p.fault, err = p.open(); err != nil {
 		return nil, err
@@ -199,6 +210,7 @@ func (p *Pebble) reopen() error {
 	}
 	p.opts.Logger.Info("feature store reopened after a disk fault", "store", p.path, "rewritten_keys", len(p.unsynced), "fault", fault)
 	clear(p.unsynced)
+	clear(p.members)
 	p.db, p.fault, p.synced = db, f, time.Now()
 	return nil
 }
@@ -340,7 +352,14 @@ func (p *Pebble) Write(ctx context.Context, batch []Update) error {
 		if v, ok := member[string(key)]; ok {
 			return v, nil
 		}
-		return has(p.db, key)
+		if v, ok := p.members[string(key)]; ok {
+			return v, nil
+		}
+		v, err := has(p.db, key)
+		if err == nil {
+			p.cacheMember(string(key), v)
+		}
+		return v, err
 	}
 	change := func(key []byte, e, seg string, enter bool) error {
 		if member == nil {
@@ -405,6 +424,9 @@ func (p *Pebble) Write(ctx context.Context, batch []Update) error {
 		return fmt.Errorf("cannot commit feature store batch: %w", err)
 	}
 	p.keepUnsynced(b)
+	for k, v := range member {
+		p.cacheMember(k, v)
+	}
 	if p.rows != nil {
 		for i := range batch {
 			key = vectorKey(key[:0], batch[i].Vector.Entity, batch[i].Vector.ID)
@@ -412,6 +434,23 @@ func (p *Pebble) Write(ctx context.Context, batch []Update) error {
 		}
 	}
 	return nil
+}
+
+// cacheMember records, under mu, that member key k is (or is not) in the
+// committed state; at the bound it first drops about half the keys.
+func (p *Pebble) cacheMember(k string, in bool) {
+	if p.members == nil {
+		p.members = map[string]bool{}
+	}
+	if len(p.members) >= p.membersMax {
+		n := 0
+		for k := range p.members {
+			if n++; n%2 == 1 {
+				delete(p.members, k)
+			}
+		}
+	}
+	p.members[k] = in
 }
 
 // encoded is a Write's vectors, encoded one after the other in buf, each

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -614,4 +616,110 @@ func TestPebbleConcurrentWrites(t *testing.T) {
 			}
 		}
 	}
+}
+
+// The member cache (Pebble.members) keeps counts and members as the
+// stored keys give them: enters and exits, repeated ones too, across
+// Writes and concurrent writers, with a bound that drops keys all the
+// time, and after a reopen of the process.
+func TestPebbleMemberCache(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	p, err := OpenPebble(dir, PebbleOptions{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.membersMax = 5
+	segs := []string{"a", "b", "c"}
+	const writers, rounds, ids = 3, 200, 8
+	var mu sync.Mutex
+	model := map[string]map[string]bool{} // segment -> members
+	for _, s := range segs {
+		model[s] = map[string]bool{}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 9))
+			for range rounds {
+				// Each writer owns its ids, as a stream task owns its
+				// entities; an update may enter and exit at random,
+				// repeating what is already so.
+				var batch []Update
+				type op struct {
+					id, seg string
+					enter   bool
+				}
+				var ops []op
+				for range 1 + rng.IntN(4) {
+					id := fmt.Sprintf("w%d-%d", w, rng.IntN(ids))
+					u := Update{Vector: Vector{Entity: "user", ID: id, Features: map[string]any{}}}
+					for _, s := range segs {
+						switch rng.IntN(3) {
+						case 0:
+							u.Enter = append(u.Enter, s)
+						case 1:
+							u.Exit = append(u.Exit, s)
+						}
+					}
+					// Write's order: each update's enters, then its exits.
+					for _, s := range u.Enter {
+						ops = append(ops, op{id, s, true})
+					}
+					for _, s := range u.Exit {
+						ops = append(ops, op{id, s, false})
+					}
+					batch = append(batch, u)
+				}
+				if err := p.Write(ctx, batch); err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				for _, o := range ops {
+					if o.enter {
+						model[o.seg][o.id] = true
+					} else {
+						delete(model[o.seg], o.id)
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	check := func(p *Pebble) {
+		t.Helper()
+		for _, s := range segs {
+			n, err := p.SegmentCount(ctx, "user", s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _, err := p.SegmentMembers(ctx, "user", s, "", 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := slices.Sorted(maps.Keys(model[s]))
+			slices.Sort(got)
+			if n != int64(len(want)) || !slices.Equal(got, want) {
+				t.Fatalf("segment %s: count %d members %v, want %v", s, n, got, want)
+			}
+		}
+	}
+	check(p)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if p, err = OpenPebble(dir, PebbleOptions{Logger: quiet}); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	check(p)
 }

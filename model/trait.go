@@ -37,10 +37,16 @@ type TraitScore struct {
 // TraitChangeID is the id of trait's change to score (NaN: none) for an
 // entity at a time.
 func TraitChangeID(trait, entity, id string, at time.Time, score float64) string {
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%d\x00", trait, entity, id, at.UnixMilli())
-	h.Write(strconv.AppendUint(nil, math.Float64bits(score), 16))
-	return hex.EncodeToString(h.Sum(nil)[:16])
+	// The hash of "trait\x00entity\x00id\x00<at ms>\x00<score bits, hex>",
+	// built on the stack: the stream makes one per score change.
+	var buf [128]byte
+	b := append(append(buf[:0], trait...), 0)
+	b = append(append(b, entity...), 0)
+	b = append(append(b, id...), 0)
+	b = append(strconv.AppendInt(b, at.UnixMilli(), 10), 0)
+	b = strconv.AppendUint(b, math.Float64bits(score), 16)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
 }
 
 // Encode is the record value.

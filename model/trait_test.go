@@ -1,7 +1,11 @@
 package model
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,5 +48,31 @@ func TestTraitScoreRoundTrip(t *testing.T) {
 	}
 	if _, err := DecodeTraitScore([]byte(`{"id":"1"}`)); err == nil {
 		t.Fatal("a record without trait decoded")
+	}
+}
+
+// TraitChangeID is the hash it always was: consumers dedupe on it across
+// builds.
+func TestTraitChangeIDStable(t *testing.T) {
+	was := func(trait, entity, id string, at time.Time, score float64) string {
+		h := sha256.New()
+		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%d\x00", trait, entity, id, at.UnixMilli())
+		h.Write(strconv.AppendUint(nil, math.Float64bits(score), 16))
+		return hex.EncodeToString(h.Sum(nil)[:16])
+	}
+	long := strings.Repeat("x", 300)
+	for _, c := range []struct {
+		trait, id string
+		at        time.Time
+		score     float64
+	}{
+		{"churn_risk", "u1", time.UnixMilli(1_700_000_000_123), 0.25},
+		{"", "", time.UnixMilli(-5), math.NaN()},
+		{"a\x00b", long, time.UnixMilli(0), math.Inf(-1)},
+		{long, "é", time.Date(2026, 1, 1, 0, 0, 0, 999_999, time.UTC), -0.0},
+	} {
+		if got, want := TraitChangeID(c.trait, "user", c.id, c.at, c.score), was(c.trait, "user", c.id, c.at, c.score); got != want {
+			t.Errorf("TraitChangeID(%q, %q, %v, %v) = %s, was %s", c.trait, c.id, c.at, c.score, got, want)
+		}
 	}
 }

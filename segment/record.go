@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"time"
 
 	json "github.com/goccy/go-json"
@@ -53,20 +54,26 @@ func NewRecord(c Change, entity, id string, at time.Time, cause string, features
 
 // changeID is 128 bits of SHA-256 over the length-prefixed parts, in hex.
 func changeID(parts ...string) string {
-	h := sha256.New()
-	h.Write([]byte("pulse.segments/v1"))
-	var n [binary.MaxVarintLen64]byte
+	// Built on the stack: the stream makes one per segment change.
+	var buf [256]byte
+	b := append(buf[:0], "pulse.segments/v1"...)
 	for _, p := range parts {
-		h.Write(n[:binary.PutUvarint(n[:], uint64(len(p)))])
-		h.Write([]byte(p))
+		b = binary.AppendUvarint(b, uint64(len(p)))
+		b = append(b, p...)
 	}
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(h.Sum(sum[:0])[:16])
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
 }
 
 // Encode is the record value. It fails only when a feature value has no
 // JSON form.
 func (r *Record) Encode() ([]byte, error) {
+	sc := recordPool.Get().(*recordScratch)
+	defer recordPool.Put(sc)
+	if b, ok := appendRecord(sc, sc.buf[:0], r); ok {
+		sc.buf = b
+		return slices.Clone(b), nil
+	}
 	b, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("cannot encode segment record: %w", err)

@@ -19,11 +19,12 @@ import (
 // and RFM (rfm.go, rfm_rescore.go, rfm_topic.go).
 type auto struct {
 	traitSc traitScratch
-	// rfmB is the boundaries version the task scores with; rfmVals is
-	// rfmDue's scratch; rfmNextPublish when publishRFM runs next.
+	// rfmB is the boundaries version the task scores with;
+	// rfmNextPublish when publishRFM runs next; rfmSearches counts
+	// rfmDue's searches (tests).
 	rfmB           *rfm.Boundaries
-	rfmVals        []any
 	rfmNextPublish time.Time
+	rfmSearches    int
 	// rescoreCommit is how long the last re-score chunk's commit took
 	// (rfm_rescore.go).
 	rescoreCommit time.Duration

@@ -98,6 +98,8 @@ type Processor struct {
 	// (featureNames, in Values order), then the traits and RFM's.
 	names        []string
 	featureNames []string
+	// recordFeatures encodes the names' values for segment records.
+	recordFeatures *segment.Features
 	// traits and rfm are the automatic features (traits.go, rfm.go);
 	// rfmLatest is the newest boundaries version known (rfm_topic.go).
 	traits    []trait
@@ -186,7 +188,7 @@ func New(cfg *config.Config, store featurestore.Store, opts Options) (*Processor
 	}
 	p := &Processor{
 		cfg: cfg, store: store, opts: opts, log: opts.Log,
-		features: set, segments: segs, names: names, featureNames: set.Names(), records: event.NewProjection(reads, all),
+		features: set, segments: segs, names: names, featureNames: set.Names(), recordFeatures: segment.NewFeatures(names), records: event.NewProjection(reads, all),
 		idopts: identity.FromConfig(cfg.Identity),
 		traits: traits, rfm: compileRFM(cfg, set.Names()),
 		tasks: map[int32]*task{}, reopen: map[int32]bool{},

@@ -114,10 +114,17 @@ func stringValue(s string) any {
 
 // rfmDue is the earlier of due (0 = none) and when e's recency passes the
 // next R boundary. Recency is a feature of `now` (days since the last
-// order), so the moment is found by evaluating the derived features at
-// later times: a recency growing by one a day (whole days or not) passes
-// it within the day before hi, found to the minute (11 evaluations); any
-// other is searched from now.
+// order), so the moment is found by evaluating it at later times
+// (aggregate DeriveOne: the recency feature alone): a recency growing by
+// one a day (whole days or not) passes it within the day before hi, found
+// to the minute (11 evaluations); any other is searched from now.
+//
+// The moment depends only on the recency feature's inputs (last_order_at,
+// say), the boundaries and the cut, so an entity keeps its last search
+// (e.rfmSearch) and one whose inputs did not change since, with the same
+// cut still ahead (a page view, most events), takes its result instead of
+// searching again. That result is the one the search gave then: a moment
+// the search found, or one to look again at, early and never late.
 func (t *task) rfmDue(e *entry, vals []any, now time.Time, due int64) int64 {
 	s, b := t.p.rfm, t.rfmB
 	if s == nil || !b.Usable() || e.st.Empty() {
@@ -142,16 +149,34 @@ func (t *task) rfmDue(e *entry, vals []any, now time.Time, due int64) int64 {
 	if due != 0 && due <= lo.UnixMilli() {
 		return due // the entity is evaluated before: rfmDue runs again then
 	}
+	features := t.p.features
+	inputs := features.Inputs(s.r)
+	vals = vals[:len(t.p.featureNames)]
+	if m := &e.rfmSearch; m.b == b && m.cut == cut && m.at > now.UnixMilli() && sameInputs(m.in, vals, inputs) {
+		return minDue(due, m.at)
+	}
+	t.rfmSearches++
 	passed := func(at time.Time) bool {
-		t.rfmVals = append(t.rfmVals[:0], vals[:len(t.p.featureNames)]...)
-		t.p.features.Derive(t.rfmVals, at)
-		v, ok := number(t.rfmVals[s.r])
+		v, ok := number(features.DeriveOne(s.r, vals, at))
 		return ok && v > cut
 	}
+	at := searchCrossing(passed, now, lo, hi)
+	m := &e.rfmSearch
+	m.b, m.cut, m.at = b, cut, at
+	m.in = m.in[:0]
+	for _, i := range inputs {
+		m.in = append(m.in, vals[i])
+	}
+	return minDue(due, at)
+}
+
+// searchCrossing is when passed becomes true, from now: hi when it is not by
+// then (recency does not grow with time as days do: look again then),
+// else to the minute between lo (or now, when passed already there) and
+// hi.
+func searchCrossing(passed func(time.Time) bool, now, lo, hi time.Time) int64 {
 	if !passed(hi) {
-		// Recency does not grow with time as days do: look again
-		// then; the score is always from the real value.
-		return minDue(due, hi.UnixMilli())
+		return hi.UnixMilli()
 	}
 	if lo.After(now) && passed(lo) {
 		lo = now // faster than a day a day
@@ -164,7 +189,37 @@ func (t *task) rfmDue(e *entry, vals []any, now time.Time, due int64) int64 {
 			lo = mid
 		}
 	}
-	return minDue(due, hi.UnixMilli())
+	return hi.UnixMilli()
+}
+
+// rfmLastSearch is an entity's last search in rfmDue: the moment at that
+// its recency passes cut under boundaries b, from the recency inputs in
+// (the values of aggregate Inputs).
+type rfmLastSearch struct {
+	b   *rfm.Boundaries
+	cut float64
+	at  int64
+	in  []any
+}
+
+// sameInputs reports whether vals holds the values in at the indexes
+// inputs. Only values compared cheaply and exactly (numbers, strings,
+// bools, nil) can match: a list or map input searches every time.
+func sameInputs(in, vals []any, inputs []int) bool {
+	if len(in) != len(inputs) {
+		return false
+	}
+	for k, i := range inputs {
+		switch v := vals[i].(type) {
+		case nil, float64, string, bool:
+			if in[k] != v {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func minDue(due, at int64) int64 {

@@ -58,6 +58,9 @@ type task struct {
 	vals    []any
 	// scratch is finish's encoding buffer.
 	scratch []byte
+	// recordFeatures is finish's scratch for the features of segment
+	// records.
+	recordFeatures []byte
 	// evs and items are processBatch's chunk of decoded records (see
 	// batch.go); sink keeps its prefetches.
 	evs   *[applyChunk]event.Event
@@ -127,6 +130,9 @@ type entry struct {
 	// autoRec is the entity's automatic record as committed, once autoLoaded.
 	autoRec    autoRecord
 	autoLoaded bool
+	// rfmSearch is rfmDue's last search of the entity, kept while it is
+	// cached.
+	rfmSearch rfmLastSearch
 }
 
 func (p *Processor) taskDir(part int32) string {
@@ -563,13 +569,25 @@ func (t *task) finish(x *txn, e *entry, now time.Time, expire bool) error {
 	changes := p.segments.Diff(e.m, m, nil)
 	v := t.vector(e.id, t.vals, m, now, e.eventAt)
 	u := featurestore.Update{Vector: v}
+	// The changes' records share one encoding of the features (a group
+	// change is an exit and an enter).
+	feats, encoded := t.recordFeatures[:0], false
+	if len(changes) > 0 {
+		feats, encoded = p.recordFeatures.Append(feats, t.vals)
+		t.recordFeatures = feats
+	}
 	for _, c := range changes {
 		cause := e.cause
 		if cause == "" {
 			cause = t.topic + "/" + strconv.Itoa(int(t.partition)) + "/" + strconv.FormatInt(e.offset, 10)
 		}
 		rec := segment.NewRecord(c, entity, e.id, e.at, cause, v.Features)
-		b, err := rec.Encode()
+		var b []byte
+		if encoded {
+			b, err = rec.EncodeWith(feats)
+		} else {
+			b, err = rec.Encode() // the error of a value with no JSON form
+		}
 		if err != nil {
 			return err
 		}

@@ -154,6 +154,9 @@ func (st *tester) run(path string, c testCase) string {
 		}
 	case "meta":
 		fmt.Fprintf(&b, "next=%d pending=%v", st.task.meta.next, st.task.meta.pending)
+	case "searches":
+		fmt.Fprintf(&b, "searches=%d", st.task.rfmSearches)
+		st.task.rfmSearches = 0
 	default:
 		t.Fatalf("%s:%d: unknown command %s", path, c.line, c.cmd)
 	}

@@ -44,6 +44,9 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output in testda
 //	                        values at now
 //	timers                  the timer index
 //	meta                    the task's next offset and pending entities
+//	searches                how many times rfmDue searched for the moment
+//	                        recency passes a boundary since the last
+//	                        searches (or the config)
 //
 // Times T are durations from 2025-06-01T12:00:00Z (t0): 0, -72h, +30d,
 // 90m. A record line is key=value tokens: offset (default: the next one),
