@@ -41,6 +41,10 @@ type Options struct {
 	// and those of one RFM re-score chunk (which also stops at about
 	// 10 ms, rescoreBudget), overriding the default 5000.
 	TimerChunk int
+	// RescoreBudget is about how long one RFM re-score chunk holds the
+	// task's work lock, its commit included; default rescoreBudget (10 ms).
+	// Tests that count chunks set it long, so TimerChunk alone cuts them.
+	RescoreBudget time.Duration
 	// SessionTimeout of the consumer group member, overriding the default
 	// 10s: how long a crashed processor holds its partitions.
 	SessionTimeout time.Duration
@@ -74,6 +78,9 @@ func (o *Options) EnsureDefaults() *Options {
 	}
 	if o.TimerChunk <= 0 {
 		o.TimerChunk = 5000
+	}
+	if o.RescoreBudget <= 0 {
+		o.RescoreBudget = rescoreBudget
 	}
 	if o.SessionTimeout <= 0 {
 		o.SessionTimeout = 10 * time.Second

@@ -253,7 +253,7 @@ func (t *task) rescore(ctx context.Context) (more bool, err error) {
 	now := t.p.opts.Now()
 	cause := "rfm/" + strconv.FormatInt(t.rfmB.Version, 10)
 	// The walk leaves room for the commit: as long as the last one took.
-	stop := rescoreBudget - t.rescoreCommit
+	stop := t.p.opts.RescoreBudget - t.rescoreCommit
 	n, changed := 0, false
 	for it.First(); it.Valid(); it.Next() {
 		if n == t.p.opts.TimerChunk || (n > 0 && time.Since(start) >= stop) {
@@ -304,7 +304,7 @@ func (t *task) rescore(ctx context.Context) (more bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	t.rescoreCommit = min(time.Since(committing), rescoreBudget/2)
+	t.rescoreCommit = min(time.Since(committing), t.p.opts.RescoreBudget/2)
 	mRFMRescored.Add(float64(n))
 	mRFMQueued.WithLabelValues(t.lagLabel).Add(float64(n))
 	if !more {

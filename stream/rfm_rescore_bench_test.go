@@ -31,6 +31,7 @@ func BenchmarkRescore(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.close()
+	st.p.opts.RescoreBudget = rescoreBudget // the tester cuts by count; time chunks as in production
 	// The state: one order per buyer, up to 400 days back, on disk.
 	task := st.task
 	recs := make([]*kgo.Record, 0, 10000)

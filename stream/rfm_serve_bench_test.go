@@ -36,6 +36,7 @@ func BenchmarkServeDuringRescore(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.close()
+	st.p.opts.RescoreBudget = rescoreBudget // the tester cuts by count; time chunks as in production
 	task, ctx := st.task, context.Background()
 	var offset atomic.Int64
 	batch := func(users func(i int) string, count int, at func(i int) time.Time, revenue func(i int) float64) error {

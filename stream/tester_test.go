@@ -181,7 +181,9 @@ func (st *tester) start(yaml string) error {
 			return a
 		},
 	}))
-	if st.p, err = New(cfg, st.store, Options{Log: log, Now: st.clock.now}); err != nil {
+	// Re-score chunks cut by TimerChunk alone (chunk=), not by time: the
+	// same chunks on a loaded machine.
+	if st.p, err = New(cfg, st.store, Options{Log: log, Now: st.clock.now, RescoreBudget: time.Hour}); err != nil {
 		return err
 	}
 	t := st.p.newTask(0)
