@@ -365,3 +365,41 @@ func TestResolvedOfLongIDsSplitIntoTransactions(t *testing.T) {
 		}
 	}
 }
+
+// A task's worker folds the batches queued behind the one it takes into
+// it (task.fold), in order, up to MaxPollRecords.
+func TestWorkerFoldsQueuedBatches(t *testing.T) {
+	recs := func(from, n int64) []*kgo.Record {
+		out := make([]*kgo.Record, n)
+		for i := range out {
+			out[i] = &kgo.Record{Offset: from + int64(i)}
+		}
+		return out
+	}
+	tk := &task{p: &Processor{opts: Options{MaxPollRecords: 25}}, queue: make(chan taskWork, queueDepth)}
+	tk.queue <- taskWork{recs(10, 10), 40}
+	tk.queue <- taskWork{recs(20, 10), 50}
+	w := tk.fold(taskWork{recs(0, 10), 30})
+	if len(w.recs) != 30 || w.hwm != 50 {
+		t.Fatalf("folded %d records, hwm %d; want 30 and 50", len(w.recs), w.hwm)
+	}
+	for i, r := range w.recs {
+		if r.Offset != int64(i) {
+			t.Fatalf("record %d has offset %d", i, r.Offset)
+		}
+	}
+	// Past MaxPollRecords it stops: the rest waits for the next batch.
+	tk.queue <- taskWork{recs(30, 10), 60}
+	tk.queue <- taskWork{recs(40, 10), 70}
+	w = tk.fold(taskWork{recs(25, 5), 55})
+	// 5 < 25: takes 30..39 (15 < 25), then 40..49 (25): at the bound.
+	if len(w.recs) != 25 || w.hwm != 70 || len(tk.queue) != 0 {
+		t.Fatalf("folded %d records, hwm %d; want 25 and 70", len(w.recs), w.hwm)
+	}
+	tk.queue <- taskWork{recs(50, 10), 80}
+	tk.queue <- taskWork{recs(60, 10), 90}
+	w = tk.fold(taskWork{recs(45, 25), 75})
+	if len(w.recs) != 25 || len(tk.queue) != 2 {
+		t.Fatalf("a full batch took %d records and left %d queued; want 25 and 2", len(w.recs), len(tk.queue))
+	}
+}

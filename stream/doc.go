@@ -118,6 +118,12 @@
 // batch, and its batches never wait for a timer's transaction. The timer
 // loop fires the rest, and everything on an idle partition.
 //
+// The poll loop hands each task its fetched records through a queue of
+// queueDepth batches; the task's worker folds whatever waits there into
+// the batch it takes (task.fold, up to MaxPollRecords), so records that
+// arrived while the task committed go out in one transaction, and a
+// loaded partition pays one commit per round, not one per fetch.
+//
 // # Traits and RFM
 //
 // After the configured features come the automatic ones (auto.go): each

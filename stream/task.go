@@ -308,6 +308,7 @@ func (t *task) worker() {
 		if t.broken.Load() {
 			continue
 		}
+		w = t.fold(w)
 		if err := t.processBatch(t.p.workCtx(), w.recs, w.hwm); err != nil {
 			t.broken.Store(true)
 			t.p.taskFailed(t, err)
@@ -318,6 +319,25 @@ func (t *task) worker() {
 		default: // the committer has a signal pending
 		}
 	}
+}
+
+// fold appends to w the batches queued behind it (the poll loop fetched
+// them while the task committed), up to MaxPollRecords: what waited is
+// processed and committed in one transaction, not one each, so under load
+// a partition pays one commit for it and its events wait for one.
+func (t *task) fold(w taskWork) taskWork {
+	for len(w.recs) < t.p.opts.MaxPollRecords {
+		select {
+		case next := <-t.queue:
+			// A new slice: a fetch's records may share their array.
+			recs := make([]*kgo.Record, 0, len(w.recs)+len(next.recs))
+			w = taskWork{recs: append(append(recs, w.recs...), next.recs...), hwm: next.hwm}
+			continue
+		default:
+		}
+		break
+	}
+	return w
 }
 
 func (t *task) closeClients() {
