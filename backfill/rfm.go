@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"time"
 
 	"github.com/pulse-rt/pulse/aggregate"
@@ -25,30 +24,6 @@ type rfmCheck struct {
 	groups  []rfm.Group
 	r, f, m int // set indexes of recency, frequency, monetary
 	names   []string
-}
-
-// splitRFM separates the RFM feature names in names (Verify's feature
-// list) from the others: with names empty, all of them when the config
-// scores RFM for users.
-func splitRFM(cfg *config.Config, names []string) (others, checked []string) {
-	on := cfg.RFM != nil && (cfg.RFM.Entity == "" || cfg.RFM.Entity == aggregate.DefaultEntity)
-	if len(names) == 0 {
-		if on {
-			return nil, rfmFeatures
-		}
-		return nil, nil
-	}
-	for _, n := range names {
-		if on && slices.Contains(rfmFeatures, n) {
-			checked = append(checked, n)
-		} else {
-			others = append(others, n)
-		}
-	}
-	if len(others) == 0 {
-		others = []string{} // no other feature: not "all" of them
-	}
-	return others, checked
 }
 
 // compileRFM prepares the check of names (nil: no check) with b; asked

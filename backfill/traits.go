@@ -21,9 +21,13 @@ type traitCheck struct {
 	x, out []float64
 }
 
-// splitTraits separates the trait names in names (Verify's feature list)
-// from the others; with names empty, every user trait is checked.
-func splitTraits(cfg *config.Config, names []string) (features, traits []string) {
+// splitChecks sorts Verify's feature list into the configured features,
+// the predictive traits and the RFM features: with names empty, every user
+// feature (features nil), trait and, when the config scores users, RFM
+// feature; otherwise what names lists (features empty, not nil, when it
+// lists none).
+func splitChecks(cfg *config.Config, names []string) (features, traits, rfmNames []string) {
+	rfmOn := cfg.RFM != nil && (cfg.RFM.Entity == "" || cfg.RFM.Entity == aggregate.DefaultEntity)
 	isTrait := func(n string) bool {
 		return slices.ContainsFunc(cfg.Traits, func(t config.Trait) bool { return t.Name == n && t.Entity == aggregate.DefaultEntity })
 	}
@@ -33,19 +37,23 @@ func splitTraits(cfg *config.Config, names []string) (features, traits []string)
 				traits = append(traits, t.Name)
 			}
 		}
-		return nil, traits
+		if rfmOn {
+			rfmNames = rfmFeatures
+		}
+		return nil, traits, rfmNames
 	}
+	features = []string{}
 	for _, n := range names {
-		if isTrait(n) {
+		switch {
+		case rfmOn && slices.Contains(rfmFeatures, n):
+			rfmNames = append(rfmNames, n)
+		case isTrait(n):
 			traits = append(traits, n)
-		} else {
+		default:
 			features = append(features, n)
 		}
 	}
-	if len(features) == 0 {
-		features = []string{} // no other feature: not "all" of them
-	}
-	return features, traits
+	return features, traits, rfmNames
 }
 
 // compileTraits loads the named traits' models over set's values.

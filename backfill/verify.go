@@ -85,11 +85,7 @@ type VerifyReport struct {
 // values. A vector the stream has not re-scored since those boundaries
 // came differs; its mismatch says so.
 func Verify(ctx context.Context, cfg *config.Config, r *history.Reader, store featurestore.Store, opts VerifyOptions) (*VerifyReport, error) {
-	others, rfmNames := splitRFM(cfg, opts.Features)
-	featureNames, traitNames := splitTraits(cfg, others)
-	if len(opts.Features) > 0 && len(others) == 0 {
-		featureNames, traitNames = []string{}, nil // RFM only
-	}
+	featureNames, traitNames, rfmNames := splitChecks(cfg, opts.Features)
 	set, idx, err := compile(cfg, featureNames)
 	if err != nil {
 		return nil, err
