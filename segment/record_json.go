@@ -7,9 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"unicode/utf8"
 
 	json "github.com/goccy/go-json"
+	"github.com/pulse-rt/pulse/internal/jsonstr"
 )
 
 // The stream writes a record per segment change with every feature of the
@@ -53,15 +53,15 @@ func appendRecordHead(b []byte, r *Record) (_ []byte, ok bool) {
 		return b, false
 	}
 	b = append(b, `{"change_id":`...)
-	b = appendJSONString(b, r.ID)
+	b = jsonstr.AppendMarshal(b, r.ID)
 	b = append(b, `,"segment":`...)
-	b = appendJSONString(b, r.Segment)
+	b = jsonstr.AppendMarshal(b, r.Segment)
 	b = append(b, `,"entity":`...)
-	b = appendJSONString(b, r.Entity)
+	b = jsonstr.AppendMarshal(b, r.Entity)
 	b = append(b, `,"id":`...)
-	b = appendJSONString(b, r.EntityID)
+	b = jsonstr.AppendMarshal(b, r.EntityID)
 	b = append(b, `,"change":`...)
-	b = appendJSONString(b, r.Change)
+	b = jsonstr.AppendMarshal(b, r.Change)
 	b = append(b, `,"at":"`...)
 	b = r.At.AppendFormat(b, "2006-01-02T15:04:05.999999999Z07:00")
 	return append(b, '"'), true
@@ -94,7 +94,7 @@ func NewFeatures(names []string) *Features {
 	}
 	f.order = keep
 	for _, i := range f.order {
-		f.keys = append(f.keys, append(appendJSONString(nil, names[i]), ':'))
+		f.keys = append(f.keys, append(jsonstr.AppendMarshal(nil, names[i]), ':'))
 	}
 	return f
 }
@@ -154,7 +154,7 @@ func (sc *recordScratch) appendValue(b []byte, v any, depth int) ([]byte, bool) 
 	case float64:
 		return appendJSONFloat(b, x)
 	case string:
-		return appendJSONString(b, x), true
+		return jsonstr.AppendMarshal(b, x), true
 	case bool:
 		return strconv.AppendBool(b, x), true
 	case map[string]any:
@@ -186,7 +186,7 @@ func (sc *recordScratch) appendValue(b []byte, v any, depth int) ([]byte, bool) 
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, e)
+			b = jsonstr.AppendMarshal(b, e)
 		}
 		return append(b, ']'), true
 	}
@@ -213,7 +213,7 @@ func (sc *recordScratch) appendMap(b []byte, m map[string]any, depth int) ([]byt
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, k)
+		b = jsonstr.AppendMarshal(b, k)
 		b = append(b, ':')
 		var ok bool
 		if b, ok = sc.appendValue(b, m[k], depth); !ok {
@@ -249,68 +249,3 @@ func appendJSONFloat(b []byte, f float64) ([]byte, bool) {
 	}
 	return b, true
 }
-
-// appendJSONString is encoding/json's string with HTML escaping: ", \ and
-// control characters escaped, <, > and & as \u003c, \u003e, \u0026,
-// U+2028 and U+2029 escaped, invalid UTF-8 as \ufffd.
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if jsonSafe[c] {
-			i++
-			continue
-		}
-		if c < utf8.RuneSelf {
-			b = append(b, s[start:i]...)
-			switch c {
-			case '\\', '"':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
-
-// jsonSafe marks the bytes appendJSONString copies as they are: ASCII
-// from space on but ", \, <, > and &.
-var jsonSafe = func() (t [256]bool) {
-	for c := 0x20; c < utf8.RuneSelf; c++ {
-		t[c] = !strings.ContainsRune(`"\<>&`, rune(c))
-	}
-	return t
-}()
