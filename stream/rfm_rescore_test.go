@@ -24,19 +24,12 @@ func TestRescoreResumesFromCursor(t *testing.T) {
 	for _, crash := range []string{"rescore-before-commit", "after-txn-commit"} {
 		t.Run(crash, func(t *testing.T) {
 			const n, chunk = 300, 40
-			st := &tester{t: t}
-			if err := st.start(rfmBenchConfig); err != nil {
-				t.Fatal(err)
-			}
-			defer st.close()
+			st := startRFMTester(t)
 			ctx := context.Background()
 			var recs []*kgo.Record
 			add := func(user string, at time.Time, revenue float64) {
 				off := int64(len(recs))
-				ev := order(user, fmt.Sprintf("m%d", off), at, revenue)
-				ev.Type = event.Track
-				v, _ := ev.Marshal()
-				recs = append(recs, &kgo.Record{Topic: st.p.cfg.Kafka.Topics.Events, Key: []byte(ev.UserID), Value: v, Offset: off})
+				recs = append(recs, st.orderRecord(user, fmt.Sprintf("m%d", off), off, at, revenue))
 			}
 			for i := range n {
 				add(fmt.Sprintf("u%03d", i), t0.Add(-time.Duration(i%200)*24*time.Hour), float64(10+i%500))
@@ -168,16 +161,9 @@ func TestRescoreResumesFromCursor(t *testing.T) {
 // before the cursor, with its per-entity re-score queue (q/<id>), deletes
 // the queue and re-scores everyone from the start.
 func TestRescoreOldQueue(t *testing.T) {
-	st := &tester{t: t}
-	if err := st.start(rfmBenchConfig); err != nil {
-		t.Fatal(err)
-	}
-	defer st.close()
+	st := startRFMTester(t)
 	ctx := context.Background()
-	ev := order("u1", "m1", t0.Add(-24*time.Hour), 10)
-	ev.Type = event.Track
-	v, _ := ev.Marshal()
-	if err := st.task.processBatch(ctx, []*kgo.Record{{Topic: st.p.cfg.Kafka.Topics.Events, Key: []byte("u1"), Value: v}}, 1); err != nil {
+	if err := st.task.processBatch(ctx, []*kgo.Record{st.orderRecord("u1", "m1", 0, t0.Add(-24*time.Hour), 10)}, 1); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.task.publishRFM(ctx, t0); err != nil {
@@ -215,18 +201,11 @@ func TestRescoreOldQueue(t *testing.T) {
 // pending entities (meta) stay as the last transaction left them.
 func TestRescorePebbleOnly(t *testing.T) {
 	const n = 120
-	st := &tester{t: t}
-	if err := st.start(rfmBenchConfig); err != nil {
-		t.Fatal(err)
-	}
-	defer st.close()
+	st := startRFMTester(t)
 	ctx := context.Background()
 	var recs []*kgo.Record
 	for i := range n {
-		ev := order(fmt.Sprintf("u%03d", i), fmt.Sprintf("m%d", i), t0.Add(-time.Duration(i)*24*time.Hour), float64(10+i))
-		ev.Type = event.Track
-		v, _ := ev.Marshal()
-		recs = append(recs, &kgo.Record{Topic: st.p.cfg.Kafka.Topics.Events, Key: []byte(ev.UserID), Value: v, Offset: int64(i)})
+		recs = append(recs, st.orderRecord(fmt.Sprintf("u%03d", i), fmt.Sprintf("m%d", i), int64(i), t0.Add(-time.Duration(i)*24*time.Hour), float64(10+i)))
 	}
 	if err := st.task.processBatch(ctx, recs, n); err != nil {
 		t.Fatal(err)
@@ -281,4 +260,25 @@ func storedMeta(t *testing.T, task *task) meta {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// startRFMTester starts a tester on rfmBenchConfig, closed when the test
+// ends.
+func startRFMTester(t *testing.T) *tester {
+	t.Helper()
+	st := &tester{t: t}
+	if err := st.start(rfmBenchConfig); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.close)
+	return st
+}
+
+// orderRecord is user's order (a track, as ingest writes it) at offset off
+// of the events topic.
+func (st *tester) orderRecord(user, msg string, off int64, at time.Time, revenue float64) *kgo.Record {
+	ev := order(user, msg, at, revenue)
+	ev.Type = event.Track
+	v, _ := ev.Marshal()
+	return &kgo.Record{Topic: st.p.cfg.Kafka.Topics.Events, Key: []byte(user), Value: v, Offset: off}
 }
