@@ -521,7 +521,10 @@ func (t *task) load(id string) (*entry, error) {
 	}
 	b, closer, err := t.db.Get(key(pkEntity, id))
 	if errors.Is(err, pebble.ErrNotFound) {
-		e := &entry{id: id, st: t.p.features.NewState()}
+		// An entity with no state has no automatic record either (finish
+		// deletes it with the state, retire with the merged entity): no
+		// read of r/<id> for a newcomer.
+		e := &entry{id: id, st: t.p.features.NewState(), autoLoaded: true}
 		t.cache[id] = e
 		return e, nil
 	}
