@@ -41,6 +41,25 @@ func (s *Set) AppendMembership(b []byte, m Membership) []byte {
 
 var errShort = errors.New("segment: membership encoding truncated")
 
+// MembershipLen is the length of the membership encoding (AppendMembership)
+// at the start of b, so a caller can keep more after it: 0 for an empty b.
+func MembershipLen(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	if b[0] != encodingVersion {
+		return 0, fmt.Errorf("segment: unknown membership encoding version %d", b[0])
+	}
+	if len(b) < 9 {
+		return 0, errShort
+	}
+	n, k := binary.Uvarint(b[9:])
+	if k <= 0 || n > uint64(len(b)-9-k)/8 {
+		return 0, errShort
+	}
+	return 9 + k + 8*int(n), nil
+}
+
 // DecodeMembership reads an encoding made by AppendMembership of this or an
 // earlier Set, reusing dst's memory. Members of segments this Set no longer
 // has are dropped. stale reports that the encoding was made with different

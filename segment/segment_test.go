@@ -293,3 +293,35 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatal(set.Stats(0).LastError)
 	}
 }
+
+// TestMembershipLen: the length of an encoding followed by other bytes is
+// the encoding's own, for no, some and every member; a cut one is refused.
+func TestMembershipLen(t *testing.T) {
+	set, values := benchSet(t, benchRules)
+	all := set.Eval(values, time.UnixMilli(1717200000000), nil)
+	var some Membership
+	for i, n := 0, 0; i < len(set.segs); i++ {
+		if all.Has(i) {
+			if n++; n%2 == 0 {
+				some = sized(some, len(set.segs))
+				some.set(i)
+			}
+		}
+	}
+	if all.Count() < 2 || some.Count() == 0 {
+		t.Fatalf("members: all %d, some %d: the test shows nothing", all.Count(), some.Count())
+	}
+	for _, m := range []Membership{nil, some, all} {
+		enc := set.AppendMembership(nil, m)
+		n, err := MembershipLen(append(enc, 1, 2, 3))
+		if err != nil || n != len(enc) {
+			t.Errorf("%d members: MembershipLen = %d, %v; want %d", m.Count(), n, err, len(enc))
+		}
+		if _, err := MembershipLen(enc[:len(enc)-1]); err == nil && m.Count() > 0 {
+			t.Errorf("%d members: a cut encoding is taken", m.Count())
+		}
+	}
+	if n, err := MembershipLen(nil); n != 0 || err != nil {
+		t.Errorf("empty: %d, %v", n, err)
+	}
+}

@@ -42,9 +42,10 @@ func withAuto(cfg *config.Config, names []string, kinds []segment.Kind) ([]strin
 }
 
 // appendAuto appends to the feature values of e (as of now) its trait
-// scores and RFM features, in config.AutoFeatures order. With x it writes
-// what changed: the entity's automatic record, and a traits-topic record
-// per trait whose score changed. Without x (rewritePending) nothing is.
+// scores and RFM features, in config.AutoFeatures order. With x it takes
+// what changed: e.autoRec becomes the new record (finish writes it in the
+// entity's value), with a traits-topic record per trait whose score
+// changed. Without x (rewritePending) nothing is.
 func (t *task) appendAuto(x *txn, e *entry, vals []any, now time.Time) ([]any, error) {
 	vals, rec, err := t.autoValues(e, vals, now)
 	if err != nil || x == nil || rec.equal(&e.autoRec) {
@@ -53,10 +54,13 @@ func (t *task) appendAuto(x *txn, e *entry, vals []any, now time.Time) ([]any, e
 	if err := t.writeTraits(x, e, &rec, now); err != nil {
 		return nil, err
 	}
-	t.writeAuto(x, e.id, rec)
 	e.autoRec = rec
 	return vals, nil
 }
+
+// hasAuto reports that the config has automatic features: entity values
+// carry an automatic record.
+func (p *Processor) hasAuto() bool { return len(p.traits) > 0 || p.rfm != nil }
 
 // autoValues appends e's automatic features to vals and returns the
 // automatic record they make (e.autoRec when nothing changed).
@@ -69,7 +73,7 @@ func (t *task) autoValues(e *entry, vals []any, now time.Time) ([]any, autoRecor
 		if err != nil {
 			return nil, autoRecord{}, err
 		}
-		e.autoRec, e.autoLoaded = rec, true
+		e.setLegacyAuto(rec)
 	}
 	rec := e.autoRec
 	rec.scores = make([]float64, len(t.p.traits))
@@ -129,8 +133,11 @@ func sameScore(a, b float64) bool { return a == b || (math.IsNaN(a) && math.IsNa
 
 // autoRecord is what an entity keeps of its automatic features: the RFM
 // group, the previous group and when it changed, and the traits' last
-// scores (NaN: none), for the traits topic's "as scores change". Pebble
-// r/<id>, changelog __auto/<id>, written with the entity when it changes.
+// scores (NaN: none), for the traits topic's "as scores change". It is
+// part of the entity's value (entityValue), so it costs no key, record or
+// read of its own. Values written before that kept it apart, under Pebble
+// r/<id> and changelog __auto/<id>: it is read from there once (autoOf,
+// the re-score's walk) and deleted when the entity is next written.
 type autoRecord struct {
 	group, previous string
 	changedAt       int64 // ms; 0 = never
@@ -154,8 +161,10 @@ func (r *autoRecord) equal(o *autoRecord) bool {
 
 func (r *autoRecord) empty() bool { return r.equal(&autoRecord{}) }
 
-func (r *autoRecord) encode() []byte {
-	b := appendStrings(binary.AppendVarint(nil, r.changedAt), []string{r.group, r.previous})
+func (r *autoRecord) encode() []byte { return r.appendTo(nil) }
+
+func (r *autoRecord) appendTo(b []byte) []byte {
+	b = appendStrings(binary.AppendVarint(b, r.changedAt), []string{r.group, r.previous})
 	b = binary.AppendUvarint(b, uint64(len(r.scores)))
 	for _, s := range r.scores {
 		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(s))
@@ -182,7 +191,8 @@ func decodeAutoRecord(b []byte) (autoRecord, error) {
 	return rec, nil
 }
 
-// autoOf reads an entity's automatic record (zero when none).
+// autoOf reads an entity's automatic record as values kept it before it
+// moved into them: under r/<id> (zero when none).
 func (t *task) autoOf(id string) (autoRecord, error) {
 	b, closer, err := t.db.Get(key(pkAuto, id))
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -195,16 +205,22 @@ func (t *task) autoOf(id string) (autoRecord, error) {
 	return decodeAutoRecord(b)
 }
 
-func (t *task) writeAuto(x *txn, id string, rec autoRecord) {
-	k, clk := key(pkAuto, id), []byte(clAutoPrefix+id)
-	if rec.empty() {
-		x.b.Delete(k, nil)
-		x.recs = append(x.recs, t.stateRecord(clk, nil))
+// setLegacyAuto takes rec, read from r/<id>, as e's record: legacyAuto
+// when there was one, so the next write of e deletes it there.
+func (e *entry) setLegacyAuto(rec autoRecord) {
+	e.autoRec, e.autoLoaded, e.legacyAuto = rec, true, !rec.empty()
+}
+
+// dropLegacyAuto deletes e's automatic record kept apart (r/<id> and its
+// changelog key) where there may be one: e's value holds it from now on,
+// or e is gone.
+func (t *task) dropLegacyAuto(x *txn, e *entry) {
+	if !t.p.hasAuto() || (e.autoLoaded && !e.legacyAuto) {
 		return
 	}
-	v := rec.encode()
-	x.b.Set(k, v, nil)
-	x.recs = append(x.recs, t.stateRecord(clk, v))
+	x.b.Delete(key(pkAuto, e.id), nil)
+	x.recs = append(x.recs, t.stateRecord([]byte(clAutoPrefix+e.id), nil))
+	e.legacyAuto = false
 }
 
 func (p *Processor) closeRFM() {

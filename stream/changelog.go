@@ -182,7 +182,7 @@ func (t *task) restoreEntity(b *pebble.Batch, id string, v []byte, local bool, n
 		b.Delete(ek, nil)
 		return nil
 	}
-	state, memb, err := splitEntityValue(v)
+	state, memb, _, err := splitEntityValue(v)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/pulse-rt/pulse/segment"
 )
 
 // Keys of the changelog (pulse.state). Entities are "e/<id>"; everything
@@ -202,20 +204,41 @@ func decodeOffsetValue(b []byte) (next int64, pending []string, err error) {
 	return next, pending, nil
 }
 
-// entityValue is the changelog value of an entity: its aggregate State and
-// its segment Membership.
+// entityValue is the changelog value of an entity: its aggregate State,
+// its segment Membership and, where the config has automatic features
+// (traits, RFM), autoMark and its automatic record (auto.go), so an
+// entity's change is one changelog record and one Pebble key. A value
+// without the mark was written before the record moved in (its record,
+// if any, is under r/<id>), or by a config without automatic features.
 func entityValue(dst, state, membership []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(state)))
 	dst = append(dst, state...)
 	return append(dst, membership...)
 }
 
-func splitEntityValue(b []byte) (state, membership []byte, err error) {
+// autoMark starts the automatic record in an entity value.
+const autoMark = 'A'
+
+// splitEntityValue splits an entity value into its parts; auto is the
+// encoded automatic record, nil when the value holds none.
+func splitEntityValue(b []byte) (state, membership, auto []byte, err error) {
 	n, k := binary.Uvarint(b)
 	if k <= 0 || uint64(len(b)-k) < n {
-		return nil, nil, errCorrupt
+		return nil, nil, nil, errCorrupt
 	}
-	return b[k : k+int(n)], b[k+int(n):], nil
+	state, rest := b[k:k+int(n)], b[k+int(n):]
+	m, err := segment.MembershipLen(rest)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	membership, rest = rest[:m], rest[m:]
+	if len(rest) > 0 {
+		if rest[0] != autoMark {
+			return nil, nil, nil, errCorrupt
+		}
+		auto = rest[1:]
+	}
+	return state, membership, auto, nil
 }
 
 // localValue is the Pebble value of an entity: its timer's due time (0 =

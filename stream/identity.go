@@ -271,12 +271,8 @@ func (t *task) retire(x *txn, e *entry, to string, at time.Time, cause string) e
 		x.b.Delete(timerKey(e.due, e.id), nil)
 	}
 	x.recs = append(x.recs, t.stateRecord([]byte(clEntityPrefix+e.id), nil))
-	if len(p.traits) > 0 || p.rfm != nil {
-		// Its automatic record goes with it (load counts on it: no state,
-		// no record).
-		t.writeAuto(x, e.id, autoRecord{})
-		e.autoRec, e.autoLoaded = autoRecord{}, true
-	}
+	t.dropLegacyAuto(x, e) // a record in the value goes with it
+	e.autoRec, e.autoLoaded = autoRecord{}, true
 	x.updates = append(x.updates, u)
 	x.pending = append(x.pending, e.id)
 	e.st, e.m, e.due, e.touched = p.features.NewState(), nil, 0, false

@@ -19,8 +19,9 @@ import (
 // enter and exit records, the store's memberships, SSE and webhooks come
 // from the segment path with no code of their own.
 //
-// The entity's automatic record (auto.go: Pebble r/<id>, changelog
-// __auto/<id>) keeps the group, the previous group and when it changed.
+// The entity's automatic record (auto.go), part of the entity's value in
+// Pebble and the changelog, keeps the group, the previous group and when
+// it changed.
 //
 // Recency worsens with time alone: the entity's timer is due at the
 // earliest of its windows' next change and the moment its recency passes

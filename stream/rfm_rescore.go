@@ -60,7 +60,7 @@ import (
 
 var (
 	pkRescoreOld    = []byte("q/") // q/<id> of older builds: deleted on open
-	pkAuto          = []byte("r/") // r/<id> -> autoRecord (auto.go)
+	pkAuto          = []byte("r/") // r/<id> -> autoRecord of older builds (auto.go): read, then deleted
 	pkRFMVersion    = []byte("mr") // rfm.Boundaries whose re-score was started last
 	pkRescoreCursor = []byte("mc") // version (8 bytes BE) + last entity re-scored; absent: no re-score to do
 
@@ -78,7 +78,9 @@ var (
 	}, []string{"partition"})
 )
 
-// clAutoPrefix + id: the entity's automatic record (auto.go).
+// clAutoPrefix + id: the entity's automatic record as older builds kept it
+// (auto.go); now part of the entity's value, and deleted here when the
+// entity is next written.
 const clAutoPrefix = "__auto/"
 
 // rescoreBudget is about how long one re-score chunk holds the task's
@@ -268,10 +270,11 @@ func (t *task) rescore(ctx context.Context) (more bool, err error) {
 			return false, err
 		}
 		if !e.autoLoaded {
-			if e.autoRec, err = nextAuto(autos, id); err != nil {
+			rec, err := nextAuto(autos, id)
+			if err != nil {
 				return false, err
 			}
-			e.autoLoaded = true
+			e.setLegacyAuto(rec)
 		}
 		e.cause, e.at = cause, now
 		ch, err := t.rescoreOne(x, e, now, it.Value())
@@ -393,7 +396,7 @@ func (t *task) rfmValues(now time.Time, grid rfm.Grid, prospects *int64) (r, f, 
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		state, _, err := splitEntityValue(cl)
+		state, _, _, err := splitEntityValue(cl)
 		if err != nil {
 			return nil, nil, nil, err
 		}

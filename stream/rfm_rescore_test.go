@@ -145,9 +145,9 @@ func TestRescoreResumesFromCursor(t *testing.T) {
 				vals := st.p.features.Values(e.st, now, nil)
 				s := st.p.rfm
 				want := rfm.Assign(st.task.rfmB, s.scores, s.groups, value(vals[s.r]), value(vals[s.f]), value(vals[s.m]))
-				rec, err := st.task.autoOf(e.id)
-				if err != nil {
-					t.Fatal(err)
+				rec := e.autoRec // as stored in its value
+				if !e.autoLoaded {
+					t.Fatalf("%s: no automatic record in its value", e.id)
 				}
 				if rec.group != want.Group || rec.rfm != [3]uint8{uint8(want.R), uint8(want.F), uint8(want.M)} {
 					t.Errorf("%s: group %s rfm=%v, want %+v", e.id, rec.group, rec.rfm, want)

@@ -127,9 +127,12 @@ type entry struct {
 	touched bool               // an event was applied in this batch
 	at      time.Time          // event time of that cause
 	eventAt time.Time          // newest receivedAt folded in this batch
-	// autoRec is the entity's automatic record as committed, once autoLoaded.
+	// autoRec is the entity's automatic record as committed, once
+	// autoLoaded; legacyAuto: read from r/<id>, where it still is
+	// (dropLegacyAuto).
 	autoRec    autoRecord
 	autoLoaded bool
+	legacyAuto bool
 	// rfmSearch is rfmDue's last search of the entity, kept while it is
 	// cached.
 	rfmSearch rfmLastSearch
@@ -521,9 +524,9 @@ func (t *task) load(id string) (*entry, error) {
 	}
 	b, closer, err := t.db.Get(key(pkEntity, id))
 	if errors.Is(err, pebble.ErrNotFound) {
-		// An entity with no state has no automatic record either (finish
-		// deletes it with the state, retire with the merged entity): no
-		// read of r/<id> for a newcomer.
+		// An entity with no state has no automatic record either (it is
+		// part of the value; a record kept apart is deleted with the
+		// entity): no read of r/<id> for a newcomer.
 		e := &entry{id: id, st: t.p.features.NewState(), autoLoaded: true}
 		t.cache[id] = e
 		return e, nil
@@ -548,12 +551,18 @@ func (t *task) decodeEntry(id string, b []byte) (*entry, error) {
 		return nil, err
 	}
 	e.due = due
-	state, memb, err := splitEntityValue(cl)
+	state, memb, auto, err := splitEntityValue(cl)
 	if err != nil {
 		return nil, err
 	}
 	if e.st, err = t.p.features.DecodeState(state); err != nil {
 		return nil, fmt.Errorf("entity %q: %w", id, err)
+	}
+	if auto != nil && t.p.hasAuto() {
+		if e.autoRec, err = decodeAutoRecord(auto); err != nil {
+			return nil, fmt.Errorf("entity %q: %w", id, err)
+		}
+		e.autoLoaded = true
 	}
 	// A stale membership (rules changed) is diffed against anyway: every
 	// touch evaluates the entity again.
@@ -630,6 +639,7 @@ func (t *task) finish(x *txn, e *entry, now time.Time, expire bool) error {
 	due = t.rfmDue(e, t.vals, now, due)
 	ek := key(pkEntity, e.id)
 	clKey := []byte(clEntityPrefix + e.id)
+	t.dropLegacyAuto(x, e)
 	if e.st.Empty() && m.Count() == 0 {
 		due = 0
 		x.recs = append(x.recs, t.stateRecord(clKey, nil))
@@ -639,7 +649,10 @@ func (t *task) finish(x *txn, e *entry, now time.Time, expire bool) error {
 		t.scratch = e.st.AppendBinary(t.scratch[:0])
 		n := len(t.scratch)
 		t.scratch = p.segments.AppendMembership(t.scratch, m)
-		cl := entityValue(make([]byte, 0, binary.MaxVarintLen64+len(t.scratch)), t.scratch[:n], t.scratch[n:])
+		cl := entityValue(make([]byte, 0, binary.MaxVarintLen64+len(t.scratch)+64), t.scratch[:n], t.scratch[n:])
+		if p.hasAuto() {
+			cl = e.autoRec.appendTo(append(cl, autoMark))
+		}
 		x.recs = append(x.recs, t.stateRecord(clKey, cl))
 		// The local value (due, changelog value) is written straight
 		// into the batch: no copy of it to build.

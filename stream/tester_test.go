@@ -430,14 +430,18 @@ func (st *tester) describeState(k string, v []byte) string {
 	}
 	switch {
 	case strings.HasPrefix(k, clEntityPrefix):
-		_, memb, err := splitEntityValue(v)
+		_, memb, auto, err := splitEntityValue(v)
 		if err != nil {
 			return k + ": " + err.Error()
 		}
 		m, _, _ := st.p.segments.DecodeMembership(memb, nil)
 		members := st.p.segments.Members(m)
 		slices.Sort(members)
-		return fmt.Sprintf("%s members=%v", k, members)
+		line := fmt.Sprintf("%s members=%v", k, members)
+		if rec, err := decodeAutoRecord(auto); auto != nil && (err != nil || !rec.empty()) {
+			line = st.describeAuto(line, auto) // the automatic record in the value
+		}
+		return line
 	case strings.HasPrefix(k, clAutoPrefix):
 		return st.describeAuto(k, v)
 	case strings.HasPrefix(k, clSeenPrefix):
@@ -476,7 +480,7 @@ func (st *tester) state(id string) string {
 	if err != nil {
 		return err.Error()
 	}
-	state, memb, err := splitEntityValue(cl)
+	state, memb, _, err := splitEntityValue(cl)
 	if err != nil {
 		return err.Error()
 	}
