@@ -48,6 +48,11 @@ func PrintStreamStats(w io.Writer) {
 	for _, mf := range mfs {
 		switch mf.GetName() {
 		case "pulse_stream_batch_seconds", "pulse_stream_txn_seconds", "pulse_stream_event_to_store_seconds", "pulse_stream_batch_records":
+		case "pulse_stream_txn_records_total":
+			for _, m := range mf.GetMetric() {
+				fmt.Fprintf(w, "%-40s %-24s %.0f\n", mf.GetName(), m.GetLabel()[0].GetValue(), m.GetCounter().GetValue())
+			}
+			continue
 		case "pulse_stream_timer_fires_total", "pulse_stream_rfm_rescored_total", "pulse_stream_segment_changes_total":
 			// Counters: the work besides the events' own.
 			var n float64

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -100,5 +101,30 @@ func TestAutoRecordMovesIntoValue(t *testing.T) {
 	_, cl, _ = splitLocalValue(v)
 	if _, _, auto, err := splitEntityValue(cl); err != nil || auto == nil {
 		t.Fatalf("the rewritten value holds no record (err %v)", err)
+	}
+}
+
+// TestTxnRecordsCounted: pulse_stream_txn_records_total counts a committed
+// transaction's records by topic, its __offset record included.
+func TestTxnRecordsCounted(t *testing.T) {
+	st := startRFMTester(t)
+	state := st.p.cfg.Kafka.Topics.State
+	before := testutil.ToFloat64(mTxnRecords.WithLabelValues(state))
+	n := len(st.out.all)
+	recs := []*kgo.Record{st.orderRecord("u1", "m1", 0, t0, 10), st.orderRecord("u2", "m2", 1, t0, 20)}
+	if err := st.task.processBatch(context.Background(), recs, 2); err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for _, r := range st.out.all[n:] {
+		if r.Topic == state {
+			want++
+		}
+	}
+	if want < 3 { // two entities and the offset
+		t.Fatalf("%d changelog records: the test shows nothing", want)
+	}
+	if got := testutil.ToFloat64(mTxnRecords.WithLabelValues(state)) - before; got != float64(want) {
+		t.Errorf("counted %v changelog records, the transaction wrote %d", got, want)
 	}
 }

@@ -112,6 +112,7 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 		return fmt.Errorf("cannot commit transaction: %w", err)
 	}
 	mTxnSeconds.Observe(time.Since(start).Seconds())
+	countRecords(x.recs, off)
 	if err := t.hook("after-txn-commit"); err != nil {
 		return err
 	}
@@ -156,4 +157,33 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	}
 	t.written.Store(next)
 	return t.hook("after-store-write")
+}
+
+// countRecords adds a committed transaction's records, off (its __offset
+// record) included, to pulse_stream_txn_records_total by topic.
+func countRecords(recs []*kgo.Record, off *kgo.Record) {
+	var topics [8]string
+	var counts [8]int
+	n := 0
+	add := func(topic string) {
+		for i := range n {
+			if topics[i] == topic {
+				counts[i]++
+				return
+			}
+		}
+		if n == len(topics) {
+			mTxnRecords.WithLabelValues(topic).Inc()
+			return
+		}
+		topics[n], counts[n] = topic, 1
+		n++
+	}
+	for _, r := range recs {
+		add(r.Topic)
+	}
+	add(off.Topic)
+	for i := range n {
+		mTxnRecords.WithLabelValues(topics[i]).Add(float64(counts[i]))
+	}
 }
