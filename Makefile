@@ -27,6 +27,10 @@ else
 	@echo "==> go test $(TESTFLAGS) $(PKGS) (servers started per test binary)"
 	@$(GO) test $(TESTFLAGS) $(PKGS)
 endif
+ifeq ($(PKGS),./...)
+	@echo "==> go test ./... in tools/traceslow (a module of its own)"
+	@cd tools/traceslow && $(GO) vet ./... && $(GO) test ./...
+endif
 
 test-deps:
 	@echo "==> scripts/install-test-deps.sh"

@@ -27,8 +27,14 @@ type RedisOptions struct {
 	Timeout time.Duration
 	// PoolSize is the most connections kept open for writes and segment
 	// queries, overriding go-redis's default of 10 per GOMAXPROCS. Vector
-	// reads have their own two connections (see mgetBatcher).
+	// reads have their own connections (ReadSlots, mgetBatcher).
 	PoolSize int
+	// ReadSlots bounds the vector reads (MGETs) out at once, each on a
+	// connection of its own; reads beyond it queue and go out together as
+	// one MGET when a slot frees (mgetBatcher). Default 2, the best on two
+	// shared cores; a trace of the slow reads (tools/traceslow) shows
+	// whether they wait for a slot.
+	ReadSlots int
 	// CacheSize bounds the vectors kept in this process's memory after a
 	// read, in bytes: default 64 MiB, about 150k users of 25 features;
 	// negative turns the cache off. Redis reports every change of a cached
@@ -108,7 +114,7 @@ func OpenRedis(cfg config.Redis, opts RedisOptions) (*Redis, error) {
 		c.Close()
 		return nil, fmt.Errorf("cannot reach redis at %s: %w", addr, err)
 	}
-	reads := newMgetBatcher(addr, cfg.Password, cfg.DB, cfg.KeyPrefix, opts.Timeout)
+	reads := newMgetBatcher(addr, cfg.Password, cfg.DB, cfg.KeyPrefix, opts.Timeout, opts.ReadSlots)
 	if err := reads.warm(ctx); err != nil {
 		reads.close()
 		c.Close()

@@ -82,14 +82,17 @@ type mgetCall struct {
 // CPU per read within the noise under `pulse loadtest predict`; earlier
 // latency runs favoured two (docs/BENCHMARKS.md).
 const (
-	mgetMaxInflight = 2   // MGETs out at once at most
+	mgetMaxInflight = 2   // MGETs out at once at most, by default (RedisOptions.ReadSlots)
 	mgetMaxKeys     = 512 // keys per MGET at most (a caller's own keys are never split)
 )
 
-func newMgetBatcher(addr, password string, db int, prefix string, timeout time.Duration) *mgetBatcher {
+func newMgetBatcher(addr, password string, db int, prefix string, timeout time.Duration, slots int) *mgetBatcher {
+	if slots <= 0 {
+		slots = mgetMaxInflight
+	}
 	b := &mgetBatcher{
 		addr: addr, password: password, db: db, prefix: prefix, timeout: timeout,
-		maxInflight: mgetMaxInflight, maxKeys: mgetMaxKeys,
+		maxInflight: slots, maxKeys: mgetMaxKeys,
 	}
 	b.idle = make([]*mgetConn, b.maxInflight)
 	b.calls.New = func() any { return &mgetCall{done: make(chan struct{}, 1)} }

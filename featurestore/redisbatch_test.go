@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -355,5 +356,43 @@ func TestRedisReadsServerClosedConnections(t *testing.T) {
 				t.Fatalf("round %d, read %d after CLIENT KILL: %v %v", round, k, v, err)
 			}
 		}
+	}
+}
+
+// TestRedisReadSlots: RedisOptions.ReadSlots is how many read connections
+// (MGET slots) a store opens, each dialled at open; 0 gives the default.
+func TestRedisReadSlots(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := testenv.StartRedis(t)
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer admin.Close()
+	clients := func() int {
+		list, err := admin.ClientList(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(list, "\n")
+	}
+	before := clients()
+	for _, slots := range []int{0, 6} {
+		r, err := OpenRedis(config.Redis{Addr: srv.Addr()}, RedisOptions{CacheSize: -1, ReadSlots: slots})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := slots
+		if want == 0 {
+			want = mgetMaxInflight
+		}
+		if r.reads.maxInflight != want {
+			t.Errorf("ReadSlots %d: %d slots, want %d", slots, r.reads.maxInflight, want)
+		}
+		// The read connections are open (warm), and only they are new
+		// besides go-redis's pool, which dials on demand.
+		if got := clients() - before; got < want {
+			t.Errorf("ReadSlots %d: %d new connections, want at least %d", slots, got, want)
+		}
+		r.Close()
+		before = clients()
 	}
 }

@@ -52,6 +52,11 @@ type PredictOptions struct {
 	// before answering ("bare + store read"), the same-run floor under
 	// the scorer on a miss.
 	Floor func(ctx context.Context, user uint64) error
+	// Trace, when set, names the execution traces to write: the scorer's
+	// side of each open-loop phase (its first turn), Trace + "." + rate,
+	// for `go tool trace -pprof=sched|net|sync`: where its requests
+	// waited.
+	Trace string
 }
 
 // EnsureDefaults sets each zero field that has a default to it, as the
@@ -231,11 +236,21 @@ func Predict(ctx context.Context, o PredictOptions, w io.Writer) (*PredictReport
 	for _, rate := range o.Rates {
 		ph := PredictPhase{Rate: rate}
 		warm := int64(rate * o.Warmup.Seconds())
+		traced := o.Trace == ""
 		sides := []func(time.Duration) *Result{
 			o.measureCPU(&ph.BaselineCPU, warm, func(d time.Duration) *Result {
 				return baselineOpen.OpenLoop(ctx, Options{Name: "bare handler", Rate: rate, Duration: d, Warmup: o.Warmup})
 			}),
 			o.measureCPU(&ph.ScorerCPU, warm, o.countCache(&ph.CacheHits, &ph.CacheMisses, func(d time.Duration) *Result {
+				if !traced {
+					traced = true
+					stop, err := StartTrace(fmt.Sprintf("%s.%g", o.Trace, rate))
+					if err != nil {
+						fmt.Fprintf(w, "no trace: %v\n", err)
+					} else {
+						defer stop()
+					}
+				}
 				return scorerOpen.OpenLoop(ctx, Options{Name: "scorer predict", Rate: rate, Duration: d, Warmup: o.Warmup})
 			})),
 		}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -37,6 +38,29 @@ func StartCPUProfile(file string) (stop func(), err error) {
 			m.Close()
 		}
 		runtime.SetMutexProfileFraction(prev)
+	}, nil
+}
+
+// StartTrace writes an execution trace of this process to file until stop
+// is called (the load tests' -trace): where the slow requests' time went,
+// by `go tool trace -pprof=sched|net|sync FILE` (waiting for a CPU, for
+// the network, for a lock or channel). With an empty file it does
+// nothing.
+func StartTrace(file string) (stop func(), err error) {
+	if file == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		trace.Stop()
+		f.Close()
 	}, nil
 }
 

@@ -24,9 +24,10 @@ func RedisStore(addr string, opts featurestore.RedisOptions) (*featurestore.Redi
 // RedisFloor reads one user's vector through the Redis store's read path
 // with its cache off (AppendRaw: one MGET, shared by concurrent callers as
 // the scorer's are), from the loadtest's store (RedisStore): the
-// PredictOptions.Floor of `loadtest predict -embedded -store redis -floor`.
-func RedisFloor(addr string) (read func(ctx context.Context, user uint64) error, closeFn func(), err error) {
-	st, err := RedisStore(addr, featurestore.RedisOptions{CacheSize: -1})
+// PredictOptions.Floor of `loadtest predict -embedded -store redis -floor`;
+// slots is its RedisOptions.ReadSlots (0: the default), the scorer's.
+func RedisFloor(addr string, slots int) (read func(ctx context.Context, user uint64) error, closeFn func(), err error) {
+	st, err := RedisStore(addr, featurestore.RedisOptions{CacheSize: -1, ReadSlots: slots})
 	if err != nil {
 		return nil, nil, err
 	}

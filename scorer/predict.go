@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"time"
@@ -122,6 +123,9 @@ type Prediction struct {
 }
 
 func (s *Server) predict(ctx *fasthttp.RequestCtx) {
+	// A region of an execution trace (`pulse loadtest predict -trace`,
+	// tools/traceslow): nothing while no trace is being written.
+	defer trace.StartRegion(ctx, "predict").End()
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
 	req := &sc.body

@@ -117,6 +117,7 @@ func loadtestPredict(ctx context.Context, args []string) error {
 	embedded := fl.Bool("embedded", false, "start a scorer in this process over a store filled with -users users (the e-commerce example's model)")
 	floor := fl.Bool("floor", false, "with -embedded -store redis: also measure, each phase, a bare handler that reads the request's user from Redis (no cache) before answering: the floor under a prediction that misses")
 	cpuprofile := fl.String("cpuprofile", "", "write a CPU profile of this process to FILE")
+	fl.StringVar(&o.Trace, "trace", "", "write an execution trace of the scorer's side of each open-loop phase to FILE.<rate> (go tool trace -pprof=sched|net|sync: where its requests waited)")
 	fl.Parse(args)
 	if *embedded {
 		// The scorer runs in this process: give it `pulse scorer`'s
@@ -136,7 +137,7 @@ func loadtestPredict(ctx context.Context, args []string) error {
 			if t.Store != "redis" {
 				return fmt.Errorf("-floor: needs -store redis")
 			}
-			f, closeFloor, err := loadtest.RedisFloor(t.RedisAddr)
+			f, closeFloor, err := loadtest.RedisFloor(t.RedisAddr, t.RedisSlots)
 			if err != nil {
 				return err
 			}

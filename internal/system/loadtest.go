@@ -41,6 +41,7 @@ func (s *System) tempDataDir() (string, error) {
 type PredictTargetOptions struct {
 	Store      string // pebble (in a temp dir) or redis (loadtest.RedisStore)
 	RedisAddr  string
+	RedisSlots int     // the Redis store's ReadSlots (0: its default)
 	Users      int     // users "0".."Users-1" written first (loadtest.FillStore)
 	RowCacheMB int     // the store's cache: Pebble's row cache or Redis's near cache; negative: off
 	Rewrites   float64 // users rewritten per second while the scorer serves (loadtest.RewriteUsers)
@@ -54,6 +55,7 @@ type PredictTargetOptions struct {
 func (o *PredictTargetOptions) Flags(fl *flag.FlagSet) {
 	fl.StringVar(&o.Store, "store", "pebble", "with -embedded: pebble (in a temp dir) or redis")
 	fl.StringVar(&o.RedisAddr, "redis", "127.0.0.1:6379", "with -embedded -store redis: the Redis server")
+	fl.IntVar(&o.RedisSlots, "redis-slots", 0, "with -embedded -store redis: vector reads (MGETs) out at once, for the scorer and the -floor alike (0: the store's default, 2)")
 	fl.IntVar(&o.RowCacheMB, "row-cache-mb", 64, "with -embedded: the store's cache in MiB, Pebble's row cache or Redis's near cache (negative: off)")
 	fl.Float64Var(&o.Rewrites, "rewrites", 0, "with -embedded: rewrite this many random users' vectors per second while the scorer serves, as the stream would (Redis: from another client)")
 	fl.BoolVar(&o.PredictionLog, "log", true, "with -embedded: log predictions to an in-process Kafka (kfake), as in production")
@@ -86,7 +88,7 @@ func (s *System) predictTarget(o PredictTargetOptions) error {
 	case "pebble":
 		s.Store, err = featurestore.OpenPebble(filepath.Join(dir, "store"), featurestore.PebbleOptions{Logger: quiet, RowCacheSize: int64(o.RowCacheMB) << 20})
 	case "redis":
-		s.Store, err = loadtest.RedisStore(o.RedisAddr, featurestore.RedisOptions{TTL: time.Hour, Logger: quiet, CacheSize: int64(o.RowCacheMB) << 20})
+		s.Store, err = loadtest.RedisStore(o.RedisAddr, featurestore.RedisOptions{TTL: time.Hour, Logger: quiet, CacheSize: int64(o.RowCacheMB) << 20, ReadSlots: o.RedisSlots})
 	default:
 		err = fmt.Errorf("-store %q: want pebble or redis", o.Store)
 	}

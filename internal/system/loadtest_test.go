@@ -109,7 +109,7 @@ func TestLoadtestRedisFloor(t *testing.T) {
 	if _, ok := sys.Store.(*featurestore.Redis); !ok {
 		t.Fatalf("store is a %T, want the Redis store", sys.Store)
 	}
-	read, closeFloor, err := loadtest.RedisFloor(addr)
+	read, closeFloor, err := loadtest.RedisFloor(addr, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
