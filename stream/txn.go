@@ -3,6 +3,8 @@ package stream
 import (
 	"context"
 	"fmt"
+	"runtime/trace"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -90,6 +92,11 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	defer x.abort()
 	off := t.stateRecord([]byte(clOffsetKey), offsetValue(next, x.pending))
 	start := time.Now()
+	// The Kafka transaction is a region of an execution trace (`pulse
+	// loadtest freshness -trace`, tools/traceslow -region txn).
+	region := trace.StartRegion(ctx, "txn")
+	endRegion := sync.OnceFunc(region.End)
+	defer endRegion()
 	if err := t.out.BeginTransaction(); err != nil {
 		return fmt.Errorf("cannot begin transaction: %w", err)
 	}
@@ -112,6 +119,7 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 		return fmt.Errorf("cannot commit transaction: %w", err)
 	}
 	mTxnSeconds.Observe(time.Since(start).Seconds())
+	endRegion()
 	countRecords(x.recs, off)
 	if err := t.hook("after-txn-commit"); err != nil {
 		return err

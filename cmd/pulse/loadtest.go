@@ -168,6 +168,7 @@ func loadtestE2E(ctx context.Context, name string, args []string, flags func(*fl
 	fl.Lookup("config").Usage = "config to measure (default: the embedded e-commerce example), plus the probe features"
 	verbose := fl.Bool("v", false, "show the services' logs")
 	cpuprofile := fl.String("cpuprofile", "", "write a CPU profile of this process to FILE")
+	traceFile := fl.String("trace", "", "write an execution trace of the measured run to FILE (tools/traceslow -region txn FILE: where the stream's Kafka transactions waited)")
 	flags(fl.FlagSet)
 	cfg, err := fl.load(args)
 	if err != nil {
@@ -187,6 +188,11 @@ func loadtestE2E(ctx context.Context, name string, args []string, flags func(*fl
 		return err
 	}
 	defer stopProfile()
+	stopTrace, err := loadtest.StartTrace(*traceFile)
+	if err != nil {
+		return err
+	}
+	defer stopTrace()
 	fmt.Printf("in-process: kfake, ingest %s, stream (%d partitions, timer %s), Pebble store, scorer %s; GOMAXPROCS %d\n",
 		sys.IngestURL(), cfg.Kafka.Partitions, cfg.Stream.TimerInterval.D(), sys.ScorerURL(), runtime.GOMAXPROCS(0))
 	err = measure(sys, watch)

@@ -35,15 +35,18 @@ type region struct {
 }
 
 type goroutine struct {
-	label  string     // what it is doing now
-	since  trace.Time // since when
-	open   bool       // inside a region of the type asked
-	start  trace.Time
-	where  tally
+	label string     // what it is doing now
+	since trace.Time // since when
+	open  bool       // inside a region of the type asked
+	start trace.Time
+	where tally
+	match bool  // a stack of it held the function asked (-goroutines)
+	life  tally // its whole time in the trace, by state
 }
 
 func main() {
 	kind := flag.String("region", "predict", "region type to break down")
+	fns := flag.String("goroutines", "", "also break down, over the whole trace, the time of the goroutines with a function whose name contains this on a stack (e.g. kfake.(*Cluster).run)")
 	flag.Parse()
 	if flag.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "usage: traceslow [-region TYPE] TRACE")
@@ -54,11 +57,14 @@ func main() {
 		fail(err)
 	}
 	defer f.Close()
-	regions, err := read(f, *kind)
+	regions, lives, err := read(f, *kind, *fns)
 	if err != nil {
 		fail(err)
 	}
 	report(os.Stdout, *kind, regions)
+	if *fns != "" {
+		breakdown(os.Stdout, fmt.Sprintf("goroutines in %s, whole trace", *fns), lives)
+	}
 }
 
 func fail(err error) {
@@ -67,11 +73,13 @@ func fail(err error) {
 }
 
 // read follows every goroutine's state through the trace and tallies, for
-// each region of type kind, the time its goroutine spent in each state.
-func read(r io.Reader, kind string) ([]region, error) {
+// each region of type kind, the time its goroutine spent in each state;
+// lives are the whole-trace tallies of the goroutines that had a function
+// whose name contains fns on a stack (none when fns is empty).
+func read(r io.Reader, kind, fns string) (regions, lives []region, err error) {
 	tr, err := trace.NewReader(r)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	gs := map[trace.GoID]*goroutine{}
 	get := func(id trace.GoID) *goroutine {
@@ -86,10 +94,21 @@ func read(r io.Reader, kind string) ([]region, error) {
 	for {
 		ev, err := tr.ReadEvent()
 		if errors.Is(err, io.EOF) {
-			return out, nil
+			if fns != "" {
+				for _, g := range gs {
+					if g.match {
+						var d time.Duration
+						for _, v := range g.life {
+							d += v
+						}
+						lives = append(lives, region{dur: d, where: g.life})
+					}
+				}
+			}
+			return out, lives, nil
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		switch ev.Kind() {
 		case trace.EventStateTransition:
@@ -101,7 +120,20 @@ func read(r io.Reader, kind string) ([]region, error) {
 			if g.open {
 				g.where[g.label] += time.Duration(ev.Time() - g.since)
 			}
-			_, to := st.Goroutine()
+			from, to := st.Goroutine()
+			if fns != "" {
+				for fr := range st.Stack.Frames() {
+					if !g.match && strings.Contains(fr.Func, fns) {
+						g.match = true
+					}
+				}
+				if from != trace.GoNotExist && from != trace.GoUndetermined && g.since != 0 {
+					if g.life == nil {
+						g.life = tally{}
+					}
+					g.life[g.label] += time.Duration(ev.Time() - g.since)
+				}
+			}
 			g.label, g.since = label(to, st), ev.Time()
 		case trace.EventRegionBegin:
 			if ev.Region().Type != kind {
@@ -141,13 +173,30 @@ func label(to trace.GoState, st trace.StateTransition) string {
 	return to.String()
 }
 
+// at names where a goroutine blocked: the innermost function outside the
+// runtime and the standard library's sync, and the innermost of Pulse's
+// when that is another (a library's wait called from Pulse).
 func at(s trace.Stack) string {
+	inner, ours := "", ""
 	for f := range s.Frames() {
+		name := f.Func[strings.LastIndex(f.Func, "/")+1:]
+		if inner == "" && !strings.HasPrefix(f.Func, "runtime.") && !strings.HasPrefix(f.Func, "sync.") && !strings.HasPrefix(f.Func, "internal/") {
+			inner = name
+		}
 		if strings.Contains(f.Func, "pulse-rt/pulse/") {
-			return " in " + f.Func[strings.LastIndex(f.Func, "/")+1:]
+			ours = name
+			break
 		}
 	}
-	return ""
+	switch {
+	case inner == "" && ours == "":
+		return ""
+	case inner == ours || inner == "":
+		return " in " + ours
+	case ours == "":
+		return " in " + inner
+	}
+	return " in " + inner + " from " + ours
 }
 
 func report(w io.Writer, kind string, rs []region) {
@@ -178,6 +227,10 @@ func breakdown(w io.Writer, name string, rs []region) {
 		keys = append(keys, k)
 	}
 	slices.SortFunc(keys, func(a, b string) int { return int(sum[b] - sum[a]) })
+	if len(rs) == 0 || total == 0 {
+		fmt.Fprintf(w, "\n%s: none\n", name)
+		return
+	}
 	fmt.Fprintf(w, "\n%s (%d regions, mean %v):\n", name, len(rs), total/time.Duration(len(rs)))
 	for _, k := range keys {
 		if sum[k] < total/1000 {

@@ -31,7 +31,7 @@ func TestBreakdown(t *testing.T) {
 	trace.WithRegion(ctx, "other", func() { spin(time.Millisecond) })
 	trace.Stop()
 
-	regions, err := read(&buf, "work")
+	regions, _, err := read(&buf, "work", "")
 	if err != nil {
 		t.Fatal(err)
 	}
