@@ -185,8 +185,12 @@ type RFMAnswer struct {
 	Boundaries map[string][]float64 `json:"boundaries,omitempty"`
 	// Grid is every R × F cell (scores × scores), R descending then F
 	// ascending, counted by the stream tasks at their last refresh under
-	// Version (a partition not yet on Version is left out of it).
-	Grid []RFMCell `json:"grid"`
+	// GridVersion, the newest version their summaries were made with (a
+	// partition whose summary is older is left out of it). A summary is
+	// made before the boundaries it leads to, so while the population
+	// moves GridVersion is one behind Version.
+	Grid        []RFMCell `json:"grid"`
+	GridVersion int64     `json:"grid_version,omitempty"`
 	// At is when the oldest partition summary in the grid was made.
 	At         time.Time `json:"at,omitzero"`
 	Partitions int       `json:"partitions"`
@@ -225,8 +229,13 @@ func (v *RFMView) answer(cfg *config.Config) RFMAnswer {
 		out.Boundaries = map[string][]float64{"r": v.b.R, "f": v.b.F, "m": v.b.M}
 	}
 	for _, s := range v.sums {
+		if len(s.Grid) > 0 || s.Version > 0 {
+			out.GridVersion = max(out.GridVersion, s.Version)
+		}
+	}
+	for _, s := range v.sums {
 		out.Prospects += s.Prospects
-		if v.b == nil || s.Version != v.b.Version {
+		if s.Version == 0 || s.Version != out.GridVersion {
 			continue
 		}
 		out.Partitions++

@@ -95,6 +95,32 @@ func TestRFMGrid(t *testing.T) {
 			t.Errorf("cell %d,%d: %+v, want empty", c.R, c.F, c)
 		}
 	}
+	if got.GridVersion != 2 {
+		t.Errorf("grid_version %d, want 2", got.GridVersion)
+	}
+	// New boundaries, made from those summaries: until the tasks count
+	// under them, the grid stays the one they counted under version 2
+	// (it used to go empty at every refresh of a moving population).
+	b3 := *b
+	b3.Version = 3
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: cfg.Kafka.Topics.RFM, Key: []byte("boundaries"), Value: b3.Encode()}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && got.Version != 3; time.Sleep(50 * time.Millisecond) {
+		_, body := h.do("GET", "/v1/rfm", "dev-read-key", "")
+		got = scorer.RFMAnswer{}
+		if err := json.Unmarshal([]byte(body), &got); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got.Version != 3 || got.GridVersion != 2 || got.Partitions != 2 {
+		t.Fatalf("after boundaries v3: version %d, grid_version %d, partitions %d; want 3, 2, 2", got.Version, got.GridVersion, got.Partitions)
+	}
+	for _, c := range got.Grid {
+		if c.R == 5 && c.F == 5 && c.Count != 3 {
+			t.Errorf("after boundaries v3, cell 5,5: %+v, want the 3 counted under v2", c)
+		}
+	}
 	// Moves: an exit and an enter of one user at one time, in either
 	// order, are one move; an enter alone (a first group) is none.
 	seg := func(id, s, change string, at time.Time) *kgo.Record {

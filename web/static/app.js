@@ -256,7 +256,8 @@
     });
     grid.appendChild(tbody);
     var at = body.at ? Date.parse(body.at) : 0;
-    $('rfm-updated').textContent = body.version ? 'Boundaries v' + body.version + (at > 0 ? ' · counted ' + ago(at) : '') : 'Waiting for the first boundaries…';
+    var under = body.grid_version && body.grid_version !== body.version ? ' under v' + body.grid_version : '';
+    $('rfm-updated').textContent = body.version ? 'Boundaries v' + body.version + (at > 0 ? ' · counted ' + ago(at) + under : '') : 'Waiting for the first boundaries…';
     renderRFMGroups();
     renderRFMMoves();
   }
