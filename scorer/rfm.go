@@ -184,11 +184,13 @@ type RFMAnswer struct {
 	// Boundaries are the cuts of r, f and m.
 	Boundaries map[string][]float64 `json:"boundaries,omitempty"`
 	// Grid is every R × F cell (scores × scores), R descending then F
-	// ascending, counted by the stream tasks at their last refresh under
-	// GridVersion, the newest version their summaries were made with (a
-	// partition whose summary is older is left out of it). A summary is
-	// made before the boundaries it leads to, so while the population
-	// moves GridVersion is one behind Version.
+	// ascending: the sum of each partition's last summary, counted by its
+	// task under the boundaries it scored with then. A summary is made
+	// before the boundaries it leads to, and a task switches to new ones
+	// on its own, so the partitions' versions may differ by one and trail
+	// Version by one; GridVersion is the oldest of them. A partition whose
+	// last summary is more than three refreshes older than the newest (its
+	// task gone quiet) is left out.
 	Grid        []RFMCell `json:"grid"`
 	GridVersion int64     `json:"grid_version,omitempty"`
 	// At is when the oldest partition summary in the grid was made.
@@ -228,15 +230,19 @@ func (v *RFMView) answer(cfg *config.Config) RFMAnswer {
 		out.Version, out.Buyers = v.b.Version, v.b.Buyers
 		out.Boundaries = map[string][]float64{"r": v.b.R, "f": v.b.F, "m": v.b.M}
 	}
+	var newest time.Time
 	for _, s := range v.sums {
-		if len(s.Grid) > 0 || s.Version > 0 {
-			out.GridVersion = max(out.GridVersion, s.Version)
+		if s.At.After(newest) {
+			newest = s.At
 		}
 	}
 	for _, s := range v.sums {
 		out.Prospects += s.Prospects
-		if s.Version == 0 || s.Version != out.GridVersion {
-			continue
+		if s.Version == 0 || newest.Sub(s.At) > 3*cfg.RFM.Refresh.D() {
+			continue // no boundaries yet (no grid), or a partition gone quiet
+		}
+		if out.GridVersion == 0 || s.Version < out.GridVersion {
+			out.GridVersion = s.Version
 		}
 		out.Partitions++
 		if out.At.IsZero() || s.At.Before(out.At) {

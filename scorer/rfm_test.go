@@ -17,9 +17,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// TestRFMGrid: GET /v1/rfm sums the partitions' grids published under the
-// boundaries in force (a summary of an older version is left out), with
-// each cell's group and average monetary value, for a read key only.
+// TestRFMGrid: GET /v1/rfm sums the partitions' last grids, whatever
+// boundaries each was counted under (a partition gone quiet is left out),
+// with each cell's group and average monetary value, for a read key only.
 func TestRFMGrid(t *testing.T) {
 	cfg, err := config.Load("../examples/ecommerce/pulse.yaml")
 	if err != nil {
@@ -45,7 +45,7 @@ func TestRFMGrid(t *testing.T) {
 	sums := []*rfm.Summary{
 		{Partition: 0, Version: 2, At: at, Prospects: 3, Grid: []rfm.Cell{{R: 5, F: 5, N: 2, Monetary: 300}, {R: 1, F: 1, N: 1, Monetary: 10}}},
 		{Partition: 1, Version: 2, At: at.Add(time.Second), Prospects: 1, Grid: []rfm.Cell{{R: 5, F: 5, N: 1, Monetary: 30}}},
-		{Partition: 2, Version: 1, At: at, Grid: []rfm.Cell{{R: 5, F: 5, N: 100, Monetary: 1}}}, // stale
+		{Partition: 2, Version: 1, At: at.Add(-time.Hour), Grid: []rfm.Cell{{R: 5, F: 5, N: 100, Monetary: 1}}}, // gone quiet
 	}
 	recs := []*kgo.Record{{Topic: cfg.Kafka.Topics.RFM, Key: []byte("boundaries"), Value: b.Encode()}}
 	for _, s := range sums {
@@ -98,27 +98,32 @@ func TestRFMGrid(t *testing.T) {
 	if got.GridVersion != 2 {
 		t.Errorf("grid_version %d, want 2", got.GridVersion)
 	}
-	// New boundaries, made from those summaries: until the tasks count
-	// under them, the grid stays the one they counted under version 2
-	// (it used to go empty at every refresh of a moving population).
+	// New boundaries, made from those summaries, and one partition that
+	// has counted under them: the grid sums every partition's last count
+	// (it used to keep only the summaries of the boundaries in force,
+	// which in a moving population are almost never all there, and went
+	// empty at every refresh).
 	b3 := *b
 	b3.Version = 3
-	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: cfg.Kafka.Topics.RFM, Key: []byte("boundaries"), Value: b3.Encode()}).FirstErr(); err != nil {
+	s3 := &rfm.Summary{Partition: 3, Version: 3, At: at.Add(2 * time.Second), Grid: []rfm.Cell{{R: 5, F: 5, N: 1, Monetary: 50}}}
+	if err := cl.ProduceSync(context.Background(),
+		&kgo.Record{Topic: cfg.Kafka.Topics.RFM, Key: []byte("boundaries"), Value: b3.Encode()},
+		&kgo.Record{Topic: cfg.Kafka.Topics.RFM, Key: []byte("summary/3"), Value: s3.Encode()}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && got.Version != 3; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && got.Partitions != 3; time.Sleep(50 * time.Millisecond) {
 		_, body := h.do("GET", "/v1/rfm", "dev-read-key", "")
 		got = scorer.RFMAnswer{}
 		if err := json.Unmarshal([]byte(body), &got); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got.Version != 3 || got.GridVersion != 2 || got.Partitions != 2 {
-		t.Fatalf("after boundaries v3: version %d, grid_version %d, partitions %d; want 3, 2, 2", got.Version, got.GridVersion, got.Partitions)
+	if got.Version != 3 || got.GridVersion != 2 || got.Partitions != 3 {
+		t.Fatalf("after boundaries v3: version %d, grid_version %d, partitions %d; want 3, 2, 3", got.Version, got.GridVersion, got.Partitions)
 	}
 	for _, c := range got.Grid {
-		if c.R == 5 && c.F == 5 && c.Count != 3 {
-			t.Errorf("after boundaries v3, cell 5,5: %+v, want the 3 counted under v2", c)
+		if c.R == 5 && c.F == 5 && (c.Count != 4 || c.AvgMonetary != 95) {
+			t.Errorf("after boundaries v3, cell 5,5: %+v, want 4 buyers averaging 95", c)
 		}
 	}
 	// Moves: an exit and an enter of one user at one time, in either
