@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"runtime/trace"
-	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -94,9 +93,12 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	start := time.Now()
 	// The Kafka transaction is a region of an execution trace (`pulse
 	// loadtest freshness -trace`, tools/traceslow -region txn).
-	region := trace.StartRegion(ctx, "txn")
-	endRegion := sync.OnceFunc(region.End)
-	defer endRegion()
+	region, inRegion := trace.StartRegion(ctx, "txn"), true
+	defer func() {
+		if inRegion {
+			region.End()
+		}
+	}()
 	if err := t.out.BeginTransaction(); err != nil {
 		return fmt.Errorf("cannot begin transaction: %w", err)
 	}
@@ -119,7 +121,8 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 		return fmt.Errorf("cannot commit transaction: %w", err)
 	}
 	mTxnSeconds.Observe(time.Since(start).Seconds())
-	endRegion()
+	region.End()
+	inRegion = false
 	countRecords(x.recs, off)
 	if err := t.hook("after-txn-commit"); err != nil {
 		return err
