@@ -1,13 +1,16 @@
 // Command traceslow tells where the slow regions of an execution trace
 // spent their time: for each region of one type (the scorer's "predict",
-// written by `pulse loadtest predict -trace FILE`), how long its goroutine
-// was running, waiting for a CPU (runnable), in a system call, or blocked
-// (and on what: the reason and the innermost Pulse function). It prints
-// that breakdown for all the regions and for the slowest 1%, so a tail
-// can be told apart: coalescing waits, Redis round trips, the connection
-// pool, a GC, or CPU.
+// written by `pulse loadtest predict -trace FILE`; the stream's "txn", by
+// `pulse loadtest freshness -trace FILE`), how long its goroutine was
+// running, waiting for a CPU (runnable), in a system call, or blocked (and
+// on what: the reason, the library function and the innermost Pulse
+// function). It prints that breakdown for all the regions and for the
+// slowest 1%, so a tail can be told apart: coalescing waits, Redis round
+// trips, the connection pool, a GC, or CPU. With -goroutines it also splits
+// the whole trace of the goroutines running a given function (is the
+// in-process broker's loop busy?).
 //
-//	go run ./tools/traceslow -region predict FILE
+//	cd tools/traceslow && go run . [-region predict|txn] [-goroutines FUNC] FILE
 //
 // It is a module of its own so that Pulse does not depend on
 // golang.org/x/exp, whose trace reader it uses (the standard library's
@@ -49,7 +52,7 @@ func main() {
 	fns := flag.String("goroutines", "", "also break down, over the whole trace, the time of the goroutines with a function whose name contains this on a stack (e.g. kfake.(*Cluster).run)")
 	flag.Parse()
 	if flag.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "usage: traceslow [-region TYPE] TRACE")
+		fmt.Fprintln(os.Stderr, "usage: traceslow [-region TYPE] [-goroutines FUNC] TRACE")
 		os.Exit(2)
 	}
 	f, err := os.Open(flag.Arg(0))
@@ -90,6 +93,18 @@ func read(r io.Reader, kind, fns string) (regions, lives []region, err error) {
 		}
 		return g
 	}
+	// advance counts g's time since its last event, in the state it was
+	// in, for its open region and its whole-trace tally.
+	advance := func(g *goroutine, t trace.Time) {
+		d := time.Duration(t - g.since)
+		if g.open {
+			g.where[g.label] += d
+		}
+		if g.life != nil {
+			g.life[g.label] += d
+		}
+		g.since = t
+	}
 	var out []region
 	for {
 		ev, err := tr.ReadEvent()
@@ -117,30 +132,26 @@ func read(r io.Reader, kind, fns string) (regions, lives []region, err error) {
 				continue
 			}
 			g := get(st.Resource.Goroutine())
-			if g.open {
-				g.where[g.label] += time.Duration(ev.Time() - g.since)
-			}
 			from, to := st.Goroutine()
+			advance(g, ev.Time())
 			if fns != "" {
 				for fr := range st.Stack.Frames() {
 					if !g.match && strings.Contains(fr.Func, fns) {
 						g.match = true
 					}
 				}
-				if from != trace.GoNotExist && from != trace.GoUndetermined && g.since != 0 {
-					if g.life == nil {
-						g.life = tally{}
-					}
-					g.life[g.label] += time.Duration(ev.Time() - g.since)
+				if g.life == nil && from != trace.GoNotExist && from != trace.GoUndetermined {
+					g.life = tally{} // its state is known from here on
 				}
 			}
-			g.label, g.since = label(to, st), ev.Time()
+			g.label = label(to, st)
 		case trace.EventRegionBegin:
 			if ev.Region().Type != kind {
 				continue
 			}
 			g := get(ev.Goroutine())
-			g.open, g.start, g.since, g.where = true, ev.Time(), ev.Time(), tally{}
+			advance(g, ev.Time())
+			g.open, g.start, g.where = true, ev.Time(), tally{}
 		case trace.EventRegionEnd:
 			if ev.Region().Type != kind {
 				continue
@@ -149,8 +160,7 @@ func read(r io.Reader, kind, fns string) (regions, lives []region, err error) {
 			if !g.open {
 				continue // began before the trace did
 			}
-			g.where[g.label] += time.Duration(ev.Time() - g.since)
-			g.since = ev.Time()
+			advance(g, ev.Time())
 			out = append(out, region{dur: time.Duration(ev.Time() - g.start), where: g.where})
 			g.open = false
 		}

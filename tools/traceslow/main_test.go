@@ -24,16 +24,28 @@ func TestBreakdown(t *testing.T) {
 		r.End()
 	}
 	ch := make(chan struct{})
+	done := make(chan struct{})
+	go blocker(ch, done)
 	go func() { time.Sleep(30 * time.Millisecond); close(ch) }()
 	r := trace.StartRegion(ctx, "work")
 	<-ch
 	r.End()
 	trace.WithRegion(ctx, "other", func() { spin(time.Millisecond) })
+	<-done
 	trace.Stop()
 
-	regions, _, err := read(&buf, "work", "")
+	regions, lives, err := read(bytes.NewReader(buf.Bytes()), "work", "traceslow.blocker")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// -goroutines: blocker's whole life is mostly its wait on ch.
+	if len(lives) != 1 {
+		t.Fatalf("%d goroutines in blocker, want 1", len(lives))
+	}
+	var lb strings.Builder
+	breakdown(&lb, "blocker", lives)
+	if line := strings.SplitN(lb.String(), "\n", 4)[2]; !strings.Contains(line, "waiting: chan receive in traceslow.blocker") {
+		t.Errorf("blocker's first line is %q, want its channel wait:\n%s", line, lb.String())
 	}
 	if len(regions) != 201 {
 		t.Fatalf("%d regions, want 201", len(regions))
@@ -50,6 +62,12 @@ func TestBreakdown(t *testing.T) {
 	if !strings.Contains(all, "running") {
 		t.Error("no running time among all the regions")
 	}
+}
+
+// blocker waits for ch, then says so on done.
+func blocker(ch, done chan struct{}) {
+	<-ch
+	close(done)
 }
 
 func spin(d time.Duration) {
