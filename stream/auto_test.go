@@ -19,22 +19,7 @@ import (
 func TestAutoRecordMovesIntoValue(t *testing.T) {
 	st := startRFMTester(t)
 	ctx := context.Background()
-	if err := st.task.processBatch(ctx, []*kgo.Record{st.orderRecord("u1", "m1", 0, t0.Add(-24*time.Hour), 10)}, 1); err != nil {
-		t.Fatal(err)
-	}
-	// Boundaries, so the buyer has a group.
-	if err := st.task.publishRFM(ctx, t0); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.task.syncRFM(); err != nil {
-		t.Fatal(err)
-	}
-	for more := true; more; {
-		var err error
-		if more, err = st.task.rescore(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	st.scoredBuyer(t, "u1")
 	v, closer, err := st.task.db.Get(key(pkEntity, "u1"))
 	if err != nil {
 		t.Fatal(err)

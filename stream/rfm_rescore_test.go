@@ -162,22 +162,7 @@ func TestRescoreResumesFromCursor(t *testing.T) {
 // the queue and re-scores everyone from the start.
 func TestRescoreOldQueue(t *testing.T) {
 	st := startRFMTester(t)
-	ctx := context.Background()
-	if err := st.task.processBatch(ctx, []*kgo.Record{st.orderRecord("u1", "m1", 0, t0.Add(-24*time.Hour), 10)}, 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.task.publishRFM(ctx, t0); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.task.syncRFM(); err != nil {
-		t.Fatal(err)
-	}
-	for more := true; more; {
-		var err error
-		if more, err = st.task.rescore(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	st.scoredBuyer(t, "u1")
 	// What an older build left: a queue key, no cursor.
 	if err := st.task.db.Set(key(pkRescoreOld, "u1"), nil, nil); err != nil {
 		t.Fatal(err)
@@ -281,4 +266,27 @@ func (st *tester) orderRecord(user, msg string, off int64, at time.Time, revenue
 	ev.Type = event.Track
 	v, _ := ev.Marshal()
 	return &kgo.Record{Topic: st.p.cfg.Kafka.Topics.Events, Key: []byte(user), Value: v, Offset: off}
+}
+
+// scoredBuyer gives the tester one buyer, user, with an order a day
+// before t0, then boundaries published at t0, switched to and re-scored
+// to the end: the buyer has a group.
+func (st *tester) scoredBuyer(t *testing.T, user string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := st.task.processBatch(ctx, []*kgo.Record{st.orderRecord(user, "m1", 0, t0.Add(-24*time.Hour), 10)}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.task.publishRFM(ctx, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.task.syncRFM(); err != nil {
+		t.Fatal(err)
+	}
+	for more := true; more; {
+		var err error
+		if more, err = st.task.rescore(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
