@@ -93,6 +93,12 @@ func (t *task) processTxn(ctx context.Context, recs []*kgo.Record, hwm int64) (r
 	if _, err := t.purgeSeen(x, x.now.UnixMilli()-t.p.cfg.Stream.AllowedLateness.D().Milliseconds()); err != nil {
 		return nil, err
 	}
+	// Resolved records fetched while the task worked (a merge's moves and
+	// transfers) ride in this transaction, before the events.
+	rode, err := t.rideResolved(x)
+	if err != nil {
+		return nil, err
+	}
 	if t.evs == nil {
 		t.evs = new([applyChunk]event.Event)
 	}
@@ -120,7 +126,19 @@ func (t *task) processTxn(ctx context.Context, recs []*kgo.Record, hwm int64) (r
 	if err := t.emit(x, last); err != nil {
 		return nil, err
 	}
-	return rest, t.commitBatch(ctx, x, last, hwm, start, len(recs))
+	if rode {
+		if err := t.hook("resolved-before-commit"); err != nil {
+			return nil, err
+		}
+	}
+	if err := t.commitBatch(ctx, x, last, hwm, start, len(recs)); err != nil {
+		return nil, err
+	}
+	if rode {
+		mForwarded.Add(float64(x.counts.resolvedForwarded))
+		return rest, t.afterResolved()
+	}
+	return rest, nil
 }
 
 // checkOffsets is the offsets stage: it detects a reset input log

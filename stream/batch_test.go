@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -347,7 +348,8 @@ func TestResolvedOfLongIDsSplitIntoTransactions(t *testing.T) {
 		rr := resolved{Kind: resolvedMove, From: user(i), To: "person", At: t0, Cause: fmt.Sprintf("link-%d", i)}
 		moves = append(moves, &kgo.Record{Topic: st.p.cfg.Kafka.Topics.Resolved, Offset: int64(i), Key: []byte(rr.From), Value: encodeResolved(rr)})
 	}
-	if err := st.task.applyResolved(context.Background(), moves); err != nil {
+	st.task.addResolved(moves)
+	if err := st.task.applyResolved(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	checkRecordSizes(t, st)
@@ -401,5 +403,111 @@ func TestWorkerFoldsQueuedBatches(t *testing.T) {
 	w = tk.fold(taskWork{recs(45, 25), 75})
 	if len(w.recs) != 25 || len(tk.queue) != 2 {
 		t.Fatalf("a full batch took %d records and left %d queued; want 25 and 2", len(w.recs), len(tk.queue))
+	}
+}
+
+// Resolved records pending when a batch of events takes the work lock
+// ride in its transaction, before its events: one commit applies a
+// merge's move and forwards the moved entity's event of the same batch;
+// the next batch carries the transfer and the forwarded event to the
+// target. More than rideResolvedLimit pending are left to the resolved
+// loop's own transactions.
+func TestBatchCarriesResolved(t *testing.T) {
+	st := &tester{t: t}
+	defer st.close()
+	if err := st.start("features:\n  - {name: orders, agg: count, event: Order Completed}\n"); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tp := st.p.cfg.Kafka.Topics
+	batch := func(recs ...*kgo.Record) []*kgo.Record {
+		t.Helper()
+		before := len(st.out.committed)
+		if err := st.task.processBatch(ctx, recs, recs[len(recs)-1].Offset+1); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(st.out.committed) - before; n != 1 {
+			t.Fatalf("%d transactions for a batch, want 1", n)
+		}
+		return st.out.committed[len(st.out.committed)-1]
+	}
+	resolvedOut := func(txn []*kgo.Record) (keys []string) {
+		for _, r := range txn {
+			if r.Topic == tp.Resolved {
+				rr, err := decodeResolved(r.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				keys = append(keys, rr.Kind+":"+string(r.Key))
+			}
+		}
+		return keys
+	}
+	orders := func(id string) any {
+		v, err := st.store.Get(ctx, entity, id)
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		return v.Features["orders"]
+	}
+	batch(st.orderRecord("anon", "m1", 0, t0, 1), st.orderRecord("person", "m2", 1, t0, 1))
+
+	// The linker's move, fetched by the resolved loop while a batch
+	// worked: the next batch carries it, and the moved entity's order in
+	// that batch goes to its target.
+	move := resolved{Kind: resolvedMove, From: "anon", To: "person", At: t0, Cause: "identify-1"}
+	st.task.addResolved([]*kgo.Record{{Topic: tp.Resolved, Offset: 0, Key: []byte("anon"), Value: encodeResolved(move)}})
+	txn := batch(st.orderRecord("anon", "m3", 2, t0, 1))
+	if got, want := resolvedOut(txn), []string{resolvedTransfer + ":person", resolvedEvent + ":person"}; !slices.Equal(got, want) {
+		t.Fatalf("the batch carrying the move sent %v on the resolved topic, want %v (the state, then the event)", got, want)
+	}
+	if st.task.meta.resolvedNext != 1 || len(st.task.resolvedPend) != 0 {
+		t.Fatalf("after the batch: resolved next %d, %d pending; want 1, 0", st.task.meta.resolvedNext, len(st.task.resolvedPend))
+	}
+	x := st.task.newTxn()
+	if to, err := st.task.target(x, "anon"); err != nil || to != "person" {
+		t.Fatalf("anon points to %q (%v), want person", to, err)
+	}
+	x.abort()
+
+	// What that transaction sent, fetched back after the move (the
+	// in-memory log numbers the resolved topic apart from it): the next
+	// batch merges it.
+	var back []*kgo.Record
+	for _, r := range txn {
+		if r.Topic == tp.Resolved {
+			c := *r
+			c.Offset = st.task.meta.resolvedNext + int64(len(back))
+			back = append(back, &c)
+		}
+	}
+	st.task.addResolved(back)
+	batch(st.orderRecord("other", "m4", 3, t0, 1))
+	if got := orders("person"); got != 3.0 {
+		t.Errorf("person's orders %v after the merge, want 3 (its own, anon's before and after the link)", got)
+	}
+	if err := st.task.applyResolved(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// A backlog is the resolved loop's: the batch leaves it, the loop
+	// applies it in its own transaction.
+	var many []*kgo.Record
+	next := st.task.meta.resolvedNext
+	for i := range rideResolvedLimit + 1 {
+		rr := resolved{Kind: resolvedMove, From: fmt.Sprintf("a%d", i), To: "person", At: t0, Cause: "identify"}
+		many = append(many, &kgo.Record{Topic: tp.Resolved, Offset: next + int64(i), Key: []byte(rr.From), Value: encodeResolved(rr)})
+	}
+	st.task.addResolved(many)
+	batch(st.orderRecord("other", "m5", 4, t0, 1))
+	if st.task.meta.resolvedNext != next || len(st.task.resolvedPend) != len(many) {
+		t.Fatalf("a batch took a backlog of %d resolved records (next %d, %d pending)", len(many), st.task.meta.resolvedNext, len(st.task.resolvedPend))
+	}
+	before := len(st.out.committed)
+	if err := st.task.applyResolved(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(st.out.committed) - before; n != 1 || st.task.meta.resolvedNext != next+int64(len(many)) {
+		t.Fatalf("the loop applied the backlog in %d transactions to offset %d, want 1 to %d", n, st.task.meta.resolvedNext, next+int64(len(many)))
 	}
 }

@@ -175,8 +175,12 @@
 // and forwarded events are applied and committed with the next resolved
 // offset (meta, __resolved) in one transaction and one Pebble batch, so a
 // crash repeats none and loses none; the pointers are the changelog's
-// __alias records. Duplicates are dropped where the event first lands
-// (its key's partition), before it is forwarded.
+// __alias records. The transaction is the loop's own, or, when a batch of
+// events takes the task's work lock first, that batch's: it carries up to
+// 64 pending resolved records before its events, so each step of a merge
+// waits for one commit under load, not for the batch's and then its own.
+// Duplicates are dropped where the event first lands (its key's
+// partition), before it is forwarded.
 //
 // A retired entity's vector stays in the store with the values of no
 // events and its CanonicalID (the store has no delete yet; the scorer

@@ -117,7 +117,8 @@ func (t *task) resolvedLoop() {
 		if len(recs) == 0 {
 			continue
 		}
-		if err := t.applyResolved(ctx, recs); err != nil {
+		t.addResolved(recs)
+		if err := t.applyResolved(ctx); err != nil {
 			if errors.Is(err, errKill) {
 				t.p.taskFailed(t, err)
 				return
@@ -136,37 +137,129 @@ func (t *task) resolvedLoop() {
 	}
 }
 
-// applyResolved handles moves, transfers and forwarded events and commits
-// them with the next resolved offset, as a batch of events would be: in
-// one transaction, unless the entities they touch are too many for one
-// (maxTxnTouchedBytes, as for a batch of events).
-func (t *task) applyResolved(ctx context.Context, recs []*kgo.Record) error {
-	for len(recs) > 0 {
-		var err error
-		if recs, err = t.applyResolvedTxn(ctx, recs); err != nil {
+// applyResolved handles the pending moves, transfers and forwarded
+// events and commits them with the next resolved offset, as a batch of
+// events would be: in one transaction, unless the entities they touch are
+// too many for one (maxTxnTouchedBytes, as for a batch of events). A
+// batch that takes the work lock first may carry them (rideResolved);
+// what is pending when the loop gets the lock, it applies itself, so
+// nothing the loop fetched waits for another fetch.
+func (t *task) applyResolved(ctx context.Context) error {
+	for {
+		more, err := t.applyResolvedTxn(ctx)
+		if err != nil || !more {
 			return err
 		}
 	}
-	return nil
 }
 
-// applyResolvedTxn applies resolved records in one transaction, all of
-// them or a first part: it returns the records left for the next one. A
-// record touches at most one entity, so the ids stay within a record's
-// size of the bound.
-func (t *task) applyResolvedTxn(ctx context.Context, recs []*kgo.Record) (rest []*kgo.Record, err error) {
+// addResolved puts fetched resolved records in line to be applied.
+func (t *task) addResolved(recs []*kgo.Record) {
+	t.resolvedMu.Lock()
+	t.resolvedPend = append(t.resolvedPend, recs...)
+	t.resolvedMu.Unlock()
+}
+
+// takeResolved takes the pending resolved records, all of them, or none
+// when they are more than limit (limit 0: no limit).
+func (t *task) takeResolved(limit int) []*kgo.Record {
+	t.resolvedMu.Lock()
+	defer t.resolvedMu.Unlock()
+	recs := t.resolvedPend
+	if len(recs) == 0 || (limit > 0 && len(recs) > limit) {
+		return nil
+	}
+	t.resolvedPend = nil
+	return recs
+}
+
+// applyResolvedTxn applies the pending resolved records in one
+// transaction, all of them or a first part (the rest stays pending, first
+// in line). It reports whether any were pending.
+func (t *task) applyResolvedTxn(ctx context.Context) (bool, error) {
 	t.waiting.Add(1)
 	t.work.Lock()
 	t.waiting.Add(-1)
 	defer t.work.Unlock()
+	recs := t.takeResolved(0)
+	if len(recs) == 0 {
+		return false, nil // a batch carried them
+	}
 	x := t.newTxn()
 	defer x.abort()
 	x.now, x.links = t.p.opts.Now(), map[string]string{}
-	next := t.meta.resolvedNext
+	rest, next, err := t.resolvedInto(x, recs, true)
+	if err != nil {
+		return false, err
+	}
+	if len(rest) > 0 {
+		t.resolvedMu.Lock()
+		t.resolvedPend = append(rest, t.resolvedPend...)
+		t.resolvedMu.Unlock()
+	}
+	if next == t.meta.resolvedNext {
+		return true, nil
+	}
+	for _, e := range x.touched.order {
+		if e.touched {
+			if err := t.finish(x, e, x.now, false); err != nil {
+				return false, err
+			}
+		}
+	}
+	t.setResolvedNext(x, next)
+	if err := t.hook("resolved-before-commit"); err != nil {
+		return false, err
+	}
+	if err := t.commit(ctx, x, t.meta.next); err != nil {
+		return false, err
+	}
+	mForwarded.Add(float64(x.counts.forwarded))
+	return true, t.afterResolved()
+}
+
+// rideResolvedLimit bounds the resolved records a batch of events
+// carries: a few merges' worth, which cost its transaction little; a
+// backlog is the resolved loop's to apply, in transactions of its own.
+const rideResolvedLimit = 64
+
+// rideResolved applies the pending resolved records in x, the
+// transaction of a batch of events, before its events (which then see
+// the pointers the moves set): a merge's step waits for one commit, not
+// for the batch's and then its own. It reports whether x carries any.
+func (t *task) rideResolved(x *txn) (bool, error) {
+	if !t.identityOn() {
+		return false, nil
+	}
+	recs := t.takeResolved(rideResolvedLimit)
+	if len(recs) == 0 {
+		return false, nil
+	}
+	fwd := x.counts.forwarded
+	_, next, err := t.resolvedInto(x, recs, false)
+	if err != nil {
+		return false, err
+	}
+	x.counts.resolvedForwarded += x.counts.forwarded - fwd
+	x.counts.forwarded = fwd
+	if next == t.meta.resolvedNext {
+		return false, nil
+	}
+	t.setResolvedNext(x, next)
+	return true, nil
+}
+
+// resolvedInto applies resolved records in x: a move retires its entity,
+// a transfer or forwarded event applies to its target. With bounded, it
+// stops once x touches maxTxnTouchedBytes of ids and returns the records
+// left (a record touches at most one entity, so the ids stay within a
+// record's size of the bound). next is the resolved offset after the
+// last record applied.
+func (t *task) resolvedInto(x *txn, recs []*kgo.Record, bounded bool) (rest []*kgo.Record, next int64, err error) {
+	next = t.meta.resolvedNext
 	for i, r := range recs {
-		if x.touched.idBytes >= maxTxnTouchedBytes {
-			rest = recs[i:]
-			break
+		if bounded && x.touched.idBytes >= maxTxnTouchedBytes {
+			return recs[i:], next, nil
 		}
 		if r.Offset < next {
 			continue // applied already (a fetch from before a reopen)
@@ -184,34 +277,28 @@ func (t *task) applyResolvedTxn(ctx context.Context, recs []*kgo.Record) (rest [
 			err = t.receive(x, r, rr, cause)
 		}
 		if err != nil {
-			return nil, err
+			return nil, next, err
 		}
 	}
-	if next == t.meta.resolvedNext {
-		return rest, nil
-	}
-	for _, e := range x.touched.order {
-		if e.touched {
-			if err := t.finish(x, e, x.now, false); err != nil {
-				return nil, err
-			}
-		}
-	}
+	return nil, next, nil
+}
+
+// setResolvedNext records in x that the resolved records before next are
+// applied (meta, and the changelog's __resolved record).
+func (t *task) setResolvedNext(x *txn, next int64) {
 	x.recs = append(x.recs, t.stateRecord([]byte(clResolvedKey), binary.AppendVarint(nil, next)))
 	t.mu.Lock()
 	t.meta.resolvedNext = next
 	t.mu.Unlock()
-	if err := t.hook("resolved-before-commit"); err != nil {
-		return nil, err
-	}
-	if err := t.commit(ctx, x, t.meta.next); err != nil {
-		return nil, err
-	}
-	mForwarded.Add(float64(x.counts.forwarded))
+}
+
+// afterResolved runs after a commit that applied resolved records: a
+// filter of moved entities grown full is rebuilt.
+func (t *task) afterResolved() error {
 	if t.moved != nil && t.moved.full() {
-		return rest, t.openMoved()
+		return t.openMoved()
 	}
-	return rest, nil
+	return nil
 }
 
 // move retires entity rr.From into rr.To: its state goes to rr.To's task,

@@ -88,6 +88,11 @@ type task struct {
 	moved *seenFilter
 	// resolvedDone is closed when the resolved loop ends (nil: none).
 	resolvedDone chan struct{}
+	// resolvedPend holds the resolved records fetched and not applied
+	// yet, in offset order: the resolved loop applies them, unless a
+	// batch that takes the work lock first carries them (rideResolved).
+	resolvedMu   sync.Mutex
+	resolvedPend []*kgo.Record
 
 	// written is the input offset whose vectors are in the store: for lag
 	// and the consumer group commit.

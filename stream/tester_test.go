@@ -659,7 +659,8 @@ func (st *tester) resolved(lines []string) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	return st.task.applyResolved(context.Background(), recs)
+	st.task.addResolved(recs)
+	return st.task.applyResolved(context.Background())
 }
 
 // seed hands the task a backfill seed of entity id: the events of lines

@@ -40,6 +40,9 @@ type txn struct {
 type eventCounts struct {
 	applied, ignored, duplicate, late, invalid int
 	forwarded                                  int // to a moved entity's target
+	// resolvedForwarded: resolved records (transfers, forwarded events)
+	// a batch carried and sent on to a target that moved too.
+	resolvedForwarded int
 }
 
 func (t *task) newTxn() *txn { return &txn{b: t.db.NewBatch()} }
