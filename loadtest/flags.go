@@ -96,7 +96,7 @@ func (o *IdentityOptions) Flags(fl *flag.FlagSet) {
 	o.EnsureDefaults()
 	trafficFlags(fl, &o.Rate, &o.Batch, &o.Duration, &o.Warmup, &o.Users)
 	fl.Float64Var(&o.Merges, "merges", o.Merges, "probe merges started per second (an anonymous probe event, then its identify)")
-	fl.DurationVar(&o.Poll, "poll", o.Poll, "how often a probe asks the scorer")
+	fl.DurationVar(&o.Poll, "poll", o.Poll, "how often a probe asks the scorer at first (then every 2% of its wait so far)")
 }
 
 // Flags registers the fields of `pulse loadtest peer`. -brokers and -redis

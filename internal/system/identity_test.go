@@ -34,8 +34,8 @@ func TestLoadtestIdentityMerges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Failed != 0 || rep.Merged.TotalCount() == 0 || rep.Merged.TotalCount() != rep.Probes {
-		t.Fatalf("%d probes, %d merged, %d failed: %v", rep.Probes, rep.Merged.TotalCount(), rep.Failed, rep.FirstErr)
+	if rep.Failed != 0 || rep.Merged.TotalCount() == 0 || rep.Merged.TotalCount() != rep.Probes || rep.Served.TotalCount() != rep.Probes {
+		t.Fatalf("%d probes, %d served, %d merged, %d failed: %v", rep.Probes, rep.Served.TotalCount(), rep.Merged.TotalCount(), rep.Failed, rep.FirstErr)
 	}
 	t.Logf("%d merges, identify 200 -> merged p50 %v max %v", rep.Probes,
 		time.Duration(rep.Merged.ValueAtQuantile(50))*time.Microsecond, time.Duration(rep.Merged.Max())*time.Microsecond)
