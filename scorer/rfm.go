@@ -127,7 +127,10 @@ func (v *RFMView) applyChange(r *kgo.Record) {
 	if from.Change != segment.ChangeExit {
 		from, to = c, other
 	}
-	if from.Change != segment.ChangeExit || to.Change != segment.ChangeEnter {
+	if from.Change != segment.ChangeExit || to.Change != segment.ChangeEnter || from.Segment == to.Segment {
+		// Not a move: two of a kind, or an entity entering a group and
+		// leaving it at one time (an anonymous id's first event and the
+		// identify that merges it away, both stamped alike).
 		return
 	}
 	v.moves = append(v.moves, rfmMove{at: r.Timestamp, from: from.Segment[len(rfm.SegmentPrefix):], to: to.Segment[len(rfm.SegmentPrefix):]})
