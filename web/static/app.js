@@ -65,8 +65,12 @@
     return models.map(function (m) { return typeof m === 'string' ? m : (m && m.name); }).filter(Boolean);
   }
 
+  // human names a segment, feature or group for the page: "rfm:at_risk"
+  // reads "RFM: At risk".
   function human(name) {
-    var s = String(name).replace(/_/g, ' ');
+    var s = String(name);
+    if (s.indexOf('rfm:') === 0) return 'RFM: ' + human(s.slice(4));
+    s = s.replace(/_/g, ' ');
     return s.charAt(0).toUpperCase() + s.slice(1);
   }
 
@@ -275,7 +279,8 @@
   }
 
   // A group change is an exit and an enter of rfm: segments for the same
-  // user at the same time, in either order.
+  // user at the same time, in either order; entering and leaving one group
+  // at one time (an anonymous id's first event and its merge) is none.
   function trackMove(rec) {
     if (String(rec.segment).indexOf('rfm:') !== 0) return;
     var k = rec.id + '|' + rec.at;
@@ -283,7 +288,7 @@
     if (!other) { state.rfmExits[k] = rec; return; }
     delete state.rfmExits[k];
     var from = rec.change === 'exit' ? rec : other, to = rec.change === 'enter' ? rec : other;
-    if (from.change !== 'exit' || to.change !== 'enter') return;
+    if (from.change !== 'exit' || to.change !== 'enter' || from.segment === to.segment) return;
     state.rfmMoves.push([Date.parse(rec.at) || Date.now(), from.segment.slice(4), to.segment.slice(4)]);
     if (state.rfm) renderRFMMoves();
   }

@@ -109,7 +109,7 @@ func TestDashboardRFM(t *testing.T) {
 	// A click on the cell lists its buyers (GET /v1/rfm/cells/{r}/{f}/members),
 	// the lapsed customer among them.
 	b.do(chromedp.Click(chromedp.CSS(fmt.Sprintf(`#rfm-grid td[data-r="%d"][data-f="%d"]`, r1, f1))))
-	b.waitContains("#members-title", fmt.Sprintf("R%d F%d", r1, f1))
+	b.waitContains("#members-title", fmt.Sprintf("RFM: %s · R%d F%d", human(g1), r1, f1))
 	b.waitContains("#members-list", "User lapsed")
 	b.screenshot("rfm")
 }
