@@ -66,10 +66,12 @@
   }
 
   // human names a segment, feature or group for the page: "rfm:at_risk"
-  // reads "RFM: At risk".
+  // reads "RFM: At risk", "rfm_r" "RFM R", "rfm_previous_group" "RFM
+  // previous group".
   function human(name) {
     var s = String(name);
     if (s.indexOf('rfm:') === 0) return 'RFM: ' + human(s.slice(4));
+    if (s.indexOf('rfm_') === 0) return 'RFM ' + (s.length === 5 ? s.slice(4).toUpperCase() : s.slice(4).replace(/_/g, ' '));
     s = s.replace(/_/g, ' ');
     return s.charAt(0).toUpperCase() + s.slice(1);
   }

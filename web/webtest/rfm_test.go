@@ -112,6 +112,10 @@ func TestDashboardRFM(t *testing.T) {
 	b.waitContains("#members-title", fmt.Sprintf("RFM: %s · R%d F%d", human(g1), r1, f1))
 	b.waitContains("#members-list", "User lapsed")
 	b.screenshot("rfm")
+	// The lookup names the RFM features as a marketer reads them.
+	b.lookup("lapsed")
+	b.waitContains("#lookup-result", "RFM group")
+	b.waitContains("#lookup-result", "RFM R")
 }
 
 // human is the dashboard's name for a group (app.js human()).
