@@ -169,6 +169,7 @@ func loadtestE2E(ctx context.Context, name string, args []string, flags func(*fl
 	verbose := fl.Bool("v", false, "show the services' logs")
 	cpuprofile := fl.String("cpuprofile", "", "write a CPU profile of this process to FILE")
 	traceFile := fl.String("trace", "", "write an execution trace of the measured run to FILE (tools/traceslow -region txn FILE: where the stream's Kafka transactions waited)")
+	brokers := fl.String("brokers", "", "measure on this Kafka (host:port[,...]) instead of the embedded one; the run makes topics and a stream group of its own, pulse-lt-<run>.*")
 	flags(fl.FlagSet)
 	cfg, err := fl.load(args)
 	if err != nil {
@@ -178,11 +179,20 @@ func loadtestE2E(ctx context.Context, name string, args []string, flags func(*fl
 	if *verbose {
 		log = slog.Default()
 	}
-	sys, watch, err := system.EndToEnd(ctx, cfg, log)
+	var on []string
+	kafkaDesc := "kfake"
+	if *brokers != "" {
+		on = strings.Split(*brokers, ",")
+		kafkaDesc = "Kafka at " + *brokers
+	}
+	sys, watch, err := system.EndToEndOn(ctx, cfg, log, on)
 	if err != nil {
 		return err
 	}
 	defer sys.Close()
+	if on != nil {
+		kafkaDesc += " (topics " + strings.TrimSuffix(cfg.Kafka.Topics.Events, ".events") + ".*)"
+	}
 	stopProfile, err := loadtest.StartCPUProfile(*cpuprofile)
 	if err != nil {
 		return err
@@ -193,8 +203,8 @@ func loadtestE2E(ctx context.Context, name string, args []string, flags func(*fl
 		return err
 	}
 	defer stopTrace()
-	fmt.Printf("in-process: kfake, ingest %s, stream (%d partitions, timer %s), Pebble store, scorer %s; GOMAXPROCS %d\n",
-		sys.IngestURL(), cfg.Kafka.Partitions, cfg.Stream.TimerInterval.D(), sys.ScorerURL(), runtime.GOMAXPROCS(0))
+	fmt.Printf("in-process: %s, ingest %s, stream (%d partitions, timer %s), Pebble store, scorer %s; GOMAXPROCS %d\n",
+		kafkaDesc, sys.IngestURL(), cfg.Kafka.Partitions, cfg.Stream.TimerInterval.D(), sys.ScorerURL(), runtime.GOMAXPROCS(0))
 	err = measure(sys, watch)
 	loadtest.PrintStreamStats(os.Stdout)
 	loadtest.PrintLoad(os.Stdout)

@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -172,11 +175,23 @@ func IngestTarget(ctx context.Context, brokers []string) (*System, error) {
 // feed and identity table; and waits until they are ready. A nil log is
 // quiet.
 func EndToEnd(ctx context.Context, cfg *config.Config, log *slog.Logger) (*System, *loadtest.WriteWatch, error) {
+	return EndToEndOn(ctx, cfg, log, nil)
+}
+
+// EndToEndOn is EndToEnd on the Kafka at brokers instead of an embedded
+// one (nil: embedded), with topics and a stream group of the run's own
+// (OwnTopics), so that runs on one broker never read each other's
+// records or offsets.
+func EndToEndOn(ctx context.Context, cfg *config.Config, log *slog.Logger, brokers []string) (*System, *loadtest.WriteWatch, error) {
 	if log == nil {
 		log = quiet
 	}
+	if brokers != nil {
+		cfg.Kafka.Brokers = brokers
+		OwnTopics(cfg, "pulse-lt-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	}
 	s := New(ctx, cfg, log)
-	watch, err := s.endToEnd()
+	watch, err := s.endToEnd(brokers == nil)
 	if err != nil {
 		s.Close()
 		return nil, nil, err
@@ -184,7 +199,18 @@ func EndToEnd(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Syste
 	return s, watch, nil
 }
 
-func (s *System) endToEnd() (*loadtest.WriteWatch, error) {
+// OwnTopics names every topic of cfg base.<yaml name> (base.events,
+// base.state, ...) and the stream's group base.
+func OwnTopics(cfg *config.Config, base string) {
+	v := reflect.ValueOf(&cfg.Kafka.Topics).Elem()
+	for i := range v.NumField() {
+		name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ",")
+		v.Field(i).SetString(base + "." + name)
+	}
+	cfg.Stream.Group = base
+}
+
+func (s *System) endToEnd(embedded bool) (*loadtest.WriteWatch, error) {
 	if err := loadtest.AddProbes(s.Config); err != nil {
 		return nil, err
 	}
@@ -194,8 +220,10 @@ func (s *System) endToEnd() (*loadtest.WriteWatch, error) {
 	}
 	s.Config.DataDir = dir
 	onFreePorts(s.Config)
-	if err := s.StartKafka(kafka.EmbeddedOptions{Partitions: s.Config.Kafka.Partitions}); err != nil {
-		return nil, err
+	if embedded {
+		if err := s.StartKafka(kafka.EmbeddedOptions{Partitions: s.Config.Kafka.Partitions}); err != nil {
+			return nil, err
+		}
 	}
 	store, err := featurestore.OpenPebble(filepath.Join(dir, "store"), featurestore.PebbleOptions{Logger: s.Log})
 	if err != nil {
