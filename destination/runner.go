@@ -242,6 +242,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	opts := append(kafka.ProducerOpts(),
 		kgo.ConsumerGroup(r.opts.Group),
+		kgo.SessionTimeout(kafka.GroupSessionTimeout),
 		kgo.ConsumeTopics(r.topics...),
 		kgo.ConsumeResetOffset(reset),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),

@@ -80,6 +80,7 @@ func NewWriter(cfg *config.Config, opts WriterOptions, log *slog.Logger) (*Write
 	t := cfg.Kafka.Topics
 	cl, err := kafka.NewClient(cfg.Kafka,
 		kgo.ConsumerGroup(opts.Group),
+		kgo.SessionTimeout(kafka.GroupSessionTimeout),
 		kgo.ConsumeTopics(historyTopics(t)...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.DisableAutoCommit(),

@@ -34,6 +34,14 @@ func NewClient(c config.Kafka, opts ...kgo.Opt) (*kgo.Client, error) {
 	return cl, nil
 }
 
+// GroupSessionTimeout is how long a consumer group member that stopped
+// heartbeating (a crashed process) keeps its partitions before the group
+// hands them to the others, or to the process restarted in its place:
+// the stream's, the destinations' and the history writer's groups. The
+// clients' default, 45 s, would stall every change of the dead member's
+// partitions that long.
+const GroupSessionTimeout = 10 * time.Second
+
 // ProducerOpts are the producer settings every Pulse producer uses: an
 // idempotent producer with acks=all (franz-go's default, stated here so
 // nobody weakens it by accident), a linger so concurrent requests share

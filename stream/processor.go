@@ -46,7 +46,8 @@ type Options struct {
 	// Tests that count chunks set it long, so TimerChunk alone cuts them.
 	RescoreBudget time.Duration
 	// SessionTimeout of the consumer group member, overriding the default
-	// 10s: how long a crashed processor holds its partitions.
+	// kafka.GroupSessionTimeout: how long a crashed processor holds its
+	// partitions.
 	SessionTimeout time.Duration
 	// KafkaOpts are added to every client the processor builds.
 	KafkaOpts []kgo.Opt
@@ -83,7 +84,7 @@ func (o *Options) EnsureDefaults() *Options {
 		o.RescoreBudget = rescoreBudget
 	}
 	if o.SessionTimeout <= 0 {
-		o.SessionTimeout = 10 * time.Second
+		o.SessionTimeout = kafka.GroupSessionTimeout
 	}
 	if o.MemTableSize <= 0 {
 		o.MemTableSize = 32 << 20
