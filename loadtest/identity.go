@@ -35,7 +35,7 @@ type IdentityOptions struct {
 	Feature string
 	// Poll is how often a probe's answer is asked for at first; default
 	// 1ms. A probe waiting longer asks every 2% of its wait so far, so a
-	// slow merge costs ~50 requests per doubling of its wait, not one a
+	// slow merge costs ~35 requests per doubling of its wait, not one a
 	// millisecond (a hundred probes in flight polling every 1ms were
 	// 100k scorer requests a second: the test loading what it measures);
 	// the answer is late by at most that 2%.
