@@ -578,6 +578,7 @@
     }
     if (typeof v === 'boolean') return v ? 'yes' : 'no';
     if (typeof v === 'object') return JSON.stringify(v);
+    if (/^rfm_(previous_)?group$/.test(name)) return human(v);
     return String(v);
   }
 
@@ -619,7 +620,10 @@
     out.textContent = '';
     var person = e.canonical_id || id;
     var feats = e.features || {};
-    var rows = Object.keys(feats).sort().map(function (k) {
+    // The feature the traits come from shows as the Traits table, not as
+    // one line of JSON among the features.
+    var traitsFeature = /^feature:/.test(e.traits_from || '') ? e.traits_from.slice(8) : '';
+    var rows = Object.keys(feats).filter(function (k) { return k !== traitsFeature; }).sort().map(function (k) {
       return el('tr', {}, [el('td', { text: human(k) }), el('td', { text: formatValue(k, feats[k]) })]);
     });
     var segs = (e.segments || []).map(function (s) {

@@ -112,10 +112,15 @@ func TestDashboardRFM(t *testing.T) {
 	b.waitContains("#members-title", fmt.Sprintf("RFM: %s · R%d F%d", human(g1), r1, f1))
 	b.waitContains("#members-list", "User lapsed")
 	b.screenshot("rfm")
-	// The lookup names the RFM features as a marketer reads them.
+	// The lookup names the RFM features as a marketer reads them, and
+	// shows the traits once (as Traits, not also as the feature's JSON).
 	b.lookup("lapsed")
 	b.waitContains("#lookup-result", "RFM group")
 	b.waitContains("#lookup-result", "RFM R")
+	b.waitContains("#lookup-result", human(g1))
+	if got := b.text("#lookup-result"); strings.Contains(got, "Profile traits") {
+		t.Errorf("the lookup lists the traits feature among the features: %q", got)
+	}
 }
 
 // human is the dashboard's name for a group (app.js human()).
