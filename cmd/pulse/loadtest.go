@@ -169,7 +169,7 @@ func loadtestE2E(ctx context.Context, name string, args []string, flags func(*fl
 	verbose := fl.Bool("v", false, "show the services' logs")
 	cpuprofile := fl.String("cpuprofile", "", "write a CPU profile of this process to FILE")
 	traceFile := fl.String("trace", "", "write an execution trace of the measured run to FILE (tools/traceslow -region txn FILE: where the stream's Kafka transactions waited)")
-	brokers := fl.String("brokers", "", "measure on this Kafka (host:port[,...]) instead of the embedded one; the run makes topics and a stream group of its own, pulse-lt-<run>.*")
+	brokers := fl.String("brokers", "", "measure on this Kafka (host:port[,...]) instead of the embedded one; the run makes topics and a stream group of its own, pulse-lt-<run>.*, and deletes them at its end")
 	flags(fl.FlagSet)
 	cfg, err := fl.load(args)
 	if err != nil {

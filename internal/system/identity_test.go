@@ -95,4 +95,31 @@ func TestLoadtestIdentityOnBroker(t *testing.T) {
 	}
 	t.Logf("%d merges on the broker, p50 %v max %v; %d records in %s", rep.Probes,
 		time.Duration(rep.Merged.ValueAtQuantile(50))*time.Microsecond, time.Duration(rep.Merged.Max())*time.Microsecond, n, cfg.Kafka.Topics.Events)
+	// Closed, the run leaves nothing on the cluster: its topics and its
+	// stream group are deleted.
+	sys.Close()
+	run := strings.TrimSuffix(cfg.Kafka.Topics.Events, "events")
+	var left []string
+	testenv.WaitFor(t, 20*time.Second, "deletion of the run's topics", func() bool {
+		left = left[:0]
+		topics, err := kadm.NewClient(cl).ListTopics(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range topics.Names() {
+			if strings.HasPrefix(name, run) {
+				left = append(left, name)
+			}
+		}
+		return len(left) == 0
+	})
+	groups, err := kadm.NewClient(cl).ListGroups(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range groups.Groups() {
+		if g == cfg.Stream.Group {
+			t.Errorf("the run's stream group %s is still on the cluster", g)
+		}
+	}
 }

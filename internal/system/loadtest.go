@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/kafka"
@@ -181,7 +183,7 @@ func EndToEnd(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Syste
 // EndToEndOn is EndToEnd on the Kafka at brokers instead of an embedded
 // one (nil: embedded), with topics and a stream group of the run's own
 // (OwnTopics), so that runs on one broker never read each other's
-// records or offsets.
+// records or offsets; Close deletes them.
 func EndToEndOn(ctx context.Context, cfg *config.Config, log *slog.Logger, brokers []string) (*System, *loadtest.WriteWatch, error) {
 	if log == nil {
 		log = quiet
@@ -210,6 +212,31 @@ func OwnTopics(cfg *config.Config, base string) {
 	cfg.Stream.Group = base
 }
 
+// dropRunTopics deletes, on a real broker, the topics and the stream
+// group OwnTopics named for the run: nothing of it stays on the cluster.
+// A failure is logged, not returned: the measurement is done.
+func (s *System) dropRunTopics() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kafka.NewClient(s.Config.Kafka)
+	if err != nil {
+		s.Log.Warn("loadtest: cannot drop the run's topics", "err", err)
+		return
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	var names []string
+	for _, t := range kafka.Topics(s.Config.Kafka) {
+		names = append(names, t.Name)
+	}
+	if _, err := adm.DeleteGroups(ctx, s.Config.Stream.Group); err != nil {
+		s.Log.Warn("loadtest: cannot drop the run's stream group", "group", s.Config.Stream.Group, "err", err)
+	}
+	if _, err := adm.DeleteTopics(ctx, names...); err != nil {
+		s.Log.Warn("loadtest: cannot drop the run's topics", "err", err)
+	}
+}
+
 func (s *System) endToEnd(embedded bool) (*loadtest.WriteWatch, error) {
 	if err := loadtest.AddProbes(s.Config); err != nil {
 		return nil, err
@@ -224,6 +251,9 @@ func (s *System) endToEnd(embedded bool) (*loadtest.WriteWatch, error) {
 		if err := s.StartKafka(kafka.EmbeddedOptions{Partitions: s.Config.Kafka.Partitions}); err != nil {
 			return nil, err
 		}
+	} else {
+		// Registered first, so it runs last: after every part stopped.
+		s.OnClose(func() { s.dropRunTopics() })
 	}
 	store, err := featurestore.OpenPebble(filepath.Join(dir, "store"), featurestore.PebbleOptions{Logger: s.Log})
 	if err != nil {
