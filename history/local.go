@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -85,7 +87,8 @@ func StartLocal(ctx context.Context, dir string, tcpPort, httpPort int) (*LocalS
 		}
 		select {
 		case <-s.done:
-			return nil, fmt.Errorf("clickhouse-server exited at start; see %s", filepath.Join(dir, "clickhouse-server.err.log"))
+			log := filepath.Join(dir, "clickhouse-server.err.log")
+			return nil, fmt.Errorf("clickhouse-server exited at start; see %s, which ends: %s", log, logTail(log, 600))
 		case <-ctx.Done():
 			s.Stop()
 			return nil, ctx.Err()
@@ -116,4 +119,20 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// logTail is the last n bytes of the log at path, one line, for an error
+// that names the log (a test's temporary directory is gone by the time
+// anyone reads it).
+func logTail(path string, n int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "(unreadable: " + err.Error() + ")"
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > n {
+		f.Seek(st.Size()-n, io.SeekStart)
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, n))
+	return strings.Join(strings.Fields(string(b)), " ")
 }
