@@ -91,6 +91,19 @@ type Topics struct {
 	Traits string `yaml:"traits"`
 }
 
+// Named sets every topic to the default's name with base in place of
+// "pulse" (base.events, base.events.invalid, base.identity.requests, ...):
+// a run or a test with topics of its own on a shared cluster.
+func (t *Topics) Named(base string) {
+	*t = Topics{
+		Events: base + ".events", Invalid: base + ".events.invalid", Segments: base + ".segments",
+		Predictions: base + ".predictions", State: base + ".state", Seeds: base + ".seeds",
+		Activations: base + ".activations", Identity: base + ".identity",
+		IdentityRequests: base + ".identity.requests", Resolved: base + ".events.resolved",
+		RFM: base + ".rfm", Traits: base + ".traits",
+	}
+}
+
 // Ingest configures the HTTP tracking API.
 type Ingest struct {
 	// Listen is the address, overriding the default 127.0.0.1:8080.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -154,5 +155,28 @@ segments:
 		if got := c.Segments[i].Webhook.Retries(); got != want {
 			t.Errorf("segment %s: %d retries, want %d", c.Segments[i].Name, got, want)
 		}
+	}
+}
+
+// TestTopicsNamed: Named names every topic (a field added to Topics and
+// forgotten there would stay empty, and a run would share it), each under
+// base and none twice; with base "pulse" they are the defaults.
+func TestTopicsNamed(t *testing.T) {
+	var tp Topics
+	tp.Named("run7")
+	v := reflect.ValueOf(tp)
+	seen := map[string]bool{}
+	for i := range v.NumField() {
+		name := v.Field(i).String()
+		if !strings.HasPrefix(name, "run7.") || seen[name] {
+			t.Errorf("%s = %q: want a name of its own under run7.", v.Type().Field(i).Name, name)
+		}
+		seen[name] = true
+	}
+	var c Config
+	c.ApplyDefaults()
+	tp.Named("pulse")
+	if tp != c.Kafka.Topics {
+		t.Errorf("Named(\"pulse\") = %+v, want the defaults %+v", tp, c.Kafka.Topics)
 	}
 }

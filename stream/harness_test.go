@@ -117,10 +117,7 @@ func newEnv(t testing.TB, brokers []string) *env {
 	}
 	cfg.Kafka.Brokers = brokers
 	prefix := testenv.Topic(t, "s")
-	tp := &cfg.Kafka.Topics
-	tp.Events, tp.Invalid, tp.Segments, tp.State = prefix+".events", prefix+".invalid", prefix+".segments", prefix+".state"
-	tp.Seeds, tp.Activations = prefix+".seeds", prefix+".activations"
-	tp.Identity, tp.IdentityRequests, tp.Resolved = prefix+".identity", prefix+".identity.requests", prefix+".resolved"
+	cfg.Kafka.Topics.Named(prefix)
 	cfg.Stream.Group = prefix + ".group"
 	cfg.DataDir = t.TempDir()
 	e := &env{t: t, cfg: cfg, brokers: brokers, clock: newClock(t0), store: newMemStore()}

@@ -8,9 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -182,7 +180,7 @@ func EndToEnd(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Syste
 
 // EndToEndOn is EndToEnd on the Kafka at brokers instead of an embedded
 // one (nil: embedded), with topics and a stream group of the run's own
-// (OwnTopics), so that runs on one broker never read each other's
+// (Topics.Named), so that runs on one broker never read each other's
 // records or offsets; Close deletes them.
 func EndToEndOn(ctx context.Context, cfg *config.Config, log *slog.Logger, brokers []string) (*System, *loadtest.WriteWatch, error) {
 	if log == nil {
@@ -190,7 +188,9 @@ func EndToEndOn(ctx context.Context, cfg *config.Config, log *slog.Logger, broke
 	}
 	if brokers != nil {
 		cfg.Kafka.Brokers = brokers
-		OwnTopics(cfg, "pulse-lt-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+		run := "pulse-lt-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		cfg.Kafka.Topics.Named(run)
+		cfg.Stream.Group = run
 	}
 	s := New(ctx, cfg, log)
 	watch, err := s.endToEnd(brokers == nil)
@@ -201,19 +201,8 @@ func EndToEndOn(ctx context.Context, cfg *config.Config, log *slog.Logger, broke
 	return s, watch, nil
 }
 
-// OwnTopics names every topic of cfg base.<yaml name> (base.events,
-// base.state, ...) and the stream's group base.
-func OwnTopics(cfg *config.Config, base string) {
-	v := reflect.ValueOf(&cfg.Kafka.Topics).Elem()
-	for i := range v.NumField() {
-		name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ",")
-		v.Field(i).SetString(base + "." + name)
-	}
-	cfg.Stream.Group = base
-}
-
 // dropRunTopics deletes, on a real broker, the topics and the stream
-// group OwnTopics named for the run: nothing of it stays on the cluster.
+// group EndToEndOn named for the run: nothing of it stays on the cluster.
 // A failure is logged, not returned: the measurement is done.
 func (s *System) dropRunTopics() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
