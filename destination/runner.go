@@ -240,9 +240,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	if r.opts.FromStart {
 		reset = kgo.NewOffset().AtStart()
 	}
-	opts := append(kafka.ProducerOpts(),
-		kgo.ConsumerGroup(r.opts.Group),
-		kgo.SessionTimeout(kafka.GroupSessionTimeout),
+	opts := append(append(kafka.ProducerOpts(), kafka.GroupOpts(r.opts.Group)...),
 		kgo.ConsumeTopics(r.topics...),
 		kgo.ConsumeResetOffset(reset),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),

@@ -78,9 +78,7 @@ func NewWriter(cfg *config.Config, opts WriterOptions, log *slog.Logger) (*Write
 		return nil, err
 	}
 	t := cfg.Kafka.Topics
-	cl, err := kafka.NewClient(cfg.Kafka,
-		kgo.ConsumerGroup(opts.Group),
-		kgo.SessionTimeout(kafka.GroupSessionTimeout),
+	cl, err := kafka.NewClient(cfg.Kafka, append(kafka.GroupOpts(opts.Group),
 		kgo.ConsumeTopics(historyTopics(t)...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.DisableAutoCommit(),
@@ -89,7 +87,7 @@ func NewWriter(cfg *config.Config, opts WriterOptions, log *slog.Logger) (*Write
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxBytes(64<<20),
 		kgo.FetchMaxPartitionBytes(16<<20),
-	)
+	)...)
 	if err != nil {
 		conn.Close()
 		return nil, err

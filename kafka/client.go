@@ -42,6 +42,13 @@ func NewClient(c config.Kafka, opts ...kgo.Opt) (*kgo.Client, error) {
 // partitions that long.
 const GroupSessionTimeout = 10 * time.Second
 
+// GroupOpts join the consumer group named group with Pulse's session
+// timeout (GroupSessionTimeout); the destinations' and history's
+// consumers use them (the stream's takes its timeout from its Options).
+func GroupOpts(group string) []kgo.Opt {
+	return []kgo.Opt{kgo.ConsumerGroup(group), kgo.SessionTimeout(GroupSessionTimeout)}
+}
+
 // ProducerOpts are the producer settings every Pulse producer uses: an
 // idempotent producer with acks=all (franz-go's default, stated here so
 // nobody weakens it by accident), a linger so concurrent requests share

@@ -177,3 +177,20 @@ func TestUnlisted(t *testing.T) {
 		t.Errorf("err %q does not wrap UNKNOWN_TOPIC_OR_PARTITION", err)
 	}
 }
+
+// TestGroupOpts: a client joined with GroupOpts has Pulse's session
+// timeout, not the clients' 45 s: a crashed destinations process or
+// history writer holds its partitions 10 s.
+func TestGroupOpts(t *testing.T) {
+	cl, err := kgo.NewClient(append(GroupOpts("g"), kgo.SeedBrokers("127.0.0.1:1"))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if got := cl.OptValue(kgo.SessionTimeout); got != GroupSessionTimeout {
+		t.Fatalf("session timeout %v, want %v", got, GroupSessionTimeout)
+	}
+	if got := cl.OptValue(kgo.ConsumerGroup); got != "g" {
+		t.Fatalf("group %v, want g", got)
+	}
+}
