@@ -2,7 +2,6 @@ package history
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,12 +14,11 @@ import (
 // the writer that feeds it; it answers, and Stop ends it.
 func TestLocalServerOwnProcessGroup(t *testing.T) {
 	free := func() int {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		p, err := freePort()
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer ln.Close()
-		return ln.Addr().(*net.TCPAddr).Port
+		return p
 	}
 	// The ports are free when picked, but the parallel suite may take one
 	// before the server binds it: then it exits at start saying so, and

@@ -3,6 +3,7 @@ package system
 import (
 	"context"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -99,19 +100,12 @@ func TestLoadtestIdentityOnBroker(t *testing.T) {
 	// stream group are deleted.
 	sys.Close()
 	run := strings.TrimSuffix(cfg.Kafka.Topics.Events, "events")
-	var left []string
 	testenv.WaitFor(t, 20*time.Second, "deletion of the run's topics", func() bool {
-		left = left[:0]
 		topics, err := kadm.NewClient(cl).ListTopics(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, name := range topics.Names() {
-			if strings.HasPrefix(name, run) {
-				left = append(left, name)
-			}
-		}
-		return len(left) == 0
+		return !slices.ContainsFunc(topics.Names(), func(name string) bool { return strings.HasPrefix(name, run) })
 	})
 	groups, err := kadm.NewClient(cl).ListGroups(ctx)
 	if err != nil {
