@@ -27,6 +27,7 @@ import (
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/internal/proccpu"
 	"github.com/pulse-rt/pulse/kafka"
 )
 
@@ -423,7 +424,7 @@ func peerTurn(ctx context.Context, o PeerOptions, side string, base time.Time, r
 			if err != nil {
 				return nil, err
 			}
-			cpu = func() time.Duration { d, _ := PIDCPU(pid); return d }
+			cpu = func() time.Duration { d, _ := proccpu.Of(pid); return d }
 			stop = s
 			break
 		}
@@ -445,7 +446,7 @@ func peerTurn(ctx context.Context, o PeerOptions, side string, base time.Time, r
 		if err != nil {
 			return nil, err
 		}
-		cpu = func() time.Duration { d, _ := PIDCPU(pid); return d }
+		cpu = func() time.Duration { d, _ := proccpu.Of(pid); return d }
 		stop = s
 	}
 	err = measureBacklog(sctx, o, cl, topic, group, int64(o.Warm), int64(total), cpu, redisCPU, res)

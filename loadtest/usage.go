@@ -3,6 +3,8 @@ package loadtest
 import (
 	"runtime/metrics"
 	"time"
+
+	"github.com/pulse-rt/pulse/internal/proccpu"
 )
 
 // CPUSource reads the CPU time a process outside this one has used so far
@@ -15,7 +17,7 @@ type CPUSource struct {
 
 // PIDSource is the CPUSource of a local process, read from /proc.
 func PIDSource(name string, pid int) CPUSource {
-	return CPUSource{Name: name, Read: func() (time.Duration, error) { return PIDCPU(pid) }}
+	return CPUSource{Name: name, Read: func() (time.Duration, error) { return proccpu.Of(pid) }}
 }
 
 // Usage is what a phase cost: the CPU time of this process and of the

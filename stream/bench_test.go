@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -18,6 +20,7 @@ import (
 	"github.com/pulse-rt/pulse/aggregate"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/internal/proccpu"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -75,6 +78,73 @@ func benchPartitions() int {
 	return 4
 }
 
+// benchBrokers are the brokers the FullPath and Floor benchmarks run on:
+// PULSE_BENCH_BROKERS (host:port,...), or nil for an in-process kfake.
+// Their cpu-µs/event is this process's CPU, so with kfake it includes the
+// broker's work (storing the changelog, serving the fetches), which a real
+// deployment spends on other machines; on a real broker it is Pulse's own,
+// and the broker's, when it runs on this machine, is reported beside it:
+//
+//	bin/testservers -- sh -c 'PULSE_BENCH_BROKERS=$PULSE_TEST_KAFKA go test ./stream -run "^$" -bench "FullPath$/uniform" -benchtime 1x'
+func benchBrokers() []string {
+	if v := os.Getenv("PULSE_BENCH_BROKERS"); v != "" {
+		return strings.Split(v, ",")
+	}
+	return nil
+}
+
+// brokerCPU reads the CPU time of the process listening on the first of
+// brokers' ports when it runs on this machine, or returns nil: the broker
+// of a PULSE_BENCH_BROKERS run, to report its CPU per event too.
+func brokerCPU(b *testing.B, brokers []string) func() time.Duration {
+	if len(brokers) == 0 {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(brokers[0])
+	if err != nil {
+		b.Fatal(err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pid, err := proccpu.Listening(n)
+	if err != nil {
+		b.Logf("the broker's CPU is not reported: %v", err)
+		return nil
+	}
+	if pid == os.Getpid() {
+		return nil // kfake, in this process: its CPU is in cpu-µs/event
+	}
+	return func() time.Duration {
+		d, err := proccpu.Of(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return d
+	}
+}
+
+// reportCPU reports this process's CPU per event since cpu0 and, when
+// broker is not nil, the broker's since broker0.
+func reportCPU(b *testing.B, n int, cpu0 time.Duration, broker func() time.Duration, broker0 time.Duration) {
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(n), "cpu-µs/event")
+	if broker != nil {
+		b.ReportMetric(float64((broker()-broker0).Microseconds())/float64(n), "broker-cpu-µs/event")
+	}
+}
+
+// startCPU is broker's CPU time now, or 0 when it is nil.
+func startCPU(broker func() time.Duration) time.Duration {
+	if broker == nil {
+		return 0
+	}
+	return broker()
+}
+
 // benchN is how many events the stream benchmarks produce.
 func benchN() int {
 	if v, err := strconv.Atoi(os.Getenv("PULSE_BENCH_EVENTS")); err == nil && v > 0 {
@@ -108,7 +178,8 @@ func rawConsume(b *testing.B, e *env, n int) float64 {
 
 func benchFullPath(b *testing.B, users int, zipf bool) {
 	n := benchN()
-	e := newEnv(b, nil)
+	e := newEnv(b, benchBrokers())
+	broker := brokerCPU(b, e.brokers)
 	benchEvents(b, e, n, users, zipf)
 	for b.Loop() {
 		raw := rawConsume(b, e, n)
@@ -132,12 +203,13 @@ func benchFullPath(b *testing.B, users int, zipf bool) {
 			time.Sleep(time.Millisecond)
 		}
 		start := time.Now()
-		cpu0 := cpuTime()
+		cpu0, broker0 := cpuTime(), startCPU(broker)
 		e.waitCaughtUp(5*time.Minute, p)
 		full := float64(n) / time.Since(start).Seconds()
-		// The whole process's CPU (stream, kfake, Pebble store): a figure
-		// that the other load on a shared machine does not move.
-		b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(n), "cpu-µs/event")
+		// The whole process's CPU (stream, Pebble store, and kfake unless
+		// the run is on a real broker): a figure that the other load on a
+		// shared machine does not move.
+		reportCPU(b, n, cpu0, broker, broker0)
 		stop()
 		store.Close()
 		reportHistograms(b)
@@ -167,14 +239,15 @@ func BenchmarkFloor(b *testing.B) {
 
 func benchFloor(b *testing.B, changelog bool) {
 	n := benchN()
-	e := newEnv(b, nil)
+	e := newEnv(b, benchBrokers())
+	broker := brokerCPU(b, e.brokers)
 	benchEvents(b, e, n, 50_000, false)
 	p := e.processor(Options{}, "") // its decoder and feature set; never run
 	for b.Loop() {
 		raw := rawConsume(b, e, n)
 
 		start := time.Now()
-		cpu0 := cpuTime()
+		cpu0, broker0 := cpuTime(), startCPU(broker)
 		cl := benchConsumer(b, e, kafka.ProducerOpts()...)
 		ctx := context.Background()
 		states := map[string]*aggregate.State{}
@@ -219,7 +292,7 @@ func benchFloor(b *testing.B, changelog bool) {
 			}
 		}
 		floor := float64(n) / time.Since(start).Seconds()
-		b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(n), "cpu-µs/event")
+		reportCPU(b, n, cpu0, broker, broker0)
 		cl.Close()
 		b.ReportMetric(floor, "events/s")
 		b.ReportMetric(raw, "raw-consume-events/s")
