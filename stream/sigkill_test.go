@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -140,8 +141,37 @@ func (e *env) waitGroupProgress(t *testing.T, timeout time.Duration, atLeast int
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("group did not progress in %s (err %v)", timeout, err)
+			t.Fatalf("group did not progress in %s (err %v): %s", timeout, err, e.groupState(ends, resp))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// groupState says, for a test that waited in vain, where each partition's
+// committed offset stands against its end and which member owns it.
+func (e *env) groupState(ends map[int32]int64, committed kadm.OffsetResponses) string {
+	var b strings.Builder
+	for p := range int32(len(ends)) {
+		o, ok := committed.Lookup(e.cfg.Kafka.Topics.Events, p)
+		fmt.Fprintf(&b, "\n  partition %d: end %d, committed %d (%v)", p, ends[p], o.At, ok)
+	}
+	groups, err := kadm.NewClient(e.prod).DescribeGroups(context.Background(), e.cfg.Stream.Group)
+	if err != nil {
+		fmt.Fprintf(&b, "\n  describe group: %v", err)
+		return b.String()
+	}
+	for _, g := range groups {
+		fmt.Fprintf(&b, "\n  group %s: state %s, protocol %s, err %v", g.Group, g.State, g.Protocol, g.Err)
+		for _, m := range g.Members {
+			a, _ := m.Assigned.AsConsumer()
+			var parts []int32
+			if a != nil {
+				for _, t := range a.Topics {
+					parts = append(parts, t.Partitions...)
+				}
+			}
+			fmt.Fprintf(&b, "\n    member %s (%s): %v", m.MemberID, m.ClientHost, parts)
+		}
+	}
+	return b.String()
 }
