@@ -94,6 +94,7 @@ type env struct {
 	t       testing.TB
 	cfg     *config.Config
 	brokers []string
+	emb     *kafka.Embedded // the in-process broker; nil on real brokers
 	clock   *clock
 	store   *memStore
 	prod    *kgo.Client
@@ -107,8 +108,9 @@ func newEnv(t testing.TB, brokers []string) *env {
 		t.Fatal(err)
 	}
 	cfg.Kafka.Partitions = benchPartitions()
+	var emb *kafka.Embedded
 	if brokers == nil {
-		emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{Partitions: cfg.Kafka.Partitions})
+		emb, err = kafka.StartEmbedded(kafka.EmbeddedOptions{Partitions: cfg.Kafka.Partitions})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +122,7 @@ func newEnv(t testing.TB, brokers []string) *env {
 	cfg.Kafka.Topics.Named(prefix)
 	cfg.Stream.Group = prefix + ".group"
 	cfg.DataDir = t.TempDir()
-	e := &env{t: t, cfg: cfg, brokers: brokers, clock: newClock(t0), store: newMemStore()}
+	e := &env{t: t, cfg: cfg, brokers: brokers, emb: emb, clock: newClock(t0), store: newMemStore()}
 	e.prod, err = kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
 	if err != nil {
 		t.Fatal(err)

@@ -49,6 +49,10 @@ var (
 		Name: "pulse_stream_partition_resets_total",
 		Help: "Times a task found its input log reset (offset beyond the end or going back) and resynchronised.",
 	})
+	mCommitRetries = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "pulse_stream_offset_commit_retries_total",
+		Help: "Partitions whose consumer group offset commit the group refused (a rebalance) and that the stream committed again.",
+	})
 	mTxnRecords = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "pulse_stream_txn_records_total",
 		Help: "Records the stream's committed transactions wrote, by topic: the changelog (state), segment changes, trait scores, dead letters, identity's topics.",

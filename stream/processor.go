@@ -420,15 +420,22 @@ func (p *Processor) process(ctx context.Context, fetches kgo.Fetches) error {
 
 // committer commits the consumer group offsets the tasks reached, after
 // each batch they write, until ctx ends. Best effort, for lag in standard
-// tools: the truth is in Pebble and the changelog.
+// tools: the truth is in Pebble and the changelog. A commit the group
+// refuses (during a rebalance: REBALANCE_IN_PROGRESS, a stale generation)
+// is tried again after commitRetry, so that an offset reached just before
+// a rebalance, on a partition that then gets no more records, is not left
+// uncommitted: its lag would stay up in every tool until more came.
 func (p *Processor) committer(ctx context.Context) {
 	committed := map[int32]int64{}
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-p.progress:
+		case <-retry:
 		}
+		retry = nil
 		commit := map[int32]kgo.EpochOffset{}
 		p.mu.Lock()
 		for part, t := range p.tasks {
@@ -442,15 +449,42 @@ func (p *Processor) committer(ctx context.Context) {
 			continue
 		}
 		done := make(chan struct{})
+		var failed []int32
 		p.cl.CommitOffsets(ctx, map[string]map[int32]kgo.EpochOffset{p.cfg.Kafka.Topics.Events: commit},
-			func(*kgo.Client, *kmsg.OffsetCommitRequest, *kmsg.OffsetCommitResponse, error) { close(done) })
+			func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+				defer close(done)
+				if err != nil {
+					for part := range commit {
+						failed = append(failed, part)
+					}
+					return
+				}
+				for _, t := range resp.Topics {
+					for _, r := range t.Partitions {
+						if r.ErrorCode != 0 {
+							failed = append(failed, r.Partition)
+						}
+					}
+				}
+			})
 		select {
 		case <-done:
 		case <-ctx.Done():
 			return
 		}
+		if len(failed) > 0 {
+			for _, part := range failed {
+				delete(committed, part)
+			}
+			mCommitRetries.Add(float64(len(failed)))
+			retry = time.After(commitRetry)
+		}
 	}
 }
+
+// commitRetry is how long the committer waits before it commits again the
+// offsets the group refused.
+const commitRetry = time.Second
 
 // reopenTask closes a failed task and opens it again from its Pebble state
 // and the changelog, then points the consumer at its next offset.
