@@ -65,3 +65,51 @@ func TestCommitterRetriesRefusedCommits(t *testing.T) {
 		t.Error("pulse_stream_offset_commit_retries_total did not count the refused commits")
 	}
 }
+
+// A partition that moves to another member gets its offset committed by
+// the new owner as soon as it is restored, not at its first batch: here
+// the first member's commits were all refused and no records come after
+// it stops, so only the second member's commit at assignment can bring the
+// group's offsets to the end.
+func TestCommitAtAssignment(t *testing.T) {
+	e := newEnv(t, nil)
+	var refuse atomic.Bool
+	refuse.Store(true)
+	c := e.emb.Cluster()
+	c.ControlKey(int16(kmsg.OffsetCommit), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		req := kreq.(*kmsg.OffsetCommitRequest)
+		if req.Group != e.cfg.Stream.Group || !refuse.Load() {
+			return nil, nil, false
+		}
+		c.KeepControl()
+		resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewOffsetCommitResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewOffsetCommitResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.NotCoordinator.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	var recs []*kgo.Record
+	for i := range 200 {
+		recs = append(recs, eventRecord(t, order(fmt.Sprintf("u%d", i%20), fmt.Sprintf("m%d", i), t0.Add(-time.Hour), 10)))
+	}
+	e.produce(recs...)
+	first := e.processor(Options{}, "")
+	stop := e.run(first)
+	e.waitCaughtUp(30*time.Second, first)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	refuse.Store(false)
+	second := e.processor(Options{}, "")
+	e.run(second)
+	e.waitCaughtUp(30*time.Second, second)
+	e.waitGroupProgress(t, 15*time.Second, -1)
+}

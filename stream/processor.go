@@ -507,6 +507,7 @@ func (p *Processor) reopenTask(ctx context.Context, part int32) error {
 			p.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{
 				p.cfg.Kafka.Topics.Events: {part: {Epoch: -1, Offset: t.next()}},
 			})
+			p.signalProgress()
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -554,6 +555,19 @@ func (p *Processor) assigned(ctx context.Context, _ *kgo.Client, assigned map[st
 	}
 	wg.Wait()
 	p.setReady(nil)
+	// The opened tasks' offsets are committed now, not at their first
+	// batch: the member that had a partition may not have committed its
+	// last offset (revoked before the committer's turn, or killed), and a
+	// partition that gets no more records would keep its lag up.
+	p.signalProgress()
+}
+
+// signalProgress wakes the committer.
+func (p *Processor) signalProgress() {
+	select {
+	case p.progress <- struct{}{}:
+	default: // the committer has a signal pending
+	}
 }
 
 func (p *Processor) adjust(_ context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {

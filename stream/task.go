@@ -322,10 +322,7 @@ func (t *task) worker() {
 			t.p.taskFailed(t, err)
 			continue
 		}
-		select {
-		case t.p.progress <- struct{}{}:
-		default: // the committer has a signal pending
-		}
+		t.p.signalProgress()
 	}
 }
 
