@@ -29,7 +29,10 @@
 //     of the `__offset` record it mirrors. Written without fsync: the
 //     changelog is the durable truth.
 //  3. The online store write (idempotent), and a best-effort commit of the
-//     consumer group offset so standard tools show lag.
+//     consumer group offset so standard tools show lag (a commit the group
+//     refuses, as during a rebalance, is made again a second later, and a
+//     task's offset is committed as soon as it opens, so an idle
+//     partition's lag does not stay up after its owner changed).
 //
 // On start a task reads its Pebble meta (next input offset, changelog
 // position) and replays the changelog after that position up to a fence
