@@ -64,6 +64,7 @@ type Writer struct {
 	links       linkRows
 	traits      traitScoreRows
 	first       time.Time // when the oldest buffered record was added
+	commitOwed  bool      // the last commit failed: try again (commit)
 }
 
 // NewWriter connects to ClickHouse (cfg.ClickHouse) and joins the consumer
@@ -121,6 +122,8 @@ func (w *Writer) Run(ctx context.Context) error {
 		pollCtx, cancel := ctx, context.CancelFunc(func() {})
 		if w.pending() > 0 {
 			pollCtx, cancel = context.WithDeadline(ctx, w.first.Add(w.opts.FlushInterval))
+		} else if w.commitOwed {
+			pollCtx, cancel = context.WithTimeout(ctx, commitRetry)
 		}
 		fetches := w.cl.PollRecords(pollCtx, w.opts.BatchRows-w.pending())
 		cancel()
@@ -154,6 +157,9 @@ func (w *Writer) Run(ctx context.Context) error {
 			}
 		}
 		if w.pending() == 0 {
+			if w.commitOwed && ctx.Err() == nil {
+				w.commit(ctx)
+			}
 			w.cl.AllowRebalance()
 		}
 	}
@@ -239,12 +245,33 @@ func (w *Writer) flush(ctx context.Context) error {
 	}
 	// Every polled record is in the batches just written, so "uncommitted"
 	// is exactly what ClickHouse now holds.
-	if err := w.cl.CommitUncommittedOffsets(ctx); err != nil {
-		commitErrors.Inc()
-		w.log.Warn("cannot commit offsets; the records will be replayed and collapse on their ids", "err", err)
-	}
+	w.commit(ctx)
 	return nil
 }
+
+// commit commits the offsets of everything polled. One the group refuses
+// (a rebalance, the coordinator moving) stays uncommitted in the client,
+// and commitOwed makes Run try again after commitRetry even when no more
+// records come: an idle partition's lag would otherwise stay up in every
+// tool, and a restart would replay its last batch.
+func (w *Writer) commit(ctx context.Context) {
+	if err := w.cl.CommitUncommittedOffsets(ctx); err != nil {
+		commitErrors.Inc()
+		if !w.commitOwed { // once, not every retry
+			w.log.Warn("cannot commit offsets; trying again (until then a restart replays the records, which collapse on their ids)", "err", err)
+		}
+		w.commitOwed = true
+		return
+	}
+	if w.commitOwed {
+		w.log.Info("offsets committed again")
+	}
+	w.commitOwed = false
+}
+
+// commitRetry is how long Run waits, with nothing buffered, before it
+// commits again the offsets the group refused.
+const commitRetry = time.Second
 
 // retry runs f until it succeeds or ctx ends, backing off exponentially.
 func (w *Writer) retry(ctx context.Context, what string, f func(context.Context) error) error {

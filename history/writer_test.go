@@ -28,6 +28,13 @@ var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: 
 // own and at a ClickHouse database of the test's own.
 func testConfig(t *testing.T, chAddr, db string) *config.Config {
 	t.Helper()
+	cfg, _ := testConfigEmbedded(t, chAddr, db)
+	return cfg
+}
+
+// testConfigEmbedded is testConfig and its embedded Kafka.
+func testConfigEmbedded(t *testing.T, chAddr, db string) (*config.Config, *kafka.Embedded) {
+	t.Helper()
 	k, err := kafka.StartEmbedded(kafka.EmbeddedOptions{Partitions: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +54,7 @@ func testConfig(t *testing.T, chAddr, db string) *config.Config {
 	if err := kafka.EnsureTopics(context.Background(), cl, cfg.Kafka); err != nil {
 		t.Fatal(err)
 	}
-	return cfg
+	return cfg, k
 }
 
 func produce(t *testing.T, cfg *config.Config, recs ...*kgo.Record) {
