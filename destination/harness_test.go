@@ -30,6 +30,7 @@ type env struct {
 	cfg *config.Config
 	src string // the config's YAML
 	cl  *kgo.Client
+	emb *kafka.Embedded // the in-process broker; nil on a real one
 }
 
 // newEnv parses a config of segments and destinations (yaml) on brokers,
@@ -37,8 +38,10 @@ type env struct {
 func newEnv(t *testing.T, brokers []string, yaml string) *env {
 	t.Helper()
 	prefix := "pulse"
+	var emb *kafka.Embedded
 	if brokers == nil {
-		emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{Partitions: 2})
+		var err error
+		emb, err = kafka.StartEmbedded(kafka.EmbeddedOptions{Partitions: 2})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -70,7 +73,7 @@ keys:
 	if err := kafka.EnsureTopics(ctx, cl, cfg.Kafka); err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, cfg: cfg, src: head + yaml, cl: cl}
+	return &env{t: t, cfg: cfg, src: head + yaml, cl: cl, emb: emb}
 }
 
 // change makes the record of one enter or exit, unique by n.

@@ -240,6 +240,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	if r.opts.FromStart {
 		reset = kgo.NewOffset().AtStart()
 	}
+	var owed owedCommits
 	opts := append(append(kafka.ProducerOpts(), kafka.GroupOpts(r.opts.Group)...),
 		kgo.ConsumeTopics(r.topics...),
 		kgo.ConsumeResetOffset(reset),
@@ -249,6 +250,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		// them again (at least once), rather than holding the rebalance for
 		// minutes of backoff.
 		kgo.DisableAutoCommit(),
+		kgo.OnPartitionsRevoked(owed.forget),
+		kgo.OnPartitionsLost(owed.forget),
 	)
 	cl, err := kafka.NewClient(r.cfg.Kafka, opts...)
 	if err != nil {
@@ -267,28 +270,126 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer stopLag()
 	r.log.Info("destination delivering", "group", r.opts.Group, "topics", r.topics, "routes", len(r.routes), "dead_letter_topic", r.opts.DeadTopic)
 	for {
-		fs := cl.PollFetches(ctx)
+		pctx, cancel := ctx, context.CancelFunc(func() {})
+		if owed.any() {
+			pctx, cancel = context.WithTimeout(ctx, commitRetry)
+		}
+		fs := cl.PollFetches(pctx)
+		timedOut := pctx.Err() != nil
+		cancel()
 		if ctx.Err() != nil {
+			r.commit(ctx, cl, nil, &owed) // what a refused commit left
 			return nil
 		}
 		fs.EachError(func(t string, p int32, err error) {
+			if timedOut && errors.Is(err, context.DeadlineExceeded) {
+				return // the wait for a commit retry
+			}
 			r.log.Warn("destination fetch failed", "topic", t, "partition", p, "err", err)
 		})
 		done, err := r.deliverAll(ctx, cl, fs)
 		// What was delivered or dead-lettered is committed even when
 		// stopping, so a clean stop repeats nothing.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		if cerr := cl.CommitRecords(cctx, done...); cerr != nil {
-			// Delivered but not committed: delivered again after the next
-			// rebalance, which at-least-once allows.
-			r.log.Warn("destination offsets not committed", "err", cerr)
-		}
-		cancel()
+		r.commit(ctx, cl, done, &owed)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
+		}
+	}
+}
+
+// commitRetry is how long Run waits for records, when a commit was
+// refused, before it commits again.
+const commitRetry = time.Second
+
+// commit commits done and what owed holds. A commit the group refuses (a
+// rebalance, the coordinator moving) is kept in owed and made again: with
+// the next records, or after commitRetry when none come, so an idle
+// partition's offset does not stay behind its deliveries (its lag up, and
+// a restart delivering those changes again).
+func (r *Runner) commit(ctx context.Context, cl *kgo.Client, done []*kgo.Record, owed *owedCommits) {
+	recs := append(done, owed.records()...)
+	if len(recs) == 0 {
+		return
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := cl.CommitRecords(cctx, recs...); err != nil {
+		// Delivered but not committed: made again, or, after a
+		// rebalance, delivered again by the new owner (at least once).
+		if !owed.any() {
+			r.log.Warn("destination offsets not committed; trying again", "err", err)
+		}
+		owed.keep(recs)
+		return
+	}
+	owed.clear()
+}
+
+// owedCommits holds, per partition, the last record done whose commit the
+// group refused. A revoked partition is forgotten: its new owner goes on
+// from the group's offset, and committing ours could move that back.
+type owedCommits struct {
+	mu   sync.Mutex
+	last map[string]map[int32]*kgo.Record
+}
+
+func (o *owedCommits) any() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.last) > 0
+}
+
+func (o *owedCommits) records() []*kgo.Record {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []*kgo.Record
+	for _, parts := range o.last {
+		for _, r := range parts {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// keep records, per partition, the latest of recs.
+func (o *owedCommits) keep(recs []*kgo.Record) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.last == nil {
+		o.last = map[string]map[int32]*kgo.Record{}
+	}
+	for _, r := range recs {
+		parts := o.last[r.Topic]
+		if parts == nil {
+			parts = map[int32]*kgo.Record{}
+			o.last[r.Topic] = parts
+		}
+		if at := parts[r.Partition]; at == nil || at.Offset < r.Offset {
+			parts[r.Partition] = r
+		}
+	}
+}
+
+func (o *owedCommits) clear() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	clear(o.last)
+}
+
+// forget drops revoked (or lost) partitions: an OnPartitionsRevoked and
+// OnPartitionsLost callback.
+func (o *owedCommits) forget(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for topic, parts := range revoked {
+		for _, p := range parts {
+			delete(o.last[topic], p)
+		}
+		if len(o.last[topic]) == 0 {
+			delete(o.last, topic)
 		}
 	}
 }
