@@ -208,8 +208,17 @@ func Identity(ctx context.Context, o IdentityOptions, w io.Writer) (*IdentityRep
 	fmt.Fprintf(w, "identity: %.0f events/s of background to %s/v1/batch, %.0f merges/s (anonymous probe, then identify), %s after %s warm-up\n",
 		o.Rate, o.URL, o.Merges, o.Duration, o.Warmup)
 	pctx, cancel := context.WithCancel(ctx)
+	// The ticker's goroutine ends before wg.Wait: a probe it started after
+	// Wait began would race with it (a WaitGroup's Add from zero must
+	// happen before its Wait).
+	ticking := make(chan struct{})
 	go func() {
-		time.Sleep(o.Warmup)
+		defer close(ticking)
+		select {
+		case <-pctx.Done():
+			return
+		case <-time.After(o.Warmup):
+		}
 		t := time.NewTicker(time.Duration(float64(time.Second) / o.Merges))
 		defer t.Stop()
 		for n := int64(0); ; n++ {
@@ -225,6 +234,7 @@ func Identity(ctx context.Context, o IdentityOptions, w io.Writer) (*IdentityRep
 	tr := &traffic{URL: o.URL, WriteKey: o.WriteKey, Rate: o.Rate, Batch: o.Batch, Users: o.Users, Duration: o.Duration, Warmup: o.Warmup}
 	rep.Background = tr.run(ctx)
 	cancel()
+	<-ticking
 	wg.Wait()
 	rep.Probes, rep.Failed = probes.Load(), failed.Load()
 	Report(w, nil, rep.Background)
