@@ -2,14 +2,13 @@ package stream
 
 import (
 	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // The group refuses every offset commit of the stream until it has read
@@ -21,31 +20,7 @@ import (
 // waited 90 s for a group whose records were all processed).
 func TestCommitterRetriesRefusedCommits(t *testing.T) {
 	e := newEnv(t, nil)
-	var refuse atomic.Bool
-	var refused atomic.Int64
-	refuse.Store(true)
-	c := e.emb.Cluster()
-	c.ControlKey(int16(kmsg.OffsetCommit), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
-		req := kreq.(*kmsg.OffsetCommitRequest)
-		if req.Group != e.cfg.Stream.Group || !refuse.Load() {
-			return nil, nil, false // kfake commits it; this function stays
-		}
-		c.KeepControl()
-		resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
-		for _, rt := range req.Topics {
-			st := kmsg.NewOffsetCommitResponseTopic()
-			st.Topic = rt.Topic
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewOffsetCommitResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = kerr.RebalanceInProgress.Code
-				st.Partitions = append(st.Partitions, sp)
-				refused.Add(1)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
-	})
+	refuser := testenv.RefuseCommits(e.emb.Cluster(), e.cfg.Stream.Group, kerr.RebalanceInProgress.Code)
 	retries := testutil.ToFloat64(mCommitRetries)
 
 	var recs []*kgo.Record
@@ -56,10 +31,10 @@ func TestCommitterRetriesRefusedCommits(t *testing.T) {
 	p := e.processor(Options{}, "")
 	e.run(p)
 	e.waitCaughtUp(30*time.Second, p)
-	if refused.Load() == 0 {
+	if refuser.Refused.Load() == 0 {
 		t.Fatal("no offset commit reached the broker while the stream read the records")
 	}
-	refuse.Store(false)
+	refuser.Refuse.Store(false)
 	e.waitGroupProgress(t, 15*time.Second, -1)
 	if got := testutil.ToFloat64(mCommitRetries) - retries; got == 0 {
 		t.Error("pulse_stream_offset_commit_retries_total did not count the refused commits")
@@ -73,29 +48,7 @@ func TestCommitterRetriesRefusedCommits(t *testing.T) {
 // group's offsets to the end.
 func TestCommitAtAssignment(t *testing.T) {
 	e := newEnv(t, nil)
-	var refuse atomic.Bool
-	refuse.Store(true)
-	c := e.emb.Cluster()
-	c.ControlKey(int16(kmsg.OffsetCommit), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
-		req := kreq.(*kmsg.OffsetCommitRequest)
-		if req.Group != e.cfg.Stream.Group || !refuse.Load() {
-			return nil, nil, false
-		}
-		c.KeepControl()
-		resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
-		for _, rt := range req.Topics {
-			st := kmsg.NewOffsetCommitResponseTopic()
-			st.Topic = rt.Topic
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewOffsetCommitResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = kerr.NotCoordinator.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
-	})
+	refuser := testenv.RefuseCommits(e.emb.Cluster(), e.cfg.Stream.Group, kerr.NotCoordinator.Code)
 	var recs []*kgo.Record
 	for i := range 200 {
 		recs = append(recs, eventRecord(t, order(fmt.Sprintf("u%d", i%20), fmt.Sprintf("m%d", i), t0.Add(-time.Hour), 10)))
@@ -107,7 +60,7 @@ func TestCommitAtAssignment(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	refuse.Store(false)
+	refuser.Refuse.Store(false)
 	second := e.processor(Options{}, "")
 	e.run(second)
 	e.waitCaughtUp(30*time.Second, second)
