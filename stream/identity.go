@@ -123,6 +123,9 @@ func (t *task) resolvedLoop() {
 				t.p.taskFailed(t, err)
 				return
 			}
+			if errors.Is(err, errBroken) {
+				return // whoever broke the task reopens or closes it
+			}
 			if ctx.Err() == nil {
 				t.log.Error("identity: applying resolved records failed; the task will be reopened", "err", err)
 				t.p.mu.Lock()

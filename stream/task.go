@@ -103,8 +103,9 @@ type task struct {
 
 	// queue feeds the worker the partition's fetched batches in offset
 	// order, so the poll loop fetches on while the tasks work, each at its
-	// own pace. broken makes the worker drop what is queued: after a
-	// failure (the task is reopened from its state) or on close.
+	// own pace. broken makes the worker drop what is queued, and commit
+	// refuse every transaction: after a failure (the task is reopened
+	// from its state) or on close.
 	queue      chan taskWork
 	quit       chan struct{} // closed by close
 	workerDone chan struct{}
@@ -744,6 +745,9 @@ func (t *task) timerLoop() {
 			if errors.Is(err, errKill) {
 				t.p.taskFailed(t, err)
 				return
+			}
+			if errors.Is(err, errBroken) {
+				return // whoever broke the task reopens or closes it
 			}
 			if ctx.Err() == nil {
 				t.log.Error("timer failed; the task will be reopened", "err", err)

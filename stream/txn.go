@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/trace"
 	"time"
@@ -88,10 +89,30 @@ func (l kafkaLog) startOffset(ctx context.Context) (int64, bool, error) {
 	return 0, false, nil
 }
 
+// errBroken refuses a commit of a task whose earlier commit failed.
+var errBroken = errors.New("an earlier commit of this task failed: it commits nothing more until it is reopened from its state")
+
 // commit writes x: the Kafka transaction, then the Pebble batch, then the
 // store. next is the input offset the state reaches.
-func (t *task) commit(ctx context.Context, x *txn, next int64) error {
+//
+// A commit that fails anywhere breaks the task: every later commit (the
+// worker's, the timer loop's, the resolved loop's) is refused until the
+// task is reopened from its state. Past the Kafka commit, a later
+// transaction would otherwise record its own pending entities in place of
+// the failed one's (whose store write then never happens, not even after
+// the reopen) and move the Pebble state's changelog position past a
+// transaction Pebble never took (which a reopen from that state would then
+// skip). The task's in-memory entities hold the failed batch's changes too.
+func (t *task) commit(ctx context.Context, x *txn, next int64) (err error) {
 	defer x.abort()
+	if t.broken.Load() {
+		return errBroken
+	}
+	defer func() {
+		if err != nil {
+			t.broken.Store(true)
+		}
+	}()
 	off := t.stateRecord([]byte(clOffsetKey), offsetValue(next, x.pending))
 	start := time.Now()
 	// The Kafka transaction is a region of an execution trace (`pulse
