@@ -218,6 +218,9 @@ func (t *task) rescore(ctx context.Context) (more bool, err error) {
 	defer func() { <-slots }()
 	t.work.Lock()
 	defer t.work.Unlock()
+	if t.broken.Load() {
+		return false, errBroken // not even a chunk of local timers (commit)
+	}
 	start := time.Now()
 	if t.p.rfm == nil || t.rfmB == nil {
 		return false, nil
