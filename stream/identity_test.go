@@ -257,7 +257,9 @@ func TestIdentityKillMidMergeRealKafka(t *testing.T) {
 	}
 	a := e.processor(Options{hook: hook, MaxPollRecords: 100}, filepath.Join(t.TempDir(), "a"))
 	b := e.processor(Options{MaxPollRecords: 100}, filepath.Join(t.TempDir(), "b"))
-	stopA := e.run(a)
+	// a stops by itself once killed (the kill cancels its Run); a stop
+	// from here could come before its workers reported the kill.
+	deadA := runUntilDead(t, a)
 	e.run(b)
 	deadline := time.Now().Add(60 * time.Second)
 	for len(a.Partitions()) == 0 || len(b.Partitions()) == 0 {
@@ -275,7 +277,7 @@ func TestIdentityKillMidMergeRealKafka(t *testing.T) {
 	for !killed.Load() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := stopA(); !errors.Is(err, errKill) {
+	if err := waitDead(deadA, 60*time.Second); !errors.Is(err, errKill) {
 		t.Fatalf("processor a ended with %v (resolved commits %d, linker commits %d), want the injected kill",
 			err, resolvedCommits.Load(), linkerCommits.Load())
 	}

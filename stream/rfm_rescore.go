@@ -218,7 +218,7 @@ func (t *task) rescore(ctx context.Context) (more bool, err error) {
 	defer func() { <-slots }()
 	t.work.Lock()
 	defer t.work.Unlock()
-	if t.broken.Load() {
+	if t.commitFailed.Load() {
 		return false, errBroken // not even a chunk of local timers (commit)
 	}
 	start := time.Now()

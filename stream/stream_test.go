@@ -298,7 +298,9 @@ func TestRebalanceKillOneRealKafka(t *testing.T) {
 	}
 	a := e.processor(Options{hook: hook, MaxPollRecords: 250}, filepath.Join(t.TempDir(), "a"))
 	b := e.processor(Options{MaxPollRecords: 250}, filepath.Join(t.TempDir(), "b"))
-	stopA := e.run(a)
+	// a stops by itself once killed (the kill cancels its Run); a stop
+	// from here could come before its workers reported the kill.
+	deadA := runUntilDead(t, a)
 	e.run(b)
 	// Wait until both own partitions, so the kill moves some.
 	deadline := time.Now().Add(60 * time.Second)
@@ -319,7 +321,7 @@ func TestRebalanceKillOneRealKafka(t *testing.T) {
 	for commits.Load() < killAt && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := stopA(); !errors.Is(err, errKill) {
+	if err := waitDead(deadA, 60*time.Second); !errors.Is(err, errKill) {
 		t.Fatalf("processor a ended with %v after %d commits, want the injected kill", err, commits.Load())
 	}
 	e.waitCaughtUp(90*time.Second, b)

@@ -103,13 +103,16 @@ type task struct {
 
 	// queue feeds the worker the partition's fetched batches in offset
 	// order, so the poll loop fetches on while the tasks work, each at its
-	// own pace. broken makes the worker drop what is queued, and commit
-	// refuse every transaction: after a failure (the task is reopened
-	// from its state) or on close.
+	// own pace. broken makes the worker drop what is queued: after a
+	// failure (the task is reopened from its state) or on close.
 	queue      chan taskWork
 	quit       chan struct{} // closed by close
 	workerDone chan struct{}
 	broken     atomic.Bool
+	// commitFailed, set by a commit that failed, makes commit refuse
+	// every later one until the task is reopened (see commit). A clean
+	// close does not set it: the batch in progress still commits.
+	commitFailed atomic.Bool
 }
 
 // taskWork is one fetched batch of the task's partition.

@@ -105,12 +105,12 @@ var errBroken = errors.New("an earlier commit of this task failed: it commits no
 // skip). The task's in-memory entities hold the failed batch's changes too.
 func (t *task) commit(ctx context.Context, x *txn, next int64) (err error) {
 	defer x.abort()
-	if t.broken.Load() {
+	if t.commitFailed.Load() {
 		return errBroken
 	}
 	defer func() {
 		if err != nil {
-			t.broken.Store(true)
+			t.commitFailed.Store(true)
 		}
 	}()
 	off := t.stateRecord([]byte(clOffsetKey), offsetValue(next, x.pending))
