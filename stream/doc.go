@@ -102,8 +102,11 @@
 // takes up to 100k records, so a backlog is worked off in large batches
 // (each entity computed and written once per batch) while a steady flow
 // goes in small ones. A failed batch makes its task drop what is queued;
-// the loop reopens it from its state and seeks back. Consumer group
-// offsets are committed after the batches, best effort.
+// the loop reopens it from its state and seeks back. A failed commit, of
+// a batch or of the timer, resolved or re-score loops, makes the task
+// refuse every later commit until then: a commit after one that failed
+// past its Kafka transaction would hide that transaction from the reopen.
+// Consumer group offsets are committed after the batches, best effort.
 //
 // Dedupe lookups go through a Bloom filter of the seen ids in memory, so
 // an id never seen costs no Pebble read.
