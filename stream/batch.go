@@ -69,6 +69,7 @@ func (t *task) processTxn(ctx context.Context, recs []*kgo.Record, hwm int64) (r
 	t.work.Lock()
 	t.waiting.Add(-1)
 	defer t.work.Unlock()
+	defer t.failOnError(&err)
 	if err := t.fault.Err(); err != nil {
 		return nil, err // a flush or compaction met it: the task is reopened
 	}

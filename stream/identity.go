@@ -179,11 +179,12 @@ func (t *task) takeResolved(limit int) []*kgo.Record {
 // applyResolvedTxn applies the pending resolved records in one
 // transaction, all of them or a first part (the rest stays pending, first
 // in line). It reports whether any were pending.
-func (t *task) applyResolvedTxn(ctx context.Context) (bool, error) {
+func (t *task) applyResolvedTxn(ctx context.Context) (_ bool, err error) {
 	t.waiting.Add(1)
 	t.work.Lock()
 	t.waiting.Add(-1)
 	defer t.work.Unlock()
+	defer t.failOnError(&err)
 	recs := t.takeResolved(0)
 	if len(recs) == 0 {
 		return false, nil // a batch carried them

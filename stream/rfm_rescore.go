@@ -218,9 +218,10 @@ func (t *task) rescore(ctx context.Context) (more bool, err error) {
 	defer func() { <-slots }()
 	t.work.Lock()
 	defer t.work.Unlock()
-	if t.commitFailed.Load() {
+	if t.workFailed.Load() {
 		return false, errBroken // not even a chunk of local timers (commit)
 	}
+	defer t.failOnError(&err)
 	start := time.Now()
 	if t.p.rfm == nil || t.rfmB == nil {
 		return false, nil

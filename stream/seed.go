@@ -136,9 +136,10 @@ func (t *task) pollSeeds(ctx context.Context) error {
 // applySeeds merges seeds into the entities' states and commits them with
 // the seeds offset, the marks, the vectors and segments, as a batch of
 // events would be.
-func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) error {
+func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) (err error) {
 	t.work.Lock()
 	defer t.work.Unlock()
+	defer t.failOnError(&err)
 	p := t.p
 	now := p.opts.Now()
 	x := t.newTxn()

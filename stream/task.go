@@ -109,10 +109,12 @@ type task struct {
 	quit       chan struct{} // closed by close
 	workerDone chan struct{}
 	broken     atomic.Bool
-	// commitFailed, set by a commit that failed, makes commit refuse
-	// every later one until the task is reopened (see commit). A clean
-	// close does not set it: the batch in progress still commits.
-	commitFailed atomic.Bool
+	// workFailed, set when a batch, a timer, seeds, resolved records or
+	// a re-score failed under the work lock, or a commit failed, makes
+	// commit refuse every later one until the task is reopened (see
+	// commit and failOnError). A clean close does not set it: the batch
+	// in progress still commits.
+	workFailed atomic.Bool
 }
 
 // taskWork is one fetched batch of the task's partition.
@@ -773,6 +775,7 @@ func (t *task) timerLoop() {
 func (t *task) fire(ctx context.Context) (more bool, err error) {
 	t.work.Lock()
 	defer t.work.Unlock()
+	defer t.failOnError(&err)
 	p := t.p
 	now := p.opts.Now()
 	x := t.newTxn()

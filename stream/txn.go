@@ -89,15 +89,27 @@ func (l kafkaLog) startOffset(ctx context.Context) (int64, bool, error) {
 	return 0, false, nil
 }
 
-// errBroken refuses a commit of a task whose earlier commit failed.
-var errBroken = errors.New("an earlier commit of this task failed: it commits nothing more until it is reopened from its state")
+// failOnError, deferred under the work lock by every path that changes
+// the task's entities, marks the task failed when *err is set: the
+// entities in memory may hold changes of work that was never committed
+// (events applied, a window slid), and a later commit must not write them
+// (commit refuses: the task is reopened from its state first).
+func (t *task) failOnError(err *error) {
+	if *err != nil {
+		t.workFailed.Store(true)
+	}
+}
+
+// errBroken refuses a commit of a task whose earlier work or commit failed.
+var errBroken = errors.New("earlier work of this task failed: it commits nothing more until it is reopened from its state")
 
 // commit writes x: the Kafka transaction, then the Pebble batch, then the
 // store. next is the input offset the state reaches.
 //
-// A commit that fails anywhere breaks the task: every later commit (the
-// worker's, the timer loop's, the resolved loop's) is refused until the
-// task is reopened from its state. Past the Kafka commit, a later
+// A commit that fails anywhere breaks the task, as work that failed before
+// its commit does (failOnError): every later commit (the worker's, the
+// timer loop's, the resolved loop's) is refused until the task is reopened
+// from its state. Past the Kafka commit, a later
 // transaction would otherwise record its own pending entities in place of
 // the failed one's (whose store write then never happens, not even after
 // the reopen) and move the Pebble state's changelog position past a
@@ -105,12 +117,12 @@ var errBroken = errors.New("an earlier commit of this task failed: it commits no
 // skip). The task's in-memory entities hold the failed batch's changes too.
 func (t *task) commit(ctx context.Context, x *txn, next int64) (err error) {
 	defer x.abort()
-	if t.commitFailed.Load() {
+	if t.workFailed.Load() {
 		return errBroken
 	}
 	defer func() {
 		if err != nil {
-			t.commitFailed.Store(true)
+			t.workFailed.Store(true)
 		}
 	}()
 	off := t.stateRecord([]byte(clOffsetKey), offsetValue(next, x.pending))
