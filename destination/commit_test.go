@@ -49,8 +49,9 @@ func TestOwedCommits(t *testing.T) {
 	rec := func(topic string, p int32, off int64) *kgo.Record {
 		return &kgo.Record{Topic: topic, Partition: p, Offset: off}
 	}
-	o.keep([]*kgo.Record{rec("s", 0, 5), rec("s", 0, 3), rec("s", 1, 7), rec("t", 0, 2)})
-	o.keep([]*kgo.Record{rec("s", 1, 6)}) // older than the one kept
+	o.keep([]*kgo.Record{rec("s", 0, 5), rec("s", 0, 3), rec("s", 1, 7), rec("t", 0, 2)}, o.generation())
+	o.keep([]*kgo.Record{rec("s", 1, 6)}, o.generation()) // older than the one kept
+	gen := o.generation()
 	o.forget(context.Background(), nil, map[string][]int32{"t": {0}})
 	got := map[string]int64{}
 	for _, r := range o.records() {
@@ -59,6 +60,13 @@ func TestOwedCommits(t *testing.T) {
 	if want := map[string]int64{"s/0": 5, "s/1": 7}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("owed %v, want %v", got, want)
 	}
+	// A commit that failed across a revocation keeps nothing: its
+	// records may be of the revoked partitions.
+	o.keep([]*kgo.Record{rec("t", 0, 9)}, gen)
+	if o.any() {
+		t.Fatal("kept a failed commit made before a revocation")
+	}
+	o.keep([]*kgo.Record{rec("s", 0, 9)}, o.generation())
 	o.clear()
 	if o.any() {
 		t.Fatal("owed after clear")

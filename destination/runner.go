@@ -316,13 +316,14 @@ func (r *Runner) commit(ctx context.Context, cl *kgo.Client, done []*kgo.Record,
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
+	gen := owed.generation()
 	if err := cl.CommitRecords(cctx, recs...); err != nil {
 		// Delivered but not committed: made again, or, after a
 		// rebalance, delivered again by the new owner (at least once).
 		if !owed.any() {
 			r.log.Warn("destination offsets not committed; trying again", "err", err)
 		}
-		owed.keep(recs)
+		owed.keep(recs, gen)
 		return
 	}
 	owed.clear()
@@ -334,6 +335,14 @@ func (r *Runner) commit(ctx context.Context, cl *kgo.Client, done []*kgo.Record,
 type owedCommits struct {
 	mu   sync.Mutex
 	last map[string]map[int32]*kgo.Record
+	gen  int // revocations so far
+}
+
+// generation counts the revocations so far, for keep.
+func (o *owedCommits) generation() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.gen
 }
 
 func (o *owedCommits) any() bool {
@@ -354,10 +363,16 @@ func (o *owedCommits) records() []*kgo.Record {
 	return out
 }
 
-// keep records, per partition, the latest of recs.
-func (o *owedCommits) keep(recs []*kgo.Record) {
+// keep records, per partition, the latest of recs, unless partitions were
+// revoked since generation gen (recs may hold some of them: the new
+// owners deliver those again, at least once).
+func (o *owedCommits) keep(recs []*kgo.Record, gen int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.gen != gen {
+		clear(o.last)
+		return
+	}
 	if o.last == nil {
 		o.last = map[string]map[int32]*kgo.Record{}
 	}
@@ -384,6 +399,7 @@ func (o *owedCommits) clear() {
 func (o *owedCommits) forget(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.gen++
 	for topic, parts := range revoked {
 		for _, p := range parts {
 			delete(o.last[topic], p)
