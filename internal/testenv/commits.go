@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -51,32 +53,57 @@ func RefuseCommits(c *kfake.Cluster, group string, code int16) *CommitRefuser {
 }
 
 // WaitCommittedToEnd waits until group's committed offsets on topic reach
-// the end of every partition, or fails the test after timeout.
+// the end of every partition, or fails the test after timeout saying where
+// each partition's committed offset stands and which member owns it.
 func WaitCommittedToEnd(t testing.TB, cl *kgo.Client, group, topic string, timeout time.Duration) {
 	t.Helper()
 	adm := kadm.NewClient(cl)
-	var committed, end int64
-	for deadline := time.Now().Add(timeout); ; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(50 * time.Millisecond) {
 		ends, err := adm.ListEndOffsets(context.Background(), topic)
-		if err != nil {
-			t.Fatal(err)
+		var offs kadm.OffsetResponses
+		if err == nil {
+			offs, err = adm.FetchOffsets(context.Background(), group)
 		}
-		offs, err := adm.FetchOffsets(context.Background(), group)
-		if err != nil {
-			t.Fatal(err)
-		}
-		committed, end = 0, 0
+		done := err == nil
 		ends.Each(func(o kadm.ListedOffset) {
-			end += o.Offset
-			if c, ok := offs.Lookup(o.Topic, o.Partition); ok {
-				committed += c.At
+			if c, ok := offs.Lookup(o.Topic, o.Partition); !ok || c.At < o.Offset {
+				done = false
 			}
 		})
-		if committed == end {
+		if done {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("group %s's offsets on %s add up to %d, the partitions' ends to %d", group, topic, committed, end)
+			t.Fatalf("group %s's offsets on %s did not reach the end in %s (err %v):%s", group, topic, timeout, err, groupState(adm, group, ends, offs))
 		}
 	}
+}
+
+// groupState says, for a test that waited in vain, where each partition's
+// committed offset stands against its end and which member owns it.
+func groupState(adm *kadm.Client, group string, ends kadm.ListedOffsets, committed kadm.OffsetResponses) string {
+	var b strings.Builder
+	ends.Each(func(o kadm.ListedOffset) {
+		c, ok := committed.Lookup(o.Topic, o.Partition)
+		fmt.Fprintf(&b, "\n  %s/%d: end %d, committed %d (%v)", o.Topic, o.Partition, o.Offset, c.At, ok)
+	})
+	groups, err := adm.DescribeGroups(context.Background(), group)
+	if err != nil {
+		fmt.Fprintf(&b, "\n  describe group: %v", err)
+		return b.String()
+	}
+	for _, g := range groups {
+		fmt.Fprintf(&b, "\n  group %s: state %s, protocol %s, err %v", g.Group, g.State, g.Protocol, g.Err)
+		for _, m := range g.Members {
+			a, _ := m.Assigned.AsConsumer()
+			var parts []int32
+			if a != nil {
+				for _, t := range a.Topics {
+					parts = append(parts, t.Partitions...)
+				}
+			}
+			fmt.Fprintf(&b, "\n    member %s (%s): %v", m.MemberID, m.ClientHost, parts)
+		}
+	}
+	return b.String()
 }
