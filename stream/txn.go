@@ -107,24 +107,20 @@ var errBroken = errors.New("earlier work of this task failed: it commits nothing
 // store. next is the input offset the state reaches.
 //
 // A commit that fails anywhere breaks the task, as work that failed before
-// its commit does (failOnError): every later commit (the worker's, the
-// timer loop's, the resolved loop's) is refused until the task is reopened
-// from its state. Past the Kafka commit, a later
+// its commit does: each path that commits defers failOnError under the
+// work lock, and every later commit (the worker's, the timer loop's, the
+// resolved loop's) is refused until the task is reopened from its state.
+// Past the Kafka commit, a later
 // transaction would otherwise record its own pending entities in place of
 // the failed one's (whose store write then never happens, not even after
 // the reopen) and move the Pebble state's changelog position past a
 // transaction Pebble never took (which a reopen from that state would then
 // skip). The task's in-memory entities hold the failed batch's changes too.
-func (t *task) commit(ctx context.Context, x *txn, next int64) (err error) {
+func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	defer x.abort()
 	if t.workFailed.Load() {
 		return errBroken
 	}
-	defer func() {
-		if err != nil {
-			t.workFailed.Store(true)
-		}
-	}()
 	off := t.stateRecord([]byte(clOffsetKey), offsetValue(next, x.pending))
 	start := time.Now()
 	// The Kafka transaction is a region of an execution trace (`pulse
