@@ -129,7 +129,22 @@ type Stream struct {
 	Listen string `yaml:"listen"`
 	// TimerInterval is how often expired windows are recomputed. Default 250ms.
 	TimerInterval Duration `yaml:"timer_interval"`
+	// StoreWrite is when a transaction's vectors reach the online store:
+	// StoreWriteCommitted (default) once its Kafka transaction committed,
+	// StoreWriteEarly before it commits (fresher; see docs/config.md).
+	StoreWrite string `yaml:"store_write"`
 }
+
+// The stream.store_write values.
+const (
+	// StoreWriteCommitted: the store shows only committed transactions.
+	StoreWriteCommitted = "committed"
+	// StoreWriteEarly: the store write goes out before the Kafka commit,
+	// so no commit lies between an event and its features; a transaction
+	// that then fails shows in the store until its replay rewrites the
+	// same entities.
+	StoreWriteEarly = "early"
+)
 
 // Scorer configures the serving API and dashboard.
 type Scorer struct {

@@ -180,3 +180,22 @@ func TestTopicsNamed(t *testing.T) {
 		t.Errorf("Named(\"pulse\") = %+v, want the defaults %+v", tp, c.Kafka.Topics)
 	}
 }
+
+func TestStreamStoreWrite(t *testing.T) {
+	c, err := Parse([]byte("features:\n  - {name: n, agg: count}\n"), "p.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Stream.StoreWrite != StoreWriteCommitted {
+		t.Fatalf("default store_write %q, want %q", c.Stream.StoreWrite, StoreWriteCommitted)
+	}
+	c, err = Parse([]byte("stream:\n  store_write: early\nfeatures:\n  - {name: n, agg: count}\n"), "p.yaml")
+	if err != nil || c.Stream.StoreWrite != StoreWriteEarly {
+		t.Fatalf("store_write early: %v, %q", err, c.Stream.StoreWrite)
+	}
+	_, err = Parse([]byte("stream:\n  store_write: later\nfeatures:\n  - {name: n, agg: count}\n"), "p.yaml")
+	want := `p.yaml:2: stream.store_write: unknown value "later" (want committed or early)`
+	if err == nil || err.Error() != want {
+		t.Fatalf("store_write later: %v, want %s", err, want)
+	}
+}

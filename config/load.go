@@ -297,6 +297,7 @@ func (c *Config) ApplyDefaults() {
 	if st.TimerInterval == 0 {
 		st.TimerInterval = Duration(250 * time.Millisecond)
 	}
+	setDefault(&st.StoreWrite, StoreWriteCommitted)
 
 	setDefault(&c.Scorer.Listen, "127.0.0.1:8081")
 	setDefault(&c.Store.Backend, "pebble")
@@ -402,6 +403,12 @@ var checks = []check{
 	{"stream.timer_interval", func(c *Config) string {
 		if d := c.Stream.TimerInterval.D(); d < 10*time.Millisecond || d > time.Minute {
 			return "must be between 10ms and 1m"
+		}
+		return ""
+	}},
+	{"stream.store_write", func(c *Config) string {
+		if w := c.Stream.StoreWrite; w != StoreWriteCommitted && w != StoreWriteEarly {
+			return fmt.Sprintf("unknown value %q (want %s or %s)", w, StoreWriteCommitted, StoreWriteEarly)
 		}
 		return ""
 	}},

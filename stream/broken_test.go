@@ -8,8 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pulse-rt/pulse/kafka"
-	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/pulse-rt/pulse/event"
 )
 
 // A task whose commit failed after its Kafka transaction committed (the
@@ -41,30 +40,11 @@ func failedTaskCommitsNothingMore(t *testing.T, point string) {
 	}}, "")
 
 	// Orders of five users on partition 0, read back with their offsets.
-	cl, err := kafka.NewClient(e.cfg.Kafka, append(kafka.ProducerOpts(), kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{e.cfg.Kafka.Topics.Events: {0: kgo.NewOffset().AtStart()}}))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var recs []*kgo.Record
+	var evs []*event.Event
 	for i := range 10 {
-		r := eventRecord(t, order(fmt.Sprintf("u%d", i%5), fmt.Sprintf("m%d", i), t0.Add(-time.Hour), 10))
-		r.Topic, r.Partition = e.cfg.Kafka.Topics.Events, 0
-		recs = append(recs, r)
+		evs = append(evs, order(fmt.Sprintf("u%d", i%5), fmt.Sprintf("m%d", i), t0.Add(-time.Hour), 10))
 	}
-	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	var got []*kgo.Record
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for len(got) < len(recs) && ctx.Err() == nil {
-		got = append(got, cl.PollFetches(ctx).Records()...)
-	}
-	if len(got) != len(recs) {
-		t.Fatalf("read back %d records of %d", len(got), len(recs))
-	}
+	got := e.partitionRecords(evs...)
 
 	bg := context.Background()
 	tk, err := p.openTask(bg, 0)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -336,6 +337,37 @@ func (r *reference) check(t testing.TB, store *memStore, now time.Time) {
 	}
 }
 
+// checkMembers compares the store's member list of every segment with
+// the reference's members at now.
+func (r *reference) checkMembers(t testing.TB, store featurestore.Store, segments []config.Segment, now time.Time) {
+	t.Helper()
+	want := map[string][]string{}
+	for id := range r.st {
+		_, segs := r.vector(id, now)
+		for _, s := range segs {
+			want[s] = append(want[s], id)
+		}
+	}
+	for _, s := range segments {
+		var got []string
+		for cursor := ""; ; {
+			ids, next, err := store.SegmentMembers(context.Background(), entity, s.Name, cursor, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, ids...)
+			if cursor = next; next == "" {
+				break
+			}
+		}
+		slices.Sort(got)
+		slices.Sort(want[s.Name])
+		if !slices.Equal(got, want[s.Name]) {
+			t.Errorf("segment %s: the store's members %v, want %v", s.Name, got, want[s.Name])
+		}
+	}
+}
+
 // waitMatches waits until the store equals the reference.
 func (r *reference) waitMatches(t testing.TB, store *memStore, now time.Time, timeout time.Duration) {
 	t.Helper()
@@ -597,4 +629,35 @@ func (s *memStore) len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.vecs)
+}
+
+// partitionRecords produces evs to partition 0 of the events topic and
+// reads them back, with their offsets, for a task's processBatch.
+func (e *env) partitionRecords(evs ...*event.Event) []*kgo.Record {
+	e.t.Helper()
+	cl, err := kafka.NewClient(e.cfg.Kafka, append(kafka.ProducerOpts(), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{e.cfg.Kafka.Topics.Events: {0: kgo.NewOffset().AtStart()}}))...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for _, ev := range evs {
+		r := eventRecord(e.t, ev)
+		r.Topic, r.Partition = e.cfg.Kafka.Topics.Events, 0
+		recs = append(recs, r)
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		e.t.Fatal(err)
+	}
+	var got []*kgo.Record
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for len(got) < len(recs) && ctx.Err() == nil {
+		got = append(got, cl.PollFetches(ctx).Records()...)
+	}
+	if len(got) != len(recs) {
+		e.t.Fatalf("read back %d records of %d", len(got), len(recs))
+	}
+	return got
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -20,6 +21,12 @@ import (
 // started again: the features equal the reference and every segment
 // change is on pulse.segments once.
 func TestSIGKILLPulseStream(t *testing.T) {
+	for _, mode := range []string{config.StoreWriteCommitted, config.StoreWriteEarly} {
+		t.Run(mode, func(t *testing.T) { sigkillPulseStream(t, mode) })
+	}
+}
+
+func sigkillPulseStream(t *testing.T, storeWrite string) {
 	e := newEnv(t, testenv.Kafka(t))
 	dir := t.TempDir()
 	bin := testenv.BuildPulse(t)
@@ -35,7 +42,7 @@ store: {backend: pebble, path: %s}
 %s
 `, filepath.Join(dir, "data"), e.brokers[0], tp.Events, tp.Invalid, tp.Segments, tp.State, tp.Events+".predictions", tp.Seeds, tp.Activations, storePath,
 		testConfig[len("\n"):])
-	yaml = replaceOnce(yaml, "stream:\n", fmt.Sprintf("stream:\n  group: %s\n  listen: %q\n", e.cfg.Stream.Group, listen))
+	yaml = replaceOnce(yaml, "stream:\n", fmt.Sprintf("stream:\n  group: %s\n  listen: %q\n  store_write: %s\n", e.cfg.Stream.Group, listen, storeWrite))
 	if err := os.WriteFile(cfgFile, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +103,7 @@ store: {backend: pebble, path: %s}
 			}
 		}
 	}
+	ref.checkMembers(t, store, e.cfg.Segments, now)
 	final := segmentChanges(t, e)
 	for id := range ref.st {
 		_, want := ref.vector(id, now)

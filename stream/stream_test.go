@@ -207,6 +207,7 @@ func TestRestartResumes(t *testing.T) {
 	e.waitCaughtUp(20*time.Second, p)
 	stop()
 	ref.check(t, e.store, e.clock.now())
+	ref.checkMembers(t, e.store, e.cfg.Segments, e.clock.now())
 	final := segmentChanges(t, e)
 	if len(final) == 0 {
 		t.Fatal("no segment changes on the topic")
@@ -224,7 +225,14 @@ func TestRestartResumes(t *testing.T) {
 // Final features equal the reference and every segment change is on the
 // topic exactly once.
 func TestCrashAtRandomPoints(t *testing.T) {
+	for _, mode := range []string{config.StoreWriteCommitted, config.StoreWriteEarly} {
+		t.Run(mode, func(t *testing.T) { crashAtRandomPoints(t, mode) })
+	}
+}
+
+func crashAtRandomPoints(t *testing.T, storeWrite string) {
 	e := newEnv(t, nil)
+	e.cfg.Stream.StoreWrite = storeWrite
 	ref := newReference(t, e.cfg)
 	recs := loadInto(ref, 3, 40, 6000)
 	rng := rand.New(rand.NewPCG(3, 3))     // the test's choices

@@ -147,6 +147,9 @@ type entry struct {
 	// rfmSearch is rfmDue's last search of the entity, kept while it is
 	// cached.
 	rfmSearch rfmLastSearch
+	// stored: this task wrote the entity's segment membership to the
+	// store since it loaded the entity (see storeMembership).
+	stored bool
 }
 
 func (p *Processor) taskDir(part int32) string {
@@ -502,12 +505,8 @@ func (t *task) rewritePending(ctx context.Context) error {
 			}
 		}
 		// Idempotent: members enter, others exit, whatever was written.
-		u := featurestore.Update{Vector: v, Enter: v.Segments}
-		for _, name := range t.p.segments.Names() {
-			if !slices.Contains(v.Segments, name) {
-				u.Exit = append(u.Exit, name)
-			}
-		}
+		u := featurestore.Update{Vector: v}
+		t.setMembership(&u)
 		ups = append(ups, u)
 	}
 	return t.p.store.Write(ctx, ups)
@@ -678,10 +677,39 @@ func (t *task) finish(x *txn, e *entry, now time.Time, expire bool) error {
 			x.b.Set(timerKey(due, e.id), nil, nil)
 		}
 	}
+	t.storeMembership(&u, e)
 	x.updates = append(x.updates, u)
 	x.pending = append(x.pending, e.id)
 	e.m, e.due = m, due // what the commit stores
 	return nil
+}
+
+// storeMembership makes u state e's every segment membership, not only
+// its changes, on the first write of e since the task loaded it, when the
+// store is written before the Kafka commit (stream.store_write: early).
+// The store keeps member lists by the changes it is told; an early write
+// of a transaction that then failed may have told it changes that the
+// replay (the reopened task's, at a later processing time) does not make
+// again (a window slid meanwhile). The replay writes every entity the
+// failed transaction wrote, each the first write since its load (a
+// reopened task starts with no cache), so the lists come right with it.
+func (t *task) storeMembership(u *featurestore.Update, e *entry) {
+	if e.stored || !t.p.early {
+		return
+	}
+	e.stored = true
+	t.setMembership(u)
+}
+
+// setMembership makes u state its vector's every segment membership:
+// members enter, the others exit, whatever the store held.
+func (t *task) setMembership(u *featurestore.Update) {
+	u.Enter, u.Exit = append(u.Enter[:0], u.Vector.Segments...), u.Exit[:0]
+	for _, name := range t.p.segments.Names() {
+		if !slices.Contains(u.Vector.Segments, name) {
+			u.Exit = append(u.Exit, name)
+		}
+	}
 }
 
 func (t *task) stateRecord(k, v []byte) *kgo.Record {

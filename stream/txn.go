@@ -104,7 +104,12 @@ func (t *task) failOnError(err *error) {
 var errBroken = errors.New("earlier work of this task failed: it commits nothing more until it is reopened from its state")
 
 // commit writes x: the Kafka transaction, then the Pebble batch, then the
-// store. next is the input offset the state reaches.
+// store. next is the input offset the state reaches. With
+// stream.store_write: early the store is written first, before the Kafka
+// transaction: no commit then lies between an event and its features in
+// the store, and a transaction that fails after that write shows there
+// until the reopened task's replay writes the same entities again (each
+// with its every segment membership: storeMembership).
 //
 // A commit that fails anywhere breaks the task, as work that failed before
 // its commit does: each path that commits defers failOnError under the
@@ -120,6 +125,14 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	defer x.abort()
 	if t.workFailed.Load() {
 		return errBroken
+	}
+	if t.p.early {
+		if err := t.writeStore(ctx, x); err != nil {
+			return err
+		}
+		if err := t.hook("after-store-write"); err != nil {
+			return err
+		}
 	}
 	off := t.stateRecord([]byte(clOffsetKey), offsetValue(next, x.pending))
 	start := time.Now()
@@ -180,13 +193,9 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	if err := t.hook("after-pebble-commit"); err != nil {
 		return err
 	}
-	if len(x.updates) > 0 {
-		if err := t.p.store.Write(ctx, x.updates); err != nil {
-			return fmt.Errorf("cannot write the online store: %w", err)
-		}
-		now := time.Now()
-		for _, r := range x.received {
-			mEventToStore.Observe(now.Sub(time.UnixMilli(r)).Seconds())
+	if !t.p.early {
+		if err := t.writeStore(ctx, x); err != nil {
+			return err
 		}
 	}
 	if x.segEnter > 0 {
@@ -199,7 +208,25 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 		mTimerFires.Add(float64(x.timerFire))
 	}
 	t.written.Store(next)
+	if t.p.early {
+		return nil
+	}
 	return t.hook("after-store-write")
+}
+
+// writeStore writes x's updates to the online store, commit's last step
+// (or its first, with early store writes).
+func (t *task) writeStore(ctx context.Context, x *txn) error {
+	if len(x.updates) > 0 {
+		if err := t.p.store.Write(ctx, x.updates); err != nil {
+			return fmt.Errorf("cannot write the online store: %w", err)
+		}
+		now := time.Now()
+		for _, r := range x.received {
+			mEventToStore.Observe(now.Sub(time.UnixMilli(r)).Seconds())
+		}
+	}
+	return nil
 }
 
 // countRecords adds a committed transaction's records, off (its __offset
