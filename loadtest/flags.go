@@ -119,6 +119,7 @@ func (o *PeerOptions) Flags(fl *flag.FlagSet, brokers *string) {
 	fl.DurationVar(&o.Warmup, "warmup", o.Warmup, "unmeasured start of the freshness phase")
 	fl.IntVar(&o.Batch, "batch", o.Batch, "events per produce in the freshness phase (one of them the probe)")
 	fl.BoolVar(&o.NoFreshness, "no-freshness", false, "measure the backlog only")
+	fl.StringVar(&o.StoreWrite, "store-write", o.StoreWrite, "Pulse's stream.store_write: committed, or early (the store written before each Kafka commit, as the peer writes Redis)")
 }
 
 func envOr(name, def string) string {

@@ -89,6 +89,9 @@ type PeerOptions struct {
 	RunPulse     func(ctx context.Context, cfg *config.Config) error
 	// NoFreshness skips the freshness phase.
 	NoFreshness bool
+	// StoreWrite is Pulse's stream.store_write; default committed. early
+	// writes Redis before each Kafka commit, as the peer does.
+	StoreWrite string
 }
 
 // EnsureDefaults sets each zero field that has a default to it.
@@ -128,6 +131,9 @@ func (o *PeerOptions) EnsureDefaults() {
 	}
 	if o.Run == "" {
 		o.Run = strconv.FormatInt(time.Now().UnixMilli(), 36)
+	}
+	if o.StoreWrite == "" {
+		o.StoreWrite = config.StoreWriteCommitted
 	}
 	if o.Java == "" {
 		o.Java = "java"
@@ -207,7 +213,7 @@ func peerConfigYAML(o PeerOptions, dataDir string) string {
 		fmt.Fprintf(&b, ", %s: %q", t, base+"."+t)
 	}
 	b.WriteString("}\n")
-	fmt.Fprintf(&b, "stream:\n  group: %q\n  listen: 127.0.0.1:0\nidentity:\n  enabled: false\n", group)
+	fmt.Fprintf(&b, "stream:\n  group: %q\n  listen: 127.0.0.1:0\n  store_write: %q\nidentity:\n  enabled: false\n", group, o.StoreWrite)
 	fmt.Fprintf(&b, "store:\n  backend: redis\nredis:\n  addr: %q\n  key_prefix: %q\n", o.RedisAddr, prefix)
 	b.WriteString("features:\n")
 	for _, f := range PeerFeatures {
@@ -331,8 +337,8 @@ func Peer(ctx context.Context, o PeerOptions, w io.Writer) (*PeerReport, error) 
 	if len(o.PulseCommand) > 0 {
 		how = "as `" + strings.Join(o.PulseCommand, " ") + "`"
 	}
-	fmt.Fprintf(w, "peer: %d+%d backlog events over %d users, %d partitions, then %.0f events/s for %s; brokers %s, redis %s; Pulse's stream %s, peer threads %d, %d CPUs\n",
-		o.Warm, o.Events, o.Users, o.Partitions, o.Rate, o.Duration, strings.Join(o.Brokers, ","), o.RedisAddr, how, o.Threads, runtime.NumCPU())
+	fmt.Fprintf(w, "peer: %d+%d backlog events over %d users, %d partitions, then %.0f events/s for %s; brokers %s, redis %s; Pulse's stream %s (store_write %s), peer threads %d, %d CPUs\n",
+		o.Warm, o.Events, o.Users, o.Partitions, o.Rate, o.Duration, strings.Join(o.Brokers, ","), o.RedisAddr, how, o.StoreWrite, o.Threads, runtime.NumCPU())
 	rep := &PeerReport{}
 	for _, side := range []string{SidePulse, SideKStreams} {
 		s, err := peerTurn(ctx, o, side, base, rdb, redisCPU, w)

@@ -2,9 +2,12 @@ package loadtest
 
 import (
 	"os"
+
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pulse-rt/pulse/config"
 )
 
 // The Pulse side's config and the peer's command line describe the same
@@ -26,6 +29,15 @@ func TestPeerConfig(t *testing.T) {
 		if f.Name != w.Name || f.Agg != w.Agg || f.Event != w.Event || f.Field != w.Field || f.Window != w.Window {
 			t.Errorf("feature %d = %+v, want %+v", i, f, w)
 		}
+	}
+	if cfg.Stream.StoreWrite != config.StoreWriteCommitted {
+		t.Errorf("store_write %q by default, want committed", cfg.Stream.StoreWrite)
+	}
+	o.StoreWrite = config.StoreWriteEarly
+	if early, err := PeerConfig(o, "/data"); err != nil {
+		t.Error(err)
+	} else if early.Stream.StoreWrite != config.StoreWriteEarly {
+		t.Errorf("-store-write early: store_write %q", early.Stream.StoreWrite)
 	}
 	if cfg.Identity.Enabled == nil || *cfg.Identity.Enabled {
 		t.Error("identity linking is on: the peer does none")
