@@ -50,7 +50,10 @@
 // does). The store then may show a transaction that fails after that write
 // until the reopened task's replay (seconds later) writes the same entities
 // again; the replay does (the same events, timers, resolved records and
-// seeds come again from the committed state). The store keeps segment
+// seeds come again from the committed state; a re-score chunk, which
+// writes only the entities whose group changes, and a replay at a later
+// time may find others, writes the store after its commit in both modes).
+// The store keeps segment
 // member lists by the changes it is told, and a replay at a later
 // processing time may not make the failed write's changes again (a window
 // slid meanwhile): so in that mode an entity's first write since its task

@@ -3,6 +3,7 @@ package stream
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -550,6 +551,13 @@ type memStore struct {
 	members map[string]map[string]bool
 	writes  atomic.Int64
 	onWrite func(batch []featurestore.Update)
+}
+
+// snapshot copies the store's vectors.
+func (s *memStore) snapshot() map[string]featurestore.Vector {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.vecs)
 }
 
 func newMemStore() *memStore {

@@ -302,6 +302,7 @@ func (t *task) rescore(ctx context.Context) (more bool, err error) {
 	}
 	committing := time.Now()
 	if changed {
+		x.lateStore = true
 		err = t.commit(ctx, x, t.meta.next)
 	} else {
 		// Timers and the cursor only: local state, no transaction, and

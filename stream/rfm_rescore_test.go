@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/rfm"
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -21,10 +24,15 @@ import (
 // chunks, each group change is on the segments topic once, and every
 // entity ends in the group its values give.
 func TestRescoreResumesFromCursor(t *testing.T) {
-	for _, crash := range []string{"rescore-before-commit", "after-txn-commit"} {
+	for _, crash := range []string{"rescore-before-commit", "after-txn-commit", "early/before-txn-commit"} {
 		t.Run(crash, func(t *testing.T) {
 			const n, chunk = 300, 40
 			st := startRFMTester(t)
+			// With early store writes a re-score chunk still writes the
+			// store after its commit (lateStore): a chunk that fails
+			// before it leaves the store as it was.
+			crash, early := strings.CutPrefix(crash, "early/")
+			st.p.early = early
 			ctx := context.Background()
 			var recs []*kgo.Record
 			add := func(user string, at time.Time, revenue float64) {
@@ -99,10 +107,14 @@ func TestRescoreResumesFromCursor(t *testing.T) {
 				}
 				return nil
 			}
+			stored := st.store.snapshot()
 			if _, err := st.task.rescore(ctx); err == nil {
 				t.Fatal("the third chunk did not crash")
 			}
 			st.p.opts.hook = nil
+			if early && !maps.EqualFunc(stored, st.store.snapshot(), func(a, b featurestore.Vector) bool { return reflect.DeepEqual(a, b) }) {
+				t.Fatal("a re-score chunk that failed before its commit changed the store")
+			}
 			var b strings.Builder
 			if err := st.reopen(&b); err != nil {
 				t.Fatal(err)

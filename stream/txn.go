@@ -28,6 +28,11 @@ type txn struct {
 	segEnter  int
 	segExit   int
 	timerFire int
+	// lateStore keeps the store write after the Kafka commit even with
+	// early store writes: a re-score chunk's (its replay, at a later
+	// time, writes only the entities whose group changes then, which
+	// need not be the failed chunk's).
+	lateStore bool
 
 	// Of an input batch.
 	now     time.Time           // the processing time of the whole batch
@@ -126,7 +131,8 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	if t.workFailed.Load() {
 		return errBroken
 	}
-	if t.p.early {
+	early := t.p.early && !x.lateStore
+	if early {
 		if err := t.writeStore(ctx, x); err != nil {
 			return err
 		}
@@ -193,7 +199,7 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	if err := t.hook("after-pebble-commit"); err != nil {
 		return err
 	}
-	if !t.p.early {
+	if !early {
 		if err := t.writeStore(ctx, x); err != nil {
 			return err
 		}
@@ -208,7 +214,7 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 		mTimerFires.Add(float64(x.timerFire))
 	}
 	t.written.Store(next)
-	if t.p.early {
+	if early {
 		return nil
 	}
 	return t.hook("after-store-write")
