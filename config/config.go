@@ -139,10 +139,10 @@ type Stream struct {
 const (
 	// StoreWriteCommitted: the store shows only committed transactions.
 	StoreWriteCommitted = "committed"
-	// StoreWriteEarly: the store write goes out before the Kafka commit,
+	// StoreWriteEarly: the vectors are written before the Kafka commit,
 	// so no commit lies between an event and its features; a transaction
 	// that then fails shows in the store until its replay rewrites the
-	// same entities.
+	// same entities. Segment member lists change after the commit.
 	StoreWriteEarly = "early"
 )
 

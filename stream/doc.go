@@ -44,22 +44,20 @@
 // with no local state restores it all from the changelog. No event is lost
 // or counted twice, and each segment change is on pulse.segments once.
 //
-// With stream.store_write: early the store write moves before step 1, so no
-// Kafka commit lies between an event and its features in the store (what a
-// Kafka Streams application writing an external store from its processor
-// does). The store then may show a transaction that fails after that write
-// until the reopened task's replay (seconds later) writes the same entities
-// again; the replay does (the same events, timers, resolved records and
-// seeds come again from the committed state; a re-score chunk, which
-// writes only the entities whose group changes, and a replay at a later
-// time may find others, writes the store after its commit in both modes).
-// The store keeps segment
-// member lists by the changes it is told, and a replay at a later
-// processing time may not make the failed write's changes again (a window
-// slid meanwhile): so in that mode an entity's first write since its task
-// loaded it states every segment membership (storeMembership), and a
-// reopened task starts with no entity loaded. pulse.segments, the changelog
-// and the state stay exactly once in both modes.
+// With stream.store_write: early the vectors are written to the store
+// before step 1, so no Kafka commit lies between an event and its features
+// (what a Kafka Streams application writing an external store from its
+// processor does). The store then may show a transaction that fails after
+// that write until the reopened task's replay (seconds later) writes the
+// same entities again; the replay does (the same events, timers, resolved
+// records and seeds come again from the committed state). The segment
+// member lists' changes still go after the commit: the store keeps those
+// lists by the changes it is told, and a replay at a later processing time
+// need not make a failed transaction's changes again (a window slid
+// meanwhile). A re-score chunk writes only the entities whose group
+// changes, and a replay at a later time may find others: it writes the
+// store after its commit in both modes. pulse.segments, the member lists,
+// the changelog and the state stay exactly once in both modes.
 //
 // Duplicates are recognised by messageId within a partition (a retry of an
 // event carries its key, so it lands on the same partition) for

@@ -12,12 +12,13 @@ import (
 )
 
 // With stream.store_write: early a transaction's vectors are in the store
-// before its Kafka commit; with the default, only after it. A transaction
-// that fails after its early write shows in the store until the reopened
-// task's replay writes the same entities again; the replay, at a later
-// processing time, may not make the failed write's segment changes again
-// (here the order left orders_1h meanwhile, so u0 is not "hot" any more),
-// and the store's member lists must follow the replay all the same.
+// before its Kafka commit; with the default, only after it. The member
+// lists' changes wait for the commit in both modes: a transaction that
+// fails after its early write shows in the store until the reopened task's
+// replay writes the same entities again, and the replay, at a later
+// processing time, need not make the failed write's segment changes again
+// (here the order left orders_1h meanwhile, so u0 is not "hot" any more):
+// a change told early would stay in the member list for good.
 func TestEarlyStoreWrite(t *testing.T) {
 	for _, mode := range []string{config.StoreWriteCommitted, config.StoreWriteEarly} {
 		t.Run(mode, func(t *testing.T) { earlyStoreWrite(t, mode) })
@@ -55,8 +56,8 @@ func earlyStoreWrite(t *testing.T, mode string) {
 	}
 	tk.close()
 	early := mode == config.StoreWriteEarly
-	if atCommit.found != early || slices.Contains(atCommit.hot, "u0") != early {
-		t.Fatalf("before the Kafka commit the store had u0: %v, hot members %v; want u0 there only with early writes",
+	if atCommit.found != early || len(atCommit.hot) > 0 {
+		t.Fatalf("before the Kafka commit the store had u0: %v, hot members %v; want u0's vector there only with early writes, no member yet",
 			atCommit.found, atCommit.hot)
 	}
 

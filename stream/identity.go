@@ -364,7 +364,6 @@ func (t *task) retire(x *txn, e *entry, to string, at time.Time, cause string) e
 	x.recs = append(x.recs, t.stateRecord([]byte(clEntityPrefix+e.id), nil))
 	t.dropLegacyAuto(x, e) // a record in the value goes with it
 	e.autoRec, e.autoLoaded = autoRecord{}, true
-	t.storeMembership(&u, e)
 	x.updates = append(x.updates, u)
 	x.pending = append(x.pending, e.id)
 	e.st, e.m, e.due, e.touched = p.features.NewState(), nil, 0, false

@@ -147,9 +147,6 @@ type entry struct {
 	// rfmSearch is rfmDue's last search of the entity, kept while it is
 	// cached.
 	rfmSearch rfmLastSearch
-	// stored: this task wrote the entity's segment membership to the
-	// store since it loaded the entity (see storeMembership).
-	stored bool
 }
 
 func (p *Processor) taskDir(part int32) string {
@@ -677,28 +674,10 @@ func (t *task) finish(x *txn, e *entry, now time.Time, expire bool) error {
 			x.b.Set(timerKey(due, e.id), nil, nil)
 		}
 	}
-	t.storeMembership(&u, e)
 	x.updates = append(x.updates, u)
 	x.pending = append(x.pending, e.id)
 	e.m, e.due = m, due // what the commit stores
 	return nil
-}
-
-// storeMembership makes u state e's every segment membership, not only
-// its changes, on the first write of e since the task loaded it, when the
-// store is written before the Kafka commit (stream.store_write: early).
-// The store keeps member lists by the changes it is told; an early write
-// of a transaction that then failed may have told it changes that the
-// replay (the reopened task's, at a later processing time) does not make
-// again (a window slid meanwhile). The replay writes every entity the
-// failed transaction wrote, each the first write since its load (a
-// reopened task starts with no cache), so the lists come right with it.
-func (t *task) storeMembership(u *featurestore.Update, e *entry) {
-	if e.stored || !t.p.early {
-		return
-	}
-	e.stored = true
-	t.setMembership(u)
 }
 
 // setMembership makes u state its vector's every segment membership:

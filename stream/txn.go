@@ -110,11 +110,17 @@ var errBroken = errors.New("earlier work of this task failed: it commits nothing
 
 // commit writes x: the Kafka transaction, then the Pebble batch, then the
 // store. next is the input offset the state reaches. With
-// stream.store_write: early the store is written first, before the Kafka
-// transaction: no commit then lies between an event and its features in
-// the store, and a transaction that fails after that write shows there
-// until the reopened task's replay writes the same entities again (each
-// with its every segment membership: storeMembership).
+// stream.store_write: early the vectors go to the store first, before the
+// Kafka transaction: no commit then lies between an event and its features
+// in the store, and a transaction that fails after that write shows there
+// until the reopened task's replay writes the same entities again. The
+// member lists' changes still wait for the commit (writeMembership): the
+// store keeps those lists by the changes it is told, and a replay at a
+// later processing time need not make the failed transaction's changes
+// again (a window slid meanwhile), so changes told early could stay wrong
+// for good. A re-score chunk (lateStore) writes everything after its
+// commit in both modes: its replay writes only the entities whose group
+// changes then, which need not be the failed chunk's.
 //
 // A commit that fails anywhere breaks the task, as work that failed before
 // its commit does: each path that commits defers failOnError under the
@@ -133,7 +139,7 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	}
 	early := t.p.early && !x.lateStore
 	if early {
-		if err := t.writeStore(ctx, x); err != nil {
+		if err := t.writeVectors(ctx, x); err != nil {
 			return err
 		}
 		if err := t.hook("after-store-write"); err != nil {
@@ -199,10 +205,12 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	if err := t.hook("after-pebble-commit"); err != nil {
 		return err
 	}
-	if !early {
-		if err := t.writeStore(ctx, x); err != nil {
+	if early {
+		if err := t.writeMembership(ctx, x); err != nil {
 			return err
 		}
+	} else if err := t.writeStore(ctx, x); err != nil {
+		return err
 	}
 	if x.segEnter > 0 {
 		mSegmentChanges.WithLabelValues(segment.ChangeEnter).Add(float64(x.segEnter))
@@ -220,19 +228,61 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	return t.hook("after-store-write")
 }
 
-// writeStore writes x's updates to the online store, commit's last step
-// (or its first, with early store writes).
+// writeStore writes x's updates to the online store, commit's last step.
 func (t *task) writeStore(ctx context.Context, x *txn) error {
-	if len(x.updates) > 0 {
-		if err := t.p.store.Write(ctx, x.updates); err != nil {
-			return fmt.Errorf("cannot write the online store: %w", err)
-		}
-		now := time.Now()
-		for _, r := range x.received {
-			mEventToStore.Observe(now.Sub(time.UnixMilli(r)).Seconds())
+	if len(x.updates) == 0 {
+		return nil
+	}
+	if err := t.p.store.Write(ctx, x.updates); err != nil {
+		return fmt.Errorf("cannot write the online store: %w", err)
+	}
+	t.observeFreshness(x)
+	return nil
+}
+
+// writeVectors writes x's vectors without their segment changes: an early
+// store write, before the Kafka commit (writeMembership follows it).
+func (t *task) writeVectors(ctx context.Context, x *txn) error {
+	if len(x.updates) == 0 {
+		return nil
+	}
+	ups := make([]featurestore.Update, len(x.updates))
+	for i := range x.updates {
+		ups[i].Vector = x.updates[i].Vector
+	}
+	if err := t.p.store.Write(ctx, ups); err != nil {
+		return fmt.Errorf("cannot write the online store: %w", err)
+	}
+	t.observeFreshness(x)
+	return nil
+}
+
+// writeMembership writes, after the Kafka commit, the updates of x that
+// change a segment membership: the same vectors again (the early write's),
+// now with their member list changes.
+func (t *task) writeMembership(ctx context.Context, x *txn) error {
+	var ups []featurestore.Update
+	for _, u := range x.updates {
+		if len(u.Enter)+len(u.Exit) > 0 {
+			ups = append(ups, u)
 		}
 	}
+	if len(ups) == 0 {
+		return nil
+	}
+	if err := t.p.store.Write(ctx, ups); err != nil {
+		return fmt.Errorf("cannot write the online store: %w", err)
+	}
 	return nil
+}
+
+// observeFreshness records, once x's vectors are in the store, how long
+// after its receipt each event got there.
+func (t *task) observeFreshness(x *txn) {
+	now := time.Now()
+	for _, r := range x.received {
+		mEventToStore.Observe(now.Sub(time.UnixMilli(r)).Seconds())
+	}
 }
 
 // countRecords adds a committed transaction's records, off (its __offset
