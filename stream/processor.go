@@ -123,7 +123,7 @@ type Processor struct {
 	records *event.Projection
 	// idopts are the identity rules (cfg.Identity).
 	idopts identity.Options
-	// early: a transaction's store write goes out before its Kafka
+	// early: a transaction's vectors go to the store before its Kafka
 	// commit (stream.store_write: early; see task.commit).
 	early bool
 

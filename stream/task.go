@@ -502,8 +502,12 @@ func (t *task) rewritePending(ctx context.Context) error {
 			}
 		}
 		// Idempotent: members enter, others exit, whatever was written.
-		u := featurestore.Update{Vector: v}
-		t.setMembership(&u)
+		u := featurestore.Update{Vector: v, Enter: v.Segments}
+		for _, name := range t.p.segments.Names() {
+			if !slices.Contains(v.Segments, name) {
+				u.Exit = append(u.Exit, name)
+			}
+		}
 		ups = append(ups, u)
 	}
 	return t.p.store.Write(ctx, ups)
@@ -678,17 +682,6 @@ func (t *task) finish(x *txn, e *entry, now time.Time, expire bool) error {
 	x.pending = append(x.pending, e.id)
 	e.m, e.due = m, due // what the commit stores
 	return nil
-}
-
-// setMembership makes u state its vector's every segment membership:
-// members enter, the others exit, whatever the store held.
-func (t *task) setMembership(u *featurestore.Update) {
-	u.Enter, u.Exit = append(u.Enter[:0], u.Vector.Segments...), u.Exit[:0]
-	for _, name := range t.p.segments.Names() {
-		if !slices.Contains(u.Vector.Segments, name) {
-			u.Exit = append(u.Exit, name)
-		}
-	}
 }
 
 func (t *task) stateRecord(k, v []byte) *kgo.Record {
