@@ -18,7 +18,9 @@ func Open(cfg *config.Config) (Store, error) {
 		if cfg.Store.Path == "" {
 			return nil, errors.New("cannot open feature store: store.path is empty")
 		}
-		return OpenPebble(cfg.Store.Path, PebbleOptions{RowCacheSize: int64(cfg.Store.RowCacheMB) << 20})
+		// Synced: a write the stream was told is done must survive a
+		// crash of the process (see PebbleOptions.Sync).
+		return OpenPebble(cfg.Store.Path, PebbleOptions{RowCacheSize: int64(cfg.Store.RowCacheMB) << 20, Sync: true})
 	case "redis":
 		return OpenRedis(cfg.Redis, RedisOptions{TTL: cfg.Store.TTL.D(), CacheSize: int64(cfg.Store.RowCacheMB) << 20})
 	}

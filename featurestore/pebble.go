@@ -21,12 +21,15 @@ import (
 type PebbleOptions struct {
 	// Sync makes every Write wait until its batch is on disk (fsync).
 	// Default false (pebble.NoSync): Write returns once the batch is in the
-	// write-ahead log's buffer, which Pebble writes out at once but does not
-	// sync, so a process crash can lose the last moments of writes and a
-	// machine crash the last seconds. The online store holds only what the
-	// stream derives from Kafka: a crash replays the stream from its last
-	// committed state, and an entity whose write was lost anyway is
-	// rewritten at its next event or timer. Syncing costs an fsync per batch.
+	// write-ahead log's buffer, which Pebble writes out soon (its flush
+	// goroutine) but does not sync, so a process crash can lose the last
+	// moments of writes and a machine crash the last 100 ms. Open, the
+	// store the stream writes, sets it: the segment member lists and counts
+	// follow the changes a Write is told, so a lost write leaves them wrong
+	// for good (a vector is rewritten whole at the entity's next change; a
+	// member list is not), and the stream after a crash writes again only
+	// its last transaction's entities. Syncing costs an fsync per batch,
+	// shared by the batches committing together (Pebble's group commit).
 	Sync bool
 	// CacheSize is the block cache in bytes, overriding the default 64 MiB.
 	CacheSize int64

@@ -185,7 +185,7 @@ func benchFullPath(b *testing.B, users int, zipf bool) {
 		raw := rawConsume(b, e, n)
 
 		// The stream, into a real Pebble online store.
-		store, err := featurestore.OpenPebble(filepath.Join(b.TempDir(), "store"), featurestore.PebbleOptions{})
+		store, err := featurestore.OpenPebble(filepath.Join(b.TempDir(), "store"), featurestore.PebbleOptions{Sync: true})
 		if err != nil {
 			b.Fatal(err)
 		}

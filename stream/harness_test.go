@@ -339,9 +339,23 @@ func (r *reference) check(t testing.TB, store *memStore, now time.Time) {
 }
 
 // checkMembers compares the store's member list of every segment with
-// the reference's members at now.
+// the reference's members at now, waiting up to 10 s for them: with early
+// store writes the lists change after the vectors do.
 func (r *reference) checkMembers(t testing.TB, store featurestore.Store, segments []config.Segment, now time.Time) {
 	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if r.membersDiffer(t, store, segments, now, nil) == "" {
+			return
+		}
+	}
+	r.membersDiffer(t, store, segments, now, t.Errorf)
+}
+
+// membersDiffer says how the store's member lists differ from the
+// reference's ("": they do not), each difference also to report.
+func (r *reference) membersDiffer(t testing.TB, store featurestore.Store, segments []config.Segment, now time.Time, report func(string, ...any)) string {
+	t.Helper()
+	diff := ""
 	want := map[string][]string{}
 	for id := range r.st {
 		_, segs := r.vector(id, now)
@@ -364,9 +378,14 @@ func (r *reference) checkMembers(t testing.TB, store featurestore.Store, segment
 		slices.Sort(got)
 		slices.Sort(want[s.Name])
 		if !slices.Equal(got, want[s.Name]) {
-			t.Errorf("segment %s: the store's members %v, want %v", s.Name, got, want[s.Name])
+			d := fmt.Sprintf("segment %s: the store's members %v, want %v", s.Name, got, want[s.Name])
+			if report != nil {
+				report("%s", d)
+			}
+			diff += d + "\n"
 		}
 	}
+	return diff
 }
 
 // waitMatches waits until the store equals the reference.

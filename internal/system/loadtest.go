@@ -244,7 +244,7 @@ func (s *System) endToEnd(embedded bool) (*loadtest.WriteWatch, error) {
 		// Registered first, so it runs last: after every part stopped.
 		s.OnClose(func() { s.dropRunTopics() })
 	}
-	store, err := featurestore.OpenPebble(filepath.Join(dir, "store"), featurestore.PebbleOptions{Logger: s.Log})
+	store, err := featurestore.OpenPebble(filepath.Join(dir, "store"), featurestore.PebbleOptions{Logger: s.Log, Sync: true}) // as featurestore.Open
 	if err != nil {
 		return nil, err
 	}
