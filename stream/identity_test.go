@@ -397,10 +397,12 @@ redis: {addr: %q, db: %d, key_prefix: %q}
 			break
 		}
 	}
-	store.Close()
 	if mismatch != "" {
+		store.Close()
 		t.Fatal(mismatch)
 	}
+	ref.checkMembers(t, store, e.cfg.Segments, now)
+	store.Close()
 	for _, cmd := range []*exec.Cmd{a, b} {
 		cmd.Process.Signal(syscall.SIGTERM)
 		if err := cmd.Wait(); err != nil {
