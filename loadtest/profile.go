@@ -71,7 +71,8 @@ func PrintStreamStats(w io.Writer) {
 	mfs, _ := prometheus.DefaultGatherer.Gather()
 	for _, mf := range mfs {
 		switch mf.GetName() {
-		case "pulse_stream_batch_seconds", "pulse_stream_txn_seconds", "pulse_stream_event_to_store_seconds", "pulse_stream_batch_records":
+		case "pulse_stream_batch_seconds", "pulse_stream_txn_seconds", "pulse_stream_event_to_store_seconds", "pulse_stream_batch_records",
+			"pulse_stream_state_commit_seconds", "pulse_stream_store_write_seconds":
 		case "pulse_stream_txn_records_total":
 			for _, m := range mf.GetMetric() {
 				fmt.Fprintf(w, "%-40s %-24s %.0f\n", mf.GetName(), m.GetLabel()[0].GetValue(), m.GetCounter().GetValue())
@@ -93,15 +94,23 @@ func PrintStreamStats(w io.Writer) {
 			if h.GetSampleCount() == 0 {
 				continue
 			}
-			// The smallest bucket bound holding 99% of the samples.
-			p99 := math.Inf(1)
+			// The smallest bucket bounds holding 99% and all of the
+			// samples (a stall shows in the second).
+			p99, top := math.Inf(1), math.Inf(1)
 			for _, b := range h.GetBucket() {
-				if float64(b.GetCumulativeCount()) >= 0.99*float64(h.GetSampleCount()) {
+				if n := float64(b.GetCumulativeCount()); n >= 0.99*float64(h.GetSampleCount()) && math.IsInf(p99, 1) {
 					p99 = b.GetUpperBound()
+				}
+				if b.GetCumulativeCount() == h.GetSampleCount() {
+					top = b.GetUpperBound()
 					break
 				}
 			}
-			fmt.Fprintf(w, "%-40s n %8d mean %10.4f p99 <= %g\n", mf.GetName(), h.GetSampleCount(), h.GetSampleSum()/float64(h.GetSampleCount()), p99)
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += "{" + l.GetName() + "=" + l.GetValue() + "}"
+			}
+			fmt.Fprintf(w, "%-40s n %8d mean %10.4f p99 <= %g max <= %g\n", name, h.GetSampleCount(), h.GetSampleSum()/float64(h.GetSampleCount()), p99, top)
 		}
 	}
 }

@@ -62,4 +62,14 @@ var (
 		Help:    "Time to flush and commit one changelog transaction.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 	})
+	mStateCommit = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "pulse_stream_state_commit_seconds",
+		Help:    "Time to commit one transaction's Pebble batch to the task's local state, by whether it synced the write-ahead log (once a second).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+	}, []string{"synced"})
+	mStoreWrite = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "pulse_stream_store_write_seconds",
+		Help:    "Time to write one transaction's updates to the online store.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+	})
 )

@@ -192,13 +192,15 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	// (an unsynced commit succeeds in memory; the WAL's writer keeps the
 	// error for the next sync), and what a machine crash can lose, to be
 	// restored from the changelog, stays that short.
-	wo := pebble.NoSync
+	wo, synced := pebble.NoSync, "false"
 	if time.Since(t.synced) >= syncEvery {
-		wo = pebble.Sync
+		wo, synced = pebble.Sync, "true"
 	}
+	committing := time.Now()
 	if err := t.fault.Commit(x.b, wo); err != nil {
 		return fmt.Errorf("cannot commit stream state: %w", err)
 	}
+	mStateCommit.WithLabelValues(synced).Observe(time.Since(committing).Seconds())
 	if wo == pebble.Sync {
 		t.synced = time.Now()
 	}
@@ -233,9 +235,11 @@ func (t *task) writeStore(ctx context.Context, x *txn) error {
 	if len(x.updates) == 0 {
 		return nil
 	}
+	start := time.Now()
 	if err := t.p.store.Write(ctx, x.updates); err != nil {
 		return fmt.Errorf("cannot write the online store: %w", err)
 	}
+	mStoreWrite.Observe(time.Since(start).Seconds())
 	t.observeFreshness(x)
 	return nil
 }
@@ -250,9 +254,11 @@ func (t *task) writeVectors(ctx context.Context, x *txn) error {
 	for i := range x.updates {
 		ups[i].Vector = x.updates[i].Vector
 	}
+	start := time.Now()
 	if err := t.p.store.Write(ctx, ups); err != nil {
 		return fmt.Errorf("cannot write the online store: %w", err)
 	}
+	mStoreWrite.Observe(time.Since(start).Seconds())
 	t.observeFreshness(x)
 	return nil
 }
