@@ -24,23 +24,26 @@
 //     new owner of the partition fences the old one) holding the changelog
 //     records of every changed entity, the dead letters, the segment
 //     changes and an `__offset` record with the next input offset.
-//  2. One Pebble batch with the same states, memberships, timer index,
+//  2. The online store write (idempotent): the transaction is committed,
+//     so its results may be read, and the local commit that follows stays
+//     off the path from an event to its features.
+//  3. One Pebble batch with the same states, memberships, timer index,
 //     seen message ids and the next input offset, plus the changelog offset
-//     of the `__offset` record it mirrors. Written without fsync: the
-//     changelog is the durable truth.
-//  3. The online store write (idempotent), and a best-effort commit of the
-//     consumer group offset so standard tools show lag (a commit the group
-//     refuses, as during a rebalance, is made again a second later, and a
-//     task's offset is committed as soon as it opens, so an idle
-//     partition's lag does not stay up after its owner changed).
+//     of the `__offset` record it mirrors. Written without fsync (synced
+//     once a second): the changelog is the durable truth. Then a
+//     best-effort commit of the consumer group offset so standard tools
+//     show lag (a commit the group refuses, as during a rebalance, is made
+//     again a second later, and a task's offset is committed as soon as it
+//     opens, so an idle partition's lag does not stay up after its owner
+//     changed).
 //
 // On start a task reads its Pebble meta (next input offset, changelog
 // position) and replays the changelog after that position up to a fence
-// record it writes itself (read_committed). A crash between 1 and 2 is thus
-// repaired from the changelog; a crash before 1 aborts the transaction and
-// the input is read again from the Pebble offset; a crash after 2 only
-// repeats the store write (the entities of the last transaction are kept
-// as "pending" and written again on start). A task that gains a partition
+// record it writes itself (read_committed). A crash after 1 and before 3 is
+// thus repaired from the changelog, and the store written again for the
+// entities of the last transaction (kept as "pending" in its `__offset`
+// record, written again on start); a crash before 1 aborts the transaction
+// and the input is read again from the Pebble offset. A task that gains a partition
 // with no local state restores it all from the changelog. No event is lost
 // or counted twice, and each segment change is on pulse.segments once.
 //

@@ -253,7 +253,7 @@ func (k *seedKiller) hook(point string, part int32) error {
 		k.done = true
 		return errKill
 	}
-	if point == "after-store-write" {
+	if point == "after-pebble-commit" { // a commit's last step
 		k.in[part] = false
 	}
 	return nil

@@ -108,8 +108,8 @@ func (t *task) failOnError(err *error) {
 // errBroken refuses a commit of a task whose earlier work or commit failed.
 var errBroken = errors.New("earlier work of this task failed: it commits nothing more until it is reopened from its state")
 
-// commit writes x: the Kafka transaction, then the Pebble batch, then the
-// store. next is the input offset the state reaches. With
+// commit writes x: the Kafka transaction, then the store, then the Pebble
+// batch. next is the input offset the state reaches. With
 // stream.store_write: early the vectors go to the store first, before the
 // Kafka transaction: no commit then lies between an event and its features
 // in the store, and a transaction that fails after that write shows there
@@ -184,6 +184,24 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	if err := t.hook("after-txn-commit"); err != nil {
 		return err
 	}
+	// The store before the local state: the transaction is committed,
+	// so its results may be read, and the local state's commit (synced
+	// once a second) stays off the path from an event to its features. A
+	// crash between the two is what a crash before the local commit always
+	// was: the reopened task restores the transaction from the changelog
+	// and writes its entities to the store again (pending).
+	if early {
+		if err := t.writeMembership(ctx, x); err != nil {
+			return err
+		}
+	} else {
+		if err := t.writeStore(ctx, x); err != nil {
+			return err
+		}
+		if err := t.hook("after-store-write"); err != nil {
+			return err
+		}
+	}
 	t.mu.Lock()
 	t.meta.next, t.meta.changelog, t.meta.pending = next, off.Offset, x.pending
 	x.b.Set(pkMeta, t.meta.encode(), nil)
@@ -204,16 +222,6 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	if wo == pebble.Sync {
 		t.synced = time.Now()
 	}
-	if err := t.hook("after-pebble-commit"); err != nil {
-		return err
-	}
-	if early {
-		if err := t.writeMembership(ctx, x); err != nil {
-			return err
-		}
-	} else if err := t.writeStore(ctx, x); err != nil {
-		return err
-	}
 	if x.segEnter > 0 {
 		mSegmentChanges.WithLabelValues(segment.ChangeEnter).Add(float64(x.segEnter))
 	}
@@ -224,10 +232,7 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 		mTimerFires.Add(float64(x.timerFire))
 	}
 	t.written.Store(next)
-	if early {
-		return nil
-	}
-	return t.hook("after-store-write")
+	return t.hook("after-pebble-commit")
 }
 
 // writeStore writes x's updates to the online store, commit's last step.
