@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pulse-rt/pulse/event"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // A task whose commit failed after its Kafka transaction committed (the
@@ -47,17 +48,9 @@ func failedTaskCommitsNothingMore(t *testing.T, point string) {
 	got := e.partitionRecords(evs...)
 
 	bg := context.Background()
-	tk, err := p.openTask(bg, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fail.Store(true)
-	if err := tk.processBatch(bg, got, int64(len(got))); err == nil {
-		tk.close()
-		t.Fatal("the injected failure did not fail the batch")
-	}
+	tk := failBatch(t, p, got, &fail)
 	// The timer loop's next transaction, say.
-	err = tk.commit(bg, tk.newTxn(), tk.meta.next)
+	err := tk.commit(bg, tk.newTxn(), tk.meta.next)
 	tk.close()
 	if !errors.Is(err, errBroken) {
 		t.Fatalf("a commit after a failed one: %v, want errBroken", err)
@@ -84,4 +77,20 @@ func failedTaskCommitsNothingMore(t *testing.T, point string) {
 			t.Errorf("%s in the store after the reopen: orders_lifetime %v (%v), want 2", id, v.Features["orders_lifetime"], err)
 		}
 	}
+}
+
+// failBatch opens p's task of partition 0 and has it process recs with
+// *fail set, so that its hook fails the batch; the task is returned open.
+func failBatch(t *testing.T, p *Processor, recs []*kgo.Record, fail *atomic.Bool) *task {
+	t.Helper()
+	tk, err := p.openTask(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail.Store(true)
+	if err := tk.processBatch(context.Background(), recs, int64(len(recs))); err == nil {
+		tk.close()
+		t.Fatal("the injected failure did not fail the batch")
+	}
+	return tk
 }

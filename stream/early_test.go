@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/pulse-rt/pulse/config"
 )
 
@@ -45,16 +46,7 @@ func earlyStoreWrite(t *testing.T, mode string) {
 	}}, "")
 	got := e.partitionRecords(order("u0", "m0", t0.Add(-30*time.Minute), 10))
 
-	tk, err := p.openTask(bg, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fail.Store(true)
-	if err := tk.processBatch(bg, got, int64(len(got))); err == nil {
-		tk.close()
-		t.Fatal("the injected failure did not fail the batch")
-	}
-	tk.close()
+	failBatch(t, p, got, &fail).close()
 	early := mode == config.StoreWriteEarly
 	if atCommit.found != early || len(atCommit.hot) > 0 {
 		t.Fatalf("before the Kafka commit the store had u0: %v, hot members %v; want u0's vector there only with early writes, no member yet",
@@ -63,13 +55,21 @@ func earlyStoreWrite(t *testing.T, mode string) {
 
 	// The replay, 31 minutes later: the order is out of orders_1h.
 	e.clock.set(t0.Add(31 * time.Minute))
-	tk, err = p.openTask(bg, 0)
+	tk, err := p.openTask(bg, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tk.close()
+	stateCommits := func() uint64 {
+		return samples(mStateCommit.WithLabelValues("false").(prometheus.Histogram)) + samples(mStateCommit.WithLabelValues("true").(prometheus.Histogram))
+	}
+	stores, states := samples(mStoreWrite), stateCommits()
 	if err := tk.processBatch(bg, got, int64(len(got))); err != nil {
 		t.Fatal(err)
+	}
+	// The replay's commit is timed: its store write(s), its local state.
+	if samples(mStoreWrite) == stores || stateCommits() == states {
+		t.Error("the commit did not observe pulse_stream_store_write_seconds and pulse_stream_state_commit_seconds")
 	}
 	v, err := e.store.Get(bg, entity, "u0")
 	if err != nil || v.Features["orders_1h"] != float64(0) || v.Features["orders_lifetime"] != float64(1) {

@@ -123,9 +123,6 @@ type Processor struct {
 	records *event.Projection
 	// idopts are the identity rules (cfg.Identity).
 	idopts identity.Options
-	// early: a transaction's vectors go to the store before its Kafka
-	// commit (stream.store_write: early; see task.commit).
-	early bool
 
 	cl *kgo.Client
 
@@ -201,7 +198,6 @@ func New(cfg *config.Config, store featurestore.Store, opts Options) (*Processor
 		cfg: cfg, store: store, opts: opts, log: opts.Log,
 		features: set, segments: segs, names: names, featureNames: set.Names(), recordFeatures: segment.NewFeatures(names), records: event.NewProjection(reads, all),
 		idopts: identity.FromConfig(cfg.Identity),
-		early:  cfg.Stream.StoreWrite == config.StoreWriteEarly,
 		traits: traits, rfm: compileRFM(cfg, set.Names()),
 		tasks: map[int32]*task{}, reopen: map[int32]bool{},
 		progress: make(chan struct{}, 1),

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/rfm"
@@ -32,7 +33,9 @@ func TestRescoreResumesFromCursor(t *testing.T) {
 			// store after its commit (lateStore): a chunk that fails
 			// before it leaves the store as it was.
 			crash, early := strings.CutPrefix(crash, "early/")
-			st.p.early = early
+			if early {
+				st.p.cfg.Stream.StoreWrite = config.StoreWriteEarly
+			}
 			ctx := context.Background()
 			var recs []*kgo.Record
 			add := func(user string, at time.Time, revenue float64) {

@@ -561,6 +561,15 @@ func counterValue(c prometheus.Counter) float64 {
 	return m.GetCounter().GetValue()
 }
 
+// samples is how many observations histogram h holds.
+func samples(h prometheus.Metric) uint64 {
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		return 0
+	}
+	return m.GetHistogram().GetSampleCount()
+}
+
 func eventCounters() map[string]float64 {
 	out := map[string]float64{}
 	for _, r := range []string{"applied", "ignored", "duplicate", "late", "invalid"} {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/segment"
@@ -114,7 +115,7 @@ var errBroken = errors.New("earlier work of this task failed: it commits nothing
 // Kafka transaction: no commit then lies between an event and its features
 // in the store, and a transaction that fails after that write shows there
 // until the reopened task's replay writes the same entities again. The
-// member lists' changes still wait for the commit (writeMembership): the
+// member lists' changes still wait for the commit (membershipChanges): the
 // store keeps those lists by the changes it is told, and a replay at a
 // later processing time need not make the failed transaction's changes
 // again (a window slid meanwhile), so changes told early could stay wrong
@@ -137,9 +138,9 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	if t.workFailed.Load() {
 		return errBroken
 	}
-	early := t.p.early && !x.lateStore
+	early := t.p.cfg.Stream.StoreWrite == config.StoreWriteEarly && !x.lateStore
 	if early {
-		if err := t.writeVectors(ctx, x); err != nil {
+		if err := t.writeStore(ctx, x, vectorsOnly(x.updates), true); err != nil {
 			return err
 		}
 		if err := t.hook("after-store-write"); err != nil {
@@ -191,11 +192,11 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	// was: the reopened task restores the transaction from the changelog
 	// and writes its entities to the store again (pending).
 	if early {
-		if err := t.writeMembership(ctx, x); err != nil {
+		if err := t.writeStore(ctx, x, membershipChanges(x.updates), false); err != nil {
 			return err
 		}
 	} else {
-		if err := t.writeStore(ctx, x); err != nil {
+		if err := t.writeStore(ctx, x, x.updates, true); err != nil {
 			return err
 		}
 		if err := t.hook("after-store-write"); err != nil {
@@ -235,65 +236,47 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	return t.hook("after-pebble-commit")
 }
 
-// writeStore writes x's updates to the online store, commit's last step.
-func (t *task) writeStore(ctx context.Context, x *txn) error {
-	if len(x.updates) == 0 {
-		return nil
-	}
-	start := time.Now()
-	if err := t.p.store.Write(ctx, x.updates); err != nil {
-		return fmt.Errorf("cannot write the online store: %w", err)
-	}
-	mStoreWrite.Observe(time.Since(start).Seconds())
-	t.observeFreshness(x)
-	return nil
-}
-
-// writeVectors writes x's vectors without their segment changes: an early
-// store write, before the Kafka commit (writeMembership follows it).
-func (t *task) writeVectors(ctx context.Context, x *txn) error {
-	if len(x.updates) == 0 {
-		return nil
-	}
-	ups := make([]featurestore.Update, len(x.updates))
-	for i := range x.updates {
-		ups[i].Vector = x.updates[i].Vector
-	}
-	start := time.Now()
-	if err := t.p.store.Write(ctx, ups); err != nil {
-		return fmt.Errorf("cannot write the online store: %w", err)
-	}
-	mStoreWrite.Observe(time.Since(start).Seconds())
-	t.observeFreshness(x)
-	return nil
-}
-
-// writeMembership writes, after the Kafka commit, the updates of x that
-// change a segment membership: the same vectors again (the early write's),
-// now with their member list changes.
-func (t *task) writeMembership(ctx context.Context, x *txn) error {
-	var ups []featurestore.Update
-	for _, u := range x.updates {
-		if len(u.Enter)+len(u.Exit) > 0 {
-			ups = append(ups, u)
-		}
-	}
+// writeStore writes ups, of x, to the online store; fresh: they make x's
+// events readable (pulse_stream_event_to_store_seconds).
+func (t *task) writeStore(ctx context.Context, x *txn, ups []featurestore.Update, fresh bool) error {
 	if len(ups) == 0 {
 		return nil
 	}
+	start := time.Now()
 	if err := t.p.store.Write(ctx, ups); err != nil {
 		return fmt.Errorf("cannot write the online store: %w", err)
+	}
+	now := time.Now()
+	mStoreWrite.Observe(now.Sub(start).Seconds())
+	if fresh {
+		for _, r := range x.received {
+			mEventToStore.Observe(now.Sub(time.UnixMilli(r)).Seconds())
+		}
 	}
 	return nil
 }
 
-// observeFreshness records, once x's vectors are in the store, how long
-// after its receipt each event got there.
-func (t *task) observeFreshness(x *txn) {
-	now := time.Now()
-	for _, r := range x.received {
-		mEventToStore.Observe(now.Sub(time.UnixMilli(r)).Seconds())
+// vectorsOnly is ups without their segment changes: an early store write,
+// before the Kafka commit (membershipChanges follow it).
+func vectorsOnly(ups []featurestore.Update) []featurestore.Update {
+	out := make([]featurestore.Update, len(ups))
+	for i := range ups {
+		out[i].Vector = ups[i].Vector
 	}
+	return out
+}
+
+// membershipChanges are the updates of ups that change a segment
+// membership, written after the Kafka commit when the vectors went early:
+// the same vectors again, now with their member list changes.
+func membershipChanges(ups []featurestore.Update) []featurestore.Update {
+	var out []featurestore.Update
+	for _, u := range ups {
+		if len(u.Enter)+len(u.Exit) > 0 {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // countRecords adds a committed transaction's records, off (its __offset
