@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -58,9 +59,10 @@ type PeerOptions struct {
 	JVMOpts   []string // default -Xms512m -Xmx1g
 	// Events is the measured backlog, after Warm unmeasured events (JIT,
 	// group join, caches); defaults 1,000,000 and 100,000. Pulse's stream
-	// commits its group offsets after each batch, up to 100,000 records,
-	// and the backlog is timed between two samples of them: a smaller
-	// backlog is timed over a few batches only.
+	// commits its group offsets after its batches (up to 100,000 records
+	// each) at most every 100 ms, as the peer does, and the backlog is
+	// timed between two samples of them: a smaller backlog is timed over
+	// a few batches only.
 	Events, Warm int
 	Users        int // distinct user ids of the backlog; default 10,000
 	Partitions   int // of each events topic; default 4
@@ -92,6 +94,10 @@ type PeerOptions struct {
 	// StoreWrite is Pulse's stream.store_write; default committed. early
 	// writes Redis before each Kafka commit, as the peer does.
 	StoreWrite string
+	// CPUProfile, with RunPulse, is a file for a CPU profile of this
+	// process over Pulse's freshness phase (the load generator's share
+	// included).
+	CPUProfile string
 }
 
 // EnsureDefaults sets each zero field that has a default to it.
@@ -295,11 +301,18 @@ type PeerSide struct {
 	Events        int64
 	Wall, CPU     time.Duration
 	RedisCPU      time.Duration
+	BrokerCPU     time.Duration           // when the broker runs on this machine
 	FromStart     bool                    // the backlog was too small to time alone: start and join are in
 	Freshness     *hdrhistogram.Histogram // probe produced -> its vector in Redis
 	Probes        int64
 	Missing       int64
 	FreshnessLoad *Result
+	// The freshness phase's events (all produced, warm-up included) and
+	// the CPU time the system, the broker and Redis spent over it: what
+	// each costs at a steady rate, where the backlog's figures are at
+	// full speed.
+	FreshEvents                             int64
+	FreshCPU, FreshBrokerCPU, FreshRedisCPU time.Duration
 }
 
 // EventsPerSec is the backlog throughput.
@@ -313,8 +326,11 @@ func (s *PeerSide) CPUPerEvent() time.Duration {
 // PeerReport is what `pulse loadtest peer` measured.
 type PeerReport struct {
 	Pulse, KStreams *PeerSide
-	Users           int // compared
-	Mismatches      []string
+	// Broker is true when the broker's CPU was measured (it runs on this
+	// machine).
+	Broker     bool
+	Users      int // compared
+	Mismatches []string
 }
 
 // Peer runs the same events through Pulse's stream (in this process, the
@@ -332,6 +348,15 @@ func Peer(ctx context.Context, o PeerOptions, w io.Writer) (*PeerReport, error) 
 	defer rdb.Close()
 	redisCPU, closeCPU := RedisServerCPU(o.RedisAddr)
 	defer closeCPU()
+	rep := &PeerReport{}
+	m := peerMeters{redis: redisCPU, broker: func() time.Duration { return 0 }}
+	switch read, self, err := proccpu.LocalServer(o.Brokers[0]); {
+	case err != nil:
+		fmt.Fprintf(w, "the broker's CPU is not reported: %v\n", err)
+	case read != nil && !self:
+		rep.Broker = true
+		m.broker = func() time.Duration { d, _ := read(); return d }
+	}
 	base := time.Now()
 	how := "in this process"
 	if len(o.PulseCommand) > 0 {
@@ -339,9 +364,8 @@ func Peer(ctx context.Context, o PeerOptions, w io.Writer) (*PeerReport, error) 
 	}
 	fmt.Fprintf(w, "peer: %d+%d backlog events over %d users, %d partitions, then %.0f events/s for %s; brokers %s, redis %s; Pulse's stream %s (store_write %s), peer threads %d, %d CPUs\n",
 		o.Warm, o.Events, o.Users, o.Partitions, o.Rate, o.Duration, strings.Join(o.Brokers, ","), o.RedisAddr, how, o.StoreWrite, o.Threads, runtime.NumCPU())
-	rep := &PeerReport{}
 	for _, side := range []string{SidePulse, SideKStreams} {
-		s, err := peerTurn(ctx, o, side, base, rdb, redisCPU, w)
+		s, err := peerTurn(ctx, o, side, base, rdb, m, w)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", side, err)
 		}
@@ -363,8 +387,14 @@ func Peer(ctx context.Context, o PeerOptions, w io.Writer) (*PeerReport, error) 
 	return rep, nil
 }
 
+// peerMeters read the CPU time of the servers both sides use.
+type peerMeters struct {
+	redis  func() (time.Duration, error)
+	broker func() time.Duration // 0 when not measured
+}
+
 // peerTurn fills the side's topic, runs the side over it and measures.
-func peerTurn(ctx context.Context, o PeerOptions, side string, base time.Time, rdb *redis.Client, redisCPU func() (time.Duration, error), w io.Writer) (*PeerSide, error) {
+func peerTurn(ctx context.Context, o PeerOptions, side string, base time.Time, rdb *redis.Client, m peerMeters, w io.Writer) (*PeerSide, error) {
 	topic, group, _ := peerNames(o.Run, side)
 	dir, err := os.MkdirTemp("", "pulse-loadtest-peer-")
 	if err != nil {
@@ -455,9 +485,23 @@ func peerTurn(ctx context.Context, o PeerOptions, side string, base time.Time, r
 		cpu = func() time.Duration { d, _ := proccpu.Of(pid); return d }
 		stop = s
 	}
-	err = measureBacklog(sctx, o, cl, topic, group, int64(o.Warm), int64(total), cpu, redisCPU, res)
+	err = measureBacklog(sctx, o, cl, topic, group, int64(o.Warm), int64(total), cpu, m, res)
 	if err == nil && !o.NoFreshness && o.Duration > 0 {
-		err = measureFreshness(sctx, o, base, cl, topic, side, rdb, res)
+		snap := SnapStreamStats()
+		stopProfile := func() {}
+		if side == SidePulse && o.RunPulse != nil {
+			if stopProfile, err = StartCPUProfile(o.CPUProfile); err != nil {
+				return nil, err
+			}
+		}
+		err = measureFreshness(sctx, o, base, cl, topic, side, rdb, cpu, m, res)
+		stopProfile()
+		if err == nil && side == SidePulse && o.RunPulse != nil {
+			// The stream's own timings of this phase alone: the
+			// backlog's big batches would hide a stall in it.
+			fmt.Fprintf(w, "%s: the stream during the freshness phase:\n", side)
+			PrintStreamStatsSince(w, snap)
+		}
 	}
 	if err == nil {
 		// Every event produced is processed before the side stops: the
@@ -488,16 +532,17 @@ func peerTurn(ctx context.Context, o PeerOptions, side string, base time.Time, r
 // 20 ms: from the first sample at or past warm to the first at total, it
 // is the backlog's throughput and CPU. A backlog processed in one step
 // is timed from the side's start instead (FromStart).
-func measureBacklog(ctx context.Context, o PeerOptions, cl *kgo.Client, topic, group string, warm, total int64, cpu func() time.Duration, redisCPU func() (time.Duration, error), res *PeerSide) error {
+func measureBacklog(ctx context.Context, o PeerOptions, cl *kgo.Client, topic, group string, warm, total int64, cpu func() time.Duration, m peerMeters, res *PeerSide) error {
 	adm := kadm.NewClient(cl)
-	start, startCPU := time.Now(), cpu()
-	startRedisCPU, _ := redisCPU()
+	start, startCPU, startBroker := time.Now(), cpu(), m.broker()
+	startRedisCPU, _ := m.redis()
 	deadline := time.Now().Add(o.Timeout)
 	var (
 		started     bool
 		n0          int64
 		t0          time.Time
 		cpu0, rcpu0 time.Duration
+		broker0     time.Duration
 		last        int64
 	)
 	for {
@@ -518,17 +563,17 @@ func measureBacklog(ctx context.Context, o PeerOptions, cl *kgo.Client, topic, g
 			last = n
 			now := time.Now()
 			if !started && n >= warm {
-				started, n0, t0, cpu0 = true, n, now, cpu()
-				rcpu0, _ = redisCPU()
+				started, n0, t0, cpu0, broker0 = true, n, now, cpu(), m.broker()
+				rcpu0, _ = m.redis()
 			}
 			if started && n >= total {
-				rcpu, _ := redisCPU()
-				res.Events, res.Wall, res.CPU, res.RedisCPU = n-n0, now.Sub(t0), cpu()-cpu0, rcpu-rcpu0
+				rcpu, _ := m.redis()
+				res.Events, res.Wall, res.CPU, res.RedisCPU, res.BrokerCPU = n-n0, now.Sub(t0), cpu()-cpu0, rcpu-rcpu0, m.broker()-broker0
 				if res.Events == 0 {
 					// All of it in one step (a small backlog): time the
 					// whole turn, start and group join included.
 					res.FromStart = true
-					res.Events, res.Wall, res.CPU, res.RedisCPU = total, now.Sub(start), cpu()-startCPU, rcpu-startRedisCPU
+					res.Events, res.Wall, res.CPU, res.RedisCPU, res.BrokerCPU = total, now.Sub(start), cpu()-startCPU, rcpu-startRedisCPU, m.broker()-startBroker
 				}
 				return nil
 			}
@@ -573,7 +618,7 @@ func waitDrained(ctx context.Context, cl *kgo.Client, topic, group string, timeo
 
 // measureFreshness sends the open-loop phase to topic and times each
 // probe from its produce call to its key's existence in Redis.
-func measureFreshness(ctx context.Context, o PeerOptions, base time.Time, cl *kgo.Client, topic, side string, rdb *redis.Client, res *PeerSide) error {
+func measureFreshness(ctx context.Context, o PeerOptions, base time.Time, cl *kgo.Client, topic, side string, rdb *redis.Client, cpu func() time.Duration, m peerMeters, res *PeerSide) error {
 	key := func(user string) string { return PeerKey(o.Run, side, user) }
 	type probe struct {
 		key  string
@@ -663,7 +708,16 @@ func measureFreshness(ctx context.Context, o PeerOptions, base time.Time, cl *kg
 			time.Sleep(o.Poll)
 		}
 	}()
-	res.FreshnessLoad = OpenLoop(ctx, Options{Name: side + " produce", Rate: o.Rate / float64(o.Batch), Duration: o.Duration, Warmup: o.Warmup}, send)
+	cpu0, broker0 := cpu(), m.broker()
+	redis0, _ := m.redis()
+	var produced atomic.Int64
+	res.FreshnessLoad = OpenLoop(ctx, Options{Name: side + " produce", Rate: o.Rate / float64(o.Batch), Duration: o.Duration, Warmup: o.Warmup}, func(ctx context.Context, seq int64) (int, error) {
+		n, err := send(ctx, seq)
+		produced.Add(int64(n))
+		return n, err
+	})
+	redis1, _ := m.redis()
+	res.FreshEvents, res.FreshCPU, res.FreshBrokerCPU, res.FreshRedisCPU = produced.Load(), cpu()-cpu0, m.broker()-broker0, redis1-redis0
 	close(done)
 	<-polled
 	if res.FreshnessLoad.FirstErr != nil {
@@ -766,16 +820,35 @@ func printPeer(w io.Writer, o PeerOptions, rep *PeerReport) {
 	rcpu := func(s *PeerSide) float64 { return float64(s.RedisCPU.Nanoseconds()) / 1000 / float64(max(s.Events, 1)) }
 	fmt.Fprintf(w, "%-22s %14.2f %14.2f %9.2fx\n", "CPU-µs/event", cpu(p), cpu(k), cpu(p)/max(cpu(k), 1e-9))
 	fmt.Fprintf(w, "%-22s %14.2f %14.2f %9.2fx\n", "redis CPU-µs/event", rcpu(p), rcpu(k), rcpu(p)/max(rcpu(k), 1e-9))
+	bcpu := func(s *PeerSide) float64 {
+		return float64(s.BrokerCPU.Nanoseconds()) / 1000 / float64(max(s.Events, 1))
+	}
+	if rep.Broker {
+		fmt.Fprintf(w, "%-22s %14.2f %14.2f %9.2fx\n", "broker CPU-µs/event", bcpu(p), bcpu(k), bcpu(p)/max(bcpu(k), 1e-9))
+	}
 	if p.Freshness != nil && k.Freshness != nil {
 		for _, qq := range []float64{50, 99} {
 			a, b := p.Freshness.ValueAtQuantile(qq), k.Freshness.ValueAtQuantile(qq)
 			fmt.Fprintf(w, "%-22s %14s %14s %9.2fx\n", fmt.Sprintf("freshness p%.0f", qq), q(p.Freshness, qq), q(k.Freshness, qq), float64(a)/max(float64(b), 1))
 		}
 		fmt.Fprintf(w, "%-22s %14d %14d\n", "probes", p.Probes, k.Probes)
+		per := func(d time.Duration, s *PeerSide) float64 {
+			return float64(d.Nanoseconds()) / 1000 / float64(max(s.FreshEvents, 1))
+		}
+		fmt.Fprintf(w, "%-22s %14.2f %14.2f %9.2fx\n", "steady CPU-µs/event", per(p.FreshCPU, p), per(k.FreshCPU, k), per(p.FreshCPU, p)/max(per(k.FreshCPU, k), 1e-9))
+		if rep.Broker {
+			fmt.Fprintf(w, "%-22s %14.2f %14.2f %9.2fx\n", "steady broker CPU", per(p.FreshBrokerCPU, p), per(k.FreshBrokerCPU, k), per(p.FreshBrokerCPU, p)/max(per(k.FreshBrokerCPU, k), 1e-9))
+		}
+		fmt.Fprintf(w, "%-22s %14.2f %14.2f %9.2fx\n", "steady redis CPU", per(p.FreshRedisCPU, p), per(k.FreshRedisCPU, k), per(p.FreshRedisCPU, p)/max(per(k.FreshRedisCPU, k), 1e-9))
 		if p.Missing+k.Missing > 0 {
 			fmt.Fprintf(w, "%-22s %14d %14d\n", "missing after 10s", p.Missing, k.Missing)
 		}
 		fmt.Fprintf(w, "freshness: %.0f events/s in batches of %d, one probe (a new user) each, produced -> its key in Redis, polled every %s\n", o.Rate, o.Batch, o.Poll)
+		gen := ""
+		if len(o.PulseCommand) == 0 {
+			gen = " (Pulse's: this process, the load generator's share included)"
+		}
+		fmt.Fprintf(w, "steady: CPU over the freshness phase, warm-up included, per event produced in it: the system's process%s, the broker, redis-server\n", gen)
 	}
 	fmt.Fprintf(w, "agreement: %d users compared, %d differ\n", rep.Users, len(rep.Mismatches))
 }

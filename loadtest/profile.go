@@ -10,6 +10,7 @@ import (
 	"runtime/trace"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // StartCPUProfile writes a CPU profile of this process to file until stop
@@ -67,7 +68,35 @@ func StartTrace(file string) (stop func(), err error) {
 // PrintStreamStats prints the in-process stream's own timings of the run
 // (its histograms in this process's Prometheus registry), to tell where
 // the end-to-end time went.
-func PrintStreamStats(w io.Writer) {
+func PrintStreamStats(w io.Writer) { PrintStreamStatsSince(w, nil) }
+
+// StreamStats is a snapshot of this process's stream metrics, to print
+// one phase of a run alone (PrintStreamStatsSince).
+type StreamStats map[string]*dto.Metric
+
+// SnapStreamStats takes a snapshot of the stream's metrics now.
+func SnapStreamStats() StreamStats {
+	mfs, _ := prometheus.DefaultGatherer.Gather()
+	out := StreamStats{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			out[metricKey(mf.GetName(), m)] = m
+		}
+	}
+	return out
+}
+
+func metricKey(name string, m *dto.Metric) string {
+	for _, l := range m.GetLabel() {
+		name += "{" + l.GetName() + "=" + l.GetValue() + "}"
+	}
+	return name
+}
+
+// PrintStreamStatsSince prints what PrintStreamStats does, counting only
+// what was observed after the snapshot before (all of it when nil): a
+// phase's figures apart from a backlog's before it.
+func PrintStreamStatsSince(w io.Writer, before StreamStats) {
 	mfs, _ := prometheus.DefaultGatherer.Gather()
 	for _, mf := range mfs {
 		switch mf.GetName() {
@@ -75,14 +104,15 @@ func PrintStreamStats(w io.Writer) {
 			"pulse_stream_state_commit_seconds", "pulse_stream_store_write_seconds":
 		case "pulse_stream_txn_records_total":
 			for _, m := range mf.GetMetric() {
-				fmt.Fprintf(w, "%-40s %-24s %.0f\n", mf.GetName(), m.GetLabel()[0].GetValue(), m.GetCounter().GetValue())
+				v := m.GetCounter().GetValue() - before[metricKey(mf.GetName(), m)].GetCounter().GetValue()
+				fmt.Fprintf(w, "%-40s %-24s %.0f\n", mf.GetName(), m.GetLabel()[0].GetValue(), v)
 			}
 			continue
 		case "pulse_stream_timer_fires_total", "pulse_stream_rfm_rescored_total", "pulse_stream_segment_changes_total":
 			// Counters: the work besides the events' own.
 			var n float64
 			for _, m := range mf.GetMetric() {
-				n += m.GetCounter().GetValue()
+				n += m.GetCounter().GetValue() - before[metricKey(mf.GetName(), m)].GetCounter().GetValue()
 			}
 			fmt.Fprintf(w, "%-40s %.0f\n", mf.GetName(), n)
 			continue
@@ -90,27 +120,30 @@ func PrintStreamStats(w io.Writer) {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			h := m.GetHistogram()
-			if h.GetSampleCount() == 0 {
+			name := metricKey(mf.GetName(), m)
+			h, h0 := m.GetHistogram(), before[name].GetHistogram()
+			n := h.GetSampleCount() - h0.GetSampleCount()
+			if n == 0 {
 				continue
 			}
+			b0 := h0.GetBucket()
 			// The smallest bucket bounds holding 99% and all of the
 			// samples (a stall shows in the second).
 			p99, top := math.Inf(1), math.Inf(1)
-			for _, b := range h.GetBucket() {
-				if n := float64(b.GetCumulativeCount()); n >= 0.99*float64(h.GetSampleCount()) && math.IsInf(p99, 1) {
+			for i, b := range h.GetBucket() {
+				c := b.GetCumulativeCount()
+				if i < len(b0) {
+					c -= b0[i].GetCumulativeCount()
+				}
+				if float64(c) >= 0.99*float64(n) && math.IsInf(p99, 1) {
 					p99 = b.GetUpperBound()
 				}
-				if b.GetCumulativeCount() == h.GetSampleCount() {
+				if c == n {
 					top = b.GetUpperBound()
 					break
 				}
 			}
-			name := mf.GetName()
-			for _, l := range m.GetLabel() {
-				name += "{" + l.GetName() + "=" + l.GetValue() + "}"
-			}
-			fmt.Fprintf(w, "%-40s n %8d mean %10.4f p99 <= %g max <= %g\n", name, h.GetSampleCount(), h.GetSampleSum()/float64(h.GetSampleCount()), p99, top)
+			fmt.Fprintf(w, "%-40s n %8d mean %10.4f p99 <= %g max <= %g\n", name, n, (h.GetSampleSum()-h0.GetSampleSum())/float64(n), p99, top)
 		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -100,27 +99,16 @@ func brokerCPU(b *testing.B, brokers []string) func() time.Duration {
 	if len(brokers) == 0 {
 		return nil
 	}
-	host, port, err := net.SplitHostPort(brokers[0])
-	if err != nil {
-		b.Fatal(err)
-	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil
-	}
-	n, err := strconv.Atoi(port)
-	if err != nil {
-		b.Fatal(err)
-	}
-	pid, err := proccpu.Listening(n)
+	read, self, err := proccpu.LocalServer(brokers[0])
 	if err != nil {
 		b.Logf("the broker's CPU is not reported: %v", err)
 		return nil
 	}
-	if pid == os.Getpid() {
-		return nil // kfake, in this process: its CPU is in cpu-µs/event
+	if read == nil || self {
+		return nil // elsewhere, or kfake in this process: its CPU is in cpu-µs/event
 	}
 	return func() time.Duration {
-		d, err := proccpu.Of(pid)
+		d, err := read()
 		if err != nil {
 			b.Fatal(err)
 		}

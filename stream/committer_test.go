@@ -2,13 +2,16 @@ package stream
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // The group refuses every offset commit of the stream until it has read
@@ -64,5 +67,76 @@ func TestCommitAtAssignment(t *testing.T) {
 	second := e.processor(Options{}, "")
 	e.run(second)
 	e.waitCaughtUp(30*time.Second, second)
+	e.waitGroupProgress(t, 15*time.Second, -1)
+}
+
+// countCommits counts group's offset commit requests on c (kfake commits
+// them as usual).
+func countCommits(c *kfake.Cluster, group string) *atomic.Int64 {
+	var n atomic.Int64
+	c.ControlKey(int16(kmsg.OffsetCommit), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		if kreq.(*kmsg.OffsetCommitRequest).Group == group {
+			n.Add(1)
+		}
+		return nil, nil, false // kfake commits it; this function stays
+	})
+	return &n
+}
+
+// Records that come a few at a time make a batch each, and the committer
+// commits the group's offsets at most once a commitGap, not once a batch:
+// each commit is a write to __consumer_offsets on the broker. The offsets
+// still reach the end. Before, 40 batches made about 40 commits.
+func TestCommitterSpacesCommits(t *testing.T) {
+	e := newEnv(t, nil)
+	commits := countCommits(e.emb.Cluster(), e.cfg.Stream.Group)
+	p := e.processor(Options{commitGap: 300 * time.Millisecond}, "")
+	e.run(p)
+	e.waitCaughtUp(30*time.Second, p)
+	start, before := time.Now(), commits.Load()
+	batches := samples(mBatch)
+	for i := range 40 {
+		e.produce(eventRecord(t, order(fmt.Sprintf("u%d", i), fmt.Sprintf("m%d", i), t0.Add(-time.Hour), 10)))
+		time.Sleep(25 * time.Millisecond)
+	}
+	e.waitCaughtUp(30*time.Second, p)
+	e.waitGroupProgress(t, 15*time.Second, -1)
+	made, elapsed := commits.Load()-before, time.Since(start)
+	if n := samples(mBatch) - batches; n < 10 {
+		t.Fatalf("the 40 records made %v batches: the test needs many", n)
+	}
+	if most := int64(elapsed/(300*time.Millisecond)) + 2; made > most {
+		t.Errorf("%d offset commits in %s, want at most %d (one a commitGap)", made, elapsed.Round(time.Millisecond), most)
+	}
+}
+
+// The batches written since the committer's last commit are committed as
+// the processor stops: with a gap longer than the test, the first batch's
+// commit is the last until the stop.
+func TestCommitterCommitsAtStop(t *testing.T) {
+	e := newEnv(t, nil)
+	commits := countCommits(e.emb.Cluster(), e.cfg.Stream.Group)
+	p := e.processor(Options{commitGap: time.Hour}, "")
+	stop := e.run(p)
+	e.produce(eventRecord(t, order("u0", "m0", t0.Add(-time.Hour), 10)))
+	e.waitCaughtUp(30*time.Second, p)
+	for deadline := time.Now().Add(15 * time.Second); commits.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first batch's offset was not committed")
+		}
+	}
+	first := commits.Load()
+	var recs []*kgo.Record
+	for i := 1; i <= 40; i++ { // on every partition
+		recs = append(recs, eventRecord(t, order(fmt.Sprintf("u%d", i), fmt.Sprintf("m%d", i), t0.Add(-time.Hour), 10)))
+	}
+	e.produce(recs...)
+	e.waitCaughtUp(30*time.Second, p)
+	if n := commits.Load(); n != first {
+		t.Fatalf("%d offset commits within the gap, want none", n-first)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
 	e.waitGroupProgress(t, 15*time.Second, -1)
 }

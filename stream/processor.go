@@ -63,6 +63,8 @@ type Options struct {
 	hook func(point string, partition int32) error
 	// fs, in tests, is the tasks' file system (errorfs for disk faults).
 	fs vfs.FS
+	// commitGap, in tests, overrides commitGap.
+	commitGap time.Duration
 }
 
 // EnsureDefaults sets every unset (zero or negative) option to its
@@ -88,6 +90,9 @@ func (o *Options) EnsureDefaults() *Options {
 	}
 	if o.MemTableSize <= 0 {
 		o.MemTableSize = 32 << 20
+	}
+	if o.commitGap <= 0 {
+		o.commitGap = commitGap
 	}
 	return o
 }
@@ -419,68 +424,103 @@ func (p *Processor) process(ctx context.Context, fetches kgo.Fetches) error {
 }
 
 // committer commits the consumer group offsets the tasks reached, after
-// each batch they write, until ctx ends. Best effort, for lag in standard
-// tools: the truth is in Pebble and the changelog. A commit the group
-// refuses (during a rebalance: REBALANCE_IN_PROGRESS, a stale generation)
-// is tried again after commitRetry, so that an offset reached just before
-// a rebalance, on a partition that then gets no more records, is not left
-// uncommitted: its lag would stay up in every tool until more came.
+// the batches they write, until ctx ends. Best effort, for lag in standard
+// tools: the truth is in Pebble and the changelog. It commits at most once
+// every commitGap (each commit is a write to __consumer_offsets on the
+// broker: at one per batch, the small batches of a steady 10k events/s
+// made a fifth of the broker's CPU), and once more as it stops.
+// A commit the group refuses (during a rebalance: REBALANCE_IN_PROGRESS, a
+// stale generation) is tried again after commitRetry, so that an offset
+// reached just before a rebalance, on a partition that then gets no more
+// records, is not left uncommitted: its lag would stay up in every tool
+// until more came.
 func (p *Processor) committer(ctx context.Context) {
 	committed := map[int32]int64{}
 	var retry <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
+			// The batches written since the last commit.
+			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			p.commitOffsets(stopCtx, committed)
+			cancel()
 			return
 		case <-p.progress:
 		case <-retry:
 		}
 		retry = nil
-		commit := map[int32]kgo.EpochOffset{}
-		p.mu.Lock()
-		for part, t := range p.tasks {
-			if o := t.written.Load(); !t.failed && o != committed[part] {
-				commit[part] = kgo.EpochOffset{Epoch: -1, Offset: o}
-				committed[part] = o
-			}
+		made, failed := p.commitOffsets(ctx, committed)
+		if failed > 0 {
+			mCommitRetries.Add(float64(failed))
+			retry = time.After(commitRetry)
 		}
-		p.mu.Unlock()
-		if len(commit) == 0 {
+		if !made {
 			continue
 		}
-		done := make(chan struct{})
-		var failed []int32
-		p.cl.CommitOffsets(ctx, map[string]map[int32]kgo.EpochOffset{p.cfg.Kafka.Topics.Events: commit},
-			func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
-				defer close(done)
-				if err != nil {
-					for part := range commit {
-						failed = append(failed, part)
-					}
-					return
-				}
-				for _, t := range resp.Topics {
-					for _, r := range t.Partitions {
-						if r.ErrorCode != 0 {
-							failed = append(failed, r.Partition)
-						}
-					}
-				}
-			})
 		select {
-		case <-done:
+		case <-time.After(p.opts.commitGap):
 		case <-ctx.Done():
-			return
-		}
-		if len(failed) > 0 {
-			for _, part := range failed {
-				delete(committed, part)
-			}
-			mCommitRetries.Add(float64(len(failed)))
-			retry = time.After(commitRetry)
 		}
 	}
 }
+
+// commitOffsets commits the offsets the tasks reached that differ from
+// committed's, and records them there. made is false when there was
+// nothing to commit; failed is how many partitions' commits failed (those
+// are dropped from committed, to be made again).
+func (p *Processor) commitOffsets(ctx context.Context, committed map[int32]int64) (made bool, failed int) {
+	commit := map[int32]kgo.EpochOffset{}
+	p.mu.Lock()
+	for part, t := range p.tasks {
+		if o := t.written.Load(); !t.failed && o != committed[part] {
+			commit[part] = kgo.EpochOffset{Epoch: -1, Offset: o}
+			committed[part] = o
+		}
+	}
+	p.mu.Unlock()
+	if len(commit) == 0 {
+		return false, 0
+	}
+	done := make(chan struct{})
+	var refused []int32
+	p.cl.CommitOffsets(ctx, map[string]map[int32]kgo.EpochOffset{p.cfg.Kafka.Topics.Events: commit},
+		func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+			defer close(done)
+			if err != nil {
+				for part := range commit {
+					refused = append(refused, part)
+				}
+				return
+			}
+			for _, t := range resp.Topics {
+				for _, r := range t.Partitions {
+					if r.ErrorCode != 0 {
+						refused = append(refused, r.Partition)
+					}
+				}
+			}
+		})
+	select {
+	case <-done:
+	case <-ctx.Done():
+		// Not known to be made: the commit as the committer stops
+		// makes it again.
+		for part := range commit {
+			delete(committed, part)
+		}
+		return true, 0
+	}
+	for _, part := range refused {
+		delete(committed, part)
+	}
+	return true, len(refused)
+}
+
+// commitGap is the least time between two of the committer's commits:
+// lag tools read the group's offsets at most that much behind. Kafka
+// Streams commits its offsets every 100 ms under exactly-once too
+// (commit.interval.ms).
+const commitGap = 100 * time.Millisecond
 
 // commitRetry is how long the committer waits before it commits again the
 // offsets the group refused.
