@@ -46,6 +46,23 @@ func TestPeerAgrees(t *testing.T) {
 		if s.Probes == 0 || s.Missing != 0 || s.Freshness.TotalCount() != s.Probes {
 			t.Errorf("%s: %d probes seen, %d missing", s.Name, s.Probes, s.Missing)
 		}
+		// The freshness phase's cost: every event produced, and the
+		// CPU of the side, Redis and the broker (testenv's, on this
+		// machine) over it.
+		if want := int64(o.Rate * (o.Duration + o.Warmup).Seconds()); s.FreshEvents < want*9/10 || s.FreshEvents > want*11/10 {
+			t.Errorf("%s: %d events counted in the freshness phase, want about %d", s.Name, s.FreshEvents, want)
+		}
+		if s.FreshCPU <= 0 || s.FreshRedisCPU <= 0 || s.FreshBrokerCPU <= 0 || s.BrokerCPU <= 0 {
+			t.Errorf("%s: CPU not measured: freshness phase %s, its redis %s, its broker %s; the backlog's broker %s", s.Name, s.FreshCPU, s.FreshRedisCPU, s.FreshBrokerCPU, s.BrokerCPU)
+		}
+	}
+	if !rep.Broker {
+		t.Error("the broker's CPU was not measured: testenv's broker runs on this machine")
+	}
+	for _, want := range []string{"broker CPU-µs/event", "steady broker CPU", "the stream during the freshness phase", "pulse_stream_txn_seconds"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the output has no %q", want)
+		}
 	}
 
 	// The comparison is not vacuous: one peer value changed is one user
