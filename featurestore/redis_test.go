@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -277,5 +278,98 @@ func (p *freezingProxy) pipe(dst, src net.Conn) {
 		if err != nil {
 			return
 		}
+	}
+}
+
+// A Redis that lost writes keeps member lists the vectors disagree with;
+// RepairMembers puts them right from the vectors: a member put back, a
+// member taken out (of a configured list and of a list no segment uses
+// any more), and a member without a vector (expired, or lost) left alone.
+// A dry run only counts.
+func TestRedisRepairMembers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := openTestRedis(t, RedisOptions{})
+	write := func(id string, segs ...string) {
+		t.Helper()
+		if err := r.Write(ctx, []Update{{Vector: Vector{Entity: "user", ID: id, Segments: segs}, Enter: segs}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("u1", "a", "b")
+	write("u2", "a")
+	write("u3")
+	write("u4", "a")
+	// What a lost write leaves behind.
+	for _, cmd := range [][]any{
+		{"ZREM", r.segmentKey("user", "a"), "u1"}, // u1 entered a: lost
+		{"ZADD", r.segmentKey("user", "b"), 0, "u2"},
+		{"ZADD", r.segmentKey("user", "rfm:old"), 0, "u3"},
+		{"DEL", r.vectorKey("user", "u4")},
+	} {
+		if err := r.c.Do(ctx, cmd...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.Write(ctx, []Update{{Vector: Vector{Entity: "order", ID: "u2"}, Enter: []string{"b"}}}) // another entity's
+	members := func(seg string) []string {
+		t.Helper()
+		ids, _, err := r.SegmentMembers(ctx, "user", seg, "", 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	drifted := map[string][]string{"a": {"u2", "u4"}, "b": {"u1", "u2"}, "rfm:old": {"u3"}}
+	want := map[string][]string{"a": {"u1", "u2", "u4"}, "b": {"u1"}, "rfm:old": nil}
+
+	rep, err := r.RepairMembers(ctx, "user", true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Added != 1 || rep.Removed != 2 || rep.Vectors != 3 || rep.Lists != 3 {
+		t.Errorf("dry run: %+v, want 1 added, 2 removed, 3 vectors, 3 lists", rep)
+	}
+	for seg, ids := range drifted {
+		if got := members(seg); !slices.Equal(got, ids) {
+			t.Errorf("after a dry run, %s: %q, want %q as it was", seg, got, ids)
+		}
+	}
+	rep, err = r.RepairMembers(ctx, "user", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Added != 1 || rep.Removed != 2 {
+		t.Errorf("repair: %+v, want 1 added, 2 removed", rep)
+	}
+	for seg, ids := range want {
+		if got := members(seg); !slices.Equal(got, ids) {
+			t.Errorf("after the repair, %s: %q, want %q", seg, got, ids)
+		}
+	}
+	if ids, _, _ := r.SegmentMembers(ctx, "order", "b", "", 10); !slices.Equal(ids, []string{"u2"}) {
+		t.Errorf("another entity type's list: %q", ids)
+	}
+	if rep, err = r.RepairMembers(ctx, "user", false, nil); err != nil || rep.Added+rep.Removed != 0 {
+		t.Errorf("a second repair: %+v %v, want nothing to do", rep, err)
+	}
+}
+
+// fixMember decides from the vector as it is when it fixes, not as the
+// walk read it: here the vector changes between the two.
+func TestRedisRepairMemberReadsTheVectorAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := openTestRedis(t, RedisOptions{})
+	if err := r.Write(ctx, []Update{{Vector: Vector{Entity: "user", ID: "u1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	// The walk saw u1's vector name "a" (it did, before this write).
+	var rep RepairReport
+	if err := r.fixMember(ctx, "user", "u1", "a", false, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := r.SegmentCount(ctx, "user", "a"); n != 0 || rep.Added != 0 {
+		t.Errorf("u1 added to a (count %d, %+v) from a vector that no longer names it", n, rep)
 	}
 }

@@ -28,6 +28,8 @@ Usage:
   pulse backfill features|training-set|predict|verify -config FILE ...
                                   replay history through the same feature code as the stream
   pulse validate -config FILE     check a config and report every problem
+  pulse store repair -config FILE [-dry-run]
+                                  put Redis's segment member lists right from its vectors (after lost writes)
   pulse import events [-format segment|amplitude|posthog] [-mapping FILE] [-map field=column]... [-report FILE] FILE...
                                   CSV, JSON lines or Segment/Amplitude/PostHog exports (.gz, - for
                                   stdin) into events; exit code 2 when rows were refused (docs/import.md)
@@ -63,6 +65,7 @@ var commands = map[string]func(ctx context.Context, args []string) error{
 	"validate":     func(_ context.Context, args []string) error { return runValidate(args) },
 	"loadtest":     runLoadtest,
 	"import":       runImport,
+	"store":        runStore,
 }
 
 func main() {
