@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"errors"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -17,4 +20,23 @@ func TestUsageListsEveryCommand(t *testing.T) {
 			t.Errorf("usage does not list pulse loadtest %s", name)
 		}
 	}
+}
+
+// runBin runs the pulse binary bin in dir ("" = here) with args: its exit
+// code and its output (stdout and stderr together).
+func runBin(t *testing.T, bin, dir string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), out.String()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, out.String()
 }

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,22 +19,7 @@ func TestNewcomerErrors(t *testing.T) {
 	bin := testenv.BuildPulse(t)
 	native, _ := testenv.ClickHouse(t)
 	dir := t.TempDir()
-	run := func(args ...string) (int, string) {
-		t.Helper()
-		cmd := exec.Command(bin, args...)
-		cmd.Dir = dir
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		err := cmd.Run()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitCode(), out.String()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return 0, out.String()
-	}
+	run := func(args ...string) (int, string) { return runBin(t, bin, dir, args...) }
 	for _, c := range []struct {
 		args []string
 		want string

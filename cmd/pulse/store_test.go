@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -44,21 +41,7 @@ segments: [{name: buyers, rule: "orders_7d > 0"}]
 	if err := st.Write(ctx, []featurestore.Update{{Vector: featurestore.Vector{Entity: "user", ID: "u1", Segments: []string{"buyers"}}}}); err != nil {
 		t.Fatal(err)
 	}
-	run := func(args ...string) (int, string) {
-		t.Helper()
-		cmd := exec.Command(bin, args...)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		err := cmd.Run()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitCode(), out.String()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return 0, out.String()
-	}
+	run := func(args ...string) (int, string) { return runBin(t, bin, "", args...) }
 	members := func() []string {
 		ids, _, err := st.SegmentMembers(ctx, "user", "buyers", "", 10)
 		if err != nil {
