@@ -487,16 +487,18 @@ func peerTurn(ctx context.Context, o PeerOptions, side string, base time.Time, r
 	}
 	err = measureBacklog(sctx, o, cl, topic, group, int64(o.Warm), int64(total), cpu, m, res)
 	if err == nil && !o.NoFreshness && o.Duration > 0 {
-		snap := SnapStreamStats()
+		inProcess := side == SidePulse && o.RunPulse != nil
+		var snap StreamStats
 		stopProfile := func() {}
-		if side == SidePulse && o.RunPulse != nil {
+		if inProcess {
+			snap = SnapStreamStats()
 			if stopProfile, err = StartCPUProfile(o.CPUProfile); err != nil {
 				return nil, err
 			}
 		}
 		err = measureFreshness(sctx, o, base, cl, topic, side, rdb, cpu, m, res)
 		stopProfile()
-		if err == nil && side == SidePulse && o.RunPulse != nil {
+		if err == nil && inProcess {
 			// The stream's own timings of this phase alone: the
 			// backlog's big batches would hide a stall in it.
 			fmt.Fprintf(w, "%s: the stream during the freshness phase:\n", side)
