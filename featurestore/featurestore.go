@@ -113,6 +113,23 @@ type Store interface {
 	Close() error
 }
 
+// Marked is a store that can lose writes it acknowledged (Redis: a
+// failover to a replica that had not received them, a restart from an
+// older snapshot, a FLUSHALL) and tells its writers so. With each batch a
+// writer sets its mark, a number that grows with its writes, and learns the
+// mark the store held before: lower than the one it last set means the
+// store lost what came after that one. The store applies a batch's updates
+// and then its mark in order, and keeps that order through replication and
+// restarts, so a mark the store still has vouches for every update before
+// it.
+type Marked interface {
+	// WriteMarked applies batch as Write does, then sets writer's mark to
+	// mark; prev is the mark it replaced (found false: there was none).
+	WriteMarked(ctx context.Context, batch []Update, writer string, mark int64) (prev int64, found bool, err error)
+}
+
+var _ Marked = (*Redis)(nil)
+
 // CacheReporter is a store with an in-memory cache in front of it (Pebble,
 // Redis) that counts what the cache answered.
 type CacheReporter interface {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -216,17 +217,39 @@ func (r *Redis) GetMany(ctx context.Context, entity string, ids []string) ([]Vec
 // atomic (a pipeline, not MULTI, so it also suits Redis Cluster); a batch
 // that fails part way is replayed whole, which the idempotent commands allow.
 func (r *Redis) Write(ctx context.Context, batch []Update) error {
-	if err := checkBatch(batch); err != nil {
-		return err
+	_, _, err := r.write(ctx, batch, "", 0)
+	return err
+}
+
+// WriteMarked is Write with writer's mark set last in the same pipeline
+// (SET ... GET, Redis 6.2 and later): Redis executes, replicates and logs
+// a connection's commands in order, so a Redis that still has the mark has
+// every update before it.
+func (r *Redis) WriteMarked(ctx context.Context, batch []Update, writer string, mark int64) (prev int64, found bool, err error) {
+	if writer == "" {
+		return 0, false, errors.New("cannot write a mark: empty writer name")
 	}
-	if len(batch) == 0 {
-		return nil
+	return r.write(ctx, batch, writer, mark)
+}
+
+// markKey is the key of a writer's mark.
+func (r *Redis) markKey(writer string) string {
+	return r.prefix + "mark:" + writer
+}
+
+func (r *Redis) write(ctx context.Context, batch []Update, writer string, mark int64) (prev int64, found bool, err error) {
+	if err := checkBatch(batch); err != nil {
+		return 0, false, err
+	}
+	if len(batch) == 0 && writer == "" {
+		return 0, false, nil
 	}
 	// One buffer holds every encoded vector; each SET keeps a slice of it
 	// until the pipeline is sent (growing the buffer leaves earlier slices
 	// pointing at the old, unchanged array).
 	var buf []byte
-	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+	var old *redis.StatusCmd
+	_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i := range batch {
 			u := &batch[i]
 			e, id := u.Vector.Entity, u.Vector.ID
@@ -240,6 +263,9 @@ func (r *Redis) Write(ctx context.Context, batch []Update) error {
 				p.ZRem(ctx, r.segmentKey(e, seg), id)
 			}
 		}
+		if writer != "" {
+			old = p.SetArgs(ctx, r.markKey(writer), mark, redis.SetArgs{Get: true})
+		}
 		return nil
 	})
 	if r.near != nil {
@@ -252,10 +278,17 @@ func (r *Redis) Write(ctx context.Context, batch []Update) error {
 			r.near.rows.drop(appendVectorKey(kb[:0], r.prefix, v.Entity, v.ID))
 		}
 	}
-	if err != nil {
-		return fmt.Errorf("cannot write %d updates to redis: %w", len(batch), redisErr(err))
+	if err != nil && !(old != nil && errors.Is(err, redis.Nil) && errors.Is(old.Err(), redis.Nil)) {
+		return 0, false, fmt.Errorf("cannot write %d updates to redis: %w", len(batch), redisErr(err))
 	}
-	return nil
+	if old == nil || errors.Is(old.Err(), redis.Nil) {
+		return 0, false, nil
+	}
+	prev, err = strconv.ParseInt(old.Val(), 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("cannot read the mark of %s: %q: %w", writer, old.Val(), err)
+	}
+	return prev, true, nil
 }
 
 // SegmentCount is the number of members of a segment (ZCARD).

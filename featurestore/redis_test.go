@@ -373,3 +373,41 @@ func TestRedisRepairMemberReadsTheVectorAgain(t *testing.T) {
 		t.Errorf("u1 added to a (count %d, %+v) from a vector that no longer names it", n, rep)
 	}
 }
+
+// WriteMarked sets the writer's mark after the batch and answers the one
+// it replaced: none at first, then the last one set, per writer; a Redis
+// that lost the mark (here deleted) answers none again.
+func TestRedisWriteMarked(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := openTestRedis(t, RedisOptions{})
+	write := func(writer string, mark int64) (int64, bool) {
+		t.Helper()
+		prev, found, err := r.WriteMarked(ctx, []Update{{Vector: Vector{Entity: "user", ID: "u1"}, Enter: []string{"s"}}}, writer, mark)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return prev, found
+	}
+	if _, found := write("p0", 7); found {
+		t.Fatal("a mark before the first")
+	}
+	if prev, found := write("p0", 9); !found || prev != 7 {
+		t.Fatalf("second write: prev %d (found %v), want 7", prev, found)
+	}
+	if _, found := write("p1", 3); found {
+		t.Fatal("another writer's mark answered")
+	}
+	if prev, found, err := r.WriteMarked(ctx, nil, "p0", 10); err != nil || !found || prev != 9 {
+		t.Fatalf("a write of the mark alone: %d %v %v, want 9", prev, found, err)
+	}
+	if err := r.c.Del(ctx, r.markKey("p0")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, found := write("p0", 11); found {
+		t.Fatal("a deleted mark answered")
+	}
+	if _, err := r.Get(ctx, "user", "u1"); err != nil {
+		t.Fatalf("the batch with the marks: %v", err)
+	}
+}

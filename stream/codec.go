@@ -37,15 +37,16 @@ const (
 
 // Keys of a task's Pebble database.
 var (
-	pkMeta   = []byte("m")
-	pkEntity = []byte("e/") // e/<id> -> due ms (8 bytes BE) + entity value
-	pkTimer  = []byte("t/") // t/<due ms BE><id> -> nothing
-	pkSeen   = []byte("d/") // d/<messageId> -> nothing
-	pkBatch  = []byte("s/") // s/<input offset BE>[<part BE uint32>] -> seenBatch (seenKey)
-	pkAlias  = []byte("a/") // a/<anonymousId> -> userId
-	pkActive = []byte("v/") // v/<fingerprint BE> -> activation offset (decimal)
-	pkSeeded = []byte("z/") // z/<fingerprint BE><id> -> the seed's Seen offset (varint)
-	pkUndec  = []byte("x/") // x/<fingerprint BE><uvarint len id><id><input offset BE> -> event
+	pkMeta         = []byte("m")
+	pkStoreRewrite = []byte("mw") // present: the online store lost writes; every entity is to be written again (rewriteAll)
+	pkEntity       = []byte("e/") // e/<id> -> due ms (8 bytes BE) + entity value
+	pkTimer        = []byte("t/") // t/<due ms BE><id> -> nothing
+	pkSeen         = []byte("d/") // d/<messageId> -> nothing
+	pkBatch        = []byte("s/") // s/<input offset BE>[<part BE uint32>] -> seenBatch (seenKey)
+	pkAlias        = []byte("a/") // a/<anonymousId> -> userId
+	pkActive       = []byte("v/") // v/<fingerprint BE> -> activation offset (decimal)
+	pkSeeded       = []byte("z/") // z/<fingerprint BE><id> -> the seed's Seen offset (varint)
+	pkUndec        = []byte("x/") // x/<fingerprint BE><uvarint len id><id><input offset BE> -> event
 )
 
 func undecidedPrefix(fp uint64, id string) []byte {
@@ -159,6 +160,10 @@ type meta struct {
 	seedNext  int64    // next offset of the seeds topic partition to read
 	// resolvedNext is the next offset of the resolved topic partition.
 	resolvedNext int64
+	// storeMark is one more than the mark (a changelog offset) the last
+	// store write before this state's commit set in a Marked store; 0:
+	// none known (state restored from the changelog, or older builds).
+	storeMark int64
 }
 
 func (m *meta) encode() []byte {
@@ -167,7 +172,8 @@ func (m *meta) encode() []byte {
 	b = binary.LittleEndian.AppendUint64(b, m.segFP)
 	b = appendStrings(b, m.pending)
 	b = binary.AppendVarint(b, m.seedNext)
-	return binary.AppendVarint(b, m.resolvedNext)
+	b = binary.AppendVarint(b, m.resolvedNext)
+	return binary.AppendVarint(b, m.storeMark)
 }
 
 func decodeMeta(b []byte) (meta, error) {
@@ -182,6 +188,9 @@ func decodeMeta(b []byte) (meta, error) {
 	}
 	if len(r.b) > 0 { // written before identity resolution: 0
 		m.resolvedNext = r.varint()
+	}
+	if len(r.b) > 0 { // written before store marks: 0, none known
+		m.storeMark = r.varint()
 	}
 	if r.err {
 		return m, errCorrupt

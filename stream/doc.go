@@ -132,6 +132,22 @@
 // Dedupe lookups go through a Bloom filter of the seen ids in memory, so
 // an id never seen costs no Pebble read.
 //
+// # A store that loses writes
+//
+// With a featurestore.Marked store (Redis) every store write of a task sets
+// its partition's mark last (a changelog offset: the last committed
+// transaction's for an early write, the transaction's own after its
+// commit) and answers the mark it replaced. Redis keeps a connection's
+// commands in order through replication and restarts, so a mark below the
+// one the task last set means the store lost writes since (a failover to a
+// replica behind, an older snapshot, a FLUSHALL): the task records that in
+// its state (pkStoreRewrite) and its timer loop writes every entity and
+// merged id of the partition again with its whole membership
+// (rewriteAll), a chunk at a time under the work lock. The mark a task
+// last set is kept in its meta, so a loss while it was stopped is found by
+// its first write after the restart; a task restored from the changelog
+// alone has no mark to compare and finds only the next loss.
+//
 // # Timers
 //
 // Each entity's next windowed change (aggregate NextChange) is indexed in

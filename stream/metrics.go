@@ -67,6 +67,14 @@ var (
 		Help:    "Time to commit one transaction's Pebble batch to the task's local state, by whether it synced the write-ahead log (once a second).",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
 	}, []string{"synced"})
+	mStoreLost = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "pulse_stream_store_lost_writes_total",
+		Help: "Times a task's store write found the store's mark behind the last one it set: the online store (Redis) lost writes, and the task writes every entity again.",
+	})
+	mStoreRewritten = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "pulse_stream_store_rewritten_entities_total",
+		Help: "Entities written to the online store again after it lost writes.",
+	})
 	mStoreWrite = promauto.NewHistogram(prometheus.HistogramOpts{
 		Name:    "pulse_stream_store_write_seconds",
 		Help:    "Time to write one transaction's updates to the online store.",

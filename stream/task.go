@@ -98,6 +98,14 @@ type task struct {
 	// and the consumer group commit.
 	written atomic.Int64
 
+	// lastMark, under work, is the mark this task last set in a Marked
+	// store (a changelog offset its writes vouch for), -1 while unknown;
+	// storeLost says a write found the store's mark below it: the store
+	// lost writes, and the timer loop writes every entity again
+	// (rewriteAll).
+	lastMark  int64
+	storeLost atomic.Bool
+
 	stop chan struct{}
 	done chan struct{}
 
@@ -238,6 +246,7 @@ func (p *Processor) newTask(part int32) *task {
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		cache:    map[string]*entry{},
+		lastMark: -1,
 	}
 }
 
@@ -422,6 +431,13 @@ func (t *task) recover(ctx context.Context) error {
 	if err := t.syncRFM(); err != nil {
 		return err
 	}
+	t.lastMark = t.meta.storeMark - 1
+	if _, closer, err := t.db.Get(pkStoreRewrite); err == nil {
+		closer.Close()
+		t.storeLost.Store(true) // found before a crash, not done yet
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		return err
+	}
 	return t.rewritePending(ctx)
 }
 
@@ -480,9 +496,16 @@ func (t *task) rewritePending(ctx context.Context) error {
 	if len(t.meta.pending) == 0 {
 		return nil
 	}
+	return t.rewrite(ctx, t.meta.pending)
+}
+
+// rewrite writes the vectors of ids, as their state is now, to the store
+// with their whole membership: every segment they are in entered, every
+// other left, whatever the store held.
+func (t *task) rewrite(ctx context.Context, ids []string) error {
 	now := t.p.opts.Now()
 	var ups []featurestore.Update
-	for _, id := range t.meta.pending {
+	for _, id := range ids {
 		e, err := t.load(id)
 		if err != nil {
 			return err
@@ -510,7 +533,102 @@ func (t *task) rewritePending(ctx context.Context) error {
 		}
 		ups = append(ups, u)
 	}
-	return t.p.store.Write(ctx, ups)
+	return t.storeWrite(ctx, ups, t.meta.changelog)
+}
+
+// storeWrite writes ups to the store. A Marked store (Redis) also takes
+// mark, the changelog offset the write vouches for, and answers the mark
+// it held: one below the mark this task last set means the store lost
+// writes since (a failover to a replica that had not received them, a
+// restart from an older snapshot, a FLUSHALL). Vectors would heal at their
+// entities' next change, but member lists, kept by the changes the stream
+// tells the store, would not: the task then writes every entity again
+// (storeLost, rewriteAll).
+func (t *task) storeWrite(ctx context.Context, ups []featurestore.Update, mark int64) error {
+	ms, ok := t.p.store.(featurestore.Marked)
+	if !ok {
+		return t.p.store.Write(ctx, ups)
+	}
+	prev, found, err := ms.WriteMarked(ctx, ups, t.markName(), mark)
+	if err != nil {
+		return err
+	}
+	if t.lastMark >= 0 && (!found || prev < t.lastMark) && !t.storeLost.Load() {
+		held := "none"
+		if found {
+			held = strconv.FormatInt(prev, 10)
+		}
+		t.log.Warn("the online store lost writes (its mark is behind the last one this partition set): writing every entity of the partition again",
+			"store_mark", held, "last_mark", t.lastMark)
+		mStoreLost.Inc()
+		// Kept in the state, so a crash before the rewrite ends does not
+		// forget it.
+		if err := t.fault.Do(func() error { return t.db.Set(pkStoreRewrite, nil, pebble.Sync) }); err != nil {
+			return err
+		}
+		t.storeLost.Store(true)
+	}
+	t.lastMark = max(t.lastMark, mark)
+	return nil
+}
+
+// markName names the task's mark in the store.
+func (t *task) markName() string {
+	return "stream:" + t.topic + ":" + strconv.Itoa(int(t.partition))
+}
+
+// rewriteAll writes every entity of the partition (and every merged id's
+// pointer) to the store again, with its whole membership, after a write
+// found that the store lost writes (storeLost). It goes a chunk of
+// TimerChunk ids at a time, each under the work lock, so batches go on
+// between them; a write that fails leaves the rewrite to be started again.
+func (t *task) rewriteAll(ctx context.Context) error {
+	t.work.Lock()
+	ids, err := t.storedIDs()
+	t.work.Unlock()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), t.p.opts.TimerChunk)]
+		ids = ids[len(chunk):]
+		t.work.Lock()
+		err := t.rewrite(ctx, chunk)
+		t.work.Unlock()
+		if err != nil {
+			return err
+		}
+		mStoreRewritten.Add(float64(len(chunk)))
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	if err := t.fault.Do(func() error { return t.db.Delete(pkStoreRewrite, pebble.Sync) }); err != nil {
+		return err
+	}
+	t.storeLost.Store(false)
+	t.log.Info("online store rewritten after lost writes", "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// storedIDs lists the ids of the partition's stored entities and of the
+// merged ids that point to another.
+func (t *task) storedIDs() ([]string, error) {
+	var ids []string
+	for _, prefix := range [][]byte{pkEntity, pkAlias} {
+		it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+		if err != nil {
+			return nil, err
+		}
+		for it.First(); it.Valid(); it.Next() {
+			ids = append(ids, string(it.Key()[len(prefix):]))
+		}
+		if err := it.Close(); err != nil {
+			return nil, err
+		}
+	}
+	return ids, nil
 }
 
 // cacheEntities bounds a task's entity cache.
@@ -732,6 +850,15 @@ func (t *task) timerLoop() {
 			case <-t.stop:
 				return
 			case <-tick.C:
+			}
+		}
+		if due && t.storeLost.Load() {
+			// A rewrite the store refuses (Redis down again) is tried
+			// at the next tick; the batches fail the same way and
+			// reopen the task, which finds the rewrite still to do in
+			// its state (pkStoreRewrite).
+			if err := t.rewriteAll(ctx); err != nil && ctx.Err() == nil {
+				t.log.Warn("cannot write the online store again yet; trying at the next tick", "err", err)
 			}
 		}
 		var err error

@@ -140,7 +140,9 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	}
 	early := t.p.cfg.Stream.StoreWrite == config.StoreWriteEarly && !x.lateStore
 	if early {
-		if err := t.writeStore(ctx, x, vectorsOnly(x.updates), true); err != nil {
+		// The store's mark: the last committed transaction's, whose
+		// writes this one follows.
+		if err := t.writeStore(ctx, x, vectorsOnly(x.updates), true, t.meta.changelog); err != nil {
 			return err
 		}
 		if err := t.hook("after-store-write"); err != nil {
@@ -192,11 +194,11 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	// was: the reopened task restores the transaction from the changelog
 	// and writes its entities to the store again (pending).
 	if early {
-		if err := t.writeStore(ctx, x, membershipChanges(x.updates), false); err != nil {
+		if err := t.writeStore(ctx, x, membershipChanges(x.updates), false, off.Offset); err != nil {
 			return err
 		}
 	} else {
-		if err := t.writeStore(ctx, x, x.updates, true); err != nil {
+		if err := t.writeStore(ctx, x, x.updates, true, off.Offset); err != nil {
 			return err
 		}
 		if err := t.hook("after-store-write"); err != nil {
@@ -205,6 +207,7 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	}
 	t.mu.Lock()
 	t.meta.next, t.meta.changelog, t.meta.pending = next, off.Offset, x.pending
+	t.meta.storeMark = t.lastMark + 1
 	x.b.Set(pkMeta, t.meta.encode(), nil)
 	t.mu.Unlock()
 	// Synced once a second: a disk that refuses writes is heard of then
@@ -236,14 +239,14 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	return t.hook("after-pebble-commit")
 }
 
-// writeStore writes ups, of x, to the online store; fresh: they make x's
-// events readable (pulse_stream_event_to_store_seconds).
-func (t *task) writeStore(ctx context.Context, x *txn, ups []featurestore.Update, fresh bool) error {
+// writeStore writes ups, of x, to the online store, with mark (storeWrite);
+// fresh: they make x's events readable (pulse_stream_event_to_store_seconds).
+func (t *task) writeStore(ctx context.Context, x *txn, ups []featurestore.Update, fresh bool, mark int64) error {
 	if len(ups) == 0 {
 		return nil
 	}
 	start := time.Now()
-	if err := t.p.store.Write(ctx, ups); err != nil {
+	if err := t.storeWrite(ctx, ups, mark); err != nil {
 		return fmt.Errorf("cannot write the online store: %w", err)
 	}
 	now := time.Now()
