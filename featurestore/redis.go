@@ -222,9 +222,9 @@ func (r *Redis) Write(ctx context.Context, batch []Update) error {
 }
 
 // WriteMarked is Write with writer's mark set last in the same pipeline
-// (SET ... GET, Redis 6.2 and later): Redis executes, replicates and logs
-// a connection's commands in order, so a Redis that still has the mark has
-// every update before it.
+// (GETSET: every Redis has it, where SET ... GET needs 6.2). Redis
+// executes, replicates and logs a connection's commands in order, so a
+// Redis that still has the mark has every update before it.
 func (r *Redis) WriteMarked(ctx context.Context, batch []Update, writer string, mark int64) (prev int64, found bool, err error) {
 	if writer == "" {
 		return 0, false, errors.New("cannot write a mark: empty writer name")
@@ -248,7 +248,7 @@ func (r *Redis) write(ctx context.Context, batch []Update, writer string, mark i
 	// until the pipeline is sent (growing the buffer leaves earlier slices
 	// pointing at the old, unchanged array).
 	var buf []byte
-	var old *redis.StatusCmd
+	var old *redis.StringCmd
 	_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i := range batch {
 			u := &batch[i]
@@ -264,7 +264,7 @@ func (r *Redis) write(ctx context.Context, batch []Update, writer string, mark i
 			}
 		}
 		if writer != "" {
-			old = p.SetArgs(ctx, r.markKey(writer), mark, redis.SetArgs{Get: true})
+			old = p.GetSet(ctx, r.markKey(writer), mark)
 		}
 		return nil
 	})
