@@ -100,11 +100,11 @@ type task struct {
 
 	// lastMark, under work, is the mark this task last set in a Marked
 	// store (a changelog offset its writes vouch for), -1 while unknown;
-	// storeLost says a write found the store's mark below it: the store
-	// lost writes, and the timer loop writes every entity again
-	// (rewriteAll).
+	// storeLost counts the writes that found the store's mark below it
+	// since the last rewrite: the store lost writes, and the timer loop
+	// writes every entity again (rewriteAll).
 	lastMark  int64
-	storeLost atomic.Bool
+	storeLost atomic.Int64
 
 	stop chan struct{}
 	done chan struct{}
@@ -434,7 +434,7 @@ func (t *task) recover(ctx context.Context) error {
 	t.lastMark = t.meta.storeMark - 1
 	if _, closer, err := t.db.Get(pkStoreRewrite); err == nil {
 		closer.Close()
-		t.storeLost.Store(true) // found before a crash, not done yet
+		t.storeLost.Add(1) // found before a crash, not done yet
 	} else if !errors.Is(err, pebble.ErrNotFound) {
 		return err
 	}
@@ -553,7 +553,7 @@ func (t *task) storeWrite(ctx context.Context, ups []featurestore.Update, mark i
 	if err != nil {
 		return err
 	}
-	if t.lastMark >= 0 && (!found || prev < t.lastMark) && !t.storeLost.Load() {
+	if t.lastMark >= 0 && (!found || prev < t.lastMark) {
 		held := "none"
 		if found {
 			held = strconv.FormatInt(prev, 10)
@@ -566,7 +566,7 @@ func (t *task) storeWrite(ctx context.Context, ups []featurestore.Update, mark i
 		if err := t.fault.Do(func() error { return t.db.Set(pkStoreRewrite, nil, pebble.Sync) }); err != nil {
 			return err
 		}
-		t.storeLost.Store(true)
+		t.storeLost.Add(1)
 	}
 	t.lastMark = max(t.lastMark, mark)
 	return nil
@@ -581,8 +581,10 @@ func (t *task) markName() string {
 // pointer) to the store again, with its whole membership, after a write
 // found that the store lost writes (storeLost). It goes a chunk of
 // TimerChunk ids at a time, each under the work lock, so batches go on
-// between them; a write that fails leaves the rewrite to be started again.
+// between them; a write that fails, or a loss found again meanwhile,
+// leaves the rewrite to be started again.
 func (t *task) rewriteAll(ctx context.Context) error {
+	found := t.storeLost.Load()
 	t.work.Lock()
 	ids, err := t.storedIDs()
 	t.work.Unlock()
@@ -604,10 +606,14 @@ func (t *task) rewriteAll(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+	t.work.Lock()
+	defer t.work.Unlock()
+	if !t.storeLost.CompareAndSwap(found, 0) {
+		return nil // lost again meanwhile: once more, from the start
+	}
 	if err := t.fault.Do(func() error { return t.db.Delete(pkStoreRewrite, pebble.Sync) }); err != nil {
 		return err
 	}
-	t.storeLost.Store(false)
 	t.log.Info("online store rewritten after lost writes", "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
@@ -852,7 +858,7 @@ func (t *task) timerLoop() {
 			case <-tick.C:
 			}
 		}
-		if due && t.storeLost.Load() {
+		if due && t.storeLost.Load() > 0 {
 			// A rewrite the store refuses (Redis down again) is tried
 			// at the next tick; the batches fail the same way and
 			// reopen the task, which finds the rewrite still to do in
