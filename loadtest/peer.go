@@ -818,15 +818,17 @@ func printPeer(w io.Writer, o PeerOptions, rep *PeerReport) {
 	p, k := rep.Pulse, rep.KStreams
 	fmt.Fprintf(w, "\n%-22s %14s %14s %10s\n", "", "Pulse", "Kafka Streams", "ratio")
 	fmt.Fprintf(w, "%-22s %14.0f %14.0f %9.1fx\n", "backlog events/s", p.EventsPerSec(), k.EventsPerSec(), p.EventsPerSec()/max(k.EventsPerSec(), 1e-9))
-	cpu := func(s *PeerSide) float64 { return float64(s.CPU.Nanoseconds()) / 1000 / float64(max(s.Events, 1)) }
-	rcpu := func(s *PeerSide) float64 { return float64(s.RedisCPU.Nanoseconds()) / 1000 / float64(max(s.Events, 1)) }
-	fmt.Fprintf(w, "%-22s %14.2f %14.2f %9.2fx\n", "CPU-µs/event", cpu(p), cpu(k), cpu(p)/max(cpu(k), 1e-9))
-	fmt.Fprintf(w, "%-22s %14.2f %14.2f %9.2fx\n", "redis CPU-µs/event", rcpu(p), rcpu(k), rcpu(p)/max(rcpu(k), 1e-9))
-	bcpu := func(s *PeerSide) float64 {
-		return float64(s.BrokerCPU.Nanoseconds()) / 1000 / float64(max(s.Events, 1))
+	// cpuRow prints one CPU time per event of each side and their ratio.
+	cpuRow := func(name string, d func(*PeerSide) time.Duration, n func(*PeerSide) int64) {
+		a := float64(d(p).Nanoseconds()) / 1000 / float64(max(n(p), 1))
+		b := float64(d(k).Nanoseconds()) / 1000 / float64(max(n(k), 1))
+		fmt.Fprintf(w, "%-22s %14.2f %14.2f %9.2fx\n", name, a, b, a/max(b, 1e-9))
 	}
+	backlog := func(s *PeerSide) int64 { return s.Events }
+	cpuRow("CPU-µs/event", func(s *PeerSide) time.Duration { return s.CPU }, backlog)
+	cpuRow("redis CPU-µs/event", func(s *PeerSide) time.Duration { return s.RedisCPU }, backlog)
 	if rep.Broker {
-		fmt.Fprintf(w, "%-22s %14.2f %14.2f %9.2fx\n", "broker CPU-µs/event", bcpu(p), bcpu(k), bcpu(p)/max(bcpu(k), 1e-9))
+		cpuRow("broker CPU-µs/event", func(s *PeerSide) time.Duration { return s.BrokerCPU }, backlog)
 	}
 	if p.Freshness != nil && k.Freshness != nil {
 		for _, qq := range []float64{50, 99} {
@@ -834,14 +836,12 @@ func printPeer(w io.Writer, o PeerOptions, rep *PeerReport) {
 			fmt.Fprintf(w, "%-22s %14s %14s %9.2fx\n", fmt.Sprintf("freshness p%.0f", qq), q(p.Freshness, qq), q(k.Freshness, qq), float64(a)/max(float64(b), 1))
 		}
 		fmt.Fprintf(w, "%-22s %14d %14d\n", "probes", p.Probes, k.Probes)
-		per := func(d time.Duration, s *PeerSide) float64 {
-			return float64(d.Nanoseconds()) / 1000 / float64(max(s.FreshEvents, 1))
-		}
-		fmt.Fprintf(w, "%-22s %14.2f %14.2f %9.2fx\n", "steady CPU-µs/event", per(p.FreshCPU, p), per(k.FreshCPU, k), per(p.FreshCPU, p)/max(per(k.FreshCPU, k), 1e-9))
+		steady := func(s *PeerSide) int64 { return s.FreshEvents }
+		cpuRow("steady CPU-µs/event", func(s *PeerSide) time.Duration { return s.FreshCPU }, steady)
 		if rep.Broker {
-			fmt.Fprintf(w, "%-22s %14.2f %14.2f %9.2fx\n", "steady broker CPU", per(p.FreshBrokerCPU, p), per(k.FreshBrokerCPU, k), per(p.FreshBrokerCPU, p)/max(per(k.FreshBrokerCPU, k), 1e-9))
+			cpuRow("steady broker CPU", func(s *PeerSide) time.Duration { return s.FreshBrokerCPU }, steady)
 		}
-		fmt.Fprintf(w, "%-22s %14.2f %14.2f %9.2fx\n", "steady redis CPU", per(p.FreshRedisCPU, p), per(k.FreshRedisCPU, k), per(p.FreshRedisCPU, p)/max(per(k.FreshRedisCPU, k), 1e-9))
+		cpuRow("steady redis CPU", func(s *PeerSide) time.Duration { return s.FreshRedisCPU }, steady)
 		if p.Missing+k.Missing > 0 {
 			fmt.Fprintf(w, "%-22s %14d %14d\n", "missing after 10s", p.Missing, k.Missing)
 		}

@@ -29,14 +29,7 @@ import (
 // (pulse store repair) puts the list right from the vectors, with the
 // stream running.
 func TestRedisLostWriteRepairedFromVectors(t *testing.T) {
-	addr := testenv.Redis(t)
-	prefix := testenv.RedisKeyPrefix(t)
-	e := newEnv(t, nil)
-	store, err := featurestore.OpenRedis(config.Redis{Addr: addr, KeyPrefix: prefix}, featurestore.RedisOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	e, store, rdb, prefix := newRedisEnv(t)
 	p, err := New(e.cfg, store, Options{Now: e.clock.now})
 	if err != nil {
 		t.Fatal(err)
@@ -59,8 +52,6 @@ func TestRedisLostWriteRepairedFromVectors(t *testing.T) {
 		t.Fatalf("after the first order: hot %q, odd_orders %q", members("hot"), members("odd_orders"))
 	}
 	// Redis loses that write: as if it never came.
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	defer rdb.Close()
 	for _, cmd := range [][]any{
 		{"DEL", prefix + "v:" + entity + ":u1"},
 		{"ZREM", prefix + "s:" + entity + ":hot", "u1"},
@@ -115,18 +106,9 @@ func TestRedisLostWritesRewritten(t *testing.T) {
 }
 
 func redisLostWritesRewritten(t *testing.T, mode string, restart bool) {
-	addr := testenv.Redis(t)
-	prefix := testenv.RedisKeyPrefix(t)
-	e := newEnv(t, nil)
+	e, store, rdb, prefix := newRedisEnv(t)
 	e.cfg.Stream.StoreWrite = mode
 	e.cfg.DataDir = t.TempDir()
-	store, err := featurestore.OpenRedis(config.Redis{Addr: addr, KeyPrefix: prefix}, featurestore.RedisOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	defer rdb.Close()
 	ctx := context.Background()
 	start := func() (*Processor, func() error) {
 		p, err := New(e.cfg, store, Options{Now: e.clock.now})
@@ -216,15 +198,8 @@ func redisLostWritesRewritten(t *testing.T, mode string, restart bool) {
 // there (a crash came between the loss being found and the rewrite's end)
 // writes every entity again.
 func TestStoreRewriteResumesAfterRestart(t *testing.T) {
-	addr := testenv.Redis(t)
-	prefix := testenv.RedisKeyPrefix(t)
-	e := newEnv(t, nil)
+	e, store, rdb, prefix := newRedisEnv(t)
 	e.cfg.DataDir = t.TempDir()
-	store, err := featurestore.OpenRedis(config.Redis{Addr: addr, KeyPrefix: prefix}, featurestore.RedisOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 	ctx := context.Background()
 	p, err := New(e.cfg, store, Options{Now: e.clock.now})
 	if err != nil {
@@ -269,8 +244,6 @@ func TestStoreRewriteResumesAfterRestart(t *testing.T) {
 	if len(ids) == 0 {
 		t.Fatal("partition 0 holds no u")
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	defer rdb.Close()
 	for _, id := range ids {
 		if err := rdb.Del(ctx, prefix+"v:"+entity+":"+id).Err(); err != nil {
 			t.Fatal(err)
@@ -286,4 +259,21 @@ func TestStoreRewriteResumesAfterRestart(t *testing.T) {
 		_, found, err := store.GetMany(ctx, entity, ids)
 		return err == nil && !slices.Contains(found, false)
 	})
+}
+
+// newRedisEnv is a test's env (kfake) with a Redis online store on
+// testenv's redis-server under a key prefix of the test's own, and a plain
+// client of that server to change what the store holds behind its back.
+func newRedisEnv(t *testing.T) (e *env, store *featurestore.Redis, rdb *redis.Client, prefix string) {
+	addr := testenv.Redis(t)
+	prefix = testenv.RedisKeyPrefix(t)
+	e = newEnv(t, nil)
+	store, err := featurestore.OpenRedis(config.Redis{Addr: addr, KeyPrefix: prefix}, featurestore.RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	rdb = redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { rdb.Close() })
+	return e, store, rdb, prefix
 }

@@ -105,6 +105,7 @@ type task struct {
 	// writes every entity again (rewriteAll).
 	lastMark  int64
 	storeLost atomic.Int64
+	markName  string // the task's mark in the store: stream:<topic>:<partition>
 
 	stop chan struct{}
 	done chan struct{}
@@ -247,6 +248,7 @@ func (p *Processor) newTask(part int32) *task {
 		done:     make(chan struct{}),
 		cache:    map[string]*entry{},
 		lastMark: -1,
+		markName: "stream:" + p.cfg.Kafka.Topics.Events + ":" + strconv.Itoa(int(part)),
 	}
 }
 
@@ -549,7 +551,7 @@ func (t *task) storeWrite(ctx context.Context, ups []featurestore.Update, mark i
 	if !ok {
 		return t.p.store.Write(ctx, ups)
 	}
-	prev, found, err := ms.WriteMarked(ctx, ups, t.markName(), mark)
+	prev, found, err := ms.WriteMarked(ctx, ups, t.markName, mark)
 	if err != nil {
 		return err
 	}
@@ -570,11 +572,6 @@ func (t *task) storeWrite(ctx context.Context, ups []featurestore.Update, mark i
 	}
 	t.lastMark = max(t.lastMark, mark)
 	return nil
-}
-
-// markName names the task's mark in the store.
-func (t *task) markName() string {
-	return "stream:" + t.topic + ":" + strconv.Itoa(int(t.partition))
 }
 
 // rewriteAll writes every entity of the partition (and every merged id's
