@@ -133,6 +133,12 @@ type Stream struct {
 	// StoreWriteCommitted (default) once its Kafka transaction committed,
 	// StoreWriteEarly before it commits (fresher; see docs/config.md).
 	StoreWrite string `yaml:"store_write"`
+	// CommitInterval is how long a task keeps a transaction open for the
+	// fetches that follow its first, as Kafka Streams' commit.interval.ms:
+	// each fetch is processed at once, and one Kafka transaction and one
+	// local commit take them all. 0 (default) commits each fetch. See
+	// docs/config.md.
+	CommitInterval Duration `yaml:"commit_interval"`
 }
 
 // The stream.store_write values.

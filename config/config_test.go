@@ -199,3 +199,21 @@ func TestStreamStoreWrite(t *testing.T) {
 		t.Fatalf("store_write later: %v, want %s", err, want)
 	}
 }
+
+func TestStreamCommitInterval(t *testing.T) {
+	c, err := Parse([]byte("features:\n  - {name: n, agg: count}\n"), "p.yaml")
+	if err != nil || c.Stream.CommitInterval != 0 {
+		t.Fatalf("default commit_interval: %v, %v, want 0", err, c.Stream.CommitInterval)
+	}
+	c, err = Parse([]byte("stream:\n  commit_interval: 50ms\nfeatures:\n  - {name: n, agg: count}\n"), "p.yaml")
+	if err != nil || c.Stream.CommitInterval.D() != 50*time.Millisecond {
+		t.Fatalf("commit_interval 50ms: %v, %v", err, c.Stream.CommitInterval)
+	}
+	for _, v := range []string{"-1ms", "6s"} {
+		_, err = Parse([]byte("stream:\n  commit_interval: "+v+"\nfeatures:\n  - {name: n, agg: count}\n"), "p.yaml")
+		want := `p.yaml:2: stream.commit_interval: must be between 0 and 5s`
+		if err == nil || err.Error() != want {
+			t.Fatalf("commit_interval %s: %v, want %s", v, err, want)
+		}
+	}
+}

@@ -412,6 +412,12 @@ var checks = []check{
 		}
 		return ""
 	}},
+	{"stream.commit_interval", func(c *Config) string {
+		if d := c.Stream.CommitInterval.D(); d < 0 || d > 5*time.Second {
+			return "must be between 0 and 5s"
+		}
+		return ""
+	}},
 	{"store.backend", func(c *Config) string {
 		if c.Store.Backend != "pebble" && c.Store.Backend != "redis" {
 			return fmt.Sprintf("unknown backend %q (want pebble or redis)", c.Store.Backend)

@@ -194,7 +194,7 @@ func decodeAutoRecord(b []byte) (autoRecord, error) {
 // autoOf reads an entity's automatic record as values kept it before it
 // moved into them: under r/<id> (zero when none).
 func (t *task) autoOf(id string) (autoRecord, error) {
-	b, closer, err := t.db.Get(key(pkAuto, id))
+	b, closer, err := t.reader().Get(key(pkAuto, id))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return autoRecord{}, nil
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cockroachdb/pebble"
 	"github.com/pulse-rt/pulse/aggregate"
+	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -62,26 +63,74 @@ func (t *task) processBatch(ctx context.Context, recs []*kgo.Record, hwm int64) 
 
 // processTxn folds records into the state and commits them in one
 // transaction, all of them or a first part: it returns the records left
-// for the next one.
+// for the next one. With stream.commit_interval the transaction may stay
+// open for the fetches that follow (keepOpen): the records are processed,
+// and with early store writes their vectors written, but their commit
+// waits; the worker holds the work lock meanwhile (see task.open).
 func (t *task) processTxn(ctx context.Context, recs []*kgo.Record, hwm int64) (rest []*kgo.Record, err error) {
 	start := time.Now()
-	t.waiting.Add(1)
-	t.work.Lock()
-	t.waiting.Add(-1)
-	defer t.work.Unlock()
+	x := t.open
+	if x == nil {
+		t.waiting.Add(1)
+		t.work.Lock()
+		t.waiting.Add(-1)
+	}
+	kept := false // x stays open, and the work lock held, for the next fetch
+	defer func() {
+		if !kept {
+			if t.open != nil { // an error with a transaction open
+				t.open.abort()
+				t.open = nil
+			}
+			t.work.Unlock()
+		}
+	}()
 	defer t.failOnError(&err)
 	if err := t.fault.Err(); err != nil {
 		return nil, err // a flush or compaction met it: the task is reopened
 	}
-	recs, err = t.checkOffsets(ctx, recs, hwm)
-	if err != nil || len(recs) == 0 {
+	next := t.meta.next
+	if x != nil {
+		next = x.last + 1
+		if len(recs) > 0 && recs[0].Offset < next && hwm < next {
+			// The input log was reset while a transaction was open:
+			// commit it, then checkOffsets drops the state.
+			if err := t.commitOpen(ctx); err != nil {
+				return nil, err
+			}
+			x, next = nil, t.meta.next
+		}
+	}
+	recs, err = t.checkOffsets(ctx, recs, hwm, next)
+	if err != nil {
 		return nil, err
 	}
-	x := t.newTxn()
-	defer x.abort()
+	if len(recs) == 0 {
+		kept = x != nil // nothing new: the open transaction waits on
+		return nil, nil
+	}
+	if x == nil {
+		x = t.newTxn()
+		x.openAt = start
+		if t.p.cfg.Stream.CommitInterval > 0 {
+			// Open from the first fetch: every read of the batch path
+			// goes through its batch (reader), so a later fetch sees
+			// what the earlier ones wrote.
+			x.b.Close()
+			x.b = t.db.NewIndexedBatch()
+			t.open = x
+		}
+	}
+	defer func() {
+		if !kept {
+			x.abort()
+		}
+	}()
 	x.now = t.p.opts.Now()
 	x.seen = map[string]struct{}{}
 	x.links = map[string]string{}
+	x.touched = touchedSet{}
+	x.fetches++
 	// Timers due now fire first, in this transaction, as if the timer
 	// loop had fired just before the batch: a partition that receives
 	// events commits one transaction per batch rather than a timer's
@@ -118,7 +167,7 @@ func (t *task) processTxn(ctx context.Context, recs []*kgo.Record, hwm int64) (r
 		if err != nil {
 			return nil, err
 		}
-		if x.touched.idBytes >= maxTxnTouchedBytes && to < len(recs) {
+		if x.idBytes+x.touched.idBytes >= maxTxnTouchedBytes && to < len(recs) {
 			recs, rest = recs[:to], recs[to:]
 			break
 		}
@@ -127,14 +176,28 @@ func (t *task) processTxn(ctx context.Context, recs []*kgo.Record, hwm int64) (r
 	if err := t.emit(x, last); err != nil {
 		return nil, err
 	}
+	x.idBytes += x.touched.idBytes
+	x.last, x.hwm, x.records = last, hwm, x.records+len(recs)
 	if rode {
 		if err := t.hook("resolved-before-commit"); err != nil {
 			return nil, err
 		}
 	}
-	if err := t.commitBatch(ctx, x, last, hwm, start, len(recs)); err != nil {
+	if !rode && len(rest) == 0 && t.keepOpen(x) {
+		if err := t.writeEarly(ctx, x); err != nil {
+			return nil, err
+		}
+		mLag.WithLabelValues(t.lagLabel).Set(float64(max(0, hwm-last-1)))
+		mBatch.Observe(time.Since(start).Seconds())
+		mBatchSize.Observe(float64(len(recs)))
+		kept = true
+		return nil, nil
+	}
+	if err := t.commitBatch(ctx, x, hwm); err != nil {
 		return nil, err
 	}
+	mBatch.Observe(time.Since(start).Seconds())
+	mBatchSize.Observe(float64(len(recs)))
 	if rode {
 		mForwarded.Add(float64(x.counts.resolvedForwarded))
 		return rest, t.afterResolved()
@@ -142,12 +205,49 @@ func (t *task) processTxn(ctx context.Context, recs []*kgo.Record, hwm int64) (r
 	return rest, nil
 }
 
+// keepOpen reports whether x, an input batch's transaction that has just
+// taken a fetch, stays open for the next (stream.commit_interval): while
+// it is younger than the interval and far from the limits of one
+// transaction. Resolved records riding in it, or a fetch cut in parts,
+// commit it at once (see processTxn).
+func (t *task) keepOpen(x *txn) bool {
+	d := t.p.cfg.Stream.CommitInterval.D()
+	return d > 0 && time.Since(x.openAt) < d && x.idBytes < maxTxnTouchedBytes/2 && x.b.Len() < maxOpenBatchBytes
+}
+
+// maxOpenBatchBytes bounds the Pebble batch of a transaction kept open:
+// past it the transaction commits, however young.
+const maxOpenBatchBytes = 32 << 20
+
+// writeEarly writes the vectors of x's last fetch to the store before its
+// commit, with early store writes, when x stays open: its events are
+// readable at once, as when each fetch commits (commit writes the rest).
+func (t *task) writeEarly(ctx context.Context, x *txn) error {
+	if t.p.cfg.Stream.StoreWrite != config.StoreWriteEarly {
+		return nil
+	}
+	if err := t.writeStore(ctx, x, vectorsOnly(x.updates[x.early:]), true, t.meta.changelog); err != nil {
+		return err
+	}
+	x.early = len(x.updates)
+	x.received = x.received[:0]
+	return t.hook("after-store-write")
+}
+
+// commitOpen commits the transaction kept open (t.open), under the work
+// lock, and closes it whatever the outcome.
+func (t *task) commitOpen(ctx context.Context) error {
+	x := t.open
+	t.open = nil
+	defer x.abort()
+	return t.commitBatch(ctx, x, x.hwm)
+}
+
 // checkOffsets is the offsets stage: it detects a reset input log
 // (offsets going back past the state while the high watermark is behind
 // it too), drops the partition's state then, and returns the records the
 // state does not hold yet.
-func (t *task) checkOffsets(ctx context.Context, recs []*kgo.Record, hwm int64) ([]*kgo.Record, error) {
-	next := t.meta.next
+func (t *task) checkOffsets(ctx context.Context, recs []*kgo.Record, hwm, next int64) ([]*kgo.Record, error) {
 	if first := recs[0].Offset; first < next && hwm < next {
 		t.log.Warn("input log was reset (offsets went back): dropping the partition's state and resynchronising",
 			"topic", t.topic, "expected_offset", next, "got_offset", first)
@@ -155,12 +255,13 @@ func (t *task) checkOffsets(ctx context.Context, recs []*kgo.Record, hwm int64) 
 		if err := t.wipe(ctx); err != nil {
 			return nil, err
 		}
+		next = t.meta.next
 	} else if first > next && next > 0 {
 		t.log.Warn("input records skipped (retention deleted them before they were processed)", "from", next, "to", first)
 	}
 	// Records before next are in the state already (a fetch from before a
-	// seek); skip them.
-	for len(recs) > 0 && recs[0].Offset < t.meta.next {
+	// seek) or in the open transaction; skip them.
+	for len(recs) > 0 && recs[0].Offset < next {
 		recs = recs[1:]
 	}
 	return recs, nil
@@ -302,7 +403,7 @@ func (t *task) userOf(anon string, batch map[string]string) (string, error) {
 	if u, ok := batch[anon]; ok {
 		return u, nil
 	}
-	b, closer, err := t.db.Get(key(pkAlias, anon))
+	b, closer, err := t.reader().Get(key(pkAlias, anon))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return anon, nil
 	}
@@ -450,11 +551,15 @@ func (t *task) emitSeen(x *txn, last int64) {
 	flush()
 }
 
-// commitBatch commits x with the input offset after last (commit: the
-// Kafka transaction, Pebble, the store), then grows the seen filter when
-// it filled and records the batch's metrics.
-func (t *task) commitBatch(ctx context.Context, x *txn, last, hwm int64, start time.Time, n int) error {
-	if err := t.commit(ctx, x, last+1); err != nil {
+// commitBatch commits x, an input batch's transaction, with the input
+// offset after its last record (commit: the Kafka transaction, Pebble, the
+// store), then grows the seen filter when it filled and records the
+// batch's metrics; hwm is the partition's high watermark at its last fetch.
+func (t *task) commitBatch(ctx context.Context, x *txn, hwm int64) error {
+	if x.fetches > 1 {
+		x.pending = uniqueIDs(x.pending)
+	}
+	if err := t.commit(ctx, x, x.last+1); err != nil {
 		return err
 	}
 	if t.seen.full() {
@@ -474,10 +579,23 @@ func (t *task) commitBatch(ctx context.Context, x *txn, last, hwm int64, start t
 		mEvents.WithLabelValues("forwarded").Add(float64(c.forwarded))
 		mForwarded.Add(float64(c.forwarded))
 	}
-	mLag.WithLabelValues(t.lagLabel).Set(float64(max(0, hwm-last-1)))
-	mBatch.Observe(time.Since(start).Seconds())
-	mBatchSize.Observe(float64(n))
+	mLag.WithLabelValues(t.lagLabel).Set(float64(max(0, hwm-x.last-1)))
+	mTxnFetches.Observe(float64(x.fetches))
 	return nil
+}
+
+// uniqueIDs is ids without repeats, in the order first listed: the
+// entities of a transaction that took several fetches.
+func uniqueIDs(ids []string) []string {
+	seen := make(map[string]struct{}, len(ids))
+	out := ids[:0]
+	for _, id := range ids {
+		if _, ok := seen[id]; !ok {
+			seen[id] = struct{}{}
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // applyChunk is how many records processBatch decodes before applying

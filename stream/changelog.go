@@ -338,7 +338,7 @@ func (t *task) snapshot(ctx context.Context) error {
 // batch, alias, activation and seeded mark in Pebble.
 func (t *task) eachLocal(f func(k, v []byte) error) error {
 	for _, pre := range [][]byte{pkEntity, pkBatch, pkAlias, pkActive, pkSeeded, pkUndec, pkAuto} {
-		it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: pre, UpperBound: prefixEnd(pre)})
+		it, err := t.reader().NewIter(&pebble.IterOptions{LowerBound: pre, UpperBound: prefixEnd(pre)})
 		if err != nil {
 			return err
 		}

@@ -116,9 +116,14 @@ func personReference(t testing.TB, e *env, byPerson map[string][]*event.Event) *
 // segment change is on pulse.segments once, and every blocked identify
 // is a dead letter.
 func TestIdentityMergesAcrossPartitions(t *testing.T) {
-	for seed := range uint64(3) {
-		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+	for seed := range uint64(4) {
+		name, interval := fmt.Sprint("seed", seed), time.Duration(0)
+		if seed == 3 {
+			name, interval = name+"/commit_interval", 50*time.Millisecond
+		}
+		t.Run(name, func(t *testing.T) {
 			e := newEnv(t, nil)
+			e.cfg.Stream.CommitInterval = config.Duration(interval)
 			if e.cfg.Kafka.Partitions < 4 {
 				t.Fatalf("want 4+ partitions, have %d", e.cfg.Kafka.Partitions)
 			}
@@ -229,17 +234,26 @@ func TestIdentityKillMidMergeRealKafka(t *testing.T) {
 	// With early store writes the kill comes between a transaction's
 	// store write and its Kafka commit: the store shows what the replay
 	// must write again.
-	for _, c := range []struct{ mode, point string }{
-		{config.StoreWriteCommitted, "after-txn-commit"},
-		{config.StoreWriteEarly, "before-txn-commit"},
+	for _, c := range []struct {
+		mode, point string
+		interval    time.Duration
+	}{
+		{config.StoreWriteCommitted, "after-txn-commit", 0},
+		{config.StoreWriteEarly, "before-txn-commit", 0},
+		{config.StoreWriteEarly, "before-txn-commit", 100 * time.Millisecond},
 	} {
-		t.Run(c.mode, func(t *testing.T) { identityKillMidMerge(t, c.mode, c.point) })
+		name := c.mode
+		if c.interval > 0 {
+			name += "/commit_interval"
+		}
+		t.Run(name, func(t *testing.T) { identityKillMidMerge(t, c.mode, c.point, c.interval) })
 	}
 }
 
-func identityKillMidMerge(t *testing.T, storeWrite, killPoint string) {
+func identityKillMidMerge(t *testing.T, storeWrite, killPoint string, interval time.Duration) {
 	e := newEnv(t, testenv.Kafka(t))
 	e.cfg.Stream.StoreWrite = storeWrite
+	e.cfg.Stream.CommitInterval = config.Duration(interval)
 	recs, byPerson, _ := identityLoad(11, 8, 1500)
 	ref := personReference(t, e, byPerson)
 	var resolvedCommits, linkerCommits atomic.Int64

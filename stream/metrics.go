@@ -16,13 +16,18 @@ var (
 	}, []string{"partition"})
 	mBatch = promauto.NewHistogram(prometheus.HistogramOpts{
 		Name:    "pulse_stream_batch_seconds",
-		Help:    "Time to process one fetched batch of one partition, from decode to store write.",
+		Help:    "Time to process one fetched batch of one partition, from decode to store write (to its early store write when stream.commit_interval keeps its transaction open).",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 	})
 	mBatchSize = promauto.NewHistogram(prometheus.HistogramOpts{
 		Name:    "pulse_stream_batch_records",
 		Help:    "Records in one partition batch.",
 		Buckets: prometheus.ExponentialBuckets(1, 4, 9),
+	})
+	mTxnFetches = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "pulse_stream_txn_fetches",
+		Help:    "Partition batches one input transaction took (more than one with stream.commit_interval).",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 	})
 	mEventToStore = promauto.NewHistogram(prometheus.HistogramOpts{
 		Name:    "pulse_stream_event_to_store_seconds",

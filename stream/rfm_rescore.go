@@ -148,7 +148,7 @@ func (t *task) syncRFM() error {
 // with the recorded boundaries: a superset of what was queued, and
 // re-scoring an entity twice changes nothing.
 func (t *task) dropOldQueue() error {
-	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: pkRescoreOld, UpperBound: prefixEnd(pkRescoreOld)})
+	it, err := t.reader().NewIter(&pebble.IterOptions{LowerBound: pkRescoreOld, UpperBound: prefixEnd(pkRescoreOld)})
 	if err != nil {
 		return err
 	}
@@ -172,7 +172,7 @@ func (t *task) dropOldQueue() error {
 // last (nil when none): a task opens scoring with them, so a restart
 // never scores without boundaries, whatever the RFM topic says yet.
 func (t *task) storedBoundaries() (*rfm.Boundaries, error) {
-	b, closer, err := t.db.Get(pkRFMVersion)
+	b, closer, err := t.reader().Get(pkRFMVersion)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, nil
 	}
@@ -186,7 +186,7 @@ func (t *task) storedBoundaries() (*rfm.Boundaries, error) {
 // cursor is the re-score's cursor; ok is false when there is no re-score
 // to do.
 func (t *task) cursor() (c rescoreCursor, ok bool, err error) {
-	b, closer, err := t.db.Get(pkRescoreCursor)
+	b, closer, err := t.reader().Get(pkRescoreCursor)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return rescoreCursor{}, false, nil
 	}
@@ -237,7 +237,7 @@ func (t *task) rescore(ctx context.Context) (more bool, err error) {
 	if c.after != "" {
 		lower = append(key(pkEntity, c.after), 0)
 	}
-	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(pkEntity)})
+	it, err := t.reader().NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(pkEntity)})
 	if err != nil {
 		return false, err
 	}
@@ -248,7 +248,7 @@ func (t *task) rescore(ctx context.Context) (more bool, err error) {
 	if c.after != "" {
 		autoLower = append(key(pkAuto, c.after), 0)
 	}
-	autos, err := t.db.NewIter(&pebble.IterOptions{LowerBound: autoLower, UpperBound: prefixEnd(pkAuto)})
+	autos, err := t.reader().NewIter(&pebble.IterOptions{LowerBound: autoLower, UpperBound: prefixEnd(pkAuto)})
 	if err != nil {
 		return false, err
 	}

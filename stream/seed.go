@@ -38,7 +38,7 @@ var mSeeds = promauto.NewCounterVec(prometheus.CounterOpts{
 // loadActivations reads the activations of the local state.
 func (t *task) loadActivations() error {
 	t.act = map[uint64]int64{}
-	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: pkActive, UpperBound: prefixEnd(pkActive)})
+	it, err := t.reader().NewIter(&pebble.IterOptions{LowerBound: pkActive, UpperBound: prefixEnd(pkActive)})
 	if err != nil {
 		return err
 	}
@@ -252,7 +252,7 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) (err error) {
 // offset of the batch that saw it, -1 when unknown (stored by a version
 // that did not record it).
 func (t *task) seenAt(id string) (seen bool, at int64, err error) {
-	v, closer, err := t.db.Get(key(pkSeen, id))
+	v, closer, err := t.reader().Get(key(pkSeen, id))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, 0, nil
 	}
@@ -295,7 +295,7 @@ func (t *task) activatedAfter(at int64) []uint64 {
 func (t *task) crossCut(x *txn, id string, st *aggregate.State, ev *event.Event, r *kgo.Record, fps []uint64) (bool, error) {
 	var now []uint64
 	for _, fp := range fps {
-		v, closer, err := t.db.Get(seededKey(fp, id))
+		v, closer, err := t.reader().Get(seededKey(fp, id))
 		if err == nil {
 			seen, n := binary.Varint(v)
 			closer.Close()
@@ -320,7 +320,7 @@ func (t *task) crossCut(x *txn, id string, st *aggregate.State, ev *event.Event,
 // duplicates the seed left out (offset < c.Seen) and forgets them all.
 func (t *task) settle(x *txn, e *entry, c aggregate.SeedCut) (changed bool, err error) {
 	pre := undecidedPrefix(c.Fingerprint, e.id)
-	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: pre, UpperBound: prefixEnd(pre)})
+	it, err := t.reader().NewIter(&pebble.IterOptions{LowerBound: pre, UpperBound: prefixEnd(pre)})
 	if err != nil {
 		return false, err
 	}

@@ -20,13 +20,16 @@ import (
 // A real `pulse stream` process is killed with SIGKILL during a load and
 // started again: the features equal the reference and every segment
 // change is on pulse.segments once.
+// With stream.commit_interval too: the kill then often drops a
+// transaction kept open across fetches.
 func TestSIGKILLPulseStream(t *testing.T) {
 	for _, mode := range []string{config.StoreWriteCommitted, config.StoreWriteEarly} {
-		t.Run(mode, func(t *testing.T) { sigkillPulseStream(t, mode) })
+		t.Run(mode, func(t *testing.T) { sigkillPulseStream(t, mode, "") })
 	}
+	t.Run(config.StoreWriteEarly+"/commit_interval", func(t *testing.T) { sigkillPulseStream(t, config.StoreWriteEarly, "100ms") })
 }
 
-func sigkillPulseStream(t *testing.T, storeWrite string) {
+func sigkillPulseStream(t *testing.T, storeWrite, interval string) {
 	e := newEnv(t, testenv.Kafka(t))
 	dir := t.TempDir()
 	bin := testenv.BuildPulse(t)
@@ -42,7 +45,11 @@ store: {backend: pebble, path: %s}
 %s
 `, filepath.Join(dir, "data"), e.brokers[0], tp.Events, tp.Invalid, tp.Segments, tp.State, tp.Events+".predictions", tp.Seeds, tp.Activations, storePath,
 		testConfig[len("\n"):])
-	yaml = replaceOnce(yaml, "stream:\n", fmt.Sprintf("stream:\n  group: %s\n  listen: %q\n  store_write: %s\n", e.cfg.Stream.Group, listen, storeWrite))
+	stream := fmt.Sprintf("stream:\n  group: %s\n  listen: %q\n  store_write: %s\n", e.cfg.Stream.Group, listen, storeWrite)
+	if interval != "" {
+		stream += "  commit_interval: " + interval + "\n"
+	}
+	yaml = replaceOnce(yaml, "stream:\n", stream)
 	if err := os.WriteFile(cfgFile, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}

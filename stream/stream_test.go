@@ -224,15 +224,19 @@ func TestRestartResumes(t *testing.T) {
 // and is reopened, or the whole processor dies and a new one starts.
 // Final features equal the reference and every segment change is on the
 // topic exactly once.
+// With stream.commit_interval the same, a transaction kept open across
+// fetches.
 func TestCrashAtRandomPoints(t *testing.T) {
 	for _, mode := range []string{config.StoreWriteCommitted, config.StoreWriteEarly} {
-		t.Run(mode, func(t *testing.T) { crashAtRandomPoints(t, mode) })
+		t.Run(mode, func(t *testing.T) { crashAtRandomPoints(t, mode, 0) })
+		t.Run(mode+"/commit_interval", func(t *testing.T) { crashAtRandomPoints(t, mode, 150*time.Millisecond) })
 	}
 }
 
-func crashAtRandomPoints(t *testing.T, storeWrite string) {
+func crashAtRandomPoints(t *testing.T, storeWrite string, interval time.Duration) {
 	e := newEnv(t, nil)
 	e.cfg.Stream.StoreWrite = storeWrite
+	e.cfg.Stream.CommitInterval = config.Duration(interval)
 	ref := newReference(t, e.cfg)
 	recs := loadInto(ref, 3, 40, 6000)
 	rng := rand.New(rand.NewPCG(3, 3))     // the test's choices
@@ -252,10 +256,20 @@ func crashAtRandomPoints(t *testing.T, storeWrite string) {
 		}
 		return nil
 	}
+	txns, fetches := histogram(mTxnFetches)
 	p := e.processor(Options{hook: hook, MaxPollRecords: 200}, "")
 	stop := e.run(p)
 	for i := 0; i < len(recs); i += 500 {
-		e.produce(recs[i:min(i+500, len(recs))]...)
+		chunk := recs[i:min(i+500, len(recs))]
+		if interval > 0 {
+			// A trickle: fetches that come while a transaction is open.
+			for j := 0; j < len(chunk); j += 100 {
+				e.produce(chunk[j:min(j+100, len(chunk))]...)
+				time.Sleep(10 * time.Millisecond)
+			}
+		} else {
+			e.produce(chunk...)
+		}
 		e.tryCatchUp(time.Second, p)
 		// Sometimes restart the processor (it may also have died).
 		if rng.IntN(3) == 0 {
@@ -273,6 +287,11 @@ func crashAtRandomPoints(t *testing.T, storeWrite string) {
 	t.Logf("injected crashes: %v", crashes)
 	if len(crashes) == 0 {
 		t.Fatal("no crash injected")
+	}
+	n, f := histogram(mTxnFetches)
+	t.Logf("%d input transactions took %.0f fetches", n-txns, f-fetches)
+	if interval > 0 && f-fetches <= float64(n-txns) {
+		t.Error("no transaction was kept open for a second fetch")
 	}
 	ref.check(t, e.store, e.clock.now())
 	final := segmentChanges(t, e)

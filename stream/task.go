@@ -68,9 +68,9 @@ type task struct {
 	sink  int64
 	// auto is the traits' and RFM's per-task state (auto.go).
 	auto
-	// cache keeps decoded entities across batches, as committed (a task
-	// whose commit fails is thrown away with its cache). Bounded by
-	// cacheEntities.
+	// cache keeps decoded entities across batches, as committed or in the
+	// open transaction (a task whose work or commit fails is thrown away
+	// with its cache). Bounded by cacheEntities.
 	cache    map[string]*entry
 	lagLabel string
 	// seen filters the dedupe lookups; see seenFilter.
@@ -93,6 +93,14 @@ type task struct {
 	// batch that takes the work lock first carries them (rideResolved).
 	resolvedMu   sync.Mutex
 	resolvedPend []*kgo.Record
+
+	// open is the input batch's transaction kept open for the fetches
+	// that follow (stream.commit_interval, processTxn), its Pebble batch
+	// indexed: reader reads through it. Only the worker keeps one open,
+	// and it holds the work lock until the transaction commits, so no
+	// other path (timers, resolved records, seeds, re-scores) ever meets
+	// one.
+	open *txn
 
 	// written is the input offset whose vectors are in the store: for lag
 	// and the consumer group commit.
@@ -320,17 +328,43 @@ func (t *task) enqueue(ctx context.Context, w taskWork) {
 
 // worker processes the queued batches until close. After a failure it
 // drops the rest: the task is reopened from its state and the consumer
-// seeks back to where the state ends.
+// seeks back to where the state ends. A transaction kept open
+// (stream.commit_interval) commits when its interval is up and no fetch
+// came to close it; at close it is dropped, as a crash would drop it.
 func (t *task) worker() {
 	defer close(t.workerDone)
+	var due *time.Timer
 	for {
 		var w taskWork
+		var fire <-chan time.Time
+		if t.open != nil {
+			d := time.Until(t.open.openAt.Add(t.p.cfg.Stream.CommitInterval.D()))
+			if due == nil {
+				due = time.NewTimer(d)
+			} else {
+				due.Reset(d)
+			}
+			fire = due.C
+		}
 		select {
 		case <-t.quit:
+			t.dropOpen()
 			return
 		case w = <-t.queue:
+		case <-fire:
+			if err := t.commitOpenUnlock(t.p.workCtx()); err != nil {
+				t.broken.Store(true)
+				t.p.taskFailed(t, err)
+				continue
+			}
+			t.p.signalProgress()
+			continue
+		}
+		if due != nil {
+			due.Stop()
 		}
 		if t.broken.Load() {
+			t.dropOpen()
 			continue
 		}
 		w = t.fold(w)
@@ -339,8 +373,42 @@ func (t *task) worker() {
 			t.p.taskFailed(t, err)
 			continue
 		}
-		t.p.signalProgress()
+		if t.open == nil {
+			t.p.signalProgress()
+		}
 	}
+}
+
+// commitOpenUnlock commits the transaction the worker kept open and
+// releases the work lock it held for it.
+func (t *task) commitOpenUnlock(ctx context.Context) (err error) {
+	defer t.work.Unlock()
+	defer t.failOnError(&err)
+	return t.commitOpen(ctx)
+}
+
+// dropOpen drops the transaction the worker kept open, if any, and
+// releases the work lock: nothing of it was committed, and the task's
+// in-memory entities hold its changes, so the task must not commit again
+// before it is reopened (close, or a failure).
+func (t *task) dropOpen() {
+	if t.open == nil {
+		return
+	}
+	t.open.abort()
+	t.open = nil
+	t.workFailed.Store(true)
+	t.work.Unlock()
+}
+
+// reader is what the task reads its local state from: the open
+// transaction's indexed batch while one is open (the batch path sees what
+// the transaction's earlier fetches wrote), else the database.
+func (t *task) reader() pebble.Reader {
+	if t.open != nil {
+		return t.open.b
+	}
+	return t.db
 }
 
 // fold appends to w the batches queued behind it (the poll loop fetched
@@ -389,7 +457,7 @@ func (t *task) hook(point string) error {
 // transaction's entities.
 func (t *task) recover(ctx context.Context) error {
 	has := false
-	if b, closer, err := t.db.Get(pkMeta); err == nil {
+	if b, closer, err := t.reader().Get(pkMeta); err == nil {
 		t.meta, err = decodeMeta(b)
 		closer.Close()
 		if err != nil {
@@ -434,7 +502,7 @@ func (t *task) recover(ctx context.Context) error {
 		return err
 	}
 	t.lastMark = t.meta.storeMark - 1
-	if _, closer, err := t.db.Get(pkStoreRewrite); err == nil {
+	if _, closer, err := t.reader().Get(pkStoreRewrite); err == nil {
 		closer.Close()
 		t.storeLost.Add(1) // found before a crash, not done yet
 	} else if !errors.Is(err, pebble.ErrNotFound) {
@@ -471,7 +539,7 @@ func (t *task) clearLocal() error {
 // scheduleAll puts every stored entity on the timer index as due now, so
 // the timer loop re-evaluates them against changed segment rules.
 func (t *task) scheduleAll(fp uint64) error {
-	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: pkEntity, UpperBound: prefixEnd(pkEntity)})
+	it, err := t.reader().NewIter(&pebble.IterOptions{LowerBound: pkEntity, UpperBound: prefixEnd(pkEntity)})
 	if err != nil {
 		return err
 	}
@@ -620,7 +688,7 @@ func (t *task) rewriteAll(ctx context.Context) error {
 func (t *task) storedIDs() ([]string, error) {
 	var ids []string
 	for _, prefix := range [][]byte{pkEntity, pkAlias} {
-		it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+		it, err := t.reader().NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 		if err != nil {
 			return nil, err
 		}
@@ -651,7 +719,7 @@ func (t *task) load(id string) (*entry, error) {
 			}
 		}
 	}
-	b, closer, err := t.db.Get(key(pkEntity, id))
+	b, closer, err := t.reader().Get(key(pkEntity, id))
 	if errors.Is(err, pebble.ErrNotFound) {
 		// An entity with no state has no automatic record either (it is
 		// part of the value; a record kept apart is deleted with the
@@ -810,7 +878,7 @@ func (t *task) stateRecord(k, v []byte) *kgo.Record {
 }
 
 func (t *task) has(k []byte) (bool, error) {
-	_, closer, err := t.db.Get(k)
+	_, closer, err := t.reader().Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
 	}
@@ -928,7 +996,7 @@ func (t *task) fire(ctx context.Context) (more bool, err error) {
 // reports that more were due.
 func (t *task) fireDue(x *txn, now time.Time, limit int) (n int, more bool, err error) {
 	p := t.p
-	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: pkTimer, UpperBound: timerKey(now.UnixMilli()+1, "")})
+	it, err := t.reader().NewIter(&pebble.IterOptions{LowerBound: pkTimer, UpperBound: timerKey(now.UnixMilli()+1, "")})
 	if err != nil {
 		return 0, false, err
 	}
@@ -987,7 +1055,7 @@ func beUint64(b []byte) uint64 {
 // purgeSeen forgets the message ids of batches seen before horizon, part
 // by part (each part's changelog key gets its tombstone).
 func (t *task) purgeSeen(x *txn, horizon int64) (bool, error) {
-	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: pkBatch, UpperBound: prefixEnd(pkBatch)})
+	it, err := t.reader().NewIter(&pebble.IterOptions{LowerBound: pkBatch, UpperBound: prefixEnd(pkBatch)})
 	if err != nil {
 		return false, err
 	}

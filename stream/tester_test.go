@@ -570,6 +570,15 @@ func samples(h prometheus.Metric) uint64 {
 	return m.GetHistogram().GetSampleCount()
 }
 
+// histogram is how many observations h holds, and their sum.
+func histogram(h prometheus.Metric) (uint64, float64) {
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		return 0, 0
+	}
+	return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+}
+
 func eventCounters() map[string]float64 {
 	out := map[string]float64{}
 	for _, r := range []string{"applied", "ignored", "duplicate", "late", "invalid"} {

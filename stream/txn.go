@@ -41,6 +41,16 @@ type txn struct {
 	links   map[string]string   // resolve: anonymousId -> userId made by this batch
 	touched touchedSet          // resolve: the entities the batch loaded, in order
 	counts  eventCounts         // apply: what became of the records, for metrics
+
+	// Of an input batch's transaction kept open across fetches
+	// (stream.commit_interval); with one fetch, that fetch's.
+	openAt  time.Time // when its first fetch began
+	fetches int       // the fetches it took
+	records int       // their records
+	last    int64     // the input offset of its last record
+	hwm     int64     // the high watermark at its last fetch
+	idBytes int       // the touched ids of its fetches before the last (maxTxnTouchedBytes)
+	early   int       // x.updates[:early] went to the store already (writeEarly)
 }
 
 // eventCounts are a batch's input records by result (mEvents).
@@ -142,7 +152,7 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	if early {
 		// The store's mark: the last committed transaction's, whose
 		// writes this one follows.
-		if err := t.writeStore(ctx, x, vectorsOnly(x.updates), true, t.meta.changelog); err != nil {
+		if err := t.writeStore(ctx, x, vectorsOnly(x.updates[x.early:]), true, t.meta.changelog); err != nil {
 			return err
 		}
 		if err := t.hook("after-store-write"); err != nil {
@@ -198,7 +208,11 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 			return err
 		}
 	} else {
-		if err := t.writeStore(ctx, x, x.updates, true, off.Offset); err != nil {
+		ups := x.updates
+		if x.fetches > 1 {
+			ups = lastVectors(ups)
+		}
+		if err := t.writeStore(ctx, x, ups, true, off.Offset); err != nil {
 			return err
 		}
 		if err := t.hook("after-store-write"); err != nil {
@@ -271,13 +285,55 @@ func vectorsOnly(ups []featurestore.Update) []featurestore.Update {
 
 // membershipChanges are the updates of ups that change a segment
 // membership, written after the Kafka commit when the vectors went early:
-// the same vectors again, now with their member list changes.
+// each with the last vector ups has for its entity, which the early write
+// left in the store (a transaction finishes an entity more than once when
+// a timer fires before its events, or when it was kept open for several
+// fetches), and with its member list changes.
 func membershipChanges(ups []featurestore.Update) []featurestore.Update {
 	var out []featurestore.Update
 	for _, u := range ups {
 		if len(u.Enter)+len(u.Exit) > 0 {
 			out = append(out, u)
 		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	last := make(map[string]int, len(out))
+	for _, u := range out {
+		last[u.Vector.ID] = -1
+	}
+	for i, u := range ups {
+		if _, ok := last[u.Vector.ID]; ok {
+			last[u.Vector.ID] = i
+		}
+	}
+	for i := range out {
+		out[i].Vector = ups[last[out[i].Vector.ID]].Vector
+	}
+	return out
+}
+
+// lastVectors is ups, of a transaction kept open for several fetches,
+// with one write of each entity's last vector: an update that changes no
+// membership and is not its entity's last is left out, and the others
+// (the changes, in their order) carry the last vector.
+func lastVectors(ups []featurestore.Update) []featurestore.Update {
+	last := make(map[string]int, len(ups))
+	for i, u := range ups {
+		last[u.Vector.ID] = i
+	}
+	if len(last) == len(ups) {
+		return ups
+	}
+	out := make([]featurestore.Update, 0, len(last))
+	for i, u := range ups {
+		j := last[u.Vector.ID]
+		if i != j && len(u.Enter)+len(u.Exit) == 0 {
+			continue
+		}
+		u.Vector = ups[j].Vector
+		out = append(out, u)
 	}
 	return out
 }

@@ -1,0 +1,162 @@
+package stream
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/segment"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// With stream.commit_interval a task keeps its transaction open across
+// fetches: each fetch is processed at once (with early store writes its
+// vectors are in the store at once), and one Kafka transaction and one
+// local commit take them all. A later fetch sees what the earlier ones
+// wrote (a duplicate of an earlier fetch's event is dropped, an entity's
+// count goes on); the member lists and the segment records wait for the
+// commit, each change once and in order; a transaction dropped at close is
+// replayed by the reopened task without counting anything twice.
+func TestCommitInterval(t *testing.T) {
+	for _, mode := range []string{config.StoreWriteCommitted, config.StoreWriteEarly} {
+		t.Run(mode, func(t *testing.T) { commitInterval(t, mode) })
+	}
+}
+
+func commitInterval(t *testing.T, mode string) {
+	e := newEnv(t, nil)
+	e.cfg.Stream.StoreWrite = mode
+	e.cfg.Stream.CommitInterval = config.Duration(time.Hour) // the test commits
+	early := mode == config.StoreWriteEarly
+	bg := context.Background()
+	var commits atomic.Int64
+	p := e.processor(Options{hook: func(at string, _ int32) error {
+		if at == "before-txn-commit" {
+			commits.Add(1)
+		}
+		return nil
+	}}, "")
+	at := func(m int) time.Time { return t0.Add(time.Duration(m-30) * time.Minute) }
+	// u1's order enters segments in the second fetch, its product view
+	// in the third changes none: the store must end with the vector of
+	// the third.
+	view := &event.Event{Type: event.Track, Event: "Product Viewed", UserID: "u1", MessageID: "v1",
+		Timestamp: at(4), Properties: map[string]any{"product_id": "p1"}}
+	recs := e.partitionRecords(order("u0", "m1", at(1), 10), order("u0", "m2", at(2), 10), order("u1", "m4", at(3), 10),
+		// m1 again: a duplicate of the first fetch's event.
+		order("u0", "m3", at(3), 10), view, order("u0", "m1", at(1), 10),
+		order("u0", "m5", at(5), 10))
+	fetches := [][]*kgo.Record{recs[:1], recs[1:3], recs[3:6]}
+	f4 := recs[6:]
+	tk, err := p.openTask(bg, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commits.Store(0) // opening committed the features' activation
+	before := eventCounters()
+	for i, f := range fetches {
+		if err := tk.processBatch(bg, f, int64(len(recs))); err != nil {
+			t.Fatal(err)
+		}
+		if tk.open == nil || commits.Load() != 0 {
+			t.Fatalf("after fetch %d: transaction open %v, %d commits; want it open, none", i+1, tk.open != nil, commits.Load())
+		}
+		v, err := e.store.Get(bg, entity, "u0")
+		if early != (err == nil) || early && v.Features["orders_lifetime"] != float64(min(i+1, 3)) {
+			t.Fatalf("after fetch %d (%s): u0 in the store %v (%v); want it there only with early writes, orders_lifetime %d",
+				i+1, mode, v.Features, err, min(i+1, 3))
+		}
+		if members, _, _ := e.store.SegmentMembers(bg, entity, "odd_orders", "", 10); len(members) > 0 {
+			t.Fatalf("after fetch %d: odd_orders members %v before the commit", i+1, members)
+		}
+	}
+	if err := tk.commitOpenUnlock(bg); err != nil {
+		t.Fatal(err)
+	}
+	after := eventCounters()
+	if commits.Load() != 1 || tk.open != nil {
+		t.Fatalf("%d commits, transaction open %v; want one commit of the three fetches", commits.Load(), tk.open != nil)
+	}
+	if got := after["applied"] - before["applied"]; got != 5 || after["duplicate"]-before["duplicate"] != 1 {
+		t.Errorf("applied %v, duplicate %v; want 5 and 1", got, after["duplicate"]-before["duplicate"])
+	}
+	last := fetches[2][2].Offset
+	if v, err := e.store.Get(bg, entity, "u1"); err != nil || v.Features["products_24h"] != float64(1) {
+		t.Errorf("u1: %v (%v), want products_24h 1 (the vector of its last fetch)", v.Features, err)
+	}
+	if tk.written.Load() != last+1 || tk.next() != last+1 {
+		t.Errorf("written %d, next %d; want %d", tk.written.Load(), tk.next(), last+1)
+	}
+	checkStore(t, e, map[string]float64{"u0": 3, "u1": 1}, map[string][]string{"odd_orders": {"u0", "u1"}, "buyers": {"u0"}})
+
+	// A fourth fetch, then a close before its commit: the reopened task
+	// replays it.
+	if err := tk.processBatch(bg, f4, int64(len(recs))); err != nil {
+		t.Fatal(err)
+	}
+	tk.close()
+	if commits.Load() != 1 {
+		t.Fatalf("%d commits; the close committed the open transaction", commits.Load())
+	}
+	tk, err = p.openTask(bg, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tk.close()
+	if tk.next() != last+1 {
+		t.Fatalf("reopened at %d, want %d", tk.next(), last+1)
+	}
+	if err := tk.processBatch(bg, f4, int64(len(recs))); err != nil {
+		t.Fatal(err)
+	}
+	if err := tk.commitOpenUnlock(bg); err != nil {
+		t.Fatal(err)
+	}
+	checkStore(t, e, map[string]float64{"u0": 4, "u1": 1}, map[string][]string{"odd_orders": {"u1"}, "buyers": {"u0"}})
+
+	// Each segment change on the topic once, in order.
+	var changes []string
+	for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.Segments) {
+		var rec segment.Record
+		if err := json.Unmarshal(r.Value, &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec.EntityID == "u0" && rec.Segment == "odd_orders" {
+			changes = append(changes, rec.Change)
+		}
+	}
+	if want := []string{"enter", "exit", "enter", "exit"}; !slices.Equal(changes, want) {
+		t.Errorf("u0's odd_orders changes on the topic %v, want %v", changes, want)
+	}
+}
+
+// checkStore checks each entity's orders_lifetime and its vector's
+// segments, and the member lists of segments.
+func checkStore(t *testing.T, e *env, lifetime map[string]float64, members map[string][]string) {
+	t.Helper()
+	bg := context.Background()
+	for id, n := range lifetime {
+		v, err := e.store.Get(bg, entity, id)
+		if err != nil || v.Features["orders_lifetime"] != n {
+			t.Errorf("%s: %v (%v), want orders_lifetime %v", id, v.Features, err, n)
+			continue
+		}
+		for seg, ids := range members {
+			if slices.Contains(v.Segments, seg) != slices.Contains(ids, id) {
+				t.Errorf("%s: vector's segments %v, want a member of %s: %v", id, v.Segments, seg, slices.Contains(ids, id))
+			}
+		}
+	}
+	for seg, want := range members {
+		got, _, err := e.store.SegmentMembers(bg, entity, seg, "", 10)
+		slices.Sort(got)
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("segment %s: members %v (%v), want %v", seg, got, err, want)
+		}
+	}
+}
