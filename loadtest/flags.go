@@ -120,6 +120,7 @@ func (o *PeerOptions) Flags(fl *flag.FlagSet, brokers *string) {
 	fl.IntVar(&o.Batch, "batch", o.Batch, "events per produce in the freshness phase (one of them the probe)")
 	fl.BoolVar(&o.NoFreshness, "no-freshness", false, "measure the backlog only")
 	fl.StringVar(&o.StoreWrite, "store-write", o.StoreWrite, "Pulse's stream.store_write: committed, or early (the store written before each Kafka commit, as the peer writes Redis)")
+	fl.DurationVar(&o.CommitInterval, "commit-interval", o.CommitInterval, "Pulse's stream.commit_interval: how long a transaction stays open for the fetches after its first (0: one per fetch; the peer commits every 100ms)")
 	fl.StringVar(&o.CPUProfile, "cpuprofile", "", "with -in-process: write a CPU profile of this process over Pulse's freshness phase to `FILE`")
 }
 

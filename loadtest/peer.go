@@ -94,6 +94,10 @@ type PeerOptions struct {
 	// StoreWrite is Pulse's stream.store_write; default committed. early
 	// writes Redis before each Kafka commit, as the peer does.
 	StoreWrite string
+	// CommitInterval is Pulse's stream.commit_interval; default 0 (a
+	// transaction per fetch). The peer commits every 100 ms (Kafka
+	// Streams' default under exactly-once).
+	CommitInterval time.Duration
 	// CPUProfile, with RunPulse, is a file for a CPU profile of this
 	// process over Pulse's freshness phase (the load generator's share
 	// included).
@@ -219,7 +223,7 @@ func peerConfigYAML(o PeerOptions, dataDir string) string {
 		fmt.Fprintf(&b, ", %s: %q", t, base+"."+t)
 	}
 	b.WriteString("}\n")
-	fmt.Fprintf(&b, "stream:\n  group: %q\n  listen: 127.0.0.1:0\n  store_write: %q\nidentity:\n  enabled: false\n", group, o.StoreWrite)
+	fmt.Fprintf(&b, "stream:\n  group: %q\n  listen: 127.0.0.1:0\n  store_write: %q\n  commit_interval: %s\nidentity:\n  enabled: false\n", group, o.StoreWrite, o.CommitInterval)
 	fmt.Fprintf(&b, "store:\n  backend: redis\nredis:\n  addr: %q\n  key_prefix: %q\n", o.RedisAddr, prefix)
 	b.WriteString("features:\n")
 	for _, f := range PeerFeatures {
@@ -362,8 +366,8 @@ func Peer(ctx context.Context, o PeerOptions, w io.Writer) (*PeerReport, error) 
 	if len(o.PulseCommand) > 0 {
 		how = "as `" + strings.Join(o.PulseCommand, " ") + "`"
 	}
-	fmt.Fprintf(w, "peer: %d+%d backlog events over %d users, %d partitions, then %.0f events/s for %s; brokers %s, redis %s; Pulse's stream %s (store_write %s), peer threads %d, %d CPUs\n",
-		o.Warm, o.Events, o.Users, o.Partitions, o.Rate, o.Duration, strings.Join(o.Brokers, ","), o.RedisAddr, how, o.StoreWrite, o.Threads, runtime.NumCPU())
+	fmt.Fprintf(w, "peer: %d+%d backlog events over %d users, %d partitions, then %.0f events/s for %s; brokers %s, redis %s; Pulse's stream %s (store_write %s, commit_interval %s), peer threads %d, %d CPUs\n",
+		o.Warm, o.Events, o.Users, o.Partitions, o.Rate, o.Duration, strings.Join(o.Brokers, ","), o.RedisAddr, how, o.StoreWrite, o.CommitInterval, o.Threads, runtime.NumCPU())
 	for _, side := range []string{SidePulse, SideKStreams} {
 		s, err := peerTurn(ctx, o, side, base, rdb, m, w)
 		if err != nil {

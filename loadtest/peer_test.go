@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pulse-rt/pulse/config"
 )
@@ -38,6 +39,13 @@ func TestPeerConfig(t *testing.T) {
 		t.Error(err)
 	} else if early.Stream.StoreWrite != config.StoreWriteEarly {
 		t.Errorf("-store-write early: store_write %q", early.Stream.StoreWrite)
+	}
+	if cfg.Stream.CommitInterval != 0 {
+		t.Errorf("commit_interval %v by default, want 0", cfg.Stream.CommitInterval)
+	}
+	o.CommitInterval = 100 * time.Millisecond
+	if c, err := PeerConfig(o, "/data"); err != nil || c.Stream.CommitInterval.D() != 100*time.Millisecond {
+		t.Errorf("-commit-interval 100ms: %v, %v", err, c.Stream.CommitInterval)
 	}
 	if cfg.Identity.Enabled == nil || *cfg.Identity.Enabled {
 		t.Error("identity linking is on: the peer does none")

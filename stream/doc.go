@@ -132,6 +132,27 @@
 // Dedupe lookups go through a Bloom filter of the seen ids in memory, so
 // an id never seen costs no Pebble read.
 //
+// # Transactions kept open across fetches
+//
+// With stream.commit_interval the worker keeps a batch's transaction open
+// (task.open) for the fetches that follow, until the interval since its
+// first is up (the worker's timer commits it then), until a fetch brings
+// resolved records or would pass the transaction's limits, or until it
+// fails. Each fetch goes through every stage at once; its Pebble writes go
+// into the transaction's indexed batch and every read of the batch path
+// goes through it (task.reader), so a fetch sees the earlier ones' seen
+// ids, entities, aliases and timers exactly as if they had committed. With
+// early store writes each fetch's vectors are written at its end
+// (writeEarly). The commit then is the ordinary one for all the fetches:
+// one Kafka transaction with every record, one Pebble batch, the store's
+// member list changes each with its entity's last vector. The worker holds
+// the work lock from the first fetch to the commit, so the timer, resolved
+// and re-score paths never see an open transaction (they wait up to the
+// interval), and the entity cache holding uncommitted changes is thrown
+// away with the task on any failure; a close drops the open transaction,
+// as a crash would, and marks the task failed so that nothing commits the
+// cache's uncommitted changes.
+//
 // # A store that loses writes
 //
 // With a featurestore.Marked store (Redis) every store write of a task sets

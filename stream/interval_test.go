@@ -57,6 +57,7 @@ func commitInterval(t *testing.T, mode string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	playWorker(tk)
 	commits.Store(0) // opening committed the features' activation
 	before := eventCounters()
 	for i, f := range fetches {
@@ -99,6 +100,7 @@ func commitInterval(t *testing.T, mode string) {
 	if err := tk.processBatch(bg, f4, int64(len(recs))); err != nil {
 		t.Fatal(err)
 	}
+	tk.dropOpen() // as the worker does at close
 	tk.close()
 	if commits.Load() != 1 {
 		t.Fatalf("%d commits; the close committed the open transaction", commits.Load())
@@ -107,6 +109,7 @@ func commitInterval(t *testing.T, mode string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	playWorker(tk)
 	defer tk.close()
 	if tk.next() != last+1 {
 		t.Fatalf("reopened at %d, want %d", tk.next(), last+1)
@@ -159,4 +162,13 @@ func checkStore(t *testing.T, e *env, lifetime map[string]float64, members map[s
 			t.Errorf("segment %s: members %v (%v), want %v", seg, got, err, want)
 		}
 	}
+}
+
+// playWorker stops tk's worker, so that the test calls processBatch in its
+// place: the worker alone touches a transaction kept open. The test then
+// calls dropOpen before close, as the worker would.
+func playWorker(tk *task) {
+	close(tk.quit)
+	<-tk.workerDone
+	tk.quit = make(chan struct{})
 }
