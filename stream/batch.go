@@ -193,7 +193,9 @@ func (t *task) processTxn(ctx context.Context, recs []*kgo.Record, hwm int64) (r
 		kept = true
 		return nil, nil
 	}
-	t.open = nil // committed or not, it ends here (the deferred abort closes it)
+	if t.open != nil {
+		t.open = nil // committed or not, it ends here (the deferred abort closes it)
+	}
 	if err := t.commitBatch(ctx, x, hwm); err != nil {
 		return nil, err
 	}
