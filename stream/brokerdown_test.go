@@ -14,6 +14,7 @@ import (
 // it catches up on its own. The features equal the reference and every
 // segment change is on the topic once.
 func TestBrokerDownStreamResumes(t *testing.T) {
+	t.Parallel() // waits on brokers and processes more than it computes
 	k := testenv.StartKafka(t)
 	e := newEnv(t, []string{k.Addr()})
 	p := e.processor(Options{}, "")

@@ -231,6 +231,7 @@ func checkDevicesRetired(t testing.TB, e *env, byPerson map[string][]*event.Even
 // survivor ends with every person's vector equal to the reference over
 // all its ids' events, each segment change written once.
 func TestIdentityKillMidMergeRealKafka(t *testing.T) {
+	t.Parallel() // waits on brokers and processes more than it computes
 	// With early store writes the kill comes between a transaction's
 	// store write and its Kafka commit: the store shows what the replay
 	// must write again.
@@ -328,6 +329,7 @@ func identityKillMidMerge(t *testing.T, storeWrite, killPoint string, interval t
 // every person's vector equals the reference over all its ids' events,
 // and every segment change is on pulse.segments once.
 func TestIdentitySIGKILLPulseStream(t *testing.T) {
+	t.Parallel() // waits on brokers and processes more than it computes
 	e := newEnv(t, testenv.Kafka(t))
 	redisAddr, redisDB := testenv.RedisDB(t)
 	prefix := testenv.RedisKeyPrefix(t)

@@ -25,6 +25,7 @@ import (
 // twice and each user's enters and exits alternate, and every buyer ends in
 // exactly one RFM group, the one its stored vector names.
 func TestSIGKILLDuringRescore(t *testing.T) {
+	t.Parallel() // waits on brokers and processes more than it computes
 	e := newEnv(t, testenv.Kafka(t))
 	dir := t.TempDir()
 	bin := testenv.BuildPulse(t)

@@ -395,6 +395,7 @@ func waitHistory(t *testing.T, e *env, group string) {
 // (applying seeds, restoring, committing). After more events, every user's
 // vector in Redis equals the computation from scratch over all events.
 func TestSIGKILLAroundSeeds(t *testing.T) {
+	t.Parallel() // waits on brokers and processes more than it computes
 	e := newHistoryEnv(t)
 	e.cfg.Kafka.Topics.Predictions = e.cfg.Kafka.Topics.Events + ".predictions"
 	redisAddr := testenv.Redis(t)

@@ -23,6 +23,7 @@ import (
 // With stream.commit_interval too: the kill then often drops a
 // transaction kept open across fetches.
 func TestSIGKILLPulseStream(t *testing.T) {
+	t.Parallel() // waits on brokers and processes more than it computes
 	for _, mode := range []string{config.StoreWriteCommitted, config.StoreWriteEarly} {
 		t.Run(mode, func(t *testing.T) { sigkillPulseStream(t, mode, "") })
 	}

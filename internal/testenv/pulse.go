@@ -1,24 +1,47 @@
 package testenv
 
 import (
+	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 )
 
-// BuildPulse builds the pulse command into a test temp dir and returns the
-// binary's path, for tests that run a service as a separate process (to
-// kill it).
+// BuildPulse builds the pulse command, once per test binary, into the
+// directory Main removes, and returns the binary's path, for tests that
+// run a service as a separate process (to kill it). Nothing may write to
+// the binary: the package's tests share it.
 func BuildPulse(t testing.TB) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "pulse")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/pulse-rt/pulse/cmd/pulse").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	pulseBin.once.Do(func() {
+		dir, err := sharedDir("bin")
+		if err != nil {
+			pulseBin.err = err
+			return
+		}
+		bin := filepath.Join(dir, "pulse")
+		if out, err := exec.Command("go", "build", "-o", bin, "github.com/pulse-rt/pulse/cmd/pulse").CombinedOutput(); err != nil {
+			pulseBin.err = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		pulseBin.path = bin
+	})
+	if pulseBin.err != nil {
+		t.Fatal(pulseBin.err)
 	}
-	return bin
+	return pulseBin.path
+}
+
+// pulseBin is the binary BuildPulse built for this test binary (each link
+// of it took ~5 s, and a package's tests asked for it a dozen times).
+var pulseBin struct {
+	once sync.Once
+	path string
+	err  error
 }
 
 // FreeAddr returns a loopback address nothing listens on, for a child
