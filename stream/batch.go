@@ -210,12 +210,14 @@ func (t *task) processTxn(ctx context.Context, recs []*kgo.Record, hwm int64) (r
 
 // keepOpen reports whether x, an input batch's transaction that has just
 // taken a fetch, stays open for the next (stream.commit_interval): while
-// it is younger than the interval and far from the limits of one
-// transaction. Resolved records riding in it, or a fetch cut in parts,
-// commit it at once (see processTxn).
+// it is younger than the interval, far from the limits of one
+// transaction, and carries nothing another task waits for (handoff: a
+// merge's link requests and forwarded records go at once). Resolved
+// records riding in it, or a fetch cut in parts, commit it at once too
+// (see processTxn).
 func (t *task) keepOpen(x *txn) bool {
 	d := t.p.cfg.Stream.CommitInterval.D()
-	return d > 0 && time.Since(x.openAt) < d && x.idBytes < maxTxnTouchedBytes/2 && x.b.Len() < maxOpenBatchBytes
+	return d > 0 && !x.handoff && time.Since(x.openAt) < d && x.idBytes < maxTxnTouchedBytes/2 && x.b.Len() < maxOpenBatchBytes
 }
 
 // maxOpenBatchBytes bounds the Pebble batch of a transaction kept open:

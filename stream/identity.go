@@ -41,6 +41,7 @@ func (t *task) requestLinks(x *txn, ev *event.Event) {
 			continue // only strings and a time: cannot fail
 		}
 		x.recs = append(x.recs, &kgo.Record{Topic: t.p.cfg.Kafka.Topics.IdentityRequests, Key: []byte(q.To.Value), Value: v})
+		x.handoff = true
 	}
 }
 
@@ -68,6 +69,7 @@ func (t *task) openMoved() error {
 // forward sends r (with To set) to the task of r.To.
 func (t *task) forward(x *txn, r resolved) {
 	x.recs = append(x.recs, &kgo.Record{Topic: t.p.cfg.Kafka.Topics.Resolved, Key: []byte(r.To), Value: encodeResolved(r)})
+	x.handoff = true
 	x.counts.forwarded++
 }
 

@@ -172,3 +172,50 @@ func playWorker(tk *task) {
 	<-tk.workerDone
 	tk.quit = make(chan struct{})
 }
+
+// A transaction that carries what another task or the linker waits for (an
+// identify's link requests here) commits at once even with an interval: a
+// merge would otherwise wait for it at every hop.
+func TestCommitIntervalHandsOffAtOnce(t *testing.T) {
+	e := newEnv(t, nil)
+	e.cfg.Stream.StoreWrite = config.StoreWriteEarly
+	e.cfg.Stream.CommitInterval = config.Duration(time.Hour)
+	bg := context.Background()
+	var commits atomic.Int64
+	p := e.processor(Options{hook: func(at string, _ int32) error {
+		if at == "before-txn-commit" {
+			commits.Add(1)
+		}
+		return nil
+	}}, "")
+	identify := &event.Event{Type: event.Identify, UserID: "u9", AnonymousID: "a9", MessageID: "i9", Timestamp: t0, ReceivedAt: t0}
+	recs := e.partitionRecords(order("u0", "m1", t0, 10), identify)
+	tk, err := p.openTask(bg, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	playWorker(tk)
+	defer tk.close()
+	commits.Store(0)
+	if err := tk.processBatch(bg, recs[:1], int64(len(recs))); err != nil {
+		t.Fatal(err)
+	}
+	if tk.open == nil || commits.Load() != 0 {
+		t.Fatalf("after an order: transaction open %v, %d commits; want it kept open", tk.open != nil, commits.Load())
+	}
+	if err := tk.processBatch(bg, recs[1:], int64(len(recs))); err != nil {
+		t.Fatal(err)
+	}
+	if tk.open != nil || commits.Load() != 1 {
+		t.Fatalf("after an identify: transaction open %v, %d commits; want the two fetches committed at once", tk.open != nil, commits.Load())
+	}
+	var requests int
+	for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.IdentityRequests) {
+		if string(r.Key) == "u9" || string(r.Key) == "a9" {
+			requests++
+		}
+	}
+	if requests == 0 {
+		t.Error("no link request for the identify on its topic")
+	}
+}

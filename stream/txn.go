@@ -51,6 +51,10 @@ type txn struct {
 	hwm     int64     // the high watermark at its last fetch
 	idBytes int       // the touched ids of its fetches before the last (maxTxnTouchedBytes)
 	early   int       // x.updates[:early] went to the store already (writeEarly)
+	// handoff: it carries records another task or the linker waits for
+	// (link requests, forwarded events and moves), so it is not kept
+	// open: a merge would wait for the interval at every hop.
+	handoff bool
 }
 
 // eventCounts are a batch's input records by result (mEvents).
