@@ -137,8 +137,10 @@
 // With stream.commit_interval the worker keeps a batch's transaction open
 // (task.open) for the fetches that follow, until the interval since its
 // first is up (the worker's timer commits it then), until a fetch brings
-// resolved records or would pass the transaction's limits, or until it
-// fails. Each fetch goes through every stage at once; its Pebble writes go
+// resolved records, sends records another task or the linker waits for (a
+// merge's link requests, forwarded events: txn.handoff) or would pass the
+// transaction's limits, until the resolved loop wants the work lock (it
+// nudges the worker), or until it fails. Each fetch goes through every stage at once; its Pebble writes go
 // into the transaction's indexed batch and every read of the batch path
 // goes through it (task.reader), so a fetch sees the earlier ones' seen
 // ids, entities, aliases and timers exactly as if they had committed. With

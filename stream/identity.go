@@ -183,6 +183,7 @@ func (t *task) takeResolved(limit int) []*kgo.Record {
 // in line). It reports whether any were pending.
 func (t *task) applyResolvedTxn(ctx context.Context) (_ bool, err error) {
 	t.waiting.Add(1)
+	t.nudgeWorker() // a transaction kept open would hold a merge back
 	t.work.Lock()
 	t.waiting.Add(-1)
 	defer t.work.Unlock()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -217,5 +218,44 @@ func TestCommitIntervalHandsOffAtOnce(t *testing.T) {
 	}
 	if requests == 0 {
 		t.Error("no link request for the identify on its topic")
+	}
+}
+
+// The worker commits a transaction it keeps open when nudged (the resolved
+// loop does, waiting for the work lock with a merge's records), however
+// long its interval.
+func TestCommitIntervalNudge(t *testing.T) {
+	e := newEnv(t, nil)
+	e.cfg.Stream.StoreWrite = config.StoreWriteEarly
+	e.cfg.Stream.CommitInterval = config.Duration(time.Hour)
+	bg := context.Background()
+	var commits atomic.Int64
+	p := e.processor(Options{hook: func(at string, _ int32) error {
+		if at == "before-txn-commit" {
+			commits.Add(1)
+		}
+		return nil
+	}}, "")
+	recs := e.partitionRecords(order("u0", "m1", t0, 10))
+	tk, err := p.openTask(bg, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tk.close()
+	commits.Store(0)
+	tk.enqueue(bg, taskWork{recs: recs, hwm: int64(len(recs))})
+	testenv.WaitFor(t, 10*time.Second, "u0's early write", func() bool {
+		_, err := e.store.Get(bg, entity, "u0")
+		return err == nil
+	})
+	if commits.Load() != 0 {
+		t.Fatalf("%d commits before the nudge; want the transaction kept open", commits.Load())
+	}
+	tk.nudgeWorker()
+	testenv.WaitFor(t, 10*time.Second, "the commit after the nudge", func() bool {
+		return tk.written.Load() == recs[0].Offset+1
+	})
+	if commits.Load() != 1 {
+		t.Errorf("%d commits, want 1", commits.Load())
 	}
 }

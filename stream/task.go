@@ -124,6 +124,10 @@ type task struct {
 	// failure (the task is reopened from its state) or on close.
 	queue      chan taskWork
 	quit       chan struct{} // closed by close
+	// nudge asks the worker to commit the transaction it keeps open now,
+	// not when its interval is up: the resolved loop waits for the work
+	// lock with a merge's records (nudgeWorker).
+	nudge chan struct{}
 	workerDone chan struct{}
 	broken     atomic.Bool
 	// workFailed, set when a batch, a timer, seeds, resolved records or
@@ -233,6 +237,7 @@ func (p *Processor) openTask(ctx context.Context, part int32) (_ *task, err erro
 	t.log.Info("partition ready", "next_offset", t.meta.next, "took", time.Since(start).Round(time.Millisecond))
 	t.queue = make(chan taskWork, queueDepth)
 	t.quit = make(chan struct{})
+	t.nudge = make(chan struct{}, 1)
 	t.workerDone = make(chan struct{})
 	go t.worker()
 	go t.timerLoop()
@@ -330,7 +335,8 @@ func (t *task) enqueue(ctx context.Context, w taskWork) {
 // drops the rest: the task is reopened from its state and the consumer
 // seeks back to where the state ends. A transaction kept open
 // (stream.commit_interval) commits when its interval is up and no fetch
-// came to close it; at close it is dropped, as a crash would drop it.
+// came to close it, or at once when the resolved loop nudges the worker;
+// at close it is dropped, as a crash would drop it.
 func (t *task) worker() {
 	defer close(t.workerDone)
 	var due *time.Timer
@@ -351,13 +357,11 @@ func (t *task) worker() {
 			t.dropOpen()
 			return
 		case w = <-t.queue:
+		case <-t.nudge:
+			t.commitKept()
+			continue
 		case <-fire:
-			if err := t.commitOpenUnlock(t.p.workCtx()); err != nil {
-				t.broken.Store(true)
-				t.p.taskFailed(t, err)
-				continue
-			}
-			t.p.signalProgress()
+			t.commitKept()
 			continue
 		}
 		if due != nil {
@@ -376,6 +380,29 @@ func (t *task) worker() {
 		if t.open == nil {
 			t.p.signalProgress()
 		}
+	}
+}
+
+// commitKept commits the transaction the worker keeps open, if any (its
+// interval is up, or the worker was nudged); a failure fails the task.
+func (t *task) commitKept() {
+	if t.open == nil {
+		return
+	}
+	if err := t.commitOpenUnlock(t.p.workCtx()); err != nil {
+		t.broken.Store(true)
+		t.p.taskFailed(t, err)
+		return
+	}
+	t.p.signalProgress()
+}
+
+// nudgeWorker asks the worker to commit a transaction it keeps open at
+// once (a no-op when none is open, or a nudge is pending).
+func (t *task) nudgeWorker() {
+	select {
+	case t.nudge <- struct{}{}:
+	default:
 	}
 }
 
