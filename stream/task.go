@@ -122,12 +122,12 @@ type task struct {
 	// order, so the poll loop fetches on while the tasks work, each at its
 	// own pace. broken makes the worker drop what is queued: after a
 	// failure (the task is reopened from its state) or on close.
-	queue      chan taskWork
-	quit       chan struct{} // closed by close
+	queue chan taskWork
+	quit  chan struct{} // closed by close
 	// nudge asks the worker to commit the transaction it keeps open now,
 	// not when its interval is up: the resolved loop waits for the work
 	// lock with a merge's records (nudgeWorker).
-	nudge chan struct{}
+	nudge      chan struct{}
 	workerDone chan struct{}
 	broken     atomic.Bool
 	// workFailed, set when a batch, a timer, seeds, resolved records or
