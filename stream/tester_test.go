@@ -40,6 +40,7 @@ type tester struct {
 
 func (st *tester) close() {
 	if st.task != nil {
+		st.task.dropOpen()
 		st.task.db.Close()
 	}
 }
@@ -60,8 +61,23 @@ func (st *tester) run(path string, c testCase) string {
 		}
 		st.clock.set(at)
 	}
+	if st.task != nil && st.task.open != nil && c.cmd != "batch" && c.cmd != "commit-open" && c.cmd != "config" {
+		t.Fatalf("%s:%d: a transaction is kept open (stream.commit_interval): commit-open first", path, c.line)
+	}
 	var b strings.Builder
 	switch c.cmd {
+	case "commit-open":
+		// The worker's commit of a transaction kept open (its interval is
+		// up, or it was nudged).
+		before := eventCounters()
+		if st.task.open == nil {
+			return fail(errors.New("no transaction is open"))
+		}
+		if err := st.task.commitOpenUnlock(context.Background()); err != nil {
+			return fail(err)
+		}
+		st.counts(&b, before)
+		st.written(&b, false)
 	case "config":
 		if err := st.start(strings.Join(c.input, "\n")); err != nil {
 			return fail(err)
@@ -99,12 +115,10 @@ func (st *tester) run(path string, c testCase) string {
 		if err != nil {
 			return fail(err)
 		}
-		after := eventCounters()
-		var counts []string
-		for _, r := range []string{"applied", "ignored", "duplicate", "late", "invalid"} {
-			counts = append(counts, fmt.Sprintf("%s=%d", r, int(after[r]-before[r])))
+		if st.task.open != nil {
+			b.WriteString("kept open\n")
 		}
-		b.WriteString(strings.Join(counts, " ") + "\n")
+		st.counts(&b, before)
 		st.written(&b, c.args["deadletters"] == "json")
 	case "seed":
 		if err := st.seed(c.args["id"], c.input); err != nil {
@@ -344,6 +358,16 @@ func withValue(m map[string]any, k, v string) map[string]any {
 
 // written prints the warnings logged and the transactions committed since
 // the last command.
+// counts writes the events counted since before, by result.
+func (st *tester) counts(b *strings.Builder, before map[string]float64) {
+	after := eventCounters()
+	var counts []string
+	for _, r := range []string{"applied", "ignored", "duplicate", "late", "invalid"} {
+		counts = append(counts, fmt.Sprintf("%s=%d", r, int(after[r]-before[r])))
+	}
+	b.WriteString(strings.Join(counts, " ") + "\n")
+}
+
 func (st *tester) written(b *strings.Builder, fullDeadLetters bool) {
 	for _, l := range strings.Split(strings.TrimSpace(st.logs.String()), "\n") {
 		if l != "" {

@@ -31,6 +31,12 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output in testda
 //	                        open transaction aborted, the cache dropped, the
 //	                        state read from Pebble, then the changelog after
 //	                        it replayed and the pending vectors rewritten
+//	                        With stream.commit_interval in the config the
+//	                        batch may be kept open ("kept open"): its
+//	                        counts and records come with its commit
+//	commit-open             commits the transaction kept open, as the
+//	                        worker does when its interval is up; every
+//	                        other command refuses to run while one is
 //	tick [now=T]            fires the due timers, printing as batch does
 //	rfm [now=T] [chunk=N] [crash=POINT]
 //	                        the timer's RFM work (rfmTick): publish the
