@@ -30,18 +30,9 @@ func TestCommitInterval(t *testing.T) {
 }
 
 func commitInterval(t *testing.T, mode string) {
-	e := newEnv(t, nil)
-	e.cfg.Stream.StoreWrite = mode
-	e.cfg.Stream.CommitInterval = config.Duration(time.Hour) // the test commits
+	e, p, commits := intervalEnv(t, mode)
 	early := mode == config.StoreWriteEarly
 	bg := context.Background()
-	var commits atomic.Int64
-	p := e.processor(Options{hook: func(at string, _ int32) error {
-		if at == "before-txn-commit" {
-			commits.Add(1)
-		}
-		return nil
-	}}, "")
 	at := func(m int) time.Time { return t0.Add(time.Duration(m-30) * time.Minute) }
 	// u1's order enters segments in the second fetch, its product view
 	// in the third changes none: the store must end with the vector of
@@ -165,6 +156,23 @@ func checkStore(t *testing.T, e *env, lifetime map[string]float64, members map[s
 	}
 }
 
+// intervalEnv is an env with store_write mode and an hour's commit
+// interval (the test commits), and its processor, whose Kafka commits
+// are counted.
+func intervalEnv(t *testing.T, mode string) (*env, *Processor, *atomic.Int64) {
+	e := newEnv(t, nil)
+	e.cfg.Stream.StoreWrite = mode
+	e.cfg.Stream.CommitInterval = config.Duration(time.Hour)
+	commits := new(atomic.Int64)
+	p := e.processor(Options{hook: func(at string, _ int32) error {
+		if at == "before-txn-commit" {
+			commits.Add(1)
+		}
+		return nil
+	}}, "")
+	return e, p, commits
+}
+
 // playWorker stops tk's worker, so that the test calls processBatch in its
 // place: the worker alone touches a transaction kept open. The test then
 // calls dropOpen before close, as the worker would.
@@ -178,17 +186,8 @@ func playWorker(tk *task) {
 // identify's link requests here) commits at once even with an interval: a
 // merge would otherwise wait for it at every hop.
 func TestCommitIntervalHandsOffAtOnce(t *testing.T) {
-	e := newEnv(t, nil)
-	e.cfg.Stream.StoreWrite = config.StoreWriteEarly
-	e.cfg.Stream.CommitInterval = config.Duration(time.Hour)
+	e, p, commits := intervalEnv(t, config.StoreWriteEarly)
 	bg := context.Background()
-	var commits atomic.Int64
-	p := e.processor(Options{hook: func(at string, _ int32) error {
-		if at == "before-txn-commit" {
-			commits.Add(1)
-		}
-		return nil
-	}}, "")
 	identify := &event.Event{Type: event.Identify, UserID: "u9", AnonymousID: "a9", MessageID: "i9", Timestamp: t0, ReceivedAt: t0}
 	recs := e.partitionRecords(order("u0", "m1", t0, 10), identify)
 	tk, err := p.openTask(bg, 0)
@@ -225,17 +224,8 @@ func TestCommitIntervalHandsOffAtOnce(t *testing.T) {
 // loop does, waiting for the work lock with a merge's records), however
 // long its interval.
 func TestCommitIntervalNudge(t *testing.T) {
-	e := newEnv(t, nil)
-	e.cfg.Stream.StoreWrite = config.StoreWriteEarly
-	e.cfg.Stream.CommitInterval = config.Duration(time.Hour)
+	e, p, commits := intervalEnv(t, config.StoreWriteEarly)
 	bg := context.Background()
-	var commits atomic.Int64
-	p := e.processor(Options{hook: func(at string, _ int32) error {
-		if at == "before-txn-commit" {
-			commits.Add(1)
-		}
-		return nil
-	}}, "")
 	recs := e.partitionRecords(order("u0", "m1", t0, 10))
 	tk, err := p.openTask(bg, 0)
 	if err != nil {
