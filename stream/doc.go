@@ -164,9 +164,14 @@
 // commands in order through replication and restarts, so a mark below the
 // one the task last set means the store lost writes since (a failover to a
 // replica behind, an older snapshot, a FLUSHALL): the task records that in
-// its state (pkStoreRewrite) and its timer loop writes every entity and
-// merged id of the partition again with its whole membership
-// (rewriteAll), a chunk at a time under the work lock. The mark a task
+// its state (pkStoreRewrite) and its timer loop writes the entities it may
+// have lost again with their whole membership (rewriteAll), a chunk at a
+// time under the work lock. Which ones: the task remembers its last writes
+// (task.recent, their marks and entities, up to maxRecentIDs), so a store
+// that kept a mark they reach back past lost at most the entities of the
+// writes from that mark on; a store with no mark, a loss older than that,
+// or a rewrite found due at the task's open writes every entity and merged
+// id of the partition. The mark a task
 // last set is kept in its meta, so a loss while it was stopped is found by
 // its first write after the restart; a task restored from the changelog
 // alone has no mark to compare and finds only the next loss.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -113,6 +114,14 @@ type task struct {
 	// writes every entity again (rewriteAll).
 	lastMark  int64
 	storeLost atomic.Int64
+	// recent, under work, is the task's last store writes (their marks
+	// and entities, recentIDs of them at most maxRecentIDs): a loss back
+	// to a mark they reach is repaired by writing their entities again
+	// (rewriteIDs) instead of the whole partition (rewriteFull).
+	recent      []recentWrite
+	recentIDs   int
+	rewriteIDs  map[string]struct{}
+	rewriteFull bool
 	markName  string // the task's mark in the store: stream:<topic>:<partition>
 
 	stop chan struct{}
@@ -655,8 +664,20 @@ func (t *task) storeWrite(ctx context.Context, ups []featurestore.Update, mark i
 		if found {
 			held = strconv.FormatInt(prev, 10)
 		}
-		t.log.Warn("the online store lost writes (its mark is behind the last one this partition set): writing every entity of the partition again",
-			"store_mark", held, "last_mark", t.lastMark)
+		what := "every entity of the partition"
+		if ids, ok := t.writtenSince(prev, found); ok && !t.rewriteFull {
+			if t.rewriteIDs == nil {
+				t.rewriteIDs = map[string]struct{}{}
+			}
+			for _, id := range ids {
+				t.rewriteIDs[id] = struct{}{}
+			}
+			what = strconv.Itoa(len(t.rewriteIDs)) + " entities written since the store's mark"
+		} else {
+			t.rewriteFull, t.rewriteIDs = true, nil
+		}
+		t.log.Warn("the online store lost writes (its mark is behind the last one this partition set): writing them again",
+			"store_mark", held, "last_mark", t.lastMark, "rewrite", what)
 		mStoreLost.Inc()
 		// Kept in the state, so a crash before the rewrite ends does not
 		// forget it.
@@ -666,19 +687,78 @@ func (t *task) storeWrite(ctx context.Context, ups []featurestore.Update, mark i
 		t.storeLost.Add(1)
 	}
 	t.lastMark = max(t.lastMark, mark)
+	t.remember(mark, ups)
 	return nil
 }
 
-// rewriteAll writes every entity of the partition (and every merged id's
-// pointer) to the store again, with its whole membership, after a write
-// found that the store lost writes (storeLost). It goes a chunk of
-// TimerChunk ids at a time, each under the work lock, so batches go on
-// between them; a write that fails, or a loss found again meanwhile,
-// leaves the rewrite to be started again.
+// recentWrite is one of a task's store writes: the mark it set and the
+// entities it wrote.
+type recentWrite struct {
+	mark int64
+	ids  []string
+}
+
+// maxRecentIDs bounds the entities task.recent holds: a loss older than
+// what it reaches makes the task write the whole partition again.
+const maxRecentIDs = 1 << 18
+
+// remember records a store write in task.recent, forgetting the oldest
+// past maxRecentIDs.
+func (t *task) remember(mark int64, ups []featurestore.Update) {
+	ids := make([]string, len(ups))
+	for i, u := range ups {
+		ids[i] = u.Vector.ID
+	}
+	t.recent = append(t.recent, recentWrite{mark, ids})
+	t.recentIDs += len(ids)
+	drop := 0
+	for t.recentIDs > maxRecentIDs && drop < len(t.recent) {
+		t.recentIDs -= len(t.recent[drop].ids)
+		drop++
+	}
+	if drop > 0 {
+		t.recent = slices.Delete(t.recent, 0, drop)
+	}
+}
+
+// writtenSince returns the entities of the task's store writes that a
+// store holding mark prev may have lost: every write with a mark from
+// prev on (the mark is set last in each write, and several writes set the
+// same mark, so the one that left prev may be any of them). ok is false
+// when the store held no mark, or task.recent does not reach back past
+// prev: then any write may be lost.
+func (t *task) writtenSince(prev int64, found bool) (ids []string, ok bool) {
+	if !found || len(t.recent) == 0 || t.recent[0].mark >= prev {
+		return nil, false
+	}
+	for _, w := range t.recent {
+		if w.mark >= prev {
+			ids = append(ids, w.ids...)
+		}
+	}
+	return ids, true
+}
+
+// rewriteAll writes the entities a store that lost writes may have lost
+// (storeLost) to it again, with their whole membership: those of the
+// task's recent writes since the store's mark (rewriteIDs), else every
+// entity of the partition and every merged id's pointer. It goes a chunk
+// of TimerChunk ids at a time, each under the work lock, so batches go on
+// between them; a loss found again meanwhile starts it again, and a write
+// that fails leaves it to be started again over the whole partition.
 func (t *task) rewriteAll(ctx context.Context) error {
 	found := t.storeLost.Load()
 	t.work.Lock()
-	ids, err := t.storedIDs()
+	var ids []string
+	var err error
+	if t.rewriteFull || t.rewriteIDs == nil {
+		// A loss past what task.recent reaches, or a rewrite found due
+		// at the task's open.
+		ids, err = t.storedIDs()
+	} else {
+		ids = slices.Sorted(maps.Keys(t.rewriteIDs))
+	}
+	t.rewriteFull, t.rewriteIDs = false, nil
 	t.work.Unlock()
 	if err != nil {
 		return err
