@@ -122,7 +122,7 @@ type task struct {
 	recentIDs   int
 	rewriteIDs  map[string]struct{}
 	rewriteFull bool
-	markName  string // the task's mark in the store: stream:<topic>:<partition>
+	markName    string // the task's mark in the store: stream:<topic>:<partition>
 
 	stop chan struct{}
 	done chan struct{}
