@@ -698,9 +698,11 @@ type recentWrite struct {
 	ids  []string
 }
 
-// maxRecentIDs bounds the entities task.recent holds: a loss older than
-// what it reaches makes the task write the whole partition again.
-const maxRecentIDs = 1 << 18
+// maxRecentIDs bounds the entities task.recent holds (a few MB a task,
+// the ids kept alive included; 26 s of a partition at 2,500 events/s): a
+// loss older than what it reaches makes the task write the whole
+// partition again.
+const maxRecentIDs = 1 << 16
 
 // remember records a store write in task.recent, forgetting the oldest
 // past maxRecentIDs.
