@@ -16,6 +16,7 @@ import (
 // change, from before the outage and after, reaches the receiver (at
 // least once, each with its idempotency key).
 func TestBrokerOutageDestinations(t *testing.T) {
+	t.Parallel() // waits on brokers and processes more than it computes
 	k := testenv.StartKafka(t)
 	rc := newReceiver(t, idempotencyKey, func(http.ResponseWriter, string, int) int { return 204 })
 	e := newEnv(t, []string{k.Addr()}, fmt.Sprintf(`

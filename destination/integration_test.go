@@ -92,6 +92,7 @@ destinations:
 // same idempotency key and body, and each entity's last deliveries are in
 // the order written.
 func TestSIGKILLDestinations(t *testing.T) {
+	t.Parallel() // waits on brokers and processes more than it computes
 	brokers := testenv.Kafka(t)
 	bin := testenv.BuildPulse(t)
 	rc := newReceiver(t, idempotencyKey, func(http.ResponseWriter, string, int) int {
@@ -190,6 +191,7 @@ destinations:
 // delivered twice with the same key and body, and each entity's trait
 // changes (and its segment changes) last delivered in the order written.
 func TestSIGKILLTraitDestinations(t *testing.T) {
+	t.Parallel() // waits on brokers and processes more than it computes
 	brokers := testenv.Kafka(t)
 	bin := testenv.BuildPulse(t)
 	rc := newReceiver(t, idempotencyKey, func(http.ResponseWriter, string, int) int {

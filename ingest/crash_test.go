@@ -28,6 +28,7 @@ import (
 // process) in the middle of a load: records still in its producer buffer
 // die with it, so any of them answered 200 would be missing.
 func TestAckedEventsSurviveIngestKill(t *testing.T) {
+	t.Parallel() // waits on brokers and processes more than it computes
 	bin := testenv.BuildPulse(t)
 	brokers := testenv.Kafka(t)
 	prefix := testenv.Topic(t, "crash")
@@ -95,6 +96,7 @@ keys:
 // acknowledged event, from before the crash and after, is in the log
 // exactly once.
 func TestAckedEventsSurviveBrokerKill(t *testing.T) {
+	t.Parallel() // waits on brokers and processes more than it computes
 	k := testenv.StartKafka(t)
 	brokers := []string{k.Addr()}
 	// The default produce timeout: what a request waits for a broker that
@@ -131,6 +133,7 @@ func TestAckedEventsSurviveBrokerKill(t *testing.T) {
 // Retry-After, never a hang), and once the network heals it accepts again
 // on its own. Every acknowledged event is in the log once.
 func TestAckedEventsSurviveNetworkFaults(t *testing.T) {
+	t.Parallel() // waits on brokers and processes more than it computes
 	brokers := testenv.Kafka(t)
 	for _, fault := range []struct {
 		name   string
