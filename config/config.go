@@ -136,10 +136,25 @@ type Stream struct {
 	// CommitInterval is how long a task keeps a transaction open for the
 	// fetches that follow its first, as Kafka Streams' commit.interval.ms:
 	// each fetch is processed at once, and one Kafka transaction and one
-	// local commit take them all. 0 (default) commits each fetch. See
+	// local commit take them all. 0 commits each fetch. Default 0 with
+	// StoreWriteCommitted, EarlyCommitInterval with StoreWriteEarly. See
 	// docs/config.md.
 	CommitInterval Duration `yaml:"commit_interval"`
+	// CommitIntervalSet says the file set commit_interval (0 included), so
+	// ApplyDefaults leaves it as it is.
+	CommitIntervalSet bool `yaml:"-"`
 }
+
+// EarlyCommitInterval is stream.commit_interval's default with
+// store_write: early. There the features reach the store at each fetch
+// whatever the interval, so keeping a transaction open for 100 ms costs
+// them nothing and takes a Kafka transaction per partition every 100 ms
+// instead of one per fetch: fresher features at a steady rate and a
+// fraction of the brokers' work (docs/BENCHMARKS.md, "Transactions kept
+// open across fetches"). Kafka Streams commits this often under
+// exactly-once. With store_write: committed the features wait for the
+// commit, so there the default stays 0.
+const EarlyCommitInterval = 100 * time.Millisecond
 
 // The stream.store_write values.
 const (

@@ -209,6 +209,27 @@ func TestStreamCommitInterval(t *testing.T) {
 	if err != nil || c.Stream.CommitInterval.D() != 50*time.Millisecond {
 		t.Fatalf("commit_interval 50ms: %v, %v", err, c.Stream.CommitInterval)
 	}
+	// With store_write: early the default is EarlyCommitInterval; a value
+	// the file sets, 0 included, stays.
+	for _, c := range []struct {
+		stream string
+		want   time.Duration
+	}{
+		{"{store_write: committed}", 0},
+		{"{store_write: early}", 100 * time.Millisecond},
+		{"{store_write: early, commit_interval: }", 100 * time.Millisecond},
+		{"{store_write: early, commit_interval: 0}", 0},
+		{"{store_write: early, commit_interval: 0s}", 0},
+		{"{store_write: early, commit_interval: 1s}", time.Second},
+		{"{store_write: committed, commit_interval: 30ms}", 30 * time.Millisecond},
+	} {
+		got, err := Parse([]byte("stream: "+c.stream+"\nfeatures:\n  - {name: n, agg: count}\n"), "p.yaml")
+		if err != nil {
+			t.Errorf("stream: %s: %v", c.stream, err)
+		} else if got.Stream.CommitInterval.D() != c.want {
+			t.Errorf("stream: %s: commit_interval %v, want %v", c.stream, got.Stream.CommitInterval, c.want)
+		}
+	}
 	for _, v := range []string{"-1ms", "6s"} {
 		_, err = Parse([]byte("stream:\n  commit_interval: "+v+"\nfeatures:\n  - {name: n, agg: count}\n"), "p.yaml")
 		want := `p.yaml:2: stream.commit_interval: must be between 0 and 5s`

@@ -124,6 +124,7 @@ func Parse(data []byte, name string) (*Config, error) {
 	if c.RFM != nil {
 		c.RFM.Line = lines.path("rfm")
 	}
+	c.Stream.CommitIntervalSet = lines.has("stream.commit_interval")
 	c.ApplyDefaults()
 	errs = append(errs, c.validate(name, lines)...)
 	if len(errs) > 0 {
@@ -208,6 +209,26 @@ func (nl nodeLines) keys(section string, i int) []string {
 		out = append(out, item.Content[j].Value)
 	}
 	return out
+}
+
+// has says whether the file sets a dotted top-level path like
+// "stream.commit_interval" (to any value, a zero included).
+func (nl nodeLines) has(p string) bool {
+	parts := strings.Split(p, ".")
+	n := nl.top[parts[0]]
+	for _, part := range parts[1:] {
+		if n == nil || n.Kind != yaml.MappingNode {
+			return false
+		}
+		var next *yaml.Node
+		for j := 0; j+1 < len(n.Content); j += 2 {
+			if n.Content[j].Value == part {
+				next = n.Content[j+1]
+			}
+		}
+		n = next
+	}
+	return n != nil && n.Tag != "!!null"
 }
 
 // path returns the line of a dotted top-level path like "ingest.listen".
@@ -298,6 +319,9 @@ func (c *Config) ApplyDefaults() {
 		st.TimerInterval = Duration(250 * time.Millisecond)
 	}
 	setDefault(&st.StoreWrite, StoreWriteCommitted)
+	if st.StoreWrite == StoreWriteEarly && !st.CommitIntervalSet && st.CommitInterval == 0 {
+		st.CommitInterval = Duration(EarlyCommitInterval)
+	}
 
 	setDefault(&c.Scorer.Listen, "127.0.0.1:8081")
 	setDefault(&c.Store.Backend, "pebble")

@@ -120,8 +120,31 @@ func (o *PeerOptions) Flags(fl *flag.FlagSet, brokers *string) {
 	fl.IntVar(&o.Batch, "batch", o.Batch, "events per produce in the freshness phase (one of them the probe)")
 	fl.BoolVar(&o.NoFreshness, "no-freshness", false, "measure the backlog only")
 	fl.StringVar(&o.StoreWrite, "store-write", o.StoreWrite, "Pulse's stream.store_write: committed, or early (the store written before each Kafka commit, as the peer writes Redis)")
-	fl.DurationVar(&o.CommitInterval, "commit-interval", o.CommitInterval, "Pulse's stream.commit_interval: how long a transaction stays open for the fetches after its first (0: one per fetch; the peer commits every 100ms)")
+	fl.Var(setDuration{&o.CommitInterval, &o.CommitIntervalSet}, "commit-interval", "Pulse's stream.commit_interval: how long a transaction stays open for the fetches after its first (0: one per fetch; default Pulse's: 0, or 100ms with -store-write early; the peer commits every 100ms)")
 	fl.StringVar(&o.CPUProfile, "cpuprofile", "", "with -in-process: write a CPU profile of this process over Pulse's freshness phase to `FILE`")
+}
+
+// setDuration is a duration flag that notes it was given, so that an
+// explicit 0 differs from the default.
+type setDuration struct {
+	d   *time.Duration
+	set *bool
+}
+
+func (f setDuration) String() string {
+	if f.d == nil {
+		return ""
+	}
+	return f.d.String()
+}
+
+func (f setDuration) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*f.d, *f.set = d, true
+	return nil
 }
 
 func envOr(name, def string) string {

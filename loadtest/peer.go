@@ -94,10 +94,13 @@ type PeerOptions struct {
 	// StoreWrite is Pulse's stream.store_write; default committed. early
 	// writes Redis before each Kafka commit, as the peer does.
 	StoreWrite string
-	// CommitInterval is Pulse's stream.commit_interval; default 0 (a
-	// transaction per fetch). The peer commits every 100 ms (Kafka
-	// Streams' default under exactly-once).
+	// CommitInterval is Pulse's stream.commit_interval; by default
+	// Pulse's: 0 (a transaction per fetch) with store_write committed,
+	// config.EarlyCommitInterval with early. The peer commits every 100
+	// ms (Kafka Streams' default under exactly-once).
 	CommitInterval time.Duration
+	// CommitIntervalSet keeps a CommitInterval of 0 with early writes.
+	CommitIntervalSet bool
 	// CPUProfile, with RunPulse, is a file for a CPU profile of this
 	// process over Pulse's freshness phase (the load generator's share
 	// included).
@@ -144,6 +147,9 @@ func (o *PeerOptions) EnsureDefaults() {
 	}
 	if o.StoreWrite == "" {
 		o.StoreWrite = config.StoreWriteCommitted
+	}
+	if o.StoreWrite == config.StoreWriteEarly && o.CommitInterval == 0 && !o.CommitIntervalSet {
+		o.CommitInterval = config.EarlyCommitInterval
 	}
 	if o.Java == "" {
 		o.Java = "java"

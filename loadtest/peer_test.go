@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"flag"
 	"os"
 
 	"slices"
@@ -43,9 +44,32 @@ func TestPeerConfig(t *testing.T) {
 	if cfg.Stream.CommitInterval != 0 {
 		t.Errorf("commit_interval %v by default, want 0", cfg.Stream.CommitInterval)
 	}
-	o.CommitInterval = 100 * time.Millisecond
-	if c, err := PeerConfig(o, "/data"); err != nil || c.Stream.CommitInterval.D() != 100*time.Millisecond {
-		t.Errorf("-commit-interval 100ms: %v, %v", err, c.Stream.CommitInterval)
+	// -store-write early takes Pulse's default for early writes; an
+	// explicit -commit-interval, 0 included, stays.
+	for _, c := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{[]string{"-store-write", "early"}, config.EarlyCommitInterval},
+		{[]string{"-store-write", "early", "-commit-interval", "0"}, 0},
+		{[]string{"-commit-interval", "30ms"}, 30 * time.Millisecond},
+	} {
+		var po PeerOptions
+		var brokers string
+		fl := flag.NewFlagSet("peer", flag.ContinueOnError)
+		po.Flags(fl, &brokers)
+		if err := fl.Parse(c.args); err != nil {
+			t.Fatal(err)
+		}
+		po.Brokers, po.RedisAddr, po.Run = []string{"127.0.0.1:10"}, "127.0.0.1:11", "r1"
+		po.EnsureDefaults()
+		pc, err := PeerConfig(po, "/data")
+		if err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		if got := pc.Stream.CommitInterval.D(); got != c.want {
+			t.Errorf("%v: commit_interval %v, want %v", c.args, got, c.want)
+		}
 	}
 	if cfg.Identity.Enabled == nil || *cfg.Identity.Enabled {
 		t.Error("identity linking is on: the peer does none")

@@ -134,7 +134,8 @@
 //
 // # Transactions kept open across fetches
 //
-// With stream.commit_interval the worker keeps a batch's transaction open
+// With stream.commit_interval (by default 100 ms with store_write: early,
+// config.EarlyCommitInterval; else 0) the worker keeps a batch's transaction open
 // (task.open) for the fetches that follow, until the interval since its
 // first is up (the worker's timer commits it then), until a fetch brings
 // resolved records, sends records another task or the linker waits for (a

@@ -281,7 +281,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err := p.startRFM(ctx); err != nil {
 		return err
 	}
-	p.log.Info("stream processor started", "group", p.cfg.Stream.Group, "topic", events, "store_write", p.cfg.Stream.StoreWrite)
+	p.log.Info("stream processor started", "group", p.cfg.Stream.Group, "topic", events, "store_write", p.cfg.Stream.StoreWrite, "commit_interval", p.cfg.Stream.CommitInterval.D())
 	committerDone := make(chan struct{})
 	defer func() { p.cancelRun(); <-committerDone }() // before the client closes
 	go func() { defer close(committerDone); p.committer(ctx) }()

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -24,10 +25,11 @@ import (
 // transaction kept open across fetches.
 func TestSIGKILLPulseStream(t *testing.T) {
 	t.Parallel() // waits on brokers and processes more than it computes
-	for _, mode := range []string{config.StoreWriteCommitted, config.StoreWriteEarly} {
-		t.Run(mode, func(t *testing.T) { sigkillPulseStream(t, mode, "") })
-	}
-	t.Run(config.StoreWriteEarly+"/commit_interval", func(t *testing.T) { sigkillPulseStream(t, config.StoreWriteEarly, "100ms") })
+	t.Run(config.StoreWriteCommitted, func(t *testing.T) { sigkillPulseStream(t, config.StoreWriteCommitted, "") })
+	// early without an interval commits each fetch; early alone takes
+	// config.EarlyCommitInterval.
+	t.Run(config.StoreWriteEarly, func(t *testing.T) { sigkillPulseStream(t, config.StoreWriteEarly, "0") })
+	t.Run(config.StoreWriteEarly+"/commit_interval", func(t *testing.T) { sigkillPulseStream(t, config.StoreWriteEarly, "") })
 }
 
 func sigkillPulseStream(t *testing.T, storeWrite, interval string) {
@@ -93,6 +95,14 @@ store: {backend: pebble, path: %s}
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("pulse stream after SIGTERM: %v", err)
+	}
+	// The interval in effect, as the process logged it.
+	wantInterval := "commit_interval=0s"
+	if storeWrite == config.StoreWriteEarly && interval == "" {
+		wantInterval = "commit_interval=" + config.EarlyCommitInterval.String()
+	}
+	if b, _ := os.ReadFile(logf.Name()); !strings.Contains(string(b), wantInterval) {
+		t.Errorf("pulse stream did not log %s", wantInterval)
 	}
 	store, err := featurestore.OpenPebble(storePath, featurestore.PebbleOptions{})
 	if err != nil {
