@@ -214,25 +214,19 @@ func (nl nodeLines) keys(section string, i int) []string {
 // has says whether the file sets a dotted top-level path like
 // "stream.commit_interval" (to any value, a zero included).
 func (nl nodeLines) has(p string) bool {
-	parts := strings.Split(p, ".")
-	n := nl.top[parts[0]]
-	for _, part := range parts[1:] {
-		if n == nil || n.Kind != yaml.MappingNode {
-			return false
-		}
-		var next *yaml.Node
-		for j := 0; j+1 < len(n.Content); j += 2 {
-			if n.Content[j].Value == part {
-				next = n.Content[j+1]
-			}
-		}
-		n = next
-	}
+	n, _ := nl.find(p)
 	return n != nil && n.Tag != "!!null"
 }
 
 // path returns the line of a dotted top-level path like "ingest.listen".
 func (nl nodeLines) path(p string) int {
+	_, line := nl.find(p)
+	return line
+}
+
+// find returns the value node of a dotted top-level path (nil when the
+// file does not set it) and the line of its deepest key the file has.
+func (nl nodeLines) find(p string) (*yaml.Node, int) {
 	parts := strings.Split(p, ".")
 	n := nl.top[parts[0]]
 	line := 0
@@ -241,7 +235,7 @@ func (nl nodeLines) path(p string) int {
 	}
 	for _, part := range parts[1:] {
 		if n == nil || n.Kind != yaml.MappingNode {
-			return line
+			return nil, line
 		}
 		var next *yaml.Node
 		for j := 0; j+1 < len(n.Content); j += 2 {
@@ -252,7 +246,7 @@ func (nl nodeLines) path(p string) int {
 		}
 		n = next
 	}
-	return line
+	return n, line
 }
 
 // ApplyDefaults fills every unset value with its documented default.
