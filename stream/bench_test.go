@@ -61,7 +61,7 @@ func benchEvents(b *testing.B, e *env, n, users int, zipf bool) {
 // Pebble online store, against a raw franz-go consume of the same topic
 // in the same run.
 //
-//	go test ./stream -run '^$' -bench FullPath -benchtime 1x
+//	go test ./stream -run '^$' -bench 'FullPath$' -benchtime 1x
 func BenchmarkFullPath(b *testing.B) {
 	b.Run("uniform-50k-users", func(b *testing.B) { benchFullPath(b, 50_000, false) })
 	b.Run("zipf-1M-users", func(b *testing.B) { benchFullPath(b, 1_000_000, true) })

@@ -26,10 +26,10 @@ bench() { # GOMAXPROCS PARTITIONS EXTRA...
 }
 for p in 2 4 8 16; do
 	((p <= cores)) || continue
-	bench "$p" 4 -test.bench 'FullPath/uniform|Floor/apply$'
+	bench "$p" 4 -test.bench 'FullPath$/uniform|Floor$/apply$'
 done
 for parts in 8 16; do
-	bench "$cores" "$parts" -test.bench 'FullPath/uniform|Floor/apply$'
+	bench "$cores" "$parts" -test.bench 'FullPath$/uniform|Floor$/apply$'
 done
-bench "$cores" 16 -test.bench 'FullPath/uniform' -test.cpuprofile "$out/cpu.prof" \
+bench "$cores" 16 -test.bench 'FullPath$/uniform' -test.cpuprofile "$out/cpu.prof" \
 	-test.mutexprofile "$out/mutex.prof" -test.blockprofile "$out/block.prof"
