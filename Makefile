@@ -9,6 +9,7 @@
 GO             ?= go
 PKGS           ?= ./...
 TESTFLAGS      ?= -race -timeout 25m
+STATICCHECK    ?= v0.8.2
 SHARED_SERVERS ?= 1
 
 .PHONY: test test-deps dev build lint bench
@@ -49,6 +50,8 @@ lint:
 	if [ -n "$$out" ]; then echo "not gofmt'ed:"; echo "$$out"; exit 1; fi
 	@echo "==> go vet $(PKGS)"
 	@$(GO) vet $(PKGS)
+	@echo "==> staticcheck $(PKGS)"
+	@$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) $(PKGS)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

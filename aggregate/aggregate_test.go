@@ -203,7 +203,7 @@ func TestCompileErrorsAreListed(t *testing.T) {
 }
 
 func TestCompileAll(t *testing.T) {
-	sets, err := CompileAll([]config.Feature{
+	_, err := CompileAll([]config.Feature{
 		{Name: "orders", Agg: "count"},
 		{Name: "seats", Agg: "max", Field: "traits.seats", Entity: "account"},
 		{Name: "x", Expr: "seats * 2"},
@@ -211,7 +211,7 @@ func TestCompileAll(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "feature seats belongs to entity account") {
 		t.Fatalf("err = %v", err)
 	}
-	sets, err = CompileAll([]config.Feature{
+	sets, err := CompileAll([]config.Feature{
 		{Name: "orders", Agg: "count"},
 		{Name: "seats", Agg: "max", Field: "traits.seats", Entity: "account"},
 		{Name: "x", Expr: "orders * 2"},

@@ -104,10 +104,6 @@ var aggNames = map[string]agg{
 	"last_by_key": aggLastByKey,
 }
 
-// numeric reports whether the agg folds numbers (and so skips events whose
-// field is not a number).
-func (a agg) numeric() bool { return a == aggSum || a == aggAvg || a == aggMin || a == aggMax }
-
 // Set is a compiled list of one entity's features. It is immutable and safe
 // for concurrent use; each State must be used by one goroutine at a time.
 type Set struct {

@@ -138,7 +138,6 @@ func label(mc *config.Model, scores []float64) string {
 type PredictionCSV struct {
 	w      *csv.Writer
 	header bool
-	at     string
 }
 
 // NewPredictionCSV writes to w.

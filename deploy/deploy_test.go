@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -46,13 +45,4 @@ var metricRe = regexp.MustCompile(`\b(pulse_[a-z0-9_]+|up)\b`)
 
 func metricsIn(expr string) []string {
 	return metricRe.FindAllString(expr, -1)
-}
-
-func sorted(set map[string]bool) []string {
-	out := make([]string, 0, len(set))
-	for k := range set {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

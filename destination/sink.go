@@ -2,7 +2,6 @@ package destination
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -187,6 +186,3 @@ func retryAfter(v string, now time.Time) time.Duration {
 	}
 	return 0
 }
-
-// isTimeout reports whether err is an attempt's deadline.
-func isTimeout(err error) bool { return errors.Is(err, context.DeadlineExceeded) }

@@ -42,7 +42,7 @@ func NumberID(text []byte) (id string, ok bool) {
 // isIntegerText reports whether the JSON number text has no fraction and
 // no exponent.
 func isIntegerText(text []byte) bool {
-	return bytes.IndexByte(text, '.') < 0 && bytes.IndexAny(text, "eE") < 0
+	return bytes.IndexByte(text, '.') < 0 && !bytes.ContainsAny(text, "eE")
 }
 
 // IsText reports whether s, the inside of a JSON string as sent (escapes

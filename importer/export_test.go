@@ -102,7 +102,6 @@ func TestImportExports(t *testing.T) {
 	if len(byID) != 7 {
 		t.Fatalf("%d messageIds over two imports, want 7 (each row's, twice)", len(byID))
 	}
-	var derived []string
 	got := map[string]string{}
 	for id, es := range byID {
 		if len(es) != 2 {
@@ -110,7 +109,6 @@ func TestImportExports(t *testing.T) {
 		}
 		e := es[0]
 		if strings.HasPrefix(id, "import-") {
-			derived = append(derived, e.UserID)
 			id = "derived"
 		}
 		got[e.UserID+" "+string(e.Type)+" "+e.Event] = id + " " + e.Timestamp.Format(time.RFC3339Nano) + " " + e.AnonymousID +

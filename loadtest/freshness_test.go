@@ -62,7 +62,7 @@ func newFakePipeline(t *testing.T, lag, lateExit time.Duration) (*fakePipeline, 
 	})
 	mux.HandleFunc("GET /v1/segments/live", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("api_key") != "rk" {
-			http.Error(w, "no", 401)
+			http.Error(w, "no", http.StatusUnauthorized)
 			return
 		}
 		w.Header().Set("Content-Type", "text/event-stream")

@@ -249,6 +249,7 @@ func parseLightGBM(data []byte) (*Model, error) {
 			}
 		}
 		if err := f.addTree(kv, numFeatures); err != nil {
+			//lint:ignore ST1005 the error names the model file's own field, Tree=N
 			return nil, fmt.Errorf("Tree=%s: %w", id, err)
 		}
 	}

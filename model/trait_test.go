@@ -69,7 +69,7 @@ func TestTraitChangeIDStable(t *testing.T) {
 		{"churn_risk", "u1", time.UnixMilli(1_700_000_000_123), 0.25},
 		{"", "", time.UnixMilli(-5), math.NaN()},
 		{"a\x00b", long, time.UnixMilli(0), math.Inf(-1)},
-		{long, "é", time.Date(2026, 1, 1, 0, 0, 0, 999_999, time.UTC), -0.0},
+		{long, "é", time.Date(2026, 1, 1, 0, 0, 0, 999_999, time.UTC), math.Copysign(0, -1)},
 	} {
 		if got, want := TraitChangeID(c.trait, "user", c.id, c.at, c.score), was(c.trait, "user", c.id, c.at, c.score); got != want {
 			t.Errorf("TraitChangeID(%q, %q, %v, %v) = %s, was %s", c.trait, c.id, c.at, c.score, got, want)

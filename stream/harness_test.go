@@ -675,12 +675,6 @@ func (s *memStore) SegmentMembers(_ context.Context, _, seg, cursor string, limi
 
 func (s *memStore) Close() error { return nil }
 
-func (s *memStore) len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.vecs)
-}
-
 // partitionRecords produces evs to partition 0 of the events topic and
 // reads them back, with their offsets, for a task's processBatch.
 func (e *env) partitionRecords(evs ...*event.Event) []*kgo.Record {

@@ -170,7 +170,7 @@ func TestSeedsMakeNewFeaturesExact(t *testing.T) {
 	// The partitions move to a processor with no local state: it restores
 	// the activations, marks and seeds offset from the changelog.
 	p5 := e.processor(Options{MaxPollRecords: 500}, filepath.Join(t.TempDir(), "moved"))
-	stop = e.run(p5)
+	e.run(p5) // stopped by the env's cleanup
 	e.produce(phasedLoad(t, ref, 24, 40, 0, 500)[0]...)
 	e.waitCaughtUp(60*time.Second, p5)
 	if got := p5.activations(); !sameActivations(got, activation, cfg2) {
