@@ -11,7 +11,7 @@
 # For the example as shipped (a) and without its rfm: block (c), at
 # GOMAXPROCS 2 (this VM's width) and all cores: freshness, then identity at
 # 20 and 100 merges/s; ROUNDS (default 2) of each. About 4 minutes with the
-# defaults on 16 cores.
+# defaults on 16 cores. PROCS="16" runs one GOMAXPROCS pass only.
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 pulse=${PULSE:-$root/bin/pulse}
@@ -26,7 +26,7 @@ awk '/^rfm:/{skip=1; next} /^[^ #]/{skip=0} !skip' "$root/examples/ecommerce/pul
 for d in a c; do ln -s "$root/examples/ecommerce/models" "$work/$d/models"; done
 echo "cores=$cores rounds=$rounds out=$out" | tee "$out/merge.txt"
 cd "$work"
-for procs in 2 "$cores"; do
+for procs in ${PROCS:-2 $cores}; do
 	for r in $(seq "$rounds"); do
 		for c in c a; do
 			echo "== GOMAXPROCS=$procs config=$c round=$r freshness" | tee -a "$out/merge.txt"

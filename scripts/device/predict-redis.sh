@@ -10,7 +10,8 @@
 #   scripts/device/predict-redis.sh            # there (carry bin/device.tar.gz, ~30 MB;
 #                                              # OUT=dir for the results)
 #
-# About 7 minutes with the defaults (ROUNDS=2 or SLOTS=8 for less).
+# About 7 minutes with the defaults (ROUNDS=2 or SLOTS=8 for less; NOTRACE=1
+# skips the traced run).
 #
 # Redis runs on the last REDIS_CORES cores (default 2), Pulse's load test
 # (scorer, floor, bare handler and load generator in one process) on the
@@ -53,7 +54,7 @@ LD_LIBRARY_PATH="$redisdir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" taskset -c 
 	"$redis_bin" --port "$port" --bind 127.0.0.1 --save '' --appendonly no --protected-mode no \
 	>"$out/redis.log" 2>&1 &
 redis_pid=$!
-trap 'kill $redis_pid 2>/dev/null' EXIT
+trap 'kill $redis_pid 2>/dev/null; sleep 0.5; kill -9 $redis_pid 2>/dev/null' EXIT
 for _ in $(seq 50); do
 	(exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
 	sleep 0.1
@@ -71,6 +72,7 @@ for n in $slots; do
 		echo "== slots=$n round=$r $(date -u +%T)" | tee -a "$out/predict-redis.txt"
 		run "$n" | grep -E 'req/s|x baseline|CPU per|cache' | tee -a "$out/predict-redis.txt"
 	done
+	[[ -n "${NOTRACE:-}" ]] && continue
 	echo "== slots=$n traced (the traced side is slower: read the split, not the p99)" | tee -a "$out/predict-redis.txt"
 	run "$n" -trace "$out/trace-slots$n" >"$out/traced-slots$n.txt"
 	for f in "$out"/trace-slots"$n".*; do

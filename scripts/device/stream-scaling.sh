@@ -28,7 +28,7 @@ for p in 2 4 8 16; do
 	((p <= cores)) || continue
 	bench "$p" 4 -test.bench 'FullPath$/uniform|Floor$/apply$'
 done
-for parts in 8 16; do
+for parts in ${PARTS:-8 16}; do
 	bench "$cores" "$parts" -test.bench 'FullPath$/uniform|Floor$/apply$'
 done
 bench "$cores" 16 -test.bench 'FullPath$/uniform' -test.cpuprofile "$out/cpu.prof" \
