@@ -27,13 +27,23 @@ import (
 // benchEvents produces n events for users to the env's events topic:
 // users drawn uniformly, or Zipf-distributed (s=1.1) when zipf.
 func benchEvents(b *testing.B, e *env, n, users int, zipf bool) {
+	recs := make([]*kgo.Record, 0, 10000)
+	genEvents(n, users, zipf, func(r *kgo.Record) {
+		recs = append(recs, r)
+		if len(recs) == cap(recs) {
+			e.produce(recs...)
+			recs = recs[:0]
+		}
+	})
+	e.produce(recs...)
+}
+
+// genEvents makes the benchmarks' n events over users (uniform, or Zipf):
+// a quarter orders, the rest product views, in the last day before t0;
+// each a record keyed by its user.
+func genEvents(n, users int, zipf bool, emit func(*kgo.Record)) {
 	rng := rand.New(rand.NewPCG(9, 9))
 	z := rand.NewZipf(rng, 1.1, 1, uint64(users-1))
-	recs := make([]*kgo.Record, 0, 10000)
-	flush := func() {
-		e.produce(recs...)
-		recs = recs[:0]
-	}
 	for i := range n {
 		u := rng.IntN(users)
 		if zipf {
@@ -49,12 +59,8 @@ func benchEvents(b *testing.B, e *env, n, users int, zipf bool) {
 				Timestamp: at, ReceivedAt: at, Properties: map[string]any{"product_id": fmt.Sprintf("p%d", rng.IntN(100))}}
 		}
 		v, _ := ev.Marshal()
-		recs = append(recs, &kgo.Record{Key: []byte(user), Value: v})
-		if len(recs) == cap(recs) {
-			flush()
-		}
+		emit(&kgo.Record{Key: []byte(user), Value: v})
 	}
-	flush()
 }
 
 // BenchmarkFullPath: kfake -> stream (Pebble, changelog transactions) ->

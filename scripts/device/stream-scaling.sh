@@ -7,7 +7,8 @@
 #
 # For each GOMAXPROCS and partition count it runs BenchmarkFullPath/uniform
 # (the whole stream on kfake) and BenchmarkFloor/apply (fetch, decode and
-# Apply alone) over 1M events, then profiles the full path at the widest
+# Apply alone) over 1M events, BenchmarkTaskScaling (16 tasks fed without
+# Kafka) at 1, 2, 4, 8 and 16 cores, then profiles the full path at the widest
 # setting (CPU, mutex and block profiles, self-symbolised: read them with
 # `go tool pprof -top FILE` anywhere).
 set -u
@@ -27,6 +28,13 @@ bench() { # GOMAXPROCS PARTITIONS EXTRA...
 for p in 2 4 8 16; do
 	((p <= cores)) || continue
 	bench "$p" 4 -test.bench 'FullPath$/uniform|Floor$/apply$'
+done
+# The tasks alone, no Kafka: does the task code grow with cores? One
+# process per width: with -benchtime 1x the first of a -test.cpu list is
+# measured at the process's own GOMAXPROCS, not the one it names.
+for p in 1 2 4 8 16; do
+	((p <= cores)) || continue
+	bench "$p" 16 -test.bench 'TaskScaling$'
 done
 for parts in ${PARTS:-8 16}; do
 	bench "$cores" "$parts" -test.bench 'FullPath$/uniform|Floor$/apply$'
