@@ -54,9 +54,15 @@ func TestPeerAgrees(t *testing.T) {
 		if least, most := s.Probes*int64(o.Batch), int64(o.Rate*(o.Duration+o.Warmup).Seconds())+int64(o.Batch); s.FreshEvents < least || s.FreshEvents > most {
 			t.Errorf("%s: %d events counted in the freshness phase, want %d to %d", s.Name, s.FreshEvents, least, most)
 		}
-		if s.FreshCPU <= 0 || s.FreshRedisCPU <= 0 || s.FreshBrokerCPU <= 0 || s.BrokerCPU <= 0 {
+		if s.FreshCPU <= 0 || s.FreshRedisCPU <= 0 || s.FreshBrokerCPU <= 0 || s.BrokerCPU < 0 {
 			t.Errorf("%s: CPU not measured: freshness phase %s, its redis %s, its broker %s; the backlog's broker %s", s.Name, s.FreshCPU, s.FreshRedisCPU, s.FreshBrokerCPU, s.BrokerCPU)
 		}
+	}
+	// The broker's CPU comes from /proc in clock ticks (10 ms): Pulse's
+	// side can take the small backlog in under 100 ms with none counted
+	// (it did once in CI: 88 ms, 0 s). The peer's takes seconds.
+	if rep.KStreams.BrokerCPU <= 0 {
+		t.Errorf("the backlog's broker CPU was not measured for the peer: %s", rep.KStreams.BrokerCPU)
 	}
 	if !rep.Broker {
 		t.Error("the broker's CPU was not measured: testenv's broker runs on this machine")
