@@ -72,7 +72,7 @@ func BenchmarkTaskScaling(b *testing.B) {
 		}
 		tasks := make([]*task, parts)
 		for i := range tasks {
-			if tasks[i], err = benchTask(p, int32(i), filepath.Join(dir, "task"+strconv.Itoa(i)), log); err != nil {
+			if tasks[i], err = memLogTask(p, int32(i), filepath.Join(dir, "task"+strconv.Itoa(i)), nil, log); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -107,24 +107,4 @@ func BenchmarkTaskScaling(b *testing.B) {
 		b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-µs/event")
 		b.StartTimer()
 	}
-}
-
-// benchTask is partition part's task of p on a fresh Pebble in dir, as
-// openTask makes it with an empty changelog, its transactions going to a
-// memLog.
-func benchTask(p *Processor, part int32, dir string, log *slog.Logger) (*task, error) {
-	t := p.newTask(part)
-	var err error
-	if t.db, t.fault, err = openPebble(dir, nil, log, 32<<20); err != nil {
-		return nil, err
-	}
-	t.out = &memLog{}
-	t.meta = meta{changelog: -1, segFP: p.segments.Fingerprint()}
-	if t.seen, err = buildSeenFilter(t.db); err != nil {
-		return nil, err
-	}
-	if err := t.openMoved(); err != nil {
-		return nil, err
-	}
-	return t, t.activate(context.Background())
 }

@@ -200,25 +200,33 @@ func (st *tester) start(yaml string) error {
 	if st.p, err = New(cfg, st.store, Options{Log: log, Now: st.clock.now, RescoreBudget: time.Hour}); err != nil {
 		return err
 	}
-	t := st.p.newTask(0)
-	if t.db, t.fault, err = openPebble("", vfs.NewMem(), log, 32<<20); err != nil {
+	if st.task, err = memLogTask(st.p, 0, "", vfs.NewMem(), log); err != nil {
 		return err
 	}
-	st.task, st.out = t, &memLog{}
-	t.out = st.out
-	t.meta = meta{changelog: -1, segFP: st.p.segments.Fingerprint()}
-	if t.seen, err = buildSeenFilter(t.db); err != nil {
-		return err
-	}
-	if err := t.openMoved(); err != nil {
-		return err
-	}
-	if err := t.activate(context.Background()); err != nil {
-		return err
-	}
+	st.out = st.task.out.(*memLog)
 	st.out.committed = nil
 	st.logs.Reset()
 	return nil
+}
+
+// memLogTask is partition part's task of p on a fresh Pebble in dir of fs
+// (nil: the disk), as openTask makes it with an empty changelog, its
+// transactions going to a memLog (task.out).
+func memLogTask(p *Processor, part int32, dir string, fs vfs.FS, log *slog.Logger) (*task, error) {
+	t := p.newTask(part)
+	var err error
+	if t.db, t.fault, err = openPebble(dir, fs, log, 32<<20); err != nil {
+		return nil, err
+	}
+	t.out = &memLog{}
+	t.meta = meta{changelog: -1, segFP: p.segments.Fingerprint()}
+	if t.seen, err = buildSeenFilter(t.db); err != nil {
+		return nil, err
+	}
+	if err := t.openMoved(); err != nil {
+		return nil, err
+	}
+	return t, t.activate(context.Background())
 }
 
 // reopen replaces the task by a new one on the same Pebble, as the

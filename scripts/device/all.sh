@@ -22,8 +22,9 @@
 # whole took 5 minutes). Each part's text file reaches $OUT as the part
 # ends. What each part does within them on 16 cores (sized from this VM's
 # runs; the first device run should check): stream scaling at
-# GOMAXPROCS 2, 4, 8, 16 with 4 partitions, 16 partitions at all cores, and a
-# profiled run (1M events each); predict with Redis on its own two cores,
+# GOMAXPROCS 2, 4, 8, 16 with 4 partitions, the tasks alone (no Kafka) at
+# 1-16 cores, 16 partitions at all cores, and a profiled run (1M events
+# each); predict with Redis on its own two cores,
 # three runs of 5k/10k/20k requests/s with 2 read slots (the target's three
 # runs), then one traced run split by traceslow (NOTRACE=1 skips it); the
 # merge latency at all cores, one round of the example with and without rfm:.
