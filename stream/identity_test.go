@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -28,9 +29,10 @@ import (
 // identityLoad is a reproducible stream of a few people over several
 // devices: anonymous browsing and orders on each device (keyed by the
 // anonymousId, so on other partitions than the user), events as the user,
-// identifies linking a device (some through an email only), retries of
-// events (same messageId and key) and identifies with a blocked
-// anonymousId. Every person with links has a userId, so each canonical id
+// identifies linking a device, retries of events (same messageId and key)
+// and identifies with a blocked anonymousId. Each person's third device
+// never logs in: an identify there carries the email only (a newsletter
+// form), so that device reaches the person through traits.email alone. Every person with links has a userId, so each canonical id
 // is that userId whatever order the links fold in. It returns the records
 // and, per canonical id, the events that count for it; blocked is the
 // number of distinct identifies with a blocked anonymousId.
@@ -43,7 +45,8 @@ func identityLoad(seed uint64, people, n int) (recs []*kgo.Record, byPerson map[
 	for i := range n {
 		p := rng.IntN(people)
 		user := fmt.Sprintf("u%d", p)
-		device := fmt.Sprintf("a%d-%d", p, rng.IntN(3))
+		dev := rng.IntN(3)
+		device := fmt.Sprintf("a%d-%d", p, dev)
 		email := fmt.Sprintf("p%d@shop.example", p)
 		at := t0.Add(-time.Duration(rng.Int64N(int64(36 * time.Hour))))
 		id := fmt.Sprintf("m%d-%d", seed, i)
@@ -55,14 +58,14 @@ func identityLoad(seed uint64, people, n int) (recs []*kgo.Record, byPerson map[
 		case k == 1:
 			ev = &event.Event{Type: event.Identify, UserID: user, AnonymousID: "null", MessageID: id, Timestamp: at, ReceivedAt: at}
 			blocked++
-		case k < 5:
-			linked[user], linked[device] = true, true
-			ev = &event.Event{Type: event.Identify, UserID: user, AnonymousID: device, MessageID: id, Timestamp: at, ReceivedAt: at,
-				Traits: map[string]any{"country": []string{"DE", "FR"}[rng.IntN(2)], "email": email}}
-		case k == 4 && linked[user]: // the email is the user's: the link ends in the user
+		case k < 5 && dev == 2 && linked[user]: // the email is the user's: the link ends in the user
 			linked[device] = true
 			ev = &event.Event{Type: event.Identify, AnonymousID: device, MessageID: id, Timestamp: at, ReceivedAt: at,
 				Traits: map[string]any{"email": email}}
+		case k < 5 && dev < 2:
+			linked[user], linked[device] = true, true
+			ev = &event.Event{Type: event.Identify, UserID: user, AnonymousID: device, MessageID: id, Timestamp: at, ReceivedAt: at,
+				Traits: map[string]any{"country": []string{"DE", "FR"}[rng.IntN(2)], "email": email}}
 		case k < 10:
 			ev = order("", id, at, float64(rng.IntN(200)))
 			ev.AnonymousID = device
@@ -114,11 +117,16 @@ func personReference(t testing.TB, e *env, byPerson map[string][]*event.Event) *
 // userId equals the reference over all its ids' events (at three query
 // times, windows sliding), every merged device's vector is empty, each
 // segment change is on pulse.segments once, and every blocked identify
-// is a dead letter.
+// is a dead letter. PULSE_IDENTITY_SEEDS=N runs N seeds instead of 4
+// (every fourth with a commit interval), to search wider.
 func TestIdentityMergesAcrossPartitions(t *testing.T) {
-	for seed := range uint64(4) {
+	seeds := uint64(4)
+	if v, err := strconv.ParseUint(os.Getenv("PULSE_IDENTITY_SEEDS"), 10, 64); err == nil && v > 0 {
+		seeds = v
+	}
+	for seed := range seeds {
 		name, interval := fmt.Sprint("seed", seed), time.Duration(0)
-		if seed == 3 {
+		if seed%4 == 3 {
 			name, interval = name+"/commit_interval", 50*time.Millisecond
 		}
 		t.Run(name, func(t *testing.T) {
