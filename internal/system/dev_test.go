@@ -26,7 +26,9 @@ func freePort(t *testing.T) int { return testenv.FreePort(t) }
 // TestDevEndToEnd runs `pulse dev` on the example config (on free ports)
 // and follows an event as a user would: posted to ingest, its features
 // readable from the scorer within a second, a prediction with the demo
-// model, the segment it entered, the trait score it got.
+// model, the segment it entered, the trait score it got, the history in
+// ClickHouse and `pulse backfill verify` agreeing with the online store,
+// for people merged across devices too (checkMergedPeopleVerify).
 func TestDevEndToEnd(t *testing.T) {
 	// The example, with http destinations: pulse dev runs them in process.
 	hooks := make(chan string, 100)
@@ -264,6 +266,10 @@ destinations:
 		rep.Write(&b)
 		t.Fatalf("verify beside dev: %d compared, %d mismatches, %d missing:\n%s", compared, rep.Mismatches(), len(rep.Missing), b.String())
 	}
+
+	// People who browse on devices and log in later: the stream merges
+	// them, and verify, resolving the history the backfill's way, agrees.
+	checkMergedPeopleVerify(t, beside, ingest, scorer, served, history.NewReader(conn, beside.ClickHouse.Database), call)
 }
 
 func contains(list []string, s string) bool {

@@ -1,0 +1,222 @@
+package system
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pulse-rt/pulse/backfill"
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/featurestore"
+	"github.com/pulse-rt/pulse/history"
+	"github.com/pulse-rt/pulse/internal/testenv"
+)
+
+// mergedPeople is shop traffic of a few people over three devices each,
+// as the SDKs send it: anonymous browsing and orders on the devices,
+// orders as the user, identifies that log a device in (userId,
+// anonymousId, traits.email), a third device that never logs in and is
+// linked by a newsletter form's email alone, retries of earlier events
+// (same messageId), event times spread over the last 36 hours and sent
+// in another order. orders is each person's distinct orders over all its
+// ids, linked the devices that end in their person.
+type mergedPeople struct {
+	batches [][]map[string]any
+	orders  map[string]int      // userId -> orders of all its ids
+	linked  map[string]string   // device -> userId
+	ids     map[string][]string // userId -> its ids (the user's own first)
+}
+
+func newMergedPeople(seed uint64, people, n int, now time.Time) *mergedPeople {
+	rng := rand.New(rand.NewPCG(seed, 11))
+	m := &mergedPeople{orders: map[string]int{}, linked: map[string]string{}, ids: map[string][]string{}}
+	type sent struct {
+		msg      map[string]any
+		order    bool
+		owner    string // the device, or the user
+		personal string // the person whose user this is
+	}
+	var all []sent
+	identified := map[string]bool{}
+	for i := range n {
+		p := rng.IntN(people)
+		user := fmt.Sprintf("vp%d", p)
+		dev := rng.IntN(3)
+		device := fmt.Sprintf("vd%d-%d", p, dev)
+		email := fmt.Sprintf("vp%d@shop.example", p)
+		at := now.Add(-time.Duration(rng.Int64N(int64(36 * time.Hour))))
+		msg := map[string]any{"messageId": fmt.Sprintf("vm%d-%d", seed, i), "timestamp": at.Format(time.RFC3339Nano)}
+		s := sent{msg: msg, owner: device, personal: user}
+		switch k := rng.IntN(20); {
+		case k == 0 && len(all) > 0:
+			all = append(all, all[rng.IntN(len(all))]) // a retry: the same message again
+			continue
+		case k < 4 && dev == 2 && identified[user]:
+			// The newsletter form: the email only, which the user's
+			// login already linked.
+			msg["type"], msg["anonymousId"] = "identify", device
+			msg["traits"] = map[string]any{"email": email}
+			m.linked[device] = user
+		case k < 4 && dev < 2:
+			msg["type"], msg["userId"], msg["anonymousId"] = "identify", user, device
+			msg["traits"] = map[string]any{"email": email, "country": []string{"DE", "FR", "NL"}[rng.IntN(3)]}
+			identified[user], m.linked[device] = true, user
+			s.owner = user
+		case k < 9:
+			msg["type"], msg["event"] = "track", "Order Completed"
+			msg["properties"] = map[string]any{"revenue": float64(5 + rng.IntN(300)), "order_id": msg["messageId"]}
+			msg["anonymousId"] = device
+			if rng.IntN(3) == 0 {
+				delete(msg, "anonymousId")
+				msg["userId"], s.owner = user, user
+			}
+			s.order = true
+		default:
+			msg["type"], msg["event"] = "track", "Product Viewed"
+			msg["anonymousId"] = device
+			msg["properties"] = map[string]any{"product_id": fmt.Sprintf("p%d", rng.IntN(40)),
+				"category": []string{"Toys", "Books", "Garden", "Kitchen"}[rng.IntN(4)]}
+		}
+		all = append(all, s)
+	}
+	seen := map[any]bool{}
+	for _, s := range all {
+		if s.order && !seen[s.msg["messageId"]] {
+			if s.owner == s.personal || m.linked[s.owner] != "" {
+				m.orders[s.personal]++
+			}
+		}
+		seen[s.msg["messageId"]] = true
+	}
+	for p := range people {
+		user := fmt.Sprintf("vp%d", p)
+		m.ids[user] = []string{user}
+		for d := range 3 {
+			if device := fmt.Sprintf("vd%d-%d", p, d); m.linked[device] == user {
+				m.ids[user] = append(m.ids[user], device)
+			}
+		}
+	}
+	for i := 0; i < len(all); i += 50 {
+		var b []map[string]any
+		for _, s := range all[i:min(i+50, len(all))] {
+			b = append(b, s.msg)
+		}
+		m.batches = append(m.batches, b)
+	}
+	return m
+}
+
+// checkMergedPeopleVerify posts mergedPeople's traffic to a running
+// pulse dev and checks, once the history holds it, that every person's
+// online vector has the orders of all its ids, every linked device
+// answers as its person, and `pulse backfill verify` (the history's
+// events and identity_links through the backfill's point-in-time rule)
+// agrees with the online store on every feature for every person,
+// asked for by any of its ids: online and offline resolve identities the
+// same way.
+func checkMergedPeopleVerify(t *testing.T, cfg *config.Config, ingest, scorer string, served featurestore.Store, r *history.Reader,
+	call func(method, url, key, body string) (int, string)) {
+	t.Helper()
+	m := newMergedPeople(3, 10, 600, time.Now())
+	for _, b := range m.batches {
+		body, _ := json.Marshal(map[string]any{"batch": b})
+		if code, out := call("POST", ingest+"/v1/batch", "dev-write-key", string(body)); code != 200 {
+			t.Fatalf("batch: %d %s", code, out)
+		}
+	}
+	var users, every []string
+	for u, ids := range m.ids {
+		users = append(users, u)
+		every = append(every, ids...)
+	}
+	sort.Strings(users)
+	devices := len(every) - len(users)
+	if len(m.linked) < len(users) || devices < len(users) {
+		t.Fatalf("the load links %d devices of %d people: too few to check merges", len(m.linked), len(users))
+	}
+	ctx := context.Background()
+	// The stream: each person's orders, over all its ids, in its vector.
+	testenv.WaitFor(t, 60*time.Second, "every person's orders of all its ids online", func() bool {
+		vecs, found, err := served.GetMany(ctx, "user", users)
+		if err != nil {
+			return false
+		}
+		for i, u := range users {
+			if !found[i] || vecs[i].Features["orders_lifetime"] != float64(m.orders[u]) {
+				return false
+			}
+		}
+		return true
+	})
+	// The history: every device's link, and verify agreeing (the history
+	// writer may still be copying the last events: retried a while).
+	var (
+		rep     *backfill.VerifyReport
+		links   uint64
+		lastErr error
+	)
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		lastErr = r.Conn().QueryRow(ctx, fmt.Sprintf("SELECT count(DISTINCT identifier) FROM %s WHERE identifier LIKE 'anonymous_id:vd%%'",
+			r.Table("identity_links"))).Scan(&links)
+		if lastErr == nil && int(links) >= len(m.linked) {
+			rep, lastErr = backfill.Verify(ctx, cfg, r, served, backfill.VerifyOptions{Entities: every, Examples: 5})
+			if lastErr == nil && rep.Mismatches() == 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			var b strings.Builder
+			if rep != nil {
+				rep.Write(&b)
+			}
+			t.Fatalf("after 60s: %d of %d devices' links in the history; verify: %v\n%s", links, len(m.linked), lastErr, b.String())
+		}
+	}
+	if len(rep.Missing) != 0 {
+		t.Fatalf("verify: persons missing online: %v", rep.Missing)
+	}
+	for _, f := range rep.Features {
+		// Asked for by every id, each person is compared once: the
+		// devices resolved to their persons.
+		if f.Compared != len(users) {
+			t.Fatalf("verify compared %s for %d persons, want %d (%d ids asked)", f.Feature, f.Compared, len(users), len(every))
+		}
+	}
+	// A linked device answers as its person.
+	for device, user := range m.linked {
+		code, out := call("GET", scorer+"/v1/entities/user/"+device, "dev-read-key", "")
+		var e struct {
+			CanonicalID string `json:"canonical_id"`
+		}
+		if err := json.Unmarshal([]byte(out), &e); code != 200 || err != nil || e.CanonicalID != user {
+			t.Fatalf("device %s: %d %s, want canonical_id %s", device, code, out, user)
+		}
+	}
+	// And the sample verify takes by itself, over the whole history.
+	all, err := backfill.Verify(ctx, cfg, r, served, backfill.VerifyOptions{Sample: 1000})
+	if err != nil || all.Mismatches() != 0 || len(all.Missing) != 0 {
+		var b strings.Builder
+		if all != nil {
+			all.Write(&b)
+		}
+		t.Fatalf("verify over a sample of the history: %v\n%s", err, b.String())
+	}
+	t.Logf("verify: %d people over %d ids (%d devices linked, %d by email only), every feature equal online and offline",
+		len(users), len(every), devices, emailOnly(m))
+}
+
+func emailOnly(m *mergedPeople) int {
+	n := 0
+	for device := range m.linked {
+		if strings.HasSuffix(device, "-2") {
+			n++
+		}
+	}
+	return n
+}
