@@ -29,7 +29,7 @@ import (
 // identityLoad is a reproducible stream of a few people over several
 // devices: anonymous browsing and orders on each device (keyed by the
 // anonymousId, so on other partitions than the user), events as the user,
-// identifies linking a device, retries of events (same messageId and key)
+// identifies and aliases linking a device, retries of events (same messageId and key)
 // and identifies with a blocked anonymousId. Each person's third device
 // never logs in: an identify there carries the email only (a newsletter
 // form), so that device reaches the person through traits.email alone. Every person with links has a userId, so each canonical id
@@ -62,6 +62,9 @@ func identityLoad(seed uint64, people, n int) (recs []*kgo.Record, byPerson map[
 			linked[device] = true
 			ev = &event.Event{Type: event.Identify, AnonymousID: device, MessageID: id, Timestamp: at, ReceivedAt: at,
 				Traits: map[string]any{"email": email}}
+		case k == 4 && dev < 2: // the backend's alias call: previousId -> userId
+			linked[user], linked[device] = true, true
+			ev = &event.Event{Type: event.Alias, UserID: user, PreviousID: device, MessageID: id, Timestamp: at, ReceivedAt: at}
 		case k < 5 && dev < 2:
 			linked[user], linked[device] = true, true
 			ev = &event.Event{Type: event.Identify, UserID: user, AnonymousID: device, MessageID: id, Timestamp: at, ReceivedAt: at,
@@ -172,11 +175,15 @@ func TestIdentityMergesAcrossPartitions(t *testing.T) {
 			}
 			for owner, evs := range byPerson {
 				for _, ev := range evs {
-					if ev.Type != event.Identify || ev.AnonymousID == "null" {
+					device := ev.AnonymousID
+					if ev.Type == event.Alias {
+						device = ev.PreviousID
+					}
+					if ev.Type != event.Identify && ev.Type != event.Alias || device == "null" {
 						continue
 					}
-					if got := links[identity.Anonymous(ev.AnonymousID).String()]; got != owner {
-						t.Errorf("identity table: %s -> %q, want %s", ev.AnonymousID, got, owner)
+					if got := links[identity.Anonymous(device).String()]; got != owner {
+						t.Errorf("identity table: %s -> %q, want %s", device, got, owner)
 					}
 				}
 			}

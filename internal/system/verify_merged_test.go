@@ -20,7 +20,7 @@ import (
 // mergedPeople is shop traffic of a few people over three devices each,
 // as the SDKs send it: anonymous browsing and orders on the devices,
 // orders as the user, identifies that log a device in (userId,
-// anonymousId, traits.email), a third device that never logs in and is
+// anonymousId, traits.email) and aliases (previousId), a third device that never logs in and is
 // linked by a newsletter form's email alone, retries of earlier events
 // (same messageId), event times spread over the last 36 hours and sent
 // in another order. orders is each person's distinct orders over all its
@@ -30,6 +30,7 @@ type mergedPeople struct {
 	orders  map[string]int      // userId -> orders of all its ids
 	linked  map[string]string   // device -> userId
 	ids     map[string][]string // userId -> its ids (the user's own first)
+	aliases int
 }
 
 func newMergedPeople(seed uint64, people, n int, now time.Time) *mergedPeople {
@@ -62,6 +63,11 @@ func newMergedPeople(seed uint64, people, n int, now time.Time) *mergedPeople {
 			msg["type"], msg["anonymousId"] = "identify", device
 			msg["traits"] = map[string]any{"email": email}
 			m.linked[device] = user
+		case k == 3 && dev < 2: // the backend's alias call
+			msg["type"], msg["userId"], msg["previousId"] = "alias", user, device
+			m.linked[device] = user
+			s.owner = user
+			m.aliases++
 		case k < 4 && dev < 2:
 			msg["type"], msg["userId"], msg["anonymousId"] = "identify", user, device
 			msg["traits"] = map[string]any{"email": email, "country": []string{"DE", "FR", "NL"}[rng.IntN(3)]}
@@ -207,8 +213,8 @@ func checkMergedPeopleVerify(t *testing.T, cfg *config.Config, ingest, scorer st
 		}
 		t.Fatalf("verify over a sample of the history: %v\n%s", err, b.String())
 	}
-	t.Logf("verify: %d people over %d ids (%d devices linked, %d by email only), every feature equal online and offline",
-		len(users), len(every), devices, emailOnly(m))
+	t.Logf("verify: %d people over %d ids (%d devices linked, %d by email only; %d aliases), every feature equal online and offline",
+		len(users), len(every), devices, emailOnly(m), m.aliases)
 }
 
 func emailOnly(m *mergedPeople) int {
