@@ -142,6 +142,7 @@ func TestIdentityMergesAcrossPartitions(t *testing.T) {
 			ref := personReference(t, e, byPerson)
 			half := len(recs) / 2
 			e.produce(recs[:half]...)
+			links0, merges0, blocked0 := counterValue(mLinks), counterValue(mMerges), counterValue(mRefusals.WithLabelValues(identity.ReasonBlocked))
 			p := e.processor(Options{}, "")
 			stop := e.run(p)
 			e.produce(recs[half:]...)
@@ -167,11 +168,29 @@ func TestIdentityMergesAcrossPartitions(t *testing.T) {
 			if refused != blocked {
 				t.Errorf("%d blocked links dead-lettered, want %d", refused, blocked)
 			}
-			links := map[string]string{}
+			links, linkRecords := map[string]string{}, 0
 			for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.Identity) {
-				if l, err := identity.DecodeLink(r.Value); err == nil {
+				if l, err := identity.DecodeLink(r.Value); err == nil && identity.IsLink(r.Key) {
 					links[l.Identifier] = l.CanonicalID
+					linkRecords++
 				}
+			}
+			// The metrics: a link per record, refusals by reason, and
+			// merges (each device's first link at least).
+			if d := counterValue(mLinks) - links0; int(d) != linkRecords {
+				t.Errorf("pulse_identity_links_total grew by %v, want %d (the link records)", d, linkRecords)
+			}
+			if d := counterValue(mRefusals.WithLabelValues(identity.ReasonBlocked)) - blocked0; int(d) != blocked {
+				t.Errorf("pulse_identity_refusals_total{reason=blocked} grew by %v, want %d", d, blocked)
+			}
+			devices := 0
+			for id := range links {
+				if strings.HasPrefix(id, identity.KindAnonymous+":") {
+					devices++
+				}
+			}
+			if d := counterValue(mMerges) - merges0; int(d) < devices || int(d) > linkRecords {
+				t.Errorf("pulse_identity_merges_total grew by %v, want %d devices linked to %d link records", d, devices, linkRecords)
 			}
 			for owner, evs := range byPerson {
 				for _, ev := range evs {
