@@ -135,6 +135,30 @@ func (e *rebuildEnv) since(ago time.Duration) {
 	}
 }
 
+// waitLog waits up to 30s for a log line holding every part: the rebuild
+// logs after it published the history the test already read.
+func (e *rebuildEnv) waitLog(what string, parts ...string) {
+	e.t.Helper()
+	has := func(line string) bool {
+		for _, p := range parts {
+			if !strings.Contains(line, p) {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		for _, line := range strings.Split(e.logs.String(), "\n") {
+			if has(line) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("want %s within 30s:\n%s", what, e.logs.String())
+		}
+	}
+}
+
 // count checks the count a chart shows ago before the changes' time: the
 // last point at or before it.
 func (e *rebuildEnv) count(name string, ago time.Duration, want int64) {
@@ -172,9 +196,7 @@ func TestSegmentHistoryRebuild(t *testing.T) {
 	e.count("carts", 20*time.Minute+time.Millisecond, 0)
 	e.count("carts", 20*time.Minute-10*time.Second, 1)
 	e.count("carts", 0, 1)
-	if line := e.logs.String(); !strings.Contains(line, "segment history rebuilt") || !strings.Contains(line, "records=7") {
-		t.Errorf("want a rebuild log line with the 7 records of the hour:\n%s", line)
-	}
+	e.waitLog("a rebuild log line with the 7 records of the hour", "segment history rebuilt", "records=7")
 }
 
 // TestSegmentHistoryRebuildCapped: past its record cap the rebuild keeps
@@ -196,9 +218,7 @@ func TestSegmentHistoryRebuildCapped(t *testing.T) {
 	}
 	e.count("big_spenders", 10*time.Minute+time.Millisecond, 3)
 	e.count("big_spenders", 10*time.Minute-10*time.Second, 4)
-	if line := e.logs.String(); !strings.Contains(line, "capped") || !strings.Contains(line, `"over 6 records"`) {
-		t.Errorf("want a capped rebuild log line:\n%s", line)
-	}
+	e.waitLog("a capped rebuild log line", "capped", `"over 6 records"`)
 }
 
 // TestSegmentHistoryRebuildOutOfTime: a rebuild that cannot read the
