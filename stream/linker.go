@@ -59,6 +59,19 @@ var (
 	})
 )
 
+// refusalUnreadable is the refusals metric's reason for a request the
+// linker cannot decode (the guards' reasons are identity's).
+const refusalUnreadable = "unreadable"
+
+func init() {
+	// Every reason is a series at 0 from the start, so a rate or an alert
+	// sees it before the first refusal.
+	for _, r := range []string{identity.ReasonBlocked, identity.ReasonCapAnonymous, identity.ReasonCapIdentifiers,
+		identity.ReasonKnownUsers, refusalUnreadable} {
+		mRefusals.WithLabelValues(r)
+	}
+}
+
 // linkerOffsetKey keys the linker's next requests offset on pulse.identity.
 const linkerOffsetKey = identity.ReservedKeyPrefix + "linker/offset"
 
@@ -324,7 +337,7 @@ func (l *linker) fold(ctx context.Context, recs []*kgo.Record) error {
 			dl := event.NewDeadLetter("stream", event.ReasonUnreadable, r.Value, err, now)
 			dl.Topic, dl.Partition, dl.Offset = r.Topic, r.Partition, r.Offset
 			out = append(out, &kgo.Record{Topic: tp.Invalid, Key: r.Key, Value: dl.Encode()})
-			refused["unreadable"]++
+			refused[refusalUnreadable]++
 			continue
 		}
 		d, err := l.graph.Apply(req)
