@@ -32,6 +32,7 @@ require (
 
 require (
 	github.com/Shopify/toxiproxy/v2 v2.5.0
+	github.com/agnivade/levenshtein v1.2.2
 	github.com/rs/zerolog v1.28.0
 )
 

@@ -71,7 +71,7 @@ unknown_section: 1
 		`p.yaml:5: ingest.listen: address "nowhere" must be host:port`,
 		"p.yaml:7: keys[a].key: required",
 		`p.yaml:8: keys[a].scopes: unknown scope "root" (want write, read or admin)`,
-		`p.yaml:12: invalid duration "7x" (want e.g. 10m, 1h, 7d)`,
+		`p.yaml:12: features[orders_7d].window: invalid duration "7x" (want e.g. 10m, 1h, 7d)`,
 		"p.yaml:13: features[revenue].field: required for agg sum",
 		"p.yaml:15: features[revenue].name: duplicate feature name",
 		`p.yaml:16: features[revenue].agg: unknown aggregation "median" (want one of count, sum, avg, min, max, first, last, distinct, last_n, last_by_key)`,
@@ -80,7 +80,7 @@ unknown_section: 1
 		"p.yaml:23: models[m].path: required",
 		`p.yaml:24: models[m].format: unknown format "onnx" (want xgboost, lightgbm or logistic)`,
 		"p.yaml:23: models[m].features: required: the model's input features in order",
-		"p.yaml:25: field unknown_section not found in type config.Config",
+		"p.yaml:25: unknown_section: unknown setting",
 	}
 	got := map[string]bool{}
 	for _, p := range errs {

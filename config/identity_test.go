@@ -55,5 +55,5 @@ func TestIdentityProblems(t *testing.T) {
 	f("identity:\n  trait_identifiers: [traits.e-mail]\n", "must end in an identifier")
 	f("identity:\n  max_anonymous_ids: -3\n", "identity.max_anonymous_ids: must be between 1 and 1000000")
 	f("identity:\n  max_anonymous_ids: 50\n  max_identifiers: 10\n", "identity.max_identifiers: must be at least max_anonymous_ids (50)")
-	f("identity:\n  merge_known: true\n", "field merge_known not found")
+	f("identity:\n  merge_known: true\n", "identity.merge_known: unknown setting (did you mean merge_known_users?)")
 }

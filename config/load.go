@@ -93,16 +93,16 @@ func Parse(data []byte, name string) (*Config, error) {
 	// Type errors leave the rest of the file decoded, so the checks below
 	// still run and every problem is reported at once.
 	var errs Errors
+	lines := indexLines(&root)
 	if err := dec.Decode(c); err != nil && err != io.EOF {
 		var te *yaml.TypeError
 		if !errors.As(err, &te) {
 			return nil, Errors{yamlProblem(name, err)}
 		}
 		for _, msg := range te.Errors {
-			errs = append(errs, yamlProblem(name, errors.New(msg)))
+			errs = append(errs, lines.explain(yamlProblem(name, errors.New(msg))))
 		}
 	}
-	lines := indexLines(&root)
 	for i := range c.Keys {
 		c.Keys[i].Line = lines.item("keys", i)
 	}
@@ -156,6 +156,7 @@ func yamlProblem(file string, err error) Problem {
 
 // nodeLines finds the line of each list item and each key in the file.
 type nodeLines struct {
+	doc *yaml.Node            // the file's top mapping (nil when it is none)
 	top map[string]*yaml.Node // top-level key -> value node
 }
 
@@ -166,6 +167,7 @@ func indexLines(root *yaml.Node) nodeLines {
 		doc = doc.Content[0]
 	}
 	if doc.Kind == yaml.MappingNode {
+		nl.doc = doc
 		for i := 0; i+1 < len(doc.Content); i += 2 {
 			nl.top[doc.Content[i].Value] = doc.Content[i+1]
 		}
