@@ -23,8 +23,8 @@ import (
 // anonymousId, traits.email) and aliases (previousId), a third device that never logs in and is
 // linked by a newsletter form's email alone, retries of earlier events
 // (same messageId), event times spread over the last 36 hours and sent
-// in another order. orders is each person's distinct orders over all its
-// ids, linked the devices that end in their person.
+// in another order. orders counts each person's distinct orders over its
+// userId and the devices that end linked to it.
 type mergedPeople struct {
 	batches [][]map[string]any
 	orders  map[string]int      // userId -> orders of all its ids
