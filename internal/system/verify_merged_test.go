@@ -204,6 +204,32 @@ func checkMergedPeopleVerify(t *testing.T, cfg *config.Config, ingest, scorer st
 			t.Fatalf("device %s: %d %s, want canonical_id %s", device, code, out, user)
 		}
 	}
+	// The profile of a device linked by the email alone lists the whole
+	// person: its userId, the email, the device.
+	for device, user := range m.linked {
+		if !strings.HasSuffix(device, "-2") {
+			continue
+		}
+		code, out := call("GET", scorer+"/v1/profiles/user/"+device, "dev-read-key", "")
+		var prof struct {
+			CanonicalID string `json:"canonical_id"`
+			Identities  []struct {
+				Identifier string `json:"identifier"`
+			} `json:"identities"`
+		}
+		if err := json.Unmarshal([]byte(out), &prof); code != 200 || err != nil || prof.CanonicalID != user {
+			t.Fatalf("profile of %s: %d %s, want canonical_id %s", device, code, out, user)
+		}
+		ids := map[string]bool{}
+		for _, id := range prof.Identities {
+			ids[id.Identifier] = true
+		}
+		for _, want := range []string{"user_id:" + user, "email:" + user + "@shop.example", "anonymous_id:" + device} {
+			if !ids[want] {
+				t.Fatalf("profile of %s lists %v: want %s among them", device, prof.Identities, want)
+			}
+		}
+	}
 	// And the sample verify takes by itself, over the whole history.
 	all, err := backfill.Verify(ctx, cfg, r, served, backfill.VerifyOptions{Sample: 1000})
 	if err != nil || all.Mismatches() != 0 || len(all.Missing) != 0 {
