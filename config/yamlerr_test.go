@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -40,4 +41,28 @@ func TestDecoderProblemsNamed(t *testing.T) {
 			t.Errorf("%q:\n got %s\nwant %s", c.src, strings.ReplaceAll(errs.Error(), "\n", "\n     "), c.want)
 		}
 	}
+}
+
+// FuzzParse: any file gives a config or problems, never a panic (the
+// decoder's problems are explained by walking the file's nodes).
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		"kafka:\n  partitons: 4\n",
+		"features:\n  - name: r\n    agg: last_n\n    n: many\n",
+		"stream: {store_write: [early], commit_interval: soon}\n",
+		"- a\n- b\n",
+		"identity:\n  merge_known_users: maybe\n  trait_identifiers: {a: 1}\n",
+		"segments:\n  - name: s\n    rule: x > 1\n    unknown: [1, 2]\n",
+	} {
+		f.Add([]byte(s))
+	}
+	if b, err := os.ReadFile("../examples/ecommerce/pulse.yaml"); err == nil {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b, "f.yaml")
+		if (c == nil) == (err == nil) {
+			t.Fatalf("config %v and error %v", c != nil, err)
+		}
+	})
 }
