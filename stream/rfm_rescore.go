@@ -121,6 +121,13 @@ func (t *task) syncRFM() error {
 		if err := t.dropOldQueue(); err != nil {
 			return err
 		}
+		// A re-score the last owner left unfinished goes on from its
+		// cursor (unless newer boundaries restart it below).
+		if c, ok, err := t.cursor(); err != nil {
+			return err
+		} else if ok && b != nil && c.version == b.Version {
+			t.log.Info("rfm re-score resumed", "version", c.version, "after", c.after)
+		}
 	}
 	latest := t.p.rfmLatest.Load()
 	if latest == nil || latest.Same(t.rfmB) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -105,6 +106,10 @@ rfm:
 		t.Fatal(err)
 	}
 	cmd.Wait()
+	restarted, err := os.Stat(logf.Name()) // the restarted process logs past this
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd = start()
 	e.waitGroupProgress(t, 90*time.Second, -1)
 	// The new process has its four partitions (after the killed member's
@@ -112,10 +117,26 @@ rfm:
 	testenv.WaitFor(t, 90*time.Second, "the restarted process's partitions", func() bool {
 		return metric(listen, "pulse_stream_rfm_boundaries_version") >= 4
 	})
-	// Let a few refreshes pass: the re-score queue (what the kill left in
-	// Pebble, or all of a partition whose switch the kill lost) is worked
-	// off: 6000 entities, a few chunks a timer tick.
-	time.Sleep(5 * time.Second)
+	// The re-scores (what the kill left in Pebble, or all of a partition
+	// whose switch the kill lost, then each newer version's) are worked off:
+	// 6000 entities, a few chunks a timer tick. Done when every partition's
+	// last re-score start in this process's log has its done line, twice
+	// two refreshes apart (a fixed 5 s cut them short under CI load once).
+	prev := ""
+	testenv.WaitFor(t, 120*time.Second, "the re-scores done", func() bool {
+		b, _ := os.ReadFile(logf.Name())
+		state, done := rescoresDone(string(b[restarted.Size():]))
+		if !done {
+			prev = ""
+			return false
+		}
+		if state != prev {
+			prev = state
+			time.Sleep(2 * time.Second)
+			return false
+		}
+		return true
+	})
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("pulse stream after SIGTERM: %v", err)
@@ -138,6 +159,41 @@ rfm:
 			}
 		}
 	}
+}
+
+// rescoresDone reads a pulse stream log: each partition's last "re-scoring
+// the partition" (or "re-score resumed") line and whether its version's
+// "re-score done" line came after it. state names each partition's last version (for the caller to
+// see it hold); done is true when at least one re-score started and every
+// started one is done.
+func rescoresDone(log string) (state string, done bool) {
+	started, finished := map[string]string{}, map[string]string{}
+	attr := func(line, key string) string {
+		_, v, ok := strings.Cut(line, " "+key+"=")
+		if !ok {
+			return ""
+		}
+		v, _, _ = strings.Cut(v, " ")
+		return v
+	}
+	for _, line := range strings.Split(log, "\n") {
+		p, v := attr(line, "partition"), attr(line, "version")
+		switch {
+		case strings.Contains(line, `msg="rfm boundaries changed: re-scoring`), strings.Contains(line, `msg="rfm re-score resumed"`):
+			started[p], finished[p] = v, ""
+		case strings.Contains(line, `msg="rfm re-score done"`):
+			finished[p] = v
+		}
+	}
+	parts := make([]string, 0, len(started))
+	for p, v := range started {
+		parts = append(parts, p+"@"+v)
+		if finished[p] != v {
+			return "", false
+		}
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ","), len(started) > 0
 }
 
 // metric reads a counter's value from a /metrics endpoint (summed over
