@@ -10,7 +10,7 @@ GO             ?= go
 PKGS           ?= ./...
 # -parallel 4: a package's parallel tests (the crash tests: real brokers and
 # processes they mostly wait on) run four at a time rather than GOMAXPROCS;
-# on two cores the suite takes about 460 s instead of 550.
+# on two cores the suite takes 410-510 s instead of 530-570.
 TESTFLAGS      ?= -race -timeout 25m -parallel 4
 STATICCHECK    ?= v0.8.2
 SHARED_SERVERS ?= 1
