@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -168,84 +169,65 @@ func (nl nodeLines) at(line int, key, tag, value string) ([]pathSeg, *yaml.Node)
 }
 
 // knownKeys lists the YAML keys the config accepts under path (a mapping),
-// from Config's struct tags.
+// from Config's struct tags, in field order.
 func knownKeys(path []pathSeg) []string {
 	t := reflect.TypeOf(Config{})
 	for _, s := range path {
-		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Map {
-			if s.list && t.Kind() == reflect.Slice {
-				break
-			}
+		switch t = deref(t); {
+		case s.list && t.Kind() == reflect.Slice:
 			t = t.Elem()
-		}
-		if s.list {
-			if t.Kind() != reflect.Slice {
+		case !s.list && t.Kind() == reflect.Struct:
+			i := slices.IndexFunc(yamlFields(t), func(f yamlField) bool { return f.key == s.key })
+			if i < 0 {
 				return nil
 			}
-			t = t.Elem()
-			continue
-		}
-		if t.Kind() != reflect.Struct {
+			t = yamlFields(t)[i].typ
+		default:
 			return nil
 		}
-		f, ok := fieldByKey(t, s.key)
-		if !ok {
-			return nil
-		}
-		t = f.Type
 	}
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t.Kind() != reflect.Struct {
+	if t = deref(t); t.Kind() != reflect.Struct {
 		return nil
 	}
 	var keys []string
-	eachKey(t, func(k string, _ reflect.StructField) bool { keys = append(keys, k); return true })
+	for _, f := range yamlFields(t) {
+		keys = append(keys, f.key)
+	}
 	return keys
 }
 
-func fieldByKey(t reflect.Type, key string) (reflect.StructField, bool) {
-	var out reflect.StructField
-	found := false
-	eachKey(t, func(k string, f reflect.StructField) bool {
-		if k == key {
-			out, found = f, true
-			return false
-		}
-		return true
-	})
-	return out, found
+func deref(t reflect.Type) reflect.Type {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t
 }
 
-// eachKey calls fn with each YAML key of struct t (inline structs'
-// included) until fn returns false.
-func eachKey(t reflect.Type, fn func(string, reflect.StructField) bool) bool {
+// yamlField is one key of a struct as yaml.v3 decodes it.
+type yamlField struct {
+	key string
+	typ reflect.Type
+}
+
+// yamlFields lists struct t's YAML keys (an inline struct's in its place).
+func yamlFields(t reflect.Type) []yamlField {
+	var out []yamlField
 	for i := range t.NumField() {
 		f := t.Field(i)
-		tag := f.Tag.Get("yaml")
-		name, opts, _ := strings.Cut(tag, ",")
-		if name == "-" || !f.IsExported() {
-			continue
-		}
-		if strings.Contains(","+opts+",", ",inline,") {
-			ft := f.Type
-			for ft.Kind() == reflect.Pointer {
-				ft = ft.Elem()
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		switch {
+		case name == "-" || !f.IsExported():
+		case strings.Contains(","+opts+",", ",inline,"):
+			if deref(f.Type).Kind() == reflect.Struct { // an inline map takes any key
+				out = append(out, yamlFields(deref(f.Type))...)
 			}
-			if ft.Kind() == reflect.Struct && !eachKey(ft, fn) {
-				return false
-			}
-			continue
-		}
-		if name == "" {
-			name = strings.ToLower(f.Name)
-		}
-		if !fn(name, f) {
-			return false
+		case name == "":
+			out = append(out, yamlField{strings.ToLower(f.Name), f.Type})
+		default:
+			out = append(out, yamlField{name, f.Type})
 		}
 	}
-	return true
+	return out
 }
 
 // nearest is the known key closest to key by edit distance, when it is

@@ -225,11 +225,7 @@ func TestSegmentHistoryRebuildCapped(t *testing.T) {
 // newest slice in time leaves the history to the sampler.
 func TestSegmentHistoryRebuildOutOfTime(t *testing.T) {
 	e := newRebuildEnv(t, func(id string) string { return id }, scorer.WithRebuildLimits(1000, time.Nanosecond))
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(e.logs.String(), "capped"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no capped rebuild logged after 30s:\n%s", e.logs.String())
-		}
-	}
+	e.waitLog("a capped rebuild log line", "capped")
 	e.wait(time.Now())
 	e.since(0)
 	e.count("big_spenders", -time.Minute, 4)
