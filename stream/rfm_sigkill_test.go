@@ -124,23 +124,21 @@ rfm:
 	// two refreshes apart (a fixed 5 s cut them short under CI load once),
 	// or when none started in five refreshes (the killed process had
 	// finished them all).
-	prev, waiting := "", time.Now()
+	prev, since, waiting := "", time.Time{}, time.Now()
 	testenv.WaitFor(t, 120*time.Second, "the re-scores done", func() bool {
 		b, _ := os.ReadFile(logf.Name())
 		state, started, done := rescoresDone(string(b[restarted.Size():]))
-		if started == 0 && time.Since(waiting) > 5*time.Second {
-			return true
-		}
-		if !done {
+		switch {
+		case started == 0:
+			return time.Since(waiting) > 5*time.Second
+		case !done:
 			prev = ""
 			return false
-		}
-		if state != prev {
-			prev = state
-			time.Sleep(2 * time.Second)
+		case state != prev:
+			prev, since = state, time.Now()
 			return false
 		}
-		return true
+		return time.Since(since) >= 2*time.Second
 	})
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
