@@ -92,6 +92,10 @@ type Update struct {
 	Vector Vector
 	Enter  []string // segments entered
 	Exit   []string // segments left
+	// Delete removes the vector (Vector.Entity and Vector.ID; its other
+	// fields are not written): the entity no longer exists (a person
+	// deleted on request). Exit still takes it out of its segments.
+	Delete bool
 }
 
 // Store is the online store. Implementations are safe for concurrent use.

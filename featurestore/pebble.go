@@ -387,7 +387,13 @@ func (p *Pebble) Write(ctx context.Context, batch []Update) error {
 		u := &batch[i]
 		e, id := u.Vector.Entity, u.Vector.ID
 		key = vectorKey(key[:0], e, id)
-		if err := b.Set(key, enc.value(i), nil); err != nil {
+		var err error
+		if u.Delete {
+			err = b.Delete(key, nil)
+		} else {
+			err = b.Set(key, enc.value(i), nil)
+		}
+		if err != nil {
 			return fmt.Errorf("cannot write %s %q: %w", e, id, err)
 		}
 		for _, seg := range u.Enter {
@@ -433,7 +439,11 @@ func (p *Pebble) Write(ctx context.Context, batch []Update) error {
 	if p.rows != nil {
 		for i := range batch {
 			key = vectorKey(key[:0], batch[i].Vector.Entity, batch[i].Vector.ID)
-			p.rows.set(key, enc.value(i))
+			if batch[i].Delete {
+				p.rows.drop(key)
+			} else {
+				p.rows.set(key, enc.value(i))
+			}
 		}
 	}
 	return nil

@@ -253,9 +253,13 @@ func (r *Redis) write(ctx context.Context, batch []Update, writer string, mark i
 		for i := range batch {
 			u := &batch[i]
 			e, id := u.Vector.Entity, u.Vector.ID
-			start := len(buf)
-			buf = Encode(u.Vector, buf)
-			p.Set(ctx, r.vectorKey(e, id), buf[start:len(buf):len(buf)], r.ttl)
+			if u.Delete {
+				p.Del(ctx, r.vectorKey(e, id))
+			} else {
+				start := len(buf)
+				buf = Encode(u.Vector, buf)
+				p.Set(ctx, r.vectorKey(e, id), buf[start:len(buf):len(buf)], r.ttl)
+			}
 			for _, seg := range u.Enter {
 				p.ZAdd(ctx, r.segmentKey(e, seg), redis.Z{Member: id})
 			}

@@ -28,6 +28,10 @@ var rewrite = flag.Bool("rewrite", false, "rewrite testdata/*.txt expected outpu
 //	                           a fresh graph and timeline under these rules
 //	link from=<kind:value> to=<kind:value> [kind=alias] [at=<ms>] [id=<messageId>]
 //	                           folds one request; prints the decision
+//	forget <kind:value> [at=<ms>] [id=<messageId>]
+//	                           folds a deletion request; prints the decision
+//	restore                    rebuilds the store from the links written so
+//	                           far (tombstones included), as the linker does
 //	canonical <entity>...      each entity id's canonical id now
 //	profile <kind:value>       the profile the identifier is in
 //	resolve at=<ms> <entity>... the timeline's canonical id at that time
@@ -145,6 +149,28 @@ func (r *ddRun) run(t *testing.T, pos, line string, input []string) string {
 		r.store.Commit(d)
 		r.links = append(r.links, d.Links...)
 		return formatDecision(d)
+	case "forget":
+		req := Request{From: ident(pos0[0]), To: ident(pos0[0]), Kind: KindForget, MessageID: args["id"]}
+		if a := args["at"]; a != "" {
+			req.At = ms(a)
+		}
+		d, err := r.graph.Apply(req)
+		if err != nil {
+			t.Fatalf("%s: %v", pos, err)
+		}
+		r.store.Commit(d)
+		for _, id := range d.Forgotten {
+			r.links = append(r.links, Link{Identifier: id.String()}) // the tombstone
+		}
+		return formatDecision(d)
+	case "restore":
+		s, err := RestoreMemStore(r.links)
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		r.store = s
+		r.graph = NewGraph(r.opts, s)
+		return fmt.Sprintf("%d profiles", len(s.profiles))
 	case "canonical":
 		var out []string
 		for _, e := range pos0 {
@@ -235,6 +261,18 @@ func formatDecision(d Decision) string {
 		return "refused: " + d.Reason
 	case NoOp:
 		return "noop"
+	case Forgotten:
+		out := []string{"forget"}
+		if d.Removed != nil {
+			out = append(out, "removed profile "+d.Removed.String())
+		}
+		for _, id := range d.Forgotten {
+			out = append(out, "tombstone "+id.String())
+		}
+		for _, e := range d.Deletes {
+			out = append(out, "delete "+e)
+		}
+		return strings.Join(out, "\n")
 	}
 	out := []string{"linked into " + d.Profile.Root.String()}
 	if d.Removed != nil {

@@ -116,6 +116,8 @@ const (
 	Linked  Outcome = "link"    // the two are one person now
 	NoOp    Outcome = "noop"    // they were already
 	Refused Outcome = "refused" // a guard said no (Reason)
+	// Forgotten: a KindForget request; the person is deleted.
+	Forgotten Outcome = "forget"
 )
 
 // Decision is the fold of one Request. For Linked, the caller stores
@@ -132,6 +134,12 @@ type Decision struct {
 	Links []Link
 	// Moves are the entity states the stream merges, in order.
 	Moves []Move
+	// Forgotten: the identifiers that stop existing (the profile's
+	// members, or the request's To alone when it was in none), whose
+	// links the caller deletes; Deletes, the stream's entities among
+	// them (userId and anonymousId values), whose state goes.
+	Forgotten []Identifier
+	Deletes   []string
 }
 
 // Move says the stream's entity From stops existing: its state merges
@@ -183,6 +191,9 @@ func (g *Graph) Apply(r Request) (Decision, error) {
 		} else if ok {
 			r.From.Kind = KindUser
 		}
+	}
+	if r.Kind == KindForget {
+		return g.forget(r)
 	}
 	d := Decision{Request: r}
 	if g.opts.IsBlocked(r.From.Value) || g.opts.IsBlocked(r.To.Value) {
@@ -262,6 +273,45 @@ func (g *Graph) merge(d *Decision, win, lose side) {
 	d.Outcome, d.Profile = Linked, p
 }
 
+// forget decides a deletion: the profile r.To is in (a userId that is in
+// none is tried as the anonymousId of the same value, as entity ids are
+// read), every member and entity of it; or r.To alone.
+func (g *Graph) forget(r Request) (Decision, error) {
+	d := Decision{Request: r, Outcome: Forgotten}
+	subject := r.To
+	root, ok, err := g.store.Root(subject)
+	if err == nil && !ok && subject.Kind == KindUser {
+		root, ok, err = g.store.Root(Anonymous(subject.Value))
+	}
+	if err != nil {
+		return Decision{}, err
+	}
+	if !ok {
+		d.Forgotten = []Identifier{subject}
+		if subject.Entity() {
+			d.Deletes = []string{subject.Value}
+		}
+		return d, nil
+	}
+	p, err := g.store.Profile(root)
+	if err != nil {
+		return Decision{}, err
+	}
+	if p == nil {
+		return Decision{}, fmt.Errorf("identity store: %s points to root %s, which has no profile", subject, root)
+	}
+	d.Profile, d.Removed = p, &root
+	seen := map[string]bool{}
+	for _, m := range p.Members {
+		d.Forgotten = append(d.Forgotten, m.ID)
+		if m.ID.Entity() && !seen[m.ID.Value] {
+			seen[m.ID.Value] = true
+			d.Deletes = append(d.Deletes, m.ID.Value)
+		}
+	}
+	return d, nil
+}
+
 // MemStore is a Store in memory: the backfill's and the tests'.
 type MemStore struct {
 	roots    map[Identifier]Identifier
@@ -282,8 +332,17 @@ func (s *MemStore) Root(id Identifier) (Identifier, bool, error) {
 // Profile implements Store.
 func (s *MemStore) Profile(root Identifier) (*Profile, error) { return s.profiles[root], nil }
 
-// Commit writes a Linked decision; others change nothing.
+// Commit writes a Linked or Forgotten decision; others change nothing.
 func (s *MemStore) Commit(d Decision) {
+	if d.Outcome == Forgotten {
+		if d.Removed != nil {
+			delete(s.profiles, *d.Removed)
+		}
+		for _, id := range d.Forgotten {
+			delete(s.roots, id)
+		}
+		return
+	}
 	if d.Outcome != Linked {
 		return
 	}
@@ -310,7 +369,8 @@ func (s *MemStore) Canonical(entity string) string {
 
 // RestoreMemStore rebuilds the graph from the identity table: links in
 // the order of the log of each identifier (the latest one of an
-// identifier wins), as the linker reads pulse.identity back after a
+// identifier wins; a Link with no CanonicalID is a tombstone, the
+// identifier forgotten), as the linker reads pulse.identity back after a
 // restart. Each profile's root is its member whose value is the canonical
 // id, a userId before an anonymousId; its members are sorted.
 func RestoreMemStore(links []Link) (*MemStore, error) {
@@ -319,6 +379,10 @@ func RestoreMemStore(links []Link) (*MemStore, error) {
 		id, err := ParseIdentifier(l.Identifier)
 		if err != nil {
 			return nil, err
+		}
+		if l.CanonicalID == "" {
+			delete(latest, id)
+			continue
 		}
 		latest[id] = l
 	}

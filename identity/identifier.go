@@ -56,6 +56,10 @@ type LinkKind string
 const (
 	KindIdentify LinkKind = "identify"
 	KindAlias    LinkKind = "alias"
+	// KindForget is no link: a deletion request (the profile API's
+	// DELETE). The person To is in, or To alone when it is in none, is
+	// forgotten: Graph.Apply decides Forgotten.
+	KindForget LinkKind = "forget"
 )
 
 // Request asks the linker to make From and To one person. To is the side

@@ -92,7 +92,7 @@ func DecodeRequest(b []byte) (Request, error) {
 	if err != nil {
 		return Request{}, fmt.Errorf("cannot decode link request: to: %w", err)
 	}
-	if w.Kind != KindIdentify && w.Kind != KindAlias {
+	if w.Kind != KindIdentify && w.Kind != KindAlias && w.Kind != KindForget {
 		return Request{}, fmt.Errorf("cannot decode link request: unknown kind %q", w.Kind)
 	}
 	return Request{From: from, To: to, Kind: w.Kind, At: w.At, MessageID: w.MessageID}, nil

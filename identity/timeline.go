@@ -23,10 +23,11 @@ func NewTimeline(links ...Link) *Timeline {
 }
 
 // Add records one link. Links of trait identifiers are kept out: no event
-// counts under a trait value.
+// counts under a trait value; so are tombstones (no CanonicalID: a
+// deletion, whose history rows are deleted with it).
 func (tl *Timeline) Add(l Link) {
 	id, err := ParseIdentifier(l.Identifier)
-	if err != nil || !id.Entity() {
+	if err != nil || !id.Entity() || l.CanonicalID == "" {
 		return
 	}
 	ls := tl.byEntity[id.Value]
