@@ -27,6 +27,10 @@ var (
 		Name: "pulse_history_commit_errors_total",
 		Help: "Offset commits that failed after an insert (the records are replayed and collapse).",
 	})
+	forgotten = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "pulse_history_forgotten_identifiers_total",
+		Help: "Identifiers whose rows the writer deleted (the linker's tombstones: people deleted on request; replays count again).",
+	})
 	consumerLag = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "pulse_history_lag_records",
 		Help: "Records behind the partition's high watermark as of the last fetch, by topic and partition.",

@@ -271,7 +271,8 @@ func (r *segmentRows) columns() []any {
 func (r *segmentRows) reset() { *r = segmentRows{} }
 
 // addChange appends one pulse.segments record (segment.Record), its
-// features kept as the JSON they came in.
+// features kept as the JSON they came in. The exits of a person deleted
+// on request are not kept: the deletion removes its rows (Forget).
 func (r *segmentRows) addChange(rec *kgo.Record) error {
 	c, features, err := segment.DecodeRecordRaw(rec.Value)
 	if err != nil {
@@ -279,6 +280,9 @@ func (r *segmentRows) addChange(rec *kgo.Record) error {
 	}
 	if c.Segment == "" || c.EntityID == "" {
 		return fmt.Errorf("segment change without segment or id")
+	}
+	if c.Reason == segment.ReasonDeleted {
+		return nil
 	}
 	r.changeID = append(r.changeID, idOr(c.ID, rec))
 	r.segment = append(r.segment, c.Segment)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -63,8 +64,9 @@ type Writer struct {
 	predictions predictionRows
 	links       linkRows
 	traits      traitScoreRows
-	first       time.Time // when the oldest buffered record was added
-	commitOwed  bool      // the last commit failed: try again (commit)
+	forget      []identity.Identifier // tombstones on pulse.identity: rows to delete (Forget)
+	first       time.Time             // when the oldest buffered record was added
+	commitOwed  bool                  // the last commit failed: try again (commit)
 }
 
 // NewWriter connects to ClickHouse (cfg.ClickHouse) and joins the consumer
@@ -166,7 +168,7 @@ func (w *Writer) Run(ctx context.Context) error {
 }
 
 func (w *Writer) pending() int {
-	return w.events.len() + w.invalid.len() + w.segments.len() + w.predictions.len() + w.links.len() + w.traits.len()
+	return w.events.len() + w.invalid.len() + w.segments.len() + w.predictions.len() + w.links.len() + w.traits.len() + len(w.forget)
 }
 
 // historyTopics are the topics the writer copies.
@@ -198,6 +200,13 @@ func (w *Writer) add(rec *kgo.Record) {
 	case t.Predictions:
 		err = w.predictions.addPrediction(rec)
 	case t.Identity:
+		if rec.Value == nil && identity.IsLink(rec.Key) {
+			var id identity.Identifier
+			if id, err = identity.ParseIdentifier(string(rec.Key)); err == nil {
+				w.forget = append(w.forget, id)
+			}
+			break
+		}
 		err = w.links.addLink(rec)
 	case t.Traits:
 		err = w.traits.addTraitScore(rec)
@@ -242,6 +251,19 @@ func (w *Writer) flush(ctx context.Context) error {
 			return err
 		}
 		b.rows.reset()
+	}
+	// After the inserts: a person's links inserted in this batch are
+	// deleted with the rest of its rows.
+	if len(w.forget) > 0 {
+		err := w.retry(ctx, "delete forgotten rows", func(ctx context.Context) error {
+			return Forget(ctx, w.conn, w.cfg.ClickHouse.Database, w.forget)
+		})
+		if err != nil {
+			return err
+		}
+		forgotten.Add(float64(len(w.forget)))
+		w.log.Info("deleted the rows of forgotten identifiers", "identifiers", len(w.forget))
+		w.forget = nil
 	}
 	// Every polled record is in the batches just written, so "uncommitted"
 	// is exactly what ClickHouse now holds.

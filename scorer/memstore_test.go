@@ -54,7 +54,11 @@ func (m *memStore) Write(ctx context.Context, batch []featurestore.Update) error
 	defer m.mu.Unlock()
 	for _, u := range batch {
 		v := u.Vector
-		m.vecs[v.Entity+"/"+v.ID] = v
+		if u.Delete {
+			delete(m.vecs, v.Entity+"/"+v.ID)
+		} else {
+			m.vecs[v.Entity+"/"+v.ID] = v
+		}
 		for _, s := range u.Enter {
 			k := v.Entity + "/" + s
 			if !slices.Contains(m.members[k], v.ID) {

@@ -128,9 +128,10 @@ type Server struct {
 	events     EventReader
 	rfm        *RFMView // GET /v1/rfm; nil: not followed
 
-	logClient *kgo.Client
-	logQueue  int
-	plog      *predictionLog
+	logClient    *kgo.Client
+	forgetClient *kgo.Client // DELETE /v1/profiles; nil: 503
+	logQueue     int
+	plog         *predictionLog
 
 	configPath   string
 	dashboardKey string
@@ -378,7 +379,9 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		}
 	case strings.HasPrefix(string(path), "/v1/profiles/"):
 		ep = epProfile
-		if s.method(ctx, fasthttp.MethodGet) {
+		if ctx.IsDelete() {
+			s.forget(ctx, string(path[len("/v1/profiles/"):]))
+		} else if s.method(ctx, fasthttp.MethodGet) {
 			s.profile(ctx, string(path[len("/v1/profiles/"):]))
 		}
 	case strings.HasPrefix(string(path), "/v1/entities/"):

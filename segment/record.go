@@ -26,9 +26,17 @@ type Record struct {
 	// At is when the change happened in event time: the timestamp of the
 	// event, or the timer's time, that caused it. UTC.
 	At time.Time `json:"at"`
+	// Reason is set on the exits of an entity deleted on request
+	// (ReasonDeleted): destinations carry them as any exit, and the
+	// history keeps none of them.
+	Reason string `json:"reason,omitempty"`
 	// Features optionally carries the entity's features at the change.
 	Features map[string]any `json:"features,omitempty"`
 }
+
+// ReasonDeleted is Record.Reason of the exits of a person deleted on
+// request (the profile API's DELETE).
+const ReasonDeleted = "deleted"
 
 // NewRecord makes the record of change c for one entity.
 //

@@ -64,7 +64,12 @@ func appendRecordHead(b []byte, r *Record) (_ []byte, ok bool) {
 	b = jsonstr.AppendMarshal(b, r.Change)
 	b = append(b, `,"at":"`...)
 	b = r.At.AppendFormat(b, "2006-01-02T15:04:05.999999999Z07:00")
-	return append(b, '"'), true
+	b = append(b, '"')
+	if r.Reason != "" {
+		b = append(b, `,"reason":`...)
+		b = jsonstr.AppendMarshal(b, r.Reason)
+	}
+	return b, true
 }
 
 // Features encodes the features of records from values in the order of

@@ -160,6 +160,10 @@ func TestRecordEncodeMatchesMarshal(t *testing.T) {
 	}
 	f(nil)
 	f(map[string]any{})
+	// A deleted person's exit carries its reason, before the features.
+	del := NewRecord(Change{Segment: "s"}, "user", "u1", at, "forget/d1", map[string]any{"x": 1.0})
+	del.Reason = ReasonDeleted
+	checkEncode(t, del)
 	f(map[string]any{"nan": math.NaN()}) // json.Marshal's error
 	f(map[string]any{"inf": []any{math.Inf(1)}})
 	f(map[string]any{"nil map": map[string]any(nil), "nil list": []any(nil), "nil strings": []string(nil)})

@@ -634,7 +634,11 @@ func (s *memStore) Write(_ context.Context, batch []featurestore.Update) error {
 	defer s.mu.Unlock()
 	for _, u := range batch {
 		v := u.Vector
-		s.vecs[v.Entity+"/"+v.ID] = v
+		if u.Delete {
+			delete(s.vecs, v.Entity+"/"+v.ID)
+		} else {
+			s.vecs[v.Entity+"/"+v.ID] = v
+		}
 		for _, seg := range u.Enter {
 			m := s.members[seg]
 			if m == nil {

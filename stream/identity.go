@@ -278,9 +278,12 @@ func (t *task) resolvedInto(x *txn, recs []*kgo.Record, bounded bool) (rest []*k
 			continue
 		}
 		cause := r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
-		if rr.Kind == resolvedMove {
+		switch rr.Kind {
+		case resolvedMove:
 			err = t.move(x, rr, cause)
-		} else {
+		case resolvedForget:
+			err = t.forget(x, rr, cause)
+		default:
 			err = t.receive(x, r, rr, cause)
 		}
 		if err != nil {
@@ -370,6 +373,53 @@ func (t *task) retire(x *txn, e *entry, to string, at time.Time, cause string) e
 	x.updates = append(x.updates, u)
 	x.pending = append(x.pending, e.id)
 	e.st, e.m, e.due, e.touched = p.features.NewState(), nil, 0, false
+	return nil
+}
+
+// forget deletes entity rr.To, a person deleted on request (the linker
+// sends one per entity of the person): a moved entity's pointer goes; an
+// entity with state leaves its segments (segment records and the store),
+// and its state, timer and changelog record go; either way its vector is
+// deleted from the store. Events the stream applies later count for a new
+// entity (docs/identity.md, "Deleting a person").
+func (t *task) forget(x *txn, rr resolved, cause string) error {
+	p, id := t.p, rr.To
+	u := featurestore.Update{Vector: featurestore.Vector{Entity: entity, ID: id}, Delete: true}
+	to, err := t.target(x, id)
+	if err != nil {
+		return err
+	}
+	if to != id {
+		x.links[id] = id
+		x.b.Delete(key(pkAlias, id), nil)
+		x.recs = append(x.recs, t.stateRecord([]byte(clAliasPrefix+id), nil))
+	} else {
+		e, err := x.touched.get(t, id)
+		if err != nil {
+			return err
+		}
+		for _, c := range p.segments.Diff(e.m, nil, nil) {
+			rec := segment.NewRecord(c, entity, id, rr.At, "forget/"+cause, nil)
+			rec.Reason = segment.ReasonDeleted
+			b, err := rec.Encode()
+			if err != nil {
+				return err
+			}
+			x.recs = append(x.recs, &kgo.Record{Topic: p.cfg.Kafka.Topics.Segments, Key: []byte(id), Value: b})
+			u.Exit = append(u.Exit, c.Segment)
+			x.segExit++
+		}
+		x.b.Delete(key(pkEntity, id), nil)
+		if e.due != 0 {
+			x.b.Delete(timerKey(e.due, id), nil)
+		}
+		x.recs = append(x.recs, t.stateRecord([]byte(clEntityPrefix+id), nil))
+		t.dropLegacyAuto(x, e)
+		e.autoRec, e.autoLoaded = autoRecord{}, true
+		e.st, e.m, e.due, e.touched = p.features.NewState(), nil, 0, false
+	}
+	x.updates = append(x.updates, u)
+	x.pending = append(x.pending, id)
 	return nil
 }
 

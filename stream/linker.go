@@ -26,7 +26,10 @@ import (
 //   - the links (identity.Link) to pulse.identity, keyed by identifier;
 //   - a move per merged entity to pulse.events.resolved, keyed by the
 //     entity that stops existing, for the task of its partition;
-//   - a dead letter (event.ReasonLinkRefused) per refused link.
+//   - a dead letter (event.ReasonLinkRefused) per refused link;
+//   - for a deletion (identity.KindForget, from the profile API), a
+//     tombstone per identifier of the person and a forget per entity of
+//     it to pulse.events.resolved, for the tasks to delete their state.
 //
 // Its state is the graph itself, in memory, rebuilt on open from
 // pulse.identity (identity.RestoreMemStore), read read_committed up to a
@@ -53,6 +56,10 @@ var (
 		Name: "pulse_identity_refusals_total",
 		Help: "Link requests refused by a guard, by reason: blocked, cap_anonymous, cap_identifiers, known_users_conflict, unreadable.",
 	}, []string{"reason"})
+	mForgotten = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "pulse_identity_forgotten_total",
+		Help: "Deletion requests the linker carried out (a person, or an identifier in none, forgotten).",
+	})
 	mForwarded = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "pulse_identity_forwarded_total",
 		Help: "Records the stream forwarded to the task of a merged entity's canonical id (events and state transfers).",
@@ -283,6 +290,8 @@ func (l *linker) readTable(ctx context.Context, fences map[int32]int64) ([]ident
 					l.next = n
 				}
 			case !identity.IsLink(r.Key):
+			case r.Value == nil:
+				links = append(links, identity.Link{Identifier: string(r.Key)}) // a tombstone: forgotten
 			default:
 				lk, err := identity.DecodeLink(r.Value)
 				if err != nil {
@@ -324,7 +333,7 @@ func (l *linker) fold(ctx context.Context, recs []*kgo.Record) error {
 	tp := l.p.cfg.Kafka.Topics
 	now := l.p.opts.Now()
 	var out []*kgo.Record
-	var links, merges int
+	var links, merges, forgotten int
 	refused := map[string]int{}
 	next := l.next
 	for _, r := range recs {
@@ -363,6 +372,16 @@ func (l *linker) fold(ctx context.Context, recs []*kgo.Record) error {
 				v := encodeResolved(resolved{Kind: resolvedMove, From: m.From, To: m.To, At: req.At, Cause: req.MessageID})
 				out = append(out, &kgo.Record{Topic: tp.Resolved, Key: []byte(m.From), Value: v})
 			}
+		case identity.Forgotten:
+			forgotten++
+			for _, id := range d.Forgotten {
+				out = append(out, &kgo.Record{Topic: tp.Identity, Key: []byte(id.String())}) // a tombstone
+			}
+			for _, e := range d.Deletes {
+				v := encodeResolved(resolved{Kind: resolvedForget, To: e, At: req.At, Cause: req.MessageID})
+				out = append(out, &kgo.Record{Topic: tp.Resolved, Key: []byte(e), Value: v})
+			}
+			l.log.Info("identity: person forgotten", "subject", req.To.String(), "identifiers", len(d.Forgotten), "entities", len(d.Deletes), "request", req.MessageID)
 		}
 	}
 	if next == l.next {
@@ -375,6 +394,7 @@ func (l *linker) fold(ctx context.Context, recs []*kgo.Record) error {
 	l.next = next
 	mLinks.Add(float64(links))
 	mMerges.Add(float64(merges))
+	mForgotten.Add(float64(forgotten))
 	for reason, n := range refused {
 		mRefusals.WithLabelValues(reason).Add(float64(n))
 	}

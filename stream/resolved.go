@@ -15,6 +15,8 @@ import (
 //     task sends From's state to To and forwards From's later events.
 //   - transfer (keyed To): From's whole state, to merge into To's.
 //   - event (keyed To): an event of a moved entity, to count for To.
+//   - forget (from the linker, keyed To): entity To is deleted, a person
+//     deleted on request (identity.KindForget); no From.
 //
 // A task that finds To moved too forwards the record on (transitive
 // links: A → U, then U → V, ends in V).
@@ -35,6 +37,7 @@ const (
 	resolvedMove     = "move"
 	resolvedTransfer = "transfer"
 	resolvedEvent    = "event"
+	resolvedForget   = "forget"
 )
 
 func encodeResolved(r resolved) []byte {
@@ -51,11 +54,11 @@ func decodeResolved(b []byte) (resolved, error) {
 		return resolved{}, fmt.Errorf("cannot decode resolved record: %w", err)
 	}
 	switch r.Kind {
-	case resolvedMove, resolvedTransfer, resolvedEvent:
+	case resolvedMove, resolvedTransfer, resolvedEvent, resolvedForget:
 	default:
 		return resolved{}, fmt.Errorf("cannot decode resolved record: unknown kind %q", r.Kind)
 	}
-	if r.To == "" || (r.Kind != resolvedEvent && r.From == "") {
+	if r.To == "" || (r.Kind != resolvedEvent && r.Kind != resolvedForget && r.From == "") {
 		return resolved{}, fmt.Errorf("cannot decode resolved record: %s without from or to", r.Kind)
 	}
 	return r, nil

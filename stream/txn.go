@@ -282,7 +282,7 @@ func (t *task) writeStore(ctx context.Context, x *txn, ups []featurestore.Update
 func vectorsOnly(ups []featurestore.Update) []featurestore.Update {
 	out := make([]featurestore.Update, len(ups))
 	for i := range ups {
-		out[i].Vector = ups[i].Vector
+		out[i].Vector, out[i].Delete = ups[i].Vector, ups[i].Delete
 	}
 	return out
 }
@@ -313,7 +313,8 @@ func membershipChanges(ups []featurestore.Update) []featurestore.Update {
 		}
 	}
 	for i := range out {
-		out[i].Vector = ups[last[out[i].Vector.ID]].Vector
+		j := last[out[i].Vector.ID]
+		out[i].Vector, out[i].Delete = ups[j].Vector, ups[j].Delete
 	}
 	return out
 }
@@ -336,7 +337,7 @@ func lastVectors(ups []featurestore.Update) []featurestore.Update {
 		if i != j && len(u.Enter)+len(u.Exit) == 0 {
 			continue
 		}
-		u.Vector = ups[j].Vector
+		u.Vector, u.Delete = ups[j].Vector, ups[j].Delete
 		out = append(out, u)
 	}
 	return out

@@ -308,6 +308,11 @@ func (s *System) StartScorer(o ScorerOptions) error {
 		if s.Config.Identity.On() {
 			ids := scorer.NewIdentities(s.Config, s.Log)
 			opts = append(opts, scorer.WithIdentities(ids))
+			cl, err := s.producer()
+			if err != nil {
+				return err
+			}
+			opts = append(opts, scorer.WithDeletions(cl))
 			s.g.Go(func() error {
 				if err := ids.Run(s.ctx); err != nil {
 					s.Log.Error("identity table feed stopped; profiles list no new identifiers", "err", err)

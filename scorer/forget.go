@@ -1,0 +1,128 @@
+package scorer
+
+import (
+	"context"
+	"crypto/rand"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/identity"
+	"github.com/pulse-rt/pulse/internal/httpapi"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/valyala/fasthttp"
+)
+
+// WithDeletions serves DELETE /v1/profiles/{entity}/{id} (a person deleted
+// on request: GDPR's erasure, CCPA's deletion) by writing an
+// identity.KindForget request through client, a producer built by
+// kafka.NewClient with kafka.ProducerOpts, to the identity requests topic,
+// where the stream's linker carries it out (docs/identity.md, "Deleting a
+// person"). The server does not close client. Without it the path answers
+// 503.
+func WithDeletions(client *kgo.Client) Option {
+	return func(s *Server) { s.forgetClient = client }
+}
+
+// Deletion is the answer of DELETE /v1/profiles/{entity}/{id}: the request
+// is in Kafka, durable; the stream carries it out within moments and the
+// history's rows go as ClickHouse runs the mutations.
+type Deletion struct {
+	Accepted bool `json:"accepted"`
+	// RequestID is the deletion's id: the cause of its segment exits
+	// ("forget/...") and the linker's log line.
+	RequestID string `json:"request_id"`
+	// Identifier is the typed identifier the deletion names.
+	Identifier string `json:"identifier"`
+	// Identifiers are the person's identifiers the scorer knows now (its
+	// copy of the identity table): what the deletion will remove with it.
+	Identifiers []string `json:"identifiers"`
+}
+
+// forgetWait bounds the wait for the broker's ack of a deletion request.
+const forgetWait = 10 * time.Second
+
+// forget answers DELETE /v1/profiles/{entity}/{id}; rest is
+// "{entity}/{id}". ?kind= names the identifier's kind (user_id, the
+// default, which the linker also tries as the anonymousId of the same
+// value; anonymous_id; or a trait identifier's, such as email).
+func (s *Server) forget(ctx *fasthttp.RequestCtx, rest string) {
+	if !s.authorize(ctx, config.ScopeAdmin, "") {
+		return
+	}
+	kind, id, ok := strings.Cut(rest, "/")
+	if !ok || kind == "" || id == "" {
+		httpapi.WriteError(ctx, fasthttp.StatusNotFound, "use DELETE /v1/profiles/{entity}/{id}, e.g. /v1/profiles/user/612")
+		return
+	}
+	if !s.knownEntity(kind) {
+		httpapi.WriteError(ctx, fasthttp.StatusNotFound, "unknown entity type "+strconv.Quote(kind)+": no feature is defined for it")
+		return
+	}
+	cfg := s.cfgNow.Load()
+	if !cfg.Identity.On() {
+		httpapi.WriteError(ctx, fasthttp.StatusConflict, "identity.enabled: a deletion is carried out by the identity linker: set identity.enabled: true")
+		return
+	}
+	if s.forgetClient == nil {
+		httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, "deletions are not served by this scorer (it writes no Kafka records)")
+		return
+	}
+	subject := identity.User(id)
+	if k := string(ctx.QueryArgs().Peek("kind")); k != "" {
+		if !validKind(cfg, k) {
+			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "kind: unknown identifier kind "+strconv.Quote(k)+" (want user_id, anonymous_id or a trait identifier's kind: "+strings.Join(traitKinds(cfg), ", ")+")")
+			return
+		}
+		subject = identity.Identifier{Kind: k, Value: id}
+	}
+	var r [16]byte
+	rand.Read(r[:])
+	u := uuidV4(r[:])
+	req := identity.Request{From: subject, To: subject, Kind: identity.KindForget, At: s.now().UTC(), MessageID: "delete-" + string(u[:])}
+	v, err := identity.EncodeRequest(req)
+	if err != nil {
+		httpapi.WriteError(ctx, fasthttp.StatusInternalServerError, err.Error())
+		return
+	}
+	pctx, cancel := context.WithTimeout(context.Background(), forgetWait)
+	defer cancel()
+	rec := &kgo.Record{Topic: cfg.Kafka.Topics.IdentityRequests, Key: []byte(id), Value: v}
+	if err := s.forgetClient.ProduceSync(pctx, rec).FirstErr(); err != nil {
+		httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, "cannot write the deletion request to Kafka: "+err.Error()+"; nothing was deleted, send it again")
+		return
+	}
+	ans := Deletion{Accepted: true, RequestID: req.MessageID, Identifier: subject.String(), Identifiers: []string{}}
+	canon := id
+	if v, err := s.store.Get(storeCtx, kind, id); err == nil && v.CanonicalID != "" {
+		canon = v.CanonicalID
+	}
+	for _, l := range s.identities.Links(canon) {
+		ans.Identifiers = append(ans.Identifiers, l.Identifier)
+	}
+	s.log.Info("deletion requested", "identifier", subject.String(), "request", req.MessageID)
+	writeJSONStatus(ctx, fasthttp.StatusAccepted, ans)
+}
+
+func validKind(cfg *config.Config, k string) bool {
+	if k == identity.KindUser || k == identity.KindAnonymous {
+		return true
+	}
+	for _, t := range traitKinds(cfg) {
+		if t == k {
+			return true
+		}
+	}
+	return false
+}
+
+// traitKinds are the kinds of the configured trait identifiers.
+func traitKinds(cfg *config.Config) []string {
+	o := identity.FromConfig(cfg.Identity)
+	out := make([]string, 0, len(o.Traits))
+	for _, t := range o.Traits {
+		out = append(out, t.Kind)
+	}
+	return out
+}

@@ -1,0 +1,189 @@
+package stream
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	json "github.com/goccy/go-json"
+	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/identity"
+	"github.com/pulse-rt/pulse/segment"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// forgetRequest writes a deletion request (what the profile API's DELETE
+// writes) for subject to the link requests topic.
+func (e *env) forgetRequest(subject identity.Identifier, id string) {
+	e.t.Helper()
+	v, err := identity.EncodeRequest(identity.Request{From: subject, To: subject, Kind: identity.KindForget, At: e.clock.now(), MessageID: id})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	r := &kgo.Record{Topic: e.cfg.Kafka.Topics.IdentityRequests, Key: []byte(subject.Value), Value: v}
+	if err := e.prod.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// waitVectors waits until the store holds a vector for each of present
+// and none for each of absent.
+func waitVectors(t *testing.T, e *env, timeout time.Duration, present, absent []string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		snap := e.store.snapshot()
+		var wrong []string
+		for _, id := range present {
+			if _, ok := snap["user/"+id]; !ok {
+				wrong = append(wrong, id+" missing")
+			}
+		}
+		for _, id := range absent {
+			if _, ok := snap["user/"+id]; ok {
+				wrong = append(wrong, id+" still there")
+			}
+		}
+		if len(wrong) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("store after %s: %v", timeout, wrong)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestForgetPerson: a deletion request naming any id of a person deletes
+// every entity of it (the canonical one with its state, the merged
+// devices with their pointers), exits its segments once with the reason
+// deleted, tombstones its links; other people stay; a restart, from the
+// local state or from the changelog alone, brings nothing back; and the
+// ids' later events count for a new person, from nothing.
+func TestForgetPerson(t *testing.T) {
+	e := newEnv(t, nil)
+	p := e.processor(Options{}, "")
+	stop := e.run(p)
+	at := t0.Add(-10 * time.Minute)
+	view := func(anon, user, msg, product string) *event.Event {
+		return &event.Event{Type: event.Track, Event: "Product Viewed", AnonymousID: anon, UserID: user, MessageID: msg,
+			Timestamp: at, ReceivedAt: at, Properties: map[string]any{"product_id": product}}
+	}
+	identify := func(anon, user, msg, email string) *event.Event {
+		return &event.Event{Type: event.Identify, AnonymousID: anon, UserID: user, MessageID: msg,
+			Timestamp: at, ReceivedAt: at, Traits: map[string]any{"email": email}}
+	}
+	evs := []*event.Event{
+		view("dev-a", "", "v1", "p1"), view("dev-b", "", "v2", "p2"),
+		identify("dev-a", "pu", "i1", "pu@example.com"), identify("dev-b", "pu", "i2", "pu@example.com"),
+		view("dev-a", "", "v3", "p3"), // after the link: forwarded to pu
+	}
+	for i := range 3 {
+		evs = append(evs, order("pu", fmt.Sprint("o-pu-", i), at, 50), order("qu", fmt.Sprint("o-qu-", i), at, 70))
+	}
+	evs = append(evs, order("lone", "o-lone", at, 10))
+	for _, ev := range evs {
+		e.produce(eventRecord(t, ev))
+	}
+	e.waitCaughtUp(30*time.Second, p)
+	waitFeature(t, e, "pu", "orders_lifetime", 3.0, 30*time.Second)
+	waitFeature(t, e, "pu", "products_24h", 3.0, 30*time.Second) // dev-a's and dev-b's browsing merged in
+	waitFeature(t, e, "qu", "orders_lifetime", 3.0, 30*time.Second)
+
+	forgotten0 := counterValue(mForgotten)
+	e.forgetRequest(identity.User("dev-b"), "del-1") // a device's id, as the API sends it: tried as an anonymousId
+	e.forgetRequest(identity.User("lone"), "del-2")  // never linked
+	waitVectors(t, e, 30*time.Second, []string{"qu"}, []string{"pu", "dev-a", "dev-b", "lone"})
+	if d := counterValue(mForgotten) - forgotten0; d != 2 {
+		t.Errorf("pulse_identity_forgotten_total grew by %v, want 2", d)
+	}
+	for _, seg := range []string{"buyers", "hot", "odd_orders"} {
+		ids, _, _ := e.store.SegmentMembers(context.Background(), "user", seg, "", 100)
+		for _, id := range ids {
+			if id == "pu" || id == "lone" {
+				t.Errorf("segment %s still lists %s", seg, id)
+			}
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Each segment change once, in order, and the deleted ones out, with
+	// the reason on their exits.
+	final := segmentChanges(t, e)
+	if len(final["pu"]) > 0 || len(final["lone"]) > 0 || len(final["qu"]) == 0 {
+		t.Errorf("memberships after the deletion: pu %v, lone %v, qu %v", final["pu"], final["lone"], final["qu"])
+	}
+	deletedExits := 0
+	for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.Segments) {
+		var rec segment.Record
+		if err := json.Unmarshal(r.Value, &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Reason == segment.ReasonDeleted {
+			deletedExits++
+			if rec.Change != segment.ChangeExit || (rec.EntityID != "pu" && rec.EntityID != "lone") {
+				t.Errorf("a deletion's record: %+v", rec)
+			}
+		}
+	}
+	if deletedExits == 0 {
+		t.Error("no exit with reason deleted")
+	}
+	// The identity table: every identifier of the person tombstoned last.
+	latest := map[string][]byte{}
+	for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.Identity) {
+		if identity.IsLink(r.Key) {
+			latest[string(r.Key)] = r.Value
+		}
+	}
+	for _, k := range []string{"user_id:pu", "anonymous_id:dev-a", "anonymous_id:dev-b", "email:pu@example.com", "user_id:lone"} {
+		if v, ok := latest[k]; !ok || v != nil {
+			t.Errorf("identity table: %s last holds %q (present %v), want a tombstone", k, v, ok)
+		}
+	}
+
+	// Restarts bring nothing back: on the same local state, then on a new
+	// data directory restored from the changelog and the identity topic.
+	for _, dir := range []string{e.cfg.DataDir, t.TempDir()} {
+		p := e.processor(Options{}, dir)
+		stop := e.run(p)
+		e.waitCaughtUp(30*time.Second, p)
+		time.Sleep(200 * time.Millisecond) // the timers' and re-writes' turn
+		waitVectors(t, e, time.Second, []string{"qu"}, []string{"pu", "dev-a", "dev-b", "lone"})
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Later events of the ids: a new person, from nothing.
+	p = e.processor(Options{}, "")
+	stop = e.run(p)
+	e.produce(eventRecord(t, view("dev-a", "", "v9", "p9")))
+	e.produce(eventRecord(t, identify("dev-a", "pu", "i9", "pu@example.com")))
+	e.produce(eventRecord(t, order("pu", "o-pu-9", at, 5)))
+	e.waitCaughtUp(30*time.Second, p)
+	waitFeature(t, e, "pu", "orders_lifetime", 1.0, 30*time.Second)
+	waitFeature(t, e, "pu", "products_24h", 1.0, 30*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFeature waits until user id's feature holds want.
+func waitFeature(t *testing.T, e *env, id, feature string, want any, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		v, ok := e.store.snapshot()["user/"+id]
+		if ok && v.Features[feature] == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("user %s: %s = %v (vector found %v), want %v", id, feature, v.Features[feature], ok, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
