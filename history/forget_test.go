@@ -1,0 +1,139 @@
+package history
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/identity"
+	"github.com/pulse-rt/pulse/internal/testenv"
+	"github.com/pulse-rt/pulse/model"
+	"github.com/pulse-rt/pulse/segment"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// TestForgetDeletesRows: the linker's tombstones of a person deleted on
+// request (pulse.identity records with no value) delete its rows from
+// every table, on a real ClickHouse: events as userId, anonymousId and
+// previousId, segment changes, predictions, trait scores and identity
+// links (a value with a quote and a backslash included); the exits that
+// carry the deletion's reason are not inserted; another person's rows
+// stay.
+func TestForgetDeletesRows(t *testing.T) {
+	native, _ := testenv.ClickHouse(t)
+	db := testenv.ClickHouseDatabase(t)
+	cfg := testConfig(t, native, db)
+	tp := cfg.Kafka.Topics
+	at := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
+	var recs []*kgo.Record
+	ev := func(ev event.Event) {
+		ev.Timestamp, ev.ReceivedAt = at, at
+		b, err := ev.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, &kgo.Record{Topic: tp.Events, Key: []byte(ev.EntityID()), Value: b})
+	}
+	gone, kept := `pu'\x`, "qu"
+	ev(event.Event{Type: event.Track, Event: "Product Viewed", AnonymousID: "dev-a", MessageID: "v1"})
+	ev(event.Event{Type: event.Identify, AnonymousID: "dev-a", UserID: gone, MessageID: "i1"})
+	ev(event.Event{Type: event.Alias, PreviousID: "old-id", UserID: gone, MessageID: "a1"})
+	ev(event.Event{Type: event.Track, Event: "Order Completed", UserID: gone, MessageID: "o1"})
+	ev(event.Event{Type: event.Track, Event: "Order Completed", UserID: kept, MessageID: "o2"})
+	for _, id := range []string{gone, kept} {
+		for _, r := range []segment.Record{
+			segment.NewRecord(segment.Change{Segment: "buyers", Enter: true}, "user", id, at, "c1", nil),
+			segment.NewRecord(segment.Change{Segment: "buyers"}, "user", id, at.Add(time.Minute), "c2", nil),
+		} {
+			b, err := r.Encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs = append(recs, &kgo.Record{Topic: tp.Segments, Key: []byte(id), Value: b})
+		}
+		score := 0.5
+		ts := model.TraitScore{ChangeID: "t-" + id, Trait: "churn_risk", Model: "churn", Entity: "user", ID: id, Score: &score, At: at}
+		b, err := ts.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, &kgo.Record{Topic: tp.Traits, Key: []byte(id), Value: b})
+		p := model.PredictionRecord{UUID: "p-" + id, Model: "m", Entity: "user", ID: id, Score: &score, At: at}
+		if b, err = p.Encode(); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, &kgo.Record{Topic: tp.Predictions, Key: []byte(id), Value: b})
+	}
+	for _, l := range []identity.Link{
+		{Identifier: "user_id:" + gone, CanonicalID: gone, At: at, MessageID: "i1", Kind: identity.KindIdentify},
+		{Identifier: "anonymous_id:dev-a", CanonicalID: gone, At: at, MessageID: "i1", Kind: identity.KindIdentify},
+		{Identifier: "email:pu@example.com", CanonicalID: gone, At: at, MessageID: "i1", Kind: identity.KindIdentify},
+		{Identifier: "user_id:" + kept, CanonicalID: kept, At: at, MessageID: "i2", Kind: identity.KindIdentify},
+	} {
+		b, err := identity.EncodeLink(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, &kgo.Record{Topic: tp.Identity, Key: []byte(l.Identifier), Value: b})
+	}
+	produce(t, cfg, recs...)
+	startWriter(t, cfg, WriterOptions{FlushInterval: 100 * time.Millisecond})
+	conn := openTest(t, native)
+	counts := func(id string) map[string]string {
+		q := "(" + stringList([]string{id}) + ")"
+		return map[string]string{
+			"events":          "SELECT count() FROM " + db + ".events WHERE user_id IN " + q + " OR anonymous_id IN " + q + " OR previous_id IN " + q,
+			"segment_changes": "SELECT count() FROM " + db + ".segment_changes WHERE entity_id IN " + q,
+			"predictions":     "SELECT count() FROM " + db + ".predictions WHERE entity_id IN " + q,
+			"trait_scores":    "SELECT count() FROM " + db + ".trait_scores WHERE entity_id IN " + q,
+			"identity_links":  "SELECT count() FROM " + db + ".identity_links WHERE canonical_id IN " + q,
+		}
+	}
+	want := map[string]uint64{"events": 3, "segment_changes": 2, "predictions": 1, "trait_scores": 1, "identity_links": 3}
+	for table, sql := range counts(gone) {
+		waitCount(t, conn, sql, want[table], 20*time.Second)
+	}
+
+	// The deletion: the tombstones; its exits (reason deleted) come after.
+	forgotten0 := testutil.ToFloat64(forgotten)
+	produce(t, cfg, &kgo.Record{Topic: tp.Identity, Key: []byte("user_id:" + gone)},
+		&kgo.Record{Topic: tp.Identity, Key: []byte("anonymous_id:dev-a")},
+		&kgo.Record{Topic: tp.Identity, Key: []byte("email:pu@example.com")})
+	for table, sql := range counts(gone) {
+		waitCount(t, conn, sql, 0, 30*time.Second)
+		t.Logf("%s: the deleted person's rows gone", table)
+	}
+	for _, sql := range counts("dev-a") {
+		waitCount(t, conn, sql, 0, 30*time.Second)
+	}
+	waitCount(t, conn, "SELECT count() FROM "+db+".identity_links WHERE identifier LIKE '%pu@example.com'", 0, 30*time.Second)
+	waitCount(t, conn, "SELECT count() FROM "+db+".events WHERE previous_id = 'old-id'", 0, 30*time.Second)
+	// The exits of the deletion, read after it: not inserted (a change of
+	// the other person's after them shows the writer got that far).
+	exit := segment.NewRecord(segment.Change{Segment: "buyers"}, "user", gone, at.Add(time.Hour), "forget/d1", nil)
+	exit.Reason = segment.ReasonDeleted
+	later := segment.NewRecord(segment.Change{Segment: "buyers", Enter: true}, "user", kept, at.Add(time.Hour), "c3", nil)
+	var out []*kgo.Record
+	for _, r := range []segment.Record{exit, later} {
+		b, err := r.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, &kgo.Record{Topic: tp.Segments, Key: []byte(gone), Value: b}) // one partition: in order
+	}
+	produce(t, cfg, out...)
+	for table, sql := range counts(kept) {
+		n := uint64(1)
+		if table == "segment_changes" {
+			n = 3
+		}
+		waitCount(t, conn, sql, n, 5*time.Second)
+	}
+	waitCount(t, conn, counts(gone)["segment_changes"], 0, time.Second)
+	if d := testutil.ToFloat64(forgotten) - forgotten0; d != 3 {
+		t.Errorf("pulse_history_forgotten_identifiers_total grew by %v, want 3", d)
+	}
+	waitCount(t, conn, fmt.Sprintf("SELECT count() FROM %s.invalid_events", db), 0, time.Second)
+}
