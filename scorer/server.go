@@ -379,10 +379,14 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		}
 	case strings.HasPrefix(string(path), "/v1/profiles/"):
 		ep = epProfile
-		if ctx.IsDelete() {
-			s.forget(ctx, string(path[len("/v1/profiles/"):]))
-		} else if s.method(ctx, fasthttp.MethodGet) {
-			s.profile(ctx, string(path[len("/v1/profiles/"):]))
+		switch rest := string(path[len("/v1/profiles/"):]); {
+		case ctx.IsDelete():
+			s.forget(ctx, rest)
+		case ctx.IsGet() || ctx.IsHead():
+			s.profile(ctx, rest)
+		default:
+			ctx.Response.Header.Set("Allow", "GET, DELETE")
+			httpapi.WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use GET (the profile) or DELETE (delete the person)")
 		}
 	case strings.HasPrefix(string(path), "/v1/entities/"):
 		ep = epEntity

@@ -269,7 +269,9 @@ destinations:
 
 	// People who browse on devices and log in later: the stream merges
 	// them, and verify, resolving the history the backfill's way, agrees.
-	checkMergedPeopleVerify(t, beside, ingest, scorer, served, history.NewReader(conn, beside.ClickHouse.Database), call)
+	m := checkMergedPeopleVerify(t, beside, ingest, scorer, served, history.NewReader(conn, beside.ClickHouse.Database), call)
+	// A person deleted on request: gone online and from the history.
+	checkDeletePerson(t, beside, scorer, served, history.NewReader(conn, beside.ClickHouse.Database), call, m)
 }
 
 func contains(list []string, s string) bool {

@@ -128,7 +128,7 @@ func newMergedPeople(seed uint64, people, n int, now time.Time) *mergedPeople {
 // asked for by any of its ids: online and offline resolve identities the
 // same way.
 func checkMergedPeopleVerify(t *testing.T, cfg *config.Config, ingest, scorer string, served featurestore.Store, r *history.Reader,
-	call func(method, url, key, body string) (int, string)) {
+	call func(method, url, key, body string) (int, string)) *mergedPeople {
 	t.Helper()
 	m := newMergedPeople(3, 10, 600, time.Now())
 	for _, b := range m.batches {
@@ -242,4 +242,74 @@ func checkMergedPeopleVerify(t *testing.T, cfg *config.Config, ingest, scorer st
 	}
 	t.Logf("verify: %d people over %d ids (%d devices linked, %d by email only; %d aliases), every feature equal online and offline",
 		len(users), len(every), devices, len(m.byEmail), m.aliases)
+	return m
+}
+
+// checkDeletePerson deletes one of m's people through the profile API,
+// asked for by one of its devices, as a privacy request names whatever id
+// it has: every id of the person stops answering, its rows leave the
+// history (events, links, segment changes), its exits reach
+// pulse.segments' readers, and the other people stay, online and offline
+// still agreeing.
+func checkDeletePerson(t *testing.T, cfg *config.Config, scorer string, served featurestore.Store, r *history.Reader,
+	call func(method, url, key, body string) (int, string), m *mergedPeople) {
+	t.Helper()
+	var users []string
+	for u := range m.ids {
+		users = append(users, u)
+	}
+	sort.Strings(users)
+	gone := users[0]
+	var device string
+	for d, u := range m.linked {
+		if u == gone && (device == "" || d < device) {
+			device = d
+		}
+	}
+	code, out := call("DELETE", scorer+"/v1/profiles/user/"+device, "dev-read-key", "")
+	if code != 403 {
+		t.Fatalf("DELETE with a read key: %d %s, want 403", code, out)
+	}
+	code, out = call("DELETE", scorer+"/v1/profiles/user/"+device, "dev-admin-key", "")
+	var d struct {
+		Accepted    bool     `json:"accepted"`
+		Identifiers []string `json:"identifiers"`
+	}
+	if err := json.Unmarshal([]byte(out), &d); code != 202 || err != nil || !d.Accepted || !contains(d.Identifiers, "user_id:"+gone) {
+		t.Fatalf("DELETE %s: %d %s, want 202 listing user_id:%s", device, code, out, gone)
+	}
+	ids := m.ids[gone]
+	testenv.WaitFor(t, 30*time.Second, "every id of the deleted person to answer 404", func() bool {
+		for _, id := range ids {
+			if code, _ := call("GET", scorer+"/v1/profiles/user/"+id, "dev-read-key", ""); code != 404 {
+				return false
+			}
+		}
+		return true
+	})
+	ctx := context.Background()
+	list := "'" + strings.Join(ids, "','") + "'"
+	for _, q := range []string{
+		"SELECT count() FROM " + r.Table("events") + " WHERE user_id IN (" + list + ") OR anonymous_id IN (" + list + ")",
+		"SELECT count() FROM " + r.Table("identity_links") + " WHERE canonical_id IN (" + list + ")",
+		"SELECT count() FROM " + r.Table("segment_changes") + " WHERE entity_id IN (" + list + ")",
+	} {
+		testenv.WaitFor(t, 30*time.Second, q+" = 0", func() bool {
+			var n uint64
+			return r.Conn().QueryRow(ctx, q).Scan(&n) == nil && n == 0
+		})
+	}
+	var rest []string
+	for _, u := range users[1:] {
+		rest = append(rest, m.ids[u]...)
+	}
+	rep, err := backfill.Verify(ctx, cfg, r, served, backfill.VerifyOptions{Entities: rest, Examples: 5})
+	if err != nil || rep.Mismatches() != 0 || len(rep.Missing) != 0 {
+		var b strings.Builder
+		if rep != nil {
+			rep.Write(&b)
+		}
+		t.Fatalf("verify of the other people after the deletion: %v\n%s", err, b.String())
+	}
+	t.Logf("deleted %s (%d ids) through %s: gone online and from the history; %d other people unchanged", gone, len(ids), device, len(users)-1)
 }

@@ -1,0 +1,98 @@
+package scorer_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	json "github.com/goccy/go-json"
+	"github.com/pulse-rt/pulse/identity"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/scorer"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// DELETE /v1/profiles/{entity}/{id}: an admin key's request is written to
+// the identity requests topic as a forget request naming the identifier
+// (a userId by default, ?kind= another kind) and answered 202; the wrong
+// key, entity or kind are refused with the reason and write nothing.
+func TestDeleteProfile(t *testing.T) {
+	cfg := newConfig(t, testConfig)
+	embeddedKafka(t, cfg)
+	st := newMemStore()
+	seed(t, st, map[string]map[string]any{"612": buyer()}, nil)
+	h := start(t, cfg, st, scorer.WithDeletions(producer(t, cfg)))
+
+	for _, c := range []struct {
+		path, key string
+		code      int
+		says      string
+	}{
+		{"/v1/profiles/user/612", "", 401, ""},
+		{"/v1/profiles/user/612", "read-key", 403, "admin"},
+		{"/v1/profiles/shop/612", "admin-key", 404, "unknown entity type"},
+		{"/v1/profiles/user/", "admin-key", 404, "/v1/profiles/{entity}/{id}"},
+		{"/v1/profiles/user/612?kind=phone", "admin-key", 400, `kind: unknown identifier kind \"phone\"`},
+	} {
+		code, body := h.do("DELETE", c.path, c.key, "")
+		if code != c.code || !strings.Contains(body, c.says) {
+			t.Errorf("DELETE %s with %q: %d %s, want %d saying %q", c.path, c.key, code, body, c.code, c.says)
+		}
+	}
+	var answers []scorer.Deletion
+	for _, path := range []string{"/v1/profiles/user/612", "/v1/profiles/user/jo@example.com?kind=email", "/v1/profiles/user/anon-1?kind=anonymous_id"} {
+		code, body := h.do("DELETE", path, "admin-key", "")
+		var d scorer.Deletion
+		if err := json.Unmarshal([]byte(body), &d); code != 202 || err != nil || !d.Accepted || !strings.HasPrefix(d.RequestID, "delete-") {
+			t.Fatalf("DELETE %s: %d %s (%v)", path, code, body, err)
+		}
+		answers = append(answers, d)
+	}
+	if code, body := h.do("POST", "/v1/profiles/user/612", "admin-key", ""); code != 405 {
+		t.Errorf("POST: %d %s, want 405", code, body)
+	}
+
+	cons, err := kafka.NewClient(cfg.Kafka, kgo.ConsumeTopics(cfg.Kafka.Topics.IdentityRequests), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	var got []identity.Request
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for len(got) < len(answers) && ctx.Err() == nil {
+		cons.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			q, err := identity.DecodeRequest(r.Value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, q)
+		})
+	}
+	want := []identity.Identifier{identity.User("612"), {Kind: "email", Value: "jo@example.com"}, identity.Anonymous("anon-1")}
+	if len(got) != len(want) {
+		t.Fatalf("%d requests written, want %d: %+v", len(got), len(want), got)
+	}
+	for i, q := range got {
+		if q.Kind != identity.KindForget || q.To != want[i] || q.MessageID != answers[i].RequestID || answers[i].Identifier != want[i].String() {
+			t.Errorf("request %d: %+v (answered %+v), want a forget of %s", i, q, answers[i], want[i])
+		}
+	}
+}
+
+// Without identity resolution (the linker carries a deletion out) or
+// without a producer, DELETE says why it cannot.
+func TestDeleteProfileRefused(t *testing.T) {
+	cfg := newConfig(t, testConfig)
+	off := false
+	cfg.Identity.Enabled = &off
+	h := start(t, cfg, newMemStore())
+	if code, body := h.do("DELETE", "/v1/profiles/user/612", "admin-key", ""); code != 409 || !strings.Contains(body, "identity.enabled") {
+		t.Errorf("identity off: %d %s, want 409 naming identity.enabled", code, body)
+	}
+	h = start(t, newConfig(t, testConfig), newMemStore())
+	if code, body := h.do("DELETE", "/v1/profiles/user/612", "admin-key", ""); code != 503 {
+		t.Errorf("no producer: %d %s, want 503", code, body)
+	}
+}
