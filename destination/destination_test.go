@@ -66,7 +66,7 @@ destinations:
     method: post
     headers: {X-Team: growth}
     auth: {bearer: tok}
-    template: '{"external_id": {{json .ID}}, "in_{{.Segment}}": {{.Entered}}, "revenue": {{json .Features.revenue_30d}}, "missing": {{json .Features.nope}}, "at": "{{.At}}", "key": "{{.ChangeID}}", "entity": "{{.Entity}}", "change": "{{.Change}}"}'
+    template: '{"external_id": {{json .ID}}, "in_{{.Segment}}": {{.Entered}}, "revenue": {{json .Features.revenue_30d}}, "missing": {{json .Features.nope}}, "at": "{{.At}}", "key": "{{.ChangeID}}", "entity": "{{.Entity}}", "change": "{{.Change}}", "reason": "{{.Reason}}"}'
     segments: [lapsing]
     max_retries: 3
     timeout: 150ms
@@ -126,7 +126,7 @@ destinations:
 		}
 		wantBody := map[string]any{
 			"external_id": r.EntityID, "in_lapsing": r.Change == "enter", "revenue": r.Features["revenue_30d"], "missing": nil,
-			"at": r.At.Format(time.RFC3339Nano), "key": r.ID, "entity": "user", "change": r.Change,
+			"at": r.At.Format(time.RFC3339Nano), "key": r.ID, "entity": "user", "change": r.Change, "reason": "",
 		}
 		if fmt.Sprint(body) != fmt.Sprint(wantBody) {
 			t.Errorf("body %v, want %v", body, wantBody)
@@ -300,6 +300,11 @@ destinations:
 		recs = append(recs, r)
 		byID[r.ID] = r
 	}
+	// A person deleted on request: its exit says so, with no identify.
+	gone := change("big_spenders", "gone", false, 7, nil)
+	gone.Reason = segment.ReasonDeleted
+	recs = append(recs, gone)
+	byID[gone.ID] = gone
 	e.produce(recs...)
 	e.run()
 	seen := map[string]int{}
@@ -316,18 +321,22 @@ destinations:
 				id := strings.TrimSuffix(c.MessageID, "-identify")
 				r := byID[id]
 				entered := r.Change == "enter"
+				props := map[string]any{"audience_key": "big_spenders", "big_spenders": entered}
+				if r.Reason != "" {
+					props["reason"] = r.Reason
+				}
 				switch {
 				case c.Type == "track" && c.MessageID == r.ID && c.UserID == r.EntityID && c.Timestamp.Equal(r.At) &&
 					c.Event == map[bool]string{true: "Audience Entered", false: "Audience Exited"}[entered] &&
-					fmt.Sprint(c.Properties) == fmt.Sprint(map[string]any{"audience_key": "big_spenders", "big_spenders": entered}):
-				case c.Type == "identify" && c.MessageID == r.ID+"-identify" && c.UserID == r.EntityID &&
+					fmt.Sprint(c.Properties) == fmt.Sprint(props):
+				case c.Type == "identify" && c.MessageID == r.ID+"-identify" && c.UserID == r.EntityID && r.Reason == "" &&
 					fmt.Sprint(c.Traits) == fmt.Sprint(map[string]any{"big_spenders": entered}):
 				default:
 					t.Fatalf("call %+v for %+v", c, r)
 				}
 			}
 		}
-		return len(seen) == 2*len(recs)
+		return len(seen) == 2*len(recs)-1 // the deleted person's exit: a track alone
 	})
 	if len(bad) > 0 {
 		t.Fatalf("bad requests: %v", bad)

@@ -40,6 +40,7 @@ type TemplateData struct {
 	At       Time           // when the change happened (event time), RFC 3339 in UTC
 	ChangeID string         // the idempotency key
 	Features map[string]any // the entity's features at the change (segment changes)
+	Reason   string         // "deleted" on the exits of a person deleted on request, else ""
 
 	// A trait change's: the trait's name, its new and previous scores
 	// rounded to the destination's decimals (float64, or nil when there
@@ -63,6 +64,7 @@ func NewTemplateData(c *Change, decimals int) TemplateData {
 	d := TemplateData{
 		Kind: c.Kind, Entity: r.Entity, ID: r.EntityID, Segment: r.Segment, Change: r.Change,
 		Entered: r.Change == segment.ChangeEnter, At: Time{r.At}, ChangeID: r.ID, Features: r.Features,
+		Reason: r.Reason,
 	}
 	if d.Kind == "" {
 		d.Kind = KindSegment

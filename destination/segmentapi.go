@@ -36,6 +36,9 @@ const (
 // idempotency key; with TraitTrack, also a track "Trait Changed" with the
 // properties {trait, score, previous, model_version}, its messageId that
 // key + "-track".
+//
+// The exits of a person deleted on request carry the property
+// reason: "deleted" and send no identify.
 type SegmentAPI struct {
 	URL        string // the base URL; /v1/batch is appended
 	WriteKey   string
@@ -88,12 +91,18 @@ func (s *SegmentAPI) Deliver(ctx context.Context, batch []Change) []Failure {
 		if entered {
 			event = AudienceEntered
 		}
+		props := map[string]any{"audience_key": c.Segment, c.Segment: entered}
+		if c.Reason != "" {
+			props["reason"] = c.Reason // deleted: the person was deleted on request
+		}
 		calls = append(calls, segmentCall{
 			Type: "track", Event: event, UserID: c.EntityID, MessageID: c.Key(), Timestamp: c.At,
-			Properties: map[string]any{"audience_key": c.Segment, c.Segment: entered}, Context: segmentContext,
+			Properties: props, Context: segmentContext,
 		})
 		index = append(index, i)
-		if s.Identify {
+		// No identify for a deleted person: it would write traits of
+		// someone who asked to be forgotten.
+		if s.Identify && c.Reason != segment.ReasonDeleted {
 			calls = append(calls, segmentCall{
 				Type: "identify", UserID: c.EntityID, MessageID: c.Key() + "-identify", Timestamp: c.At,
 				Traits: map[string]any{c.Segment: entered}, Context: segmentContext,
