@@ -374,6 +374,39 @@ func testStore(t *testing.T, b backend) {
 		count(t, s, "a", 1)
 	})
 
+	t.Run("Delete", func(t *testing.T) {
+		t.Parallel()
+		s := b.open(t)
+		write(t, s,
+			Update{Vector: vec("gone", map[string]any{"x": 1.0}, "a"), Enter: []string{"a"}},
+			Update{Vector: vec("kept", map[string]any{"x": 2.0}, "a"), Enter: []string{"a"}},
+		)
+		if _, err := s.Get(ctx, "user", "gone"); err != nil {
+			t.Fatal(err) // read once: a cache (Pebble's rows, Redis's near cache) holds it now
+		}
+		// A deleted entity (a person deleted on request): its vector
+		// goes, its exits count; deleting again changes nothing.
+		for range 2 {
+			write(t, s, Update{Vector: Vector{Entity: "user", ID: "gone"}, Exit: []string{"a"}, Delete: true})
+			if _, err := s.Get(ctx, "user", "gone"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("Get of a deleted vector: %v, want ErrNotFound", err)
+			}
+			vecs, found, err := s.GetMany(ctx, "user", []string{"gone", "kept"})
+			if err != nil || found[0] || !found[1] || vecs[1].Features["x"] != 2.0 {
+				t.Fatalf("GetMany after the delete: %v %v %v", vecs, found, err)
+			}
+			count(t, s, "a", 1)
+			if got := members(t, s, "a"); !slices.Equal(got, []string{"kept"}) {
+				t.Fatalf("a has members %q, want kept alone", got)
+			}
+		}
+		// The id's next write is a new entity.
+		write(t, s, Update{Vector: vec("gone", map[string]any{"x": 3.0})})
+		if v, err := s.Get(ctx, "user", "gone"); err != nil || v.Features["x"] != 3.0 {
+			t.Fatalf("Get after a new write: %v %v", v, err)
+		}
+	})
+
 	t.Run("ConcurrentWriters", func(t *testing.T) {
 		t.Parallel()
 		s := b.open(t)
