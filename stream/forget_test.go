@@ -2,13 +2,17 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/identity"
+	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -185,5 +189,91 @@ func waitFeature(t *testing.T, e *env, id, feature string, want any, timeout tim
 			t.Fatalf("user %s: %s = %v (vector found %v), want %v", id, feature, v.Features[feature], ok, want)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestForgetKilledMidDeletion: on a real Kafka broker, the processor that
+// carries deletions out is killed at a point of its first commit after
+// they were requested (the linker's before its commit; a task's before
+// its Kafka commit, and after it, before the store write) and another
+// takes over on the same local state: every entity of the deleted people
+// ends deleted, their exits are on pulse.segments once each, and the
+// others keep their features.
+func TestForgetKilledMidDeletion(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	for _, point := range []string{"linker-before-commit", "before-txn-commit", "after-txn-commit"} {
+		t.Run(point, func(t *testing.T) {
+			e := newEnv(t, brokers)
+			var armed, killed atomic.Bool
+			hook := func(p string, _ int32) error {
+				if p == point && armed.Load() {
+					killed.Store(true)
+					return errKill
+				}
+				return nil
+			}
+			dir := filepath.Join(t.TempDir(), "stream")
+			a := e.processor(Options{hook: hook}, dir)
+			deadA := runUntilDead(t, a)
+			at := t0.Add(-10 * time.Minute)
+			var users, all []string
+			for p := range 6 {
+				user, dev := fmt.Sprint("fu", p), fmt.Sprint("fd", p)
+				users, all = append(users, user), append(all, user, dev)
+				e.produce(eventRecord(t, &event.Event{Type: event.Track, Event: "Product Viewed", AnonymousID: dev, MessageID: "v" + dev,
+					Timestamp: at, ReceivedAt: at, Properties: map[string]any{"product_id": "p1"}}))
+				e.produce(eventRecord(t, &event.Event{Type: event.Identify, AnonymousID: dev, UserID: user, MessageID: "i" + dev,
+					Timestamp: at, ReceivedAt: at}))
+				for i := range 3 {
+					e.produce(eventRecord(t, order(user, fmt.Sprint("o", user, i), at, 10)))
+				}
+			}
+			e.waitCaughtUp(60*time.Second, a)
+			for _, u := range users {
+				waitFeature(t, e, u, "orders_lifetime", 3.0, 60*time.Second)
+				waitFeature(t, e, u, "products_24h", 1.0, 60*time.Second)
+			}
+			armed.Store(true)
+			for p := range 3 {
+				e.forgetRequest(identity.User(fmt.Sprint("fd", p)), fmt.Sprint("del-", p))
+			}
+			if err := waitDead(deadA, 60*time.Second); !errors.Is(err, errKill) || !killed.Load() {
+				t.Fatalf("processor a ended with %v, want the injected kill at %s", err, point)
+			}
+			b := e.processor(Options{}, dir)
+			stop := e.run(b)
+			gone := all[:6] // fu0 fd0 fu1 fd1 fu2 fd2
+			waitVectors(t, e, 60*time.Second, users[3:], gone)
+			e.waitCaughtUp(60*time.Second, b)
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			final := segmentChanges(t, e) // each change once, in order
+			exits := map[string]int{}
+			for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.Segments) {
+				var rec segment.Record
+				if err := json.Unmarshal(r.Value, &rec); err != nil {
+					t.Fatal(err)
+				}
+				if rec.Reason == segment.ReasonDeleted {
+					exits[rec.EntityID+"/"+rec.Segment]++
+				}
+			}
+			for _, u := range users[:3] {
+				if len(final[u]) > 0 {
+					t.Errorf("%s still in %v", u, final[u])
+				}
+				for _, seg := range []string{"buyers", "odd_orders", "hot"} {
+					if exits[u+"/"+seg] != 1 {
+						t.Errorf("%s: %d deletion exits of %s, want 1", u, exits[u+"/"+seg], seg)
+					}
+				}
+			}
+			for _, u := range users[3:] {
+				if !equal(final[u], "buyers", "hot", "odd_orders") {
+					t.Errorf("%s (kept): segments %v", u, final[u])
+				}
+			}
+		})
 	}
 }
