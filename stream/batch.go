@@ -514,6 +514,9 @@ func (t *task) emit(x *txn, last int64) error {
 	}
 	t.emitSeen(x, last)
 	for anon, user := range x.links {
+		if anon == user {
+			continue // a forgotten entity's (forget): its pointer deleted, not one to itself
+		}
 		x.b.Set(key(pkAlias, anon), []byte(user), nil)
 		x.recs = append(x.recs, t.stateRecord([]byte(clAliasPrefix+anon), []byte(user)))
 	}
