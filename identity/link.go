@@ -98,6 +98,13 @@ func DecodeRequest(b []byte) (Request, error) {
 	return Request{From: from, To: to, Kind: w.Kind, At: w.At, MessageID: w.MessageID}, nil
 }
 
+// Forget is the deletion request of the person subject is in (the profile
+// API's DELETE, `pulse delete`), asked at at, with id naming it: the
+// record's key on the requests topic is subject's value.
+func Forget(subject Identifier, at time.Time, id string) Request {
+	return Request{From: subject, To: subject, Kind: KindForget, At: at, MessageID: id}
+}
+
 // ReservedKeyPrefix starts the keys of the identity topic's records that
 // are not links: the linker's own (its fences and "__linker/offset").
 // Every reader of the topic skips them (IsLink).

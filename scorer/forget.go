@@ -80,7 +80,7 @@ func (s *Server) forget(ctx *fasthttp.RequestCtx, rest string) {
 	var r [16]byte
 	rand.Read(r[:])
 	u := uuidV4(r[:])
-	req := identity.Request{From: subject, To: subject, Kind: identity.KindForget, At: s.now().UTC(), MessageID: "delete-" + string(u[:])}
+	req := identity.Forget(subject, s.now().UTC(), "delete-"+string(u[:]))
 	v, err := identity.EncodeRequest(req)
 	if err != nil {
 		httpapi.WriteError(ctx, fasthttp.StatusInternalServerError, err.Error())

@@ -21,7 +21,7 @@ import (
 // writes) for subject to the link requests topic.
 func (e *env) forgetRequest(subject identity.Identifier, id string) {
 	e.t.Helper()
-	v, err := identity.EncodeRequest(identity.Request{From: subject, To: subject, Kind: identity.KindForget, At: e.clock.now(), MessageID: id})
+	v, err := identity.EncodeRequest(identity.Forget(subject, e.clock.now(), id))
 	if err != nil {
 		e.t.Fatal(err)
 	}

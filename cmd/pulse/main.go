@@ -30,6 +30,8 @@ Usage:
   pulse validate -config FILE     check a config and report every problem
   pulse store repair -config FILE [-dry-run]
                                   put Redis's segment member lists right from its vectors (after lost writes)
+  pulse delete [-config FILE] [-kind KIND] [-file FILE|-] [ID]...
+                                  delete people on request (GDPR, CCPA), in bulk (docs/identity.md)
   pulse import events [-format segment|amplitude|posthog] [-mapping FILE] [-map field=column]... [-report FILE] FILE...
                                   CSV, JSON lines or Segment/Amplitude/PostHog exports (.gz, - for
                                   stdin) into events; exit code 2 when rows were refused (docs/import.md)
@@ -66,6 +68,7 @@ var commands = map[string]func(ctx context.Context, args []string) error{
 	"loadtest":     runLoadtest,
 	"import":       runImport,
 	"store":        runStore,
+	"delete":       runDelete,
 }
 
 func main() {

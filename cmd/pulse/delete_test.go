@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/identity"
+	"github.com/pulse-rt/pulse/internal/testenv"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"gopkg.in/yaml.v3"
+)
+
+// topicsFlow is a YAML mapping of one key a line as a flow mapping.
+func topicsFlow(b []byte) []byte {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return []byte("{" + strings.Join(lines, ", ") + "}")
+}
+
+// `pulse delete` on a real Kafka: a forget request per id, from the
+// arguments and a file, of the kind asked for, printed with its request
+// id; an unknown kind or no ids are refused with the reason and write
+// nothing.
+func TestDeleteCommand(t *testing.T) {
+	bin := testenv.BuildPulse(t)
+	broker := testenv.Kafka(t)[0]
+	var tp config.Topics
+	tp.Named(testenv.Topic(t, "del")) // every topic the command creates: this test's own
+	topics, err := yaml.Marshal(tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic := tp.IdentityRequests
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "pulse.yaml")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`kafka: {brokers: [%q], topics: %s}
+features: [{name: orders_7d, agg: count, event: Order Completed, window: 7d}]
+`, broker, strings.TrimSpace(string(topicsFlow(topics))))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ids := filepath.Join(dir, "ids.txt")
+	if err := os.WriteFile(ids, []byte("u-2\n\n  u-3  \n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) (int, string) { return runBin(t, bin, dir, args...) }
+	if code, out := run("delete", "-config", conf, "-kind", "phone", "u-1"); code != 1 || !strings.Contains(out, `-kind: unknown identifier kind "phone" (want user_id, anonymous_id, email)`) {
+		t.Fatalf("unknown kind: %d %s", code, out)
+	}
+	if code, out := run("delete", "-config", conf); code != 1 || !strings.Contains(out, "no ids") {
+		t.Fatalf("no ids: %d %s", code, out)
+	}
+	code, out := run("delete", "-config", conf, "-file", ids, "u-1")
+	if code != 0 || !strings.Contains(out, "user_id:u-1\tdelete-") || !strings.Contains(out, "user_id:u-3\tdelete-") || !strings.Contains(out, "3 deletion requests") {
+		t.Fatalf("delete: %d %s", code, out)
+	}
+	if code, out = run("delete", "-config", conf, "-kind", "email", "jo@example.com"); code != 0 {
+		t.Fatalf("delete by email: %d %s", code, out)
+	}
+
+	cfg := &config.Config{Kafka: config.Kafka{Brokers: []string{broker}}}
+	cl, err := kafka.NewClient(cfg.Kafka, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var got []string
+	for len(got) < 4 && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			q, err := identity.DecodeRequest(r.Value)
+			if err != nil || q.Kind != identity.KindForget || q.From != q.To || string(r.Key) != q.To.Value || !strings.HasPrefix(q.MessageID, "delete-") {
+				t.Errorf("record %s: %+v %v", r.Value, q, err)
+			}
+			got = append(got, q.To.String())
+		})
+	}
+	want := "user_id:u-1 user_id:u-2 user_id:u-3 email:jo@example.com"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("requests %v, want %s", got, want)
+	}
+}
