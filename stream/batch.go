@@ -381,10 +381,19 @@ func (t *task) resolveLinked(x *txn, items []pendingEvent) error {
 			continue
 		}
 		ev := it.ev
+		id := ev.EntityID()
+		if drop, err := t.beforeDeletion(x, id, receivedAt(ev, it.r)); err != nil {
+			return err
+		} else if drop {
+			// Received before its entity's deletion: dropped, its link
+			// requests too (they would link the deleted ids again).
+			it.deleted = true
+			x.counts.deleted++
+			continue
+		}
 		if it.newOnly == nil {
 			t.requestLinks(x, ev)
 		}
-		id := ev.EntityID()
 		to, err := t.target(x, id)
 		if err != nil {
 			return err
@@ -448,7 +457,7 @@ func (t *task) apply(x *txn, items []pendingEvent) {
 
 func (t *task) applyOne(x *txn, it *pendingEvent) {
 	r, ev, e := it.r, it.ev, it.e
-	if it.forwarded {
+	if it.forwarded || it.deleted {
 		return
 	}
 	if it.err != nil {
@@ -587,6 +596,9 @@ func (t *task) commitBatch(ctx context.Context, x *txn, hwm int64) error {
 		mEvents.WithLabelValues("forwarded").Add(float64(c.forwarded))
 		mForwarded.Add(float64(c.forwarded))
 	}
+	if c.deleted > 0 {
+		mEvents.WithLabelValues("deleted").Add(float64(c.deleted))
+	}
 	mLag.WithLabelValues(t.lagLabel).Set(float64(max(0, hwm-x.last-1)))
 	mTxnFetches.Observe(float64(x.fetches))
 	return nil
@@ -624,16 +636,18 @@ type pendingEvent struct {
 	err     error
 	// forwarded: the entity moved; the event went to its target's task.
 	forwarded bool
+	// deleted: received before its entity's deletion; dropped.
+	deleted bool
 }
 
 func (t *task) prefetchState(it *pendingEvent) {
-	if it.err == nil && !it.forwarded {
+	if it.err == nil && !it.forwarded && !it.deleted {
 		t.sink += it.e.st.NewestMillis()
 	}
 }
 
 func (t *task) prefetch(it *pendingEvent) {
-	if it.err == nil && !it.forwarded {
+	if it.err == nil && !it.forwarded && !it.deleted {
 		t.sink += t.p.features.Prefetch(it.e.st, it.ev)
 	}
 }

@@ -272,6 +272,8 @@ func localKeyOf(k string) ([]byte, error) {
 		return undecidedKey(fp, parts[2], off), nil
 	case strings.HasPrefix(k, clAliasPrefix):
 		return key(pkAlias, k[len(clAliasPrefix):]), nil
+	case strings.HasPrefix(k, clForgotPrefix):
+		return key(pkForgot, k[len(clForgotPrefix):]), nil
 	case strings.HasPrefix(k, clAutoPrefix):
 		return key(pkAuto, k[len(clAutoPrefix):]), nil
 	}
@@ -337,7 +339,7 @@ func (t *task) snapshot(ctx context.Context) error {
 // eachLocal calls f with the changelog key and value of every entity, seen
 // batch, alias, activation and seeded mark in Pebble.
 func (t *task) eachLocal(f func(k, v []byte) error) error {
-	for _, pre := range [][]byte{pkEntity, pkBatch, pkAlias, pkActive, pkSeeded, pkUndec, pkAuto} {
+	for _, pre := range [][]byte{pkEntity, pkBatch, pkAlias, pkActive, pkSeeded, pkUndec, pkAuto, pkForgot} {
 		it, err := t.reader().NewIter(&pebble.IterOptions{LowerBound: pre, UpperBound: prefixEnd(pre)})
 		if err != nil {
 			return err
@@ -375,6 +377,8 @@ func (t *task) eachLocal(f func(k, v []byte) error) error {
 				k = undecidedChangelogKey(fp, id, off)
 			case string(pkAuto):
 				k = clAutoPrefix + string(rest)
+			case string(pkForgot):
+				k = clForgotPrefix + string(rest)
 			default:
 				k = clAliasPrefix + string(rest)
 			}

@@ -33,6 +33,9 @@ const (
 	// a duplicate of an event from before the feature's activation, kept
 	// (the event) until the entity's seed says whether it counts.
 	clUndecidedPrefix = "__undecided/"
+	// clForgotPrefix + id: the entity was deleted on request at the time
+	// the value holds (forget; unix ms, 8 bytes BE).
+	clForgotPrefix = "__forgot/"
 )
 
 // Keys of a task's Pebble database.
@@ -47,6 +50,7 @@ var (
 	pkActive       = []byte("v/") // v/<fingerprint BE> -> activation offset (decimal)
 	pkSeeded       = []byte("z/") // z/<fingerprint BE><id> -> the seed's Seen offset (varint)
 	pkUndec        = []byte("x/") // x/<fingerprint BE><uvarint len id><id><input offset BE> -> event
+	pkForgot       = []byte("f/") // f/<id> -> when the entity was deleted on request (unix ms, 8 bytes BE)
 )
 
 func undecidedPrefix(fp uint64, id string) []byte {

@@ -162,12 +162,34 @@ func TestForgetPerson(t *testing.T) {
 		}
 	}
 
-	// Later events of the ids: a new person, from nothing.
+	// Events received before the deletion but applied after it (a
+	// backlog) are dropped, their link requests too: nothing of the
+	// person comes back.
 	p = e.processor(Options{}, "")
 	stop = e.run(p)
-	e.produce(eventRecord(t, view("dev-a", "", "v9", "p9")))
-	e.produce(eventRecord(t, identify("dev-a", "pu", "i9", "pu@example.com")))
-	e.produce(eventRecord(t, order("pu", "o-pu-9", at, 5)))
+	deleted0 := counterValue(mEvents.WithLabelValues("deleted"))
+	links0 := counterValue(mLinks)
+	e.produce(eventRecord(t, view("dev-a", "", "v8", "p8")))
+	e.produce(eventRecord(t, identify("dev-b", "pu", "i8", "pu@example.com")))
+	e.produce(eventRecord(t, order("pu", "o-pu-8", at, 5)))
+	e.produce(eventRecord(t, order("lone", "o-lone-8", at, 5)))
+	e.waitCaughtUp(30*time.Second, p)
+	time.Sleep(200 * time.Millisecond)
+	waitVectors(t, e, time.Second, []string{"qu"}, []string{"pu", "dev-a", "dev-b", "lone"})
+	if d := counterValue(mEvents.WithLabelValues("deleted")) - deleted0; d != 4 {
+		t.Errorf("pulse_stream_events_total{result=deleted} grew by %v, want 4", d)
+	}
+	if d := counterValue(mLinks) - links0; d != 0 {
+		t.Errorf("a dropped identify linked %v identifiers again", d)
+	}
+
+	// Events received after it: a new person, from nothing.
+	later := t0.Add(time.Minute)
+	e.clock.set(later.Add(time.Minute))
+	for _, ev := range []*event.Event{view("dev-a", "", "v9", "p9"), identify("dev-a", "pu", "i9", "pu@example.com"), order("pu", "o-pu-9", at, 5)} {
+		ev.ReceivedAt = later
+		e.produce(eventRecord(t, ev))
+	}
 	e.waitCaughtUp(30*time.Second, p)
 	waitFeature(t, e, "pu", "orders_lifetime", 1.0, 30*time.Second)
 	waitFeature(t, e, "pu", "products_24h", 1.0, 30*time.Second)

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cockroachdb/pebble"
 	"github.com/pulse-rt/pulse/aggregate"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
@@ -62,7 +63,10 @@ func (t *task) openMoved() error {
 		return nil
 	}
 	var err error
-	t.moved, err = buildKeyFilter(t.db, pkAlias)
+	if t.moved, err = buildKeyFilter(t.db, pkAlias); err != nil {
+		return err
+	}
+	t.forgot, err = buildKeyFilter(t.db, pkForgot)
 	return err
 }
 
@@ -222,6 +226,9 @@ func (t *task) applyResolvedTxn(ctx context.Context) (_ bool, err error) {
 		return false, err
 	}
 	mForwarded.Add(float64(x.counts.forwarded))
+	if x.counts.deleted > 0 {
+		mEvents.WithLabelValues("deleted").Add(float64(x.counts.deleted))
+	}
 	return true, t.afterResolved()
 }
 
@@ -305,7 +312,7 @@ func (t *task) setResolvedNext(x *txn, next int64) {
 // afterResolved runs after a commit that applied resolved records: a
 // filter of moved entities grown full is rebuilt.
 func (t *task) afterResolved() error {
-	if t.moved != nil && t.moved.full() {
+	if (t.moved != nil && t.moved.full()) || (t.forgot != nil && t.forgot.full()) {
 		return t.openMoved()
 	}
 	return nil
@@ -418,9 +425,86 @@ func (t *task) forget(x *txn, rr resolved, cause string) error {
 		e.autoRec, e.autoLoaded = autoRecord{}, true
 		e.st, e.m, e.due, e.touched = p.features.NewState(), nil, 0, false
 	}
+	at := rr.At
+	if at.IsZero() {
+		at = x.now
+	}
+	t.setForgot(x, id, max(1, at.UnixMilli()))
 	x.updates = append(x.updates, u)
 	x.pending = append(x.pending, id)
 	return nil
+}
+
+// A forgotten entity keeps a marker (pkForgot, with the changelog) of when
+// it was deleted until its next event received after that: events
+// received before the deletion but applied after it (a backlog, a device's
+// events forwarded on, a merge's state in flight) are dropped, not counted
+// for a new entity; the first one received after it starts the entity
+// anew and ends the marker.
+
+// forgottenAt is when entity id was deleted on request (unix ms), or 0.
+func (t *task) forgottenAt(x *txn, id string) (int64, error) {
+	if d, ok := x.forgot[id]; ok {
+		return d, nil
+	}
+	if t.forgot == nil || !t.forgot.mayHave(id) {
+		return 0, nil
+	}
+	b, closer, err := t.reader().Get(key(pkForgot, id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer closer.Close()
+	if len(b) != 8 {
+		return 0, errCorrupt
+	}
+	return int64(binary.BigEndian.Uint64(b)), nil
+}
+
+// setForgot sets id's marker to d in x, or clears it (d 0).
+func (t *task) setForgot(x *txn, id string, d int64) {
+	if x.forgot == nil {
+		x.forgot = map[string]int64{}
+	}
+	x.forgot[id] = d
+	if d == 0 {
+		x.b.Delete(key(pkForgot, id), nil)
+		x.recs = append(x.recs, t.stateRecord([]byte(clForgotPrefix+id), nil))
+		return
+	}
+	v := binary.BigEndian.AppendUint64(nil, uint64(d))
+	x.b.Set(key(pkForgot, id), v, nil)
+	x.recs = append(x.recs, t.stateRecord([]byte(clForgotPrefix+id), v))
+	if t.forgot != nil {
+		t.forgot.add(id) // before a later batch asks; kept if this one fails: a false positive
+	}
+}
+
+// beforeDeletion reports whether something of entity id from at (an
+// event's receive time, a merge's link time) predates id's deletion: it is
+// dropped. Anything later ends the marker.
+func (t *task) beforeDeletion(x *txn, id string, at time.Time) (bool, error) {
+	d, err := t.forgottenAt(x, id)
+	if err != nil || d == 0 {
+		return false, err
+	}
+	if at.UnixMilli() <= d {
+		return true, nil
+	}
+	t.setForgot(x, id, 0)
+	return false, nil
+}
+
+// receivedAt is when ev reached Pulse: its receivedAt, else the time of
+// the record r that carried it.
+func receivedAt(ev *event.Event, r *kgo.Record) time.Time {
+	if !ev.ReceivedAt.IsZero() {
+		return ev.ReceivedAt
+	}
+	return r.Timestamp
 }
 
 // receive applies a transfer or a forwarded event to its target, or
@@ -441,6 +525,9 @@ func (t *task) receive(x *txn, r *kgo.Record, rr resolved, cause string) error {
 	}
 	p := t.p
 	if rr.Kind == resolvedTransfer {
+		if drop, err := t.beforeDeletion(x, to, rr.At); err != nil || drop {
+			return err // a merge's state from before the person's deletion
+		}
 		src, err := p.features.DecodeState(rr.State)
 		if err != nil {
 			x.recs = append(x.recs, t.deadLetter(r, event.ReasonUnreadable, "", err, x.now))
@@ -455,6 +542,12 @@ func (t *task) receive(x *txn, r *kgo.Record, rr resolved, cause string) error {
 	if err := p.records.Unmarshal(rr.Event, &ev); err != nil {
 		x.recs = append(x.recs, t.deadLetter(r, event.ReasonInvalid, "", err, x.now))
 		return nil
+	}
+	if drop, err := t.beforeDeletion(x, to, receivedAt(&ev, r)); err != nil || drop {
+		if drop {
+			x.counts.deleted++
+		}
+		return err
 	}
 	changed, err := p.features.Apply(e.st, &ev)
 	switch {

@@ -87,6 +87,9 @@ type task struct {
 	linker     *linker
 	// moved filters the pointer lookups of resolve (identity.go).
 	moved *seenFilter
+	// forgot filters the entities deleted on request whose marker
+	// (pkForgot) may remain: identity on only.
+	forgot *seenFilter
 	// resolvedDone is closed when the resolved loop ends (nil: none).
 	resolvedDone chan struct{}
 	// resolvedPend holds the resolved records fetched and not applied

@@ -39,6 +39,7 @@ type txn struct {
 	now     time.Time           // the processing time of the whole batch
 	seen    map[string]struct{} // dedupe: message ids first seen in this batch
 	links   map[string]string   // resolve: anonymousId -> userId made by this batch
+	forgot  map[string]int64    // deletion markers this transaction set (> 0) or cleared (0)
 	touched touchedSet          // resolve: the entities the batch loaded, in order
 	counts  eventCounts         // apply: what became of the records, for metrics
 
@@ -61,6 +62,7 @@ type txn struct {
 type eventCounts struct {
 	applied, ignored, duplicate, late, invalid int
 	forwarded                                  int // to a moved entity's target
+	deleted                                    int // received before their entity's deletion (forget): dropped
 	// resolvedForwarded: resolved records (transfers, forwarded events)
 	// a batch carried and sent on to a target that moved too.
 	resolvedForwarded int
