@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/pulse-rt/pulse/identity"
@@ -76,3 +77,40 @@ func deleteWhere(db, table, cond string) string {
 
 // inList is ('a','b'), for IN.
 func inList(vs []string) string { return "(" + stringList(vs) + ")" }
+
+// forgetMemory is when each entity id was deleted on request (its
+// tombstone's time on pulse.identity), for forgetMemoryFor after: rows of
+// it from before then that the writer reads after the tombstone (a
+// backlog on another topic) are not inserted. It lives in the writer's
+// memory only: a restart forgets it (docs/identity.md).
+type forgetMemory struct {
+	at map[string]time.Time
+}
+
+// forgetMemoryFor is how long the writer remembers a deletion.
+const forgetMemoryFor = 24 * time.Hour
+
+// add remembers id deleted at at, and forgets deletions over
+// forgetMemoryFor older.
+func (m *forgetMemory) add(id string, at time.Time) {
+	if m.at == nil {
+		m.at = map[string]time.Time{}
+	}
+	for k, t := range m.at {
+		if at.Sub(t) > forgetMemoryFor {
+			delete(m.at, k)
+		}
+	}
+	if at.After(m.at[id]) {
+		m.at[id] = at
+	}
+}
+
+// before reports whether a row of id from t predates id's deletion.
+func (m *forgetMemory) before(id string, t time.Time) bool {
+	if m == nil || len(m.at) == 0 || id == "" {
+		return false
+	}
+	d, ok := m.at[id]
+	return ok && !t.After(d)
+}

@@ -132,6 +132,21 @@ func TestForgetDeletesRows(t *testing.T) {
 		waitCount(t, conn, sql, n, 5*time.Second)
 	}
 	waitCount(t, conn, counts(gone)["segment_changes"], 0, time.Second)
+
+	// Events read after the tombstones: one received before the deletion
+	// (a backlog) is not inserted; one received after it is, a new person.
+	recs = nil
+	ev(event.Event{Type: event.Track, Event: "Order Completed", UserID: gone, MessageID: "o-backlog"})
+	after := event.Event{Type: event.Track, Event: "Order Completed", UserID: gone, MessageID: "o-new"}
+	after.Timestamp, after.ReceivedAt = time.Now().Add(time.Hour), time.Now().Add(time.Hour)
+	b, err := after.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs = append(recs, &kgo.Record{Topic: tp.Events, Key: []byte(gone), Value: b})
+	produce(t, cfg, recs...)
+	waitCount(t, conn, "SELECT count() FROM "+db+".events WHERE message_id = 'o-new'", 1, 20*time.Second)
+	waitCount(t, conn, counts(gone)["events"], 1, time.Second)
 	if d := testutil.ToFloat64(forgotten) - forgotten0; d != 3 {
 		t.Errorf("pulse_history_forgotten_identifiers_total grew by %v, want 3", d)
 	}

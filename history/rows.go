@@ -76,6 +76,7 @@ func timeOr(t time.Time, rec *kgo.Record) time.Time {
 
 // eventRows is a batch of events rows.
 type eventRows struct {
+	forgot                                                                        *forgetMemory // rows of people deleted before them are not kept; nil: none
 	messageID, typ, evt, name, userID, anonymousID, entityID, previousID, groupID []string
 	timestamp, receivedAt                                                         times
 	sentAtMs, originalMs                                                          []int64
@@ -92,7 +93,7 @@ func (r *eventRows) columns() []any {
 		r.revenue, r.total, r.orderID, r.productID, r.partition, r.offset}
 }
 
-func (r *eventRows) reset() { *r = eventRows{} }
+func (r *eventRows) reset() { *r = eventRows{forgot: r.forgot} }
 
 // ecommerce are the Segment ecommerce properties kept as columns.
 type ecommerce struct {
@@ -110,6 +111,9 @@ func (r *eventRows) addEvent(rec *kgo.Record) error {
 	w, err := event.UnmarshalRaw(rec.Value)
 	if err != nil {
 		return err
+	}
+	if recv := timeOr(w.ReceivedAt, rec); r.forgot.before(w.UserID, recv) || r.forgot.before(w.AnonymousID, recv) {
+		return nil
 	}
 	entity := w.EntityID()
 	var ec ecommerce
@@ -258,6 +262,7 @@ func (r *invalidRows) add(d *event.DeadLetter, rec *kgo.Record) {
 
 // segmentRows is a batch of segment_changes rows.
 type segmentRows struct {
+	forgot                                      *forgetMemory // rows of people deleted before them are not kept; nil: none
 	changeID, segment, entity, entityID, change []string
 	at                                          times
 	features                                    []string
@@ -268,7 +273,7 @@ func (r *segmentRows) columns() []any {
 	return []any{r.changeID, r.segment, r.entity, r.entityID, r.change, r.at.at, r.at.ms, r.features, r.partition, r.offset}
 }
 
-func (r *segmentRows) reset() { *r = segmentRows{} }
+func (r *segmentRows) reset() { *r = segmentRows{forgot: r.forgot} }
 
 // addChange appends one pulse.segments record (segment.Record), its
 // features kept as the JSON they came in. The exits of a person deleted
@@ -281,7 +286,7 @@ func (r *segmentRows) addChange(rec *kgo.Record) error {
 	if c.Segment == "" || c.EntityID == "" {
 		return fmt.Errorf("segment change without segment or id")
 	}
-	if c.Reason == segment.ReasonDeleted {
+	if c.Reason == segment.ReasonDeleted || r.forgot.before(c.EntityID, rec.Timestamp) {
 		return nil
 	}
 	r.changeID = append(r.changeID, idOr(c.ID, rec))
@@ -297,6 +302,7 @@ func (r *segmentRows) addChange(rec *kgo.Record) error {
 
 // predictionRows is a batch of predictions rows.
 type predictionRows struct {
+	forgot                                           *forgetMemory // rows of people deleted before them are not kept; nil: none
 	uuid, model, version, entity, entityID, features []string
 	score                                            []*float64
 	scores, prediction                               []string
@@ -310,7 +316,7 @@ func (r *predictionRows) columns() []any {
 		r.modelUsed, r.at.at, r.at.ms, r.partition, r.offset}
 }
 
-func (r *predictionRows) reset() { *r = predictionRows{} }
+func (r *predictionRows) reset() { *r = predictionRows{forgot: r.forgot} }
 
 // addPrediction appends one pulse.predictions record (model.PredictionRecord,
 // read tolerantly), its features, score and prediction kept as sent.
@@ -318,6 +324,9 @@ func (r *predictionRows) addPrediction(rec *kgo.Record) error {
 	p, raw, err := model.DecodePredictionRaw(rec.Value)
 	if err != nil {
 		return err
+	}
+	if r.forgot.before(p.ID, rec.Timestamp) {
+		return nil
 	}
 	used := uint8(0)
 	if p.ModelUsed {
@@ -374,6 +383,7 @@ func (r *linkRows) addLink(rec *kgo.Record) error {
 
 // traitScoreRows is a batch of trait_scores rows.
 type traitScoreRows struct {
+	forgot                                            *forgetMemory // rows of people deleted before them are not kept; nil: none
 	changeID, trait, model, version, entity, entityID []string
 	score                                             []*float64
 	at                                                times
@@ -384,13 +394,16 @@ func (r *traitScoreRows) columns() []any {
 	return []any{r.changeID, r.trait, r.model, r.version, r.entity, r.entityID, r.score, r.at.at, r.at.ms, r.partition, r.offset}
 }
 
-func (r *traitScoreRows) reset() { *r = traitScoreRows{} }
+func (r *traitScoreRows) reset() { *r = traitScoreRows{forgot: r.forgot} }
 
 // addTraitScore appends one pulse.traits record (model.TraitScore).
 func (r *traitScoreRows) addTraitScore(rec *kgo.Record) error {
 	ts, err := model.DecodeTraitScore(rec.Value)
 	if err != nil {
 		return err
+	}
+	if r.forgot.before(ts.ID, rec.Timestamp) {
+		return nil
 	}
 	r.changeID = append(r.changeID, idOr(ts.ChangeID, rec))
 	r.trait = append(r.trait, ts.Trait)

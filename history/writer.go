@@ -65,6 +65,7 @@ type Writer struct {
 	links       linkRows
 	traits      traitScoreRows
 	forget      []identity.Identifier // tombstones on pulse.identity: rows to delete (Forget)
+	forgot      forgetMemory          // the entities deleted, and when: their older rows read later are not kept
 	first       time.Time             // when the oldest buffered record was added
 	commitOwed  bool                  // the last commit failed: try again (commit)
 }
@@ -95,7 +96,9 @@ func NewWriter(cfg *config.Config, opts WriterOptions, log *slog.Logger) (*Write
 		conn.Close()
 		return nil, err
 	}
-	return &Writer{cfg: cfg, opts: opts, conn: conn, cl: cl, log: log.With("service", "history")}, nil
+	w := &Writer{cfg: cfg, opts: opts, conn: conn, cl: cl, log: log.With("service", "history")}
+	w.events.forgot, w.segments.forgot, w.predictions.forgot, w.traits.forgot = &w.forgot, &w.forgot, &w.forgot, &w.forgot
+	return w, nil
 }
 
 // Run migrates the schema, then consumes and writes until ctx ends. It
@@ -204,6 +207,9 @@ func (w *Writer) add(rec *kgo.Record) {
 			var id identity.Identifier
 			if id, err = identity.ParseIdentifier(string(rec.Key)); err == nil {
 				w.forget = append(w.forget, id)
+				if id.Entity() {
+					w.forgot.add(id.Value, rec.Timestamp)
+				}
 			}
 			break
 		}
