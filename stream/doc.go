@@ -255,8 +255,16 @@
 // partition), before it is forwarded.
 //
 // A retired entity's vector stays in the store with the values of no
-// events and its CanonicalID (the store has no delete yet; the scorer
-// follows it). A backfill seed of a moved entity is merged and settled
+// events and its CanonicalID (the scorer follows it). A deletion (a
+// forget request, from the profile API's DELETE or `pulse delete`) goes
+// the same way: the linker drops the person from its graph, tombstones
+// its identifiers on pulse.identity and sends a forget per entity of it
+// (key: the entity); the entity's task exits it from its segments
+// (reason deleted), deletes its state or pointer and its vector
+// (featurestore.Update.Delete), and keeps a marker of the deletion's time
+// (f/<id>, __forgot/<id>) until the id's next event received after it:
+// what was received before the deletion and arrives later is dropped
+// (counted "deleted"). A backfill seed of a moved entity is merged and settled
 // apart and sent on to its target as a transfer. With identity.enabled: false, an
 // identify records anonymousId → userId in its partition only, as before.
 //
