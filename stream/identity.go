@@ -387,8 +387,8 @@ func (t *task) retire(x *txn, e *entry, to string, at time.Time, cause string) e
 // sends one per entity of the person): a moved entity's pointer goes; an
 // entity with state leaves its segments (segment records and the store),
 // and its state, timer and changelog record go; either way its vector is
-// deleted from the store. Events the stream applies later count for a new
-// entity (docs/identity.md, "Deleting a person").
+// deleted from the store, and the entity keeps a marker of the deletion's
+// time (below) (docs/identity.md, "Deleting a person").
 func (t *task) forget(x *txn, rr resolved, cause string) error {
 	p, id := t.p, rr.To
 	u := featurestore.Update{Vector: featurestore.Vector{Entity: entity, ID: id}, Delete: true}
