@@ -94,12 +94,16 @@ func (s *Server) forget(ctx *fasthttp.RequestCtx, rest string) {
 		return
 	}
 	ans := Deletion{Accepted: true, RequestID: req.MessageID, Identifier: subject.String(), Identifiers: []string{}}
-	canon := id
-	if v, err := s.store.Get(storeCtx, kind, id); err == nil && v.CanonicalID != "" {
-		canon = v.CanonicalID
+	// The person as the linker will find it: a userId in no profile is
+	// tried as the anonymousId of the same value.
+	canon, ok := s.identities.CanonicalOf(subject.String())
+	if !ok && subject.Kind == identity.KindUser {
+		canon, ok = s.identities.CanonicalOf(identity.Anonymous(id).String())
 	}
-	for _, l := range s.identities.Links(canon) {
-		ans.Identifiers = append(ans.Identifiers, l.Identifier)
+	if ok {
+		for _, l := range s.identities.Links(canon) {
+			ans.Identifiers = append(ans.Identifiers, l.Identifier)
+		}
 	}
 	s.log.Info("deletion requested", "identifier", subject.String(), "request", req.MessageID)
 	writeJSONStatus(ctx, fasthttp.StatusAccepted, ans)

@@ -120,6 +120,18 @@ func (ids *Identities) add(r *kgo.Record) {
 	ids.members[l.CanonicalID] = append(ids.members[l.CanonicalID], key)
 }
 
+// CanonicalOf is the canonical id of the person the typed identifier is
+// linked to; ok is false when it is linked to none.
+func (ids *Identities) CanonicalOf(identifier string) (string, bool) {
+	if ids == nil {
+		return "", false
+	}
+	ids.mu.RLock()
+	defer ids.mu.RUnlock()
+	l, ok := ids.byID[identifier]
+	return l.CanonicalID, ok
+}
+
 // Links lists the identifiers of the person with canonical id c, each with
 // its latest link, oldest first; none when c has no links.
 func (ids *Identities) Links(c string) []identity.Link {

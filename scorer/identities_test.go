@@ -148,6 +148,23 @@ func TestProfileListsIdentities(t *testing.T) {
 	if _, _, pu := profile("U", ""); pu.CanonicalID != "V" || len(pu.Identities) != 4 {
 		t.Errorf("profile of U after the second merge: %+v", pu)
 	}
+	if c, ok := ids.CanonicalOf("email:a@example.com"); c != "V" || !ok {
+		t.Errorf("CanonicalOf(the email) = %q %v, want V", c, ok)
+	}
+	if c, ok := ids.CanonicalOf("user_id:nobody"); ok {
+		t.Errorf("CanonicalOf(an identifier never linked) = %q", c)
+	}
+	// A deletion's tombstone: the identifier is linked to none.
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: cfg.Kafka.Topics.Identity, Key: []byte("email:a@example.com")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the email's tombstone", func() bool {
+		_, ok := ids.CanonicalOf("email:a@example.com")
+		return !ok
+	})
+	if _, _, pu := profile("U", ""); len(pu.Identities) != 3 {
+		t.Errorf("profile of U after the email's tombstone: %+v", pu.Identities)
+	}
 
 	for _, q := range []string{"abc", "-1", "1001"} {
 		code, body = h.do("GET", "/v1/profiles/user/V?events="+q, "read-key", "")
