@@ -164,8 +164,9 @@ func TestForgetPerson(t *testing.T) {
 
 	// Events received before the deletion but applied after it (a
 	// backlog) are dropped, their link requests too: nothing of the
-	// person comes back.
-	p = e.processor(Options{}, "")
+	// person comes back. On a new data directory: the deletions' markers
+	// come back from the changelog.
+	p = e.processor(Options{}, t.TempDir())
 	stop = e.run(p)
 	deleted0 := counterValue(mEvents.WithLabelValues("deleted"))
 	links0 := counterValue(mLinks)

@@ -66,7 +66,9 @@ func (t *task) openMoved() error {
 	if t.moved, err = buildKeyFilter(t.db, pkAlias); err != nil {
 		return err
 	}
-	t.forgot, err = buildKeyFilter(t.db, pkForgot)
+	if t.forgot, err = buildKeyFilter(t.db, pkForgot); err == nil && t.forgot.added == 0 {
+		t.forgot = nil // no deletion: no filter to ask per event (setForgot makes one)
+	}
 	return err
 }
 
@@ -478,9 +480,10 @@ func (t *task) setForgot(x *txn, id string, d int64) {
 	v := binary.BigEndian.AppendUint64(nil, uint64(d))
 	x.b.Set(key(pkForgot, id), v, nil)
 	x.recs = append(x.recs, t.stateRecord([]byte(clForgotPrefix+id), v))
-	if t.forgot != nil {
-		t.forgot.add(id) // before a later batch asks; kept if this one fails: a false positive
+	if t.forgot == nil {
+		t.forgot = newSeenFilter(0)
 	}
+	t.forgot.add(id) // before a later batch asks; kept if this one fails: a false positive
 }
 
 // beforeDeletion reports whether something of entity id from at (an

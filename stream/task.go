@@ -88,7 +88,7 @@ type task struct {
 	// moved filters the pointer lookups of resolve (identity.go).
 	moved *seenFilter
 	// forgot filters the entities deleted on request whose marker
-	// (pkForgot) may remain: identity on only.
+	// (pkForgot) may remain: identity on only; nil while there is none.
 	forgot *seenFilter
 	// resolvedDone is closed when the resolved loop ends (nil: none).
 	resolvedDone chan struct{}
