@@ -9,6 +9,9 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/pulse-rt/pulse/identity"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Forget deletes from the history every row of the identifiers ids (a
@@ -84,7 +87,8 @@ func inList(vs []string) string { return "(" + stringList(vs) + ")" }
 // backlog on another topic) are not inserted. It lives in the writer's
 // memory only: a restart forgets it (docs/identity.md).
 type forgetMemory struct {
-	at map[string]time.Time
+	at     map[string]time.Time
+	oldest time.Time // of at's times: nothing to forget before it is due
 }
 
 // forgetMemoryFor is how long the writer remembers a deletion.
@@ -96,13 +100,21 @@ func (m *forgetMemory) add(id string, at time.Time) {
 	if m.at == nil {
 		m.at = map[string]time.Time{}
 	}
-	for k, t := range m.at {
-		if at.Sub(t) > forgetMemoryFor {
-			delete(m.at, k)
+	if len(m.at) > 0 && at.Sub(m.oldest) > forgetMemoryFor {
+		m.oldest = at
+		for k, t := range m.at {
+			if at.Sub(t) > forgetMemoryFor {
+				delete(m.at, k)
+			} else if t.Before(m.oldest) {
+				m.oldest = t
+			}
 		}
 	}
 	if at.After(m.at[id]) {
 		m.at[id] = at
+	}
+	if len(m.at) == 1 || at.Before(m.oldest) {
+		m.oldest = at
 	}
 }
 
@@ -113,4 +125,76 @@ func (m *forgetMemory) before(id string, t time.Time) bool {
 	}
 	d, ok := m.at[id]
 	return ok && !t.After(d)
+}
+
+// recallDeletions fills w.forgot, at start, with the tombstones the
+// identity topic holds from the last forgetMemoryFor (a compacted topic
+// keeps tombstones delete.retention.ms, a day by default): a writer
+// restarted with a backlog still leaves out the rows of people deleted
+// before it. Best effort: a topic it cannot read leaves the memory empty,
+// as it was.
+func (w *Writer) recallDeletions(ctx context.Context) error {
+	topic := w.cfg.Kafka.Topics.Identity
+	if topic == "" {
+		return nil
+	}
+	adm := kadm.NewClient(w.cl)
+	since := time.Now().Add(-forgetMemoryFor).UnixMilli()
+	starts, err := adm.ListOffsetsAfterMilli(ctx, since, topic)
+	if err != nil {
+		return err
+	}
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return err
+	}
+	from, left := map[int32]kgo.Offset{}, map[int32]int64{}
+	starts.Each(func(o kadm.ListedOffset) {
+		end, ok := ends.Lookup(topic, o.Partition)
+		if o.Err == nil && ok && end.Err == nil && o.Offset < end.Offset {
+			from[o.Partition] = kgo.NewOffset().At(o.Offset)
+			left[o.Partition] = end.Offset
+		}
+	})
+	if len(from) == 0 {
+		return nil
+	}
+	cl, err := kafka.NewClient(w.cfg.Kafka,
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+	)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	n := 0
+	for len(left) > 0 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return fmt.Errorf("reading %s's deletions: %w (%d partitions unread)", topic, ctx.Err(), len(left))
+		}
+		fs.EachPartition(func(p kgo.FetchTopicPartition) {
+			for _, r := range p.Records {
+				if r.Value != nil || !identity.IsLink(r.Key) {
+					continue
+				}
+				if id, err := identity.ParseIdentifier(string(r.Key)); err == nil && id.Entity() {
+					w.forgot.add(id.Value, r.Timestamp)
+					n++
+				}
+			}
+			// Transaction markers hold offsets but are never delivered:
+			// a partition is read once its last stable offset is reached.
+			end, ok := left[p.Partition]
+			if k := len(p.Records); ok && (p.LastStableOffset >= end || (k > 0 && p.Records[k-1].Offset+1 >= end)) {
+				delete(left, p.Partition)
+			}
+		})
+	}
+	if n > 0 {
+		w.log.Info("recalled recent deletions: their older rows read later are not kept", "entities", n)
+	}
+	return nil
 }

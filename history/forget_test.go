@@ -1,6 +1,7 @@
 package history
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/internal/testenv"
+	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/model"
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -151,4 +153,59 @@ func TestForgetDeletesRows(t *testing.T) {
 		t.Errorf("pulse_history_forgotten_identifiers_total grew by %v, want 3", d)
 	}
 	waitCount(t, conn, fmt.Sprintf("SELECT count() FROM %s.invalid_events", db), 0, time.Second)
+}
+
+// TestRecallDeletions: a writer starting reads the identity topic's
+// tombstones of the last day (written in a transaction, as the linker
+// writes them: its commit marker holds the last offset) and leaves out
+// the rows of those people from before their deletion; a row after it,
+// or of someone else, is kept.
+func TestRecallDeletions(t *testing.T) {
+	native, _ := testenv.ClickHouse(t)
+	cfg := testConfig(t, native, testenv.ClickHouseDatabase(t))
+	tp := cfg.Kafka.Topics
+	txn, err := kafka.NewClient(cfg.Kafka, append(kafka.ProducerOpts(), kgo.TransactionalID(tp.Identity+"-test"))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txn.Close()
+	ctx := context.Background()
+	if err := kafka.EnsureTopics(ctx, txn, cfg.Kafka); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	link, _ := identity.EncodeLink(identity.Link{Identifier: "user_id:kept", CanonicalID: "kept", At: time.Now(), MessageID: "i1", Kind: identity.KindIdentify})
+	if err := txn.ProduceSync(ctx,
+		&kgo.Record{Topic: tp.Identity, Key: []byte("user_id:gone")},
+		&kgo.Record{Topic: tp.Identity, Key: []byte("anonymous_id:gone-device")},
+		&kgo.Record{Topic: tp.Identity, Key: []byte("email:gone@example.com")},
+		&kgo.Record{Topic: tp.Identity, Key: []byte("user_id:kept"), Value: link},
+	).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	deleted := time.Now()
+	w, err := NewWriter(cfg, WriterOptions{}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.cl.Close()
+	defer w.conn.Close()
+	if err := w.recallDeletions(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before, after := deleted.Add(-time.Hour), deleted.Add(time.Hour)
+	for _, c := range []struct {
+		id   string
+		at   time.Time
+		left bool
+	}{{"gone", before, true}, {"gone-device", before, true}, {"gone", after, false}, {"kept", before, false}, {"gone@example.com", before, false}} {
+		if got := w.forgot.before(c.id, c.at); got != c.left {
+			t.Errorf("a row of %s at %v left out: %v, want %v", c.id, c.at, got, c.left)
+		}
+	}
 }

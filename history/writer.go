@@ -122,6 +122,9 @@ func (w *Writer) Run(ctx context.Context) error {
 			w.log.Warn("cannot create topics; consuming those that exist", "err", err)
 		}
 	}
+	if err := w.recallDeletions(ctx); err != nil && ctx.Err() == nil {
+		w.log.Warn("cannot read the recent deletions from the identity topic; rows of people deleted before this start that are still to copy may be kept (delete them again)", "err", err)
+	}
 	w.log.Info("history writer started", "group", w.opts.Group, "database", w.cfg.ClickHouse.Database)
 	for {
 		pollCtx, cancel := ctx, context.CancelFunc(func() {})
