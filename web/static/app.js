@@ -540,11 +540,12 @@
     state.feedIds[id] = true;
     var t = Date.parse(rec.at) || Date.now();
     var enter = rec.change === 'enter';
+    var deleted = !enter && rec.reason === 'deleted'; // the person was deleted on request
     var who = el('button', { type: 'button', class: 'linklike', text: (rec.entity && rec.entity !== 'user' ? human(rec.entity) : 'User') + ' ' + rec.id,
       onclick: function () { lookup(rec.id); } });
-    var item = el('li', { class: 'feed-item ' + (enter ? 'enter' : 'exit'), 'data-segment': rec.segment, 'data-change': rec.change }, [
+    var item = el('li', { class: 'feed-item ' + (enter ? 'enter' : 'exit'), 'data-segment': rec.segment, 'data-change': rec.change, 'data-reason': rec.reason || '' }, [
       el('span', { class: 'mark', 'aria-hidden': 'true' }),
-      el('span', { class: 'what' }, [who, ' ', el('span', { class: 'verb', text: enter ? 'entered' : 'left' }), ' ', el('strong', { text: human(rec.segment) })]),
+      el('span', { class: 'what' }, [who, ' ', el('span', { class: 'verb', text: enter ? 'entered' : deleted ? 'was deleted from' : 'left' }), ' ', el('strong', { text: human(rec.segment) })]),
       el('time', { class: 'when', 'data-t': String(t), datetime: new Date(t).toISOString(), title: new Date(t).toLocaleString(), text: ago(t) })
     ]);
     var feed = $('feed');

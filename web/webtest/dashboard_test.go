@@ -199,14 +199,15 @@ func TestDashboardShowsLiveChanges(t *testing.T) {
 	}, static: fasthttpadaptor.NewFastHTTPHandler(http.FileServerFS(sub))}
 	url := fake.serve(t)
 
-	produce := func(seg, id, change string) {
+	produceReason := func(seg, id, change, reason string) {
 		t.Helper()
-		rec := segment.Record{ID: fmt.Sprintf("%s-%s-%s-%d", seg, id, change, time.Now().UnixNano()), Segment: seg, Entity: "user", EntityID: id, Change: change, At: time.Now().UTC()}
+		rec := segment.Record{ID: fmt.Sprintf("%s-%s-%s-%d", seg, id, change, time.Now().UnixNano()), Segment: seg, Entity: "user", EntityID: id, Change: change, At: time.Now().UTC(), Reason: reason}
 		v, _ := json.Marshal(rec)
 		if err := producer.ProduceSync(bg, &kgo.Record{Topic: cfg.Kafka.Topics.Segments, Key: []byte(id), Value: v}).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
 	}
+	produce := func(seg, id, change string) { t.Helper(); produceReason(seg, id, change, "") }
 
 	b := newBrowser(t, browser)
 	defer b.close()
@@ -232,9 +233,16 @@ func TestDashboardShowsLiveChanges(t *testing.T) {
 	produce("active_shoppers", "7", "exit")
 	b.waitText(countOf("active_shoppers"), "0")
 	b.waitText(`#feed .feed-item.exit[data-segment="active_shoppers"] .linklike`, "User 7")
+	b.waitText(`#feed .feed-item.exit[data-segment="active_shoppers"] .verb`, "left")
+	// A customer deleted on request leaves its segments, and the feed says why.
+	fake.setMembers("big_spenders", "101", "202")
+	produceReason("big_spenders", "612", "exit", segment.ReasonDeleted)
+	b.waitText(countOf("big_spenders"), "2")
+	b.waitText(`#feed .feed-item.exit[data-reason="deleted"][data-segment="big_spenders"] .verb`, "was deleted from")
+	fake.setMembers("big_spenders", "101", "202", "612") // back, for the lookups below
 	feedLen, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](`document.querySelectorAll("#feed .feed-item").length`))
-	if err != nil || feedLen != 2 {
-		t.Fatalf("feed has %d items (%v), want 2", feedLen, err)
+	if err != nil || feedLen != 3 {
+		t.Fatalf("feed has %d items (%v), want 3", feedLen, err)
 	}
 
 	// Members of a segment, then a customer's profile with a prediction.
