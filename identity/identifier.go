@@ -87,6 +87,16 @@ type Options struct {
 // TraitPath is one configured trait identifier.
 type TraitPath struct{ Path, Kind string }
 
+// Kinds are the identifier kinds a person can be named by: user_id,
+// anonymous_id and the trait identifiers' (a deletion's ?kind=).
+func (o *Options) Kinds() []string {
+	out := []string{KindUser, KindAnonymous}
+	for _, t := range o.Traits {
+		out = append(out, t.Kind)
+	}
+	return out
+}
+
 // FromConfig returns the Options of a defaulted config block.
 func FromConfig(c config.Identity) Options {
 	o := Options{

@@ -3,6 +3,7 @@ package scorer
 import (
 	"context"
 	"crypto/rand"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -71,8 +72,9 @@ func (s *Server) forget(ctx *fasthttp.RequestCtx, rest string) {
 	}
 	subject := identity.User(id)
 	if k := string(ctx.QueryArgs().Peek("kind")); k != "" {
-		if !validKind(cfg, k) {
-			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "kind: unknown identifier kind "+strconv.Quote(k)+" (want user_id, anonymous_id or a trait identifier's kind: "+strings.Join(traitKinds(cfg), ", ")+")")
+		o := identity.FromConfig(cfg.Identity)
+		if kinds := o.Kinds(); !slices.Contains(kinds, k) {
+			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "kind: unknown identifier kind "+strconv.Quote(k)+" (want "+strings.Join(kinds, ", ")+")")
 			return
 		}
 		subject = identity.Identifier{Kind: k, Value: id}
@@ -107,26 +109,4 @@ func (s *Server) forget(ctx *fasthttp.RequestCtx, rest string) {
 	}
 	s.log.Info("deletion requested", "identifier", subject.String(), "request", req.MessageID)
 	writeJSONStatus(ctx, fasthttp.StatusAccepted, ans)
-}
-
-func validKind(cfg *config.Config, k string) bool {
-	if k == identity.KindUser || k == identity.KindAnonymous {
-		return true
-	}
-	for _, t := range traitKinds(cfg) {
-		if t == k {
-			return true
-		}
-	}
-	return false
-}
-
-// traitKinds are the kinds of the configured trait identifiers.
-func traitKinds(cfg *config.Config) []string {
-	o := identity.FromConfig(cfg.Identity)
-	out := make([]string, 0, len(o.Traits))
-	for _, t := range o.Traits {
-		out = append(out, t.Kind)
-	}
-	return out
 }

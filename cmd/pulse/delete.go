@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,15 +42,8 @@ func runDelete(ctx context.Context, args []string) error {
 	if !cfg.Identity.On() {
 		return errors.New("identity.enabled is false: a deletion is carried out by the identity linker")
 	}
-	kinds := []string{identity.KindUser, identity.KindAnonymous}
-	for _, t := range identity.FromConfig(cfg.Identity).Traits {
-		kinds = append(kinds, t.Kind)
-	}
-	known := false
-	for _, k := range kinds {
-		known = known || k == *kind
-	}
-	if !known {
+	o := identity.FromConfig(cfg.Identity)
+	if kinds := o.Kinds(); !slices.Contains(kinds, *kind) {
 		return fmt.Errorf("-kind: unknown identifier kind %q (want %s)", *kind, strings.Join(kinds, ", "))
 	}
 	ids := fl.Args()
