@@ -25,8 +25,10 @@ import (
 // Each table takes one ALTER TABLE ... DELETE (a ClickHouse mutation: it
 // runs in the background, rewriting the parts that hold such rows; the
 // rows stop being read once it is done, system.mutations says when).
-// Forget is idempotent. Rows inserted after it (a history writer replaying
-// older records) are not deleted: docs/identity.md, "Deleting a person".
+// Forget is idempotent. Rows inserted after it are not deleted: the
+// writer leaves out those of a deleted id from before its deletion for a
+// while (forgetMemory); a history rebuilt from older records later needs
+// the deletion again (docs/identity.md, "Deleting a person").
 func Forget(ctx context.Context, conn driver.Conn, db string, ids []identity.Identifier) error {
 	var users, anons, all, entities []string
 	for _, id := range ids {
@@ -85,14 +87,22 @@ func inList(vs []string) string { return "(" + stringList(vs) + ")" }
 // tombstone's time on pulse.identity), for forgetMemoryFor after: rows of
 // it from before then that the writer reads after the tombstone (a
 // backlog on another topic) are not inserted. It lives in the writer's
-// memory only: a restart forgets it (docs/identity.md).
+// memory; a starting writer recalls the last forgetRecall's deletions
+// (recallDeletions).
 type forgetMemory struct {
 	at     map[string]time.Time
 	oldest time.Time // of at's times: nothing to forget before it is due
 }
 
-// forgetMemoryFor is how long the writer remembers a deletion.
-const forgetMemoryFor = 24 * time.Hour
+// forgetMemoryFor is how long the writer remembers a deletion;
+// forgetRecall, how far back a starting writer looks for deletions, and
+// forgetRecallMax the most identity records it reads for that (every link
+// of the window is read to find the tombstones among them).
+const (
+	forgetMemoryFor = 24 * time.Hour
+	forgetRecall    = time.Hour
+	forgetRecallMax = 2_000_000
+)
 
 // add remembers id deleted at at, and forgets deletions over
 // forgetMemoryFor older.
@@ -128,18 +138,18 @@ func (m *forgetMemory) before(id string, t time.Time) bool {
 }
 
 // recallDeletions fills w.forgot, at start, with the tombstones the
-// identity topic holds from the last forgetMemoryFor (a compacted topic
-// keeps tombstones delete.retention.ms, a day by default): a writer
-// restarted with a backlog still leaves out the rows of people deleted
-// before it. Best effort: a topic it cannot read leaves the memory empty,
-// as it was.
+// identity topic holds from the last forgetRecall (a compacted topic keeps
+// tombstones delete.retention.ms, a day by default): a writer restarted
+// with a backlog still leaves out the rows of people deleted before it.
+// Best effort: a topic it cannot read, or more than forgetRecallMax records
+// in the window, leave the memory empty, as it was.
 func (w *Writer) recallDeletions(ctx context.Context) error {
 	topic := w.cfg.Kafka.Topics.Identity
 	if topic == "" {
 		return nil
 	}
 	adm := kadm.NewClient(w.cl)
-	since := time.Now().Add(-forgetMemoryFor).UnixMilli()
+	since := time.Now().Add(-forgetRecall).UnixMilli()
 	starts, err := adm.ListOffsetsAfterMilli(ctx, since, topic)
 	if err != nil {
 		return err
@@ -158,6 +168,15 @@ func (w *Writer) recallDeletions(ctx context.Context) error {
 	})
 	if len(from) == 0 {
 		return nil
+	}
+	var records int64
+	starts.Each(func(o kadm.ListedOffset) {
+		if end, ok := left[o.Partition]; ok {
+			records += end - o.Offset
+		}
+	})
+	if records > forgetRecallMax {
+		return fmt.Errorf("%d records on %s in the last %s: more than the %d read to find deletions", records, topic, forgetRecall, forgetRecallMax)
 	}
 	cl, err := kafka.NewClient(w.cfg.Kafka,
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}),
