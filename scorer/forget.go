@@ -37,7 +37,8 @@ type Deletion struct {
 	// Identifier is the typed identifier the deletion names.
 	Identifier string `json:"identifier"`
 	// Identifiers are the person's identifiers the scorer knows now (its
-	// copy of the identity table): what the deletion will remove with it.
+	// copy of the identity table): what the deletion will remove with it;
+	// Identifier alone when it was never linked.
 	Identifiers []string `json:"identifiers"`
 }
 
@@ -106,6 +107,9 @@ func (s *Server) forget(ctx *fasthttp.RequestCtx, rest string) {
 		for _, l := range s.identities.Links(canon) {
 			ans.Identifiers = append(ans.Identifiers, l.Identifier)
 		}
+	}
+	if len(ans.Identifiers) == 0 {
+		ans.Identifiers = append(ans.Identifiers, subject.String()) // never linked: itself alone
 	}
 	s.log.Info("deletion requested", "identifier", subject.String(), "request", req.MessageID)
 	writeJSONStatus(ctx, fasthttp.StatusAccepted, ans)

@@ -44,7 +44,8 @@ func TestDeleteProfile(t *testing.T) {
 	for _, path := range []string{"/v1/profiles/user/612", "/v1/profiles/user/jo@example.com?kind=email", "/v1/profiles/user/anon-1?kind=anonymous_id"} {
 		code, body := h.do("DELETE", path, "admin-key", "")
 		var d scorer.Deletion
-		if err := json.Unmarshal([]byte(body), &d); code != 202 || err != nil || !d.Accepted || !strings.HasPrefix(d.RequestID, "delete-") {
+		if err := json.Unmarshal([]byte(body), &d); code != 202 || err != nil || !d.Accepted || !strings.HasPrefix(d.RequestID, "delete-") ||
+			len(d.Identifiers) != 1 || d.Identifiers[0] != d.Identifier { // no identity table here: the one named
 			t.Fatalf("DELETE %s: %d %s (%v)", path, code, body, err)
 		}
 		answers = append(answers, d)
