@@ -38,6 +38,15 @@ func (t *task) fence(ctx context.Context) (int64, error) {
 	return r.Offset, nil
 }
 
+// restoreStall is how long a restore waits for changelog records before
+// it reads again on a new client, and restoreStalls how many such waits in
+// a row fail the restore (above a broker's 60 s transaction timeout).
+// Variables for the tests.
+var (
+	restoreStall  = 10 * time.Second
+	restoreStalls = 12
+)
+
 // restore replays the changelog into Pebble: after the local state's
 // changelog position when has, else all of it. The replay ends at a fence
 // record written just before, so it includes every committed transaction.
@@ -63,26 +72,48 @@ func (t *task) restore(ctx context.Context, has bool) error {
 	}
 	start := time.Now()
 	state := t.p.cfg.Kafka.Topics.State
-	cl, err := kafka.NewClient(t.p.cfg.Kafka, append([]kgo.Opt{
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{state: {t.partition: kgo.NewOffset().At(from)}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.FetchMaxBytes(64 << 20),
-		kgo.FetchMaxPartitionBytes(32 << 20),
-	}, t.p.opts.KafkaOpts...)...)
+	reader := func(at int64) (*kgo.Client, error) {
+		return kafka.NewClient(t.p.cfg.Kafka, append([]kgo.Opt{
+			kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{state: {t.partition: kgo.NewOffset().At(at)}}),
+			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+			kgo.FetchMaxBytes(64 << 20),
+			kgo.FetchMaxPartitionBytes(32 << 20),
+		}, t.p.opts.KafkaOpts...)...)
+	}
+	cl, err := reader(from)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
+	defer func() { cl.Close() }()
 	b := t.db.NewIndexedBatch()
 	defer func() { b.Close() }()
 	now := t.p.opts.Now()
-	n := 0
+	n, next, stalls := 0, from, 0
 	for done := false; !done; {
-		fs := cl.PollFetches(ctx)
+		pctx, cancel := context.WithTimeout(ctx, restoreStall)
+		fs := cl.PollFetches(pctx)
+		cancel()
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err := fs.Err0(); err != nil {
+		if fs.NumRecords() == 0 && pctx.Err() != nil {
+			// Nothing for restoreStall short of the fence, which is
+			// committed: a read that stalled (an old transaction's
+			// records still holding the last stable offset until the
+			// broker aborts it; a fetch session that went astray). Read
+			// again from where it got, on a new client; give up after
+			// restoreStalls, and the task is opened again.
+			if stalls++; stalls >= restoreStalls {
+				return fmt.Errorf("cannot read changelog %s/%d: nothing past offset %d for %s, the fence at %d", state, t.partition, next, time.Duration(stalls)*restoreStall, fence)
+			}
+			t.log.Warn("changelog read stalled; reading again", "at", next, "fence", fence)
+			cl.Close()
+			if cl, err = reader(next); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := fs.Err0(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("cannot read changelog %s/%d: %w", state, t.partition, err)
 		}
 		for it := fs.RecordIter(); !it.Done(); {
@@ -91,6 +122,7 @@ func (t *task) restore(ctx context.Context, has bool) error {
 				done = true
 				break
 			}
+			next, stalls = r.Offset+1, 0
 			if err := t.applyChangelog(b, r, has, now); err != nil {
 				return fmt.Errorf("changelog %s/%d offset %d: %w", state, t.partition, r.Offset, err)
 			}
