@@ -10,6 +10,7 @@ import (
 	"time"
 
 	json "github.com/goccy/go-json"
+	"github.com/pulse-rt/pulse/aggregate"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/internal/testenv"
@@ -298,5 +299,74 @@ func TestForgetKilledMidDeletion(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestForgetSeeds: a deletion removes what the seeds machinery keeps of
+// the entity (its seeded mark and the events it kept undecided until its
+// seed, in Pebble and on the changelog), and a seed of it arriving while
+// its marker lasts is dropped, counted deleted; another entity's stay.
+func TestForgetSeeds(t *testing.T) {
+	e := newEnv(t, nil)
+	p := e.processor(Options{}, "")
+	ctx := context.Background()
+	tk, err := p.openTask(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tk.close()
+	const fp = uint64(0xfeed)
+	tk.act[fp] = 0
+	for _, id := range []string{"gone", "kept"} {
+		for _, k := range [][]byte{seededKey(fp, id), undecidedKey(fp, id, 7), undecidedKey(fp, id, 9)} {
+			if err := tk.db.Set(k, []byte("v"), nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	commit := func(f func(x *txn) error) {
+		t.Helper()
+		tk.work.Lock()
+		defer tk.work.Unlock()
+		x := tk.newTxn()
+		defer x.abort()
+		x.now, x.links = e.clock.now(), map[string]string{}
+		if err := f(x); err != nil {
+			t.Fatal(err)
+		}
+		if err := tk.commit(ctx, x, tk.meta.next); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit(func(x *txn) error {
+		return tk.forget(x, resolved{Kind: resolvedForget, To: "gone", At: e.clock.now()}, "test")
+	})
+	for _, id := range []string{"gone", "kept"} {
+		for _, k := range [][]byte{seededKey(fp, id), undecidedKey(fp, id, 7), undecidedKey(fp, id, 9)} {
+			if ok, err := tk.has(k); err != nil || ok != (id == "kept") {
+				t.Errorf("%s: key %q present %v (%v) after the deletion of gone", id, k, ok, err)
+			}
+		}
+	}
+	tombstones := map[string]bool{}
+	for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.State) {
+		if r.Value == nil {
+			tombstones[string(r.Key)] = true
+		}
+	}
+	for _, k := range []string{clSeededPrefix + "feed/gone", undecidedChangelogKey(fp, "gone", 7), undecidedChangelogKey(fp, "gone", 9)} {
+		if !tombstones[k] {
+			t.Errorf("no changelog tombstone for %s", k)
+		}
+	}
+
+	// A seed of gone while its marker lasts: dropped.
+	deleted0, merged0 := counterValue(mSeeds.WithLabelValues("deleted")), counterValue(mSeeds.WithLabelValues("merged"))
+	seed := aggregate.AppendSeed(nil, []aggregate.SeedCut{{Fingerprint: fp, Cut: 0, Seen: 1}}, p.features.NewState())
+	if err := tk.applySeeds(ctx, []*kgo.Record{{Key: []byte("gone"), Value: seed, Offset: tk.meta.seedNext}}); err != nil {
+		t.Fatal(err)
+	}
+	if d := counterValue(mSeeds.WithLabelValues("deleted")) - deleted0; d != 1 || counterValue(mSeeds.WithLabelValues("merged")) != merged0 {
+		t.Errorf("a seed of a deleted entity: deleted grew by %v, merged by %v; want 1 and 0", d, counterValue(mSeeds.WithLabelValues("merged"))-merged0)
 	}
 }

@@ -427,6 +427,9 @@ func (t *task) forget(x *txn, rr resolved, cause string) error {
 		e.autoRec, e.autoLoaded = autoRecord{}, true
 		e.st, e.m, e.due, e.touched = p.features.NewState(), nil, 0, false
 	}
+	if err := t.forgetSeeded(x, id); err != nil {
+		return err
+	}
 	at := rr.At
 	if at.IsZero() {
 		at = x.now
@@ -434,6 +437,42 @@ func (t *task) forget(x *txn, rr resolved, cause string) error {
 	t.setForgot(x, id, max(1, at.UnixMilli()))
 	x.updates = append(x.updates, u)
 	x.pending = append(x.pending, id)
+	return nil
+}
+
+// forgetSeeded deletes what the seeds machinery keeps of entity id: its
+// seeded marks and the events of it kept undecided until its seed comes
+// (seed.go), per active feature.
+func (t *task) forgetSeeded(x *txn, id string) error {
+	for fp := range t.act {
+		sk := seededKey(fp, id)
+		if ok, err := t.has(sk); err != nil {
+			return err
+		} else if ok {
+			x.b.Delete(sk, nil)
+			x.recs = append(x.recs, t.stateRecord([]byte(clSeededPrefix+strconv.FormatUint(fp, 16)+"/"+id), nil))
+		}
+		// The keys first, deleted once the iterator is closed: x.b may be
+		// the batch it reads (a transaction kept open).
+		pre := undecidedPrefix(fp, id)
+		it, err := t.reader().NewIter(&pebble.IterOptions{LowerBound: pre, UpperBound: prefixEnd(pre)})
+		if err != nil {
+			return err
+		}
+		var offs []int64
+		for it.First(); it.Valid(); it.Next() {
+			if _, uid, off, ok := splitUndecidedKey(it.Key()[len(pkUndec):]); ok && uid == id {
+				offs = append(offs, off)
+			}
+		}
+		if err := it.Close(); err != nil {
+			return err
+		}
+		for _, off := range offs {
+			x.b.Delete(undecidedKey(fp, id, off), nil)
+			x.recs = append(x.recs, t.stateRecord([]byte(undecidedChangelogKey(fp, id, off)), nil))
+		}
+	}
 	return nil
 }
 

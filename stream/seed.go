@@ -32,7 +32,7 @@ import (
 
 var mSeeds = promauto.NewCounterVec(prometheus.CounterOpts{
 	Name: "pulse_stream_seeds_total",
-	Help: "Seeded feature states by result: merged, already (the entity was seeded for the feature before), stale (cut at another offset than the task's activation), invalid.",
+	Help: "Seeded feature states by result: merged, already (the entity was seeded for the feature before), stale (cut at another offset than the task's activation), invalid, deleted (of an entity deleted on request).",
 }, []string{"result"})
 
 // loadActivations reads the activations of the local state.
@@ -147,7 +147,7 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) (err error) {
 	var touched touchedSet
 	marked := map[string]bool{}
 	next := t.meta.seedNext
-	var merged, already, stale, invalid int
+	var merged, already, stale, invalid, deleted int
 	for _, r := range recs {
 		if r.Offset < next {
 			continue // applied already (a fetch from before a reopen)
@@ -162,6 +162,14 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) (err error) {
 		if err != nil || id == "" {
 			t.log.Warn("ignoring an unreadable seed", "offset", r.Offset, "entity", id, "err", err)
 			invalid++
+			continue
+		}
+		// A seed of an entity deleted on request is its history from
+		// before the deletion: dropped (while its marker lasts).
+		if d, err := t.forgottenAt(x, id); err != nil {
+			return err
+		} else if d != 0 {
+			deleted++
 			continue
 		}
 		// A seed of an entity merged into another person (identity.go)
@@ -242,6 +250,7 @@ func (t *task) applySeeds(ctx context.Context, recs []*kgo.Record) (err error) {
 	mSeeds.WithLabelValues("already").Add(float64(already))
 	mSeeds.WithLabelValues("stale").Add(float64(stale))
 	mSeeds.WithLabelValues("invalid").Add(float64(invalid))
+	mSeeds.WithLabelValues("deleted").Add(float64(deleted))
 	if merged > 0 {
 		t.log.Info("seeds merged", "features_entities", merged, "already_seeded", already, "stale", stale, "next_seed_offset", next)
 	}
