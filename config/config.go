@@ -89,6 +89,10 @@ type Topics struct {
 	// Traits carries the predictive traits' scores as they change
 	// (model.TraitScore), for history's trait_scores. Default pulse.traits.
 	Traits string `yaml:"traits"`
+	// Suppressions holds the entity ids of people deleted with suppression
+	// (compacted, keyed by id; a tombstone lifts one), whose events ingest
+	// drops. Default <events without .events>.suppressions.
+	Suppressions string `yaml:"suppressions"`
 }
 
 // Named sets every topic to the default's name with base in place of
@@ -100,7 +104,7 @@ func (t *Topics) Named(base string) {
 		Predictions: base + ".predictions", State: base + ".state", Seeds: base + ".seeds",
 		Activations: base + ".activations", Identity: base + ".identity",
 		IdentityRequests: base + ".identity.requests", Resolved: base + ".events.resolved",
-		RFM: base + ".rfm", Traits: base + ".traits",
+		RFM: base + ".rfm", Traits: base + ".traits", Suppressions: base + ".suppressions",
 	}
 }
 

@@ -287,6 +287,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&k.Topics.Identity, base+".identity")
 	setDefault(&k.Topics.IdentityRequests, base+".identity.requests")
 	setDefault(&k.Topics.Resolved, k.Topics.Events+".resolved")
+	setDefault(&k.Topics.Suppressions, base+".suppressions")
 	setDefault(&k.Topics.RFM, "pulse.rfm")
 	setDefault(&k.Topics.Traits, "pulse.traits")
 

@@ -71,6 +71,9 @@ type Request struct {
 	// the point-in-time rule; MessageID is the cause's messageId.
 	At        time.Time
 	MessageID string
+	// Suppress (KindForget only): the person's entity ids are suppressed
+	// too, their later events dropped at ingest.
+	Suppress bool
 }
 
 // Options are the identity rules of config.Identity.

@@ -66,12 +66,13 @@ type wireRequest struct {
 	Kind      LinkKind  `json:"kind"`
 	At        time.Time `json:"at"`
 	MessageID string    `json:"message_id"`
+	Suppress  bool      `json:"suppress,omitempty"`
 }
 
 // EncodeRequest is the value of a Request on the link requests topic
 // (pulse.identity.requests).
 func EncodeRequest(r Request) ([]byte, error) {
-	b, err := json.Marshal(wireRequest{From: r.From.String(), To: r.To.String(), Kind: r.Kind, At: r.At, MessageID: r.MessageID})
+	b, err := json.Marshal(wireRequest{From: r.From.String(), To: r.To.String(), Kind: r.Kind, At: r.At, MessageID: r.MessageID, Suppress: r.Suppress})
 	if err != nil {
 		return nil, fmt.Errorf("cannot encode link request: %w", err)
 	}
@@ -95,7 +96,7 @@ func DecodeRequest(b []byte) (Request, error) {
 	if w.Kind != KindIdentify && w.Kind != KindAlias && w.Kind != KindForget {
 		return Request{}, fmt.Errorf("cannot decode link request: unknown kind %q", w.Kind)
 	}
-	return Request{From: from, To: to, Kind: w.Kind, At: w.At, MessageID: w.MessageID}, nil
+	return Request{From: from, To: to, Kind: w.Kind, At: w.At, MessageID: w.MessageID, Suppress: w.Suppress && w.Kind == KindForget}, nil
 }
 
 // Forget is the deletion request of the person subject is in (the profile
@@ -103,6 +104,20 @@ func DecodeRequest(b []byte) (Request, error) {
 // record's key on the requests topic is subject's value.
 func Forget(subject Identifier, at time.Time, id string) Request {
 	return Request{From: subject, To: subject, Kind: KindForget, At: at, MessageID: id}
+}
+
+// Suppression is the value of a suppressed entity id on the suppressions
+// topic (keyed by the id): the deletion that suppressed it.
+type Suppression struct {
+	At        time.Time `json:"at"`
+	RequestID string    `json:"request_id"`
+}
+
+// EncodeSuppression is the suppressions topic's value for the ids of
+// deletion r.
+func EncodeSuppression(r Request) []byte {
+	b, _ := json.Marshal(Suppression{At: r.At, RequestID: r.MessageID}) // a time and a string: cannot fail
+	return b
 }
 
 // ReservedKeyPrefix starts the keys of the identity topic's records that

@@ -43,6 +43,8 @@ type Server struct {
 	// was not built with kafka.ProducerOpts): while none is, requests are
 	// answered 503 at once rather than after the produce timeout.
 	reach *kafka.Reachability
+	// sup drops the events of suppressed entity ids (Suppress); nil: none.
+	sup *Suppressions
 }
 
 // New builds the server. client must be a producer built by kafka.NewClient
@@ -323,6 +325,10 @@ func (s *Server) single(ctx *fasthttp.RequestCtx, key *config.APIKey, body []byt
 		return
 	}
 	rec := &kgo.Record{Topic: s.cfg.Kafka.Topics.Events, Key: []byte(info.EntityID), Value: value}
+	if s.suppressed(rec.Key) {
+		writeAnswer(ctx, nil)
+		return
+	}
 	if _, err := s.produce(ctx, []*kgo.Record{rec}); err != nil {
 		s.unavailable(ctx, err)
 		return
@@ -377,6 +383,9 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx, key *config.APIKey, body []byte
 			rejected = append(rejected, Rejected{Index: i, Error: it.Err.Error()})
 			st.ptrs = append(st.ptrs, s.refuse(key, i, it.Raw, it.Err, now))
 			continue
+		}
+		if s.suppressed(it.Key) {
+			continue // a person deleted with suppression: answered as accepted
 		}
 		// The receive time as the record's timestamp spares franz-go a
 		// clock read per record.

@@ -61,6 +61,13 @@ func newHarness(t *testing.T, brokers []string, topicPrefix string, kafkaOpts ..
 // the server starts.
 func newHarnessTuned(t *testing.T, brokers []string, topicPrefix string, tune func(*config.Config), kafkaOpts ...kgo.Opt) *harness {
 	t.Helper()
+	return newHarnessServer(t, brokers, topicPrefix, tune, nil, kafkaOpts...)
+}
+
+// newHarnessServer is newHarnessTuned with setup applied to the server
+// before it serves.
+func newHarnessServer(t *testing.T, brokers []string, topicPrefix string, tune func(*config.Config), setup func(*ingest.Server), kafkaOpts ...kgo.Opt) *harness {
+	t.Helper()
 	cfg, err := config.Parse([]byte(testConfig), "test.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -91,6 +98,9 @@ func newHarnessTuned(t *testing.T, brokers []string, topicPrefix string, tune fu
 	sctx, scancel := context.WithCancel(context.Background())
 	h.cancel = scancel
 	srv := ingest.New(cfg, cl, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if setup != nil {
+		setup(srv)
+	}
 	go func() { h.done <- srv.Serve(sctx, ln) }()
 	t.Cleanup(func() {
 		scancel()

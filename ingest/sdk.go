@@ -111,6 +111,9 @@ func (s *Server) amplitude(ctx *fasthttp.RequestCtx, key *config.APIKey, body []
 			dead = append(dead, s.refuse(key, i, raw, err, now))
 			continue
 		}
+		if s.suppressed([]byte(e.EntityID())) {
+			continue // a person deleted with suppression: answered as accepted
+		}
 		rec, err := s.record(e)
 		if err != nil {
 			httpapi.WriteError(ctx, fasthttp.StatusInternalServerError, err.Error())
@@ -191,6 +194,9 @@ func (s *Server) posthog(ctx *fasthttp.RequestCtx, key *config.APIKey, body []by
 			rejected = append(rejected, Rejected{Index: i, Error: err.Error()})
 			recs = append(recs, s.refuse(key, i, raw, err, now))
 			continue
+		}
+		if s.suppressed([]byte(e.EntityID())) {
+			continue // a person deleted with suppression: answered as accepted
 		}
 		rec, err := s.record(e)
 		if err != nil {

@@ -104,6 +104,9 @@ func Topics(c config.Kafka) []TopicSpec {
 		{Name: c.Topics.Identity, Configs: map[string]*string{"cleanup.policy": &compact}},
 		{Name: c.Topics.IdentityRequests, Partitions: 1},
 		{Name: c.Topics.Resolved},
+		// The suppressed entity ids (people deleted with suppression),
+		// compacted: ingest reads it whole.
+		{Name: c.Topics.Suppressions, Configs: map[string]*string{"cleanup.policy": &compact}},
 		// Trait scores as they change (model.TraitScore), for history.
 		{Name: c.Topics.Traits},
 		// RFM boundaries and partition summaries (stream/rfm_topic.go).

@@ -36,6 +36,9 @@ type Deletion struct {
 	RequestID string `json:"request_id"`
 	// Identifier is the typed identifier the deletion names.
 	Identifier string `json:"identifier"`
+	// Suppressed: the person's entity ids are suppressed too (?suppress=
+	// true): ingest drops their later events.
+	Suppressed bool `json:"suppressed"`
 	// Identifiers are the person's identifiers the scorer knows now (its
 	// copy of the identity table): what the deletion will remove with it;
 	// Identifier alone when it was never linked.
@@ -80,10 +83,20 @@ func (s *Server) forget(ctx *fasthttp.RequestCtx, rest string) {
 		}
 		subject = identity.Identifier{Kind: k, Value: id}
 	}
+	var suppress bool
+	switch q := string(ctx.QueryArgs().Peek("suppress")); q {
+	case "", "false":
+	case "true":
+		suppress = true
+	default:
+		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "suppress: want true or false, got "+strconv.Quote(q))
+		return
+	}
 	var r [16]byte
 	rand.Read(r[:])
 	u := uuidV4(r[:])
 	req := identity.Forget(subject, s.now().UTC(), "delete-"+string(u[:]))
+	req.Suppress = suppress
 	v, err := identity.EncodeRequest(req)
 	if err != nil {
 		httpapi.WriteError(ctx, fasthttp.StatusInternalServerError, err.Error())
@@ -96,7 +109,7 @@ func (s *Server) forget(ctx *fasthttp.RequestCtx, rest string) {
 		httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, "cannot write the deletion request to Kafka: "+err.Error()+"; nothing was deleted, send it again")
 		return
 	}
-	ans := Deletion{Accepted: true, RequestID: req.MessageID, Identifier: subject.String(), Identifiers: []string{}}
+	ans := Deletion{Accepted: true, RequestID: req.MessageID, Identifier: subject.String(), Suppressed: suppress, Identifiers: []string{}}
 	// The person as the linker will find it: a userId in no profile is
 	// tried as the anonymousId of the same value.
 	canon, ok := s.identities.CanonicalOf(subject.String())
@@ -113,4 +126,30 @@ func (s *Server) forget(ctx *fasthttp.RequestCtx, rest string) {
 	}
 	s.log.Info("deletion requested", "identifier", subject.String(), "request", req.MessageID)
 	writeJSONStatus(ctx, fasthttp.StatusAccepted, ans)
+}
+
+// unsuppress answers DELETE /v1/suppressions/{id}: the entity id is no
+// longer suppressed (a tombstone on the suppressions topic), and ingest
+// takes its events again.
+func (s *Server) unsuppress(ctx *fasthttp.RequestCtx, id string) {
+	if !s.authorize(ctx, config.ScopeAdmin, "") {
+		return
+	}
+	if id == "" {
+		httpapi.WriteError(ctx, fasthttp.StatusNotFound, "use DELETE /v1/suppressions/{id}, e.g. /v1/suppressions/612")
+		return
+	}
+	cfg := s.cfgNow.Load()
+	if s.forgetClient == nil || cfg.Kafka.Topics.Suppressions == "" {
+		httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, "suppressions are not served by this scorer (it writes no Kafka records)")
+		return
+	}
+	pctx, cancel := context.WithTimeout(context.Background(), forgetWait)
+	defer cancel()
+	if err := s.forgetClient.ProduceSync(pctx, &kgo.Record{Topic: cfg.Kafka.Topics.Suppressions, Key: []byte(id)}).FirstErr(); err != nil {
+		httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, "cannot write to Kafka: "+err.Error()+"; send it again")
+		return
+	}
+	s.log.Info("suppression lifted", "id", id)
+	writeJSONStatus(ctx, fasthttp.StatusOK, map[string]any{"success": true, "id": id})
 }

@@ -34,6 +34,7 @@ func TestDeleteProfile(t *testing.T) {
 		{"/v1/profiles/shop/612", "admin-key", 404, "unknown entity type"},
 		{"/v1/profiles/user/", "admin-key", 404, "/v1/profiles/{entity}/{id}"},
 		{"/v1/profiles/user/612?kind=phone", "admin-key", 400, `kind: unknown identifier kind \"phone\"`},
+		{"/v1/profiles/user/612?suppress=maybe", "admin-key", 400, `suppress: want true or false, got \"maybe\"`},
 	} {
 		code, body := h.do("DELETE", c.path, c.key, "")
 		if code != c.code || !strings.Contains(body, c.says) {
@@ -41,7 +42,7 @@ func TestDeleteProfile(t *testing.T) {
 		}
 	}
 	var answers []scorer.Deletion
-	for _, path := range []string{"/v1/profiles/user/612", "/v1/profiles/user/jo@example.com?kind=email", "/v1/profiles/user/anon-1?kind=anonymous_id"} {
+	for _, path := range []string{"/v1/profiles/user/612", "/v1/profiles/user/jo@example.com?kind=email", "/v1/profiles/user/anon-1?kind=anonymous_id&suppress=true"} {
 		code, body := h.do("DELETE", path, "admin-key", "")
 		var d scorer.Deletion
 		if err := json.Unmarshal([]byte(body), &d); code != 202 || err != nil || !d.Accepted || !strings.HasPrefix(d.RequestID, "delete-") ||
@@ -76,9 +77,38 @@ func TestDeleteProfile(t *testing.T) {
 		t.Fatalf("%d requests written, want %d: %+v", len(got), len(want), got)
 	}
 	for i, q := range got {
-		if q.Kind != identity.KindForget || q.To != want[i] || q.MessageID != answers[i].RequestID || answers[i].Identifier != want[i].String() {
+		if q.Kind != identity.KindForget || q.To != want[i] || q.MessageID != answers[i].RequestID || answers[i].Identifier != want[i].String() ||
+			q.Suppress != (i == 2) || answers[i].Suppressed != q.Suppress {
 			t.Errorf("request %d: %+v (answered %+v), want a forget of %s", i, q, answers[i], want[i])
 		}
+	}
+}
+
+// DELETE /v1/suppressions/{id} (admin) lifts a suppression: a tombstone
+// of the id on the suppressions topic.
+func TestLiftSuppression(t *testing.T) {
+	cfg := newConfig(t, testConfig)
+	embeddedKafka(t, cfg)
+	h := start(t, cfg, newMemStore(), scorer.WithDeletions(producer(t, cfg)))
+	if code, body := h.do("DELETE", "/v1/suppressions/612", "read-key", ""); code != 403 {
+		t.Fatalf("a read key: %d %s", code, body)
+	}
+	if code, body := h.do("DELETE", "/v1/suppressions/612", "admin-key", ""); code != 200 || !strings.Contains(body, `"success":true`) {
+		t.Fatalf("lift: %d %s", code, body)
+	}
+	cons, err := kafka.NewClient(cfg.Kafka, kgo.ConsumeTopics(cfg.Kafka.Topics.Suppressions), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []*kgo.Record
+	for len(got) == 0 && ctx.Err() == nil {
+		got = append(got, cons.PollFetches(ctx).Records()...)
+	}
+	if len(got) != 1 || string(got[0].Key) != "612" || got[0].Value != nil {
+		t.Fatalf("suppressions topic: %v, want a tombstone of 612", got)
 	}
 }
 

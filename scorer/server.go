@@ -388,6 +388,11 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 			ctx.Response.Header.Set("Allow", "GET, DELETE")
 			httpapi.WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use GET (the profile) or DELETE (delete the person)")
 		}
+	case strings.HasPrefix(string(path), "/v1/suppressions/"):
+		ep = epProfile
+		if s.method(ctx, fasthttp.MethodDelete) {
+			s.unsuppress(ctx, string(path[len("/v1/suppressions/"):]))
+		}
 	case strings.HasPrefix(string(path), "/v1/entities/"):
 		ep = epEntity
 		if s.method(ctx, fasthttp.MethodGet) {

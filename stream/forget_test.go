@@ -20,9 +20,11 @@ import (
 
 // forgetRequest writes a deletion request (what the profile API's DELETE
 // writes) for subject to the link requests topic.
-func (e *env) forgetRequest(subject identity.Identifier, id string) {
+func (e *env) forgetRequest(subject identity.Identifier, id string, suppress ...bool) {
 	e.t.Helper()
-	v, err := identity.EncodeRequest(identity.Forget(subject, e.clock.now(), id))
+	q := identity.Forget(subject, e.clock.now(), id)
+	q.Suppress = len(suppress) > 0 && suppress[0]
+	v, err := identity.EncodeRequest(q)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -97,8 +99,8 @@ func TestForgetPerson(t *testing.T) {
 	waitFeature(t, e, "qu", "orders_lifetime", 3.0, 30*time.Second)
 
 	forgotten0 := counterValue(mForgotten)
-	e.forgetRequest(identity.User("dev-b"), "del-1") // a device's id, as the API sends it: tried as an anonymousId
-	e.forgetRequest(identity.User("lone"), "del-2")  // never linked
+	e.forgetRequest(identity.User("dev-b"), "del-1")      // a device's id, as the API sends it: tried as an anonymousId
+	e.forgetRequest(identity.User("lone"), "del-2", true) // never linked; suppressed too
 	waitVectors(t, e, 30*time.Second, []string{"qu"}, []string{"pu", "dev-a", "dev-b", "lone"})
 	if d := counterValue(mForgotten) - forgotten0; d != 2 {
 		t.Errorf("pulse_identity_forgotten_total grew by %v, want 2", d)
@@ -148,6 +150,16 @@ func TestForgetPerson(t *testing.T) {
 		if v, ok := latest[k]; !ok || v != nil {
 			t.Errorf("identity table: %s last holds %q (present %v), want a tombstone", k, v, ok)
 		}
+	}
+
+	// The suppressed deletion's entity id is on the suppressions topic (for
+	// ingest), the other's ids are not.
+	suppressed := map[string]bool{}
+	for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.Suppressions) {
+		suppressed[string(r.Key)] = r.Value != nil
+	}
+	if !suppressed["lone"] || len(suppressed) != 1 {
+		t.Errorf("suppressions topic: %v, want lone alone", suppressed)
 	}
 
 	// Restarts bring nothing back: on the same local state, then on a new

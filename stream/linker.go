@@ -380,6 +380,9 @@ func (l *linker) fold(ctx context.Context, recs []*kgo.Record) error {
 			for _, e := range d.Deletes {
 				v := encodeResolved(resolved{Kind: resolvedForget, To: e, At: req.At, Cause: req.MessageID})
 				out = append(out, &kgo.Record{Topic: tp.Resolved, Key: []byte(e), Value: v})
+				if req.Suppress && tp.Suppressions != "" {
+					out = append(out, &kgo.Record{Topic: tp.Suppressions, Key: []byte(e), Value: identity.EncodeSuppression(req)})
+				}
 			}
 			l.log.Info("identity: person forgotten", "subject", req.To.String(), "identifiers", len(d.Forgotten), "entities", len(d.Deletes), "request", req.MessageID)
 		}

@@ -20,7 +20,7 @@ import (
 )
 
 const deleteUsage = `usage:
-  pulse delete [-config FILE] [-kind KIND] [-file FILE|-] [ID]...
+  pulse delete [-config FILE] [-kind KIND] [-file FILE|-] [-suppress] [ID]...
       delete people on request (GDPR, CCPA), as DELETE /v1/profiles does for one:
       a forget request per id to the identity requests topic, which the stream's
       linker carries out; beside a running pulse dev without -config
@@ -34,6 +34,7 @@ func runDelete(ctx context.Context, args []string) error {
 	path := fl.String("config", "", "the config of the Pulse to delete from (default: the pulse dev running on ./pulse-data)")
 	kind := fl.String("kind", identity.KindUser, "the ids' kind: user_id (tried as an anonymousId too when no profile holds it), anonymous_id, or a trait identifier's (email)")
 	file := fl.String("file", "", "read the ids from FILE, one a line (- for standard input), besides those given as arguments")
+	suppress := fl.Bool("suppress", false, "suppress the people's entity ids too: ingest drops their later events")
 	fl.Parse(args)
 	cfg, _, err := loadBeside(*path)
 	if err != nil {
@@ -91,6 +92,7 @@ func runDelete(ctx context.Context, args []string) error {
 		rand.Read(r[:])
 		r[6], r[8] = r[6]&0x0f|0x40, r[8]&0x3f|0x80
 		reqs[i] = identity.Forget(identity.Identifier{Kind: *kind, Value: id}, now, "delete-"+string(uuidtext.Append(nil, r)))
+		reqs[i].Suppress = *suppress
 		v, err := identity.EncodeRequest(reqs[i])
 		if err != nil {
 			return err

@@ -59,7 +59,7 @@ features: [{name: orders_7d, agg: count, event: Order Completed, window: 7d}]
 	if code != 0 || !strings.Contains(out, "user_id:u-1\tdelete-") || !strings.Contains(out, "user_id:u-3\tdelete-") || !strings.Contains(out, "3 deletion requests") {
 		t.Fatalf("delete: %d %s", code, out)
 	}
-	if code, out = run("delete", "-config", conf, "-kind", "email", "jo@example.com"); code != 0 {
+	if code, out = run("delete", "-config", conf, "-kind", "email", "-suppress", "jo@example.com"); code != 0 {
 		t.Fatalf("delete by email: %d %s", code, out)
 	}
 
@@ -75,7 +75,8 @@ features: [{name: orders_7d, agg: count, event: Order Completed, window: 7d}]
 	for len(got) < 4 && ctx.Err() == nil {
 		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
 			q, err := identity.DecodeRequest(r.Value)
-			if err != nil || q.Kind != identity.KindForget || q.From != q.To || string(r.Key) != q.To.Value || !strings.HasPrefix(q.MessageID, "delete-") {
+			if err != nil || q.Kind != identity.KindForget || q.From != q.To || string(r.Key) != q.To.Value || !strings.HasPrefix(q.MessageID, "delete-") ||
+				q.Suppress != (q.To.Kind == "email") {
 				t.Errorf("record %s: %+v %v", r.Value, q, err)
 			}
 			got = append(got, q.To.String())

@@ -271,7 +271,7 @@ destinations:
 	// them, and verify, resolving the history the backfill's way, agrees.
 	m := checkMergedPeopleVerify(t, beside, ingest, scorer, served, history.NewReader(conn, beside.ClickHouse.Database), call)
 	// A person deleted on request: gone online and from the history.
-	checkDeletePerson(t, beside, scorer, served, history.NewReader(conn, beside.ClickHouse.Database), call, m)
+	checkDeletePerson(t, beside, ingest, scorer, served, history.NewReader(conn, beside.ClickHouse.Database), call, m)
 }
 
 func contains(list []string, s string) bool {

@@ -215,6 +215,17 @@ func (s *System) StartIngest() error {
 		}
 	}
 	s.Ingest = ingest.New(s.Config, cl, s.Log)
+	if s.Config.Identity.On() {
+		// People deleted with suppression: their later events dropped.
+		sup := ingest.NewSuppressions(s.Config, s.Log)
+		s.Ingest.Suppress(sup)
+		s.g.Go(func() error {
+			if err := sup.Run(s.ctx); err != nil {
+				s.Log.Error("suppressions feed stopped; ingest drops only the ids it read", "err", err)
+			}
+			return nil
+		})
+	}
 	if s.DataDir != nil && s.Kafka != nil {
 		// The embedded Kafka keeps its log in the data directory: what
 		// ingest acknowledged while it fails would be gone at restart.

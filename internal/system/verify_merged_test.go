@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -251,7 +252,7 @@ func checkMergedPeopleVerify(t *testing.T, cfg *config.Config, ingest, scorer st
 // history (events, links, segment changes), its exits reach
 // pulse.segments' readers, and the other people stay, online and offline
 // still agreeing.
-func checkDeletePerson(t *testing.T, cfg *config.Config, scorer string, served featurestore.Store, r *history.Reader,
+func checkDeletePerson(t *testing.T, cfg *config.Config, ingest, scorer string, served featurestore.Store, r *history.Reader,
 	call func(method, url, key, body string) (int, string), m *mergedPeople) {
 	t.Helper()
 	var users []string
@@ -312,4 +313,52 @@ func checkDeletePerson(t *testing.T, cfg *config.Config, scorer string, served f
 		t.Fatalf("verify of the other people after the deletion: %v\n%s", err, b.String())
 	}
 	t.Logf("deleted %s (%d ids) through %s: gone online and from the history; %d other people unchanged", gone, len(ids), device, len(users)-1)
+
+	// Deleted with suppression: the person's later events are dropped at
+	// ingest, answered as accepted, and it stays gone.
+	supp, kept := users[1], users[2]
+	code, out = call("DELETE", scorer+"/v1/profiles/user/"+supp+"?suppress=true", "dev-admin-key", "")
+	if code != 202 || !strings.Contains(out, `"suppressed":true`) {
+		t.Fatalf("DELETE %s?suppress=true: %d %s", supp, code, out)
+	}
+	testenv.WaitFor(t, 30*time.Second, supp+" gone and ingest holding its ids", func() bool {
+		if code, _ := call("GET", scorer+"/v1/profiles/user/"+supp, "dev-read-key", ""); code != 404 {
+			return false
+		}
+		_, metrics := call("GET", ingest+"/metrics", "", "")
+		return metricValue(metrics, "pulse_ingest_suppressed_ids") >= float64(len(m.ids[supp]))
+	})
+	_, metrics := call("GET", ingest+"/metrics", "", "")
+	dropped0 := metricValue(metrics, "pulse_ingest_suppressed_total")
+	for _, id := range []string{supp, kept} {
+		body := `{"userId":"` + id + `","event":"Order Completed","messageId":"after-` + id + `","properties":{"revenue":5}}`
+		if code, out := call("POST", ingest+"/v1/track", "dev-write-key", body); code != 200 {
+			t.Fatalf("track %s: %d %s", id, code, out)
+		}
+	}
+	testenv.WaitFor(t, 30*time.Second, kept+"'s order after the suppression counted", func() bool {
+		vecs, found, err := served.GetMany(ctx, "user", []string{kept})
+		return err == nil && found[0] && vecs[0].Features["orders_lifetime"] == float64(m.orders[kept]+1)
+	})
+	if code, out := call("GET", scorer+"/v1/profiles/user/"+supp, "dev-read-key", ""); code != 404 {
+		t.Fatalf("%s after its suppressed event: %d %s, want 404", supp, code, out)
+	}
+	_, metrics = call("GET", ingest+"/metrics", "", "")
+	if d := metricValue(metrics, "pulse_ingest_suppressed_total") - dropped0; d != 1 {
+		t.Fatalf("pulse_ingest_suppressed_total grew by %v, want 1", d)
+	}
+}
+
+// metricValue is the value of the unlabelled metric name in a Prometheus
+// text exposition, or -1.
+func metricValue(exposition, name string) float64 {
+	for _, line := range strings.Split(exposition, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }
