@@ -47,13 +47,14 @@ func TestSuppressedIDsDropped(t *testing.T) {
 	for _, c := range []struct{ path, body string }{
 		{"/v1/track", `{"userId":"gone","event":"Order Completed","messageId":"s1"}`},
 		{"/v1/batch", `{"batch":[{"type":"track","userId":"gone","event":"x","messageId":"s2"},{"type":"page","anonymousId":"gone-device","messageId":"s3"},{"type":"track","userId":"kept","event":"x","messageId":"k1"}]}`},
+		{"/v1/batch", `{"batch":[{"type":"track","userId":"gone","event":"x","messageId":"s4"}]}`}, // nothing left to produce
 	} {
 		if r := h.post(c.path, c.body, basic("wk")); r.status != 200 || r.raw != `{"success":true}` {
 			t.Fatalf("%s: %d %s", c.path, r.status, r.raw)
 		}
 	}
-	if d := gathered(t, "pulse_ingest_suppressed_total") - before; d != 3 {
-		t.Errorf("pulse_ingest_suppressed_total grew by %v, want 3", d)
+	if d := gathered(t, "pulse_ingest_suppressed_total") - before; d != 4 {
+		t.Errorf("pulse_ingest_suppressed_total grew by %v, want 4", d)
 	}
 	// Lifted: gone's events pass again.
 	put("gone", true)
