@@ -53,8 +53,15 @@ func TestSuppressedIDsDropped(t *testing.T) {
 			t.Fatalf("%s: %d %s", c.path, r.status, r.raw)
 		}
 	}
-	if d := gathered(t, "pulse_ingest_suppressed_total") - before; d != 4 {
-		t.Errorf("pulse_ingest_suppressed_total grew by %v, want 4", d)
+	// The other SDKs' APIs: Amplitude's and PostHog's.
+	if r := h.post("/2/httpapi", `{"api_key":"wk","events":[{"event_type":"a","user_id":"gone","insert_id":"amp-s"}]}`); r.status != 200 {
+		t.Fatalf("amplitude: %d %s", r.status, r.raw)
+	}
+	if r := h.post("/capture/", `{"token":"wk","event":"a","distinct_id":"gone","uuid":"ph-s"}`); r.status != 200 {
+		t.Fatalf("posthog: %d %s", r.status, r.raw)
+	}
+	if d := gathered(t, "pulse_ingest_suppressed_total") - before; d != 6 {
+		t.Errorf("pulse_ingest_suppressed_total grew by %v, want 6", d)
 	}
 	// Lifted: gone's events pass again.
 	put("gone", true)
