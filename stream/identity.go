@@ -362,14 +362,31 @@ func (t *task) retire(x *txn, e *entry, to string, at time.Time, cause string) e
 	}
 	u := featurestore.Update{Vector: t.vector(e.id, t.vals, nil, x.now, time.Time{})}
 	u.Vector.CanonicalID = to
+	var err error
+	if u.Exit, err = t.empty(x, e, at, "merge/"+cause, ""); err != nil {
+		return err
+	}
+	x.updates = append(x.updates, u)
+	x.pending = append(x.pending, e.id)
+	return nil
+}
+
+// empty takes entity e out of every segment it is in (segment records
+// with cause and reason; the exits returned for the store's update) and
+// deletes its state, timer and changelog record: what a retired and a
+// forgotten entity both go through.
+func (t *task) empty(x *txn, e *entry, at time.Time, cause, reason string) ([]string, error) {
+	p := t.p
+	var exits []string
 	for _, c := range p.segments.Diff(e.m, nil, nil) {
-		rec := segment.NewRecord(c, entity, e.id, at, "merge/"+cause, nil)
+		rec := segment.NewRecord(c, entity, e.id, at, cause, nil)
+		rec.Reason = reason
 		b, err := rec.Encode()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		x.recs = append(x.recs, &kgo.Record{Topic: p.cfg.Kafka.Topics.Segments, Key: []byte(e.id), Value: b})
-		u.Exit = append(u.Exit, c.Segment)
+		exits = append(exits, c.Segment)
 		x.segExit++
 	}
 	x.b.Delete(key(pkEntity, e.id), nil)
@@ -379,10 +396,8 @@ func (t *task) retire(x *txn, e *entry, to string, at time.Time, cause string) e
 	x.recs = append(x.recs, t.stateRecord([]byte(clEntityPrefix+e.id), nil))
 	t.dropLegacyAuto(x, e) // a record in the value goes with it
 	e.autoRec, e.autoLoaded = autoRecord{}, true
-	x.updates = append(x.updates, u)
-	x.pending = append(x.pending, e.id)
 	e.st, e.m, e.due, e.touched = p.features.NewState(), nil, 0, false
-	return nil
+	return exits, nil
 }
 
 // forget deletes entity rr.To, a person deleted on request (the linker
@@ -392,7 +407,7 @@ func (t *task) retire(x *txn, e *entry, to string, at time.Time, cause string) e
 // deleted from the store, and the entity keeps a marker of the deletion's
 // time (below) (docs/identity.md, "Deleting a person").
 func (t *task) forget(x *txn, rr resolved, cause string) error {
-	p, id := t.p, rr.To
+	id := rr.To
 	u := featurestore.Update{Vector: featurestore.Vector{Entity: entity, ID: id}, Delete: true}
 	to, err := t.target(x, id)
 	if err != nil {
@@ -407,25 +422,9 @@ func (t *task) forget(x *txn, rr resolved, cause string) error {
 		if err != nil {
 			return err
 		}
-		for _, c := range p.segments.Diff(e.m, nil, nil) {
-			rec := segment.NewRecord(c, entity, id, rr.At, "forget/"+cause, nil)
-			rec.Reason = segment.ReasonDeleted
-			b, err := rec.Encode()
-			if err != nil {
-				return err
-			}
-			x.recs = append(x.recs, &kgo.Record{Topic: p.cfg.Kafka.Topics.Segments, Key: []byte(id), Value: b})
-			u.Exit = append(u.Exit, c.Segment)
-			x.segExit++
+		if u.Exit, err = t.empty(x, e, rr.At, "forget/"+cause, segment.ReasonDeleted); err != nil {
+			return err
 		}
-		x.b.Delete(key(pkEntity, id), nil)
-		if e.due != 0 {
-			x.b.Delete(timerKey(e.due, id), nil)
-		}
-		x.recs = append(x.recs, t.stateRecord([]byte(clEntityPrefix+id), nil))
-		t.dropLegacyAuto(x, e)
-		e.autoRec, e.autoLoaded = autoRecord{}, true
-		e.st, e.m, e.due, e.touched = p.features.NewState(), nil, 0, false
 	}
 	if err := t.forgetSeeded(x, id); err != nil {
 		return err
