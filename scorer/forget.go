@@ -2,12 +2,12 @@ package scorer
 
 import (
 	"context"
-	"crypto/rand"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/internal/httpapi"
@@ -92,10 +92,7 @@ func (s *Server) forget(ctx *fasthttp.RequestCtx, rest string) {
 		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "suppress: want true or false, got "+strconv.Quote(q))
 		return
 	}
-	var r [16]byte
-	rand.Read(r[:])
-	u := uuidV4(r[:])
-	req := identity.Forget(subject, s.now().UTC(), "delete-"+string(u[:]))
+	req := identity.Forget(subject, s.now().UTC(), "delete-"+uuid.NewString())
 	req.Suppress = suppress
 	v, err := identity.EncodeRequest(req)
 	if err != nil {

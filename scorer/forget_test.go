@@ -1,16 +1,13 @@
 package scorer_test
 
 import (
-	"context"
 	"strings"
 	"testing"
-	"time"
 
 	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/identity"
-	"github.com/pulse-rt/pulse/kafka"
+	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/scorer"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // DELETE /v1/profiles/{entity}/{id}: an admin key's request is written to
@@ -55,27 +52,15 @@ func TestDeleteProfile(t *testing.T) {
 		t.Errorf("POST: %d %s, want 405", code, body)
 	}
 
-	cons, err := kafka.NewClient(cfg.Kafka, kgo.ConsumeTopics(cfg.Kafka.Topics.IdentityRequests), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cons.Close()
 	var got []identity.Request
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for len(got) < len(answers) && ctx.Err() == nil {
-		cons.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
-			q, err := identity.DecodeRequest(r.Value)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, q)
-		})
+	for _, r := range testenv.ConsumeExactly(t, cfg.Kafka.Brokers, cfg.Kafka.Topics.IdentityRequests, len(answers)) {
+		q, err := identity.DecodeRequest(r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, q)
 	}
 	want := []identity.Identifier{identity.User("612"), {Kind: "email", Value: "jo@example.com"}, identity.Anonymous("anon-1")}
-	if len(got) != len(want) {
-		t.Fatalf("%d requests written, want %d: %+v", len(got), len(want), got)
-	}
 	for i, q := range got {
 		if q.Kind != identity.KindForget || q.To != want[i] || q.MessageID != answers[i].RequestID || answers[i].Identifier != want[i].String() ||
 			q.Suppress != (i == 2) || answers[i].Suppressed != q.Suppress {
@@ -96,18 +81,8 @@ func TestLiftSuppression(t *testing.T) {
 	if code, body := h.do("DELETE", "/v1/suppressions/612", "admin-key", ""); code != 200 || !strings.Contains(body, `"success":true`) {
 		t.Fatalf("lift: %d %s", code, body)
 	}
-	cons, err := kafka.NewClient(cfg.Kafka, kgo.ConsumeTopics(cfg.Kafka.Topics.Suppressions), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cons.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var got []*kgo.Record
-	for len(got) == 0 && ctx.Err() == nil {
-		got = append(got, cons.PollFetches(ctx).Records()...)
-	}
-	if len(got) != 1 || string(got[0].Key) != "612" || got[0].Value != nil {
+	got := testenv.ConsumeExactly(t, cfg.Kafka.Brokers, cfg.Kafka.Topics.Suppressions, 1)
+	if string(got[0].Key) != "612" || got[0].Value != nil {
 		t.Fatalf("suppressions topic: %v, want a tombstone of 612", got)
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,8 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/pulse-rt/pulse/identity"
-	"github.com/pulse-rt/pulse/internal/uuidtext"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -88,10 +87,7 @@ func runDelete(ctx context.Context, args []string) error {
 	recs := make([]*kgo.Record, len(ids))
 	reqs := make([]identity.Request, len(ids))
 	for i, id := range ids {
-		var r [16]byte
-		rand.Read(r[:])
-		r[6], r[8] = r[6]&0x0f|0x40, r[8]&0x3f|0x80
-		reqs[i] = identity.Forget(identity.Identifier{Kind: *kind, Value: id}, now, "delete-"+string(uuidtext.Append(nil, r)))
+		reqs[i] = identity.Forget(identity.Identifier{Kind: *kind, Value: id}, now, "delete-"+uuid.NewString())
 		reqs[i].Suppress = *suppress
 		v, err := identity.EncodeRequest(reqs[i])
 		if err != nil {

@@ -1,27 +1,16 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/internal/testenv"
-	"github.com/pulse-rt/pulse/kafka"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"gopkg.in/yaml.v3"
 )
-
-// topicsFlow is a YAML mapping of one key a line as a flow mapping.
-func topicsFlow(b []byte) []byte {
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return []byte("{" + strings.Join(lines, ", ") + "}")
-}
 
 // `pulse delete` on a real Kafka: a forget request per id, from the
 // arguments and a file, of the kind asked for, printed with its request
@@ -32,16 +21,16 @@ func TestDeleteCommand(t *testing.T) {
 	broker := testenv.Kafka(t)[0]
 	var tp config.Topics
 	tp.Named(testenv.Topic(t, "del")) // every topic the command creates: this test's own
-	topics, err := yaml.Marshal(tp)
+	yml, err := yaml.Marshal(map[string]any{
+		"kafka":    map[string]any{"brokers": []string{broker}, "topics": tp},
+		"features": []map[string]string{{"name": "orders_7d", "agg": "count", "event": "Order Completed", "window": "7d"}},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	topic := tp.IdentityRequests
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "pulse.yaml")
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`kafka: {brokers: [%q], topics: %s}
-features: [{name: orders_7d, agg: count, event: Order Completed, window: 7d}]
-`, broker, strings.TrimSpace(string(topicsFlow(topics))))), 0o644); err != nil {
+	if err := os.WriteFile(conf, yml, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ids := filepath.Join(dir, "ids.txt")
@@ -63,24 +52,14 @@ features: [{name: orders_7d, agg: count, event: Order Completed, window: 7d}]
 		t.Fatalf("delete by email: %d %s", code, out)
 	}
 
-	cfg := &config.Config{Kafka: config.Kafka{Brokers: []string{broker}}}
-	cl, err := kafka.NewClient(cfg.Kafka, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
 	var got []string
-	for len(got) < 4 && ctx.Err() == nil {
-		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
-			q, err := identity.DecodeRequest(r.Value)
-			if err != nil || q.Kind != identity.KindForget || q.From != q.To || string(r.Key) != q.To.Value || !strings.HasPrefix(q.MessageID, "delete-") ||
-				q.Suppress != (q.To.Kind == "email") {
-				t.Errorf("record %s: %+v %v", r.Value, q, err)
-			}
-			got = append(got, q.To.String())
-		})
+	for _, r := range testenv.ConsumeExactly(t, []string{broker}, tp.IdentityRequests, 4) {
+		q, err := identity.DecodeRequest(r.Value)
+		if err != nil || q.Kind != identity.KindForget || q.From != q.To || string(r.Key) != q.To.Value || !strings.HasPrefix(q.MessageID, "delete-") ||
+			q.Suppress != (q.To.Kind == "email") {
+			t.Errorf("record %s: %+v %v", r.Value, q, err)
+		}
+		got = append(got, q.To.String())
 	}
 	want := "user_id:u-1 user_id:u-2 user_id:u-3 email:jo@example.com"
 	if strings.Join(got, " ") != want {
