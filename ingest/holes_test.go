@@ -7,6 +7,7 @@ import (
 
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/internal/httpapi"
+	"github.com/pulse-rt/pulse/internal/testenv"
 )
 
 // TestKeyBeforeBody: an unauthenticated caller is answered 401 before its
@@ -34,7 +35,7 @@ func TestKeyBeforeBody(t *testing.T) {
 	}
 	normalized := func() float64 {
 		req, _ := http.NewRequest("GET", h.url+"/metrics", nil)
-		return metricValue(h.do(req).raw, "pulse_ingest_normalize_seconds_count")
+		return testenv.MetricText(h.do(req).raw, "pulse_ingest_normalize_seconds_count")
 	}
 	before := normalized()
 	for _, key := range []func(*http.Request){basic("nope"), basic("rk")} {

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -470,24 +469,10 @@ func TestHealthAndMetrics(t *testing.T) {
 		`pulse_kafka_produce_request_seconds_count{stage="write"}`,
 		`pulse_kafka_produce_request_seconds_count{stage="response"}`,
 	} {
-		if n := metricValue(m, count); n < 1 {
+		if n := testenv.MetricText(m, count); n < 1 {
 			t.Errorf("%s = %v, want at least 1", count, n)
 		}
 	}
-}
-
-// metricValue is the value of the sample named name (with its labels) in a
-// Prometheus text exposition, or -1 when there is none.
-func metricValue(exposition, name string) float64 {
-	for _, line := range strings.Split(exposition, "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err == nil {
-				return f
-			}
-		}
-	}
-	return -1
 }
 
 // TestBatchOnePass sends batches that take event.NormalizeBatch's one-pass

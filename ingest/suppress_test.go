@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/ingest"
 	"github.com/pulse-rt/pulse/internal/testenv"
@@ -43,7 +42,7 @@ func TestSuppressedIDsDropped(t *testing.T) {
 	put("gone-device", false)
 	testenv.WaitFor(t, 10*time.Second, "the suppressions read", func() bool { return sup.Has([]byte("gone")) && sup.Has([]byte("gone-device")) })
 
-	before := gathered(t, "pulse_ingest_suppressed_total")
+	before := testenv.Gathered(t, "pulse_ingest_suppressed_total", nil)
 	for _, c := range []struct{ path, body string }{
 		{"/v1/track", `{"userId":"gone","event":"Order Completed","messageId":"s1"}`},
 		{"/v1/batch", `{"batch":[{"type":"track","userId":"gone","event":"x","messageId":"s2"},{"type":"page","anonymousId":"gone-device","messageId":"s3"},{"type":"track","userId":"kept","event":"x","messageId":"k1"}]}`},
@@ -60,7 +59,7 @@ func TestSuppressedIDsDropped(t *testing.T) {
 	if r := h.post("/capture/", `{"token":"wk","event":"a","distinct_id":"gone","uuid":"ph-s"}`); r.status != 200 {
 		t.Fatalf("posthog: %d %s", r.status, r.raw)
 	}
-	if d := gathered(t, "pulse_ingest_suppressed_total") - before; d != 6 {
+	if d := testenv.Gathered(t, "pulse_ingest_suppressed_total", nil) - before; d != 6 {
 		t.Errorf("pulse_ingest_suppressed_total grew by %v, want 6", d)
 	}
 	// Lifted: gone's events pass again.
@@ -76,20 +75,4 @@ func TestSuppressedIDsDropped(t *testing.T) {
 	if strings.Join(ids, " ") != "kept gone" && strings.Join(ids, " ") != "gone kept" {
 		t.Fatalf("events on the topic: %v, want kept's and gone's after the lift alone", ids)
 	}
-}
-
-// gathered is the value of the counter name in the default registry.
-func gathered(t *testing.T, name string) float64 {
-	t.Helper()
-	mfs, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
 }

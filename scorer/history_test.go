@@ -10,6 +10,7 @@ import (
 	"time"
 
 	json "github.com/goccy/go-json"
+	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/scorer"
 )
 
@@ -107,9 +108,9 @@ func TestSegmentHistory(t *testing.T) {
 	f("/v1/segments/big_spenders?history=soon")
 
 	// A store that fails is counted and the sampler carries on after it.
-	before := metricValue(t, "pulse_scorer_segment_history_errors_total", nil)
+	before := testenv.Gathered(t, "pulse_scorer_segment_history_errors_total", nil)
 	st.fail(errors.New("store down"))
-	for deadline := time.Now().Add(10 * time.Second); metricValue(t, "pulse_scorer_segment_history_errors_total", nil) == before; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); testenv.Gathered(t, "pulse_scorer_segment_history_errors_total", nil) == before; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("store errors not counted")
 		}

@@ -10,6 +10,7 @@ import (
 
 	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/scorer"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -110,7 +111,7 @@ func TestPredictionLogSheds(t *testing.T) {
 	seed(t, st, map[string]map[string]any{"612": buyer()}, nil)
 	h := start(t, cfg, st, scorer.WithPredictionLog(producer(t, cfg, kgo.MaxBufferedRecords(2))), scorer.WithLogQueue(4))
 
-	shed := metricValue(t, "pulse_scorer_prediction_log_shed_total", nil)
+	shed := testenv.Gathered(t, "pulse_scorer_prediction_log_shed_total", nil)
 	rows := strings.TrimSuffix(strings.Repeat(`{"user":{"id":612}},`, 200), ",")
 	// The broker stays stuck until the test ends, so a hot path that
 	// waited on it would not answer at all: each request must be answered
@@ -138,7 +139,7 @@ func TestPredictionLogSheds(t *testing.T) {
 	// buffer (2), the records handed over between the two, and what the
 	// producer drained before the broker stopped answering. The bound is
 	// loose on purpose: the point is that nearly all are shed, none waited.
-	if got := metricValue(t, "pulse_scorer_prediction_log_shed_total", nil) - shed; got < 1000-32 {
+	if got := testenv.Gathered(t, "pulse_scorer_prediction_log_shed_total", nil) - shed; got < 1000-32 {
 		t.Errorf("shed %v records, want at least %d", got, 1000-32)
 	}
 }

@@ -11,39 +11,9 @@ import (
 	"testing"
 
 	json "github.com/goccy/go-json"
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/scorer"
 )
-
-// metricValue sums a counter or gauge family over the series whose labels
-// include every pair in labels.
-func metricValue(t *testing.T, name string, labels map[string]string) float64 {
-	t.Helper()
-	fams, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range f.GetMetric() {
-			have := map[string]string{}
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for k, v := range labels {
-				if have[k] != v {
-					continue next
-				}
-			}
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return sum
-}
 
 func TestReload(t *testing.T) {
 	st := newMemStore()
@@ -117,7 +87,7 @@ func TestReload(t *testing.T) {
 
 	// A broken file: the previous version keeps serving, the answer and the
 	// metric say why.
-	failures := metricValue(t, "pulse_scorer_model_load_failures_total", map[string]string{"model": "purchase_propensity"})
+	failures := testenv.Gathered(t, "pulse_scorer_model_load_failures_total", map[string]string{"model": "purchase_propensity"})
 	writeFile(t, path, `{"learner": {broken`)
 	code, a = reload("admin-key")
 	if code != 500 || a.Success || !strings.Contains(a.Error, "1 of 2 models failed") || !strings.Contains(a.Models[0].Error, "keeps serving") {
@@ -126,7 +96,7 @@ func TestReload(t *testing.T) {
 	if got := predict(); math.Abs(*got.Score-1/(1+math.Exp(-2))) > 1e-12 {
 		t.Fatalf("after failed reload the old model must serve: %+v", got)
 	}
-	if n := metricValue(t, "pulse_scorer_model_load_failures_total", map[string]string{"model": "purchase_propensity"}); n != failures+1 {
+	if n := testenv.Gathered(t, "pulse_scorer_model_load_failures_total", map[string]string{"model": "purchase_propensity"}); n != failures+1 {
 		t.Errorf("load failures metric: %v, want %v", n, failures+1)
 	}
 	os.Remove(path)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -326,10 +325,10 @@ func checkDeletePerson(t *testing.T, cfg *config.Config, ingest, scorer string, 
 			return false
 		}
 		_, metrics := call("GET", ingest+"/metrics", "", "")
-		return metricValue(metrics, "pulse_ingest_suppressed_ids") >= float64(len(m.ids[supp]))
+		return testenv.MetricText(metrics, "pulse_ingest_suppressed_ids") >= float64(len(m.ids[supp]))
 	})
 	_, metrics := call("GET", ingest+"/metrics", "", "")
-	dropped0 := metricValue(metrics, "pulse_ingest_suppressed_total")
+	dropped0 := testenv.MetricText(metrics, "pulse_ingest_suppressed_total")
 	for _, id := range []string{supp, kept} {
 		body := `{"userId":"` + id + `","event":"Order Completed","messageId":"after-` + id + `","properties":{"revenue":5}}`
 		if code, out := call("POST", ingest+"/v1/track", "dev-write-key", body); code != 200 {
@@ -344,21 +343,7 @@ func checkDeletePerson(t *testing.T, cfg *config.Config, ingest, scorer string, 
 		t.Fatalf("%s after its suppressed event: %d %s, want 404", supp, code, out)
 	}
 	_, metrics = call("GET", ingest+"/metrics", "", "")
-	if d := metricValue(metrics, "pulse_ingest_suppressed_total") - dropped0; d != 1 {
+	if d := testenv.MetricText(metrics, "pulse_ingest_suppressed_total") - dropped0; d != 1 {
 		t.Fatalf("pulse_ingest_suppressed_total grew by %v, want 1", d)
 	}
-}
-
-// metricValue is the value of the unlabelled metric name in a Prometheus
-// text exposition, or -1.
-func metricValue(exposition, name string) float64 {
-	for _, line := range strings.Split(exposition, "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err == nil {
-				return f
-			}
-		}
-	}
-	return -1
 }
