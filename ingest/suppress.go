@@ -2,11 +2,9 @@ package ingest
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"maps"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -48,27 +46,8 @@ func NewSuppressions(cfg *config.Config, log *slog.Logger) *Suppressions {
 
 // Run follows the topic until ctx ends.
 func (s *Suppressions) Run(ctx context.Context) error {
-	cl, err := kafka.NewClient(s.cfg.Kafka,
-		kgo.ConsumeTopics(s.cfg.Kafka.Topics.Suppressions),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.FetchMaxWait(200*time.Millisecond),
-	)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
 	m := map[string]struct{}{}
-	for {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		fs.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) {
-				s.log.Warn("suppressions fetch failed", "topic", t, "partition", p, "err", err)
-			}
-		})
+	return kafka.Follow(ctx, s.cfg.Kafka, s.cfg.Kafka.Topics.Suppressions, s.log, func(fs kgo.Fetches) {
 		changed := false
 		fs.EachRecord(func(r *kgo.Record) {
 			changed = true
@@ -83,7 +62,7 @@ func (s *Suppressions) Run(ctx context.Context) error {
 			s.ids.Store(&snap)
 			suppressedIDs.Set(float64(len(snap)))
 		}
-	}
+	})
 }
 
 // Has reports whether entity id is suppressed.

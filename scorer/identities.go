@@ -2,12 +2,10 @@ package scorer
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -56,29 +54,10 @@ func NewIdentities(cfg *config.Config, log *slog.Logger) *Identities {
 
 // Run reads the identity topic until ctx ends.
 func (ids *Identities) Run(ctx context.Context) error {
-	cl, err := kafka.NewClient(ids.cfg.Kafka,
-		kgo.ConsumeTopics(ids.cfg.Kafka.Topics.Identity),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.FetchMaxWait(200*time.Millisecond),
-	)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	for {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		fs.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) {
-				ids.log.Warn("identity table fetch failed", "topic", t, "partition", p, "err", err)
-			}
-		})
+	return kafka.Follow(ctx, ids.cfg.Kafka, ids.cfg.Kafka.Topics.Identity, ids.log, func(fs kgo.Fetches) {
 		fs.EachRecord(ids.add)
 		ids.ready.Store(true)
-	}
+	})
 }
 
 // add applies one record: the identifier's latest link replaces its
