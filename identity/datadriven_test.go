@@ -134,10 +134,15 @@ func (r *ddRun) run(t *testing.T, pos, line string, input []string) string {
 	case "options":
 		r.reset(ddOptions(t, pos, args))
 		return ""
-	case "link":
-		req := Request{From: ident(args["from"]), To: ident(args["to"]), Kind: KindIdentify, MessageID: args["id"]}
-		if k := args["kind"]; k != "" {
-			req.Kind = LinkKind(k)
+	case "link", "forget":
+		req := Request{Kind: KindForget, MessageID: args["id"]}
+		if f[0] == "link" {
+			req.From, req.To, req.Kind = ident(args["from"]), ident(args["to"]), KindIdentify
+			if k := args["kind"]; k != "" {
+				req.Kind = LinkKind(k)
+			}
+		} else {
+			req.From, req.To = ident(pos0[0]), ident(pos0[0])
 		}
 		if a := args["at"]; a != "" {
 			req.At = ms(a)
@@ -148,17 +153,6 @@ func (r *ddRun) run(t *testing.T, pos, line string, input []string) string {
 		}
 		r.store.Commit(d)
 		r.links = append(r.links, d.Links...)
-		return formatDecision(d)
-	case "forget":
-		req := Request{From: ident(pos0[0]), To: ident(pos0[0]), Kind: KindForget, MessageID: args["id"]}
-		if a := args["at"]; a != "" {
-			req.At = ms(a)
-		}
-		d, err := r.graph.Apply(req)
-		if err != nil {
-			t.Fatalf("%s: %v", pos, err)
-		}
-		r.store.Commit(d)
 		for _, id := range d.Forgotten {
 			r.links = append(r.links, Link{Identifier: id.String()}) // the tombstone
 		}
