@@ -636,13 +636,11 @@ func (t *task) rewrite(ctx context.Context, ids []string) error {
 		// Idempotent: members enter, others exit, whatever was written.
 		u := featurestore.Update{Vector: v, Enter: v.Segments}
 		if e.st.Empty() && v.CanonicalID == "" {
-			// No state and no pointer: a forgotten entity (a person
-			// deleted) must not come back as an empty vector, so none
-			// is written (one whose windows all passed reads as not
-			// found then, its features null either way).
-			if stored, err := t.has(key(pkEntity, id)); err != nil {
+			// A deleted entity (its marker, identity.go) must not come
+			// back as an empty vector: its vector is deleted again.
+			if deleted, err := t.has(key(pkForgot, id)); err != nil {
 				return err
-			} else if !stored {
+			} else if deleted {
 				u.Delete, u.Enter, u.Exit = true, nil, t.p.segments.Names()
 				ups = append(ups, u)
 				continue
