@@ -93,6 +93,11 @@ type Topics struct {
 	// (compacted, keyed by id; a tombstone lifts one), whose events ingest
 	// drops. Default <events without .events>.suppressions.
 	Suppressions string `yaml:"suppressions"`
+	// Deletions holds the progress of deletions on request (compacted,
+	// deletion.Record keyed by request id and part): no person's ids, an
+	// audit kept as long as the topic is. Default <events without
+	// .events>.deletions.
+	Deletions string `yaml:"deletions"`
 }
 
 // Named sets every topic to the default's name with base in place of
@@ -105,6 +110,7 @@ func (t *Topics) Named(base string) {
 		Activations: base + ".activations", Identity: base + ".identity",
 		IdentityRequests: base + ".identity.requests", Resolved: base + ".events.resolved",
 		RFM: base + ".rfm", Traits: base + ".traits", Suppressions: base + ".suppressions",
+		Deletions: base + ".deletions",
 	}
 }
 

@@ -288,6 +288,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&k.Topics.IdentityRequests, base+".identity.requests")
 	setDefault(&k.Topics.Resolved, k.Topics.Events+".resolved")
 	setDefault(&k.Topics.Suppressions, base+".suppressions")
+	setDefault(&k.Topics.Deletions, base+".deletions")
 	setDefault(&k.Topics.RFM, "pulse.rfm")
 	setDefault(&k.Topics.Traits, "pulse.traits")
 

@@ -3,11 +3,13 @@ package history
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/pulse-rt/pulse/deletion"
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -216,4 +218,83 @@ func (w *Writer) recallDeletions(ctx context.Context) error {
 		w.log.Info("recalled recent deletions: their older rows read later are not kept", "entities", n)
 	}
 	return nil
+}
+
+// appendPart adds to parts the deletion part a tombstone carries in its
+// deletion.Header (none on tombstones from before the header, or written
+// by hand).
+func appendPart(parts []deletion.Part, rec *kgo.Record, log *slog.Logger) []deletion.Part {
+	for _, h := range rec.Headers {
+		if h.Key != deletion.Header {
+			continue
+		}
+		p, err := deletion.ParsePart(string(h.Value))
+		if err != nil {
+			log.Warn("a tombstone with an unreadable deletion header: its deletion's progress will miss it", "key", string(rec.Key), "err", err)
+			continue
+		}
+		parts = append(parts, p)
+	}
+	return parts
+}
+
+// recordDeleted writes the progress of the deletions whose rows Forget
+// just deleted (deletion.History, one record per identifier) to the
+// deletions topic, retrying until Kafka takes them or ctx ends.
+func (w *Writer) recordDeleted(ctx context.Context) error {
+	topic := w.cfg.Kafka.Topics.Deletions
+	if topic == "" || len(w.forgetParts) == 0 {
+		w.forgetParts = nil
+		return nil
+	}
+	now := time.Now()
+	recs := make([]*kgo.Record, len(w.forgetParts))
+	for i, p := range w.forgetParts {
+		done := deletion.Record{Request: p.Request, Stage: deletion.History, At: now, Index: p.Index}
+		recs[i] = &kgo.Record{Topic: topic, Key: done.Key(), Value: done.Encode()}
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		err := w.cl.ProduceSync(ctx, recs...).FirstErr()
+		if err == nil {
+			w.forgetParts = nil
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		w.log.Warn("cannot record the deletions' progress; retrying", "topic", topic, "in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, w.opts.MaxBackoff)
+	}
+}
+
+// OldestRunningMutation is the creation time (to the second) of the oldest
+// ClickHouse mutation of the history's database that is not done, zero
+// when none runs: a deletion whose rows' ALTER TABLE ... DELETE was issued
+// before it may still have rows to delete (deletion.Status.SettleMutations).
+func (r *Reader) OldestRunningMutation(ctx context.Context) (time.Time, error) {
+	rows, err := r.conn.Query(ctx, `SELECT toUInt32(min(create_time)), count() FROM system.mutations WHERE database = ? AND is_done = 0`, r.db)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("cannot read the running mutations: %w", err)
+	}
+	defer rows.Close()
+	var oldest uint32
+	var n uint64
+	if rows.Next() {
+		if err := rows.Scan(&oldest, &n); err != nil {
+			return time.Time{}, fmt.Errorf("cannot read the running mutations: %w", err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return time.Time{}, fmt.Errorf("cannot read the running mutations: %w", err)
+	}
+	if n == 0 {
+		return time.Time{}, nil
+	}
+	return time.Unix(int64(oldest), 0).UTC(), nil
 }

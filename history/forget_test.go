@@ -3,10 +3,13 @@ package history
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/pulse-rt/pulse/deletion"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/internal/testenv"
@@ -100,12 +103,32 @@ func TestForgetDeletesRows(t *testing.T) {
 
 	// The deletion: the tombstones; its exits (reason deleted) come after.
 	forgotten0 := testutil.ToFloat64(forgotten)
-	produce(t, cfg, &kgo.Record{Topic: tp.Identity, Key: []byte("user_id:" + gone)},
-		&kgo.Record{Topic: tp.Identity, Key: []byte("anonymous_id:dev-a")},
-		&kgo.Record{Topic: tp.Identity, Key: []byte("email:pu@example.com")})
+	// Each names its part of the deletion (deletion.Header), as the
+	// linker's do; one written by hand names none.
+	tomb := func(key string, part string) *kgo.Record {
+		r := &kgo.Record{Topic: tp.Identity, Key: []byte(key)}
+		if part != "" {
+			r.Headers = []kgo.RecordHeader{{Key: deletion.Header, Value: []byte(part)}}
+		}
+		return r
+	}
+	produce(t, cfg, tomb("user_id:"+gone, "d1/0"), tomb("anonymous_id:dev-a", "d1/1"), tomb("email:pu@example.com", "d1/2"), tomb("user_id:nobody", ""))
 	for table, sql := range counts(gone) {
 		waitCount(t, conn, sql, 0, 30*time.Second)
 		t.Logf("%s: the deleted person's rows gone", table)
+	}
+	// The history's share of the deletion's progress: a record per part.
+	var parts []string
+	for _, r := range testenv.ConsumeExactly(t, cfg.Kafka.Brokers, tp.Deletions, 3) {
+		rec, err := deletion.Decode(r.Value)
+		if err != nil || rec.Stage != deletion.History || rec.Request != "d1" || string(r.Key) != string(rec.Key()) || rec.At.IsZero() {
+			t.Errorf("deletion record %s %s: %+v %v", r.Key, r.Value, rec, err)
+		}
+		parts = append(parts, string(r.Key))
+	}
+	slices.Sort(parts)
+	if got := strings.Join(parts, " "); got != "d1/history/0 d1/history/1 d1/history/2" {
+		t.Errorf("deletion records %s", got)
 	}
 	for _, sql := range counts("dev-a") {
 		waitCount(t, conn, sql, 0, 30*time.Second)
@@ -149,8 +172,8 @@ func TestForgetDeletesRows(t *testing.T) {
 	produce(t, cfg, recs...)
 	waitCount(t, conn, "SELECT count() FROM "+db+".events WHERE message_id = 'o-new'", 1, 20*time.Second)
 	waitCount(t, conn, counts(gone)["events"], 1, time.Second)
-	if d := testutil.ToFloat64(forgotten) - forgotten0; d != 3 {
-		t.Errorf("pulse_history_forgotten_identifiers_total grew by %v, want 3", d)
+	if d := testutil.ToFloat64(forgotten) - forgotten0; d != 4 {
+		t.Errorf("pulse_history_forgotten_identifiers_total grew by %v, want 4", d)
 	}
 	waitCount(t, conn, fmt.Sprintf("SELECT count() FROM %s.invalid_events", db), 0, time.Second)
 }
@@ -207,5 +230,46 @@ func TestRecallDeletions(t *testing.T) {
 		if got := w.forgot.before(c.id, c.at); got != c.left {
 			t.Errorf("a row of %s at %v left out: %v, want %v", c.id, c.at, got, c.left)
 		}
+	}
+}
+
+// TestOldestRunningMutation: the creation time of the oldest mutation of
+// the database that is not done, on a real ClickHouse; none once done. A
+// mutation that fails on a row (throwIf) stays not done, until its table
+// goes.
+func TestOldestRunningMutation(t *testing.T) {
+	native, _ := testenv.ClickHouse(t)
+	db := testenv.ClickHouseDatabase(t)
+	conn := openTest(t, native)
+	ctx := context.Background()
+	r := NewReader(conn, db)
+	for _, q := range []string{
+		"CREATE DATABASE IF NOT EXISTS " + quoteIdent(db),
+		"CREATE TABLE " + quoteIdent(db) + ".m (a UInt8) ENGINE = MergeTree ORDER BY a",
+		"INSERT INTO " + quoteIdent(db) + ".m (a) SELECT toUInt8(number + 1) FROM system.numbers LIMIT 2",
+		"ALTER TABLE " + quoteIdent(db) + ".m DELETE WHERE a = 2",
+	} {
+		if err := conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.WaitFor(t, 20*time.Second, "the mutation done", func() bool {
+		oldest, err := r.OldestRunningMutation(ctx)
+		return err == nil && oldest.IsZero()
+	})
+	before := time.Now().Add(-time.Second)
+	if err := conn.Exec(ctx, "ALTER TABLE "+quoteIdent(db)+".m DELETE WHERE throwIf(a = 1)"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // it fails, and stays
+	oldest, err := r.OldestRunningMutation(ctx)
+	if err != nil || oldest.Before(before.Truncate(time.Second)) || oldest.After(time.Now()) {
+		t.Fatalf("oldest running mutation %v, %v; want one created since %v", oldest, err, before)
+	}
+	if err := conn.Exec(ctx, "DROP TABLE "+quoteIdent(db)+".m"); err != nil {
+		t.Fatal(err)
+	}
+	if oldest, err := r.OldestRunningMutation(ctx); err != nil || !oldest.IsZero() {
+		t.Fatalf("after the table went: %v, %v", oldest, err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/deletion"
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -65,6 +66,7 @@ type Writer struct {
 	links       linkRows
 	traits      traitScoreRows
 	forget      []identity.Identifier // tombstones on pulse.identity: rows to delete (Forget)
+	forgetParts []deletion.Part       // their deletions' parts (deletion.Header): progress to record once deleted
 	forgot      forgetMemory          // the entities deleted, and when: their older rows read later are not kept
 	first       time.Time             // when the oldest buffered record was added
 	commitOwed  bool                  // the last commit failed: try again (commit)
@@ -210,6 +212,7 @@ func (w *Writer) add(rec *kgo.Record) {
 			var id identity.Identifier
 			if id, err = identity.ParseIdentifier(string(rec.Key)); err == nil {
 				w.forget = append(w.forget, id)
+				w.forgetParts = appendPart(w.forgetParts, rec, w.log)
 				if id.Entity() {
 					w.forgot.add(id.Value, rec.Timestamp)
 				}
@@ -273,6 +276,11 @@ func (w *Writer) flush(ctx context.Context) error {
 		forgotten.Add(float64(len(w.forget)))
 		w.log.Info("deleted the rows of forgotten identifiers", "identifiers", len(w.forget))
 		w.forget = nil
+		// Before the offsets: a crash here replays the tombstones, and
+		// their progress is written again under the same keys.
+		if err := w.recordDeleted(ctx); err != nil {
+			return err
+		}
 	}
 	// Every polled record is in the batches just written, so "uncommitted"
 	// is exactly what ClickHouse now holds.

@@ -107,6 +107,9 @@ func Topics(c config.Kafka) []TopicSpec {
 		// The suppressed entity ids (people deleted with suppression),
 		// compacted: ingest reads it whole.
 		{Name: c.Topics.Suppressions, Configs: map[string]*string{"cleanup.policy": &compact}},
+		// The progress of deletions on request (deletion.Record), compacted
+		// by request and part: the scorer reads it whole.
+		{Name: c.Topics.Deletions, Configs: map[string]*string{"cleanup.policy": &compact}},
 		// Trait scores as they change (model.TraitScore), for history.
 		{Name: c.Topics.Traits},
 		// RFM boundaries and partition summaries (stream/rfm_topic.go).

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/deletion"
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/internal/httpapi"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -28,12 +29,16 @@ func WithDeletions(client *kgo.Client) Option {
 
 // Deletion is the answer of DELETE /v1/profiles/{entity}/{id}: the request
 // is in Kafka, durable; the stream carries it out within moments and the
-// history's rows go as ClickHouse runs the mutations.
+// history's rows go as ClickHouse runs the mutations (GET StatusURL
+// follows it).
 type Deletion struct {
 	Accepted bool `json:"accepted"`
 	// RequestID is the deletion's id: the cause of its segment exits
 	// ("forget/...") and the linker's log line.
 	RequestID string `json:"request_id"`
+	// StatusURL is the path of the deletion's progress on this server
+	// (GET /v1/deletions/{request_id}).
+	StatusURL string `json:"status_url"`
 	// Identifier is the typed identifier the deletion names.
 	Identifier string `json:"identifier"`
 	// Suppressed: the person's entity ids are suppressed too (?suppress=
@@ -99,16 +104,10 @@ func (s *Server) forget(ctx *fasthttp.RequestCtx, rest string) {
 		httpapi.WriteError(ctx, fasthttp.StatusInternalServerError, err.Error())
 		return
 	}
-	pctx, cancel := context.WithTimeout(context.Background(), forgetWait)
-	defer cancel()
-	rec := &kgo.Record{Topic: cfg.Kafka.Topics.IdentityRequests, Key: []byte(id), Value: v}
-	if err := s.forgetClient.ProduceSync(pctx, rec).FirstErr(); err != nil {
-		httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, "cannot write the deletion request to Kafka: "+err.Error()+"; nothing was deleted, send it again")
-		return
-	}
-	ans := Deletion{Accepted: true, RequestID: req.MessageID, Identifier: subject.String(), Suppressed: suppress, Identifiers: []string{}}
-	// The person as the linker will find it: a userId in no profile is
-	// tried as the anonymousId of the same value.
+	ans := Deletion{Accepted: true, RequestID: req.MessageID, StatusURL: "/v1/deletions/" + req.MessageID, Identifier: subject.String(), Suppressed: suppress, Identifiers: []string{}}
+	// The person as the linker will find it, read before the request (the
+	// linker soon tombstones what this table holds): a userId in no
+	// profile is tried as the anonymousId of the same value.
 	canon, ok := s.identities.CanonicalOf(subject.String())
 	if !ok && subject.Kind == identity.KindUser {
 		canon, ok = s.identities.CanonicalOf(identity.Anonymous(id).String())
@@ -120,6 +119,22 @@ func (s *Server) forget(ctx *fasthttp.RequestCtx, rest string) {
 	}
 	if len(ans.Identifiers) == 0 {
 		ans.Identifiers = append(ans.Identifiers, subject.String()) // never linked: itself alone
+	}
+	pctx, cancel := context.WithTimeout(context.Background(), forgetWait)
+	defer cancel()
+	rec := &kgo.Record{Topic: cfg.Kafka.Topics.IdentityRequests, Key: []byte(id), Value: v}
+	if err := s.forgetClient.ProduceSync(pctx, rec).FirstErr(); err != nil {
+		httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, "cannot write the deletion request to Kafka: "+err.Error()+"; nothing was deleted, send it again")
+		return
+	}
+	// Its progress's first record, after the request (a failed request
+	// leaves no deletion pending for ever); the linker's record repeats
+	// what it says, so one lost here loses only the status's first moments.
+	asked := deletion.Record{Request: req.MessageID, Stage: deletion.Requested, At: req.At, RequestedAt: req.At, Kind: subject.Kind, Suppress: suppress}
+	if topic := cfg.Kafka.Topics.Deletions; topic != "" {
+		if err := s.forgetClient.ProduceSync(pctx, &kgo.Record{Topic: topic, Key: asked.Key(), Value: asked.Encode()}).FirstErr(); err != nil {
+			s.log.Warn("cannot record a deletion request's progress; the linker records it when it carries it out", "request", req.MessageID, "err", err)
+		}
 	}
 	s.log.Info("deletion requested", "identifier", subject.String(), "request", req.MessageID)
 	writeJSONStatus(ctx, fasthttp.StatusAccepted, ans)

@@ -1,13 +1,19 @@
 package scorer_test
 
 import (
+	"context"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	json "github.com/goccy/go-json"
+	"github.com/pulse-rt/pulse/deletion"
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/scorer"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // DELETE /v1/profiles/{entity}/{id}: an admin key's request is written to
@@ -43,6 +49,7 @@ func TestDeleteProfile(t *testing.T) {
 		code, body := h.do("DELETE", path, "admin-key", "")
 		var d scorer.Deletion
 		if err := json.Unmarshal([]byte(body), &d); code != 202 || err != nil || !d.Accepted || !strings.HasPrefix(d.RequestID, "delete-") ||
+			d.StatusURL != "/v1/deletions/"+d.RequestID ||
 			len(d.Identifiers) != 1 || d.Identifiers[0] != d.Identifier { // no identity table here: the one named
 			t.Fatalf("DELETE %s: %d %s (%v)", path, code, body, err)
 		}
@@ -66,6 +73,158 @@ func TestDeleteProfile(t *testing.T) {
 			q.Suppress != (i == 2) || answers[i].Suppressed != q.Suppress {
 			t.Errorf("request %d: %+v (answered %+v), want a forget of %s", i, q, answers[i], want[i])
 		}
+	}
+	// Each deletion's progress starts with the request, naming no one.
+	for i, r := range testenv.ConsumeExactly(t, cfg.Kafka.Brokers, cfg.Kafka.Topics.Deletions, len(answers)) {
+		rec, err := deletion.Decode(r.Value)
+		if err != nil || rec.Stage != deletion.Requested || rec.Request != answers[i].RequestID || string(r.Key) != rec.Request+"/requested" ||
+			rec.Kind != want[i].Kind || rec.Suppress != (i == 2) || !rec.RequestedAt.Equal(got[i].At) || strings.Contains(string(r.Value), want[i].Value) {
+			t.Errorf("deletion record %d: %s %s (%+v, %v)", i, r.Key, r.Value, rec, err)
+		}
+	}
+}
+
+// mutations is a history whose oldest running ClickHouse mutation is set
+// by the test.
+type mutations struct {
+	fakeEvents
+	mu     sync.Mutex
+	oldest time.Time
+}
+
+func (m *mutations) OldestRunningMutation(context.Context) (time.Time, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.oldest, nil
+}
+
+// GET /v1/deletions/{request_id} and GET /v1/deletions (admin): each
+// deletion's progress as read from the deletions topic (on an embedded
+// broker), its history stage held in progress while ClickHouse runs a
+// mutation created before it finished; the list latest first, by status,
+// limited; unknown ids, bad parameters, keys and methods refused.
+func TestDeletionStatus(t *testing.T) {
+	cfg := newConfig(t, testConfig)
+	embeddedKafka(t, cfg)
+	cfg.ClickHouse.Addr = "127.0.0.1:9000" // a history is kept: its stage counts
+	prod := producer(t, cfg)
+	t0 := time.Now().UTC().Add(-time.Hour).Truncate(time.Millisecond)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	var recs []*kgo.Record
+	for _, r := range []deletion.Record{
+		{Request: "d-done", Stage: deletion.Requested, At: at(0), RequestedAt: at(0), Kind: "user_id"},
+		{Request: "d-done", Stage: deletion.Identity, At: at(1), RequestedAt: at(0), Kind: "user_id", Identifiers: 2, Entities: 1},
+		{Request: "d-done", Stage: deletion.Stream, At: at(2)},
+		{Request: "d-done", Stage: deletion.History, At: at(3), Index: 0},
+		{Request: "d-done", Stage: deletion.History, At: at(4), Index: 1},
+		{Request: "d-half", Stage: deletion.Identity, At: at(11), RequestedAt: at(10), Kind: "email", Suppress: true, Identifiers: 1, Entities: 2},
+		{Request: "d-half", Stage: deletion.Stream, At: at(12), Index: 1},
+		{Request: "d-new", Stage: deletion.Requested, At: at(20), RequestedAt: at(20), Kind: "anonymous_id"},
+	} {
+		recs = append(recs, &kgo.Record{Topic: cfg.Kafka.Topics.Deletions, Key: r.Key(), Value: r.Encode()})
+	}
+	recs = append(recs, &kgo.Record{Topic: cfg.Kafka.Topics.Deletions, Key: []byte("junk"), Value: []byte("{")})
+	if err := prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	dels := scorer.NewDeletions(cfg, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- dels.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	hist := &mutations{}
+	h := start(t, cfg, newMemStore(), scorer.WithDeletionStatus(dels), scorer.WithHistory(hist))
+	status := func(id string) deletion.Status {
+		t.Helper()
+		code, body := h.do("GET", "/v1/deletions/"+id, "admin-key", "")
+		var s deletion.Status
+		if err := json.Unmarshal([]byte(body), &s); code != 200 || err != nil {
+			t.Fatalf("GET %s: %d %s (%v)", id, code, body, err)
+		}
+		return s
+	}
+	testenv.WaitFor(t, 10*time.Second, "the deletions read", func() bool {
+		code, _ := h.do("GET", "/v1/deletions/d-new", "admin-key", "")
+		return code == 200
+	})
+	// The gauges: d-half and d-new unfinished, d-half (asked an hour ago
+	// less 10 s) the oldest.
+	testenv.WaitFor(t, 15*time.Second, "the deletion gauges", func() bool {
+		age := testenv.Gathered(t, "pulse_scorer_deletion_oldest_unfinished_seconds", nil)
+		return testenv.Gathered(t, "pulse_scorer_deletions_unfinished", nil) == 2 && age > 3500 && age < 3700
+	})
+	if s := status("d-done"); s.State != deletion.StateDone || !s.DoneAt.Equal(at(4)) || s.History == nil || s.History.PartsDone != 2 || s.Kind != "user_id" {
+		t.Errorf("d-done: %+v", s)
+	}
+	if s := status("d-half"); s.State != deletion.StateInProgress || s.Stream.Parts != 2 || s.Stream.PartsDone != 1 || !s.Suppressed || s.RequestedAt.IsZero() {
+		t.Errorf("d-half: %+v", s)
+	}
+	if s := status("d-new"); s.State != deletion.StatePending || s.Identity.Done {
+		t.Errorf("d-new: %+v", s)
+	}
+	// A mutation created before d-done's history finished still runs.
+	hist.mu.Lock()
+	hist.oldest = at(2)
+	hist.mu.Unlock()
+	if s := status("d-done"); s.State != deletion.StateInProgress || !s.History.MutationsRunning || s.History.Done {
+		t.Errorf("d-done with a mutation running: %+v, history %+v", s, s.History)
+	}
+	hist.mu.Lock()
+	hist.oldest = at(5) // a later deletion's
+	hist.mu.Unlock()
+	if s := status("d-done"); s.State != deletion.StateDone {
+		t.Errorf("d-done with a later mutation running: %+v", s)
+	}
+
+	list := func(query string) scorer.DeletionList {
+		t.Helper()
+		code, body := h.do("GET", "/v1/deletions"+query, "admin-key", "")
+		var l scorer.DeletionList
+		if err := json.Unmarshal([]byte(body), &l); code != 200 || err != nil {
+			t.Fatalf("GET /v1/deletions%s: %d %s (%v)", query, code, body, err)
+		}
+		return l
+	}
+	ids := func(l scorer.DeletionList) string {
+		var out []string
+		for _, s := range l.Deletions {
+			out = append(out, s.RequestID+":"+s.State)
+		}
+		return strings.Join(out, " ") + " of " + strconv.Itoa(l.Total)
+	}
+	for query, want := range map[string]string{
+		"":                    "d-new:pending d-half:in_progress d-done:done of 3",
+		"?limit=1":            "d-new:pending of 3",
+		"?status=done":        "d-done:done of 1",
+		"?status=in_progress": "d-half:in_progress of 1",
+	} {
+		if got := ids(list(query)); got != want {
+			t.Errorf("GET /v1/deletions%s: %s, want %s", query, got, want)
+		}
+	}
+	for _, c := range []struct {
+		method, path, key string
+		code              int
+		says              string
+	}{
+		{"GET", "/v1/deletions/d-done", "read-key", 403, "admin"},
+		{"GET", "/v1/deletions", "", 401, ""},
+		{"GET", "/v1/deletions/d-nope", "admin-key", 404, `request_id: no deletion \"d-nope\"`},
+		{"GET", "/v1/deletions?limit=0", "admin-key", 400, "limit: want a number from 1 to 1000"},
+		{"GET", "/v1/deletions?status=gone", "admin-key", 400, `status: want pending, in_progress, done, got \"gone\"`},
+		{"DELETE", "/v1/deletions/d-done", "admin-key", 405, "use GET"},
+	} {
+		if code, body := h.do(c.method, c.path, c.key, ""); code != c.code || !strings.Contains(body, c.says) {
+			t.Errorf("%s %s with %q: %d %s, want %d saying %q", c.method, c.path, c.key, code, body, c.code, c.says)
+		}
+	}
+	if code, body := start(t, cfg, newMemStore()).do("GET", "/v1/deletions", "admin-key", ""); code != 503 {
+		t.Errorf("without the deletions followed: %d %s, want 503", code, body)
 	}
 }
 

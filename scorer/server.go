@@ -125,6 +125,7 @@ type Server struct {
 	imports ImportHandler
 
 	identities *Identities
+	deletions  *Deletions // GET /v1/deletions; nil: 503
 	events     EventReader
 	rfm        *RFMView // GET /v1/rfm; nil: not followed
 
@@ -392,6 +393,11 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		ep = epProfile
 		if s.method(ctx, fasthttp.MethodDelete) {
 			s.unsuppress(ctx, string(path[len("/v1/suppressions/"):]))
+		}
+	case string(path) == "/v1/deletions" || strings.HasPrefix(string(path), "/v1/deletions/"):
+		ep = epProfile
+		if s.method(ctx, fasthttp.MethodGet) {
+			s.deletionStatus(ctx, strings.TrimPrefix(strings.TrimPrefix(string(path), "/v1/deletions"), "/"))
 		}
 	case strings.HasPrefix(string(path), "/v1/entities/"):
 		ep = epEntity

@@ -11,6 +11,7 @@ import (
 
 	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/aggregate"
+	"github.com/pulse-rt/pulse/deletion"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/internal/testenv"
@@ -31,6 +32,37 @@ func (e *env) forgetRequest(subject identity.Identifier, id string, suppress ...
 	r := &kgo.Record{Topic: e.cfg.Kafka.Topics.IdentityRequests, Key: []byte(subject.Value), Value: v}
 	if err := e.prod.ProduceSync(context.Background(), r).FirstErr(); err != nil {
 		e.t.Fatal(err)
+	}
+}
+
+// deletionProgress folds the deletions topic (the stream's share: no
+// history) and checks that no part of a deletion is recorded twice.
+func deletionProgress(t *testing.T, e *env) *deletion.Table {
+	t.Helper()
+	tab := deletion.NewTable()
+	seen := map[string]bool{}
+	for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.Deletions) {
+		rec, err := deletion.Decode(r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k := string(r.Key); seen[k] || k != string(rec.Key()) {
+			t.Errorf("deletion record %s under key %s: twice, or under another key", r.Value, k)
+		}
+		seen[string(r.Key)] = true
+		tab.Add(rec)
+	}
+	return tab
+}
+
+// checkDeleted checks that deletion id is done in the stream, with the
+// person's counts.
+func checkDeleted(t *testing.T, tab *deletion.Table, id string, identifiers, entities int, suppressed bool) {
+	t.Helper()
+	s, ok := tab.Status(id, false)
+	if !ok || s.State != deletion.StateDone || s.Identifiers != identifiers || s.Entities != entities || s.Stream.PartsDone != entities ||
+		s.Suppressed != suppressed || s.Kind != identity.KindUser || s.RequestedAt.IsZero() {
+		t.Errorf("deletion %s: %+v (found %v), want done with %d identifiers and %d entities, suppressed %v", id, s, ok, identifiers, entities, suppressed)
 	}
 }
 
@@ -139,11 +171,18 @@ func TestForgetPerson(t *testing.T) {
 	if deletedExits == 0 {
 		t.Error("no exit with reason deleted")
 	}
-	// The identity table: every identifier of the person tombstoned last.
+	// The identity table: every identifier of the person tombstoned last,
+	// each tombstone naming its part of the deletion for the history.
 	latest := map[string][]byte{}
+	parts := map[string]string{}
 	for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.Identity) {
 		if identity.IsLink(r.Key) {
 			latest[string(r.Key)] = r.Value
+			for _, h := range r.Headers {
+				if h.Key == deletion.Header {
+					parts[string(h.Value)] = string(r.Key)
+				}
+			}
 		}
 	}
 	for _, k := range []string{"user_id:pu", "anonymous_id:dev-a", "anonymous_id:dev-b", "email:pu@example.com", "user_id:lone"} {
@@ -151,6 +190,13 @@ func TestForgetPerson(t *testing.T) {
 			t.Errorf("identity table: %s last holds %q (present %v), want a tombstone", k, v, ok)
 		}
 	}
+	if len(parts) != 5 || parts["del-2/0"] != "user_id:lone" || parts["del-1/0"] == "" || parts["del-1/3"] == "" {
+		t.Errorf("tombstones' deletion parts: %v, want del-1/0 to del-1/3 and del-2/0", parts)
+	}
+	// The deletions' progress: both done in the stream, each part once.
+	tab := deletionProgress(t, e)
+	checkDeleted(t, tab, "del-1", 4, 3, false)
+	checkDeleted(t, tab, "del-2", 1, 1, true)
 
 	// The suppressed deletion's entity id is on the suppressions topic (for
 	// ingest), the other's ids are not.
@@ -309,6 +355,10 @@ func TestForgetKilledMidDeletion(t *testing.T) {
 				if !equal(final[u], "buyers", "hot", "odd_orders") {
 					t.Errorf("%s (kept): segments %v", u, final[u])
 				}
+			}
+			tab := deletionProgress(t, e) // each part once, the kill's replay included
+			for p := range 3 {
+				checkDeleted(t, tab, fmt.Sprint("del-", p), 2, 2, false)
 			}
 		})
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cockroachdb/pebble"
 	"github.com/pulse-rt/pulse/aggregate"
+	"github.com/pulse-rt/pulse/deletion"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/identity"
@@ -434,6 +435,10 @@ func (t *task) forget(x *txn, rr resolved, cause string) error {
 		at = x.now
 	}
 	t.setForgot(x, id, max(1, at.UnixMilli()))
+	if topic := t.p.cfg.Kafka.Topics.Deletions; topic != "" && rr.Cause != "" {
+		done := deletion.Record{Request: rr.Cause, Stage: deletion.Stream, At: x.now, Index: rr.Index}
+		x.recs = append(x.recs, &kgo.Record{Topic: topic, Key: done.Key(), Value: done.Encode()})
+	}
 	x.updates = append(x.updates, u)
 	x.pending = append(x.pending, id)
 	return nil

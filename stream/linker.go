@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/pulse-rt/pulse/deletion"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/kafka"
@@ -29,7 +30,9 @@ import (
 //   - a dead letter (event.ReasonLinkRefused) per refused link;
 //   - for a deletion (identity.KindForget, from the profile API), a
 //     tombstone per identifier of the person and a forget per entity of
-//     it to pulse.events.resolved, for the tasks to delete their state.
+//     it to pulse.events.resolved, for the tasks to delete their state,
+//     and its progress to pulse.deletions (deletion.Identity; each
+//     tombstone carries its part in a deletion.Header for the history).
 //
 // Its state is the graph itself, in memory, rebuilt on open from
 // pulse.identity (identity.RestoreMemStore), read read_committed up to a
@@ -374,15 +377,26 @@ func (l *linker) fold(ctx context.Context, recs []*kgo.Record) error {
 			}
 		case identity.Forgotten:
 			forgotten++
-			for _, id := range d.Forgotten {
-				out = append(out, &kgo.Record{Topic: tp.Identity, Key: []byte(id.String())}) // a tombstone
+			for i, id := range d.Forgotten {
+				tomb := &kgo.Record{Topic: tp.Identity, Key: []byte(id.String())} // a tombstone
+				if req.MessageID != "" {
+					// The history writer's share of the deletion's progress.
+					part := deletion.Part{Request: req.MessageID, Index: i}
+					tomb.Headers = []kgo.RecordHeader{{Key: deletion.Header, Value: []byte(part.String())}}
+				}
+				out = append(out, tomb)
 			}
-			for _, e := range d.Deletes {
-				v := encodeResolved(resolved{Kind: resolvedForget, To: e, At: req.At, Cause: req.MessageID})
+			for i, e := range d.Deletes {
+				v := encodeResolved(resolved{Kind: resolvedForget, To: e, At: req.At, Cause: req.MessageID, Index: i})
 				out = append(out, &kgo.Record{Topic: tp.Resolved, Key: []byte(e), Value: v})
 				if req.Suppress && tp.Suppressions != "" {
 					out = append(out, &kgo.Record{Topic: tp.Suppressions, Key: []byte(e), Value: identity.EncodeSuppression(req)})
 				}
+			}
+			if tp.Deletions != "" && req.MessageID != "" {
+				done := deletion.Record{Request: req.MessageID, Stage: deletion.Identity, At: now, RequestedAt: req.At, Kind: req.To.Kind,
+					Suppress: req.Suppress, Identifiers: len(d.Forgotten), Entities: len(d.Deletes)}
+				out = append(out, &kgo.Record{Topic: tp.Deletions, Key: done.Key(), Value: done.Encode()})
 			}
 			l.log.Info("identity: person forgotten", "subject", req.To.String(), "identifiers", len(d.Forgotten), "entities", len(d.Deletes), "request", req.MessageID)
 		}

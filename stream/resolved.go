@@ -25,7 +25,10 @@ type resolved struct {
 	From  string    `json:"from,omitempty"`
 	To    string    `json:"to"`
 	At    time.Time `json:"at,omitzero"`
-	Cause string    `json:"cause,omitempty"` // the link's messageId
+	Cause string    `json:"cause,omitempty"` // the link's messageId; a forget's request id
+	// Index numbers a forget among its request's entities (the
+	// deletion.Stream record of its progress).
+	Index int `json:"index,omitempty"`
 	// State is From's encoded aggregate.State (transfer).
 	State []byte `json:"state,omitempty"`
 	// Event is the event's JSON as it came on pulse.events (event).

@@ -1,14 +1,20 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/deletion"
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/internal/testenv"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"gopkg.in/yaml.v3"
 )
 
@@ -64,5 +70,58 @@ func TestDeleteCommand(t *testing.T) {
 	want := "user_id:u-1 user_id:u-2 user_id:u-3 email:jo@example.com"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("requests %v, want %s", got, want)
+	}
+	// Each deletion's progress starts with its request, naming no one.
+	asked := map[string]bool{}
+	for _, r := range testenv.ConsumeExactly(t, []string{broker}, tp.Deletions, 4) {
+		rec, err := deletion.Decode(r.Value)
+		if err != nil || rec.Stage != deletion.Requested || rec.RequestedAt.IsZero() || strings.Contains(string(r.Value), "u-") {
+			t.Errorf("deletion record %s: %+v %v", r.Value, rec, err)
+		}
+		asked[rec.Request] = true
+	}
+
+	// -wait: until every deletion is done (here the test records the
+	// linker's and the stream's shares, as they would); and, when the
+	// time runs out first, a failure that says which are not.
+	res := make(chan string, 1)
+	go func() {
+		code, out := run("delete", "-config", conf, "-wait", "60s", "u-7")
+		res <- fmt.Sprint(code, " ", out)
+	}()
+	cl, err := kafka.NewClient(config.Kafka{Brokers: []string{broker}}, kgo.ConsumeTopics(tp.Deletions), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var req string
+	for req == "" && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			if rec, err := deletion.Decode(r.Value); err == nil && !asked[rec.Request] {
+				req = rec.Request
+			}
+		})
+	}
+	if req == "" {
+		t.Fatalf("no request of -wait's deletion: %s", <-res)
+	}
+	var shares []*kgo.Record
+	for _, rec := range []deletion.Record{
+		{Request: req, Stage: deletion.Identity, At: time.Now(), Kind: "user_id", Identifiers: 1, Entities: 1},
+		{Request: req, Stage: deletion.Stream, At: time.Now()},
+	} {
+		shares = append(shares, &kgo.Record{Topic: tp.Deletions, Key: rec.Key(), Value: rec.Encode()})
+	}
+	if err := cl.ProduceSync(ctx, shares...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if out := <-res; !strings.HasPrefix(out, "0 ") || !strings.Contains(out, "user_id:u-7\t"+req+"\tdone") {
+		t.Fatalf("delete -wait: %s", out)
+	}
+	if code, out := run("delete", "-config", conf, "-wait", "1s", "u-8"); code != 1 || !strings.Contains(out, "\tpending") ||
+		!strings.Contains(out, "1 of 1 deletions not done within 1s") {
+		t.Fatalf("delete -wait with no linker: %d %s", code, out)
 	}
 }

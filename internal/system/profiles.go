@@ -3,6 +3,7 @@ package system
 import (
 	"context"
 	"sync/atomic"
+	"time"
 
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/history"
@@ -30,6 +31,14 @@ func (h *historyEvents) LatestTraits(ctx context.Context, ids []string) (map[str
 		return nil, scorer.ErrNoHistory
 	}
 	return r.LatestTraits(ctx, ids)
+}
+
+func (h *historyEvents) OldestRunningMutation(ctx context.Context) (time.Time, error) {
+	r := h.r.Load()
+	if r == nil {
+		return time.Time{}, scorer.ErrNoHistory
+	}
+	return r.OldestRunningMutation(ctx)
 }
 
 // openHistoryReader gives the profiles a Reader of the configured

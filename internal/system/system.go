@@ -330,6 +330,16 @@ func (s *System) StartScorer(o ScorerOptions) error {
 				}
 				return nil
 			})
+			if s.Config.Kafka.Topics.Deletions != "" {
+				dels := scorer.NewDeletions(s.Config, s.Log)
+				opts = append(opts, scorer.WithDeletionStatus(dels))
+				s.g.Go(func() error {
+					if err := dels.Run(s.ctx); err != nil {
+						s.Log.Error("deletions feed stopped; GET /v1/deletions answers what it read", "err", err)
+					}
+					return nil
+				})
+			}
 		}
 	}
 	if o.Imports {

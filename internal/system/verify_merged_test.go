@@ -12,6 +12,7 @@ import (
 
 	"github.com/pulse-rt/pulse/backfill"
 	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/deletion"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/history"
 	"github.com/pulse-rt/pulse/internal/testenv"
@@ -273,20 +274,24 @@ func checkDeletePerson(t *testing.T, cfg *config.Config, ingest, scorer string, 
 	code, out = call("DELETE", scorer+"/v1/profiles/user/"+device, "dev-admin-key", "")
 	var d struct {
 		Accepted    bool     `json:"accepted"`
+		StatusURL   string   `json:"status_url"`
 		Identifiers []string `json:"identifiers"`
 	}
-	if err := json.Unmarshal([]byte(out), &d); code != 202 || err != nil || !d.Accepted || !contains(d.Identifiers, "user_id:"+gone) {
+	if err := json.Unmarshal([]byte(out), &d); code != 202 || err != nil || !d.Accepted || !contains(d.Identifiers, "user_id:"+gone) || d.StatusURL == "" {
 		t.Fatalf("DELETE %s: %d %s, want 202 listing user_id:%s", device, code, out, gone)
 	}
 	ids := m.ids[gone]
-	testenv.WaitFor(t, 30*time.Second, "every id of the deleted person to answer 404", func() bool {
-		for _, id := range ids {
-			if code, _ := call("GET", scorer+"/v1/profiles/user/"+id, "dev-read-key", ""); code != 404 {
-				return false
-			}
-		}
-		return true
+	// Its status says done once the stream and the history (ClickHouse's
+	// mutations included) are: then the rows are gone, with no wait.
+	var st deletion.Status
+	testenv.WaitFor(t, 60*time.Second, "the deletion's status to say done", func() bool {
+		code, out := call("GET", scorer+d.StatusURL, "dev-admin-key", "")
+		return code == 200 && json.Unmarshal([]byte(out), &st) == nil && st.State == deletion.StateDone
 	})
+	if st.Entities != len(ids) || st.Stream.PartsDone != len(ids) || st.History == nil || st.History.PartsDone != st.Identifiers ||
+		st.Identifiers < len(ids) || st.Kind != "user_id" {
+		t.Fatalf("deletion status %+v (history %+v), want %d entities done and every identifier's history", st, st.History, len(ids))
+	}
 	ctx := context.Background()
 	list := "'" + strings.Join(ids, "','") + "'"
 	for _, q := range []string{
@@ -294,10 +299,23 @@ func checkDeletePerson(t *testing.T, cfg *config.Config, ingest, scorer string, 
 		"SELECT count() FROM " + r.Table("identity_links") + " WHERE canonical_id IN (" + list + ")",
 		"SELECT count() FROM " + r.Table("segment_changes") + " WHERE entity_id IN (" + list + ")",
 	} {
-		testenv.WaitFor(t, 30*time.Second, q+" = 0", func() bool {
-			var n uint64
-			return r.Conn().QueryRow(ctx, q).Scan(&n) == nil && n == 0
-		})
+		var n uint64
+		if err := r.Conn().QueryRow(ctx, q).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("%s: %d (%v) with the deletion done, want 0", q, n, err)
+		}
+	}
+	// The online store applies a deletion right after its commit.
+	testenv.WaitFor(t, 5*time.Second, "every id of the deleted person to answer 404", func() bool {
+		for _, id := range ids {
+			if code, _ := call("GET", scorer+"/v1/profiles/user/"+id, "dev-read-key", ""); code != 404 {
+				return false
+			}
+		}
+		return true
+	})
+	code, out = call("GET", scorer+"/v1/deletions?status=done", "dev-admin-key", "")
+	if code != 200 || !strings.Contains(out, `"request_id":"`+st.RequestID+`"`) || strings.Contains(out, gone) {
+		t.Fatalf("GET /v1/deletions?status=done: %d %s, want the deletion listed, naming no id", code, out)
 	}
 	var rest []string
 	for _, u := range users[1:] {
