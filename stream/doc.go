@@ -264,7 +264,9 @@
 // (featurestore.Update.Delete), and keeps a marker of the deletion's time
 // (f/<id>, __forgot/<id>) until the id's next event received after it:
 // what was received before the deletion and arrives later is dropped
-// (counted "deleted"). A backfill seed of a moved entity is merged and settled
+// (counted "deleted"). The linker and each entity's task record their
+// share of the deletion on pulse.deletions (deletion.Record) in the same
+// transaction, for the status API. A backfill seed of a moved entity is merged and settled
 // apart and sent on to its target as a transfer. With identity.enabled: false, an
 // identify records anonymousId → userId in its partition only, as before.
 //
