@@ -68,6 +68,8 @@ func NewTable() *Table { return &Table{byID: map[string]*progress{}} }
 // Add folds r in. A record read again (a replay after a crash writes the
 // same key) changes nothing but its part's time.
 func (t *Table) Add(r Record) {
+	// Times as the other APIs give them: UTC, to the millisecond.
+	r.At, r.RequestedAt = r.At.UTC().Truncate(time.Millisecond), r.RequestedAt.UTC().Truncate(time.Millisecond)
 	p := t.byID[r.Request]
 	if p == nil {
 		p = &progress{seen: int64(len(t.byID))}
