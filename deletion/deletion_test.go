@@ -139,4 +139,10 @@ func TestStatus(t *testing.T) {
 	if tab.Len() != 3 {
 		t.Errorf("len %d", tab.Len())
 	}
+	if n, oldest := tab.Unfinished(true); n != 2 || !oldest.Equal(at(300)) {
+		t.Errorf("unfinished %d, the oldest asked at %v; want 2 and %v", n, oldest, at(300))
+	}
+	if n, _ := tab.Unfinished(false); n != 1 {
+		t.Errorf("unfinished without history %d, want 1 (delete-3)", n)
+	}
 }

@@ -107,6 +107,23 @@ func (t *Table) Status(id string, withHistory bool) (s Status, ok bool) {
 	return p.status(id, withHistory), true
 }
 
+// Unfinished counts the deletions not done (ClickHouse's mutations aside)
+// and gives the request time of the oldest of them that has one, without
+// the sort of List.
+func (t *Table) Unfinished(withHistory bool) (n int, oldest time.Time) {
+	for id, p := range t.byID {
+		s := p.status(id, withHistory)
+		if s.State == StateDone {
+			continue
+		}
+		n++
+		if at := s.RequestedAt; !at.IsZero() && (oldest.IsZero() || at.Before(oldest)) {
+			oldest = at
+		}
+	}
+	return n, oldest
+}
+
 // List is every deletion's progress, the latest requested first.
 func (t *Table) List(withHistory bool) []Status {
 	type item struct {

@@ -106,17 +106,9 @@ func (d *Deletions) List() []deletion.Status {
 }
 
 func (d *Deletions) setGauges(now time.Time) {
-	var n int
-	var oldest time.Time
-	for _, s := range d.List() {
-		if s.State == deletion.StateDone {
-			continue
-		}
-		n++
-		if at := s.RequestedAt; !at.IsZero() && (oldest.IsZero() || at.Before(oldest)) {
-			oldest = at
-		}
-	}
+	d.mu.Lock()
+	n, oldest := d.tab.Unfinished(d.withHistory())
+	d.mu.Unlock()
 	deletionsUnfinished.Set(float64(n))
 	if oldest.IsZero() {
 		deletionOldestUnfinished.Set(0)
