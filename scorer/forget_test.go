@@ -74,12 +74,19 @@ func TestDeleteProfile(t *testing.T) {
 			t.Errorf("request %d: %+v (answered %+v), want a forget of %s", i, q, answers[i], want[i])
 		}
 	}
-	// Each deletion's progress starts with the request, naming no one.
-	for i, r := range testenv.ConsumeExactly(t, cfg.Kafka.Brokers, cfg.Kafka.Topics.Deletions, len(answers)) {
+	// Each deletion's progress starts with the request, naming no one
+	// (the topic's partitions: in any order).
+	byRequest := map[string]int{}
+	for i, a := range answers {
+		byRequest[a.RequestID] = i
+	}
+	for _, r := range testenv.ConsumeExactly(t, cfg.Kafka.Brokers, cfg.Kafka.Topics.Deletions, len(answers)) {
 		rec, err := deletion.Decode(r.Value)
-		if err != nil || rec.Stage != deletion.Requested || rec.Request != answers[i].RequestID || string(r.Key) != rec.Request+"/requested" ||
+		i, ok := byRequest[rec.Request]
+		delete(byRequest, rec.Request)
+		if err != nil || !ok || rec.Stage != deletion.Requested || string(r.Key) != rec.Request+"/requested" ||
 			rec.Kind != want[i].Kind || rec.Suppress != (i == 2) || !rec.RequestedAt.Equal(got[i].At) || strings.Contains(string(r.Value), want[i].Value) {
-			t.Errorf("deletion record %d: %s %s (%+v, %v)", i, r.Key, r.Value, rec, err)
+			t.Errorf("deletion record %s %s (%+v, %v), want one per request, as asked", r.Key, r.Value, rec, err)
 		}
 	}
 }
