@@ -32,6 +32,27 @@ import (
 // while (forgetMemory); a history rebuilt from older records later needs
 // the deletion again (docs/identity.md, "Deleting a person").
 func Forget(ctx context.Context, conn driver.Conn, db string, ids []identity.Identifier) error {
+	for _, w := range personRows(ids) {
+		if err := conn.Exec(ctx, deleteWhere(db, w.t.name, w.cond)); err != nil {
+			return fmt.Errorf("cannot delete forgotten rows: %w", err)
+		}
+	}
+	return nil
+}
+
+// tableWhere is a table and the condition its rows of a person meet.
+type tableWhere struct {
+	t    *table
+	cond string
+}
+
+// personRows are the conditions of the rows of the person with
+// identifiers ids, by table: what Forget deletes and ExportPerson reads.
+// Events are the person's as userId, anonymousId or previousId; segment
+// changes, predictions and trait scores, its entities'; identity links,
+// its identifiers' and those naming one of its entities canonical (last).
+// None when ids is empty.
+func personRows(ids []identity.Identifier) []tableWhere {
 	var users, anons, all, entities []string
 	for _, id := range ids {
 		all = append(all, id.String())
@@ -50,7 +71,7 @@ func Forget(ctx context.Context, conn driver.Conn, db string, ids []identity.Ide
 	}
 	slices.Sort(entities)
 	entities = slices.Compact(entities)
-	var stmts []string
+	var out []tableWhere
 	if len(entities) > 0 {
 		var cond []string
 		if len(users) > 0 {
@@ -60,22 +81,16 @@ func Forget(ctx context.Context, conn driver.Conn, db string, ids []identity.Ide
 			cond = append(cond, "anonymous_id IN "+inList(anons))
 		}
 		cond = append(cond, "previous_id IN "+inList(entities))
-		stmts = append(stmts, deleteWhere(db, eventsTable.name, strings.Join(cond, " OR ")))
+		out = append(out, tableWhere{&eventsTable, strings.Join(cond, " OR ")})
 		for _, t := range []*table{&segmentsTable, &predictionsTable, &traitScoresTable} {
-			stmts = append(stmts, deleteWhere(db, t.name, "entity_id IN "+inList(entities)))
+			out = append(out, tableWhere{t, "entity_id IN " + inList(entities)})
 		}
 	}
 	cond := "identifier IN " + inList(all)
 	if len(entities) > 0 {
 		cond += " OR canonical_id IN " + inList(entities)
 	}
-	stmts = append(stmts, deleteWhere(db, identityLinksTable.name, cond))
-	for _, s := range stmts {
-		if err := conn.Exec(ctx, s); err != nil {
-			return fmt.Errorf("cannot delete forgotten rows: %w", err)
-		}
-	}
-	return nil
+	return append(out, tableWhere{&identityLinksTable, cond})
 }
 
 func deleteWhere(db, table, cond string) string {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	json "github.com/goccy/go-json"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/pulse-rt/pulse/deletion"
 	"github.com/pulse-rt/pulse/event"
@@ -99,6 +100,45 @@ func TestForgetDeletesRows(t *testing.T) {
 	want := map[string]uint64{"events": 3, "segment_changes": 2, "predictions": 1, "trait_scores": 1, "identity_links": 3}
 	for table, sql := range counts(gone) {
 		waitCount(t, conn, sql, want[table], 20*time.Second)
+	}
+
+	// Before the deletion, the person's export (an access request): the
+	// rows the deletion will delete, no one else's.
+	r := NewReader(conn, db)
+	person := []identity.Identifier{identity.User(gone), identity.Anonymous("dev-a"), {Kind: "email", Value: "pu@example.com"}}
+	var order []string
+	exported := map[string][]map[string]any{}
+	read, err := r.ExportPerson(context.Background(), person, func(table string, row map[string]any) error {
+		if len(order) == 0 || order[len(order)-1] != table {
+			order = append(order, table)
+		}
+		exported[table] = append(exported[table], row)
+		for _, k := range []string{"entity_id", "user_id", "canonical_id"} {
+			if row[k] == kept {
+				t.Errorf("%s: a row of %s exported: %v", table, kept, row)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRows := map[string]int{"identity_links": 3, "events": 4, "segment_changes": 2, "predictions": 1, "trait_scores": 1}
+	for table, n := range wantRows {
+		if read[table] != n || len(exported[table]) != n {
+			t.Errorf("export: %d %s rows (counted %d), want %d", len(exported[table]), table, read[table], n)
+		}
+	}
+	if got := strings.Join(order, " "); got != "identity_links events segment_changes predictions trait_scores" {
+		t.Errorf("export order %s", got)
+	}
+	if evs := exported["events"]; len(evs) == 4 {
+		o1 := evs[3]
+		props, _ := o1["properties"].(json.RawMessage)
+		if o1["message_id"] != "o1" || o1["timestamp"] != at || string(props) != "{}" || o1["received_at"] != at ||
+			o1["kafka_offset"] != nil || o1["received_at_ms"] != nil || o1["sent_at"] != nil || o1["group_id"] != nil {
+			t.Errorf("exported event row %v", o1)
+		}
 	}
 
 	// The deletion: the tombstones; its exits (reason deleted) come after.

@@ -61,15 +61,11 @@ func (s *Server) forget(ctx *fasthttp.RequestCtx, rest string) {
 	if !s.authorize(ctx, config.ScopeAdmin, "") {
 		return
 	}
-	kind, id, ok := strings.Cut(rest, "/")
-	if !ok || kind == "" || id == "" {
-		httpapi.WriteError(ctx, fasthttp.StatusNotFound, "use DELETE /v1/profiles/{entity}/{id}, e.g. /v1/profiles/user/612")
+	subject, ok := s.subject(ctx, rest, "DELETE /v1/profiles")
+	if !ok {
 		return
 	}
-	if !s.knownEntity(kind) {
-		httpapi.WriteError(ctx, fasthttp.StatusNotFound, "unknown entity type "+strconv.Quote(kind)+": no feature is defined for it")
-		return
-	}
+	id := subject.Value
 	cfg := s.cfgNow.Load()
 	if !cfg.Identity.On() {
 		httpapi.WriteError(ctx, fasthttp.StatusConflict, "identity.enabled: a deletion is carried out by the identity linker: set identity.enabled: true")
@@ -78,15 +74,6 @@ func (s *Server) forget(ctx *fasthttp.RequestCtx, rest string) {
 	if s.forgetClient == nil {
 		httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, "deletions are not served by this scorer (it writes no Kafka records)")
 		return
-	}
-	subject := identity.User(id)
-	if k := string(ctx.QueryArgs().Peek("kind")); k != "" {
-		o := identity.FromConfig(cfg.Identity)
-		if kinds := o.Kinds(); !slices.Contains(kinds, k) {
-			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "kind: unknown identifier kind "+strconv.Quote(k)+" (want "+strings.Join(kinds, ", ")+")")
-			return
-		}
-		subject = identity.Identifier{Kind: k, Value: id}
 	}
 	var suppress bool
 	switch q := string(ctx.QueryArgs().Peek("suppress")); q {
@@ -106,18 +93,12 @@ func (s *Server) forget(ctx *fasthttp.RequestCtx, rest string) {
 	}
 	ans := Deletion{Accepted: true, RequestID: req.MessageID, StatusURL: "/v1/deletions/" + req.MessageID, Identifier: subject.String(), Suppressed: suppress, Identifiers: []string{}}
 	// The person as the linker will find it, read before the request (the
-	// linker soon tombstones what this table holds): a userId in no
-	// profile is tried as the anonymousId of the same value.
-	canon, ok := s.identities.CanonicalOf(subject.String())
-	if !ok && subject.Kind == identity.KindUser {
-		canon, ok = s.identities.CanonicalOf(identity.Anonymous(id).String())
-	}
-	if ok {
-		for _, l := range s.identities.Links(canon) {
+	// linker soon tombstones what this table holds).
+	if _, links := s.personOf(subject); len(links) > 0 {
+		for _, l := range links {
 			ans.Identifiers = append(ans.Identifiers, l.Identifier)
 		}
-	}
-	if len(ans.Identifiers) == 0 {
+	} else {
 		ans.Identifiers = append(ans.Identifiers, subject.String()) // never linked: itself alone
 	}
 	pctx, cancel := context.WithTimeout(context.Background(), forgetWait)
@@ -138,6 +119,49 @@ func (s *Server) forget(ctx *fasthttp.RequestCtx, rest string) {
 	}
 	s.log.Info("deletion requested", "identifier", subject.String(), "request", req.MessageID)
 	writeJSONStatus(ctx, fasthttp.StatusAccepted, ans)
+}
+
+// subject reads the identifier a person's request names: rest is
+// "{entity}/{id}", ?kind= the identifier's kind (user_id by default;
+// anonymous_id; a trait identifier's, such as email). It answers the
+// errors itself (404 naming the path's form or the entity, 400 naming
+// kind); what is the path's method and name, for the error.
+func (s *Server) subject(ctx *fasthttp.RequestCtx, rest, what string) (identity.Identifier, bool) {
+	kind, id, ok := strings.Cut(rest, "/")
+	if !ok || kind == "" || id == "" {
+		path := what[strings.IndexByte(what, ' ')+1:]
+		httpapi.WriteError(ctx, fasthttp.StatusNotFound, "use "+what+"/{entity}/{id}, e.g. "+path+"/user/612")
+		return identity.Identifier{}, false
+	}
+	if !s.knownEntity(kind) {
+		httpapi.WriteError(ctx, fasthttp.StatusNotFound, "unknown entity type "+strconv.Quote(kind)+": no feature is defined for it")
+		return identity.Identifier{}, false
+	}
+	subject := identity.User(id)
+	if k := string(ctx.QueryArgs().Peek("kind")); k != "" {
+		o := identity.FromConfig(s.cfgNow.Load().Identity)
+		if kinds := o.Kinds(); !slices.Contains(kinds, k) {
+			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "kind: unknown identifier kind "+strconv.Quote(k)+" (want "+strings.Join(kinds, ", ")+")")
+			return identity.Identifier{}, false
+		}
+		subject = identity.Identifier{Kind: k, Value: id}
+	}
+	return subject, true
+}
+
+// personOf is the person subject is in, as the scorer's identity table
+// has it: its canonical id and its identifiers' links; none when subject
+// is linked to no one. A userId in no profile is tried as the anonymousId
+// of the same value, as the linker does.
+func (s *Server) personOf(subject identity.Identifier) (string, []identity.Link) {
+	canon, ok := s.identities.CanonicalOf(subject.String())
+	if !ok && subject.Kind == identity.KindUser {
+		canon, ok = s.identities.CanonicalOf(identity.Anonymous(subject.Value).String())
+	}
+	if !ok {
+		return "", nil
+	}
+	return canon, s.identities.Links(canon)
 }
 
 // unsuppress answers DELETE /v1/suppressions/{id}: the entity id is no
