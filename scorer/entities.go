@@ -64,10 +64,21 @@ func (s *Server) lookupEntity(ctx *fasthttp.RequestCtx, rest, path string) (Enti
 		s.storeError(ctx, err)
 		return Entity{}, false
 	}
-	canonical := id
-	if v, canonical, err = s.followCanonical(kind, v, id); err != nil {
+	e, err := s.entityOf(kind, id, v)
+	if err != nil {
 		s.storeError(ctx, err)
 		return Entity{}, false
+	}
+	return e, true
+}
+
+// entityOf is the answer for entity kind/id whose stored vector is v: the
+// person's it was merged into (followCanonical), its derived features
+// refreshed as of now.
+func (s *Server) entityOf(kind, id string, v featurestore.Vector) (Entity, error) {
+	v, canonical, err := s.followCanonical(kind, v, id)
+	if err != nil {
+		return Entity{}, err
 	}
 	feats := make(map[string]any, len(v.Features))
 	(*s.derive.Load()).refreshInto(feats, kind, v, s.now())
@@ -80,7 +91,7 @@ func (s *Server) lookupEntity(ctx *fasthttp.RequestCtx, rest, path string) (Enti
 	if segs == nil {
 		segs = []string{}
 	}
-	return Entity{Entity: kind, ID: id, CanonicalID: canonical, Features: feats, Segments: segs, UpdatedAt: v.UpdatedAt.UTC()}, true
+	return Entity{Entity: kind, ID: id, CanonicalID: canonical, Features: feats, Segments: segs, UpdatedAt: v.UpdatedAt.UTC()}, nil
 }
 
 // followCanonical returns the vector of the person v's entity was merged

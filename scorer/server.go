@@ -394,6 +394,11 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		if s.method(ctx, fasthttp.MethodDelete) {
 			s.unsuppress(ctx, string(path[len("/v1/suppressions/"):]))
 		}
+	case strings.HasPrefix(string(path), "/v1/exports/"):
+		ep = epProfile
+		if s.method(ctx, fasthttp.MethodGet) {
+			s.export(ctx, string(path[len("/v1/exports/"):]))
+		}
 	case string(path) == "/v1/deletions" || strings.HasPrefix(string(path), "/v1/deletions/"):
 		ep = epProfile
 		if s.method(ctx, fasthttp.MethodGet) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/history"
+	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/scorer"
 )
 
@@ -39,6 +40,14 @@ func (h *historyEvents) OldestRunningMutation(ctx context.Context) (time.Time, e
 		return time.Time{}, scorer.ErrNoHistory
 	}
 	return r.OldestRunningMutation(ctx)
+}
+
+func (h *historyEvents) ExportPerson(ctx context.Context, ids []identity.Identifier, each func(table string, row map[string]any) error) (map[string]int, error) {
+	r := h.r.Load()
+	if r == nil {
+		return nil, scorer.ErrNoHistory
+	}
+	return r.ExportPerson(ctx, ids, each)
 }
 
 // openHistoryReader gives the profiles a Reader of the configured

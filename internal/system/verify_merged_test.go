@@ -267,6 +267,42 @@ func checkDeletePerson(t *testing.T, cfg *config.Config, ingest, scorer string, 
 			device = d
 		}
 	}
+	// The person's export (an access request) through a device id: its
+	// profile and every history row of its ids, as many events as
+	// ClickHouse holds for them.
+	ids := m.ids[gone]
+	ctx := context.Background()
+	list := "'" + strings.Join(ids, "','") + "'"
+	personEvents := "SELECT count() FROM " + r.Table("events") + " FINAL WHERE user_id IN (" + list + ") OR anonymous_id IN (" + list + ") OR previous_id IN (" + list + ")"
+	exportOf := func() (lines []map[string]any, rows map[string]int) {
+		t.Helper()
+		code, out := call("GET", scorer+"/v1/exports/user/"+device, "dev-admin-key", "")
+		rows = map[string]int{}
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(l), &m); code != 200 || err != nil {
+				t.Fatalf("export of %s: %d %s", device, code, out)
+			}
+			if m["type"] == "row" {
+				rows[m["table"].(string)]++
+			}
+			lines = append(lines, m)
+		}
+		if last := lines[len(lines)-1]; last["type"] != "summary" || last["complete"] != true {
+			t.Fatalf("export of %s: incomplete: %v", device, last)
+		}
+		return lines, rows
+	}
+	lines, rows := exportOf()
+	var inHistory uint64
+	if err := r.Conn().QueryRow(ctx, personEvents).Scan(&inHistory); err != nil {
+		t.Fatal(err)
+	}
+	if lines[0]["canonical_id"] != gone || lines[1]["type"] != "profile" || lines[1]["canonical_id"] != gone ||
+		rows["events"] == 0 || uint64(rows["events"]) != inHistory || rows["identity_links"] < len(ids) {
+		t.Fatalf("export of %s: header %v, profile %v, rows %v; want %s's, with the %d events ClickHouse holds", device, lines[0], lines[1], rows, gone, inHistory)
+	}
+
 	code, out := call("DELETE", scorer+"/v1/profiles/user/"+device, "dev-read-key", "")
 	if code != 403 {
 		t.Fatalf("DELETE with a read key: %d %s, want 403", code, out)
@@ -280,7 +316,6 @@ func checkDeletePerson(t *testing.T, cfg *config.Config, ingest, scorer string, 
 	if err := json.Unmarshal([]byte(out), &d); code != 202 || err != nil || !d.Accepted || !contains(d.Identifiers, "user_id:"+gone) || d.StatusURL == "" {
 		t.Fatalf("DELETE %s: %d %s, want 202 listing user_id:%s", device, code, out, gone)
 	}
-	ids := m.ids[gone]
 	// Its status says done once the stream and the history (ClickHouse's
 	// mutations included) are: then the rows are gone, with no wait.
 	var st deletion.Status
@@ -292,8 +327,6 @@ func checkDeletePerson(t *testing.T, cfg *config.Config, ingest, scorer string, 
 		st.Identifiers < len(ids) || st.Kind != "user_id" {
 		t.Fatalf("deletion status %+v (history %+v), want %d entities done and every identifier's history", st, st.History, len(ids))
 	}
-	ctx := context.Background()
-	list := "'" + strings.Join(ids, "','") + "'"
 	for _, q := range []string{
 		"SELECT count() FROM " + r.Table("events") + " WHERE user_id IN (" + list + ") OR anonymous_id IN (" + list + ")",
 		"SELECT count() FROM " + r.Table("identity_links") + " WHERE canonical_id IN (" + list + ")",
@@ -313,6 +346,10 @@ func checkDeletePerson(t *testing.T, cfg *config.Config, ingest, scorer string, 
 		}
 		return true
 	})
+	// Its export now: no profile, no row.
+	if lines, rows := exportOf(); len(lines) != 2 || len(rows) != 0 {
+		t.Fatalf("export after the deletion: %v", lines)
+	}
 	code, out = call("GET", scorer+"/v1/deletions?status=done", "dev-admin-key", "")
 	if code != 200 || !strings.Contains(out, `"request_id":"`+st.RequestID+`"`) || strings.Contains(out, gone) {
 		t.Fatalf("GET /v1/deletions?status=done: %d %s, want the deletion listed, naming no id", code, out)
