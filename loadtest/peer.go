@@ -875,7 +875,10 @@ func startProcess(argv []string, log io.Writer, exited func(err error, tail stri
 		log = io.Discard
 	}
 	tail := &tailWriter{max: 8000}
-	cmd.Stdout, cmd.Stderr = io.MultiWriter(log, tail), io.MultiWriter(log, tail)
+	// One writer for both: exec then writes them from one goroutine (two
+	// writers over the same buffers raced under -race: TestPeerAgrees).
+	out := io.MultiWriter(log, tail)
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return 0, nil, fmt.Errorf("starting %s: %w", argv[0], err)
 	}
