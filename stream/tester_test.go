@@ -312,6 +312,8 @@ func (st *tester) records(lines []string) ([]*kgo.Record, error) {
 				ev.Properties = withValue(ev.Properties, name[2:], v)
 			case strings.HasPrefix(name, "tr."):
 				ev.Traits = withValue(ev.Traits, name[3:], v)
+			case strings.HasPrefix(name, "c."):
+				ev.Context = withValue(ev.Context, name[2:], v)
 			default:
 				return nil, fmt.Errorf("unknown record field %q", name)
 			}

@@ -59,9 +59,9 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output in testda
 // key (default: the entity id), raw=<the rest of the line> for a value
 // that is not an event, or an event: type (default track), event, id
 // (messageId), user, anon, prev, t (default 0), received (default t),
-// p.<name> and tr.<name> for properties and traits. A value is a JSON
-// string when quoted, else runs to the next space; property and trait
-// values are JSON when they parse as JSON.
+// p.<name>, tr.<name> and c.<name> for properties, traits and context. A
+// value is a JSON string when quoted, else runs to the next space;
+// property, trait and context values are JSON when they parse as JSON.
 func TestTester(t *testing.T) {
 	entries, err := os.ReadDir("testdata")
 	if err != nil {
