@@ -163,14 +163,6 @@ func waitDeleted(ctx context.Context, cfg *config.Config, reqs []identity.Reques
 		}
 		return out
 	}
-	allDone := func(ss []deletion.Status) bool {
-		for _, s := range ss {
-			if s.State != deletion.StateDone {
-				return false
-			}
-		}
-		return true
-	}
 	var ss []deletion.Status
 	fctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -188,21 +180,9 @@ func waitDeleted(ctx context.Context, cfg *config.Config, reqs []identity.Reques
 		return err
 	}
 	// The history's rows go as ClickHouse runs the mutations.
-	for reader != nil && allDone(ss) {
-		oldest, err := reader.OldestRunningMutation(ctx)
-		if err != nil {
+	if reader != nil && allDone(ss) {
+		if ss, err = waitMutations(ctx, reader, statuses); err != nil {
 			return fmt.Errorf("-wait: %w", err)
-		}
-		settled := statuses()
-		for i := range settled {
-			settled[i].SettleMutations(oldest)
-		}
-		if ss = settled; allDone(ss) || ctx.Err() != nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(500 * time.Millisecond):
 		}
 	}
 	if ss == nil {
@@ -219,4 +199,45 @@ func waitDeleted(ctx context.Context, cfg *config.Config, reqs []identity.Reques
 		return fmt.Errorf("-wait: %d of %d deletions not done within %s (GET /v1/deletions/{request_id} says which stage waits)", left, len(reqs), d)
 	}
 	return nil
+}
+
+func allDone(ss []deletion.Status) bool {
+	for _, s := range ss {
+		if s.State != deletion.StateDone {
+			return false
+		}
+	}
+	return true
+}
+
+// waitMutations asks ClickHouse until no mutation issued before the
+// deletions' last history parts runs, then gives the states; when ctx ends
+// first, each history stage counts as not done (its rows' deletion was
+// not seen to finish).
+func waitMutations(ctx context.Context, reader *history.Reader, statuses func() []deletion.Status) ([]deletion.Status, error) {
+	for {
+		oldest, err := reader.OldestRunningMutation(ctx)
+		if err == nil {
+			ss := statuses()
+			for i := range ss {
+				ss[i].SettleMutations(oldest)
+			}
+			if allDone(ss) {
+				return ss, nil
+			}
+		} else if ctx.Err() == nil {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			ss := statuses()
+			for i := range ss {
+				if h := ss[i].History; h != nil {
+					ss[i].SettleMutations(h.At)
+				}
+			}
+			return ss, nil
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

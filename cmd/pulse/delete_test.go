@@ -11,6 +11,7 @@ import (
 
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/deletion"
+	"github.com/pulse-rt/pulse/history"
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/kafka"
@@ -27,9 +28,12 @@ func TestDeleteCommand(t *testing.T) {
 	broker := testenv.Kafka(t)[0]
 	var tp config.Topics
 	tp.Named(testenv.Topic(t, "del")) // every topic the command creates: this test's own
+	native, _ := testenv.ClickHouse(t)
+	db := testenv.ClickHouseDatabase(t)
 	yml, err := yaml.Marshal(map[string]any{
-		"kafka":    map[string]any{"brokers": []string{broker}, "topics": tp},
-		"features": []map[string]string{{"name": "orders_7d", "agg": "count", "event": "Order Completed", "window": "7d"}},
+		"kafka":      map[string]any{"brokers": []string{broker}, "topics": tp},
+		"clickhouse": map[string]any{"addr": native, "database": db},
+		"features":   []map[string]string{{"name": "orders_7d", "agg": "count", "event": "Order Completed", "window": "7d"}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -82,8 +86,25 @@ func TestDeleteCommand(t *testing.T) {
 	}
 
 	// -wait: until every deletion is done (here the test records the
-	// linker's and the stream's shares, as they would); and, when the
-	// time runs out first, a failure that says which are not.
+	// linker's, the stream's and the history's shares, as they would, and
+	// holds a ClickHouse mutation running, created before the history's
+	// share: the wait goes on until it is gone); and, when the time runs
+	// out first, a failure that says which are not.
+	conn, err := history.Open(config.ClickHouse{Addr: native})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, q := range []string{
+		"CREATE TABLE " + db + ".m (a UInt8) ENGINE = MergeTree ORDER BY a",
+		"INSERT INTO " + db + ".m (a) SELECT toUInt8(number) FROM system.numbers LIMIT 2",
+		"ALTER TABLE " + db + ".m DELETE WHERE throwIf(a = 1)", // fails, and stays
+	} {
+		if err := conn.Exec(context.Background(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second) // the shares below are recorded in a later second
 	res := make(chan string, 1)
 	go func() {
 		code, out := run("delete", "-config", conf, "-wait", "60s", "u-7")
@@ -111,10 +132,19 @@ func TestDeleteCommand(t *testing.T) {
 	for _, rec := range []deletion.Record{
 		{Request: req, Stage: deletion.Identity, At: time.Now(), Kind: "user_id", Identifiers: 1, Entities: 1},
 		{Request: req, Stage: deletion.Stream, At: time.Now()},
+		{Request: req, Stage: deletion.History, At: time.Now()},
 	} {
 		shares = append(shares, &kgo.Record{Topic: tp.Deletions, Key: rec.Key(), Value: rec.Encode()})
 	}
 	if err := cl.ProduceSync(ctx, shares...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case out := <-res:
+		t.Fatalf("delete -wait ended with a mutation running: %s", out)
+	case <-time.After(2 * time.Second):
+	}
+	if err := conn.Exec(ctx, "DROP TABLE "+db+".m"); err != nil { // its mutation goes with it
 		t.Fatal(err)
 	}
 	if out := <-res; !strings.HasPrefix(out, "0 ") || !strings.Contains(out, "user_id:u-7\t"+req+"\tdone") {
