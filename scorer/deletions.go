@@ -157,7 +157,7 @@ func (s *Server) deletionStatus(ctx *fasthttp.RequestCtx, rest string) {
 			httpapi.WriteError(ctx, fasthttp.StatusNotFound, "request_id: no deletion "+strconv.Quote(rest)+" (the id DELETE /v1/profiles or pulse delete answered)")
 			return
 		}
-		s.settleMutations(ctx, &st)
+		s.settleMutations(&st)
 		writeJSONStatus(ctx, fasthttp.StatusOK, st)
 		return
 	}
@@ -185,7 +185,7 @@ func (s *Server) deletionStatus(ctx *fasthttp.RequestCtx, rest string) {
 		st := &all[i]
 		if st.History != nil && st.History.Done {
 			if !asked {
-				oldest, known = s.oldestMutation(ctx)
+				oldest, known = s.oldestMutation()
 				asked = true
 			}
 			if known {
@@ -205,11 +205,11 @@ func (s *Server) deletionStatus(ctx *fasthttp.RequestCtx, rest string) {
 
 // settleMutations marks st's history stage in progress while ClickHouse
 // runs mutations issued before it finished.
-func (s *Server) settleMutations(ctx context.Context, st *deletion.Status) {
+func (s *Server) settleMutations(st *deletion.Status) {
 	if st.History == nil || !st.History.Done {
 		return
 	}
-	if oldest, ok := s.oldestMutation(ctx); ok {
+	if oldest, ok := s.oldestMutation(); ok {
 		st.SettleMutations(oldest)
 	}
 }
@@ -217,12 +217,14 @@ func (s *Server) settleMutations(ctx context.Context, st *deletion.Status) {
 // oldestMutation asks the history for its oldest running mutation; ok is
 // false when the scorer reads no history, or it did not answer (the
 // stage's parts then say done alone).
-func (s *Server) oldestMutation(ctx context.Context) (time.Time, bool) {
+func (s *Server) oldestMutation() (time.Time, bool) {
 	m, ok := s.events.(MutationReader)
 	if !ok {
 		return time.Time{}, false
 	}
-	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	// Not a child of the request's ctx: a context.WithTimeout of a
+	// *fasthttp.RequestCtx keeps watching it after the handler returns.
+	qctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	oldest, err := m.OldestRunningMutation(qctx)
 	if err != nil {
