@@ -1,16 +1,20 @@
 package scorer_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/identity"
+	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/scorer"
 )
 
@@ -75,7 +79,8 @@ func TestExportPerson(t *testing.T) {
 	st := newMemStore()
 	seed(t, st, map[string]map[string]any{"612": buyer()}, map[string][]string{"612": {"big_spenders"}})
 	hist := &exporter{}
-	h := start(t, cfg, st, scorer.WithHistory(hist))
+	var logged lockedBuffer
+	h := start(t, cfg, st, scorer.WithHistory(hist), scorer.WithLogger(slog.New(slog.NewTextHandler(&logged, nil))))
 
 	resp, err := http.Get(h.url + "/v1/exports/user/612?api_key=admin-key")
 	if err != nil {
@@ -108,6 +113,12 @@ func TestExportPerson(t *testing.T) {
 	if sum["complete"] != true || sum["error"] != nil || !strings.Contains(body, `"rows":{"events":1,"identity_links":1}`) {
 		t.Errorf("summary %v", sum)
 	}
+
+	// The audit line: who exported whom.
+	testenv.WaitFor(t, 5*time.Second, "the export's audit line", func() bool {
+		l := logged.String()
+		return strings.Contains(l, `msg="person exported"`) && strings.Contains(l, "identifier=user_id:612 ") && strings.Contains(l, "complete=true key=admin")
+	})
 
 	// A person neither the store nor the history holds: whom, and no rows.
 	code, body = h.do("GET", "/v1/exports/user/jo@example.com?kind=email", "admin-key", "")
@@ -150,4 +161,23 @@ func TestExportPerson(t *testing.T) {
 	if len(hist.ids) != 4 {
 		t.Errorf("the history was asked %d times, want 4 (the refused requests ask nothing): %v", len(hist.ids), hist.ids)
 	}
+}
+
+// lockedBuffer is a log's output, written by the server's goroutines and
+// read by the test.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

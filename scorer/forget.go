@@ -58,7 +58,8 @@ const forgetWait = 10 * time.Second
 // default, which the linker also tries as the anonymousId of the same
 // value; anonymous_id; or a trait identifier's, such as email).
 func (s *Server) forget(ctx *fasthttp.RequestCtx, rest string) {
-	if !s.authorize(ctx, config.ScopeAdmin, "") {
+	key, ok := s.authorizeKey(ctx, config.ScopeAdmin, "")
+	if !ok {
 		return
 	}
 	subject, ok := s.subject(ctx, rest, "DELETE /v1/profiles")
@@ -117,7 +118,7 @@ func (s *Server) forget(ctx *fasthttp.RequestCtx, rest string) {
 			s.log.Warn("cannot record a deletion request's progress; the linker records it when it carries it out", "request", req.MessageID, "err", err)
 		}
 	}
-	s.log.Info("deletion requested", "identifier", subject.String(), "request", req.MessageID)
+	s.log.Info("deletion requested", "identifier", subject.String(), "request", req.MessageID, "suppress", suppress, "key", keyName(key))
 	writeJSONStatus(ctx, fasthttp.StatusAccepted, ans)
 }
 
@@ -168,7 +169,8 @@ func (s *Server) personOf(subject identity.Identifier) (string, []identity.Link)
 // longer suppressed (a tombstone on the suppressions topic), and ingest
 // takes its events again.
 func (s *Server) unsuppress(ctx *fasthttp.RequestCtx, id string) {
-	if !s.authorize(ctx, config.ScopeAdmin, "") {
+	key, ok := s.authorizeKey(ctx, config.ScopeAdmin, "")
+	if !ok {
 		return
 	}
 	if id == "" {
@@ -186,6 +188,6 @@ func (s *Server) unsuppress(ctx *fasthttp.RequestCtx, id string) {
 		httpapi.WriteError(ctx, fasthttp.StatusServiceUnavailable, "cannot write to Kafka: "+err.Error()+"; send it again")
 		return
 	}
-	s.log.Info("suppression lifted", "id", id)
+	s.log.Info("suppression lifted", "id", id, "key", keyName(key))
 	writeJSONStatus(ctx, fasthttp.StatusOK, map[string]any{"success": true, "id": id})
 }

@@ -485,12 +485,26 @@ func (s *Server) method(ctx *fasthttp.RequestCtx, m string) bool {
 // authorize checks the key from the headers, the query, or else bodyKey,
 // answering 401, 403 or 429 itself.
 func (s *Server) authorize(ctx *fasthttp.RequestCtx, scope, bodyKey string) bool {
+	_, ok := s.authorizeKey(ctx, scope, bodyKey)
+	return ok
+}
+
+// authorizeKey is authorize, and the key, for an audit log line of what it
+// did (deletions, exports).
+func (s *Server) authorizeKey(ctx *fasthttp.RequestCtx, scope, bodyKey string) (*config.APIKey, bool) {
 	secret := httpapi.KeyFromHeaders(ctx)
 	if secret == "" {
 		secret = bodyKey
 	}
-	_, ok := s.auth.Authorize(ctx, secret, scope)
-	return ok
+	return s.auth.Authorize(ctx, secret, scope)
+}
+
+// keyName is the key's name for a log line ("" for none).
+func keyName(k *config.APIKey) string {
+	if k == nil {
+		return ""
+	}
+	return k.Name
 }
 
 // serveImport checks for a key with the write (or admin) scope, then hands
