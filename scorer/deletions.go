@@ -2,6 +2,7 @@ package scorer
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -36,7 +37,7 @@ type Deletions struct {
 var (
 	deletionsUnfinished = promauto.NewGauge(prometheus.GaugeOpts{
 		Name: "pulse_scorer_deletions_unfinished",
-		Help: "Deletions on request not yet done in the stream's stages (pending or in progress; ClickHouse's running mutations not counted), as the scorer read them from the deletions topic.",
+		Help: "Deletions on request not yet done in every stage (pending or in progress; ClickHouse's running mutations not counted), as the scorer read them from the deletions topic.",
 	})
 	deletionOldestUnfinished = promauto.NewGauge(prometheus.GaugeOpts{
 		Name: "pulse_scorer_deletion_oldest_unfinished_seconds",
@@ -77,7 +78,7 @@ func (d *Deletions) Run(ctx context.Context) error {
 
 func (d *Deletions) add(r *kgo.Record) {
 	if r.Value == nil {
-		return // a tombstone: an operator pruning the audit
+		return // a tombstone (an operator pruning the audit): gone from the next start's read
 	}
 	rec, err := deletion.Decode(r.Value)
 	if err != nil {
@@ -227,6 +228,9 @@ func (s *Server) oldestMutation() (time.Time, bool) {
 	qctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	oldest, err := m.OldestRunningMutation(qctx)
+	if errors.Is(err, ErrNoHistory) {
+		return time.Time{}, false // no history (yet): nothing to say
+	}
 	if err != nil {
 		s.log.Warn("cannot read ClickHouse's running mutations for a deletion's status", "err", err)
 		return time.Time{}, false

@@ -128,7 +128,10 @@ func (s *Server) export(ctx *fasthttp.RequestCtx, rest string) {
 			if rows != nil {
 				sum.Rows = rows
 			}
-			if err != nil {
+			switch {
+			case errors.Is(err, ErrNoHistory):
+				sum.Error = err.Error()
+			case err != nil:
 				log.Warn("export: the history's rows not all read", "identifier", head.Identifier, "err", err)
 				sum.Error = "the history did not answer: " + err.Error()
 			}
