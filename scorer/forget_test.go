@@ -235,21 +235,86 @@ func TestDeletionStatus(t *testing.T) {
 	}
 }
 
-// DELETE /v1/suppressions/{id} (admin) lifts a suppression: a tombstone
-// of the id on the suppressions topic.
+// GET /v1/suppressions (admin) lists the suppressed entity ids as read
+// from the suppressions topic (an embedded broker), the latest first, with
+// the deletion that suppressed each; GET /v1/suppressions/{id} one;
+// DELETE /v1/suppressions/{id} lifts one: a tombstone, after which it is
+// listed no more.
 func TestLiftSuppression(t *testing.T) {
 	cfg := newConfig(t, testConfig)
 	embeddedKafka(t, cfg)
-	h := start(t, cfg, newMemStore(), scorer.WithDeletions(producer(t, cfg)))
-	if code, body := h.do("DELETE", "/v1/suppressions/612", "read-key", ""); code != 403 {
-		t.Fatalf("a read key: %d %s", code, body)
+	prod := producer(t, cfg)
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	var recs []*kgo.Record
+	for i, id := range []string{"612", "613"} {
+		q := identity.Forget(identity.User(id), at.Add(time.Duration(i)*time.Hour), "delete-"+id)
+		recs = append(recs, &kgo.Record{Topic: cfg.Kafka.Topics.Suppressions, Key: []byte(id), Value: identity.EncodeSuppression(q)})
+	}
+	if err := prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	sup := scorer.NewSuppressions(cfg, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	h := start(t, cfg, newMemStore(), scorer.WithDeletions(producer(t, cfg)), scorer.WithSuppressionList(sup))
+	list := func() string {
+		t.Helper()
+		code, body := h.do("GET", "/v1/suppressions", "admin-key", "")
+		if code != 200 {
+			t.Fatalf("GET /v1/suppressions: %d %s", code, body)
+		}
+		return body
+	}
+	testenv.WaitFor(t, 10*time.Second, "both suppressions read", func() bool { return strings.Contains(list(), `"total":2`) })
+	if got, want := list(), `{"suppressed":[{"id":"613","at":"2026-12-01T11:00:00Z","request_id":"delete-613"},{"id":"612","at":"2026-12-01T10:00:00Z","request_id":"delete-612"}],"total":2}`; got != want {
+		t.Errorf("list %s, want %s", got, want)
+	}
+	if code, body := h.do("GET", "/v1/suppressions?limit=1", "admin-key", ""); code != 200 || !strings.Contains(body, `"suppressed":[{"id":"613"`) || strings.Contains(body, `"612"`) {
+		t.Errorf("limit=1: %d %s", code, body)
+	}
+	if code, body := h.do("GET", "/v1/suppressions/612", "admin-key", ""); code != 200 || !strings.Contains(body, `"request_id":"delete-612"`) {
+		t.Errorf("GET 612: %d %s", code, body)
+	}
+
+	for _, c := range []struct {
+		method, path, key string
+		code              int
+		says              string
+	}{
+		{"DELETE", "/v1/suppressions/612", "read-key", 403, "admin"},
+		{"GET", "/v1/suppressions", "read-key", 403, "admin"},
+		{"GET", "/v1/suppressions?limit=0", "admin-key", 400, "limit: want a number from 1 to 1000"},
+		{"GET", "/v1/suppressions/999", "admin-key", 404, `id: \"999\" is not suppressed`},
+		{"POST", "/v1/suppressions/612", "admin-key", 405, "use GET"},
+		{"DELETE", "/v1/suppressions", "admin-key", 405, "DELETE /v1/suppressions/{id}"},
+	} {
+		if code, body := h.do(c.method, c.path, c.key, ""); code != c.code || !strings.Contains(body, c.says) {
+			t.Errorf("%s %s with %q: %d %s, want %d saying %q", c.method, c.path, c.key, code, body, c.code, c.says)
+		}
 	}
 	if code, body := h.do("DELETE", "/v1/suppressions/612", "admin-key", ""); code != 200 || !strings.Contains(body, `"success":true`) {
 		t.Fatalf("lift: %d %s", code, body)
 	}
-	got := testenv.ConsumeExactly(t, cfg.Kafka.Brokers, cfg.Kafka.Topics.Suppressions, 1)
-	if string(got[0].Key) != "612" || got[0].Value != nil {
-		t.Fatalf("suppressions topic: %v, want a tombstone of 612", got)
+	var lifted bool
+	for _, r := range testenv.ConsumeExactly(t, cfg.Kafka.Brokers, cfg.Kafka.Topics.Suppressions, 3) {
+		lifted = lifted || (string(r.Key) == "612" && r.Value == nil)
+	}
+	if !lifted {
+		t.Fatal("suppressions topic: no tombstone of 612")
+	}
+	testenv.WaitFor(t, 10*time.Second, "612 listed no more", func() bool {
+		code, _ := h.do("GET", "/v1/suppressions/612", "admin-key", "")
+		return code == 404 && strings.Contains(list(), `"total":1`)
+	})
+	if code, body := start(t, cfg, newMemStore()).do("GET", "/v1/suppressions", "admin-key", ""); code != 503 {
+		t.Errorf("without the list followed: %d %s", code, body)
 	}
 }
 

@@ -126,8 +126,10 @@ type Server struct {
 
 	identities *Identities
 	deletions  *Deletions // GET /v1/deletions; nil: 503
-	events     EventReader
-	rfm        *RFMView // GET /v1/rfm; nil: not followed
+	// suppressions: GET /v1/suppressions; nil: 503.
+	suppressions *Suppressions
+	events       EventReader
+	rfm          *RFMView // GET /v1/rfm; nil: not followed
 
 	logClient    *kgo.Client
 	forgetClient *kgo.Client // DELETE /v1/profiles; nil: 503
@@ -389,10 +391,16 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 			ctx.Response.Header.Set("Allow", "GET, DELETE")
 			httpapi.WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use GET (the profile) or DELETE (delete the person)")
 		}
-	case strings.HasPrefix(string(path), "/v1/suppressions/"):
+	case string(path) == "/v1/suppressions" || strings.HasPrefix(string(path), "/v1/suppressions/"):
 		ep = epProfile
-		if s.method(ctx, fasthttp.MethodDelete) {
-			s.unsuppress(ctx, string(path[len("/v1/suppressions/"):]))
+		switch id := strings.TrimPrefix(strings.TrimPrefix(string(path), "/v1/suppressions"), "/"); {
+		case ctx.IsDelete() && id != "":
+			s.unsuppress(ctx, id)
+		case ctx.IsGet() || ctx.IsHead():
+			s.suppressionList(ctx, id)
+		default:
+			ctx.Response.Header.Set("Allow", "GET, DELETE")
+			httpapi.WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use GET (the suppressed ids, or one) or DELETE /v1/suppressions/{id} (lift one)")
 		}
 	case strings.HasPrefix(string(path), "/v1/exports/"):
 		ep = epProfile

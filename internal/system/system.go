@@ -330,6 +330,16 @@ func (s *System) StartScorer(o ScorerOptions) error {
 				}
 				return nil
 			})
+			if s.Config.Kafka.Topics.Suppressions != "" {
+				sup := scorer.NewSuppressions(s.Config, s.Log)
+				opts = append(opts, scorer.WithSuppressionList(sup))
+				s.g.Go(func() error {
+					if err := sup.Run(s.ctx); err != nil {
+						s.Log.Error("suppressions feed stopped; GET /v1/suppressions answers what it read", "err", err)
+					}
+					return nil
+				})
+			}
 			if s.Config.Kafka.Topics.Deletions != "" {
 				dels := scorer.NewDeletions(s.Config, s.Log)
 				opts = append(opts, scorer.WithDeletionStatus(dels))
