@@ -382,6 +382,11 @@ func checkDeletePerson(t *testing.T, cfg *config.Config, ingest, scorer string, 
 		_, metrics := call("GET", ingest+"/metrics", "", "")
 		return testenv.MetricText(metrics, "pulse_ingest_suppressed_ids") >= float64(len(m.ids[supp]))
 	})
+	// The scorer lists them too, with the deletion that suppressed them.
+	testenv.WaitFor(t, 30*time.Second, supp+" listed as suppressed", func() bool {
+		code, out := call("GET", scorer+"/v1/suppressions/"+supp, "dev-admin-key", "")
+		return code == 200 && strings.Contains(out, `"request_id":"delete-`)
+	})
 	_, metrics := call("GET", ingest+"/metrics", "", "")
 	dropped0 := testenv.MetricText(metrics, "pulse_ingest_suppressed_total")
 	for _, id := range []string{supp, kept} {
