@@ -55,6 +55,14 @@ type Kafka struct {
 	Topics            Topics `yaml:"topics"`
 	// CreateTopics makes services create missing topics at start. Default true.
 	CreateTopics *bool `yaml:"create_topics"`
+	// Retention is how long the topics that keep people's records until
+	// they expire (the events, dead letters, segment changes, predictions,
+	// trait scores, seeds, link requests and resolved records) keep them:
+	// retention.ms, set when Pulse creates them and put right on existing
+	// ones at each start (the deadline for what a deletion on request
+	// cannot reach in Kafka's logs). At least 1h; 0, the default, leaves
+	// the broker's default (a week) and existing topics as they are.
+	Retention Duration `yaml:"retention"`
 }
 
 // Topics names every topic Pulse reads or writes.

@@ -238,3 +238,14 @@ func TestStreamCommitInterval(t *testing.T) {
 		}
 	}
 }
+
+func TestKafkaRetention(t *testing.T) {
+	c, err := Parse([]byte("kafka:\n  retention: 30d\n"), "p.yaml")
+	if err != nil || c.Kafka.Retention.D() != 30*24*time.Hour {
+		t.Fatalf("30d: %v %v", c, err)
+	}
+	_, err = Parse([]byte("kafka:\n  retention: 30m\n"), "p.yaml")
+	if err == nil || !strings.Contains(err.Error(), "p.yaml:2: kafka.retention: must be at least 1h (or 0: the broker's default), got 30m") {
+		t.Fatalf("30m: %v", err)
+	}
+}

@@ -404,6 +404,12 @@ var checks = []check{
 		}
 		return ""
 	}},
+	{"kafka.retention", func(c *Config) string {
+		if r := c.Kafka.Retention.D(); r != 0 && r < time.Hour {
+			return fmt.Sprintf("must be at least 1h (or 0: the broker's default), got %s", c.Kafka.Retention)
+		}
+		return ""
+	}},
 	{"ingest.listen", func(c *Config) string { return badAddr(c.Ingest.Listen) }},
 	{"scorer.listen", func(c *Config) string { return badAddr(c.Scorer.Listen) }},
 	{"stream.listen", func(c *Config) string { return badAddr(c.Stream.Listen) }},

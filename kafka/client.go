@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -115,18 +116,35 @@ func Topics(c config.Kafka) []TopicSpec {
 		// RFM boundaries and partition summaries (stream/rfm_topic.go).
 		{Name: c.Topics.RFM, Configs: map[string]*string{"cleanup.policy": &compact}},
 	}
+	// The topics whose records expire (not compacted): kafka.retention.
+	if r := c.Retention.D(); r > 0 {
+		ms := strconv.FormatInt(r.Milliseconds(), 10)
+		for i := range specs {
+			if specs[i].Configs["cleanup.policy"] != nil {
+				continue
+			}
+			if specs[i].Configs == nil {
+				specs[i].Configs = map[string]*string{}
+			}
+			specs[i].Configs[retentionKey] = &ms
+		}
+	}
 	// A config made by hand (without ApplyDefaults) may name only some.
 	return slices.DeleteFunc(specs, func(s TopicSpec) bool { return s.Name == "" })
 }
 
-// EnsureTopics creates the missing topics; existing ones are left alone.
-// It returns once the broker's metadata lists every topic: a controller
-// acknowledges a creation before the brokers' metadata caches have it, and
-// a describe in that gap says the topic does not exist.
+const retentionKey = "retention.ms"
+
+// EnsureTopics creates the missing topics; existing ones are left alone,
+// but for kafka.retention, which it sets on those that expire records when
+// theirs differs. It returns once the broker's metadata lists every topic:
+// a controller acknowledges a creation before the brokers' metadata caches
+// have it, and a describe in that gap says the topic does not exist.
 func EnsureTopics(ctx context.Context, cl *kgo.Client, c config.Kafka) error {
 	adm := kadm.NewClient(cl)
 	topics := Topics(c)
 	names := make([]string, len(topics))
+	var existing []string // with a retention to put right
 	for i, t := range topics {
 		names[i] = t.Name
 		parts := int32(c.Partitions)
@@ -140,8 +158,58 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, c config.Kafka) error {
 		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 			return fmt.Errorf("cannot create topic %s: %w", t.Name, err)
 		}
+		if err != nil && t.Configs[retentionKey] != nil {
+			existing = append(existing, t.Name)
+		}
 	}
-	return waitListed(ctx, cl, names)
+	if err := waitListed(ctx, cl, names); err != nil {
+		return err
+	}
+	return setRetention(ctx, adm, c, existing)
+}
+
+// setRetention sets kafka.retention on the existing topics whose
+// retention.ms differs from it.
+func setRetention(ctx context.Context, adm *kadm.Client, c config.Kafka, topics []string) error {
+	if len(topics) == 0 {
+		return nil
+	}
+	want := strconv.FormatInt(c.Retention.D().Milliseconds(), 10)
+	described, err := adm.DescribeTopicConfigs(ctx, topics...)
+	if err != nil {
+		return fmt.Errorf("cannot read the topics' retention: %w", err)
+	}
+	var differ []string
+	for _, rc := range described {
+		if rc.Err != nil {
+			return fmt.Errorf("cannot read %s's retention: %w", rc.Name, rc.Err)
+		}
+		have := ""
+		for _, cf := range rc.Configs {
+			if cf.Key == retentionKey && cf.Value != nil {
+				have = *cf.Value
+			}
+		}
+		if have != want {
+			differ = append(differ, rc.Name)
+		}
+	}
+	if len(differ) == 0 {
+		return nil
+	}
+	resps, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: retentionKey, Value: &want}}, differ...)
+	if err == nil {
+		for _, r := range resps {
+			if r.Err != nil {
+				err = fmt.Errorf("%s: %w", r.Name, r.Err)
+				break
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("cannot set kafka.retention (%s) on the existing topics: %w", c.Retention, err)
+	}
+	return nil
 }
 
 // waitListed asks the brokers every 20 ms, for at most 30 s, until their

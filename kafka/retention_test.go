@@ -1,0 +1,80 @@
+package kafka_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/pulse-rt/pulse/config"
+	"github.com/pulse-rt/pulse/internal/testenv"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// TestRetention: on a real broker, kafka.retention is the retention.ms of
+// the topics Pulse creates that expire records (not of the compacted
+// ones), and a later start with another retention puts the existing
+// topics right; with none set, existing topics keep theirs.
+func TestRetention(t *testing.T) {
+	var c config.Kafka
+	c.Brokers = testenv.Kafka(t)
+	c.Partitions, c.ReplicationFactor = 1, 1
+	c.Topics.Named(testenv.Topic(t, "ret"))
+	cl, err := kafka.NewClient(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx := context.Background()
+	retention := func() map[string]string {
+		t.Helper()
+		rcs, err := adm.DescribeTopicConfigs(ctx, c.Topics.Events, c.Topics.Segments, c.Topics.IdentityRequests, c.Topics.State, c.Topics.Deletions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, rc := range rcs {
+			for _, cf := range rc.Configs {
+				if cf.Key == "retention.ms" && cf.Value != nil {
+					v := *cf.Value
+					if cf.Source != kmsg.ConfigSourceDynamicTopicConfig {
+						v = "default"
+					}
+					out[rc.Name] = v
+				}
+			}
+		}
+		return out
+	}
+	check := func(want map[string]string) {
+		t.Helper()
+		got := retention()
+		for topic, v := range want {
+			if got[topic] != v {
+				t.Errorf("%s: retention.ms %q, want %q (all: %v)", topic, got[topic], v, got)
+			}
+		}
+	}
+	c.Retention = config.Duration(30 * 24 * time.Hour)
+	if err := kafka.EnsureTopics(ctx, cl, c); err != nil {
+		t.Fatal(err)
+	}
+	month := "2592000000"
+	check(map[string]string{c.Topics.Events: month, c.Topics.Segments: month, c.Topics.IdentityRequests: month,
+		c.Topics.State: "default", c.Topics.Deletions: "default"})
+
+	c.Retention = config.Duration(7 * 24 * time.Hour)
+	if err := kafka.EnsureTopics(ctx, cl, c); err != nil {
+		t.Fatal(err)
+	}
+	week := "604800000"
+	check(map[string]string{c.Topics.Events: week, c.Topics.Segments: week, c.Topics.State: "default"})
+
+	c.Retention = 0
+	if err := kafka.EnsureTopics(ctx, cl, c); err != nil {
+		t.Fatal(err)
+	}
+	check(map[string]string{c.Topics.Events: week})
+}
