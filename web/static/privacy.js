@@ -166,11 +166,56 @@
     return unfinished;
   }
 
-  // refresh reads the latest deletions, and again every POLL_MS while one
-  // of them is not done.
+  function renderSuppressed(list) {
+    var table = $('privacy-suppressed');
+    var items = (list && list.suppressed) || [];
+    table.textContent = '';
+    table.hidden = items.length === 0;
+    $('privacy-suppressed-empty').hidden = items.length > 0;
+    if (!items.length) return;
+    var head = el('tr');
+    ['Id', 'Since', 'Deletion', ''].forEach(function (h) { head.appendChild(el('th', h)); });
+    table.appendChild(head);
+    items.forEach(function (x) {
+      var tr = el('tr');
+      tr.setAttribute('data-id', x.id);
+      tr.appendChild(el('td', x.id));
+      tr.appendChild(el('td', x.at ? new Date(x.at).toLocaleString() : ''));
+      tr.appendChild(el('td', x.request_id || '', 'small muted'));
+      var td = el('td');
+      var b = el('button', 'Lift', 'btn btn-ghost lift');
+      b.type = 'button';
+      b.addEventListener('click', function () { lift(x.id); });
+      td.appendChild(b);
+      tr.appendChild(td);
+      table.appendChild(tr);
+    });
+  }
+
+  // lift ends id's suppression, then reads the list until the scorer has
+  // seen it go (moments).
+  function lift(id) {
+    showError('');
+    call('DELETE', '/v1/suppressions/' + encodeURIComponent(id)).then(function () {
+      var tries = 0;
+      (function again() {
+        call('GET', '/v1/suppressions?limit=100').then(function (text) {
+          var list = JSON.parse(text);
+          renderSuppressed(list);
+          var still = (list.suppressed || []).some(function (x) { return x.id === id; });
+          if (still && ++tries < 20) setTimeout(again, 250);
+        });
+      })();
+    }).catch(function (e) { showError(e.message); });
+  }
+
+  // refresh reads the latest deletions and the suppressed ids, and again
+  // every POLL_MS while a deletion is not done.
   function refresh() {
     if (pollTimer) { clearTimeout(pollTimer); pollTimer = null; }
     if (!$('privacy-key').value.trim()) return;
+    call('GET', '/v1/suppressions?limit=100').then(function (text) { renderSuppressed(JSON.parse(text)); })
+      .catch(function () { /* said by the deletions' read below */ });
     call('GET', '/v1/deletions?limit=20').then(function (text) {
       if (render(JSON.parse(text))) pollTimer = setTimeout(refresh, POLL_MS);
     }).catch(function (e) {

@@ -18,21 +18,23 @@ import (
 // customer's browsing id shows the person it was merged into, its ids and
 // segments, and offers the file; the deletion, asked and confirmed, is
 // followed in the Deletions table until done, and the customer is gone
-// from the segment counts and the lookup while another stays.
+// from the segment counts and the lookup while another stays; deleted
+// with suppression, its ids are listed as suppressed, and one is lifted.
 func TestDashboardPrivacy(t *testing.T) {
 	browser := chromium(t)
 	st := newStack(t, nil)
 	cfg, log := st.cfg, st.log
 	ids := scorer.NewIdentities(cfg, log)
 	dels := scorer.NewDeletions(cfg, log)
+	sup := scorer.NewSuppressions(cfg, log)
 	live := scorer.NewLive(cfg, scorer.LiveOptions{Log: log})
 	srv, err := scorer.New(cfg, st.store, scorer.WithLive(live), scorer.WithIdentities(ids), scorer.WithDeletions(st.producer),
-		scorer.WithDeletionStatus(dels), scorer.WithLogger(log), scorer.WithDashboardKey("dev-read-key"))
+		scorer.WithDeletionStatus(dels), scorer.WithSuppressionList(sup), scorer.WithLogger(log), scorer.WithDashboardKey("dev-read-key"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ln := st.listen()
-	st.run(live.Run, ids.Run, dels.Run, func(ctx context.Context) error { return srv.Serve(ctx, ln) })
+	st.run(live.Run, ids.Run, dels.Run, sup.Run, func(ctx context.Context) error { return srv.Serve(ctx, ln) })
 
 	// A shopper who browsed anonymously, logged in and ordered; another.
 	now := time.Now().UTC()
@@ -79,11 +81,20 @@ func TestDashboardPrivacy(t *testing.T) {
 	b.settle()
 	b.do(chromedp.Click(chromedp.CSS("#privacy-delete")), chromedp.WaitVisible(chromedp.CSS("#privacy-confirm")))
 	b.waitContains("#privacy-confirm", "Delete anon-1 and everything")
-	b.do(chromedp.Click(chromedp.CSS("#privacy-confirm-go")))
+	b.do(chromedp.Click(chromedp.CSS("#privacy-suppress")), chromedp.Click(chromedp.CSS("#privacy-confirm-go")))
 	b.waitContains("#privacy-deleted", "Deletion requested")
 	b.waitContains("#privacy-deleted", "user_id:612")
 	b.waitContains("#privacy-deletions .status-done", "done")
-	b.waitContains("#privacy-deletions", "user id")
+	b.waitContains("#privacy-deletions", "user id, suppressed")
+	// Suppressed: its entity ids listed; one lifted, as for a customer who
+	// came back.
+	b.waitContains(`#privacy-suppressed tr[data-id="612"]`, "612")
+	b.waitContains(`#privacy-suppressed tr[data-id="anon-1"]`, "anon-1")
+	b.settle()
+	b.do(chromedp.Click(chromedp.CSS(`#privacy-suppressed tr[data-id="612"] .lift`)))
+	b.wait("#privacy-suppressed", "612's row gone, anon-1's kept", func(s string) bool {
+		return !strings.Contains(s, "612") && strings.Contains(s, "anon-1")
+	})
 	b.waitText(`[data-segment="big_spenders"] .count`, "1")
 	b.lookupUntil("612", "#lookup-result", "No customer with id")
 	b.lookupUntil("777", `.profile[data-user="777"] .pill-seg`, "Big spenders")
