@@ -60,7 +60,7 @@ type Kafka struct {
 	// trait scores, seeds, link requests and resolved records) keep them:
 	// retention.ms, set when Pulse creates them and put right on existing
 	// ones at each start (the deadline for what a deletion on request
-	// cannot reach in Kafka's logs). At least 1h; 0, the default, leaves
+	// cannot reach in Kafka's logs). At least 1d; 0, the default, leaves
 	// the broker's default (a week) and existing topics as they are.
 	Retention Duration `yaml:"retention"`
 }

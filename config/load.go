@@ -405,8 +405,8 @@ var checks = []check{
 		return ""
 	}},
 	{"kafka.retention", func(c *Config) string {
-		if r := c.Kafka.Retention.D(); r != 0 && r < time.Hour {
-			return fmt.Sprintf("must be at least 1h (or 0: the broker's default), got %s", c.Kafka.Retention)
+		if r := c.Kafka.Retention.D(); r != 0 && r < 24*time.Hour {
+			return fmt.Sprintf("must be at least 1d (or 0: the broker's default), got %s: a service down longer would lose what it has not read", c.Kafka.Retention)
 		}
 		return ""
 	}},
