@@ -76,7 +76,7 @@ func (sp *Suppressions) Get(id string) (Suppressed, bool) {
 	sp.mu.RLock()
 	defer sp.mu.RUnlock()
 	v, ok := sp.ids[id]
-	return Suppressed{ID: id, At: v.At.UTC(), RequestID: v.RequestID}, ok
+	return Suppressed{ID: id, At: v.At.UTC().Truncate(time.Millisecond), RequestID: v.RequestID}, ok
 }
 
 // List is every suppressed id, the latest suppressed first.
@@ -84,7 +84,7 @@ func (sp *Suppressions) List() []Suppressed {
 	sp.mu.RLock()
 	out := make([]Suppressed, 0, len(sp.ids))
 	for id, v := range sp.ids {
-		out = append(out, Suppressed{ID: id, At: v.At.UTC(), RequestID: v.RequestID})
+		out = append(out, Suppressed{ID: id, At: v.At.UTC().Truncate(time.Millisecond), RequestID: v.RequestID})
 	}
 	sp.mu.RUnlock()
 	slices.SortFunc(out, func(a, b Suppressed) int {
