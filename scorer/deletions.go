@@ -139,8 +139,22 @@ type DeletionList struct {
 	Total int `json:"total"`
 }
 
-// deletionsListMax bounds ?limit= of GET /v1/deletions; 100 by default.
-const deletionsListMax = 1000
+// listLimit reads ?limit= of the privacy lists (GET /v1/deletions,
+// /v1/suppressions): 1 to 1000, 100 by default; ok is false once it has
+// answered 400 naming limit.
+func listLimit(ctx *fasthttp.RequestCtx) (limit int, ok bool) {
+	const max = 1000
+	q := string(ctx.QueryArgs().Peek("limit"))
+	if q == "" {
+		return 100, true
+	}
+	n, err := strconv.Atoi(q)
+	if err != nil || n < 1 || n > max {
+		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "limit: want a number from 1 to "+strconv.Itoa(max)+", got "+strconv.Quote(q))
+		return 0, false
+	}
+	return n, true
+}
 
 // deletionStatus answers GET /v1/deletions (rest "") and
 // /v1/deletions/{request_id}.
@@ -162,14 +176,9 @@ func (s *Server) deletionStatus(ctx *fasthttp.RequestCtx, rest string) {
 		writeJSONStatus(ctx, fasthttp.StatusOK, st)
 		return
 	}
-	limit := 100
-	if q := string(ctx.QueryArgs().Peek("limit")); q != "" {
-		n, err := strconv.Atoi(q)
-		if err != nil || n < 1 || n > deletionsListMax {
-			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "limit: want a number from 1 to "+strconv.Itoa(deletionsListMax)+", got "+strconv.Quote(q))
-			return
-		}
-		limit = n
+	limit, ok := listLimit(ctx)
+	if !ok {
+		return
 	}
 	want := string(ctx.QueryArgs().Peek("status"))
 	switch want {

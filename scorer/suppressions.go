@@ -128,14 +128,9 @@ func (s *Server) suppressionList(ctx *fasthttp.RequestCtx, id string) {
 		writeJSONStatus(ctx, fasthttp.StatusOK, v)
 		return
 	}
-	limit := 100
-	if q := string(ctx.QueryArgs().Peek("limit")); q != "" {
-		n, err := strconv.Atoi(q)
-		if err != nil || n < 1 || n > deletionsListMax {
-			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "limit: want a number from 1 to "+strconv.Itoa(deletionsListMax)+", got "+strconv.Quote(q))
-			return
-		}
-		limit = n
+	limit, ok := listLimit(ctx)
+	if !ok {
+		return
 	}
 	all := s.suppressions.List()
 	writeJSONStatus(ctx, fasthttp.StatusOK, SuppressionList{Suppressed: all[:min(limit, len(all))], Total: len(all)})
