@@ -107,6 +107,18 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) *System {
 // context ends when the system stops, and an error from f stops it.
 func (s *System) Go(f func(ctx context.Context) error) { s.g.Go(func() error { return f(s.ctx) }) }
 
+// follow runs run (a feed that follows a topic, or another part the
+// others go on without) until the system stops; its error is logged as
+// stopped says, and stops nothing else.
+func (s *System) follow(run func(context.Context) error, stopped string) {
+	s.g.Go(func() error {
+		if err := run(s.ctx); err != nil {
+			s.Log.Error(stopped, "err", err)
+		}
+		return nil
+	})
+}
+
 // OnClose runs f once every part has stopped, before the functions given
 // earlier (the reverse of the order given).
 func (s *System) OnClose(f func()) { s.closers = append(s.closers, f) }
@@ -219,12 +231,7 @@ func (s *System) StartIngest() error {
 		// People deleted with suppression: their later events dropped.
 		sup := ingest.NewSuppressions(s.Config, s.Log)
 		s.Ingest.Suppress(sup)
-		s.g.Go(func() error {
-			if err := sup.Run(s.ctx); err != nil {
-				s.Log.Error("suppressions feed stopped; ingest drops only the ids it read", "err", err)
-			}
-			return nil
-		})
+		s.follow(sup.Run, "suppressions feed stopped; ingest drops only the ids it read")
 	}
 	if s.DataDir != nil && s.Kafka != nil {
 		// The embedded Kafka keeps its log in the data directory: what
@@ -298,12 +305,7 @@ func (s *System) StartScorer(o ScorerOptions) error {
 		if s.Config.RFM != nil {
 			view := scorer.NewRFMView(s.Config, s.Log)
 			opts = append(opts, scorer.WithRFM(view))
-			s.g.Go(func() error {
-				if err := view.Run(s.ctx); err != nil {
-					s.Log.Error("rfm view stopped; GET /v1/rfm answers what it read", "err", err)
-				}
-				return nil
-			})
+			s.follow(view.Run, "rfm view stopped; GET /v1/rfm answers what it read")
 		}
 	}
 	if o.HistoryRebuild {
@@ -324,31 +326,16 @@ func (s *System) StartScorer(o ScorerOptions) error {
 				return err
 			}
 			opts = append(opts, scorer.WithDeletions(cl))
-			s.g.Go(func() error {
-				if err := ids.Run(s.ctx); err != nil {
-					s.Log.Error("identity table feed stopped; profiles list no new identifiers", "err", err)
-				}
-				return nil
-			})
+			s.follow(ids.Run, "identity table feed stopped; profiles list no new identifiers")
 			if s.Config.Kafka.Topics.Suppressions != "" {
 				sup := scorer.NewSuppressions(s.Config, s.Log)
 				opts = append(opts, scorer.WithSuppressionList(sup))
-				s.g.Go(func() error {
-					if err := sup.Run(s.ctx); err != nil {
-						s.Log.Error("suppressions feed stopped; GET /v1/suppressions answers what it read", "err", err)
-					}
-					return nil
-				})
+				s.follow(sup.Run, "suppressions feed stopped; GET /v1/suppressions answers what it read")
 			}
 			if s.Config.Kafka.Topics.Deletions != "" {
 				dels := scorer.NewDeletions(s.Config, s.Log)
 				opts = append(opts, scorer.WithDeletionStatus(dels))
-				s.g.Go(func() error {
-					if err := dels.Run(s.ctx); err != nil {
-						s.Log.Error("deletions feed stopped; GET /v1/deletions answers what it read", "err", err)
-					}
-					return nil
-				})
+				s.follow(dels.Run, "deletions feed stopped; GET /v1/deletions answers what it read")
 			}
 		}
 	}
@@ -374,12 +361,7 @@ func (s *System) StartScorer(o ScorerOptions) error {
 	s.Scorer = srv
 	if s.Live != nil {
 		live := s.Live
-		s.g.Go(func() error {
-			if err := live.Run(s.ctx); err != nil {
-				s.Log.Error("live segment feed stopped; predictions, lookups and the dashboard keep serving", "err", err)
-			}
-			return nil
-		})
+		s.follow(live.Run, "live segment feed stopped; predictions, lookups and the dashboard keep serving")
 	}
 	if o.ReloadOnHUP {
 		s.g.Go(func() error { reloadOnHUP(s.ctx, srv, s.Log); return nil })
