@@ -140,22 +140,14 @@ func TestExportPerson(t *testing.T) {
 		t.Errorf("export without a history: %d %s", code, body)
 	}
 
-	for _, c := range []struct {
-		method, path, key string
-		code              int
-		says              string
-	}{
+	h.checkRefusals([]refusal{
 		{"GET", "/v1/exports/user/612", "read-key", 403, "admin"},
 		{"GET", "/v1/exports/user/612", "", 401, ""},
 		{"GET", "/v1/exports/shop/612", "admin-key", 404, "unknown entity type"},
 		{"GET", "/v1/exports/user/", "admin-key", 404, "use GET /v1/exports/{entity}/{id}, e.g. /v1/exports/user/612"},
 		{"GET", "/v1/exports/user/612?kind=phone", "admin-key", 400, `kind: unknown identifier kind \"phone\"`},
 		{"POST", "/v1/exports/user/612", "admin-key", 405, "use GET"},
-	} {
-		if code, body := h.do(c.method, c.path, c.key, ""); code != c.code || !strings.Contains(body, c.says) {
-			t.Errorf("%s %s with %q: %d %s, want %d saying %q", c.method, c.path, c.key, code, body, c.code, c.says)
-		}
-	}
+	})
 	hist.mu.Lock()
 	defer hist.mu.Unlock()
 	if len(hist.ids) != 4 {

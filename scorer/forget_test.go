@@ -135,15 +135,7 @@ func TestDeletionStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	dels := scorer.NewDeletions(cfg, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- dels.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	runUntilEnd(t, dels.Run)
 	hist := &mutations{}
 	h := start(t, cfg, newMemStore(), scorer.WithDeletionStatus(dels), scorer.WithHistory(hist))
 	status := func(id string) deletion.Status {
@@ -214,22 +206,14 @@ func TestDeletionStatus(t *testing.T) {
 			t.Errorf("GET /v1/deletions%s: %s, want %s", query, got, want)
 		}
 	}
-	for _, c := range []struct {
-		method, path, key string
-		code              int
-		says              string
-	}{
+	h.checkRefusals([]refusal{
 		{"GET", "/v1/deletions/d-done", "read-key", 403, "admin"},
 		{"GET", "/v1/deletions", "", 401, ""},
 		{"GET", "/v1/deletions/d-nope", "admin-key", 404, `request_id: no deletion \"d-nope\"`},
 		{"GET", "/v1/deletions?limit=0", "admin-key", 400, "limit: want a number from 1 to 1000"},
 		{"GET", "/v1/deletions?status=gone", "admin-key", 400, `status: want pending, in_progress, done, got \"gone\"`},
 		{"DELETE", "/v1/deletions/d-done", "admin-key", 405, "use GET"},
-	} {
-		if code, body := h.do(c.method, c.path, c.key, ""); code != c.code || !strings.Contains(body, c.says) {
-			t.Errorf("%s %s with %q: %d %s, want %d saying %q", c.method, c.path, c.key, code, body, c.code, c.says)
-		}
-	}
+	})
 	if code, body := start(t, cfg, newMemStore()).do("GET", "/v1/deletions", "admin-key", ""); code != 503 {
 		t.Errorf("without the deletions followed: %d %s, want 503", code, body)
 	}
@@ -254,15 +238,7 @@ func TestLiftSuppression(t *testing.T) {
 		t.Fatal(err)
 	}
 	sup := scorer.NewSuppressions(cfg, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sup.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	runUntilEnd(t, sup.Run)
 	h := start(t, cfg, newMemStore(), scorer.WithDeletions(producer(t, cfg)), scorer.WithSuppressionList(sup))
 	list := func() string {
 		t.Helper()
@@ -283,22 +259,14 @@ func TestLiftSuppression(t *testing.T) {
 		t.Errorf("GET 612: %d %s", code, body)
 	}
 
-	for _, c := range []struct {
-		method, path, key string
-		code              int
-		says              string
-	}{
+	h.checkRefusals([]refusal{
 		{"DELETE", "/v1/suppressions/612", "read-key", 403, "admin"},
 		{"GET", "/v1/suppressions", "read-key", 403, "admin"},
 		{"GET", "/v1/suppressions?limit=0", "admin-key", 400, "limit: want a number from 1 to 1000"},
 		{"GET", "/v1/suppressions/999", "admin-key", 404, `id: \"999\" is not suppressed`},
 		{"POST", "/v1/suppressions/612", "admin-key", 405, "use GET"},
 		{"DELETE", "/v1/suppressions", "admin-key", 405, "DELETE /v1/suppressions/{id}"},
-	} {
-		if code, body := h.do(c.method, c.path, c.key, ""); code != c.code || !strings.Contains(body, c.says) {
-			t.Errorf("%s %s with %q: %d %s, want %d saying %q", c.method, c.path, c.key, code, body, c.code, c.says)
-		}
-	}
+	})
 	if code, body := h.do("DELETE", "/v1/suppressions/612", "admin-key", ""); code != 200 || !strings.Contains(body, `"success":true`) {
 		t.Fatalf("lift: %d %s", code, body)
 	}

@@ -188,3 +188,35 @@ func TestPredictSmoke(t *testing.T) {
 		t.Fatalf("unexpected answer: %s", body)
 	}
 }
+
+// runUntilEnd runs a feed (Identities, Deletions, Suppressions, the RFM
+// view...) until the test ends, and wants it to end without an error.
+func runUntilEnd(t *testing.T, run func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// refusal is a request the server refuses, and what its answer says.
+type refusal struct {
+	method, path, key string
+	code              int
+	says              string
+}
+
+// checkRefusals sends each request and wants its code and words.
+func (h *harness) checkRefusals(cases []refusal) {
+	h.t.Helper()
+	for _, c := range cases {
+		if code, body := h.do(c.method, c.path, c.key, ""); code != c.code || !strings.Contains(body, c.says) {
+			h.t.Errorf("%s %s with %q: %d %s, want %d saying %q", c.method, c.path, c.key, code, body, c.code, c.says)
+		}
+	}
+}
