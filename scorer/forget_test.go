@@ -13,6 +13,7 @@ import (
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/scorer"
+	"github.com/pulse-rt/pulse/suppression"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -237,7 +238,7 @@ func TestLiftSuppression(t *testing.T) {
 	if err := prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	sup := scorer.NewSuppressions(cfg, nil)
+	sup := suppression.New(cfg, nil, nil)
 	runUntilEnd(t, sup.Run)
 	h := start(t, cfg, newMemStore(), scorer.WithDeletions(producer(t, cfg)), scorer.WithSuppressionList(sup))
 	list := func() string {

@@ -17,6 +17,7 @@ import (
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/internal/httpapi"
+	"github.com/pulse-rt/pulse/suppression"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/valyala/fasthttp"
 )
@@ -127,7 +128,7 @@ type Server struct {
 	identities *Identities
 	deletions  *Deletions // GET /v1/deletions; nil: 503
 	// suppressions: GET /v1/suppressions; nil: 503.
-	suppressions *Suppressions
+	suppressions *suppression.Table
 	events       EventReader
 	rfm          *RFMView // GET /v1/rfm; nil: not followed
 

@@ -44,6 +44,7 @@ import (
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/scorer"
 	"github.com/pulse-rt/pulse/stream"
+	"github.com/pulse-rt/pulse/suppression"
 	"github.com/pulse-rt/pulse/webhook"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
@@ -328,7 +329,7 @@ func (s *System) StartScorer(o ScorerOptions) error {
 			opts = append(opts, scorer.WithDeletions(cl))
 			s.follow(ids.Run, "identity table feed stopped; profiles list no new identifiers")
 			if s.Config.Kafka.Topics.Suppressions != "" {
-				sup := scorer.NewSuppressions(s.Config, s.Log)
+				sup := suppression.New(s.Config, s.Log, nil)
 				opts = append(opts, scorer.WithSuppressionList(sup))
 				s.follow(sup.Run, "suppressions feed stopped; GET /v1/suppressions answers what it read")
 			}

@@ -9,6 +9,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/scorer"
+	"github.com/pulse-rt/pulse/suppression"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -26,7 +27,7 @@ func TestDashboardPrivacy(t *testing.T) {
 	cfg, log := st.cfg, st.log
 	ids := scorer.NewIdentities(cfg, log)
 	dels := scorer.NewDeletions(cfg, log)
-	sup := scorer.NewSuppressions(cfg, log)
+	sup := suppression.New(cfg, log, nil)
 	live := scorer.NewLive(cfg, scorer.LiveOptions{Log: log})
 	srv, err := scorer.New(cfg, st.store, scorer.WithLive(live), scorer.WithIdentities(ids), scorer.WithDeletions(st.producer),
 		scorer.WithDeletionStatus(dels), scorer.WithSuppressionList(sup), scorer.WithLogger(log), scorer.WithDashboardKey("dev-read-key"))
