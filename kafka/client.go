@@ -332,3 +332,37 @@ func (f *Failures) Err() error {
 	defer f.mu.Unlock()
 	return f.err
 }
+
+// DefaultDeleteRetention is Kafka's delete.retention.ms when neither the
+// topic nor the broker sets it: a day.
+const DefaultDeleteRetention = 24 * time.Hour
+
+// DeleteRetention returns how long the broker keeps the tombstones of a
+// compacted topic after compacting them (its delete.retention.ms, the
+// topic's own or the broker's default). A reader that catches up on such a
+// topic from an offset older than that may miss deletions: compaction can
+// have removed a tombstone together with the record it deleted.
+func DeleteRetention(ctx context.Context, cl *kgo.Client, topic string) (time.Duration, error) {
+	rcs, err := kadm.NewClient(cl).DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("cannot read %s's delete.retention.ms: %w", topic, err)
+	}
+	rc, err := rcs.On(topic, nil)
+	if err == nil {
+		err = rc.Err
+	}
+	if err != nil {
+		return 0, fmt.Errorf("cannot read %s's delete.retention.ms: %w", topic, err)
+	}
+	for _, cf := range rc.Configs {
+		if cf.Key != "delete.retention.ms" || cf.Value == nil {
+			continue
+		}
+		ms, err := strconv.ParseInt(*cf.Value, 10, 64)
+		if err != nil || ms < 0 {
+			return 0, fmt.Errorf("%s's delete.retention.ms %q is not a number of milliseconds", topic, *cf.Value)
+		}
+		return time.Duration(ms) * time.Millisecond, nil
+	}
+	return DefaultDeleteRetention, nil
+}

@@ -78,3 +78,41 @@ func TestRetention(t *testing.T) {
 	}
 	check(map[string]string{c.Topics.Events: week})
 }
+
+// TestDeleteRetention: on a real broker, a compacted topic's
+// delete.retention.ms is read as set on the topic, else the broker's
+// default (a day); a topic that does not exist is an error.
+func TestDeleteRetention(t *testing.T) {
+	var c config.Kafka
+	c.Brokers = testenv.Kafka(t)
+	cl, err := kafka.NewClient(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := context.Background()
+	adm := kadm.NewClient(cl)
+	compact, hour := "compact", "3600000"
+	set, dflt, missing := testenv.Topic(t, "dr-set"), testenv.Topic(t, "dr-default"), testenv.Topic(t, "dr-missing")
+	if _, err := adm.CreateTopic(ctx, 1, 1, map[string]*string{"cleanup.policy": &compact, "delete.retention.ms": &hour}, set); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adm.CreateTopic(ctx, 1, 1, map[string]*string{"cleanup.policy": &compact}, dflt); err != nil {
+		t.Fatal(err)
+	}
+	for topic, want := range map[string]time.Duration{set: time.Hour, dflt: kafka.DefaultDeleteRetention} {
+		var got time.Duration
+		// A topic just created may be unknown to the broker answering.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if got, err = kafka.DeleteRetention(ctx, cl, topic); err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil || got != want {
+			t.Errorf("%s: delete retention %v, %v; want %v", topic, got, err, want)
+		}
+	}
+	if d, err := kafka.DeleteRetention(ctx, cl, missing); err == nil {
+		t.Errorf("a missing topic's delete retention: %v, no error", d)
+	}
+}

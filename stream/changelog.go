@@ -142,6 +142,7 @@ func (t *task) restore(ctx context.Context, has bool) error {
 		// Stale memberships were put on the timer index above.
 		t.meta.segFP = t.p.segments.Fingerprint()
 	}
+	t.meta.asOf = t.p.opts.Now().UnixMilli()
 	b.Set(pkMeta, t.meta.encode(), nil)
 	if err := t.fault.Commit(b, pebble.Sync); err != nil {
 		return err

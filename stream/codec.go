@@ -168,6 +168,11 @@ type meta struct {
 	// store write before this state's commit set in a Marked store; 0:
 	// none known (state restored from the changelog, or older builds).
 	storeMark int64
+	// asOf is when (Options.Now, unix ms) the state was last brought
+	// up to date with the changelog: a commit or a restore; 0: unknown
+	// (older builds). A state older than the changelog keeps tombstones
+	// is restored in full (task.staleLocal).
+	asOf int64
 }
 
 func (m *meta) encode() []byte {
@@ -177,7 +182,8 @@ func (m *meta) encode() []byte {
 	b = appendStrings(b, m.pending)
 	b = binary.AppendVarint(b, m.seedNext)
 	b = binary.AppendVarint(b, m.resolvedNext)
-	return binary.AppendVarint(b, m.storeMark)
+	b = binary.AppendVarint(b, m.storeMark)
+	return binary.AppendVarint(b, m.asOf)
 }
 
 func decodeMeta(b []byte) (meta, error) {
@@ -195,6 +201,9 @@ func decodeMeta(b []byte) (meta, error) {
 	}
 	if len(r.b) > 0 { // written before store marks: 0, none known
 		m.storeMark = r.varint()
+	}
+	if len(r.b) > 0 { // written before the state's age was kept: 0, unknown
+		m.asOf = r.varint()
 	}
 	if r.err {
 		return m, errCorrupt

@@ -74,10 +74,16 @@
 // transaction only when the entity ids it touches pass 768 KB: the
 // __offset record lists them.
 //
-// Caveats: a task that regains a partition it owned long ago catches up from
-// its old changelog position, which relies on the broker keeping tombstones
-// (delete.retention.ms) at least that long; kfake does not compact, so the
-// changelog of `pulse dev` grows with the state changes. A build from
+// A task that regains a partition it owned long ago would catch up from its
+// old changelog position, which relies on the broker keeping the tombstones
+// written since: it removes them delete.retention.ms (a day by default)
+// after compacting them, and a deleted entity (a person deleted on request)
+// would come back from the old local state. So a local state last brought
+// up to date (meta.asOf) more than half the changelog topic's
+// delete.retention.ms ago is cleared and the partition restored from the
+// whole changelog (task.dropIfStale, pulse_stream_stale_states_total).
+//
+// Caveats: a build from
 // before the seen ids' parts cannot read a __seen/<offset>.<part> key: its
 // restore fails while one is within stream.allowed_lateness, so it is no
 // version to roll back to until then.

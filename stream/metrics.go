@@ -54,6 +54,10 @@ var (
 		Name: "pulse_stream_partition_resets_total",
 		Help: "Times a task found its input log reset (offset beyond the end or going back) and resynchronised.",
 	})
+	mStaleStates = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "pulse_stream_stale_states_total",
+		Help: "Times a task found its local state older than half the changelog's delete.retention.ms and restored the partition from the whole changelog.",
+	})
 	mCommitRetries = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "pulse_stream_offset_commit_retries_total",
 		Help: "Partitions whose consumer group offset commit the group refused (a rebalance) and that the stream committed again.",

@@ -508,6 +508,13 @@ func (t *task) recover(ctx context.Context) error {
 	} else {
 		t.meta = meta{changelog: -1}
 	}
+	if has {
+		dropped, err := t.dropIfStale(ctx)
+		if err != nil {
+			return err
+		}
+		has = !dropped
+	}
 	end, err := t.endOffset(ctx)
 	if err != nil {
 		return err
@@ -548,6 +555,37 @@ func (t *task) recover(ctx context.Context) error {
 		return err
 	}
 	return t.rewritePending(ctx)
+}
+
+// dropIfStale clears a local state older than the changelog keeps its
+// tombstones, so that the restore reads the whole changelog instead of its
+// tail. The broker removes a tombstone, with the record it deleted, from
+// delete.retention.ms after compacting it (a day by default): a state
+// last brought up to date before that (a partition that comes back to a
+// processor after longer, a disk restored from a backup) may hold an
+// entity deleted since, a person deleted on request among them, which no
+// record of the tail would remove. Every tombstone written after the
+// state's last commit is still there for at least delete.retention.ms
+// after it; the state is trusted for half of that, the rest a margin for
+// the clocks of the broker and this machine. A state of a build that did
+// not keep its age (meta.asOf 0) is trusted, as before.
+func (t *task) dropIfStale(ctx context.Context) (bool, error) {
+	if t.meta.asOf == 0 {
+		return false, nil
+	}
+	keep, err := kafka.DeleteRetention(ctx, t.prod, t.p.cfg.Kafka.Topics.State)
+	if err != nil {
+		t.log.Warn("cannot read the changelog's delete.retention.ms; taking the default", "err", err, "default", kafka.DefaultDeleteRetention)
+		keep = kafka.DefaultDeleteRetention
+	}
+	age := t.p.opts.Now().Sub(time.UnixMilli(t.meta.asOf))
+	if age < keep/2 {
+		return false, nil
+	}
+	t.log.Warn("local state is older than the changelog keeps tombstones: restoring the partition from the whole changelog",
+		"age", age.Round(time.Second), "delete_retention", keep)
+	mStaleStates.Inc()
+	return true, t.clearLocal()
 }
 
 func (t *task) endOffset(ctx context.Context) (int64, error) {

@@ -228,6 +228,7 @@ func (t *task) commit(ctx context.Context, x *txn, next int64) error {
 	t.mu.Lock()
 	t.meta.next, t.meta.changelog, t.meta.pending = next, off.Offset, x.pending
 	t.meta.storeMark = t.lastMark + 1
+	t.meta.asOf = t.p.opts.Now().UnixMilli()
 	x.b.Set(pkMeta, t.meta.encode(), nil)
 	t.mu.Unlock()
 	// Synced once a second: a disk that refuses writes is heard of then
