@@ -370,9 +370,10 @@ func (s *MemStore) Canonical(entity string) string {
 // RestoreMemStore rebuilds the graph from the identity table: links in
 // the order of the log of each identifier (the latest one of an
 // identifier wins; a Link with no CanonicalID is a tombstone, the
-// identifier forgotten), as the linker reads pulse.identity back after a
-// restart. Each profile's root is its member whose value is the canonical
-// id, a userId before an anonymousId; its members are sorted.
+// identifier forgotten). Each profile's root is its member whose value is
+// the canonical id, a userId before an anonymousId; its members are
+// sorted. The linker's Pebble copy of pulse.identity (stream/linker_state.go)
+// answers as the MemStore this returns for the same records.
 func RestoreMemStore(links []Link) (*MemStore, error) {
 	latest := map[Identifier]Link{}
 	for _, l := range links {

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"time"
 
+	"github.com/cockroachdb/pebble"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/pulse-rt/pulse/deletion"
@@ -34,14 +36,19 @@ import (
 //     and its progress to pulse.deletions (deletion.Identity; each
 //     tombstone carries its part in a deletion.Header for the history).
 //
-// Its state is the graph itself, in memory, rebuilt on open from
-// pulse.identity (identity.RestoreMemStore), read read_committed up to a
-// fence record the linker writes to each partition first: the fence's
-// transaction fences an older linker, so everything before it is final.
-// Keys starting with "__" on pulse.identity are the linker's own (its
-// fences, and "__linker/offset", the next requests offset): readers of
-// links skip them. A batch that fails leaves the in-memory graph changed,
-// so the linker then reopens from the topic.
+// Its state is the graph, a copy of pulse.identity's table in Pebble
+// (linkerState), brought up to date on open from the topic, read
+// read_committed up to a fence record the linker writes to each partition
+// first: the fence's transaction fences an older linker, so everything
+// before it is final. The state holds the topic up to positions of its
+// own, so an open reads only the records after them (all of them the
+// first time, or when the state is older than half the topic's
+// delete.retention.ms: the tombstones of people deleted meanwhile may be
+// gone). Keys starting with "__" on pulse.identity are the linker's own
+// (its fences, and "__linker/offset", the next requests offset): readers
+// of links skip them. A fold writes its links to the state in a batch
+// committed after its Kafka transaction; a fold that fails drops the
+// batch, and the linker reopens.
 //
 // The linker runs beside the task of events partition 0, on whichever
 // processor owns it: one linker at a time, moved with the partition.
@@ -62,6 +69,10 @@ var (
 	mForgotten = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "pulse_identity_forgotten_total",
 		Help: "Deletion requests the linker carried out (a person, or an identifier in none, forgotten).",
+	})
+	mLinkerRestored = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "pulse_identity_restored_links_total",
+		Help: "Links and tombstones of the identity topic the linker read back at its starts (the tail after its local state's positions, or the whole topic).",
 	})
 	mForwarded = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "pulse_identity_forwarded_total",
@@ -92,9 +103,11 @@ type linker struct {
 	opts  identity.Options
 	prod  *kgo.Client
 	cons  *kgo.Client
-	store *identity.MemStore
+	state *linkerState
 	graph *identity.Graph
 	next  int64
+	// synced is when the state's last commit synced its WAL.
+	synced time.Time
 
 	stop chan struct{}
 	done chan struct{}
@@ -117,6 +130,7 @@ func (l *linker) close() {
 // pulse.identity after a failure.
 func (l *linker) run() {
 	defer close(l.done)
+	defer l.closeState()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -187,14 +201,19 @@ func (l *linker) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	links, err := l.readTable(ctx, fences)
+	// A state open from the attempt before is as its last commit left it
+	// (a restore that failed part way left it empty).
+	has := l.state != nil && l.state.meta.Parts > 0
+	if l.state == nil {
+		if l.state, has, err = l.p.openLinkerState(); err != nil {
+			return err
+		}
+	}
+	read, err := l.restore(ctx, fences, has)
 	if err != nil {
 		return err
 	}
-	if l.store, err = identity.RestoreMemStore(links); err != nil {
-		return err
-	}
-	l.graph = identity.NewGraph(l.opts, l.store)
+	l.graph = identity.NewGraph(l.opts, l.state)
 	l.cons, err = kafka.NewClient(l.p.cfg.Kafka, append([]kgo.Opt{
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{tp.IdentityRequests: {0: kgo.NewOffset().At(l.next)}}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -202,7 +221,7 @@ func (l *linker) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	l.log.Info("identity linker ready", "links", len(links), "next_request", l.next)
+	l.log.Info("identity linker ready", "links_read", read, "next_request", l.next)
 	return nil
 }
 
@@ -249,62 +268,123 @@ func (l *linker) partitions(ctx context.Context, topic string) (int, error) {
 	return len(d.Partitions), nil
 }
 
-// readTable reads pulse.identity up to the fences: the links, and the
-// next requests offset into l.next.
-func (l *linker) readTable(ctx context.Context, fences map[int32]int64) ([]identity.Link, error) {
-	topic := l.p.cfg.Kafka.Topics.Identity
+// restore brings the state up to the fences: it reads pulse.identity's
+// records after the state's positions, or all of them when the state
+// holds none, is stale (dropIfStale's rule, on this topic) or does not
+// fit the topic; the next requests offset into l.next. It returns how
+// many links (and tombstones) it read.
+func (l *linker) restore(ctx context.Context, fences map[int32]int64, has bool) (int, error) {
+	s, topic := l.state, l.p.cfg.Kafka.Topics.Identity
+	now := l.p.opts.Now()
+	if has {
+		reason := ""
+		if s.meta.Parts != len(fences) {
+			reason = "the identity topic's partitions changed"
+		}
+		for part, f := range fences {
+			if pos, ok := s.meta.Pos[part]; ok && pos >= f {
+				reason = "the identity topic is behind the state (recreated?)"
+			}
+		}
+		if reason == "" {
+			keep, err := kafka.DeleteRetention(ctx, l.prod, topic)
+			if err != nil {
+				l.log.Warn("cannot read the identity topic's delete.retention.ms; taking the default", "err", err, "default", kafka.DefaultDeleteRetention)
+				keep = kafka.DefaultDeleteRetention
+			}
+			if age := now.Sub(time.UnixMilli(s.meta.AsOf)); age >= keep/2 {
+				reason = fmt.Sprintf("the state is %s old, the topic keeps tombstones %s", age.Round(time.Second), keep)
+				mStaleStates.Inc()
+			}
+		}
+		if reason != "" {
+			l.log.Warn("identity linker: reading the whole identity topic again", "reason", reason)
+			has = false
+		}
+	}
+	if !has {
+		if err := s.clear(); err != nil {
+			return 0, err
+		}
+	}
+	m := linkerMeta{Next: s.meta.Next, Pos: map[int32]int64{}, Parts: len(fences)}
 	from := map[int32]kgo.Offset{}
-	for part := range fences {
-		from[part] = kgo.NewOffset().AtStart()
-	}
-	cl, err := kafka.NewClient(l.p.cfg.Kafka, append([]kgo.Opt{
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.FetchMaxBytes(64 << 20),
-	}, l.p.opts.KafkaOpts...)...)
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-	l.next = 0
-	var links []identity.Link
-	open := len(fences)
-	for open > 0 {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+	for part, f := range fences {
+		at := int64(0)
+		if pos, ok := s.meta.Pos[part]; ok {
+			at = pos + 1
 		}
-		if err := fs.Err0(); err != nil {
-			return nil, fmt.Errorf("cannot read %s: %w", topic, err)
+		if at < f {
+			from[part] = kgo.NewOffset().At(at)
 		}
-		for it := fs.RecordIter(); !it.Done(); {
-			r := it.Next()
-			f, ok := fences[r.Partition]
-			if !ok || r.Offset > f {
-				continue
+		m.Pos[part] = f // the fence itself: the linker's own record
+	}
+	s.begin()
+	read := 0
+	if len(from) > 0 {
+		cl, err := kafka.NewClient(l.p.cfg.Kafka, append([]kgo.Opt{
+			kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}),
+			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+			kgo.FetchMaxBytes(64 << 20),
+		}, l.p.opts.KafkaOpts...)...)
+		if err != nil {
+			s.abort()
+			return 0, err
+		}
+		defer cl.Close()
+		for open := len(from); open > 0; {
+			fs := cl.PollFetches(ctx)
+			if err := ctx.Err(); err != nil {
+				s.abort()
+				return 0, err
 			}
-			if r.Offset == f {
-				open--
-				continue
+			if err := fs.Err0(); err != nil {
+				s.abort()
+				return 0, fmt.Errorf("cannot read %s: %w", topic, err)
 			}
-			switch k := string(r.Key); {
-			case k == linkerOffsetKey:
-				if n, err := strconv.ParseInt(string(r.Value), 10, 64); err == nil {
-					l.next = n
+			for it := fs.RecordIter(); !it.Done(); {
+				r := it.Next()
+				f, ok := fences[r.Partition]
+				if !ok || r.Offset > f {
+					continue
 				}
-			case !identity.IsLink(r.Key):
-			case r.Value == nil:
-				links = append(links, identity.Link{Identifier: string(r.Key)}) // a tombstone: forgotten
-			default:
-				lk, err := identity.DecodeLink(r.Value)
-				if err != nil {
-					return nil, fmt.Errorf("%s/%d offset %d: %w", topic, r.Partition, r.Offset, err)
+				if r.Offset == f {
+					open--
+					continue
 				}
-				links = append(links, lk)
+				switch k := string(r.Key); {
+				case k == linkerOffsetKey:
+					if n, err := strconv.ParseInt(string(r.Value), 10, 64); err == nil {
+						m.Next = n
+					}
+				case !identity.IsLink(r.Key):
+				default:
+					read++
+					if err := s.apply(k, r.Value); err != nil {
+						s.abort()
+						return 0, fmt.Errorf("%s/%d offset %d: %w", topic, r.Partition, r.Offset, err)
+					}
+				}
+			}
+			if s.size() > 16<<20 {
+				// A part of the read: without the meta, so a restore cut
+				// here starts again from the positions before.
+				if err := s.fault.Commit(s.b, pebble.NoSync); err != nil {
+					s.abort()
+					return 0, err
+				}
+				s.begin()
 			}
 		}
 	}
-	return links, nil
+	mLinkerRestored.Add(float64(read))
+	l.p.linkerRead.Add(int64(read))
+	m.AsOf = now.UnixMilli()
+	if err := s.commit(m, true); err != nil {
+		return 0, err
+	}
+	l.next, l.synced = m.Next, time.Now()
+	return read, nil
 }
 
 // loop folds the requests as they come.
@@ -339,6 +419,8 @@ func (l *linker) fold(ctx context.Context, recs []*kgo.Record) error {
 	var links, merges, forgotten int
 	refused := map[string]int{}
 	next := l.next
+	l.state.begin()
+	defer l.state.abort() // a fold that fails leaves the state as it was
 	for _, r := range recs {
 		if r.Offset < next {
 			continue
@@ -356,7 +438,7 @@ func (l *linker) fold(ctx context.Context, recs []*kgo.Record) error {
 		if err != nil {
 			return err
 		}
-		l.store.Commit(d)
+		mark := len(out)
 		switch d.Outcome {
 		case identity.Refused:
 			out = append(out, l.refusal(r, d, now))
@@ -400,6 +482,15 @@ func (l *linker) fold(ctx context.Context, recs []*kgo.Record) error {
 			}
 			l.log.Info("identity: person forgotten", "subject", req.To.String(), "identifiers", len(d.Forgotten), "entities", len(d.Deletes), "request", req.MessageID)
 		}
+		// The decision's links and tombstones into the state, for the
+		// requests after it: the same records the topic gets.
+		for _, o := range out[mark:] {
+			if o.Topic == tp.Identity {
+				if err := l.state.apply(string(o.Key), o.Value); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	if next == l.next {
 		return nil
@@ -407,6 +498,21 @@ func (l *linker) fold(ctx context.Context, recs []*kgo.Record) error {
 	out = append(out, &kgo.Record{Topic: tp.Identity, Partition: 0, Key: []byte(linkerOffsetKey), Value: []byte(strconv.FormatInt(next, 10))})
 	if err := l.commit(ctx, out); err != nil {
 		return err
+	}
+	m := l.state.meta
+	m.Pos = maps.Clone(m.Pos)
+	for _, o := range out {
+		if o.Topic == tp.Identity {
+			m.Pos[o.Partition] = max(m.Pos[o.Partition], o.Offset)
+		}
+	}
+	m.Next, m.AsOf = next, now.UnixMilli()
+	sync := time.Since(l.synced) >= syncEvery
+	if err := l.state.commit(m, sync); err != nil {
+		return err
+	}
+	if sync {
+		l.synced = time.Now()
 	}
 	l.next = next
 	mLinks.Add(float64(links))
@@ -458,4 +564,11 @@ func (l *linker) hook(point string) error {
 		return nil
 	}
 	return l.p.opts.hook(point, -1)
+}
+
+func (l *linker) closeState() {
+	if l.state != nil {
+		l.state.close()
+		l.state = nil
+	}
 }

@@ -56,7 +56,7 @@ var (
 	})
 	mStaleStates = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "pulse_stream_stale_states_total",
-		Help: "Times a task found its local state older than half the changelog's delete.retention.ms and restored the partition from the whole changelog.",
+		Help: "Times a task found its local state older than half the changelog's delete.retention.ms and restored the partition from the whole changelog, or the identity linker its state older than half the identity topic's and read that topic whole.",
 	})
 	mCommitRetries = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "pulse_stream_offset_commit_retries_total",

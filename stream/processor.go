@@ -139,6 +139,9 @@ type Processor struct {
 	reopen map[int32]bool
 
 	ready atomic.Pointer[error]
+	// linkerRead counts the identity topic's links the linker read back
+	// at its opens (pulse_identity_restored_links_total, per processor).
+	linkerRead atomic.Int64
 	// reopening is why a failed task cannot open again (a full disk, the
 	// store or Kafka away), while reopenTask retries; nil otherwise.
 	reopening atomic.Pointer[error]

@@ -1,0 +1,85 @@
+package stream
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/pulse-rt/pulse/identity"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// BenchmarkLinkerOpen: the linker's start over an identity topic of
+// PULSE_BENCH_LINKS identifiers (default 200k; people of one userId and
+// two anonymousIds), on kfake: "first" on an empty data dir, "again" on
+// the data dir of the open before (a restart). heap-MB is the live heap
+// the open leaves.
+func BenchmarkLinkerOpen(b *testing.B) {
+	n := 200_000
+	if v, err := strconv.Atoi(os.Getenv("PULSE_BENCH_LINKS")); err == nil && v > 0 {
+		n = v
+	}
+	e := newEnv(b, nil)
+	at := t0
+	recs := make([]*kgo.Record, 0, 10_000)
+	flush := func() {
+		for _, r := range recs {
+			r.Topic = e.cfg.Kafka.Topics.Identity
+		}
+		if err := e.prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			b.Fatal(err)
+		}
+		recs = recs[:0]
+	}
+	for i := range n {
+		person := fmt.Sprint("u", i/3)
+		id := identity.User(person)
+		if i%3 != 0 {
+			id = identity.Anonymous(fmt.Sprint("a", i))
+		}
+		v, err := identity.EncodeLink(identity.Link{Identifier: id.String(), CanonicalID: person, At: at, MessageID: fmt.Sprint("m", i/3), Kind: identity.KindIdentify})
+		if err != nil {
+			b.Fatal(err)
+		}
+		recs = append(recs, &kgo.Record{Key: []byte(id.String()), Value: v})
+		if len(recs) == cap(recs) {
+			flush()
+		}
+	}
+	flush()
+	open := func(b *testing.B, dir string) {
+		p := e.processor(Options{}, dir)
+		l := &linker{p: p, log: p.log, opts: identity.FromConfig(p.cfg.Identity)}
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		start := time.Now()
+		if err := l.open(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		took := time.Since(start)
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-min(before.HeapAlloc, after.HeapAlloc))/(1<<20), "heap-MB")
+		b.ReportMetric(float64(took.Milliseconds()), "open-ms")
+		runtime.KeepAlive(l.graph)
+		l.closeClients()
+		l.closeState()
+	}
+	b.Run("first", func(b *testing.B) {
+		for b.Loop() {
+			open(b, b.TempDir())
+		}
+	})
+	b.Run("again", func(b *testing.B) {
+		dir := b.TempDir()
+		open(b, dir)
+		for b.Loop() {
+			open(b, dir)
+		}
+	})
+}

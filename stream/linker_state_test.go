@@ -1,0 +1,294 @@
+package stream
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/pulse-rt/pulse/event"
+	"github.com/pulse-rt/pulse/identity"
+)
+
+// TestLinkerStateFoldsAsMemStore: random link and deletion requests (users,
+// devices, emails, aliases, previous ids, caps reached, deletions) folded
+// by identity.Graph over the linker's Pebble state, each decision written
+// to it as the linker writes the topic (its links and tombstones), decide
+// exactly as over identity.MemStore; the state closed and opened again in
+// the middle goes on the same; and it reads what RestoreMemStore rebuilds
+// from the same records.
+func TestLinkerStateFoldsAsMemStore(t *testing.T) {
+	for seed := range uint64(8) {
+		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 7))
+			e := newEnv(t, nil)
+			p := e.processor(Options{}, t.TempDir())
+			opts := identity.DefaultOptions()
+			opts.MaxAnonymousIDs, opts.MaxIdentifiers = 4, 7
+			opts.MergeKnownUsers = seed%2 == 0
+			mem := identity.NewMemStore()
+			memGraph := identity.NewGraph(opts, mem)
+			st, _, err := p.openLinkerState()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { st.close() }()
+			var links []identity.Link // the topic, in order
+			at := t0
+			for i := range 600 {
+				if i == 300 {
+					st.close()
+					if st, _, err = p.openLinkerState(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				at = at.Add(time.Second)
+				q := randomRequest(rng, at, fmt.Sprint("m", i))
+				want, err := memGraph.Apply(q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				mem.Commit(want)
+				st.begin()
+				got, err := identity.NewGraph(opts, st).Apply(q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, l := range got.Links {
+					v, err := identity.EncodeLink(l)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := st.apply(l.Identifier, v); err != nil {
+						t.Fatal(err)
+					}
+					links = append(links, l)
+				}
+				for _, id := range got.Forgotten {
+					if err := st.apply(id.String(), nil); err != nil {
+						t.Fatal(err)
+					}
+					links = append(links, identity.Link{Identifier: id.String()})
+				}
+				if err := st.commit(linkerMeta{Next: int64(i + 1)}, false); err != nil {
+					t.Fatal(err)
+				}
+				if a, b := decisionOf(want), decisionOf(got); !reflect.DeepEqual(a, b) {
+					t.Fatalf("request %d %+v:\nover MemStore %+v\nover the state %+v", i, q, a, b)
+				}
+			}
+			restored, err := identity.RestoreMemStore(links)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range everyIdentifier() {
+				r1, ok1, _ := restored.Root(id)
+				r2, ok2, err := st.Root(id)
+				if err != nil || ok1 != ok2 || r1 != r2 {
+					t.Fatalf("%s: root %v %v in the restored MemStore, %v %v %v in the state", id, r1, ok1, r2, ok2, err)
+				}
+				if !ok1 {
+					continue
+				}
+				p1, _ := restored.Profile(r1)
+				p2, err := st.Profile(r2)
+				if err != nil || !reflect.DeepEqual(p1, p2) {
+					t.Fatalf("%s: profile %+v restored, %+v %v in the state", r1, p1, p2, err)
+				}
+			}
+		})
+	}
+}
+
+// decisionOf is what a Decision says, members and links as sorted sets
+// (a MemStore keeps a profile's members in merge order, the state sorted).
+type decisionSummary struct {
+	Outcome   identity.Outcome
+	Reason    string
+	Links     []string
+	Moves     []identity.Move
+	Forgotten []string
+	Deletes   []string
+	Canonical string
+	Members   []string
+}
+
+func decisionOf(d identity.Decision) decisionSummary {
+	s := decisionSummary{Outcome: d.Outcome, Reason: d.Reason, Moves: d.Moves}
+	for _, l := range d.Links {
+		s.Links = append(s.Links, l.Identifier+"→"+l.CanonicalID+" from "+l.Previous)
+	}
+	for _, id := range d.Forgotten {
+		s.Forgotten = append(s.Forgotten, id.String())
+	}
+	s.Deletes = slices.Clone(d.Deletes)
+	if d.Profile != nil {
+		s.Canonical = d.Profile.CanonicalID()
+		for _, m := range d.Profile.Members {
+			s.Members = append(s.Members, m.ID.String())
+		}
+	}
+	for _, l := range [][]string{s.Links, s.Forgotten, s.Deletes, s.Members} {
+		slices.Sort(l)
+	}
+	return s
+}
+
+func everyIdentifier() []identity.Identifier {
+	var out []identity.Identifier
+	for i := range 6 {
+		out = append(out, identity.User(fmt.Sprint("u", i)))
+	}
+	for i := range 14 {
+		out = append(out, identity.Anonymous(fmt.Sprint("a", i)))
+	}
+	for i := range 5 {
+		out = append(out, identity.Identifier{Kind: "email", Value: fmt.Sprint("e", i, "@x.com")})
+	}
+	return out
+}
+
+func randomRequest(rng *rand.Rand, at time.Time, msg string) identity.Request {
+	user := identity.User(fmt.Sprint("u", rng.IntN(6)))
+	anon := identity.Anonymous(fmt.Sprint("a", rng.IntN(14)))
+	email := identity.Identifier{Kind: "email", Value: fmt.Sprint("e", rng.IntN(5), "@x.com")}
+	q := identity.Request{Kind: identity.KindIdentify, At: at, MessageID: msg}
+	switch n := rng.IntN(20); {
+	case n < 9:
+		q.From, q.To = anon, user
+	case n < 12:
+		q.From, q.To = email, user
+	case n < 14:
+		q.From, q.To = identity.User(fmt.Sprint("u", rng.IntN(6))), user
+		q.Kind = identity.KindAlias
+	case n < 15:
+		q.From, q.To = identity.Identifier{Kind: identity.KindPrevious, Value: fmt.Sprint("a", rng.IntN(14))}, user
+		q.Kind = identity.KindAlias
+	case n < 17:
+		q.From, q.To = anon, identity.Anonymous(fmt.Sprint("a", rng.IntN(14)))
+	default:
+		subject := user
+		if rng.IntN(2) == 0 {
+			subject = anon
+		}
+		q = identity.Forget(subject, at, msg)
+	}
+	return q
+}
+
+func viewEvent(anon, msg, product string, at time.Time) *event.Event {
+	return &event.Event{Type: event.Track, Event: "Product Viewed", AnonymousID: anon, MessageID: msg,
+		Timestamp: at, ReceivedAt: at, Properties: map[string]any{"product_id": product}}
+}
+
+func identifyEvent(anon, user, msg string, at time.Time) *event.Event {
+	return &event.Event{Type: event.Identify, AnonymousID: anon, UserID: user, MessageID: msg, Timestamp: at, ReceivedAt: at}
+}
+
+// TestLinkerStartsFromItsState: a linker started again on its data dir
+// reads none of the identity topic's links back (its state holds them)
+// and still knows every person: a new device merges into its person, and
+// the person's deletion takes every device linked before the restart. On
+// an empty data dir the linker reads the whole topic.
+func TestLinkerStartsFromItsState(t *testing.T) {
+	e := newEnv(t, nil)
+	dir := t.TempDir()
+	at := t0.Add(-10 * time.Minute)
+	p := e.processor(Options{}, dir)
+	stop := e.run(p)
+	var devices []string
+	for i := range 5 {
+		dev := fmt.Sprint("dev-", i)
+		devices = append(devices, dev)
+		e.produce(eventRecord(t, viewEvent(dev, "v-"+dev, dev, at)), eventRecord(t, identifyEvent(dev, "pu", "i-"+dev, at)))
+	}
+	waitFeature(t, e, "pu", "products_24h", 5.0, 30*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if p.linkerRead.Load() != 0 {
+		t.Errorf("the first linker read %d links back from an empty topic", p.linkerRead.Load())
+	}
+
+	p = e.processor(Options{}, dir)
+	stop = e.run(p)
+	e.produce(eventRecord(t, viewEvent("dev-5", "v-dev-5", "dev-5", at)), eventRecord(t, identifyEvent("dev-5", "pu", "i-dev-5", at)))
+	waitFeature(t, e, "pu", "products_24h", 6.0, 30*time.Second)
+	e.forgetRequest(identity.User("pu"), "del-1")
+	waitVectors(t, e, 30*time.Second, nil, append(devices, "pu", "dev-5"))
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.linkerRead.Load(); n != 0 {
+		t.Errorf("the linker started again on its state read %d links back, want 0", n)
+	}
+	tab := deletionProgress(t, e)
+	checkDeleted(t, tab, "del-1", 7, 7, false)
+
+	p = e.processor(Options{}, t.TempDir())
+	stop = e.run(p)
+	e.produce(eventRecord(t, viewEvent("dev-x", "v-dev-x", "px", at)), eventRecord(t, identifyEvent("dev-x", "qu", "i-dev-x", at)))
+	waitFeature(t, e, "qu", "products_24h", 1.0, 30*time.Second) // merged: the linker is open
+	stop()
+	if n := p.linkerRead.Load(); n < 14 { // 7 links and 7 tombstones, or what compaction left of them
+		t.Errorf("a linker on an empty data dir read %d links, want the whole topic (14)", n)
+	}
+}
+
+// TestLinkerStaleStateReadsWholeTopic: a linker whose state is older than
+// half the identity topic's delete.retention.ms reads the whole topic, so
+// a device of a person deleted meanwhile, whose tombstone compaction
+// removed, is no longer the person's: it links to the user who logs in on
+// it next (the old state would refuse it as a second known user's).
+func TestLinkerStaleStateReadsWholeTopic(t *testing.T) {
+	e := newEnv(t, nil)
+	old := t.TempDir()
+	at := t0.Add(-10 * time.Minute)
+	p := e.processor(Options{}, old)
+	stop := e.run(p)
+	e.produce(eventRecord(t, viewEvent("dev-a", "v1", "p1", at)), eventRecord(t, identifyEvent("dev-a", "pu", "i1", at)))
+	waitFeature(t, e, "pu", "products_24h", 1.0, 30*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	p = e.processor(Options{}, t.TempDir())
+	stop = e.run(p)
+	e.forgetRequest(identity.User("pu"), "del-1")
+	waitVectors(t, e, 30*time.Second, nil, []string{"pu", "dev-a"})
+	// Later links on every identity partition: compaction keeps each
+	// partition's last batch as it is.
+	for i := range 40 {
+		dev, user := fmt.Sprint("later-dev-", i), fmt.Sprint("later-", i)
+		e.produce(eventRecord(t, identifyEvent(dev, user, "i-"+dev, at)), eventRecord(t, order(user, "o-"+user, at, 1)))
+	}
+	e.waitCaughtUp(30*time.Second, p)
+	waitFeature(t, e, "later-39", "orders_lifetime", 1.0, 30*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	topic := e.cfg.Kafka.Topics.Identity
+	setDeleteRetention(t, e, topic, "0")
+	e.emb.Cluster().Compact()
+	for _, r := range readTopic(t, e, topic) {
+		if k := string(r.Key); k == "anonymous_id:dev-a" || k == "user_id:pu" {
+			t.Fatalf("the identity topic still holds a record of %s after compaction: the setup needs none", k)
+		}
+	}
+	setDeleteRetention(t, e, topic, "3600000")
+
+	e.clock.set(e.clock.now().Add(31 * time.Minute))
+	stale0 := counterValue(mStaleStates)
+	p = e.processor(Options{}, old)
+	stop = e.run(p)
+	now := e.clock.now()
+	e.produce(eventRecord(t, viewEvent("dev-a", "v2", "p2", now)), eventRecord(t, identifyEvent("dev-a", "qu", "i2", now)))
+	waitFeature(t, e, "qu", "products_24h", 1.0, 30*time.Second)
+	stop()
+	if counterValue(mStaleStates) == stale0 {
+		t.Error("pulse_stream_stale_states_total did not grow")
+	}
+}
