@@ -319,7 +319,15 @@ func (l *linker) restore(ctx context.Context, fences map[int32]int64, has bool) 
 		}
 		m.Pos[part] = f // the fence itself: the linker's own record
 	}
-	s.begin()
+	// From nothing, the links are written as read and indexed by person
+	// after (cheaper than an indexed batch and a read per record); on a
+	// tail, each goes through apply.
+	rebuild := !has
+	begin := s.begin
+	if rebuild {
+		begin = s.beginRebuild
+	}
+	begin()
 	read := 0
 	if len(from) > 0 {
 		cl, err := kafka.NewClient(l.p.cfg.Kafka, append([]kgo.Opt{
@@ -358,6 +366,9 @@ func (l *linker) restore(ctx context.Context, fences map[int32]int64, has bool) 
 						m.Next = n
 					}
 				case !identity.IsLink(r.Key):
+				case rebuild:
+					read++
+					s.put(k, r.Value)
 				default:
 					read++
 					if err := s.apply(k, r.Value); err != nil {
@@ -373,8 +384,14 @@ func (l *linker) restore(ctx context.Context, fences map[int32]int64, has bool) 
 					s.abort()
 					return 0, err
 				}
-				s.begin()
+				begin()
 			}
+		}
+	}
+	if rebuild {
+		if err := s.index(); err != nil {
+			s.abort()
+			return 0, err
 		}
 	}
 	mLinkerRestored.Add(float64(read))

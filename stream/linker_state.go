@@ -110,6 +110,54 @@ func (s *linkerState) begin() {
 	s.b = s.db.NewIndexedBatch()
 }
 
+// beginRebuild opens a batch for put: a build of the state from the whole
+// topic, which reads nothing back until index.
+func (s *linkerState) beginRebuild() {
+	if s.b != nil {
+		s.b.Close()
+	}
+	s.b = s.db.NewBatch()
+}
+
+// put is apply for a rebuild, in the topic's order: the identifier's
+// latest record wins; the index by person is written after, by index.
+func (s *linkerState) put(id string, value []byte) {
+	if value == nil {
+		s.b.Delete(key(lkIdentifier, id), nil)
+		return
+	}
+	s.b.Set(key(lkIdentifier, id), value, nil)
+}
+
+// index writes the index by person of a rebuild's links (put), with the
+// open batch committed first; a batch is open for the meta after it.
+func (s *linkerState) index() error {
+	if err := s.fault.Commit(s.b, pebble.NoSync); err != nil {
+		return err
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lkIdentifier, UpperBound: prefixEnd(lkIdentifier)})
+	if err != nil {
+		return err
+	}
+	s.beginRebuild()
+	for it.First(); it.Valid(); it.Next() {
+		canon, err := linkCanonical(it.Value())
+		if err != nil {
+			it.Close()
+			return err
+		}
+		s.b.Set(append(canonicalPrefix(canon), it.Key()[len(lkIdentifier):]...), it.Value(), nil)
+		if s.b.Len() > 16<<20 {
+			if err := s.fault.Commit(s.b, pebble.NoSync); err != nil {
+				it.Close()
+				return err
+			}
+			s.beginRebuild()
+		}
+	}
+	return it.Close()
+}
+
 // abort drops the open batch.
 func (s *linkerState) abort() {
 	if s.b != nil {
