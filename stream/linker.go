@@ -108,6 +108,8 @@ type linker struct {
 	next  int64
 	// synced is when the state's last commit synced its WAL.
 	synced time.Time
+	// topicID is the identity topic's id, as the last fence found it.
+	topicID string
 
 	stop chan struct{}
 	done chan struct{}
@@ -229,10 +231,11 @@ func (l *linker) open(ctx context.Context) error {
 // returns their offsets.
 func (l *linker) fence(ctx context.Context) (map[int32]int64, error) {
 	topic := l.p.cfg.Kafka.Topics.Identity
-	n, err := l.partitions(ctx, topic)
+	n, id, err := l.partitions(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
+	l.topicID = id
 	var nonce [12]byte
 	rand.Read(nonce[:])
 	if err := l.prod.BeginTransaction(); err != nil {
@@ -256,16 +259,17 @@ func (l *linker) fence(ctx context.Context) (map[int32]int64, error) {
 	return out, nil
 }
 
-func (l *linker) partitions(ctx context.Context, topic string) (int, error) {
+// partitions returns the topic's partition count and its id.
+func (l *linker) partitions(ctx context.Context, topic string) (int, string, error) {
 	td, err := kadm.NewClient(l.prod).ListTopics(ctx, topic)
 	if err != nil {
-		return 0, fmt.Errorf("cannot describe topic %s: %w", topic, err)
+		return 0, "", fmt.Errorf("cannot describe topic %s: %w", topic, err)
 	}
 	d := td[topic]
 	if d.Err != nil || len(d.Partitions) == 0 {
-		return 0, fmt.Errorf("cannot describe topic %s: %v", topic, d.Err)
+		return 0, "", fmt.Errorf("cannot describe topic %s: %v", topic, d.Err)
 	}
-	return len(d.Partitions), nil
+	return len(d.Partitions), d.ID.String(), nil
 }
 
 // restore brings the state up to the fences: it reads pulse.identity's
@@ -278,7 +282,10 @@ func (l *linker) restore(ctx context.Context, fences map[int32]int64, has bool) 
 	now := l.p.opts.Now()
 	if has {
 		reason := ""
-		if s.meta.Parts != len(fences) {
+		switch {
+		case s.meta.Topic != l.topicID:
+			reason = "the identity topic is another (recreated)"
+		case s.meta.Parts != len(fences):
 			reason = "the identity topic's partitions changed"
 		}
 		for part, f := range fences {
@@ -307,7 +314,7 @@ func (l *linker) restore(ctx context.Context, fences map[int32]int64, has bool) 
 			return 0, err
 		}
 	}
-	m := linkerMeta{Next: s.meta.Next, Pos: map[int32]int64{}, Parts: len(fences)}
+	m := linkerMeta{Next: s.meta.Next, Pos: map[int32]int64{}, Parts: len(fences), Topic: l.topicID}
 	from := map[int32]kgo.Offset{}
 	for part, f := range fences {
 		at := int64(0)

@@ -48,12 +48,14 @@ var (
 
 // linkerMeta is how far the state goes: pos[p] is the offset of the last
 // record of identity partition p that it holds (absent: none), next the
-// next requests offset, parts the identity topic's partitions, asOf when
+// next requests offset, parts and topic the identity topic's partitions
+// and id (a topic deleted and made again has another), asOf when
 // (Options.Now, unix ms) it was last brought up to date.
 type linkerMeta struct {
 	Next  int64           `json:"next"`
 	Pos   map[int32]int64 `json:"pos"`
 	Parts int             `json:"parts"`
+	Topic string          `json:"topic"`
 	AsOf  int64           `json:"as_of"`
 }
 

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/identity"
+	"github.com/pulse-rt/pulse/kafka"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // TestLinkerStateFoldsAsMemStore: random link and deletion requests (users,
@@ -290,5 +293,75 @@ func TestLinkerStaleStateReadsWholeTopic(t *testing.T) {
 	stop()
 	if counterValue(mStaleStates) == stale0 {
 		t.Error("pulse_stream_stale_states_total did not grow")
+	}
+}
+
+// TestLinkerTopicRecreated: a linker whose identity topic was deleted and
+// made again (the rebuild identity.md describes, the data dir kept)
+// builds its state from the new topic, even where the new topic's offsets
+// have passed the old one's: a device linked in the old graph is free to
+// link to another user.
+func TestLinkerTopicRecreated(t *testing.T) {
+	e := newEnv(t, nil)
+	dir := t.TempDir()
+	at := t0.Add(-10 * time.Minute)
+	p := e.processor(Options{}, dir)
+	stop := e.run(p)
+	e.produce(eventRecord(t, viewEvent("dev-a", "v1", "p1", at)), eventRecord(t, identifyEvent("dev-a", "pu", "i1", at)))
+	waitFeature(t, e, "pu", "products_24h", 1.0, 30*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new, empty broker with the same topic names, its identity topic
+	// already past the old one's offsets.
+	e2 := newEnv(t, nil)
+	e2.cfg.Kafka.Topics = e.cfg.Kafka.Topics
+	e2.cfg.Stream.Group = e.cfg.Stream.Group
+	if err := kafka.EnsureTopics(context.Background(), e2.prod, e2.cfg.Kafka); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		id := identity.User(fmt.Sprint("other-", i))
+		v, err := identity.EncodeLink(identity.Link{Identifier: id.String(), CanonicalID: id.Value, At: at, MessageID: "m", Kind: identity.KindIdentify})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &kgo.Record{Topic: e2.cfg.Kafka.Topics.Identity, Key: []byte(id.String()), Value: v}
+		if err := e2.prod.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p = e2.processor(Options{}, dir)
+	e2.run(p)
+	// The link request straight to the linker (the tasks' state is the
+	// old broker's: this test is the linker's), and its link on the new
+	// topic.
+	q := identity.Request{From: identity.Anonymous("dev-a"), To: identity.User("qu"), Kind: identity.KindIdentify, At: at, MessageID: "i2"}
+	v, err := identity.EncodeRequest(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &kgo.Record{Topic: e2.cfg.Kafka.Topics.IdentityRequests, Key: []byte("qu"), Value: v}
+	if err := e2.prod.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		linked := false
+		for _, r := range readTopic(t, e2, e2.cfg.Kafka.Topics.Identity) {
+			if string(r.Key) == "anonymous_id:dev-a" && r.Value != nil {
+				l, err := identity.DecodeLink(r.Value)
+				linked = err == nil && l.CanonicalID == "qu"
+			}
+		}
+		if linked {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("dev-a was not linked to qu: the linker kept the old topic's graph")
+		}
+	}
+	if n := p.linkerRead.Load(); n < 200 {
+		t.Errorf("the linker read %d links of the new topic, want all 200", n)
 	}
 }
