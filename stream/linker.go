@@ -106,8 +106,6 @@ type linker struct {
 	state *linkerState
 	graph *identity.Graph
 	next  int64
-	// synced is when the state's last commit synced its WAL.
-	synced time.Time
 	// topicID is the identity topic's id, as the last fence found it.
 	topicID string
 
@@ -404,10 +402,13 @@ func (l *linker) restore(ctx context.Context, fences map[int32]int64, has bool) 
 	mLinkerRestored.Add(float64(read))
 	l.p.linkerRead.Add(int64(read))
 	m.AsOf = now.UnixMilli()
-	if err := s.commit(m, true); err != nil {
+	if err := s.commit(m); err != nil {
 		return 0, err
 	}
-	l.next, l.synced = m.Next, time.Now()
+	if s.known == nil || s.known.full() {
+		s.startFilter() // of what was just committed: every identifier
+	}
+	l.next = m.Next
 	return read, nil
 }
 
@@ -443,6 +444,9 @@ func (l *linker) fold(ctx context.Context, recs []*kgo.Record) error {
 	var links, merges, forgotten int
 	refused := map[string]int{}
 	next := l.next
+	if err := l.state.installFilter(false); err != nil {
+		return err
+	}
 	l.state.begin()
 	defer l.state.abort() // a fold that fails leaves the state as it was
 	for _, r := range recs {
@@ -531,12 +535,11 @@ func (l *linker) fold(ctx context.Context, recs []*kgo.Record) error {
 		}
 	}
 	m.Next, m.AsOf = next, now.UnixMilli()
-	sync := time.Since(l.synced) >= syncEvery
-	if err := l.state.commit(m, sync); err != nil {
+	if err := l.state.commit(m); err != nil {
 		return err
 	}
-	if sync {
-		l.synced = time.Now()
+	if l.state.known != nil && l.state.known.full() {
+		l.state.startFilter()
 	}
 	l.next = next
 	mLinks.Add(float64(links))

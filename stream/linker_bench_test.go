@@ -83,3 +83,42 @@ func BenchmarkLinkerOpen(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkLinkerFold: the linker folding PULSE_BENCH_LINK_REQUESTS link
+// requests (default 100k; identifies of two devices per user, a third of
+// them a second device of a known user), in folds of 5,000 as its loop
+// polls them, each fold one Kafka transaction (kfake) and, since the
+// graph went to Pebble, one batch of its state.
+func BenchmarkLinkerFold(b *testing.B) {
+	n := 100_000
+	if v, err := strconv.Atoi(os.Getenv("PULSE_BENCH_LINK_REQUESTS")); err == nil && v > 0 {
+		n = v
+	}
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		q := identity.Request{From: identity.Anonymous(fmt.Sprint("a", i)), To: identity.User(fmt.Sprint("u", i/2)),
+			Kind: identity.KindIdentify, At: t0, MessageID: fmt.Sprint("m", i)}
+		v, err := identity.EncodeRequest(q)
+		if err != nil {
+			b.Fatal(err)
+		}
+		recs[i] = &kgo.Record{Key: []byte(q.To.Value), Value: v, Offset: int64(i)}
+	}
+	for b.Loop() {
+		e := newEnv(b, nil)
+		p := e.processor(Options{}, b.TempDir())
+		l := &linker{p: p, log: p.log, opts: identity.FromConfig(p.cfg.Identity)}
+		if err := l.open(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		for i := 0; i < n; i += 5000 {
+			if err := l.fold(context.Background(), recs[i:min(i+5000, n)]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(n)/time.Since(start).Seconds(), "requests/s")
+		l.closeClients()
+		l.closeState()
+	}
+}

@@ -38,6 +38,24 @@ type linkerState struct {
 	fault *diskfault.Fault
 	b     *pebble.Batch // the open fold's, or the restore's; nil between folds
 	meta  linkerMeta
+	// known is a Bloom filter of the identifiers under i/, so the lookup
+	// of an identifier never linked, the side of most requests, costs no
+	// Pebble read. It may hold identifiers the state has not (a fold
+	// dropped, a tombstone): a false positive costs the read it would
+	// have saved. nil until built: every lookup reads.
+	known *seenFilter
+	// A filter is built in the background from a snapshot (startFilter),
+	// so a start does not wait for a scan of every identifier; since
+	// lists the identifiers apply wrote meanwhile, added to it when it is
+	// installed (installFilter); built delivers it.
+	building bool
+	since    []string
+	built    chan filterBuild
+}
+
+type filterBuild struct {
+	f   *seenFilter
+	err error
 }
 
 var (
@@ -67,6 +85,9 @@ func (p *Processor) linkerDir() string {
 // when it holds nothing yet.
 func (p *Processor) openLinkerState() (s *linkerState, has bool, err error) {
 	s = &linkerState{}
+	// Its commits do not sync: the topic is the state's log, and what a
+	// machine's crash loses, meta and links together, the next open reads
+	// back from the topic after the positions that survived.
 	s.db, s.fault, err = openPebble(p.linkerDir(), p.opts.fs, p.log.With("component", "linker"), p.opts.MemTableSize)
 	if err != nil {
 		return nil, false, fmt.Errorf("cannot open the identity linker's state: %w", err)
@@ -89,6 +110,7 @@ func (p *Processor) openLinkerState() (s *linkerState, has bool, err error) {
 }
 
 func (s *linkerState) close() {
+	s.installFilter(true) // its snapshot closed before the database
 	if s.b != nil {
 		s.b.Close()
 		s.b = nil
@@ -100,8 +122,11 @@ func (s *linkerState) close() {
 
 // clear drops everything: the state is then built from the whole topic.
 func (s *linkerState) clear() error {
-	s.meta = linkerMeta{}
-	return s.fault.Do(func() error { return s.db.DeleteRange([]byte{0}, []byte{0xff}, pebble.Sync) })
+	if err := s.installFilter(true); err != nil {
+		return err
+	}
+	s.meta, s.known = linkerMeta{}, nil
+	return s.fault.Do(func() error { return s.db.DeleteRange([]byte{0}, []byte{0xff}, pebble.NoSync) })
 }
 
 // begin opens the batch a fold or a restore writes to and reads through.
@@ -129,6 +154,52 @@ func (s *linkerState) put(id string, value []byte) {
 		return
 	}
 	s.b.Set(key(lkIdentifier, id), value, nil)
+}
+
+// startFilter builds a filter of the identifiers the state holds now,
+// in the background; nothing when one is being built. Call it between
+// batches: what a batch open now holds would be in neither.
+func (s *linkerState) startFilter() {
+	if s.building {
+		return
+	}
+	s.building, s.since = true, nil
+	snap := s.db.NewSnapshot()
+	done := make(chan filterBuild, 1)
+	s.built = done
+	go func() {
+		f, err := buildKeyFilter(snap, lkIdentifier)
+		snap.Close()
+		done <- filterBuild{f, err}
+	}()
+}
+
+// installFilter installs a filter startFilter built, with the identifiers
+// written since its snapshot; wait waits for it.
+func (s *linkerState) installFilter(wait bool) error {
+	if !s.building {
+		return nil
+	}
+	var b filterBuild
+	if wait {
+		b = <-s.built
+	} else {
+		select {
+		case b = <-s.built:
+		default:
+			return nil
+		}
+	}
+	s.building = false
+	if b.err != nil {
+		s.since = nil
+		return fmt.Errorf("cannot build the identity linker's filter: %w", b.err)
+	}
+	for _, id := range s.since {
+		b.f.add(id)
+	}
+	s.known, s.since = b.f, nil
+	return nil
 }
 
 // index writes the index by person of a rebuild's links (put), with the
@@ -169,17 +240,13 @@ func (s *linkerState) abort() {
 }
 
 // commit writes the open batch with the meta m.
-func (s *linkerState) commit(m linkerMeta, sync bool) error {
+func (s *linkerState) commit(m linkerMeta) error {
 	v, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
 	s.b.Set(lkMeta, v, nil)
-	wo := pebble.NoSync
-	if sync {
-		wo = pebble.Sync
-	}
-	if err := s.fault.Commit(s.b, wo); err != nil {
+	if err := s.fault.Commit(s.b, pebble.NoSync); err != nil {
 		return fmt.Errorf("cannot commit the identity linker's state: %w", err)
 	}
 	s.b.Close()
@@ -220,7 +287,7 @@ func canonicalPrefix(canon string) []byte {
 // id (value), or its tombstone (value nil).
 func (s *linkerState) apply(id string, value []byte) error {
 	ik := key(lkIdentifier, id)
-	old, ok, err := s.get(ik)
+	old, ok, err := s.link(id)
 	if err != nil {
 		return err
 	}
@@ -239,9 +306,23 @@ func (s *linkerState) apply(id string, value []byte) error {
 	if err != nil {
 		return err
 	}
+	if s.known != nil {
+		s.known.add(id)
+	}
+	if s.building {
+		s.since = append(s.since, id)
+	}
 	s.b.Set(ik, value, nil)
 	s.b.Set(append(canonicalPrefix(canon), id...), value, nil)
 	return nil
+}
+
+// link is the latest link of identifier id, when it has one.
+func (s *linkerState) link(id string) ([]byte, bool, error) {
+	if s.known != nil && !s.known.mayHave(id) {
+		return nil, false, nil
+	}
+	return s.get(key(lkIdentifier, id))
 }
 
 func linkCanonical(v []byte) (string, error) {
@@ -256,7 +337,7 @@ func linkCanonical(v []byte) (string, error) {
 // identifier's canonical id, as identity.RestoreMemStore chooses it (the
 // member whose value is the canonical id, a userId before an anonymousId).
 func (s *linkerState) Root(id identity.Identifier) (identity.Identifier, bool, error) {
-	v, ok, err := s.get(key(lkIdentifier, id.String()))
+	v, ok, err := s.link(id.String())
 	if err != nil || !ok {
 		return identity.Identifier{}, false, err
 	}

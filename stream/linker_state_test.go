@@ -19,9 +19,10 @@ import (
 // devices, emails, aliases, previous ids, caps reached, deletions) folded
 // by identity.Graph over the linker's Pebble state, each decision written
 // to it as the linker writes the topic (its links and tombstones), decide
-// exactly as over identity.MemStore; the state closed and opened again in
-// the middle goes on the same; and it reads what RestoreMemStore rebuilds
-// from the same records.
+// exactly as over identity.MemStore, with and without the filter of known
+// identifiers (built while requests go on); the state closed and opened
+// again in the middle goes on the same; and it reads what RestoreMemStore
+// rebuilds from the same records.
 func TestLinkerStateFoldsAsMemStore(t *testing.T) {
 	for seed := range uint64(8) {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
@@ -41,10 +42,21 @@ func TestLinkerStateFoldsAsMemStore(t *testing.T) {
 			var links []identity.Link // the topic, in order
 			at := t0
 			for i := range 600 {
-				if i == 300 {
-					st.close()
-					if st, _, err = p.openLinkerState(); err != nil {
-						t.Fatal(err)
+				switch i {
+				case 0, 300:
+					if i == 300 {
+						st.close()
+						if st, _, err = p.openLinkerState(); err != nil {
+							t.Fatal(err)
+						}
+					}
+					// The filter of known identifiers, built in the
+					// background while requests go on reading Pebble,
+					// then in front of every lookup.
+					st.startFilter()
+				case 5, 320:
+					if err := st.installFilter(true); err != nil || st.known == nil {
+						t.Fatalf("no filter installed: %v", err)
 					}
 				}
 				at = at.Add(time.Second)
@@ -75,7 +87,7 @@ func TestLinkerStateFoldsAsMemStore(t *testing.T) {
 					}
 					links = append(links, identity.Link{Identifier: id.String()})
 				}
-				if err := st.commit(linkerMeta{Next: int64(i + 1)}, false); err != nil {
+				if err := st.commit(linkerMeta{Next: int64(i + 1)}); err != nil {
 					t.Fatal(err)
 				}
 				if a, b := decisionOf(want), decisionOf(got); !reflect.DeepEqual(a, b) {

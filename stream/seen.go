@@ -62,9 +62,15 @@ func (f *seenFilter) mayHave(id string) bool {
 // buildSeenFilter reads every seen id of the partition's Pebble state.
 func buildSeenFilter(db *pebble.DB) (*seenFilter, error) { return buildKeyFilter(db, pkSeen) }
 
+// iterable is a *pebble.DB or a *pebble.Snapshot.
+type iterable interface {
+	NewIter(*pebble.IterOptions) (*pebble.Iterator, error)
+}
+
 // buildKeyFilter is a filter of the keys under prefix, the prefix cut:
-// the seen ids (pkSeen), the moved entities (pkAlias, identity.go).
-func buildKeyFilter(db *pebble.DB, prefix []byte) (*seenFilter, error) {
+// the seen ids (pkSeen), the moved entities (pkAlias, identity.go), the
+// linker's identifiers (linker_state.go).
+func buildKeyFilter(db iterable, prefix []byte) (*seenFilter, error) {
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 	if err != nil {
 		return nil, err
