@@ -325,10 +325,17 @@ func (s *linkerState) link(id string) ([]byte, bool, error) {
 	return s.get(key(lkIdentifier, id))
 }
 
+// linkCanonical reads a link's canonical id alone, cheaper than
+// identity.DecodeLink (no time to parse); a value without one is an error.
 func linkCanonical(v []byte) (string, error) {
-	l, err := identity.DecodeLink(v)
-	if err != nil {
-		return "", err
+	var l struct {
+		CanonicalID string `json:"canonical_id"`
+	}
+	if err := json.Unmarshal(v, &l); err != nil {
+		return "", fmt.Errorf("cannot decode identity link: %w", err)
+	}
+	if l.CanonicalID == "" {
+		return "", errors.New("cannot decode identity link: no canonical_id")
 	}
 	return l.CanonicalID, nil
 }
