@@ -311,7 +311,7 @@ func (t *task) dedupe(x *txn, items []pendingEvent) ([]pendingEvent, error) {
 			x.counts.duplicate++
 			continue
 		}
-		if t.seen.mayHave(id) { // else never seen: no lookup
+		if t.seen.MayHave(id) { // else never seen: no lookup
 			seen, at, err := t.seenAt(id)
 			if err != nil {
 				return nil, err
@@ -556,7 +556,7 @@ func (t *task) emitSeen(x *txn, last int64) {
 		copy(op.Key[copy(op.Key, pkSeen):], id)
 		binary.BigEndian.PutUint64(op.Value, uint64(last))
 		op.Finish()
-		t.seen.add(id)
+		t.seen.Add(id)
 		n := uvarintLen(len(id)) + len(id) // encoded: its length, then it
 		// The part's head: the time and the count, varints.
 		if size+n > maxSeenRecordBytes-2*binary.MaxVarintLen64 && len(sb.ids) > 0 {
@@ -579,7 +579,7 @@ func (t *task) commitBatch(ctx context.Context, x *txn, hwm int64) error {
 	if err := t.commit(ctx, x, x.last+1); err != nil {
 		return err
 	}
-	if t.seen.full() {
+	if t.seen.Full() {
 		f, err := buildSeenFilter(t.db)
 		if err != nil {
 			return err

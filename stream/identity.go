@@ -13,6 +13,7 @@ import (
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/identity"
+	"github.com/pulse-rt/pulse/internal/keyfilter"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -52,7 +53,7 @@ func (t *task) requestLinks(x *txn, ev *event.Event) {
 // the filter of moved entities (t.moved) spares the Pebble lookup of
 // nearly every entity, which never moved.
 func (t *task) target(x *txn, id string) (string, error) {
-	if _, ok := x.links[id]; !ok && t.moved != nil && !t.moved.mayHave(id) {
+	if _, ok := x.links[id]; !ok && t.moved != nil && !t.moved.MayHave(id) {
 		return id, nil
 	}
 	return t.userOf(id, x.links)
@@ -64,10 +65,10 @@ func (t *task) openMoved() error {
 		return nil
 	}
 	var err error
-	if t.moved, err = buildKeyFilter(t.db, pkAlias); err != nil {
+	if t.moved, err = keyfilter.Build(t.db, pkAlias); err != nil {
 		return err
 	}
-	if t.forgot, err = buildKeyFilter(t.db, pkForgot); err == nil && t.forgot.added == 0 {
+	if t.forgot, err = keyfilter.Build(t.db, pkForgot); err == nil && t.forgot.Added() == 0 {
 		t.forgot = nil // no deletion: no filter to ask per event (setForgot makes one)
 	}
 	return err
@@ -315,7 +316,7 @@ func (t *task) setResolvedNext(x *txn, next int64) {
 // afterResolved runs after a commit that applied resolved records: a
 // filter of moved entities grown full is rebuilt.
 func (t *task) afterResolved() error {
-	if (t.moved != nil && t.moved.full()) || (t.forgot != nil && t.forgot.full()) {
+	if (t.moved != nil && t.moved.Full()) || (t.forgot != nil && t.forgot.Full()) {
 		return t.openMoved()
 	}
 	return nil
@@ -343,7 +344,7 @@ func (t *task) move(x *txn, rr resolved, cause string) error {
 	}
 	x.links[from] = rr.To
 	if t.moved != nil {
-		t.moved.add(from) // before a later batch asks; kept if this one fails: a false positive
+		t.moved.Add(from) // before a later batch asks; kept if this one fails: a false positive
 	}
 	x.b.Set(key(pkAlias, from), []byte(rr.To), nil)
 	x.recs = append(x.recs, t.stateRecord([]byte(clAliasPrefix+from), []byte(rr.To)))
@@ -492,7 +493,7 @@ func (t *task) forgottenAt(x *txn, id string) (int64, error) {
 	if d, ok := x.forgot[id]; ok {
 		return d, nil
 	}
-	if t.forgot == nil || !t.forgot.mayHave(id) {
+	if t.forgot == nil || !t.forgot.MayHave(id) {
 		return 0, nil
 	}
 	b, closer, err := t.reader().Get(key(pkForgot, id))
@@ -524,9 +525,9 @@ func (t *task) setForgot(x *txn, id string, d int64) {
 	x.b.Set(key(pkForgot, id), v, nil)
 	x.recs = append(x.recs, t.stateRecord([]byte(clForgotPrefix+id), v))
 	if t.forgot == nil {
-		t.forgot = newSeenFilter(0)
+		t.forgot = keyfilter.New(0)
 	}
-	t.forgot.add(id) // before a later batch asks; kept if this one fails: a false positive
+	t.forgot.Add(id) // before a later batch asks; kept if this one fails: a false positive
 }
 
 // beforeDeletion reports whether something of entity id from at (an

@@ -405,7 +405,7 @@ func (l *linker) restore(ctx context.Context, fences map[int32]int64, has bool) 
 	if err := s.commit(m); err != nil {
 		return 0, err
 	}
-	if s.known == nil || s.known.full() {
+	if s.known == nil || s.known.Full() {
 		s.startFilter() // of what was just committed: every identifier
 	}
 	l.next = m.Next
@@ -538,7 +538,7 @@ func (l *linker) fold(ctx context.Context, recs []*kgo.Record) error {
 	if err := l.state.commit(m); err != nil {
 		return err
 	}
-	if l.state.known != nil && l.state.known.full() {
+	if l.state.known != nil && l.state.known.Full() {
 		l.state.startFilter()
 	}
 	l.next = next

@@ -11,6 +11,7 @@ import (
 	json "github.com/goccy/go-json"
 	"github.com/pulse-rt/pulse/identity"
 	"github.com/pulse-rt/pulse/internal/diskfault"
+	"github.com/pulse-rt/pulse/internal/keyfilter"
 )
 
 // linkerState is the linker's graph on disk: a copy of pulse.identity's
@@ -44,7 +45,7 @@ type linkerState struct {
 	// Pebble read. It may hold identifiers the state has not (a fold
 	// dropped, a tombstone): a false positive costs the read it would
 	// have saved. nil until built: every lookup reads.
-	known *seenFilter
+	known *keyfilter.Filter
 	// A filter is built in the background from a snapshot (startFilter),
 	// so a start does not wait for a scan of every identifier; since
 	// lists the identifiers apply wrote meanwhile, added to it when it is
@@ -55,7 +56,7 @@ type linkerState struct {
 }
 
 type filterBuild struct {
-	f   *seenFilter
+	f   *keyfilter.Filter
 	err error
 }
 
@@ -169,7 +170,7 @@ func (s *linkerState) startFilter() {
 	done := make(chan filterBuild, 1)
 	s.built = done
 	go func() {
-		f, err := buildKeyFilter(snap, lkIdentifier)
+		f, err := keyfilter.Build(snap, lkIdentifier)
 		snap.Close()
 		done <- filterBuild{f, err}
 	}()
@@ -197,7 +198,7 @@ func (s *linkerState) installFilter(wait bool) error {
 		return fmt.Errorf("cannot build the identity linker's filter: %w", b.err)
 	}
 	for _, id := range s.since {
-		b.f.add(id)
+		b.f.Add(id)
 	}
 	s.known, s.since = b.f, nil
 	return nil
@@ -308,7 +309,7 @@ func (s *linkerState) apply(id string, value []byte) error {
 		return err
 	}
 	if s.known != nil {
-		s.known.add(id)
+		s.known.Add(id)
 	}
 	if s.building {
 		s.since = append(s.since, id)
@@ -320,7 +321,7 @@ func (s *linkerState) apply(id string, value []byte) error {
 
 // link is the latest link of identifier id, when it has one.
 func (s *linkerState) link(id string) ([]byte, bool, error) {
-	if s.known != nil && !s.known.mayHave(id) {
+	if s.known != nil && !s.known.MayHave(id) {
 		return nil, false, nil
 	}
 	return s.get(key(lkIdentifier, id))

@@ -22,6 +22,7 @@ import (
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/internal/diskfault"
+	"github.com/pulse-rt/pulse/internal/keyfilter"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -74,8 +75,8 @@ type task struct {
 	// with its cache). Bounded by cacheEntities.
 	cache    map[string]*entry
 	lagLabel string
-	// seen filters the dedupe lookups; see seenFilter.
-	seen *seenFilter
+	// seen filters the dedupe lookups; see keyfilter.
+	seen *keyfilter.Filter
 	// act is each feature fingerprint's activation offset (see seed.go);
 	// seeds reads the partition's seeds. Both used under work.
 	act   map[uint64]int64
@@ -86,10 +87,10 @@ type task struct {
 	resolvedIn *kgo.Client
 	linker     *linker
 	// moved filters the pointer lookups of resolve (identity.go).
-	moved *seenFilter
+	moved *keyfilter.Filter
 	// forgot filters the entities deleted on request whose marker
 	// (pkForgot) may remain: identity on only; nil while there is none.
-	forgot *seenFilter
+	forgot *keyfilter.Filter
 	// resolvedDone is closed when the resolved loop ends (nil: none).
 	resolvedDone chan struct{}
 	// resolvedPend holds the resolved records fetched and not applied
