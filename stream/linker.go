@@ -8,15 +8,16 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"path/filepath"
 	"strconv"
 	"time"
 
-	"github.com/cockroachdb/pebble"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/pulse-rt/pulse/deletion"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/identity"
+	"github.com/pulse-rt/pulse/identitydb"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -37,7 +38,8 @@ import (
 //     tombstone carries its part in a deletion.Header for the history).
 //
 // Its state is the graph, a copy of pulse.identity's table in Pebble
-// (linkerState), brought up to date on open from the topic, read
+// (identitydb, in <data_dir>/stream/<identity topic>-linker), brought up
+// to date on open from the topic, read
 // read_committed up to a fence record the linker writes to each partition
 // first: the fence's transaction fences an older linker, so everything
 // before it is final. The state holds the topic up to positions of its
@@ -103,7 +105,7 @@ type linker struct {
 	opts  identity.Options
 	prod  *kgo.Client
 	cons  *kgo.Client
-	state *linkerState
+	state *identitydb.DB
 	graph *identity.Graph
 	next  int64
 	// topicID is the identity topic's id, as the last fence found it.
@@ -203,9 +205,10 @@ func (l *linker) open(ctx context.Context) error {
 	}
 	// A state open from the attempt before is as its last commit left it
 	// (a restore that failed part way left it empty).
-	has := l.state != nil && l.state.meta.Parts > 0
+	has := l.state != nil && l.state.Meta().Parts > 0
 	if l.state == nil {
-		if l.state, has, err = l.p.openLinkerState(); err != nil {
+		l.state, has, err = identitydb.Open(l.p.linkerDir(), identitydb.Options{FS: l.p.opts.fs, Log: l.log, MemTableSize: l.p.opts.MemTableSize})
+		if err != nil {
 			return err
 		}
 	}
@@ -279,44 +282,30 @@ func (l *linker) restore(ctx context.Context, fences map[int32]int64, has bool) 
 	s, topic := l.state, l.p.cfg.Kafka.Topics.Identity
 	now := l.p.opts.Now()
 	if has {
-		reason := ""
-		switch {
-		case s.meta.Topic != l.topicID:
-			reason = "the identity topic is another (recreated)"
-		case s.meta.Parts != len(fences):
-			reason = "the identity topic's partitions changed"
+		keep, err := kafka.DeleteRetention(ctx, l.prod, topic)
+		if err != nil {
+			l.log.Warn("cannot read the identity topic's delete.retention.ms; taking the default", "err", err, "default", kafka.DefaultDeleteRetention)
+			keep = kafka.DefaultDeleteRetention
 		}
-		for part, f := range fences {
-			if pos, ok := s.meta.Pos[part]; ok && pos >= f {
-				reason = "the identity topic is behind the state (recreated?)"
-			}
-		}
-		if reason == "" {
-			keep, err := kafka.DeleteRetention(ctx, l.prod, topic)
-			if err != nil {
-				l.log.Warn("cannot read the identity topic's delete.retention.ms; taking the default", "err", err, "default", kafka.DefaultDeleteRetention)
-				keep = kafka.DefaultDeleteRetention
-			}
-			if age := now.Sub(time.UnixMilli(s.meta.AsOf)); age >= keep/2 {
-				reason = fmt.Sprintf("the state is %s old, the topic keeps tombstones %s", age.Round(time.Second), keep)
+		if reason, old := identitydb.Stale(s.Meta(), l.topicID, fences, keep, now); reason != "" {
+			l.log.Warn("identity linker: reading the whole identity topic again", "reason", reason)
+			if old {
 				mStaleStates.Inc()
 			}
-		}
-		if reason != "" {
-			l.log.Warn("identity linker: reading the whole identity topic again", "reason", reason)
 			has = false
 		}
 	}
 	if !has {
-		if err := s.clear(); err != nil {
+		if err := s.Clear(); err != nil {
 			return 0, err
 		}
 	}
-	m := linkerMeta{Next: s.meta.Next, Pos: map[int32]int64{}, Parts: len(fences), Topic: l.topicID}
+	was := s.Meta()
+	m := identitydb.Meta{Next: was.Next, Pos: map[int32]int64{}, Parts: len(fences), Topic: l.topicID}
 	from := map[int32]kgo.Offset{}
 	for part, f := range fences {
 		at := int64(0)
-		if pos, ok := s.meta.Pos[part]; ok {
+		if pos, ok := was.Pos[part]; ok {
 			at = pos + 1
 		}
 		if at < f {
@@ -328,11 +317,11 @@ func (l *linker) restore(ctx context.Context, fences map[int32]int64, has bool) 
 	// after (cheaper than an indexed batch and a read per record); on a
 	// tail, each goes through apply.
 	rebuild := !has
-	begin := s.begin
 	if rebuild {
-		begin = s.beginRebuild
+		s.BeginRebuild()
+	} else {
+		s.Begin()
 	}
-	begin()
 	read := 0
 	if len(from) > 0 {
 		cl, err := kafka.NewClient(l.p.cfg.Kafka, append([]kgo.Opt{
@@ -341,18 +330,18 @@ func (l *linker) restore(ctx context.Context, fences map[int32]int64, has bool) 
 			kgo.FetchMaxBytes(64 << 20),
 		}, l.p.opts.KafkaOpts...)...)
 		if err != nil {
-			s.abort()
+			s.Abort()
 			return 0, err
 		}
 		defer cl.Close()
 		for open := len(from); open > 0; {
 			fs := cl.PollFetches(ctx)
 			if err := ctx.Err(); err != nil {
-				s.abort()
+				s.Abort()
 				return 0, err
 			}
 			if err := fs.Err0(); err != nil {
-				s.abort()
+				s.Abort()
 				return 0, fmt.Errorf("cannot read %s: %w", topic, err)
 			}
 			for it := fs.RecordIter(); !it.Done(); {
@@ -373,40 +362,37 @@ func (l *linker) restore(ctx context.Context, fences map[int32]int64, has bool) 
 				case !identity.IsLink(r.Key):
 				case rebuild:
 					read++
-					s.put(k, r.Value)
+					s.Put(k, r.Value)
 				default:
 					read++
-					if err := s.apply(k, r.Value); err != nil {
-						s.abort()
+					if err := s.Apply(k, r.Value); err != nil {
+						s.Abort()
 						return 0, fmt.Errorf("%s/%d offset %d: %w", topic, r.Partition, r.Offset, err)
 					}
 				}
 			}
-			if s.size() > 16<<20 {
-				// A part of the read: without the meta, so a restore cut
-				// here starts again from the positions before.
-				if err := s.fault.Commit(s.b, pebble.NoSync); err != nil {
-					s.abort()
+			if s.Size() > 16<<20 {
+				if err := s.CommitPart(); err != nil {
+					s.Abort()
 					return 0, err
 				}
-				begin()
 			}
 		}
 	}
 	if rebuild {
-		if err := s.index(); err != nil {
-			s.abort()
+		if err := s.Index(); err != nil {
+			s.Abort()
 			return 0, err
 		}
 	}
 	mLinkerRestored.Add(float64(read))
 	l.p.linkerRead.Add(int64(read))
 	m.AsOf = now.UnixMilli()
-	if err := s.commit(m); err != nil {
+	if err := s.Commit(m); err != nil {
 		return 0, err
 	}
-	if s.known == nil || s.known.Full() {
-		s.startFilter() // of what was just committed: every identifier
+	if s.NeedsFilter() {
+		s.StartFilter() // of what was just committed: every identifier
 	}
 	l.next = m.Next
 	return read, nil
@@ -444,11 +430,11 @@ func (l *linker) fold(ctx context.Context, recs []*kgo.Record) error {
 	var links, merges, forgotten int
 	refused := map[string]int{}
 	next := l.next
-	if err := l.state.installFilter(false); err != nil {
+	if err := l.state.InstallFilter(false); err != nil {
 		return err
 	}
-	l.state.begin()
-	defer l.state.abort() // a fold that fails leaves the state as it was
+	l.state.Begin()
+	defer l.state.Abort() // a fold that fails leaves the state as it was
 	for _, r := range recs {
 		if r.Offset < next {
 			continue
@@ -514,7 +500,7 @@ func (l *linker) fold(ctx context.Context, recs []*kgo.Record) error {
 		// requests after it: the same records the topic gets.
 		for _, o := range out[mark:] {
 			if o.Topic == tp.Identity {
-				if err := l.state.apply(string(o.Key), o.Value); err != nil {
+				if err := l.state.Apply(string(o.Key), o.Value); err != nil {
 					return err
 				}
 			}
@@ -527,7 +513,7 @@ func (l *linker) fold(ctx context.Context, recs []*kgo.Record) error {
 	if err := l.commit(ctx, out); err != nil {
 		return err
 	}
-	m := l.state.meta
+	m := l.state.Meta()
 	m.Pos = maps.Clone(m.Pos)
 	for _, o := range out {
 		if o.Topic == tp.Identity {
@@ -535,11 +521,11 @@ func (l *linker) fold(ctx context.Context, recs []*kgo.Record) error {
 		}
 	}
 	m.Next, m.AsOf = next, now.UnixMilli()
-	if err := l.state.commit(m); err != nil {
+	if err := l.state.Commit(m); err != nil {
 		return err
 	}
-	if l.state.known != nil && l.state.known.Full() {
-		l.state.startFilter()
+	if l.state.NeedsFilter() {
+		l.state.StartFilter()
 	}
 	l.next = next
 	mLinks.Add(float64(links))
@@ -595,7 +581,11 @@ func (l *linker) hook(point string) error {
 
 func (l *linker) closeState() {
 	if l.state != nil {
-		l.state.close()
+		l.state.Close()
 		l.state = nil
 	}
+}
+
+func (p *Processor) linkerDir() string {
+	return filepath.Join(p.cfg.DataDir, "stream", p.cfg.Kafka.Topics.Identity+"-linker")
 }
