@@ -206,3 +206,29 @@ func randomRequest(rng *rand.Rand, at time.Time, msg string) identity.Request {
 	}
 	return q
 }
+
+func TestStale(t *testing.T) {
+	now := time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC)
+	m := Meta{Pos: map[int32]int64{0: 9, 1: 4}, Parts: 2, Topic: "t1", AsOf: now.Add(-time.Hour).UnixMilli()}
+	ends := map[int32]int64{0: 20, 1: 5}
+	for _, c := range []struct {
+		name   string
+		topic  string
+		ends   map[int32]int64
+		keep   time.Duration
+		reason string
+		old    bool
+	}{
+		{"current", "t1", ends, 24 * time.Hour, "", false},
+		{"another topic", "t2", ends, 24 * time.Hour, "the identity topic is another (recreated)", false},
+		{"partitions changed", "t1", map[int32]int64{0: 20, 1: 5, 2: 0}, 24 * time.Hour, "the identity topic's partitions changed", false},
+		{"topic behind", "t1", map[int32]int64{0: 20, 1: 4}, 24 * time.Hour, "the identity topic is behind the copy (recreated?)", false},
+		{"older than half the tombstones' keep", "t1", ends, 2 * time.Hour, "the copy is 1h0m0s old, the topic keeps tombstones 2h0m0s", true},
+		{"within it", "t1", ends, 2*time.Hour + 2*time.Second, "", false},
+	} {
+		reason, old := Stale(m, c.topic, c.ends, c.keep, now)
+		if reason != c.reason || old != c.old {
+			t.Errorf("%s: %q %v, want %q %v", c.name, reason, old, c.reason, c.old)
+		}
+	}
+}

@@ -7,3 +7,6 @@ import "time"
 func WithRebuildLimits(records int, d time.Duration) Option {
 	return func(s *Server) { s.rebuildLimits = rebuildLimits{records: records, time: d} }
 }
+
+// LinksRead is how many identity links ids read since its Run started.
+func LinksRead(ids *Identities) int64 { return ids.read.Load() }

@@ -2,101 +2,207 @@ package scorer
 
 import (
 	"context"
+	"errors"
 	"log/slog"
-	"slices"
+	"maps"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/cockroachdb/pebble/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/identity"
+	"github.com/pulse-rt/pulse/identitydb"
 	"github.com/pulse-rt/pulse/kafka"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Identities is the scorer's copy of the identity table (pulse.identity,
 // identity.Link records keyed by identifier): each person's identifiers
-// with when and by which event they were linked, for GET /v1/profiles.
-// (Which person an id's lookups answer is the store's: a merged entity's
-// vector names its canonical id, followCanonical.)
+// with when and by which event they were linked, for GET /v1/profiles and
+// the subjects of deletions and exports. (Which person an id's lookups
+// answer is the store's: a merged entity's vector names its canonical id,
+// followCanonical.)
 //
-// Like Live it reads every partition from the start (read_committed, no
-// consumer group: each scorer holds the whole table; a compacted topic
-// keeps one record per identifier). A link is visible here as soon as the
-// linker committed it, a moment before the stream has moved the old id's
-// state into the person's. It holds a few hundred bytes per linked
-// identifier.
+// The copy is an identitydb in <data_dir>/scorer/<identity topic>, not the
+// heap: a scorer started again on its data dir reads only the topic's
+// records after the copy's positions (read_committed, no consumer group:
+// each scorer holds the whole table), the whole topic when it has none,
+// when the copy is older than half the topic's delete.retention.ms (a
+// person deleted meanwhile may have lost its tombstones), or when the
+// topic is another. Where the data dir cannot hold it (read-only, or
+// another scorer's), the copy is kept in memory, as before, and the log
+// says so. A link is visible here as soon as the linker committed it, a
+// moment before the stream has moved the old id's state into the
+// person's.
 //
 // Identities is safe for concurrent use: Run writes, lookups read.
 type Identities struct {
 	cfg *config.Config
 	log *slog.Logger
+	dir string
 
-	mu      sync.RWMutex
-	byID    map[string]identity.Link // typed identifier -> its latest link
-	members map[string][]string      // canonical id -> typed identifiers
-	ready   atomic.Bool
+	mu sync.RWMutex // held for reading by lookups, for writing to close
+	db *identitydb.DB
+	// read counts the links read since Run started (tests).
+	read  atomic.Int64
+	ready atomic.Bool
 }
 
 var identityLinksRead = promauto.NewCounter(prometheus.CounterOpts{
 	Name: "pulse_scorer_identity_links_read_total",
-	Help: "Identity links read from the identity topic into the scorer's table.",
+	Help: "Identity links read from the identity topic into the scorer's copy (the tail after its positions at a start, then as they come).",
 })
 
-// NewIdentities reads cfg.Kafka.Topics.Identity once Run starts.
+// NewIdentities reads cfg.Kafka.Topics.Identity once Run starts, into a
+// copy under cfg.DataDir.
 func NewIdentities(cfg *config.Config, log *slog.Logger) *Identities {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Identities{cfg: cfg, log: log.With("component", "identities"), byID: map[string]identity.Link{}, members: map[string][]string{}}
+	return &Identities{cfg: cfg, log: log.With("component", "identities"),
+		dir: filepath.Join(cfg.DataDir, "scorer", cfg.Kafka.Topics.Identity)}
 }
 
-// Run reads the identity topic until ctx ends.
+// Run brings the copy up to date and follows the identity topic until ctx
+// ends.
 func (ids *Identities) Run(ctx context.Context) error {
-	return kafka.Follow(ctx, ids.cfg.Kafka, ids.cfg.Kafka.Topics.Identity, ids.log, func(fs kgo.Fetches) {
-		fs.EachRecord(ids.add)
+	db, has, err := identitydb.Open(ids.dir, identitydb.Options{Log: ids.log})
+	if err != nil {
+		ids.log.Warn("cannot keep the identity table's copy on disk; keeping it in memory", "dir", ids.dir, "err", err)
+		if db, has, err = identitydb.Open("identity", identitydb.Options{FS: vfs.NewMem(), Log: ids.log}); err != nil {
+			return err
+		}
+	}
+	ids.mu.Lock()
+	ids.db = db
+	ids.mu.Unlock()
+	defer func() {
+		ids.mu.Lock()
+		ids.db = nil
+		ids.mu.Unlock()
+		db.Close()
+	}()
+	cl, err := kafka.NewClient(ids.cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	from, err := ids.catchUpFrom(ctx, cl, db, has)
+	if err != nil {
+		return err
+	}
+	cons, err := kafka.NewClient(ids.cfg.Kafka,
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{ids.cfg.Kafka.Topics.Identity: from}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxWait(200*time.Millisecond),
+		kgo.FetchMaxBytes(64<<20),
+	)
+	if err != nil {
+		return err
+	}
+	defer cons.Close()
+	m := db.Meta()
+	for {
+		fs := cons.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		fs.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				ids.log.Warn("fetch failed", "topic", t, "partition", p, "err", err)
+			}
+		})
+		if fs.NumRecords() == 0 {
+			ids.ready.Store(true)
+			continue
+		}
+		db.Begin()
+		m.Pos = maps.Clone(m.Pos)
+		var failed error
+		fs.EachRecord(func(r *kgo.Record) {
+			if failed != nil {
+				return
+			}
+			m.Pos[r.Partition] = r.Offset
+			if !identity.IsLink(r.Key) {
+				return // the linker's own records
+			}
+			if err := db.Apply(string(r.Key), r.Value); err != nil {
+				ids.log.Warn("skipping an unreadable identity link", "partition", r.Partition, "offset", r.Offset, "err", err)
+				return
+			}
+			identityLinksRead.Inc()
+			ids.read.Add(1)
+			if db.Size() > 16<<20 {
+				failed = db.CommitPart()
+			}
+		})
+		if failed == nil {
+			m.AsOf = time.Now().UnixMilli()
+			failed = db.Commit(m)
+		}
+		if failed != nil {
+			db.Abort()
+			return failed
+		}
 		ids.ready.Store(true)
-	})
+	}
 }
 
-// add applies one record: the identifier's latest link replaces its
-// previous one; a tombstone removes it; the linker's own records are
-// skipped.
-func (ids *Identities) add(r *kgo.Record) {
-	if !identity.IsLink(r.Key) {
-		return // the linker's own records
+// catchUpFrom checks the copy against the topic (its id, partitions,
+// ends, delete.retention.ms), clears it when it cannot be caught up, and
+// returns where to read each partition from.
+func (ids *Identities) catchUpFrom(ctx context.Context, cl *kgo.Client, db *identitydb.DB, has bool) (map[int32]kgo.Offset, error) {
+	topic := ids.cfg.Kafka.Topics.Identity
+	adm := kadm.NewClient(cl)
+	td, err := adm.ListTopics(ctx, topic)
+	if err == nil {
+		err = td[topic].Err
 	}
-	key := string(r.Key)
-	var l identity.Link
-	if r.Value != nil {
-		var err error
-		if l, err = identity.DecodeLink(r.Value); err != nil {
-			ids.log.Warn("skipping an unreadable identity link", "partition", r.Partition, "offset", r.Offset, "err", err)
-			return
+	if err != nil {
+		return nil, err
+	}
+	listed, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	ends := map[int32]int64{}
+	listed.Each(func(o kadm.ListedOffset) { ends[o.Partition] = o.Offset })
+	id := td[topic].ID.String()
+	if has {
+		keep, err := kafka.DeleteRetention(ctx, cl, topic)
+		if err != nil {
+			ids.log.Warn("cannot read the identity topic's delete.retention.ms; taking the default", "err", err, "default", kafka.DefaultDeleteRetention)
+			keep = kafka.DefaultDeleteRetention
 		}
-		key = l.Identifier
-	}
-	identityLinksRead.Inc()
-	ids.mu.Lock()
-	defer ids.mu.Unlock()
-	if old, ok := ids.byID[key]; ok {
-		m := ids.members[old.CanonicalID]
-		if i := slices.Index(m, key); i >= 0 {
-			m = slices.Delete(m, i, i+1)
+		if reason, _ := identitydb.Stale(db.Meta(), id, ends, keep, time.Now()); reason != "" {
+			ids.log.Info("reading the whole identity topic into the scorer's copy", "reason", reason)
+			has = false
 		}
-		if len(m) == 0 {
-			delete(ids.members, old.CanonicalID)
-		} else {
-			ids.members[old.CanonicalID] = m
+	}
+	m := identitydb.Meta{Pos: map[int32]int64{}, Parts: len(ends), Topic: id}
+	if has {
+		m.Pos = maps.Clone(db.Meta().Pos)
+	} else if err := db.Clear(); err != nil {
+		return nil, err
+	}
+	db.Begin()
+	if err := db.Commit(m); err != nil { // the topic's id and partitions, before any link
+		return nil, err
+	}
+	from := map[int32]kgo.Offset{}
+	for part := range ends {
+		from[part] = kgo.NewOffset().AtStart()
+		if pos, ok := m.Pos[part]; ok {
+			from[part] = kgo.NewOffset().At(pos + 1)
 		}
-		delete(ids.byID, key)
 	}
-	if r.Value == nil {
-		return
-	}
-	ids.byID[key] = l
-	ids.members[l.CanonicalID] = append(ids.members[l.CanonicalID], key)
+	return from, nil
 }
 
 // CanonicalOf is the canonical id of the person the typed identifier is
@@ -107,8 +213,14 @@ func (ids *Identities) CanonicalOf(identifier string) (string, bool) {
 	}
 	ids.mu.RLock()
 	defer ids.mu.RUnlock()
-	l, ok := ids.byID[identifier]
-	return l.CanonicalID, ok
+	if ids.db == nil {
+		return "", false
+	}
+	c, ok, err := ids.db.Canonical(identifier)
+	if err != nil {
+		ids.log.Warn("cannot read the identity table's copy", "err", err)
+	}
+	return c, ok
 }
 
 // Links lists the identifiers of the person with canonical id c, each with
@@ -119,18 +231,12 @@ func (ids *Identities) Links(c string) []identity.Link {
 	}
 	ids.mu.RLock()
 	defer ids.mu.RUnlock()
-	out := make([]identity.Link, 0, len(ids.members[c]))
-	for _, k := range ids.members[c] {
-		out = append(out, ids.byID[k])
+	if ids.db == nil {
+		return nil
 	}
-	slices.SortFunc(out, func(a, b identity.Link) int {
-		if c := a.At.Compare(b.At); c != 0 {
-			return c
-		}
-		if a.Identifier < b.Identifier {
-			return -1
-		}
-		return 1
-	})
-	return out
+	ls, err := ids.db.Links(c)
+	if err != nil {
+		ids.log.Warn("cannot read the identity table's copy", "err", err)
+	}
+	return ls
 }

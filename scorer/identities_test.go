@@ -3,6 +3,7 @@ package scorer_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -224,5 +225,94 @@ func TestProfileTraitsOnline(t *testing.T) {
 			p.TraitsFrom != "feature:profile_traits" || history && len(p.Events) != 2 || !history && p.HistoryError == "" {
 			t.Errorf("history %v: profile: %d %s", history, code, body)
 		}
+	}
+}
+
+// TestIdentitiesCopyStartsFromItsTail: on a real broker, a scorer's
+// identity copy started again on its data dir reads only the links
+// written since (a deleted identifier stays gone, the others answer); a
+// second scorer on the same data dir, which cannot open the copy there,
+// keeps one in memory and reads the whole topic.
+func TestIdentitiesCopyStartsFromItsTail(t *testing.T) {
+	cfg := newConfig(t, testConfig)
+	cfg.Kafka.Brokers = testenv.Kafka(t)
+	cfg.Kafka.Topics.Identity = testenv.Topic(t, "identity")
+	cl, err := kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	compact := "compact"
+	if _, err := kadm.NewClient(cl).CreateTopic(context.Background(), 2, 1, map[string]*string{"cleanup.policy": &compact}, cfg.Kafka.Topics.Identity); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
+	write := func(id, canonical string) {
+		t.Helper()
+		r := &kgo.Record{Topic: cfg.Kafka.Topics.Identity, Key: []byte(id)}
+		if canonical != "" {
+			if r.Value, err = identity.EncodeLink(identity.Link{Identifier: id, CanonicalID: canonical, At: at, MessageID: "m", Kind: "identify"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(ids *scorer.Identities) (stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- ids.Run(ctx) }()
+		return func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	for i := range 20 {
+		write(fmt.Sprint("anonymous_id:a", i), fmt.Sprint("u", i/2))
+	}
+	write("anonymous_id:a3", "") // a tombstone: forgotten
+
+	first := scorer.NewIdentities(cfg, nil)
+	stop := run(first)
+	testenv.WaitFor(t, 10*time.Second, "the first copy read every link", func() bool {
+		_, ok := first.CanonicalOf("anonymous_id:a19")
+		return ok && scorer.LinksRead(first) == 21
+	})
+	stop()
+
+	write("anonymous_id:a20", "u10")
+	write("anonymous_id:a21", "u10")
+	again := scorer.NewIdentities(cfg, nil)
+	stop = run(again)
+	defer stop()
+	testenv.WaitFor(t, 10*time.Second, "the copy started again read the new links", func() bool {
+		_, ok := again.CanonicalOf("anonymous_id:a21")
+		return ok
+	})
+	if n := scorer.LinksRead(again); n != 2 {
+		t.Errorf("the copy started again on its data dir read %d links, want the 2 written since", n)
+	}
+	if c, ok := again.CanonicalOf("anonymous_id:a0"); !ok || c != "u0" {
+		t.Errorf("a0 after the restart: %q %v, want u0", c, ok)
+	}
+	if _, ok := again.CanonicalOf("anonymous_id:a3"); ok {
+		t.Error("a3, deleted, came back after the restart")
+	}
+	if ls := again.Links("u10"); len(ls) != 2 {
+		t.Errorf("u10's links after the restart: %+v", ls)
+	}
+
+	other := scorer.NewIdentities(cfg, nil) // the same data dir, held by again
+	stopOther := run(other)
+	defer stopOther()
+	testenv.WaitFor(t, 10*time.Second, "a copy in memory beside it", func() bool {
+		_, ok := other.CanonicalOf("anonymous_id:a21")
+		return ok && scorer.LinksRead(other) == 23
+	})
+	if _, ok := other.CanonicalOf("anonymous_id:a3"); ok {
+		t.Error("a3, deleted, in the copy in memory")
 	}
 }

@@ -76,6 +76,9 @@ func newConfig(t testing.TB, yaml string) *config.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !strings.Contains(yaml, "data_dir:") {
+		cfg.DataDir = filepath.Join(dir, "data") // each test's own (the identity copy)
+	}
 	return cfg
 }
 
