@@ -338,25 +338,29 @@ func canonicalPrefix(canon string) []byte {
 // Apply writes one record of the identity topic: the link of identifier
 // id (value), or its tombstone (value nil).
 func (s *DB) Apply(id string, value []byte) error {
+	// The new link read first: one it cannot read changes nothing.
+	canon := ""
+	if value != nil {
+		var err error
+		if canon, err = linkCanonical(value); err != nil {
+			return err
+		}
+	}
 	ik := key(keyIdentifier, id)
 	old, ok, err := s.link(id)
 	if err != nil {
 		return err
 	}
 	if ok {
-		canon, err := linkCanonical(old)
+		was, err := linkCanonical(old)
 		if err != nil {
 			return err
 		}
-		s.b.Delete(append(canonicalPrefix(canon), id...), nil)
+		s.b.Delete(append(canonicalPrefix(was), id...), nil)
 	}
 	if value == nil {
 		s.b.Delete(ik, nil)
 		return nil
-	}
-	canon, err := linkCanonical(value)
-	if err != nil {
-		return err
 	}
 	if s.known != nil {
 		s.known.Add(id)

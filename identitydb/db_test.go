@@ -232,3 +232,32 @@ func TestStale(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyRefusesUnreadableLinks: a value Apply cannot read changes
+// nothing: the identifier stays its person's, by id and by person.
+func TestApplyRefusesUnreadableLinks(t *testing.T) {
+	st, _, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	v, _ := identity.EncodeLink(identity.Link{Identifier: "anonymous_id:a", CanonicalID: "u", At: time.Now(), MessageID: "m", Kind: identity.KindIdentify})
+	st.Begin()
+	if err := st.Apply("anonymous_id:a", v); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{`{`, `{"identifier":"anonymous_id:a"}`} {
+		if err := st.Apply("anonymous_id:a", []byte(bad)); err == nil {
+			t.Errorf("Apply took %s", bad)
+		}
+	}
+	if err := st.Commit(Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	if c, ok, err := st.Canonical("anonymous_id:a"); c != "u" || !ok || err != nil {
+		t.Errorf("canonical: %q %v %v", c, ok, err)
+	}
+	if ls, err := st.Links("u"); len(ls) != 1 || err != nil {
+		t.Errorf("links of u: %+v %v", ls, err)
+	}
+}
