@@ -10,3 +10,6 @@ func WithRebuildLimits(records int, d time.Duration) Option {
 
 // LinksRead is how many identity links ids read since its Run started.
 func LinksRead(ids *Identities) int64 { return ids.read.Load() }
+
+// IdentitiesReady reports whether ids has caught up once.
+func IdentitiesReady(ids *Identities) bool { return ids.ready.Load() }

@@ -69,8 +69,16 @@ func NewIdentities(cfg *config.Config, log *slog.Logger) *Identities {
 }
 
 // Run brings the copy up to date and follows the identity topic until ctx
-// ends.
+// ends (then it returns nil).
 func (ids *Identities) Run(ctx context.Context) error {
+	err := ids.run(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (ids *Identities) run(ctx context.Context) error {
 	db, has, err := identitydb.Open(ids.dir, identitydb.Options{Log: ids.log})
 	if err != nil {
 		ids.log.Warn("cannot keep the identity table's copy on disk; keeping it in memory", "dir", ids.dir, "err", err)
@@ -92,7 +100,7 @@ func (ids *Identities) Run(ctx context.Context) error {
 		return err
 	}
 	defer cl.Close()
-	from, err := ids.catchUpFrom(ctx, cl, db, has)
+	from, ends, m, err := ids.catchUpFrom(ctx, cl, db, has)
 	if err != nil {
 		return err
 	}
@@ -106,29 +114,121 @@ func (ids *Identities) Run(ctx context.Context) error {
 		return err
 	}
 	defer cons.Close()
+	if m.Pos == nil {
+		// From nothing: the links are written as read and indexed by
+		// person once the topic is read (cheaper than a read per record).
+		if err := ids.build(ctx, cons, db, m, ends); err != nil {
+			return err
+		}
+	}
+	return ids.follow(ctx, cons, db, ends)
+}
+
+// behind lists the partitions whose ends (at the start) are past the
+// positions in pos, but for a last transaction marker, which is no record.
+func behind(ends, pos map[int32]int64) map[int32]bool {
+	out := map[int32]bool{}
+	for part, end := range ends {
+		if at, ok := pos[part]; end > 0 && (!ok || at < end-2) {
+			out[part] = true
+		}
+	}
+	return out
+}
+
+// build reads the topic from its start into an empty copy, until the
+// ends it had at the start (less the transactions' markers, which are no
+// records) or the first fetch with nothing: Put, then Index, and the
+// meta.
+func (ids *Identities) build(ctx context.Context, cons *kgo.Client, db *identitydb.DB, m identitydb.Meta, ends map[int32]int64) error {
+	began := time.Now()
+	m.Pos = map[int32]int64{}
+	left := behind(ends, m.Pos)
+	db.BeginRebuild()
+	read := 0
+	for len(left) > 0 {
+		fs := cons.PollFetches(ctx)
+		if ctx.Err() != nil {
+			db.Abort()
+			return ctx.Err()
+		}
+		ids.fetchErrors(fs)
+		if fs.NumRecords() == 0 {
+			break // an error: indexed as it is, and followed on from there
+		}
+		for it := fs.RecordIter(); !it.Done(); {
+			r := it.Next()
+			m.Pos[r.Partition] = r.Offset
+			if r.Offset >= ends[r.Partition]-2 {
+				delete(left, r.Partition)
+			}
+			if identity.IsLink(r.Key) {
+				db.Put(string(r.Key), r.Value)
+				read++
+			}
+		}
+		if db.Size() > 16<<20 {
+			if err := db.CommitPart(); err != nil {
+				db.Abort()
+				return err
+			}
+		}
+	}
+	if err := db.Index(); err != nil {
+		db.Abort()
+		return err
+	}
+	m.AsOf = time.Now().UnixMilli()
+	if err := db.Commit(m); err != nil {
+		return err
+	}
+	identityLinksRead.Add(float64(read))
+	ids.read.Add(int64(read))
+	ids.ready.Store(true)
+	ids.log.Info("identity copy built from the whole topic", "links", read, "took", time.Since(began).Round(time.Millisecond))
+	return nil
+}
+
+func (ids *Identities) fetchErrors(fs kgo.Fetches) {
+	fs.EachError(func(t string, p int32, err error) {
+		if !errors.Is(err, context.Canceled) {
+			ids.log.Warn("fetch failed", "topic", t, "partition", p, "err", err)
+		}
+	})
+}
+
+// follow applies the topic's records to the copy as they come, a batch
+// per fetch with the positions it reaches, until ctx ends; it is ready
+// once past the ends the topic had at the start.
+func (ids *Identities) follow(ctx context.Context, cons *kgo.Client, db *identitydb.DB, ends map[int32]int64) error {
 	m := db.Meta()
+	left := behind(ends, m.Pos)
+	if len(left) == 0 {
+		ids.ready.Store(true)
+	}
 	for {
 		fs := cons.PollFetches(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		fs.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) {
-				ids.log.Warn("fetch failed", "topic", t, "partition", p, "err", err)
-			}
-		})
+		ids.fetchErrors(fs)
 		if fs.NumRecords() == 0 {
-			ids.ready.Store(true)
 			continue
 		}
 		db.Begin()
 		m.Pos = maps.Clone(m.Pos)
+		if m.Pos == nil {
+			m.Pos = map[int32]int64{}
+		}
 		var failed error
 		fs.EachRecord(func(r *kgo.Record) {
 			if failed != nil {
 				return
 			}
 			m.Pos[r.Partition] = r.Offset
+			if r.Offset >= ends[r.Partition]-2 {
+				delete(left, r.Partition)
+			}
 			if !identity.IsLink(r.Key) {
 				return // the linker's own records
 			}
@@ -150,14 +250,17 @@ func (ids *Identities) Run(ctx context.Context) error {
 			db.Abort()
 			return failed
 		}
-		ids.ready.Store(true)
+		if len(left) == 0 {
+			ids.ready.Store(true)
+		}
 	}
 }
 
 // catchUpFrom checks the copy against the topic (its id, partitions,
 // ends, delete.retention.ms), clears it when it cannot be caught up, and
-// returns where to read each partition from.
-func (ids *Identities) catchUpFrom(ctx context.Context, cl *kgo.Client, db *identitydb.DB, has bool) (map[int32]kgo.Offset, error) {
+// returns where to read each partition from, the topic's ends and the
+// copy's meta to go on with (Pos nil: the copy is empty, to be built).
+func (ids *Identities) catchUpFrom(ctx context.Context, cl *kgo.Client, db *identitydb.DB, has bool) (map[int32]kgo.Offset, map[int32]int64, identitydb.Meta, error) {
 	topic := ids.cfg.Kafka.Topics.Identity
 	adm := kadm.NewClient(cl)
 	td, err := adm.ListTopics(ctx, topic)
@@ -165,11 +268,11 @@ func (ids *Identities) catchUpFrom(ctx context.Context, cl *kgo.Client, db *iden
 		err = td[topic].Err
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, identitydb.Meta{}, err
 	}
 	listed, err := adm.ListEndOffsets(ctx, topic)
 	if err != nil {
-		return nil, err
+		return nil, nil, identitydb.Meta{}, err
 	}
 	ends := map[int32]int64{}
 	listed.Each(func(o kadm.ListedOffset) { ends[o.Partition] = o.Offset })
@@ -185,15 +288,14 @@ func (ids *Identities) catchUpFrom(ctx context.Context, cl *kgo.Client, db *iden
 			has = false
 		}
 	}
-	m := identitydb.Meta{Pos: map[int32]int64{}, Parts: len(ends), Topic: id}
+	m := identitydb.Meta{Parts: len(ends), Topic: id}
 	if has {
 		m.Pos = maps.Clone(db.Meta().Pos)
+		if m.Pos == nil {
+			m.Pos = map[int32]int64{}
+		}
 	} else if err := db.Clear(); err != nil {
-		return nil, err
-	}
-	db.Begin()
-	if err := db.Commit(m); err != nil { // the topic's id and partitions, before any link
-		return nil, err
+		return nil, nil, identitydb.Meta{}, err
 	}
 	from := map[int32]kgo.Offset{}
 	for part := range ends {
@@ -202,7 +304,7 @@ func (ids *Identities) catchUpFrom(ctx context.Context, cl *kgo.Client, db *iden
 			from[part] = kgo.NewOffset().At(pos + 1)
 		}
 	}
-	return from, nil
+	return from, ends, m, nil
 }
 
 // CanonicalOf is the canonical id of the person the typed identifier is
