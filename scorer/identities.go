@@ -69,13 +69,23 @@ func NewIdentities(cfg *config.Config, log *slog.Logger) *Identities {
 }
 
 // Run brings the copy up to date and follows the identity topic until ctx
-// ends (then it returns nil).
+// ends, when it returns nil. A failure (Kafka away, the topic not made
+// yet, the disk) is logged and the copy opened and caught up again, after
+// 1 s, then up to 10 s between tries.
 func (ids *Identities) Run(ctx context.Context) error {
-	err := ids.run(ctx)
-	if ctx.Err() != nil {
-		return nil
+	for attempt := 1; ; attempt++ {
+		err := ids.run(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := min(time.Duration(attempt)*time.Second, 10*time.Second)
+		ids.log.Warn("identity copy stopped; starting it again", "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
 	}
-	return err
 }
 
 func (ids *Identities) run(ctx context.Context) error {

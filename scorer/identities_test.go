@@ -316,3 +316,38 @@ func TestIdentitiesCopyStartsFromItsTail(t *testing.T) {
 		t.Error("a3, deleted, in the copy in memory")
 	}
 }
+
+// TestIdentitiesWaitForTheTopic: a scorer started before the identity
+// topic exists (Kafka's topics made after it) tries again until it does,
+// and then reads its links.
+func TestIdentitiesWaitForTheTopic(t *testing.T) {
+	cfg := newConfig(t, testConfig)
+	cfg.Kafka.Brokers = testenv.Kafka(t)
+	cfg.Kafka.Topics.Identity = testenv.Topic(t, "identity")
+	ids := scorer.NewIdentities(cfg, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ids.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(1500 * time.Millisecond) // a first try fails: no topic
+
+	cl, err := kafka.NewClient(cfg.Kafka, kafka.ProducerOpts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := kadm.NewClient(cl).CreateTopic(context.Background(), 1, 1, nil, cfg.Kafka.Topics.Identity); err != nil {
+		t.Fatal(err)
+	}
+	v, err := identity.EncodeLink(identity.Link{Identifier: "anonymous_id:a", CanonicalID: "u", At: time.Now(), MessageID: "m", Kind: "identify"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: cfg.Kafka.Topics.Identity, Key: []byte("anonymous_id:a"), Value: v}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 20*time.Second, "the link, once the topic is there", func() bool {
+		c, ok := ids.CanonicalOf("anonymous_id:a")
+		return ok && c == "u"
+	})
+}
