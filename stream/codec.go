@@ -171,7 +171,7 @@ type meta struct {
 	// asOf is when (Options.Now, unix ms) the state was last brought
 	// up to date with the changelog: a commit or a restore; 0: unknown
 	// (older builds). A state older than the changelog keeps tombstones
-	// is restored in full (task.staleLocal).
+	// is restored in full (task.dropIfStale).
 	asOf int64
 }
 
