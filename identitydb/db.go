@@ -408,6 +408,9 @@ func (s *DB) Root(id identity.Identifier) (identity.Identifier, bool, error) {
 	if err != nil {
 		return identity.Identifier{}, false, err
 	}
+	if id == identity.User(canon) {
+		return id, true, nil // the root itself: no read
+	}
 	for _, root := range []identity.Identifier{identity.User(canon), identity.Anonymous(canon)} {
 		if _, ok, err := s.get(append(canonicalPrefix(canon), root.String()...)); err != nil {
 			return identity.Identifier{}, false, err
