@@ -169,6 +169,8 @@ func (t *task) applyChangelog(b *pebble.Batch, r *kgo.Record, local bool, now ti
 			return errCorrupt
 		}
 		t.meta.seedNext = next
+	case k == clInputKey:
+		t.meta.input = string(r.Value)
 	case k == clResolvedKey:
 		next, n := binary.Varint(r.Value)
 		if n <= 0 {

@@ -36,6 +36,9 @@ const (
 	// clForgotPrefix + id: the entity was deleted on request at the time
 	// the value holds (forget; unix ms, 8 bytes BE).
 	clForgotPrefix = "__forgot/"
+	// clInputKey: the id of the input topic the state counts (Kafka's
+	// topic id): a topic made again under the same name has another.
+	clInputKey = "__input"
 )
 
 // Keys of a task's Pebble database.
@@ -173,6 +176,9 @@ type meta struct {
 	// (older builds). A state older than the changelog keeps tombstones
 	// is restored in full (task.dropIfStale).
 	asOf int64
+	// input is the id of the input topic the state counts (clInputKey);
+	// "": unknown (older builds, a state just cleared).
+	input string
 }
 
 func (m *meta) encode() []byte {
@@ -183,7 +189,8 @@ func (m *meta) encode() []byte {
 	b = binary.AppendVarint(b, m.seedNext)
 	b = binary.AppendVarint(b, m.resolvedNext)
 	b = binary.AppendVarint(b, m.storeMark)
-	return binary.AppendVarint(b, m.asOf)
+	b = binary.AppendVarint(b, m.asOf)
+	return appendStrings(b, []string{m.input})
 }
 
 func decodeMeta(b []byte) (meta, error) {
@@ -204,6 +211,11 @@ func decodeMeta(b []byte) (meta, error) {
 	}
 	if len(r.b) > 0 { // written before the state's age was kept: 0, unknown
 		m.asOf = r.varint()
+	}
+	if len(r.b) > 0 { // written before the input topic's id was kept: unknown
+		if ss := r.strings(); len(ss) == 1 {
+			m.input = ss[0]
+		}
 	}
 	if r.err {
 		return m, errCorrupt

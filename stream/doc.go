@@ -289,5 +289,9 @@
 // The kfake log of `pulse dev` may be wiped. A task whose stored input
 // offset is beyond the partition's end offset, or whose input offsets go
 // backwards, logs it, drops the partition's state (locally and, with
-// tombstones, in the changelog) and resynchronises from the start.
+// tombstones, in the changelog) and resynchronises from the start. So
+// does one whose state names another input topic id than the topic's
+// (meta.input, the changelog's __input): the topic was deleted and made
+// again under its name, and its new log may already be past the old
+// one's offsets, where the offsets alone would skip its first records.
 package stream

@@ -520,6 +520,19 @@ func (t *task) recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	input, err := t.inputID(ctx)
+	if err != nil {
+		return err
+	}
+	if has && t.meta.input != "" && t.meta.input != input {
+		t.log.Warn("input topic was made again (another topic id): dropping local state and resynchronising",
+			"topic", t.topic, "stored_id", t.meta.input, "id", input)
+		mResets.Inc()
+		if err := t.clearLocal(); err != nil {
+			return err
+		}
+		has = false
+	}
 	if has && t.meta.next > end {
 		t.log.Warn("input log was reset (stored offset beyond its end): dropping local state and resynchronising",
 			"topic", t.topic, "stored_offset", t.meta.next, "end_offset", end)
@@ -532,9 +545,9 @@ func (t *task) recover(ctx context.Context) error {
 	if err := t.restore(ctx, has); err != nil {
 		return err
 	}
-	if t.meta.next > end {
-		t.log.Warn("input log was reset (changelog offset beyond its end): dropping the partition's state and resynchronising from the start",
-			"topic", t.topic, "changelog_offset", t.meta.next, "end_offset", end)
+	if t.meta.next > end || (t.meta.input != "" && t.meta.input != input) {
+		t.log.Warn("input log was reset (changelog offset beyond its end, or the changelog of another topic of the same name): dropping the partition's state and resynchronising from the start",
+			"topic", t.topic, "changelog_offset", t.meta.next, "end_offset", end, "changelog_topic_id", t.meta.input, "topic_id", input)
 		mResets.Inc()
 		if err := t.wipe(ctx); err != nil {
 			return err
@@ -555,7 +568,34 @@ func (t *task) recover(ctx context.Context) error {
 	} else if !errors.Is(err, pebble.ErrNotFound) {
 		return err
 	}
-	return t.rewritePending(ctx)
+	if err := t.rewritePending(ctx); err != nil {
+		return err
+	}
+	if t.meta.input != input {
+		// The input topic's id, in the changelog and the local state: a
+		// topic made again under the same name is then told apart, even
+		// past the old one's offsets.
+		x := t.newTxn()
+		x.recs = append(x.recs, t.stateRecord([]byte(clInputKey), []byte(input)))
+		t.meta.input = input
+		if err := t.commit(ctx, x, t.meta.next); err != nil {
+			t.meta.input = ""
+			return err
+		}
+	}
+	return nil
+}
+
+// inputID is the input topic's id.
+func (t *task) inputID(ctx context.Context) (string, error) {
+	td, err := kadm.NewClient(t.prod).ListTopics(ctx, t.topic)
+	if err == nil {
+		err = td[t.topic].Err
+	}
+	if err != nil {
+		return "", fmt.Errorf("cannot describe %s: %w", t.topic, err)
+	}
+	return td[t.topic].ID.String(), nil
 }
 
 // dropIfStale clears a local state older than the changelog keeps its
