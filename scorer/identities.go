@@ -148,8 +148,9 @@ func behind(ends, pos map[int32]int64) map[int32]bool {
 
 // build reads the topic from its start into an empty copy, until the
 // ends it had at the start (less the transactions' markers, which are no
-// records) or the first fetch with nothing: Put, then Index, and the
-// meta.
+// records) or a second with nothing to read (what is left is aborted
+// transactions', or a fetch failed): Put, then Index, and the meta. What
+// it did not reach, follow reads on from its positions.
 func (ids *Identities) build(ctx context.Context, cons *kgo.Client, db *identitydb.DB, m identitydb.Meta, ends map[int32]int64) error {
 	began := time.Now()
 	m.Pos = map[int32]int64{}
@@ -157,14 +158,16 @@ func (ids *Identities) build(ctx context.Context, cons *kgo.Client, db *identity
 	db.BeginRebuild()
 	read := 0
 	for len(left) > 0 {
-		fs := cons.PollFetches(ctx)
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		fs := cons.PollFetches(pctx)
+		cancel()
 		if ctx.Err() != nil {
 			db.Abort()
 			return ctx.Err()
 		}
 		ids.fetchErrors(fs)
 		if fs.NumRecords() == 0 {
-			break // an error: indexed as it is, and followed on from there
+			break
 		}
 		for it := fs.RecordIter(); !it.Done(); {
 			r := it.Next()
@@ -201,7 +204,7 @@ func (ids *Identities) build(ctx context.Context, cons *kgo.Client, db *identity
 
 func (ids *Identities) fetchErrors(fs kgo.Fetches) {
 	fs.EachError(func(t string, p int32, err error) {
-		if !errors.Is(err, context.Canceled) {
+		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 			ids.log.Warn("fetch failed", "topic", t, "partition", p, "err", err)
 		}
 	})

@@ -351,3 +351,53 @@ func TestIdentitiesWaitForTheTopic(t *testing.T) {
 		return ok && c == "u"
 	})
 }
+
+// TestIdentitiesBuildPastAbortedTail: a copy built from nothing on a real
+// broker whose identity topic ends with an aborted transaction (a linker
+// that failed), which read_committed never delivers, finishes its build
+// and lists the person's identifiers.
+func TestIdentitiesBuildPastAbortedTail(t *testing.T) {
+	cfg := newConfig(t, testConfig)
+	cfg.Kafka.Brokers = testenv.Kafka(t)
+	cfg.Kafka.Topics.Identity = testenv.Topic(t, "identity")
+	cl, err := kafka.NewClient(cfg.Kafka, append(kafka.ProducerOpts(), kgo.TransactionalID(cfg.Kafka.Topics.Identity+".txn"))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := kadm.NewClient(cl).CreateTopic(context.Background(), 1, 1, nil, cfg.Kafka.Topics.Identity); err != nil {
+		t.Fatal(err)
+	}
+	txn := func(commit kgo.TransactionEndTry, ids ...string) {
+		t.Helper()
+		if err := cl.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			v, err := identity.EncodeLink(identity.Link{Identifier: id, CanonicalID: "u", At: time.Now(), MessageID: "m", Kind: "identify"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: cfg.Kafka.Topics.Identity, Key: []byte(id), Value: v}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := cl.EndTransaction(context.Background(), commit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	txn(kgo.TryCommit, "user_id:u", "anonymous_id:a")
+	txn(kgo.TryAbort, "anonymous_id:b", "anonymous_id:c", "anonymous_id:d")
+
+	ids := scorer.NewIdentities(cfg, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ids.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	testenv.WaitFor(t, 15*time.Second, "u's identifiers listed", func() bool {
+		return len(ids.Links("u")) == 2 && scorer.IdentitiesReady(ids)
+	})
+	if _, ok := ids.CanonicalOf("anonymous_id:b"); ok {
+		t.Error("an aborted link is in the copy")
+	}
+}
