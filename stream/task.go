@@ -524,18 +524,9 @@ func (t *task) recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if has && t.meta.input != "" && t.meta.input != input {
-		t.log.Warn("input topic was made again (another topic id): dropping local state and resynchronising",
-			"topic", t.topic, "stored_id", t.meta.input, "id", input)
-		mResets.Inc()
-		if err := t.clearLocal(); err != nil {
-			return err
-		}
-		has = false
-	}
-	if has && t.meta.next > end {
-		t.log.Warn("input log was reset (stored offset beyond its end): dropping local state and resynchronising",
-			"topic", t.topic, "stored_offset", t.meta.next, "end_offset", end)
+	if has && t.inputReset(end, input) {
+		t.log.Warn("input log was reset (stored offset beyond its end, or the state of another topic of the same name): dropping local state and resynchronising",
+			"topic", t.topic, "stored_offset", t.meta.next, "end_offset", end, "stored_topic_id", t.meta.input, "topic_id", input)
 		mResets.Inc()
 		if err := t.clearLocal(); err != nil {
 			return err
@@ -545,7 +536,7 @@ func (t *task) recover(ctx context.Context) error {
 	if err := t.restore(ctx, has); err != nil {
 		return err
 	}
-	if t.meta.next > end || (t.meta.input != "" && t.meta.input != input) {
+	if t.inputReset(end, input) {
 		t.log.Warn("input log was reset (changelog offset beyond its end, or the changelog of another topic of the same name): dropping the partition's state and resynchronising from the start",
 			"topic", t.topic, "changelog_offset", t.meta.next, "end_offset", end, "changelog_topic_id", t.meta.input, "topic_id", input)
 		mResets.Inc()
@@ -584,6 +575,14 @@ func (t *task) recover(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// inputReset reports whether the state (local, or restored from the
+// changelog) is not of the input log there is now: its offset is past the
+// log's end, or it names another topic id (a topic made again under the
+// same name, whose log may be past the old offsets).
+func (t *task) inputReset(end int64, input string) bool {
+	return t.meta.next > end || (t.meta.input != "" && t.meta.input != input)
 }
 
 // inputID is the input topic's id.
