@@ -366,3 +366,15 @@ func DeleteRetention(ctx context.Context, cl *kgo.Client, topic string) (time.Du
 	}
 	return DefaultDeleteRetention, nil
 }
+
+// DeleteRetentionOrDefault is DeleteRetention, or DefaultDeleteRetention
+// when the broker does not say (logged to log): a reader deciding whether
+// it may catch up from an old offset.
+func DeleteRetentionOrDefault(ctx context.Context, cl *kgo.Client, topic string, log *slog.Logger) time.Duration {
+	keep, err := DeleteRetention(ctx, cl, topic)
+	if err != nil {
+		log.Warn("cannot read delete.retention.ms; taking the default", "topic", topic, "err", err, "default", DefaultDeleteRetention)
+		return DefaultDeleteRetention
+	}
+	return keep
+}

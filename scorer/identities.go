@@ -291,11 +291,7 @@ func (ids *Identities) catchUpFrom(ctx context.Context, cl *kgo.Client, db *iden
 	listed.Each(func(o kadm.ListedOffset) { ends[o.Partition] = o.Offset })
 	id := td[topic].ID.String()
 	if has {
-		keep, err := kafka.DeleteRetention(ctx, cl, topic)
-		if err != nil {
-			ids.log.Warn("cannot read the identity topic's delete.retention.ms; taking the default", "err", err, "default", kafka.DefaultDeleteRetention)
-			keep = kafka.DefaultDeleteRetention
-		}
+		keep := kafka.DeleteRetentionOrDefault(ctx, cl, topic, ids.log)
 		if reason, _ := identitydb.Stale(db.Meta(), id, ends, keep, time.Now()); reason != "" {
 			ids.log.Info("reading the whole identity topic into the scorer's copy", "reason", reason)
 			has = false

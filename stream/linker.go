@@ -282,11 +282,7 @@ func (l *linker) restore(ctx context.Context, fences map[int32]int64, has bool) 
 	s, topic := l.state, l.p.cfg.Kafka.Topics.Identity
 	now := l.p.opts.Now()
 	if has {
-		keep, err := kafka.DeleteRetention(ctx, l.prod, topic)
-		if err != nil {
-			l.log.Warn("cannot read the identity topic's delete.retention.ms; taking the default", "err", err, "default", kafka.DefaultDeleteRetention)
-			keep = kafka.DefaultDeleteRetention
-		}
+		keep := kafka.DeleteRetentionOrDefault(ctx, l.prod, topic, l.log)
 		if reason, old := identitydb.Stale(s.Meta(), l.topicID, fences, keep, now); reason != "" {
 			l.log.Warn("identity linker: reading the whole identity topic again", "reason", reason)
 			if old {

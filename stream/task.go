@@ -613,11 +613,7 @@ func (t *task) dropIfStale(ctx context.Context) (bool, error) {
 	if t.meta.asOf == 0 {
 		return false, nil
 	}
-	keep, err := kafka.DeleteRetention(ctx, t.prod, t.p.cfg.Kafka.Topics.State)
-	if err != nil {
-		t.log.Warn("cannot read the changelog's delete.retention.ms; taking the default", "err", err, "default", kafka.DefaultDeleteRetention)
-		keep = kafka.DefaultDeleteRetention
-	}
+	keep := kafka.DeleteRetentionOrDefault(ctx, t.prod, t.p.cfg.Kafka.Topics.State, t.log)
 	age := t.p.opts.Now().Sub(time.UnixMilli(t.meta.asOf))
 	if age < keep/2 {
 		return false, nil
