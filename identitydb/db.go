@@ -256,7 +256,7 @@ func (s *DB) Index() error {
 			return err
 		}
 		s.b.Set(append(canonicalPrefix(canon), it.Key()[len(keyIdentifier):]...), it.Value(), nil)
-		if s.b.Len() > 16<<20 {
+		if s.b.Len() > partSize {
 			if err := s.fault.Commit(s.b, pebble.NoSync); err != nil {
 				it.Close()
 				return err
@@ -267,10 +267,16 @@ func (s *DB) Index() error {
 	return it.Close()
 }
 
+// partSize is the batch a long catch-up commits in parts of (CommitPart).
+const partSize = 16 << 20
+
 // CommitPart commits the open batch, without the meta, and opens another
-// of its kind: a long catch-up in parts. A catch-up cut after a part
-// starts again from the positions before it.
+// of its kind, once the batch passes partSize: a long catch-up in parts.
+// A catch-up cut after a part starts again from the positions before it.
 func (s *DB) CommitPart() error {
+	if s.b.Len() <= partSize {
+		return nil
+	}
 	indexed := s.b.Indexed()
 	if err := s.fault.Commit(s.b, pebble.NoSync); err != nil {
 		return err
@@ -306,9 +312,6 @@ func (s *DB) Commit(m Meta) error {
 	s.meta = m
 	return nil
 }
-
-// Size is the open batch's size in bytes.
-func (s *DB) Size() int { return s.b.Len() }
 
 func (s *DB) get(k []byte) ([]byte, bool, error) {
 	var v []byte

@@ -180,11 +180,9 @@ func (ids *Identities) build(ctx context.Context, cons *kgo.Client, db *identity
 				read++
 			}
 		}
-		if db.Size() > 16<<20 {
-			if err := db.CommitPart(); err != nil {
-				db.Abort()
-				return err
-			}
+		if err := db.CommitPart(); err != nil {
+			db.Abort()
+			return err
 		}
 	}
 	if err := db.Index(); err != nil {
@@ -251,9 +249,7 @@ func (ids *Identities) follow(ctx context.Context, cons *kgo.Client, db *identit
 			}
 			identityLinksRead.Inc()
 			ids.read.Add(1)
-			if db.Size() > 16<<20 {
-				failed = db.CommitPart()
-			}
+			failed = db.CommitPart()
 		})
 		if failed == nil {
 			m.AsOf = time.Now().UnixMilli()

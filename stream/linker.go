@@ -367,11 +367,9 @@ func (l *linker) restore(ctx context.Context, fences map[int32]int64, has bool) 
 					}
 				}
 			}
-			if s.Size() > 16<<20 {
-				if err := s.CommitPart(); err != nil {
-					s.Abort()
-					return 0, err
-				}
+			if err := s.CommitPart(); err != nil {
+				s.Abort()
+				return 0, err
 			}
 		}
 	}
