@@ -136,6 +136,20 @@ func newEnv(t testing.TB, brokers []string) *env {
 	return e
 }
 
+// anew is a new, empty embedded broker with e's topic names and group:
+// the topics deleted and made again (another topic id each), or a wiped
+// log.
+func (e *env) anew() *env {
+	e.t.Helper()
+	e2 := newEnv(e.t, nil)
+	e2.cfg.Kafka.Topics = e.cfg.Kafka.Topics
+	e2.cfg.Stream.Group = e.cfg.Stream.Group
+	if err := kafka.EnsureTopics(context.Background(), e2.prod, e2.cfg.Kafka); err != nil {
+		e.t.Fatal(err)
+	}
+	return e2
+}
+
 func (e *env) processor(opts Options, dataDir string) *Processor {
 	e.t.Helper()
 	cfg := *e.cfg

@@ -16,7 +16,6 @@ import (
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/internal/testenv"
-	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/segment"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -365,32 +364,42 @@ func TestRebalanceKillOneRealKafka(t *testing.T) {
 	}
 }
 
-// The kfake log of `pulse dev` is wiped while the stream's state is kept:
-// the task notices its offset is beyond the new log's end, drops the
-// partition's state and resynchronises from the start.
+// The kfake log of `pulse dev` is wiped, or the topics deleted and made
+// again under their names, while the stream's state is kept: the task
+// notices its offset is beyond the new log's end, or, where the new log is
+// already past the old offsets, that the topic's id is another; it drops
+// the partition's state and resynchronises from the start. Every new
+// event counts, none is skipped as if read before, and the old state is
+// gone.
 func TestLogWipedResynchronises(t *testing.T) {
-	e := newEnv(t, nil)
-	recs, _ := load(11, 10, 2000)
-	e.produce(recs...)
-	dataDir := t.TempDir()
-	p := e.processor(Options{}, dataDir)
-	stop := e.run(p)
-	e.waitCaughtUp(20*time.Second, p)
-	stop()
+	for _, c := range []struct {
+		name     string
+		old, new int // events in the old log and in the new one
+	}{
+		{"offsets past the new end", 2000, 300},
+		{"the new log past the old offsets", 200, 600},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			recs, _ := load(11, 10, c.old)
+			e.produce(recs...)
+			dataDir := t.TempDir()
+			p := e.processor(Options{}, dataDir)
+			stop := e.run(p)
+			e.waitCaughtUp(20*time.Second, p)
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
 
-	// A new, empty broker with the same topic names: the wiped log.
-	e2 := newEnv(t, nil)
-	e2.cfg.Kafka.Topics = e.cfg.Kafka.Topics
-	e2.cfg.Stream.Group = e.cfg.Stream.Group
-	if err := kafka.EnsureTopics(context.Background(), e2.prod, e2.cfg.Kafka); err != nil {
-		t.Fatal(err)
+			e2 := e.anew()
+			ref := newReference(t, e2.cfg)
+			e2.produce(loadInto(ref, 12, 10, c.new)...)
+			p = e2.processor(Options{}, dataDir)
+			e2.run(p)
+			e2.waitCaughtUp(20*time.Second, p)
+			ref.check(t, e2.store, e2.clock.now())
+		})
 	}
-	ref := newReference(t, e2.cfg)
-	e2.produce(loadInto(ref, 12, 10, 300)...)
-	p = e2.processor(Options{}, dataDir)
-	e2.run(p)
-	e2.waitCaughtUp(20*time.Second, p)
-	ref.check(t, e2.store, e2.clock.now())
 }
 
 // Changing a segment rule re-evaluates stored members with no new event.

@@ -8,7 +8,6 @@ import (
 
 	"github.com/pulse-rt/pulse/event"
 	"github.com/pulse-rt/pulse/identity"
-	"github.com/pulse-rt/pulse/kafka"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -146,12 +145,7 @@ func TestLinkerTopicRecreated(t *testing.T) {
 
 	// A new, empty broker with the same topic names, its identity topic
 	// already past the old one's offsets.
-	e2 := newEnv(t, nil)
-	e2.cfg.Kafka.Topics = e.cfg.Kafka.Topics
-	e2.cfg.Stream.Group = e.cfg.Stream.Group
-	if err := kafka.EnsureTopics(context.Background(), e2.prod, e2.cfg.Kafka); err != nil {
-		t.Fatal(err)
-	}
+	e2 := e.anew()
 	for i := range 200 {
 		id := identity.User(fmt.Sprint("other-", i))
 		v, err := identity.EncodeLink(identity.Link{Identifier: id.String(), CanonicalID: id.Value, At: at, MessageID: "m", Kind: identity.KindIdentify})
