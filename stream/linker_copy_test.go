@@ -87,31 +87,7 @@ func TestLinkerStaleStateReadsWholeTopic(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	p = e.processor(Options{}, t.TempDir())
-	stop = e.run(p)
-	e.forgetRequest(identity.User("pu"), "del-1")
-	waitVectors(t, e, 30*time.Second, nil, []string{"pu", "dev-a"})
-	// Later links on every identity partition: compaction keeps each
-	// partition's last batch as it is.
-	for i := range 40 {
-		dev, user := fmt.Sprint("later-dev-", i), fmt.Sprint("later-", i)
-		e.produce(eventRecord(t, identifyEvent(dev, user, "i-"+dev, at)), eventRecord(t, order(user, "o-"+user, at, 1)))
-	}
-	e.waitCaughtUp(30*time.Second, p)
-	waitFeature(t, e, "later-39", "orders_lifetime", 1.0, 30*time.Second)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-
-	topic := e.cfg.Kafka.Topics.Identity
-	setDeleteRetention(t, e, topic, "0")
-	e.emb.Cluster().Compact()
-	for _, r := range readTopic(t, e, topic) {
-		if k := string(r.Key); k == "anonymous_id:dev-a" || k == "user_id:pu" {
-			t.Fatalf("the identity topic still holds a record of %s after compaction: the setup needs none", k)
-		}
-	}
-	setDeleteRetention(t, e, topic, "3600000")
+	forgetElsewhereAndCompact(t, e, "pu", nil, []string{"pu", "dev-a"}, e.cfg.Kafka.Topics.Identity, "anonymous_id:dev-a", "user_id:pu")
 
 	e.clock.set(e.clock.now().Add(31 * time.Minute))
 	stale0 := counterValue(mStaleStates)

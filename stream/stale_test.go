@@ -3,6 +3,7 @@ package stream
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -60,29 +61,7 @@ func staleStateOrders(t *testing.T, advance time.Duration) (float64, float64) {
 		t.Fatal(err)
 	}
 
-	p = e.processor(Options{}, t.TempDir())
-	stop = e.run(p)
-	e.forgetRequest(identity.User("pu"), "del-1")
-	waitVectors(t, e, 30*time.Second, []string{"qu"}, []string{"pu"})
-	// Later traffic on every partition: compaction keeps each partition's
-	// last batch as it is.
-	for i := range 40 {
-		e.produce(eventRecord(t, order(fmt.Sprint("later-", i), fmt.Sprint("o-later-", i), at, 5)))
-	}
-	e.waitCaughtUp(30*time.Second, p)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-
-	state := e.cfg.Kafka.Topics.State
-	setDeleteRetention(t, e, state, "0")
-	e.emb.Cluster().Compact()
-	for _, r := range readTopic(t, e, state) {
-		if string(r.Key) == clEntityPrefix+"pu" {
-			t.Fatalf("the changelog still holds a record of pu after compaction (value %d bytes): the setup needs none", len(r.Value))
-		}
-	}
-	setDeleteRetention(t, e, state, "3600000")
+	forgetElsewhereAndCompact(t, e, "pu", []string{"qu"}, []string{"pu"}, e.cfg.Kafka.Topics.State, clEntityPrefix+"pu")
 
 	e.clock.set(e.clock.now().Add(advance))
 	stale0 := counterValue(mStaleStates)
@@ -102,6 +81,39 @@ func staleStateOrders(t *testing.T, advance time.Duration) (float64, float64) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// forgetElsewhereAndCompact: another processor, on a data dir of its own,
+// deletes user on request (present and absent: the vectors to wait for);
+// later traffic (40 users, each a device identified and an order) puts
+// batches after the deletion on every partition of every topic, as
+// compaction keeps each partition's last batch as it is; then topic is
+// compacted with delete.retention.ms 0, checked to hold no record of the
+// keys gone (the setup needs none), and given an hour.
+func forgetElsewhereAndCompact(t *testing.T, e *env, user string, present, absent []string, topic string, gone ...string) {
+	t.Helper()
+	at := t0.Add(-10 * time.Minute)
+	p := e.processor(Options{}, t.TempDir())
+	stop := e.run(p)
+	e.forgetRequest(identity.User(user), "del-1")
+	waitVectors(t, e, 30*time.Second, present, absent)
+	for i := range 40 {
+		dev, later := fmt.Sprint("later-dev-", i), fmt.Sprint("later-", i)
+		e.produce(eventRecord(t, identifyEvent(dev, later, "i-"+dev, at)), eventRecord(t, order(later, "o-"+later, at, 1)))
+	}
+	e.waitCaughtUp(30*time.Second, p)
+	waitFeature(t, e, "later-39", "orders_lifetime", 1.0, 30*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	setDeleteRetention(t, e, topic, "0")
+	e.emb.Cluster().Compact()
+	for _, r := range readTopic(t, e, topic) {
+		if slices.Contains(gone, string(r.Key)) {
+			t.Fatalf("%s still holds a record of %s after compaction (value %d bytes): the setup needs none", topic, r.Key, len(r.Value))
+		}
+	}
+	setDeleteRetention(t, e, topic, "3600000")
 }
 
 func setDeleteRetention(t *testing.T, e *env, topic, ms string) {
