@@ -53,10 +53,9 @@ type DB struct {
 	// A filter is built in the background from a snapshot (StartFilter),
 	// so a start does not wait for a scan of every identifier; since
 	// lists the identifiers Apply wrote meanwhile, added to it when it is
-	// installed (InstallFilter); built delivers it.
-	building bool
-	since    []string
-	built    chan filterBuild
+	// installed (InstallFilter); built delivers it (nil: none building).
+	since []string
+	built chan filterBuild
 }
 
 type filterBuild struct {
@@ -196,10 +195,10 @@ func (s *DB) Put(id string, value []byte) {
 // in the background; nothing when one is being built. Call it between
 // batches: what a batch open now holds would be in neither.
 func (s *DB) StartFilter() {
-	if s.building {
+	if s.built != nil {
 		return
 	}
-	s.building, s.since = true, nil
+	s.since = nil
 	snap := s.db.NewSnapshot()
 	done := make(chan filterBuild, 1)
 	s.built = done
@@ -210,10 +209,10 @@ func (s *DB) StartFilter() {
 	}()
 }
 
-// InstallFilter installs a filter startFilter built, with the identifiers
+// InstallFilter installs a filter StartFilter built, with the identifiers
 // written since its snapshot; wait waits for it.
 func (s *DB) InstallFilter(wait bool) error {
-	if !s.building {
+	if s.built == nil {
 		return nil
 	}
 	var b filterBuild
@@ -226,7 +225,7 @@ func (s *DB) InstallFilter(wait bool) error {
 			return nil
 		}
 	}
-	s.building = false
+	s.built = nil
 	if b.err != nil {
 		s.since = nil
 		return fmt.Errorf("cannot build the identity copy's filter: %w", b.err)
@@ -368,7 +367,7 @@ func (s *DB) Apply(id string, value []byte) error {
 	if s.known != nil {
 		s.known.Add(id)
 	}
-	if s.building {
+	if s.built != nil {
 		s.since = append(s.since, id)
 	}
 	s.b.Set(ik, value, nil)
