@@ -137,9 +137,10 @@ const retentionKey = "retention.ms"
 
 // EnsureTopics creates the missing topics; existing ones are left alone,
 // but for kafka.retention, which it sets on those that expire records when
-// theirs differs. It returns once the broker's metadata lists every topic:
-// a controller acknowledges a creation before the brokers' metadata caches
-// have it, and a describe in that gap says the topic does not exist.
+// theirs differs. It returns once the broker's metadata lists every topic
+// and describes the retention set: a controller acknowledges a creation or
+// a change before the brokers' metadata caches have it, and a describe in
+// that gap says the topic does not exist, or gives its old config.
 func EnsureTopics(ctx context.Context, cl *kgo.Client, c config.Kafka) error {
 	adm := kadm.NewClient(cl)
 	topics := Topics(c)
@@ -169,33 +170,17 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, c config.Kafka) error {
 }
 
 // setRetention sets kafka.retention on the existing topics whose
-// retention.ms differs from it.
+// retention.ms differs from it, and returns once the brokers describe the
+// new value: the controller acknowledges the change before the brokers'
+// metadata has it, and a describe in that gap still gives the old one.
 func setRetention(ctx context.Context, adm *kadm.Client, c config.Kafka, topics []string) error {
 	if len(topics) == 0 {
 		return nil
 	}
 	want := strconv.FormatInt(c.Retention.D().Milliseconds(), 10)
-	described, err := adm.DescribeTopicConfigs(ctx, topics...)
-	if err != nil {
-		return fmt.Errorf("cannot read the topics' retention: %w", err)
-	}
-	var differ []string
-	for _, rc := range described {
-		if rc.Err != nil {
-			return fmt.Errorf("cannot read %s's retention: %w", rc.Name, rc.Err)
-		}
-		have := ""
-		for _, cf := range rc.Configs {
-			if cf.Key == retentionKey && cf.Value != nil {
-				have = *cf.Value
-			}
-		}
-		if have != want {
-			differ = append(differ, rc.Name)
-		}
-	}
-	if len(differ) == 0 {
-		return nil
+	differ, err := retentionDiffers(ctx, adm, topics, want)
+	if err != nil || len(differ) == 0 {
+		return err
 	}
 	resps, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: retentionKey, Value: &want}}, differ...)
 	if err == nil {
@@ -209,7 +194,46 @@ func setRetention(ctx context.Context, adm *kadm.Client, c config.Kafka, topics 
 	if err != nil {
 		return fmt.Errorf("cannot set kafka.retention (%s) on the existing topics: %w", c.Retention, err)
 	}
-	return nil
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		left, err := retentionDiffers(wctx, adm, differ, want)
+		if err == nil && len(left) == 0 {
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("%v still described with another retention.ms", left)
+		}
+		select {
+		case <-wctx.Done():
+			return fmt.Errorf("kafka.retention (%s) set but not yet in effect: %w: %w", c.Retention, err, wctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// retentionDiffers returns those of topics whose retention.ms is not want.
+func retentionDiffers(ctx context.Context, adm *kadm.Client, topics []string, want string) ([]string, error) {
+	described, err := adm.DescribeTopicConfigs(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the topics' retention: %w", err)
+	}
+	var differ []string
+	for _, rc := range described {
+		if rc.Err != nil {
+			return nil, fmt.Errorf("cannot read %s's retention: %w", rc.Name, rc.Err)
+		}
+		have := ""
+		for _, cf := range rc.Configs {
+			if cf.Key == retentionKey && cf.Value != nil {
+				have = *cf.Value
+			}
+		}
+		if have != want {
+			differ = append(differ, rc.Name)
+		}
+	}
+	return differ, nil
 }
 
 // waitListed asks the brokers every 20 ms, for at most 30 s, until their
