@@ -50,6 +50,8 @@ type DB struct {
 	// dropped, a tombstone): a false positive costs the read it would
 	// have saved. nil until built: every lookup reads.
 	known *keyfilter.Filter
+	// profiles is the iterator Profile reads the open batch with.
+	profiles *pebble.Iterator
 	// A filter is built in the background from a snapshot (StartFilter),
 	// so a start does not wait for a scan of every identifier; since
 	// lists the identifiers Apply wrote meanwhile, added to it when it is
@@ -145,17 +147,16 @@ func (s *DB) NeedsFilter() bool { return s.known == nil || s.known.Full() }
 
 func (s *DB) Close() {
 	s.InstallFilter(true) // its snapshot closed before the database
-	if s.b != nil {
-		s.b.Close()
-		s.b = nil
-	}
+	s.dropBatch()
 	if !s.fault.Wedged() {
 		s.db.Close()
 	}
 }
 
-// Clear drops everything: the copy is then built from the whole topic.
+// Clear drops everything, an open batch too: the copy is then built from
+// the whole topic.
 func (s *DB) Clear() error {
+	s.dropBatch()
 	if err := s.InstallFilter(true); err != nil {
 		return err
 	}
@@ -166,18 +167,14 @@ func (s *DB) Clear() error {
 // Begin opens the batch the writer writes to and Root and Profile read
 // through.
 func (s *DB) Begin() {
-	if s.b != nil {
-		s.b.Close()
-	}
+	s.dropBatch()
 	s.b = s.db.NewIndexedBatch()
 }
 
 // BeginRebuild opens a batch for put: a build of the copy from the whole
 // topic, which reads nothing back until index.
 func (s *DB) BeginRebuild() {
-	if s.b != nil {
-		s.b.Close()
-	}
+	s.dropBatch()
 	s.b = s.db.NewBatch()
 }
 
@@ -240,7 +237,7 @@ func (s *DB) InstallFilter(wait bool) error {
 // Index writes the index by person of a rebuild's links (put), with the
 // open batch committed first; a batch is open for the meta after it.
 func (s *DB) Index() error {
-	if err := s.fault.Commit(s.b, pebble.NoSync); err != nil {
+	if err := s.commitBatch(); err != nil {
 		return err
 	}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: keyIdentifier, UpperBound: prefixEnd(keyIdentifier)})
@@ -256,7 +253,7 @@ func (s *DB) Index() error {
 		}
 		s.b.Set(append(canonicalPrefix(canon), it.Key()[len(keyIdentifier):]...), it.Value(), nil)
 		if s.b.Len() > partSize {
-			if err := s.fault.Commit(s.b, pebble.NoSync); err != nil {
+			if err := s.commitBatch(); err != nil {
 				it.Close()
 				return err
 			}
@@ -277,7 +274,7 @@ func (s *DB) CommitPart() error {
 		return nil
 	}
 	indexed := s.b.Indexed()
-	if err := s.fault.Commit(s.b, pebble.NoSync); err != nil {
+	if err := s.commitBatch(); err != nil {
 		return err
 	}
 	if indexed {
@@ -290,10 +287,7 @@ func (s *DB) CommitPart() error {
 
 // Abort drops the open batch.
 func (s *DB) Abort() {
-	if s.b != nil {
-		s.b.Close()
-		s.b = nil
-	}
+	s.dropBatch()
 }
 
 // Commit writes the open batch with the meta m.
@@ -303,13 +297,35 @@ func (s *DB) Commit(m Meta) error {
 		return err
 	}
 	s.b.Set(keyMeta, v, nil)
-	if err := s.fault.Commit(s.b, pebble.NoSync); err != nil {
+	if err := s.commitBatch(); err != nil {
 		return fmt.Errorf("cannot commit the identity copy: %w", err)
 	}
-	s.b.Close()
-	s.b = nil
+	s.dropBatch()
 	s.meta = m
 	return nil
+}
+
+// commitBatch commits the open batch; it stays open (until dropBatch).
+func (s *DB) commitBatch() error {
+	s.closeProfiles()
+	return s.fault.Commit(s.b, pebble.NoSync)
+}
+
+// dropBatch closes the open batch, if any, and the iterator over it.
+func (s *DB) dropBatch() {
+	s.closeProfiles()
+	if s.b != nil {
+		s.b.Close()
+		s.b = nil
+	}
+}
+
+// closeProfiles closes the iterator Profile keeps over the open batch.
+func (s *DB) closeProfiles() {
+	if s.profiles != nil {
+		s.profiles.Close()
+		s.profiles = nil
+	}
 }
 
 func (s *DB) get(k []byte) ([]byte, bool, error) {
@@ -430,24 +446,34 @@ func (s *DB) Profile(root identity.Identifier) (*identity.Profile, error) {
 	o := &pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)}
 	var it *pebble.Iterator
 	var err error
-	if s.b != nil {
-		it, err = s.b.NewIter(o)
-	} else {
-		it, err = s.db.NewIter(o)
-	}
-	if err != nil {
-		return nil, err
+	switch {
+	case s.b != nil && s.profiles != nil:
+		// One iterator for the batch's life: a new one per profile
+		// costs more than the members read (each level's files opened
+		// and sought again). SetOptions shows it the batch's writes
+		// since; the database under it stays as at Begin, which only
+		// this writer's commits change.
+		it = s.profiles
+		it.SetOptions(o)
+	case s.b != nil:
+		if it, err = s.b.NewIter(o); err != nil {
+			return nil, err
+		}
+		s.profiles = it
+	default:
+		if it, err = s.db.NewIter(o); err != nil {
+			return nil, err
+		}
+		defer it.Close()
 	}
 	var p *identity.Profile
 	for it.First(); it.Valid(); it.Next() {
 		l, err := identity.DecodeLink(it.Value())
 		if err != nil {
-			it.Close()
 			return nil, err
 		}
 		id, err := identity.ParseIdentifier(string(it.Key()[len(prefix):]))
 		if err != nil {
-			it.Close()
 			return nil, err
 		}
 		if p == nil {
@@ -455,7 +481,7 @@ func (s *DB) Profile(root identity.Identifier) (*identity.Profile, error) {
 		}
 		p.Members = append(p.Members, identity.Member{ID: id, At: l.At, MessageID: l.MessageID})
 	}
-	if err := it.Close(); err != nil {
+	if err := it.Error(); err != nil {
 		return nil, err
 	}
 	return p, nil
