@@ -1,7 +1,12 @@
 package stream
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -48,7 +53,10 @@ func TestCommitterRetriesRefusedCommits(t *testing.T) {
 // the new owner as soon as it is restored, not at its first batch: here
 // the first member's commits were all refused and no records come after
 // it stops, so only the second member's commit at assignment can bring the
-// group's offsets to the end.
+// group's offsets to the end. That commit is made once the group's offsets
+// are fetched: made before, its answer could come while franz-go had no
+// session offsets yet, and it logged "received an OffsetCommitResponse
+// after our group session has ended" at every restart of `pulse dev`.
 func TestCommitAtAssignment(t *testing.T) {
 	e := newEnv(t, nil)
 	refuser := testenv.RefuseCommits(e.emb.Cluster(), e.cfg.Stream.Group, kerr.NotCoordinator.Code)
@@ -64,11 +72,47 @@ func TestCommitAtAssignment(t *testing.T) {
 		t.Fatal(err)
 	}
 	refuser.Refuse.Store(false)
+	warnings := captureWarnings(t)
 	second := e.processor(Options{}, "")
 	e.run(second)
 	e.waitCaughtUp(30*time.Second, second)
 	e.waitGroupProgress(t, 15*time.Second, -1)
+	for _, w := range warnings() {
+		if strings.Contains(w, "session has ended") {
+			t.Errorf("warned at the commit at assignment: %s", w)
+		}
+	}
 }
+
+// captureWarnings makes slog's default logger (the Kafka clients' made
+// from now on log to it) keep its warnings and errors, as it is restored
+// at the test's end; the function returns those so far.
+func captureWarnings(t *testing.T) func() []string {
+	was := slog.Default()
+	h := &warnings{}
+	slog.SetDefault(slog.New(h))
+	t.Cleanup(func() { slog.SetDefault(was) })
+	return func() []string {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return slices.Clone(h.got)
+	}
+}
+
+type warnings struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (h *warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (h *warnings) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.got = append(h.got, r.Message)
+	return nil
+}
+func (h *warnings) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *warnings) WithGroup(string) slog.Handler      { return h }
 
 // countCommits counts group's offset commit requests on c (kfake commits
 // them as usual).

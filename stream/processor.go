@@ -598,11 +598,6 @@ func (p *Processor) assigned(ctx context.Context, _ *kgo.Client, assigned map[st
 	}
 	wg.Wait()
 	p.setReady(nil)
-	// The opened tasks' offsets are committed now, not at their first
-	// batch: the member that had a partition may not have committed its
-	// last offset (revoked before the committer's turn, or killed), and a
-	// partition that gets no more records would keep its lag up.
-	p.signalProgress()
 }
 
 // signalProgress wakes the committer.
@@ -621,6 +616,14 @@ func (p *Processor) adjust(_ context.Context, offsets map[string]map[int32]kgo.O
 			offsets[p.cfg.Kafka.Topics.Events][part] = kgo.NewOffset().At(t.next()).WithEpoch(-1)
 		}
 	}
+	// The opened tasks' offsets are committed now, not at their first
+	// batch: the member that had a partition may not have committed its
+	// last offset (revoked before the committer's turn, or killed), and a
+	// partition that gets no more records would keep its lag up. Now,
+	// once the group's offsets are fetched, and not in assigned: franz-go
+	// keeps the session's offsets from that fetch, and a commit answered
+	// before it only logs that the session "has ended".
+	p.signalProgress()
 	return offsets, nil
 }
 
