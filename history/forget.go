@@ -111,15 +111,14 @@ type forgetMemory struct {
 	oldest time.Time // of at's times: nothing to forget before it is due
 }
 
-// forgetMemoryFor is how long the writer remembers a deletion;
-// forgetRecall, how far back a starting writer looks for deletions, and
-// forgetRecallMax the most identity records it reads for that (every link
-// of the window is read to find the tombstones among them).
-const (
-	forgetMemoryFor = 24 * time.Hour
-	forgetRecall    = time.Hour
-	forgetRecallMax = 2_000_000
-)
+// forgetMemoryFor is how long the writer remembers a deletion, and how
+// far back a starting writer looks for deletions (recallDeletions);
+// forgetRecallMax is the most identity records it reads for that (every
+// link of the window is read to find the tombstones among them): past it,
+// the latest of the window.
+const forgetMemoryFor = 24 * time.Hour
+
+var forgetRecallMax int64 = 2_000_000 // a variable for the tests
 
 // add remembers id deleted at at, and forgets deletions over
 // forgetMemoryFor older.
@@ -155,49 +154,68 @@ func (m *forgetMemory) before(id string, t time.Time) bool {
 }
 
 // recallDeletions fills w.forgot, at start, with the tombstones the
-// identity topic holds from the last forgetRecall (a compacted topic keeps
-// tombstones delete.retention.ms, a day by default): a writer restarted
-// with a backlog still leaves out the rows of people deleted before it.
-// Best effort: a topic it cannot read, or more than forgetRecallMax records
-// in the window, leave the memory empty, as it was.
+// identity topic holds from the last forgetMemoryFor (a compacted topic
+// keeps tombstones delete.retention.ms, a day by default): a writer
+// restarted with a backlog still leaves out the rows of people deleted
+// before it, as the writer before it did. Past forgetRecallMax records in
+// the window it reads the latest of them, each partition its share, and
+// says so. Best effort: a topic it cannot read leaves the memory empty, as
+// it was.
 func (w *Writer) recallDeletions(ctx context.Context) error {
 	topic := w.cfg.Kafka.Topics.Identity
 	if topic == "" {
 		return nil
 	}
 	adm := kadm.NewClient(w.cl)
-	since := time.Now().Add(-forgetRecall).UnixMilli()
+	since := time.Now().Add(-forgetMemoryFor).UnixMilli()
 	starts, err := adm.ListOffsetsAfterMilli(ctx, since, topic)
 	if err != nil {
 		return err
 	}
-	ends, err := adm.ListEndOffsets(ctx, topic)
+	// Up to the last stable offsets: a transaction open at the end (the
+	// linker's next) would hold a read_committed reader until it ends.
+	ends, err := adm.ListCommittedOffsets(ctx, topic)
 	if err != nil {
 		return err
 	}
-	from, left := map[int32]kgo.Offset{}, map[int32]int64{}
+	first, left := map[int32]int64{}, map[int32]int64{}
+	var records int64
 	starts.Each(func(o kadm.ListedOffset) {
 		end, ok := ends.Lookup(topic, o.Partition)
 		if o.Err == nil && ok && end.Err == nil && o.Offset < end.Offset {
-			from[o.Partition] = kgo.NewOffset().At(o.Offset)
-			left[o.Partition] = end.Offset
+			first[o.Partition], left[o.Partition] = o.Offset, end.Offset
+			records += end.Offset - o.Offset
 		}
 	})
-	if len(from) == 0 {
+	if len(first) == 0 {
 		return nil
 	}
-	var records int64
-	starts.Each(func(o kadm.ListedOffset) {
-		if end, ok := left[o.Partition]; ok {
-			records += end - o.Offset
-		}
-	})
 	if records > forgetRecallMax {
-		return fmt.Errorf("%d records on %s in the last %s: more than the %d read to find deletions", records, topic, forgetRecall, forgetRecallMax)
+		for part, start := range first {
+			share := (left[part] - start) * forgetRecallMax / records
+			first[part] = left[part] - share
+			if share == 0 {
+				delete(first, part)
+				delete(left, part)
+			}
+		}
+		w.log.Warn("recalling only the latest deletions: rows of people deleted before them, read in a backlog now, are kept",
+			"topic", topic, "records", records, "read", forgetRecallMax, "window", forgetMemoryFor)
+		if len(first) == 0 {
+			return nil
+		}
+	}
+	from := map[int32]kgo.Offset{}
+	for part, o := range first {
+		from[part] = kgo.NewOffset().At(o)
 	}
 	cl, err := kafka.NewClient(w.cfg.Kafka,
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// The transactions' markers too: a window whose last offsets are
+		// markers (its records older, their commit newer) would
+		// otherwise deliver nothing to end the read with.
+		kgo.KeepControlRecords(),
 	)
 	if err != nil {
 		return err
@@ -213,7 +231,7 @@ func (w *Writer) recallDeletions(ctx context.Context) error {
 		}
 		fs.EachPartition(func(p kgo.FetchTopicPartition) {
 			for _, r := range p.Records {
-				if r.Value != nil || !identity.IsLink(r.Key) {
+				if r.Attrs.IsControl() || r.Value != nil || !identity.IsLink(r.Key) {
 					continue
 				}
 				if id, err := identity.ParseIdentifier(string(r.Key)); err == nil && id.Entity() {
@@ -221,8 +239,6 @@ func (w *Writer) recallDeletions(ctx context.Context) error {
 					n++
 				}
 			}
-			// Transaction markers hold offsets but are never delivered:
-			// a partition is read once its last stable offset is reached.
 			end, ok := left[p.Partition]
 			if k := len(p.Records); ok && (p.LastStableOffset >= end || (k > 0 && p.Records[k-1].Offset+1 >= end)) {
 				delete(left, p.Partition)

@@ -313,3 +313,82 @@ func TestOldestRunningMutation(t *testing.T) {
 		t.Fatalf("after the table went: %v, %v", oldest, err)
 	}
 }
+
+// TestRecallDeletionsWindow: a window that holds only a transaction's
+// marker is read at once; a deletion three hours old is recalled (the
+// writer remembers deletions forgetMemoryFor; a recall of the last hour
+// alone, as before, missed it); and a window with more records than
+// forgetRecallMax recalls its latest deletions rather than none.
+func TestRecallDeletionsWindow(t *testing.T) {
+	native, _ := testenv.ClickHouse(t)
+	cfg := testConfig(t, native, testenv.ClickHouseDatabase(t))
+	tp := cfg.Kafka.Topics
+	// Without ProducerOpts: its delivery timeout counts from a record's
+	// timestamp, and one record here is three hours old.
+	txn, err := kafka.NewClient(cfg.Kafka, kgo.TransactionalID(tp.Identity+"-test"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txn.Close()
+	ctx := context.Background()
+	write := func(recs ...*kgo.Record) {
+		t.Helper()
+		if err := txn.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		if err := txn.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if err := txn.EndTransaction(ctx, kgo.TryCommit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recall := func() *Writer {
+		t.Helper()
+		w, err := NewWriter(cfg, WriterOptions{}, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { w.cl.Close(); w.conn.Close() })
+		if err := w.recallDeletions(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	// A record from before the window committed now: the window's only
+	// offset is the commit's marker, which ends the read (before, the
+	// read waited its 30 s for a record that never came, and failed).
+	write(&kgo.Record{Topic: tp.Identity, Partition: 0, Key: []byte("user_id:older"), Timestamp: time.Now().Add(-25 * time.Hour)})
+	start := time.Now()
+	recall()
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("a window of a marker alone read in %v", took)
+	}
+	threeHours := time.Now().Add(-3 * time.Hour)
+	write(&kgo.Record{Topic: tp.Identity, Partition: 0, Key: []byte("user_id:old"), Timestamp: threeHours})
+	if w := recall(); !w.forgot.before("old", threeHours.Add(-time.Minute)) {
+		t.Error("a deletion three hours old was not recalled")
+	}
+
+	var recs []*kgo.Record
+	for i := range 10 {
+		recs = append(recs, &kgo.Record{Topic: tp.Identity, Partition: 1, Key: fmt.Appendf(nil, "user_id:d%d", i)})
+	}
+	write(recs...)
+	was := forgetRecallMax
+	forgetRecallMax = 5
+	defer func() { forgetRecallMax = was }()
+	w := recall()
+	before := time.Now().Add(-time.Hour)
+	if !w.forgot.before("d9", before) {
+		t.Error("the latest deletion was not recalled past forgetRecallMax")
+	}
+	for _, id := range []string{"d0", "d1", "old"} {
+		if w.forgot.before(id, before) {
+			t.Errorf("%s recalled: more than the latest forgetRecallMax records read", id)
+		}
+	}
+	if n := len(w.forgot.at); n == 0 || n > 5 {
+		t.Errorf("%d deletions recalled, want 1 to 5", n)
+	}
+}
