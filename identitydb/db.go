@@ -451,8 +451,9 @@ func (s *DB) Profile(root identity.Identifier) (*identity.Profile, error) {
 		// One iterator for the batch's life: a new one per profile
 		// costs more than the members read (each level's files opened
 		// and sought again). SetOptions shows it the batch's writes
-		// since; the database under it stays as at Begin, which only
-		// this writer's commits change.
+		// since; the database under it stays as when it was made,
+		// which is the database now: only this writer commits, and
+		// commitBatch closes the iterator first.
 		it = s.profiles
 		it.SetOptions(o)
 	case s.b != nil:
