@@ -248,6 +248,31 @@ func (t *task) commitOpen(ctx context.Context) error {
 	return t.commitBatch(ctx, x, x.hwm)
 }
 
+// rideOpen applies the resolved records pending (a merge's moves and
+// transfers, forwarded events) in x, the transaction kept open, as its
+// commit is due: the resolved loop nudged the worker for them, or its
+// interval is up. Applied by the loop itself, they would wait for this
+// commit (the worker holds the work lock while x is open) and then for
+// one of their own: at each of a merge's two hops through the stream, a
+// commit more than without a commit interval. As rideResolved in a
+// fetch: at most rideResolvedLimit of them, else none (the loop applies
+// them after). It reports whether any were applied.
+func (t *task) rideOpen(x *txn) (bool, error) {
+	// What the fetches before left in x is emitted already; the records
+	// here are a step of their own, as a fetch is.
+	x.now = t.p.opts.Now()
+	x.seen, x.links, x.touched = nil, map[string]string{}, touchedSet{}
+	rode, err := t.rideResolved(x)
+	if err != nil || !rode {
+		return false, err
+	}
+	if err := t.emit(x, x.last); err != nil {
+		return false, err
+	}
+	x.idBytes += x.touched.idBytes
+	return true, t.hook("resolved-before-commit")
+}
+
 // checkOffsets is the offsets stage: it detects a reset input log
 // (offsets going back past the state while the high watermark is behind
 // it too), drops the partition's state then, and returns the records the

@@ -147,7 +147,8 @@
 // resolved records, sends records another task or the linker waits for (a
 // merge's link requests, forwarded events: txn.handoff) or would pass the
 // transaction's limits, until the resolved loop wants the work lock (it
-// nudges the worker), or until it fails. Each fetch goes through every stage at once; its Pebble writes go
+// nudges the worker, whose commit then carries the resolved records
+// pending: rideOpen), or until it fails. Each fetch goes through every stage at once; its Pebble writes go
 // into the transaction's indexed batch and every read of the batch path
 // goes through it (task.reader), so a fetch sees the earlier ones' seen
 // ids, entities, aliases and timers exactly as if they had committed. With

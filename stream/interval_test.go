@@ -249,3 +249,50 @@ func TestCommitIntervalNudge(t *testing.T) {
 		t.Errorf("%d commits, want 1", commits.Load())
 	}
 }
+
+// Resolved records pending when the worker commits a transaction it kept
+// open (nudged by the resolved loop, or its interval up) ride in that
+// commit: a merge's step at this task waits for one commit, not for the
+// kept one and then one of its own.
+func TestCommitIntervalResolvedRideTheKeptCommit(t *testing.T) {
+	e, p, commits := intervalEnv(t, config.StoreWriteEarly)
+	bg := context.Background()
+	recs := e.partitionRecords(order("anon", "m1", t0, 10), order("person", "m2", t0, 10))
+	tk, err := p.openTask(bg, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	playWorker(tk)
+	defer tk.close()
+	commits.Store(0)
+	if err := tk.processBatch(bg, recs, int64(len(recs))); err != nil {
+		t.Fatal(err)
+	}
+	if tk.open == nil || commits.Load() != 0 {
+		t.Fatalf("after the orders: transaction open %v, %d commits; want it kept open", tk.open != nil, commits.Load())
+	}
+	move := resolved{Kind: resolvedMove, From: "anon", To: "person", At: t0, Cause: "identify-1"}
+	tk.addResolved([]*kgo.Record{{Topic: e.cfg.Kafka.Topics.Resolved, Offset: 0, Key: []byte("anon"), Value: encodeResolved(move)}})
+	if err := tk.commitOpenUnlock(bg); err != nil { // the worker's, nudged
+		t.Fatal(err)
+	}
+	if commits.Load() != 1 || tk.meta.resolvedNext != 1 || len(tk.resolvedPend) != 0 {
+		t.Fatalf("after the kept commit: %d commits, resolved next %d, %d pending; want 1, 1, 0 (the move in that commit)",
+			commits.Load(), tk.meta.resolvedNext, len(tk.resolvedPend))
+	}
+	if to, err := tk.target(tk.newTxn(), "anon"); err != nil || to != "person" {
+		t.Fatalf("anon points to %q (%v), want person", to, err)
+	}
+	var transfers int
+	for _, r := range readTopic(t, e, e.cfg.Kafka.Topics.Resolved) {
+		if rr, err := decodeResolved(r.Value); err == nil && rr.Kind == resolvedTransfer && rr.From == "anon" && rr.To == "person" {
+			transfers++
+		}
+	}
+	if transfers != 1 {
+		t.Errorf("%d transfers of anon's state to person on the resolved topic, want 1", transfers)
+	}
+	if tk.written.Load() != recs[len(recs)-1].Offset+1 {
+		t.Errorf("written %d, want %d: the orders committed", tk.written.Load(), recs[len(recs)-1].Offset+1)
+	}
+}

@@ -419,12 +419,27 @@ func (t *task) nudgeWorker() {
 	}
 }
 
-// commitOpenUnlock commits the transaction the worker kept open and
-// releases the work lock it held for it.
+// commitOpenUnlock commits the transaction the worker kept open, with
+// the resolved records pending (rideOpen), and releases the work lock it
+// held for it.
 func (t *task) commitOpenUnlock(ctx context.Context) (err error) {
 	defer t.work.Unlock()
 	defer t.failOnError(&err)
-	return t.commitOpen(ctx)
+	rode, err := t.rideOpen(t.open)
+	if err != nil {
+		t.open.abort()
+		t.open = nil
+		return err
+	}
+	forwarded := t.open.counts.resolvedForwarded
+	if err := t.commitOpen(ctx); err != nil {
+		return err
+	}
+	if rode {
+		mForwarded.Add(float64(forwarded))
+		return t.afterResolved()
+	}
+	return nil
 }
 
 // dropOpen drops the transaction the worker kept open, if any, and
