@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -473,8 +474,19 @@ func readTopic(t testing.TB, e *env, topic string) []*kgo.Record {
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		fs := cl.PollFetches(ctx)
+		// A poll that brings only errors (a partition's leader not known
+		// yet, a fetch cut short) is not the end: it returned at once with
+		// nothing, and all of TestIdentityKillMidMergeRealKafka's segment
+		// changes once read as none. Poll again within the same wait.
+		for fs.NumRecords() == 0 && ctx.Err() == nil && pollFailed(fs) {
+			time.Sleep(50 * time.Millisecond)
+			fs = cl.PollFetches(ctx)
+		}
 		cancel()
 		if fs.NumRecords() == 0 {
+			if err := firstPollErr(fs); err != nil {
+				t.Fatalf("reading %s: %v", topic, err)
+			}
 			return out
 		}
 		fs.EachPartition(func(p kgo.FetchTopicPartition) {
@@ -489,6 +501,19 @@ func readTopic(t testing.TB, e *env, topic string) []*kgo.Record {
 		}
 		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
 	}
+}
+
+// pollFailed reports whether fs carries an error other than its context's
+// end.
+func pollFailed(fs kgo.Fetches) bool { return firstPollErr(fs) != nil }
+
+func firstPollErr(fs kgo.Fetches) (err error) {
+	fs.EachError(func(_ string, _ int32, e error) {
+		if err == nil && !errors.Is(e, context.DeadlineExceeded) && !errors.Is(e, context.Canceled) {
+			err = e
+		}
+	})
+	return err
 }
 
 // segmentChanges reads pulse.segments and checks the exactly-once
