@@ -270,6 +270,9 @@ func (t *task) rideOpen(x *txn) (bool, error) {
 		return false, err
 	}
 	x.idBytes += x.touched.idBytes
+	// A step as a fetch is: its entities may be the fetches' too, written
+	// once by the commit (lastVectors, uniqueIDs).
+	x.fetches++
 	return true, t.hook("resolved-before-commit")
 }
 
