@@ -2,18 +2,14 @@ package scorer_test
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"runtime"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/pulse-rt/pulse/config"
-	"github.com/pulse-rt/pulse/identity"
+	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/pulse-rt/pulse/scorer"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // BenchmarkIdentitiesStart: a scorer's copy of an identity topic of
@@ -22,10 +18,7 @@ import (
 // on the data dir of the run before (a restart in place), each until it
 // has caught up once; heap-MB is the live heap then.
 func BenchmarkIdentitiesStart(b *testing.B) {
-	n := 200_000
-	if v, err := strconv.Atoi(os.Getenv("PULSE_BENCH_LINKS")); err == nil && v > 0 {
-		n = v
-	}
+	n := testenv.BenchLinks(200_000)
 	emb, err := kafka.StartEmbedded(kafka.EmbeddedOptions{Partitions: 4})
 	if err != nil {
 		b.Fatal(err)
@@ -42,27 +35,7 @@ func BenchmarkIdentitiesStart(b *testing.B) {
 	if err := kafka.EnsureTopics(context.Background(), cl, cfg.Kafka); err != nil {
 		b.Fatal(err)
 	}
-	at := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
-	recs := make([]*kgo.Record, 0, 10_000)
-	for i := range n {
-		person := fmt.Sprint("u", i/3)
-		id := identity.User(person)
-		if i%3 != 0 {
-			id = identity.Anonymous(fmt.Sprint("a", i))
-		}
-		v, err := identity.EncodeLink(identity.Link{Identifier: id.String(), CanonicalID: person, At: at, MessageID: "m", Kind: identity.KindIdentify})
-		if err != nil {
-			b.Fatal(err)
-		}
-		recs = append(recs, &kgo.Record{Topic: cfg.Kafka.Topics.Identity, Key: []byte(id.String()), Value: v})
-		if len(recs) == cap(recs) || i == n-1 {
-			if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-				b.Fatal(err)
-			}
-			recs = recs[:0]
-		}
-	}
-	last := identity.Anonymous(fmt.Sprint("a", n-1)).String()
+	last := testenv.ProduceIdentityLinks(b, cl, cfg.Kafka.Topics.Identity, n, time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC))
 	start := func(b *testing.B, dir string) {
 		c := cfg
 		c.DataDir = dir

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pulse-rt/pulse/identity"
+	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -19,38 +20,9 @@ import (
 // the data dir of the open before (a restart). heap-MB is the live heap
 // the open leaves.
 func BenchmarkLinkerOpen(b *testing.B) {
-	n := 200_000
-	if v, err := strconv.Atoi(os.Getenv("PULSE_BENCH_LINKS")); err == nil && v > 0 {
-		n = v
-	}
+	n := testenv.BenchLinks(200_000)
 	e := newEnv(b, nil)
-	at := t0
-	recs := make([]*kgo.Record, 0, 10_000)
-	flush := func() {
-		for _, r := range recs {
-			r.Topic = e.cfg.Kafka.Topics.Identity
-		}
-		if err := e.prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-			b.Fatal(err)
-		}
-		recs = recs[:0]
-	}
-	for i := range n {
-		person := fmt.Sprint("u", i/3)
-		id := identity.User(person)
-		if i%3 != 0 {
-			id = identity.Anonymous(fmt.Sprint("a", i))
-		}
-		v, err := identity.EncodeLink(identity.Link{Identifier: id.String(), CanonicalID: person, At: at, MessageID: fmt.Sprint("m", i/3), Kind: identity.KindIdentify})
-		if err != nil {
-			b.Fatal(err)
-		}
-		recs = append(recs, &kgo.Record{Key: []byte(id.String()), Value: v})
-		if len(recs) == cap(recs) {
-			flush()
-		}
-	}
-	flush()
+	testenv.ProduceIdentityLinks(b, e.prod, e.cfg.Kafka.Topics.Identity, n, t0)
 	open := func(b *testing.B, dir string) {
 		p := e.processor(Options{}, dir)
 		l := &linker{p: p, log: p.log, opts: identity.FromConfig(p.cfg.Identity)}
