@@ -173,6 +173,18 @@ func intervalEnv(t *testing.T, mode string) (*env, *Processor, *atomic.Int64) {
 	return e, p, commits
 }
 
+// playedTask opens p's task of partition 0 with its worker stopped
+// (playWorker), closed at the test's end.
+func playedTask(t *testing.T, p *Processor) *task {
+	tk, err := p.openTask(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	playWorker(tk)
+	t.Cleanup(tk.close)
+	return tk
+}
+
 // playWorker stops tk's worker, so that the test calls processBatch in its
 // place: the worker alone touches a transaction kept open. The test then
 // calls dropOpen before close, as the worker would.
@@ -190,12 +202,7 @@ func TestCommitIntervalHandsOffAtOnce(t *testing.T) {
 	bg := context.Background()
 	identify := &event.Event{Type: event.Identify, UserID: "u9", AnonymousID: "a9", MessageID: "i9", Timestamp: t0, ReceivedAt: t0}
 	recs := e.partitionRecords(order("u0", "m1", t0, 10), identify)
-	tk, err := p.openTask(bg, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	playWorker(tk)
-	defer tk.close()
+	tk := playedTask(t, p)
 	commits.Store(0)
 	if err := tk.processBatch(bg, recs[:1], int64(len(recs))); err != nil {
 		t.Fatal(err)
@@ -258,12 +265,7 @@ func TestCommitIntervalResolvedRideTheKeptCommit(t *testing.T) {
 	e, p, commits := intervalEnv(t, config.StoreWriteEarly)
 	bg := context.Background()
 	recs := e.partitionRecords(order("anon", "m1", t0, 10), order("person", "m2", t0, 10))
-	tk, err := p.openTask(bg, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	playWorker(tk)
-	defer tk.close()
+	tk := playedTask(t, p)
 	commits.Store(0)
 	if err := tk.processBatch(bg, recs, int64(len(recs))); err != nil {
 		t.Fatal(err)

@@ -79,20 +79,13 @@ func TestLinkerStaleStateReadsWholeTopic(t *testing.T) {
 	e := newEnv(t, nil)
 	old := t.TempDir()
 	at := t0.Add(-10 * time.Minute)
-	p := e.processor(Options{}, old)
-	stop := e.run(p)
-	e.produce(eventRecord(t, viewEvent("dev-a", "v1", "p1", at)), eventRecord(t, identifyEvent("dev-a", "pu", "i1", at)))
-	waitFeature(t, e, "pu", "products_24h", 1.0, 30*time.Second)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	devicePersonThenStop(t, e, old, at)
 
 	forgetElsewhereAndCompact(t, e, "pu", nil, []string{"pu", "dev-a"}, e.cfg.Kafka.Topics.Identity, "anonymous_id:dev-a", "user_id:pu")
 
 	e.clock.set(e.clock.now().Add(31 * time.Minute))
 	stale0 := counterValue(mStaleStates)
-	p = e.processor(Options{}, old)
-	stop = e.run(p)
+	stop := e.run(e.processor(Options{}, old))
 	now := e.clock.now()
 	e.produce(eventRecord(t, viewEvent("dev-a", "v2", "p2", now)), eventRecord(t, identifyEvent("dev-a", "qu", "i2", now)))
 	waitFeature(t, e, "qu", "products_24h", 1.0, 30*time.Second)
@@ -111,13 +104,7 @@ func TestLinkerTopicRecreated(t *testing.T) {
 	e := newEnv(t, nil)
 	dir := t.TempDir()
 	at := t0.Add(-10 * time.Minute)
-	p := e.processor(Options{}, dir)
-	stop := e.run(p)
-	e.produce(eventRecord(t, viewEvent("dev-a", "v1", "p1", at)), eventRecord(t, identifyEvent("dev-a", "pu", "i1", at)))
-	waitFeature(t, e, "pu", "products_24h", 1.0, 30*time.Second)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	devicePersonThenStop(t, e, dir, at)
 
 	// A new, empty broker with the same topic names, its identity topic
 	// already past the old one's offsets.
@@ -133,7 +120,7 @@ func TestLinkerTopicRecreated(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	p = e2.processor(Options{}, dir)
+	p := e2.processor(Options{}, dir)
 	e2.run(p)
 	// The link request straight to the linker (the tasks' state is the
 	// old broker's: this test is the linker's), and its link on the new
@@ -164,5 +151,18 @@ func TestLinkerTopicRecreated(t *testing.T) {
 	}
 	if n := p.linkerRead.Load(); n < 200 {
 		t.Errorf("the linker read %d links of the new topic, want all 200", n)
+	}
+}
+
+// devicePersonThenStop runs a processor on data dir dir until device
+// dev-a, which viewed a product at at, is user pu's (an identify), then
+// stops it.
+func devicePersonThenStop(t *testing.T, e *env, dir string, at time.Time) {
+	t.Helper()
+	stop := e.run(e.processor(Options{}, dir))
+	e.produce(eventRecord(t, viewEvent("dev-a", "v1", "p1", at)), eventRecord(t, identifyEvent("dev-a", "pu", "i1", at)))
+	waitFeature(t, e, "pu", "products_24h", 1.0, 30*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
 	}
 }
