@@ -357,13 +357,10 @@ func TestRecallDeletionsWindow(t *testing.T) {
 	}
 	// A record from before the window committed now: the window's only
 	// offset is the commit's marker, which ends the read (before, the
-	// read waited its 30 s for a record that never came, and failed).
+	// read waited its 30 s for a record that never came, and recall
+	// failed).
 	write(&kgo.Record{Topic: tp.Identity, Partition: 0, Key: []byte("user_id:older"), Timestamp: time.Now().Add(-25 * time.Hour)})
-	start := time.Now()
 	recall()
-	if took := time.Since(start); took > 10*time.Second {
-		t.Errorf("a window of a marker alone read in %v", took)
-	}
 	threeHours := time.Now().Add(-3 * time.Hour)
 	write(&kgo.Record{Topic: tp.Identity, Partition: 0, Key: []byte("user_id:old"), Timestamp: threeHours})
 	if w := recall(); !w.forgot.before("old", threeHours.Add(-time.Minute)) {
