@@ -61,7 +61,8 @@ type Kafka struct {
 	// retention.ms, set when Pulse creates them and put right on existing
 	// ones at each start (the deadline for what a deletion on request
 	// cannot reach in Kafka's logs). At least 1d; 0, the default, leaves
-	// the broker's default (a week) and existing topics as they are.
+	// the broker's default (a week) and existing topics as they are
+	// (`pulse dev` sets a week: its embedded Kafka's default is never).
 	Retention Duration `yaml:"retention"`
 }
 

@@ -11,6 +11,16 @@ import (
 // Embedded is an in-process Kafka (franz-go's kfake) for `pulse dev` and
 // fast tests. It speaks the Kafka protocol on 127.0.0.1, so kcat and any
 // other client can produce to it.
+//
+// Its broker default for retention.ms is -1 (never), not Kafka's week:
+// kfake applies retention.ms to every topic, the compacted ones included,
+// where Kafka applies it only to topics whose cleanup.policy has
+// "delete". With the week, `pulse dev` lost every key of its compacted
+// topics not written again within a week (the people suppressed, the
+// deletions' audit, identity links, the stream's changelog) at kfake's
+// next hourly cleaning. The topics that expire records get their
+// retention.ms from kafka.retention (EnsureTopics), which `pulse dev`
+// sets to a week when the config leaves it to the broker.
 type Embedded struct {
 	cluster *kfake.Cluster
 }
@@ -36,6 +46,7 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(o.Partitions),
 		kfake.ClusterID("pulse-dev"),
+		kfake.BrokerConfigs(map[string]string{"log.retention.ms": "-1"}),
 	}
 	if o.DataDir != "" {
 		opts = append(opts, kfake.DataDir(o.DataDir))

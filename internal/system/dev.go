@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/pulse-rt/pulse/config"
 	"github.com/pulse-rt/pulse/demo"
@@ -18,6 +19,12 @@ import (
 
 // devMemTableSize is the stream's Pebble memtable in pulse dev.
 const devMemTableSize = 4 << 20
+
+// devRetention is kafka.retention in pulse dev when the config sets none:
+// the week a broker keeps by default. The embedded Kafka's own default is
+// never (kafka.StartEmbedded: so that its compacted topics keep every
+// key, as Kafka's do), so the topics that expire records are given this.
+const devRetention = config.Duration(7 * 24 * time.Hour)
 
 // DevOptions shape `pulse dev`.
 type DevOptions struct {
@@ -53,6 +60,9 @@ func Dev(ctx context.Context, cfg *config.Config, o DevOptions) error {
 		if _, p, err := net.SplitHostPort(cfg.Kafka.Brokers[0]); err == nil {
 			port, _ = strconv.Atoi(p)
 		}
+	}
+	if cfg.Kafka.Retention == 0 {
+		cfg.Kafka.Retention = devRetention
 	}
 	sys := New(ctx, cfg, slog.Default())
 	defer sys.Close()

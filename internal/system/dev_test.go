@@ -19,6 +19,9 @@ import (
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/history"
 	"github.com/pulse-rt/pulse/internal/testenv"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func freePort(t *testing.T) int { return testenv.FreePort(t) }
@@ -123,6 +126,7 @@ destinations:
 		b, _ := call("GET", scorer+"/healthz", "", "")
 		return a == 200 && b == 200
 	})
+	checkDevRetention(t, broker, cfg.Kafka.Topics)
 
 	body := `{"batch":[
 	  {"type":"identify","userId":"612","traits":{"country":"FR"}},
@@ -281,4 +285,38 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// checkDevRetention: pulse dev gives the topics that expire records the
+// week a broker keeps by default (its embedded Kafka's own default is
+// never, so that the compacted topics keep every key, as Kafka's do;
+// kafka.TestEmbeddedRetention), and gives the compacted ones none of
+// their own ("default": kfake describes its static default there, not
+// the broker's -1 it cleans by).
+func checkDevRetention(t *testing.T, broker string, topics config.Topics) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(broker))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	rcs, err := kadm.NewClient(cl).DescribeTopicConfigs(context.Background(), topics.Events, topics.Resolved, topics.State, topics.Suppressions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{topics.Events: "604800000", topics.Resolved: "604800000", topics.State: "default", topics.Suppressions: "default"}
+	for _, rc := range rcs {
+		got := "none"
+		for _, c := range rc.Configs {
+			if c.Key == "retention.ms" && c.Value != nil {
+				got = *c.Value
+				if c.Source != kmsg.ConfigSourceDynamicTopicConfig {
+					got = "default"
+				}
+			}
+		}
+		if got != want[rc.Name] {
+			t.Errorf("%s: retention.ms %s, want %s", rc.Name, got, want[rc.Name])
+		}
+	}
 }
