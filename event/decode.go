@@ -36,6 +36,10 @@ func (e *FieldError) Error() string {
 	return e.Field + ": " + e.Reason
 }
 
+// FieldReason is the field's path and the reason apart, for an answer
+// that gives them to a program as well (httpapi.FieldProblem).
+func (e *FieldError) FieldReason() (field, reason string) { return e.Field, e.Reason }
+
 func fieldErr(field, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }

@@ -126,7 +126,7 @@ func (w *Web) start(ctx *fasthttp.RequestCtx) {
 	var g Guess
 	if m := ctx.QueryArgs().Peek("mapping"); len(m) > 0 {
 		if err := json.Unmarshal(m, &g); err != nil {
-			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "mapping: want {\"mapping\": {field: column}, \"timestampFormat\": ...}: "+err.Error())
+			httpapi.WriteFieldError(ctx, fasthttp.StatusBadRequest, "mapping", "want {\"mapping\": {field: column}, \"timestampFormat\": ...}: "+err.Error())
 			return
 		}
 	}

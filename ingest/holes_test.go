@@ -85,7 +85,7 @@ func TestInputHoles(t *testing.T) {
 	} {
 		if r := h.post(c.path, c.body, basic("wk")); r.status != 200 {
 			t.Fatalf("%s: %d %s", c.path, r.status, r.raw)
-		} else if c.path == "/v1/stream" && (!strings.Contains(r.raw, `{"index":1,"error":"id: is not valid Unicode text`) || !strings.Contains(r.raw, `{"index":2,"error":"userId: is 257 bytes, over the 256 byte limit"}`)) {
+		} else if c.path == "/v1/stream" && (!strings.Contains(r.raw, `{"index":1,"error":"id: is not valid Unicode text`) || !strings.Contains(r.raw, `{"index":2,"error":"userId: is 257 bytes, over the 256 byte limit","field":"userId","reason":"is 257 bytes, over the 256 byte limit"}`)) {
 			t.Fatalf("stream rows: %s", r.raw)
 		}
 	}

@@ -168,7 +168,7 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	}
 	body, status, err := s.body(ctx)
 	if err != nil {
-		httpapi.WriteError(ctx, status, err.Error())
+		httpapi.WriteErr(ctx, status, err)
 		return
 	}
 	if key == nil {
@@ -293,8 +293,16 @@ func (s *Server) body(ctx *fasthttp.RequestCtx) ([]byte, int, error) {
 
 // Rejected is one invalid item of a batch, as listed in the answer.
 type Rejected struct {
-	Index int    `json:"index"`
-	Error string `json:"error"`
+	Index  int    `json:"index"`
+	Error  string `json:"error"`
+	Field  string `json:"field,omitempty"`  // the field's path, when one field is wrong
+	Reason string `json:"reason,omitempty"` // and the reason alone
+}
+
+// rejectedItem is the i-th item's refusal for err.
+func rejectedItem(i int, err error) Rejected {
+	e := httpapi.ErrorOf(err)
+	return Rejected{Index: i, Error: e.Error, Field: e.Field, Reason: e.Reason}
 }
 
 // answer is the success body.
@@ -321,7 +329,7 @@ func (s *Server) single(ctx *fasthttp.RequestCtx, key *config.APIKey, body []byt
 		if reasonOf(err) == "too_large" {
 			status = fasthttp.StatusRequestEntityTooLarge
 		}
-		httpapi.WriteError(ctx, status, err.Error())
+		httpapi.WriteErr(ctx, status, err)
 		return
 	}
 	rec := &kgo.Record{Topic: s.cfg.Kafka.Topics.Events, Key: []byte(info.EntityID), Value: value}
@@ -363,10 +371,10 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx, key *config.APIKey, body []byte
 		batchStates.Put(st)
 		var le *event.LimitError
 		if errors.As(err, &le) {
-			httpapi.WriteError(ctx, fasthttp.StatusRequestEntityTooLarge, err.Error())
+			httpapi.WriteErr(ctx, fasthttp.StatusRequestEntityTooLarge, err)
 			return
 		}
-		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, err.Error())
+		httpapi.WriteErr(ctx, fasthttp.StatusBadRequest, err)
 		return
 	}
 	items := st.b.Items
@@ -380,7 +388,7 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx, key *config.APIKey, body []byte
 	for i := range items {
 		it := &items[i]
 		if it.Err != nil {
-			rejected = append(rejected, Rejected{Index: i, Error: it.Err.Error()})
+			rejected = append(rejected, rejectedItem(i, it.Err))
 			st.ptrs = append(st.ptrs, s.refuse(key, i, it.Raw, it.Err, now))
 			continue
 		}
@@ -425,19 +433,19 @@ func (s *Server) stream(ctx *fasthttp.RequestCtx, key *config.APIKey, body []byt
 		return
 	}
 	if sb.FeatureSet == "" {
-		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "feature_set: required, e.g. user/profile_attributes/5")
+		httpapi.WriteFieldError(ctx, fasthttp.StatusBadRequest, "feature_set", "required, e.g. user/profile_attributes/5")
 		return
 	}
 	if err := event.CheckText([]byte(`{"feature_set":` + strconv.Quote(sb.FeatureSet) + `}`)); err != nil {
-		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, err.Error())
+		httpapi.WriteErr(ctx, fasthttp.StatusBadRequest, err)
 		return
 	}
 	if sb.Features == nil {
-		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "features: required: a list of rows with an id")
+		httpapi.WriteFieldError(ctx, fasthttp.StatusBadRequest, "features", "required: a list of rows with an id")
 		return
 	}
 	if len(sb.Features) > s.limits.MaxBatchEvents {
-		httpapi.WriteError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("features: has %d rows, over the %d row limit", len(sb.Features), s.limits.MaxBatchEvents))
+		httpapi.WriteFieldError(ctx, fasthttp.StatusRequestEntityTooLarge, "features", fmt.Sprintf("has %d rows, over the %d row limit", len(sb.Features), s.limits.MaxBatchEvents))
 		return
 	}
 	now := s.now()
@@ -446,7 +454,7 @@ func (s *Server) stream(ctx *fasthttp.RequestCtx, key *config.APIKey, body []byt
 	for i, raw := range sb.Features {
 		e, err := s.rowEvent(sb.FeatureSet, raw, now)
 		if err != nil {
-			rejected = append(rejected, Rejected{Index: i, Error: err.Error()})
+			rejected = append(rejected, rejectedItem(i, err))
 			recs = append(recs, s.refuse(key, i, raw, err, now))
 			continue
 		}

@@ -363,6 +363,9 @@ func TestErrors(t *testing.T) {
 		{"unknown endpoint", "/v1/nope", `{}`, []func(*http.Request){basic("wk")}, 404, "no such endpoint"},
 		{"stream without id", "/v1/stream", `{"api_key":"wk","feature_set":"user/x/1"}`, nil, 400, "features: required"},
 	}
+	// The problems with one field name it apart too, for a program; the
+	// others name none.
+	fields := map[string]string{"invalid single event": "event", "batch over 2500": "batch", "stream without id": "features"}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r := h.post(c.path, c.body, c.opts...)
@@ -372,6 +375,11 @@ func TestErrors(t *testing.T) {
 			msg, _ := r.body["error"].(string)
 			if r.body["success"] != false || !strings.Contains(msg, c.errPart) {
 				t.Fatalf("body %s: want success=false and an error containing %q", r.raw, c.errPart)
+			}
+			field, _ := r.body["field"].(string)
+			reason, _ := r.body["reason"].(string)
+			if field != fields[c.name] || (field != "" && msg != field+": "+reason) {
+				t.Fatalf("body %s: want field %q, and the error its field and reason", r.raw, fields[c.name])
 			}
 		})
 	}

@@ -107,7 +107,7 @@ func (s *Server) amplitude(ctx *fasthttp.RequestCtx, key *config.APIKey, body []
 				*byField = map[string][]int{}
 			}
 			(*byField)[field] = append((*byField)[field], i)
-			bad.Rejected = append(bad.Rejected, Rejected{Index: i, Error: err.Error()})
+			bad.Rejected = append(bad.Rejected, rejectedItem(i, err))
 			dead = append(dead, s.refuse(key, i, raw, err, now))
 			continue
 		}
@@ -191,7 +191,7 @@ func (s *Server) posthog(ctx *fasthttp.RequestCtx, key *config.APIKey, body []by
 			if firstErr == nil {
 				firstErr = err
 			}
-			rejected = append(rejected, Rejected{Index: i, Error: err.Error()})
+			rejected = append(rejected, rejectedItem(i, err))
 			recs = append(recs, s.refuse(key, i, raw, err, now))
 			continue
 		}

@@ -90,7 +90,7 @@ func TestAmplitudeAPI(t *testing.T) {
 	if r.status != 400 || r.body["code"] != 400.0 ||
 		!strings.Contains(r.raw, `"events_with_invalid_fields":{"time":[2]}`) ||
 		!strings.Contains(r.raw, `"events_with_missing_fields":{"event_type":[1],"user_id":[3]}`) ||
-		!strings.Contains(r.raw, `{"index":2,"error":"time: must be a number: milliseconds since the epoch"}`) {
+		!strings.Contains(r.raw, `{"index":2,"error":"time: must be a number: milliseconds since the epoch","field":"time","reason":"must be a number: milliseconds since the epoch"}`) {
 		t.Fatalf("invalid events: %d %s", r.status, r.raw)
 	}
 	for _, c := range []struct{ body, missing string }{
@@ -134,7 +134,7 @@ func TestPostHogAPI(t *testing.T) {
 		if r.status != 200 || r.body["status"] != 1.0 {
 			t.Fatalf("%s: %d %s", c.path, r.status, r.raw)
 		}
-		if c.path == "/batch/" && !strings.Contains(r.raw, `"rejected":[{"index":1,"error":"event: required"}]`) {
+		if c.path == "/batch/" && !strings.Contains(r.raw, `"rejected":[{"index":1,"error":"event: required","field":"event","reason":"required"}]`) {
 			t.Fatalf("batch with a bad event: %s", r.raw)
 		}
 	}

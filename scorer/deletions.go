@@ -150,7 +150,7 @@ func listLimit(ctx *fasthttp.RequestCtx) (limit int, ok bool) {
 	}
 	n, err := strconv.Atoi(q)
 	if err != nil || n < 1 || n > max {
-		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "limit: want a number from 1 to "+strconv.Itoa(max)+", got "+strconv.Quote(q))
+		httpapi.WriteFieldError(ctx, fasthttp.StatusBadRequest, "limit", "want a number from 1 to "+strconv.Itoa(max)+", got "+strconv.Quote(q))
 		return 0, false
 	}
 	return n, true
@@ -169,7 +169,7 @@ func (s *Server) deletionStatus(ctx *fasthttp.RequestCtx, rest string) {
 	if rest != "" {
 		st, ok := s.deletions.Status(rest)
 		if !ok {
-			httpapi.WriteError(ctx, fasthttp.StatusNotFound, "request_id: no deletion "+strconv.Quote(rest)+" (the id DELETE /v1/profiles or pulse delete answered)")
+			httpapi.WriteFieldError(ctx, fasthttp.StatusNotFound, "request_id", "no deletion "+strconv.Quote(rest)+" (the id DELETE /v1/profiles or pulse delete answered)")
 			return
 		}
 		s.settleMutations(&st)
@@ -184,7 +184,7 @@ func (s *Server) deletionStatus(ctx *fasthttp.RequestCtx, rest string) {
 	switch want {
 	case "", deletion.StatePending, deletion.StateInProgress, deletion.StateDone:
 	default:
-		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "status: want "+strings.Join([]string{deletion.StatePending, deletion.StateInProgress, deletion.StateDone}, ", ")+", got "+strconv.Quote(want))
+		httpapi.WriteFieldError(ctx, fasthttp.StatusBadRequest, "status", "want "+strings.Join([]string{deletion.StatePending, deletion.StateInProgress, deletion.StateDone}, ", ")+", got "+strconv.Quote(want))
 		return
 	}
 	all := s.deletions.List()

@@ -82,7 +82,7 @@ func (s *Server) forget(ctx *fasthttp.RequestCtx, rest string) {
 	case "true":
 		suppress = true
 	default:
-		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "suppress: want true or false, got "+strconv.Quote(q))
+		httpapi.WriteFieldError(ctx, fasthttp.StatusBadRequest, "suppress", "want true or false, got "+strconv.Quote(q))
 		return
 	}
 	req := identity.Forget(subject, s.now().UTC(), "delete-"+uuid.NewString())
@@ -142,7 +142,7 @@ func (s *Server) subject(ctx *fasthttp.RequestCtx, rest, what string) (identity.
 	if k := string(ctx.QueryArgs().Peek("kind")); k != "" {
 		o := identity.FromConfig(s.cfgNow.Load().Identity)
 		if kinds := o.Kinds(); !slices.Contains(kinds, k) {
-			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "kind: unknown identifier kind "+strconv.Quote(k)+" (want "+strings.Join(kinds, ", ")+")")
+			httpapi.WriteFieldError(ctx, fasthttp.StatusBadRequest, "kind", "unknown identifier kind "+strconv.Quote(k)+" (want "+strings.Join(kinds, ", ")+")")
 			return identity.Identifier{}, false
 		}
 		subject = identity.Identifier{Kind: k, Value: id}

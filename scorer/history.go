@@ -247,7 +247,7 @@ func historyParam(ctx *fasthttp.RequestCtx) (d time.Duration, ok bool) {
 	}
 	d, err := time.ParseDuration(string(raw))
 	if err != nil || d < time.Second || d > historyKeep {
-		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "history: want a duration from 1s to 1h such as 1h or 15m, got "+strconv.Quote(string(raw)))
+		httpapi.WriteFieldError(ctx, fasthttp.StatusBadRequest, "history", "want a duration from 1s to 1h such as 1h or 15m, got "+strconv.Quote(string(raw)))
 		return 0, false
 	}
 	return d, true

@@ -434,14 +434,14 @@ func (l *Live) ServeSSE(ctx *fasthttp.RequestCtx) {
 	if last != "" {
 		pos, err := ParseLivePosition(last)
 		if err != nil {
-			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "Last-Event-ID: "+err.Error())
+			httpapi.WriteFieldError(ctx, fasthttp.StatusBadRequest, "Last-Event-ID", err.Error())
 			return
 		}
 		sub.pos = pos
 	} else if h := ctx.QueryArgs().Peek("history"); len(h) > 0 {
 		n, err := strconv.Atoi(string(h))
 		if err != nil || n < 0 {
-			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "history must be a count of records")
+			httpapi.WriteFieldError(ctx, fasthttp.StatusBadRequest, "history", "must be a count of records")
 			return
 		}
 		sub.history = n

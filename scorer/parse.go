@@ -55,6 +55,15 @@ func (e *parseError) Error() string {
 	return fmt.Sprintf("invalid JSON at byte %d: %s", e.at, e.msg)
 }
 
+// FieldReason is the path and the problem apart (httpapi.FieldProblem);
+// no field for a body that is not JSON.
+func (e *parseError) FieldReason() (field, reason string) {
+	if e.path == "" {
+		return "", ""
+	}
+	return e.path, e.msg
+}
+
 type reader struct {
 	b   []byte
 	i   int

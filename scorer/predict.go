@@ -141,15 +141,15 @@ func (s *Server) predict(ctx *fasthttp.RequestCtx) {
 	}
 	err := parsePredict(body, req, maxPredictRows)
 	if err != nil && !errors.Is(err, errRows) {
-		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, err.Error())
+		httpapi.WriteErr(ctx, fasthttp.StatusBadRequest, err)
 		return
 	}
 	if err != nil {
-		httpapi.WriteError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("features: over the %d row limit", maxPredictRows))
+		httpapi.WriteFieldError(ctx, fasthttp.StatusRequestEntityTooLarge, "features", fmt.Sprintf("over the %d row limit", maxPredictRows))
 		return
 	}
 	if req.model == "" {
-		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, `model: required, e.g. {"model": "purchase_propensity", "features": [{"user": {"id": 612}}]}`)
+		httpapi.WriteFieldError(ctx, fasthttp.StatusBadRequest, "model", `required, e.g. {"model": "purchase_propensity", "features": [{"user": {"id": 612}}]}`)
 		return
 	}
 	set := s.models.Load()
@@ -164,13 +164,13 @@ func (s *Server) predict(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if !req.features {
-		httpapi.WriteError(ctx, fasthttp.StatusBadRequest, `features: required: a list of rows like {"`+m.entity+`": {"id": 612}}`)
+		httpapi.WriteFieldError(ctx, fasthttp.StatusBadRequest, "features", `required: a list of rows like {"`+m.entity+`": {"id": 612}}`)
 		return
 	}
 	sc.ids = sc.ids[:0]
 	for i := range req.rows {
 		if string(req.rows[i].entity) != m.entity {
-			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("features[%d]: the model scores %q entities, got %q", i, m.entity, req.rows[i].entity))
+			httpapi.WriteFieldError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("features[%d]", i), fmt.Sprintf("the model scores %q entities, got %q", m.entity, req.rows[i].entity))
 			return
 		}
 		sc.ids = append(sc.ids, req.rows[i].id)

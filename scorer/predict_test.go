@@ -1,6 +1,7 @@
 package scorer_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -221,6 +222,22 @@ func TestPredictErrors(t *testing.T) {
 	f("bad inline", "POST", "read-key", `{"model":"purchase_propensity","features":[{"user":{"id":1,"orders_30d":"many"}}]}`, 400, `features[0].user.orders_30d: want a number, got the string \"many\"`)
 	f("too many rows", "POST", "read-key", many, 413, "over the 1000 row limit")
 	f("GET", "GET", "read-key", "", 405, "use POST")
+	// A problem with one field names it, and the reason, for a program
+	// too; a body that is not JSON names none.
+	for _, c := range []struct{ body, field, reason string }{
+		{`{"model":"purchase_propensity","features":[{"user":{"id":1}},{"user":{"orders_30d":1}}]}`, "features[1].user.id", "required"},
+		{`{"model":"purchase_propensity","features":[{"account":{"id":1}}]}`, "features[0]", `the model scores "user" entities, got "account"`},
+		{`{"features":[{"user":{"id":612}}]}`, "model", `required, e.g. {"model": "purchase_propensity", "features": [{"user": {"id": 612}}]}`},
+		{many, "features", "over the 1000 row limit"},
+		{`{"model":"purchase_propensity","features":[{"user":`, "", ""},
+	} {
+		_, got := h.do("POST", "/v1/predict", "read-key", c.body)
+		var e struct{ Error, Field, Reason string }
+		if err := json.Unmarshal([]byte(got), &e); err != nil || e.Field != c.field || e.Reason != c.reason ||
+			(c.field != "" && e.Error != c.field+": "+c.reason) {
+			t.Errorf("%.60s: got %s, want field %q reason %q", c.body, got, c.field, c.reason)
+		}
+	}
 	if code, _ := h.do("POST", "/v1/predict", "slow-key", ok); code != 200 {
 		t.Errorf("rate-limited key, first request: %d", code)
 	}

@@ -79,7 +79,7 @@ func (s *Server) profile(ctx *fasthttp.RequestCtx, rest string) {
 	if q := ctx.QueryArgs().Peek("events"); q != nil {
 		v, err := strconv.Atoi(string(q))
 		if err != nil || v < 0 || v > maxProfileEvents {
-			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "events: want a whole number from 0 to "+strconv.Itoa(maxProfileEvents)+", got "+strconv.Quote(string(q)))
+			httpapi.WriteFieldError(ctx, fasthttp.StatusBadRequest, "events", "want a whole number from 0 to "+strconv.Itoa(maxProfileEvents)+", got "+strconv.Quote(string(q)))
 			return
 		}
 		n = v

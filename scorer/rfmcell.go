@@ -57,7 +57,7 @@ func (s *Server) rfmCellMembers(ctx *fasthttp.RequestCtx, rest string) {
 	for i, name := range []string{"r", "f"} {
 		v, err := strconv.Atoi(parts[i])
 		if err != nil || v < 1 || v > n {
-			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("%s: want a score from 1 to %d, got %q", name, n, parts[i]))
+			httpapi.WriteFieldError(ctx, fasthttp.StatusBadRequest, name, fmt.Sprintf("want a score from 1 to %d, got %q", n, parts[i]))
 			return
 		}
 		cell[i] = v
@@ -66,7 +66,7 @@ func (s *Server) rfmCellMembers(ctx *fasthttp.RequestCtx, rest string) {
 	if raw := ctx.QueryArgs().Peek("limit"); len(raw) > 0 {
 		v, err := strconv.Atoi(string(raw))
 		if err != nil || v < 1 {
-			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "limit: want a whole number from 1 to "+strconv.Itoa(maxMembersLimit)+", got "+strconv.Quote(string(raw)))
+			httpapi.WriteFieldError(ctx, fasthttp.StatusBadRequest, "limit", "want a whole number from 1 to "+strconv.Itoa(maxMembersLimit)+", got "+strconv.Quote(string(raw)))
 			return
 		}
 		limit = min(v, maxMembersLimit)
@@ -83,7 +83,7 @@ func (s *Server) rfmCellMembers(ctx *fasthttp.RequestCtx, rest string) {
 		i, c, ok := strings.Cut(raw, ".")
 		v, err := strconv.Atoi(i)
 		if !ok || err != nil || v < 0 || v >= len(groups) {
-			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "cursor: not one this endpoint gave, got "+strconv.Quote(raw))
+			httpapi.WriteFieldError(ctx, fasthttp.StatusBadRequest, "cursor", "not one this endpoint gave, got "+strconv.Quote(raw))
 			return
 		}
 		gi, cursor = v, c

@@ -116,7 +116,7 @@ func (s *Server) members(ctx *fasthttp.RequestCtx, name string) {
 	if raw := args.Peek("limit"); len(raw) > 0 {
 		n, err := strconv.Atoi(string(raw))
 		if err != nil || n < 1 {
-			httpapi.WriteError(ctx, fasthttp.StatusBadRequest, "limit: want a whole number from 1 to "+strconv.Itoa(maxMembersLimit)+", got "+strconv.Quote(string(raw)))
+			httpapi.WriteFieldError(ctx, fasthttp.StatusBadRequest, "limit", "want a whole number from 1 to "+strconv.Itoa(maxMembersLimit)+", got "+strconv.Quote(string(raw)))
 			return
 		}
 		limit = min(n, maxMembersLimit)

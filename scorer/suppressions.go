@@ -36,7 +36,7 @@ func (s *Server) suppressionList(ctx *fasthttp.RequestCtx, id string) {
 	if id != "" {
 		v, ok := s.suppressions.Get(id)
 		if !ok {
-			httpapi.WriteError(ctx, fasthttp.StatusNotFound, "id: "+strconv.Quote(id)+" is not suppressed")
+			httpapi.WriteFieldError(ctx, fasthttp.StatusNotFound, "id", strconv.Quote(id)+" is not suppressed")
 			return
 		}
 		writeJSONStatus(ctx, fasthttp.StatusOK, v)

@@ -28,17 +28,61 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// Error is the body of every error answer.
+// Error is the body of every error answer. Error is the message a person
+// reads ("timestamp: \"yesterday\" is not an ISO-8601 date"); for a
+// problem with one field of the request, Field and Reason say the same
+// for a program: the field's path as sent (a dotted path, list items by
+// index: "properties.tags[1]") and the reason alone.
 type Error struct {
 	Success bool   `json:"success"`
 	Error   string `json:"error"`
+	Field   string `json:"field,omitempty"`
+	Reason  string `json:"reason,omitempty"`
 }
 
 // WriteError answers status with {"success": false, "error": msg}.
 func WriteError(ctx *fasthttp.RequestCtx, status int, msg string) {
+	write(ctx, status, Error{Error: msg})
+}
+
+// WriteFieldError answers status with a problem of one field of the
+// request: {"success": false, "error": "field: reason", "field": field,
+// "reason": reason}.
+func WriteFieldError(ctx *fasthttp.RequestCtx, status int, field, reason string) {
+	write(ctx, status, Error{Error: field + ": " + reason, Field: field, Reason: reason})
+}
+
+// FieldProblem is an error about one field of a request (event.FieldError,
+// the scorer's body parser's errors): its path ("" when the problem is not
+// one field's) and the reason.
+type FieldProblem interface {
+	error
+	FieldReason() (field, reason string)
+}
+
+// WriteErr answers status with err's message, and with its field and
+// reason when err is (or wraps) a FieldProblem that names a field.
+func WriteErr(ctx *fasthttp.RequestCtx, status int, err error) {
+	write(ctx, status, ErrorOf(err))
+}
+
+// ErrorOf is the error body for err (see WriteErr), for answers that list
+// several errors.
+func ErrorOf(err error) Error {
+	e := Error{Error: err.Error()}
+	var fp FieldProblem
+	if errors.As(err, &fp) {
+		if f, r := fp.FieldReason(); f != "" {
+			e.Field, e.Reason = f, r
+		}
+	}
+	return e
+}
+
+func write(ctx *fasthttp.RequestCtx, status int, e Error) {
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
-	b, _ := json.Marshal(Error{Error: msg})
+	b, _ := json.Marshal(e)
 	ctx.SetBody(b)
 }
 
