@@ -487,6 +487,19 @@ func readTopic(t testing.TB, e *env, topic string) []*kgo.Record {
 			if err := firstPollErr(fs); err != nil {
 				t.Fatalf("reading %s: %v", topic, err)
 			}
+			if !read(last, stable) {
+				// Cut short: say where each partition got, so that a test
+				// failing on what it read tells a stalled partition (a
+				// transaction left open holding its last stable offset)
+				// from missing records (CI once read four users in five
+				// as in no segment).
+				lso, err := kadm.NewClient(cl).ListCommittedOffsets(context.Background(), topic)
+				ends.Each(func(o kadm.ListedOffset) {
+					now, _ := lso.Lookup(topic, o.Partition)
+					t.Logf("reading %s: partition %d read to offset %d (none: -1), end offset %d; last stable offset %d now (%v), after %s without records",
+						topic, o.Partition, lastOr(last, o.Partition), o.Offset, now.Offset, err, wait)
+				})
+			}
 			return out
 		}
 		fs.EachPartition(func(p kgo.FetchTopicPartition) {
@@ -501,6 +514,13 @@ func readTopic(t testing.TB, e *env, topic string) []*kgo.Record {
 		}
 		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
 	}
+}
+
+func lastOr(last map[int32]int64, p int32) int64 {
+	if l, ok := last[p]; ok {
+		return l
+	}
+	return -1
 }
 
 // pollFailed reports whether fs carries an error other than its context's
