@@ -194,3 +194,17 @@ func TestGroupOpts(t *testing.T) {
 		t.Fatalf("group %v, want g", got)
 	}
 }
+
+// Every client fetches without a fetch session (NewClient's doc: franz-go's
+// Close raced with a fetch recording its partitions in the session), also
+// when the caller gives options of its own.
+func TestNoFetchSessions(t *testing.T) {
+	cl, err := NewClient(config.Kafka{Brokers: []string{"127.0.0.1:1"}}, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"t": {0: kgo.NewOffset().AtStart()}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if v := cl.OptValue(kgo.DisableFetchSessions); v != true {
+		t.Fatalf("DisableFetchSessions: %v, want true", v)
+	}
+}
