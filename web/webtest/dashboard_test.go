@@ -264,10 +264,13 @@ func TestDashboardShowsLiveChanges(t *testing.T) {
 
 	// Back to a state worth a screenshot: a profile on screen.
 	b.lookupUntil("612", `.profile[data-user="612"] .prediction .label`, "yes")
+	// One at a time, each on top once it came: the three go to different
+	// partitions, and the feed shows changes as they arrive (CI once saw
+	// User 44's after User 58's when all three were sent at once).
 	for i, id := range []string{"31", "44", "58"} {
 		produce([]string{"cart_abandoners", "active_shoppers", "big_spenders"}[i], id, []string{"enter", "enter", "exit"}[i])
+		b.waitText(`#feed .feed-item:first-child .linklike`, "User "+id)
 	}
-	b.waitText(`#feed .feed-item:first-child .linklike`, "User 58")
 
 	// Outside `pulse dev` the page asks for a key once, refuses a wrong one
 	// politely, and remembers a good one.
