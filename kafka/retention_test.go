@@ -9,7 +9,6 @@ import (
 	"github.com/pulse-rt/pulse/internal/testenv"
 	"github.com/pulse-rt/pulse/kafka"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // TestRetention: on a real broker, kafka.retention is the retention.ms of
@@ -26,31 +25,10 @@ func TestRetention(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
 	ctx := context.Background()
-	retention := func() map[string]string {
-		t.Helper()
-		rcs, err := adm.DescribeTopicConfigs(ctx, c.Topics.Events, c.Topics.Segments, c.Topics.IdentityRequests, c.Topics.State, c.Topics.Deletions)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := map[string]string{}
-		for _, rc := range rcs {
-			for _, cf := range rc.Configs {
-				if cf.Key == "retention.ms" && cf.Value != nil {
-					v := *cf.Value
-					if cf.Source != kmsg.ConfigSourceDynamicTopicConfig {
-						v = "default"
-					}
-					out[rc.Name] = v
-				}
-			}
-		}
-		return out
-	}
 	check := func(want map[string]string) {
 		t.Helper()
-		got := retention()
+		got := testenv.Retention(t, c.Brokers, c.Topics.Events, c.Topics.Segments, c.Topics.IdentityRequests, c.Topics.State, c.Topics.Deletions)
 		for topic, v := range want {
 			if got[topic] != v {
 				t.Errorf("%s: retention.ms %q, want %q (all: %v)", topic, got[topic], v, got)

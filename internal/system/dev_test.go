@@ -19,9 +19,6 @@ import (
 	"github.com/pulse-rt/pulse/featurestore"
 	"github.com/pulse-rt/pulse/history"
 	"github.com/pulse-rt/pulse/internal/testenv"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func freePort(t *testing.T) int { return testenv.FreePort(t) }
@@ -295,28 +292,11 @@ func contains(list []string, s string) bool {
 // the broker's -1 it cleans by).
 func checkDevRetention(t *testing.T, broker string, topics config.Topics) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(broker))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	rcs, err := kadm.NewClient(cl).DescribeTopicConfigs(context.Background(), topics.Events, topics.Resolved, topics.State, topics.Suppressions)
-	if err != nil {
-		t.Fatal(err)
-	}
 	want := map[string]string{topics.Events: "604800000", topics.Resolved: "604800000", topics.State: "default", topics.Suppressions: "default"}
-	for _, rc := range rcs {
-		got := "none"
-		for _, c := range rc.Configs {
-			if c.Key == "retention.ms" && c.Value != nil {
-				got = *c.Value
-				if c.Source != kmsg.ConfigSourceDynamicTopicConfig {
-					got = "default"
-				}
-			}
-		}
-		if got != want[rc.Name] {
-			t.Errorf("%s: retention.ms %s, want %s", rc.Name, got, want[rc.Name])
+	got := testenv.Retention(t, []string{broker}, topics.Events, topics.Resolved, topics.State, topics.Suppressions)
+	for topic, v := range want {
+		if got[topic] != v {
+			t.Errorf("%s: retention.ms %s, want %s", topic, got[topic], v)
 		}
 	}
 }
