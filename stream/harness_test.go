@@ -494,7 +494,7 @@ func readTopic(t testing.TB, e *env, topic string) []*kgo.Record {
 		// yet, a fetch cut short) is not the end: it returned at once with
 		// nothing, and all of TestIdentityKillMidMergeRealKafka's segment
 		// changes once read as none. Poll again within the same wait.
-		for fs.NumRecords() == 0 && ctx.Err() == nil && pollFailed(fs) {
+		for fs.NumRecords() == 0 && ctx.Err() == nil && firstPollErr(fs) != nil {
 			time.Sleep(50 * time.Millisecond)
 			fs = cl.PollFetches(ctx)
 		}
@@ -542,10 +542,7 @@ func lastOr(last map[int32]int64, p int32) int64 {
 	return -1
 }
 
-// pollFailed reports whether fs carries an error other than its context's
-// end.
-func pollFailed(fs kgo.Fetches) bool { return firstPollErr(fs) != nil }
-
+// firstPollErr is fs's first error other than its context's end.
 func firstPollErr(fs kgo.Fetches) (err error) {
 	fs.EachError(func(_ string, _ int32, e error) {
 		if err == nil && !errors.Is(e, context.DeadlineExceeded) && !errors.Is(e, context.Canceled) {
